@@ -1,0 +1,1 @@
+//! Data plane (edge and gateway); built by the bastion issue.

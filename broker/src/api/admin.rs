@@ -1,0 +1,448 @@
+//! Operator API: customers, clusters, nodes, engineers' TOTP enrollment, local accounts
+//! (customer approvers, reviewers) and API tokens.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Body, check_name, created, refuse};
+use crate::audit::AuditEvent;
+use crate::auth::{Caller, new_api_token, random_id, token_hash};
+use crate::directory::hash_argon2;
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{Account, ApiToken, Cluster, Customer, Node};
+use crate::totp;
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/customers", post(create_customer).get(list_customers))
+        .route("/v1/clusters", post(create_cluster).get(list_clusters))
+        .route(
+            "/v1/clusters/{cluster}/nodes",
+            post(create_node).get(list_nodes),
+        )
+        .route("/v1/engineers", post(enroll_engineer))
+        .route("/v1/accounts", post(create_account))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/whoami", get(whoami))
+}
+
+async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
+    match caller {
+        Caller::Operator { .. } => Ok(()),
+        Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only the operator may do this",
+            None,
+            None,
+        )
+        .await),
+    }
+}
+
+async fn admin_event(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    fields: [Option<&str>; 4],
+) -> ApiResult<()> {
+    let [customer, cluster, node, engineer] = fields.map(|f| f.map(str::to_string));
+    b.store
+        .audit(&AuditEvent::AdminChange {
+            action: action.into(),
+            target: target.into(),
+            by: caller.label(),
+            customer,
+            cluster,
+            node,
+            engineer,
+        })
+        .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCustomer {
+    id: String,
+    name: Option<String>,
+}
+
+async fn create_customer(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<NewCustomer>,
+) -> ApiResult<(axum::http::StatusCode, Json<Customer>)> {
+    operator_only(&b, &caller, "create_customer").await?;
+    check_name("customer", &req.id)?;
+    let c = Customer {
+        name: req.name.unwrap_or_else(|| req.id.clone()),
+        id: req.id,
+    };
+    b.store.create_customer(&c).await?;
+    admin_event(
+        &b,
+        &caller,
+        "create_customer",
+        &c.id,
+        [Some(&c.id), None, None, None],
+    )
+    .await?;
+    Ok(created(c))
+}
+
+async fn list_customers(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Customer>>> {
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => Ok(Json(b.store.customers().await?)),
+        Caller::Approver { customer, .. } => Ok(Json(
+            b.store
+                .customers()
+                .await?
+                .into_iter()
+                .filter(|c| &c.id == customer)
+                .collect(),
+        )),
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } => Err(refuse(
+            &b,
+            &caller,
+            "list_customers",
+            "not allowed to list customers",
+            None,
+            None,
+        )
+        .await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCluster {
+    id: String,
+    customer: String,
+}
+
+async fn create_cluster(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<NewCluster>,
+) -> ApiResult<(axum::http::StatusCode, Json<Cluster>)> {
+    operator_only(&b, &caller, "create_cluster").await?;
+    check_name("cluster", &req.id)?;
+    if !b.store.customer_exists(&req.customer).await? {
+        return Err(ApiError::NotFound(format!("customer {:?}", req.customer)));
+    }
+    let c = Cluster {
+        id: req.id,
+        customer: req.customer,
+    };
+    b.store.create_cluster(&c).await?;
+    admin_event(
+        &b,
+        &caller,
+        "create_cluster",
+        &c.id,
+        [Some(&c.customer), Some(&c.id), None, None],
+    )
+    .await?;
+    Ok(created(c))
+}
+
+async fn list_clusters(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Cluster>>> {
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::TicketSystem { .. } => {
+            Ok(Json(b.store.clusters(None).await?))
+        }
+        Caller::Approver { customer, .. } => Ok(Json(b.store.clusters(Some(customer)).await?)),
+        Caller::Engineer { .. } => Err(refuse(
+            &b,
+            &caller,
+            "list_clusters",
+            "not allowed to list clusters",
+            None,
+            None,
+        )
+        .await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    name: String,
+    address: String,
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+async fn create_node(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Body(req): Body<NewNode>,
+) -> ApiResult<(axum::http::StatusCode, Json<Node>)> {
+    operator_only(&b, &caller, "create_node").await?;
+    check_name("node", &req.name)?;
+    if req.address.is_empty()
+        || req.address.len() > 253
+        || req
+            .address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::BadRequest("invalid node address".into()));
+    }
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            crate::audit::sanitize(&cluster)
+        )));
+    };
+    let n = Node {
+        cluster: c.id.clone(),
+        name: req.name,
+        address: req.address,
+        port: req.port,
+    };
+    b.store.create_node(&n).await?;
+    admin_event(
+        &b,
+        &caller,
+        "create_node",
+        &n.name,
+        [Some(&c.customer), Some(&c.id), Some(&n.name), None],
+    )
+    .await?;
+    Ok(created(n))
+}
+
+async fn list_nodes(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+) -> ApiResult<Json<Vec<Node>>> {
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound("cluster".into()));
+    };
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
+        Caller::Approver { customer, .. } if customer == &c.customer => {}
+        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_nodes",
+                "not allowed to list this cluster's nodes",
+                None,
+                Some(&c.id),
+            )
+            .await);
+        }
+    }
+    Ok(Json(b.store.nodes(&c.id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollEngineer {
+    uid: String,
+    /// Replace an existing enrollment (a lost authenticator).
+    #[serde(default)]
+    replace: bool,
+}
+
+#[derive(Serialize)]
+struct Enrollment {
+    user: String,
+    totp_secret: String,
+    otpauth_uri: String,
+}
+
+async fn enroll_engineer(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<EnrollEngineer>,
+) -> ApiResult<(axum::http::StatusCode, Json<Enrollment>)> {
+    operator_only(&b, &caller, "enroll_engineer").await?;
+    check_name("engineer", &req.uid)?;
+    let secret = totp::new_secret();
+    b.store
+        .set_engineer_totp(&req.uid, &secret, req.replace)
+        .await?;
+    admin_event(
+        &b,
+        &caller,
+        "enroll_engineer_totp",
+        &req.uid,
+        [None, None, None, Some(&req.uid)],
+    )
+    .await?;
+    Ok(created(Enrollment {
+        otpauth_uri: totp::otpauth_uri(&secret, &req.uid),
+        user: req.uid,
+        totp_secret: secret,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    username: String,
+    role: String,
+    customer: Option<String>,
+    password: SecretString,
+}
+
+async fn create_account(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<NewAccount>,
+) -> ApiResult<(axum::http::StatusCode, Json<Enrollment>)> {
+    operator_only(&b, &caller, "create_account").await?;
+    check_name("user name", &req.username)?;
+    match (req.role.as_str(), &req.customer) {
+        ("approver", Some(c)) => {
+            if !b.store.customer_exists(c).await? {
+                return Err(ApiError::NotFound(format!("customer {c:?}")));
+            }
+        }
+        ("reviewer", None) => {}
+        ("approver", None) => {
+            return Err(ApiError::BadRequest(
+                "an approver belongs to a customer: set `customer`".into(),
+            ));
+        }
+        ("reviewer", Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "a reviewer belongs to no customer".into(),
+            ));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "role must be `approver` or `reviewer`".into(),
+            ));
+        }
+    }
+    if req.password.expose_secret().chars().count() < 12 {
+        return Err(ApiError::BadRequest(
+            "the password must be at least 12 characters".into(),
+        ));
+    }
+    let secret = totp::new_secret();
+    let account = Account {
+        username: req.username.clone(),
+        role: req.role.clone(),
+        customer: req.customer.clone(),
+        password_hash: hash_argon2(req.password.expose_secret())?,
+        totp_secret: secret.clone(),
+    };
+    b.store.create_account(&account).await?;
+    admin_event(
+        &b,
+        &caller,
+        &format!("create_{}", req.role),
+        &req.username,
+        [req.customer.as_deref(), None, None, None],
+    )
+    .await?;
+    Ok(created(Enrollment {
+        otpauth_uri: totp::otpauth_uri(&secret, &req.username),
+        user: req.username,
+        totp_secret: secret,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+    customer: Option<String>,
+}
+
+async fn create_token(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<NewToken>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    operator_only(&b, &caller, "create_token").await?;
+    check_name("token name", &req.name)?;
+    match (req.role.as_str(), &req.customer) {
+        ("approver", Some(c)) => {
+            if !b.store.customer_exists(c).await? {
+                return Err(ApiError::NotFound(format!("customer {c:?}")));
+            }
+        }
+        ("operator" | "reviewer" | "ticket_system", None) => {}
+        ("approver", None) => {
+            return Err(ApiError::BadRequest(
+                "an approver token belongs to a customer: set `customer`".into(),
+            ));
+        }
+        ("operator" | "reviewer" | "ticket_system", Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "only approver tokens belong to a customer".into(),
+            ));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "role must be one of operator, reviewer, approver, ticket_system".into(),
+            ));
+        }
+    }
+    let token = new_api_token();
+    let t = ApiToken {
+        id: random_id(),
+        role: req.role,
+        customer: req.customer,
+        name: req.name,
+    };
+    b.store.create_token(&t, &token_hash(&token)).await?;
+    admin_event(
+        &b,
+        &caller,
+        &format!("create_{}_token", t.role),
+        &t.name,
+        [t.customer.as_deref(), None, None, None],
+    )
+    .await?;
+    Ok(created(
+        json!({"id": t.id, "name": t.name, "role": t.role, "customer": t.customer, "token": token}),
+    ))
+}
+
+async fn whoami(caller: Caller) -> Json<Value> {
+    let v = match caller {
+        Caller::Operator { name } => json!({"role": "operator", "name": name}),
+        Caller::Reviewer { name } => json!({"role": "reviewer", "name": name}),
+        Caller::Approver { name, customer } => {
+            json!({"role": "approver", "name": name, "customer": customer})
+        }
+        Caller::TicketSystem { name } => json!({"role": "ticket_system", "name": name}),
+        Caller::Engineer { uid, groups, mfa } => {
+            json!({"role": "engineer", "name": uid, "groups": groups, "mfa": mfa})
+        }
+    };
+    Json(v)
+}

@@ -1,0 +1,558 @@
+//! Customers' approvals of access groups, their own forbid policies, and just-in-time access
+//! requests. An approver acts only on its own customer's clusters; every refusal is audited.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::certs::revoke_and_audit;
+use super::{Body, check_name, created, refuse};
+use crate::audit::AuditEvent;
+use crate::auth::{Caller, random_id};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, now_secs};
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/approvals", post(create_approval).get(list_approvals))
+        .route(
+            "/v1/approvals/{approval}",
+            get(get_approval)
+                .put(edit_approval)
+                .delete(withdraw_approval),
+        )
+        .route("/v1/customers/{customer}/policies", get(list_policies))
+        .route(
+            "/v1/customers/{customer}/policies/{name}",
+            put(save_policy).delete(delete_policy),
+        )
+        .route("/v1/access-requests", get(list_requests))
+        .route("/v1/access-requests/{request}", get(get_request))
+        .route(
+            "/v1/access-requests/{request}/decision",
+            post(decide_request),
+        )
+}
+
+/// The approver's customer, when the caller is an approver of the cluster's customer.
+async fn approver_of(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+    cluster: &str,
+) -> ApiResult<String> {
+    let Some(c) = b.store.cluster(cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            crate::audit::sanitize(cluster)
+        )));
+    };
+    match caller {
+        Caller::Approver { customer, .. } if customer == &c.customer => Ok(c.customer),
+        Caller::Approver { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "this cluster belongs to another customer: you may only act on your own clusters",
+            Some(&c.customer),
+            Some(&c.id),
+        )
+        .await),
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only the customer's approvers may do this",
+            Some(&c.customer),
+            Some(&c.id),
+        )
+        .await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalInput {
+    cluster: String,
+    group: String,
+    logins: Vec<String>,
+    /// Longest certificate lifetime under this approval, seconds.
+    max_session_secs: u64,
+    /// Unix seconds.
+    valid_until: u64,
+    #[serde(default)]
+    valid_from: Option<u64>,
+    #[serde(default)]
+    just_in_time: bool,
+    #[serde(default)]
+    per_session_mfa: bool,
+    #[serde(default)]
+    port_forwarding: bool,
+    #[serde(default)]
+    source_networks: Vec<String>,
+}
+
+fn check_input(a: &ApprovalInput) -> ApiResult<()> {
+    check_name("group", &a.group)?;
+    if a.logins.is_empty() || a.logins.len() > 32 {
+        return Err(ApiError::BadRequest("name between 1 and 32 logins".into()));
+    }
+    for l in &a.logins {
+        check_name("login", l)?;
+    }
+    if a.max_session_secs < 60 || a.max_session_secs > 7 * 86_400 {
+        return Err(ApiError::BadRequest(
+            "max_session_secs must be between 60 and 604800".into(),
+        ));
+    }
+    if a.valid_until <= now_secs() {
+        return Err(ApiError::BadRequest("valid_until is in the past".into()));
+    }
+    if a.source_networks.len() > 32 {
+        return Err(ApiError::BadRequest("at most 32 source networks".into()));
+    }
+    for n in &a.source_networks {
+        if n.parse::<sallyport_ca::cidr::Cidr>().is_err() {
+            return Err(ApiError::BadRequest(format!(
+                "invalid source network {:?}: use CIDR notation such as 203.0.113.0/24",
+                crate::audit::sanitize(n)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn approval_detail(a: &Approval) -> Value {
+    json!({
+        "logins": a.logins, "max_session_secs": a.max_session_secs, "valid_from": a.valid_from,
+        "valid_until": a.valid_until, "just_in_time": a.just_in_time,
+        "per_session_mfa": a.per_session_mfa, "port_forwarding": a.port_forwarding,
+        "source_networks": a.source_networks,
+    })
+}
+
+async fn create_approval(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<ApprovalInput>,
+) -> ApiResult<(axum::http::StatusCode, Json<Approval>)> {
+    let customer = approver_of(&b, &caller, "create_approval", &req.cluster).await?;
+    check_input(&req)?;
+    let now = now_secs();
+    let a = Approval {
+        id: format!("ap-{}", &random_id()[..16]),
+        customer,
+        cluster: req.cluster,
+        group: req.group,
+        logins: req.logins,
+        max_session_secs: req.max_session_secs,
+        valid_from: req.valid_from.unwrap_or(now),
+        valid_until: req.valid_until,
+        just_in_time: req.just_in_time,
+        per_session_mfa: req.per_session_mfa,
+        port_forwarding: req.port_forwarding,
+        source_networks: req.source_networks,
+        created_by: caller.label(),
+        created_at: now,
+        updated_at: now,
+        withdrawn_at: None,
+        withdrawn_by: None,
+    };
+    b.store.save_approval(&a, true).await?;
+    b.store
+        .audit(&AuditEvent::ApprovalSaved {
+            approval: a.id.clone(),
+            customer: a.customer.clone(),
+            cluster: a.cluster.clone(),
+            group: a.group.clone(),
+            by: caller.label(),
+            created: true,
+            detail: approval_detail(&a),
+        })
+        .await?;
+    Ok(created(a))
+}
+
+/// Load an approval the caller may change.
+async fn own_approval(b: &Broker, caller: &Caller, action: &str, id: &str) -> ApiResult<Approval> {
+    let Some(a) = b.store.approval(id).await? else {
+        return Err(ApiError::NotFound("approval".into()));
+    };
+    approver_of(b, caller, action, &a.cluster).await?;
+    Ok(a)
+}
+
+async fn edit_approval(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<ApprovalInput>,
+) -> ApiResult<Json<Approval>> {
+    let old = own_approval(&b, &caller, "edit_approval", &id).await?;
+    if old.withdrawn_at.is_some() {
+        return Err(ApiError::Conflict(
+            "this approval was withdrawn: create a new one".into(),
+        ));
+    }
+    if req.cluster != old.cluster {
+        return Err(ApiError::BadRequest(
+            "an approval cannot move to another cluster: create a new one".into(),
+        ));
+    }
+    check_input(&req)?;
+    let a = Approval {
+        group: req.group,
+        logins: req.logins,
+        max_session_secs: req.max_session_secs,
+        valid_from: req.valid_from.unwrap_or(old.valid_from),
+        valid_until: req.valid_until,
+        just_in_time: req.just_in_time,
+        per_session_mfa: req.per_session_mfa,
+        port_forwarding: req.port_forwarding,
+        source_networks: req.source_networks,
+        updated_at: now_secs(),
+        ..old.clone()
+    };
+    b.store.save_approval(&a, false).await?;
+    b.store
+        .audit(&AuditEvent::ApprovalSaved {
+            approval: a.id.clone(),
+            customer: a.customer.clone(),
+            cluster: a.cluster.clone(),
+            group: a.group.clone(),
+            by: caller.label(),
+            created: false,
+            detail: approval_detail(&a),
+        })
+        .await?;
+    // Certificates issued under the old terms do not carry the new ones: they end.
+    revoke_and_audit(
+        &b,
+        RevokeScope::Approval,
+        &a.id,
+        &caller.label(),
+        "the approval was changed",
+    )
+    .await?;
+    Ok(Json(a))
+}
+
+async fn withdraw_approval(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Approval>> {
+    let old = own_approval(&b, &caller, "withdraw_approval", &id).await?;
+    if old.withdrawn_at.is_some() {
+        return Ok(Json(old));
+    }
+    let a = Approval {
+        withdrawn_at: Some(now_secs()),
+        withdrawn_by: Some(caller.label()),
+        ..old
+    };
+    b.store.save_approval(&a, false).await?;
+    b.store
+        .audit(&AuditEvent::ApprovalWithdrawn {
+            approval: a.id.clone(),
+            customer: a.customer.clone(),
+            cluster: a.cluster.clone(),
+            group: a.group.clone(),
+            by: caller.label(),
+        })
+        .await?;
+    revoke_and_audit(
+        &b,
+        RevokeScope::Approval,
+        &a.id,
+        &caller.label(),
+        "the approval was withdrawn",
+    )
+    .await?;
+    Ok(Json(a))
+}
+
+#[derive(Deserialize)]
+struct ListApprovals {
+    cluster: Option<String>,
+}
+
+async fn list_approvals(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<ListApprovals>,
+) -> ApiResult<Json<Vec<Approval>>> {
+    let customer = match &caller {
+        Caller::Approver { customer, .. } => Some(customer.clone()),
+        Caller::Operator { .. } | Caller::Reviewer { .. } => None,
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_approvals",
+                "not allowed to list approvals",
+                None,
+                None,
+            )
+            .await);
+        }
+    };
+    Ok(Json(
+        b.store
+            .approvals(customer.as_deref(), q.cluster.as_deref())
+            .await?,
+    ))
+}
+
+async fn get_approval(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Approval>> {
+    let Some(a) = b.store.approval(&id).await? else {
+        return Err(ApiError::NotFound("approval".into()));
+    };
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => Ok(Json(a)),
+        Caller::Approver { customer, .. } if customer == &a.customer => Ok(Json(a)),
+        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+            Err(ApiError::NotFound("approval".into()))
+        }
+    }
+}
+
+// --- customer policies ---
+
+async fn own_customer(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+    customer: &str,
+    write: bool,
+) -> ApiResult<()> {
+    match caller {
+        Caller::Approver { customer: own, .. } if own == customer => Ok(()),
+        Caller::Operator { .. } | Caller::Reviewer { .. } if !write => Ok(()),
+        Caller::Approver { .. }
+        | Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only the customer's own approvers may do this",
+            Some(customer),
+            None,
+        )
+        .await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyInput {
+    body: String,
+}
+
+async fn save_policy(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path((customer, name)): Path<(String, String)>,
+    Body(req): Body<PolicyInput>,
+) -> ApiResult<Json<CustomerPolicy>> {
+    own_customer(&b, &caller, "save_policy", &customer, true).await?;
+    check_name("policy name", &name)?;
+    let checked = b
+        .engine
+        .check_customer_policies(&req.body)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // A customer's policy may only speak of that customer's clusters.
+    let own: Vec<String> = b
+        .store
+        .clusters(Some(&customer))
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    sallyport_ca::policy::Engine::check_scope(&checked, &own)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let p = CustomerPolicy {
+        id: random_id(),
+        customer: customer.clone(),
+        name: name.clone(),
+        body: req.body,
+        created_by: caller.label(),
+        created_at: now_secs(),
+    };
+    b.store.save_policy(&p).await?;
+    b.store
+        .audit(&AuditEvent::CustomerPolicySaved {
+            customer,
+            policy: name,
+            by: caller.label(),
+        })
+        .await?;
+    Ok(Json(p))
+}
+
+async fn delete_policy(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path((customer, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    own_customer(&b, &caller, "delete_policy", &customer, true).await?;
+    if !b.store.delete_policy(&customer, &name).await? {
+        return Err(ApiError::NotFound("policy".into()));
+    }
+    b.store
+        .audit(&AuditEvent::CustomerPolicySaved {
+            customer,
+            policy: format!("{name} (deleted)"),
+            by: caller.label(),
+        })
+        .await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+async fn list_policies(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> ApiResult<Json<Vec<CustomerPolicy>>> {
+    own_customer(&b, &caller, "list_policies", &customer, false).await?;
+    Ok(Json(b.store.policies(&customer).await?))
+}
+
+// --- access requests ---
+
+#[derive(Deserialize)]
+struct ListRequests {
+    status: Option<String>,
+}
+
+async fn list_requests(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<ListRequests>,
+) -> ApiResult<Json<Vec<AccessRequest>>> {
+    let customer = match &caller {
+        Caller::Approver { customer, .. } => Some(customer.clone()),
+        Caller::Operator { .. } | Caller::Reviewer { .. } => None,
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_requests",
+                "not allowed to list access requests",
+                None,
+                None,
+            )
+            .await);
+        }
+    };
+    Ok(Json(
+        b.store
+            .requests(customer.as_deref(), q.status.as_deref())
+            .await?,
+    ))
+}
+
+async fn get_request(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccessRequest>> {
+    let Some(r) = b.store.request(&id).await? else {
+        return Err(ApiError::NotFound("access request".into()));
+    };
+    let allowed = match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => true,
+        Caller::Engineer { uid, .. } => uid == &r.engineer,
+        Caller::Approver { customer, .. } => b
+            .store
+            .cluster(&r.cluster)
+            .await?
+            .is_some_and(|c| &c.customer == customer),
+        Caller::TicketSystem { .. } => false,
+    };
+    if !allowed {
+        return Err(ApiError::NotFound("access request".into()));
+    }
+    Ok(Json(r))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionInput {
+    approve: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn decide_request(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<DecisionInput>,
+) -> ApiResult<Json<AccessRequest>> {
+    let Some(r) = b.store.request(&id).await? else {
+        return Err(ApiError::NotFound("access request".into()));
+    };
+    approver_of(&b, &caller, "decide_request", &r.cluster).await?;
+    if let Caller::Approver { name, .. } = &caller {
+        if name == &r.engineer {
+            return Err(refuse(
+                &b,
+                &caller,
+                "decide_request",
+                "nobody may decide their own access request",
+                None,
+                Some(&r.cluster),
+            )
+            .await);
+        }
+    }
+    if let Some(reason) = &req.reason {
+        if reason.len() > 1024 {
+            return Err(ApiError::BadRequest(
+                "the reason is longer than 1024 bytes".into(),
+            ));
+        }
+    }
+    let status = if req.approve { "approved" } else { "denied" };
+    if !b
+        .store
+        .decide_request(&id, status, &caller.label(), req.reason.as_deref())
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "this request was already decided".into(),
+        ));
+    }
+    b.store
+        .audit(&AuditEvent::AccessRequestDecided {
+            request: r.id.clone(),
+            engineer: r.engineer.clone(),
+            ticket: r.ticket.clone(),
+            cluster: r.cluster.clone(),
+            decided_by: caller.label(),
+            status: status.into(),
+            reason: req.reason.clone(),
+        })
+        .await?;
+    let r = b
+        .store
+        .request(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("access request".into()))?;
+    Ok(Json(r))
+}

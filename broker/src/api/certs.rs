@@ -1,0 +1,521 @@
+//! Issuing certificates (the policy decision, then the CA), revocation, and the KRL.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use russh::keys::PublicKey;
+use russh::keys::ssh_key::HashAlg;
+use sallyport_ca::policy::{
+    ApprovalFacts, Decision, GrantIds, IssueFacts, RequestFacts, RequestStatus, TicketFacts,
+};
+use sallyport_ca::{KeyId, Krl, build_user_cert, cert::random_serial};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Body, check_name, refuse};
+use crate::audit::AuditEvent;
+use crate::auth::{Caller, random_id};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{AccessRequest, GrantRow, RevokeScope, now_secs};
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/certificates", post(issue).get(list_certificates))
+        .route("/v1/revocations", post(revoke))
+        .route("/v1/krl", get(krl))
+        .route("/v1/ca", get(ca_keys))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// The engineer's public key, OpenSSH format. The private key never leaves the laptop.
+    pub public_key: String,
+    pub ticket: String,
+    /// Defaults to the ticket's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Defaults to every login of the approval.
+    #[serde(default)]
+    pub logins: Option<Vec<String>>,
+    /// Ask for a shorter lifetime.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Issued {
+    pub certificate: String,
+    pub serial: String,
+    pub key_id: String,
+    pub grant: String,
+    pub engineer: String,
+    pub ticket: String,
+    pub customer: String,
+    pub cluster: String,
+    pub logins: Vec<String>,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub permit_port_forwarding: bool,
+    pub per_session_mfa: bool,
+}
+
+fn deny_reason(code: &str, message: &str) -> sallyport_ca::policy::DenyReason {
+    sallyport_ca::policy::DenyReason {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+async fn denied(
+    b: &Broker,
+    engineer: &str,
+    ticket: &str,
+    cluster: &str,
+    reasons: Vec<sallyport_ca::policy::DenyReason>,
+) -> ApiError {
+    let event = AuditEvent::CertificateDenied {
+        engineer: engineer.into(),
+        ticket: crate::audit::sanitize(ticket),
+        cluster: crate::audit::sanitize(cluster),
+        reasons: reasons.clone(),
+    };
+    if let Err(e) = b.store.audit(&event).await {
+        return ApiError::Internal(e);
+    }
+    ApiError::Denied(reasons)
+}
+
+async fn issue(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<IssueRequest>,
+) -> ApiResult<Response> {
+    let (uid, groups, mfa) = match &caller {
+        Caller::Engineer { uid, groups, mfa } => (uid.clone(), groups.clone(), *mfa),
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "issue_certificate",
+                "only engineers get certificates: log in with `sallyport login`",
+                None,
+                None,
+            )
+            .await);
+        }
+    };
+    let public_key = PublicKey::from_openssh(req.public_key.trim())
+        .map_err(|_| ApiError::BadRequest("public_key is not an OpenSSH public key".into()))?;
+    check_name("ticket", &req.ticket)?;
+    if let Some(c) = &req.cluster {
+        check_name("cluster", c)?;
+    }
+    if let Some(ls) = &req.logins {
+        for l in ls {
+            check_name("login", l)?;
+        }
+    }
+    let Some(ticket) = b.store.ticket(&req.ticket).await? else {
+        let cluster = req.cluster.clone().unwrap_or_default();
+        return Err(denied(
+            &b,
+            &uid,
+            &req.ticket,
+            &cluster,
+            vec![deny_reason(
+                "ticket_unknown",
+                "no such ticket: check the ticket id",
+            )],
+        )
+        .await);
+    };
+    let cluster_id = req
+        .cluster
+        .clone()
+        .unwrap_or_else(|| ticket.cluster.clone());
+    let Some(cluster) = b.store.cluster(&cluster_id).await? else {
+        return Err(denied(
+            &b,
+            &uid,
+            &ticket.id,
+            &cluster_id,
+            vec![deny_reason("cluster_unknown", "no such cluster")],
+        )
+        .await);
+    };
+    let approvals = b.store.approvals(None, Some(&cluster.id)).await?;
+    let request = b
+        .store
+        .latest_request(&uid, &ticket.id, &cluster.id)
+        .await?;
+    let customer_policies = {
+        let mut out = Vec::new();
+        for p in b.store.policies(&cluster.customer).await? {
+            // Saved policies were checked when saved; one that no longer checks (a newer
+            // schema) denies rather than being skipped.
+            match b.engine.check_customer_policies(&p.body) {
+                Ok(mut ps) => out.append(&mut ps),
+                Err(e) => {
+                    return Err(denied(
+                        &b,
+                        &uid,
+                        &ticket.id,
+                        &cluster.id,
+                        vec![deny_reason(
+                            "customer_policy_invalid",
+                            &format!(
+                                "the customer's policy {} is invalid ({e}); access is refused",
+                                p.name
+                            ),
+                        )],
+                    )
+                    .await);
+                }
+            }
+        }
+        out
+    };
+    let facts = IssueFacts {
+        engineer: uid.clone(),
+        groups,
+        mfa,
+        customer: cluster.customer.clone(),
+        cluster: cluster.id.clone(),
+        ticket: TicketFacts {
+            id: ticket.id.clone(),
+            status: ticket.status.clone(),
+            assignee: ticket.assignee.clone(),
+            customer: ticket.customer.clone(),
+            cluster: ticket.cluster.clone(),
+        },
+        approvals: approvals
+            .iter()
+            .map(|a| ApprovalFacts {
+                id: a.id.clone(),
+                group: a.group.clone(),
+                cluster: a.cluster.clone(),
+                logins: a.logins.clone(),
+                valid_from: a.valid_from,
+                valid_until: a.valid_until,
+                withdrawn: a.withdrawn_at.is_some(),
+                just_in_time: a.just_in_time,
+                max_session_secs: a.max_session_secs,
+                per_session_mfa: a.per_session_mfa,
+                port_forwarding: a.port_forwarding,
+                source_networks: a.source_networks.clone(),
+            })
+            .collect(),
+        requested_logins: req.logins.clone(),
+        request: request.as_ref().and_then(|r| {
+            let status = match r.status.as_str() {
+                "pending" => RequestStatus::Pending,
+                "approved" => RequestStatus::Approved,
+                "denied" => RequestStatus::Denied,
+                _ => return None,
+            };
+            Some(RequestFacts {
+                id: r.id.clone(),
+                approval: r.approval.clone(),
+                status,
+            })
+        }),
+        now: now_secs(),
+        max_ttl: b.cfg.ca.max_ttl_secs,
+        requested_ttl: req.ttl_secs,
+    };
+    let ids = GrantIds {
+        id: format!("g-{}", &random_id()[..16]),
+        serial: random_serial(),
+    };
+    let grant = match b.engine.decide(&facts, &customer_policies, ids) {
+        Decision::Allow(g) => g,
+        Decision::Deny {
+            reasons,
+            needs_request: Some(approval),
+        } => {
+            // Just in time: wait for a customer approver. One pending request per engineer,
+            // ticket and approval; asking again returns the same one.
+            let pending = request
+                .filter(|r| r.status == "pending" && r.approval == approval)
+                .map(Ok)
+                .unwrap_or_else(|| Err(()));
+            let r = match pending {
+                Ok(r) => r,
+                Err(()) => {
+                    let r = AccessRequest {
+                        id: format!("rq-{}", &random_id()[..16]),
+                        engineer: uid.clone(),
+                        ticket: ticket.id.clone(),
+                        cluster: cluster.id.clone(),
+                        approval: approval.clone(),
+                        status: "pending".into(),
+                        created_at: now_secs(),
+                        decided_by: None,
+                        decided_at: None,
+                        reason: None,
+                    };
+                    b.store.create_request(&r).await?;
+                    b.store
+                        .audit(&AuditEvent::AccessRequestCreated {
+                            request: r.id.clone(),
+                            engineer: uid.clone(),
+                            ticket: ticket.id.clone(),
+                            cluster: cluster.id.clone(),
+                            approval,
+                        })
+                        .await?;
+                    r
+                }
+            };
+            let message = reasons
+                .first()
+                .map(|r| r.message.clone())
+                .unwrap_or_default();
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "pending", "message": message, "request": r})),
+            )
+                .into_response());
+        }
+        Decision::Deny { reasons, .. } => {
+            return Err(denied(&b, &uid, &ticket.id, &cluster.id, reasons).await);
+        }
+    };
+    let cert = build_user_cert(&b.user_ca, &public_key, &grant)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let cert_text = cert
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let key_id = KeyId::new(
+        grant.engineer(),
+        grant.ticket(),
+        grant.id(),
+        grant.cluster(),
+    )
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .to_string();
+    let public_text = public_key
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let row = GrantRow {
+        id: grant.id().into(),
+        engineer: grant.engineer().into(),
+        ticket: grant.ticket().into(),
+        customer: grant.customer().into(),
+        cluster: grant.cluster().into(),
+        approval: grant.approval().into(),
+        request: grant.request().map(str::to_string),
+        logins: grant.logins().to_vec(),
+        serial: grant.serial().to_string(),
+        key_id: key_id.clone(),
+        ca_fingerprint: b
+            .user_ca
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string(),
+        public_key: public_text.clone(),
+        certificate: cert_text.clone(),
+        valid_after: grant.valid_after(),
+        valid_before: grant.valid_before(),
+        created_at: now_secs(),
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    b.store.insert_grant(&row).await?;
+    b.store
+        .audit(&AuditEvent::CertificateIssued {
+            engineer: row.engineer.clone(),
+            ticket: row.ticket.clone(),
+            cluster: row.cluster.clone(),
+            customer: row.customer.clone(),
+            grant: row.id.clone(),
+            approval: row.approval.clone(),
+            request: row.request.clone(),
+            serial: row.serial.clone(),
+            key_id: key_id.clone(),
+            logins: row.logins.clone(),
+            valid_after: row.valid_after,
+            valid_before: row.valid_before,
+            public_key: public_key.fingerprint(HashAlg::Sha256).to_string(),
+        })
+        .await?;
+    Ok(Json(Issued {
+        certificate: cert_text,
+        serial: row.serial,
+        key_id,
+        grant: row.id,
+        engineer: row.engineer,
+        ticket: row.ticket,
+        customer: row.customer,
+        cluster: row.cluster,
+        logins: row.logins,
+        valid_after: row.valid_after,
+        valid_before: row.valid_before,
+        permit_port_forwarding: grant.permit_port_forwarding(),
+        per_session_mfa: grant.per_session_mfa(),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListCerts {
+    engineer: Option<String>,
+}
+
+async fn list_certificates(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<ListCerts>,
+) -> ApiResult<Json<Vec<GrantRow>>> {
+    let engineer = match &caller {
+        Caller::Engineer { uid, .. } => Some(uid.clone()),
+        Caller::Operator { .. } | Caller::Reviewer { .. } => q.engineer,
+        Caller::Approver { .. } | Caller::TicketSystem { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_certificates",
+                "not allowed to list certificates",
+                None,
+                None,
+            )
+            .await);
+        }
+    };
+    Ok(Json(b.store.live_grants(engineer.as_deref()).await?))
+}
+
+/// Revoke what matches and record it. The KRL served next includes it.
+pub(crate) async fn revoke_and_audit(
+    b: &Broker,
+    scope: RevokeScope,
+    value: &str,
+    by: &str,
+    reason: &str,
+) -> ApiResult<Vec<GrantRow>> {
+    let grants = b.store.revoke(scope, value, reason).await?;
+    let single = |f: fn(&GrantRow) -> &String| -> Option<String> {
+        let first = grants.first().map(f)?;
+        grants.iter().all(|g| f(g) == first).then(|| first.clone())
+    };
+    b.store
+        .audit(&AuditEvent::Revoked {
+            scope: scope.as_str().into(),
+            target: value.into(),
+            serials: grants.iter().map(|g| g.serial.clone()).collect(),
+            by: by.into(),
+            reason: reason.into(),
+            engineer: single(|g| &g.engineer),
+            ticket: single(|g| &g.ticket),
+            cluster: single(|g| &g.cluster),
+        })
+        .await?;
+    Ok(grants)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeInput {
+    scope: RevokeScope,
+    value: String,
+    reason: String,
+}
+
+async fn revoke(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<RevokeInput>,
+) -> ApiResult<Json<Value>> {
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
+        Caller::Approver { customer, .. } => {
+            // An approver revokes only what was issued for its own clusters.
+            let grants = b.store.grants_where(req.scope, &req.value).await?;
+            if grants.is_empty() || grants.iter().any(|g| &g.customer != customer) {
+                return Err(refuse(
+                    &b,
+                    &caller,
+                    "revoke",
+                    "you may only revoke certificates for your own clusters",
+                    Some(customer),
+                    None,
+                )
+                .await);
+            }
+        }
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+            return Err(refuse(&b, &caller, "revoke", "not allowed to revoke", None, None).await);
+        }
+    }
+    if req.value.is_empty() || req.value.len() > 128 || req.reason.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "value must be 1-128 bytes and reason at most 1024".into(),
+        ));
+    }
+    let grants = revoke_and_audit(&b, req.scope, &req.value, &caller.label(), &req.reason).await?;
+    Ok(Json(json!({
+        "revoked": grants.iter().map(|g| json!({"serial": g.serial, "grant": g.id, "engineer": g.engineer, "key_id": g.key_id})).collect::<Vec<_>>()
+    })))
+}
+
+/// The KRL of every revoked certificate that has not expired yet, in OpenSSH's format.
+pub async fn build_krl(b: &Broker) -> anyhow::Result<Vec<u8>> {
+    let revoked = b.store.revoked_grants().await?;
+    let version = revoked
+        .iter()
+        .map(|g| g.revoked_at.unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut krl = Krl::new(
+        version
+            .saturating_mul(1000)
+            .saturating_add(revoked.len() as u64),
+        now_secs(),
+        "sallyport",
+    )?;
+    for g in &revoked {
+        let Some(ca) = b
+            .trusted
+            .keys()
+            .iter()
+            .find(|k| k.fingerprint(HashAlg::Sha256).to_string() == g.ca_fingerprint)
+        else {
+            continue;
+        };
+        let serial: u64 = g.serial.parse()?;
+        krl.revoke_serial(ca, serial)?;
+        krl.revoke_key_id(ca, &g.key_id)?;
+    }
+    Ok(krl.to_bytes()?)
+}
+
+async fn krl(State(b): State<Arc<Broker>>) -> ApiResult<Response> {
+    let bytes = build_krl(&b).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
+    let signing = b
+        .user_ca
+        .public_key()
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let trusted: Vec<String> = b
+        .trusted
+        .keys()
+        .iter()
+        .filter_map(|k| k.to_openssh().ok())
+        .collect();
+    Ok(Json(
+        json!({"user_ca": signing, "trusted_user_cas": trusted}),
+    ))
+}

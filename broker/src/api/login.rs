@@ -1,0 +1,245 @@
+//! Logins: engineers (directory bind + groups + TOTP) and local accounts (approvers and
+//! reviewers: argon2 password + TOTP). Each TOTP step is accepted once; failures count toward
+//! a lockout; every outcome is an AuditEvent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::Body;
+use crate::audit::{AuditEvent, sanitize};
+use crate::directory::{DirectoryError, valid_uid, verify_argon2};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::now_secs;
+use crate::totp;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: SecretString,
+    pub totp: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: u64,
+    pub user: String,
+    pub role: String,
+    pub groups: Vec<String>,
+    pub customer: Option<String>,
+}
+
+enum Failure {
+    /// Counted toward the lockout.
+    Counted(ApiError, &'static str),
+    /// Not the user's fault (directory down): not counted.
+    Uncounted(ApiError, &'static str),
+}
+
+/// Check a TOTP code and spend its step. Errors name what to do next.
+async fn spend_totp(b: &Broker, subject: &str, secret: &str, code: &str) -> Result<(), Failure> {
+    let Some(step) = totp::check(secret, code, now_secs(), b.cfg.login.totp_skew) else {
+        return Err(Failure::Counted(
+            ApiError::LoginFailed(
+                "wrong TOTP code: type the current code from your authenticator".into(),
+            ),
+            "bad_totp",
+        ));
+    };
+    match b.store.use_totp_step(subject, step).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::Counted(
+            ApiError::LoginFailed("this TOTP code was already used: wait for the next code".into()),
+            "totp_replayed",
+        )),
+        Err(e) => Err(Failure::Uncounted(ApiError::from(e), "internal")),
+    }
+}
+
+pub async fn engineer_login(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let shown = sanitize(&req.user);
+    let fail = |code: &str, reason: &str| AuditEvent::LoginFailed {
+        engineer: shown.clone(),
+        code: code.into(),
+        reason: reason.into(),
+        source_ip: Some(peer.ip().to_string()),
+    };
+    if !valid_uid(&req.user) {
+        b.store
+            .audit(&fail(
+                "invalid_user_name",
+                "user name has characters that are not allowed",
+            ))
+            .await?;
+        return Err(ApiError::BadRequest(
+            "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
+        ));
+    }
+    let subject = format!("engineer:{}", req.user);
+    if let Some(wait) = b.store.locked_for(&subject).await? {
+        b.store
+            .audit(&fail("locked_out", "too many failed attempts"))
+            .await?;
+        return Err(ApiError::Locked(wait));
+    }
+    let outcome: Result<Vec<String>, Failure> = async {
+        let groups = match b.directory.authenticate(&req.user, &req.password).await {
+            Ok(g) => g,
+            Err(DirectoryError::BadCredentials) => {
+                return Err(Failure::Counted(
+                    ApiError::LoginFailed(DirectoryError::BadCredentials.to_string()),
+                    "bad_credentials",
+                ));
+            }
+            Err(e @ DirectoryError::Unavailable(_)) => {
+                if let DirectoryError::Unavailable(detail) = &e {
+                    tracing::warn!(detail = %detail, "directory unavailable");
+                }
+                return Err(Failure::Uncounted(
+                    ApiError::Unavailable(e.to_string()),
+                    "directory_unavailable",
+                ));
+            }
+        };
+        let secret = match b.store.engineer_totp(&req.user).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(Failure::Counted(
+                    ApiError::LoginFailed(
+                        "no TOTP is enrolled for you: ask the operator to enroll you".into(),
+                    ),
+                    "totp_not_enrolled",
+                ));
+            }
+            Err(e) => return Err(Failure::Uncounted(e.into(), "internal")),
+        };
+        spend_totp(&b, &subject, &secret, &req.totp).await?;
+        Ok(groups)
+    }
+    .await;
+    match outcome {
+        Ok(groups) => {
+            b.store.clear_failures(&subject).await?;
+            let (token, exp) = b
+                .jwt
+                .issue(&req.user, "engineer", groups.clone(), None, true)?;
+            b.store
+                .audit(&AuditEvent::LoginSucceeded {
+                    engineer: req.user.clone(),
+                    groups: groups.clone(),
+                    source_ip: Some(peer.ip().to_string()),
+                })
+                .await?;
+            Ok(Json(LoginResponse {
+                token,
+                expires_at: exp,
+                user: req.user,
+                role: "engineer".into(),
+                groups,
+                customer: None,
+            }))
+        }
+        Err(Failure::Counted(err, code)) => {
+            b.store
+                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
+                .await?;
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(err)
+        }
+        Err(Failure::Uncounted(err, code)) => {
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(err)
+        }
+    }
+}
+
+pub async fn account_login(
+    State(b): State<Arc<Broker>>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let shown = sanitize(&req.user);
+    let fail = |code: &str, reason: &str| AuditEvent::AccountLoginFailed {
+        account: shown.clone(),
+        code: code.into(),
+        reason: reason.into(),
+    };
+    if !valid_uid(&req.user) {
+        b.store
+            .audit(&fail(
+                "invalid_user_name",
+                "user name has characters that are not allowed",
+            ))
+            .await?;
+        return Err(ApiError::BadRequest(
+            "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
+        ));
+    }
+    let subject = format!("account:{}", req.user);
+    if let Some(wait) = b.store.locked_for(&subject).await? {
+        b.store
+            .audit(&fail("locked_out", "too many failed attempts"))
+            .await?;
+        return Err(ApiError::Locked(wait));
+    }
+    let account = b.store.account(&req.user).await?;
+    let password_ok = match &account {
+        Some(a) => verify_argon2(&a.password_hash, req.password.expose_secret()),
+        None => {
+            let _ = crate::directory::hash_argon2(req.password.expose_secret());
+            false
+        }
+    };
+    let outcome = match (&account, password_ok) {
+        (Some(a), true) => spend_totp(&b, &subject, &a.totp_secret, &req.totp).await,
+        _ => Err(Failure::Counted(
+            ApiError::LoginFailed("wrong user name or password".into()),
+            "bad_credentials",
+        )),
+    };
+    match (outcome, account) {
+        (Ok(()), Some(a)) => {
+            b.store.clear_failures(&subject).await?;
+            let (token, exp) =
+                b.jwt
+                    .issue(&a.username, &a.role, vec![], a.customer.clone(), true)?;
+            b.store
+                .audit(&AuditEvent::AccountLoginSucceeded {
+                    account: a.username.clone(),
+                    role: a.role.clone(),
+                    customer: a.customer.clone(),
+                })
+                .await?;
+            Ok(Json(LoginResponse {
+                token,
+                expires_at: exp,
+                user: a.username,
+                role: a.role,
+                groups: vec![],
+                customer: a.customer,
+            }))
+        }
+        (Err(Failure::Counted(err, code)), _) => {
+            b.store
+                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
+                .await?;
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(err)
+        }
+        (Err(Failure::Uncounted(err, code)), _) => {
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(err)
+        }
+        (Ok(()), None) => Err(ApiError::LoginFailed("wrong user name or password".into())),
+    }
+}

@@ -1,0 +1,110 @@
+//! The HTTP API under `/v1/`. One `router()` per module; errors are
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+mod admin;
+mod approvals;
+mod audit;
+mod certs;
+pub mod login;
+mod tickets;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::Broker;
+
+/// The OpenAPI document, kept next to the code it describes.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// JSON body whose rejections speak the API's error shape.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(ApiError::Rejected(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+pub fn router(state: Arc<Broker>) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
+        .route("/v1/login", post(login::engineer_login))
+        .route("/v1/accounts/login", post(login::account_login))
+        .merge(admin::router())
+        .merge(tickets::router())
+        .merge(approvals::router())
+        .merge(certs::router())
+        .merge(audit::router())
+        .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Refuse with an audit event: the caller may not do this.
+pub(crate) async fn refuse(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+    reason: &str,
+    customer: Option<&str>,
+    cluster: Option<&str>,
+) -> ApiError {
+    let event = crate::audit::AuditEvent::Refused {
+        by: caller.label(),
+        action: action.into(),
+        reason: reason.into(),
+        customer: customer.map(str::to_string),
+        cluster: cluster.map(str::to_string),
+    };
+    if let Err(e) = b.store.audit(&event).await {
+        return ApiError::Internal(e);
+    }
+    ApiError::Forbidden(reason.into())
+}
+
+/// Names of customers, clusters, nodes, groups and logins: what may appear in certificates,
+/// key ids and file names. Letters, digits, `.`, `_`, `-`; at most 64; no leading punctuation.
+pub(crate) fn check_name(what: &str, v: &str) -> Result<(), ApiError> {
+    if crate::directory::valid_uid(v) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid {what} {:?}: use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)",
+            crate::audit::sanitize(v)
+        )))
+    }
+}
+
+pub(crate) fn created<T: serde::Serialize>(v: T) -> (StatusCode, Json<T>) {
+    (StatusCode::CREATED, Json(v))
+}

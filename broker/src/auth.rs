@@ -1,0 +1,302 @@
+//! Who is calling: API tokens (operator, reviewer, customer approver, ticket system) and JWT
+//! sessions (engineers after LDAP + TOTP; approvers and reviewers after password + TOTP).
+//!
+//! JWTs are HS256 only (the algorithm is pinned: `alg: none` or any other algorithm is refused),
+//! with `exp`, `aud`, `iss` and `sub` required and checked.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::Broker;
+use crate::store::now_secs;
+
+/// The caller of a request, proven by its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Operator {
+        name: String,
+    },
+    Reviewer {
+        name: String,
+    },
+    Approver {
+        name: String,
+        customer: String,
+    },
+    TicketSystem {
+        name: String,
+    },
+    Engineer {
+        uid: String,
+        groups: Vec<String>,
+        mfa: bool,
+    },
+}
+
+impl Caller {
+    /// How the caller is named in the audit log.
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Operator { name } => format!("operator:{name}"),
+            Caller::Reviewer { name } => format!("reviewer:{name}"),
+            Caller::Approver { name, customer } => format!("approver:{customer}:{name}"),
+            Caller::TicketSystem { name } => format!("ticket-system:{name}"),
+            Caller::Engineer { uid, .. } => format!("engineer:{uid}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    /// engineer | approver | reviewer
+    pub role: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub mfa: bool,
+    pub iat: u64,
+    pub exp: u64,
+    pub aud: String,
+    pub iss: String,
+    pub jti: String,
+}
+
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: u64,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8], issuer: &str, audience: &str, ttl: u64) -> JwtKeys {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 5;
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl,
+        }
+    }
+
+    pub fn issue(
+        &self,
+        sub: &str,
+        role: &str,
+        groups: Vec<String>,
+        customer: Option<String>,
+        mfa: bool,
+    ) -> anyhow::Result<(String, u64)> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: sub.into(),
+            role: role.into(),
+            groups,
+            customer,
+            mfa,
+            iat: now,
+            exp: now + self.ttl,
+            aud: self.audience.clone(),
+            iss: self.issuer.clone(),
+            jti: random_id(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((token, claims.exp))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                ApiError::Forbidden(format!(
+                    "the session token is not valid ({e}); log in again"
+                ))
+            })
+    }
+}
+
+/// 128 random bits, hex.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A new API token: shown once, stored as its SHA-256.
+pub fn new_api_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("spt_{}", hex::encode(b))
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Constant-time comparison of two hex digests.
+pub fn digest_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl FromRequestParts<Arc<Broker>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Broker>,
+    ) -> Result<Caller, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthenticated)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthenticated)?;
+        if token.starts_with("spt_") {
+            let hash = token_hash(token);
+            if digest_eq(&hash, &state.operator_token_sha256) {
+                return Ok(Caller::Operator {
+                    name: "config".into(),
+                });
+            }
+            let Some(t) = state.store.token_by_hash(&hash).await? else {
+                return Err(ApiError::Forbidden("unknown or revoked API token".into()));
+            };
+            return match (t.role.as_str(), t.customer) {
+                ("operator", _) => Ok(Caller::Operator { name: t.name }),
+                ("reviewer", _) => Ok(Caller::Reviewer { name: t.name }),
+                ("approver", Some(customer)) => Ok(Caller::Approver {
+                    name: t.name,
+                    customer,
+                }),
+                ("ticket_system", _) => Ok(Caller::TicketSystem { name: t.name }),
+                _ => Err(ApiError::Forbidden(
+                    "this API token has no usable role".into(),
+                )),
+            };
+        }
+        let claims = state.jwt.verify(token)?;
+        match (claims.role.as_str(), claims.customer) {
+            ("engineer", _) => Ok(Caller::Engineer {
+                uid: claims.sub,
+                groups: claims.groups,
+                mfa: claims.mfa,
+            }),
+            ("approver", Some(customer)) => Ok(Caller::Approver {
+                name: claims.sub,
+                customer,
+            }),
+            ("reviewer", _) => Ok(Caller::Reviewer { name: claims.sub }),
+            _ => Err(ApiError::Forbidden(
+                "the session token has no usable role".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&[7u8; 32], "sallyport-broker", "sallyport", 600)
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let k = keys();
+        let (t, _) = k
+            .issue("alice", "engineer", vec!["g".into()], None, true)
+            .unwrap();
+        let c = k.verify(&t).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert!(c.mfa);
+    }
+
+    #[test]
+    fn hostile_tokens_are_refused() {
+        let k = keys();
+        let other = JwtKeys::new(&[8u8; 32], "sallyport-broker", "sallyport", 600);
+        let (forged, _) = other
+            .issue("alice", "engineer", vec![], None, true)
+            .unwrap();
+        assert!(k.verify(&forged).is_err(), "signed with another key");
+        let wrong_aud = JwtKeys::new(&[7u8; 32], "sallyport-broker", "other", 600);
+        assert!(
+            k.verify(
+                &wrong_aud
+                    .issue("a", "engineer", vec![], None, true)
+                    .unwrap()
+                    .0
+            )
+            .is_err()
+        );
+        let wrong_iss = JwtKeys::new(&[7u8; 32], "evil", "sallyport", 600);
+        assert!(
+            k.verify(
+                &wrong_iss
+                    .issue("a", "engineer", vec![], None, true)
+                    .unwrap()
+                    .0
+            )
+            .is_err()
+        );
+        // alg: none
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = now_secs();
+        let payload = serde_json::json!({"sub": "alice", "role": "engineer", "mfa": true, "iat": now,
+            "exp": now + 600, "aud": "sallyport", "iss": "sallyport-broker", "jti": "x", "groups": []});
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(payload.to_string())
+        );
+        assert!(k.verify(&none).is_err(), "alg none");
+        // expired
+        let mut c = k
+            .verify(&k.issue("a", "engineer", vec![], None, true).unwrap().0)
+            .unwrap();
+        c.exp = now - 100;
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &k.encoding).unwrap();
+        assert!(k.verify(&t).is_err(), "expired");
+        // HS512 with the right key is still refused: the algorithm is pinned
+        let c = k
+            .verify(&k.issue("a", "engineer", vec![], None, true).unwrap().0)
+            .unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &c, &k.encoding).unwrap();
+        assert!(k.verify(&t).is_err(), "other algorithm");
+    }
+
+    #[test]
+    fn digest_compare() {
+        assert!(digest_eq("abcd", "abcd"));
+        assert!(!digest_eq("abcd", "abce"));
+        assert!(!digest_eq("abc", "abcd"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The broker's TOML configuration. Every key is documented in `docs/config.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for keys and the default SQLite store.
+    pub data_dir: PathBuf,
+    /// `sqlite://FILE` (default: `data_dir/broker.db`) or `postgres://...`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// SHA-256 (hex) of the operator's API token. Generate with `sallyport admin hash-token`.
+    pub operator_token_sha256: String,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub ca: CaConfig,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    #[serde(default)]
+    pub login: LoginConfig,
+    /// LDAP directory of engineers. Without it, `directory` must name an embedded directory file.
+    #[serde(default)]
+    pub ldap: Option<LdapConfig>,
+    /// Embedded directory file (TOML: engineers with argon2 hashes and groups).
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Private key of the user CA (OpenSSH format, 0600). Generated on first start if missing.
+    #[serde(default)]
+    pub user_ca_key: Option<PathBuf>,
+    /// Extra trusted user CA public keys (rotation): certificates signed by these still check.
+    #[serde(default)]
+    pub extra_trusted: Vec<PathBuf>,
+    /// Longest certificate lifetime, seconds.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_secs: u64,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            user_ca_key: None,
+            extra_trusted: vec![],
+            max_ttl_secs: default_max_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// File with the HMAC secret (>= 32 bytes). Generated on first start if missing.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_jwt_ttl")]
+    pub ttl_secs: u64,
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            secret_file: None,
+            ttl_secs: default_jwt_ttl(),
+            issuer: default_issuer(),
+            audience: default_audience(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failed logins of one user before the lockout starts.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: i64,
+    /// How long a locked-out user waits, seconds.
+    #[serde(default = "default_lockout")]
+    pub lockout_secs: u64,
+    /// TOTP time steps accepted before and after the current one.
+    #[serde(default = "default_skew")]
+    pub totp_skew: u16,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_failures: default_max_failures(),
+            lockout_secs: default_lockout(),
+            totp_skew: default_skew(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupMode {
+    /// Read the user entry's `memberOf` attribute.
+    Memberof,
+    /// Search `group_base` with `group_filter`.
+    Search,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the CA that signed the LDAP server's certificate (LDAPS/StartTLS).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// DN to bind as, with `{uid}` replaced by the escaped user name, e.g.
+    /// `uid={uid},ou=people,dc=example,dc=com`.
+    pub user_dn_template: String,
+    /// `memberof` or `search`.
+    #[serde(default = "default_group_mode")]
+    pub group_mode: GroupMode,
+    /// Base DN of groups (group_mode = search).
+    #[serde(default)]
+    pub group_base: Option<String>,
+    /// Filter for the groups of a user; `{dn}` is the escaped user DN, `{uid}` the escaped uid.
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// Attribute naming a group (the AccessGroup name).
+    #[serde(default = "default_group_attr")]
+    pub group_attr: String,
+    /// Only these groups count (empty = all groups of the user).
+    #[serde(default)]
+    pub access_groups: Vec<String>,
+    /// Seconds before an LDAP operation is given up (fail closed).
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_max_ttl() -> u64 {
+    8 * 3600
+}
+fn default_jwt_ttl() -> u64 {
+    600
+}
+fn default_issuer() -> String {
+    "sallyport-broker".into()
+}
+fn default_audience() -> String {
+    "sallyport".into()
+}
+fn default_max_failures() -> i64 {
+    5
+}
+fn default_lockout() -> u64 {
+    300
+}
+fn default_skew() -> u16 {
+    1
+}
+fn default_group_mode() -> GroupMode {
+    GroupMode::Memberof
+}
+fn default_group_filter() -> String {
+    "(&(objectClass=groupOfNames)(member={dn}))".into()
+}
+fn default_group_attr() -> String {
+    "cn".into()
+}
+fn default_ldap_timeout() -> u64 {
+    5
+}
+
+impl BrokerConfig {
+    pub fn load(path: &Path) -> anyhow::Result<BrokerConfig> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the broker config {}", path.display()))?;
+        let mut cfg: BrokerConfig = toml::from_str(&text)
+            .with_context(|| format!("parsing the broker config {}", path.display()))?;
+        if cfg.data_dir.is_relative() {
+            if let Some(dir) = path.parent() {
+                cfg.data_dir = dir.join(&cfg.data_dir);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("broker.db").display()),
+        }
+    }
+
+    pub fn user_ca_key(&self) -> PathBuf {
+        self.ca
+            .user_ca_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("user_ca"))
+    }
+
+    pub fn jwt_secret_file(&self) -> PathBuf {
+        self.jwt
+            .secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("jwt.secret"))
+    }
+}

@@ -1,0 +1,104 @@
+//! Errors of the broker and their HTTP shape: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sallyport_ca::policy::DenyReason;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required: send `Authorization: Bearer <token>`")]
+    Unauthenticated,
+    #[error("{0}")]
+    LoginFailed(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("access denied")]
+    Denied(Vec<DenyReason>),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many failed attempts; try again in {0} seconds")]
+    Locked(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request could not be read (malformed JSON, too large, wrong content type).
+    #[error("{1}")]
+    Rejected(StatusCode, String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return ApiError::Conflict("it already exists".into());
+            }
+            if db.is_foreign_key_violation() {
+                return ApiError::BadRequest("it refers to something that does not exist".into());
+            }
+        }
+        ApiError::Internal(e.into())
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::LoginFailed(_) => "login_failed",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Denied(_) => "denied",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Locked(_) => "locked_out",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Rejected(s, _) if *s == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            ApiError::Rejected(..) => "bad_request",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated | ApiError::LoginFailed(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Locked(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rejected(s, _) => *s,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            // The detail goes to the log, never to the client.
+            tracing::error!(error = ?e, "internal error");
+        }
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let ApiError::Denied(reasons) = &self {
+            body["error"]["message"] = json!(
+                reasons
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            body["error"]["reasons"] = json!(reasons);
+        }
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

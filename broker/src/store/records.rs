@@ -1,0 +1,849 @@
+//! Rows of the control plane: customers, clusters, nodes, engineers, accounts, tokens, TOTP
+//! steps, login failures, tickets, approvals, access requests, customer policies, grants.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, now_secs, to_i64, to_u64};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub customer: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub cluster: String,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub role: String,
+    pub customer: Option<String>,
+    #[serde(skip_serializing)]
+    pub password_hash: String,
+    #[serde(skip_serializing)]
+    pub totp_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub role: String,
+    pub customer: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: String,
+    pub customer: String,
+    pub cluster: String,
+    pub assignee: String,
+    pub status: String,
+    pub title: String,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub customer: String,
+    pub cluster: String,
+    pub group: String,
+    pub logins: Vec<String>,
+    pub max_session_secs: u64,
+    pub valid_from: u64,
+    pub valid_until: u64,
+    pub just_in_time: bool,
+    pub per_session_mfa: bool,
+    pub port_forwarding: bool,
+    pub source_networks: Vec<String>,
+    pub created_by: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub withdrawn_at: Option<u64>,
+    pub withdrawn_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessRequest {
+    pub id: String,
+    pub engineer: String,
+    pub ticket: String,
+    pub cluster: String,
+    pub approval: String,
+    pub status: String,
+    pub created_at: u64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<u64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerPolicy {
+    pub id: String,
+    pub customer: String,
+    pub name: String,
+    pub body: String,
+    pub created_by: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRow {
+    pub id: String,
+    pub engineer: String,
+    pub ticket: String,
+    pub customer: String,
+    pub cluster: String,
+    pub approval: String,
+    pub request: Option<String>,
+    pub logins: Vec<String>,
+    pub serial: String,
+    pub key_id: String,
+    pub ca_fingerprint: String,
+    pub public_key: String,
+    pub certificate: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+    pub revoked_reason: Option<String>,
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn list_json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn opt_u64(row: &AnyRow, i: usize) -> Option<u64> {
+    row.get::<Option<i64>, _>(i).map(to_u64)
+}
+
+const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by";
+
+fn approval_from_row(r: &AnyRow) -> Approval {
+    Approval {
+        id: r.get(0),
+        customer: r.get(1),
+        cluster: r.get(2),
+        group: r.get(3),
+        logins: json_list(&r.get::<String, _>(4)),
+        max_session_secs: to_u64(r.get(5)),
+        valid_from: to_u64(r.get(6)),
+        valid_until: to_u64(r.get(7)),
+        just_in_time: r.get::<i64, _>(8) != 0,
+        per_session_mfa: r.get::<i64, _>(9) != 0,
+        port_forwarding: r.get::<i64, _>(10) != 0,
+        source_networks: json_list(&r.get::<String, _>(11)),
+        created_by: r.get(12),
+        created_at: to_u64(r.get(13)),
+        updated_at: to_u64(r.get(14)),
+        withdrawn_at: opt_u64(r, 15),
+        withdrawn_by: r.get(16),
+    }
+}
+
+const REQUEST_COLS: &str = "id, engineer, ticket_id, cluster_id, approval_id, status, created_at, decided_by, decided_at, reason";
+
+fn request_from_row(r: &AnyRow) -> AccessRequest {
+    AccessRequest {
+        id: r.get(0),
+        engineer: r.get(1),
+        ticket: r.get(2),
+        cluster: r.get(3),
+        approval: r.get(4),
+        status: r.get(5),
+        created_at: to_u64(r.get(6)),
+        decided_by: r.get(7),
+        decided_at: opt_u64(r, 8),
+        reason: r.get(9),
+    }
+}
+
+const GRANT_COLS: &str = "id, engineer, ticket_id, customer_id, cluster_id, approval_id, request_id, logins, serial, key_id, ca_fingerprint, public_key, certificate, valid_after, valid_before, created_at, revoked_at, revoked_reason";
+
+fn grant_from_row(r: &AnyRow) -> GrantRow {
+    GrantRow {
+        id: r.get(0),
+        engineer: r.get(1),
+        ticket: r.get(2),
+        customer: r.get(3),
+        cluster: r.get(4),
+        approval: r.get(5),
+        request: r.get(6),
+        logins: json_list(&r.get::<String, _>(7)),
+        serial: r.get(8),
+        key_id: r.get(9),
+        ca_fingerprint: r.get(10),
+        public_key: r.get(11),
+        certificate: r.get(12),
+        valid_after: to_u64(r.get(13)),
+        valid_before: to_u64(r.get(14)),
+        created_at: to_u64(r.get(15)),
+        revoked_at: opt_u64(r, 16),
+        revoked_reason: r.get(17),
+    }
+}
+
+/// What to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeScope {
+    Serial,
+    Grant,
+    Engineer,
+    Approval,
+    Ticket,
+}
+
+impl RevokeScope {
+    fn column(self) -> &'static str {
+        match self {
+            RevokeScope::Serial => "serial",
+            RevokeScope::Grant => "id",
+            RevokeScope::Engineer => "engineer",
+            RevokeScope::Approval => "approval_id",
+            RevokeScope::Ticket => "ticket_id",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeScope::Serial => "serial",
+            RevokeScope::Grant => "grant",
+            RevokeScope::Engineer => "engineer",
+            RevokeScope::Approval => "approval",
+            RevokeScope::Ticket => "ticket",
+        }
+    }
+}
+
+impl Store {
+    // --- customers, clusters, nodes ---
+
+    pub async fn create_customer(&self, c: &Customer) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO customers (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&c.id)
+            .bind(&c.name)
+            .bind(to_i64(now_secs()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn customers(&self) -> sqlx::Result<Vec<Customer>> {
+        let rows = sqlx::query("SELECT id, name FROM customers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Customer {
+                id: r.get(0),
+                name: r.get(1),
+            })
+            .collect())
+    }
+
+    pub async fn customer_exists(&self, id: &str) -> sqlx::Result<bool> {
+        Ok(sqlx::query("SELECT id FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    pub async fn create_cluster(&self, c: &Cluster) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO clusters (id, customer_id, created_at) VALUES ($1, $2, $3)")
+            .bind(&c.id)
+            .bind(&c.customer)
+            .bind(to_i64(now_secs()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cluster(&self, id: &str) -> sqlx::Result<Option<Cluster>> {
+        let row = sqlx::query("SELECT id, customer_id FROM clusters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Cluster {
+            id: r.get(0),
+            customer: r.get(1),
+        }))
+    }
+
+    pub async fn clusters(&self, customer: Option<&str>) -> sqlx::Result<Vec<Cluster>> {
+        let rows = sqlx::query(
+            "SELECT id, customer_id FROM clusters WHERE ($1 IS NULL OR customer_id = $1) ORDER BY id",
+        )
+        .bind(customer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Cluster {
+                id: r.get(0),
+                customer: r.get(1),
+            })
+            .collect())
+    }
+
+    pub async fn create_node(&self, n: &Node) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (cluster_id, name, address, port, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&n.cluster)
+        .bind(&n.name)
+        .bind(&n.address)
+        .bind(i64::from(n.port))
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn nodes(&self, cluster: &str) -> sqlx::Result<Vec<Node>> {
+        let rows = sqlx::query(
+            "SELECT cluster_id, name, address, port FROM nodes WHERE cluster_id = $1 ORDER BY name",
+        )
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Node {
+                cluster: r.get(0),
+                name: r.get(1),
+                address: r.get(2),
+                port: u16::try_from(r.get::<i64, _>(3)).unwrap_or(22),
+            })
+            .collect())
+    }
+
+    // --- engineers' TOTP, accounts, tokens ---
+
+    pub async fn set_engineer_totp(
+        &self,
+        uid: &str,
+        secret: &str,
+        replace: bool,
+    ) -> sqlx::Result<()> {
+        if replace {
+            sqlx::query("DELETE FROM engineers WHERE uid = $1")
+                .bind(uid)
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query("INSERT INTO engineers (uid, totp_secret, created_at) VALUES ($1, $2, $3)")
+            .bind(uid)
+            .bind(secret)
+            .bind(to_i64(now_secs()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn engineer_totp(&self, uid: &str) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query("SELECT totp_secret FROM engineers WHERE uid = $1")
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn create_account(&self, a: &Account) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (username, role, customer_id, password_hash, totp_secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.username)
+        .bind(&a.role)
+        .bind(&a.customer)
+        .bind(&a.password_hash)
+        .bind(&a.totp_secret)
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn account(&self, username: &str) -> sqlx::Result<Option<Account>> {
+        let row = sqlx::query(
+            "SELECT username, role, customer_id, password_hash, totp_secret FROM accounts WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Account {
+            username: r.get(0),
+            role: r.get(1),
+            customer: r.get(2),
+            password_hash: r.get(3),
+            totp_secret: r.get(4),
+        }))
+    }
+
+    pub async fn create_token(&self, t: &ApiToken, token_hash: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, role, customer_id, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&t.id)
+        .bind(token_hash)
+        .bind(&t.role)
+        .bind(&t.customer)
+        .bind(&t.name)
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token_by_hash(&self, token_hash: &str) -> sqlx::Result<Option<ApiToken>> {
+        let row = sqlx::query(
+            "SELECT id, role, customer_id, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ApiToken {
+            id: r.get(0),
+            role: r.get(1),
+            customer: r.get(2),
+            name: r.get(3),
+        }))
+    }
+
+    /// Mark a TOTP step used. `false` when it was used before (by this or another replica).
+    pub async fn use_totp_step(&self, subject: &str, step: u64) -> sqlx::Result<bool> {
+        let res = sqlx::query("INSERT INTO totp_used (subject, step, used_at) VALUES ($1, $2, $3)")
+            .bind(subject)
+            .bind(to_i64(step))
+            .bind(to_i64(now_secs()))
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Seconds left of a lockout, if any.
+    pub async fn locked_for(&self, subject: &str) -> sqlx::Result<Option<u64>> {
+        let row = sqlx::query("SELECT locked_until FROM login_failures WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        let now = now_secs();
+        Ok(row
+            .map(|r| to_u64(r.get(0)))
+            .filter(|until| *until > now)
+            .map(|until| until - now))
+    }
+
+    /// Count a failure; lock the subject for `lockout` seconds once `max` failures in a row.
+    pub async fn record_failure(&self, subject: &str, max: i64, lockout: u64) -> sqlx::Result<()> {
+        let now = to_i64(now_secs());
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT failures FROM login_failures WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let failures = row.map(|r| r.get::<i64, _>(0)).unwrap_or(0) + 1;
+        let locked_until = if failures >= max {
+            now + to_i64(lockout)
+        } else {
+            0
+        };
+        // After a lockout has run out, counting starts again.
+        let failures = if failures > max { 1 } else { failures };
+        sqlx::query("DELETE FROM login_failures WHERE subject = $1")
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_failures (subject, failures, last_failure, locked_until) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(subject)
+        .bind(failures)
+        .bind(now)
+        .bind(locked_until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn clear_failures(&self, subject: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE subject = $1")
+            .bind(subject)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- tickets ---
+
+    pub async fn ticket(&self, id: &str) -> sqlx::Result<Option<Ticket>> {
+        let row = sqlx::query(
+            "SELECT id, customer_id, cluster_id, assignee, status, title, updated_at FROM tickets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Ticket {
+            id: r.get(0),
+            customer: r.get(1),
+            cluster: r.get(2),
+            assignee: r.get(3),
+            status: r.get(4),
+            title: r.get(5),
+            updated_at: to_u64(r.get(6)),
+        }))
+    }
+
+    pub async fn upsert_ticket(&self, t: &Ticket) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tickets SET customer_id = $2, cluster_id = $3, assignee = $4, status = $5, title = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&t.id)
+        .bind(&t.customer)
+        .bind(&t.cluster)
+        .bind(&t.assignee)
+        .bind(&t.status)
+        .bind(&t.title)
+        .bind(to_i64(t.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO tickets (id, customer_id, cluster_id, assignee, status, title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&t.id)
+            .bind(&t.customer)
+            .bind(&t.cluster)
+            .bind(&t.assignee)
+            .bind(&t.status)
+            .bind(&t.title)
+            .bind(to_i64(t.updated_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    // --- approvals ---
+
+    pub async fn save_approval(&self, a: &Approval, create: bool) -> sqlx::Result<()> {
+        let sql = if create {
+            format!(
+                "INSERT INTO approvals ({APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            )
+        } else {
+            "UPDATE approvals SET customer_id = $2, cluster_id = $3, access_group = $4, logins = $5, max_session_secs = $6, valid_from = $7, valid_until = $8, just_in_time = $9, per_session_mfa = $10, port_forwarding = $11, source_networks = $12, created_by = $13, created_at = $14, updated_at = $15, withdrawn_at = $16, withdrawn_by = $17 WHERE id = $1".to_string()
+        };
+        sqlx::query(&sql)
+            .bind(&a.id)
+            .bind(&a.customer)
+            .bind(&a.cluster)
+            .bind(&a.group)
+            .bind(list_json(&a.logins))
+            .bind(to_i64(a.max_session_secs))
+            .bind(to_i64(a.valid_from))
+            .bind(to_i64(a.valid_until))
+            .bind(i64::from(a.just_in_time))
+            .bind(i64::from(a.per_session_mfa))
+            .bind(i64::from(a.port_forwarding))
+            .bind(list_json(&a.source_networks))
+            .bind(&a.created_by)
+            .bind(to_i64(a.created_at))
+            .bind(to_i64(a.updated_at))
+            .bind(a.withdrawn_at.map(to_i64))
+            .bind(&a.withdrawn_by)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn approval(&self, id: &str) -> sqlx::Result<Option<Approval>> {
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(approval_from_row))
+    }
+
+    pub async fn approvals(
+        &self,
+        customer: Option<&str>,
+        cluster: Option<&str>,
+    ) -> sqlx::Result<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR cluster_id = $2) ORDER BY created_at, id"
+        ))
+        .bind(customer)
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(approval_from_row).collect())
+    }
+
+    // --- access requests ---
+
+    pub async fn create_request(&self, r: &AccessRequest) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO access_requests ({REQUEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&r.id)
+        .bind(&r.engineer)
+        .bind(&r.ticket)
+        .bind(&r.cluster)
+        .bind(&r.approval)
+        .bind(&r.status)
+        .bind(to_i64(r.created_at))
+        .bind(&r.decided_by)
+        .bind(r.decided_at.map(to_i64))
+        .bind(&r.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn request(&self, id: &str) -> sqlx::Result<Option<AccessRequest>> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLS} FROM access_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(request_from_row))
+    }
+
+    /// The newest request of this engineer for this ticket and cluster.
+    pub async fn latest_request(
+        &self,
+        engineer: &str,
+        ticket: &str,
+        cluster: &str,
+    ) -> sqlx::Result<Option<AccessRequest>> {
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(engineer)
+        .bind(ticket)
+        .bind(cluster)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(request_from_row))
+    }
+
+    pub async fn requests(
+        &self,
+        customer: Option<&str>,
+        status: Option<&str>,
+    ) -> sqlx::Result<Vec<AccessRequest>> {
+        let cols = REQUEST_COLS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols} FROM access_requests r JOIN clusters c ON c.id = r.cluster_id \
+             WHERE ($1 IS NULL OR c.customer_id = $1) AND ($2 IS NULL OR r.status = $2) ORDER BY r.created_at, r.id"
+        ))
+        .bind(customer)
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(request_from_row).collect())
+    }
+
+    /// Decide a pending request; `false` if it was no longer pending.
+    pub async fn decide_request(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let res = sqlx::query(
+            "UPDATE access_requests SET status = $2, decided_by = $3, decided_at = $4, reason = $5 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(by)
+        .bind(to_i64(now_secs()))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    // --- customer policies ---
+
+    pub async fn save_policy(&self, p: &CustomerPolicy) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM customer_policies WHERE customer_id = $1 AND name = $2")
+            .bind(&p.customer)
+            .bind(&p.name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO customer_policies (id, customer_id, name, body, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&p.id)
+        .bind(&p.customer)
+        .bind(&p.name)
+        .bind(&p.body)
+        .bind(&p.created_by)
+        .bind(to_i64(p.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn delete_policy(&self, customer: &str, name: &str) -> sqlx::Result<bool> {
+        let res = sqlx::query("DELETE FROM customer_policies WHERE customer_id = $1 AND name = $2")
+            .bind(customer)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub async fn policies(&self, customer: &str) -> sqlx::Result<Vec<CustomerPolicy>> {
+        let rows = sqlx::query(
+            "SELECT id, customer_id, name, body, created_by, created_at FROM customer_policies WHERE customer_id = $1 ORDER BY name",
+        )
+        .bind(customer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CustomerPolicy {
+                id: r.get(0),
+                customer: r.get(1),
+                name: r.get(2),
+                body: r.get(3),
+                created_by: r.get(4),
+                created_at: to_u64(r.get(5)),
+            })
+            .collect())
+    }
+
+    // --- grants ---
+
+    pub async fn insert_grant(&self, g: &GrantRow) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ))
+        .bind(&g.id)
+        .bind(&g.engineer)
+        .bind(&g.ticket)
+        .bind(&g.customer)
+        .bind(&g.cluster)
+        .bind(&g.approval)
+        .bind(&g.request)
+        .bind(list_json(&g.logins))
+        .bind(&g.serial)
+        .bind(&g.key_id)
+        .bind(&g.ca_fingerprint)
+        .bind(&g.public_key)
+        .bind(&g.certificate)
+        .bind(to_i64(g.valid_after))
+        .bind(to_i64(g.valid_before))
+        .bind(to_i64(g.created_at))
+        .bind(g.revoked_at.map(to_i64))
+        .bind(&g.revoked_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn grants_where(
+        &self,
+        scope: RevokeScope,
+        value: &str,
+    ) -> sqlx::Result<Vec<GrantRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 ORDER BY created_at",
+            scope.column()
+        ))
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Revoke every not-yet-revoked grant matching; returns the grants revoked now.
+    pub async fn revoke(
+        &self,
+        scope: RevokeScope,
+        value: &str,
+        reason: &str,
+    ) -> sqlx::Result<Vec<GrantRow>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 AND revoked_at IS NULL",
+            scope.column()
+        ))
+        .bind(value)
+        .fetch_all(&mut *tx)
+        .await?;
+        let grants: Vec<GrantRow> = rows.iter().map(grant_from_row).collect();
+        sqlx::query(&format!(
+            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL",
+            scope.column()
+        ))
+        .bind(value)
+        .bind(to_i64(now_secs()))
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(grants)
+    }
+
+    /// Revoked certificates that have not expired yet: (CA fingerprint, serial, key id).
+    pub async fn revoked_grants(&self) -> sqlx::Result<Vec<GrantRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE revoked_at IS NOT NULL AND valid_before > $1 ORDER BY serial"
+        ))
+        .bind(to_i64(now_secs()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Grants of an engineer that are valid now and not revoked.
+    pub async fn live_grants(&self, engineer: Option<&str>) -> sqlx::Result<Vec<GrantRow>> {
+        let now = to_i64(now_secs());
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE revoked_at IS NULL AND valid_before > $1 AND ($2 IS NULL OR engineer = $2) ORDER BY created_at"
+        ))
+        .bind(now)
+        .bind(engineer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+}

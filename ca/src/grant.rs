@@ -1,0 +1,95 @@
+//! The Grant: the proof that the policy decision allowed an engineer in.
+//!
+//! A `Grant` can only be made inside this crate, by `policy::decide` (and by the
+//! broker re-loading one it stored, through [`Grant::restore`], which re-checks nothing and
+//! is therefore only used for revocation bookkeeping, never for signing a new certificate).
+//! The CA signs only from a `Grant` (see `cert::build_user_cert`).
+
+use serde::{Deserialize, Serialize};
+
+/// What the policy decision allowed: engineer + ticket + cluster + logins + window + approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub(crate) id: String,
+    pub(crate) engineer: String,
+    pub(crate) ticket: String,
+    pub(crate) customer: String,
+    pub(crate) cluster: String,
+    pub(crate) logins: Vec<String>,
+    pub(crate) approval: String,
+    pub(crate) request: Option<String>,
+    /// Unix seconds; already backdated.
+    pub(crate) valid_after: u64,
+    /// Unix seconds; min(policy cap, approval cap, approval end).
+    pub(crate) valid_before: u64,
+    pub(crate) serial: u64,
+    pub(crate) permit_port_forwarding: bool,
+    pub(crate) per_session_mfa: bool,
+    /// CIDR list the engineer may connect from; empty = anywhere.
+    pub(crate) source_networks: Vec<String>,
+}
+
+impl Grant {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn engineer(&self) -> &str {
+        &self.engineer
+    }
+    pub fn ticket(&self) -> &str {
+        &self.ticket
+    }
+    pub fn customer(&self) -> &str {
+        &self.customer
+    }
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+    pub fn logins(&self) -> &[String] {
+        &self.logins
+    }
+    pub fn approval(&self) -> &str {
+        &self.approval
+    }
+    pub fn request(&self) -> Option<&str> {
+        self.request.as_deref()
+    }
+    pub fn valid_after(&self) -> u64 {
+        self.valid_after
+    }
+    pub fn valid_before(&self) -> u64 {
+        self.valid_before
+    }
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+    pub fn permit_port_forwarding(&self) -> bool {
+        self.permit_port_forwarding
+    }
+    pub fn per_session_mfa(&self) -> bool {
+        self.per_session_mfa
+    }
+    pub fn source_networks(&self) -> &[String] {
+        &self.source_networks
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_grant() -> Grant {
+    Grant {
+        id: "g-0001".into(),
+        engineer: "alice".into(),
+        ticket: "SUP-1234".into(),
+        customer: "acme".into(),
+        cluster: "acme-prod".into(),
+        logins: vec!["ubuntu".into(), "deploy".into()],
+        approval: "ap-1".into(),
+        request: None,
+        valid_after: 1_700_000_000 - 60,
+        valid_before: 1_700_000_000 + 3600,
+        serial: 0x1234_5678_9abc_def0,
+        permit_port_forwarding: false,
+        per_session_mfa: false,
+        source_networks: vec![],
+    }
+}

@@ -1,0 +1,340 @@
+//! Table tests: every deny reason, the allow path, and a customer's own forbid policy.
+
+use super::*;
+
+const NOW: u64 = 1_763_978_400; // 2025-11-24 10:00:00 UTC, a Monday
+
+fn approval() -> ApprovalFacts {
+    ApprovalFacts {
+        id: "ap-1".into(),
+        group: "support-l2".into(),
+        cluster: "acme-prod".into(),
+        logins: vec!["ubuntu".into(), "deploy".into()],
+        valid_from: NOW - 86_400,
+        valid_until: NOW + 86_400,
+        withdrawn: false,
+        just_in_time: false,
+        max_session_secs: 4 * 3600,
+        per_session_mfa: false,
+        port_forwarding: false,
+        source_networks: vec![],
+    }
+}
+
+fn facts() -> IssueFacts {
+    IssueFacts {
+        engineer: "alice".into(),
+        groups: vec!["support-l2".into()],
+        mfa: true,
+        customer: "acme".into(),
+        cluster: "acme-prod".into(),
+        ticket: TicketFacts {
+            id: "SUP-1234".into(),
+            status: "open".into(),
+            assignee: "alice".into(),
+            customer: "acme".into(),
+            cluster: "acme-prod".into(),
+        },
+        approvals: vec![approval()],
+        requested_logins: None,
+        request: None,
+        now: NOW,
+        max_ttl: 8 * 3600,
+        requested_ttl: None,
+    }
+}
+
+fn ids() -> GrantIds {
+    GrantIds {
+        id: "g-1".into(),
+        serial: 42,
+    }
+}
+
+fn codes(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::Allow(_) => vec!["ALLOW".into()],
+        Decision::Deny { reasons, .. } => reasons.iter().map(|r| r.code.clone()).collect(),
+    }
+}
+
+#[test]
+fn allows_and_computes_the_grant() {
+    let engine = Engine::new().unwrap();
+    let Decision::Allow(g) = engine.decide(&facts(), &[], ids()) else {
+        panic!("expected allow");
+    };
+    assert_eq!(g.engineer(), "alice");
+    assert_eq!(g.ticket(), "SUP-1234");
+    assert_eq!(g.cluster(), "acme-prod");
+    assert_eq!(g.approval(), "ap-1");
+    assert_eq!(g.logins(), ["ubuntu", "deploy"]);
+    assert_eq!(g.serial(), 42);
+    assert_eq!(g.valid_after(), NOW - 60);
+    // min(8h policy cap, 4h approval cap, approval end in 24h) = 4h
+    assert_eq!(g.valid_before(), NOW + 4 * 3600);
+    assert!(!g.permit_port_forwarding());
+}
+
+#[test]
+fn lifetime_is_capped_by_every_limit() {
+    let engine = Engine::new().unwrap();
+    let cases: Vec<(Box<dyn Fn(&mut IssueFacts)>, u64)> = vec![
+        (Box::new(|f| f.max_ttl = 600), NOW + 600),
+        (
+            Box::new(|f| f.approvals[0].valid_until = NOW + 300),
+            NOW + 300,
+        ),
+        (Box::new(|f| f.requested_ttl = Some(120)), NOW + 120),
+        (
+            Box::new(|f| f.approvals[0].max_session_secs = 900),
+            NOW + 900,
+        ),
+    ];
+    for (change, want) in cases {
+        let mut f = facts();
+        change(&mut f);
+        let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
+            panic!("expected allow");
+        };
+        assert_eq!(g.valid_before(), want);
+    }
+}
+
+#[test]
+fn every_deny_reason() {
+    let engine = Engine::new().unwrap();
+    type Change = Box<dyn Fn(&mut IssueFacts)>;
+    let cases: Vec<(&str, Change, &[&str])> = vec![
+        (
+            "no group approved",
+            Box::new(|f| f.groups = vec!["support-l1".into()]),
+            &["not_in_approved_group"],
+        ),
+        (
+            "no groups at all",
+            Box::new(|f| f.groups.clear()),
+            &["not_in_approved_group"],
+        ),
+        (
+            "approval of another cluster",
+            Box::new(|f| f.approvals[0].cluster = "other".into()),
+            &["not_in_approved_group"],
+        ),
+        ("no mfa", Box::new(|f| f.mfa = false), &["no_mfa"]),
+        (
+            "ticket closed",
+            Box::new(|f| f.ticket.status = "closed".into()),
+            &["ticket_not_open"],
+        ),
+        (
+            "ticket of someone else",
+            Box::new(|f| f.ticket.assignee = "bob".into()),
+            &["ticket_not_assigned"],
+        ),
+        (
+            "ticket for another cluster",
+            Box::new(|f| f.ticket.cluster = "acme-dev".into()),
+            &["ticket_other_cluster"],
+        ),
+        (
+            "ticket of another customer",
+            Box::new(|f| f.ticket.customer = "globex".into()),
+            &["ticket_other_cluster"],
+        ),
+        (
+            "approval withdrawn",
+            Box::new(|f| f.approvals[0].withdrawn = true),
+            &["approval_withdrawn"],
+        ),
+        (
+            "approval expired",
+            Box::new(|f| f.approvals[0].valid_until = NOW - 1),
+            &["approval_expired"],
+        ),
+        (
+            "approval not yet valid",
+            Box::new(|f| f.approvals[0].valid_from = NOW + 10),
+            &["approval_not_yet_valid"],
+        ),
+        (
+            "login not approved",
+            Box::new(|f| f.requested_logins = Some(vec!["root".into()])),
+            &["login_not_approved"],
+        ),
+        (
+            "no login asked",
+            Box::new(|f| f.requested_logins = Some(vec![])),
+            &["login_not_approved"],
+        ),
+        (
+            "jit without request",
+            Box::new(|f| f.approvals[0].just_in_time = true),
+            &["request_pending"],
+        ),
+        (
+            "jit pending",
+            Box::new(|f| {
+                f.approvals[0].just_in_time = true;
+                f.request = Some(RequestFacts {
+                    id: "r1".into(),
+                    approval: "ap-1".into(),
+                    status: RequestStatus::Pending,
+                });
+            }),
+            &["request_pending"],
+        ),
+        (
+            "jit denied",
+            Box::new(|f| {
+                f.approvals[0].just_in_time = true;
+                f.request = Some(RequestFacts {
+                    id: "r1".into(),
+                    approval: "ap-1".into(),
+                    status: RequestStatus::Denied,
+                });
+            }),
+            &["request_denied"],
+        ),
+        (
+            "jit approved for another approval",
+            Box::new(|f| {
+                f.approvals[0].just_in_time = true;
+                f.request = Some(RequestFacts {
+                    id: "r1".into(),
+                    approval: "ap-9".into(),
+                    status: RequestStatus::Approved,
+                });
+            }),
+            &["request_pending"],
+        ),
+        (
+            "several at once",
+            Box::new(|f| {
+                f.mfa = false;
+                f.ticket.status = "closed".into();
+                f.ticket.assignee = "bob".into();
+            }),
+            &["no_mfa", "ticket_not_open", "ticket_not_assigned"],
+        ),
+    ];
+    for (name, change, want) in cases {
+        let mut f = facts();
+        change(&mut f);
+        let d = engine.decide(&f, &[], ids());
+        assert_eq!(codes(&d), want.to_vec(), "case {name}");
+        if let Decision::Deny { reasons, .. } = &d {
+            assert!(reasons.iter().all(|r| !r.message.is_empty()), "case {name}");
+        }
+    }
+}
+
+#[test]
+fn jit_pending_asks_for_a_request_and_approved_request_allows() {
+    let engine = Engine::new().unwrap();
+    let mut f = facts();
+    f.approvals[0].just_in_time = true;
+    match engine.decide(&f, &[], ids()) {
+        Decision::Deny { needs_request, .. } => assert_eq!(needs_request.as_deref(), Some("ap-1")),
+        Decision::Allow(_) => panic!("jit must not allow without a request"),
+    }
+    f.request = Some(RequestFacts {
+        id: "r1".into(),
+        approval: "ap-1".into(),
+        status: RequestStatus::Approved,
+    });
+    let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
+        panic!("approved request must allow")
+    };
+    assert_eq!(g.request(), Some("r1"));
+}
+
+#[test]
+fn a_valid_approval_is_not_hidden_by_an_expired_one() {
+    let engine = Engine::new().unwrap();
+    let mut f = facts();
+    let mut old = approval();
+    old.id = "ap-0".into();
+    old.valid_until = NOW - 10;
+    f.approvals.insert(0, old);
+    let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
+        panic!("expected allow")
+    };
+    assert_eq!(g.approval(), "ap-1");
+}
+
+#[test]
+fn customer_forbid_policy() {
+    let engine = Engine::new().unwrap();
+    let text = include_str!("../../../policies/examples/business-hours.cedar");
+    let customer = engine.check_customer_policies(text).unwrap();
+    // Monday 10:00 UTC: allowed.
+    assert_eq!(codes(&engine.decide(&facts(), &customer, ids())), ["ALLOW"]);
+    // Monday 20:00 UTC: the customer's own rule says no, with its own message.
+    let mut f = facts();
+    f.now = NOW + 10 * 3600;
+    let d = engine.decide(&f, &customer, ids());
+    assert_eq!(codes(&d), ["customer:acme_business_hours"]);
+    let Decision::Deny { reasons, .. } = d else {
+        unreachable!()
+    };
+    assert!(reasons[0].message.contains("weekdays"));
+    // Sunday: also no.
+    let mut f = facts();
+    f.now = NOW - 86_400;
+    assert_eq!(
+        codes(&engine.decide(&f, &customer, ids())),
+        ["customer:acme_business_hours"]
+    );
+}
+
+#[test]
+fn customer_policies_are_checked_when_saved() {
+    let engine = Engine::new().unwrap();
+    let bad: &[(&str, fn(&PolicyError) -> bool)] = &[
+        (
+            r#"@id("p") @message("m") permit(principal, action, resource);"#,
+            |e| matches!(e, PolicyError::NotForbid(_)),
+        ),
+        (r#"@id("p") forbid(principal, action, resource);"#, |e| {
+            matches!(e, PolicyError::NoMessage(_))
+        }),
+        (
+            r#"@message("m") forbid(principal, action, resource);"#,
+            |e| matches!(e, PolicyError::NoId(_)),
+        ),
+        (
+            r#"@id("p") @message("m") forbid(principal, action, resource) when { context.nonsense };"#,
+            |e| matches!(e, PolicyError::Invalid(_)),
+        ),
+        ("forbid(", |e| matches!(e, PolicyError::Parse(_))),
+        ("", |e| matches!(e, PolicyError::Parse(_))),
+    ];
+    for (text, ok) in bad {
+        let err = engine.check_customer_policies(text).unwrap_err();
+        assert!(ok(&err), "{text}: {err}");
+    }
+}
+
+#[test]
+fn hour_and_weekday_are_utc() {
+    assert_eq!(hour_and_weekday(0), (0, 4)); // Thursday
+    assert_eq!(hour_and_weekday(NOW), (10, 1)); // Monday
+}
+
+#[test]
+fn customer_policies_must_name_their_own_cluster() {
+    let engine = Engine::new().unwrap();
+    let own = vec!["acme-prod".to_string()];
+    let text = include_str!("../../../policies/examples/business-hours.cedar");
+    let ps = engine.check_customer_policies(text).unwrap();
+    Engine::check_scope(&ps, &own).unwrap();
+    assert!(Engine::check_scope(&ps, &["globex-prod".to_string()]).is_err());
+    let any = engine
+        .check_customer_policies(r#"@id("x") @message("m") forbid(principal, action, resource);"#)
+        .unwrap();
+    assert!(matches!(
+        Engine::check_scope(&any, &own),
+        Err(PolicyError::NotScoped(_))
+    ));
+}

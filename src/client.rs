@@ -1,0 +1,175 @@
+//! The CLI's HTTP client for the broker: HTTPS with the system roots or a pinned CA
+//! (`--broker-ca`), plain HTTP only to a loopback broker, errors in the API's shape.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// An error answer of the broker, kept whole so callers can look at its code and reasons.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub code: String,
+    pub message: String,
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// Refuse `http://` to anything but loopback: tokens and passwords would cross the network.
+pub fn check_broker_url(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid broker URL {url:?}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                bail!(
+                    "refusing plain http:// to {url}: use https:// (plain HTTP is only for a broker on this machine)"
+                );
+            }
+        }
+        other => bail!("unsupported broker URL scheme {other:?}: use https://"),
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+impl Client {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        broker_ca: Option<&Path>,
+    ) -> anyhow::Result<Client> {
+        let base = check_broker_url(base)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .user_agent(concat!("sallyport/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = broker_ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("reading the broker CA {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            // Pinned: only this CA is trusted for the broker.
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(cert);
+        }
+        Ok(Client {
+            http: builder.build()?,
+            base,
+            token,
+        })
+    }
+
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
+    pub async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the broker at {}: is it running, and is the URL right?",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok((status, value));
+        }
+        let code = value["error"]["code"]
+            .as_str()
+            .unwrap_or("http_error")
+            .to_string();
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("the broker answered {status}"));
+        Err(ApiFailure {
+            code,
+            message,
+            body: value,
+        }
+        .into())
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.call::<()>(Method::GET, path, None).await?.1)
+    }
+
+    pub async fn post<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
+        Ok(self.call(Method::PUT, path, Some(body)).await?.1)
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.call::<()>(Method::DELETE, path, None).await?.1)
+    }
+}
+
+/// Percent-encode one path segment or query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_broker_url("http://127.0.0.1:8443").is_ok());
+        assert!(check_broker_url("http://localhost:1").is_ok());
+        assert!(check_broker_url("http://[::1]:1").is_ok());
+        assert!(check_broker_url("https://broker.example.com").is_ok());
+        assert!(check_broker_url("http://broker.example.com").is_err());
+        assert!(check_broker_url("http://10.0.0.1").is_err());
+        assert!(check_broker_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! `sallyport demo`: a complete local system on loopback with an embedded directory, seeded
+//! with a customer, cluster, node, approval, ticket, engineer, approver and reviewer, and a
+//! `demo.env` for scripts. Runs until interrupted, then stops what it started.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Directory for the demo's keys, store and files (created; reused if it exists).
+    #[arg(long, default_value = "sallyport-demo")]
+    pub dir: PathBuf,
+}
+
+fn password() -> String {
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+fn write_0600(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Shell quoting only where needed, so simple `KEY=value` readers work too.
+fn q(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:@%+-,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = std::path::absolute(&args.dir)?;
+    if dir.join("demo.env").exists() {
+        // A fresh store each run keeps the printed secrets true.
+        for f in ["broker.db", "broker.db-wal", "broker.db-shm", "demo.env"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    }
+    std::fs::create_dir_all(dir.join("data"))?;
+    let engineer = "dana";
+    let engineer_pw = password();
+    let login = std::env::var("USER")
+        .ok()
+        .filter(|u| crate::valid_name(u))
+        .unwrap_or_else(|| "root".into());
+    let directory = dir.join("directory.toml");
+    write_0600(
+        &directory,
+        &format!(
+            "# The demo's embedded directory (used when no LDAP is configured).\n[[engineer]]\nuid = \"{engineer}\"\npassword_argon2 = \"{}\"\ngroups = [\"support-l2\"]\n",
+            sallyport_broker::directory::hash_argon2(&engineer_pw)?
+        ),
+    )?;
+    let operator_token = sallyport_broker::auth::new_api_token();
+    let config_path = dir.join("broker.toml");
+    write_0600(
+        &config_path,
+        &format!(
+            "# The demo broker: loopback, plain HTTP, SQLite, embedded directory.\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndatabase = \"sqlite://{}\"\ndirectory = \"{}\"\noperator_token_sha256 = \"{}\"\n",
+            dir.join("broker.db").display(),
+            directory.display(),
+            sallyport_broker::auth::token_hash(&operator_token)
+        ),
+    )?;
+    let cfg = sallyport_broker::BrokerConfig::load(&config_path)?;
+    let broker = sallyport_broker::Broker::open(cfg).await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sallyport_broker::serve(broker, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    eprintln!("broker listening on {url}");
+
+    let op = Client::new(&url, Some(operator_token.clone()), None)?;
+    // Wait until it answers.
+    for _ in 0..100 {
+        if op.get("/v1/health").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("seeding: customer acme, cluster acme-prod, node node1, ticket SUP-1234...");
+    op.post("/v1/customers", &json!({"id": "acme", "name": "ACME Corp"}))
+        .await?;
+    op.post(
+        "/v1/clusters",
+        &json!({"id": "acme-prod", "customer": "acme"}),
+    )
+    .await?;
+    op.post(
+        "/v1/clusters/acme-prod/nodes",
+        &json!({"name": "node1", "address": "127.0.0.1", "port": 22}),
+    )
+    .await?;
+    let enrolled = op.post("/v1/engineers", &json!({"uid": engineer})).await?.1;
+    let totp_secret = enrolled["totp_secret"]
+        .as_str()
+        .context("no TOTP secret")?
+        .to_string();
+    write_0600(&dir.join("engineer.totp"), &format!("{totp_secret}\n"))?;
+    let approver_pw = password();
+    let approver = op
+        .post("/v1/accounts", &json!({"username": "acme-approver", "role": "approver", "customer": "acme", "password": approver_pw}))
+        .await?
+        .1;
+    let reviewer_pw = password();
+    let reviewer = op
+        .post(
+            "/v1/accounts",
+            &json!({"username": "reviewer", "role": "reviewer", "password": reviewer_pw}),
+        )
+        .await?
+        .1;
+    let token = |v: Value| v["token"].as_str().unwrap_or_default().to_string();
+    let reviewer_token = token(
+        op.post(
+            "/v1/tokens",
+            &json!({"name": "demo-reviewer", "role": "reviewer"}),
+        )
+        .await?
+        .1,
+    );
+    let ticket_token = token(
+        op.post(
+            "/v1/tokens",
+            &json!({"name": "demo-tickets", "role": "ticket_system"}),
+        )
+        .await?
+        .1,
+    );
+    let approver_token = token(
+        op.post(
+            "/v1/tokens",
+            &json!({"name": "demo-approver", "role": "approver", "customer": "acme"}),
+        )
+        .await?
+        .1,
+    );
+    let tickets = Client::new(&url, Some(ticket_token.clone()), None)?;
+    tickets
+        .put(
+            "/v1/tickets/SUP-1234",
+            &json!({"customer": "acme", "cluster": "acme-prod", "assignee": engineer, "status": "open", "title": "Disk full on node1"}),
+        )
+        .await?;
+    let approvers = Client::new(&url, Some(approver_token.clone()), None)?;
+    approvers
+        .post(
+            "/v1/approvals",
+            &json!({"cluster": "acme-prod", "group": "support-l2", "logins": [login], "max_session_secs": 8 * 3600,
+                    "valid_until": crate::now() + 30 * 86_400}),
+        )
+        .await?;
+
+    let env = [
+        ("SALLYPORT_BROKER", url.clone()),
+        ("DEMO_ENGINEER", engineer.to_string()),
+        ("DEMO_PASSWORD", engineer_pw.clone()),
+        ("DEMO_TOTP_SECRET", totp_secret.clone()),
+        ("DEMO_TICKET", "SUP-1234".into()),
+        ("DEMO_CLUSTER", "acme-prod".into()),
+        ("DEMO_NODE", "node1.acme-prod".into()),
+        ("DEMO_LOGIN", login.clone()),
+        ("DEMO_REVIEWER", "reviewer".into()),
+        ("DEMO_REVIEWER_PASSWORD", reviewer_pw),
+        (
+            "DEMO_REVIEWER_TOTP_SECRET",
+            reviewer["totp_secret"].as_str().unwrap_or_default().into(),
+        ),
+        ("DEMO_APPROVER", "acme-approver".into()),
+        ("DEMO_APPROVER_PASSWORD", approver_pw),
+        (
+            "DEMO_APPROVER_TOTP_SECRET",
+            approver["totp_secret"].as_str().unwrap_or_default().into(),
+        ),
+        ("DEMO_OPERATOR_TOKEN", operator_token),
+        ("DEMO_REVIEWER_TOKEN", reviewer_token),
+        ("DEMO_APPROVER_TOKEN", approver_token),
+        ("DEMO_TICKET_TOKEN", ticket_token),
+        ("DEMO_DIR", dir.display().to_string()),
+    ];
+    let text: String = env.iter().map(|(k, v)| format!("{k}={}\n", q(v))).collect();
+    write_0600(&dir.join("demo.env"), &text)?;
+
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "sallyport".into());
+    println!(
+        "sallyport demo is running (broker {url}); files in {}",
+        dir.display()
+    );
+    println!();
+    println!("In another shell, log in as the demo engineer ({engineer}, password {engineer_pw}):");
+    println!();
+    println!("  set -a; . {}/demo.env; set +a", dir.display());
+    println!("  export SALLYPORT_HOME={}/home", dir.display());
+    println!(
+        "  echo \"$DEMO_PASSWORD\" | {me} login --user \"$DEMO_ENGINEER\" --password-stdin \\"
+    );
+    println!(
+        "      --totp \"$({me} totp --secret-file {}/engineer.totp)\" --ticket \"$DEMO_TICKET\"",
+        dir.display()
+    );
+    println!("  {me} status");
+    println!("  ssh-keygen -L -f \"$SALLYPORT_HOME/acme-prod-cert.pub\"");
+    println!();
+    println!("Then, as a reviewer:");
+    println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit search --json");
+    println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit verify");
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    wait_for_stop().await;
+    eprintln!("stopping the demo");
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

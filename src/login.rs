@@ -1,0 +1,372 @@
+//! `sallyport login`: generate a key pair here (the private key never leaves this machine), log
+//! in (password + TOTP), name the ticket, wait for a just-in-time approval if one is needed, and
+//! write key, certificate, ssh_config and known_hosts under SALLYPORT_HOME.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::client::{ApiFailure, Client, enc};
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// The broker's URL (https://; http:// only to this machine).
+    #[arg(long, env = "SALLYPORT_BROKER")]
+    pub broker: String,
+    /// Your directory (LDAP) user name.
+    #[arg(long, env = "USER")]
+    pub user: String,
+    /// Read the password from the first line of standard input (for scripts).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The current TOTP code (prompted for when not given).
+    #[arg(long)]
+    pub totp: Option<String>,
+    /// The support ticket this access is for, e.g. SUP-1234.
+    #[arg(long)]
+    pub ticket: String,
+    /// The cluster, when the ticket's own cluster is not meant.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Logins to ask for (repeatable); default: every login the approval allows.
+    #[arg(long = "login")]
+    pub logins: Vec<String>,
+    /// Ask for a shorter certificate lifetime, e.g. `30m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// How long to wait for a customer approver when the approval is just-in-time.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// PEM file of the CA that signed the broker's certificate (pins it).
+    #[arg(long, env = "SALLYPORT_BROKER_CA")]
+    pub broker_ca: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn home() -> PathBuf {
+    match std::env::var_os("SALLYPORT_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => {
+            let base = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            base.join(".sallyport")
+        }
+    }
+}
+
+fn read_password(args: &LoginArgs) -> anyhow::Result<secrecy::SecretString> {
+    if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_string();
+        if pw.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(pw.into());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password: use --password-stdin");
+    }
+    let pw = rpassword::prompt_password(format!("password for {}: ", args.user))?;
+    Ok(pw.into())
+}
+
+fn read_totp(args: &LoginArgs) -> anyhow::Result<String> {
+    if let Some(c) = &args.totp {
+        return Ok(c.trim().to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the TOTP code: use --totp CODE");
+    }
+    eprint!("TOTP code: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let password = read_password(&args)?;
+    let code = read_totp(&args)?;
+    let mut client = Client::new(&args.broker, None, args.broker_ca.as_deref())?;
+
+    let key =
+        sallyport_ca::keys::generate_ed25519(&format!("sallyport {} {}", args.user, args.ticket))?;
+    let public = key.public_key().to_openssh()?;
+
+    let (_, session) = client
+        .post(
+            "/v1/login",
+            &json!({"user": args.user, "password": password.expose_secret(), "totp": code}),
+        )
+        .await
+        .map_err(|e| explain(e, "log in"))?;
+    let token = session["token"]
+        .as_str()
+        .context("the broker sent no session token")?
+        .to_string();
+    client.set_token(token);
+
+    let mut body = json!({"public_key": public, "ticket": args.ticket});
+    if let Some(c) = &args.cluster {
+        body["cluster"] = json!(c);
+    }
+    if !args.logins.is_empty() {
+        body["logins"] = json!(args.logins);
+    }
+    if let Some(ttl) = args.ttl {
+        body["ttl_secs"] = json!(ttl.as_secs());
+    }
+    let issued = issue_waiting(&client, &body, args.wait, args.json).await?;
+    let written = write_files(&home(), &key, &issued)?;
+    let agent = add_to_agent(&written.key, &issued);
+    if args.json {
+        let mut out = issued.clone();
+        out["key_file"] = json!(written.key);
+        out["certificate_file"] = json!(written.cert);
+        out["ssh_config"] = json!(written.ssh_config);
+        out["known_hosts"] = json!(written.known_hosts);
+        out["agent"] = json!(agent);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let left = issued["valid_before"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(crate::now());
+        println!(
+            "certificate for {} on {} (ticket {}), logins {}, valid for {}",
+            issued["engineer"].as_str().unwrap_or("?"),
+            issued["cluster"].as_str().unwrap_or("?"),
+            issued["ticket"].as_str().unwrap_or("?"),
+            issued["logins"]
+                .as_array()
+                .map(|l| l
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
+            humantime::format_duration(Duration::from_secs(left)),
+        );
+        println!("  key          {}", written.key.display());
+        println!("  certificate  {}", written.cert.display());
+        println!("  ssh config   {}", written.ssh_config.display());
+        match agent {
+            Some(true) => println!("  loaded into ssh-agent for the certificate's lifetime"),
+            Some(false) => println!("  (ssh-agent refused the key; use the files above)"),
+            None => {}
+        }
+        println!(
+            "next: ssh -F {} <node>.{}",
+            written.ssh_config.display(),
+            issued["cluster"].as_str().unwrap_or("<cluster>")
+        );
+        println!(
+            "      (or add `Include {}` to ~/.ssh/config)",
+            written.ssh_config.display()
+        );
+    }
+    Ok(())
+}
+
+/// Turn a broker error into words that say what to do next.
+fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
+    match e.downcast::<ApiFailure>() {
+        Ok(f) => {
+            let mut msg = format!("could not {what}: {}", f.message);
+            if let Some(reasons) = f.body["error"]["reasons"].as_array() {
+                msg = format!("could not {what}, refused because:");
+                for r in reasons {
+                    msg.push_str(&format!("\n  - {}", r["message"].as_str().unwrap_or("?")));
+                }
+            }
+            anyhow::anyhow!(msg)
+        }
+        Err(e) => e,
+    }
+}
+
+async fn issue_waiting(
+    client: &Client,
+    body: &Value,
+    wait: Duration,
+    quiet: bool,
+) -> anyhow::Result<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, v) = client
+            .post("/v1/certificates", body)
+            .await
+            .map_err(|e| explain(e, "get a certificate"))?;
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Ok(v);
+        }
+        let id = v["request"]["id"]
+            .as_str()
+            .context("the broker sent no request id")?
+            .to_string();
+        // Wait for a customer approver, showing progress.
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed > wait {
+                if !quiet {
+                    eprintln!();
+                }
+                bail!(
+                    "no decision on access request {id} after {}: ask the customer's approver to decide it, then run login again",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                );
+            }
+            if !quiet {
+                eprint!(
+                    "\rwaiting for a customer approver to decide access request {id} ({}s)   ",
+                    elapsed.as_secs()
+                );
+                std::io::stderr().flush().ok();
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let r = client
+                .get(&format!("/v1/access-requests/{}", enc(&id)))
+                .await?;
+            match r["status"].as_str() {
+                Some("pending") => continue,
+                Some(_) => break,
+                None => bail!("the broker sent a request without status"),
+            }
+        }
+        if !quiet {
+            eprintln!();
+        }
+    }
+}
+
+pub struct Written {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub ssh_config: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub fn write_files(
+    home: &Path,
+    key: &russh::keys::PrivateKey,
+    issued: &Value,
+) -> anyhow::Result<Written> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)
+        .with_context(|| format!("creating {}", home.display()))?;
+    let cluster = issued["cluster"]
+        .as_str()
+        .context("no cluster in the answer")?;
+    // The broker checked the name; check again before it becomes a file name.
+    if !cluster
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || cluster.starts_with('.')
+    {
+        bail!("the broker sent an unusable cluster name");
+    }
+    let key_path = home.join(cluster);
+    let cert_path = home.join(format!("{cluster}-cert.pub"));
+    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
+    write_private(&key_path, pem.as_bytes())?;
+    write_private(
+        &home.join(format!("{cluster}.pub")),
+        format!("{}\n", key.public_key().to_openssh()?).as_bytes(),
+    )?;
+    let cert = issued["certificate"]
+        .as_str()
+        .context("no certificate in the answer")?;
+    write_private(&cert_path, format!("{}\n", cert.trim()).as_bytes())?;
+    let login = issued["logins"]
+        .as_array()
+        .and_then(|l| l.first())
+        .and_then(Value::as_str)
+        .unwrap_or("root");
+    let known_hosts = home.join("known_hosts");
+    if !known_hosts.exists() {
+        write_private(
+            &known_hosts,
+            b"# @cert-authority lines for the clusters you were granted\n",
+        )?;
+    }
+    // One block per cluster, rewritten at each login.
+    let ssh_config = home.join("ssh_config");
+    let existing = std::fs::read_to_string(&ssh_config).unwrap_or_default();
+    let begin = format!("# sallyport {cluster} begin");
+    let end = format!("# sallyport {cluster} end");
+    let mut kept = String::new();
+    let mut skipping = false;
+    for line in existing.lines() {
+        if line == begin {
+            skipping = true;
+        } else if line == end {
+            skipping = false;
+        } else if !skipping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept.push_str(&format!(
+        "{begin}\nHost *.{cluster}\n    User {login}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n{end}\n",
+        key_path.display(),
+        cert_path.display(),
+        known_hosts.display(),
+    ));
+    write_private(&ssh_config, kept.as_bytes())?;
+    Ok(Written {
+        key: key_path,
+        cert: cert_path,
+        ssh_config,
+        known_hosts,
+    })
+}
+
+/// Load key + certificate into a running ssh-agent for the certificate's lifetime.
+fn add_to_agent(key: &Path, issued: &Value) -> Option<bool> {
+    std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty())?;
+    let left = issued["valid_before"]
+        .as_u64()?
+        .saturating_sub(crate::now())
+        .max(1);
+    let status = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg("-t")
+        .arg(left.to_string())
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    Some(status.success())
+}
