@@ -249,13 +249,21 @@ impl Engine {
             .iter()
             .filter(|a| a.cluster == facts.cluster && facts.groups.contains(&a.group))
             .collect();
+        // On equal denials, explain with the approval most likely meant: one still standing.
+        candidates.sort_by_key(|a| a.withdrawn);
         let placeholder;
         if candidates.is_empty() {
             placeholder = ApprovalFacts {
                 id: String::new(),
                 group: String::new(),
                 cluster: facts.cluster.clone(),
-                logins: facts.requested_logins.clone().unwrap_or_default(),
+                // Never granted from: it only keeps the login check quiet so that the reason
+                // the engineer reads is the missing group.
+                logins: facts
+                    .requested_logins
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| vec!["*".into()]),
                 valid_from: 0,
                 valid_until: u64::MAX / 2,
                 withdrawn: false,

@@ -1,0 +1,913 @@
+//! The control plane end to end: a real `sallyport broker` process, a real OpenLDAP slapd, a
+//! real store (SQLite, or PostgreSQL with SALLYPORT_TEST_STORE=postgres), real `ssh-keygen`,
+//! `ssh` and `sshd`. Each refusal is checked for its reason and its audit event.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::broker::*;
+use support::sshd::SshdNode;
+
+fn reason_codes(v: &Value) -> Vec<String> {
+    v["error"]["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|x| x["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ask for a certificate; returns (status, body).
+async fn ask(session: &Api, ticket: &str, extra: Value) -> (StatusCode, Value) {
+    let (_, key) = engineer_key();
+    let mut body = json!({"public_key": key, "ticket": ticket});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            body[k] = v;
+        }
+    }
+    session.post("/v1/certificates", body).await
+}
+
+/// The certificate is refused with exactly these reason codes, and the refusal is audited.
+async fn assert_denied(w: &World, session: &Api, ticket: &str, extra: Value, want: &[&str]) {
+    let before = w.events("kind=certificate_denied").await.len();
+    let (s, v) = ask(session, ticket, extra).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.get("certificate").is_none());
+    assert_eq!(v["error"]["code"], "denied");
+    assert_eq!(reason_codes(&v), want, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    let events = w.events("kind=certificate_denied").await;
+    assert_eq!(events.len(), before + 1);
+    let last = events.last().unwrap();
+    let codes: Vec<&str> = last["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, want);
+}
+
+#[tokio::test]
+async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    let node_login = "sallyport-node";
+    w.approve("acme-prod", "support-l2", &[node_login], json!({}))
+        .await;
+    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
+
+    // The engineer's own command, as a script would run it.
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "login",
+            "--broker",
+            &w.broker.url,
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+        ])
+        .arg(w.code("alice", 0))
+        .args(["--ticket", "SUP-1234", "--json"])
+        .env("SALLYPORT_HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice-pw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = home.path().join("acme-prod");
+    let cert = home.path().join("acme-prod-cert.pub");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&key, &cert] {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    let config = std::fs::read_to_string(home.path().join("ssh_config")).unwrap();
+    assert!(config.contains("Host *.acme-prod") && config.contains(&cert.display().to_string()));
+
+    // ssh-keygen -L shows key id, serial, principals, validity and extensions.
+    let l = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert));
+    let text = String::from_utf8_lossy(&l.stdout).to_string();
+    let grant = issued["grant"].as_str().unwrap();
+    let key_id = format!("sallyport:eng=alice;ticket=SUP-1234;grant={grant};cluster=acme-prod");
+    assert!(text.contains(&format!("Key ID: \"{key_id}\"")), "{text}");
+    assert!(
+        text.contains(&format!("Serial: {}", issued["serial"].as_str().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains("acme-prod:sallyport-node"), "{text}");
+    assert!(
+        text.contains("permit-pty")
+            && text.contains("grant@sallyport.dev")
+            && text.contains("ticket@sallyport.dev"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("permit-agent-forwarding") && !text.contains("permit-port-forwarding"),
+        "{text}"
+    );
+    let lifetime =
+        issued["valid_before"].as_u64().unwrap() - issued["valid_after"].as_u64().unwrap();
+    assert!(
+        lifetime <= 3600 + 60 && lifetime >= 3600,
+        "lifetime {lifetime}"
+    );
+    assert!(
+        issued["valid_after"].as_u64().unwrap() <= now() - 55,
+        "backdated"
+    );
+
+    // A stock sshd trusting the user CA accepts it and logs the key id with the ticket.
+    let (_, ca) = w.anon.get("/v1/ca").await;
+    let node = SshdNode::start(
+        ca["user_ca"].as_str().unwrap(),
+        node_login,
+        &["acme-prod:sallyport-node"],
+    );
+    let kh = home.path().join("node_known_hosts");
+    std::fs::write(&kh, node.known_hosts_line()).unwrap();
+    let out = run(Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .arg("-i")
+        .arg(&key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", cert.display()))
+        .args([
+            "-p",
+            &node.port().to_string(),
+            &format!("{node_login}@127.0.0.1"),
+            "echo hi-from-node",
+        ]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hi-from-node",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(node.wait_for_log("SUP-1234", wait(5)), "{}", node.log());
+    assert!(node.log().contains(&key_id), "{}", node.log());
+
+    // `sallyport status` shows it with its remaining time.
+    let st = run(Command::new(BIN)
+        .args(["status", "--json"])
+        .env("SALLYPORT_HOME", home.path()));
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["certificates"][0]["key_id"], key_id.as_str());
+    assert!(st["certificates"][0]["remaining_secs"].as_u64().unwrap() > 3000);
+
+    // Audit: the login and the issue, tied to the ticket.
+    let issued_ev = w.events("kind=certificate_issued&ticket=SUP-1234").await;
+    assert_eq!(issued_ev.len(), 1);
+    assert_eq!(issued_ev[0]["engineer"], "alice");
+    assert_eq!(issued_ev[0]["key_id"], key_id.as_str());
+    assert_eq!(
+        w.events("kind=login_succeeded&engineer=alice").await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn group_search_mode_finds_groups_too() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "search",
+    })
+    .await;
+    w.approve("acme-prod", "dbas", &["ops"], json!({})).await;
+    w.ticket("SUP-2", "acme-prod", "dave", "open").await;
+    let s = w.session("dave", 0).await;
+    let (st, v) = ask(&s, "SUP-2", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["logins"], json!(["ops"]));
+}
+
+#[tokio::test]
+async fn login_refusals_are_clear_and_audited() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    // (user, password, totp offset or a literal code, status, audit code)
+    let cases: Vec<(&str, &str, Option<&str>, StatusCode, &str)> = vec![
+        (
+            "alice",
+            "wrong-pw",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+        ),
+        (
+            "mallory",
+            "mallory-pw",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+        ),
+        (
+            "alice",
+            "",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+        ),
+        (
+            "bob",
+            "bob-pw",
+            Some("000000"),
+            StatusCode::UNAUTHORIZED,
+            "bad_totp",
+        ),
+        (
+            "*)(uid=*",
+            "x",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_user_name",
+        ),
+        (
+            "alice)(|(uid=*",
+            "alice-pw",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_user_name",
+        ),
+    ];
+    for (user, pw, code, status, audit_code) in cases {
+        let code = code
+            .map(str::to_string)
+            .unwrap_or_else(|| w.code(if user == "bob" { "bob" } else { "alice" }, 0));
+        let (s, v) = w.login(user, pw, &code).await;
+        assert_eq!(s, status, "{user}: {v}");
+        assert!(v.get("token").is_none());
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        let events = w.events("kind=login_failed").await;
+        let last = events.last().unwrap();
+        assert_eq!(last["code"], audit_code, "{user}: {last}");
+    }
+    // Wrong password and unknown user read the same.
+    let a = w.login("alice", "nope", &w.code("alice", 1)).await.1;
+    let b = w.login("nobody", "nope", &w.code("alice", 1)).await.1;
+    assert_eq!(a["error"]["message"], b["error"]["message"]);
+    // Hostile names never reached a session: nobody logged in.
+    assert!(w.events("kind=login_succeeded").await.is_empty());
+}
+
+#[tokio::test]
+async fn totp_codes_are_single_use() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    let code = w.code("alice", 0);
+    assert_eq!(w.login("alice", "alice-pw", &code).await.0, StatusCode::OK);
+    let (s, v) = w.login("alice", "alice-pw", &code).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{v}"
+    );
+    assert_eq!(
+        w.events("kind=login_failed").await.last().unwrap()["code"],
+        "totp_replayed"
+    );
+    // Another engineer's same-step code is theirs to use.
+    assert_eq!(
+        w.login("bob", "bob-pw", &w.code("bob", 0)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn totp_replay_is_refused_across_two_broker_processes_sharing_the_store() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    // A second replica on the same store (PostgreSQL in the postgres run, the same SQLite file
+    // otherwise), with the same keys.
+    let second = BrokerProc::start(
+        &w.broker.dir,
+        w.broker.config.clone(),
+        w.broker.store.clone(),
+        w.broker.operator_token.clone(),
+    );
+    let other = Api::new(&second.url, None);
+    let code = w.code("alice", 0);
+    let body = json!({"user": "alice", "password": "alice-pw", "totp": code});
+    // Both at once: exactly one wins.
+    let (a, b) = tokio::join!(
+        w.anon.post("/v1/login", body.clone()),
+        other.post("/v1/login", body.clone())
+    );
+    let oks = [a.0, b.0].iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(oks, 1, "{a:?} {b:?}");
+    // And once more at each: refused.
+    assert_eq!(
+        other.post("/v1/login", body.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        w.anon.post("/v1/login", body).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let replays = w
+        .events("kind=login_failed")
+        .await
+        .iter()
+        .filter(|e| e["code"] == "totp_replayed")
+        .count();
+    assert_eq!(replays, 3);
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_user_out() {
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        "[login]\nmax_failures = 3\nlockout_secs = 600\n",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            w.login("bob", "bad", "123456").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Even the right password and code are refused while locked out.
+    let (s, v) = w.login("bob", "bob-pw", &w.code("bob", 0)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "locked_out");
+    assert_eq!(
+        w.events("kind=login_failed").await.last().unwrap()["code"],
+        "locked_out"
+    );
+    // Others are not affected.
+    assert_eq!(
+        w.login("alice", "alice-pw", &w.code("alice", 0)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn ldap_down_fails_closed_with_503() {
+    let w = World::start(Dir::LdapDown).await;
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("LDAP"),
+        "{v}"
+    );
+    assert!(v.get("token").is_none());
+    assert_eq!(
+        w.events("kind=login_failed").await.last().unwrap()["code"],
+        "directory_unavailable"
+    );
+}
+
+#[tokio::test]
+async fn every_check_before_a_certificate_refuses_with_its_reason() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    let ap = w
+        .approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("OPEN-1", "acme-prod", "alice", "open").await;
+    w.ticket("CLOSED-1", "acme-prod", "alice", "closed").await;
+    w.ticket("BOB-1", "acme-prod", "bob", "open").await;
+    w.ticket("DEV-1", "acme-dev", "alice", "open").await;
+    w.ticket("CAROL-1", "acme-prod", "carol", "open").await;
+    let alice = w.session("alice", 0).await;
+
+    assert_denied(&w, &alice, "CLOSED-1", json!({}), &["ticket_not_open"]).await;
+    assert_denied(&w, &alice, "BOB-1", json!({}), &["ticket_not_assigned"]).await;
+    assert_denied(
+        &w,
+        &alice,
+        "OPEN-1",
+        json!({"cluster": "acme-dev"}),
+        &["not_in_approved_group", "ticket_other_cluster"],
+    )
+    .await;
+    assert_denied(
+        &w,
+        &alice,
+        "DEV-1",
+        json!({"cluster": "acme-prod"}),
+        &["ticket_other_cluster"],
+    )
+    .await;
+    assert_denied(
+        &w,
+        &alice,
+        "OPEN-1",
+        json!({"logins": ["root"]}),
+        &["login_not_approved"],
+    )
+    .await;
+    assert_denied(&w, &alice, "NOPE-1", json!({}), &["ticket_unknown"]).await;
+    let carol = w.session("carol", 0).await;
+    assert_denied(&w, &carol, "CAROL-1", json!({}), &["not_in_approved_group"]).await;
+
+    // Allowed, then the approval is withdrawn: refused, and the issued certificate is revoked.
+    let (s, v) = ask(&alice, "OPEN-1", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let serial = v["serial"].as_str().unwrap().to_string();
+    assert_eq!(
+        w.acme.delete(&format!("/v1/approvals/{ap}")).await.0,
+        StatusCode::OK
+    );
+    assert_denied(&w, &alice, "OPEN-1", json!({}), &["approval_withdrawn"]).await;
+    let revoked = w.events("kind=revoked").await;
+    assert!(
+        revoked.last().unwrap()["serials"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(serial))
+    );
+
+    // An approval that runs out.
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &["ubuntu"],
+        json!({"valid_until": now() + 2}),
+    )
+    .await;
+    tokio::time::sleep(wait(3)).await;
+    assert_denied(&w, &alice, "OPEN-1", json!({}), &["approval_expired"]).await;
+}
+
+#[tokio::test]
+async fn a_customers_own_forbid_policy_refuses() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let policy = r#"@id("acme_freeze")
+@message("acme has frozen all access to acme-prod during its audit")
+forbid (principal, action == Sallyport::Action::"issue", resource == Sallyport::Cluster::"acme-prod")
+when { context.now > 0 };"#;
+    // Another customer cannot set it for acme, and cannot aim it at acme's cluster either.
+    let (s, _) = w
+        .globex
+        .put(
+            "/v1/customers/acme/policies/freeze",
+            json!({"body": policy}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = w
+        .globex
+        .put(
+            "/v1/customers/globex/policies/freeze",
+            json!({"body": policy}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // A permit or a policy that does not check is refused when saved.
+    let (s, _) = w
+        .acme
+        .put(
+            "/v1/customers/acme/policies/p",
+            json!({"body": "@id(\"p\") @message(\"m\") permit(principal, action, resource);"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = w
+        .acme
+        .put(
+            "/v1/customers/acme/policies/freeze",
+            json!({"body": policy}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let alice = w.session("alice", 0).await;
+    assert_denied(&w, &alice, "T-1", json!({}), &["customer:acme_freeze"]).await;
+    let (_, v) = ask(&alice, "T-1", json!({})).await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("frozen"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn just_in_time_requests_are_decided_by_a_customer_approver() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &["ubuntu"],
+        json!({"just_in_time": true}),
+    )
+    .await;
+    w.ticket("JIT-1", "acme-prod", "alice", "open").await;
+    w.ticket("JIT-2", "acme-prod", "dave", "open").await;
+    let alice = w.session("alice", 0).await;
+    let (s, v) = ask(&alice, "JIT-1", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    // Asking again waits on the same request.
+    let (_, v2) = ask(&alice, "JIT-1", json!({})).await;
+    assert_eq!(v2["request"]["id"], rq.as_str());
+    // The engineer cannot decide it; another customer's approver cannot either.
+    let path = format!("/v1/access-requests/{rq}/decision");
+    assert_eq!(
+        alice.post(&path, json!({"approve": true})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.globex.post(&path, json!({"approve": true})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, v) = w
+        .acme
+        .post(&path, json!({"approve": true, "reason": "ok for SUP"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Decided once only.
+    assert_eq!(
+        w.acme.post(&path, json!({"approve": false})).await.0,
+        StatusCode::CONFLICT
+    );
+    let (s, v) = ask(&alice, "JIT-1", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519-cert-v01")
+    );
+
+    // A denied request: refused with its reason.
+    let dave = w.session("dave", 0).await;
+    let (s, v) = ask(&dave, "JIT-2", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let (s, _) = w
+        .acme
+        .post(
+            &format!("/v1/access-requests/{rq}/decision"),
+            json!({"approve": false, "reason": "not now"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_denied(&w, &dave, "JIT-2", json!({}), &["request_denied"]).await;
+    let decided = w.events("kind=access_request_decided").await;
+    assert_eq!(decided.len(), 2);
+    assert_eq!(decided[1]["status"], "denied");
+}
+
+#[tokio::test]
+async fn hostile_requests_change_nothing() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    let ap = w
+        .approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let approvals_before = w.op.get("/v1/approvals").await.1;
+
+    // A customer approver on another customer's cluster.
+    let (s, v) = w.globex.post("/v1/approvals", json!({"cluster": "acme-prod", "group": "support-l1", "logins": ["root"], "max_session_secs": 3600, "valid_until": now() + 3600})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        w.globex.delete(&format!("/v1/approvals/{ap}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, _) = w.globex.put(&format!("/v1/approvals/{ap}"), json!({"cluster": "acme-prod", "group": "support-l1", "logins": ["root"], "max_session_secs": 3600, "valid_until": now() + 3600})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let refused = w.events("kind=refused").await;
+    assert!(refused.len() >= 3);
+    assert_eq!(refused[0]["cluster"], "acme-prod");
+
+    // JWTs: alg none, another key, garbage.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = json!({"sub": "alice", "role": "engineer", "groups": ["support-l2"], "mfa": true, "iat": now(), "exp": now() + 600, "aud": "sallyport", "iss": "sallyport-broker", "jti": "x"});
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims.to_string())
+    );
+    let other_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"another key, not the broker's..."),
+    )
+    .unwrap();
+    for token in [none.as_str(), other_key.as_str(), "not.a.jwt", "spt_0000"] {
+        let (s, v) = ask(&w.anon.with(token), "T-1", json!({})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {v}");
+        assert!(v["error"]["message"].is_string());
+    }
+    assert_eq!(
+        ask(&w.anon, "T-1", json!({})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Malformed and oversized JSON.
+    let alice = w.session("alice", 0).await;
+    let (s, v) = alice
+        .raw(
+            reqwest::Method::POST,
+            "/v1/certificates",
+            Some("{\"public_key\": ".into()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request");
+    let big = json!({"public_key": "x".repeat(200_000), "ticket": "T-1"}).to_string();
+    let (s, v) = alice
+        .raw(reqwest::Method::POST, "/v1/certificates", Some(big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "too_large");
+    let (s, _) = alice
+        .post(
+            "/v1/certificates",
+            json!({"public_key": "ssh-ed25519 AAAA garbage", "ticket": "T-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = alice
+        .post(
+            "/v1/certificates",
+            json!({"public_key": engineer_key().1, "ticket": "../../etc/passwd"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = w.tickets.put("/v1/tickets/T-2", json!({"customer": "acme", "cluster": "acme-prod", "assignee": "*)(uid=*", "status": "open"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Nothing changed; no certificate was issued.
+    assert_eq!(w.op.get("/v1/approvals").await.1, approvals_before);
+    assert!(w.events("kind=certificate_issued").await.is_empty());
+    assert_eq!(w.op.get("/v1/tickets/T-2").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    w.ticket("T-2", "acme-prod", "dave", "open").await;
+    w.ticket("T-3", "acme-prod", "alice", "open").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut certs = Vec::new();
+    for (who, ticket, offset) in [
+        ("alice", "T-1", -1),
+        ("dave", "T-2", 0),
+        ("alice", "T-3", 1),
+    ] {
+        let s = w.session(who, offset).await;
+        let (st, v) = ask(&s, ticket, json!({})).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let path = dir.path().join(format!("{ticket}-cert.pub"));
+        std::fs::write(&path, v["certificate"].as_str().unwrap()).unwrap();
+        certs.push((v["serial"].as_str().unwrap().to_string(), path));
+    }
+    let krl_ok = |revoked: &[bool]| {
+        let w = &w;
+        let dir = dir.path().to_path_buf();
+        let certs = certs.clone();
+        let revoked = revoked.to_vec();
+        async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let resp = reqwest::get(format!("{}/v1/krl", w.broker.url))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let krl = dir.join("krl");
+            std::fs::write(&krl, resp.bytes().await.unwrap()).unwrap();
+            for ((_, cert), want) in certs.iter().zip(revoked) {
+                let out = run(Command::new("ssh-keygen")
+                    .arg("-Q")
+                    .arg("-f")
+                    .arg(&krl)
+                    .arg(cert));
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                assert_eq!(text.contains("REVOKED"), want, "{}: {text}", cert.display());
+                assert_eq!(out.status.success(), !want);
+            }
+        }
+    };
+    krl_ok(&[false, false, false]).await;
+    // By serial, by the reviewer.
+    let (s, v) = w
+        .reviewer
+        .post(
+            "/v1/revocations",
+            json!({"scope": "serial", "value": certs[0].0, "reason": "laptop lost"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    krl_ok(&[true, false, false]).await;
+    // Closing a ticket revokes what was issued for it.
+    w.ticket("T-2", "acme-prod", "dave", "closed").await;
+    krl_ok(&[true, true, false]).await;
+    // By engineer.
+    let (s, _) =
+        w.op.post(
+            "/v1/revocations",
+            json!({"scope": "engineer", "value": "alice", "reason": "left"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    krl_ok(&[true, true, true]).await;
+    // An engineer or the ticket system may not revoke; globex may not revoke acme's.
+    let (s, _) = w
+        .tickets
+        .post(
+            "/v1/revocations",
+            json!({"scope": "engineer", "value": "dave", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = w
+        .globex
+        .post(
+            "/v1/revocations",
+            json!({"scope": "ticket", "value": "T-2", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let revoked = w.events("kind=revoked").await;
+    assert_eq!(revoked.len(), 3);
+    assert_eq!(revoked[1]["scope"], "ticket");
+    assert_eq!(revoked[1]["ticket"], "T-2");
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_first_altered_event() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let alice = w.session("alice", 0).await;
+    assert_eq!(ask(&alice, "T-1", json!({})).await.0, StatusCode::OK);
+    let reviewer_token = w.reviewer.token.clone().unwrap();
+    let verify = || {
+        run(Command::new(BIN)
+            .args(["audit", "verify", "--json"])
+            .env("SALLYPORT_BROKER", &w.broker.url)
+            .env("SALLYPORT_TOKEN", &reviewer_token))
+    };
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["ok"], true);
+    let total = line["events"].as_u64().unwrap();
+    assert!(total >= 10, "{line}");
+
+    // `audit search --json`: one object per line with the contract's fields.
+    let out = run(Command::new(BIN)
+        .args(["audit", "search", "--json", "--ticket", "T-1"])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", &reviewer_token));
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|e| e["kind"] == "certificate_issued"));
+    for e in &lines {
+        for k in [
+            "kind", "time", "engineer", "ticket", "cluster", "node", "session",
+        ] {
+            assert!(e.get(k).is_some(), "{k} missing in {e}");
+        }
+    }
+
+    // Edit one row in the database: verify fails and names it.
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    let seq = w.events("kind=login_succeeded&engineer=alice").await[0]["seq"]
+        .as_i64()
+        .unwrap();
+    let changed = sqlx::query("UPDATE audit_events SET data = REPLACE(data, 'alice', 'mallory') WHERE source = 'broker' AND seq = $1")
+        .bind(seq)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["ok"], false);
+    assert_eq!(line["seq"], seq, "{line}");
+    // The broker's store read directly gives the same answer.
+    let out = run(Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(&w.broker.config));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("BROKEN at event #{seq}")), "{text}");
+}
+
+#[tokio::test]
+async fn embedded_directory_works_without_ldap() {
+    let w = World::start(Dir::File(vec![
+        ("alice", "alice-pw", vec!["support-l2"]),
+        ("bob", "bob-pw", vec![]),
+    ]))
+    .await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    w.ticket("T-2", "acme-prod", "bob", "open").await;
+    let alice = w.session("alice", 0).await;
+    assert_eq!(ask(&alice, "T-1", json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        w.login("alice", "wrong", &w.code("alice", 1)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let bob = w.session("bob", 0).await;
+    assert_denied(&w, &bob, "T-2", json!({}), &["not_in_approved_group"]).await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_api() {
+    let w = World::start(Dir::File(vec![])).await;
+    let (s, v) = w.anon.get("/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["openapi"], "3.0.3");
+    for p in [
+        "/v1/login",
+        "/v1/certificates",
+        "/v1/krl",
+        "/v1/approvals",
+        "/v1/audit/events",
+        "/v1/revocations",
+    ] {
+        assert!(v["paths"].get(p).is_some(), "{p}");
+    }
+    let (s, v) = w.anon.get("/v1/no-such-thing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "not_found");
+}

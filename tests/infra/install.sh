@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install what the integration tests need, on Debian, as root. Idempotent: skips
+# whatever is already installed and runs `apt-get update` at most once.
+#
+#   slapd + ldap-utils  without the package's default database (no system slapd)
+#   openssh-server      without starting a system sshd on :22
+#   postgresql          without creating the default "main" cluster; an existing
+#                       installation (even one running on 5432) is left alone
+#   tmux, a C compiler  (the tests drive terminals; sqlx builds bundled SQLite)
+#
+# The tests start their own throwaway slapd/PostgreSQL/sshd instances on 127.0.0.1
+# (see start-ldap.sh, start-postgres.sh, tests/support/sshd.rs).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+{ [ -x /usr/sbin/slapd ] && [ -x /usr/bin/ldapsearch ] && command -v slappasswd >/dev/null; } ||
+  need+=(slapd ldap-utils)
+{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null; } ||
+  need+=(openssh-server openssh-client)
+{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null; } ||
+  need+=(postgresql postgresql-client)
+command -v tmux >/dev/null || need+=(tmux)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v ss >/dev/null || need+=(iproute2)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install.sh: everything is already installed"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "install.sh: must run as root to install: ${need[*]}" >&2; exit 1; }
+echo "install.sh: installing ${need[*]}"
+
+# slapd: no_configuration=true -> postinst creates no dc=nodomain database and
+# starts no system slapd.
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+
+# postgresql-common: do not create (and start) the default "main" cluster. This
+# only affects clusters created from now on; an existing cluster is untouched.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/00-sallyport-no-main.conf
+fi
+
+# policy-rc.d exiting 101 forbids maintainer scripts to start services, so
+# openssh-server does not start an sshd on 0.0.0.0:22 (nor slapd/postgres theirs).
+# Debian container images often ship one already; otherwise add ours for the
+# duration of the install only.
+TMP_POLICY=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  TMP_POLICY=1
+fi
+cleanup() { if [ -n "$TMP_POLICY" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+trap cleanup EXIT
+
+apt-get update -qq
+apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${need[@]}" >/dev/null
+echo "install.sh: done"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Start a throwaway slapd for the tests, with its own config and data in RUNDIR.
+#
+# Usage: start-ldap.sh RUNDIR        (stop and remove: stop-ldap.sh RUNDIR;
+#                                     stop/start keeping data: ldap-ctl.sh stop|start RUNDIR)
+# Env:   LDAP_PORT (3890)  LDAP_SEED (tests/infra/ldap/seed.ldif)  LDAP_ADMIN_PW (admin-pw)
+#
+# Listens on ldap://127.0.0.1:$LDAP_PORT only, suffix dc=example,dc=com, memberof
+# overlay on groupOfNames/member. Writes RUNDIR/env (shell syntax) describing it.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+
+[ $# -eq 1 ] || die "usage: $0 RUNDIR"
+D=$1
+PORT=${LDAP_PORT:-3890}
+SUFFIX=dc=example,dc=com
+ADMIN_DN="cn=admin,$SUFFIX"
+ADMIN_PW=${LDAP_ADMIN_PW:-admin-pw}
+SERVICE_DN="cn=sallyport,ou=services,$SUFFIX"
+SEED=${LDAP_SEED:-$HERE/ldap/seed.ldif}
+URI="ldap://127.0.0.1:$PORT"
+
+[ -x /usr/sbin/slapd ] || die "slapd is not installed (run tests/infra/install.sh)"
+[ -e "$D/slapd.conf" ] && die "$D already holds a slapd; use ldap-ctl.sh start $D, or stop-ldap.sh $D first"
+mkdir -p "$D/data"
+D=$(cd "$D" && pwd)
+
+cat >"$D/slapd.conf" <<CONF
+include   /etc/ldap/schema/core.schema
+include   /etc/ldap/schema/cosine.schema
+include   /etc/ldap/schema/nis.schema
+include   /etc/ldap/schema/inetorgperson.schema
+pidfile   $D/slapd.pid
+argsfile  $D/slapd.args
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+
+database  mdb
+maxsize   67108864
+suffix    "$SUFFIX"
+rootdn    "$ADMIN_DN"
+rootpw    $(slappasswd -s "$ADMIN_PW")
+directory $D/data
+index     objectClass,uid,cn,member,memberOf eq
+
+# The root DSE and the schema are public (readiness probes, client discovery).
+access to dn.base="" by * read
+access to dn.base="cn=Subschema" by * read
+# Passwords: only usable to bind.
+access to attrs=userPassword
+  by anonymous auth
+  by * none
+# Everything else: the service account and any bound user may read; anonymous nothing.
+access to dn.subtree="$SUFFIX"
+  by dn.exact="$SERVICE_DN" read
+  by users read
+  by * none
+
+overlay memberof
+memberof-group-oc    groupOfNames
+memberof-member-ad   member
+memberof-memberof-ad memberOf
+memberof-refint      TRUE
+CONF
+
+cat >"$D/env" <<ENV
+LDAP_PORT=$PORT
+LDAP_URI=$URI
+LDAP_BASE=$SUFFIX
+LDAP_ADMIN_DN=$ADMIN_DN
+LDAP_ADMIN_PW=$ADMIN_PW
+LDAP_SERVICE_DN=$SERVICE_DN
+LDAP_SERVICE_PW=svc-pw
+LDAP_DIR=$D
+ENV
+
+slaptest -Q -u -f "$D/slapd.conf" || die "slapd.conf in $D does not parse"
+"$HERE/ldap-ctl.sh" start "$D"
+
+# Load the seed through the server (not slapadd) so the memberof overlay fills
+# memberOf. Plain-text userPassword values are hashed first.
+if [ -n "$SEED" ]; then
+  [ -f "$SEED" ] || die "seed $SEED not found"
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in
+      "userPassword: {"*) printf '%s\n' "$line" ;;
+      "userPassword: "*) printf 'userPassword: %s\n' "$(slappasswd -s "${line#userPassword: }")" ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done <"$SEED" >"$D/seed.ldif"
+  ldapadd -x -H "$URI" -D "$ADMIN_DN" -w "$ADMIN_PW" -f "$D/seed.ldif" >"$D/seed.log" 2>&1 ||
+    { cat "$D/seed.log" >&2; die "loading $SEED failed"; }
+fi
+echo "$D"

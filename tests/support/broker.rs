@@ -1,0 +1,398 @@
+//! A real `sallyport broker` process for a test, with its own store (a SQLite file, or a fresh
+//! PostgreSQL database when SALLYPORT_TEST_STORE=postgres) and a seeded world:
+//! customers acme and globex, clusters acme-prod, acme-dev and globex-prod, engineers enrolled
+//! for TOTP, approver tokens per customer, a reviewer token and a ticket-system token.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
+pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with tests/infra/run-tests.sh (it starts slapd and PostgreSQL)")
+    })
+}
+
+pub fn ldap_uri() -> String {
+    env("SALLYPORT_TEST_LDAP_URI")
+}
+
+pub fn use_postgres() -> bool {
+    std::env::var("SALLYPORT_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+/// A store URL for a new, empty store.
+pub async fn fresh_store(dir: &Path) -> String {
+    if !use_postgres() {
+        return format!("sqlite://{}", dir.join("broker.db").display());
+    }
+    let admin = env("SALLYPORT_TEST_PG_ADMIN_URL");
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    let name = format!("sp_{}", hex::encode(rand::random::<[u8; 8]>()));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+pub enum Dir {
+    /// The test slapd; `group_mode` is "memberof" or "search".
+    Ldap { group_mode: &'static str },
+    /// An LDAP URL where nothing answers (a directory that is down).
+    LdapDown,
+    /// The embedded directory file: (uid, password, groups).
+    File(Vec<(&'static str, &'static str, Vec<&'static str>)>),
+}
+
+pub struct BrokerProc {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub store: String,
+    pub operator_token: String,
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_config(
+    dir: &Path,
+    store: &str,
+    directory: &Dir,
+    operator_hash: &str,
+    extra: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut cfg = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase = \"{store}\"\noperator_token_sha256 = \"{operator_hash}\"\n{extra}\n",
+        dir.join("data").display()
+    );
+    match directory {
+        Dir::Ldap { group_mode } => {
+            cfg.push_str(&format!(
+                "[ldap]\nurl = \"{}\"\nuser_dn_template = \"uid={{uid}},{PEOPLE}\"\ngroup_mode = \"{group_mode}\"\ngroup_base = \"ou=groups,dc=example,dc=com\"\ntimeout_secs = 2\n",
+                ldap_uri()
+            ));
+        }
+        Dir::LdapDown => {
+            let port = super::sshd::free_port();
+            cfg.push_str(&format!(
+                "[ldap]\nurl = \"ldap://127.0.0.1:{port}\"\nuser_dn_template = \"uid={{uid}},{PEOPLE}\"\ntimeout_secs = 2\n"
+            ));
+        }
+        Dir::File(users) => {
+            let mut text = String::new();
+            for (uid, pw, groups) in users {
+                let hash = sallyport_broker::directory::hash_argon2(pw).unwrap();
+                text.push_str(&format!("[[engineer]]\nuid = \"{uid}\"\npassword_argon2 = \"{hash}\"\ngroups = {groups:?}\n"));
+            }
+            let path = dir.join("directory.toml");
+            std::fs::write(&path, text).unwrap();
+            cfg = format!("directory = \"{}\"\n{cfg}", path.display());
+        }
+    }
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+impl BrokerProc {
+    /// Start a broker process on `config`; waits until it listens.
+    pub fn start(dir: &Path, config: PathBuf, store: String, operator_token: String) -> BrokerProc {
+        let mut child = Command::new(BIN)
+            .args(["broker", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("broker-{}.log", now_ns()))).unwrap())
+            .spawn()
+            .expect("starting sallyport broker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("broker did not start: {line:?}; see {}", dir.display()))
+            .to_string();
+        BrokerProc {
+            child,
+            url: format!("http://{addr}"),
+            dir: dir.to_path_buf(),
+            config,
+            store,
+            operator_token,
+        }
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// An HTTP caller with an optional bearer token.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: &str, token: Option<&str>) -> Api {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            url: url.to_string(),
+            token: token.map(str::to_string),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with(&self, token: &str) -> Api {
+        Api::new(&self.url, Some(token))
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.raw(reqwest::Method::POST, path, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.raw(reqwest::Method::PUT, path, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.raw(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.raw(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// A broker with the seeded world.
+pub struct World {
+    pub broker: BrokerProc,
+    pub op: Api,
+    pub anon: Api,
+    pub tickets: Api,
+    pub reviewer: Api,
+    pub acme: Api,
+    pub globex: Api,
+    /// TOTP secrets by engineer.
+    pub totp: Vec<(String, String)>,
+    pub _tmp: tempfile::TempDir,
+}
+
+pub const ENGINEERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+impl World {
+    pub async fn start(directory: Dir) -> World {
+        Self::start_with(directory, "").await
+    }
+
+    pub async fn start_with(directory: Dir, extra_config: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = fresh_store(tmp.path()).await;
+        let token = sallyport_broker::auth::new_api_token();
+        let hash = sallyport_broker::auth::token_hash(&token);
+        let config = write_config(tmp.path(), &store, &directory, &hash, extra_config);
+        let broker = BrokerProc::start(tmp.path(), config, store, token.clone());
+        let op = Api::new(&broker.url, Some(&token));
+        let anon = Api::new(&broker.url, None);
+        for (id, name) in [("acme", "ACME"), ("globex", "Globex")] {
+            assert_eq!(
+                op.post("/v1/customers", json!({"id": id, "name": name}))
+                    .await
+                    .0,
+                StatusCode::CREATED
+            );
+        }
+        for (id, c) in [
+            ("acme-prod", "acme"),
+            ("acme-dev", "acme"),
+            ("globex-prod", "globex"),
+        ] {
+            assert_eq!(
+                op.post("/v1/clusters", json!({"id": id, "customer": c}))
+                    .await
+                    .0,
+                StatusCode::CREATED
+            );
+        }
+        let mut totp = Vec::new();
+        for e in ENGINEERS {
+            let (s, v) = op.post("/v1/engineers", json!({"uid": e})).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            totp.push((
+                e.to_string(),
+                v["totp_secret"].as_str().unwrap().to_string(),
+            ));
+        }
+        let token_for = |name: &str, role: &str, customer: Option<&str>| {
+            let op = op.clone();
+            let body = json!({"name": name, "role": role, "customer": customer});
+            async move {
+                let (s, v) = op.post("/v1/tokens", body).await;
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+                v["token"].as_str().unwrap().to_string()
+            }
+        };
+        let tickets = op.with(&token_for("tickets", "ticket_system", None).await);
+        let reviewer = op.with(&token_for("security", "reviewer", None).await);
+        let acme = op.with(&token_for("acme-admin", "approver", Some("acme")).await);
+        let globex = op.with(&token_for("globex-admin", "approver", Some("globex")).await);
+        World {
+            broker,
+            op,
+            anon,
+            tickets,
+            reviewer,
+            acme,
+            globex,
+            totp,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn secret(&self, engineer: &str) -> String {
+        self.totp
+            .iter()
+            .find(|(e, _)| e == engineer)
+            .map(|(_, s)| s.clone())
+            .unwrap()
+    }
+
+    /// A TOTP code `offset` steps (30 s) away from now: -1, 0 and 1 are accepted, each once.
+    pub fn code(&self, engineer: &str, offset: i64) -> String {
+        let t = (now() as i64 + offset * 30) as u64;
+        sallyport_broker::totp::code(&self.secret(engineer), t).unwrap()
+    }
+
+    pub async fn ticket(&self, id: &str, cluster: &str, assignee: &str, status: &str) {
+        let customer = if cluster.starts_with("globex") {
+            "globex"
+        } else {
+            "acme"
+        };
+        let (s, v) = self
+            .tickets
+            .put(&format!("/v1/tickets/{id}"), json!({"customer": customer, "cluster": cluster, "assignee": assignee, "status": status, "title": "t"}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    /// An approval by acme's approver; returns its id.
+    pub async fn approve(
+        &self,
+        cluster: &str,
+        group: &str,
+        logins: &[&str],
+        extra: Value,
+    ) -> String {
+        let mut body = json!({"cluster": cluster, "group": group, "logins": logins,
+            "max_session_secs": 3600, "valid_until": now() + 86_400});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let (s, v) = self.acme.post("/v1/approvals", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Log in through the API; returns (status, body).
+    pub async fn login(&self, user: &str, password: &str, code: &str) -> (StatusCode, Value) {
+        self.anon
+            .post(
+                "/v1/login",
+                json!({"user": user, "password": password, "totp": code}),
+            )
+            .await
+    }
+
+    /// Log in and return an engineer session.
+    pub async fn session(&self, user: &str, offset: i64) -> Api {
+        let (s, v) = self
+            .login(user, &format!("{user}-pw"), &self.code(user, offset))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        self.anon.with(v["token"].as_str().unwrap())
+    }
+
+    pub async fn events(&self, query: &str) -> Vec<Value> {
+        let (s, v) = self
+            .reviewer
+            .get(&format!("/v1/audit/events?{query}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["events"].as_array().unwrap().clone()
+    }
+}
+
+/// A fresh Ed25519 public key line (the engineer's side).
+pub fn engineer_key() -> (russh::keys::PrivateKey, String) {
+    let k = sallyport_ca::keys::generate_ed25519("test").unwrap();
+    let p = k.public_key().to_openssh().unwrap();
+    (k, p)
+}
+
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output().expect("running a command")
+}
+
+pub fn wait(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}

@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests. Include with `mod support;`.
+//!
+//! Not every test binary uses every helper.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod sshd;
