@@ -354,7 +354,8 @@ mod tests {
     fn verify_finds_the_first_broken_link() {
         let good = chain(5);
         assert_eq!(verify_chain(&good), Ok(5));
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<AuditRecord>)>, u64, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Vec<AuditRecord>)>;
+        let cases: Vec<(&str, Change, u64, &str)> = vec![
             (
                 "data edited",
                 Box::new(|c| c[2].data = json!({"i": 99})),

@@ -206,10 +206,10 @@ impl BrokerConfig {
             .with_context(|| format!("reading the broker config {}", path.display()))?;
         let mut cfg: BrokerConfig = toml::from_str(&text)
             .with_context(|| format!("parsing the broker config {}", path.display()))?;
-        if cfg.data_dir.is_relative() {
-            if let Some(dir) = path.parent() {
-                cfg.data_dir = dir.join(&cfg.data_dir);
-            }
+        if cfg.data_dir.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            cfg.data_dir = dir.join(&cfg.data_dir);
         }
         Ok(cfg)
     }

@@ -410,9 +410,7 @@ fn annotation(p: &Policy, key: &str) -> Result<String, PolicyError> {
         Some(v) if !v.trim().is_empty() => Ok(v.to_string()),
         _ if key == "id" => Err(PolicyError::NoId(p.id().to_string())),
         _ => Err(PolicyError::NoMessage(
-            p.annotation("id")
-                .unwrap_or(&p.id().to_string())
-                .to_string(),
+            p.annotation("id").unwrap_or(p.id().as_ref()).to_string(),
         )),
     }
 }

@@ -508,25 +508,23 @@ async fn decide_request(
         return Err(ApiError::NotFound("access request".into()));
     };
     approver_of(&b, &caller, "decide_request", &r.cluster).await?;
-    if let Caller::Approver { name, .. } = &caller {
-        if name == &r.engineer {
-            return Err(refuse(
-                &b,
-                &caller,
-                "decide_request",
-                "nobody may decide their own access request",
-                None,
-                Some(&r.cluster),
-            )
-            .await);
-        }
+    if let Caller::Approver { name, .. } = &caller
+        && name == &r.engineer
+    {
+        return Err(refuse(
+            &b,
+            &caller,
+            "decide_request",
+            "nobody may decide their own access request",
+            None,
+            Some(&r.cluster),
+        )
+        .await);
     }
-    if let Some(reason) = &req.reason {
-        if reason.len() > 1024 {
-            return Err(ApiError::BadRequest(
-                "the reason is longer than 1024 bytes".into(),
-            ));
-        }
+    if req.reason.as_ref().is_some_and(|r| r.len() > 1024) {
+        return Err(ApiError::BadRequest(
+            "the reason is longer than 1024 bytes".into(),
+        ));
     }
     let status = if req.approve { "approved" } else { "denied" };
     if !b

@@ -79,7 +79,8 @@ fn allows_and_computes_the_grant() {
 #[test]
 fn lifetime_is_capped_by_every_limit() {
     let engine = Engine::new().unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut IssueFacts)>, u64)> = vec![
+    type Change = Box<dyn Fn(&mut IssueFacts)>;
+    let cases: Vec<(Change, u64)> = vec![
         (Box::new(|f| f.max_ttl = 600), NOW + 600),
         (
             Box::new(|f| f.approvals[0].valid_until = NOW + 300),
@@ -291,7 +292,8 @@ fn customer_forbid_policy() {
 #[test]
 fn customer_policies_are_checked_when_saved() {
     let engine = Engine::new().unwrap();
-    let bad: &[(&str, fn(&PolicyError) -> bool)] = &[
+    type IsExpected = fn(&PolicyError) -> bool;
+    let bad: &[(&str, IsExpected)] = &[
         (
             r#"@id("p") @message("m") permit(principal, action, resource);"#,
             |e| matches!(e, PolicyError::NotForbid(_)),
