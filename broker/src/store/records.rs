@@ -459,35 +459,24 @@ impl Store {
     }
 
     /// Count a failure; lock the subject for `lockout` seconds once `max` failures in a row.
+    /// One statement, so concurrent failures (other replicas too) all count.
     pub async fn record_failure(&self, subject: &str, max: i64, lockout: u64) -> sqlx::Result<()> {
-        let now = to_i64(now_secs());
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT failures FROM login_failures WHERE subject = $1")
-            .bind(subject)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let failures = row.map(|r| r.get::<i64, _>(0)).unwrap_or(0) + 1;
-        let locked_until = if failures >= max {
-            now + to_i64(lockout)
-        } else {
-            0
-        };
         // After a lockout has run out, counting starts again.
-        let failures = if failures > max { 1 } else { failures };
-        sqlx::query("DELETE FROM login_failures WHERE subject = $1")
-            .bind(subject)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO login_failures (subject, failures, last_failure, locked_until) VALUES ($1, $2, $3, $4)",
-        )
+        const NEXT: &str = "CASE WHEN login_failures.locked_until <> 0 AND login_failures.locked_until <= $2 \
+                            THEN 1 ELSE login_failures.failures + 1 END";
+        sqlx::query(&format!(
+            "INSERT INTO login_failures (subject, failures, last_failure, locked_until) \
+             VALUES ($1, 1, $2, CASE WHEN 1 >= $3 THEN $2 + $4 ELSE 0 END) \
+             ON CONFLICT (subject) DO UPDATE SET failures = {NEXT}, last_failure = $2, \
+             locked_until = CASE WHEN {NEXT} >= $3 THEN $2 + $4 ELSE 0 END"
+        ))
         .bind(subject)
-        .bind(failures)
-        .bind(now)
-        .bind(locked_until)
-        .execute(&mut *tx)
+        .bind(to_i64(now_secs()))
+        .bind(max)
+        .bind(to_i64(lockout))
+        .execute(&self.pool)
         .await?;
-        tx.commit().await
+        Ok(())
     }
 
     pub async fn clear_failures(&self, subject: &str) -> sqlx::Result<()> {
@@ -795,32 +784,36 @@ impl Store {
     }
 
     /// Revoke every not-yet-revoked grant matching; returns the grants revoked now.
+    /// The write comes first so that the transaction holds the write lock from its start
+    /// (SQLite would otherwise refuse to upgrade a reader when another replica wrote).
     pub async fn revoke(
         &self,
         scope: RevokeScope,
         value: &str,
         reason: &str,
     ) -> sqlx::Result<Vec<GrantRow>> {
+        let now = to_i64(now_secs());
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 AND revoked_at IS NULL",
-            scope.column()
-        ))
-        .bind(value)
-        .fetch_all(&mut *tx)
-        .await?;
-        let grants: Vec<GrantRow> = rows.iter().map(grant_from_row).collect();
         sqlx::query(&format!(
             "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL",
             scope.column()
         ))
         .bind(value)
-        .bind(to_i64(now_secs()))
+        .bind(now)
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 AND revoked_at = $2 AND revoked_reason = $3",
+            scope.column()
+        ))
+        .bind(value)
+        .bind(now)
+        .bind(reason)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(grants)
+        Ok(rows.iter().map(grant_from_row).collect())
     }
 
     /// Revoked certificates that have not expired yet: (CA fingerprint, serial, key id).
