@@ -204,7 +204,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("DEMO_DIR", dir.display().to_string()),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={}\n", q(v))).collect();
-    write_0600(&dir.join("demo.env"), &text)?;
+    // Complete or absent: scripts wait for demo.env to appear, then read it.
+    write_0600(&dir.join("demo.env.tmp"), &text)?;
+    std::fs::rename(dir.join("demo.env.tmp"), dir.join("demo.env"))?;
 
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -234,21 +236,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("Press Ctrl-C to stop.");
 
-    wait_for_stop().await;
+    crate::shutdown_signal().await;
     eprintln!("stopping the demo");
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())
-}
-
-async fn wait_for_stop() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -34,6 +34,18 @@ enum Cmd {
         #[arg(long, env = "SALLYPORT_CONFIG")]
         config: PathBuf,
     },
+    /// Run the public edge: checks engineers' certificates and forwards into gateways' tunnels.
+    Edge {
+        /// The edge's TOML config (see docs/config.md).
+        #[arg(long, env = "SALLYPORT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run a gateway inside the customer's network: terminates, records, connects to nodes.
+    Gateway {
+        /// The gateway's TOML config (see docs/config.md).
+        #[arg(long, env = "SALLYPORT_CONFIG")]
+        config: PathBuf,
+    },
     /// Search and verify the audit log.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
@@ -70,7 +82,7 @@ fn main() {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default_level = match cli.cmd {
-        Cmd::Broker { .. } | Cmd::Demo(_) => "info",
+        Cmd::Broker { .. } | Cmd::Demo(_) | Cmd::Edge { .. } | Cmd::Gateway { .. } => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -107,14 +119,30 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Broker { config } => {
             let cfg = sallyport_broker::BrokerConfig::load(&config)?;
             let listen = cfg.listen;
+            // Refuse before opening the store, binding or announcing "listening on".
+            anyhow::ensure!(
+                cfg.tls.is_some() || listen.ip().is_loopback(),
+                "refusing plain HTTP on {listen}: configure [tls] (cert, key) or listen on 127.0.0.1"
+            );
             let broker = sallyport_broker::Broker::open(cfg).await?;
             let listener = std::net::TcpListener::bind(listen)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
             println!("listening on {}", listener.local_addr()?);
-            sallyport_broker::serve(broker, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            sallyport_broker::serve(broker, listener, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Cmd::Edge { config } => {
+            let cfg: sallyport_bastion::config::EdgeConfig =
+                sallyport_bastion::config::load(&config)?;
+            let edge = sallyport_bastion::edge::Edge::new(cfg)?;
+            sallyport_bastion::edge::run(edge, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Cmd::Gateway { config } => {
+            let cfg: sallyport_bastion::config::GatewayConfig =
+                sallyport_bastion::config::load(&config)?;
+            let gw = sallyport_bastion::gateway::open(cfg).await?;
+            sallyport_bastion::gateway::run(gw, shutdown_signal()).await?;
             Ok(0)
         }
         Cmd::Audit(c) => audit_cmd::run(c).await,
@@ -136,6 +164,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                 .ok_or_else(|| anyhow::anyhow!("not a base32 TOTP secret"))?;
             println!("{code}");
             Ok(0)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,1 +1,69 @@
-//! Data plane (edge and gateway); built by the bastion issue.
+//! sallyport-bastion: the data plane. The public **edge** checks engineers' certificates and
+//! forwards `direct-tcpip` channels, unread, into the tunnel that the cluster's **gateway**
+//! dialed out; the gateway terminates the inner SSH connection, connects to the node with a
+//! per-session certificate and records everything into the audit spool.
+
+pub mod broker_client;
+pub mod config;
+pub mod edge;
+pub mod gateway;
+pub mod spool;
+pub mod trust;
+
+/// Unix seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Load an OpenSSH private key, or make one (0600) if the file does not exist.
+pub fn load_or_create_key(
+    path: &std::path::Path,
+    comment: &str,
+) -> anyhow::Result<russh::keys::PrivateKey> {
+    if path.exists() {
+        return Ok(sallyport_ca::keys::load_private_key(path)?);
+    }
+    let key = sallyport_ca::keys::generate_ed25519(comment)?;
+    sallyport_ca::keys::save_private_key(&key, path)?;
+    Ok(key)
+}
+
+/// russh server settings shared by the edge and the gateway.
+pub fn server_config(
+    keys: Vec<russh::keys::PrivateKey>,
+    certificates: Vec<russh::keys::Certificate>,
+    idle: std::time::Duration,
+) -> russh::server::Config {
+    use russh::{MethodKind, MethodSet, Preferred, cipher};
+    let mut preferred = Preferred::default();
+    preferred.cipher = std::borrow::Cow::Owned(vec![
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::AES_256_CTR,
+    ]);
+    russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: std::time::Duration::from_millis(300),
+        auth_rejection_time_initial: Some(std::time::Duration::from_millis(0)),
+        keys,
+        certificates,
+        inactivity_timeout: Some(idle),
+        keepalive_interval: Some(std::time::Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        preferred,
+        ..Default::default()
+    }
+}
+
+/// A login name as typed, made safe for logs and audit records.
+pub fn sanitize_login(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}

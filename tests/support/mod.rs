@@ -3,5 +3,6 @@
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod bastion;
 pub mod broker;
 pub mod sshd;

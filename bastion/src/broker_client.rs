@@ -1,0 +1,100 @@
+//! The data plane's calls to the broker: enrollment, the gateway's view of its cluster, the KRL,
+//! the user CA keys, audit records and recordings.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use sallyport_broker::audit::AuditRecord;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct BrokerClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl BrokerClient {
+    pub fn new(
+        base: &str,
+        broker_ca: Option<&Path>,
+        token: Option<String>,
+    ) -> anyhow::Result<BrokerClient> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20));
+        if let Some(ca) = broker_ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            b = b
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(BrokerClient {
+            http: b.build()?,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn with_token(&self, token: String) -> BrokerClient {
+        BrokerClient {
+            token: Some(token),
+            ..self.clone()
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "the broker answered {status}: {}",
+            body["error"]["message"].as_str().unwrap_or("no message")
+        )
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.req(reqwest::Method::GET, path).send().await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .req(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    pub async fn krl(&self) -> anyhow::Result<Vec<u8>> {
+        let resp = self.req(reqwest::Method::GET, "/v1/krl").send().await?;
+        Ok(Self::check(resp).await?.bytes().await?.to_vec())
+    }
+
+    pub async fn post_records(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
+        self.post_json("/v1/audit/records", &json!({"records": records}))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_recording(&self, session: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let resp = self
+            .req(reqwest::Method::PUT, &format!("/v1/recordings/{session}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        Self::check(resp).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Configuration of the edge and the gateway (TOML; every key in docs/config.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Where engineers connect (their ProxyJump hop).
+    pub listen: SocketAddr,
+    /// Where gateways dial in to offer their tunnel.
+    pub tunnel_listen: SocketAddr,
+    /// Host key, KRL and CA caches.
+    pub data_dir: PathBuf,
+    /// The broker's URL (user CA keys, KRL, gateways' host CA keys).
+    pub broker: String,
+    #[serde(default)]
+    pub broker_ca: Option<PathBuf>,
+    /// Seconds between KRL refreshes.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+    /// Most engineer connections at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Idle connections are closed after this many seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTarget {
+    /// host:port of the edge's tunnel listener.
+    pub address: String,
+    /// The edge's host public key (OpenSSH line), pinned.
+    pub host_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Keys, enrollment, spool, recordings.
+    pub data_dir: PathBuf,
+    /// The broker's URL.
+    pub broker: String,
+    #[serde(default)]
+    pub broker_ca: Option<PathBuf>,
+    /// The one-time join token (used at the first start only).
+    #[serde(default)]
+    pub join_token: Option<String>,
+    /// The edges to keep a tunnel to.
+    #[serde(default)]
+    pub edges: Vec<EdgeTarget>,
+    /// Lifetime of the per-session certificate for the node, seconds.
+    #[serde(default = "default_session_cert_ttl")]
+    pub session_cert_ttl_secs: u64,
+    /// Seconds between KRL refreshes.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+}
+
+fn default_refresh() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_idle() -> u64 {
+    600
+}
+fn default_session_cert_ttl() -> u64 {
+    600
+}
+
+pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

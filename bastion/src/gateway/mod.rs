@@ -1,0 +1,380 @@
+//! The gateway: inside the customer's network. It enrolls once with a one-time join token
+//! (generating the cluster's node CA and host CA here; private keys never leave), dials out to
+//! every configured edge and keeps that tunnel up, and for each session terminates the inner SSH
+//! connection with a host certificate for the node's name, checks the engineer's certificate
+//! again, connects to the node with a per-session certificate and records everything.
+
+mod node;
+mod session;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::keys::{PrivateKey, PublicKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::broker_client::BrokerClient;
+use crate::config::{EdgeTarget, GatewayConfig};
+use crate::spool::Spool;
+use crate::trust::Trust;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub gateway: String,
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub id: String,
+    pub cluster: String,
+    pub node_ca: PrivateKey,
+    pub host_ca: PrivateKey,
+    /// The key behind every host certificate this gateway presents.
+    pub host_key: PrivateKey,
+    pub trust: Arc<Trust>,
+    pub broker: BrokerClient,
+    pub spool: Arc<Spool>,
+    pub nodes: Mutex<HashMap<String, NodeEntry>>,
+    /// Server configs per node name (each with its own host certificate).
+    inner_configs: Mutex<HashMap<String, Arc<russh::server::Config>>>,
+}
+
+/// Enroll at first start, then load identity, keys and the cluster's view.
+pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+    let dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&dir)?;
+    let node_ca = crate::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
+    let host_ca = crate::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
+    let host_key = crate::load_or_create_key(&dir.join("host_key"), "sallyport gateway host key")?;
+    let anon = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
+    let (enrollment, credential) = enroll(&cfg, &dir, &anon, &node_ca, &host_ca).await?;
+    let broker = anon.with_token(credential);
+    let trust = Trust::load(&dir);
+    let spool = Spool::open(
+        &dir.join("spool"),
+        &format!("gateway:{}", enrollment.gateway),
+    )?;
+    let gw = Arc::new(Gateway {
+        id: enrollment.gateway,
+        cluster: enrollment.cluster,
+        node_ca,
+        host_ca,
+        host_key,
+        trust,
+        broker,
+        spool,
+        nodes: Mutex::new(HashMap::new()),
+        inner_configs: Mutex::new(HashMap::new()),
+        cfg,
+    });
+    if let Err(e) = gw.refresh_self().await {
+        tracing::warn!(error = %e, "broker unreachable at start; using cached nodes");
+        if let Ok(text) = std::fs::read_to_string(dir.join("nodes.json")) {
+            if let Ok(nodes) = serde_json::from_str::<Vec<NodeEntry>>(&text) {
+                gw.set_nodes(nodes);
+            }
+        }
+    }
+    if let Err(e) = gw.trust.refresh(&gw.broker).await {
+        tracing::warn!(error = %e, "broker unreachable at start; using cached CA keys and KRL");
+    }
+    Ok(gw)
+}
+
+async fn enroll(
+    cfg: &GatewayConfig,
+    dir: &Path,
+    anon: &BrokerClient,
+    node_ca: &PrivateKey,
+    host_ca: &PrivateKey,
+) -> anyhow::Result<(Enrollment, String)> {
+    let state = dir.join("enrollment.json");
+    let cred_path = dir.join("credential");
+    if state.exists() && cred_path.exists() {
+        let e: Enrollment = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+        let cred = std::fs::read_to_string(&cred_path)?.trim().to_string();
+        return Ok((e, cred));
+    }
+    let token = cfg.join_token.clone().context(
+        "this gateway is not enrolled: set join_token (made by the operator) in the config",
+    )?;
+    let body = json!({
+        "join_token": token,
+        "node_ca_public_key": node_ca.public_key().to_openssh()?,
+        "host_ca_public_key": host_ca.public_key().to_openssh()?,
+    });
+    let v = anon
+        .post_json("/v1/gateways/enroll", &body)
+        .await
+        .context("enrolling at the broker")?;
+    let e = Enrollment {
+        gateway: v["gateway"].as_str().context("no gateway id")?.to_string(),
+        cluster: v["cluster"].as_str().context("no cluster")?.to_string(),
+    };
+    let cred = v["credential"]
+        .as_str()
+        .context("no credential")?
+        .to_string();
+    write_secret(&cred_path, cred.as_bytes())?;
+    crate::trust::write_atomic(&state, serde_json::to_string(&e)?.as_bytes())?;
+    tracing::info!(gateway = e.gateway, cluster = e.cluster, "enrolled");
+    Ok((e, cred))
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+impl Gateway {
+    fn set_nodes(&self, nodes: Vec<NodeEntry>) {
+        if let Ok(mut m) = self.nodes.lock() {
+            *m = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        }
+    }
+
+    async fn refresh_self(&self) -> anyhow::Result<()> {
+        let v = self.broker.get_json("/v1/gateway/self").await?;
+        let nodes: Vec<NodeEntry> = serde_json::from_value(v["nodes"].clone())?;
+        crate::trust::write_atomic(
+            &self.cfg.data_dir.join("nodes.json"),
+            serde_json::to_string(&v["nodes"])?.as_bytes(),
+        )?;
+        self.set_nodes(nodes);
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Option<NodeEntry> {
+        self.nodes.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    /// The inner server's config for `<node>.<cluster>`: a host certificate for that name.
+    fn inner_config(&self, host: &str) -> anyhow::Result<Arc<russh::server::Config>> {
+        if let Some(c) = self
+            .inner_configs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(host).cloned())
+        {
+            return Ok(c);
+        }
+        let now = crate::now();
+        let cert = sallyport_ca::cert::build_host_cert(
+            &self.host_ca,
+            self.host_key.public_key(),
+            &[host.to_string()],
+            now.saturating_sub(60),
+            now + 7 * 86_400,
+            &format!("sallyport-gateway:{}:{host}", self.id),
+        )?;
+        let cfg = Arc::new(crate::server_config(
+            vec![self.host_key.clone()],
+            vec![cert],
+            Duration::from_secs(3600),
+        ));
+        if let Ok(mut m) = self.inner_configs.lock() {
+            m.insert(host.to_string(), cfg.clone());
+        }
+        Ok(cfg)
+    }
+
+    /// The certificate this gateway shows the edge: its tunnel identity, from its host CA.
+    fn tunnel_certificate(&self) -> anyhow::Result<russh::keys::Certificate> {
+        use russh::keys::ssh_key::certificate::{Builder, CertType};
+        let now = crate::now();
+        let mut b = Builder::new_with_random_nonce(
+            &mut russh::keys::key::safe_rng(),
+            self.host_key.public_key(),
+            now.saturating_sub(60),
+            now + 86_400,
+        )?;
+        b.serial(sallyport_ca::cert::random_serial())?;
+        b.key_id(format!("sallyport-gateway:{}", self.id))?;
+        b.cert_type(CertType::User)?;
+        b.valid_principal(format!("gateway:{}", self.cluster))?;
+        Ok(b.sign(&self.host_ca)?)
+    }
+}
+
+/// Run the gateway until `shutdown` resolves.
+pub async fn run(
+    gw: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    tokio::spawn(crate::spool::ship(gw.spool.clone(), gw.broker.clone()));
+    tokio::spawn(gw.trust.clone().refresh_forever(
+        gw.broker.clone(),
+        Duration::from_secs(gw.cfg.refresh_secs.max(1)),
+    ));
+    {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                if let Err(e) = gw.refresh_self().await {
+                    tracing::debug!(error = %e, "cannot refresh nodes");
+                }
+            }
+        });
+    }
+    for edge in gw.cfg.edges.clone() {
+        tokio::spawn(keep_tunnel(gw.clone(), edge));
+    }
+    tracing::info!(gateway = gw.id, cluster = gw.cluster, "gateway running");
+    shutdown.await;
+    Ok(())
+}
+
+/// Dial the edge and keep the tunnel up, reconnecting with backoff.
+async fn keep_tunnel(gw: Arc<Gateway>, edge: EdgeTarget) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match tunnel_once(&gw, &edge).await {
+            Ok(()) => {
+                tracing::warn!(edge = edge.address, "tunnel closed; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => tracing::warn!(edge = edge.address, error = %e, "tunnel failed; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<()> {
+    let pinned = PublicKey::from_openssh(edge.host_key.trim())
+        .context("edge host_key is not an OpenSSH public key")?;
+    let config = Arc::new(russh::client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    });
+    let handler = TunnelClient {
+        gw: gw.clone(),
+        pinned,
+    };
+    let mut handle = russh::client::connect(config, edge.address.as_str(), handler).await?;
+    let cert = gw.tunnel_certificate()?;
+    let auth = handle
+        .authenticate_openssh_cert(
+            format!("gateway:{}", gw.cluster),
+            Arc::new(gw.host_key.clone()),
+            cert,
+        )
+        .await?;
+    anyhow::ensure!(
+        auth.success(),
+        "the edge refused this gateway's certificate"
+    );
+    handle.tcpip_forward("sallyport", 0).await?;
+    tracing::info!(edge = edge.address, "tunnel up");
+    // Wait until the connection ends.
+    while !handle.is_closed() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+struct TunnelClient {
+    gw: Arc<Gateway>,
+    pinned: PublicKey,
+}
+
+impl russh::client::Handler for TunnelClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key: k, .. } => {
+                k.key_data() == self.pinned.key_data()
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
+        })
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        connected_address: &str,
+        _connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let host = connected_address.to_string();
+        let known = |gw: &Gateway| {
+            crate::trust::split_target(&host)
+                .is_some_and(|(node, cluster)| cluster == gw.cluster && gw.node(node).is_some())
+        };
+        let mut ok = known(&self.gw);
+        if !ok {
+            // A node added since the last refresh: ask the broker once more.
+            if let Err(e) = self.gw.refresh_self().await {
+                tracing::debug!(error = %e, "cannot refresh nodes");
+            }
+            ok = known(&self.gw);
+        }
+        if !ok {
+            tracing::warn!(
+                host,
+                "the edge asked for a node this gateway does not serve"
+            );
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
+        let config = match self.gw.inner_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a host certificate");
+                reply
+                    .reject(russh::ChannelOpenFailure::ResourceShortage)
+                    .await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let handler = session::Inner::new(
+            self.gw.clone(),
+            host,
+            format!("{originator_address}:{originator_port}"),
+        );
+        tokio::spawn(async move {
+            match russh::server::run_stream(config, channel.into_stream(), handler).await {
+                Ok(running) => {
+                    if let Err(e) = running.await {
+                        tracing::debug!(error = ?e, "inner session ended with an error");
+                    }
+                }
+                Err(e) => tracing::debug!(error = ?e, "inner session did not start"),
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,603 @@
+//! One engineer session at the gateway: the inner SSH server's handler. It authenticates the
+//! engineer's certificate again, connects to the node with a per-session certificate, passes
+//! each channel request on (pty, shell, exec, sftp, env, window-change, signals) and bridges the
+//! data both ways, writing each command to the audit spool before it reaches the node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::Certificate;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
+use sallyport_ca::{CertIdentity, check_user_cert};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::Gateway;
+use super::node::{self, NodeClient};
+
+struct Up {
+    write: ChannelWriteHalf<russh::client::Msg>,
+    /// The node's answers to our want-reply requests, in order.
+    replies: mpsc::UnboundedReceiver<bool>,
+}
+
+pub struct Inner {
+    gw: Arc<Gateway>,
+    /// `<node>.<cluster>` as the engineer addressed it.
+    host: String,
+    node: String,
+    peer: String,
+    sid: String,
+    identity: Option<CertIdentity>,
+    cert: Option<Certificate>,
+    login: String,
+    upstream: Option<russh::client::Handle<NodeClient>>,
+    chans: HashMap<ChannelId, Up>,
+    /// Set when the session ends, for the tasks that watch it.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Inner {
+    pub fn new(gw: Arc<Gateway>, host: String, peer: String) -> Inner {
+        let node = host.split('.').next().unwrap_or_default().to_string();
+        let mut b = [0u8; 12];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+        Inner {
+            gw,
+            host,
+            node,
+            peer,
+            sid: format!("s-{}", hex::encode(b)),
+            identity: None,
+            cert: None,
+            login: String::new(),
+            upstream: None,
+            chans: HashMap::new(),
+            closed: Arc::default(),
+        }
+    }
+
+    /// The common fields of this session's audit events.
+    fn fields(&self, extra: Value) -> Value {
+        let mut v = json!({
+            "session": self.sid,
+            "host": self.host,
+            "cluster": self.gw.cluster,
+            "node": self.node,
+            "login": self.login,
+            "engineer": self.identity.as_ref().map(|i| i.engineer()),
+            "ticket": self.identity.as_ref().map(|i| i.ticket()),
+            "grant": self.identity.as_ref().map(|i| i.grant()),
+        });
+        if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+            m.extend(e);
+        }
+        v
+    }
+
+    /// Write an event durably; `false` (and the caller refuses) when the spool cannot be written.
+    async fn audit(&self, kind: &str, extra: Value) -> bool {
+        match self.gw.spool.append(kind, self.fields(extra)).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "audit spool unwritable: refusing");
+                false
+            }
+        }
+    }
+
+    async fn ensure_upstream(&mut self) -> anyhow::Result<()> {
+        if self.upstream.is_some() {
+            return Ok(());
+        }
+        let id = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("not authenticated"))?;
+        let entry = self
+            .gw
+            .node(&self.node)
+            .ok_or_else(|| anyhow::anyhow!("unknown node {}", self.node))?;
+        let h = node::connect(
+            &self.gw,
+            &entry,
+            &self.login,
+            &self.sid,
+            id.engineer(),
+            id.ticket(),
+            id.permit_port_forwarding(),
+        )
+        .await?;
+        self.upstream = Some(h);
+        Ok(())
+    }
+
+    /// Wait for the node's answer to a want-reply request and pass it on.
+    async fn relay_reply(
+        &mut self,
+        channel: ChannelId,
+        sent: Result<(), russh::Error>,
+        session: &mut Session,
+    ) -> Result<bool, russh::Error> {
+        let ok = match (sent, self.chans.get_mut(&channel)) {
+            (Ok(()), Some(up)) => up.replies.recv().await.unwrap_or(false),
+            _ => false,
+        };
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(ok)
+    }
+
+    async fn refuse_request(
+        &mut self,
+        channel: ChannelId,
+        what: &str,
+        reason: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        self.audit(
+            "channel_refused",
+            json!({"channel": channel_num(channel), "request": what, "reason": reason}),
+        )
+        .await;
+        session.channel_failure(channel)
+    }
+}
+
+fn channel_num(c: ChannelId) -> u32 {
+    u32::from(c)
+}
+
+impl russh::server::Handler for Inner {
+    type Error = russh::Error;
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let trust = &self.gw.trust;
+        let checked = check_user_cert(
+            cert,
+            &trust.cas(),
+            crate::now(),
+            &|c| trust.is_revoked(c),
+            None,
+        );
+        let refusal = match &checked {
+            Ok(id) if id.cluster() != self.gw.cluster => Some((
+                "other_cluster".to_string(),
+                "the certificate is for another cluster".to_string(),
+            )),
+            Ok(id) if !id.allows_login(user) => Some((
+                "login_not_in_certificate".to_string(),
+                format!("the certificate does not allow the login {user}"),
+            )),
+            Ok(_) => None,
+            Err(r) => Some((r.code().to_string(), r.to_string())),
+        };
+        self.login = crate::sanitize_login(user);
+        if let Some((code, reason)) = refusal {
+            self.audit(
+                "session_refused",
+                json!({"key_id": cert.key_id(), "code": code, "reason": reason, "peer": self.peer}),
+            )
+            .await;
+            return Ok(Auth::reject());
+        }
+        let Ok(id) = checked else {
+            return Ok(Auth::reject());
+        };
+        self.identity = Some(id);
+        self.cert = Some(cert.clone());
+        if !self.audit("session_started", json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer})).await {
+            return Ok(Auth::reject());
+        }
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        // Revocation reaches live sessions: the KRL is re-read every second.
+        let (Some(cert), handle, trust) =
+            (self.cert.clone(), session.handle(), self.gw.trust.clone())
+        else {
+            return Ok(());
+        };
+        let spool = self.gw.spool.clone();
+        let fields = self.fields(json!({}));
+        let closed = self.closed.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let expired = cert.valid_before() <= crate::now();
+                if expired || trust.is_revoked(&cert) {
+                    let reason = if expired {
+                        "the certificate expired"
+                    } else {
+                        "the certificate was revoked"
+                    };
+                    let mut data = fields.clone();
+                    data["reason"] = json!(reason);
+                    let _ = spool.append("session_terminated", data).await;
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            format!("sallyport: {reason}"),
+                            "en".into(),
+                        )
+                        .await;
+                    return;
+                }
+                if closed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let id = channel.id();
+        if let Err(e) = self.ensure_upstream().await {
+            tracing::warn!(error = %e, node = self.node, "cannot reach the node");
+            self.audit("node_unreachable", json!({"reason": e.to_string()}))
+                .await;
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
+        let Some(up) = self.upstream.as_ref() else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        let Ok(node_channel) = up.channel_open_session().await else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let (mut read, write) = node_channel.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.chans.insert(id, Up { write, replies: rx });
+        let handle = session.handle();
+        let spool = self.gw.spool.clone();
+        let fields = self.fields(json!({"channel": channel_num(id)}));
+        // Node -> engineer.
+        tokio::spawn(async move {
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        if handle.data(id, data).await.is_err() {
+                            break;
+                        }
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        if handle.extended_data(id, ext, data).await.is_err() {
+                            break;
+                        }
+                    }
+                    ChannelMsg::Eof => {
+                        let _ = handle.eof(id).await;
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        let mut d = fields.clone();
+                        d["exit_status"] = json!(exit_status);
+                        let _ = spool.append("channel_exit", d).await;
+                        let _ = handle.exit_status_request(id, exit_status).await;
+                    }
+                    ChannelMsg::ExitSignal {
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    } => {
+                        let mut d = fields.clone();
+                        d["exit_signal"] = json!(format!("{signal_name:?}"));
+                        let _ = spool.append("channel_exit", d).await;
+                        let _ = handle
+                            .exit_signal_request(
+                                id,
+                                signal_name,
+                                core_dumped,
+                                error_message,
+                                lang_tag,
+                            )
+                            .await;
+                    }
+                    ChannelMsg::Success => {
+                        let _ = tx.send(true);
+                    }
+                    ChannelMsg::Failure => {
+                        let _ = tx.send(false);
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            let _ = handle.close(id).await;
+        });
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let sent = match self.chans.get(&channel) {
+            Some(up) => {
+                up.write
+                    .request_pty(
+                        true, term, col_width, row_height, pix_width, pix_height, modes,
+                    )
+                    .await
+            }
+            None => Err(russh::Error::WrongChannel),
+        };
+        self.relay_reply(channel, sent, session).await?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let sent = match self.chans.get(&channel) {
+            Some(up) => up.write.set_env(true, name, value).await,
+            None => Err(russh::Error::WrongChannel),
+        };
+        self.relay_reply(channel, sent, session).await?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self
+            .audit("shell", json!({"channel": channel_num(channel)}))
+            .await
+        {
+            return session.channel_failure(channel);
+        }
+        let sent = match self.chans.get(&channel) {
+            Some(up) => up.write.request_shell(true).await,
+            None => Err(russh::Error::WrongChannel),
+        };
+        self.relay_reply(channel, sent, session).await?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).to_string();
+        // Durable before the command reaches the node.
+        if !self
+            .audit(
+                "command",
+                json!({"channel": channel_num(channel), "command": command, "via": "exec"}),
+            )
+            .await
+        {
+            return session.channel_failure(channel);
+        }
+        let sent = match self.chans.get(&channel) {
+            Some(up) => up.write.exec(true, data.to_vec()).await,
+            None => Err(russh::Error::WrongChannel),
+        };
+        self.relay_reply(channel, sent, session).await?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name != "sftp" {
+            return self
+                .refuse_request(
+                    channel,
+                    "subsystem",
+                    &format!("subsystem {name} is not allowed"),
+                    session,
+                )
+                .await;
+        }
+        if !self
+            .audit("sftp_started", json!({"channel": channel_num(channel)}))
+            .await
+        {
+            return session.channel_failure(channel);
+        }
+        let sent = match self.chans.get(&channel) {
+            Some(up) => up.write.request_subsystem(true, name).await,
+            None => Err(russh::Error::WrongChannel),
+        };
+        self.relay_reply(channel, sent, session).await?;
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.get(&channel) {
+            let _ = up
+                .write
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.get(&channel) {
+            let _ = up.write.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_request(
+            channel,
+            "agent_forwarding",
+            "agent forwarding is never allowed",
+            session,
+        )
+        .await?;
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request(
+            channel,
+            "x11_forwarding",
+            "X11 forwarding is never allowed",
+            session,
+        )
+        .await
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.audit("forward_refused", json!({"request": "tcpip-forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported"})).await;
+        Ok(false)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let allowed = self
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.permit_port_forwarding());
+        let reason = if allowed {
+            "port forwarding is not supported yet"
+        } else {
+            "port forwarding is not approved for this access"
+        };
+        self.audit("forward_refused", json!({"request": "direct-tcpip", "target": format!("{host}:{port}"), "reason": reason})).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.get(&channel) {
+            let _ = up.write.data_bytes(data.to_vec()).await;
+        }
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.get(&channel) {
+            let _ = up.write.extended_data_bytes(code, data.to_vec()).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.get(&channel) {
+            let _ = up.write.eof().await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(up) = self.chans.remove(&channel) {
+            let _ = up.write.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.identity.is_some() {
+            let spool = self.gw.spool.clone();
+            let data = self.fields(json!({}));
+            tokio::spawn(async move {
+                let _ = spool.append("session_ended", data).await;
+            });
+        }
+    }
+}

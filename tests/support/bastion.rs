@@ -1,0 +1,181 @@
+//! Real `sallyport edge` and `sallyport gateway` processes for a test, wired to a World's broker,
+//! with a real sshd node that trusts the gateway's node CA.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::broker::{BIN, World};
+use super::sshd::{SshdNode, free_port};
+
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(args: &[&str], config: &Path, log: PathBuf) -> Proc {
+        let child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,russh=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const LOGIN: &str = "sallyport-node";
+
+pub struct Bastion {
+    pub edge: Proc,
+    pub gateway: Proc,
+    pub node: SshdNode,
+    pub edge_port: u16,
+    pub edge_host_key: String,
+    pub dir: tempfile::TempDir,
+    pub gateway_config: PathBuf,
+}
+
+/// The edge port to give the broker (as `edge_address`) before it starts.
+pub fn pick_edge_port() -> u16 {
+    free_port()
+}
+
+/// Start edge, gateway (enrolled with a fresh join token) and an sshd node `node1` of acme-prod.
+pub async fn start(w: &World, edge_port: u16) -> Bastion {
+    let dir = tempfile::tempdir().unwrap();
+    let tunnel_port = free_port();
+    // Edge.
+    let edge_dir = dir.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let edge_cfg = edge_dir.join("edge.toml");
+    std::fs::write(
+        &edge_cfg,
+        format!(
+            "listen = \"127.0.0.1:{edge_port}\"\ntunnel_listen = \"127.0.0.1:{tunnel_port}\"\ndata_dir = \"{}\"\nbroker = \"{}\"\nrefresh_secs = 1\n",
+            edge_dir.join("data").display(),
+            w.broker.url
+        ),
+    )
+    .unwrap();
+    let edge = Proc::start(&["edge"], &edge_cfg, edge_dir.join("edge.log"));
+    assert!(
+        edge.wait_log("edge listening", Duration::from_secs(20)),
+        "edge did not start: {}",
+        edge.log_text()
+    );
+    let edge_host_key = std::fs::read_to_string(edge_dir.join("data/host_key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // Gateway: a join token from the operator, then enrollment at first start.
+    let (s, v) =
+        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let token = v["join_token"].as_str().unwrap();
+    let gw_dir = dir.path().join("gateway");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let gateway_config = gw_dir.join("gateway.toml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "data_dir = \"{}\"\nbroker = \"{}\"\njoin_token = \"{token}\"\nrefresh_secs = 1\n[[edges]]\naddress = \"127.0.0.1:{tunnel_port}\"\nhost_key = \"{edge_host_key}\"\n",
+            gw_dir.join("data").display(),
+            w.broker.url
+        ),
+    )
+    .unwrap();
+    let gateway = Proc::start(&["gateway"], &gateway_config, gw_dir.join("gateway.log"));
+    assert!(
+        gateway.wait_log("tunnel up", Duration::from_secs(30)),
+        "gateway tunnel did not come up: {}\n--- edge:\n{}",
+        gateway.log_text(),
+        edge.log_text()
+    );
+
+    // The node trusts only the gateway's node CA.
+    let node_ca = std::fs::read_to_string(gw_dir.join("data/node_ca.pub")).unwrap();
+    let node = SshdNode::start(node_ca.trim(), LOGIN, &[LOGIN]);
+    let (s, v) =
+        w.op.post(
+            "/v1/clusters/acme-prod/nodes",
+            json!({"name": "node1", "address": "127.0.0.1", "port": node.port()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    Bastion {
+        edge,
+        gateway,
+        node,
+        edge_port,
+        edge_host_key,
+        dir,
+        gateway_config,
+    }
+}
+
+impl Bastion {
+    /// Restart the gateway process on the same data (after a kill).
+    pub fn restart_gateway(&mut self) {
+        self.gateway.kill9();
+        let log = self.dir.path().join("gateway/gateway-2.log");
+        self.gateway = Proc::start(&["gateway"], &self.gateway_config, log);
+        assert!(
+            self.gateway.wait_log("tunnel up", Duration::from_secs(30)),
+            "{}",
+            self.gateway.log_text()
+        );
+    }
+}
+
+/// `ssh -F <home>/ssh_config <args>` as the engineer would type it.
+pub fn ssh(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("ssh")
+        .arg("-F")
+        .arg(home.join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
