@@ -245,3 +245,517 @@ async fn revoking_the_grant_ends_an_open_session() {
     let out = ssh(home.path(), &["node1.acme-prod", "true"]);
     assert_ne!(out.status.code(), Some(0));
 }
+
+fn random_file(path: &Path, size: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = size;
+    while left > 0 {
+        for b in buf.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+}
+
+fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("payload.bin");
+    random_file(&src, 20 << 20);
+    let want = sha256_file(&src);
+    let remote_dir = format!("/tmp/sallyport-scp-{}", std::process::id());
+    let out = ssh(
+        home.path(),
+        &[
+            "node1.acme-prod",
+            &format!("mkdir -p {remote_dir} && chmod 777 {remote_dir}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // scp up and down.
+    let cfg = home.path().join("ssh_config");
+    // -O: the classic scp protocol, through its exec command; without it, scp speaks sftp.
+    let scp = |classic: bool, from: &str, to: &str| {
+        let mut cmd = Command::new("scp");
+        cmd.arg("-F").arg(&cfg).args(["-o", "BatchMode=yes", "-q"]);
+        if classic {
+            cmd.arg("-O");
+        }
+        cmd.args([from, to]).output().unwrap()
+    };
+    let up = scp(
+        true,
+        src.to_str().unwrap(),
+        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
+    );
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let back = work.path().join("back-scp.bin");
+    let down = scp(
+        true,
+        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
+        back.to_str().unwrap(),
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(sha256_file(&back), want);
+    let back_modern = work.path().join("back-scp-sftp.bin");
+    let down = scp(
+        false,
+        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
+        back_modern.to_str().unwrap(),
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(sha256_file(&back_modern), want);
+
+    // sftp up and down.
+    let batch = work.path().join("batch");
+    let back2 = work.path().join("back-sftp.bin");
+    std::fs::write(&batch, format!("put {} {remote_dir}/via-sftp.bin\nget {remote_dir}/via-sftp.bin {}\nrm {remote_dir}/via-sftp.bin\n", src.display(), back2.display())).unwrap();
+    let out = Command::new("sftp")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-o", "BatchMode=yes", "-b"])
+        .arg(&batch)
+        .arg("node1.acme-prod")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.gateway.log_text()
+    );
+    assert_eq!(sha256_file(&back2), want);
+    let _ = ssh(
+        home.path(),
+        &["node1.acme-prod", &format!("rm -rf {remote_dir}")],
+    );
+
+    // scp is recorded through its exec command; sftp as a subsystem session.
+    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
+    let texts: Vec<&str> = cmds.iter().filter_map(|c| c["command"].as_str()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|c| c.starts_with("scp -t") && c.contains("via-scp.bin")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|c| c.starts_with("scp -f") && c.contains("via-scp.bin")),
+        "{texts:?}"
+    );
+    assert_eq!(
+        wait_events(&w, "kind=sftp_started&ticket=SUP-1234", 2)
+            .await
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    // -W asks for a direct-tcpip channel to the node's own sshd port.
+    let target = format!("127.0.0.1:{}", b.node.port());
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-1234", 1).await;
+    assert_eq!(refused[0]["target"], target.as_str());
+    // Agent forwarding: the session runs, the agent is not forwarded, and it is recorded.
+    let agent = Command::new("ssh-agent").arg("-s").output().unwrap();
+    let text = String::from_utf8_lossy(&agent.stdout).to_string();
+    let sock = text
+        .split("SSH_AUTH_SOCK=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let pid = text
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-A",
+            "node1.acme-prod",
+            "echo agent=${SSH_AUTH_SOCK:-none}",
+        ])
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").arg(&pid).status();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "agent=none",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 1).await;
+    assert_eq!(refused[0]["request"], "agent_forwarding");
+}
+
+#[tokio::test]
+async fn approved_port_forwarding_reaches_the_target_from_the_node() {
+    let port = bastion::pick_edge_port();
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &[LOGIN],
+        json!({"port_forwarding": true}),
+    )
+    .await;
+    w.ticket("SUP-7", "acme-prod", "alice", "open").await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-7");
+    trust_edge(home.path(), &b);
+    let target = format!("127.0.0.1:{}", b.node.port());
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // The node's sshd greets through the forward.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("SSH-2.0-OpenSSH"),
+        "{} / {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fwd = wait_events(&w, "kind=forward&ticket=SUP-7", 1).await;
+    assert_eq!(fwd[0]["target"], target.as_str());
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused() {
+    let (w, port) = world_with_edge().await;
+    // An approval and a ticket on another cluster, for the cross-cluster case.
+    let (s, v) = w.globex.post("/v1/approvals", json!({"cluster": "globex-prod", "group": "support-l2", "logins": [LOGIN], "max_session_secs": 3600, "valid_until": now() + 3600})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    w.ticket("GLX-1", "globex-prod", "dave", "open").await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let cert = home.path().join("acme-prod-cert.pub");
+    let good = std::fs::read_to_string(&cert).unwrap();
+    let key_id = {
+        let l = Command::new("ssh-keygen")
+            .arg("-L")
+            .arg("-f")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&l.stdout).to_string();
+        t.split("Key ID: \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let exts = [
+        "grant@sallyport.dev",
+        "ticket@sallyport.dev",
+        "cluster@sallyport.dev",
+    ];
+    let values = {
+        let parts: std::collections::HashMap<&str, String> = key_id
+            .trim_start_matches("sallyport:")
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        [
+            parts["grant"].clone(),
+            parts["ticket"].clone(),
+            parts["cluster"].clone(),
+        ]
+    };
+    let sign = |ca: &Path, validity: &str| {
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-s"]).arg(ca).args([
+            "-I",
+            &key_id,
+            "-n",
+            &format!("acme-prod:{LOGIN}"),
+            "-V",
+            validity,
+            "-z",
+            "4242",
+            "-O",
+            "clear",
+            "-O",
+            "permit-pty",
+        ]);
+        for (e, v) in exts.iter().zip(values.iter()) {
+            cmd.args(["-O", &format!("extension:{e}={v}")]);
+        }
+        cmd.arg(home.path().join("acme-prod.pub"));
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Another CA.
+    let rogue = home.path().join("rogue_ca");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&rogue)
+        .status()
+        .unwrap();
+    sign(&rogue, "-5m:+1h");
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
+    // Expired, signed by the real user CA.
+    std::fs::write(&cert, &good).unwrap();
+    sign(&w.broker.dir.join("data/user_ca"), "-2h:-1h");
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        b.edge
+            .wait_log("certificate refused at the edge", Duration::from_secs(5)),
+        "{}",
+        b.edge.log_text()
+    );
+    let edge_log = b.edge.log_text();
+    assert!(
+        edge_log.contains("not_trusted")
+            || edge_log.contains("untrusted")
+            || edge_log.contains("ca"),
+        "{edge_log}"
+    );
+    // russh itself refuses an expired certificate before the edge's check runs.
+    assert!(edge_log.contains("expired"), "{edge_log}");
+    // For another cluster: dave's globex certificate cannot reach acme's node.
+    let home2 = tempfile::tempdir().unwrap();
+    login(&w, home2.path(), "dave", "GLX-1");
+    trust_edge(home2.path(), &b);
+    // The jump hop comes from dave's own ssh_config (it names the edge); the target is acme's.
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home2.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(home2.path().join("globex-prod"))
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            home2.path().join("globex-prod-cert.pub").display()
+        ))
+        .args(["-o", "ProxyJump=sallyport-edge-globex-prod"])
+        .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        b.edge.wait_log("another cluster", Duration::from_secs(5)),
+        "{}",
+        b.edge.log_text()
+    );
+    // Nothing of these reached the node.
+    assert!(w.events("kind=command").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    for i in 0..3 {
+        let out = ssh(home.path(), &["node1.acme-prod", &format!("echo run-{i}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A session in the middle when the gateway dies.
+    let mut child = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "node1.acme-prod",
+            "echo started; sleep 30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
+    b.gateway.kill9();
+    let _ = child.wait();
+    let spool = b.dir.path().join("gateway/data/spool/audit.jsonl");
+    let spooled: Vec<Value> = std::fs::read_to_string(&spool)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(spooled.len() >= 8, "{}", spooled.len());
+    b.restart_gateway();
+    let out = ssh(home.path(), &["node1.acme-prod", "echo after-restart"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after-restart",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every event written before the kill reached the broker, exactly once, in one intact chain.
+    let source = spooled[0]["source"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let chain = loop {
+        let (_, v) = w
+            .reviewer
+            .get(&format!("/v1/audit/chain?source={source}&limit=10000"))
+            .await;
+        let recs = v["records"].as_array().unwrap().clone();
+        if recs.len() > spooled.len() || start.elapsed() > Duration::from_secs(20) {
+            break recs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (i, s) in spooled.iter().enumerate() {
+        assert_eq!(chain[i]["seq"], s["seq"]);
+        assert_eq!(chain[i]["hash"], s["hash"], "event {i} differs");
+    }
+    let seqs: Vec<u64> = chain.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+
+    // The broker stops: certificates still work, events are spooled, then delivered.
+    let url = w.broker.url.clone();
+    let broker_port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let config = w.broker.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{broker_port}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let World {
+        broker, reviewer, ..
+    } = w;
+    let (dir, store, token) = (
+        broker.dir.clone(),
+        broker.store.clone(),
+        broker.operator_token.clone(),
+    );
+    drop(broker);
+    let out = ssh(home.path(), &["node1.acme-prod", "echo while-broker-down"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "while-broker-down",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = BrokerProc::start(&dir, config, store, token);
+    // A fresh client: the old one's pooled connection died with the old process.
+    let reviewer = Api::new(&again.url, reviewer.token.as_deref());
+    let start = Instant::now();
+    loop {
+        let (s, v) = reviewer
+            .get("/v1/audit/events?kind=command&limit=1000")
+            .await;
+        if s == StatusCode::OK
+            && v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["command"] == "echo while-broker-down")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the spooled command never reached the broker"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

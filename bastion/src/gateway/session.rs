@@ -516,27 +516,69 @@ impl russh::server::Handler for Inner {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host: &str,
         port: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let target = format!("{host}:{port}");
         let allowed = self
             .identity
             .as_ref()
             .is_some_and(|i| i.permit_port_forwarding());
-        let reason = if allowed {
-            "port forwarding is not supported yet"
-        } else {
-            "port forwarding is not approved for this access"
+        if !allowed {
+            self.audit("forward_refused", json!({"request": "direct-tcpip", "target": target, "reason": "port forwarding is not approved for this access"})).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        // Recorded before any byte reaches the target.
+        if !self
+            .audit(
+                "forward",
+                json!({"request": "direct-tcpip", "target": target}),
+            )
+            .await
+        {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        if let Err(e) = self.ensure_upstream().await {
+            self.audit("node_unreachable", json!({"reason": e.to_string()}))
+                .await;
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
+        let Some(up) = self.upstream.as_ref() else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
         };
-        self.audit("forward_refused", json!({"request": "direct-tcpip", "target": format!("{host}:{port}"), "reason": reason})).await;
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        // The node's sshd opens the connection from the node, as `ssh -L` to the node would.
+        match up
+            .channel_open_direct_tcpip(host, port, originator_address, originator_port)
+            .await
+        {
+            Ok(node_channel) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut a = channel.into_stream();
+                    let mut b = node_channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+            }
+            Err(e) => {
+                self.audit(
+                    "forward_failed",
+                    json!({"target": target, "reason": e.to_string()}),
+                )
+                .await;
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
         Ok(())
     }
 
