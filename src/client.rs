@@ -97,11 +97,21 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the broker at {}: is it running, and is the URL right?",
-                self.base
-            )
+        let resp = req.send().await.map_err(|e| {
+            let e = anyhow::Error::from(e);
+            // rustls' verdict is deep in the chain: name the fix rather than "is it running".
+            let hint = if format!("{e:#}").contains("invalid peer certificate") {
+                format!(
+                    "the broker at {} presented a certificate this machine does not trust: pin the CA that signed it with --broker-ca FILE (or SALLYPORT_BROKER_CA)",
+                    self.base
+                )
+            } else {
+                format!(
+                    "cannot reach the broker at {}: is it running, and is the URL right?",
+                    self.base
+                )
+            };
+            e.context(hint)
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await?;

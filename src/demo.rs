@@ -74,12 +74,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             sallyport_broker::directory::hash_argon2(&engineer_pw)?
         ),
     )?;
+    // The edge's host key first: the broker hands it to engineers to pin.
+    std::fs::create_dir_all(dir.join("edge"))?;
+    let edge_key =
+        sallyport_bastion::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
+    let edge_pub = edge_key.public_key().to_openssh()?;
+    let edge_port = free_port()?;
+    let tunnel_port = free_port()?;
     let operator_token = sallyport_broker::auth::new_api_token();
     let config_path = dir.join("broker.toml");
     write_0600(
         &config_path,
         &format!(
-            "# The demo broker: loopback, plain HTTP, SQLite, embedded directory.\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndatabase = \"sqlite://{}\"\ndirectory = \"{}\"\noperator_token_sha256 = \"{}\"\n",
+            "# The demo broker: loopback, plain HTTP, SQLite, embedded directory.\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndatabase = \"sqlite://{}\"\ndirectory = \"{}\"\noperator_token_sha256 = \"{}\"\nedge_address = \"127.0.0.1:{edge_port}\"\nedge_host_keys = [\"{edge_pub}\"]\n",
             dir.join("broker.db").display(),
             directory.display(),
             sallyport_broker::auth::token_hash(&operator_token)
@@ -109,11 +116,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     op.post(
         "/v1/clusters",
         &json!({"id": "acme-prod", "customer": "acme"}),
-    )
-    .await?;
-    op.post(
-        "/v1/clusters/acme-prod/nodes",
-        &json!({"name": "node1", "address": "127.0.0.1", "port": 22}),
     )
     .await?;
     let enrolled = op.post("/v1/engineers", &json!({"uid": engineer})).await?.1;
@@ -176,6 +178,67 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
         .await?;
 
+    // Data plane: the edge, a gateway that enrolls with a join token, and the node (the local
+    // OpenSSH sshd, trusting only the gateway's node CA).
+    let (stop_plane_tx, stop_plane_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let edge_cfg = sallyport_bastion::config::EdgeConfig {
+        listen: format!("127.0.0.1:{edge_port}").parse()?,
+        tunnel_listen: format!("127.0.0.1:{tunnel_port}").parse()?,
+        data_dir: dir.join("edge"),
+        broker: url.clone(),
+        broker_ca: None,
+        refresh_secs: 2,
+        max_connections: 100,
+        idle_timeout_secs: 600,
+    };
+    let edge = sallyport_bastion::edge::Edge::new(edge_cfg)?;
+    tokio::spawn(sallyport_bastion::edge::run(
+        edge,
+        stopped(stop_plane_rx.clone()),
+    ));
+    let join = op
+        .post(
+            "/v1/clusters/acme-prod/gateways",
+            &json!({"name": "demo-gateway"}),
+        )
+        .await?
+        .1;
+    let gw_cfg = sallyport_bastion::config::GatewayConfig {
+        data_dir: dir.join("gateway"),
+        broker: url.clone(),
+        broker_ca: None,
+        join_token: join["join_token"].as_str().map(str::to_string),
+        edges: vec![sallyport_bastion::config::EdgeTarget {
+            address: format!("127.0.0.1:{tunnel_port}"),
+            host_key: edge_pub.clone(),
+        }],
+        session_cert_ttl_secs: 600,
+        refresh_secs: 2,
+    };
+    let _ = std::fs::remove_dir_all(dir.join("gateway"));
+    let gateway = sallyport_bastion::gateway::open(gw_cfg).await?;
+    let node_ca = gateway.node_ca.public_key().to_openssh()?;
+    tokio::spawn(sallyport_bastion::gateway::run(
+        gateway,
+        stopped(stop_plane_rx),
+    ));
+    let node = start_node(&dir.join("node"), &node_ca, &login);
+    let node_port = match &node {
+        Ok((_, port)) => *port,
+        Err(e) => {
+            eprintln!("no node: {e:#}");
+            22
+        }
+    };
+    op.post(
+        "/v1/clusters/acme-prod/nodes",
+        &json!({"name": "node1", "address": "127.0.0.1", "port": node_port}),
+    )
+    .await?;
+
     let env = [
         ("SALLYPORT_BROKER", url.clone()),
         ("DEMO_ENGINEER", engineer.to_string()),
@@ -230,6 +293,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  {me} status");
     println!("  ssh-keygen -L -f \"$SALLYPORT_HOME/acme-prod-cert.pub\"");
     println!();
+    if node.is_ok() {
+        println!("Then reach the node through the edge and the gateway, with plain OpenSSH:");
+        println!(
+            "  ssh -F \"$SALLYPORT_HOME/ssh_config\" node1.acme-prod 'echo hi; exit 3'; echo $?"
+        );
+        println!("  ssh -F \"$SALLYPORT_HOME/ssh_config\" node1.acme-prod");
+        println!();
+    }
     println!("Then, as a reviewer:");
     println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit search --json");
     println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit verify");
@@ -238,7 +309,76 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     crate::shutdown_signal().await;
     eprintln!("stopping the demo");
+    let _ = stop_plane_tx.send(true);
+    if let Ok((mut child, _)) = node {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The demo's node: the local OpenSSH sshd on a loopback port, trusting only the gateway's node
+/// CA, admitting `login`. Installs nothing: says how when sshd is missing.
+fn start_node(
+    dir: &Path,
+    node_ca: &str,
+    login: &str,
+) -> anyhow::Result<(std::process::Child, u16)> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    anyhow::ensure!(
+        sshd.exists(),
+        "OpenSSH's sshd is not installed, so the demo runs without a node: install it (Debian: `apt-get install openssh-server`) and run the demo again"
+    );
+    std::fs::create_dir_all(dir.join("principals"))?;
+    let host_key = dir.join("host_key");
+    if !host_key.exists() {
+        let key = sallyport_ca::keys::generate_ed25519("sallyport demo node")?;
+        sallyport_ca::keys::save_private_key(&key, &host_key)?;
+    }
+    std::fs::write(dir.join("node_ca.pub"), format!("{}\n", node_ca.trim()))?;
+    std::fs::write(dir.join("principals").join(login), format!("{login}\n"))?;
+    let port = free_port()?;
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "# The demo node: trusts only the gateway's node CA.\nListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile {}\nTrustedUserCAKeys {}\nAuthorizedPrincipalsFile {}/%u\nAuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            dir.join("node_ca.pub").display(),
+            dir.join("principals").display(),
+        ),
+    )?;
+    // sshd's privilege separation directory (no systemd tmpfiles to make it on a bare machine).
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let log = std::fs::File::create(dir.join("sshd.log"))?;
+    let child = std::process::Command::new(sshd)
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    for _ in 0..100 {
+        if std::fs::read_to_string(dir.join("sshd.log"))
+            .is_ok_and(|l| l.contains("Server listening"))
+        {
+            return Ok((child, port));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "the demo node's sshd did not start; see {}",
+        dir.join("sshd.log").display()
+    )
 }

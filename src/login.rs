@@ -96,9 +96,11 @@ fn read_totp(args: &LoginArgs) -> anyhow::Result<String> {
 
 pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
+    // Check the broker URL (no plain http:// off this machine) and the pinned CA before asking
+    // for any secret.
+    let mut client = Client::new(&args.broker, None, args.broker_ca.as_deref())?;
     let password = read_password(&args)?;
     let code = read_totp(&args)?;
-    let mut client = Client::new(&args.broker, None, args.broker_ca.as_deref())?;
 
     let key =
         sallyport_ca::keys::generate_ed25519(&format!("sallyport {} {}", args.user, args.ticket))?;
@@ -203,11 +205,19 @@ async fn issue_waiting(
     quiet: bool,
 ) -> anyhow::Result<Value> {
     let start = std::time::Instant::now();
+    // The reason an approver gave with a decision, shown when the broker then refuses.
+    let mut said: Option<String> = None;
     loop {
-        let (status, v) = client
-            .post("/v1/certificates", body)
-            .await
-            .map_err(|e| explain(e, "get a certificate"))?;
+        let (status, v) = match client.post("/v1/certificates", body).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = explain(e, "get a certificate");
+                return Err(match said.take() {
+                    Some(s) => anyhow::anyhow!("{e:#}\n  {s}"),
+                    None => e,
+                });
+            }
+        };
         if status != reqwest::StatusCode::ACCEPTED {
             return Ok(v);
         }
@@ -240,7 +250,18 @@ async fn issue_waiting(
                 .await?;
             match r["status"].as_str() {
                 Some("pending") => continue,
-                Some(_) => break,
+                Some(_) => {
+                    said = r["reason"]
+                        .as_str()
+                        .map(|t| t.chars().filter(|c| !c.is_control()).collect::<String>())
+                        .filter(|t| !t.trim().is_empty())
+                        .map(|t| {
+                            let who = r["decided_by"].as_str().unwrap_or("the approver");
+                            let who: String = who.chars().filter(|c| !c.is_control()).collect();
+                            format!("{who} said: {t}")
+                        });
+                    break;
+                }
                 None => bail!("the broker sent a request without status"),
             }
         }
@@ -297,6 +318,18 @@ pub fn write_files(
     }
     let key_path = home.join(cluster);
     let cert_path = home.join(format!("{cluster}-cert.pub"));
+    let known_hosts = home.join("known_hosts");
+    // Everything the broker sent for the files is checked before any file is written.
+    let host_cas = host_ca_keys(issued)?;
+    let edge = edge_block(cluster, issued, &key_path, &cert_path, &known_hosts)?;
+    let edge_keys: Vec<String> = match issued.get("edge_host_keys") {
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .map(|k| host_ca_key(k.as_str().unwrap_or_default()))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        Some(Value::Null) | None => vec![],
+        Some(_) => bail!("the broker sent unusable edge host keys"),
+    };
     let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
     write_private(&key_path, pem.as_bytes())?;
     write_private(
@@ -312,12 +345,11 @@ pub fn write_files(
         .and_then(|l| l.first())
         .and_then(Value::as_str)
         .unwrap_or("root");
-    let known_hosts = home.join("known_hosts");
-    if !known_hosts.exists() {
-        write_private(
-            &known_hosts,
-            b"# @cert-authority lines for the clusters you were granted\n",
-        )?;
+    write_known_hosts(&known_hosts, cluster, host_cas)?;
+    if let Some((alias, _)) = &edge
+        && !edge_keys.is_empty()
+    {
+        pin_edge(&known_hosts, alias, &edge_keys)?;
     }
     // One block per cluster, rewritten at each login.
     let ssh_config = home.join("ssh_config");
@@ -336,8 +368,15 @@ pub fn write_files(
             kept.push('\n');
         }
     }
+    // The negation keeps the edge aliases (of this or another cluster) out of the cluster
+    // blocks, whatever the cluster names are. OpenSSH gives the jump hop only `-F`, so the
+    // edge's own block lives in this file too.
+    let (proxy_jump, edge_host) = match &edge {
+        Some((alias, block)) => (format!("    ProxyJump {alias}\n"), block.clone()),
+        None => (String::new(), String::new()),
+    };
     kept.push_str(&format!(
-        "{begin}\nHost *.{cluster}\n    User {login}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n{end}\n",
+        "{begin}\nHost *.{cluster} !{EDGE_ALIAS_PREFIX}*\n    User {login}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n{proxy_jump}{edge_host}{end}\n",
         key_path.display(),
         cert_path.display(),
         known_hosts.display(),
@@ -349,6 +388,110 @@ pub fn write_files(
         ssh_config,
         known_hosts,
     })
+}
+
+/// The host alias of a cluster's edge in ssh_config: `sallyport-edge-<cluster>`.
+const EDGE_ALIAS_PREFIX: &str = "sallyport-edge-";
+
+/// A host CA key from the broker as a known_hosts key: one Ed25519 public key (not a
+/// certificate), re-encoded without its comment, so nothing else reaches the file.
+fn host_ca_key(line: &str) -> anyhow::Result<String> {
+    let mut key = russh::keys::PublicKey::from_openssh(line.trim())
+        .ok()
+        .filter(|k| {
+            k.algorithm() == russh::keys::ssh_key::Algorithm::Ed25519
+                && !line.contains(['\n', '\r'])
+        })
+        .context("the broker sent an unusable host CA key")?;
+    key.set_comment("");
+    Ok(key.to_openssh()?.trim().to_string())
+}
+
+/// The cluster's host CA keys the broker sent (`None`: it sent none at all, an older broker).
+fn host_ca_keys(issued: &Value) -> anyhow::Result<Option<Vec<String>>> {
+    match issued.get("host_ca_public_keys") {
+        Some(Value::Array(keys)) => Ok(Some(
+            keys.iter()
+                .map(|k| host_ca_key(k.as_str().unwrap_or_default()))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => bail!("the broker sent unusable host CA keys"),
+    }
+}
+
+/// Pin the edge's host keys under its alias (the ssh_config block sets `HostKeyAlias`),
+/// replacing earlier lines for that alias.
+fn pin_edge(path: &Path, alias: &str, keys: &[String]) -> anyhow::Result<()> {
+    let prefix = format!("{alias} ");
+    let mut out: String = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with(&prefix))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for k in keys {
+        out.push_str(&format!("{prefix}{k}\n"));
+    }
+    write_private(path, out.as_bytes())
+}
+
+/// Replace this cluster's `@cert-authority *.<cluster>` lines with one per host CA key;
+/// other clusters' lines (and anything else) stay. `None` leaves the file as it is.
+fn write_known_hosts(path: &Path, cluster: &str, keys: Option<Vec<String>>) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(path).ok();
+    let Some(keys) = keys else {
+        if existing.is_none() {
+            write_private(
+                path,
+                b"# @cert-authority lines for the clusters you were granted\n",
+            )?;
+        }
+        return Ok(());
+    };
+    let prefix = format!("@cert-authority *.{cluster} ");
+    let mut out = String::new();
+    match existing {
+        Some(text) => {
+            for line in text.lines().filter(|l| !l.starts_with(&prefix)) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        None => out.push_str("# @cert-authority lines for the clusters you were granted\n"),
+    }
+    for k in keys {
+        out.push_str(&format!("{prefix}{k}\n"));
+    }
+    write_private(path, out.as_bytes())
+}
+
+/// When the broker names an edge: the alias to jump through and its `Host` block (the same key
+/// and certificate; the edge's user is the engineer).
+fn edge_block(
+    cluster: &str,
+    issued: &Value,
+    key: &Path,
+    cert: &Path,
+    known_hosts: &Path,
+) -> anyhow::Result<Option<(String, String)>> {
+    let Some(edge) = issued["edge"].as_str() else {
+        return Ok(None);
+    };
+    let (host, port) = sallyport_broker::config::split_host_port(edge)
+        .map_err(|e| anyhow::anyhow!("the broker sent an unusable edge address: {e}"))?;
+    let engineer = issued["engineer"]
+        .as_str()
+        .filter(|e| sallyport_broker::directory::valid_uid(e))
+        .context("the broker sent an unusable engineer name")?;
+    let alias = format!("{EDGE_ALIAS_PREFIX}{cluster}");
+    let block = format!(
+        "Host {alias}\n    HostName {host}\n    Port {port}\n    HostKeyAlias {alias}\n    User {engineer}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n",
+        key.display(),
+        cert.display(),
+        known_hosts.display(),
+    );
+    Ok(Some((alias, block)))
 }
 
 /// Load key + certificate into a running ssh-agent for the certificate's lifetime.

@@ -49,14 +49,16 @@ fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Trust the edge's host key for the jump hop.
+/// Trust the edge's host key for the jump hop (login's ssh_config names it by its alias).
 fn trust_edge(home: &Path, b: &bastion::Bastion) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(home.join("known_hosts"))
         .unwrap();
-    writeln!(f, "[127.0.0.1]:{} {}", b.edge_port, b.edge_host_key).unwrap();
+    for cluster in ["acme-prod", "globex-prod"] {
+        writeln!(f, "sallyport-edge-{cluster} {}", b.edge_host_key).unwrap();
+    }
 }
 
 /// Wait until the broker holds events matching `query` (shipped from the gateway's spool).
@@ -148,8 +150,8 @@ async fn the_edge_opens_no_shell_and_nodes_do_not_trust_engineer_certificates() 
     let issued = login(&w, home.path(), "alice", "SUP-1234");
     trust_edge(home.path(), &b);
     // A shell or command on the edge itself: a message, no shell.
-    let jump = format!("sallyport-edge-acme-prod");
-    let out = ssh(home.path(), &[&jump, "id"]);
+    let jump = "sallyport-edge-acme-prod";
+    let out = ssh(home.path(), &[jump, "id"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("opens no shell"),
@@ -758,4 +760,147 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn wait_pane(name: &str, needle: &str, count: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let text = tmux(&["capture-pane", "-p", "-t", name]);
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "waiting for {needle:?} x{count} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_same_screen() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let name = format!("sp-{}", std::process::id());
+    let tag = format!("tabtest{}", std::process::id());
+    let ssh_cmd = format!(
+        "ssh -F {} node1.acme-prod",
+        home.path().join("ssh_config").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &ssh_cmd,
+    ]);
+    tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
+    // capture-pane drops trailing blanks: the prompt reads `user@host:~$`.
+    let prompt = ":~$";
+    wait_pane(&name, prompt, 1);
+    let send = |keys: &[&str]| {
+        let mut args = vec!["send-keys", "-t", name.as_str()];
+        args.extend_from_slice(keys);
+        tmux(&args);
+    };
+    send(&["echo first-cmd", "Enter"]);
+    wait_pane(&name, "first-cmd", 2);
+    send(&["echo second", "Enter"]);
+    wait_pane(&name, "second", 2);
+    // Recalled from history.
+    send(&["Up", "Enter"]);
+    wait_pane(&name, "second", 4);
+    send(&[&format!("touch /tmp/{tag}-file"), "Enter"]);
+    wait_pane(&name, prompt, 5);
+    // Finished with tab completion.
+    send(&[&format!("ls /tmp/{tag}-f"), "Tab"]);
+    wait_pane(&name, &format!("ls /tmp/{tag}-file"), 1);
+    send(&["Enter"]);
+    wait_pane(&name, &format!("/tmp/{tag}-file"), 3);
+    send(&[&format!("rm /tmp/{tag}-file"), "Enter"]);
+    let before_exit = wait_pane(&name, prompt, 7);
+    send(&["exit", "Enter"]);
+    let start = Instant::now();
+    while !tmux(&["list-panes", "-t", &name, "-F", "#{pane_dead}"]).contains('1') {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["kill-session", "-t", &name]);
+
+    let want = vec![
+        "echo first-cmd".to_string(),
+        "echo second".to_string(),
+        "echo second".to_string(),
+        format!("touch /tmp/{tag}-file"),
+        format!("ls /tmp/{tag}-file"),
+        format!("rm /tmp/{tag}-file"),
+        "exit".to_string(),
+    ];
+    let events = wait_events(&w, "kind=command&ticket=SUP-1234", want.len()).await;
+    let got: Vec<String> = events
+        .iter()
+        .filter(|e| e["via"] == "interactive")
+        .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
+        .collect();
+    assert_eq!(got, want, "{events:#?}");
+
+    // The recording reaches the broker and replays to the screen the engineer saw.
+    let fin = wait_events(&w, "kind=recording_finished&ticket=SUP-1234", 1).await;
+    let id = fin[0]["recording"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let cast = loop {
+        let (s, v) = w.reviewer.get(&format!("/v1/recordings/{id}")).await;
+        if s == StatusCode::OK {
+            break match v {
+                Value::String(t) => t,
+                other => other.to_string(),
+            };
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "recording {id} never arrived: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let screen = sallyport_bastion::record::asciicast::replay_screen(&cast, 40, 120).unwrap();
+    let replayed: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // Every line the engineer saw before typing `exit`, in order; the last one (the prompt)
+    // went on with `exit` after the capture.
+    let seen: Vec<&str> = before_exit
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut at = 0;
+    for (i, line) in seen.iter().enumerate() {
+        let last = i + 1 == seen.len();
+        let found = replayed[at..]
+            .iter()
+            .position(|r| r == line || (last && r.starts_with(line)));
+        assert!(
+            found.is_some(),
+            "screen line {line:?} not in the replay:\n{screen}"
+        );
+        at += found.unwrap() + 1;
+    }
+    assert!(!cast.is_empty());
 }

@@ -41,10 +41,10 @@ impl Tunnels {
     }
 
     fn remove(&self, cluster: &str, id: u64) {
-        if let Ok(mut m) = self.by_cluster.lock() {
-            if let Some(v) = m.get_mut(cluster) {
-                v.retain(|(i, _)| *i != id);
-            }
+        if let Ok(mut m) = self.by_cluster.lock()
+            && let Some(v) = m.get_mut(cluster)
+        {
+            v.retain(|(i, _)| *i != id);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod broker_client;
 pub mod config;
 pub mod edge;
 pub mod gateway;
+pub mod record;
 pub mod spool;
 pub mod trust;
 
@@ -38,13 +39,16 @@ pub fn server_config(
     idle: std::time::Duration,
 ) -> russh::server::Config {
     use russh::{MethodKind, MethodSet, Preferred, cipher};
-    let mut preferred = Preferred::default();
-    preferred.cipher = std::borrow::Cow::Owned(vec![
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_GCM,
-        cipher::AES_128_GCM,
-        cipher::AES_256_CTR,
-    ]);
+    // russh offers no AES-GCM unless asked; OpenSSH clients prefer it on machines with AES-NI.
+    let preferred = Preferred {
+        cipher: std::borrow::Cow::Owned(vec![
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+        ]),
+        ..Preferred::default()
+    };
     russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: std::time::Duration::from_millis(300),

@@ -126,6 +126,39 @@ pub enum AuditEvent {
         node: Option<String>,
         engineer: Option<String>,
     },
+    /// A gateway spent its join token and got its credential. The fingerprints (SHA-256) name
+    /// the cluster's node CA and host CA keys it brought.
+    GatewayEnrolled {
+        gateway: String,
+        name: String,
+        cluster: String,
+        customer: String,
+        node_ca: String,
+        host_ca: String,
+        source_ip: Option<String>,
+    },
+    /// A gateway uploaded a session's recording (stored once; identical re-uploads are not
+    /// recorded again).
+    RecordingStored {
+        session: String,
+        gateway: String,
+        cluster: String,
+        engineer: Option<String>,
+        ticket: Option<String>,
+        node: Option<String>,
+        recording_kind: String,
+        size: u64,
+        sha256: String,
+    },
+    /// Someone read a session's recording.
+    RecordingRead {
+        session: String,
+        by: String,
+        cluster: String,
+        engineer: Option<String>,
+        ticket: Option<String>,
+        node: Option<String>,
+    },
     /// A request refused before it reached a decision: bad token, another customer's data...
     Refused {
         by: String,
@@ -153,6 +186,9 @@ impl AuditEvent {
             AuditEvent::Revoked { .. } => "revoked",
             AuditEvent::TicketSaved { .. } => "ticket_saved",
             AuditEvent::AdminChange { .. } => "admin_change",
+            AuditEvent::GatewayEnrolled { .. } => "gateway_enrolled",
+            AuditEvent::RecordingStored { .. } => "recording_stored",
+            AuditEvent::RecordingRead { .. } => "recording_read",
             AuditEvent::Refused { .. } => "refused",
         }
     }

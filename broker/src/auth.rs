@@ -1,5 +1,6 @@
-//! Who is calling: API tokens (operator, reviewer, customer approver, ticket system) and JWT
-//! sessions (engineers after LDAP + TOTP; approvers and reviewers after password + TOTP).
+//! Who is calling: API tokens (operator, reviewer, customer approver, ticket system), JWT
+//! sessions (engineers after LDAP + TOTP; approvers and reviewers after password + TOTP) and
+//! gateway credentials (`spg_...`, from enrollment).
 //!
 //! JWTs are HS256 only (the algorithm is pinned: `alg: none` or any other algorithm is refused),
 //! with `exp`, `aud`, `iss` and `sub` required and checked.
@@ -38,6 +39,12 @@ pub enum Caller {
         groups: Vec<String>,
         mfa: bool,
     },
+    /// An enrolled, non-revoked gateway of `cluster`. It may only read its own configuration,
+    /// ship its own audit chain and upload its cluster's recordings.
+    Gateway {
+        id: String,
+        cluster: String,
+    },
 }
 
 impl Caller {
@@ -49,6 +56,7 @@ impl Caller {
             Caller::Approver { name, customer } => format!("approver:{customer}:{name}"),
             Caller::TicketSystem { name } => format!("ticket-system:{name}"),
             Caller::Engineer { uid, .. } => format!("engineer:{uid}"),
+            Caller::Gateway { id, .. } => format!("gateway:{id}"),
         }
     }
 }
@@ -147,6 +155,20 @@ pub fn new_api_token() -> String {
     format!("spt_{}", hex::encode(b))
 }
 
+/// A gateway's one-time join token: shown once to the operator, stored as its SHA-256.
+pub fn new_join_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("spj_{}", hex::encode(b))
+}
+
+/// A gateway's credential, given once at enrollment, stored as its SHA-256.
+pub fn new_gateway_credential() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("spg_{}", hex::encode(b))
+}
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -198,6 +220,19 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                 _ => Err(ApiError::Forbidden(
                     "this API token has no usable role".into(),
                 )),
+            };
+        }
+        if token.starts_with("spg_") {
+            let hash = token_hash(token);
+            return match state.store.gateway_by_credential(&hash).await? {
+                Some(g) if g.revoked_at.is_none() => Ok(Caller::Gateway {
+                    id: g.id,
+                    cluster: g.cluster,
+                }),
+                Some(_) => Err(ApiError::Forbidden(
+                    "this gateway was revoked: create and enroll a new one".into(),
+                )),
+                None => Err(ApiError::Forbidden("unknown gateway credential".into())),
             };
         }
         let claims = state.jwt.verify(token)?;

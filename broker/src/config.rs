@@ -35,6 +35,18 @@ pub struct BrokerConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Largest session recording a gateway may upload, in bytes (streamed to disk, not held in
+    /// memory).
+    #[serde(default = "default_recording_limit")]
+    pub max_recording_bytes: u64,
+    /// The public `host:port` of the edge engineers' ssh connects to (`ProxyJump`). Sent with
+    /// each certificate so that `sallyport login` writes the jump into ssh_config.
+    #[serde(default)]
+    pub edge_address: Option<String>,
+    /// The edge's host public keys (OpenSSH lines), sent with each certificate so that
+    /// `sallyport login` pins them in known_hosts for the jump hop.
+    #[serde(default)]
+    pub edge_host_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +177,9 @@ fn default_listen() -> SocketAddr {
 fn default_body_limit() -> usize {
     64 * 1024
 }
+fn default_recording_limit() -> u64 {
+    256 * 1024 * 1024
+}
 fn default_max_ttl() -> u64 {
     8 * 3600
 }
@@ -199,6 +214,31 @@ fn default_ldap_timeout() -> u64 {
     5
 }
 
+/// Split `host:port` (`[v6addr]:port` for IPv6). The host is a DNS name or an IP address:
+/// letters, digits, `.`, `-`, `_` (and `:` inside brackets); the port is 1-65535.
+pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("no port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| anyhow::anyhow!("the port must be 1-65535"))?;
+    let (host, v6) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(h) => (h, true),
+        None => (host, false),
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (v6 && c == ':'));
+    anyhow::ensure!(ok, "the host must be a DNS name or an IP address");
+    Ok((host.to_string(), port))
+}
+
 impl BrokerConfig {
     pub fn load(path: &Path) -> anyhow::Result<BrokerConfig> {
         use anyhow::Context;
@@ -206,6 +246,22 @@ impl BrokerConfig {
             .with_context(|| format!("reading the broker config {}", path.display()))?;
         let mut cfg: BrokerConfig = toml::from_str(&text)
             .with_context(|| format!("parsing the broker config {}", path.display()))?;
+        for key in &cfg.edge_host_keys {
+            russh::keys::PublicKey::from_openssh(key.trim()).map_err(|e| {
+                anyhow::anyhow!(
+                    "edge_host_keys in {}: not an OpenSSH public key ({e})",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(edge) = &cfg.edge_address {
+            split_host_port(edge).with_context(|| {
+                format!(
+                    "edge_address {edge:?} in {}: expected \"host:port\"",
+                    path.display()
+                )
+            })?;
+        }
         if cfg.data_dir.is_relative()
             && let Some(dir) = path.parent()
         {
@@ -233,5 +289,31 @@ impl BrokerConfig {
             .secret_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("jwt.secret"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port() {
+        assert_eq!(
+            split_host_port("edge.vendor.example:2222").unwrap(),
+            ("edge.vendor.example".into(), 2222)
+        );
+        assert_eq!(split_host_port("[::1]:22").unwrap(), ("::1".into(), 22));
+        for bad in [
+            "edge",
+            "edge:0",
+            "edge:70000",
+            ":22",
+            "::1:22",
+            "a b:22",
+            "-oProxyCommand=x:22",
+            "edge\n:22",
+        ] {
+            assert!(split_host_port(bad).is_err(), "{bad:?}");
+        }
     }
 }

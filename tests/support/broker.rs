@@ -396,3 +396,111 @@ pub fn run(cmd: &mut Command) -> std::process::Output {
 pub fn wait(secs: u64) -> Duration {
     Duration::from_secs(secs)
 }
+
+impl Api {
+    /// An HTTPS caller that trusts exactly the PEM CA certificate `ca_pem` (no system roots).
+    pub fn new_tls(url: &str, token: Option<&str>, ca_pem: &Path) -> Api {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pem = std::fs::read(ca_pem).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap();
+        Api {
+            url: url.to_string(),
+            token: token.map(str::to_string),
+            http,
+        }
+    }
+
+    /// Like `with`, but keeps this caller's HTTP client (and so its trusted CA).
+    pub fn with_same_client(&self, token: &str) -> Api {
+        Api {
+            url: self.url.clone(),
+            token: Some(token.to_string()),
+            http: self.http.clone(),
+        }
+    }
+}
+
+impl World {
+    /// A broker serving HTTPS with `cert`/`key` (a chain signed by `ca_pem`), with the same
+    /// seeded world as `start`; `broker.url` is `https://127.0.0.1:PORT` and every `Api` of the
+    /// world trusts exactly `ca_pem`.
+    pub async fn start_tls(directory: Dir, ca_pem: &Path, cert: &Path, key: &Path) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = fresh_store(tmp.path()).await;
+        let token = sallyport_broker::auth::new_api_token();
+        let hash = sallyport_broker::auth::token_hash(&token);
+        let tls = format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let config = write_config(tmp.path(), &store, &directory, &hash, &tls);
+        let mut broker = BrokerProc::start(tmp.path(), config, store, token.clone());
+        broker.url = broker.url.replacen("http://", "https://", 1);
+        let op = Api::new_tls(&broker.url, Some(&token), ca_pem);
+        let anon = Api::new_tls(&broker.url, None, ca_pem);
+        Self::seed(broker, op, anon, tmp).await
+    }
+
+    /// The seeding of `start_with`, through the given callers (tokens made later reuse `op`'s
+    /// HTTP client).
+    async fn seed(broker: BrokerProc, op: Api, anon: Api, tmp: tempfile::TempDir) -> World {
+        for (id, name) in [("acme", "ACME"), ("globex", "Globex")] {
+            let (s, v) = op
+                .post("/v1/customers", json!({"id": id, "name": name}))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        for (id, c) in [
+            ("acme-prod", "acme"),
+            ("acme-dev", "acme"),
+            ("globex-prod", "globex"),
+        ] {
+            let (s, v) = op
+                .post("/v1/clusters", json!({"id": id, "customer": c}))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        let mut totp = Vec::new();
+        for e in ENGINEERS {
+            let (s, v) = op.post("/v1/engineers", json!({"uid": e})).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            totp.push((
+                e.to_string(),
+                v["totp_secret"].as_str().unwrap().to_string(),
+            ));
+        }
+        let mut tokens = Vec::new();
+        for (name, role, customer) in [
+            ("tickets", "ticket_system", None),
+            ("security", "reviewer", None),
+            ("acme-admin", "approver", Some("acme")),
+            ("globex-admin", "approver", Some("globex")),
+        ] {
+            let (s, v) = op
+                .post(
+                    "/v1/tokens",
+                    json!({"name": name, "role": role, "customer": customer}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            tokens.push(op.with_same_client(v["token"].as_str().unwrap()));
+        }
+        let [tickets, reviewer, acme, globex]: [Api; 4] = tokens.try_into().ok().unwrap();
+        World {
+            tickets,
+            reviewer,
+            acme,
+            globex,
+            broker,
+            op,
+            anon,
+            totp,
+            _tmp: tmp,
+        }
+    }
+}

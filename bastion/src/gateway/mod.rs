@@ -5,6 +5,7 @@
 //! again, connects to the node with a per-session certificate and records everything.
 
 mod node;
+mod recorder;
 mod session;
 
 use std::collections::HashMap;
@@ -81,10 +82,10 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
     });
     if let Err(e) = gw.refresh_self().await {
         tracing::warn!(error = %e, "broker unreachable at start; using cached nodes");
-        if let Ok(text) = std::fs::read_to_string(dir.join("nodes.json")) {
-            if let Ok(nodes) = serde_json::from_str::<Vec<NodeEntry>>(&text) {
-                gw.set_nodes(nodes);
-            }
+        if let Ok(text) = std::fs::read_to_string(dir.join("nodes.json"))
+            && let Ok(nodes) = serde_json::from_str::<Vec<NodeEntry>>(&text)
+        {
+            gw.set_nodes(nodes);
         }
     }
     if let Err(e) = gw.trust.refresh(&gw.broker).await {
@@ -223,6 +224,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     tokio::spawn(crate::spool::ship(gw.spool.clone(), gw.broker.clone()));
+    tokio::spawn(recorder::upload_forever(
+        gw.cfg.data_dir.join("recordings"),
+        gw.broker.clone(),
+    ));
     tokio::spawn(gw.trust.clone().refresh_forever(
         gw.broker.clone(),
         Duration::from_secs(gw.cfg.refresh_secs.max(1)),

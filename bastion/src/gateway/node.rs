@@ -38,20 +38,20 @@ impl russh::client::Handler for NodeClient {
 fn pin(path: &PathBuf, name: &str, key: &PublicKey) -> anyhow::Result<bool> {
     let line_key = key.to_openssh()?;
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    for line in text.lines() {
-        if let Some((n, k)) = line.split_once(' ') {
-            if n == name {
-                let pinned = PublicKey::from_openssh(k.trim())?;
-                if pinned.key_data() != key.key_data() {
-                    tracing::error!(
-                        node = name,
-                        "the node's host key changed: refusing (remove its line from known_nodes if this was expected)"
-                    );
-                    return Ok(false);
-                }
-                return Ok(true);
-            }
+    if let Some((_, k)) = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(n, _)| *n == name)
+    {
+        let pinned = PublicKey::from_openssh(k.trim())?;
+        if pinned.key_data() != key.key_data() {
+            tracing::error!(
+                node = name,
+                "the node's host key changed: refusing (remove its line from known_nodes if this was expected)"
+            );
+            return Ok(false);
         }
+        return Ok(true);
     }
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()

@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 
 use super::Gateway;
 use super::node::{self, NodeClient};
+use super::recorder::{ChannelRecorder, Event};
 
 struct Up {
     write: ChannelWriteHalf<russh::client::Msg>,
+    rec: Arc<ChannelRecorder>,
     /// The node's answers to our want-reply requests, in order.
     replies: mpsc::UnboundedReceiver<bool>,
 }
@@ -85,6 +87,15 @@ impl Inner {
                 tracing::error!(error = %e, "audit spool unwritable: refusing");
                 false
             }
+        }
+    }
+
+    /// Audit what a recorder found on `channel`.
+    async fn record(&self, channel: ChannelId, events: Vec<Event>) {
+        for (kind, extra) in events {
+            let mut extra = extra;
+            extra["channel"] = json!(channel_num(channel));
+            self.audit(kind, extra).await;
         }
     }
 
@@ -266,20 +277,46 @@ impl russh::server::Handler for Inner {
         reply.accept().await;
         let (mut read, write) = node_channel.split();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.chans.insert(id, Up { write, replies: rx });
+        let rec = Arc::new(ChannelRecorder::new(
+            &self.gw.cfg.data_dir.join("recordings"),
+            &self.sid,
+            channel_num(id),
+        ));
+        self.chans.insert(
+            id,
+            Up {
+                write,
+                rec: rec.clone(),
+                replies: rx,
+            },
+        );
         let handle = session.handle();
         let spool = self.gw.spool.clone();
-        let fields = self.fields(json!({"channel": channel_num(id)}));
+        let fields =
+            self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()}));
+        let record = |spool: Arc<crate::spool::Spool>, fields: Value, events: Vec<Event>| async move {
+            for (kind, extra) in events {
+                let mut d = fields.clone();
+                if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
+                    m.extend(e);
+                }
+                if let Err(e) = spool.append(kind, d).await {
+                    tracing::error!(error = %e, "audit spool unwritable");
+                }
+            }
+        };
         // Node -> engineer.
         tokio::spawn(async move {
             while let Some(msg) = read.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => {
+                        record(spool.clone(), fields.clone(), rec.output(&data)).await;
                         if handle.data(id, data).await.is_err() {
                             break;
                         }
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
+                        record(spool.clone(), fields.clone(), rec.output(&data)).await;
                         if handle.extended_data(id, ext, data).await.is_err() {
                             break;
                         }
@@ -322,6 +359,13 @@ impl russh::server::Handler for Inner {
                     _ => {}
                 }
             }
+            let (events, file) = rec.finish();
+            record(spool.clone(), fields.clone(), events).await;
+            if let Some(file) = file {
+                let mut d = fields.clone();
+                d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
+                let _ = spool.append("recording_finished", d).await;
+            }
             let _ = handle.close(id).await;
         });
         Ok(())
@@ -338,8 +382,22 @@ impl russh::server::Handler for Inner {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let title = format!(
+            "{} {} {}@{}",
+            self.identity
+                .as_ref()
+                .map(|i| i.engineer())
+                .unwrap_or_default(),
+            self.identity
+                .as_ref()
+                .map(|i| i.ticket())
+                .unwrap_or_default(),
+            self.login,
+            self.host
+        );
         let sent = match self.chans.get(&channel) {
             Some(up) => {
+                up.rec.start_pty(col_width, row_height, term, &title);
                 up.write
                     .request_pty(
                         true, term, col_width, row_height, pix_width, pix_height, modes,
@@ -403,8 +461,19 @@ impl russh::server::Handler for Inner {
         {
             return session.channel_failure(channel);
         }
+        let scp = crate::record::scp::parse_exec(&command);
+        if let Some(t) = &scp {
+            self.audit(
+                "file_transfer",
+                json!({"channel": channel_num(channel), "via": "scp", "transfer": t}),
+            )
+            .await;
+        }
         let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.exec(true, data.to_vec()).await,
+            Some(up) => {
+                up.rec.start_exec(&command, scp.is_some());
+                up.write.exec(true, data.to_vec()).await
+            }
             None => Err(russh::Error::WrongChannel),
         };
         self.relay_reply(channel, sent, session).await?;
@@ -434,7 +503,10 @@ impl russh::server::Handler for Inner {
             return session.channel_failure(channel);
         }
         let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.request_subsystem(true, name).await,
+            Some(up) => {
+                up.rec.start_sftp();
+                up.write.request_subsystem(true, name).await
+            }
             None => Err(russh::Error::WrongChannel),
         };
         self.relay_reply(channel, sent, session).await?;
@@ -451,6 +523,7 @@ impl russh::server::Handler for Inner {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(up) = self.chans.get(&channel) {
+            up.rec.resize(col_width, row_height);
             let _ = up
                 .write
                 .window_change(col_width, row_height, pix_width, pix_height)
@@ -588,9 +661,15 @@ impl russh::server::Handler for Inner {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(up) = self.chans.get(&channel) {
-            let _ = up.write.data_bytes(data.to_vec()).await;
-        }
+        let events = match self.chans.get(&channel) {
+            Some(up) => {
+                let events = up.rec.input(data);
+                let _ = up.write.data_bytes(data.to_vec()).await;
+                events
+            }
+            None => vec![],
+        };
+        self.record(channel, events).await;
         Ok(())
     }
 

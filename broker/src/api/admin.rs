@@ -33,13 +33,14 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/whoami", get(whoami))
 }
 
-async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
+pub(super) async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
     match caller {
         Caller::Operator { .. } => Ok(()),
         Caller::Reviewer { .. }
         | Caller::Approver { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. } => Err(refuse(
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -51,7 +52,7 @@ async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<(
     }
 }
 
-async fn admin_event(
+pub(super) async fn admin_event(
     b: &Broker,
     caller: &Caller,
     action: &str,
@@ -117,15 +118,17 @@ async fn list_customers(
                 .filter(|c| &c.id == customer)
                 .collect(),
         )),
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } => Err(refuse(
-            &b,
-            &caller,
-            "list_customers",
-            "not allowed to list customers",
-            None,
-            None,
-        )
-        .await),
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
+            Err(refuse(
+                &b,
+                &caller,
+                "list_customers",
+                "not allowed to list customers",
+                None,
+                None,
+            )
+            .await)
+        }
     }
 }
 
@@ -171,7 +174,7 @@ async fn list_clusters(
             Ok(Json(b.store.clusters(None).await?))
         }
         Caller::Approver { customer, .. } => Ok(Json(b.store.clusters(Some(customer)).await?)),
-        Caller::Engineer { .. } => Err(refuse(
+        Caller::Engineer { .. } | Caller::Gateway { .. } => Err(refuse(
             &b,
             &caller,
             "list_clusters",
@@ -248,7 +251,10 @@ async fn list_nodes(
     match &caller {
         Caller::Operator { .. } | Caller::Reviewer { .. } => {}
         Caller::Approver { customer, .. } if customer == &c.customer => {}
-        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -442,6 +448,9 @@ async fn whoami(caller: Caller) -> Json<Value> {
         Caller::TicketSystem { name } => json!({"role": "ticket_system", "name": name}),
         Caller::Engineer { uid, groups, mfa } => {
             json!({"role": "engineer", "name": uid, "groups": groups, "mfa": mfa})
+        }
+        Caller::Gateway { id, cluster } => {
+            json!({"role": "gateway", "name": id, "cluster": cluster})
         }
     };
     Json(v)

@@ -66,7 +66,8 @@ async fn approver_of(
         Caller::Operator { .. }
         | Caller::Reviewer { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. } => Err(refuse(
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -293,7 +294,7 @@ async fn list_approvals(
     let customer = match &caller {
         Caller::Approver { customer, .. } => Some(customer.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -323,9 +324,10 @@ async fn get_approval(
     match &caller {
         Caller::Operator { .. } | Caller::Reviewer { .. } => Ok(Json(a)),
         Caller::Approver { customer, .. } if customer == &a.customer => Ok(Json(a)),
-        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
-            Err(ApiError::NotFound("approval".into()))
-        }
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => Err(ApiError::NotFound("approval".into())),
     }
 }
 
@@ -345,7 +347,8 @@ async fn own_customer(
         | Caller::Operator { .. }
         | Caller::Reviewer { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. } => Err(refuse(
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -447,7 +450,7 @@ async fn list_requests(
     let customer = match &caller {
         Caller::Approver { customer, .. } => Some(customer.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -482,7 +485,7 @@ async fn get_request(
             .cluster(&r.cluster)
             .await?
             .is_some_and(|c| &c.customer == customer),
-        Caller::TicketSystem { .. } => false,
+        Caller::TicketSystem { .. } | Caller::Gateway { .. } => false,
     };
     if !allowed {
         return Err(ApiError::NotFound("access request".into()));

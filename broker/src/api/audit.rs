@@ -25,17 +25,18 @@ pub fn router() -> Router<Arc<Broker>> {
 async fn reviewer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
     match caller {
         Caller::Reviewer { .. } | Caller::Operator { .. } => Ok(()),
-        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
-            Err(refuse(
-                b,
-                caller,
-                action,
-                "only reviewers and the operator may read the audit log",
-                None,
-                None,
-            )
-            .await)
-        }
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only reviewers and the operator may read the audit log",
+            None,
+            None,
+        )
+        .await),
     }
 }
 

@@ -63,6 +63,16 @@ pub struct Issued {
     pub valid_before: u64,
     pub permit_port_forwarding: bool,
     pub per_session_mfa: bool,
+    /// The edge's public `host:port` (config `edge_address`), for the client's `ProxyJump`.
+    #[serde(default)]
+    pub edge: Option<String>,
+    /// The cluster's host CA keys (of its enrolled gateways), for the client's known_hosts
+    /// `@cert-authority *.<cluster>` lines.
+    #[serde(default)]
+    pub host_ca_public_keys: Vec<String>,
+    /// The edge's host keys (config `edge_host_keys`), pinned by the client for the jump hop.
+    #[serde(default)]
+    pub edge_host_keys: Vec<String>,
 }
 
 fn deny_reason(code: &str, message: &str) -> sallyport_ca::policy::DenyReason {
@@ -101,7 +111,8 @@ async fn issue(
         Caller::Operator { .. }
         | Caller::Reviewer { .. }
         | Caller::Approver { .. }
-        | Caller::TicketSystem { .. } => {
+        | Caller::TicketSystem { .. }
+        | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -348,6 +359,7 @@ async fn issue(
             public_key: public_key.fingerprint(HashAlg::Sha256).to_string(),
         })
         .await?;
+    let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
     Ok(Json(Issued {
         certificate: cert_text,
         serial: row.serial,
@@ -362,6 +374,14 @@ async fn issue(
         valid_before: row.valid_before,
         permit_port_forwarding: grant.permit_port_forwarding(),
         per_session_mfa: grant.per_session_mfa(),
+        edge: b.cfg.edge_address.clone(),
+        host_ca_public_keys,
+        edge_host_keys: b
+            .cfg
+            .edge_host_keys
+            .iter()
+            .map(|k| k.trim().to_string())
+            .collect(),
     })
     .into_response())
 }
@@ -379,7 +399,7 @@ async fn list_certificates(
     let engineer = match &caller {
         Caller::Engineer { uid, .. } => Some(uid.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => q.engineer,
-        Caller::Approver { .. } | Caller::TicketSystem { .. } => {
+        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -452,7 +472,7 @@ async fn revoke(
                 .await);
             }
         }
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } => {
+        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
             return Err(refuse(&b, &caller, "revoke", "not allowed to revoke", None, None).await);
         }
     }

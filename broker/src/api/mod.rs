@@ -5,6 +5,7 @@ mod admin;
 mod approvals;
 mod audit;
 mod certs;
+mod gateways;
 pub mod login;
 mod tickets;
 
@@ -65,6 +66,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(approvals::router())
         .merge(certs::router())
         .merge(audit::router())
+        .merge(gateways::router())
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -79,8 +81,31 @@ pub(crate) async fn refuse(
     customer: Option<&str>,
     cluster: Option<&str>,
 ) -> ApiError {
+    refuse_by(
+        b,
+        &caller.label(),
+        action,
+        reason,
+        customer,
+        cluster,
+        ApiError::Forbidden(reason.into()),
+    )
+    .await
+}
+
+/// Record a `Refused` event by `by` (a caller's label, or who presented an unknown secret) and
+/// answer with `error`.
+pub(crate) async fn refuse_by(
+    b: &Broker,
+    by: &str,
+    action: &str,
+    reason: &str,
+    customer: Option<&str>,
+    cluster: Option<&str>,
+    error: ApiError,
+) -> ApiError {
     let event = crate::audit::AuditEvent::Refused {
-        by: caller.label(),
+        by: by.into(),
         action: action.into(),
         reason: reason.into(),
         customer: customer.map(str::to_string),
@@ -89,7 +114,7 @@ pub(crate) async fn refuse(
     if let Err(e) = b.store.audit(&event).await {
         return ApiError::Internal(e);
     }
-    ApiError::Forbidden(reason.into())
+    error
 }
 
 /// Names of customers, clusters, nodes, groups and logins: what may appear in certificates,

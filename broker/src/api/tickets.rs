@@ -39,7 +39,10 @@ async fn save_ticket(
 ) -> ApiResult<Json<Ticket>> {
     match &caller {
         Caller::TicketSystem { .. } | Caller::Operator { .. } => {}
-        Caller::Reviewer { .. } | Caller::Approver { .. } | Caller::Engineer { .. } => {
+        Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -121,6 +124,7 @@ async fn get_ticket(
         Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::TicketSystem { .. } => true,
         Caller::Approver { customer, .. } => customer == &t.customer,
         Caller::Engineer { uid, .. } => uid == &t.assignee,
+        Caller::Gateway { .. } => false,
     };
     if !allowed {
         // The same answer as for a ticket that does not exist: no probing of ticket ids.

@@ -75,33 +75,70 @@ impl Store {
     }
 
     /// Store records shipped by another source (a gateway). A record already stored with the
-    /// same (source, seq) and hash is acknowledged again; a different one is refused.
+    /// same (source, seq) and hash is acknowledged again; a different one is refused with an
+    /// [`IngestRefusal`] (downcast the error to tell it from a store failure). Two concurrent
+    /// sends of the same record both succeed, one of them storing it.
     pub async fn ingest(&self, records: &[AuditRecord]) -> anyhow::Result<u64> {
         let mut stored = 0;
         for r in records {
             if r.compute_hash() != r.hash {
-                anyhow::bail!("record {}#{} does not match its hash", r.source, r.seq);
+                return Err(IngestRefusal::BadHash {
+                    chain: r.source.clone(),
+                    seq: r.seq,
+                }
+                .into());
             }
-            let existing =
-                sqlx::query("SELECT hash FROM audit_events WHERE source = $1 AND seq = $2")
-                    .bind(&r.source)
-                    .bind(to_i64(r.seq))
-                    .fetch_optional(&self.pool)
-                    .await?;
-            match existing {
-                Some(row) if row.get::<String, _>(0) == r.hash => continue,
-                Some(_) => {
-                    anyhow::bail!("record {}#{} differs from the stored one", r.source, r.seq)
+            let same = |hash: String| -> anyhow::Result<()> {
+                if hash == r.hash {
+                    Ok(())
+                } else {
+                    Err(IngestRefusal::Fork {
+                        chain: r.source.clone(),
+                        seq: r.seq,
+                    }
+                    .into())
                 }
-                None => {
-                    let mut tx = self.pool.begin().await?;
-                    insert_record(&mut tx, r).await?;
-                    tx.commit().await?;
-                    stored += 1;
-                }
+            };
+            if let Some(hash) = self.audit_hash(&r.source, r.seq).await? {
+                same(hash)?;
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let inserted = match insert_record(&mut tx, r).await {
+                Ok(()) => tx.commit().await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match inserted {
+                Ok(()) => stored += 1,
+                // Another sender stored this (source, seq) in between: the same record is fine.
+                Err(e) => match self.audit_hash(&r.source, r.seq).await? {
+                    Some(hash) => same(hash)?,
+                    None => return Err(e),
+                },
             }
         }
         Ok(stored)
+    }
+
+    /// The stored hash of one record.
+    pub async fn audit_hash(&self, source: &str, seq: u64) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT hash FROM audit_events WHERE source = $1 AND seq = $2")
+            .bind(source)
+            .bind(to_i64(seq))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// The highest sequence number stored for a source, with its hash.
+    pub async fn audit_head(&self, source: &str) -> anyhow::Result<Option<(u64, String)>> {
+        let row = sqlx::query(
+            "SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (to_u64(r.get::<i64, _>(0)), r.get::<String, _>(1))))
     }
 
     pub async fn audit_sources(&self) -> anyhow::Result<Vec<String>> {
@@ -174,6 +211,15 @@ impl Store {
         .await?;
         rows.iter().map(record_from_row).collect()
     }
+}
+
+/// Why records shipped by a source were refused (as opposed to the store failing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestRefusal {
+    #[error("record {chain}#{seq} does not match its hash")]
+    BadHash { chain: String, seq: u64 },
+    #[error("record {chain}#{seq} differs from the stored one: the chain forks")]
+    Fork { chain: String, seq: u64 },
 }
 
 enum Arg {

@@ -5,9 +5,11 @@
 //! database for each engine at build time.
 
 mod audit;
+mod gateways;
 mod records;
 
 pub use audit::*;
+pub use gateways::*;
 pub use records::*;
 
 use std::borrow::Cow;
@@ -23,11 +25,18 @@ pub struct Store {
     pub is_sqlite: bool,
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "gateways",
+        include_str!("../../../migrations/0002_gateways.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS

@@ -1,0 +1,237 @@
+//! Keys from the input byte stream, and the line editing the detector can follow.
+
+/// Longest typed text simulated per line; past this the line's text is uncertain.
+const MAX_TYPED: usize = 8 * 1024;
+/// How many trailing characters of a typed run must appear on screen to count as its echo.
+const ECHO_EVIDENCE_CHARS: usize = 32;
+
+/// Keys, from the bytes a terminal sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Key {
+    /// A printable byte (ASCII, or part of a UTF-8 character).
+    Text,
+    /// CR or LF.
+    Enter,
+    /// DEL or BS.
+    Backspace,
+    /// ctrl-U.
+    KillLine,
+    /// ctrl-W.
+    KillWord,
+    /// ctrl-C.
+    Interrupt,
+    /// `ESC[200~`.
+    PasteStart,
+    /// `ESC[201~`.
+    PasteEnd,
+    /// Any other control key or escape sequence (arrows, tab, function keys, alt-...).
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum LexState {
+    #[default]
+    Ground,
+    Escape,
+    Csi {
+        param: u32,
+        plain: bool,
+    },
+    Ss3,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct KeyLexer {
+    state: LexState,
+    /// Inside a bracketed paste.
+    pub(super) pasting: bool,
+}
+
+impl KeyLexer {
+    /// The key this byte completes, if any.
+    pub(super) fn feed(&mut self, byte: u8) -> Option<Key> {
+        match self.state {
+            LexState::Ground => match byte {
+                0x1b => {
+                    self.state = LexState::Escape;
+                    None
+                }
+                b'\r' | b'\n' => Some(Key::Enter),
+                0x7f | 0x08 => Some(Key::Backspace),
+                0x15 => Some(Key::KillLine),
+                0x17 => Some(Key::KillWord),
+                0x03 => Some(Key::Interrupt),
+                0x00..=0x1f => Some(Key::Other),
+                _ => Some(Key::Text),
+            },
+            LexState::Escape => match byte {
+                b'[' => {
+                    self.state = LexState::Csi {
+                        param: 0,
+                        plain: true,
+                    };
+                    None
+                }
+                b'O' => {
+                    self.state = LexState::Ss3;
+                    None
+                }
+                0x1b => Some(Key::Other),
+                _ => {
+                    self.state = LexState::Ground;
+                    Some(Key::Other)
+                }
+            },
+            LexState::Csi { param, plain } => match byte {
+                b'0'..=b'9' => {
+                    self.state = LexState::Csi {
+                        param: param
+                            .saturating_mul(10)
+                            .saturating_add(u32::from(byte - b'0')),
+                        plain,
+                    };
+                    None
+                }
+                0x20..=0x2f | 0x3a..=0x3f => {
+                    self.state = LexState::Csi {
+                        param,
+                        plain: false,
+                    };
+                    None
+                }
+                0x40..=0x7e => {
+                    self.state = LexState::Ground;
+                    match (byte, plain, param) {
+                        (b'~', true, 200) => {
+                            self.pasting = true;
+                            Some(Key::PasteStart)
+                        }
+                        (b'~', true, 201) => {
+                            self.pasting = false;
+                            Some(Key::PasteEnd)
+                        }
+                        _ => Some(Key::Other),
+                    }
+                }
+                _ => {
+                    self.state = LexState::Ground;
+                    Some(Key::Other)
+                }
+            },
+            LexState::Ss3 => {
+                self.state = LexState::Ground;
+                Some(Key::Other)
+            }
+        }
+    }
+}
+
+/// The editing the detector can follow, applied to the printable keys of one line.
+pub(super) struct Typed {
+    /// The line as typed, when `certain`.
+    pub(super) text: Vec<u8>,
+    /// Only keys the detector can simulate were used.
+    pub(super) certain: bool,
+    pub(super) any_printable: bool,
+    /// What was typed since the last key that could not be simulated, and the run before it.
+    run: Vec<u8>,
+    previous_run: Vec<u8>,
+}
+
+impl Default for Typed {
+    fn default() -> Self {
+        Typed {
+            text: Vec::new(),
+            certain: true,
+            any_printable: false,
+            run: Vec::new(),
+            previous_run: Vec::new(),
+        }
+    }
+}
+
+impl Typed {
+    pub(super) fn push(&mut self, byte: u8) {
+        if byte != b'\n' {
+            self.any_printable = true;
+        }
+        if self.text.len() < MAX_TYPED {
+            self.text.push(byte);
+        } else {
+            self.certain = false;
+        }
+        if self.run.len() < MAX_TYPED {
+            self.run.push(byte);
+        }
+    }
+
+    pub(super) fn backspace(&mut self) {
+        pop_char(&mut self.text);
+        pop_char(&mut self.run);
+    }
+
+    pub(super) fn kill_line(&mut self) {
+        self.text.clear();
+        self.run.clear();
+    }
+
+    /// readline's `unix-word-rubout`: blanks, then non-blanks, backwards.
+    pub(super) fn kill_word(&mut self) {
+        for buffer in [&mut self.text, &mut self.run] {
+            while buffer.last() == Some(&b' ') {
+                buffer.pop();
+            }
+            while buffer.last().is_some_and(|&b| b != b' ') {
+                buffer.pop();
+            }
+        }
+    }
+
+    pub(super) fn uncertain(&mut self) {
+        self.certain = false;
+        if !self.run.is_empty() {
+            self.previous_run = std::mem::take(&mut self.run);
+        }
+    }
+
+    pub(super) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text).into_owned()
+    }
+
+    /// Something was typed that would show if the terminal echoed.
+    pub(super) fn has_content(&self) -> bool {
+        if self.certain {
+            !self.text.iter().all(|b| b.is_ascii_whitespace())
+        } else {
+            self.any_printable
+        }
+    }
+
+    /// `shown` (the screen after the anchor) shows the latest typed run.
+    pub(super) fn evidenced_by(&self, shown: &str) -> bool {
+        let run = if self.run.iter().all(|b| b.is_ascii_whitespace()) {
+            &self.previous_run
+        } else {
+            &self.run
+        };
+        let run = String::from_utf8_lossy(run);
+        let run = run.trim();
+        if run.is_empty() {
+            return false;
+        }
+        let skip = run.chars().count().saturating_sub(ECHO_EVIDENCE_CHARS);
+        let tail: String = run.chars().skip(skip).collect();
+        // A pasted line break shows as a row break.
+        tail.split('\n')
+            .filter(|part| !part.is_empty())
+            .all(|part| shown.contains(part))
+    }
+}
+
+fn pop_char(buffer: &mut Vec<u8>) {
+    while let Some(b) = buffer.pop() {
+        if b & 0xC0 != 0x80 {
+            break;
+        }
+    }
+}

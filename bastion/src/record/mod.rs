@@ -1,0 +1,36 @@
+//! The pure pieces of recording: what the gateway calls with the bytes of a channel, and that
+//! return lines to append or records to audit. No I/O here: the gateway owns the files, the clock
+//! (times are passed in) and the audit spool.
+//!
+//! - [`asciicast`]: an asciicast v2 writer (UTF-8 safe across chunk splits) and a small reader
+//!   with a screen replay, for tests and playback.
+//! - [`detector`]: the interactive command-line detector over a vt100 screen model; it also tells
+//!   which typed input was not echoed (passwords) and must not be recorded.
+//! - [`pty`]: the two above put together — what a pty channel's recording needs, step by step.
+//! - [`sftp`]: an SFTP v3 stream parser yielding file operations with their status.
+//! - [`scp`]: recognizes the remote side of `scp` in an exec command.
+
+pub mod asciicast;
+pub mod detector;
+pub mod pty;
+pub mod scp;
+pub mod sftp;
+
+/// Widest terminal the screen model follows; a wider pty is modelled at this width (the
+/// recording keeps the real size). Each cell costs 64 bytes (normal and alternate screens).
+pub const MAX_COLS: u16 = 500;
+/// Tallest terminal the screen model follows.
+pub const MAX_ROWS: u16 = 200;
+
+/// A pty dimension as the client sent it (SSH uses `u32`), as a terminal size: at least 1.
+pub fn clamp_dimension(v: u32) -> u16 {
+    u16::try_from(v.max(1)).unwrap_or(u16::MAX)
+}
+
+/// The size of the screen model for a pty of `cols`×`rows`: (rows, cols), bounded.
+pub(crate) fn model_size(cols: u32, rows: u32) -> (u16, u16) {
+    (
+        clamp_dimension(rows).min(MAX_ROWS),
+        clamp_dimension(cols).min(MAX_COLS),
+    )
+}

@@ -1,0 +1,864 @@
+//! Gateways: the operator creates one per cluster (a one-time join token), the gateway enrolls
+//! with it (bringing the public keys of the cluster's node CA and host CA, getting its
+//! credential), then reads its configuration, ships its audit chain and uploads recordings.
+//! Reviewers read recordings back; anyone may read a cluster's host CA keys (public keys).
+//!
+//! A gateway acts only for its own cluster and only on its own audit chain
+//! (source `gateway:<id>`); every other endpoint refuses it, audited.
+
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::body::HttpBody;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use russh::keys::PublicKey;
+use russh::keys::ssh_key::{Algorithm, HashAlg};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::admin::{admin_event, operator_only};
+use super::{Body, check_name, created, refuse, refuse_by};
+use crate::audit::{AuditEvent, AuditRecord, GENESIS, sanitize};
+use crate::auth::{Caller, new_gateway_credential, new_join_token, random_id, token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{Gateway, IngestRefusal, Recording, now_secs};
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route(
+            "/v1/clusters/{cluster}/gateways",
+            post(create_gateway).get(list_gateways),
+        )
+        .route("/v1/clusters/{cluster}/host-ca", get(host_ca))
+        .route("/v1/gateways/enroll", post(enroll))
+        .route("/v1/gateways/{gateway}", delete(revoke_gateway))
+        .route("/v1/gateway/self", get(gateway_self))
+        .route("/v1/audit/records", post(ingest))
+        .route(
+            "/v1/recordings/{session}",
+            put(upload_recording).get(download_recording),
+        )
+}
+
+/// The gateway's id and cluster, when the caller is a gateway; everyone else is refused.
+async fn gateway_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<(String, String)> {
+    match caller {
+        Caller::Gateway { id, cluster } => Ok((id.clone(), cluster.clone())),
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. } => {
+            Err(refuse(b, caller, action, "only a gateway may do this", None, None).await)
+        }
+    }
+}
+
+// --- the operator's side ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGateway {
+    name: String,
+}
+
+async fn create_gateway(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Body(req): Body<NewGateway>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    operator_only(&b, &caller, "create_gateway").await?;
+    check_name("gateway name", &req.name)?;
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            sanitize(&cluster)
+        )));
+    };
+    let token = new_join_token();
+    let g = Gateway {
+        id: format!("gw-{}", &random_id()[..16]),
+        cluster: c.id.clone(),
+        name: req.name,
+        created_at: now_secs(),
+        enrolled_at: None,
+        node_ca_public_key: None,
+        host_ca_public_key: None,
+        revoked_at: None,
+    };
+    b.store
+        .create_gateway(&g, &token_hash(&token))
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict(format!(
+                "cluster {} already has a gateway named {}",
+                g.cluster, g.name
+            )),
+            other => other,
+        })?;
+    admin_event(
+        &b,
+        &caller,
+        "create_gateway",
+        &g.id,
+        [Some(&c.customer), Some(&c.id), None, None],
+    )
+    .await?;
+    // The join token is shown once: only its hash is stored.
+    Ok(created(
+        json!({"id": g.id, "name": g.name, "cluster": g.cluster, "join_token": token}),
+    ))
+}
+
+async fn list_gateways(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+) -> ApiResult<Json<Vec<Gateway>>> {
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound("cluster".into()));
+    };
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
+        // The customer's admins put the node CA key into their nodes' TrustedUserCAKeys.
+        Caller::Approver { customer, .. } if customer == &c.customer => {}
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_gateways",
+                "not allowed to list this cluster's gateways",
+                None,
+                Some(&c.id),
+            )
+            .await);
+        }
+    }
+    Ok(Json(b.store.gateways(&c.id).await?))
+}
+
+async fn revoke_gateway(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Gateway>> {
+    operator_only(&b, &caller, "revoke_gateway").await?;
+    let Some(g) = b.store.gateway(&id).await? else {
+        return Err(ApiError::NotFound("gateway".into()));
+    };
+    if b.store.revoke_gateway(&g.id).await? {
+        let customer = b.store.cluster(&g.cluster).await?.map(|c| c.customer);
+        admin_event(
+            &b,
+            &caller,
+            "revoke_gateway",
+            &g.id,
+            [customer.as_deref(), Some(&g.cluster), None, None],
+        )
+        .await?;
+    }
+    let g = b
+        .store
+        .gateway(&g.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
+    Ok(Json(g))
+}
+
+// --- enrollment: the join token is the credential ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollInput {
+    join_token: String,
+    node_ca_public_key: String,
+    host_ca_public_key: String,
+}
+
+/// A CA public key sent by a gateway: one OpenSSH line, Ed25519, not a certificate. Returned
+/// re-encoded without its comment (it ends up in engineers' known_hosts files).
+fn ca_public_key(what: &str, line: &str) -> Result<(String, String), String> {
+    let line = line.trim();
+    if line.is_empty() || line.len() > 1024 || line.contains(['\n', '\r']) {
+        return Err(format!("{what} must be one OpenSSH public key line"));
+    }
+    let mut key = PublicKey::from_openssh(line).map_err(|_| {
+        format!("{what} is not an OpenSSH public key (a certificate is not accepted either)")
+    })?;
+    if key.algorithm() != Algorithm::Ed25519 {
+        return Err(format!(
+            "{what} is a {} key: the CA keys must be Ed25519 (ssh-ed25519)",
+            key.algorithm()
+        ));
+    }
+    key.set_comment("");
+    let text = key
+        .to_openssh()
+        .map_err(|_| format!("{what} cannot be encoded"))?;
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    Ok((text.trim().to_string(), fingerprint))
+}
+
+async fn enroll(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(req): Body<EnrollInput>,
+) -> ApiResult<Json<Value>> {
+    const ACTION: &str = "enroll_gateway";
+    let anonymous = format!("unknown-join-token@{}", peer.ip());
+    let unknown = "unknown join token: ask the operator for a new one";
+    if !req.join_token.starts_with("spj_") || req.join_token.len() > 128 {
+        return Err(refuse_by(
+            &b,
+            &anonymous,
+            ACTION,
+            unknown,
+            None,
+            None,
+            ApiError::Forbidden(unknown.into()),
+        )
+        .await);
+    }
+    let hash = token_hash(&req.join_token);
+    let Some(g) = b.store.gateway_by_join_token(&hash).await? else {
+        return Err(refuse_by(
+            &b,
+            &anonymous,
+            ACTION,
+            unknown,
+            None,
+            None,
+            ApiError::Forbidden(unknown.into()),
+        )
+        .await);
+    };
+    let customer = b.store.cluster(&g.cluster).await?.map(|c| c.customer);
+    let by = format!("gateway:{}", g.id);
+    let refused = |reason: String, error: ApiError| {
+        let b = b.clone();
+        let by = by.clone();
+        let g = g.clone();
+        let customer = customer.clone();
+        async move {
+            refuse_by(
+                &b,
+                &by,
+                ACTION,
+                &reason,
+                customer.as_deref(),
+                Some(&g.cluster),
+                error,
+            )
+            .await
+        }
+    };
+    // Checked before the token is spent, so a wrong key does not burn it.
+    let keys = ca_public_key("node_ca_public_key", &req.node_ca_public_key).and_then(|n| {
+        let h = ca_public_key("host_ca_public_key", &req.host_ca_public_key)?;
+        if n.0 == h.0 {
+            return Err("the node CA and the host CA must be different keys".into());
+        }
+        if b.trusted.keys().iter().any(|k| {
+            k.fingerprint(HashAlg::Sha256).to_string() == n.1
+                || k.fingerprint(HashAlg::Sha256).to_string() == h.1
+        }) {
+            return Err("a gateway's CA key must not be the broker's user CA".into());
+        }
+        Ok((n, h))
+    });
+    let ((node_ca, node_fp), (host_ca, host_fp)) = match keys {
+        Ok(k) => k,
+        Err(reason) => return Err(refused(reason.clone(), ApiError::BadRequest(reason)).await),
+    };
+    if g.revoked_at.is_some() {
+        let reason = "this gateway was revoked: ask the operator for a new one".to_string();
+        return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
+    }
+    let credential = new_gateway_credential();
+    if !b
+        .store
+        .enroll_gateway(&hash, &node_ca, &host_ca, &token_hash(&credential))
+        .await?
+    {
+        let reason =
+            "this join token was already used: a join token enrolls one gateway, once".to_string();
+        return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
+    }
+    b.store
+        .audit(&AuditEvent::GatewayEnrolled {
+            gateway: g.id.clone(),
+            name: g.name.clone(),
+            cluster: g.cluster.clone(),
+            customer: customer.clone().unwrap_or_default(),
+            node_ca: node_fp,
+            host_ca: host_fp,
+            source_ip: Some(peer.ip().to_string()),
+        })
+        .await?;
+    // The credential is shown once: only its hash is stored.
+    Ok(Json(
+        json!({"gateway": g.id, "cluster": g.cluster, "credential": credential}),
+    ))
+}
+
+// --- public: what engineers' clients trust for `*.<cluster>` ---
+
+async fn host_ca(
+    State(b): State<Arc<Broker>>,
+    Path(cluster): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_name("cluster", &cluster)?;
+    // An unknown cluster answers like a cluster without gateways: public callers cannot probe
+    // which clusters (customers) exist.
+    let keys = b.store.host_ca_keys(&cluster).await?;
+    Ok(Json(
+        json!({"cluster": cluster, "host_ca_public_keys": keys}),
+    ))
+}
+
+// --- the gateway's side ---
+
+async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    let (id, cluster) = gateway_only(&b, &caller, "gateway_self").await?;
+    let g = b
+        .store
+        .gateway(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
+    let customer = b.store.cluster(&cluster).await?.map(|c| c.customer);
+    let nodes: Vec<Value> = b
+        .store
+        .nodes(&cluster)
+        .await?
+        .into_iter()
+        .map(|n| json!({"name": n.name, "address": n.address, "port": n.port}))
+        .collect();
+    let user_ca: Vec<String> = b
+        .trusted
+        .keys()
+        .iter()
+        .filter_map(|k| k.to_openssh().ok())
+        .collect();
+    Ok(Json(json!({
+        "id": id,
+        "name": g.name,
+        "cluster": cluster,
+        "customer": customer,
+        "nodes": nodes,
+        "user_ca": user_ca,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestInput {
+    records: Vec<AuditRecord>,
+}
+
+/// Store a batch of the gateway's own chain. The batch must be consecutive and chained, and its
+/// first record must continue what is stored (or start the chain at seq 1 from 64 zeros).
+/// Records already stored identically are acknowledged again; a different record at a stored
+/// sequence number is a fork: 409, audited.
+async fn ingest(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<IngestInput>,
+) -> ApiResult<Json<Value>> {
+    const ACTION: &str = "audit_ingest";
+    let (id, cluster) = gateway_only(&b, &caller, ACTION).await?;
+    let source = format!("gateway:{id}");
+    let records = req.records;
+    if records.iter().any(|r| r.source != source) {
+        return Err(refuse(
+            &b,
+            &caller,
+            ACTION,
+            &format!("a gateway may only write its own chain (source {source:?})"),
+            None,
+            Some(&cluster),
+        )
+        .await);
+    }
+    for r in &records {
+        let bad = |m: String| ApiError::BadRequest(format!("record {}: {m}", r.seq));
+        if r.seq == 0 {
+            return Err(bad("sequence numbers start at 1".into()));
+        }
+        check_name("record kind", &r.kind)?;
+        let Value::Object(data) = &r.data else {
+            return Err(bad("data must be a JSON object".into()));
+        };
+        if r.compute_hash() != r.hash {
+            return Err(bad("hash does not match the record's contents".into()));
+        }
+        // The subject fields are what searches (and customers' reports) filter on: a gateway
+        // speaks only of its own cluster.
+        if let Some(c) = data.get("cluster")
+            && c.as_str() != Some(cluster.as_str())
+        {
+            return Err(refuse(
+                &b,
+                &caller,
+                ACTION,
+                &format!("record {} names another cluster than {cluster}", r.seq),
+                None,
+                Some(&cluster),
+            )
+            .await);
+        }
+    }
+    for w in records.windows(2) {
+        if w[1].seq != w[0].seq + 1 {
+            return Err(ApiError::BadRequest(format!(
+                "record {} follows record {}: send consecutive records in order",
+                w[1].seq, w[0].seq
+            )));
+        }
+    }
+    let fork = |seq: u64, why: &str| {
+        let b = b.clone();
+        let caller = caller.clone();
+        let cluster = cluster.clone();
+        let reason = format!("record {seq} of {source} {why}");
+        async move {
+            refuse_by(
+                &b,
+                &caller.label(),
+                ACTION,
+                &reason,
+                None,
+                Some(&cluster),
+                ApiError::Conflict(reason.clone()),
+            )
+            .await
+        }
+    };
+    for w in records.windows(2) {
+        if w[1].prev_hash != w[0].hash {
+            return Err(fork(
+                w[1].seq,
+                "does not continue the record before it (prev_hash)",
+            )
+            .await);
+        }
+    }
+    if let Some(first) = records.first() {
+        let want = if first.seq == 1 {
+            Some(GENESIS.to_string())
+        } else {
+            b.store.audit_hash(&source, first.seq - 1).await?
+        };
+        match want {
+            None => {
+                let head = b.store.audit_head(&source).await?.map_or(0, |(s, _)| s);
+                return Err(ApiError::Conflict(format!(
+                    "the broker holds {source} through record {head}: send from record {}",
+                    head + 1
+                )));
+            }
+            Some(h) if h != first.prev_hash => {
+                return Err(fork(
+                    first.seq,
+                    "does not continue the stored chain (prev_hash): the chain forks",
+                )
+                .await);
+            }
+            Some(_) => {}
+        }
+    }
+    let stored = match b.store.ingest(&records).await {
+        Ok(n) => n,
+        Err(e) => match e.downcast_ref::<IngestRefusal>() {
+            Some(IngestRefusal::Fork { seq, .. }) => {
+                return Err(fork(*seq, "differs from the stored one: the chain forks").await);
+            }
+            Some(IngestRefusal::BadHash { seq, .. }) => {
+                return Err(ApiError::BadRequest(format!(
+                    "record {seq}: hash does not match the record's contents"
+                )));
+            }
+            None => return Err(ApiError::Internal(e)),
+        },
+    };
+    // Every stored record's predecessor was stored first, so the head is contiguous from 1.
+    let head = b.store.audit_head(&source).await?.map_or(0, |(s, _)| s);
+    Ok(Json(
+        json!({"stored": stored, "acknowledged_through": head}),
+    ))
+}
+
+// --- recordings ---
+
+/// Session ids name files: `[A-Za-z0-9_-]{1,64}`, nothing else.
+fn valid_session(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn check_session(s: &str) -> ApiResult<()> {
+    if valid_session(s) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid session id {:?}: use letters, digits, '_' and '-' (at most 64)",
+            sanitize(s)
+        )))
+    }
+}
+
+/// Where a recording lives, relative to data_dir: built only from the cluster (a checked name
+/// from the store) and the checked session id.
+fn recording_rel_path(cluster: &str, session: &str) -> PathBuf {
+    PathBuf::from("recordings")
+        .join(cluster)
+        .join(format!("{session}.cast"))
+}
+
+#[derive(Deserialize)]
+struct RecordingMeta {
+    engineer: Option<String>,
+    ticket: Option<String>,
+    node: Option<String>,
+    kind: Option<String>,
+}
+
+/// An optional name from the query, checked like every name.
+fn optional_name(what: &str, v: &Option<String>) -> ApiResult<Option<String>> {
+    match v {
+        Some(v) => {
+            check_name(what, v)?;
+            Ok(Some(v.clone()))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn remove_quietly(path: &FsPath) {
+    let _ = tokio::fs::remove_file(path).await;
+}
+
+/// Stream the body into a new 0600 file, at most `limit` bytes; returns (size, sha256 hex).
+async fn receive(body: axum::body::Body, tmp: &FsPath, limit: u64) -> ApiResult<(u64, String)> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut body = body;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| {
+            ApiError::Rejected(
+                StatusCode::BAD_REQUEST,
+                format!("reading the recording failed: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > limit {
+            return Err(too_large(limit));
+        }
+        hasher.update(&data);
+        file.write_all(&data)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::Rejected(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the recording is larger than max_recording_bytes ({limit} bytes)"),
+    )
+}
+
+async fn sync_dir(dir: &FsPath) {
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+}
+
+async fn upload_recording(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(session): Path<String>,
+    Query(meta): Query<RecordingMeta>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    const ACTION: &str = "upload_recording";
+    let (gateway, cluster) = gateway_only(&b, &caller, ACTION).await?;
+    check_session(&session)?;
+    let mut engineer = optional_name("engineer", &meta.engineer)?;
+    let mut ticket = optional_name("ticket", &meta.ticket)?;
+    let mut node = optional_name("node", &meta.node)?;
+    let kind = optional_name("kind", &meta.kind)?.unwrap_or_else(|| "session".into());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/octet-stream" {
+        return Err(ApiError::Rejected(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the recording as Content-Type: application/octet-stream".into(),
+        ));
+    }
+    let limit = b.cfg.max_recording_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(too_large(limit));
+    }
+    check_name("cluster", &cluster)?;
+    let rel = recording_rel_path(&cluster, &session);
+    let path = b.cfg.data_dir.join(&rel);
+    let dir = path
+        .parent()
+        .map(FsPath::to_path_buf)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("recording path has no parent")))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    }
+    let tmp = dir.join(format!(".{session}.{}.part", random_id()));
+    let (size, sha256) = match receive(body, &tmp, limit).await {
+        Ok(v) => v,
+        Err(e) => {
+            remove_quietly(&tmp).await;
+            return Err(e);
+        }
+    };
+    // What the query does not say, the gateway's own audit records of the session do.
+    if engineer.is_none() || ticket.is_none() || node.is_none() {
+        let source = format!("gateway:{gateway}");
+        match b.store.session_subjects(&source, &session).await {
+            Ok(Some((e, t, n))) => {
+                engineer = engineer.or(e);
+                ticket = ticket.or(t);
+                node = node.or(n);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                remove_quietly(&tmp).await;
+                return Err(e.into());
+            }
+        }
+    }
+    let row = Recording {
+        session: session.clone(),
+        gateway: gateway.clone(),
+        cluster: cluster.clone(),
+        engineer,
+        ticket,
+        node,
+        kind,
+        size,
+        sha256: sha256.clone(),
+        path: rel.to_string_lossy().into_owned(),
+        created_at: now_secs(),
+    };
+    // Claim the session id first, then move the file into place: of two uploads only the one
+    // whose row was stored decides the contents.
+    let existing = match b.store.insert_recording(&row).await {
+        Ok(()) => None,
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            b.store.recording(&session).await?
+        }
+        Err(e) => {
+            remove_quietly(&tmp).await;
+            return Err(e.into());
+        }
+    };
+    if let Some(old) = existing {
+        if old.cluster != cluster || old.sha256 != sha256 || old.size != size {
+            remove_quietly(&tmp).await;
+            return Err(refuse_by(
+                &b,
+                &caller.label(),
+                ACTION,
+                &format!("a different recording of session {session} is already stored"),
+                None,
+                Some(&cluster),
+                ApiError::Conflict(format!(
+                    "a different recording of session {session} is already stored"
+                )),
+            )
+            .await);
+        }
+        // The same bytes again (a retry): fine. Put the file in place if an earlier upload
+        // stopped between claiming the id and the rename.
+        if tokio::fs::metadata(&path).await.is_err() {
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            sync_dir(&dir).await;
+        } else {
+            remove_quietly(&tmp).await;
+        }
+        return Ok(Json(
+            json!({"session": session, "size": size, "sha256": sha256, "stored": false}),
+        )
+        .into_response());
+    }
+    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+        remove_quietly(&tmp).await;
+        return Err(ApiError::Internal(e.into()));
+    }
+    sync_dir(&dir).await;
+    b.store
+        .audit(&AuditEvent::RecordingStored {
+            session: session.clone(),
+            gateway,
+            cluster,
+            engineer: row.engineer.clone(),
+            ticket: row.ticket.clone(),
+            node: row.node.clone(),
+            recording_kind: row.kind.clone(),
+            size,
+            sha256: sha256.clone(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"session": session, "size": size, "sha256": sha256, "stored": true})),
+    )
+        .into_response())
+}
+
+async fn download_recording(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(session): Path<String>,
+) -> ApiResult<Response> {
+    match &caller {
+        Caller::Reviewer { .. } | Caller::Operator { .. } => {}
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "read_recording",
+                "only reviewers and the operator may read recordings",
+                None,
+                None,
+            )
+            .await);
+        }
+    }
+    check_session(&session)?;
+    let Some(r) = b.store.recording(&session).await? else {
+        return Err(ApiError::NotFound("recording".into()));
+    };
+    check_name("cluster", &r.cluster)?;
+    let path = b
+        .cfg
+        .data_dir
+        .join(recording_rel_path(&r.cluster, &r.session));
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound("recording file".into()));
+        }
+        Err(e) => return Err(ApiError::Internal(e.into())),
+    };
+    b.store
+        .audit(&AuditEvent::RecordingRead {
+            session: r.session.clone(),
+            by: caller.label(),
+            cluster: r.cluster.clone(),
+            engineer: r.engineer.clone(),
+            ticket: r.ticket.clone(),
+            node: r.node.clone(),
+        })
+        .await?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, r.size.to_string()),
+            (
+                header::HeaderName::from_static("x-sallyport-sha256"),
+                r.sha256.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_plain() {
+        for ok in ["s-1", "ABC_def-09", &"x".repeat(64)] {
+            assert!(valid_session(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../etc",
+            "a/b",
+            "a.cast",
+            "..",
+            "a b",
+            "a\0b",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_session(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ca_keys_must_be_ed25519_lines() {
+        let k = sallyport_ca::keys::generate_ed25519("gw node ca").unwrap();
+        let line = k.public_key().to_openssh().unwrap();
+        let (text, _) = ca_public_key("k", &line).unwrap();
+        assert!(
+            text.starts_with("ssh-ed25519 ") && !text.contains("gw node ca"),
+            "{text}"
+        );
+        assert!(ca_public_key("k", "garbage").is_err());
+        assert!(ca_public_key("k", &format!("{line}\n{line}")).is_err());
+    }
+}

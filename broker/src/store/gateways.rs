@@ -1,0 +1,239 @@
+//! Gateways (enrolled once with a join token; authenticated by a credential, both stored as
+//! SHA-256) and the session recordings they upload.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, now_secs, to_i64, to_u64};
+
+/// A gateway as listed: never its join token or credential (nor their hashes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gateway {
+    pub id: String,
+    pub cluster: String,
+    pub name: String,
+    pub created_at: u64,
+    pub enrolled_at: Option<u64>,
+    pub node_ca_public_key: Option<String>,
+    pub host_ca_public_key: Option<String>,
+    pub revoked_at: Option<u64>,
+}
+
+/// One uploaded recording.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recording {
+    pub session: String,
+    pub gateway: String,
+    pub cluster: String,
+    pub engineer: Option<String>,
+    pub ticket: Option<String>,
+    pub node: Option<String>,
+    pub kind: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Relative to the broker's data_dir.
+    pub path: String,
+    pub created_at: u64,
+}
+
+const GATEWAY_COLS: &str = "id, cluster_id, name, created_at, enrolled_at, node_ca_public_key, host_ca_public_key, revoked_at";
+
+fn gateway_from_row(r: &AnyRow) -> Gateway {
+    Gateway {
+        id: r.get(0),
+        cluster: r.get(1),
+        name: r.get(2),
+        created_at: to_u64(r.get(3)),
+        enrolled_at: r.get::<Option<i64>, _>(4).map(to_u64),
+        node_ca_public_key: r.get(5),
+        host_ca_public_key: r.get(6),
+        revoked_at: r.get::<Option<i64>, _>(7).map(to_u64),
+    }
+}
+
+const RECORDING_COLS: &str =
+    "session, gateway_id, cluster_id, engineer, ticket, node, kind, size, sha256, path, created_at";
+
+fn recording_from_row(r: &AnyRow) -> Recording {
+    Recording {
+        session: r.get(0),
+        gateway: r.get(1),
+        cluster: r.get(2),
+        engineer: r.get(3),
+        ticket: r.get(4),
+        node: r.get(5),
+        kind: r.get(6),
+        size: to_u64(r.get(7)),
+        sha256: r.get(8),
+        path: r.get(9),
+        created_at: to_u64(r.get(10)),
+    }
+}
+
+impl Store {
+    // --- gateways ---
+
+    pub async fn create_gateway(&self, g: &Gateway, join_token_hash: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO gateways (id, cluster_id, name, join_token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&g.id)
+        .bind(&g.cluster)
+        .bind(&g.name)
+        .bind(join_token_hash)
+        .bind(to_i64(g.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn gateways(&self, cluster: &str) -> sqlx::Result<Vec<Gateway>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLS} FROM gateways WHERE cluster_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(gateway_from_row).collect())
+    }
+
+    pub async fn gateway(&self, id: &str) -> sqlx::Result<Option<Gateway>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLS} FROM gateways WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(gateway_from_row))
+    }
+
+    pub async fn gateway_by_join_token(&self, hash: &str) -> sqlx::Result<Option<Gateway>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLS} FROM gateways WHERE join_token_hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(gateway_from_row))
+    }
+
+    /// The gateway holding this credential (revoked ones too: the caller says why it refuses).
+    pub async fn gateway_by_credential(&self, hash: &str) -> sqlx::Result<Option<Gateway>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLS} FROM gateways WHERE credential_hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(gateway_from_row))
+    }
+
+    /// Spend a join token: one statement that only succeeds while the gateway is not enrolled
+    /// (nor revoked), so of two concurrent enrollments (other replicas too) exactly one wins.
+    /// `true` when this call enrolled it.
+    pub async fn enroll_gateway(
+        &self,
+        join_token_hash: &str,
+        node_ca_public_key: &str,
+        host_ca_public_key: &str,
+        credential_hash: &str,
+    ) -> sqlx::Result<bool> {
+        let res = sqlx::query(
+            "UPDATE gateways SET enrolled_at = $2, node_ca_public_key = $3, host_ca_public_key = $4, credential_hash = $5 \
+             WHERE join_token_hash = $1 AND enrolled_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(join_token_hash)
+        .bind(to_i64(now_secs()))
+        .bind(node_ca_public_key)
+        .bind(host_ca_public_key)
+        .bind(credential_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Revoke a gateway (its credential and its unused join token). `false` if it was already
+    /// revoked or does not exist.
+    pub async fn revoke_gateway(&self, id: &str) -> sqlx::Result<bool> {
+        let res =
+            sqlx::query("UPDATE gateways SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(to_i64(now_secs()))
+                .execute(&self.pool)
+                .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The host CA public keys of a cluster's enrolled, non-revoked gateways (distinct, in
+    /// enrollment order).
+    pub async fn host_ca_keys(&self, cluster: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT host_ca_public_key FROM gateways WHERE cluster_id = $1 AND enrolled_at IS NOT NULL \
+             AND revoked_at IS NULL AND host_ca_public_key IS NOT NULL ORDER BY enrolled_at, id",
+        )
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<String> = Vec::new();
+        for r in rows {
+            let k: String = r.get(0);
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    // --- recordings ---
+
+    /// (engineer, ticket, node) as the first of this source's records about `session` that
+    /// names an engineer says.
+    pub async fn session_subjects(
+        &self,
+        source: &str,
+        session: &str,
+    ) -> sqlx::Result<Option<(Option<String>, Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT engineer, ticket, node FROM audit_events WHERE source = $1 AND session = $2 \
+             AND engineer IS NOT NULL ORDER BY seq LIMIT 1",
+        )
+        .bind(source)
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    pub async fn recording(&self, session: &str) -> sqlx::Result<Option<Recording>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORDING_COLS} FROM recordings WHERE session = $1"
+        ))
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(recording_from_row))
+    }
+
+    /// Claim a session's recording. A unique violation means it was stored before (or by a
+    /// concurrent upload): the caller compares with what is stored.
+    pub async fn insert_recording(&self, r: &Recording) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO recordings ({RECORDING_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&r.session)
+        .bind(&r.gateway)
+        .bind(&r.cluster)
+        .bind(&r.engineer)
+        .bind(&r.ticket)
+        .bind(&r.node)
+        .bind(&r.kind)
+        .bind(to_i64(r.size))
+        .bind(&r.sha256)
+        .bind(&r.path)
+        .bind(to_i64(r.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

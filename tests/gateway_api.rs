@@ -1,0 +1,1265 @@
+//! The broker's side of the data plane, end to end against a real `sallyport broker` process
+//! (SQLite, or PostgreSQL with SALLYPORT_TEST_STORE=postgres): gateway creation and one-time
+//! enrollment, the gateway credential and what it may do, audit chain ingestion (idempotent,
+//! fork-refusing, own source only) checked by `sallyport audit verify`, recordings, and what
+//! `sallyport login` writes for the edge and the cluster's host CA.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use russh::keys::PrivateKey;
+use sallyport_broker::audit::AuditRecord;
+use serde_json::{Value, json};
+use support::broker::*;
+
+/// An enrolled gateway, as the test sees it.
+struct Gw {
+    id: String,
+    cluster: String,
+    /// Calls with the gateway's credential.
+    api: Api,
+    host_ca_line: String,
+}
+
+fn key_line(k: &PrivateKey) -> String {
+    k.public_key().to_openssh().unwrap()
+}
+
+/// The operator creates a gateway of `cluster`; returns (id, join token).
+async fn create_gateway(w: &World, cluster: &str, name: &str) -> (String, String) {
+    let (s, v) =
+        w.op.post(
+            &format!("/v1/clusters/{cluster}/gateways"),
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["cluster"], cluster);
+    assert_eq!(v["name"], name);
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["join_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn enroll_with(w: &World, token: &str, node_ca: &str, host_ca: &str) -> (StatusCode, Value) {
+    w.anon
+        .post(
+            "/v1/gateways/enroll",
+            json!({"join_token": token, "node_ca_public_key": node_ca, "host_ca_public_key": host_ca}),
+        )
+        .await
+}
+
+/// Create and enroll a gateway of `cluster`.
+async fn gateway(w: &World, cluster: &str, name: &str) -> Gw {
+    let (id, token) = create_gateway(w, cluster, name).await;
+    let node_ca = sallyport_ca::keys::generate_ed25519("node ca").unwrap();
+    let host_ca = sallyport_ca::keys::generate_ed25519("host ca").unwrap();
+    let (s, v) = enroll_with(w, &token, &key_line(&node_ca), &key_line(&host_ca)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["gateway"], id.as_str());
+    assert_eq!(v["cluster"], cluster);
+    let credential = v["credential"].as_str().unwrap();
+    Gw {
+        api: w.anon.with(credential),
+        id,
+        cluster: cluster.into(),
+        host_ca_line: key_line(&host_ca),
+    }
+}
+
+/// "ssh-ed25519 AAAA..." without the comment.
+fn bare(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `refused` events for this action.
+async fn refusals(w: &World, action: &str) -> Vec<Value> {
+    w.events("kind=refused")
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+fn ssh_keygen(args: &[&str]) {
+    let out = run(Command::new("ssh-keygen").args(args));
+    assert!(
+        out.status.success(),
+        "ssh-keygen {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
+    let w = World::start(Dir::File(vec![])).await;
+    let (id, token) = create_gateway(&w, "acme-prod", "gw1").await;
+    assert!(
+        token.starts_with("spj_") && token.len() == 4 + 64,
+        "{token}"
+    );
+    // Only the operator creates gateways; names are unique per cluster.
+    let (s, _) = w
+        .acme
+        .post("/v1/clusters/acme-prod/gateways", json!({"name": "gw2"}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(refusals(&w, "create_gateway").await.len(), 1);
+    let (s, _) =
+        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
+            .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) =
+        w.op.post("/v1/clusters/nowhere/gateways", json!({"name": "gw1"}))
+            .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) =
+        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "../x"}))
+            .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // The list holds no secret.
+    let (s, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(list[0]["enrolled_at"].is_null());
+    let text = list.to_string();
+    assert!(
+        !text.contains(&token) && !text.contains("hash") && !text.contains("token"),
+        "{text}"
+    );
+    // acme's approver sees acme's gateways, not globex's; engineers' and others' callers not.
+    assert_eq!(
+        w.acme.get("/v1/clusters/acme-prod/gateways").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        w.globex.get("/v1/clusters/acme-prod/gateways").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.tickets.get("/v1/clusters/acme-prod/gateways").await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Keys that are not Ed25519 public key lines are refused, and do not spend the token.
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    ssh_keygen(&["-q", "-t", "ecdsa", "-N", "", "-f", &p("ecdsa")]);
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &p("ca")]);
+    ssh_keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &p("host")]);
+    ssh_keygen(&[
+        "-q",
+        "-s",
+        &p("ca"),
+        "-I",
+        "x",
+        "-h",
+        "-n",
+        "node1.acme-prod",
+        &p("host.pub"),
+    ]);
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+    let node_ca = sallyport_ca::keys::generate_ed25519("node ca").unwrap();
+    let host_ca = sallyport_ca::keys::generate_ed25519("host ca").unwrap();
+    let good_node = key_line(&node_ca);
+    let good_host = key_line(&host_ca);
+    let (_, ca) = w.anon.get("/v1/ca").await;
+    let user_ca = ca["user_ca"].as_str().unwrap().to_string();
+    let private = node_ca
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .unwrap()
+        .to_string();
+    for (what, node, host) in [
+        ("garbage", "not a key".to_string(), good_host.clone()),
+        ("empty", String::new(), good_host.clone()),
+        ("ecdsa", read("ecdsa.pub"), good_host.clone()),
+        ("certificate", good_node.clone(), read("host-cert.pub")),
+        ("private key", private.clone(), good_host.clone()),
+        (
+            "two lines",
+            format!("{good_node}\n{good_node}"),
+            good_host.clone(),
+        ),
+        ("same key twice", good_node.clone(), good_node.clone()),
+        ("the user CA", user_ca.clone(), good_host.clone()),
+    ] {
+        let (s, v) = enroll_with(&w, &token, &node, &host).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request", "{what}");
+    }
+    // A token nobody made.
+    let forged = format!("spj_{}", "ab".repeat(32));
+    for t in [forged.as_str(), "", "spt_x", &token[..20]] {
+        let (s, v) = enroll_with(&w, t, &good_node, &good_host).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{t}: {v}");
+    }
+
+    // The real enrollment.
+    let (s, v) = enroll_with(&w, &token, &good_node, &good_host).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["gateway"], id.as_str());
+    assert_eq!(v["cluster"], "acme-prod");
+    let credential = v["credential"].as_str().unwrap().to_string();
+    assert!(
+        credential.starts_with("spg_") && credential.len() == 4 + 64,
+        "{credential}"
+    );
+    // The join token works once.
+    let other = sallyport_ca::keys::generate_ed25519("other").unwrap();
+    let (s, v) = enroll_with(&w, &token, &key_line(&other), &good_host).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{v}"
+    );
+
+    // Audit: one enrollment, the refusals by reason.
+    let enrolled = w.events("kind=gateway_enrolled").await;
+    assert_eq!(enrolled.len(), 1);
+    assert_eq!(enrolled[0]["gateway"], id.as_str());
+    assert_eq!(enrolled[0]["cluster"], "acme-prod");
+    assert_eq!(enrolled[0]["customer"], "acme");
+    assert_eq!(
+        enrolled[0]["host_ca"],
+        host_ca
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    );
+    let refused = refusals(&w, "enroll_gateway").await;
+    assert_eq!(refused.len(), 8 + 4 + 1, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .filter(|e| e["by"] == format!("gateway:{id}"))
+            .all(|e| e["cluster"] == "acme-prod")
+    );
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|e| e["by"].as_str().unwrap().starts_with("unknown-join-token@"))
+            .count(),
+        4
+    );
+    assert!(!w.events("").await.iter().any(|e| {
+        let t = e.to_string();
+        t.contains(&token) || t.contains(&credential)
+    }));
+
+    // Listed with its keys (no comments), never with secrets.
+    let (_, list) = w.reviewer.get("/v1/clusters/acme-prod/gateways").await;
+    assert!(list[0]["enrolled_at"].as_u64().unwrap() > 0);
+    assert_eq!(list[0]["node_ca_public_key"], bare(&good_node).as_str());
+    assert_eq!(list[0]["host_ca_public_key"], bare(&good_host).as_str());
+    assert!(!list.to_string().contains(&credential));
+
+    // The host CA keys are public, by cluster; an unknown cluster looks like one without keys.
+    let (s, v) = w.anon.get("/v1/clusters/acme-prod/host-ca").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cluster"], "acme-prod");
+    assert_eq!(v["host_ca_public_keys"], json!([bare(&good_host)]));
+    let (s, v) = w.anon.get("/v1/clusters/acme-dev/host-ca").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["host_ca_public_keys"], json!([]));
+    assert_eq!(
+        w.anon.get("/v1/clusters/no-such/host-ca").await.1["host_ca_public_keys"],
+        json!([])
+    );
+
+    // Revoking the gateway ends its credential and drops its host CA key.
+    let gw = w.anon.with(&credential);
+    assert_eq!(gw.get("/v1/gateway/self").await.0, StatusCode::OK);
+    assert_eq!(
+        w.acme.delete(&format!("/v1/gateways/{id}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, v) = w.op.delete(&format!("/v1/gateways/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["revoked_at"].as_u64().is_some());
+    let (s, v) = gw.get("/v1/gateway/self").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
+    assert_eq!(
+        w.anon.get("/v1/clusters/acme-prod/host-ca").await.1["host_ca_public_keys"],
+        json!([])
+    );
+    let revoked = w.events("kind=admin_change").await;
+    assert!(
+        revoked
+            .iter()
+            .any(|e| e["action"] == "revoke_gateway" && e["target"] == id.as_str())
+    );
+    // A revoked gateway's unused join token does not enroll either.
+    let (id2, token2) = create_gateway(&w, "acme-prod", "gw3").await;
+    assert_eq!(
+        w.op.delete(&format!("/v1/gateways/{id2}")).await.0,
+        StatusCode::OK
+    );
+    let (s, _) = enroll_with(&w, &token2, &good_node, &good_host).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enrollments_with_one_join_token_have_exactly_one_winner() {
+    let w = World::start(Dir::File(vec![])).await;
+    for round in 0..3 {
+        let (id, token) = create_gateway(&w, "acme-prod", &format!("gw{round}")).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let anon = w.anon.clone();
+            let token = token.clone();
+            tasks.spawn(async move {
+                let node = key_line(&sallyport_ca::keys::generate_ed25519("n").unwrap());
+                let host = key_line(&sallyport_ca::keys::generate_ed25519("h").unwrap());
+                let (s, v) = anon
+                    .post(
+                        "/v1/gateways/enroll",
+                        json!({"join_token": token, "node_ca_public_key": node, "host_ca_public_key": host}),
+                    )
+                    .await;
+                (s, v, host)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            let (s, v, host) = r.unwrap();
+            match s {
+                StatusCode::OK => winners.push((v, host)),
+                StatusCode::FORBIDDEN => {}
+                other => panic!("round {round}: unexpected {other}: {v}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let (v, host) = &winners[0];
+        // The stored keys are the winner's, and so is the working credential.
+        let (_, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
+        let row = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(row["host_ca_public_key"], bare(host).as_str());
+        let gw = w.anon.with(v["credential"].as_str().unwrap());
+        let (s, me) = gw.get("/v1/gateway/self").await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+        assert_eq!(me["id"], id.as_str());
+    }
+    assert_eq!(w.events("kind=gateway_enrolled").await.len(), 3);
+    assert_eq!(refusals(&w, "enroll_gateway").await.len(), 3 * 7);
+}
+
+#[tokio::test]
+async fn a_gateway_credential_reads_its_own_cluster_and_nothing_else() {
+    let w = World::start(Dir::File(vec![])).await;
+    for (cluster, node, addr) in [
+        ("acme-prod", "node1", "10.0.0.5"),
+        ("acme-prod", "node2", "10.0.0.6"),
+        ("acme-dev", "dev1", "10.1.0.5"),
+        ("globex-prod", "g1", "10.9.0.5"),
+    ] {
+        let (s, v) =
+            w.op.post(
+                &format!("/v1/clusters/{cluster}/nodes"),
+                json!({"name": node, "address": addr, "port": 2222}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let globex = gateway(&w, "globex-prod", "gw1").await;
+
+    let (s, me) = gw.api.get("/v1/gateway/self").await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me["id"], gw.id.as_str());
+    assert_eq!(me["cluster"], "acme-prod");
+    assert_eq!(
+        me["nodes"],
+        json!([
+            {"name": "node1", "address": "10.0.0.5", "port": 2222},
+            {"name": "node2", "address": "10.0.0.6", "port": 2222},
+        ])
+    );
+    let (_, ca) = w.anon.get("/v1/ca").await;
+    assert_eq!(me["user_ca"], ca["trusted_user_cas"]);
+    assert!(
+        me["user_ca"]
+            .as_array()
+            .unwrap()
+            .contains(&ca["user_ca"].clone())
+    );
+    let (_, other) = globex.api.get("/v1/gateway/self").await;
+    assert_eq!(other["cluster"], "globex-prod");
+    assert_eq!(other["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(other["nodes"][0]["name"], "g1");
+    let (s, who) = gw.api.get("/v1/whoami").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(who["role"], "gateway");
+    assert_eq!(who["cluster"], "acme-prod");
+
+    // Everything else is refused, and refusals name the gateway.
+    let before = w.events("kind=refused").await.len();
+    let (_, key) = engineer_key();
+    let forbidden: Vec<(reqwest::Method, String, Option<Value>)> = vec![
+        (
+            reqwest::Method::GET,
+            "/v1/clusters/acme-prod/nodes".into(),
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/clusters/globex-prod/nodes".into(),
+            None,
+        ),
+        (reqwest::Method::GET, "/v1/clusters".into(), None),
+        (reqwest::Method::GET, "/v1/customers".into(), None),
+        (
+            reqwest::Method::GET,
+            "/v1/clusters/acme-prod/gateways".into(),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/clusters/acme-prod/gateways".into(),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/clusters/acme-prod/nodes".into(),
+            Some(json!({"name": "evil", "address": "10.6.6.6"})),
+        ),
+        (reqwest::Method::GET, "/v1/audit/events".into(), None),
+        (
+            reqwest::Method::GET,
+            "/v1/audit/chain?source=broker".into(),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificates".into(),
+            Some(json!({"public_key": key, "ticket": "T-1"})),
+        ),
+        (reqwest::Method::GET, "/v1/certificates".into(), None),
+        (
+            reqwest::Method::POST,
+            "/v1/revocations".into(),
+            Some(json!({"scope": "engineer", "value": "alice", "reason": "x"})),
+        ),
+        (reqwest::Method::GET, "/v1/approvals".into(), None),
+        (reqwest::Method::GET, "/v1/access-requests".into(), None),
+        (
+            reqwest::Method::PUT,
+            "/v1/tickets/T-1".into(),
+            Some(
+                json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice", "status": "open"}),
+            ),
+        ),
+        (reqwest::Method::GET, "/v1/recordings/s-1".into(), None),
+        (
+            reqwest::Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"name": "x", "role": "operator"})),
+        ),
+    ];
+    let n = forbidden.len();
+    for (method, path, body) in forbidden {
+        let (s, v) = gw
+            .api
+            .raw(method.clone(), &path, body.map(|b| b.to_string()))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
+    let refused = w.events("kind=refused").await;
+    assert_eq!(refused.len(), before + n);
+    assert!(
+        refused[before..]
+            .iter()
+            .all(|e| e["by"] == format!("gateway:{}", gw.id))
+    );
+    // What other callers may read is not for a gateway either (answered as not found).
+    assert_eq!(gw.api.get("/v1/tickets/T-1").await.0, StatusCode::NOT_FOUND);
+
+    // /v1/gateway/self is for gateways only.
+    for api in [&w.op, &w.reviewer, &w.acme, &w.tickets] {
+        assert_eq!(api.get("/v1/gateway/self").await.0, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        w.anon.get("/v1/gateway/self").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = w.anon.with(&format!("spg_{}", "00".repeat(32)));
+    assert_eq!(
+        forged.get("/v1/gateway/self").await.0,
+        StatusCode::FORBIDDEN
+    );
+    // A join token is not a credential.
+    let (_, token) = create_gateway(&w, "acme-dev", "gw1").await;
+    assert_eq!(
+        w.anon.with(&token).get("/v1/gateway/self").await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// `n` records of `source`, starting after `prev`.
+fn chain(source: &str, prev: Option<&AuditRecord>, n: usize, cluster: &str) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    for i in 0..n {
+        let last = out.last().or(prev);
+        let seq = last.map_or(1, |r| r.seq + 1);
+        let r = AuditRecord::next(
+            source,
+            last.map(|r| (r.seq, r.hash.as_str())),
+            now() * 1000 + seq,
+            "command",
+            json!({"cluster": cluster, "node": "node1", "session": "s-1", "engineer": "alice",
+                   "ticket": "T-1", "command": format!("ls /tmp/{i}")}),
+        );
+        out.push(r);
+    }
+    out
+}
+
+async fn ship(gw: &Gw, records: &[AuditRecord]) -> (StatusCode, Value) {
+    gw.api
+        .post("/v1/audit/records", json!({"records": records}))
+        .await
+}
+
+#[tokio::test]
+async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused() {
+    let w = World::start(Dir::File(vec![])).await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let other = gateway(&w, "globex-prod", "gw1").await;
+    let source = format!("gateway:{}", gw.id);
+    let records = chain(&source, None, 5, &gw.cluster);
+
+    // Nothing yet: where to start.
+    let (s, v) = ship(&gw, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 0, "acknowledged_through": 0}));
+    // Same batch twice: stored once.
+    let (s, v) = ship(&gw, &records[..3]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 3, "acknowledged_through": 3}));
+    let (s, v) = ship(&gw, &records[..3]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 0, "acknowledged_through": 3}));
+    // Overlapping re-send after a lost acknowledgement.
+    let (s, v) = ship(&gw, &records[1..]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 2, "acknowledged_through": 5}));
+    let stored = w.events(&format!("source={source}")).await;
+    assert_eq!(stored.len(), 5);
+    assert_eq!(stored[4]["command"], "ls /tmp/4");
+    assert_eq!(stored[4]["session"], "s-1");
+    assert_eq!(
+        w.events(&format!("source={source}&engineer=alice&node=node1"))
+            .await
+            .len(),
+        5
+    );
+
+    // A different record at a stored seq: a fork.
+    let before = refusals(&w, "audit_ingest").await.len();
+    let mut forked = chain(&source, Some(&records[1]), 1, &gw.cluster);
+    forked[0].data["command"] = json!("rm -rf /");
+    forked[0].hash = forked[0].compute_hash();
+    let (s, v) = ship(&gw, &forked).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "conflict");
+    // A new record that does not continue the stored chain: a fork too.
+    let mut detached = chain(&source, Some(&records[4]), 1, &gw.cluster);
+    detached[0].prev_hash = "ab".repeat(32);
+    detached[0].hash = detached[0].compute_hash();
+    let (s, v) = ship(&gw, &detached).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // A second chain from seq 1 (a reset spool) forks at 1.
+    let mut restart = chain(&source, None, 1, &gw.cluster);
+    restart[0].time += 1;
+    restart[0].hash = restart[0].compute_hash();
+    assert_eq!(ship(&gw, &restart).await.0, StatusCode::CONFLICT);
+    // A batch that breaks its own chain.
+    let mut broken = chain(&source, Some(&records[4]), 3, &gw.cluster);
+    broken[2].prev_hash = broken[0].hash.clone();
+    broken[2].hash = broken[2].compute_hash();
+    assert_eq!(ship(&gw, &broken).await.0, StatusCode::CONFLICT);
+    let forks = refusals(&w, "audit_ingest").await;
+    assert_eq!(forks.len(), before + 4, "{forks:?}");
+    assert!(forks.iter().all(|e| e["cluster"] == "acme-prod"));
+    // A gap: the answer says where to resume.
+    let ahead = chain(
+        &source,
+        Some(&chain(&source, Some(&records[4]), 2, "acme-prod")[1]),
+        1,
+        "acme-prod",
+    );
+    let (s, v) = ship(&gw, &ahead).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send from record 6"),
+        "{v}"
+    );
+    // Malformed batches.
+    let next = chain(&source, Some(&records[4]), 2, &gw.cluster);
+    let mut tampered = next.clone();
+    tampered[0].data["command"] = json!("edited");
+    assert_eq!(ship(&gw, &tampered).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        ship(&gw, &[next[1].clone(), next[0].clone()]).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(w.events(&format!("source={source}")).await.len(), 5);
+
+    // Another source's chain: refused, audited, nothing stored.
+    let before = refusals(&w, "audit_ingest").await.len();
+    for src in ["broker".to_string(), format!("gateway:{}", other.id)] {
+        let foreign = chain(&src, None, 2, &gw.cluster);
+        let (s, v) = ship(&gw, &foreign).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{src}: {v}");
+    }
+    let mut mixed = next.clone();
+    mixed[1].source = "broker".into();
+    mixed[1].hash = mixed[1].compute_hash();
+    assert_eq!(ship(&gw, &mixed).await.0, StatusCode::FORBIDDEN);
+    // Records about another cluster.
+    let elsewhere = chain(&source, Some(&records[4]), 1, "globex-prod");
+    assert_eq!(ship(&gw, &elsewhere).await.0, StatusCode::FORBIDDEN);
+    let refused = refusals(&w, "audit_ingest").await;
+    assert_eq!(refused.len(), before + 4);
+    assert!(refused[before..].iter().all(|e| e["by"] == source.as_str()));
+    assert!(
+        w.events(&format!("source=gateway:{}", other.id))
+            .await
+            .is_empty()
+    );
+    let broker_before = w.events("source=broker&kind=command").await;
+    assert!(broker_before.is_empty());
+    // Only gateways ship records.
+    for api in [&w.op, &w.reviewer, &w.acme] {
+        let (s, _) = api
+            .post("/v1/audit/records", json!({"records": next}))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    // The chain goes on from where it is.
+    let (s, v) = ship(&gw, &next).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 2, "acknowledged_through": 7}));
+}
+
+#[tokio::test]
+async fn audit_verify_checks_gateway_chains_and_names_an_edited_record() {
+    let w = World::start(Dir::File(vec![])).await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let source = format!("gateway:{}", gw.id);
+    let records = chain(&source, None, 6, &gw.cluster);
+    assert_eq!(ship(&gw, &records[..4]).await.0, StatusCode::OK);
+    assert_eq!(ship(&gw, &records[4..]).await.0, StatusCode::OK);
+
+    let reviewer_token = w.reviewer.token.clone().unwrap();
+    let verify = || {
+        let out = run(Command::new(BIN)
+            .args(["audit", "verify", "--json"])
+            .env("SALLYPORT_BROKER", &w.broker.url)
+            .env("SALLYPORT_TOKEN", &reviewer_token));
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out, lines)
+    };
+    let (out, lines) = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |lines: &[Value], s: &str| lines.iter().find(|l| l["source"] == s).cloned();
+    let g = line(&lines, &source).expect("the gateway's chain is verified");
+    assert_eq!(g["ok"], true, "{g}");
+    assert_eq!(g["events"], 6);
+    assert_eq!(line(&lines, "broker").unwrap()["ok"], true);
+
+    // Edit one of the gateway's records in the store.
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    let changed = sqlx::query(
+        "UPDATE audit_events SET data = REPLACE(data, 'ls /tmp/2', 'ls /tmp/x') WHERE source = $1 AND seq = 3",
+    )
+    .bind(&source)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let (out, lines) = verify();
+    assert_eq!(out.status.code(), Some(1));
+    let g = line(&lines, &source).unwrap();
+    assert_eq!(g["ok"], false, "{g}");
+    assert_eq!(g["seq"], 3, "{g}");
+    assert!(g["problem"].as_str().unwrap().contains("altered"), "{g}");
+    assert_eq!(line(&lines, "broker").unwrap()["ok"], true);
+    // The text form names it too.
+    let out = run(Command::new(BIN)
+        .args(["audit", "verify", "--source", &source])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", &reviewer_token));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BROKEN at event #3"), "{text}");
+}
+
+/// PUT raw bytes; returns (status, JSON body).
+async fn put_bytes(
+    api: &Api,
+    path: &str,
+    bytes: Vec<u8>,
+    content_type: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .put(format!("{}{}", api.url, path))
+        .body(bytes);
+    if let Some(t) = &api.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// GET raw bytes; returns (status, body, headers).
+async fn get_bytes(api: &Api, path: &str) -> (StatusCode, Vec<u8>, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().get(format!("{}{}", api.url, path));
+    if let Some(t) = &api.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, resp.bytes().await.unwrap().to_vec(), headers)
+}
+
+const OCTETS: Option<&str> = Some("application/octet-stream");
+const META: &str = "engineer=alice&ticket=T-1&node=node1&kind=pty";
+
+/// A chunked upload (no Content-Length) over a plain socket: the limit holds while streaming.
+/// The body is left unfinished (no last chunk): the broker must answer once the limit is
+/// passed, without waiting for the end.
+fn put_chunked(url: &str, token: &str, path: &str, len: usize) -> String {
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait(30))).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        // The broker may answer and close before the whole body was sent.
+        if s.write_all(format!("{n:x}\r\n").as_bytes()).is_err()
+            || s.write_all(&chunk[..n]).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+        left -= n;
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
+    let w = World::start_with(Dir::File(vec![]), "max_recording_bytes = 100000\n").await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let other = gateway(&w, "globex-prod", "gw1").await;
+    let data_dir = w.broker.dir.join("data");
+    let dir = data_dir.join("recordings").join("acme-prod");
+
+    // Bytes that are not text, as a recording may hold.
+    let bytes: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let (s, v) = put_bytes(
+        &gw.api,
+        &format!("/v1/recordings/sess-1?{META}"),
+        bytes.clone(),
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["stored"], true);
+    assert_eq!(v["size"], 60_000);
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert_eq!(v["sha256"], sha.as_str());
+    let file = dir.join("sess-1.cast");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stored = w.events("kind=recording_stored&session=sess-1").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["engineer"], "alice");
+    assert_eq!(stored[0]["cluster"], "acme-prod");
+    assert_eq!(stored[0]["sha256"], sha.as_str());
+
+    // The same bytes again: fine, once. Other bytes: refused.
+    let (s, v) = put_bytes(
+        &gw.api,
+        &format!("/v1/recordings/sess-1?{META}"),
+        bytes.clone(),
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stored"], false);
+    let mut changed = bytes.clone();
+    changed[10] ^= 1;
+    let (s, v) = put_bytes(
+        &gw.api,
+        &format!("/v1/recordings/sess-1?{META}"),
+        changed,
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // Another cluster's gateway cannot replace it either.
+    let (s, _) = put_bytes(
+        &other.api,
+        &format!("/v1/recordings/sess-1?{META}"),
+        b"other".to_vec(),
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    assert_eq!(
+        w.events("kind=recording_stored&session=sess-1").await.len(),
+        1
+    );
+
+    // Reviewers and the operator read it back; reading is audited.
+    for api in [&w.reviewer, &w.op] {
+        let (s, body, headers) = get_bytes(api, "/v1/recordings/sess-1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, bytes);
+        assert_eq!(headers["x-sallyport-sha256"], sha.as_str());
+    }
+    let read = w.events("kind=recording_read&session=sess-1").await;
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0]["by"], "reviewer:security");
+    for api in [&gw.api, &w.acme, &w.tickets] {
+        assert_eq!(
+            get_bytes(api, "/v1/recordings/sess-1").await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        get_bytes(&w.anon, "/v1/recordings/sess-1").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_bytes(&w.reviewer, "/v1/recordings/no-such").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Only gateways upload; session ids are plain names, never paths.
+    assert_eq!(
+        put_bytes(
+            &w.op,
+            &format!("/v1/recordings/sess-2?{META}"),
+            b"x".to_vec(),
+            OCTETS
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let long = "a".repeat(65);
+    for session in [
+        "..%2F..%2Fetc",
+        "..%2F..%2F..%2Ftmp%2Fpwned",
+        "a.b",
+        "..",
+        "sess%00x",
+        "sess%0Ax",
+        "%2Fetc%2Fpasswd",
+        long.as_str(),
+    ] {
+        let (s, v) = put_bytes(
+            &gw.api,
+            &format!("/v1/recordings/{session}?{META}"),
+            b"evil".to_vec(),
+            OCTETS,
+        )
+        .await;
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+            "{session}: {s} {v}"
+        );
+        let (s, _, _) = get_bytes(&w.reviewer, &format!("/v1/recordings/{session}")).await;
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+            "{session}: {s}"
+        );
+    }
+    // The metadata are names too.
+    for query in [
+        "engineer=alice&ticket=..&node=node1",
+        "engineer=..%2Fx&ticket=T-1&node=node1",
+        "engineer=alice&ticket=T-1&node=node1&kind=a%2Fb",
+    ] {
+        let (s, v) = put_bytes(
+            &gw.api,
+            &format!("/v1/recordings/sess-3?{query}"),
+            b"x".to_vec(),
+            OCTETS,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+    }
+    // Raw bytes only.
+    for ct in [None, Some("application/json")] {
+        let (s, v) = put_bytes(
+            &gw.api,
+            &format!("/v1/recordings/sess-3?{META}"),
+            b"{}".to_vec(),
+            ct,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}: {v}");
+    }
+
+    // Too large: refused with 413, by its announced length and while streaming.
+    let (s, v) = put_bytes(
+        &gw.api,
+        &format!("/v1/recordings/sess-4?{META}"),
+        vec![0u8; 100_001],
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "too_large");
+    let url = w.broker.url.clone();
+    let token = gw.api.token.clone().unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        put_chunked(
+            &url,
+            &token,
+            &format!("/v1/recordings/sess-5?{META}"),
+            7 * 16 * 1024,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(status.contains(" 413 "), "{status}");
+    // Exactly the limit is fine.
+    let (s, v) = put_bytes(
+        &gw.api,
+        &format!("/v1/recordings/sess-6?{META}"),
+        vec![1u8; 100_000],
+        OCTETS,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // Nothing else was written: no partial files, nothing outside the cluster's directory.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sess-1.cast", "sess-6.cast"]);
+    let mut clusters: Vec<String> = std::fs::read_dir(data_dir.join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    clusters.sort();
+    assert_eq!(clusters, ["acme-prod", "globex-prod"]);
+    assert!(
+        std::fs::read_dir(data_dir.join("recordings").join("globex-prod"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(!std::path::Path::new("/tmp/pwned.cast").exists());
+
+    // Without metadata in the query, the gateway's own audit records of the session name the
+    // engineer, ticket and node; without those either, they stay unknown.
+    let source = format!("gateway:{}", gw.id);
+    assert_eq!(
+        ship(&gw, &chain(&source, None, 2, &gw.cluster)).await.0,
+        StatusCode::OK
+    );
+    for session in ["s-1", "s-9"] {
+        let (s, v) = put_bytes(
+            &gw.api,
+            &format!("/v1/recordings/{session}"),
+            b"{\"version\": 2}\n".to_vec(),
+            OCTETS,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let e = &w.events("kind=recording_stored&session=s-1").await[0];
+    assert_eq!(
+        (
+            &e["engineer"],
+            &e["ticket"],
+            &e["node"],
+            &e["recording_kind"]
+        ),
+        (
+            &json!("alice"),
+            &json!("T-1"),
+            &json!("node1"),
+            &json!("session")
+        ),
+        "{e}"
+    );
+    let e = &w.events("kind=recording_stored&session=s-9").await[0];
+    assert!(e["engineer"].is_null() && e["ticket"].is_null(), "{e}");
+    let (s, body, _) = get_bytes(&w.reviewer, "/v1/recordings/s-9").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, b"{\"version\": 2}\n");
+}
+
+/// `sallyport login --json` into `home` with the TOTP code `offset` steps from now (each code
+/// works once); returns the printed JSON.
+fn login(w: &World, home: &std::path::Path, offset: i64) -> Value {
+    let mut child = Command::new(BIN)
+        .args([
+            "login",
+            "--broker",
+            &w.broker.url,
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+        ])
+        .arg(w.code("alice", offset))
+        .args(["--ticket", "T-1", "--json"])
+        .env("SALLYPORT_HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice-pw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What `ssh -G` resolves for `host` with this config: option -> value (lower case names).
+fn ssh_g(config: &std::path::Path, host: &str) -> Vec<(String, String)> {
+    let out = run(Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(config)
+        .arg(host));
+    assert!(
+        out.status.success(),
+        "ssh -G {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn opt<'a>(g: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    g.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn login_writes_the_host_ca_and_the_jump_through_the_edge() {
+    let w = World::start_with(
+        Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])]),
+        "edge_address = \"edge.vendor.test:2222\"\n",
+    )
+    .await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let second = gateway(&w, "acme-prod", "gw2").await;
+
+    // An earlier login left a stale key for this cluster; another cluster's line stays.
+    let home = tempfile::tempdir().unwrap();
+    let stale = key_line(&sallyport_ca::keys::generate_ed25519("old").unwrap());
+    let dev = bare(&key_line(
+        &sallyport_ca::keys::generate_ed25519("dev").unwrap(),
+    ));
+    std::fs::write(
+        home.path().join("known_hosts"),
+        format!(
+            "# mine\n@cert-authority *.acme-prod {}\n@cert-authority *.acme-dev {dev}\n",
+            bare(&stale)
+        ),
+    )
+    .unwrap();
+
+    let issued = login(&w, home.path(), 0);
+    assert_eq!(issued["edge"], "edge.vendor.test:2222");
+    let mut want = vec![bare(&gw.host_ca_line), bare(&second.host_ca_line)];
+    want.sort();
+    let mut got: Vec<String> = issued["host_ca_public_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    let known_hosts = std::fs::read_to_string(home.path().join("known_hosts")).unwrap();
+    let lines: Vec<&str> = known_hosts.lines().collect();
+    assert_eq!(lines.len(), 4, "{known_hosts}");
+    assert_eq!(lines[0], "# mine");
+    assert_eq!(lines[1], format!("@cert-authority *.acme-dev {dev}"));
+    let mut prod: Vec<String> = lines[2..].iter().map(|l| l.to_string()).collect();
+    prod.sort();
+    assert_eq!(
+        prod,
+        want.iter()
+            .map(|k| format!("@cert-authority *.acme-prod {k}"))
+            .collect::<Vec<_>>(),
+        "{known_hosts}"
+    );
+    let kh = home.path().join("known_hosts");
+    let found = run(Command::new("ssh-keygen")
+        .args(["-F", "node1.acme-prod", "-f"])
+        .arg(&kh));
+    let found = String::from_utf8_lossy(&found.stdout).to_string();
+    assert!(
+        found.contains("CA") && found.contains(&bare(&gw.host_ca_line)),
+        "{found}"
+    );
+
+    // ssh resolves the node through the edge, and the edge with the engineer's certificate.
+    let config = home.path().join("ssh_config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("ProxyJump sallyport-edge-acme-prod"),
+        "{text}"
+    );
+    assert!(text.contains("Host sallyport-edge-acme-prod\n"), "{text}");
+    let key = home.path().join("acme-prod").display().to_string();
+    let cert = home.path().join("acme-prod-cert.pub").display().to_string();
+    let node = ssh_g(&config, "node1.acme-prod");
+    assert_eq!(opt(&node, "proxyjump"), Some("sallyport-edge-acme-prod"));
+    assert_eq!(opt(&node, "user"), Some("ubuntu"));
+    assert_eq!(opt(&node, "hostname"), Some("node1.acme-prod"));
+    assert_eq!(opt(&node, "certificatefile"), Some(cert.as_str()));
+    assert_eq!(opt(&node, "identitiesonly"), Some("yes"));
+    assert_eq!(
+        opt(&node, "userknownhostsfile"),
+        Some(kh.display().to_string().as_str())
+    );
+    let edge = ssh_g(&config, "sallyport-edge-acme-prod");
+    assert_eq!(opt(&edge, "hostname"), Some("edge.vendor.test"));
+    assert_eq!(opt(&edge, "port"), Some("2222"));
+    assert_eq!(opt(&edge, "user"), Some("alice"));
+    assert_eq!(opt(&edge, "certificatefile"), Some(cert.as_str()));
+    assert_eq!(opt(&edge, "identitiesonly"), Some("yes"));
+    assert!(
+        node.iter().any(|(k, v)| k == "identityfile" && v == &key),
+        "{node:?}"
+    );
+    assert!(
+        edge.iter().any(|(k, v)| k == "identityfile" && v == &key),
+        "{edge:?}"
+    );
+    assert!(
+        !matches!(opt(&edge, "proxyjump"), Some(j) if j.starts_with("sallyport")),
+        "{edge:?}"
+    );
+
+    // Logging in again rewrites the block, not appends to it; a revoked gateway's key leaves.
+    assert_eq!(
+        w.op.delete(&format!("/v1/gateways/{}", second.id)).await.0,
+        StatusCode::OK
+    );
+    login(&w, home.path(), 1);
+    let again = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        again.matches("Host sallyport-edge-acme-prod").count(),
+        1,
+        "{again}"
+    );
+    assert_eq!(again.matches("ProxyJump").count(), 1, "{again}");
+    let known_hosts = std::fs::read_to_string(&kh).unwrap();
+    assert!(
+        !known_hosts.contains(&bare(&second.host_ca_line)),
+        "{known_hosts}"
+    );
+    assert!(known_hosts.contains(&bare(&gw.host_ca_line)));
+    assert!(known_hosts.contains(&dev));
+}
+
+#[tokio::test]
+async fn login_without_an_edge_writes_no_jump() {
+    let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let home = tempfile::tempdir().unwrap();
+    let issued = login(&w, home.path(), 0);
+    assert!(issued["edge"].is_null(), "{issued}");
+    assert_eq!(issued["host_ca_public_keys"], json!([]));
+    let config = home.path().join("ssh_config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.contains("ProxyJump") && !text.contains("Host sallyport-edge"),
+        "{text}"
+    );
+    let node = ssh_g(&config, "node1.acme-prod");
+    assert_eq!(opt(&node, "user"), Some("ubuntu"));
+    let known_hosts = std::fs::read_to_string(home.path().join("known_hosts")).unwrap();
+    assert!(
+        !known_hosts
+            .lines()
+            .any(|l| l.starts_with("@cert-authority")),
+        "{known_hosts}"
+    );
+}
