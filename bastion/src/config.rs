@@ -58,12 +58,16 @@ pub struct GatewayConfig {
     #[serde(default = "default_session_cert_ttl")]
     pub session_cert_ttl_secs: u64,
     /// Seconds between KRL refreshes.
-    #[serde(default = "default_refresh")]
+    #[serde(default = "default_gateway_refresh")]
     pub refresh_secs: u64,
 }
 
 fn default_refresh() -> u64 {
     10
+}
+/// Revocation must end open sessions within seconds: the gateway re-reads the KRL often.
+fn default_gateway_refresh() -> u64 {
+    2
 }
 fn default_max_connections() -> usize {
     1000
