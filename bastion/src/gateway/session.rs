@@ -19,7 +19,8 @@ use super::node::{self, NodeClient};
 use super::recorder::{ChannelRecorder, Event};
 
 struct Up {
-    write: ChannelWriteHalf<russh::client::Msg>,
+    /// Shared with the task that carries the engineer's data to the node.
+    write: Arc<ChannelWriteHalf<russh::client::Msg>>,
     rec: Arc<ChannelRecorder>,
     /// The node's answers to our want-reply requests, in order.
     replies: mpsc::UnboundedReceiver<bool>,
@@ -87,15 +88,6 @@ impl Inner {
                 tracing::error!(error = %e, "audit spool unwritable: refusing");
                 false
             }
-        }
-    }
-
-    /// Audit what a recorder found on `channel`.
-    async fn record(&self, channel: ChannelId, events: Vec<Event>) {
-        for (kind, extra) in events {
-            let mut extra = extra;
-            extra["channel"] = json!(channel_num(channel));
-            self.audit(kind, extra).await;
         }
     }
 
@@ -276,6 +268,7 @@ impl russh::server::Handler for Inner {
         };
         reply.accept().await;
         let (mut read, write) = node_channel.split();
+        let write = Arc::new(write);
         let (tx, rx) = mpsc::unbounded_channel();
         let rec = Arc::new(ChannelRecorder::new(
             &self.gw.cfg.data_dir.join("recordings"),
@@ -285,7 +278,7 @@ impl russh::server::Handler for Inner {
         self.chans.insert(
             id,
             Up {
-                write,
+                write: write.clone(),
                 rec: rec.clone(),
                 replies: rx,
             },
@@ -305,6 +298,39 @@ impl russh::server::Handler for Inner {
                 }
             }
         };
+        // Engineer -> node: a task of its own reads the engineer's channel, so this connection's
+        // loop never waits on the node (with russh's window following consumption, the engineer
+        // can send no more than the window ahead of what reached the node).
+        {
+            let (mut from_engineer, _) = channel.split();
+            let (write, rec, spool, fields) =
+                (write.clone(), rec.clone(), spool.clone(), fields.clone());
+            tokio::spawn(async move {
+                while let Some(msg) = from_engineer.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            record(spool.clone(), fields.clone(), rec.input(&data)).await;
+                            if write.data_bytes(data).await.is_err() {
+                                break;
+                            }
+                        }
+                        ChannelMsg::ExtendedData { data, ext } => {
+                            if write.extended_data_bytes(ext, data).await.is_err() {
+                                break;
+                            }
+                        }
+                        ChannelMsg::Eof => {
+                            let _ = write.eof().await;
+                        }
+                        ChannelMsg::Close => {
+                            let _ = write.close().await;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
         // Node -> engineer.
         tokio::spawn(async move {
             while let Some(msg) = read.wait().await {
@@ -655,56 +681,18 @@ impl russh::server::Handler for Inner {
         Ok(())
     }
 
-    async fn data(
-        &mut self,
-        channel: ChannelId,
-        data: &[u8],
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let events = match self.chans.get(&channel) {
-            Some(up) => {
-                let events = up.rec.input(data);
-                let _ = up.write.data_bytes(data.to_vec()).await;
-                events
-            }
-            None => vec![],
-        };
-        self.record(channel, events).await;
-        Ok(())
-    }
-
-    async fn extended_data(
-        &mut self,
-        channel: ChannelId,
-        code: u32,
-        data: &[u8],
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if let Some(up) = self.chans.get(&channel) {
-            let _ = up.write.extended_data_bytes(code, data.to_vec()).await;
-        }
-        Ok(())
-    }
-
-    async fn channel_eof(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if let Some(up) = self.chans.get(&channel) {
-            let _ = up.write.eof().await;
-        }
-        Ok(())
-    }
+    // Data, extended data and EOF from the engineer travel through the channel's queue to the
+    // task started in `channel_open_session` (so they stay in order); the handler callbacks for
+    // them keep russh's defaults.
 
     async fn channel_close(
         &mut self,
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(up) = self.chans.remove(&channel) {
-            let _ = up.write.close().await;
-        }
+        // The engineer's Close also reaches the data task, which closes the node's channel after
+        // the data before it.
+        self.chans.remove(&channel);
         Ok(())
     }
 }
