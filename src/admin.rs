@@ -67,7 +67,7 @@ pub enum AdminCmd {
         #[command(flatten)]
         conn: Conn,
         name: String,
-        #[arg(long, value_parser = ["operator", "reviewer", "approver", "ticket_system"])]
+        #[arg(long, value_parser = ["operator", "reviewer", "approver", "ticket_system", "edge"])]
         role: String,
         #[arg(long)]
         customer: Option<String>,

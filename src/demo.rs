@@ -184,6 +184,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // The edge's own API token: its refusals and sessions are audited at the broker, and it
+    // checks per-session TOTP codes there.
+    let edge_token = token(
+        op.post("/v1/tokens", &json!({"name": "demo-edge", "role": "edge"}))
+            .await?
+            .1,
+    );
+    let edge_token_file = dir.join("edge.token");
+    // The store is fresh each run: so is the edge's audit chain.
+    let _ = std::fs::remove_dir_all(dir.join("edge").join("spool"));
+    write_0600(&edge_token_file, &format!("{edge_token}\n"))?;
     let edge_cfg = sallyport_bastion::config::EdgeConfig {
         listen: format!("127.0.0.1:{edge_port}").parse()?,
         tunnel_listen: format!("127.0.0.1:{tunnel_port}").parse()?,
@@ -193,6 +204,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         refresh_secs: 2,
         max_connections: 100,
         idle_timeout_secs: 600,
+        name: Some("demo-edge".into()),
+        token_file: Some(edge_token_file),
     };
     let edge = sallyport_bastion::edge::Edge::new(edge_cfg)?;
     tokio::spawn(sallyport_bastion::edge::run(

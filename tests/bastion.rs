@@ -904,3 +904,510 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     }
     assert!(!cast.is_empty());
 }
+
+// --- the edge's own audit trail, per-session MFA and source networks ---
+
+/// `sallyport login` like `login`, with the TOTP code given.
+fn login_with_code(w: &World, home: &Path, user: &str, ticket: &str, code: &str) -> Value {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["login", "--broker", &w.broker.url, "--user", user])
+        .args([
+            "--password-stdin",
+            "--totp",
+            code,
+            "--ticket",
+            ticket,
+            "--json",
+        ])
+        .env("SALLYPORT_HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{user}-pw\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A world like `world_with_edge`, whose acme-prod approval has `extra` (per_session_mfa,
+/// source_networks...); returns the approval's id too.
+async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
+    let port = bastion::pick_edge_port();
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    let approval = w.approve("acme-prod", "support-l2", &[LOGIN], extra).await;
+    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
+    (w, port, approval)
+}
+
+/// Re-sign the engineer's key in `home` for acme-prod with `ca`, keeping the key id,
+/// principal and extensions of the certificate login wrote.
+fn resign_acme_cert(home: &Path, ca: &Path, validity: &str) {
+    let cert = home.join("acme-prod-cert.pub");
+    let listing = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout).to_string();
+    let key_id = text
+        .split("Key ID: \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-s"]).arg(ca).args([
+        "-I",
+        &key_id,
+        "-n",
+        &format!("acme-prod:{LOGIN}"),
+        "-V",
+        validity,
+        "-z",
+        "4243",
+        "-O",
+        "clear",
+        "-O",
+        "permit-pty",
+    ]);
+    for kv in key_id.trim_start_matches("sallyport:").split(';') {
+        let (k, v) = kv.split_once('=').unwrap();
+        if ["grant", "ticket", "cluster"].contains(&k) {
+            cmd.args(["-O", &format!("extension:{k}@sallyport.dev={v}")]);
+        }
+    }
+    cmd.arg(home.join("acme-prod.pub"));
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sallyport audit search --json` with `args`, as a reviewer.
+fn audit_search(w: &World, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["audit", "search", "--json"])
+        .args(args)
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Wait until the edge's refusals with `code` reached the broker.
+async fn wait_edge_refusal(w: &World, code: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let found = w
+            .events("kind=edge_refused&limit=1000")
+            .await
+            .into_iter()
+            .find(|e| e["code"] == code);
+        if let Some(e) = found {
+            return e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no edge_refused event with code {code}: {:#?}",
+            w.events("kind=edge_refused&limit=1000").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
+    let (w, port) = world_with_edge().await;
+    let (s, v) = w.globex.post("/v1/approvals", json!({"cluster": "globex-prod", "group": "support-l2", "logins": [LOGIN], "max_session_secs": 3600, "valid_until": now() + 3600})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    w.ticket("GLX-1", "globex-prod", "dave", "open").await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let source = format!("edge:{}", bastion::EDGE_NAME);
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+
+    // A session through the edge is an `edge_session` event.
+    let out = ssh(home.path(), &["node1.acme-prod", "echo through"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through",
+        "{}\n--- edge:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.edge.log_text()
+    );
+    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let s0 = &sessions[0];
+    assert_eq!(s0["source"], source.as_str());
+    assert_eq!(s0["engineer"], "alice");
+    assert_eq!(s0["cluster"], "acme-prod");
+    assert_eq!(s0["node"], "node1");
+    assert_eq!(s0["source_ip"], "127.0.0.1");
+    assert_eq!(s0["per_session_mfa"], false);
+
+    // A shell on the edge itself.
+    let out = ssh(home.path(), &["sallyport-edge-acme-prod", "id"]);
+    assert_ne!(out.status.code(), Some(0));
+    let e = wait_edge_refusal(&w, "no_shell_on_edge").await;
+    assert_eq!(e["engineer"], "alice");
+    assert_eq!(e["ticket"], "SUP-1234");
+    assert_eq!(e["request"], "exec");
+    assert_eq!(e["command"], "id");
+    assert_eq!(e["source"], source.as_str());
+
+    // A certificate from another CA, naming alice's ticket in its key id.
+    let good = std::fs::read_to_string(home.path().join("acme-prod-cert.pub")).unwrap();
+    let rogue = home.path().join("rogue_ca");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&rogue)
+        .status()
+        .unwrap();
+    resign_acme_cert(home.path(), &rogue, "-5m:+1h");
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    let e = wait_edge_refusal(&w, "untrusted_ca").await;
+    assert_eq!(e["engineer"], "alice");
+    assert_eq!(e["ticket"], "SUP-1234");
+    assert_eq!(e["cluster"], "acme-prod");
+    assert_eq!(e["login"], "alice");
+    assert_eq!(e["serial"], "4243");
+    assert!(
+        e["key_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sallyport:eng=alice;"),
+        "{e}"
+    );
+    assert!(e["reason"].as_str().unwrap().contains("not trusted"), "{e}");
+
+    // Expired (signed by the real CA): russh drops the certificate before the edge's check;
+    // what the edge sees is the plain key offered next, without a valid certificate.
+    std::fs::write(home.path().join("acme-prod-cert.pub"), &good).unwrap();
+    resign_acme_cert(home.path(), &w.broker.dir.join("data/user_ca"), "-2h:-1h");
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    let e = wait_edge_refusal(&w, "not_a_certificate").await;
+    assert_eq!(e["login"], "alice");
+    let issued = w.events("kind=certificate_issued&ticket=SUP-1234").await;
+    let key = std::fs::read_to_string(home.path().join("acme-prod.pub")).unwrap();
+    let key: Vec<&str> = key.split_whitespace().take(2).collect();
+    assert_eq!(e["public_key"], key.join(" "));
+    // The key's fingerprint is the one the certificate was issued for.
+    assert_eq!(e["fingerprint"], issued[0]["public_key"], "{issued:?}");
+
+    // A certificate for another cluster: dave's globex certificate, aimed at acme's node.
+    let home2 = tempfile::tempdir().unwrap();
+    login(&w, home2.path(), "dave", "GLX-1");
+    trust_edge(home2.path(), &b);
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home2.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(home2.path().join("globex-prod"))
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            home2.path().join("globex-prod-cert.pub").display()
+        ))
+        .args(["-o", "ProxyJump=sallyport-edge-globex-prod"])
+        .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let e = wait_edge_refusal(&w, "other_cluster").await;
+    assert_eq!(e["engineer"], "dave");
+    assert_eq!(e["ticket"], "GLX-1");
+    assert_eq!(e["cluster"], "globex-prod");
+    assert_eq!(e["target_cluster"], "acme-prod");
+    assert_eq!(e["target"], "node1.acme-prod:22");
+
+    // The reviewer's CLI shows them, and the edge's chain verifies with the rest.
+    let listed = audit_search(&w, &["--kind", "edge_refused"]);
+    let codes: Vec<&str> = listed.iter().filter_map(|e| e["code"].as_str()).collect();
+    for code in [
+        "no_shell_on_edge",
+        "untrusted_ca",
+        "not_a_certificate",
+        "other_cluster",
+    ] {
+        assert!(codes.contains(&code), "{code} not in {codes:?}");
+    }
+    assert!(listed.iter().all(|e| e["source"] == source.as_str()));
+    let by_ticket = audit_search(&w, &["--ticket", "GLX-1", "--kind", "edge_refused"]);
+    assert_eq!(by_ticket.len(), 1, "{by_ticket:?}");
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&source), "{text}");
+    // Nothing of the refused attempts reached the node.
+    let cmds = w.events("kind=command").await;
+    assert!(
+        cmds.iter().all(|c| c["command"] == "echo through"),
+        "{cmds:?}"
+    );
+}
+
+fn wait_pane_any(name: &str, needles: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let text = tmux(&["capture-pane", "-p", "-t", name]);
+        if needles.iter().any(|n| text.contains(n)) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "waiting for one of {needles:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
+    let (w, port, _) = world_with_edge_approval(json!({"per_session_mfa": true})).await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let home = tempfile::tempdir().unwrap();
+    let login_code = w.code("alice", 0);
+    login_with_code(&w, home.path(), "alice", "SUP-1234", &login_code);
+    trust_edge(home.path(), &b);
+
+    // Without the code (BatchMode: no prompts) the certificate alone opens nothing; the empty
+    // answer is refused at the edge without counting toward alice's lockout.
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
+    let e = wait_edge_refusal(&w, "mfa_no_code").await;
+    assert_eq!(e["engineer"], "alice");
+    // Keyboard-interactive alone, without a certificate: never asked, never reaches the broker.
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args([
+            "-o",
+            "PreferredAuthentications=keyboard-interactive",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "sallyport-edge-acme-prod",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("TOTP"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w.events("kind=edge_session").await.is_empty());
+    assert!(w.events("kind=session_started").await.is_empty());
+    assert!(w.events("kind=session_mfa_failed").await.is_empty());
+    assert!(w.events("kind=session_mfa_verified").await.is_empty());
+
+    let name = format!("sp-mfa-{}", std::process::id());
+    let ssh_cmd = format!(
+        "ssh -F {} node1.acme-prod",
+        home.path().join("ssh_config").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &ssh_cmd,
+    ]);
+    tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
+    let send = |keys: &[&str]| {
+        let mut args = vec!["send-keys", "-t", name.as_str()];
+        args.extend_from_slice(keys);
+        tmux(&args);
+    };
+    let prompt = "TOTP code for alice";
+    wait_pane(&name, prompt, 1);
+    // A wrong code: one that is none of the codes valid now.
+    let valid: Vec<String> = (-2..=2).map(|o| w.code("alice", o)).collect();
+    let wrong = ["000000", "111111", "222222", "333333"]
+        .into_iter()
+        .find(|c| !valid.iter().any(|v| v == c))
+        .unwrap();
+    send(&[wrong, "Enter"]);
+    wait_pane(&name, prompt, 2);
+    // The code used at login: spent already.
+    send(&[&login_code, "Enter"]);
+    wait_pane(&name, prompt, 3);
+    // A fresh code: the shell opens.
+    send(&[&w.code("alice", 1), "Enter"]);
+    let screen = wait_pane_any(&name, &[":~$", "Permission denied"]);
+    if !screen.contains(":~$") {
+        let mfa = w.events("kind=session_mfa_failed").await;
+        panic!(
+            "{screen}\n--- broker:\n{mfa:#?}\n--- edge:\n{}",
+            b.edge.log_text()
+        );
+    }
+    assert!(
+        !screen.contains(&login_code),
+        "the code was echoed: {screen}"
+    );
+    send(&["echo after-mfa", "Enter"]);
+    wait_pane(&name, "after-mfa", 2);
+    send(&["exit", "Enter"]);
+    let start = Instant::now();
+    while !tmux(&["list-panes", "-t", &name, "-F", "#{pane_dead}"]).contains('1') {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["kill-session", "-t", &name]);
+
+    // The broker checked the codes, the edge audited its refusals and the session.
+    let failed = w.events("kind=session_mfa_failed&engineer=alice").await;
+    let codes: Vec<&str> = failed.iter().filter_map(|e| e["code"].as_str()).collect();
+    assert_eq!(codes, ["bad_totp", "totp_replayed"], "{failed:#?}");
+    let by = format!("edge:{}", bastion::EDGE_NAME);
+    assert!(failed.iter().all(|e| e["by"] == by.as_str()), "{failed:#?}");
+    assert!(failed.iter().all(|e| e["ticket"] == "SUP-1234"));
+    let verified = w.events("kind=session_mfa_verified&ticket=SUP-1234").await;
+    assert_eq!(verified.len(), 1, "{verified:#?}");
+    assert_eq!(verified[0]["by"], by.as_str());
+    assert_eq!(verified[0]["engineer"], "alice");
+    assert_eq!(verified[0]["source_ip"], "127.0.0.1");
+    let start = Instant::now();
+    let refused = loop {
+        let r: Vec<Value> = w
+            .events("kind=edge_refused&ticket=SUP-1234")
+            .await
+            .into_iter()
+            .filter(|e| e["code"] == "mfa_failed")
+            .collect();
+        if r.len() >= 2 || start.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{refused:#?}"
+    );
+    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    assert_eq!(sessions[0]["per_session_mfa"], true);
+    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
+    assert!(
+        cmds.iter().any(|c| c["command"] == "echo after-mfa"),
+        "{cmds:#?}"
+    );
+}
+
+#[tokio::test]
+async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
+    let (w, port, approval) =
+        world_with_edge_approval(json!({"source_networks": ["203.0.113.0/24"]})).await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let home = tempfile::tempdir().unwrap();
+    login_with_code(&w, home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    // The certificate may only be used from 203.0.113.0/24; the client is 127.0.0.1.
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
+    let e = wait_edge_refusal(&w, "source_address_mismatch").await;
+    assert_eq!(e["engineer"], "alice");
+    assert_eq!(e["ticket"], "SUP-1234");
+    assert_eq!(e["source_ip"], "127.0.0.1");
+    assert!(
+        e["reason"].as_str().unwrap().contains("203.0.113.0/24"),
+        "{e}"
+    );
+    assert!(w.events("kind=edge_session").await.is_empty());
+
+    // The approver allows loopback: a new certificate works from here.
+    let (s, v) = w
+        .acme
+        .put(
+            &format!("/v1/approvals/{approval}"),
+            json!({"cluster": "acme-prod", "group": "support-l2", "logins": [LOGIN],
+                "max_session_secs": 3600, "valid_until": now() + 86_400,
+                "source_networks": ["127.0.0.0/8"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    login_with_code(&w, home.path(), "alice", "SUP-1234", &w.code("alice", 1));
+    let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "in",
+        "{}\n--- edge:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.edge.log_text()
+    );
+    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+}

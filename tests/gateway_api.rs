@@ -1263,3 +1263,253 @@ async fn login_without_an_edge_writes_no_jump() {
         "{known_hosts}"
     );
 }
+
+/// An edge's own chain: `n` `edge_refused` records after `prev`, naming `cluster`.
+fn edge_chain(
+    source: &str,
+    prev: Option<&AuditRecord>,
+    n: usize,
+    cluster: &str,
+) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    for i in 0..n {
+        let last = out.last().or(prev);
+        let seq = last.map_or(1, |r| r.seq + 1);
+        out.push(AuditRecord::next(
+            source,
+            last.map(|r| (r.seq, r.hash.as_str())),
+            now() * 1000 + seq,
+            "edge_refused",
+            json!({"cluster": cluster, "engineer": "alice", "ticket": "T-1",
+                   "code": "untrusted_ca", "reason": format!("try {i}")}),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() {
+    let w = World::start(Dir::File(vec![("bob", "bob-pw", vec!["support-l2"])])).await;
+    // The operator makes the edge's token; an edge belongs to no customer.
+    let (s, v) =
+        w.op.post(
+            "/v1/tokens",
+            json!({"name": "edge-a", "role": "edge", "customer": "acme"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) =
+        w.op.post("/v1/tokens", json!({"name": "edge-a", "role": "edge"}))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["role"], "edge");
+    let edge = w.anon.with(v["token"].as_str().unwrap());
+    let (s, v) = edge.get("/v1/whoami").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"role": "edge", "name": "edge-a"}));
+
+    // Its own chain, naming any cluster: stored once, re-sends acknowledged.
+    let source = "edge:edge-a";
+    let mut records = edge_chain(source, None, 2, "acme-prod");
+    records.extend(edge_chain(source, records.last(), 2, "globex-prod"));
+    let (s, v) = edge
+        .post("/v1/audit/records", json!({"records": records[..3]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 3, "acknowledged_through": 3}));
+    let (s, v) = edge
+        .post("/v1/audit/records", json!({"records": records}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 1, "acknowledged_through": 4}));
+    assert_eq!(w.events(&format!("source={source}")).await.len(), 4);
+    assert_eq!(
+        w.events("kind=edge_refused&cluster=globex-prod")
+            .await
+            .len(),
+        2
+    );
+    // Not consecutive; a fork; a gap.
+    let next = edge_chain(source, records.last(), 3, "acme-prod");
+    let (s, v) = edge
+        .post(
+            "/v1/audit/records",
+            json!({"records": [next[0].clone(), next[2].clone()]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let mut forked = edge_chain(source, Some(&records[1]), 1, "acme-prod");
+    forked[0].data["reason"] = json!("edited");
+    forked[0].hash = forked[0].compute_hash();
+    let (s, v) = edge
+        .post("/v1/audit/records", json!({"records": forked}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = edge
+        .post("/v1/audit/records", json!({"records": next[1..]}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send from record 5"),
+        "{v}"
+    );
+    // Another edge's chain, or a gateway's: refused, audited.
+    for other in ["edge:edge-b", "gateway:gw-1", "broker"] {
+        let (s, v) = edge
+            .post(
+                "/v1/audit/records",
+                json!({"records": edge_chain(other, None, 1, "acme-prod")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{other}: {v}");
+    }
+    // And a gateway may not write the edge's chain.
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let (s, v) = gw
+        .api
+        .post(
+            "/v1/audit/records",
+            json!({"records": edge_chain(source, records.last(), 1, "acme-prod")}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let ingest_refusals = refusals(&w, "audit_ingest").await;
+    assert!(
+        ingest_refusals
+            .iter()
+            .filter(|e| e["by"] == "edge:edge-a")
+            .count()
+            >= 4,
+        "{ingest_refusals:#?}"
+    );
+
+    // Nothing else: every other endpoint refuses the edge.
+    for (method, path, body) in [
+        ("GET", "/v1/audit/events", None),
+        ("GET", "/v1/clusters", None),
+        ("GET", "/v1/customers", None),
+        ("GET", "/v1/approvals", None),
+        ("GET", "/v1/certificates", None),
+        ("GET", "/v1/gateway/self", None),
+        ("GET", "/v1/recordings/s-1", None),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "x", "role": "operator"})),
+        ),
+        (
+            "POST",
+            "/v1/revocations",
+            Some(json!({"scope": "engineer", "value": "alice", "reason": "x"})),
+        ),
+        (
+            "PUT",
+            "/v1/tickets/T-9",
+            Some(
+                json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice",
+                        "status": "open", "title": "t"}),
+            ),
+        ),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let (s, v) = edge.raw(m, path, body.map(|b| b.to_string())).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
+
+    // Per-session TOTP codes: edges only.
+    let (s, v) = w
+        .reviewer
+        .post(
+            "/v1/mfa/verify",
+            json!({"engineer": "bob", "code": w.code("bob", 0)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let verify = |engineer: &str, code: String| {
+        let edge = edge.clone();
+        let body = json!({"engineer": engineer, "code": code, "ticket": "T-1",
+                          "cluster": "acme-prod", "source_ip": "192.0.2.7"});
+        async move { edge.post("/v1/mfa/verify", body).await }
+    };
+    let code = w.code("bob", 0);
+    let (s, v) = verify("bob", code.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"ok": true}));
+    // The same step again, for a session or for a login: spent.
+    let (s, v) = verify("bob", code.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "mfa_failed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{v}"
+    );
+    let (s, v) = w.login("bob", "bob-pw", &code).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{v}"
+    );
+    let (s, v) = verify("not a name", "123456".into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = verify("zed", "123456".into()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // Wrong codes count toward the login lockout (5 failures; 2 so far for bob).
+    let valid: Vec<String> = (-2..=2).map(|o| w.code("bob", o)).collect();
+    let wrong = ["000000", "111111", "222222", "333333"]
+        .into_iter()
+        .find(|c| !valid.iter().any(|v| v == c))
+        .unwrap();
+    for _ in 0..3 {
+        let (s, v) = verify("bob", wrong.into()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (s, v) = verify("bob", w.code("bob", 1)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let (s, v) = w.login("bob", "bob-pw", &w.code("bob", 1)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+
+    // Every outcome is audited, by the edge, with what it said of the session.
+    let ok = w.events("kind=session_mfa_verified").await;
+    assert_eq!(ok.len(), 1, "{ok:#?}");
+    assert_eq!(ok[0]["engineer"], "bob");
+    assert_eq!(ok[0]["by"], "edge:edge-a");
+    assert_eq!(ok[0]["ticket"], "T-1");
+    assert_eq!(ok[0]["cluster"], "acme-prod");
+    assert_eq!(ok[0]["source_ip"], "192.0.2.7");
+    let failed = w.events("kind=session_mfa_failed").await;
+    let codes: Vec<&str> = failed.iter().filter_map(|e| e["code"].as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "totp_replayed",
+            "invalid_engineer",
+            "totp_not_enrolled",
+            "bad_totp",
+            "bad_totp",
+            "bad_totp",
+            "locked_out"
+        ],
+        "{failed:#?}"
+    );
+    assert!(failed.iter().all(|e| e["by"] == "edge:edge-a"));
+    let mfa_refusals = refusals(&w, "verify_session_mfa").await;
+    assert_eq!(mfa_refusals.len(), 1, "{mfa_refusals:#?}");
+    // The API document names the endpoint and the role.
+    let (_, doc) = w.anon.get("/v1/openapi.json").await;
+    assert!(doc["paths"]["/v1/mfa/verify"]["post"].is_object());
+    let roles = &doc["paths"]["/v1/tokens"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        ["properties"]["role"]["enum"];
+    assert!(
+        roles.as_array().unwrap().contains(&json!("edge")),
+        "{roles}"
+    );
+}

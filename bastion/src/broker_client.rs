@@ -76,6 +76,32 @@ impl BrokerClient {
         Ok(Self::check(resp).await?.json().await?)
     }
 
+    /// POST and return the broker's answer whatever its status: `Err` only when no answer came
+    /// (the broker is unreachable, or the answer is not JSON).
+    pub async fn post_json_status(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self
+            .req(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await?))
+    }
+
+    /// GET, like `post_json_status`.
+    pub async fn get_json_status(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self.req(reqwest::Method::GET, path).send().await?;
+        let status = resp.status();
+        Ok((status, resp.json().await?))
+    }
+
     pub async fn krl(&self) -> anyhow::Result<Vec<u8>> {
         let resp = self.req(reqwest::Method::GET, "/v1/krl").send().await?;
         Ok(Self::check(resp).await?.bytes().await?.to_vec())

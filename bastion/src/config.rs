@@ -28,6 +28,14 @@ pub struct EdgeConfig {
     /// Idle connections are closed after this many seconds.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// The edge's name: the name of its API token, and its audit chain `edge:<name>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A file (0600) holding the edge's API token (role `edge`, made by the operator). With it
+    /// the edge spools its refusals and sessions as audit events, ships them to the broker and
+    /// checks per-session TOTP codes there; without it, it only logs them.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,24 +4,46 @@
 //! that the cluster's gateway dialed out. The inner SSH connection is end to end between the
 //! engineer and the gateway: the edge never sees the session's plaintext.
 //!
+//! When the certificate asks for per-session MFA (extension `mfa@sallyport.dev`, from an
+//! approval with `per_session_mfa`), the certificate alone is a partial success: the engineer
+//! must then answer a keyboard-interactive prompt with a TOTP code, which the broker checks
+//! (`POST /v1/mfa/verify`; each step once, shared with login, counted toward the login lockout).
+//! If the broker cannot answer, the connection is refused (fail closed).
+//!
+//! With a name and an API token (`name`, `token_file`), every refusal (`edge_refused`) and every
+//! forward (`edge_session`) is written to the edge's own hash-chained spool (`data_dir/spool`,
+//! source `edge:<name>`) and shipped to the broker like a gateway's. Without them the edge only
+//! logs, and refuses certificates that ask for per-session MFA (it cannot check the code).
+//!
+//! Known gap: russh refuses a certificate that is expired or not yet valid (and one whose
+//! signature does not verify) itself, before any handler callback, so the edge never sees it and
+//! cannot audit that refusal with the certificate's key id. When the client then offers the plain
+//! key behind the certificate, as OpenSSH does, the edge audits that (`not_a_certificate`, with
+//! the key's fingerprint, which `certificate_issued` events name as `public_key`).
+//!
 //! Gateways reach the edge on a second listener and authenticate with a certificate signed by
 //! their cluster's host CA (principal `gateway:<cluster>`), whose public key the broker knows
 //! from the gateway's enrollment.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::keys::{Certificate, PublicKey};
-use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Server, Session};
-use russh::{Channel, ChannelId, ChannelOpenFailure};
-use sallyport_ca::{CertIdentity, check_user_cert};
+use anyhow::Context;
+use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Server, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use sallyport_broker::audit::sanitize;
+use sallyport_ca::{CertIdentity, KeyId, check_user_cert};
+use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
+use crate::spool::Spool;
 use crate::trust::{Trust, split_target};
 
 /// The tunnels offered by gateways, by cluster.
@@ -70,15 +92,89 @@ pub struct Edge {
     pub trust: Arc<Trust>,
     pub broker: BrokerClient,
     pub tunnels: Arc<Tunnels>,
+    /// The edge's audit spool (`data_dir/spool`, source `edge:<name>`), when it has a token.
+    pub spool: Option<Arc<Spool>>,
+    /// The broker client carrying the edge's token (audit ingest, per-session MFA).
+    authed: Option<BrokerClient>,
     /// Host CA keys of clusters, as the broker said last.
     host_cas: Mutex<HashMap<String, Vec<PublicKey>>>,
     slots: Arc<Semaphore>,
+}
+
+/// The edge's name and API token, from `name` and `token_file`; `None` when it has no token.
+fn edge_identity(cfg: &EdgeConfig) -> anyhow::Result<Option<(String, String)>> {
+    let path = match (&cfg.name, &cfg.token_file) {
+        (_, None) => return Ok(None),
+        (None, Some(_)) => anyhow::bail!(
+            "token_file is set but name is not: set `name` to the name of the edge's API token"
+        ),
+        (Some(_), Some(path)) => path,
+    };
+    let name = cfg.name.clone().unwrap_or_default();
+    anyhow::ensure!(
+        sallyport_broker::directory::valid_uid(&name),
+        "invalid edge name {:?}: use letters, digits, '.', '_' and '-' (at most 64)",
+        sanitize(&name)
+    );
+    Ok(Some((name, read_token_file(path)?)))
+}
+
+/// The edge's API token, from a file only its owner may read.
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading the edge's token_file {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "the edge's token_file {} is not a file",
+        path.display()
+    );
+    let mode = meta.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the edge's token_file {} has mode {mode:04o}: it holds an API token and must be readable \
+         by its owner only (chmod 600 {})",
+        path.display(),
+        path.display()
+    );
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the edge's token_file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        token.starts_with("spt_") && !token.contains(char::is_whitespace),
+        "the edge's token_file {} does not hold an API token (spt_...): the operator makes one \
+         with `sallyport admin token <edge name> --role edge`",
+        path.display()
+    );
+    Ok(token.to_string())
+}
+
+/// What the broker said about a per-session TOTP code.
+enum MfaVerdict {
+    Verified,
+    /// The code is wrong, was used before, or the engineer is locked out.
+    Refused {
+        code: &'static str,
+        reason: String,
+    },
+    /// No answer: the connection is refused (fail closed).
+    Unavailable(String),
 }
 
 impl Edge {
     pub fn new(cfg: EdgeConfig) -> anyhow::Result<Arc<Edge>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let broker = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
+        let (spool, authed) = match edge_identity(&cfg)? {
+            Some((name, token)) => (
+                Some(Spool::open(
+                    &cfg.data_dir.join("spool"),
+                    &format!("edge:{name}"),
+                )?),
+                Some(broker.with_token(token)),
+            ),
+            None => (None, None),
+        };
         let trust = Trust::load(&cfg.data_dir);
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
         Ok(Arc::new(Edge {
@@ -86,9 +182,100 @@ impl Edge {
             trust,
             broker,
             tunnels: Arc::new(Tunnels::default()),
+            spool,
+            authed,
             host_cas: Mutex::new(HashMap::new()),
             slots,
         }))
+    }
+
+    /// Write an event to the edge's spool (durably) when it has one; `false` when that failed.
+    pub async fn audit(&self, kind: &str, data: Value) -> bool {
+        let Some(spool) = &self.spool else {
+            return true;
+        };
+        match spool.append(kind, data).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, kind, "edge audit spool unwritable");
+                false
+            }
+        }
+    }
+
+    /// Ask the broker whether `code` is the engineer's TOTP code now.
+    async fn verify_mfa(&self, id: &CertIdentity, code: &str, peer: Option<IpAddr>) -> MfaVerdict {
+        let Some(client) = &self.authed else {
+            return MfaVerdict::Unavailable(
+                "this edge has no broker token (token_file) to check TOTP codes with".into(),
+            );
+        };
+        let body = json!({
+            "engineer": id.engineer(),
+            "code": code,
+            "ticket": id.ticket(),
+            "cluster": id.cluster(),
+            "source_ip": peer.map(|ip| ip.to_string()),
+        });
+        match client.post_json_status("/v1/mfa/verify", &body).await {
+            Ok((status, v)) if status.is_success() && v["ok"] == json!(true) => {
+                MfaVerdict::Verified
+            }
+            Ok((status, v)) => {
+                let message = v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_string();
+                match status.as_u16() {
+                    400 | 401 => MfaVerdict::Refused {
+                        code: "mfa_failed",
+                        reason: message,
+                    },
+                    429 => MfaVerdict::Refused {
+                        code: "mfa_locked_out",
+                        reason: message,
+                    },
+                    _ => {
+                        MfaVerdict::Unavailable(format!("the broker answered {status}: {message}"))
+                    }
+                }
+            }
+            Err(e) => MfaVerdict::Unavailable(format!("the broker did not answer: {e}")),
+        }
+    }
+
+    /// At start: the token must be an edge token of this edge's name (else its records would be
+    /// refused forever). A broker that does not answer is not fatal.
+    async fn check_token(&self) -> anyhow::Result<()> {
+        let (Some(client), Some(name)) = (&self.authed, &self.cfg.name) else {
+            return Ok(());
+        };
+        match client.get_json_status("/v1/whoami").await {
+            Ok((status, v)) if status.is_success() => {
+                anyhow::ensure!(
+                    v["role"] == "edge" && v["name"] == name.as_str(),
+                    "the token in token_file is a {} token named {}, not an edge token named {name}: \
+                     make one with `sallyport admin token {name} --role edge`",
+                    v["role"].as_str().unwrap_or("?"),
+                    v["name"].as_str().unwrap_or("?"),
+                );
+                Ok(())
+            }
+            Ok((status, v)) if status.as_u16() == 401 || status.as_u16() == 403 => {
+                anyhow::bail!(
+                    "the broker refuses the edge's token: {}",
+                    v["error"]["message"].as_str().unwrap_or("no message")
+                )
+            }
+            Ok((status, _)) => {
+                tracing::warn!(%status, "cannot check the edge's token at the broker now");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "broker unreachable: cannot check the edge's token now");
+                Ok(())
+            }
+        }
     }
 
     async fn cluster_host_cas(&self, cluster: &str) -> Vec<PublicKey> {
@@ -128,6 +315,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let host_key =
         crate::load_or_create_key(&edge.cfg.data_dir.join("host_key"), "sallyport edge")?;
+    edge.check_token().await?;
+    match (&edge.spool, &edge.authed) {
+        (Some(spool), Some(client)) => {
+            tracing::info!(
+                source = spool.source(),
+                "edge audit spool shipping to the broker"
+            );
+            tokio::spawn(crate::spool::ship(spool.clone(), client.clone()));
+        }
+        _ => tracing::warn!(
+            "no token_file: the edge's refusals and sessions are only logged, not audited at the \
+             broker, and certificates that ask for per-session MFA are refused; set `name` and \
+             `token_file` (an API token of role edge)"
+        ),
+    }
     if let Err(e) = edge.trust.refresh(&edge.broker).await {
         tracing::warn!(error = %e, "broker unreachable at start; using cached CA keys and KRL");
     }
@@ -136,7 +338,12 @@ pub async fn run(
         Duration::from_secs(edge.cfg.refresh_secs.max(1)),
     ));
     let idle = Duration::from_secs(edge.cfg.idle_timeout_secs.max(10));
-    let engineer_cfg = Arc::new(crate::server_config(vec![host_key.clone()], vec![], idle));
+    let mut engineer_cfg = crate::server_config(vec![host_key.clone()], vec![], idle);
+    // Keyboard-interactive carries the per-session TOTP code; it is honoured only after a
+    // certificate that asks for it passed on the same connection.
+    engineer_cfg.methods =
+        MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]);
+    let engineer_cfg = Arc::new(engineer_cfg);
     let mut tunnel_cfg = crate::server_config(vec![host_key], vec![], Duration::from_secs(3600));
     tunnel_cfg.inactivity_timeout = None;
     let tunnel_cfg = Arc::new(tunnel_cfg);
@@ -170,21 +377,112 @@ impl Server for EngineerServer {
         EngineerHandler {
             edge: self.0.clone(),
             peer,
+            login: String::new(),
             identity: None,
+            pending_mfa: None,
+            certificate_seen: false,
             _permit: permit,
         }
     }
 }
 
+/// A certificate that passed and asks for per-session MFA, until the TOTP code is right.
+struct PendingMfa {
+    /// The user name it was presented for: keyboard-interactive must name the same.
+    user: String,
+    id: CertIdentity,
+    failures: u32,
+}
+
+/// Wrong codes per connection before the edge stops asking.
+const MFA_TRIES: u32 = 3;
+
 pub struct EngineerHandler {
     edge: Arc<Edge>,
     peer: Option<SocketAddr>,
+    /// The user name of the last authentication request, made safe for the log.
+    login: String,
+    /// Set only when the connection is authenticated: the certificate passed and, when it asks
+    /// for it, the TOTP code too.
     identity: Option<CertIdentity>,
+    pending_mfa: Option<PendingMfa>,
+    /// A certificate reached the edge's check on this connection (its refusal is audited).
+    certificate_seen: bool,
     /// `None` when the edge is full: every authentication is then refused.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 const EDGE_MESSAGE: &str = "This is sallyport's edge: it opens no shell. Reach a node through it, e.g.\r\n  ssh -F ~/.sallyport/ssh_config <node>.<cluster>\r\n(`sallyport login` writes that configuration.)\r\n";
+
+/// The subject fields named by a certificate's key id, when it is sallyport's.
+fn key_id_subjects(key_id: &str) -> Value {
+    match key_id.parse::<KeyId>() {
+        Ok(k) => json!({
+            "engineer": k.engineer(),
+            "ticket": k.ticket(),
+            "grant": k.grant(),
+            "cluster": k.cluster(),
+        }),
+        Err(_) => json!({"engineer": null, "ticket": null, "grant": null, "cluster": null}),
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(m), Value::Object(f)) = (into, from) {
+        m.extend(f);
+    }
+}
+
+impl EngineerHandler {
+    /// The fields every event of this connection has.
+    fn connection_fields(&self) -> Value {
+        json!({
+            "edge": self.edge.cfg.name,
+            "login": self.login,
+            "source_ip": self.peer.map(|p| p.ip().to_string()),
+            "peer": self.peer.map(|p| p.to_string()),
+        })
+    }
+
+    /// An `edge_refused` event: `key_id` names the engineer, ticket and cluster when it parses.
+    fn refusal(&self, key_id: Option<&str>, code: &str, reason: &str, extra: Value) -> Value {
+        let mut v = self.connection_fields();
+        merge(
+            &mut v,
+            json!({"code": code, "reason": reason, "key_id": key_id.map(sanitize)}),
+        );
+        merge(&mut v, key_id_subjects(key_id.unwrap_or_default()));
+        merge(&mut v, extra);
+        v
+    }
+
+    async fn refused(&self, key_id: Option<&str>, code: &str, reason: &str, extra: Value) {
+        let data = self.refusal(key_id, code, reason, extra);
+        self.edge.audit("edge_refused", data).await;
+    }
+
+    /// Audit a shell, exec or subsystem request on the edge itself, and answer with the message.
+    async fn refuse_shell(
+        &mut self,
+        channel: ChannelId,
+        request: &str,
+        extra: Value,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let key_id = self.identity.as_ref().map(|i| i.key_id().to_string());
+        tracing::warn!(peer = ?self.peer, login = self.login, key_id, request, "refused: the edge opens no shell");
+        let mut extra = extra;
+        merge(&mut extra, json!({"request": request}));
+        self.refused(
+            key_id.as_deref(),
+            "no_shell_on_edge",
+            "the edge opens no shell: reach a node through it",
+            extra,
+        )
+        .await;
+        refuse_shell(channel, session)
+    }
+}
 
 impl russh::server::Handler for EngineerHandler {
     type Error = russh::Error;
@@ -194,8 +492,20 @@ impl russh::server::Handler for EngineerHandler {
         user: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
+        self.login = crate::sanitize_login(user);
+        self.certificate_seen = true;
+        self.pending_mfa = None;
+        let key_id = cert.key_id().to_string();
+        let serial = json!({"serial": cert.serial().to_string()});
         if self._permit.is_none() {
             tracing::warn!(peer = ?self.peer, "edge full: connection refused");
+            self.refused(
+                Some(&key_id),
+                "edge_full",
+                "the edge has max_connections engineer connections: try again later",
+                serial,
+            )
+            .await;
             return Ok(Auth::reject());
         }
         let trust = &self.edge.trust;
@@ -207,6 +517,29 @@ impl russh::server::Handler for EngineerHandler {
             self.peer.map(|p| p.ip()),
         );
         match result {
+            Ok(id) if id.per_session_mfa() && self.edge.authed.is_none() => {
+                let reason = "the certificate asks for per-session MFA, and this edge has no \
+                              broker token (token_file) to check TOTP codes with";
+                tracing::warn!(peer = ?self.peer, user, key_id = cert.key_id(), "certificate refused at the edge: {reason}");
+                self.refused(Some(&key_id), "mfa_unavailable", reason, serial)
+                    .await;
+                Ok(Auth::reject())
+            }
+            Ok(id) if id.per_session_mfa() => {
+                tracing::info!(peer = ?self.peer, user, engineer = id.engineer(), ticket = id.ticket(), cluster = id.cluster(), "certificate accepted at the edge; asking for the per-session TOTP code");
+                self.identity = None;
+                self.pending_mfa = Some(PendingMfa {
+                    user: user.to_string(),
+                    id,
+                    failures: 0,
+                });
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(
+                        &[MethodKind::KeyboardInteractive][..],
+                    )),
+                    partial_success: true,
+                })
+            }
             Ok(id) => {
                 tracing::info!(peer = ?self.peer, user, engineer = id.engineer(), ticket = id.ticket(), cluster = id.cluster(), "engineer authenticated at the edge");
                 self.identity = Some(id);
@@ -214,6 +547,141 @@ impl russh::server::Handler for EngineerHandler {
             }
             Err(refusal) => {
                 tracing::warn!(peer = ?self.peer, user, key_id = cert.key_id(), code = refusal.code(), reason = %refusal, "certificate refused at the edge");
+                self.refused(Some(&key_id), refusal.code(), &refusal.to_string(), serial)
+                    .await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    /// A plain key (not a certificate) whose signature verified. Refused; audited when no
+    /// certificate reached the edge's check on this connection, which is what an expired
+    /// certificate looks like here (russh drops it before any callback).
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.login = crate::sanitize_login(user);
+        if !self.certificate_seen {
+            let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+            tracing::warn!(peer = ?self.peer, user, fingerprint, "plain key refused at the edge: no valid certificate was presented");
+            let public_key = key
+                .public_key
+                .to_openssh()
+                .ok()
+                .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+            self.refused(
+                None,
+                "not_a_certificate",
+                "only sallyport certificates are accepted: a plain key was offered without a \
+                 valid certificate (an expired or not yet valid certificate is dropped before \
+                 the edge's check); run `sallyport login`",
+                json!({"fingerprint": fingerprint, "public_key": public_key}),
+            )
+            .await;
+            // One event per connection is enough.
+            self.certificate_seen = true;
+        }
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        // Only for a connection whose certificate passed and asks for it, under the same name.
+        let Some(pending) = &self.pending_mfa else {
+            tracing::debug!(peer = ?self.peer, "keyboard-interactive without a certificate: refused");
+            return Ok(Auth::reject());
+        };
+        if pending.user != user {
+            self.pending_mfa = None;
+            return Ok(Auth::reject());
+        }
+        let Some(mut response) = response else {
+            let prompt = format!("TOTP code for {}: ", pending.id.engineer());
+            return Ok(Auth::Partial {
+                name: "sallyport per-session MFA".into(),
+                instructions: format!(
+                    "Ticket {} on {} asks for a TOTP code for each session.",
+                    pending.id.ticket(),
+                    pending.id.cluster()
+                )
+                .into(),
+                prompts: vec![(prompt.into(), false)].into(),
+            });
+        };
+        let code: String = response
+            .next()
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim()
+                    .chars()
+                    .take(64)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key_id = pending.id.key_id().to_string();
+        if code.is_empty() {
+            // No answer (a client in batch mode cannot prompt): refused without asking the
+            // broker, so it does not count toward the engineer's lockout, and not asked again.
+            tracing::warn!(peer = ?self.peer, user, key_id, "no per-session TOTP code was typed: refused");
+            self.refused(
+                Some(&key_id),
+                "mfa_no_code",
+                "the certificate asks for a per-session TOTP code and none was typed (ssh in \
+                 batch mode cannot prompt for it)",
+                json!({}),
+            )
+            .await;
+            self.pending_mfa = None;
+            return Ok(Auth::reject());
+        }
+        let peer_ip = self.peer.map(|p| p.ip());
+        let verdict = self.edge.verify_mfa(&pending.id, &code, peer_ip).await;
+        match verdict {
+            MfaVerdict::Verified => {
+                let Some(p) = self.pending_mfa.take() else {
+                    return Ok(Auth::reject());
+                };
+                tracing::info!(peer = ?self.peer, user, engineer = p.id.engineer(), ticket = p.id.ticket(), cluster = p.id.cluster(), "engineer authenticated at the edge (certificate and per-session TOTP)");
+                self.identity = Some(p.id);
+                Ok(Auth::Accept)
+            }
+            MfaVerdict::Refused { code, reason } => {
+                tracing::warn!(peer = ?self.peer, user, key_id, code, reason, "per-session TOTP code refused at the edge");
+                self.refused(Some(&key_id), code, &reason, json!({})).await;
+                let failures = match self.pending_mfa.as_mut() {
+                    Some(p) => {
+                        p.failures += 1;
+                        p.failures
+                    }
+                    None => MFA_TRIES,
+                };
+                if failures >= MFA_TRIES || code == "mfa_locked_out" {
+                    self.pending_mfa = None;
+                    return Ok(Auth::reject());
+                }
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(
+                        &[MethodKind::KeyboardInteractive][..],
+                    )),
+                    partial_success: false,
+                })
+            }
+            MfaVerdict::Unavailable(reason) => {
+                tracing::error!(peer = ?self.peer, user, key_id, reason, "cannot check the per-session TOTP code: refused");
+                self.refused(
+                    Some(&key_id),
+                    "mfa_unavailable",
+                    &format!("the per-session TOTP code cannot be checked: {reason}"),
+                    json!({}),
+                )
+                .await;
+                self.pending_mfa = None;
                 Ok(Auth::reject())
             }
         }
@@ -234,25 +702,52 @@ impl russh::server::Handler for EngineerHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse_shell(channel, session)
+        self.refuse_shell(channel, "shell", json!({}), session)
+            .await
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse_shell(channel, session)
+        let command = sanitize(&String::from_utf8_lossy(data));
+        self.refuse_shell(channel, "exec", json!({"command": command}), session)
+            .await
     }
 
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        refuse_shell(channel, session)
+        self.refuse_shell(
+            channel,
+            "subsystem",
+            json!({"subsystem": sanitize(name)}),
+            session,
+        )
+        .await
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let key_id = self.identity.as_ref().map(|i| i.key_id().to_string());
+        tracing::warn!(peer = ?self.peer, login = self.login, "refused: remote forwarding on the edge");
+        self.refused(
+            key_id.as_deref(),
+            "forward_on_edge",
+            "the edge does not forward ports: only direct-tcpip to <node>.<cluster>:22",
+            json!({"target": sanitize(&format!("{address}:{port}"))}),
+        )
+        .await;
+        Ok(false)
     }
 
     async fn channel_open_direct_tcpip(
@@ -271,16 +766,26 @@ impl russh::server::Handler for EngineerHandler {
                 .await;
             return Ok(());
         };
-        let Some((_, cluster)) = split_target(host) else {
+        let key_id = id.key_id().to_string();
+        let target = sanitize(&format!("{host}:{port}"));
+        let Some((node, cluster)) = split_target(host).filter(|_| port == 22) else {
             tracing::warn!(
                 engineer = id.engineer(),
                 host,
-                "refused: not a <node>.<cluster> name"
+                port,
+                "refused: not a <node>.<cluster> name on port 22"
             );
+            self.refused(
+                Some(&key_id),
+                "bad_target",
+                "the edge forwards only to <node>.<cluster>:22",
+                json!({"target": target}),
+            )
+            .await;
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if port != 22 || cluster != id.cluster() {
+        if cluster != id.cluster() {
             tracing::warn!(
                 engineer = id.engineer(),
                 host,
@@ -288,14 +793,53 @@ impl russh::server::Handler for EngineerHandler {
                 cert_cluster = id.cluster(),
                 "refused: the certificate is for another cluster or port"
             );
+            let reason = format!(
+                "the certificate is for another cluster ({}), not {cluster}",
+                id.cluster()
+            );
+            self.refused(
+                Some(&key_id),
+                "other_cluster",
+                &reason,
+                json!({"target": target, "target_cluster": cluster}),
+            )
+            .await;
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         }
         let tunnels = self.edge.tunnels.of(cluster);
-        let (host, originator) = (host.to_string(), originator_address.to_string());
+        // The originator the gateway sees is the engineer's address as the edge saw it, not what
+        // the client claims: the gateway checks `source-address` against it again.
+        let (originator, originator_port) = match self.peer {
+            Some(p) => (p.ip().to_string(), u32::from(p.port())),
+            None => (originator_address.to_string(), originator_port),
+        };
+        let host = host.to_string();
         let engineer = id.engineer().to_string();
+        let mut session_event = self.connection_fields();
+        merge(
+            &mut session_event,
+            json!({
+                "engineer": id.engineer(),
+                "ticket": id.ticket(),
+                "grant": id.grant(),
+                "cluster": id.cluster(),
+                "node": node,
+                "target": target,
+                "key_id": key_id,
+                "serial": id.serial().to_string(),
+                "per_session_mfa": id.per_session_mfa(),
+            }),
+        );
+        let no_tunnel = self.refusal(
+            Some(&key_id),
+            "no_tunnel",
+            &format!("no gateway of cluster {cluster} is connected to this edge"),
+            json!({"target": target}),
+        );
+        let edge = self.edge.clone();
         // Opening the tunnel channel waits on the gateway's connection: never inside this
         // connection's loop.
         tokio::spawn(async move {
@@ -310,6 +854,12 @@ impl russh::server::Handler for EngineerHandler {
                     .await
                 {
                     Ok(inner) => {
+                        // Written before any byte passes; no record, no forward (fail closed).
+                        if !edge.audit("edge_session", session_event).await {
+                            let _ = inner.close().await;
+                            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                            return;
+                        }
                         reply.accept().await;
                         pipe(channel, inner).await;
                         return;
@@ -320,6 +870,7 @@ impl russh::server::Handler for EngineerHandler {
                 }
             }
             tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
+            edge.audit("edge_refused", no_tunnel).await;
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
         });
         Ok(())
@@ -425,5 +976,85 @@ impl russh::server::Handler for TunnelHandler {
             tracing::info!(cluster, "gateway tunnel up");
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cfg(dir: &Path, name: Option<&str>, token_file: Option<&Path>) -> EdgeConfig {
+        EdgeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tunnel_listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("data"),
+            broker: "http://127.0.0.1:1".into(),
+            broker_ca: None,
+            refresh_secs: 10,
+            max_connections: 10,
+            idle_timeout_secs: 600,
+            name: name.map(str::to_string),
+            token_file: token_file.map(Path::to_path_buf),
+        }
+    }
+
+    #[test]
+    fn the_token_file_must_be_the_owners_only_and_hold_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.token");
+        std::fs::write(&file, "spt_abc\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = edge_identity(&cfg(dir.path(), Some("edge1"), Some(&file)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            edge_identity(&cfg(dir.path(), Some("edge1"), Some(&file))).unwrap(),
+            Some(("edge1".to_string(), "spt_abc".to_string()))
+        );
+        // A name is needed with a token, and must be a plain name.
+        let err = edge_identity(&cfg(dir.path(), None, Some(&file)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("set `name`"), "{err}");
+        assert!(edge_identity(&cfg(dir.path(), Some("a b/c"), Some(&file))).is_err());
+        // Not a token; no such file.
+        std::fs::write(&file, "password\n").unwrap();
+        let err = edge_identity(&cfg(dir.path(), Some("edge1"), Some(&file)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spt_"), "{err}");
+        assert!(
+            edge_identity(&cfg(
+                dir.path(),
+                Some("edge1"),
+                Some(&dir.path().join("missing"))
+            ))
+            .is_err()
+        );
+        // Without a token file the edge runs (and only logs).
+        assert_eq!(
+            edge_identity(&cfg(dir.path(), Some("edge1"), None)).unwrap(),
+            None
+        );
+        assert!(
+            Edge::new(cfg(dir.path(), None, None))
+                .unwrap()
+                .spool
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn key_ids_name_the_subjects_only_when_they_are_sallyports() {
+        let v = key_id_subjects("sallyport:eng=alice;ticket=SUP-1;grant=g-1;cluster=acme-prod");
+        assert_eq!(v["engineer"], "alice");
+        assert_eq!(v["ticket"], "SUP-1");
+        assert_eq!(v["cluster"], "acme-prod");
+        let v = key_id_subjects("sallyport:eng=al ice;ticket=x;grant=y;cluster=z");
+        assert!(v["engineer"].is_null(), "{v}");
+        assert!(key_id_subjects("anything")["cluster"].is_null());
     }
 }

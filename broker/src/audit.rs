@@ -159,6 +159,28 @@ pub enum AuditEvent {
         ticket: Option<String>,
         node: Option<String>,
     },
+    /// An edge checked an engineer's TOTP code for a session whose certificate asks for
+    /// per-session MFA (`mfa@sallyport.dev`), and it was right. `by` is the edge (`edge:<name>`);
+    /// ticket, cluster and source_ip are what the edge read from the certificate and connection.
+    SessionMfaVerified {
+        engineer: String,
+        by: String,
+        ticket: Option<String>,
+        cluster: Option<String>,
+        source_ip: Option<String>,
+    },
+    /// A per-session TOTP code was refused (`code`: bad_totp, totp_replayed, totp_not_enrolled,
+    /// locked_out, invalid_engineer). Counted toward the same lockout as logins.
+    SessionMfaFailed {
+        /// The name as sent (escaped for display), may not be a real engineer.
+        engineer: String,
+        code: String,
+        reason: String,
+        by: String,
+        ticket: Option<String>,
+        cluster: Option<String>,
+        source_ip: Option<String>,
+    },
     /// A request refused before it reached a decision: bad token, another customer's data...
     Refused {
         by: String,
@@ -189,6 +211,8 @@ impl AuditEvent {
             AuditEvent::GatewayEnrolled { .. } => "gateway_enrolled",
             AuditEvent::RecordingStored { .. } => "recording_stored",
             AuditEvent::RecordingRead { .. } => "recording_read",
+            AuditEvent::SessionMfaVerified { .. } => "session_mfa_verified",
+            AuditEvent::SessionMfaFailed { .. } => "session_mfa_failed",
             AuditEvent::Refused { .. } => "refused",
         }
     }

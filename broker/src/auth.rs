@@ -1,4 +1,4 @@
-//! Who is calling: API tokens (operator, reviewer, customer approver, ticket system), JWT
+//! Who is calling: API tokens (operator, reviewer, customer approver, ticket system, edge), JWT
 //! sessions (engineers after LDAP + TOTP; approvers and reviewers after password + TOTP) and
 //! gateway credentials (`spg_...`, from enrollment).
 //!
@@ -45,6 +45,11 @@ pub enum Caller {
         id: String,
         cluster: String,
     },
+    /// An edge, by the name of its API token (role `edge`). It may only ship its own audit chain
+    /// (source `edge:<name>`) and check engineers' per-session TOTP codes.
+    Edge {
+        name: String,
+    },
 }
 
 impl Caller {
@@ -57,6 +62,7 @@ impl Caller {
             Caller::TicketSystem { name } => format!("ticket-system:{name}"),
             Caller::Engineer { uid, .. } => format!("engineer:{uid}"),
             Caller::Gateway { id, .. } => format!("gateway:{id}"),
+            Caller::Edge { name } => format!("edge:{name}"),
         }
     }
 }
@@ -217,6 +223,7 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                     customer,
                 }),
                 ("ticket_system", _) => Ok(Caller::TicketSystem { name: t.name }),
+                ("edge", _) => Ok(Caller::Edge { name: t.name }),
                 _ => Err(ApiError::Forbidden(
                     "this API token has no usable role".into(),
                 )),

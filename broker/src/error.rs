@@ -14,6 +14,9 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0}")]
     LoginFailed(String),
+    /// A per-session TOTP code was refused (401).
+    #[error("{0}")]
+    MfaFailed(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("access denied")]
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::LoginFailed(_) => "login_failed",
+            ApiError::MfaFailed(_) => "mfa_failed",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Denied(_) => "denied",
             ApiError::NotFound(_) => "not_found",
@@ -68,7 +72,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated | ApiError::LoginFailed(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::LoginFailed(_) | ApiError::MfaFailed(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

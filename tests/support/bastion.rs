@@ -179,3 +179,57 @@ pub fn ssh(home: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The name of the edge that `start_with_edge_token` runs.
+pub const EDGE_NAME: &str = "edge1";
+
+/// An API token of role `edge` named `EDGE_NAME`, made by the operator.
+pub async fn edge_token(w: &World) -> String {
+    let (s, v) =
+        w.op.post("/v1/tokens", json!({"name": EDGE_NAME, "role": "edge"}))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Write `text` to a new file only its owner may read.
+pub fn write_0600(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Like `start`, but the edge is named `EDGE_NAME` and holds `token` (role edge) in a 0600
+/// `token_file`: it spools its refusals and sessions, ships them to the broker and checks
+/// per-session TOTP codes there. (The edge of `start` is restarted on the same data and ports
+/// with the two keys added; the gateway's tunnel comes back by itself.)
+pub async fn start_with_edge_token(w: &World, edge_port: u16, token: &str) -> Bastion {
+    let mut b = start(w, edge_port).await;
+    let edge_dir = b.dir.path().join("edge");
+    let token_file = edge_dir.join("edge.token");
+    write_0600(&token_file, &format!("{token}\n"));
+    let cfg = edge_dir.join("edge.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "name = \"{EDGE_NAME}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    b.edge.kill9();
+    b.edge = Proc::start(&["edge"], &cfg, edge_dir.join("edge-with-token.log"));
+    assert!(
+        b.edge
+            .wait_log("gateway tunnel up", Duration::from_secs(30)),
+        "the gateway's tunnel did not come back to the restarted edge: {}\n--- gateway:\n{}",
+        b.edge.log_text(),
+        b.gateway.log_text()
+    );
+    b
+}

@@ -165,12 +165,18 @@ impl russh::server::Handler for Inner {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let trust = &self.gw.trust;
+        // The edge names the engineer's address as the originator of the tunnel channel (it is
+        // authenticated and pinned, so its word is taken): `source-address` is checked here too.
+        let peer_ip = self
+            .peer
+            .rsplit_once(':')
+            .and_then(|(ip, _)| ip.trim_matches(['[', ']']).parse().ok());
         let checked = check_user_cert(
             cert,
             &trust.cas(),
             crate::now(),
             &|c| trust.is_revoked(c),
-            None,
+            peer_ip,
         );
         let refusal = match &checked {
             Ok(id) if id.cluster() != self.gw.cluster => Some((
@@ -314,10 +320,10 @@ impl russh::server::Handler for Inner {
                                 break;
                             }
                         }
-                        ChannelMsg::ExtendedData { data, ext } => {
-                            if write.extended_data_bytes(ext, data).await.is_err() {
-                                break;
-                            }
+                        ChannelMsg::ExtendedData { data, ext }
+                            if write.extended_data_bytes(ext, data.clone()).await.is_err() =>
+                        {
+                            break;
                         }
                         ChannelMsg::Eof => {
                             let _ = write.eof().await;

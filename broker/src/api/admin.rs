@@ -40,7 +40,8 @@ pub(super) async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> 
         | Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => Err(refuse(
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -118,17 +119,18 @@ async fn list_customers(
                 .filter(|c| &c.id == customer)
                 .collect(),
         )),
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
-            Err(refuse(
-                &b,
-                &caller,
-                "list_customers",
-                "not allowed to list customers",
-                None,
-                None,
-            )
-            .await)
-        }
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
+            &b,
+            &caller,
+            "list_customers",
+            "not allowed to list customers",
+            None,
+            None,
+        )
+        .await),
     }
 }
 
@@ -174,7 +176,7 @@ async fn list_clusters(
             Ok(Json(b.store.clusters(None).await?))
         }
         Caller::Approver { customer, .. } => Ok(Json(b.store.clusters(Some(customer)).await?)),
-        Caller::Engineer { .. } | Caller::Gateway { .. } => Err(refuse(
+        Caller::Engineer { .. } | Caller::Gateway { .. } | Caller::Edge { .. } => Err(refuse(
             &b,
             &caller,
             "list_clusters",
@@ -254,7 +256,8 @@ async fn list_nodes(
         Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => {
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -400,20 +403,22 @@ async fn create_token(
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
         }
-        ("operator" | "reviewer" | "ticket_system", None) => {}
+        // An edge's token: its name is the edge's name, and its audit chain is `edge:<name>`
+        // (give each edge its own name: two edges writing one chain fork it).
+        ("operator" | "reviewer" | "ticket_system" | "edge", None) => {}
         ("approver", None) => {
             return Err(ApiError::BadRequest(
                 "an approver token belongs to a customer: set `customer`".into(),
             ));
         }
-        ("operator" | "reviewer" | "ticket_system", Some(_)) => {
+        ("operator" | "reviewer" | "ticket_system" | "edge", Some(_)) => {
             return Err(ApiError::BadRequest(
                 "only approver tokens belong to a customer".into(),
             ));
         }
         _ => {
             return Err(ApiError::BadRequest(
-                "role must be one of operator, reviewer, approver, ticket_system".into(),
+                "role must be one of operator, reviewer, approver, ticket_system, edge".into(),
             ));
         }
     }
@@ -452,6 +457,8 @@ async fn whoami(caller: Caller) -> Json<Value> {
         Caller::Gateway { id, cluster } => {
             json!({"role": "gateway", "name": id, "cluster": cluster})
         }
+        // The edge checks at start that its token is an edge token of its own name.
+        Caller::Edge { name } => json!({"role": "edge", "name": name}),
     };
     Json(v)
 }

@@ -67,7 +67,8 @@ async fn approver_of(
         | Caller::Reviewer { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => Err(refuse(
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -294,7 +295,10 @@ async fn list_approvals(
     let customer = match &caller {
         Caller::Approver { customer, .. } => Some(customer.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -327,7 +331,8 @@ async fn get_approval(
         Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => Err(ApiError::NotFound("approval".into())),
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(ApiError::NotFound("approval".into())),
     }
 }
 
@@ -348,7 +353,8 @@ async fn own_customer(
         | Caller::Reviewer { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => Err(refuse(
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
             b,
             caller,
             action,
@@ -450,7 +456,10 @@ async fn list_requests(
     let customer = match &caller {
         Caller::Approver { customer, .. } => Some(customer.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -485,7 +494,7 @@ async fn get_request(
             .cluster(&r.cluster)
             .await?
             .is_some_and(|c| &c.customer == customer),
-        Caller::TicketSystem { .. } | Caller::Gateway { .. } => false,
+        Caller::TicketSystem { .. } | Caller::Gateway { .. } | Caller::Edge { .. } => false,
     };
     if !allowed {
         return Err(ApiError::NotFound("access request".into()));

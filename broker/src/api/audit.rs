@@ -28,7 +28,8 @@ async fn reviewer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
         Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => Err(refuse(
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
             b,
             caller,
             action,

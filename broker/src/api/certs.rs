@@ -112,7 +112,8 @@ async fn issue(
         | Caller::Reviewer { .. }
         | Caller::Approver { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Gateway { .. } => {
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -399,7 +400,10 @@ async fn list_certificates(
     let engineer = match &caller {
         Caller::Engineer { uid, .. } => Some(uid.clone()),
         Caller::Operator { .. } | Caller::Reviewer { .. } => q.engineer,
-        Caller::Approver { .. } | Caller::TicketSystem { .. } | Caller::Gateway { .. } => {
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -472,7 +476,10 @@ async fn revoke(
                 .await);
             }
         }
-        Caller::TicketSystem { .. } | Caller::Engineer { .. } | Caller::Gateway { .. } => {
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(&b, &caller, "revoke", "not allowed to revoke", None, None).await);
         }
     }

@@ -4,7 +4,8 @@
 //! Reviewers read recordings back; anyone may read a cluster's host CA keys (public keys).
 //!
 //! A gateway acts only for its own cluster and only on its own audit chain
-//! (source `gateway:<id>`); every other endpoint refuses it, audited.
+//! (source `gateway:<id>`); every other endpoint refuses it, audited. An edge (API token of role
+//! `edge`) ships its own chain (`edge:<name>`) through the same ingest, with the same checks.
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -55,9 +56,37 @@ async fn gateway_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<(S
         | Caller::Reviewer { .. }
         | Caller::Approver { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. } => {
+        | Caller::Engineer { .. }
+        | Caller::Edge { .. } => {
             Err(refuse(b, caller, action, "only a gateway may do this", None, None).await)
         }
+    }
+}
+
+/// The audit chain a caller may write, and the only cluster its records may name (`None`: any).
+/// A gateway writes `gateway:<id>` about its own cluster; an edge writes `edge:<name>` about
+/// every cluster (engineers of all clusters pass through it). Everyone else is refused.
+async fn chain_writer(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+) -> ApiResult<(String, Option<String>)> {
+    match caller {
+        Caller::Gateway { id, cluster } => Ok((format!("gateway:{id}"), Some(cluster.clone()))),
+        Caller::Edge { name } => Ok((format!("edge:{name}"), None)),
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only a gateway or an edge may ship audit records",
+            None,
+            None,
+        )
+        .await),
     }
 }
 
@@ -133,7 +162,8 @@ async fn list_gateways(
         Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => {
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -366,27 +396,26 @@ struct IngestInput {
     records: Vec<AuditRecord>,
 }
 
-/// Store a batch of the gateway's own chain. The batch must be consecutive and chained, and its
-/// first record must continue what is stored (or start the chain at seq 1 from 64 zeros).
-/// Records already stored identically are acknowledged again; a different record at a stored
-/// sequence number is a fork: 409, audited.
+/// Store a batch of the caller's own chain (a gateway's or an edge's). The batch must be
+/// consecutive and chained, and its first record must continue what is stored (or start the
+/// chain at seq 1 from 64 zeros). Records already stored identically are acknowledged again; a
+/// different record at a stored sequence number is a fork: 409, audited.
 async fn ingest(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<IngestInput>,
 ) -> ApiResult<Json<Value>> {
     const ACTION: &str = "audit_ingest";
-    let (id, cluster) = gateway_only(&b, &caller, ACTION).await?;
-    let source = format!("gateway:{id}");
+    let (source, cluster) = chain_writer(&b, &caller, ACTION).await?;
     let records = req.records;
     if records.iter().any(|r| r.source != source) {
         return Err(refuse(
             &b,
             &caller,
             ACTION,
-            &format!("a gateway may only write its own chain (source {source:?})"),
+            &format!("a gateway or an edge may only write its own chain (source {source:?})"),
             None,
-            Some(&cluster),
+            cluster.as_deref(),
         )
         .await);
     }
@@ -404,16 +433,16 @@ async fn ingest(
         }
         // The subject fields are what searches (and customers' reports) filter on: a gateway
         // speaks only of its own cluster.
-        if let Some(c) = data.get("cluster")
-            && c.as_str() != Some(cluster.as_str())
+        if let (Some(own), Some(c)) = (&cluster, data.get("cluster"))
+            && c.as_str() != Some(own.as_str())
         {
             return Err(refuse(
                 &b,
                 &caller,
                 ACTION,
-                &format!("record {} names another cluster than {cluster}", r.seq),
+                &format!("record {} names another cluster than {own}", r.seq),
                 None,
-                Some(&cluster),
+                Some(own),
             )
             .await);
         }
@@ -438,7 +467,7 @@ async fn ingest(
                 ACTION,
                 &reason,
                 None,
-                Some(&cluster),
+                cluster.as_deref(),
                 ApiError::Conflict(reason.clone()),
             )
             .await
@@ -772,7 +801,8 @@ async fn download_recording(
         Caller::Approver { .. }
         | Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => {
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,

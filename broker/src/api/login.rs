@@ -1,6 +1,8 @@
 //! Logins: engineers (directory bind + groups + TOTP) and local accounts (approvers and
-//! reviewers: argon2 password + TOTP). Each TOTP step is accepted once; failures count toward
-//! a lockout; every outcome is an AuditEvent.
+//! reviewers: argon2 password + TOTP), and the per-session TOTP check an edge asks for when a
+//! certificate carries `mfa@sallyport.dev`. Each TOTP step is accepted once (login and session
+//! checks share the table, so a code used for one is refused for the other); failures count
+//! toward one lockout per user; every outcome is an AuditEvent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +12,9 @@ use axum::extract::{ConnectInfo, State};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::Body;
+use super::{Body, check_name, refuse};
 use crate::audit::{AuditEvent, sanitize};
+use crate::auth::Caller;
 use crate::directory::{DirectoryError, valid_uid, verify_argon2};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
@@ -241,5 +244,126 @@ pub async fn account_login(
             Err(err)
         }
         (Ok(()), None) => Err(ApiError::LoginFailed("wrong user name or password".into())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaVerifyRequest {
+    pub engineer: String,
+    pub code: SecretString,
+    /// What the edge read from the certificate and the connection, for the audit event.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// `POST /v1/mfa/verify` (edges only): check an engineer's TOTP code for one SSH session.
+/// The same check as at login: the enrolled secret, each step once (subject `engineer:<uid>`,
+/// shared with login), failures counted toward the same lockout. 200 `{"ok": true}`, 401 with
+/// what went wrong, 429 while locked out; every outcome is audited.
+pub async fn verify_session_mfa(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<MfaVerifyRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    const ACTION: &str = "verify_session_mfa";
+    match &caller {
+        Caller::Edge { .. } => {}
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                ACTION,
+                "only an edge may check per-session TOTP codes",
+                None,
+                None,
+            )
+            .await);
+        }
+    }
+    for (what, v) in [("ticket", &req.ticket), ("cluster", &req.cluster)] {
+        if let Some(v) = v {
+            check_name(what, v)?;
+        }
+    }
+    let by = caller.label();
+    let shown = sanitize(&req.engineer);
+    let source_ip = req.source_ip.map(|ip| ip.to_string());
+    let fail = |code: &str, reason: &str| AuditEvent::SessionMfaFailed {
+        engineer: shown.clone(),
+        code: code.into(),
+        reason: reason.into(),
+        by: by.clone(),
+        ticket: req.ticket.clone(),
+        cluster: req.cluster.clone(),
+        source_ip: source_ip.clone(),
+    };
+    if !valid_uid(&req.engineer) {
+        b.store
+            .audit(&fail(
+                "invalid_engineer",
+                "engineer name has characters that are not allowed",
+            ))
+            .await?;
+        return Err(ApiError::BadRequest(
+            "invalid engineer name: use letters, digits, '.', '_' and '-' only".into(),
+        ));
+    }
+    let subject = format!("engineer:{}", req.engineer);
+    if let Some(wait) = b.store.locked_for(&subject).await? {
+        b.store
+            .audit(&fail("locked_out", "too many failed attempts"))
+            .await?;
+        return Err(ApiError::Locked(wait));
+    }
+    let outcome = match b.store.engineer_totp(&req.engineer).await {
+        Ok(Some(secret)) => spend_totp(&b, &subject, &secret, req.code.expose_secret()).await,
+        Ok(None) => Err(Failure::Counted(
+            ApiError::LoginFailed(
+                "no TOTP is enrolled for this engineer: ask the operator to enroll them".into(),
+            ),
+            "totp_not_enrolled",
+        )),
+        Err(e) => Err(Failure::Uncounted(e.into(), "internal")),
+    };
+    // The login's messages, as a per-session MFA error.
+    let as_mfa = |e: ApiError| match e {
+        ApiError::LoginFailed(m) => ApiError::MfaFailed(m),
+        other => other,
+    };
+    match outcome {
+        Ok(()) => {
+            b.store.clear_failures(&subject).await?;
+            b.store
+                .audit(&AuditEvent::SessionMfaVerified {
+                    engineer: req.engineer.clone(),
+                    by: by.clone(),
+                    ticket: req.ticket.clone(),
+                    cluster: req.cluster.clone(),
+                    source_ip: source_ip.clone(),
+                })
+                .await?;
+            Ok(Json(serde_json::json!({"ok": true})))
+        }
+        Err(Failure::Counted(err, code)) => {
+            b.store
+                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
+                .await?;
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(as_mfa(err))
+        }
+        Err(Failure::Uncounted(err, code)) => {
+            b.store.audit(&fail(code, &err.to_string())).await?;
+            Err(as_mfa(err))
+        }
     }
 }

@@ -61,6 +61,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         )
         .route("/v1/login", post(login::engineer_login))
         .route("/v1/accounts/login", post(login::account_login))
+        .route("/v1/mfa/verify", post(login::verify_session_mfa))
         .merge(admin::router())
         .merge(tickets::router())
         .merge(approvals::router())

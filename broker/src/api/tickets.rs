@@ -42,7 +42,8 @@ async fn save_ticket(
         Caller::Reviewer { .. }
         | Caller::Approver { .. }
         | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => {
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
             return Err(refuse(
                 &b,
                 &caller,
@@ -124,7 +125,7 @@ async fn get_ticket(
         Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::TicketSystem { .. } => true,
         Caller::Approver { customer, .. } => customer == &t.customer,
         Caller::Engineer { uid, .. } => uid == &t.assignee,
-        Caller::Gateway { .. } => false,
+        Caller::Gateway { .. } | Caller::Edge { .. } => false,
     };
     if !allowed {
         // The same answer as for a ticket that does not exist: no probing of ticket ids.
