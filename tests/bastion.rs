@@ -1411,3 +1411,79 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
     let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
 }
+
+#[tokio::test]
+async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recovers() {
+    let (w, port) = world_with_edge().await;
+    // The gateway's spool on a small file system of its own, to fill it up.
+    let mount = std::sync::Arc::new(std::sync::Mutex::new(None::<std::path::PathBuf>));
+    let m2 = mount.clone();
+    let b = bastion::start_prepared(&w, port, move |data| {
+        let spool = data.join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(&spool)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (the tests run as root)");
+        *m2.lock().unwrap() = Some(spool);
+    })
+    .await;
+    let spool = mount.lock().unwrap().clone().unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let out = ssh(home.path(), &["node1.acme-prod", "echo recorded"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recorded");
+
+    // Fill the file system.
+    let filler = spool.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    let marker = format!("/tmp/sallyport-unrecorded-{}", std::process::id());
+    let out = ssh(
+        home.path(),
+        &["node1.acme-prod", &format!("touch {marker}")],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("cannot write its audit log"), "{err}");
+    assert!(
+        !Path::new(&marker).exists(),
+        "the command ran although it could not be recorded"
+    );
+
+    // Room again: activity is recorded and allowed again, the chain intact.
+    std::fs::remove_file(&filler).unwrap();
+    let out = ssh(home.path(), &["node1.acme-prod", "echo again"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "again",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 2).await;
+    let texts: Vec<&str> = cmds.iter().filter_map(|c| c["command"].as_str()).collect();
+    assert_eq!(texts, ["echo recorded", "echo again"]);
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

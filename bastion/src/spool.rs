@@ -30,6 +30,8 @@ pub enum SpoolError {
 
 struct Inner {
     file: std::fs::File,
+    /// Length of the file up to the last complete, synced record.
+    len: u64,
     last: Option<(u64, String)>,
     /// Set after a failed write: nothing more is accepted (fail closed).
     broken: bool,
@@ -117,6 +119,7 @@ impl Spool {
             source: source.to_string(),
             inner: Mutex::new(Inner {
                 file,
+                len: good_len,
                 last: last.map(|r| (r.seq, r.hash)),
                 broken: false,
             }),
@@ -155,9 +158,21 @@ impl Spool {
             .write_all(line.as_bytes())
             .and_then(|_| inner.file.sync_data());
         if let Err(source) = written {
-            inner.broken = true;
+            // Cut off whatever part of the line got written (a full disk), so that the chain
+            // stays whole and a later append can succeed once there is room again. If even that
+            // fails, nothing more is accepted.
+            let len = inner.len;
+            if inner
+                .file
+                .set_len(len)
+                .and_then(|_| inner.file.sync_all())
+                .is_err()
+            {
+                inner.broken = true;
+            }
             return Err(SpoolError::Io { path, source });
         }
+        inner.len += line.len() as u64;
         inner.last = Some((record.seq, record.hash.clone()));
         drop(inner);
         self.appended.notify_one();

@@ -81,6 +81,11 @@ pub fn pick_edge_port() -> u16 {
 
 /// Start edge, gateway (enrolled with a fresh join token) and an sshd node `node1` of acme-prod.
 pub async fn start(w: &World, edge_port: u16) -> Bastion {
+    start_prepared(w, edge_port, |_| {}).await
+}
+
+/// `start`, with `prepare(gateway data dir)` run before the gateway's first start.
+pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Path)) -> Bastion {
     let dir = tempfile::tempdir().unwrap();
     let tunnel_port = free_port();
     // Edge.
@@ -125,6 +130,7 @@ pub async fn start(w: &World, edge_port: u16) -> Bastion {
         ),
     )
     .unwrap();
+    prepare(&gw_dir.join("data"));
     let gateway = Proc::start(&["gateway"], &gateway_config, gw_dir.join("gateway.log"));
     assert!(
         gateway.wait_log("tunnel up", Duration::from_secs(30)),

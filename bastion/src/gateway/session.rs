@@ -91,6 +91,18 @@ impl Inner {
         }
     }
 
+    /// Fail closed when the audit spool cannot be written: nothing reaches the node; tell the
+    /// engineer why and end the channel.
+    fn unrecordable(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+        // Answered as accepted, then ended with the message and status 1: OpenSSH exits at once
+        // on a failed request, without showing anything the channel carried.
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, UNRECORDABLE.as_bytes().to_vec())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
     async fn ensure_upstream(&mut self) -> anyhow::Result<()> {
         if self.upstream.is_some() {
             return Ok(());
@@ -152,6 +164,8 @@ impl Inner {
     }
 }
 
+const UNRECORDABLE: &str = "sallyport: this gateway cannot write its audit log right now, so it refuses new activity (nothing ran on the node). Tell the operator.\r\n";
+
 fn channel_num(c: ChannelId) -> u32 {
     u32::from(c)
 }
@@ -204,9 +218,9 @@ impl russh::server::Handler for Inner {
         };
         self.identity = Some(id);
         self.cert = Some(cert.clone());
-        if !self.audit("session_started", json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer})).await {
-            return Ok(Auth::reject());
-        }
+        // If this cannot be written, the session is still let in: every channel request needs its
+        // own durable event first, and is refused with a message saying why.
+        self.audit("session_started", json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer})).await;
         Ok(Auth::Accept)
     }
 
@@ -466,7 +480,7 @@ impl russh::server::Handler for Inner {
             .audit("shell", json!({"channel": channel_num(channel)}))
             .await
         {
-            return session.channel_failure(channel);
+            return Self::unrecordable(channel, session);
         }
         let sent = match self.chans.get(&channel) {
             Some(up) => up.write.request_shell(true).await,
@@ -491,7 +505,7 @@ impl russh::server::Handler for Inner {
             )
             .await
         {
-            return session.channel_failure(channel);
+            return Self::unrecordable(channel, session);
         }
         let scp = crate::record::scp::parse_exec(&command);
         if let Some(t) = &scp {
@@ -532,7 +546,7 @@ impl russh::server::Handler for Inner {
             .audit("sftp_started", json!({"channel": channel_num(channel)}))
             .await
         {
-            return session.channel_failure(channel);
+            return Self::unrecordable(channel, session);
         }
         let sent = match self.chans.get(&channel) {
             Some(up) => {
