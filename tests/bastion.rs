@@ -1487,3 +1487,125 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait for a child with a generous guard; a hang is a failure, not a timing measurement.
+fn wait_guard(
+    child: &mut std::process::Child,
+    guard: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > guard {
+            let _ = child.kill();
+            panic!("{what} did not finish within {guard:?}: stalled");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn five_hundred_mb_both_ways_at_once_completes_with_bounded_gateway_memory() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let before = vm_kib(b.gateway.pid(), "VmRSS:");
+    let started = Instant::now();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 500M /dev/zero | ssh -F {} -o BatchMode=yes node1.acme-prod cat | wc -c",
+            home.path().join("ssh_config").display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_guard(&mut child, Duration::from_secs(600), "500 MB both ways");
+    let out = child.wait_with_output().unwrap();
+    assert!(st.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "524288000");
+    let peak = vm_kib(b.gateway.pid(), "VmHWM:");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "500 MB each way at once in {secs:.1}s ({:.0} MB/s each way); gateway RSS {} MiB before, peak {} MiB",
+        500.0 / secs,
+        before / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < 256 * 1024,
+        "gateway peak RSS {} MiB: not bounded",
+        peak / 1024
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_session_does_not_slow_another_through_the_same_edge_and_gateway() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let cfg = home.path().join("ssh_config");
+    // Session A: the node floods it, and nobody reads its output.
+    let mut stalled = Command::new("ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-o", "BatchMode=yes", "node1.acme-prod", "cat /dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        stalled.try_wait().unwrap().is_none(),
+        "session A should still be open (stalled)"
+    );
+    // Session B, through the same edge, tunnel and gateway: 100 MB each way.
+    let mut other = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 100M /dev/zero | ssh -F {} -o BatchMode=yes node1.acme-prod cat | wc -c",
+            cfg.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let st = wait_guard(
+        &mut other,
+        Duration::from_secs(180),
+        "session B next to a stalled session",
+    );
+    let out = other.wait_with_output().unwrap();
+    println!(
+        "session B: 100 MB each way in {:.1}s next to a stalled session",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(st.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "104857600");
+    assert!(
+        stalled.try_wait().unwrap().is_none(),
+        "session A is still open, only stalled"
+    );
+    let _ = stalled.kill();
+    let peak = vm_kib(b.gateway.pid(), "VmHWM:");
+    assert!(peak < 256 * 1024, "gateway peak RSS {} MiB", peak / 1024);
+}
