@@ -392,6 +392,27 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
             .len(),
         2
     );
+    // sftp operations, parsed from the subsystem stream: the upload's close carries its bytes,
+    // the download's its bytes, and the remove its path.
+    let ops = wait_events(&w, "kind=file_op&ticket=SUP-1234", 5).await;
+    let ops: Vec<&Value> = ops.iter().map(|e| &e["op"]).collect();
+    let path = format!("{remote_dir}/via-sftp.bin");
+    let size = 20u64 << 20;
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == path.as_str() && o["bytes_written"] == size),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == path.as_str() && o["bytes_read"] == size),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "remove" && o["path"] == path.as_str()),
+        "{ops:#?}"
+    );
 }
 
 #[tokio::test]
