@@ -14,39 +14,7 @@ use support::broker::*;
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
 fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args([
-            "login",
-            "--broker",
-            &w.broker.url,
-            "--user",
-            user,
-            "--password-stdin",
-            "--totp",
-        ])
-        .arg(w.code(user, 0))
-        .args(["--ticket", ticket, "--json"])
-        .env("SALLYPORT_HOME", home)
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{user}-pw\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "login failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    w.login_cli(home, user, ticket, &w.code(user, 0))
 }
 
 /// Trust the edge's host key for the jump hop (login's ssh_config names it by its alias).
@@ -928,41 +896,6 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
 
 // --- the edge's own audit trail, per-session MFA and source networks ---
 
-/// `sallyport login` like `login`, with the TOTP code given.
-fn login_with_code(w: &World, home: &Path, user: &str, ticket: &str, code: &str) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(["login", "--broker", &w.broker.url, "--user", user])
-        .args([
-            "--password-stdin",
-            "--totp",
-            code,
-            "--ticket",
-            ticket,
-            "--json",
-        ])
-        .env("SALLYPORT_HOME", home)
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{user}-pw\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "login failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A world like `world_with_edge`, whose acme-prod approval has `extra` (per_session_mfa,
 /// source_networks...); returns the approval's id too.
 async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
@@ -1243,7 +1176,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     let b = bastion::start_with_edge_token(&w, port, &token).await;
     let home = tempfile::tempdir().unwrap();
     let login_code = w.code("alice", 0);
-    login_with_code(&w, home.path(), "alice", "SUP-1234", &login_code);
+    w.login_cli(home.path(), "alice", "SUP-1234", &login_code);
     trust_edge(home.path(), &b);
 
     // Without the code (BatchMode: no prompts) the certificate alone opens nothing; the empty
@@ -1393,7 +1326,7 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
     let token = bastion::edge_token(&w).await;
     let b = bastion::start_with_edge_token(&w, port, &token).await;
     let home = tempfile::tempdir().unwrap();
-    login_with_code(&w, home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), &b);
     // The certificate may only be used from 203.0.113.0/24; the client is 127.0.0.1.
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
@@ -1420,7 +1353,7 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    login_with_code(&w, home.path(), "alice", "SUP-1234", &w.code("alice", 1));
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 1));
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

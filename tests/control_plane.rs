@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -68,39 +68,7 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
 
     // The engineer's own command, as a script would run it.
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "login",
-            "--broker",
-            &w.broker.url,
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--totp",
-        ])
-        .arg(w.code("alice", 0))
-        .args(["--ticket", "SUP-1234", "--json"])
-        .env("SALLYPORT_HOME", home.path())
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice-pw\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "login failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let issued = w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     let key = home.path().join("acme-prod");
     let cert = home.path().join("acme-prod-cert.pub");
     use std::os::unix::fs::PermissionsExt;

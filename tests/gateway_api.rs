@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use reqwest::StatusCode;
 use russh::keys::PrivateKey;
@@ -1051,41 +1051,10 @@ async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
     assert_eq!(body, b"{\"version\": 2}\n");
 }
 
-/// `sallyport login --json` into `home` with the TOTP code `offset` steps from now (each code
-/// works once); returns the printed JSON.
+/// `sallyport login --json` for alice on T-1 into `home`, with the TOTP code `offset` steps from
+/// now (each code works once); returns the printed JSON.
 fn login(w: &World, home: &std::path::Path, offset: i64) -> Value {
-    let mut child = Command::new(BIN)
-        .args([
-            "login",
-            "--broker",
-            &w.broker.url,
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--totp",
-        ])
-        .arg(w.code("alice", offset))
-        .args(["--ticket", "T-1", "--json"])
-        .env("SALLYPORT_HOME", home)
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice-pw\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "login failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    w.login_cli(home, "alice", "T-1", &w.code("alice", offset))
 }
 
 /// What `ssh -G` resolves for `host` with this config: option -> value (lower case names).

@@ -372,6 +372,43 @@ impl World {
         self.anon.with(v["token"].as_str().unwrap())
     }
 
+    /// `sallyport login --json` as a script runs it: `user` (password `<user>-pw` on stdin) for
+    /// `ticket` with TOTP `code`, files into `home`, no ssh-agent. Panics unless it succeeds;
+    /// returns the printed JSON.
+    pub fn login_cli(&self, home: &Path, user: &str, ticket: &str, code: &str) -> Value {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(["login", "--broker", &self.broker.url, "--user", user])
+            .args([
+                "--password-stdin",
+                "--totp",
+                code,
+                "--ticket",
+                ticket,
+                "--json",
+            ])
+            .env("SALLYPORT_HOME", home)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{user}-pw\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "login failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub async fn events(&self, query: &str) -> Vec<Value> {
         let (s, v) = self
             .reviewer
