@@ -21,6 +21,8 @@ need=()
 { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null; } ||
   need+=(postgresql postgresql-client)
 command -v tmux >/dev/null || need+=(tmux)
+# the HTTPS tests make a throwaway CA with the openssl CLI
+command -v openssl >/dev/null || need+=(openssl)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v ss >/dev/null || need+=(iproute2)
 
