@@ -204,6 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         refresh_secs: 2,
         max_connections: 100,
         idle_timeout_secs: 600,
+        shutdown_grace_secs: 0,
         name: Some("demo-edge".into()),
         token_file: Some(edge_token_file),
     };

@@ -22,12 +22,17 @@ pub struct EdgeConfig {
     /// Seconds between KRL refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_secs: u64,
-    /// Most engineer connections at once.
+    /// Most engineer connections at once (at least 1); past it a connection is told "too many
+    /// connections" and closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Idle connections are closed after this many seconds.
+    /// An engineer connection with no traffic for this many seconds (at least 1) is closed.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// On SIGTERM, how long open engineer connections may go on (no new ones are accepted)
+    /// before the edge disconnects them and exits; 0 disconnects them at once.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// The edge's name: the name of its API token, and its audit chain `edge:<name>`.
     #[serde(default)]
     pub name: Option<String>,
@@ -82,6 +87,11 @@ fn default_max_connections() -> usize {
 }
 fn default_idle() -> u64 {
     600
+}
+/// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with room for the disconnects
+/// and the last audit records.
+fn default_shutdown_grace() -> u64 {
+    25
 }
 fn default_session_cert_ttl() -> u64 {
     600

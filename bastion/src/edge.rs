@@ -24,22 +24,35 @@
 //! Gateways reach the edge on a second listener and authenticate with a certificate signed by
 //! their cluster's host CA (principal `gateway:<cluster>`), whose public key the broker knows
 //! from the gateway's enrollment.
+//!
+//! Limits. At most `max_connections` engineer connections at once: a further one gets the
+//! message "sallyport edge: too many connections" (as the authentication banner, then as the
+//! SSH disconnect reason) and an `edge_full` refusal. A connection through which no byte has
+//! passed either way (and that made no request) for `idle_timeout_secs` is disconnected with a
+//! message. On shutdown (SIGTERM) the edge closes its engineer listener at once, lets open
+//! connections go on for `shutdown_grace_secs` (refusing new forwards on them), then disconnects
+//! what is left with a message and exits; `edge_shutdown`, `edge_disconnected` and
+//! `edge_stopped` are audit events.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use russh::keys::{Certificate, HashAlg, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Server, Session};
-use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
 use sallyport_broker::audit::sanitize;
 use sallyport_ca::{CertIdentity, KeyId, check_user_cert};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
@@ -85,6 +98,14 @@ impl Tunnels {
     pub fn count(&self, cluster: &str) -> usize {
         self.of(cluster).len()
     }
+
+    /// Tunnels of all clusters.
+    fn total(&self) -> usize {
+        self.by_cluster
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
 }
 
 pub struct Edge {
@@ -98,7 +119,31 @@ pub struct Edge {
     authed: Option<BrokerClient>,
     /// Host CA keys of clusters, as the broker said last.
     host_cas: Mutex<HashMap<String, Vec<PublicKey>>>,
+    /// One permit per engineer connection, `max_connections` in all.
     slots: Arc<Semaphore>,
+    /// Connections being told "too many connections" at once (past it they are just closed).
+    refusing: Arc<Semaphore>,
+    /// Open engineer connections (counted by their tasks).
+    open: watch::Sender<usize>,
+    /// Set on shutdown: no new forwards.
+    draining: AtomicBool,
+    /// Set when the grace period is over: every connection's task disconnects it.
+    stop: watch::Sender<bool>,
+}
+
+/// Connections answered "too many connections" at once, past `max_connections`; past this too,
+/// a connection is closed without a word (a flood must not cost a key exchange each).
+const MAX_REFUSING: usize = 64;
+/// How long a connection refused for being full may take to name its key (for the audit).
+const FULL_REFUSAL_WITHIN: Duration = Duration::from_secs(10);
+/// After telling a connection it is being closed, how long the edge waits for it to go.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
+/// russh's own inactivity timer is only a backstop past `idle_timeout_secs` (it closes without
+/// a word, and the client's answers to the edge's keepalives reset it).
+const IDLE_BACKSTOP: Duration = Duration::from_secs(30);
+
+fn full_message(max: usize) -> String {
+    format!("sallyport edge: too many connections (at most {max} at once), try again later")
 }
 
 /// The edge's name and API token, from `name` and `token_file`; `None` when it has no token.
@@ -175,6 +220,15 @@ impl Edge {
             ),
             None => (None, None),
         };
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&cfg.max_connections),
+            "max_connections must be between 1 and 1000000, not {}",
+            cfg.max_connections
+        );
+        anyhow::ensure!(
+            cfg.idle_timeout_secs >= 1,
+            "idle_timeout_secs must be at least 1"
+        );
         let trust = Trust::load(&cfg.data_dir);
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
         Ok(Arc::new(Edge {
@@ -186,7 +240,36 @@ impl Edge {
             authed,
             host_cas: Mutex::new(HashMap::new()),
             slots,
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            open: watch::Sender::new(0),
+            draining: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
         }))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.idle_timeout_secs.max(1))
+    }
+
+    fn open_connections(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Wait (at most `within`) until the broker has every record of the edge's spool; `false`
+    /// when it has not (they stay spooled and are shipped at the next start).
+    async fn flush_audit(&self, within: Duration) -> bool {
+        let (Some(spool), Some(_)) = (&self.spool, &self.authed) else {
+            return true;
+        };
+        let last = spool.last_seq().await;
+        let deadline = Instant::now() + within;
+        while spool.acked() < last {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Write an event to the edge's spool (durably) when it has one; `false` when that failed.
@@ -337,8 +420,9 @@ pub async fn run(
         edge.broker.clone(),
         Duration::from_secs(edge.cfg.refresh_secs.max(1)),
     ));
-    let idle = Duration::from_secs(edge.cfg.idle_timeout_secs.max(10));
-    let mut engineer_cfg = crate::server_config(vec![host_key.clone()], vec![], idle);
+    let idle = edge.idle_timeout();
+    let mut engineer_cfg =
+        crate::server_config(vec![host_key.clone()], vec![], idle + IDLE_BACKSTOP);
     // Keyboard-interactive carries the per-session TOTP code; it is honoured only after a
     // certificate that asks for it passed on the same connection.
     engineer_cfg.methods =
@@ -347,43 +431,353 @@ pub async fn run(
     let mut tunnel_cfg = crate::server_config(vec![host_key], vec![], Duration::from_secs(3600));
     tunnel_cfg.inactivity_timeout = None;
     let tunnel_cfg = Arc::new(tunnel_cfg);
-    let engineers = tokio::net::TcpListener::bind(edge.cfg.listen).await?;
-    let gateways = tokio::net::TcpListener::bind(edge.cfg.tunnel_listen).await?;
+    let engineers = TcpListener::bind(edge.cfg.listen).await?;
+    let gateways = TcpListener::bind(edge.cfg.tunnel_listen).await?;
     tracing::info!(engineers = %engineers.local_addr()?, tunnels = %gateways.local_addr()?, "edge listening");
-    let mut eng_server = EngineerServer(edge.clone());
     let mut tun_server = TunnelServer(edge.clone());
-    let a = eng_server.run_on_socket(engineer_cfg, &engineers);
-    let b = tun_server.run_on_socket(tunnel_cfg, &gateways);
-    let handle_a = a.handle();
-    let handle_b = b.handle();
-    tokio::select! {
-        r = a => r?,
-        r = b => r?,
-        _ = shutdown => {
-            handle_a.shutdown("the edge is shutting down".into());
-            handle_b.shutdown("the edge is shutting down".into());
+    let tunnels = tun_server.run_on_socket(tunnel_cfg, &gateways);
+    let tunnels_handle = tunnels.handle();
+    // Gateways' tunnels stay up through the grace period: open sessions run in them.
+    let stopped = tokio::select! {
+        r = tunnels => {
+            r?;
+            return Ok(());
         }
+        stopped = serve_engineers(edge.clone(), engineers, engineer_cfg, shutdown) => stopped,
+    };
+    tunnels_handle.shutdown("sallyport edge: shutting down".into());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while edge.tunnels.total() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(
+        drained = stopped.drained,
+        disconnected = stopped.disconnected,
+        "edge stopped"
+    );
+    edge.audit(
+        "edge_stopped",
+        json!({
+            "edge": edge.cfg.name,
+            "drained": stopped.drained,
+            "disconnected": stopped.disconnected,
+            "shutdown_ms": stopped.took.as_millis() as u64,
+        }),
+    )
+    .await;
+    if !edge.flush_audit(Duration::from_secs(3)).await {
+        tracing::warn!(
+            "the broker did not take the edge's last audit records in time: they stay spooled \
+             and are shipped at the next start"
+        );
     }
     Ok(())
 }
 
-#[derive(Clone)]
-struct EngineerServer(Arc<Edge>);
+/// How a shutdown went.
+struct Stopped {
+    /// Every engineer connection ended by itself within the grace period.
+    drained: bool,
+    /// Connections still open when the grace period ended (then disconnected).
+    disconnected: usize,
+    took: Duration,
+}
 
-impl Server for EngineerServer {
-    type Handler = EngineerHandler;
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> EngineerHandler {
-        let permit = self.0.slots.clone().try_acquire_owned().ok();
-        EngineerHandler {
-            edge: self.0.clone(),
-            peer,
-            login: String::new(),
-            identity: None,
-            pending_mfa: None,
-            certificate_seen: false,
-            _permit: permit,
+/// Accept engineer connections until `shutdown`; then close the listener, let open connections
+/// go on for the grace period, and disconnect what is left.
+async fn serve_engineers(
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Stopped {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    tokio::spawn(engineer_connection(edge.clone(), socket, peer, config.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: not a reason to stop serving the others.
+                    tracing::warn!(error = %e, "cannot accept an engineer connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
         }
     }
+    // From here on a new connection is refused by the system (and a TCP load balancer's health
+    // check fails), while the open ones go on.
+    drop(listener);
+    let began = Instant::now();
+    edge.draining.store(true, Ordering::SeqCst);
+    let grace = Duration::from_secs(edge.cfg.shutdown_grace_secs);
+    let open = edge.open_connections();
+    tracing::info!(
+        connections = open,
+        grace_secs = grace.as_secs(),
+        "edge shutting down: no new connections; open ones may go on for the grace period"
+    );
+    edge.audit(
+        "edge_shutdown",
+        json!({
+            "edge": edge.cfg.name,
+            "connections": open,
+            "grace_secs": grace.as_secs(),
+        }),
+    )
+    .await;
+    let mut open_rx = edge.open.subscribe();
+    let drained = tokio::time::timeout(grace, open_rx.wait_for(|n| *n == 0))
+        .await
+        .is_ok();
+    let disconnected = edge.open_connections();
+    if !drained {
+        tracing::info!(
+            connections = disconnected,
+            "grace period over: disconnecting the remaining engineer connections"
+        );
+    }
+    edge.stop.send_replace(true);
+    let _ = tokio::time::timeout(
+        DISCONNECT_WAIT + Duration::from_secs(1),
+        open_rx.wait_for(|n| *n == 0),
+    )
+    .await;
+    Stopped {
+        drained,
+        disconnected,
+        took: began.elapsed(),
+    }
+}
+
+/// Counts an engineer connection as open while it lives.
+struct OpenGuard(Arc<Edge>);
+
+impl OpenGuard {
+    fn new(edge: &Arc<Edge>) -> OpenGuard {
+        edge.open.send_modify(|n| *n += 1);
+        OpenGuard(edge.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What one engineer connection's task and its handler share.
+struct Conn {
+    started: Instant,
+    /// Milliseconds after `started` of the last sign of the engineer: a byte forwarded either
+    /// way, or an authentication, channel or global request.
+    last_active: AtomicU64,
+    /// The handler asks the connection's task to end the connection (the edge is full).
+    kick: Notify,
+    /// An authentication request reached the handler.
+    auth_seen: AtomicBool,
+    /// This connection's `edge_full` refusal was audited.
+    full_audited: AtomicBool,
+    /// The authenticated engineer's audit fields, for `edge_disconnected`.
+    who: Mutex<Option<Value>>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            started: Instant::now(),
+            last_active: AtomicU64::new(0),
+            kick: Notify::new(),
+            auth_seen: AtomicBool::new(false),
+            full_audited: AtomicBool::new(false),
+            who: Mutex::new(None),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.last_active.load(Ordering::Relaxed),
+        ))
+    }
+
+    fn who(&self) -> Option<Value> {
+        self.who.lock().ok().and_then(|w| w.clone())
+    }
+}
+
+/// Why the edge itself ends a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Close {
+    Full,
+    Idle,
+    Shutdown,
+}
+
+/// One engineer connection: its SSH session (russh's task), watched for the edge being full,
+/// idleness and the end of the grace period.
+async fn engineer_connection(
+    edge: Arc<Edge>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    config: Arc<russh::server::Config>,
+) {
+    let _open = OpenGuard::new(&edge);
+    let permit = edge.slots.clone().try_acquire_owned().ok();
+    let full = permit.is_none();
+    let _refusing = if full {
+        match edge.refusing.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::warn!(%peer, "edge full, and busy refusing others: connection closed without a word");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let conn = Arc::new(Conn::new());
+    let handler = EngineerHandler {
+        edge: edge.clone(),
+        peer: Some(peer),
+        login: String::new(),
+        identity: None,
+        pending_mfa: None,
+        certificate_seen: false,
+        conn: conn.clone(),
+        permit,
+    };
+    // A refused connection gets a short while to name its key; others the idle timeout.
+    let limit = if full {
+        FULL_REFUSAL_WITHIN
+    } else {
+        edge.idle_timeout()
+    };
+    let mut stop = edge.stop.subscribe();
+    let session =
+        match tokio::time::timeout(limit, russh::server::run_stream(config, socket, handler)).await
+        {
+            Ok(Ok(session)) => Some(session),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "engineer connection setup failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "engineer connection sent no SSH version in time");
+                None
+            }
+        };
+    if let Some(mut session) = session {
+        let handle = session.handle();
+        let close = loop {
+            let left = limit.saturating_sub(conn.idle_for());
+            tokio::select! {
+                r = &mut session => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "engineer connection ended");
+                    }
+                    break None;
+                }
+                () = conn.kick.notified() => break Some(Close::Full),
+                () = tokio::time::sleep(left) => {
+                    if conn.idle_for() >= limit {
+                        break Some(if full { Close::Full } else { Close::Idle });
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break Some(Close::Shutdown),
+            }
+        };
+        if let Some(close) = close {
+            let (code, message) = match close {
+                Close::Full => (
+                    Disconnect::TooManyConnections,
+                    full_message(edge.cfg.max_connections),
+                ),
+                Close::Idle => (
+                    Disconnect::ByApplication,
+                    format!(
+                        "sallyport edge: no traffic for {} s, disconnected (idle_timeout_secs)",
+                        limit.as_secs()
+                    ),
+                ),
+                Close::Shutdown => (
+                    Disconnect::ByApplication,
+                    format!(
+                        "sallyport edge: shutting down, disconnected after a grace period of {} s; \
+                         connect again",
+                        edge.cfg.shutdown_grace_secs
+                    ),
+                ),
+            };
+            if close != Close::Full {
+                let what = if close == Close::Idle {
+                    "idle_timeout"
+                } else {
+                    "shutdown"
+                };
+                match conn.who() {
+                    // Only an authenticated connection is worth an audit event.
+                    Some(mut event) => {
+                        tracing::info!(%peer, engineer = event["engineer"].as_str(), reason = what, "disconnecting an engineer connection");
+                        merge(
+                            &mut event,
+                            json!({
+                                "edge": edge.cfg.name,
+                                "source_ip": peer.ip().to_string(),
+                                "peer": peer.to_string(),
+                                "code": what,
+                                "reason": message,
+                                "idle_secs": conn.idle_for().as_secs(),
+                            }),
+                        );
+                        edge.audit("edge_disconnected", event).await;
+                    }
+                    None => {
+                        tracing::info!(%peer, reason = what, "disconnecting an unauthenticated connection")
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(DISCONNECT_WAIT, async {
+                let _ = handle.disconnect(code, message, String::new()).await;
+                let _ = (&mut session).await;
+            })
+            .await;
+        }
+    }
+    // A full edge's refusal of a client that never named a key (or gave up first).
+    if full
+        && conn.auth_seen.load(Ordering::SeqCst)
+        && !conn.full_audited.swap(true, Ordering::SeqCst)
+    {
+        tracing::warn!(%peer, "edge full: connection refused");
+        edge.audit(
+            "edge_refused",
+            json!({
+                "edge": edge.cfg.name,
+                "code": "edge_full",
+                "reason": full_reason(edge.cfg.max_connections),
+                "max_connections": edge.cfg.max_connections,
+                "key_id": null,
+                "engineer": null, "ticket": null, "grant": null, "cluster": null,
+                "login": null,
+                "source_ip": peer.ip().to_string(),
+                "peer": peer.to_string(),
+            }),
+        )
+        .await;
+    }
+}
+
+fn full_reason(max: usize) -> String {
+    format!(
+        "the edge is full: {max} engineer connections (max_connections) are open; try again later"
+    )
 }
 
 /// A certificate that passed and asks for per-session MFA, until the TOTP code is right.
@@ -408,8 +802,10 @@ pub struct EngineerHandler {
     pending_mfa: Option<PendingMfa>,
     /// A certificate reached the edge's check on this connection (its refusal is audited).
     certificate_seen: bool,
+    /// Shared with the connection's task: activity, identity, and the request to end it.
+    conn: Arc<Conn>,
     /// `None` when the edge is full: every authentication is then refused.
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 const EDGE_MESSAGE: &str = "This is sallyport's edge: it opens no shell. Reach a node through it, e.g.\r\n  ssh -F ~/.sallyport/ssh_config <node>.<cluster>\r\n(`sallyport login` writes that configuration.)\r\n";
@@ -461,6 +857,45 @@ impl EngineerHandler {
         self.edge.audit("edge_refused", data).await;
     }
 
+    /// The edge is full: audit it (once per connection, naming the key the client offered),
+    /// and have the connection's task disconnect it with the message the banner showed.
+    async fn refuse_full(&mut self, key_id: Option<&str>, extra: Value) -> Auth {
+        if !self.conn.full_audited.swap(true, Ordering::SeqCst) {
+            tracing::warn!(peer = ?self.peer, login = self.login, key_id, "edge full: connection refused");
+            let max = self.edge.cfg.max_connections;
+            let mut extra = extra;
+            merge(&mut extra, json!({"max_connections": max}));
+            self.refused(key_id, "edge_full", &full_reason(max), extra)
+                .await;
+        }
+        self.conn.kick.notify_one();
+        Auth::reject()
+    }
+
+    /// An authentication request: a sign of life (and, when the edge is full, a client that
+    /// reached authentication, whose refusal is audited even if it names no key).
+    fn auth_request(&mut self, user: &str) {
+        self.login = crate::sanitize_login(user);
+        self.conn.auth_seen.store(true, Ordering::SeqCst);
+        self.conn.touch();
+    }
+
+    /// The connection is authenticated as `id`: remember who, for `edge_disconnected`.
+    fn authenticated(&mut self, id: CertIdentity) {
+        if let Ok(mut who) = self.conn.who.lock() {
+            *who = Some(json!({
+                "login": self.login,
+                "key_id": id.key_id().to_string(),
+                "engineer": id.engineer(),
+                "ticket": id.ticket(),
+                "grant": id.grant(),
+                "cluster": id.cluster(),
+                "serial": id.serial().to_string(),
+            }));
+        }
+        self.identity = Some(id);
+    }
+
     /// Audit a shell, exec or subsystem request on the edge itself, and answer with the message.
     async fn refuse_shell(
         &mut self,
@@ -469,6 +904,7 @@ impl EngineerHandler {
         extra: Value,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
+        self.conn.touch();
         let key_id = self.identity.as_ref().map(|i| i.key_id().to_string());
         tracing::warn!(peer = ?self.peer, login = self.login, key_id, request, "refused: the edge opens no shell");
         let mut extra = extra;
@@ -487,26 +923,31 @@ impl EngineerHandler {
 impl russh::server::Handler for EngineerHandler {
     type Error = russh::Error;
 
+    /// When the edge is full, the engineer reads why before anything else.
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .permit
+            .is_none()
+            .then(|| format!("{}\r\n", full_message(self.edge.cfg.max_connections))))
+    }
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        self.auth_request(user);
+        Ok(Auth::reject())
+    }
+
     async fn auth_openssh_certificate(
         &mut self,
         user: &str,
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        self.login = crate::sanitize_login(user);
+        self.auth_request(user);
         self.certificate_seen = true;
         self.pending_mfa = None;
         let key_id = cert.key_id().to_string();
         let serial = json!({"serial": cert.serial().to_string()});
-        if self._permit.is_none() {
-            tracing::warn!(peer = ?self.peer, "edge full: connection refused");
-            self.refused(
-                Some(&key_id),
-                "edge_full",
-                "the edge has max_connections engineer connections: try again later",
-                serial,
-            )
-            .await;
-            return Ok(Auth::reject());
+        if self.permit.is_none() {
+            return Ok(self.refuse_full(Some(&key_id), serial).await);
         }
         let trust = &self.edge.trust;
         let result = check_user_cert(
@@ -542,7 +983,7 @@ impl russh::server::Handler for EngineerHandler {
             }
             Ok(id) => {
                 tracing::info!(peer = ?self.peer, user, engineer = id.engineer(), ticket = id.ticket(), cluster = id.cluster(), "engineer authenticated at the edge");
-                self.identity = Some(id);
+                self.authenticated(id);
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
@@ -562,7 +1003,13 @@ impl russh::server::Handler for EngineerHandler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.login = crate::sanitize_login(user);
+        self.auth_request(user);
+        if self.permit.is_none() {
+            let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+            return Ok(self
+                .refuse_full(None, json!({"fingerprint": fingerprint}))
+                .await);
+        }
         if !self.certificate_seen {
             let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
             tracing::warn!(peer = ?self.peer, user, fingerprint, "plain key refused at the edge: no valid certificate was presented");
@@ -592,6 +1039,7 @@ impl russh::server::Handler for EngineerHandler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        self.auth_request(user);
         // Only for a connection whose certificate passed and asks for it, under the same name.
         let Some(pending) = &self.pending_mfa else {
             tracing::debug!(peer = ?self.peer, "keyboard-interactive without a certificate: refused");
@@ -648,7 +1096,7 @@ impl russh::server::Handler for EngineerHandler {
                     return Ok(Auth::reject());
                 };
                 tracing::info!(peer = ?self.peer, user, engineer = p.id.engineer(), ticket = p.id.ticket(), cluster = p.id.cluster(), "engineer authenticated at the edge (certificate and per-session TOTP)");
-                self.identity = Some(p.id);
+                self.authenticated(p.id);
                 Ok(Auth::Accept)
             }
             MfaVerdict::Refused { code, reason } => {
@@ -693,6 +1141,7 @@ impl russh::server::Handler for EngineerHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.conn.touch();
         reply.accept().await;
         Ok(())
     }
@@ -738,6 +1187,7 @@ impl russh::server::Handler for EngineerHandler {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        self.conn.touch();
         let key_id = self.identity.as_ref().map(|i| i.key_id().to_string());
         tracing::warn!(peer = ?self.peer, login = self.login, "refused: remote forwarding on the edge");
         self.refused(
@@ -760,6 +1210,7 @@ impl russh::server::Handler for EngineerHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.conn.touch();
         let Some(id) = &self.identity else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -768,6 +1219,22 @@ impl russh::server::Handler for EngineerHandler {
         };
         let key_id = id.key_id().to_string();
         let target = sanitize(&format!("{host}:{port}"));
+        if self.edge.draining.load(Ordering::SeqCst) {
+            tracing::warn!(
+                engineer = id.engineer(),
+                host,
+                "refused: the edge is shutting down"
+            );
+            self.refused(
+                Some(&key_id),
+                "shutting_down",
+                "the edge is shutting down: it opens no new forwards; connect again",
+                json!({"target": target}),
+            )
+            .await;
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        }
         let Some((node, cluster)) = split_target(host).filter(|_| port == 22) else {
             tracing::warn!(
                 engineer = id.engineer(),
@@ -840,6 +1307,7 @@ impl russh::server::Handler for EngineerHandler {
             json!({"target": target}),
         );
         let edge = self.edge.clone();
+        let conn = self.conn.clone();
         // Opening the tunnel channel waits on the gateway's connection: never inside this
         // connection's loop.
         tokio::spawn(async move {
@@ -861,7 +1329,7 @@ impl russh::server::Handler for EngineerHandler {
                             return;
                         }
                         reply.accept().await;
-                        pipe(channel, inner).await;
+                        pipe(channel, inner, conn).await;
                         return;
                     }
                     Err(e) => {
@@ -885,16 +1353,64 @@ fn refuse_shell(channel: ChannelId, session: &mut Session) -> Result<(), russh::
     session.close(channel)
 }
 
-/// Copy both ways until both sides are done.
-async fn pipe<A, B>(a: Channel<A>, b: Channel<B>)
+/// Copy both ways until both sides are done; every byte read either way is activity of `conn`.
+async fn pipe<A, B>(a: Channel<A>, b: Channel<B>, conn: Arc<Conn>)
 where
     A: From<(ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
     B: From<(ChannelId, russh::ChannelMsg)> + Send + Sync + 'static,
 {
-    let mut a = a.into_stream();
-    let mut b = b.into_stream();
+    let mut a = Touching {
+        inner: a.into_stream(),
+        conn: conn.clone(),
+    };
+    let mut b = Touching {
+        inner: b.into_stream(),
+        conn,
+    };
     if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
         tracing::debug!(error = %e, "pipe ended");
+    }
+}
+
+/// A stream whose reads count as activity of a connection (for the idle timeout).
+struct Touching<S> {
+    inner: S,
+    conn: Arc<Conn>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -994,6 +1510,7 @@ mod tests {
             refresh_secs: 10,
             max_connections: 10,
             idle_timeout_secs: 600,
+            shutdown_grace_secs: 25,
             name: name.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
         }
@@ -1044,6 +1561,34 @@ mod tests {
                 .unwrap()
                 .spool
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn limits_must_be_usable_and_the_grace_period_has_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), None, None);
+        c.idle_timeout_secs = 0;
+        let err = Edge::new(c).err().unwrap().to_string();
+        assert!(err.contains("idle_timeout_secs"), "{err}");
+        let mut c = cfg(dir.path(), None, None);
+        c.max_connections = 0;
+        let err = Edge::new(c).err().unwrap().to_string();
+        assert!(err.contains("max_connections"), "{err}");
+        let mut c = cfg(dir.path(), None, None);
+        c.idle_timeout_secs = 1;
+        assert_eq!(Edge::new(c).unwrap().idle_timeout(), Duration::from_secs(1));
+        let parsed: EdgeConfig = toml::from_str(
+            "listen = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbroker = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                parsed.max_connections,
+                parsed.idle_timeout_secs,
+                parsed.shutdown_grace_secs
+            ),
+            (1000, 600, 25)
         );
     }
 

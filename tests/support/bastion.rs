@@ -53,6 +53,29 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Send SIGTERM (as a service manager stopping it would).
+    pub fn sigterm(&self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Its exit status once it exited, waiting at most `timeout`; `None` while it runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -217,6 +240,16 @@ pub fn write_0600(path: &Path, text: &str) {
 /// per-session TOTP codes there. (The edge of `start` is restarted on the same data and ports
 /// with the two keys added; the gateway's tunnel comes back by itself.)
 pub async fn start_with_edge_token(w: &World, edge_port: u16, token: &str) -> Bastion {
+    start_with_edge_token_and(w, edge_port, token, "").await
+}
+
+/// `start_with_edge_token`, with `extra` (TOML lines) added to the edge's config.
+pub async fn start_with_edge_token_and(
+    w: &World,
+    edge_port: u16,
+    token: &str,
+    extra: &str,
+) -> Bastion {
     let mut b = start(w, edge_port).await;
     let edge_dir = b.dir.path().join("edge");
     let token_file = edge_dir.join("edge.token");
@@ -224,7 +257,7 @@ pub async fn start_with_edge_token(w: &World, edge_port: u16, token: &str) -> Ba
     let cfg = edge_dir.join("edge.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "name = \"{EDGE_NAME}\"\ntoken_file = \"{}\"\n",
+        "name = \"{EDGE_NAME}\"\ntoken_file = \"{}\"\n{extra}",
         token_file.display()
     ));
     std::fs::write(&cfg, text).unwrap();
@@ -238,4 +271,21 @@ pub async fn start_with_edge_token(w: &World, edge_port: u16, token: &str) -> Ba
         b.gateway.log_text()
     );
     b
+}
+
+impl Bastion {
+    /// Start the edge again on its config and data (after it exited or was killed), logging to
+    /// `edge/<log>`; returns once the gateway's tunnel is back.
+    pub fn restart_edge(&mut self, log: &str) {
+        self.edge.kill9();
+        let edge_dir = self.dir.path().join("edge");
+        self.edge = Proc::start(&["edge"], &edge_dir.join("edge.toml"), edge_dir.join(log));
+        assert!(
+            self.edge
+                .wait_log("gateway tunnel up", Duration::from_secs(30)),
+            "the gateway's tunnel did not come back to the restarted edge: {}\n--- gateway:\n{}",
+            self.edge.log_text(),
+            self.gateway.log_text()
+        );
+    }
 }
