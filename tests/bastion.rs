@@ -443,7 +443,8 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
         String::from_utf8_lossy(&out.stderr)
     );
     let refused = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 1).await;
-    assert_eq!(refused[0]["request"], "agent_forwarding");
+    assert_eq!(refused[0]["request"], "agent");
+    assert_eq!(refused[0]["code"], "agent_forwarding_refused");
 }
 
 #[tokio::test]
@@ -700,6 +701,37 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     }
     let seqs: Vec<u64> = chain.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+    // The recording of the session cut by the kill was finished at the restart and uploaded:
+    // what it had, then a marker saying where it ends.
+    let cut = spooled
+        .iter()
+        .find(|e| e["data"]["command"] == "echo started; sleep 30")
+        .expect("the cut session's command was spooled");
+    let session = cut["data"]["session"].as_str().unwrap();
+    let recovered = wait_events(&w, "kind=recording_recovered", 1).await;
+    let rec = recovered
+        .iter()
+        .find(|e| e["session"] == session)
+        .unwrap_or_else(|| panic!("no recording_recovered for {session}: {recovered:#?}"));
+    let cast = fetch_recording(&w.reviewer, rec["recording"].as_str().unwrap()).await;
+    let events = sallyport_bastion::record::asciicast::parse_events(&cast).unwrap();
+    assert!(events.iter().any(|e| e.data.contains("started")), "{cast}");
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.kind,
+        sallyport_bastion::record::asciicast::EventKind::Marker,
+        "{cast}"
+    );
+    assert!(last.data.contains("gateway stopped"), "{cast}");
+    assert!(
+        !b.dir
+            .path()
+            .join(format!(
+                "gateway/data/recordings/{}.cast.part",
+                rec["recording"].as_str().unwrap()
+            ))
+            .exists()
+    );
 
     // The broker stops: certificates still work, events are spooled, then delivered.
     let url = w.broker.url.clone();
@@ -746,6 +778,25 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the spooled command never reached the broker"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A recording from the broker's store, waiting until the gateway uploaded it.
+async fn fetch_recording(reviewer: &Api, id: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let (s, v) = reviewer.get(&format!("/v1/recordings/{id}")).await;
+        if s == StatusCode::OK {
+            return match v {
+                Value::String(t) => t,
+                other => other.to_string(),
+            };
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "recording {id} never arrived: {s} {v}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -851,21 +902,7 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     // The recording reaches the broker and replays to the screen the engineer saw.
     let fin = wait_events(&w, "kind=recording_finished&ticket=SUP-1234", 1).await;
     let id = fin[0]["recording"].as_str().unwrap().to_string();
-    let start = Instant::now();
-    let cast = loop {
-        let (s, v) = w.reviewer.get(&format!("/v1/recordings/{id}")).await;
-        if s == StatusCode::OK {
-            break match v {
-                Value::String(t) => t,
-                other => other.to_string(),
-            };
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "recording {id} never arrived: {s} {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let cast = fetch_recording(&w.reviewer, &id).await;
     let screen = sallyport_bastion::record::asciicast::replay_screen(&cast, 40, 120).unwrap();
     let replayed: Vec<&str> = screen
         .lines()
@@ -1562,4 +1599,145 @@ async fn a_stalled_session_does_not_slow_another_through_the_same_edge_and_gatew
     let _ = stalled.kill();
     let peak = vm_kib(b.gateway.pid(), "VmHWM:");
     assert!(peak < 256 * 1024, "gateway peak RSS {} MiB", peak / 1024);
+}
+
+#[tokio::test]
+async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own_message() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let cfg = home.path().join("ssh_config");
+    let work = tempfile::tempdir().unwrap();
+    let batch = work.path().join("batch");
+    std::fs::write(&batch, "ls /\n").unwrap();
+    let sftp = || {
+        Command::new("sftp")
+            .arg("-F")
+            .arg(&cfg)
+            .args(["-o", "BatchMode=yes", "-b"])
+            .arg(&batch)
+            .arg("node1.acme-prod")
+            .output()
+            .unwrap()
+    };
+    let first = sftp();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    // acme's approver forbids file transfers on acme-prod.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples/no-file-transfer.cedar"),
+    )
+    .unwrap();
+    let (s, v) = w
+        .acme
+        .put(
+            "/v1/customers/acme/policies/no-files",
+            json!({"body": text}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The gateway picks it up with its configuration (every second in tests).
+    let start = Instant::now();
+    let refused = loop {
+        let out = sftp();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() {
+            break err;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sftp still allowed: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        refused.contains("acme does not allow file transfers on acme-prod: no sftp"),
+        "{refused}"
+    );
+    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 1).await;
+    assert_eq!(e[0]["code"], "customer:acme_no_sftp", "{e:#?}");
+    assert_eq!(e[0]["request"], "subsystem");
+    assert_eq!(e[0]["subsystem"], "sftp");
+    assert_eq!(e[0]["engineer"], "alice");
+
+    // Classic scp is an exec request: refused with the customer's message, nothing ran.
+    let src = work.path().join("f.txt");
+    std::fs::write(&src, "payload").unwrap();
+    let target = format!("/tmp/sallyport-noscp-{}", std::process::id());
+    let out = Command::new("scp")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-o", "BatchMode=yes", "-O"])
+        .arg(&src)
+        .arg(format!("node1.acme-prod:{target}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no scp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(&target).exists(), "scp reached the node");
+    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 2).await;
+    let scp = e
+        .iter()
+        .find(|e| e["code"] == "customer:acme_no_scp")
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert!(
+        scp["command"].as_str().unwrap().starts_with("scp "),
+        "{scp}"
+    );
+
+    // Other commands go on; a base rule keeps loader variables off the node, audited.
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "SetEnv=LD_PRELOAD=/tmp/evil.so",
+            "node1.acme-prod",
+            "echo still-here",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "still-here",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 3).await;
+    let env = e
+        .iter()
+        .find(|e| e["code"] == "environment_not_allowed")
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert_eq!(env["env_name"], "LD_PRELOAD");
+    assert!(env.get("value").is_none(), "values are never logged: {env}");
+
+    // The customer lifts the rule: sftp works again.
+    let (s, v) = w.acme.delete("/v1/customers/acme/policies/no-files").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let start = Instant::now();
+    loop {
+        let out = sftp();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sftp still refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -73,6 +73,13 @@ pub struct GatewayConfig {
     /// Seconds between KRL refreshes.
     #[serde(default = "default_gateway_refresh")]
     pub refresh_secs: u64,
+    /// Seconds between refreshes of the cluster's nodes and the customer's policies.
+    #[serde(default = "default_self_refresh")]
+    pub config_refresh_secs: u64,
+}
+
+fn default_self_refresh() -> u64 {
+    30
 }
 
 fn default_refresh() -> u64 {

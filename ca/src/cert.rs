@@ -26,6 +26,9 @@ pub const EXT_GRANT: &str = "grant@sallyport.dev";
 pub const EXT_TICKET: &str = "ticket@sallyport.dev";
 /// Extension carrying the cluster (value: the cluster).
 pub const EXT_CLUSTER: &str = "cluster@sallyport.dev";
+/// Extension carrying the access group the approval names (value: the group), so that the
+/// gateway's channel policy knows which of the engineer's groups this access came through.
+pub const EXT_GROUP: &str = "group@sallyport.dev";
 /// Present (empty value) when each session must confirm a TOTP code at the edge.
 pub const EXT_MFA: &str = "mfa@sallyport.dev";
 
@@ -113,6 +116,10 @@ pub fn build_user_cert(
     wrap(b.extension(EXT_GRANT, grant.id()))?;
     wrap(b.extension(EXT_TICKET, grant.ticket()))?;
     wrap(b.extension(EXT_CLUSTER, grant.cluster()))?;
+    if !grant.group().is_empty() {
+        validate_free_text("group", grant.group())?;
+        wrap(b.extension(EXT_GROUP, grant.group()))?;
+    }
     if grant.per_session_mfa() {
         wrap(b.extension(EXT_MFA, ""))?;
     }

@@ -17,6 +17,8 @@ pub struct Grant {
     pub(crate) cluster: String,
     pub(crate) logins: Vec<String>,
     pub(crate) approval: String,
+    /// The access group the approval names: the engineer's group this access came through.
+    pub(crate) group: String,
     pub(crate) request: Option<String>,
     /// Unix seconds; already backdated.
     pub(crate) valid_after: u64,
@@ -51,6 +53,9 @@ impl Grant {
     pub fn approval(&self) -> &str {
         &self.approval
     }
+    pub fn group(&self) -> &str {
+        &self.group
+    }
     pub fn request(&self) -> Option<&str> {
         self.request.as_deref()
     }
@@ -84,6 +89,7 @@ pub(crate) fn test_grant() -> Grant {
         cluster: "acme-prod".into(),
         logins: vec!["ubuntu".into(), "deploy".into()],
         approval: "ap-1".into(),
+        group: "support-l2".into(),
         request: None,
         valid_after: 1_700_000_000 - 60,
         valid_before: 1_700_000_000 + 3600,

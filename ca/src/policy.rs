@@ -7,9 +7,11 @@
 
 use std::str::FromStr;
 
+/// A checked customer policy, as [`Engine::check_customer_policies`] returns it.
+pub use cedar_policy::Policy;
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId,
-    PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId, PolicySet,
+    Request, Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -120,6 +122,76 @@ pub struct IssueFacts {
     pub max_ttl: u64,
     /// The engineer may ask for less.
     pub requested_ttl: Option<u64>,
+}
+
+/// A request on a channel of a session at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request")]
+pub enum ChannelRequest {
+    Pty,
+    Shell,
+    Exec {
+        command: String,
+    },
+    Subsystem {
+        name: String,
+    },
+    Env {
+        name: String,
+    },
+    WindowChange,
+    Signal {
+        name: String,
+    },
+    /// `ssh -L` / `-W`: a connection opened from the node to the target.
+    DirectTcpip {
+        host: String,
+        port: u32,
+    },
+    /// `ssh -R`.
+    TcpipForward {
+        host: String,
+        port: u32,
+    },
+    Agent,
+    X11,
+}
+
+impl ChannelRequest {
+    /// The name policies see as `context.request`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelRequest::Pty => "pty",
+            ChannelRequest::Shell => "shell",
+            ChannelRequest::Exec { .. } => "exec",
+            ChannelRequest::Subsystem { .. } => "subsystem",
+            ChannelRequest::Env { .. } => "env",
+            ChannelRequest::WindowChange => "window_change",
+            ChannelRequest::Signal { .. } => "signal",
+            ChannelRequest::DirectTcpip { .. } => "direct_tcpip",
+            ChannelRequest::TcpipForward { .. } => "tcpip_forward",
+            ChannelRequest::Agent => "agent",
+            ChannelRequest::X11 => "x11",
+        }
+    }
+}
+
+/// What the gateway knows when a channel request arrives: the checked certificate, the
+/// session, and the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFacts {
+    pub engineer: String,
+    /// The access group the grant came through (the certificate's `group@sallyport.dev`).
+    pub group: Option<String>,
+    pub customer: String,
+    pub cluster: String,
+    pub node: String,
+    pub login: String,
+    pub ticket: String,
+    /// The certificate allows port forwarding.
+    pub port_forwarding: bool,
+    pub now: u64,
+    pub request: ChannelRequest,
 }
 
 /// Fresh identifiers for the Grant, drawn by the caller so that `decide` stays pure.
@@ -344,49 +416,171 @@ impl Engine {
             Some(&self.schema),
         )
         .map_err(|e| internal(&e))?;
-        let response = Authorizer::new().is_authorized(&request, set, &entities);
-        // Fail closed: an evaluation error in any policy is a denial, whatever else matched.
-        if let Some(err) = response.diagnostics().errors().next() {
-            return Err(PolicyError::Internal(err.to_string()));
-        }
-        if response.decision() == CedarDecision::Allow {
-            return Ok(None);
-        }
-        let mut reasons = Vec::new();
-        for id in response.diagnostics().reason() {
-            let Some(p) = set.policy(id) else { continue };
-            if p.effect() != cedar_policy::Effect::Forbid {
-                continue;
-            }
-            let code = annotation(p, "id")?;
-            let code = if id.to_string().starts_with("customer") {
-                format!("customer:{code}")
-            } else {
-                code
-            };
-            reasons.push(DenyReason {
-                code,
-                message: annotation(p, "message")?,
-            });
-        }
-        // Keep the order of the policy files, so the same facts read the same way every time.
-        let order: Vec<String> = set
-            .policies()
-            .filter_map(|p| p.annotation("id").map(str::to_string))
-            .collect();
-        reasons.sort_by_key(|r| {
-            order
-                .iter()
-                .position(|o| r.code.trim_start_matches("customer:") == o)
-        });
-        if reasons.is_empty() {
-            reasons.push(DenyReason {
-                code: "not_in_approved_group".into(),
-                message: "no approval of this cluster names one of your groups".into(),
-            });
-        }
-        Ok(Some(reasons))
+        denial(
+            set,
+            &Authorizer::new().is_authorized(&request, set, &entities),
+        )
     }
+
+    /// May this channel request go on? Asked by the gateway for every request of a session,
+    /// with the customer's policies. Pure. `Err` holds the reasons (a customer's with the
+    /// `customer:` prefix); an evaluation error is a denial.
+    pub fn decide_channel(
+        &self,
+        facts: &ChannelFacts,
+        customer: &[Policy],
+    ) -> Result<(), Vec<DenyReason>> {
+        let fail = |e: PolicyError| {
+            vec![DenyReason {
+                code: "policy_error".into(),
+                message: format!("the policy could not be evaluated ({e}); the request is refused"),
+            }]
+        };
+        let set = self.combined(customer).map_err(fail)?;
+        match self.evaluate_channel(&set, facts) {
+            Ok(None) => Ok(()),
+            Ok(Some(mut reasons)) => {
+                if let [only] = reasons.as_mut_slice()
+                    && only.code == FALLBACK_CODE
+                {
+                    *only = DenyReason {
+                        code: "request_not_allowed".into(),
+                        message: format!(
+                            "the {} request is not allowed through sallyport",
+                            facts.request.kind()
+                        ),
+                    };
+                }
+                Err(reasons)
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    fn evaluate_channel(
+        &self,
+        set: &PolicySet,
+        facts: &ChannelFacts,
+    ) -> Result<Option<Vec<DenyReason>>, PolicyError> {
+        let internal = |e: &dyn std::fmt::Display| PolicyError::Internal(e.to_string());
+        let mut parents = Vec::new();
+        let mut list = Vec::new();
+        if let Some(g) = facts.group.as_deref().filter(|g| !g.is_empty()) {
+            parents.push(json!({"type": "Sallyport::AccessGroup", "id": g}));
+            list.push(json!({"uid": {"type": "Sallyport::AccessGroup", "id": g}, "attrs": {}, "parents": []}));
+        }
+        list.push(json!({
+            "uid": {"type": "Sallyport::Engineer", "id": facts.engineer},
+            "attrs": {"uid": facts.engineer},
+            "parents": parents,
+        }));
+        list.push(json!({
+            "uid": {"type": "Sallyport::Cluster", "id": facts.cluster},
+            "attrs": {"name": facts.cluster, "customer": facts.customer},
+            "parents": [],
+        }));
+        let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
+            .map_err(|e| internal(&e))?;
+        let action = uid("Action", "channel")?;
+        let r = &facts.request;
+        let (command, subsystem, env_name, signal, target_host, target_port) = match r {
+            ChannelRequest::Exec { command } => (command.as_str(), "", "", "", "", 0),
+            ChannelRequest::Subsystem { name } => ("", name.as_str(), "", "", "", 0),
+            ChannelRequest::Env { name } => ("", "", name.as_str(), "", "", 0),
+            ChannelRequest::Signal { name } => ("", "", "", name.as_str(), "", 0),
+            ChannelRequest::DirectTcpip { host, port }
+            | ChannelRequest::TcpipForward { host, port } => {
+                ("", "", "", "", host.as_str(), i64::from(*port))
+            }
+            ChannelRequest::Pty
+            | ChannelRequest::Shell
+            | ChannelRequest::WindowChange
+            | ChannelRequest::Agent
+            | ChannelRequest::X11 => ("", "", "", "", "", 0),
+        };
+        let (hour, weekday) = hour_and_weekday(facts.now);
+        let context = json!({
+            "request": r.kind(),
+            "node": facts.node,
+            "login": facts.login,
+            "ticket": facts.ticket,
+            "command": command,
+            "subsystem": subsystem,
+            "env_name": env_name,
+            "signal": signal,
+            "target_host": target_host,
+            "target_port": target_port,
+            "port_forwarding": facts.port_forwarding,
+            "now": clamp(facts.now),
+            "hour": hour,
+            "weekday": weekday,
+        });
+        let context = Context::from_json_value(context, Some((&self.schema, &action)))
+            .map_err(|e| internal(&e))?;
+        let request = Request::new(
+            uid("Engineer", &facts.engineer)?,
+            action,
+            uid("Cluster", &facts.cluster)?,
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| internal(&e))?;
+        denial(
+            set,
+            &Authorizer::new().is_authorized(&request, set, &entities),
+        )
+    }
+}
+
+/// The reason given when nothing but the default denial applies (no permit matched).
+const FALLBACK_CODE: &str = "not_in_approved_group";
+
+/// `Ok(None)` = allowed; `Ok(Some(reasons))` = denied, reasons in the order of the policy files.
+fn denial(
+    set: &PolicySet,
+    response: &cedar_policy::Response,
+) -> Result<Option<Vec<DenyReason>>, PolicyError> {
+    // Fail closed: an evaluation error in any policy is a denial, whatever else matched.
+    if let Some(err) = response.diagnostics().errors().next() {
+        return Err(PolicyError::Internal(err.to_string()));
+    }
+    if response.decision() == CedarDecision::Allow {
+        return Ok(None);
+    }
+    let mut reasons = Vec::new();
+    for id in response.diagnostics().reason() {
+        let Some(p) = set.policy(id) else { continue };
+        if p.effect() != cedar_policy::Effect::Forbid {
+            continue;
+        }
+        let code = annotation(p, "id")?;
+        let code = if id.to_string().starts_with("customer") {
+            format!("customer:{code}")
+        } else {
+            code
+        };
+        reasons.push(DenyReason {
+            code,
+            message: annotation(p, "message")?,
+        });
+    }
+    // Keep the order of the policy files, so the same facts read the same way every time.
+    let order: Vec<String> = set
+        .policies()
+        .filter_map(|p| p.annotation("id").map(str::to_string))
+        .collect();
+    reasons.sort_by_key(|r| {
+        order
+            .iter()
+            .position(|o| r.code.trim_start_matches("customer:") == o)
+    });
+    if reasons.is_empty() {
+        reasons.push(DenyReason {
+            code: FALLBACK_CODE.into(),
+            message: "no approval of this cluster names one of your groups".into(),
+        });
+    }
+    Ok(Some(reasons))
 }
 
 fn internal_deny(e: PolicyError) -> Decision {
@@ -498,6 +692,7 @@ fn grant(facts: &IssueFacts, approval: &ApprovalFacts, ids: GrantIds) -> Grant {
         cluster: facts.cluster.clone(),
         logins,
         approval: approval.id.clone(),
+        group: approval.group.clone(),
         request: facts
             .request
             .as_ref()

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::{PrivateKey, PublicKey};
+use sallyport_ca::policy::{ChannelFacts, DenyReason, Engine, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -27,6 +28,27 @@ use crate::trust::Trust;
 pub struct Enrollment {
     pub gateway: String,
     pub cluster: String,
+}
+
+/// The cluster's customer and that customer's own policies, as this gateway last heard them.
+struct Rules {
+    /// What the rules were compiled from, so that an unchanged refresh compiles nothing.
+    source: Option<PolicyCache>,
+    customer: String,
+    /// `Err` when a saved policy no longer checks here: then every request is refused.
+    policies: Result<Vec<Policy>, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SavedPolicy {
+    name: String,
+    body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PolicyCache {
+    customer: String,
+    policies: Vec<SavedPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +70,10 @@ pub struct Gateway {
     pub broker: BrokerClient,
     pub spool: Arc<Spool>,
     pub nodes: Mutex<HashMap<String, NodeEntry>>,
+    /// The policy engine asked for every channel request (base policies of `policies/`).
+    engine: Engine,
+    /// The customer's own policies, from the broker (cached in `policies.json`).
+    rules: Mutex<Rules>,
     /// Server configs per node name (each with its own host certificate).
     inner_configs: Mutex<HashMap<String, Arc<russh::server::Config>>>,
 }
@@ -77,6 +103,12 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         broker,
         spool,
         nodes: Mutex::new(HashMap::new()),
+        engine: Engine::new().context("the shipped channel policies do not load")?,
+        rules: Mutex::new(Rules {
+            source: None,
+            customer: String::new(),
+            policies: Ok(Vec::new()),
+        }),
         inner_configs: Mutex::new(HashMap::new()),
         cfg,
     });
@@ -86,6 +118,11 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
             && let Ok(nodes) = serde_json::from_str::<Vec<NodeEntry>>(&text)
         {
             gw.set_nodes(nodes);
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("policies.json"))
+            && let Ok(cache) = serde_json::from_str::<PolicyCache>(&text)
+        {
+            gw.set_rules(cache);
         }
     }
     if let Err(e) = gw.trust.refresh(&gw.broker).await {
@@ -155,15 +192,82 @@ impl Gateway {
         }
     }
 
+    /// Compile the customer's policies; one that does not check refuses every request (as the
+    /// broker refuses to issue), rather than being skipped.
+    fn set_rules(&self, cache: PolicyCache) {
+        if self
+            .rules
+            .lock()
+            .is_ok_and(|r| r.source.as_ref() == Some(&cache))
+        {
+            return;
+        }
+        let mut compiled = Ok(Vec::new());
+        for p in &cache.policies {
+            match self.engine.check_customer_policies(&p.body) {
+                Ok(mut ps) => {
+                    if let Ok(all) = compiled.as_mut() {
+                        all.append(&mut ps);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(policy = p.name, error = %e, "a customer policy does not check: refusing every channel request");
+                    compiled = Err(format!(
+                        "the customer's policy {} is invalid ({e}); the request is refused",
+                        p.name
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Ok(mut r) = self.rules.lock() {
+            *r = Rules {
+                customer: cache.customer.clone(),
+                policies: compiled,
+                source: Some(cache),
+            };
+        }
+    }
+
     async fn refresh_self(&self) -> anyhow::Result<()> {
         let v = self.broker.get_json("/v1/gateway/self").await?;
         let nodes: Vec<NodeEntry> = serde_json::from_value(v["nodes"].clone())?;
+        let cache = PolicyCache {
+            customer: v["customer"].as_str().unwrap_or_default().to_string(),
+            policies: serde_json::from_value(v["policies"].clone())
+                .context("the broker sent no customer policies")?,
+        };
         crate::trust::write_atomic(
             &self.cfg.data_dir.join("nodes.json"),
             serde_json::to_string(&v["nodes"])?.as_bytes(),
         )?;
+        crate::trust::write_atomic(
+            &self.cfg.data_dir.join("policies.json"),
+            serde_json::to_string(&cache)?.as_bytes(),
+        )?;
         self.set_nodes(nodes);
+        self.set_rules(cache);
         Ok(())
+    }
+
+    /// Ask the policy about one channel request (`facts.customer` is filled in here).
+    pub fn decide_channel(&self, mut facts: ChannelFacts) -> Result<(), Vec<DenyReason>> {
+        let Ok(rules) = self.rules.lock() else {
+            return Err(vec![DenyReason {
+                code: "policy_error".into(),
+                message: "the gateway's policy state is unusable; the request is refused".into(),
+            }]);
+        };
+        match &rules.policies {
+            Ok(policies) => {
+                facts.customer = rules.customer.clone();
+                self.engine.decide_channel(&facts, policies)
+            }
+            Err(e) => Err(vec![DenyReason {
+                code: "customer_policy_invalid".into(),
+                message: e.clone(),
+            }]),
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<NodeEntry> {
@@ -223,6 +327,20 @@ pub async fn run(
     gw: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Recordings a stopped gateway left open are finished first, then uploaded like any other.
+    for (kind, data) in recorder::recover_unfinished(&gw.cfg.data_dir.join("recordings")) {
+        let mut data = data;
+        data["cluster"] = json!(gw.cluster);
+        if let Some(session) = data["recording"]
+            .as_str()
+            .and_then(|r| r.rsplit_once("-c"))
+            .map(|(s, _)| s.to_string())
+        {
+            data["session"] = json!(session);
+        }
+        tracing::warn!(kind, recording = %data["recording"], "finished a recording left by a stopped gateway");
+        gw.spool.append(kind, data).await?;
+    }
     tokio::spawn(crate::spool::ship(gw.spool.clone(), gw.broker.clone()));
     tokio::spawn(recorder::upload_forever(
         gw.cfg.data_dir.join("recordings"),
@@ -236,7 +354,7 @@ pub async fn run(
         let gw = gw.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::time::sleep(Duration::from_secs(gw.cfg.config_refresh_secs.max(1))).await;
                 if let Err(e) = gw.refresh_self().await {
                     tracing::debug!(error = %e, "cannot refresh nodes");
                 }

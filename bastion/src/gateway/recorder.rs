@@ -260,6 +260,90 @@ fn sftp_events(ops: Vec<crate::record::sftp::SftpOp>) -> Vec<Event> {
         .collect()
 }
 
+/// What a recording left unfinished by a stopped gateway becomes: its header and every whole
+/// event line, up to the first line the crash cut (or anything after it), and a marker saying
+/// where it ends. `None` when not even the header is whole.
+pub fn repair_unfinished(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len() + 128);
+    let mut last_t = 0.0f64;
+    let mut lines = text.split_inclusive('\n');
+    let header = lines.next()?;
+    let parsed: serde_json::Value = serde_json::from_str(header.trim_end()).ok()?;
+    if !header.ends_with('\n') || parsed.get("version").and_then(Value::as_u64) != Some(2) {
+        return None;
+    }
+    out.push_str(header);
+    for line in lines {
+        if !line.ends_with('\n') {
+            break;
+        }
+        let Ok((t, _, _)) = serde_json::from_str::<(f64, String, String)>(line.trim_end()) else {
+            break;
+        };
+        last_t = last_t.max(t);
+        out.push_str(line);
+    }
+    let note = serde_json::to_string(UNFINISHED_MARKER).unwrap_or_default();
+    out.push_str(&format!("[{last_t:?}, \"m\", {note}]\n"));
+    Some(out)
+}
+
+/// The marker that ends a recording finished at a restart.
+pub const UNFINISHED_MARKER: &str =
+    "sallyport: the gateway stopped before this channel ended; the recording ends here";
+
+/// At start, before any session: finish the recordings a stopped gateway left open
+/// (`.cast.part`) so that they are uploaded like any other. Returns audit events to spool.
+pub fn recover_unfinished(dir: &Path) -> Vec<Event> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(id) = name.strip_suffix(".cast.part").map(str::to_string) else {
+            continue;
+        };
+        let text = match std::fs::read(&path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(err) => {
+                tracing::error!(error = %err, path = %path.display(), "cannot read an unfinished recording");
+                continue;
+            }
+        };
+        let finished = dir.join(format!("{id}.cast"));
+        match repair_unfinished(&text) {
+            Some(repaired) => {
+                let written = crate::trust::write_atomic(&finished, repaired.as_bytes())
+                    .and_then(|()| std::fs::remove_file(&path));
+                match written {
+                    Ok(()) => events.push((
+                        "recording_recovered",
+                        json!({"recording": id, "bytes_kept": repaired.len(), "bytes_found": text.len(),
+                               "reason": "the gateway stopped before the channel ended; finished at restart"}),
+                    )),
+                    Err(err) => {
+                        tracing::error!(error = %err, recording = id, "cannot finish an unfinished recording")
+                    }
+                }
+            }
+            None => {
+                // Kept on disk for the operator, never uploaded as a recording.
+                let _ = std::fs::rename(&path, dir.join(format!("{id}.cast.unreadable")));
+                events.push((
+                    "recording_unreadable",
+                    json!({"recording": id, "bytes_found": text.len(),
+                           "reason": "the gateway stopped before the recording's header was written whole"}),
+                ));
+            }
+        }
+    }
+    events
+}
+
 /// Send finished recordings to the broker; retried until accepted. Runs forever.
 pub async fn upload_forever(dir: PathBuf, broker: crate::broker_client::BrokerClient) {
     loop {
@@ -294,5 +378,86 @@ pub async fn upload_forever(dir: PathBuf, broker: crate::broker_client::BrokerCl
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "{\"version\": 2, \"width\": 80, \"height\": 24}\n";
+
+    #[test]
+    fn an_unfinished_recording_keeps_every_whole_line_and_ends_with_a_marker() {
+        let table: &[(&str, Option<&[&str]>)] = &[
+            // cut in the middle of an event line
+            (
+                "[0.5, \"o\", \"$ \"]\n[1.25, \"i\", \"ls\"]\n[1.3, \"o\", \"l",
+                Some(&["$ ", "ls"]),
+            ),
+            // cut right after a whole line
+            ("[0.5, \"o\", \"$ \"]\n", Some(&["$ "])),
+            // nothing after the header
+            ("", Some(&[])),
+            // a whole line of garbage stops the recovery there
+            (
+                "[0.5, \"o\", \"a\"]\n\u{0}\u{0}\n[2.0, \"o\", \"b\"]\n",
+                Some(&["a"]),
+            ),
+        ];
+        for (body, want) in table {
+            let text = format!("{HEADER}{body}");
+            let fixed = repair_unfinished(&text).expect("header is whole");
+            let events = crate::record::asciicast::parse_events(&fixed).unwrap();
+            let (last, rest) = events.split_last().unwrap();
+            assert_eq!(
+                last.kind,
+                crate::record::asciicast::EventKind::Marker,
+                "{body:?}"
+            );
+            assert_eq!(last.data, UNFINISHED_MARKER);
+            let kept: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
+            assert_eq!(Some(kept.as_slice()), want.map(|w| w), "{body:?}");
+            // times never go backwards: the marker is at the last kept event's time
+            assert!(rest.iter().all(|e| e.time <= last.time));
+        }
+        // A torn or missing header: nothing to replay.
+        assert_eq!(repair_unfinished(""), None);
+        assert_eq!(repair_unfinished("{\"version\": 2, \"wid"), None);
+        assert_eq!(repair_unfinished("{\"version\": 1}\n"), None);
+    }
+
+    #[test]
+    fn recovery_at_start_finishes_part_files_and_leaves_others_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("s-1-c0.cast.part"),
+            format!("{HEADER}[0.1, \"o\", \"x\"]\n[0.2, \"o"),
+        )
+        .unwrap();
+        std::fs::write(d.join("s-2-c0.cast.part"), "{\"vers").unwrap();
+        std::fs::write(d.join("s-3-c0.cast"), HEADER).unwrap();
+        let events = recover_unfinished(d);
+        let kinds: Vec<(&str, &str)> = events
+            .iter()
+            .map(|(k, v)| (*k, v["recording"].as_str().unwrap()))
+            .collect();
+        assert_eq!(kinds.len(), 2);
+        assert!(kinds.contains(&("recording_recovered", "s-1-c0")));
+        assert!(kinds.contains(&("recording_unreadable", "s-2-c0")));
+        assert!(!d.join("s-1-c0.cast.part").exists());
+        let fixed = std::fs::read_to_string(d.join("s-1-c0.cast")).unwrap();
+        assert!(fixed.ends_with(&format!(
+            "{}]\n",
+            serde_json::to_string(UNFINISHED_MARKER).unwrap()
+        )));
+        assert!(d.join("s-2-c0.cast.unreadable").exists());
+        assert_eq!(
+            std::fs::read_to_string(d.join("s-3-c0.cast")).unwrap(),
+            HEADER
+        );
+        // A second start finds nothing more to do.
+        assert!(recover_unfinished(d).is_empty());
     }
 }

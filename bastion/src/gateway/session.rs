@@ -10,6 +10,7 @@ use std::time::Duration;
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
+use sallyport_ca::policy::{ChannelFacts, ChannelRequest};
 use sallyport_ca::{CertIdentity, check_user_cert};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -94,13 +95,89 @@ impl Inner {
     /// Fail closed when the audit spool cannot be written: nothing reaches the node; tell the
     /// engineer why and end the channel.
     fn unrecordable(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
-        // Answered as accepted, then ended with the message and status 1: OpenSSH exits at once
-        // on a failed request, without showing anything the channel carried.
+        Self::end_with_message(channel, UNRECORDABLE, session)
+    }
+
+    /// End a channel whose shell, exec or subsystem request is refused, with a message. Answered
+    /// as accepted, then ended with the message and status 1: OpenSSH exits at once on a failed
+    /// request, without showing anything the channel carried.
+    fn end_with_message(
+        channel: ChannelId,
+        message: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
         session.channel_success(channel)?;
-        session.extended_data(channel, 1, UNRECORDABLE.as_bytes().to_vec())?;
+        session.extended_data(channel, 1, message.as_bytes().to_vec())?;
         session.exit_status_request(channel, 1)?;
         session.eof(channel)?;
         session.close(channel)
+    }
+
+    /// Ask the policy about a channel request. A refusal is audited (with the policy's codes and
+    /// messages) and returned as the text the engineer reads.
+    async fn ask(&self, channel: Option<ChannelId>, request: ChannelRequest) -> Result<(), String> {
+        let Some(id) = self.identity.as_ref() else {
+            return Err("sallyport: not authenticated\r\n".into());
+        };
+        let facts = ChannelFacts {
+            engineer: id.engineer().to_string(),
+            group: id.group().map(str::to_string),
+            customer: String::new(),
+            cluster: self.gw.cluster.clone(),
+            node: self.node.clone(),
+            login: self.login.clone(),
+            ticket: id.ticket().to_string(),
+            port_forwarding: id.permit_port_forwarding(),
+            now: crate::now(),
+            request,
+        };
+        let Err(reasons) = self.gw.decide_channel(facts.clone()) else {
+            return Ok(());
+        };
+        let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
+        let messages: Vec<&str> = reasons.iter().map(|r| r.message.as_str()).collect();
+        let mut detail = json!({
+            "request": facts.request.kind(),
+            "code": codes.first().copied().unwrap_or_default(),
+            "codes": codes,
+            "reason": messages.join("; "),
+        });
+        if let Some(c) = channel {
+            detail["channel"] = json!(channel_num(c));
+        }
+        let kind = match &facts.request {
+            ChannelRequest::Exec { command } => {
+                detail["command"] = json!(command);
+                "channel_refused"
+            }
+            ChannelRequest::Subsystem { name } => {
+                detail["subsystem"] = json!(name);
+                "channel_refused"
+            }
+            ChannelRequest::Env { name } => {
+                detail["env_name"] = json!(name);
+                "channel_refused"
+            }
+            ChannelRequest::Signal { name } => {
+                detail["signal"] = json!(name);
+                "channel_refused"
+            }
+            ChannelRequest::DirectTcpip { host, port }
+            | ChannelRequest::TcpipForward { host, port } => {
+                detail["target"] = json!(format!("{host}:{port}"));
+                "forward_refused"
+            }
+            ChannelRequest::Pty
+            | ChannelRequest::Shell
+            | ChannelRequest::WindowChange
+            | ChannelRequest::Agent
+            | ChannelRequest::X11 => "channel_refused",
+        };
+        self.audit(kind, detail).await;
+        Err(messages
+            .iter()
+            .map(|m| format!("sallyport: {m}\r\n"))
+            .collect())
     }
 
     async fn ensure_upstream(&mut self) -> anyhow::Result<()> {
@@ -147,24 +224,17 @@ impl Inner {
         }
         Ok(ok)
     }
-
-    async fn refuse_request(
-        &mut self,
-        channel: ChannelId,
-        what: &str,
-        reason: &str,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        self.audit(
-            "channel_refused",
-            json!({"channel": channel_num(channel), "request": what, "reason": reason}),
-        )
-        .await;
-        session.channel_failure(channel)
-    }
 }
 
 const UNRECORDABLE: &str = "sallyport: this gateway cannot write its audit log right now, so it refuses new activity (nothing ran on the node). Tell the operator.\r\n";
+
+/// A signal's name as policies see it: `INT`, `TERM`, ... (without `SIG`).
+fn signal_name(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
 
 fn channel_num(c: ChannelId) -> u32 {
     u32::from(c)
@@ -428,6 +498,10 @@ impl russh::server::Handler for Inner {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Err(message) = self.ask(Some(channel), ChannelRequest::Pty).await {
+            session.extended_data(channel, 1, message.into_bytes())?;
+            return session.channel_failure(channel);
+        }
         let title = format!(
             "{} {} {}@{}",
             self.identity
@@ -463,6 +537,12 @@ impl russh::server::Handler for Inner {
         value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::Env {
+            name: name.to_string(),
+        };
+        if self.ask(Some(channel), request).await.is_err() {
+            return session.channel_failure(channel);
+        }
         let sent = match self.chans.get(&channel) {
             Some(up) => up.write.set_env(true, name, value).await,
             None => Err(russh::Error::WrongChannel),
@@ -476,6 +556,9 @@ impl russh::server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Err(message) = self.ask(Some(channel), ChannelRequest::Shell).await {
+            return Self::end_with_message(channel, &message, session);
+        }
         if !self
             .audit("shell", json!({"channel": channel_num(channel)}))
             .await
@@ -497,6 +580,12 @@ impl russh::server::Handler for Inner {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).to_string();
+        let request = ChannelRequest::Exec {
+            command: command.clone(),
+        };
+        if let Err(message) = self.ask(Some(channel), request).await {
+            return Self::end_with_message(channel, &message, session);
+        }
         // Durable before the command reaches the node.
         if !self
             .audit(
@@ -532,15 +621,15 @@ impl russh::server::Handler for Inner {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::Subsystem {
+            name: name.to_string(),
+        };
+        if let Err(message) = self.ask(Some(channel), request).await {
+            return Self::end_with_message(channel, &message, session);
+        }
         if name != "sftp" {
-            return self
-                .refuse_request(
-                    channel,
-                    "subsystem",
-                    &format!("subsystem {name} is not allowed"),
-                    session,
-                )
-                .await;
+            // Only sftp is parsed and recorded; the base policy refuses every other subsystem.
+            return Self::end_with_message(channel, "sallyport: only sftp is allowed\r\n", session);
         }
         if !self
             .audit("sftp_started", json!({"channel": channel_num(channel)}))
@@ -568,6 +657,13 @@ impl russh::server::Handler for Inner {
         pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self
+            .ask(Some(channel), ChannelRequest::WindowChange)
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
         if let Some(up) = self.chans.get(&channel) {
             up.rec.resize(col_width, row_height);
             let _ = up
@@ -584,6 +680,12 @@ impl russh::server::Handler for Inner {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::Signal {
+            name: signal_name(&signal),
+        };
+        if self.ask(Some(channel), request).await.is_err() {
+            return Ok(());
+        }
         if let Some(up) = self.chans.get(&channel) {
             let _ = up.write.signal(signal).await;
         }
@@ -595,13 +697,12 @@ impl russh::server::Handler for Inner {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse_request(
-            channel,
-            "agent_forwarding",
-            "agent forwarding is never allowed",
-            session,
-        )
-        .await?;
+        // No agent is ever forwarded: the node never sees a request for one. The policy is asked
+        // so that the refusal is explained and audited the same way as every other.
+        if let Err(message) = self.ask(Some(channel), ChannelRequest::Agent).await {
+            tracing::debug!(message, "agent forwarding refused");
+        }
+        session.channel_failure(channel)?;
         Ok(false)
     }
 
@@ -614,13 +715,11 @@ impl russh::server::Handler for Inner {
         _x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_request(
-            channel,
-            "x11_forwarding",
-            "X11 forwarding is never allowed",
-            session,
-        )
-        .await
+        // As with the agent: never passed on, whatever the policy says.
+        if let Err(message) = self.ask(Some(channel), ChannelRequest::X11).await {
+            tracing::debug!(message, "X11 forwarding refused");
+        }
+        session.channel_failure(channel)
     }
 
     async fn tcpip_forward(
@@ -629,7 +728,16 @@ impl russh::server::Handler for Inner {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.audit("forward_refused", json!({"request": "tcpip-forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported"})).await;
+        let request = ChannelRequest::TcpipForward {
+            host: address.to_string(),
+            port: *port,
+        };
+        // Not supported by the gateway whatever the policy says (the base policy refuses it).
+        if let Err(message) = self.ask(None, request).await {
+            tracing::debug!(message, "remote forwarding refused");
+        } else {
+            self.audit("forward_refused", json!({"request": "tcpip_forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported by this gateway"})).await;
+        }
         Ok(false)
     }
 
@@ -644,12 +752,20 @@ impl russh::server::Handler for Inner {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let target = format!("{host}:{port}");
-        let allowed = self
+        let request = ChannelRequest::DirectTcpip {
+            host: host.to_string(),
+            port,
+        };
+        // The certificate's permit-port-forwarding is also checked here, apart from the policy.
+        let certified = self
             .identity
             .as_ref()
             .is_some_and(|i| i.permit_port_forwarding());
-        if !allowed {
-            self.audit("forward_refused", json!({"request": "direct-tcpip", "target": target, "reason": "port forwarding is not approved for this access"})).await;
+        let decided = self.ask(None, request).await;
+        if !certified && decided.is_ok() {
+            self.audit("forward_refused", json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
+        }
+        if !certified || decided.is_err() {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;

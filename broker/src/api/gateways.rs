@@ -367,6 +367,18 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
         .await?
         .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
     let customer = b.store.cluster(&cluster).await?.map(|c| c.customer);
+    // The customer's own policies: the gateway asks them with its own for every channel
+    // request (each policy names the cluster it is about).
+    let policies: Vec<Value> = match &customer {
+        Some(c) => b
+            .store
+            .policies(c)
+            .await?
+            .into_iter()
+            .map(|p| json!({"name": p.name, "body": p.body}))
+            .collect(),
+        None => Vec::new(),
+    };
     let nodes: Vec<Value> = b
         .store
         .nodes(&cluster)
@@ -386,6 +398,7 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
         "cluster": cluster,
         "customer": customer,
         "nodes": nodes,
+        "policies": policies,
         "user_ca": user_ca,
     })))
 }

@@ -70,6 +70,7 @@ fn user_cert_contents_as_openssh_reads_them() {
         [
             ("cluster@sallyport.dev", "acme-prod"),
             ("grant@sallyport.dev", "g-0001"),
+            ("group@sallyport.dev", "support-l2"),
             ("mfa@sallyport.dev", ""),
             ("permit-port-forwarding", ""),
             ("permit-pty", ""),
@@ -147,6 +148,7 @@ fn user_cert_minimal_grant_has_only_pty_and_ids() {
         [
             "cluster@sallyport.dev",
             "grant@sallyport.dev",
+            "group@sallyport.dev",
             "permit-pty",
             "ticket@sallyport.dev"
         ]
@@ -155,6 +157,7 @@ fn user_cert_minimal_grant_has_only_pty_and_ids() {
     let id = check_user_cert(&cert, &trusted(&ca), NOW, &never_revoked, None).unwrap();
     assert!(!id.permit_port_forwarding());
     assert!(!id.per_session_mfa());
+    assert_eq!(id.group(), Some("support-l2"));
 }
 
 #[test]

@@ -340,3 +340,198 @@ fn customer_policies_must_name_their_own_cluster() {
         Err(PolicyError::NotScoped(_))
     ));
 }
+
+fn channel(request: ChannelRequest) -> ChannelFacts {
+    ChannelFacts {
+        engineer: "alice".into(),
+        group: Some("support-l2".into()),
+        customer: "acme".into(),
+        cluster: "acme-prod".into(),
+        node: "node1".into(),
+        login: "ubuntu".into(),
+        ticket: "SUP-1234".into(),
+        port_forwarding: false,
+        now: NOW,
+        request,
+    }
+}
+
+fn channel_codes(engine: &Engine, f: &ChannelFacts, customer: &[Policy]) -> Vec<String> {
+    match engine.decide_channel(f, customer) {
+        Ok(()) => vec!["ALLOW".into()],
+        Err(reasons) => reasons.into_iter().map(|r| r.code).collect(),
+    }
+}
+
+#[test]
+fn channel_requests_under_the_base_policies() {
+    use ChannelRequest as R;
+    let engine = Engine::new().unwrap();
+    let s = |v: &str| v.to_string();
+    let table: Vec<(R, bool, &str)> = vec![
+        (R::Pty, false, "ALLOW"),
+        (R::Shell, false, "ALLOW"),
+        (
+            R::Exec {
+                command: s("echo hi; exit 3"),
+            },
+            false,
+            "ALLOW",
+        ),
+        (R::Subsystem { name: s("sftp") }, false, "ALLOW"),
+        (
+            R::Subsystem { name: s("netconf") },
+            false,
+            "subsystem_not_allowed",
+        ),
+        (R::Env { name: s("LANG") }, false, "ALLOW"),
+        (
+            R::Env {
+                name: s("LD_PRELOAD"),
+            },
+            false,
+            "environment_not_allowed",
+        ),
+        (
+            R::Env {
+                name: s("BASH_ENV"),
+            },
+            false,
+            "environment_not_allowed",
+        ),
+        (R::WindowChange, false, "ALLOW"),
+        (R::Signal { name: s("INT") }, false, "ALLOW"),
+        (
+            R::DirectTcpip {
+                host: s("127.0.0.1"),
+                port: 5432,
+            },
+            false,
+            "port_forwarding_not_approved",
+        ),
+        (
+            R::DirectTcpip {
+                host: s("127.0.0.1"),
+                port: 5432,
+            },
+            true,
+            "ALLOW",
+        ),
+        (
+            R::TcpipForward {
+                host: s("0.0.0.0"),
+                port: 8080,
+            },
+            true,
+            "remote_forwarding_refused",
+        ),
+        (R::Agent, true, "agent_forwarding_refused"),
+        (R::X11, true, "x11_forwarding_refused"),
+    ];
+    for (request, port_forwarding, want) in table {
+        let mut f = channel(request.clone());
+        f.port_forwarding = port_forwarding;
+        assert_eq!(channel_codes(&engine, &f, &[]), [want], "{request:?}");
+    }
+    // Every refusal carries a message the engineer can read.
+    let err = engine.decide_channel(&channel(R::Agent), &[]).unwrap_err();
+    assert!(err[0].message.contains("agent forwarding"), "{err:?}");
+}
+
+#[test]
+fn customer_channel_policies_narrow_what_a_session_may_do() {
+    use ChannelRequest as R;
+    let engine = Engine::new().unwrap();
+    let text = include_str!("../../../policies/examples/no-file-transfer.cedar");
+    let customer = engine.check_customer_policies(text).unwrap();
+    Engine::check_scope(&customer, &["acme-prod".to_string()]).unwrap();
+    let s = |v: &str| v.to_string();
+    let l1 = |mut f: ChannelFacts| {
+        f.group = Some("support-l1".into());
+        f
+    };
+    let table: Vec<(ChannelFacts, &str)> = vec![
+        (
+            channel(R::Subsystem { name: s("sftp") }),
+            "customer:acme_no_sftp",
+        ),
+        (
+            channel(R::Exec {
+                command: s("scp -t /tmp"),
+            }),
+            "customer:acme_no_scp",
+        ),
+        (
+            channel(R::Exec {
+                command: s("/usr/bin/scp -f x"),
+            }),
+            "customer:acme_no_scp",
+        ),
+        (
+            channel(R::Exec {
+                command: s("uptime"),
+            }),
+            "ALLOW",
+        ),
+        (channel(R::Shell), "ALLOW"),
+        (l1(channel(R::Shell)), "customer:acme_no_shell_for_l1"),
+        (
+            l1(channel(R::Exec {
+                command: s("uptime"),
+            })),
+            "ALLOW",
+        ),
+    ];
+    for (f, want) in table {
+        assert_eq!(
+            channel_codes(&engine, &f, &customer),
+            [want],
+            "{:?}",
+            f.request
+        );
+    }
+    // Scoped to acme-prod: the same requests on another cluster are not touched.
+    let mut other = channel(R::Subsystem { name: s("sftp") });
+    other.cluster = "acme-dev".into();
+    assert_eq!(channel_codes(&engine, &other, &customer), ["ALLOW"]);
+    // A customer's forbid and a base forbid both explain a refusal, base first.
+    let mut both = channel(R::Agent);
+    both.group = Some("support-l1".into());
+    let all = engine
+        .check_customer_policies(
+            r#"@id("no_agent_either") @message("no") forbid(principal, action == Sallyport::Action::"channel", resource == Sallyport::Cluster::"acme-prod") when { context.request == "agent" };"#,
+        )
+        .unwrap();
+    assert_eq!(
+        channel_codes(&engine, &both, &all),
+        ["agent_forwarding_refused", "customer:no_agent_either"]
+    );
+}
+
+#[test]
+fn issue_policies_do_not_leak_into_channels_or_back() {
+    let engine = Engine::new().unwrap();
+    // The business-hours rule is about issuing: at 20:00 a session already open goes on.
+    let text = include_str!("../../../policies/examples/business-hours.cedar");
+    let customer = engine.check_customer_policies(text).unwrap();
+    let mut f = channel(ChannelRequest::Shell);
+    f.now = NOW + 10 * 3600;
+    assert_eq!(channel_codes(&engine, &f, &customer), ["ALLOW"]);
+    // A channel rule does not stop issuing.
+    let text = include_str!("../../../policies/examples/no-file-transfer.cedar");
+    let customer = engine.check_customer_policies(text).unwrap();
+    assert_eq!(codes(&engine.decide(&facts(), &customer, ids())), ["ALLOW"]);
+    // An unknown request kind is refused by default, with its own reason.
+    let unknown = Engine::with_policies(
+        &BASE_POLICIES.replace("\"signal\", \"direct_tcpip\"", "\"direct_tcpip\""),
+    )
+    .unwrap();
+    assert_eq!(
+        channel_codes(
+            &unknown,
+            &channel(ChannelRequest::Signal { name: "INT".into() }),
+            &[]
+        ),
+        ["request_not_allowed"]
+    );
+}
