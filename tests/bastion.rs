@@ -898,6 +898,26 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
         .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
         .collect();
     assert_eq!(got, want, "{events:#?}");
+    // Each Enter was written to the spool before it went on to the node: every command's line
+    // has a line_entered event earlier in the gateway's chain, showing what the screen showed.
+    let entered = wait_events(&w, "kind=line_entered&ticket=SUP-1234", want.len()).await;
+    for c in events.iter().filter(|e| e["via"] == "interactive") {
+        let e = entered
+            .iter()
+            .find(|e| e["line"] == c["line"] && e["session"] == c["session"])
+            .unwrap_or_else(|| panic!("no line_entered for {c}: {entered:#?}"));
+        assert!(
+            e["seq"].as_u64().unwrap() < c["seq"].as_u64().unwrap(),
+            "{e} {c}"
+        );
+        // The screen at Enter shows the line as far as its echo had come.
+        if let Some(shown) = e["shown"].as_str() {
+            assert!(
+                c["command"].as_str().unwrap().starts_with(shown.trim_end()),
+                "{e} {c}"
+            );
+        }
+    }
 
     // The recording reaches the broker and replays to the screen the engineer saw.
     let fin = wait_events(&w, "kind=recording_finished&ticket=SUP-1234", 1).await;

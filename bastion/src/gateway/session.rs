@@ -377,7 +377,9 @@ impl russh::server::Handler for Inner {
         let spool = self.gw.spool.clone();
         let fields =
             self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()}));
+        // `false` when an event could not be written durably.
         let record = |spool: Arc<crate::spool::Spool>, fields: Value, events: Vec<Event>| async move {
+            let mut written = true;
             for (kind, extra) in events {
                 let mut d = fields.clone();
                 if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
@@ -385,21 +387,37 @@ impl russh::server::Handler for Inner {
                 }
                 if let Err(e) = spool.append(kind, d).await {
                     tracing::error!(error = %e, "audit spool unwritable");
+                    written = false;
                 }
             }
+            written
         };
         // Engineer -> node: a task of its own reads the engineer's channel, so this connection's
         // loop never waits on the node (with russh's window following consumption, the engineer
         // can send no more than the window ahead of what reached the node).
         {
             let (mut from_engineer, _) = channel.split();
-            let (write, rec, spool, fields) =
-                (write.clone(), rec.clone(), spool.clone(), fields.clone());
+            let (write, rec, spool, fields, to_engineer) = (
+                write.clone(),
+                rec.clone(),
+                spool.clone(),
+                fields.clone(),
+                session.handle(),
+            );
             tokio::spawn(async move {
                 while let Some(msg) = from_engineer.wait().await {
                     match msg {
                         ChannelMsg::Data { data } => {
-                            record(spool.clone(), fields.clone(), rec.input(&data)).await;
+                            // An entered line is written durably before its Enter goes on; when
+                            // it cannot be, nothing more reaches the node (fail closed).
+                            if !record(spool.clone(), fields.clone(), rec.input(&data)).await {
+                                let _ = to_engineer
+                                    .extended_data(id, 1, UNRECORDABLE.as_bytes().to_vec())
+                                    .await;
+                                let _ = write.close().await;
+                                let _ = to_engineer.close(id).await;
+                                break;
+                            }
                             if write.data_bytes(data).await.is_err() {
                                 break;
                             }

@@ -144,7 +144,9 @@ impl PtyRecorder {
                         lines.extend(self.writer.input(t, &bytes, *echoed));
                     }
                 }
-                DetectorEvent::Command(_) | DetectorEvent::FullScreen { .. } => {}
+                DetectorEvent::Command(_)
+                | DetectorEvent::FullScreen { .. }
+                | DetectorEvent::Entered { .. } => {}
             }
         }
     }
@@ -194,7 +196,9 @@ mod tests {
                 DetectorEvent::Command(Detected {
                     command, echo_off, ..
                 }) => Some((command.clone(), *echo_off)),
-                DetectorEvent::FullScreen { .. } | DetectorEvent::LineEcho { .. } => None,
+                DetectorEvent::FullScreen { .. }
+                | DetectorEvent::LineEcho { .. }
+                | DetectorEvent::Entered { .. } => None,
             })
             .collect()
     }

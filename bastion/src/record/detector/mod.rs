@@ -20,6 +20,9 @@
 //!   line as it accepted it, so backspaces, ctrl-U, ctrl-W, tab completion, history recall,
 //!   reverse search and colors are all already resolved on the screen. The command is the text of
 //!   the cursor's logical line from the anchor to its end, trailing blanks trimmed.
+//!   Enter itself is announced at once ([`DetectorEvent::Entered`], with the screen's line when its
+//!   echo was already seen): the gateway writes that durably before the Enter reaches the shell,
+//!   so a line that ran is in the audit log even if the gateway dies before the shell answers.
 //! - **Typed ahead.** A line started while an earlier one is still waiting has no anchor (the
 //!   prompt for it is not drawn yet). The detector simulates its editing (printable keys,
 //!   backspace, ctrl-U, ctrl-W) and takes the first later output line that *ends with* that text
@@ -118,6 +121,15 @@ pub enum DetectorEvent {
     /// A full-screen program started (`entered`) or ended.
     FullScreen {
         entered: bool,
+    },
+    /// Enter was pressed on `line` (before it reaches the shell): the gateway writes this durably
+    /// before passing the Enter on, so a line that ran is never missing from the audit log even
+    /// if the gateway dies before the shell answers. `shown` is the line as the screen showed it
+    /// at that moment, only when its echo was already seen (never the text of a hidden line);
+    /// the [`DetectorEvent::Command`] with the same `line` is the authoritative text.
+    Entered {
+        line: LineId,
+        shown: Option<String>,
     },
     /// Whether the input bytes of `line` (see [`Disposition::Hold`]) may be recorded. Sent once
     /// per line that had held input, as soon as it is known.
@@ -360,6 +372,18 @@ impl Lines {
             Some(Key::Interrupt) => {}
         }
         if entered && let Some(line) = self.open.take() {
+            let shown = match line.anchor {
+                Some(anchor) if line.echoed => Some(
+                    span_text(screen, anchor, line.pasted_newlines)
+                        .trim_end()
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            events.push(DetectorEvent::Entered {
+                line: line.id,
+                shown,
+            });
             self.waiting.push_back(line);
             if self.waiting.len() > MAX_WAITING_LINES
                 && let Some(oldest) = self.waiting.pop_front()

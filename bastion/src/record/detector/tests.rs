@@ -42,7 +42,7 @@ fn want_of(event: &DetectorEvent) -> Option<Want> {
             (false, Located::PromptGuess) => Guess(leak(&d.command)),
         }),
         DetectorEvent::FullScreen { entered } => Some(Full(*entered)),
-        DetectorEvent::LineEcho { .. } => None,
+        DetectorEvent::LineEcho { .. } | DetectorEvent::Entered { .. } => None,
     }
 }
 
@@ -798,4 +798,46 @@ fn small_helpers() {
     for (text, want) in backslashes {
         assert_eq!(ends_with_unescaped_backslash(text), want, "{text}");
     }
+}
+
+/// Each Enter is announced in the input step that carries it, before the shell can answer:
+/// with the text on screen when the echo was already seen, without any text otherwise.
+#[test]
+fn enter_is_announced_before_it_reaches_the_shell() {
+    let entered = |events: &[DetectorEvent]| -> Vec<(LineId, Option<String>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                DetectorEvent::Entered { line, shown } => Some((*line, shown.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut d = Detector::new(80, 24);
+    d.output(P.as_bytes());
+    // Typed and echoed, then Enter: the line as shown.
+    d.input(b"ls -l");
+    d.output(b"ls -l");
+    let step = d.input(b"\r");
+    assert_eq!(entered(&step.events), [(0, Some("ls -l".to_string()))]);
+    d.output(b"\r\ntotal 0\r\n");
+    d.output(P.as_bytes());
+    // A password at a prompt that does not echo: announced, never with its text.
+    d.output(b"Password: ");
+    let step = d.input(b"hunter2\r");
+    assert_eq!(entered(&step.events), [(1, None)]);
+    d.output(b"\r\n");
+    d.output(P.as_bytes());
+    // Typed ahead faster than the echo: announced without text; the Command comes later.
+    let step = d.input(b"uptime\rdate\r");
+    assert_eq!(entered(&step.events), [(2, None), (3, None)]);
+    // Ctrl-C abandons a line: nothing is announced for it.
+    d.output(b"uptime\r\n 10:00 up\r\n");
+    d.output(P.as_bytes());
+    let step = d.input(b"rm -rf /tmp/x\x03");
+    assert!(entered(&step.events).is_empty());
+    // In a full-screen program keys are not lines.
+    d.output(b"\x1b[?1049h");
+    let step = d.input(b":wq\r");
+    assert!(entered(&step.events).is_empty());
 }
