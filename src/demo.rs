@@ -232,6 +232,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         session_cert_ttl_secs: 600,
         refresh_secs: 2,
         config_refresh_secs: 10,
+        spool_reserve_bytes: 16 << 20,
     };
     let _ = std::fs::remove_dir_all(dir.join("gateway"));
     let gateway = sallyport_bastion::gateway::open(gw_cfg).await?;

@@ -1454,6 +1454,25 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     trust_edge(home.path(), &b);
     let out = ssh(home.path(), &["node1.acme-prod", "echo recorded"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recorded");
+    // An interactive session already open when the spool fills up.
+    let pane = format!("spfull-{}", std::process::id());
+    let ssh_cmd = format!(
+        "ssh -F {} node1.acme-prod",
+        home.path().join("ssh_config").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &pane,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &ssh_cmd,
+    ]);
+    tmux(&["set-option", "-t", &pane, "remain-on-exit", "on"]);
+    wait_pane(&pane, ":~$", 1);
 
     // Fill the file system.
     let filler = spool.join("filler");
@@ -1473,6 +1492,18 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
         !Path::new(&marker).exists(),
         "the command ran although it could not be recorded"
     );
+    // A line typed in the open shell: its Enter cannot be recorded, so it never reaches the
+    // node; the engineer is told why and the channel ends.
+    let typed = format!("{marker}-interactive");
+    tmux(&["send-keys", "-t", &pane, &format!("touch {typed}"), "Enter"]);
+    let screen = wait_pane(&pane, "cannot write its audit log", 1);
+    assert!(screen.contains("cannot write its audit log"), "{screen}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !Path::new(&typed).exists(),
+        "the typed command ran although its Enter could not be recorded"
+    );
+    tmux(&["kill-session", "-t", &pane]);
 
     // Room again: activity is recorded and allowed again, the chain intact.
     std::fs::remove_file(&filler).unwrap();

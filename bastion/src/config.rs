@@ -76,6 +76,14 @@ pub struct GatewayConfig {
     /// Seconds between refreshes of the cluster's nodes and the customer's policies.
     #[serde(default = "default_self_refresh")]
     pub config_refresh_secs: u64,
+    /// Free bytes kept on the spool's file system: below it, new activity is refused, and the
+    /// records that close sessions and channels still have room.
+    #[serde(default = "default_spool_reserve")]
+    pub spool_reserve_bytes: u64,
+}
+
+fn default_spool_reserve() -> u64 {
+    16 << 20
 }
 
 fn default_self_refresh() -> u64 {

@@ -28,6 +28,15 @@ pub enum SpoolError {
     },
 }
 
+/// Records that close or account for what was already allowed: they may use the reserve.
+pub const CLOSING_KINDS: [&str; 5] = [
+    "session_ended",
+    "session_terminated",
+    "channel_exit",
+    "recording_finished",
+    "output_recorded",
+];
+
 struct Inner {
     file: std::fs::File,
     /// Length of the file up to the last complete, synced record.
@@ -40,6 +49,9 @@ struct Inner {
 pub struct Spool {
     dir: PathBuf,
     source: String,
+    /// Free bytes kept on the spool's file system for records that close what was already
+    /// allowed ([`CLOSING_KINDS`]); below it, every other record is refused (fail closed).
+    reserve: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
     /// Woken after each append, for the shipper.
     pub appended: Notify,
@@ -117,6 +129,7 @@ impl Spool {
         Ok(Arc::new(Spool {
             dir: dir.to_path_buf(),
             source: source.to_string(),
+            reserve: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 file,
                 len: good_len,
@@ -125,6 +138,12 @@ impl Spool {
             }),
             appended: Notify::new(),
         }))
+    }
+
+    /// Keep `bytes` free on the spool's file system for closing records.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn source(&self) -> &str {
@@ -153,6 +172,22 @@ impl Spool {
             source: std::io::Error::other(e),
         })?;
         line.push('\n');
+        let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        if reserve > 0 && !CLOSING_KINDS.contains(&kind) {
+            // A full disk is found before the write, whatever slack the file's last block has.
+            let free = rustix::fs::fstatvfs(&inner.file)
+                .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+                .unwrap_or(0);
+            if free < reserve.saturating_add(line.len() as u64) {
+                return Err(SpoolError::Io {
+                    path,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!("{free} bytes free, {reserve} kept for closing records"),
+                    ),
+                });
+            }
+        }
         let written = inner
             .file
             .write_all(line.as_bytes())
@@ -314,5 +349,35 @@ mod tests {
             Spool::open(dir.path(), "gateway:g1"),
             Err(SpoolError::Corrupt { line: 2, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn below_the_reserve_only_closing_records_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        s.append("command", json!({"command": "a"})).await.unwrap();
+        // More than any file system has free: as if the disk were down to its reserve.
+        s.set_reserve(u64::MAX / 4);
+        let err = s
+            .append("command", json!({"command": "b"}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("kept for closing records"),
+            "{err}"
+        );
+        for kind in CLOSING_KINDS {
+            s.append(kind, json!({})).await.unwrap();
+        }
+        // The refused record left no trace; the chain goes on.
+        let all = s.pending(0, 100).unwrap();
+        assert_eq!(all.len(), 1 + CLOSING_KINDS.len());
+        assert!(all.iter().all(|r| r.data["command"] != "b"));
+        assert_eq!(
+            sallyport_broker::audit::verify_chain(&all),
+            Ok(all.len() as u64)
+        );
+        s.set_reserve(0);
+        s.append("command", json!({"command": "c"})).await.unwrap();
     }
 }

@@ -147,7 +147,7 @@ pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Pat
     std::fs::write(
         &gateway_config,
         format!(
-            "data_dir = \"{}\"\nbroker = \"{}\"\njoin_token = \"{token}\"\nrefresh_secs = 1\nconfig_refresh_secs = 1\n[[edges]]\naddress = \"127.0.0.1:{tunnel_port}\"\nhost_key = \"{edge_host_key}\"\n",
+            "data_dir = \"{}\"\nbroker = \"{}\"\njoin_token = \"{token}\"\nrefresh_secs = 1\nconfig_refresh_secs = 1\nspool_reserve_bytes = 65536\n[[edges]]\naddress = \"127.0.0.1:{tunnel_port}\"\nhost_key = \"{edge_host_key}\"\n",
             gw_dir.join("data").display(),
             w.broker.url
         ),

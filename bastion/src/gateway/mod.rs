@@ -93,6 +93,7 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         &dir.join("spool"),
         &format!("gateway:{}", enrollment.gateway),
     )?;
+    spool.set_reserve(cfg.spool_reserve_bytes);
     let gw = Arc::new(Gateway {
         id: enrollment.gateway,
         cluster: enrollment.cluster,
