@@ -591,8 +591,8 @@ async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused
             || edge_log.contains("ca"),
         "{edge_log}"
     );
-    // russh itself refuses an expired certificate before the edge's check runs.
-    assert!(edge_log.contains("expired"), "{edge_log}");
+    // russh refuses an expired certificate itself; the edge is told and names it.
+    assert!(edge_log.contains("\"expired\""), "{edge_log}");
     // For another cluster: dave's globex certificate cannot reach acme's node.
     let home2 = tempfile::tempdir().unwrap();
     login(&w, home2.path(), "dave", "GLX-1");
@@ -1128,11 +1128,42 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     );
     assert!(e["reason"].as_str().unwrap().contains("not trusted"), "{e}");
 
-    // Expired (signed by the real CA): russh drops the certificate before the edge's check;
-    // what the edge sees is the plain key offered next, without a valid certificate.
+    // Expired (signed by the real CA): refused before the client proved it holds the key, and
+    // audited with what the certificate names.
     std::fs::write(home.path().join("acme-prod-cert.pub"), &good).unwrap();
     resign_acme_cert(home.path(), &w.broker.dir.join("data/user_ca"), "-2h:-1h");
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    let e = wait_edge_refusal(&w, "expired").await;
+    assert_eq!(e["engineer"], "alice");
+    assert_eq!(e["ticket"], "SUP-1234");
+    assert_eq!(e["key_ownership"], "not proven");
+    assert!(e["reason"].as_str().unwrap().contains("expired"), "{e}");
+
+    // A plain key, no certificate: refused and audited with the key's fingerprint.
+    let plain = home.path().join("plain");
+    std::fs::copy(home.path().join("acme-prod"), &plain).unwrap();
+    let out = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-p",
+            &port.to_string(),
+            "-i",
+        ])
+        .arg(&plain)
+        .args(["alice@127.0.0.1", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "not_a_certificate").await;
     assert_eq!(e["login"], "alice");
@@ -1186,6 +1217,7 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     for code in [
         "no_shell_on_edge",
         "untrusted_ca",
+        "expired",
         "not_a_certificate",
         "other_cluster",
     ] {

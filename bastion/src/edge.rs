@@ -15,11 +15,11 @@
 //! source `edge:<name>`) and shipped to the broker like a gateway's. Without them the edge only
 //! logs, and refuses certificates that ask for per-session MFA (it cannot check the code).
 //!
-//! Known gap: russh refuses a certificate that is expired or not yet valid (and one whose
-//! signature does not verify) itself, before any handler callback, so the edge never sees it and
-//! cannot audit that refusal with the certificate's key id. When the client then offers the plain
-//! key behind the certificate, as OpenSSH does, the edge audits that (`not_a_certificate`, with
-//! the key's fingerprint, which `certificate_issued` events name as `public_key`).
+//! russh refuses a certificate that is expired or not yet valid (and one whose CA signature does
+//! not verify) itself, before the client proves it holds the key; the vendored russh tells the
+//! handler (`auth_certificate_refused`), and the edge audits it with the code of its own check
+//! (`expired`, `untrusted_ca`, ...) and the key id. A plain key offered without any certificate is
+//! audited as `not_a_certificate`, with the key's fingerprint.
 //!
 //! Gateways reach the edge on a second listener and authenticate with a certificate signed by
 //! their cluster's host CA (principal `gateway:<cluster>`), whose public key the broker knows
@@ -995,9 +995,49 @@ impl russh::server::Handler for EngineerHandler {
         }
     }
 
+    /// A certificate russh refused itself (expired, not yet valid, or a CA signature that does
+    /// not verify): refused whatever happens here; audited once per connection with the code our
+    /// own check gives (a certificate from an untrusted CA is called that, an expired one of
+    /// ours `expired`). The client has not proven it holds the key yet.
+    async fn auth_certificate_refused(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<(), Self::Error> {
+        self.auth_request(user);
+        if self.certificate_seen || self.permit.is_none() {
+            return Ok(());
+        }
+        self.certificate_seen = true;
+        let trust = &self.edge.trust;
+        let (code, reason) = match check_user_cert(
+            cert,
+            &trust.cas(),
+            crate::now(),
+            &|c| trust.is_revoked(c),
+            self.peer.map(|p| p.ip()),
+        ) {
+            Err(refusal) => (refusal.code().to_string(), refusal.to_string()),
+            // russh's clock and ours disagree by a second at the edge of the window.
+            Ok(_) => (
+                "outside_validity".to_string(),
+                "the certificate is outside its validity window".to_string(),
+            ),
+        };
+        let key_id = cert.key_id().to_string();
+        tracing::warn!(peer = ?self.peer, user, key_id, code, reason, "certificate refused at the edge");
+        self.refused(
+            Some(&key_id),
+            &code,
+            &reason,
+            json!({"serial": cert.serial().to_string(), "key_ownership": "not proven"}),
+        )
+        .await;
+        Ok(())
+    }
+
     /// A plain key (not a certificate) whose signature verified. Refused; audited when no
-    /// certificate reached the edge's check on this connection, which is what an expired
-    /// certificate looks like here (russh drops it before any callback).
+    /// certificate reached the edge's check on this connection.
     async fn auth_publickey(
         &mut self,
         user: &str,
@@ -1022,8 +1062,7 @@ impl russh::server::Handler for EngineerHandler {
                 None,
                 "not_a_certificate",
                 "only sallyport certificates are accepted: a plain key was offered without a \
-                 valid certificate (an expired or not yet valid certificate is dropped before \
-                 the edge's check); run `sallyport login`",
+                 certificate; run `sallyport login`",
                 json!({"fingerprint": fingerprint, "public_key": public_key}),
             )
             .await;

@@ -1120,6 +1120,8 @@ impl Encrypted {
                                 .unwrap_or_default()
                         {
                             warn!("Certificate is expired or not yet valid");
+                            // sallyport: let the handler audit the refusal.
+                            handler.auth_certificate_refused(user, cert).await?;
                             reject_auth_request(until, &mut self.write, auth_request).await?;
                             return Ok(());
                         }
@@ -1127,6 +1129,8 @@ impl Encrypted {
                         // Verify the certificate’s signature
                         if cert.verify_signature().is_err() {
                             warn!("Certificate signature is invalid");
+                            // sallyport: let the handler audit the refusal.
+                            handler.auth_certificate_refused(user, cert).await?;
                             reject_auth_request(until, &mut self.write, auth_request).await?;
                             return Ok(());
                         }

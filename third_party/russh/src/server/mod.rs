@@ -340,6 +340,20 @@ pub trait Handler: Sized {
         async { Ok(Auth::reject()) }
     }
 
+    // sallyport: a hook for certificates russh refuses itself.
+    /// Called when russh refuses a certificate itself, before any signature of the client was
+    /// checked: outside its validity window, or with a CA signature that does not verify. The
+    /// refusal stands whatever this returns; it lets the server log or audit it. Key ownership
+    /// is not proven at this point.
+    #[allow(unused_variables)]
+    fn auth_certificate_refused(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Check authentication using the "keyboard-interactive"
     /// method.
     ///
