@@ -1482,3 +1482,40 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
         "{roles}"
     );
 }
+
+#[tokio::test]
+async fn a_join_token_expires_and_is_refused_with_a_clear_message() {
+    let w = World::start_with(Dir::File(vec![]), "gateway_join_token_ttl_secs = 1\n").await;
+    let (s, v) =
+        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "late"}))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let token = v["join_token"].as_str().unwrap().to_string();
+    let made = v["join_token_expires_at"].as_u64().unwrap();
+    assert!(made > 0, "{v}");
+    // Past its lifetime (1 s here; 24 h by default).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let node_ca = sallyport_ca::keys::generate_ed25519("node ca").unwrap();
+    let host_ca = sallyport_ca::keys::generate_ed25519("host ca").unwrap();
+    let (s, v) = enroll_with(&w, &token, &key_line(&node_ca), &key_line(&host_ca)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.to_string().contains("expired"), "{v}");
+    let refused = refusals(&w, "enroll_gateway").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("expired"),
+        "{refused:?}"
+    );
+    // Nothing changed: the gateway is still not enrolled and has no CA keys.
+    let (s, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let g = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "late")
+        .unwrap()
+        .clone();
+    assert!(g["enrolled_at"].is_null(), "{g}");
+    assert!(g["node_ca_public_key"].is_null(), "{g}");
+}

@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     /// memory).
     #[serde(default = "default_recording_limit")]
     pub max_recording_bytes: u64,
+    /// How long a gateway's one-time join token may be used after the operator made it, seconds.
+    #[serde(default = "default_join_token_ttl")]
+    pub gateway_join_token_ttl_secs: u64,
     /// The public `host:port` of the edge engineers' ssh connects to (`ProxyJump`). Sent with
     /// each certificate so that `sallyport login` writes the jump into ssh_config.
     #[serde(default)]
@@ -177,6 +180,10 @@ fn default_listen() -> SocketAddr {
 fn default_body_limit() -> usize {
     64 * 1024
 }
+fn default_join_token_ttl() -> u64 {
+    24 * 3600
+}
+
 fn default_recording_limit() -> u64 {
     256 * 1024 * 1024
 }

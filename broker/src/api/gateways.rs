@@ -143,7 +143,8 @@ async fn create_gateway(
     .await?;
     // The join token is shown once: only its hash is stored.
     Ok(created(
-        json!({"id": g.id, "name": g.name, "cluster": g.cluster, "join_token": token}),
+        json!({"id": g.id, "name": g.name, "cluster": g.cluster, "join_token": token,
+               "join_token_expires_at": g.created_at.saturating_add(b.cfg.gateway_join_token_ttl_secs)}),
     ))
 }
 
@@ -313,6 +314,16 @@ async fn enroll(
     };
     if g.revoked_at.is_some() {
         let reason = "this gateway was revoked: ask the operator for a new one".to_string();
+        return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
+    }
+    let ttl = b.cfg.gateway_join_token_ttl_secs;
+    if g.enrolled_at.is_none() && now_secs() > g.created_at.saturating_add(ttl) {
+        let reason = format!(
+            "this join token expired ({} h after it was made): ask the operator for a new gateway \
+             and join token (POST /v1/clusters/{}/gateways)",
+            ttl / 3600,
+            g.cluster
+        );
         return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
     }
     let credential = new_gateway_credential();
