@@ -884,3 +884,53 @@ async fn openapi_document_lists_the_api() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
+    let w = World::start(Dir::File(vec![
+        ("alice", "alice-pw", vec!["support-l2"]),
+        ("bob", "bob-pw", vec!["support-l1"]),
+    ]))
+    .await;
+    sqlx::any::install_default_drivers();
+    use sqlx::{Connection, Row};
+    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    let stored = |uid: &'static str| {
+        sqlx::query("SELECT totp_secret FROM engineers WHERE uid = $1").bind(uid)
+    };
+    let alice: String = stored("alice").fetch_one(&mut db).await.unwrap().get(0);
+    // Neither the secret nor anything a code could be made from is in the row.
+    assert!(alice.starts_with("enc1:"), "{alice}");
+    assert!(!alice.contains(&w.secret("alice")), "{alice}");
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Accounts too.
+    let (s, v) =
+        w.op.post(
+            "/v1/accounts",
+            json!({"username": "acme-boss", "role": "approver", "customer": "acme", "password": "a-long-password-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let acct: String = sqlx::query("SELECT totp_secret FROM accounts WHERE username = 'acme-boss'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(acct.starts_with("enc1:"), "{acct}");
+    assert!(!acct.contains(v["totp_secret"].as_str().unwrap()), "{acct}");
+
+    // Alice's sealed secret copied onto bob's row does not open there: bob cannot log in with
+    // alice's codes, and he is told to ask the operator.
+    let changed = sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = 'bob'")
+        .bind(&alice)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let (s, v) = w.login("bob", "bob-pw", &w.code("alice", 1)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v.to_string().contains("tell the operator"), "{v}");
+    let (s, _) = w.login("bob", "bob-pw", &w.code("bob", 1)).await;
+    assert_ne!(s, StatusCode::OK);
+}

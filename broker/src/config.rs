@@ -42,6 +42,10 @@ pub struct BrokerConfig {
     /// How long a gateway's one-time join token may be used after the operator made it, seconds.
     #[serde(default = "default_join_token_ttl")]
     pub gateway_join_token_ttl_secs: u64,
+    /// The key that seals engineers' and accounts' TOTP secrets in the database (32 random bytes,
+    /// 0600; made at first start). Default `data_dir/totp.key`; replicas must share it.
+    #[serde(default)]
+    pub totp_key_file: Option<PathBuf>,
     /// The public `host:port` of the edge engineers' ssh connects to (`ProxyJump`). Sent with
     /// each certificate so that `sallyport login` writes the jump into ssh_config.
     #[serde(default)]
@@ -289,6 +293,12 @@ impl BrokerConfig {
             .user_ca_key
             .clone()
             .unwrap_or_else(|| self.data_dir.join("user_ca"))
+    }
+
+    pub fn totp_key_file(&self) -> PathBuf {
+        self.totp_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("totp.key"))
     }
 
     pub fn jwt_secret_file(&self) -> PathBuf {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod state;
+pub mod secretbox;
 pub mod store;
 pub mod totp;
 

@@ -26,6 +26,8 @@ pub struct Broker {
     pub trusted: TrustedCas,
     pub jwt: JwtKeys,
     pub operator_token_sha256: String,
+    /// Seals TOTP secrets in the store.
+    pub totp_box: crate::secretbox::SecretBox,
 }
 
 impl Broker {
@@ -46,6 +48,9 @@ impl Broker {
         for path in &cfg.ca.extra_trusted {
             trusted.insert(load_public_key(path)?);
         }
+        let totp_key = load_or_create_secret(&cfg.totp_key_file())?;
+        let totp_box = crate::secretbox::SecretBox::new(&totp_key)
+            .with_context(|| format!("{}", cfg.totp_key_file().display()))?;
         let secret = load_or_create_secret(&cfg.jwt_secret_file())?;
         let jwt = JwtKeys::new(
             &secret,
@@ -68,6 +73,7 @@ impl Broker {
             trusted,
             jwt,
             operator_token_sha256,
+            totp_box,
         }))
     }
 }

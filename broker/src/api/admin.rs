@@ -297,7 +297,11 @@ async fn enroll_engineer(
     check_name("engineer", &req.uid)?;
     let secret = totp::new_secret();
     b.store
-        .set_engineer_totp(&req.uid, &secret, req.replace)
+        .set_engineer_totp(
+            &req.uid,
+            &b.totp_box.seal(&format!("engineer:{}", req.uid), &secret),
+            req.replace,
+        )
         .await?;
     admin_event(
         &b,
@@ -364,7 +368,9 @@ async fn create_account(
         role: req.role.clone(),
         customer: req.customer.clone(),
         password_hash: hash_argon2(req.password.expose_secret())?,
-        totp_secret: secret.clone(),
+        totp_secret: b
+            .totp_box
+            .seal(&format!("account:{}", req.username), &secret),
     };
     b.store.create_account(&account).await?;
     admin_event(

@@ -47,8 +47,23 @@ enum Failure {
 }
 
 /// Check a TOTP code and spend its step. Errors name what to do next.
-async fn spend_totp(b: &Broker, subject: &str, secret: &str, code: &str) -> Result<(), Failure> {
-    let Some(step) = totp::check(secret, code, now_secs(), b.cfg.login.totp_skew) else {
+/// `stored` is the TOTP secret as the store holds it (sealed for `subject`).
+async fn spend_totp(b: &Broker, subject: &str, stored: &str, code: &str) -> Result<(), Failure> {
+    let secret = match b.totp_box.open(subject, stored) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(subject, error = %e, "a TOTP secret does not open");
+            return Err(Failure::Uncounted(
+                ApiError::Unavailable(
+                    "your TOTP secret cannot be read by this broker (its totp_key_file differs \
+                     from the one that sealed it): tell the operator"
+                        .into(),
+                ),
+                "totp_unreadable",
+            ));
+        }
+    };
+    let Some(step) = totp::check(&secret, code, now_secs(), b.cfg.login.totp_skew) else {
         return Err(Failure::Counted(
             ApiError::LoginFailed(
                 "wrong TOTP code: type the current code from your authenticator".into(),
