@@ -8,8 +8,8 @@ pub mod auth;
 pub mod config;
 pub mod directory;
 pub mod error;
-pub mod state;
 pub mod secretbox;
+pub mod state;
 pub mod store;
 pub mod totp;
 
