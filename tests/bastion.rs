@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::bastion::{self, LOGIN, ssh};
+use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge};
 use support::broker::*;
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
 fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
     w.login_cli(home, user, ticket, &w.code(user, 0))
-}
-
-/// Trust the edge's host key for the jump hop (login's ssh_config names it by its alias).
-fn trust_edge(home: &Path, b: &bastion::Bastion) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(home.join("known_hosts"))
-        .unwrap();
-    for cluster in ["acme-prod", "globex-prod"] {
-        writeln!(f, "sallyport-edge-{cluster} {}", b.edge_host_key).unwrap();
-    }
 }
 
 /// Wait until the broker holds events matching `query` (shipped from the gateway's spool).
@@ -39,21 +27,6 @@ async fn wait_events(w: &World, query: &str, n: usize) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn world_with_edge() -> (World, u16) {
-    let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
-    w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
-        .await;
-    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
-    (w, port)
 }
 
 #[tokio::test]
@@ -807,6 +780,28 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A tmux session `name` (`width`x40, kept after it exits) running `ssh node1.acme-prod` with
+/// `home`'s ssh_config.
+fn tmux_ssh(name: &str, home: &Path, width: u16) {
+    let ssh_cmd = format!(
+        "ssh -F {} node1.acme-prod",
+        home.join("ssh_config").display()
+    );
+    let width = width.to_string();
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        &width,
+        "-y",
+        "40",
+        &ssh_cmd,
+    ]);
+    tmux(&["set-option", "-t", name, "remain-on-exit", "on"]);
+}
+
 fn wait_pane(name: &str, needle: &str, count: usize) -> String {
     let start = Instant::now();
     loop {
@@ -831,22 +826,7 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     trust_edge(home.path(), &b);
     let name = format!("sp-{}", std::process::id());
     let tag = format!("tabtest{}", std::process::id());
-    let ssh_cmd = format!(
-        "ssh -F {} node1.acme-prod",
-        home.path().join("ssh_config").display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &name,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &ssh_cmd,
-    ]);
-    tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
+    tmux_ssh(&name, home.path(), 120);
     // capture-pane drops trailing blanks: the prompt reads `user@host:~$`.
     let prompt = ":~$";
     wait_pane(&name, prompt, 1);
@@ -1304,22 +1284,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     assert!(w.events("kind=session_mfa_verified").await.is_empty());
 
     let name = format!("sp-mfa-{}", std::process::id());
-    let ssh_cmd = format!(
-        "ssh -F {} node1.acme-prod",
-        home.path().join("ssh_config").display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &name,
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &ssh_cmd,
-    ]);
-    tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
+    tmux_ssh(&name, home.path(), 160);
     let send = |keys: &[&str]| {
         let mut args = vec!["send-keys", "-t", name.as_str()];
         args.extend_from_slice(keys);
@@ -1488,22 +1453,7 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recorded");
     // An interactive session already open when the spool fills up.
     let pane = format!("spfull-{}", std::process::id());
-    let ssh_cmd = format!(
-        "ssh -F {} node1.acme-prod",
-        home.path().join("ssh_config").display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &pane,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &ssh_cmd,
-    ]);
-    tmux(&["set-option", "-t", &pane, "remain-on-exit", "on"]);
+    tmux_ssh(&pane, home.path(), 120);
     wait_pane(&pane, ":~$", 1);
 
     // Fill the file system.

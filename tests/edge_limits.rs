@@ -8,41 +8,21 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::bastion::{self, Bastion, LOGIN, ssh};
+use serde_json::Value;
+use support::bastion::{self, Bastion, ssh, trust_edge};
 use support::broker::*;
 
 /// A world whose edge address is known to the broker, with alice's approval and ticket, and an
 /// edge holding a token (so it audits) with `extra` in its config; alice logged in and trusting
 /// the edge. Returns the world, the bastion and alice's `SALLYPORT_HOME`.
 async fn edge_world(extra: &str) -> (World, Bastion, tempfile::TempDir) {
-    let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
-    w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
-        .await;
-    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
+    let (w, port) = bastion::world_with_edge().await;
     let token = bastion::edge_token(&w).await;
     let b = bastion::start_with_edge_token_and(&w, port, &token, extra).await;
     let home = tempfile::tempdir().unwrap();
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), &b);
     (w, b, home)
-}
-
-/// Trust the edge's host key for the jump hop (login's ssh_config names it by its alias).
-fn trust_edge(home: &Path, b: &Bastion) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(home.join("known_hosts"))
-        .unwrap();
-    writeln!(f, "sallyport-edge-acme-prod {}", b.edge_host_key).unwrap();
 }
 
 /// `ssh node1.acme-prod <command>` through the edge, running in the background.

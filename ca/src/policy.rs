@@ -406,19 +406,41 @@ impl Engine {
             "hour": hour,
             "weekday": weekday,
         });
+        self.authorize(
+            set,
+            &entities,
+            action,
+            &facts.engineer,
+            &facts.cluster,
+            context,
+        )
+    }
+
+    /// One Cedar request: `engineer` asks `action` on `cluster` with `context` (checked against
+    /// the schema). `Ok(None)` = allowed.
+    fn authorize(
+        &self,
+        set: &PolicySet,
+        entities: &Entities,
+        action: EntityUid,
+        engineer: &str,
+        cluster: &str,
+        context: Value,
+    ) -> Result<Option<Vec<DenyReason>>, PolicyError> {
+        let internal = |e: &dyn std::fmt::Display| PolicyError::Internal(e.to_string());
         let context = Context::from_json_value(context, Some((&self.schema, &action)))
             .map_err(|e| internal(&e))?;
         let request = Request::new(
-            uid("Engineer", &facts.engineer)?,
+            uid("Engineer", engineer)?,
             action,
-            uid("Cluster", &facts.cluster)?,
+            uid("Cluster", cluster)?,
             context,
             Some(&self.schema),
         )
         .map_err(|e| internal(&e))?;
         denial(
             set,
-            &Authorizer::new().is_authorized(&request, set, &entities),
+            &Authorizer::new().is_authorized(&request, set, entities),
         )
     }
 
@@ -463,22 +485,13 @@ impl Engine {
         facts: &ChannelFacts,
     ) -> Result<Option<Vec<DenyReason>>, PolicyError> {
         let internal = |e: &dyn std::fmt::Display| PolicyError::Internal(e.to_string());
-        let mut parents = Vec::new();
-        let mut list = Vec::new();
-        if let Some(g) = facts.group.as_deref().filter(|g| !g.is_empty()) {
-            parents.push(json!({"type": "Sallyport::AccessGroup", "id": g}));
-            list.push(json!({"uid": {"type": "Sallyport::AccessGroup", "id": g}, "attrs": {}, "parents": []}));
-        }
-        list.push(json!({
-            "uid": {"type": "Sallyport::Engineer", "id": facts.engineer},
-            "attrs": {"uid": facts.engineer},
-            "parents": parents,
-        }));
-        list.push(json!({
-            "uid": {"type": "Sallyport::Cluster", "id": facts.cluster},
-            "attrs": {"name": facts.cluster, "customer": facts.customer},
-            "parents": [],
-        }));
+        let groups: Vec<String> = facts
+            .group
+            .iter()
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .collect();
+        let list = principal_entities(&facts.engineer, &groups, &facts.cluster, &facts.customer);
         let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
             .map_err(|e| internal(&e))?;
         let action = uid("Action", "channel")?;
@@ -515,19 +528,13 @@ impl Engine {
             "hour": hour,
             "weekday": weekday,
         });
-        let context = Context::from_json_value(context, Some((&self.schema, &action)))
-            .map_err(|e| internal(&e))?;
-        let request = Request::new(
-            uid("Engineer", &facts.engineer)?,
-            action,
-            uid("Cluster", &facts.cluster)?,
-            context,
-            Some(&self.schema),
-        )
-        .map_err(|e| internal(&e))?;
-        denial(
+        self.authorize(
             set,
-            &Authorizer::new().is_authorized(&request, set, &entities),
+            &entities,
+            action,
+            &facts.engineer,
+            &facts.cluster,
+            context,
         )
     }
 }
@@ -627,27 +634,41 @@ fn approval_key(a: &ApprovalFacts) -> String {
     }
 }
 
-fn entities_json(facts: &IssueFacts, approval: &ApprovalFacts) -> Value {
-    let mut list: Vec<Value> = facts
-        .groups
+/// The engineer (in `groups`), the groups and the cluster, as Cedar entities.
+fn principal_entities(
+    engineer: &str,
+    groups: &[String],
+    cluster: &str,
+    customer: &str,
+) -> Vec<Value> {
+    let mut list: Vec<Value> = groups
         .iter()
         .map(|g| json!({"uid": {"type": "Sallyport::AccessGroup", "id": g}, "attrs": {}, "parents": []}))
         .collect();
-    let parents: Vec<Value> = facts
-        .groups
+    let parents: Vec<Value> = groups
         .iter()
         .map(|g| json!({"type": "Sallyport::AccessGroup", "id": g}))
         .collect();
     list.push(json!({
-        "uid": {"type": "Sallyport::Engineer", "id": facts.engineer},
-        "attrs": {"uid": facts.engineer},
+        "uid": {"type": "Sallyport::Engineer", "id": engineer},
+        "attrs": {"uid": engineer},
         "parents": parents,
     }));
     list.push(json!({
-        "uid": {"type": "Sallyport::Cluster", "id": facts.cluster},
-        "attrs": {"name": facts.cluster, "customer": facts.customer},
+        "uid": {"type": "Sallyport::Cluster", "id": cluster},
+        "attrs": {"name": cluster, "customer": customer},
         "parents": [],
     }));
+    list
+}
+
+fn entities_json(facts: &IssueFacts, approval: &ApprovalFacts) -> Value {
+    let mut list = principal_entities(
+        &facts.engineer,
+        &facts.groups,
+        &facts.cluster,
+        &facts.customer,
+    );
     list.push(json!({
         "uid": {"type": "Sallyport::Approval", "id": approval_key(approval)},
         "attrs": {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::broker::{BIN, World};
+use super::broker::{BIN, Dir, World};
 use super::sshd::{SshdNode, free_port};
 
 pub struct Proc {
@@ -287,5 +287,36 @@ impl Bastion {
             self.edge.log_text(),
             self.gateway.log_text()
         );
+    }
+}
+
+/// A world whose broker knows the edge's address (so `sallyport login` writes the jump), with
+/// an approval of support-l2 on acme-prod and alice's open ticket SUP-1234. Returns the world and
+/// the edge's port (pass it to [`start`]).
+pub async fn world_with_edge() -> (World, u16) {
+    let port = pick_edge_port();
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
+        .await;
+    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
+    (w, port)
+}
+
+/// Trust the edge's host key for the jump hop in a `SALLYPORT_HOME` (login's ssh_config names
+/// the edge by its alias per cluster).
+pub fn trust_edge(home: &Path, b: &Bastion) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(home.join("known_hosts"))
+        .unwrap();
+    for cluster in ["acme-prod", "globex-prod"] {
+        writeln!(f, "sallyport-edge-{cluster} {}", b.edge_host_key).unwrap();
     }
 }
