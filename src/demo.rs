@@ -205,6 +205,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_connections: 100,
         idle_timeout_secs: 600,
         shutdown_grace_secs: 0,
+        login_grace_secs: 120,
         name: Some("demo-edge".into()),
         token_file: Some(edge_token_file),
     };

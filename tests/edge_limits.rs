@@ -316,3 +316,47 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     assert_eq!(ev[0]["ticket"], "SUP-1234");
     assert!(ev[0]["reason"].as_str().unwrap().contains("shutting down"));
 }
+
+#[tokio::test]
+async fn a_connection_that_does_not_log_in_in_time_is_closed_and_audited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (w, b, home) = edge_world("login_grace_secs = 2\n").await;
+    // A logged-in session outlives the login grace.
+    let alive = spawn_ssh(home.path(), "sleep 4; echo alive");
+    // A client that says hello and then never authenticates.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", b.edge_port))
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"SSH-2.0-OpenSSH_9.2 stalled\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the edge kept a connection that never logged in"
+    );
+    let e = edge_events(&w, "edge_refused", 1).await;
+    let e = e
+        .iter()
+        .find(|e| e["code"] == "login_timeout")
+        .unwrap_or_else(|| panic!("{e:#?}"));
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not logged in within 2 s"),
+        "{e}"
+    );
+    let out = alive.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "alive", "{}", text(&out.stderr));
+}

@@ -33,6 +33,10 @@ pub struct EdgeConfig {
     /// before the edge disconnects them and exits; 0 disconnects them at once.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// An engineer connection not logged in (certificate and, when asked, TOTP code) within this
+    /// many seconds is closed, so that slow or stalled clients cannot hold the connection slots.
+    #[serde(default = "default_login_grace")]
+    pub login_grace_secs: u64,
     /// The edge's name: the name of its API token, and its audit chain `edge:<name>`.
     #[serde(default)]
     pub name: Option<String>,
@@ -107,6 +111,10 @@ fn default_idle() -> u64 {
 /// and the last audit records.
 fn default_shutdown_grace() -> u64 {
     25
+}
+/// Enough to type a TOTP code at the per-session prompt.
+fn default_login_grace() -> u64 {
+    120
 }
 fn default_session_cert_ttl() -> u64 {
     600

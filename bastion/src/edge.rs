@@ -618,6 +618,8 @@ enum Close {
     Full,
     Idle,
     Shutdown,
+    /// Not logged in within `login_grace_secs`.
+    NotLoggedIn,
 }
 
 /// One engineer connection: its SSH session (russh's task), watched for the edge being full,
@@ -660,6 +662,8 @@ async fn engineer_connection(
         edge.idle_timeout()
     };
     let mut stop = edge.stop.subscribe();
+    let login_deadline =
+        tokio::time::Instant::now() + Duration::from_secs(edge.cfg.login_grace_secs.max(1));
     let session =
         match tokio::time::timeout(limit, russh::server::run_stream(config, socket, handler)).await
         {
@@ -685,6 +689,11 @@ async fn engineer_connection(
                     break None;
                 }
                 () = conn.kick.notified() => break Some(Close::Full),
+                () = tokio::time::sleep_until(login_deadline), if conn.who().is_none() && !full => {
+                    if conn.who().is_none() {
+                        break Some(Close::NotLoggedIn);
+                    }
+                }
                 () = tokio::time::sleep(left) => {
                     if conn.idle_for() >= limit {
                         break Some(if full { Close::Full } else { Close::Idle });
@@ -714,8 +723,30 @@ async fn engineer_connection(
                         edge.cfg.shutdown_grace_secs
                     ),
                 ),
+                Close::NotLoggedIn => (
+                    Disconnect::ByApplication,
+                    format!(
+                        "sallyport edge: not logged in within {} s, disconnected (login_grace_secs)",
+                        edge.cfg.login_grace_secs.max(1)
+                    ),
+                ),
             };
-            if close != Close::Full {
+            if close == Close::NotLoggedIn {
+                tracing::info!(%peer, "disconnecting a connection that did not log in in time");
+                edge.audit(
+                    "edge_refused",
+                    json!({
+                        "edge": edge.cfg.name,
+                        "code": "login_timeout",
+                        "reason": message,
+                        "authentication_tried": conn.auth_seen.load(Ordering::SeqCst),
+                        "source_ip": peer.ip().to_string(),
+                        "peer": peer.to_string(),
+                    }),
+                )
+                .await;
+            }
+            if close != Close::Full && close != Close::NotLoggedIn {
                 let what = if close == Close::Idle {
                     "idle_timeout"
                 } else {
@@ -1550,6 +1581,7 @@ mod tests {
             max_connections: 10,
             idle_timeout_secs: 600,
             shutdown_grace_secs: 25,
+            login_grace_secs: 120,
             name: name.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
         }
