@@ -135,7 +135,17 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
             let cfg: sallyport_bastion::config::EdgeConfig =
                 sallyport_bastion::config::load(&config)?;
             let edge = sallyport_bastion::edge::Edge::new(cfg)?;
-            sallyport_bastion::edge::run(edge, shutdown_signal()).await?;
+            // The first signal starts the grace period; a second one ends it at once (what is
+            // audited is already on disk and ships at the next start).
+            let first = async {
+                shutdown_signal().await;
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!("second signal: exiting without waiting for the grace period");
+                    std::process::exit(1);
+                });
+            };
+            sallyport_bastion::edge::run(edge, first).await?;
             Ok(0)
         }
         Cmd::Gateway { config } => {

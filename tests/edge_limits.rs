@@ -315,6 +315,35 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     assert_eq!(ev[0]["engineer"], "alice");
     assert_eq!(ev[0]["ticket"], "SUP-1234");
     assert!(ev[0]["reason"].as_str().unwrap().contains("shutting down"));
+
+    // 3. A second SIGTERM ends the grace period at once: the edge exits with status 1 while a
+    // session that the grace period would have let run is still open.
+    b.restart_edge("edge-3.log");
+    let lingering = spawn_ssh(home, "sleep 60; echo never");
+    wait_commands(&w, &b, 3).await;
+    b.edge.sigterm();
+    assert!(
+        b.edge
+            .wait_log("edge shutting down", Duration::from_secs(5)),
+        "{}",
+        b.edge.log_text()
+    );
+    b.edge.sigterm();
+    let status = b.edge.wait_exit(Duration::from_secs(grace + 10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        b.edge.log_text()
+    );
+    assert!(
+        b.edge.log_text().contains("second signal"),
+        "{}",
+        b.edge.log_text()
+    );
+    let edge_log = b.edge.log_text();
+    let out = finish(lingering, Duration::from_secs(15), &|| edge_log.clone());
+    assert!(!text(&out.stdout).contains("never"));
 }
 
 #[tokio::test]
