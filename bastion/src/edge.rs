@@ -29,10 +29,11 @@
 //! message "sallyport edge: too many connections" (as the authentication banner, then as the
 //! SSH disconnect reason) and an `edge_full` refusal. A connection through which no byte has
 //! passed either way (and that made no request) for `idle_timeout_secs` is disconnected with a
-//! message. On shutdown (SIGTERM) the edge closes its engineer listener at once, lets open
-//! connections go on for `shutdown_grace_secs` (refusing new forwards on them), then disconnects
-//! what is left with a message and exits; `edge_shutdown`, `edge_disconnected` and
-//! `edge_stopped` are audit events.
+//! message; one that has not logged in within `login_grace_secs` is disconnected and audited
+//! (`login_timeout`). On shutdown (SIGTERM) the edge closes its engineer listener at once, lets
+//! open connections go on for `shutdown_grace_secs` (refusing new forwards on them), then
+//! disconnects what is left with a message and exits (a second signal cuts the grace short);
+//! `edge_shutdown`, `edge_disconnected` and `edge_stopped` are audit events.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
