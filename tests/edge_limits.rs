@@ -372,7 +372,8 @@ async fn a_connection_that_does_not_log_in_in_time_is_closed_and_audited() {
     .await;
     assert!(
         closed.is_ok(),
-        "the edge kept a connection that never logged in"
+        "the edge kept a connection that never logged in\n{}",
+        b.edge.log_text()
     );
     let e = edge_events(&w, "edge_refused", 1).await;
     let e = e

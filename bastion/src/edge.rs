@@ -663,21 +663,54 @@ async fn engineer_connection(
         edge.idle_timeout()
     };
     let mut stop = edge.stop.subscribe();
-    let login_deadline =
-        tokio::time::Instant::now() + Duration::from_secs(edge.cfg.login_grace_secs.max(1));
-    let session =
-        match tokio::time::timeout(limit, russh::server::run_stream(config, socket, handler)).await
-        {
-            Ok(Ok(session)) => Some(session),
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "engineer connection setup failed");
-                None
+    // A second handle on the socket, to cut it when the session cannot be ended politely.
+    let (socket, killer) = match socket.into_std().and_then(|std| {
+        let killer = std.try_clone()?;
+        Ok((TcpStream::from_std(std)?, killer))
+    }) {
+        Ok((socket, killer)) => (socket, Some(killer)),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot take a second handle on a connection");
+            return;
+        }
+    };
+    let login_grace = Duration::from_secs(edge.cfg.login_grace_secs.max(1));
+    let login_deadline = tokio::time::Instant::now() + login_grace;
+    let setup_limit = if full { limit } else { limit.min(login_grace) };
+    let session = match tokio::time::timeout(
+        setup_limit,
+        russh::server::run_stream(config, socket, handler),
+    )
+    .await
+    {
+        Ok(Ok(session)) => Some(session),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "engineer connection setup failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "engineer connection did not finish the SSH handshake in time");
+            if !full {
+                edge.audit(
+                    "edge_refused",
+                    json!({
+                        "edge": edge.cfg.name,
+                        "code": "login_timeout",
+                        "reason": format!(
+                            "sallyport edge: not logged in within {} s, disconnected \
+                             (login_grace_secs); the SSH handshake did not finish",
+                            login_grace.as_secs()
+                        ),
+                        "authentication_tried": false,
+                        "source_ip": peer.ip().to_string(),
+                        "peer": peer.to_string(),
+                    }),
+                )
+                .await;
             }
-            Err(_) => {
-                tracing::debug!(%peer, "engineer connection sent no SSH version in time");
-                None
-            }
-        };
+            None
+        }
+    };
     if let Some(mut session) = session {
         let handle = session.handle();
         let close = loop {
@@ -775,11 +808,18 @@ async fn engineer_connection(
                     }
                 }
             }
-            let _ = tokio::time::timeout(DISCONNECT_WAIT, async {
+            let ended = tokio::time::timeout(DISCONNECT_WAIT, async {
                 let _ = handle.disconnect(code, message, String::new()).await;
                 let _ = (&mut session).await;
             })
             .await;
+            // A client that never finished the handshake cannot be sent a disconnect: cut the
+            // socket under russh's task, which then ends.
+            if ended.is_err()
+                && let Some(k) = &killer
+            {
+                let _ = k.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
     // A full edge's refusal of a client that never named a key (or gave up first).
