@@ -17,16 +17,8 @@ fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
     w.login_cli(home, user, ticket, &w.code(user, 0))
 }
 
-/// Wait until the broker holds events matching `query` (shipped from the gateway's spool).
 async fn wait_events(w: &World, query: &str, n: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let ev = w.events(query).await;
-        if ev.len() >= n || start.elapsed() > Duration::from_secs(20) {
-            return ev;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    w.wait_events(query, n).await
 }
 
 #[tokio::test]

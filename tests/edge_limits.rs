@@ -65,16 +65,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-/// Wait until the broker holds at least `n` events matching `query`.
 async fn wait_events(w: &World, query: &str, n: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let ev = w.events(query).await;
-        if ev.len() >= n || start.elapsed() > Duration::from_secs(20) {
-            return ev;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    w.wait_events(query, n).await
 }
 
 /// The edge's events of `kind` at the broker, once there are `n`.

@@ -417,6 +417,19 @@ impl World {
         assert_eq!(s, StatusCode::OK, "{v}");
         v["events"].as_array().unwrap().clone()
     }
+
+    /// The events matching `query` once there are at least `n` (shipped from spools), or what
+    /// there is after 20 s.
+    pub async fn wait_events(&self, query: &str, n: usize) -> Vec<Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let ev = self.events(query).await;
+            if ev.len() >= n || start.elapsed() > std::time::Duration::from_secs(20) {
+                return ev;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// A fresh Ed25519 public key line (the engineer's side).
