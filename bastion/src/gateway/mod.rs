@@ -394,6 +394,7 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<()>
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 4,
         nodelay: true,
+        preferred: crate::client_preferred(),
         ..Default::default()
     });
     let handler = TunnelClient {

@@ -88,6 +88,7 @@ pub async fn connect(
     let config = Arc::new(russh::client::Config {
         inactivity_timeout: None,
         nodelay: true,
+        preferred: crate::client_preferred(),
         ..Default::default()
     });
     let handler = NodeClient {
