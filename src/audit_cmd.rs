@@ -161,14 +161,33 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The stored sources, and those that reported a head but have no stored record yet.
+fn with_reported(
+    mut sources: Vec<String>,
+    heads: &std::collections::HashMap<String, u64>,
+) -> Vec<String> {
+    for (s, head) in heads {
+        if *head > 0 && !sources.contains(s) {
+            sources.push(s.clone());
+        }
+    }
+    sources.sort();
+    sources
+}
+
 async fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let mut results: Vec<(String, Result<u64, ChainBreak>)> = Vec::new();
+    // What each gateway and edge last reported of its own chain's head.
+    let mut heads: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     if let Some(cfg) = &a.config {
         let cfg = sallyport_broker::BrokerConfig::load(cfg)?;
         let store = sallyport_broker::store::Store::connect(&cfg.database_url()).await?;
+        for (source, head, _) in store.audit_heads().await? {
+            heads.insert(source, head);
+        }
         let sources = match &a.source {
             Some(s) => vec![s.clone()],
-            None => store.audit_sources().await?,
+            None => with_reported(store.audit_sources().await?, &heads),
         };
         for s in sources {
             let mut all = Vec::new();
@@ -184,17 +203,26 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         }
     } else {
         let client = a.conn.client()?;
+        let listed = client.get("/v1/audit/sources").await?;
+        for h in listed["heads"].as_array().into_iter().flatten() {
+            if let (Some(s), Some(n)) = (h["source"].as_str(), h["reported"].as_u64()) {
+                heads.insert(s.to_string(), n);
+            }
+        }
         let sources: Vec<String> = match &a.source {
             Some(s) => vec![s.clone()],
-            None => client.get("/v1/audit/sources").await?["sources"]
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            None => with_reported(
+                listed["sources"]
+                    .as_array()
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                &heads,
+            ),
         };
         for s in sources {
             let mut all: Vec<AuditRecord> = Vec::new();
@@ -218,6 +246,23 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let mut bad = false;
     for (source, r) in &results {
         match r {
+            // The broker holds an intact chain, but the source wrote more than it holds: records
+            // are missing at the tail (shipping is behind, or they were lost).
+            Ok(n) if heads.get(source).is_some_and(|h| h > n) => {
+                bad = true;
+                let head = heads.get(source).copied().unwrap_or(0);
+                let missing = head - n;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"source": source, "ok": false, "incomplete": true, "events": n, "reported_head": head, "missing": missing})
+                    );
+                } else {
+                    println!(
+                        "{source}: INCOMPLETE: {n} events intact, but the source reported {head}: the last {missing} have not reached the broker"
+                    );
+                }
+            }
             Ok(n) => {
                 if a.json {
                     println!(

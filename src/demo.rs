@@ -76,6 +76,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     // The edge's host key first: the broker hands it to engineers to pin.
     std::fs::create_dir_all(dir.join("edge"))?;
+    // The edge refuses a data_dir that others can reach; the demo made this one.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("edge"), std::fs::Permissions::from_mode(0o700))?;
+    }
     let edge_key =
         sallyport_bastion::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
     let edge_pub = edge_key.public_key().to_openssh()?;
@@ -234,6 +239,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         refresh_secs: 2,
         config_refresh_secs: 10,
         spool_reserve_bytes: 16 << 20,
+        recording_retention_secs: 0,
+        stream_record_cap_bytes: 8 << 20,
     };
     let _ = std::fs::remove_dir_all(dir.join("gateway"));
     let gateway = sallyport_bastion::gateway::open(gw_cfg).await?;

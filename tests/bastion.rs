@@ -631,11 +631,27 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
     b.gateway.kill9();
     let _ = child.wait();
-    let spool = b.dir.path().join("gateway/data/spool/audit.jsonl");
-    let spooled: Vec<Value> = std::fs::read_to_string(&spool)
+    // The spool's segments (audit-<first seq>.jsonl), oldest first.
+    let spool = b.dir.path().join("gateway/data/spool");
+    let mut segments: Vec<_> = std::fs::read_dir(&spool)
         .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    segments.sort();
+    let spooled: Vec<Value> = segments
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
         .collect();
     assert!(spooled.len() >= 8, "{}", spooled.len());
     b.restart_gateway();
@@ -1421,6 +1437,8 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     let b = bastion::start_prepared(&w, port, move |data| {
         let spool = data.join("spool");
         std::fs::create_dir_all(&spool).unwrap();
+        std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
             .arg(&spool)

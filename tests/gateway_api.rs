@@ -1519,3 +1519,94 @@ async fn a_join_token_expires_and_is_refused_with_a_clear_message() {
     assert!(g["enrolled_at"].is_null(), "{g}");
     assert!(g["node_ca_public_key"].is_null(), "{g}");
 }
+
+#[tokio::test]
+async fn a_chain_behind_its_reported_head_is_incomplete_and_big_batches_fit_the_ingest_limit() {
+    let w = World::start(Dir::File(vec![])).await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let source = format!("gateway:{}", gw.id);
+    let records = chain(&source, None, 10, &gw.cluster);
+    // The gateway wrote 10 and the broker has 3: shipping is behind.
+    let (s, v) = gw
+        .api
+        .post(
+            "/v1/audit/records",
+            json!({"records": records[..3], "head": 10}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let reviewer_token = w.reviewer.token.clone().unwrap();
+    let verify = |json: bool| {
+        let mut args = vec!["audit", "verify", "--source", source.as_str()];
+        if json {
+            args.push("--json");
+        }
+        run(Command::new(BIN)
+            .args(&args)
+            .env("SALLYPORT_BROKER", &w.broker.url)
+            .env("SALLYPORT_TOKEN", &reviewer_token))
+    };
+    let out = verify(true);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an incomplete chain is not intact"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["incomplete"], true, "{v}");
+    assert_eq!(v["events"], 3, "{v}");
+    assert_eq!(v["missing"], 7, "{v}");
+    let text = String::from_utf8_lossy(&verify(false).stdout).to_string();
+    assert!(text.contains("INCOMPLETE") && text.contains("7"), "{text}");
+    // A head report alone (what a gateway sends when a batch cannot get through) never lowers it.
+    let (s, _) = gw
+        .api
+        .post("/v1/audit/records", json!({"records": [], "head": 4}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(verify(true).status.code(), Some(1));
+    // Caught up: intact again.
+    let (s, v) = gw
+        .api
+        .post(
+            "/v1/audit/records",
+            json!({"records": records[3..], "head": 10}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let out = verify(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The ingest route takes batches far over the general body limit (64 KiB): 1 MiB of records.
+    let big: Vec<AuditRecord> = {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        let last = records.last().unwrap();
+        for i in 0..200 {
+            let prev = out.last().unwrap_or(last);
+            out.push(AuditRecord::next(
+                &source,
+                Some((prev.seq, prev.hash.as_str())),
+                now() * 1000 + i,
+                "command",
+                json!({"cluster": gw.cluster, "session": "s-2", "command": "x".repeat(5000)}),
+            ));
+        }
+        out
+    };
+    let (s, v) = ship(&gw, &big).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["acknowledged_through"], 210);
+    // Elsewhere the general limit still holds.
+    let (s, _) =
+        w.op.post(
+            "/v1/customers",
+            json!({"name": "big", "display_name": "x".repeat(100_000)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}

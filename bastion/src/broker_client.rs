@@ -107,9 +107,23 @@ impl BrokerClient {
         Ok(Self::check(resp).await?.bytes().await?.to_vec())
     }
 
-    pub async fn post_records(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
-        self.post_json("/v1/audit/records", &json!({"records": records}))
-            .await?;
+    /// Ship a batch of records with the spool's `head` (an empty batch reports the head alone).
+    pub async fn post_records(
+        &self,
+        records: &[AuditRecord],
+        head: u64,
+    ) -> Result<(), crate::spool::ShipError> {
+        use crate::spool::ShipError;
+        let resp = self
+            .req(reqwest::Method::POST, "/v1/audit/records")
+            .json(&json!({"records": records, "head": head}))
+            .send()
+            .await
+            .map_err(|e| ShipError::Other(e.into()))?;
+        if resp.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            return Err(ShipError::TooLarge);
+        }
+        Self::check(resp).await.map_err(ShipError::Other)?;
         Ok(())
     }
 

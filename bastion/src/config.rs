@@ -84,6 +84,18 @@ pub struct GatewayConfig {
     /// records that close sessions and channels still have room.
     #[serde(default = "default_spool_reserve")]
     pub spool_reserve_bytes: u64,
+    /// Seconds a recording is kept on the gateway after the broker acknowledged it (0: deleted
+    /// at once).
+    #[serde(default)]
+    pub recording_retention_secs: u64,
+    /// Bytes of each direction of a channel without a pty (exec, a shell without a pty) kept in
+    /// its recording; past it, the byte count and SHA-256 of the whole stream.
+    #[serde(default = "default_stream_cap")]
+    pub stream_record_cap_bytes: u64,
+}
+
+fn default_stream_cap() -> u64 {
+    8 << 20
 }
 
 fn default_spool_reserve() -> u64 {

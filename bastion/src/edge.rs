@@ -209,7 +209,7 @@ enum MfaVerdict {
 
 impl Edge {
     pub fn new(cfg: EdgeConfig) -> anyhow::Result<Arc<Edge>> {
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        crate::private::open_data_dir(&cfg.data_dir, "edge's data_dir")?;
         let broker = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
         let (spool, authed) = match edge_identity(&cfg)? {
             Some((name, token)) => (

@@ -7,6 +7,7 @@ pub mod broker_client;
 pub mod config;
 pub mod edge;
 pub mod gateway;
+pub mod private;
 pub mod record;
 pub mod spool;
 pub mod trust;
@@ -29,6 +30,12 @@ pub fn load_or_create_key(
     }
     let key = sallyport_ca::keys::generate_ed25519(comment)?;
     sallyport_ca::keys::save_private_key(&key, path)?;
+    // Public, but in the data directory every file is its owner's only.
+    let public = sallyport_ca::keys::public_key_path(path);
+    if public.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(private::FILE_MODE))?;
+    }
     Ok(key)
 }
 

@@ -1,13 +1,18 @@
-//! The audit spool: a local, append-only, hash-chained file of AuditRecords, written durably
+//! The audit spool: a local, append-only, hash-chained log of AuditRecords, written durably
 //! (fsync) before the caller goes on, shipped to the broker until acknowledged.
 //!
-//! Files in the spool directory: `audit.jsonl` (one AuditRecord per line) and `acked` (the
-//! highest sequence number the broker acknowledged). A torn last line (a crash mid-write) is cut
-//! off at start; anything else that does not chain is an error: the spool is never rewritten.
+//! Files in the spool directory: segments `audit-<first seq, 20 digits>.jsonl` (one AuditRecord
+//! per line; a new segment starts when the current one passes [`SEGMENT_BYTES`]) and `acked`
+//! (the highest sequence number the broker acknowledged). Segments whose every record is
+//! acknowledged are deleted; the segment being written is always kept. A torn last line (a crash
+//! mid-write) is cut off at start; anything else that does not chain — an edited record, a
+//! missing segment with records the broker never acknowledged — is an error: the spool is never
+//! rewritten. (A spool of an older version, one `audit.jsonl`, becomes the first segment.)
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sallyport_broker::audit::AuditRecord;
 use serde_json::Value;
@@ -29,17 +34,26 @@ pub enum SpoolError {
 }
 
 /// Records that close or account for what was already allowed: they may use the reserve.
-pub const CLOSING_KINDS: [&str; 5] = [
+pub const CLOSING_KINDS: [&str; 6] = [
     "session_ended",
+    "recording_failed",
     "session_terminated",
     "channel_exit",
     "recording_finished",
     "output_recorded",
 ];
 
+/// A segment is closed once it holds this many bytes.
+pub const SEGMENT_BYTES: u64 = 4 << 20;
+
+/// The most bytes of records in one shipped batch (the broker takes up to `max_ingest_bytes`,
+/// 8 MiB by default; a 413 halves the batch).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
 struct Inner {
     file: std::fs::File,
-    /// Length of the file up to the last complete, synced record.
+    path: PathBuf,
+    /// Length of the segment up to the last complete, synced record.
     len: u64,
     last: Option<(u64, String)>,
     /// Set after a failed write: nothing more is accepted (fail closed).
@@ -51,7 +65,10 @@ pub struct Spool {
     source: String,
     /// Free bytes kept on the spool's file system for records that close what was already
     /// allowed ([`CLOSING_KINDS`]); below it, every other record is refused (fail closed).
-    reserve: std::sync::atomic::AtomicU64,
+    reserve: AtomicU64,
+    segment_bytes: AtomicU64,
+    /// The highest sequence number written, for readers that must not wait on the writer.
+    head: AtomicU64,
     inner: Mutex<Inner>,
     /// Woken after each append, for the shipper.
     pub appended: Notify,
@@ -64,76 +81,120 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn segment_name(first_seq: u64) -> String {
+    format!("audit-{first_seq:020}.jsonl")
+}
+
+/// The segments in `dir`, oldest first: (first sequence number, path).
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("audit-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((seq, e.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The broker's acknowledgement: the sequence number, and (since segments are deleted) the hash
+/// of that record, which anchors the chain when no record is left in the spool.
+fn read_acked(dir: &Path) -> (u64, Option<String>) {
+    let text = std::fs::read_to_string(dir.join("acked")).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let seq = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (seq, words.next().map(str::to_string))
+}
+
 impl Spool {
     pub fn open(dir: &Path, source: &str) -> Result<Arc<Spool>, SpoolError> {
-        let path = dir.join("audit.jsonl");
-        let io = |source| SpoolError::Io {
-            path: path.clone(),
-            source,
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolError::Io {
+                path: path.clone(),
+                source,
+            }
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io)?;
-        // Read back what is there, checking the chain.
-        let mut last: Option<AuditRecord> = None;
-        let mut good_len: u64 = 0;
+        crate::private::create_dir(dir).map_err(io_at(dir))?;
+        let legacy = dir.join("audit.jsonl");
+        if legacy.exists() {
+            std::fs::rename(&legacy, dir.join(segment_name(1))).map_err(io_at(&legacy))?;
+            sync_dir(dir).map_err(io_at(dir))?;
+        }
+        let mut found = segments(dir).map_err(io_at(dir))?;
+        if found.is_empty() {
+            found.push((1, dir.join(segment_name(1))));
+        }
+        let (acked, acked_hash) = read_acked(dir);
+        if let Some((first, path)) = found.first()
+            && *first > acked + 1
         {
-            let mut reader = BufReader::new(&file);
-            let mut line = String::new();
-            let mut n = 0;
-            loop {
-                line.clear();
-                let read = reader.read_line(&mut line).map_err(io)?;
-                if read == 0 {
-                    break;
+            return Err(SpoolError::Corrupt {
+                path: path.clone(),
+                line: 1,
+                problem: format!(
+                    "records {}..{} were never acknowledged by the broker and are missing",
+                    acked + 1,
+                    first - 1
+                ),
+            });
+        }
+        // Read back what is there, checking the chain across segments.
+        let mut last: Option<(u64, String)> = None;
+        let count = found.len();
+        let mut current = None;
+        for (i, (first_seq, path)) in found.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let mut file = crate::private::open_append(&path).map_err(io_at(&path))?;
+            let good_len = check_segment(&file, &path, source, first_seq, &mut last, is_last)?;
+            if is_last {
+                let len = file.metadata().map_err(io_at(&path))?.len();
+                if len != good_len {
+                    file.set_len(good_len).map_err(io_at(&path))?;
+                    file.sync_all().map_err(io_at(&path))?;
                 }
-                n += 1;
-                if !line.ends_with('\n') {
-                    // Torn write of the last line: it was never acknowledged to anyone.
-                    tracing::warn!(line = n, "audit spool: cutting off a torn last line");
-                    break;
-                }
-                let r: AuditRecord =
-                    serde_json::from_str(&line).map_err(|e| SpoolError::Corrupt {
-                        path: path.clone(),
-                        line: n,
-                        problem: e.to_string(),
-                    })?;
-                let (want_seq, want_prev) = match &last {
-                    None => (1, sallyport_broker::audit::GENESIS),
-                    Some(prev) => (prev.seq + 1, prev.hash.as_str()),
-                };
-                let ok =
-                    r.seq == want_seq && r.prev_hash == want_prev && r.compute_hash() == r.hash;
-                if !ok || r.source != source {
-                    return Err(SpoolError::Corrupt {
-                        path: path.clone(),
-                        line: n,
-                        problem: "the record does not continue the chain".into(),
-                    });
-                }
-                good_len += read as u64;
-                last = Some(r);
+                file.seek(SeekFrom::End(0)).map_err(io_at(&path))?;
+                current = Some((file, path, good_len));
             }
         }
-        let len = file.metadata().map_err(io)?.len();
-        if len != good_len {
-            file.set_len(good_len).map_err(io)?;
-            file.sync_all().map_err(io)?;
+        if last.is_none()
+            && acked > 0
+            && let Some(hash) = acked_hash
+        {
+            // Every record was acknowledged and its segment deleted: the chain goes on from the
+            // acknowledged one.
+            last = Some((acked, hash));
         }
-        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let Some((file, path, len)) = current else {
+            return Err(SpoolError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("no segment"),
+            });
+        };
+        let head = last.as_ref().map(|(s, _)| *s).unwrap_or(0);
         Ok(Arc::new(Spool {
             dir: dir.to_path_buf(),
             source: source.to_string(),
-            reserve: std::sync::atomic::AtomicU64::new(0),
+            reserve: AtomicU64::new(0),
+            segment_bytes: AtomicU64::new(SEGMENT_BYTES),
+            head: AtomicU64::new(head),
             inner: Mutex::new(Inner {
                 file,
-                len: good_len,
-                last: last.map(|r| (r.seq, r.hash)),
+                path,
+                len,
+                last,
                 broken: false,
             }),
             appended: Notify::new(),
@@ -142,18 +203,27 @@ impl Spool {
 
     /// Keep `bytes` free on the spool's file system for closing records.
     pub fn set_reserve(&self, bytes: u64) {
-        self.reserve
-            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Start a new segment past `bytes` (tests use small segments).
+    pub fn set_segment_bytes(&self, bytes: u64) {
+        self.segment_bytes.store(bytes.max(1), Ordering::Relaxed);
     }
 
     pub fn source(&self) -> &str {
         &self.source
     }
 
+    /// The highest sequence number written (0: none yet).
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
     /// Append one event and make it durable before returning.
     pub async fn append(&self, kind: &str, data: Value) -> Result<AuditRecord, SpoolError> {
-        let path = self.dir.join("audit.jsonl");
         let mut inner = self.inner.lock().await;
+        let path = inner.path.clone();
         if inner.broken {
             return Err(SpoolError::Io {
                 path,
@@ -172,7 +242,7 @@ impl Spool {
             source: std::io::Error::other(e),
         })?;
         line.push('\n');
-        let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        let reserve = self.reserve.load(Ordering::Relaxed);
         if reserve > 0 && !CLOSING_KINDS.contains(&kind) {
             // A full disk is found before the write, whatever slack the file's last block has.
             let free = rustix::fs::fstatvfs(&inner.file)
@@ -188,6 +258,10 @@ impl Spool {
                 });
             }
         }
+        if inner.len >= self.segment_bytes.load(Ordering::Relaxed) {
+            self.next_segment(&mut inner, record.seq)?;
+        }
+        let path = inner.path.clone();
         let written = inner
             .file
             .write_all(line.as_bytes())
@@ -209,48 +283,94 @@ impl Spool {
         }
         inner.len += line.len() as u64;
         inner.last = Some((record.seq, record.hash.clone()));
+        self.head.store(record.seq, Ordering::Relaxed);
         drop(inner);
         self.appended.notify_one();
         Ok(record)
     }
 
-    /// Records after `after_seq`, at most `limit`.
-    pub fn pending(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, SpoolError> {
-        let path = self.dir.join("audit.jsonl");
+    /// Close the current segment and start one whose first record is `seq`.
+    fn next_segment(&self, inner: &mut Inner, seq: u64) -> Result<(), SpoolError> {
+        let path = self.dir.join(segment_name(seq));
         let io = |source| SpoolError::Io {
             path: path.clone(),
             source,
         };
-        let file = std::fs::File::open(&path).map_err(io)?;
+        let file = crate::private::open_append(&path).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)?;
+        inner.file = file;
+        inner.path = path.clone();
+        inner.len = 0;
+        Ok(())
+    }
+
+    /// Records after `after_seq`, in order: as many as fit in `max_bytes` of JSON (at least one).
+    pub fn pending(
+        &self,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<AuditRecord>, SpoolError> {
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolError::Io {
+                path: path.clone(),
+                source,
+            }
+        };
+        let all = segments(&self.dir).map_err(io_at(&self.dir))?;
+        // The segment holding `after_seq + 1`, then the ones after it.
+        let from = all
+            .iter()
+            .rposition(|(first, _)| *first <= after_seq + 1)
+            .unwrap_or(0);
         let mut out = Vec::new();
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io)?;
-            let Ok(r) = serde_json::from_str::<AuditRecord>(&line) else {
-                break;
+        let mut bytes = 0usize;
+        for (_, path) in &all[from..] {
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                // Deleted after an acknowledgement in the meantime.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(path)(e)),
             };
-            if r.seq > after_seq {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(io_at(path))?;
+                // A line being written right now is not whole yet.
+                let Ok(r) = serde_json::from_str::<AuditRecord>(&line) else {
+                    return Ok(out);
+                };
+                if r.seq <= after_seq {
+                    continue;
                 }
+                if !out.is_empty() && bytes + line.len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += line.len();
+                out.push(r);
             }
         }
         Ok(out)
     }
 
     pub fn acked(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("acked"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        read_acked(&self.dir).0
     }
 
-    pub fn set_acked(&self, seq: u64) -> std::io::Result<()> {
+    /// Record the broker's acknowledgement of record `seq` (whose hash is `hash`), then delete
+    /// the segments it covers whole.
+    pub fn set_acked(&self, seq: u64, hash: &str) -> std::io::Result<()> {
         let tmp = self.dir.join("acked.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(seq.to_string().as_bytes())?;
+        let mut f = crate::private::create_file(&tmp)?;
+        f.write_all(format!("{seq} {hash}\n").as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join("acked"))
+        std::fs::rename(&tmp, self.dir.join("acked"))?;
+        let all = segments(&self.dir)?;
+        for pair in all.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if next_first.saturating_sub(1) <= seq {
+                std::fs::remove_file(path)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn last_seq(&self) -> u64 {
@@ -264,12 +384,82 @@ impl Spool {
     }
 }
 
-/// Ship spooled records to the broker until acknowledged; runs forever.
+/// Check one segment against the chain so far (`last`); the length of its whole, chained lines.
+/// A torn last line is allowed in the last segment only.
+fn check_segment(
+    file: &std::fs::File,
+    path: &Path,
+    source: &str,
+    first_seq: u64,
+    last: &mut Option<(u64, String)>,
+    is_last: bool,
+) -> Result<u64, SpoolError> {
+    let corrupt = |line: usize, problem: String| SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut good_len = 0u64;
+    let mut n = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|source| SpoolError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if !line.ends_with('\n') {
+            if !is_last {
+                return Err(corrupt(n, "a closed segment ends with a torn line".into()));
+            }
+            // Torn write of the last line: it was never acknowledged to anyone.
+            tracing::warn!(line = n, "audit spool: cutting off a torn last line");
+            break;
+        }
+        let r: AuditRecord = serde_json::from_str(&line).map_err(|e| corrupt(n, e.to_string()))?;
+        let chained = match last.as_ref() {
+            Some((seq, hash)) => r.seq == seq + 1 && r.prev_hash == *hash,
+            // The oldest segment kept: the broker acknowledged what came before it.
+            None if r.seq == 1 => r.prev_hash == sallyport_broker::audit::GENESIS,
+            None => r.seq == first_seq,
+        };
+        if !chained || r.compute_hash() != r.hash || r.source != source {
+            return Err(corrupt(n, "the record does not continue the chain".into()));
+        }
+        good_len += read as u64;
+        *last = Some((r.seq, r.hash));
+    }
+    Ok(good_len)
+}
+
+/// Why a batch did not reach the broker.
+#[derive(Debug)]
+pub enum ShipError {
+    /// 413: the batch is over the broker's limit; send a smaller one.
+    TooLarge,
+    Other(anyhow::Error),
+}
+
+/// Ship spooled records to the broker until acknowledged; runs forever. Batches are sized in
+/// bytes ([`MAX_BATCH_BYTES`]) and halved when the broker says one is too large (down to a
+/// single record), so no record and no backlog can wedge shipping. Every batch carries the
+/// spool's head; when a batch cannot be sent, the head alone is reported, so the broker knows
+/// how far behind it is.
 pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient) {
     let mut backoff = std::time::Duration::from_millis(200);
+    let mut budget = MAX_BATCH_BYTES;
+    let mut reported = None;
     loop {
         let acked = spool.acked();
-        let batch = match spool.pending(acked, 500) {
+        let head = spool.head();
+        let batch = match spool.pending(acked, budget) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "audit spool unreadable");
@@ -278,21 +468,47 @@ pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient)
             }
         };
         if batch.is_empty() {
+            if reported != Some(head) && broker.post_records(&[], head).await.is_ok() {
+                reported = Some(head);
+            }
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(5), spool.appended.notified())
                     .await;
             continue;
         }
-        let last = batch.last().map(|r| r.seq).unwrap_or(acked);
-        match broker.post_records(&batch).await {
+        let (last, last_hash) = batch
+            .last()
+            .map(|r| (r.seq, r.hash.clone()))
+            .unwrap_or_default();
+        match broker.post_records(&batch, head).await {
             Ok(()) => {
-                if let Err(e) = spool.set_acked(last) {
+                reported = Some(head);
+                if let Err(e) = spool.set_acked(last, &last_hash) {
                     tracing::error!(error = %e, "cannot record the broker's acknowledgement");
                 }
                 backoff = std::time::Duration::from_millis(200);
+                budget = (budget * 2).min(MAX_BATCH_BYTES);
+            }
+            Err(ShipError::TooLarge) if batch.len() > 1 => {
+                budget = (budget / 2).max(1);
+                tracing::warn!(
+                    records = batch.len(),
+                    budget,
+                    "the broker refused a batch as too large: sending smaller ones"
+                );
             }
             Err(e) => {
-                tracing::warn!(error = %e, pending = batch.len(), "broker unreachable: audit records stay spooled");
+                let e = match e {
+                    ShipError::TooLarge => anyhow::anyhow!(
+                        "record {} alone is larger than the broker's max_ingest_bytes",
+                        batch[0].seq
+                    ),
+                    ShipError::Other(e) => e,
+                };
+                tracing::warn!(error = %e, pending = head.saturating_sub(acked), "audit records not shipped yet: they stay spooled");
+                if reported != Some(head) && broker.post_records(&[], head).await.is_ok() {
+                    reported = Some(head);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             }
@@ -314,7 +530,7 @@ mod tests {
         }
         drop(s);
         // A torn write at the end.
-        let path = dir.path().join("audit.jsonl");
+        let path = dir.path().join(segment_name(1));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -325,10 +541,11 @@ mod tests {
         assert_eq!(s.last_seq().await, 3);
         let r = s.append("x", json!({"i": 3})).await.unwrap();
         assert_eq!(r.seq, 4);
-        let all = s.pending(0, 100).unwrap();
+        let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
         assert_eq!(sallyport_broker::audit::verify_chain(&all), Ok(4));
-        assert_eq!(s.pending(2, 100).unwrap().len(), 2);
-        s.set_acked(2).unwrap();
+        assert_eq!(s.pending(2, MAX_BATCH_BYTES).unwrap().len(), 2);
+        let second = s.pending(1, 1).unwrap()[0].hash.clone();
+        s.set_acked(2, &second).unwrap();
         assert_eq!(s.acked(), 2);
     }
 
@@ -340,7 +557,7 @@ mod tests {
             s.append("x", json!({"i": i})).await.unwrap();
         }
         drop(s);
-        let path = dir.path().join("audit.jsonl");
+        let path = dir.path().join(segment_name(1));
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("\"i\":1", "\"i\":7");
@@ -370,7 +587,7 @@ mod tests {
             s.append(kind, json!({})).await.unwrap();
         }
         // The refused record left no trace; the chain goes on.
-        let all = s.pending(0, 100).unwrap();
+        let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
         assert_eq!(all.len(), 1 + CLOSING_KINDS.len());
         assert!(all.iter().all(|r| r.data["command"] != "b"));
         assert_eq!(
@@ -379,5 +596,78 @@ mod tests {
         );
         s.set_reserve(0);
         s.append("command", json!({"command": "c"})).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_acknowledged_ones_go_and_the_chain_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        s.set_segment_bytes(1000);
+        for i in 0..40 {
+            s.append("x", json!({"i": i, "pad": "p".repeat(100)}))
+                .await
+                .unwrap();
+        }
+        let count = || segments(dir.path()).unwrap().len();
+        let before = count();
+        assert!(before > 5, "{before} segments");
+        // Batches are bounded by bytes, never empty, and continue across segments.
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = s.pending(after, 700).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            let bytes: usize = batch
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap().len())
+                .sum();
+            assert!(batch.len() == 1 || bytes <= 700, "{bytes}");
+            after = batch.last().unwrap().seq;
+            seen.extend(batch);
+        }
+        assert_eq!(sallyport_broker::audit::verify_chain(&seen), Ok(40));
+        // Acknowledging half deletes the segments it covers whole, and nothing unacknowledged.
+        s.set_acked(20, &seen[19].hash).unwrap();
+        assert!(count() < before);
+        assert!(s.pending(0, MAX_BATCH_BYTES).unwrap()[0].seq <= 21);
+        assert_eq!(s.pending(20, MAX_BATCH_BYTES).unwrap().len(), 20);
+        // Everything acknowledged: only the segment being written stays; reopening goes on
+        // with the chain (no second genesis).
+        s.set_acked(40, &seen[39].hash).unwrap();
+        assert_eq!(count(), 1);
+        drop(s);
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        s.set_segment_bytes(1000);
+        let r = s.append("x", json!({"i": 40})).await.unwrap();
+        assert_eq!((r.seq, r.prev_hash.as_str()), (41, seen[39].hash.as_str()));
+        // A segment of records the broker never acknowledged, deleted: refused.
+        for i in 0..20 {
+            s.append("x", json!({"i": i, "pad": "p".repeat(100)}))
+                .await
+                .unwrap();
+        }
+        drop(s);
+        let first = segments(dir.path()).unwrap()[0].1.clone();
+        std::fs::remove_file(first).unwrap();
+        let err = Spool::open(dir.path(), "gateway:g1").err().unwrap();
+        assert!(err.to_string().contains("never acknowledged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_spool_of_an_older_version_becomes_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        s.append("x", json!({})).await.unwrap();
+        drop(s);
+        std::fs::rename(
+            dir.path().join(segment_name(1)),
+            dir.path().join("audit.jsonl"),
+        )
+        .unwrap();
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        assert_eq!(s.append("x", json!({})).await.unwrap().seq, 2);
+        assert!(!dir.path().join("audit.jsonl").exists());
     }
 }

@@ -104,14 +104,7 @@ impl Trust {
     }
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+pub use crate::private::write_atomic;
 
 /// `node1.acme-prod` -> (`node1`, `acme-prod`).
 pub fn split_target(host: &str) -> Option<(&str, &str)> {

@@ -35,6 +35,10 @@ pub struct BrokerConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Largest batch of audit records a gateway or an edge may ship in one request, in bytes
+    /// (`POST /v1/audit/records`; senders keep their batches under 1 MiB and halve them on 413).
+    #[serde(default = "default_ingest_limit")]
+    pub max_ingest_bytes: usize,
     /// Largest session recording a gateway may upload, in bytes (streamed to disk, not held in
     /// memory).
     #[serde(default = "default_recording_limit")]
@@ -183,6 +187,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_body_limit() -> usize {
     64 * 1024
+}
+fn default_ingest_limit() -> usize {
+    8 << 20
 }
 fn default_join_token_ttl() -> u64 {
     24 * 3600

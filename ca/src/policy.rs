@@ -29,7 +29,9 @@ pub enum PolicyError {
     Parse(String),
     #[error("policy does not match the schema: {0}")]
     Invalid(String),
-    #[error("customer policies may only forbid (policy {0} is a permit)")]
+    #[error(
+        "customer policies may only forbid, or permit action pass_env (policy {0} is another permit)"
+    )]
     NotForbid(String),
     #[error("policy {0} has no @message annotation; add one: it is what the engineer reads")]
     NoMessage(String),
@@ -265,10 +267,14 @@ impl Engine {
         let mut out = Vec::new();
         for p in set.policies() {
             let id = annotation(p, "id")?;
-            if p.effect() != cedar_policy::Effect::Forbid {
-                return Err(PolicyError::NotForbid(id));
+            match p.effect() {
+                cedar_policy::Effect::Forbid => {
+                    annotation(p, "message")?;
+                }
+                // The one thing a customer may permit: more environment variable names.
+                cedar_policy::Effect::Permit if is_pass_env(p) => {}
+                cedar_policy::Effect::Permit => return Err(PolicyError::NotForbid(id)),
             }
-            annotation(p, "message")?;
             out.push(p.clone());
         }
         self.validate(&self.combined(&out)?)?;
@@ -460,7 +466,19 @@ impl Engine {
         };
         let set = self.combined(customer).map_err(fail)?;
         match self.evaluate_channel(&set, facts) {
-            Ok(None) => Ok(()),
+            Ok(None) => match &facts.request {
+                ChannelRequest::Env { name } => self.decide_pass_env(&set, facts, name),
+                ChannelRequest::Pty
+                | ChannelRequest::Shell
+                | ChannelRequest::Exec { .. }
+                | ChannelRequest::Subsystem { .. }
+                | ChannelRequest::WindowChange
+                | ChannelRequest::Signal { .. }
+                | ChannelRequest::DirectTcpip { .. }
+                | ChannelRequest::TcpipForward { .. }
+                | ChannelRequest::Agent
+                | ChannelRequest::X11 => Ok(()),
+            },
             Ok(Some(mut reasons)) => {
                 if let [only] = reasons.as_mut_slice()
                     && only.code == FALLBACK_CODE
@@ -470,6 +488,58 @@ impl Engine {
                         message: format!(
                             "the {} request is not allowed through sallyport",
                             facts.request.kind()
+                        ),
+                    };
+                }
+                Err(reasons)
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// An environment variable passes only when a permit of action `pass_env` names it (the
+    /// base allowlist, or a customer's own) and no forbid does.
+    fn decide_pass_env(
+        &self,
+        set: &PolicySet,
+        facts: &ChannelFacts,
+        name: &str,
+    ) -> Result<(), Vec<DenyReason>> {
+        let fail = |e: PolicyError| {
+            vec![DenyReason {
+                code: "policy_error".into(),
+                message: format!("the policy could not be evaluated ({e}); the request is refused"),
+            }]
+        };
+        let groups: Vec<String> = facts
+            .group
+            .iter()
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .collect();
+        let list = principal_entities(&facts.engineer, &groups, &facts.cluster, &facts.customer);
+        let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
+            .map_err(|e| fail(PolicyError::Internal(e.to_string())))?;
+        let action = uid("Action", "pass_env").map_err(fail)?;
+        let context = json!({"env_name": name, "node": facts.node, "login": facts.login});
+        match self.authorize(
+            set,
+            &entities,
+            action,
+            &facts.engineer,
+            &facts.cluster,
+            context,
+        ) {
+            Ok(None) => Ok(()),
+            Ok(Some(mut reasons)) => {
+                if let [only] = reasons.as_mut_slice()
+                    && only.code == FALLBACK_CODE
+                {
+                    *only = DenyReason {
+                        code: "environment_not_allowlisted".into(),
+                        message: format!(
+                            "the environment variable {name} is not passed to the node (allowed: \
+                             LANG, LC_*, TERM, COLORTERM, TZ, and what the customer allows)"
                         ),
                     };
                 }
@@ -536,6 +606,16 @@ impl Engine {
             &facts.cluster,
             context,
         )
+    }
+}
+
+/// A policy about action `pass_env` only.
+fn is_pass_env(p: &Policy) -> bool {
+    match p.action_constraint() {
+        cedar_policy::ActionConstraint::Eq(a) => {
+            a.type_name().to_string() == "Sallyport::Action" && a.id().unescaped() == "pass_env"
+        }
+        cedar_policy::ActionConstraint::Any | cedar_policy::ActionConstraint::In(_) => false,
     }
 }
 

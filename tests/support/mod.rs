@@ -6,3 +6,4 @@
 pub mod bastion;
 pub mod broker;
 pub mod sshd;
+pub mod term;

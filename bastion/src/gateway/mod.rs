@@ -81,7 +81,7 @@ pub struct Gateway {
 /// Enroll at first start, then load identity, keys and the cluster's view.
 pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
     let dir = cfg.data_dir.clone();
-    std::fs::create_dir_all(&dir)?;
+    crate::private::open_data_dir(&dir, "gateway's data_dir")?;
     let node_ca = crate::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
     let host_ca = crate::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
     let host_key = crate::load_or_create_key(&dir.join("host_key"), "sallyport gateway host key")?;
@@ -346,6 +346,7 @@ pub async fn run(
     tokio::spawn(recorder::upload_forever(
         gw.cfg.data_dir.join("recordings"),
         gw.broker.clone(),
+        Duration::from_secs(gw.cfg.recording_retention_secs),
     ));
     tokio::spawn(gw.trust.clone().refresh_forever(
         gw.broker.clone(),

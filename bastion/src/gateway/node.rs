@@ -54,10 +54,7 @@ fn pin(path: &PathBuf, name: &str, key: &PublicKey) -> anyhow::Result<bool> {
         return Ok(true);
     }
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)?;
+    let mut f = crate::private::open_append(path)?;
     writeln!(f, "{name} {line_key}")?;
     f.sync_all()?;
     Ok(true)

@@ -1,63 +1,108 @@
 //! The recording of one channel at the gateway: pty sessions as asciicast v2 (input and output,
-//! with interactive command lines found by the detector), the output of exec commands (capped),
-//! and sftp operations parsed from the subsystem stream. This module holds the state and turns
+//! with interactive command lines found by the detector), the stdin and output of channels
+//! without a pty (exec, and shells without a pty; each direction capped, with its byte count and
+//! SHA-256 past the cap), and sftp operations parsed from the subsystem stream. Recording fails
+//! closed: any failure (a file that cannot be written, a panic in the screen model or a parser, a
+//! poisoned lock) makes every later call an error, and the session ends the channel. This module holds the state and turns
 //! what the pure `record` modules find into audit events; the session does the I/O.
 //!
 //! Files: `data_dir/recordings/<session>-c<channel>.cast.part` while the channel is open, renamed
-//! to `.cast` when it ends; the uploader sends finished files to the broker and marks them
-//! `.uploaded`. Names come from the session id and channel number only, never from user input.
+//! to `.cast` when it ends; the uploader sends finished files to the broker and deletes them once
+//! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the session id and channel number only, never from user input.
 
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::record::asciicast::AsciicastWriter;
 use crate::record::detector::DetectorEvent;
 use crate::record::pty::{PtyRecorder, Step};
 use crate::record::sftp::SftpParser;
 
-/// Output of an exec command kept in its recording; past it, only the byte count.
-const EXEC_OUTPUT_CAP: u64 = 1 << 20;
+/// One direction of a non-pty channel: what was kept, what passed, and its digest.
+struct Direction {
+    bytes: u64,
+    sha: Sha256,
+}
+
+impl Direction {
+    fn new() -> Direction {
+        Direction {
+            bytes: 0,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// Count and hash `bytes`; the part that still fits under `cap`.
+    fn pass<'a>(&mut self, bytes: &'a [u8], cap: u64) -> &'a [u8] {
+        let keep = cap.saturating_sub(self.bytes) as usize;
+        self.bytes += bytes.len() as u64;
+        self.sha.update(bytes);
+        &bytes[..bytes.len().min(keep)]
+    }
+
+    fn digest(&self) -> String {
+        hex::encode(self.sha.clone().finalize())
+    }
+}
+
+struct Stream {
+    writer: AsciicastWriter,
+    input: Direction,
+    output: Direction,
+    /// Set when a command interpreter reads the channel's stdin: each line is a command.
+    lines: Option<StdinLines>,
+}
 
 enum State {
     Idle,
     Pty(Box<PtyRecorder>),
-    Exec {
-        writer: AsciicastWriter,
-        bytes: u64,
-    },
+    /// A channel without a pty (exec, or a shell without a pty): its stdin and output, each up
+    /// to the cap.
+    Stream(Box<Stream>),
     Sftp(Box<SftpParser>),
-    /// Raw protocol streams (classic scp) are not kept byte for byte.
-    Opaque,
 }
 
 struct Inner {
     state: State,
+    /// Bounds the events the node's output alone can cause.
+    throttle: Throttle,
     file: Option<std::fs::File>,
-    failed: bool,
+    /// Why this channel can no longer be recorded; once set, every call fails.
+    failed: Option<String>,
 }
 
 pub struct ChannelRecorder {
     path: PathBuf,
     start: Instant,
+    cap: u64,
     inner: Mutex<Inner>,
 }
 
 /// An audit event: kind and fields.
 pub type Event = (&'static str, Value);
 
+/// The channel can no longer be recorded: the session must end it, forwarding nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
 impl ChannelRecorder {
-    pub fn new(dir: &Path, session: &str, channel: u32) -> ChannelRecorder {
+    pub fn new(dir: &Path, session: &str, channel: u32, cap: u64) -> ChannelRecorder {
         ChannelRecorder {
             path: dir.join(format!("{session}-c{channel}.cast.part")),
             start: Instant::now(),
+            cap,
             inner: Mutex::new(Inner {
                 state: State::Idle,
+                throttle: Throttle::default(),
                 file: None,
-                failed: false,
+                failed: None,
             }),
         }
     }
@@ -75,167 +120,351 @@ impl ChannelRecorder {
         self.start.elapsed().as_secs_f64()
     }
 
+    /// Run `f` on the state, failing closed: a poisoned lock, an earlier failure, a failed write
+    /// or a panic anywhere in recording (the screen model, a parser) is an error, and stays one.
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, &Path, f64, u64) -> T) -> Result<T, RecordError> {
+        let t = self.t();
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| RecordError("the recorder failed earlier".into()))?;
+        if let Some(why) = &inner.failed {
+            return Err(RecordError(why.clone()));
+        }
+        let out =
+            std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut inner, &self.path, t, self.cap)));
+        match out {
+            Ok(v) => match &inner.failed {
+                Some(why) => Err(RecordError(why.clone())),
+                None => Ok(v),
+            },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = what, path = %self.path.display(), "the recorder panicked: ending the channel");
+                let why = "the recorder failed (an internal error)".to_string();
+                inner.failed = Some(why.clone());
+                inner.state = State::Idle;
+                Err(RecordError(why))
+            }
+        }
+    }
+
     fn write(inner: &mut Inner, path: &Path, lines: &[String]) {
-        if lines.is_empty() || inner.failed {
+        if lines.is_empty() || inner.failed.is_some() {
             return;
         }
         if inner.file.is_none() {
             if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::private::create_dir(dir);
             }
-            match std::fs::File::create(path) {
+            match crate::private::create_file(path) {
                 Ok(f) => inner.file = Some(f),
                 Err(e) => {
                     tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
-                    inner.failed = true;
+                    inner.failed = Some(format!("its recording cannot be written ({e})"));
                     return;
                 }
             }
         }
         if let Some(f) = inner.file.as_mut() {
             for l in lines {
-                if f.write_all(l.as_bytes()).is_err() {
-                    inner.failed = true;
+                if let Err(e) = f.write_all(l.as_bytes()) {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
+                    inner.failed = Some(format!("its recording cannot be written ({e})"));
                     return;
                 }
             }
         }
     }
 
-    pub fn start_pty(&self, cols: u32, rows: u32, term: &str, title: &str) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        let rec = PtyRecorder::new(cols, rows, term, crate::now()).with_title(title);
-        let header = rec.header();
-        inner.state = State::Pty(Box::new(rec));
-        Self::write(&mut inner, &self.path, &[header]);
+    pub fn start_pty(
+        &self,
+        cols: u32,
+        rows: u32,
+        term: &str,
+        title: &str,
+    ) -> Result<(), RecordError> {
+        self.with(|inner, path, _, _| {
+            let rec = PtyRecorder::new(cols, rows, term, crate::now()).with_title(title);
+            let header = rec.header();
+            inner.state = State::Pty(Box::new(rec));
+            Self::write(inner, path, &[header]);
+        })
     }
 
-    /// An exec request: with a pty the pty recording goes on; without, the output is kept.
-    pub fn start_exec(&self, command: &str, scp: bool) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        if matches!(inner.state, State::Pty(_)) {
-            return;
-        }
-        if scp {
-            inner.state = State::Opaque;
-            return;
-        }
-        let writer = AsciicastWriter::new(80, 24, "dumb", crate::now())
-            .with_title(command.chars().take(200).collect::<String>());
-        let header = writer.header();
-        inner.state = State::Exec { writer, bytes: 0 };
-        Self::write(&mut inner, &self.path, &[header]);
+    /// A shell or exec request: with a pty the pty recording goes on; without, the channel's
+    /// stdin and output are kept (each up to the cap).
+    /// `interpreter`: what the channel reads on stdin is run as commands (a shell without a pty,
+    /// `bash -s`, `python3 -`...): each line is a `command` event (`via: "stdin"`).
+    pub fn start_stream(&self, title: &str, interpreter: bool) -> Result<(), RecordError> {
+        self.with(|inner, path, _, _| {
+            if matches!(inner.state, State::Pty(_)) {
+                return;
+            }
+            let writer = AsciicastWriter::new(80, 24, "dumb", crate::now())
+                .with_title(title.chars().take(200).collect::<String>());
+            let header = writer.header();
+            inner.state = State::Stream(Box::new(Stream {
+                writer,
+                input: Direction::new(),
+                output: Direction::new(),
+                lines: interpreter.then(StdinLines::default),
+            }));
+            Self::write(inner, path, &[header]);
+        })
     }
 
-    pub fn start_sftp(&self) {
-        if let Ok(mut inner) = self.inner.lock()
-            && !matches!(inner.state, State::Pty(_))
-        {
-            inner.state = State::Sftp(Box::new(SftpParser::new()));
-        }
+    /// The sftp subsystem (or an sftp server run by exec) without a pty.
+    pub fn start_sftp(&self) -> Result<(), RecordError> {
+        self.with(|inner, _, _, _| {
+            if !matches!(inner.state, State::Pty(_)) {
+                inner.state = State::Sftp(Box::new(SftpParser::new()));
+            }
+        })
     }
 
-    pub fn resize(&self, cols: u32, rows: u32) {
-        let t = self.t();
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
-        if let State::Pty(rec) = &mut inner.state {
-            let step = rec.resize(t, cols, rows);
-            Self::write(&mut inner, &self.path, &step.lines);
-        }
+    pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
+        self.with(|inner, path, t, _| {
+            if let State::Pty(rec) = &mut inner.state {
+                let step = rec.resize(t, cols, rows);
+                Self::write(inner, path, &step.lines);
+            }
+        })
     }
 
     /// Bytes from the node to the engineer.
-    pub fn output(&self, bytes: &[u8]) -> Vec<Event> {
-        let t = self.t();
-        let Ok(mut inner) = self.inner.lock() else {
-            return vec![];
-        };
-        match &mut inner.state {
+    pub fn output(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, path, t, cap| match &mut inner.state {
             State::Pty(rec) => {
                 let step = rec.output(t, bytes);
-                Self::write(&mut inner, &self.path, &step.lines);
-                events(step)
+                Self::write(inner, path, &step.lines);
+                inner.throttle.bound(t, events(step))
             }
-            State::Exec {
-                writer,
-                bytes: seen,
-            } => {
-                let keep = EXEC_OUTPUT_CAP.saturating_sub(*seen) as usize;
-                *seen += bytes.len() as u64;
-                let line = (keep > 0)
-                    .then(|| writer.output(t, &bytes[..bytes.len().min(keep)]))
+            State::Stream(st) => {
+                let kept = st.output.pass(bytes, cap);
+                let line = (!kept.is_empty())
+                    .then(|| st.writer.output(t, kept))
                     .flatten();
-                Self::write(
-                    &mut inner,
-                    &self.path,
-                    &line.into_iter().collect::<Vec<_>>(),
-                );
+                Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
                 vec![]
             }
             State::Sftp(p) => sftp_events(p.server_data(bytes)),
-            State::Idle | State::Opaque => vec![],
-        }
+            State::Idle => vec![],
+        })
     }
 
     /// Bytes typed (or sent) by the engineer.
-    pub fn input(&self, bytes: &[u8]) -> Vec<Event> {
-        let t = self.t();
-        let Ok(mut inner) = self.inner.lock() else {
-            return vec![];
-        };
-        match &mut inner.state {
+    pub fn input(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, path, t, cap| match &mut inner.state {
             State::Pty(rec) => {
                 let step = rec.input(t, bytes);
-                Self::write(&mut inner, &self.path, &step.lines);
+                Self::write(inner, path, &step.lines);
                 events(step)
             }
+            State::Stream(st) => {
+                let Stream {
+                    writer,
+                    input,
+                    lines,
+                    ..
+                } = st.as_mut();
+                let kept = input.pass(bytes, cap);
+                let line = (!kept.is_empty())
+                    .then(|| writer.input(t, kept, true))
+                    .flatten();
+                let commands = lines.as_mut().map(|l| l.feed(bytes)).unwrap_or_default();
+                Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
+                stdin_events(commands)
+            }
             State::Sftp(p) => sftp_events(p.client_data(bytes)),
-            State::Exec { .. } | State::Idle | State::Opaque => vec![],
-        }
+            State::Idle => vec![],
+        })
+    }
+
+    /// The engineer sent EOF: a last line without its newline is read by the interpreter now.
+    pub fn input_eof(&self) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, _, _, _| match &mut inner.state {
+            State::Stream(st) => match st.lines.as_mut() {
+                Some(lines) => stdin_events(lines.finish().into_iter().collect()),
+                None => vec![],
+            },
+            State::Pty(_) | State::Sftp(_) | State::Idle => vec![],
+        })
     }
 
     /// The channel ended: last events, and the finished file (if anything was recorded).
-    pub fn finish(&self) -> (Vec<Event>, Option<PathBuf>) {
-        let t = self.t();
-        let Ok(mut inner) = self.inner.lock() else {
-            return (vec![], None);
-        };
-        let state = std::mem::replace(&mut inner.state, State::Idle);
-        let evs = match state {
-            State::Pty(mut rec) => {
-                let step = rec.finish(t);
-                Self::write(&mut inner, &self.path, &step.lines);
-                events(step)
+    pub fn finish(&self) -> Result<(Vec<Event>, Option<PathBuf>), RecordError> {
+        self.with(|inner, path, t, cap| {
+            let state = std::mem::replace(&mut inner.state, State::Idle);
+            let evs = match state {
+                State::Pty(mut rec) => {
+                    let step = rec.finish(t);
+                    Self::write(inner, path, &step.lines);
+                    let mut evs = inner.throttle.bound(t, events(step));
+                    evs.extend(inner.throttle.summary());
+                    evs
+                }
+                State::Stream(st) => {
+                    let Stream {
+                        mut writer,
+                        input,
+                        output,
+                        lines: _,
+                    } = *st;
+                    let lines = writer.finish(t);
+                    Self::write(inner, path, &lines);
+                    vec![(
+                        "output_recorded",
+                        json!({"bytes": output.bytes, "truncated": output.bytes > cap || input.bytes > cap,
+                               "output_sha256": output.digest(), "input_bytes": input.bytes,
+                               "input_sha256": input.digest(), "cap_bytes": cap}),
+                    )]
+                }
+                State::Sftp(mut p) => sftp_events(p.finish()),
+                State::Idle => vec![],
+            };
+            let file = inner.file.take();
+            let done = match file {
+                Some(f) if inner.failed.is_none() => {
+                    let _ = f.sync_all();
+                    let finished = path.with_extension("");
+                    std::fs::rename(path, &finished).ok().map(|_| finished)
+                }
+                _ => None,
+            };
+            (evs, done)
+        })
+    }
+}
+
+/// Events that the node's output alone can cause (a full-screen program starting or ending)
+/// are bounded per channel: at most [`Throttle::PER_WINDOW`] per [`Throttle::WINDOW_SECS`]; the
+/// rest are counted, and the next one written (or a last one when the channel ends) says how
+/// many were left out. A node printing mode switches in a loop cannot flood the audit spool.
+#[derive(Default)]
+struct Throttle {
+    window_start: f64,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl Throttle {
+    const WINDOW_SECS: f64 = 10.0;
+    const PER_WINDOW: u32 = 20;
+    const KINDS: [&'static str; 1] = ["full_screen"];
+
+    fn bound(&mut self, t: f64, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for (kind, mut data) in events {
+            if !Self::KINDS.contains(&kind) {
+                out.push((kind, data));
+                continue;
             }
-            State::Exec { mut writer, bytes } => {
-                let lines = writer.finish(t);
-                Self::write(&mut inner, &self.path, &lines);
-                vec![(
-                    "output_recorded",
-                    json!({"bytes": bytes, "truncated": bytes > EXEC_OUTPUT_CAP}),
-                )]
+            if t - self.window_start >= Self::WINDOW_SECS {
+                self.window_start = t;
+                self.in_window = 0;
             }
-            State::Sftp(mut p) => sftp_events(p.finish()),
-            State::Idle | State::Opaque => vec![],
-        };
-        let file = inner.file.take();
-        let done = match file {
-            Some(f) if !inner.failed => {
-                let _ = f.sync_all();
-                let finished = self.path.with_extension("");
-                std::fs::rename(&self.path, &finished)
-                    .ok()
-                    .map(|_| finished)
+            if self.in_window >= Self::PER_WINDOW {
+                self.suppressed += 1;
+                continue;
             }
-            _ => None,
-        };
-        (evs, done)
+            self.in_window += 1;
+            if self.suppressed > 0 {
+                data["suppressed_before"] = json!(std::mem::take(&mut self.suppressed));
+            }
+            out.push((kind, data));
+        }
+        out
+    }
+
+    /// What was left out since the last event written.
+    fn summary(&mut self) -> Option<Event> {
+        (self.suppressed > 0).then(|| {
+            (
+                "full_screen_suppressed",
+                json!({"count": std::mem::take(&mut self.suppressed),
+                       "reason": "the node switched terminal modes faster than the audit log records them"}),
+            )
+        })
+    }
+}
+
+/// Lines an interpreter read on stdin, as commands.
+fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let mut v = json!({"command": l.text, "via": "stdin"});
+            if l.truncated {
+                v["truncated"] = json!(true);
+                v["line_bytes"] = json!(l.bytes);
+                v["line_sha256"] = json!(l.sha256);
+            }
+            ("command", v)
+        })
+        .collect()
+}
+
+/// Most text of one stdin line kept in its command event.
+const MAX_LINE_TEXT: usize = 64 * 1024;
+
+/// A line read by an interpreter.
+struct StdinLine {
+    text: String,
+    truncated: bool,
+    bytes: u64,
+    sha256: String,
+}
+
+/// Splits an interpreter's stdin into lines (`\n`, a trailing `\r` dropped), bounded: past
+/// [`MAX_LINE_TEXT`] a line keeps only its length and digest.
+#[derive(Default)]
+struct StdinLines {
+    text: Vec<u8>,
+    bytes: u64,
+    sha: Sha256,
+}
+
+impl StdinLines {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<StdinLine> {
+        let mut out = Vec::new();
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let (body, ends) = match piece.strip_suffix(b"\n") {
+                Some(body) => (body, true),
+                None => (piece, false),
+            };
+            self.bytes += body.len() as u64;
+            self.sha.update(body);
+            let room = MAX_LINE_TEXT.saturating_sub(self.text.len());
+            self.text.extend_from_slice(&body[..body.len().min(room)]);
+            if ends {
+                out.push(self.take());
+            }
+        }
+        out
+    }
+
+    fn finish(&mut self) -> Option<StdinLine> {
+        (self.bytes > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> StdinLine {
+        let mut text = std::mem::take(&mut self.text);
+        if text.last() == Some(&b'\r') {
+            text.pop();
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        let sha = std::mem::take(&mut self.sha);
+        StdinLine {
+            text: String::from_utf8_lossy(&text).into_owned(),
+            truncated: bytes > MAX_LINE_TEXT as u64,
+            bytes,
+            sha256: hex::encode(sha.finalize()),
+        }
     }
 }
 
@@ -348,40 +577,68 @@ pub fn recover_unfinished(dir: &Path) -> Vec<Event> {
     events
 }
 
-/// Send finished recordings to the broker; retried until accepted. Runs forever.
-pub async fn upload_forever(dir: PathBuf, broker: crate::broker_client::BrokerClient) {
+/// Send finished recordings to the broker, retried until accepted; runs forever. A delivered
+/// recording is kept as `<id>.cast.uploaded` for `retention` and then deleted (at once when
+/// `retention` is zero): the broker holds the copy that counts.
+pub async fn upload_forever(
+    dir: PathBuf,
+    broker: crate::broker_client::BrokerClient,
+    retention: std::time::Duration,
+) {
     loop {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let path = e.path();
-                if path.extension().and_then(|x| x.to_str()) != Some("cast") {
-                    continue;
-                }
-                let marker = path.with_extension("cast.uploaded");
-                if marker.exists() {
-                    continue;
-                }
-                let Some(id) = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_string)
-                else {
-                    continue;
-                };
-                let Ok(bytes) = std::fs::read(&path) else {
-                    continue;
-                };
-                match broker.put_recording(&id, bytes).await {
-                    Ok(()) => {
-                        let _ = std::fs::write(&marker, b"");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, recording = id, "recording not uploaded yet; will retry")
-                    }
-                }
+        upload_pending(&dir, &broker, retention).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+}
+
+async fn upload_pending(
+    dir: &Path,
+    broker: &crate::broker_client::BrokerClient,
+    retention: std::time::Duration,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".cast.uploaded") {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= retention);
+            if old && let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %err, path = %path.display(), "cannot delete a delivered recording");
+            }
+            continue;
+        }
+        let Some(id) = name.strip_suffix(".cast").map(str::to_string) else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match broker.put_recording(&id, bytes).await {
+            Ok(()) => delivered(&path, retention),
+            Err(e) => {
+                tracing::warn!(error = %e, recording = id, "recording not uploaded yet; will retry")
             }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+}
+
+fn delivered(path: &Path, retention: std::time::Duration) {
+    let done = if retention.is_zero() {
+        std::fs::remove_file(path)
+    } else {
+        std::fs::rename(path, path.with_extension("cast.uploaded"))
+    };
+    if let Err(err) = done {
+        tracing::warn!(error = %err, path = %path.display(), "cannot retire a delivered recording");
     }
 }
 
@@ -463,5 +720,90 @@ mod tests {
         );
         // A second start finds nothing more to do.
         assert!(recover_unfinished(d).is_empty());
+    }
+
+    #[test]
+    fn a_panic_or_a_failed_write_ends_recording_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+        rec.start_stream("bash -s", true).unwrap();
+        assert!(rec.input(b"echo one\n").is_ok());
+        let panicked = rec.with(|_, _, _, _| panic!("the screen model broke"));
+        assert!(panicked.is_err());
+        // Every later call fails: nothing more may be forwarded.
+        assert!(rec.input(b"echo two\n").is_err());
+        assert!(rec.output(b"two\n").is_err());
+        assert!(rec.input_eof().is_err());
+        assert!(rec.finish().is_err());
+
+        // A recording that cannot be written (its directory is a file).
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let rec = ChannelRecorder::new(&blocked, "s-2", 0, 1024);
+        assert!(rec.start_stream("ls", false).is_err());
+        assert!(rec.input(b"x").is_err());
+    }
+
+    #[test]
+    fn an_interpreters_stdin_lines_are_commands_and_streams_are_capped_with_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 16);
+        rec.start_stream("bash -s", true).unwrap();
+        let mut commands = Vec::new();
+        for chunk in [&b"echo o"[..], b"ne\r\necho two\nech", b"o three"] {
+            for (kind, v) in rec.input(chunk).unwrap() {
+                assert_eq!(kind, "command");
+                assert_eq!(v["via"], "stdin");
+                commands.push(v["command"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(commands, ["echo one", "echo two"]);
+        // The last line, without its newline, is read at EOF.
+        let last = rec.input_eof().unwrap();
+        assert_eq!(last[0].1["command"], "echo three");
+        rec.output(&[b'x'; 40]).unwrap();
+        let (events, file) = rec.finish().unwrap();
+        let (kind, v) = &events[0];
+        assert_eq!(*kind, "output_recorded");
+        assert_eq!(v["bytes"], 40);
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["output_sha256"], hex::encode(Sha256::digest([b'x'; 40])));
+        assert_eq!(
+            v["input_sha256"],
+            hex::encode(Sha256::digest(b"echo one\r\necho two\necho three"))
+        );
+        // The recording keeps both directions up to the cap.
+        let text = std::fs::read_to_string(file.unwrap()).unwrap();
+        let evs = crate::record::asciicast::parse_events(&text).unwrap();
+        let input: String = evs
+            .iter()
+            .filter(|e| e.kind == crate::record::asciicast::EventKind::Input)
+            .map(|e| e.data.as_str())
+            .collect();
+        assert_eq!(input, "echo one\r\necho t");
+    }
+
+    #[test]
+    fn mode_switches_in_a_loop_are_bounded_and_counted() {
+        let mut th = Throttle::default();
+        let ev = || ("full_screen", json!({"entered": true}));
+        let mut written = 0;
+        for i in 0..10_000 {
+            written += th
+                .bound(i as f64 * 0.0001, vec![ev(), ("command", json!({}))])
+                .len();
+        }
+        // Every command, and at most PER_WINDOW mode switches in the first second.
+        assert_eq!(written, 10_000 + Throttle::PER_WINDOW as usize);
+        let later = th.bound(20.0, vec![ev()]);
+        assert_eq!(
+            later[0].1["suppressed_before"],
+            10_000 - Throttle::PER_WINDOW as u64
+        );
+        assert!(th.summary().is_none());
+        for _ in 0..30 {
+            th.bound(21.0, vec![ev()]);
+        }
+        assert_eq!(th.summary().unwrap().1["count"], 11);
     }
 }

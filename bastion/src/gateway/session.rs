@@ -13,11 +13,12 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf
 use sallyport_ca::policy::{ChannelFacts, ChannelRequest};
 use sallyport_ca::{CertIdentity, check_user_cert};
 use serde_json::{Value, json};
+use sha2::Digest;
 use tokio::sync::mpsc;
 
 use super::Gateway;
 use super::node::{self, NodeClient};
-use super::recorder::{ChannelRecorder, Event};
+use super::recorder::{ChannelRecorder, Event, RecordError};
 
 struct Up {
     /// Shared with the task that carries the engineer's data to the node.
@@ -206,6 +207,39 @@ impl Inner {
         Ok(())
     }
 
+    /// Change the state of a channel's recording.
+    fn start_recording(
+        &self,
+        channel: ChannelId,
+        f: impl FnOnce(&ChannelRecorder) -> Result<(), RecordError>,
+    ) -> Result<(), RecordError> {
+        match self.chans.get(&channel) {
+            Some(up) => f(&up.rec),
+            None => Ok(()),
+        }
+    }
+
+    /// The channel cannot be recorded: audited, the node's side closed, the engineer told.
+    async fn cannot_record(
+        &mut self,
+        channel: ChannelId,
+        e: &RecordError,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        self.audit(
+            "recording_failed",
+            json!({"channel": channel_num(channel), "reason": e.to_string()}),
+        )
+        .await;
+        if let Some(up) = self.chans.remove(&channel) {
+            let _ = up.write.close().await;
+        }
+        session.extended_data(channel, 1, unrecordable_channel(e).into_bytes())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
     /// Wait for the node's answer to a want-reply request and pass it on.
     async fn relay_reply(
         &mut self,
@@ -226,6 +260,37 @@ impl Inner {
     }
 }
 
+/// Write events durably; `Err` when one could not be.
+async fn record(spool: &crate::spool::Spool, fields: &Value, events: Vec<Event>) -> Result<(), ()> {
+    let mut written = Ok(());
+    for (kind, extra) in events {
+        let mut d = fields.clone();
+        if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
+            m.extend(e);
+        }
+        if let Err(e) = spool.append(kind, d).await {
+            tracing::error!(error = %e, "audit spool unwritable");
+            written = Err(());
+        }
+    }
+    written
+}
+
+/// What the engineer reads when their channel cannot be recorded any more.
+fn unrecordable_channel(e: &RecordError) -> String {
+    format!(
+        "\r\nsallyport: this channel can no longer be recorded ({e}), so the gateway ended it; \
+         nothing after this reached the node. Tell the operator.\r\n"
+    )
+}
+
+/// The channel's recording failed: say so in the audit log (the channel ends).
+async fn recording_failed(spool: &crate::spool::Spool, fields: &Value, e: &RecordError) {
+    let mut d = fields.clone();
+    d["reason"] = json!(e.to_string());
+    let _ = spool.append("recording_failed", d).await;
+}
+
 const UNRECORDABLE: &str = "sallyport: this gateway cannot write its audit log right now, so it refuses new activity (nothing ran on the node). Tell the operator.\r\n";
 
 /// A signal's name as policies see it: `INT`, `TERM`, ... (without `SIG`).
@@ -234,6 +299,11 @@ fn signal_name(sig: &Sig) -> String {
         Sig::Custom(name) => name.clone(),
         other => format!("{other:?}"),
     }
+}
+
+/// Variables whose value is shown in the audit log: they only say how to show text.
+fn display_setting(name: &str) -> bool {
+    matches!(name, "LANG" | "TERM" | "COLORTERM" | "TZ") || name.starts_with("LC_")
 }
 
 fn channel_num(c: ChannelId) -> u32 {
@@ -364,6 +434,7 @@ impl russh::server::Handler for Inner {
             &self.gw.cfg.data_dir.join("recordings"),
             &self.sid,
             channel_num(id),
+            self.gw.cfg.stream_record_cap_bytes,
         ));
         self.chans.insert(
             id,
@@ -377,21 +448,6 @@ impl russh::server::Handler for Inner {
         let spool = self.gw.spool.clone();
         let fields =
             self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()}));
-        // `false` when an event could not be written durably.
-        let record = |spool: Arc<crate::spool::Spool>, fields: Value, events: Vec<Event>| async move {
-            let mut written = true;
-            for (kind, extra) in events {
-                let mut d = fields.clone();
-                if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
-                    m.extend(e);
-                }
-                if let Err(e) = spool.append(kind, d).await {
-                    tracing::error!(error = %e, "audit spool unwritable");
-                    written = false;
-                }
-            }
-            written
-        };
         // Engineer -> node: a task of its own reads the engineer's channel, so this connection's
         // loop never waits on the node (with russh's window following consumption, the engineer
         // can send no more than the window ahead of what reached the node).
@@ -406,35 +462,46 @@ impl russh::server::Handler for Inner {
             );
             tokio::spawn(async move {
                 while let Some(msg) = from_engineer.wait().await {
-                    match msg {
-                        ChannelMsg::Data { data } => {
-                            // An entered line is written durably before its Enter goes on; when
-                            // it cannot be, nothing more reaches the node (fail closed).
-                            if !record(spool.clone(), fields.clone(), rec.input(&data)).await {
-                                let _ = to_engineer
-                                    .extended_data(id, 1, UNRECORDABLE.as_bytes().to_vec())
-                                    .await;
-                                let _ = write.close().await;
-                                let _ = to_engineer.close(id).await;
-                                break;
-                            }
-                            if write.data_bytes(data).await.is_err() {
-                                break;
-                            }
-                        }
-                        ChannelMsg::ExtendedData { data, ext }
-                            if write.extended_data_bytes(ext, data.clone()).await.is_err() =>
-                        {
-                            break;
-                        }
-                        ChannelMsg::Eof => {
-                            let _ = write.eof().await;
-                        }
+                    let (data, eof) = match msg {
+                        ChannelMsg::Data { data } => (Some(data), false),
+                        ChannelMsg::Eof => (None, true),
+                        // Nothing a client sends as extended data is input a node should see:
+                        // not passed on, so it cannot bypass the recording.
+                        ChannelMsg::ExtendedData { .. } => continue,
                         ChannelMsg::Close => {
                             let _ = write.close().await;
                             break;
                         }
-                        _ => {}
+                        _ => continue,
+                    };
+                    // What the bytes hold (an entered line, a line read by an interpreter, an
+                    // sftp request; at EOF a last line without its newline) is written durably
+                    // before they go on; when it cannot be, nothing more reaches the node.
+                    let events = match &data {
+                        Some(d) => rec.input(d),
+                        None => rec.input_eof(),
+                    };
+                    let recorded = match events {
+                        Ok(events) => record(&spool, &fields, events)
+                            .await
+                            .map_err(|()| UNRECORDABLE.to_string()),
+                        Err(e) => {
+                            recording_failed(&spool, &fields, &e).await;
+                            Err(unrecordable_channel(&e))
+                        }
+                    };
+                    if let Err(message) = recorded {
+                        let _ = to_engineer.extended_data(id, 1, message.into_bytes()).await;
+                        let _ = write.close().await;
+                        let _ = to_engineer.close(id).await;
+                        break;
+                    }
+                    let sent = match data {
+                        Some(d) => write.data_bytes(d).await,
+                        None => write.eof().await,
+                    };
+                    if sent.is_err() && !eof {
+                        break;
                     }
                 }
             });
@@ -442,27 +509,19 @@ impl russh::server::Handler for Inner {
         // Node -> engineer.
         tokio::spawn(async move {
             while let Some(msg) = read.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        record(spool.clone(), fields.clone(), rec.output(&data)).await;
-                        if handle.data(id, data).await.is_err() {
-                            break;
-                        }
-                    }
-                    ChannelMsg::ExtendedData { data, ext } => {
-                        record(spool.clone(), fields.clone(), rec.output(&data)).await;
-                        if handle.extended_data(id, ext, data).await.is_err() {
-                            break;
-                        }
-                    }
+                let (data, ext) = match msg {
+                    ChannelMsg::Data { data } => (data, None),
+                    ChannelMsg::ExtendedData { data, ext } => (data, Some(ext)),
                     ChannelMsg::Eof => {
                         let _ = handle.eof(id).await;
+                        continue;
                     }
                     ChannelMsg::ExitStatus { exit_status } => {
                         let mut d = fields.clone();
                         d["exit_status"] = json!(exit_status);
                         let _ = spool.append("channel_exit", d).await;
                         let _ = handle.exit_status_request(id, exit_status).await;
+                        continue;
                     }
                     ChannelMsg::ExitSignal {
                         signal_name,
@@ -482,23 +541,53 @@ impl russh::server::Handler for Inner {
                                 lang_tag,
                             )
                             .await;
+                        continue;
                     }
                     ChannelMsg::Success => {
                         let _ = tx.send(true);
+                        continue;
                     }
                     ChannelMsg::Failure => {
                         let _ = tx.send(false);
+                        continue;
                     }
                     ChannelMsg::Close => break,
-                    _ => {}
+                    _ => continue,
+                };
+                match rec.output(&data) {
+                    // Output-driven events are an index into the recording: a failed write of
+                    // one ends nothing by itself (the next input is refused).
+                    Ok(events) => {
+                        let _ = record(&spool, &fields, events).await;
+                    }
+                    Err(e) => {
+                        // Nothing more is recorded, so nothing more may run: end the channel.
+                        recording_failed(&spool, &fields, &e).await;
+                        let _ = handle
+                            .extended_data(id, 1, unrecordable_channel(&e).into_bytes())
+                            .await;
+                        let _ = write.close().await;
+                        break;
+                    }
+                }
+                let sent = match ext {
+                    None => handle.data(id, data).await,
+                    Some(ext) => handle.extended_data(id, ext, data).await,
+                };
+                if sent.is_err() {
+                    break;
                 }
             }
-            let (events, file) = rec.finish();
-            record(spool.clone(), fields.clone(), events).await;
-            if let Some(file) = file {
-                let mut d = fields.clone();
-                d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
-                let _ = spool.append("recording_finished", d).await;
+            match rec.finish() {
+                Ok((events, file)) => {
+                    let _ = record(&spool, &fields, events).await;
+                    if let Some(file) = file {
+                        let mut d = fields.clone();
+                        d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
+                        let _ = spool.append("recording_finished", d).await;
+                    }
+                }
+                Err(e) => recording_failed(&spool, &fields, &e).await,
             }
             let _ = handle.close(id).await;
         });
@@ -533,9 +622,13 @@ impl russh::server::Handler for Inner {
             self.login,
             self.host
         );
+        if let Err(e) = self.start_recording(channel, |r| {
+            r.start_pty(col_width, row_height, term, &title)
+        }) {
+            return self.cannot_record(channel, &e, session).await;
+        }
         let sent = match self.chans.get(&channel) {
             Some(up) => {
-                up.rec.start_pty(col_width, row_height, term, &title);
                 up.write
                     .request_pty(
                         true, term, col_width, row_height, pix_width, pix_height, modes,
@@ -561,6 +654,16 @@ impl russh::server::Handler for Inner {
         if self.ask(Some(channel), request).await.is_err() {
             return session.channel_failure(channel);
         }
+        // Every variable passed is audited before the node sees it: its value only when it is a
+        // display setting, otherwise its length and SHA-256 (values may hold secrets).
+        let mut detail = json!({"channel": channel_num(channel), "env_name": name,
+            "value_len": value.len(), "value_sha256": hex::encode(sha2::Sha256::digest(value))});
+        if display_setting(name) {
+            detail["value"] = json!(value.chars().take(64).collect::<String>());
+        }
+        if !self.audit("env", detail).await {
+            return session.channel_failure(channel);
+        }
         let sent = match self.chans.get(&channel) {
             Some(up) => up.write.set_env(true, name, value).await,
             None => Err(russh::Error::WrongChannel),
@@ -582,6 +685,11 @@ impl russh::server::Handler for Inner {
             .await
         {
             return Self::unrecordable(channel, session);
+        }
+        // Without a pty, what the engineer sends is read by the shell as commands: kept, and
+        // each line it reads is a command.
+        if let Err(e) = self.start_recording(channel, |r| r.start_stream("shell", true)) {
+            return self.cannot_record(channel, &e, session).await;
         }
         let sent = match self.chans.get(&channel) {
             Some(up) => up.write.request_shell(true).await,
@@ -622,11 +730,11 @@ impl russh::server::Handler for Inner {
             )
             .await;
         }
+        if let Err(e) = self.start_recording(channel, |r| r.start_stream(&command, false)) {
+            return self.cannot_record(channel, &e, session).await;
+        }
         let sent = match self.chans.get(&channel) {
-            Some(up) => {
-                up.rec.start_exec(&command, scp.is_some());
-                up.write.exec(true, data.to_vec()).await
-            }
+            Some(up) => up.write.exec(true, data.to_vec()).await,
             None => Err(russh::Error::WrongChannel),
         };
         self.relay_reply(channel, sent, session).await?;
@@ -655,11 +763,11 @@ impl russh::server::Handler for Inner {
         {
             return Self::unrecordable(channel, session);
         }
+        if let Err(e) = self.start_recording(channel, |r| r.start_sftp()) {
+            return self.cannot_record(channel, &e, session).await;
+        }
         let sent = match self.chans.get(&channel) {
-            Some(up) => {
-                up.rec.start_sftp();
-                up.write.request_subsystem(true, name).await
-            }
+            Some(up) => up.write.request_subsystem(true, name).await,
             None => Err(russh::Error::WrongChannel),
         };
         self.relay_reply(channel, sent, session).await?;
@@ -673,7 +781,7 @@ impl russh::server::Handler for Inner {
         row_height: u32,
         pix_width: u32,
         pix_height: u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self
             .ask(Some(channel), ChannelRequest::WindowChange)
@@ -682,8 +790,10 @@ impl russh::server::Handler for Inner {
         {
             return Ok(());
         }
+        if let Err(e) = self.start_recording(channel, |r| r.resize(col_width, row_height)) {
+            return self.cannot_record(channel, &e, session).await;
+        }
         if let Some(up) = self.chans.get(&channel) {
-            up.rec.resize(col_width, row_height);
             let _ = up
                 .write
                 .window_change(col_width, row_height, pix_width, pix_height)

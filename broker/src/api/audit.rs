@@ -80,7 +80,16 @@ async fn search(
 
 async fn sources(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
     reviewer(&b, &caller, "audit_sources").await?;
-    Ok(Json(json!({"sources": b.store.audit_sources().await?})))
+    let heads: Vec<Value> = b
+        .store
+        .audit_heads()
+        .await?
+        .into_iter()
+        .map(|(source, reported, at)| json!({"source": source, "reported": reported, "reported_at": at}))
+        .collect();
+    Ok(Json(
+        json!({"sources": b.store.audit_sources().await?, "heads": heads}),
+    ))
 }
 
 #[derive(Deserialize)]

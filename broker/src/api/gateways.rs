@@ -31,7 +31,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{Gateway, IngestRefusal, Recording, now_secs};
 
-pub fn router() -> Router<Arc<Broker>> {
+/// `ingest_limit`: the largest batch of audit records accepted (`max_ingest_bytes`).
+pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
     Router::new()
         .route(
             "/v1/clusters/{cluster}/gateways",
@@ -41,7 +42,12 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/gateways/enroll", post(enroll))
         .route("/v1/gateways/{gateway}", delete(revoke_gateway))
         .route("/v1/gateway/self", get(gateway_self))
-        .route("/v1/audit/records", post(ingest))
+        .route(
+            "/v1/audit/records",
+            // Batches of audit records have their own limit (max_ingest_bytes); senders size
+            // their batches under it and halve them on 413.
+            post(ingest).layer(axum::extract::DefaultBodyLimit::max(ingest_limit)),
+        )
         .route(
             "/v1/recordings/{session}",
             put(upload_recording).get(download_recording),
@@ -417,7 +423,12 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestInput {
+    #[serde(default)]
     records: Vec<AuditRecord>,
+    /// The highest sequence number in the sender's spool: what the broker should hold once
+    /// shipping catches up. Sent with every batch, and alone when a batch cannot be sent.
+    #[serde(default)]
+    head: Option<u64>,
 }
 
 /// Store a batch of the caller's own chain (a gateway's or an edge's). The batch must be
@@ -432,6 +443,9 @@ async fn ingest(
     const ACTION: &str = "audit_ingest";
     let (source, cluster) = chain_writer(&b, &caller, ACTION).await?;
     let records = req.records;
+    if let Some(head) = req.head {
+        b.store.report_audit_head(&source, head).await?;
+    }
     if records.iter().any(|r| r.source != source) {
         return Err(refuse(
             &b,

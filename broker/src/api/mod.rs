@@ -67,7 +67,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(approvals::router())
         .merge(certs::router())
         .merge(audit::router())
-        .merge(gateways::router())
+        .merge(gateways::router(state.cfg.max_ingest_bytes))
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

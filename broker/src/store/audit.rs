@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, now_ms, to_i64, to_u64};
+use super::{Store, now_ms, now_secs, to_i64, to_u64};
 use crate::audit::{AuditEvent, AuditRecord, SUBJECT_FIELDS};
 
 /// The broker's own chain.
@@ -139,6 +139,40 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| (to_u64(r.get::<i64, _>(0)), r.get::<String, _>(1))))
+    }
+
+    /// Remember the head a source reports of its own chain (never lowered: a report that arrives
+    /// late does not hide a later one).
+    pub async fn report_audit_head(&self, source: &str, head: u64) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_heads (source, reported, reported_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET reported = excluded.reported, \
+             reported_at = excluded.reported_at WHERE audit_heads.reported <= excluded.reported",
+        )
+        .bind(source)
+        .bind(to_i64(head))
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every source's reported head: (source, head, unix seconds of the report).
+    pub async fn audit_heads(&self) -> anyhow::Result<Vec<(String, u64, u64)>> {
+        let rows =
+            sqlx::query("SELECT source, reported, reported_at FROM audit_heads ORDER BY source")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    to_u64(r.get::<i64, _>(1)),
+                    to_u64(r.get::<i64, _>(2)),
+                )
+            })
+            .collect())
     }
 
     pub async fn audit_sources(&self) -> anyhow::Result<Vec<String>> {

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateways",
         include_str!("../../../migrations/0002_gateways.sql"),
     ),
+    (
+        3,
+        "audit_heads",
+        include_str!("../../../migrations/0003_audit_heads.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -137,5 +142,28 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+
+    /// Every file in migrations/ is applied, in order, under its own number.
+    #[test]
+    fn every_migration_file_is_applied() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), super::MIGRATIONS.len(), "{files:?}");
+        for (file, (version, desc, sql)) in files.iter().zip(super::MIGRATIONS) {
+            assert_eq!(file, &format!("{version:04}_{desc}.sql"));
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../migrations")
+                    .join(file),
+            )
+            .unwrap();
+            assert_eq!(&text, sql, "{file}");
+        }
     }
 }

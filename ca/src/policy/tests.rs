@@ -535,3 +535,65 @@ fn issue_policies_do_not_leak_into_channels_or_back() {
         ["request_not_allowed"]
     );
 }
+
+#[test]
+fn environment_variables_pass_only_from_the_allowlist_and_what_the_customer_permits() {
+    use ChannelRequest as R;
+    let engine = Engine::new().unwrap();
+    let env = |n: &str| channel(R::Env { name: n.into() });
+    let base: &[(&str, &str)] = &[
+        ("LANG", "ALLOW"),
+        ("LC_ALL", "ALLOW"),
+        ("LC_CTYPE", "ALLOW"),
+        ("TERM", "ALLOW"),
+        ("COLORTERM", "ALLOW"),
+        ("TZ", "ALLOW"),
+        // Not on the allowlist.
+        ("EDITOR_THEME", "environment_not_allowlisted"),
+        ("FOO", "environment_not_allowlisted"),
+        // Names that change what a shell or an interpreter runs: refused by name.
+        ("LD_PRELOAD", "environment_not_allowed"),
+        ("BASH_FUNC_ls%%", "environment_not_allowed"),
+        ("PROMPT_COMMAND", "environment_not_allowed"),
+        ("PS1", "environment_not_allowed"),
+        ("PYTHONSTARTUP", "environment_not_allowed"),
+        ("PERL5OPT", "environment_not_allowed"),
+        ("NODE_OPTIONS", "environment_not_allowed"),
+        ("GIT_SSH_COMMAND", "environment_not_allowed"),
+        ("BASH_ENV", "environment_not_allowed"),
+    ];
+    for (name, want) in base {
+        assert_eq!(channel_codes(&engine, &env(name), &[]), [*want], "{name}");
+    }
+    let err = engine.decide_channel(&env("FOO"), &[]).unwrap_err();
+    assert!(err[0].message.contains("LANG, LC_*"), "{err:?}");
+    // A customer may permit more names for their cluster, never one the base forbids.
+    let text = r#"
+        @id("acme_env")
+        permit (principal, action == Sallyport::Action::"pass_env", resource == Sallyport::Cluster::"acme-prod")
+        when { ["EDITOR_THEME", "LD_PRELOAD", "PROMPT_COMMAND"].contains(context.env_name) };
+    "#;
+    let customer = engine.check_customer_policies(text).unwrap();
+    Engine::check_scope(&customer, &["acme-prod".to_string()]).unwrap();
+    assert_eq!(
+        channel_codes(&engine, &env("EDITOR_THEME"), &customer),
+        ["ALLOW"]
+    );
+    assert_eq!(
+        channel_codes(&engine, &env("FOO"), &customer),
+        ["environment_not_allowlisted"]
+    );
+    for name in ["LD_PRELOAD", "PROMPT_COMMAND"] {
+        assert_eq!(
+            channel_codes(&engine, &env(name), &customer),
+            ["environment_not_allowed"],
+            "{name}"
+        );
+    }
+    // Other permits stay refused: a customer cannot open what the base closes.
+    let open = r#"@id("x") permit (principal, action == Sallyport::Action::"channel", resource == Sallyport::Cluster::"acme-prod");"#;
+    assert!(matches!(
+        engine.check_customer_policies(open),
+        Err(PolicyError::NotForbid(_))
+    ));
+}

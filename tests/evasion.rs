@@ -1,0 +1,454 @@
+//! The evasion suite: a curious engineer tries, one way per test, to run a command on a node
+//! without it being recorded. Each test runs a command that writes a unique marker file on the
+//! node (the node is a real sshd on this machine, so the file is local), through real `ssh`,
+//! `scp` and `sftp`, the edge and the gateway. What must hold: either the marker command is a
+//! `command` event at the broker, or the channel was refused with a clear message — never a
+//! marker on the node with no event.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::bastion::{self, Bastion, trust_edge, world_with_edge};
+use support::broker::*;
+use support::term::Term;
+
+struct Setup {
+    w: World,
+    b: Bastion,
+    home: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    Setup { w, b, home }
+}
+
+/// A marker path unique to this test run; removed first.
+fn marker(tag: &str) -> PathBuf {
+    let p = PathBuf::from(format!("/tmp/sp-ev-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// `ssh -F ssh_config <args>` with `stdin` as its input.
+fn ssh_with_stdin(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new("ssh")
+        .arg("-F")
+        .arg(home.join("ssh_config"))
+        .args(["-o", "BatchMode=yes"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn wait_file(p: &Path) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if p.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The `command` events at the broker whose text names `needle`, waiting for one.
+async fn commands_naming(w: &World, needle: &str) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let found: Vec<Value> = w
+            .events("kind=command&ticket=SUP-1234&limit=1000")
+            .await
+            .into_iter()
+            .filter(|e| e["command"].as_str().is_some_and(|c| c.contains(needle)))
+            .collect();
+        if !found.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The rule of the suite: the marker ran and is a command event (returned), or it did not run
+/// and the engineer was told why (`said`).
+async fn recorded_or_refused(w: &World, m: &Path, said: &str) -> Option<Value> {
+    let name = m.file_name().unwrap().to_str().unwrap().to_string();
+    if wait_file(m) {
+        let _ = std::fs::remove_file(m);
+        let found = commands_naming(w, &name).await;
+        assert!(
+            !found.is_empty(),
+            "{name} ran on the node with no command event"
+        );
+        Some(found[0].clone())
+    } else {
+        assert!(
+            said.contains("sallyport:"),
+            "{name} did not run, and nothing said why: {said}"
+        );
+        None
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+// 1. Commands on the stdin of an exec channel.
+#[tokio::test]
+async fn commands_written_to_an_interpreter_on_stdin_are_command_events() {
+    let s = setup().await;
+    let cases: &[(&str, &str, String)] = &[
+        ("bash-s", "bash -s", String::new()),
+        ("sh", "sh", String::new()),
+        (
+            "sudo-env-sh",
+            "env -i PATH=/usr/bin:/bin sh -s",
+            String::new(),
+        ),
+        ("python3", "python3 -", String::new()),
+    ];
+    for (tag, program, _) in cases {
+        let m = marker(tag);
+        let script = if program.starts_with("python3") {
+            format!("import os\nos.system('touch {}')\n", m.display())
+        } else {
+            format!("echo harmless\ntouch {}\n", m.display())
+        };
+        let out = ssh_with_stdin(
+            s.home.path(),
+            &["node1.acme-prod", program],
+            script.as_bytes(),
+        );
+        let ev = recorded_or_refused(&s.w, &m, &text(&out))
+            .await
+            .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
+        assert_eq!(ev["via"], "stdin", "{program}: {ev}");
+    }
+}
+
+// 2. A shell without a pty.
+#[tokio::test]
+async fn a_shell_without_a_pty_records_every_line_it_reads() {
+    let s = setup().await;
+    let m = marker("nopty");
+    let script = format!("echo one\ntouch {}\nexit 0\n", m.display());
+    let out = ssh_with_stdin(s.home.path(), &["-T", "node1.acme-prod"], script.as_bytes());
+    let ev = recorded_or_refused(&s.w, &m, &text(&out)).await.unwrap();
+    assert_eq!(ev["via"], "stdin", "{ev}");
+    // Its stdin and output are in its recording.
+    let session = ev["session"].as_str().unwrap();
+    let done =
+        s.w.wait_events(&format!("kind=output_recorded&session={session}"), 1)
+            .await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["input_bytes"], script.len());
+    let id = done[0]["recording"].as_str().unwrap().to_string();
+    let cast = fetch_recording(&s.w, &id).await;
+    assert!(cast.contains(&format!("touch {}", m.display())), "{cast}");
+    assert!(cast.contains("one"), "{cast}");
+}
+
+async fn fetch_recording(w: &World, id: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let (st, v) = w.reviewer.get(&format!("/v1/recordings/{id}")).await;
+        if st == reqwest::StatusCode::OK {
+            return match v {
+                Value::String(t) => t,
+                other => other.to_string(),
+            };
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no recording {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+const PROMPT: &str = ":~$";
+
+// 3. `stty -echo` at the shell prompt.
+#[tokio::test]
+async fn a_command_typed_after_stty_echo_off_is_recorded() {
+    let s = setup().await;
+    let m = marker("stty");
+    let t = Term::ssh("ev-stty", s.home.path(), 120, 30, "");
+    t.wait(PROMPT, 1);
+    t.send(&["stty -echo", "Enter"]);
+    t.wait(PROMPT, 2);
+    t.send(&[&format!("touch {}", m.display()), "Enter"]);
+    t.wait(PROMPT, 3);
+    t.send(&["stty echo", "Enter"]);
+    t.wait(PROMPT, 4);
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let screen = t.screen();
+    recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+}
+
+// 4. The alternate screen, switched on by output at a shell prompt.
+#[tokio::test]
+async fn commands_at_a_prompt_on_the_alternate_screen_are_recorded() {
+    let s = setup().await;
+    let m = marker("altscreen");
+    let t = Term::ssh("ev-alt", s.home.path(), 120, 30, "");
+    t.wait(PROMPT, 1);
+    t.send(&["printf '\\033[?1049h'", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&[&format!("touch {}", m.display()), "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let screen = t.screen();
+    recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+}
+
+// 5a. `ssh -tt` from a script: a 0x0 window, then a long output line.
+#[tokio::test]
+async fn a_zero_sized_terminal_and_long_output_do_not_stop_recording() {
+    let s = setup().await;
+    let m = marker("zerowin");
+    let script = format!(
+        "printf 'x%.0s' $(seq 1 600); echo\ntouch {}\nexit\n",
+        m.display()
+    );
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["-tt", "node1.acme-prod"],
+        script.as_bytes(),
+    );
+    recorded_or_refused(&s.w, &m, &text(&out)).await;
+    // The gateway is still recording afterwards.
+    let m2 = marker("zerowin-after");
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", &format!("touch {}", m2.display())],
+        b"",
+    );
+    recorded_or_refused(&s.w, &m2, &text(&out)).await.unwrap();
+}
+
+// 5b. A terminal resized to one row, then a long output line.
+#[tokio::test]
+async fn a_terminal_one_row_high_does_not_stop_recording() {
+    let s = setup().await;
+    let m = marker("onerow");
+    let t = Term::ssh("ev-onerow", s.home.path(), 80, 24, "");
+    t.wait(PROMPT, 1);
+    t.send(&["stty rows 1", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.resize(80, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    t.send(&["printf 'y%.0s' $(seq 1 500); echo", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&[&format!("touch {}", m.display()), "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.resize(80, 24);
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let screen = t.screen();
+    recorded_or_refused(&s.w, &m, &screen).await;
+}
+
+// 6. A pasted line longer than the screen.
+#[tokio::test]
+async fn a_pasted_line_longer_than_the_screen_is_a_command() {
+    let s = setup().await;
+    let m = marker("longpaste");
+    let t = Term::ssh("ev-paste", s.home.path(), 80, 10, "");
+    t.wait(PROMPT, 1);
+    let line = format!("echo {} ; touch {}", "z".repeat(1500), m.display());
+    t.paste(&line);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let screen = t.screen();
+    recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+}
+
+// 9. A command continued over several lines is one command.
+#[tokio::test]
+async fn a_continued_line_is_one_command() {
+    let s = setup().await;
+    let m = marker("continued");
+    let t = Term::ssh("ev-cont", s.home.path(), 120, 30, "");
+    t.wait(PROMPT, 1);
+    t.send(&["echo eps\\", "Enter"]);
+    t.wait("> ", 1);
+    t.send(&[&format!("ilon-5 > {}", m.display()), "Enter"]);
+    t.wait(PROMPT, 2);
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let ev = recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
+    let c = ev["command"].as_str().unwrap();
+    assert!(
+        c.starts_with("echo eps"),
+        "one command, as bash ran it: {ev}"
+    );
+}
+
+// 8. Environment variables.
+#[tokio::test]
+async fn environment_requests_are_audited_and_only_the_allowlist_passes() {
+    let s = setup().await;
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &[
+            "-o",
+            "SetEnv=LANG=C.UTF-8 BASH_FUNC_ls%%=x PROMPT_COMMAND=id EDITOR_THEME=dark",
+            "node1.acme-prod",
+            "echo envs",
+        ],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("envs"),
+        "{}",
+        text(&out)
+    );
+    let passed = s.w.wait_events("kind=env&ticket=SUP-1234", 1).await;
+    assert_eq!(
+        passed.len(),
+        1,
+        "{:#?}\n{}",
+        s.w.events("ticket=SUP-1234&limit=1000").await,
+        s.b.gateway.log_text()
+    );
+    assert_eq!(passed[0]["env_name"], "LANG");
+    assert_eq!(passed[0]["value"], "C.UTF-8");
+    let refused =
+        s.w.wait_events("kind=channel_refused&ticket=SUP-1234", 3)
+            .await;
+    let mut names: Vec<&str> = refused
+        .iter()
+        .filter(|e| e["request"] == "env")
+        .map(|e| e["env_name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["BASH_FUNC_ls%%", "EDITOR_THEME", "PROMPT_COMMAND"]);
+    let codes: Vec<&str> = refused
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"environment_not_allowed"), "{codes:?}");
+    assert!(codes.contains(&"environment_not_allowlisted"), "{codes:?}");
+}
+
+// 11. Files at rest on the gateway.
+#[tokio::test]
+async fn gateway_files_are_private_and_delivered_recordings_are_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup().await;
+    let out = ssh_with_stdin(s.home.path(), &["node1.acme-prod", "echo rest"], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rest"),
+        "{}",
+        text(&out)
+    );
+    s.w.wait_events("kind=recording_finished&ticket=SUP-1234", 1)
+        .await;
+    let data = s.b.dir.path().join("gateway/data");
+    // Delivered recordings are deleted from the gateway.
+    let start = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(data.join("recordings"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still there: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fn walk(p: &Path, found: &mut Vec<(PathBuf, u32, bool)>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            found.push((e.path(), meta.permissions().mode() & 0o777, meta.is_dir()));
+            if meta.is_dir() {
+                walk(&e.path(), found);
+            }
+        }
+    }
+    let mut found = vec![];
+    walk(&data, &mut found);
+    assert!(found.len() > 5, "{found:?}");
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for (path, mode, dir) in found {
+        let want = if dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+    // A gateway refuses to start on a data_dir others can reach.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&s.b.gateway_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mode 0755") && err.contains("chmod 700"),
+        "{err}"
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+// 10. A node flooding terminal-mode switches cannot wedge or drown the audit log.
+#[tokio::test]
+async fn a_flood_of_mode_switches_leaves_shipping_working() {
+    let s = setup().await;
+    let flood = "for i in $(seq 1 10000); do printf '\\033[?1049h\\033[?1049l'; done; echo flooded";
+    let out = ssh_with_stdin(s.home.path(), &["-tt", "node1.acme-prod", flood], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("flooded"),
+        "{}",
+        text(&out)
+    );
+    // Another session's command reaches the broker within seconds.
+    let m = marker("afterflood");
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", &format!("touch {}", m.display())],
+        b"",
+    );
+    recorded_or_refused(&s.w, &m, &text(&out)).await.unwrap();
+    // The switches were counted, not written one by one.
+    let switches =
+        s.w.events("kind=full_screen&ticket=SUP-1234&limit=10000")
+            .await;
+    assert!(
+        switches.len() <= 100,
+        "{} full_screen events",
+        switches.len()
+    );
+}
