@@ -10,16 +10,16 @@
 //! really runs:
 //!
 //! - leading `NAME=value` assignments and the reserved words `!`, `{`, `}`, `if`, `then`, `else`,
-//!   `elif`, `fi`, `do`, `done`, `while`, `until`, `time`;
+//!   `elif`, `fi`, `do`, `done`, `while`, `until`;
 //! - `sudo`, `doas`, `pkexec`, `env` (with `-S` split), `nice`, `nohup`, `timeout`, `stdbuf`,
 //!   `exec`, `command`, `builtin`, `ionice`, `setsid`, `chrt`, `taskset`, `time`, `busybox`,
-//!   `ssh-agent`, `unbuffer`, `chroot`, `nsenter`, `unshare`, `flock`, with their options, by
-//!   basename (so `/usr/bin/sudo` too);
-//! - `sh -c CMD` (any shell), `su -c CMD`, `runuser`, `script -c CMD`, `flock -c CMD` and `eval`
-//!   classify CMD itself.
+//!   `ssh-agent` (it runs its command with the same stdin), `unbuffer`, `chroot`, `nsenter`,
+//!   `unshare`, `flock`, with their options, by basename (so `/usr/bin/sudo` too);
+//! - `sh -c CMD` (any shell), `su -c CMD`, `runuser`, `script -c CMD`, `flock -c CMD`, `eval`
+//!   and `ssh HOST CMD...` (a remote shell parses it) classify CMD itself.
 //!
 //! A wrapper that starts a shell when given no command (`sudo -i`, `sudo -s`, `doas -s`, `su`,
-//! `chroot DIR`, `pkexec`, `nsenter`, `unshare`, `script`) is an interpreter.
+//! `chroot DIR`, `pkexec`, `nsenter`, `unshare`, `script`, `ssh HOST`) is an interpreter.
 //!
 //! Then the program decides:
 //!
