@@ -7,11 +7,16 @@
 //! - [`detector`]: the interactive command-line detector over a vt100 screen model; it also tells
 //!   which typed input was not echoed (passwords) and must not be recorded.
 //! - [`pty`]: the two above put together — what a pty channel's recording needs, step by step.
-//! - [`sftp`]: an SFTP v3 stream parser yielding file operations with their status.
-//! - [`scp`]: recognizes the remote side of `scp` in an exec command.
+//! - [`sftp`]: an SFTP v3 stream parser yielding file operations with their status, sizes and
+//!   SHA-256 digests.
+//! - [`scp`]: recognizes the remote side of `scp` in an exec command, and parses the classic scp
+//!   stream into files with their sizes and SHA-256 digests.
+//! - [`exec`]: classifies an exec command (SFTP server, scp, an interpreter reading commands from
+//!   stdin, or a plain command) and cuts an interpreter's stdin into lines.
 
 pub mod asciicast;
 pub mod detector;
+pub mod exec;
 pub mod pty;
 pub mod scp;
 pub mod sftp;

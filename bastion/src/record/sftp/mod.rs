@@ -6,6 +6,25 @@
 //! they were opened with, and read and written bytes are summed per handle and reported when the
 //! handle is closed (not per packet). Each [`SftpOp`] carries the server's answer.
 //!
+//! Each file handle also carries the SHA-256 of the bytes read through it (`SSH_FXP_DATA` replies)
+//! and of the bytes written through it (`SSH_FXP_WRITE` requests), reported with its close:
+//!
+//! - a digest is computed only while the data flows as one run from offset 0: writes must come at
+//!   the offset where the previous one ended (OpenSSH pipelines many writes, but sends them in
+//!   order); reads may be requested ahead (pipelined) and their replies may come back in any
+//!   order: a reply ahead of the next expected offset is kept until the gap is filled, within
+//!   [`MAX_REORDER_BYTES`] for the whole channel;
+//! - a read request that skips past everything requested so far, a write at another offset than
+//!   the expected one, or a reply overlapping bytes already hashed make the digest
+//!   [`DigestUnavailable::NonSequential`] (a resumed transfer, random access); more out-of-order
+//!   data than the bound makes it [`DigestUnavailable::ReorderOverflow`]; written bytes the server
+//!   did not acknowledge make it [`DigestUnavailable::Unacknowledged`];
+//! - when no data flowed one way, both the digest and the reason are `None` for that way (a
+//!   zero-length file has no digest: its size, 0, says it all).
+//!
+//! So a file uploaded or downloaded whole, in order, is reported with exactly the `sha256sum` of
+//! its content; a partial transfer from offset 0 with the digest of the bytes that passed.
+//!
 //! Memory is bounded: at most one packet per direction is buffered, a packet may be at most
 //! [`MAX_PACKET_LEN`] bytes, and outstanding requests and open handles are capped. Anything out of
 //! bounds or not decodable stops the parsing of the channel with one [`SftpOp::Unparseable`] (the
@@ -15,6 +34,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// Largest packet accepted: OpenSSH's 256 KiB message limit plus room for the fields around a
 /// 256 KiB data payload.
@@ -23,6 +43,10 @@ pub const MAX_PACKET_LEN: usize = 256 * 1024 + 1024;
 pub const MAX_PENDING: usize = 4096;
 /// Most handles open at once.
 pub const MAX_HANDLES: usize = 4096;
+/// Most read data kept, over all handles of a channel, while waiting for an earlier reply to
+/// come (out-of-order `SSH_FXP_DATA` replies). OpenSSH's client has at most 64 × 32 KiB in
+/// flight by default.
+pub const MAX_REORDER_BYTES: usize = 4 * 1024 * 1024;
 /// Longest handle (the protocol says 256 bytes).
 const MAX_HANDLE_LEN: usize = 256;
 /// Longest status message kept.
@@ -103,6 +127,19 @@ impl OpenFlags {
     }
 }
 
+/// Why a handle's digest is missing although data flowed that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestUnavailable {
+    /// The data did not flow as one run from offset 0: a resumed transfer, random access, a gap
+    /// that was never filled, or bytes transferred twice.
+    NonSequential,
+    /// Read replies came further out of order than [`MAX_REORDER_BYTES`] allows to follow.
+    ReorderOverflow,
+    /// The server refused some written bytes, or never answered their write.
+    Unacknowledged,
+}
+
 /// A file operation, with the server's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -115,18 +152,28 @@ pub enum SftpOp {
         status: SftpStatus,
     },
     /// A file handle closed, with the bytes the server returned to reads and the bytes of writes
-    /// it acknowledged through it.
+    /// it acknowledged through it, and their SHA-256 in hex (see the module doc: `None` with
+    /// no reason when no data flowed that way).
     Close {
         path: String,
         bytes_read: u64,
         bytes_written: u64,
+        sha256_read: Option<String>,
+        sha256_read_unavailable: Option<DigestUnavailable>,
+        sha256_written: Option<String>,
+        sha256_written_unavailable: Option<DigestUnavailable>,
         status: SftpStatus,
     },
-    /// A file handle still open when the channel ended.
+    /// A file handle still open when the channel ended (or whose handle the server reused), with
+    /// what passed through it as for [`SftpOp::Close`].
     Unclosed {
         path: String,
         bytes_read: u64,
         bytes_written: u64,
+        sha256_read: Option<String>,
+        sha256_read_unavailable: Option<DigestUnavailable>,
+        sha256_written: Option<String>,
+        sha256_written_unavailable: Option<DigestUnavailable>,
     },
     Opendir {
         path: String,
@@ -221,12 +268,12 @@ impl SftpParser {
                 .answer(request, Response::None, SftpStatus::NoResponse, &mut ops);
         }
         for (_, file) in std::mem::take(&mut self.state.handles) {
+            self.state.reorder_bytes = self
+                .state
+                .reorder_bytes
+                .saturating_sub(file.reads.ahead_bytes);
             if !file.dir {
-                ops.push(SftpOp::Unclosed {
-                    path: file.path,
-                    bytes_read: file.read,
-                    bytes_written: file.written,
-                });
+                ops.push(file.unclosed());
             }
         }
         ops
@@ -387,7 +434,7 @@ enum Request {
     Open { path: String, flags: OpenFlags },
     Opendir { path: String },
     Close { handle: Vec<u8> },
-    Read { handle: Vec<u8> },
+    Read { handle: Vec<u8>, offset: u64 },
     Write { handle: Vec<u8>, len: u64 },
     Remove { path: String },
     Rename { from: String, to: String },
@@ -402,24 +449,197 @@ enum Request {
 
 /// What a response carried besides its status.
 #[derive(Debug)]
-enum Response {
+enum Response<'a> {
     Handle(Vec<u8>),
-    Data(u64),
+    Data(&'a [u8]),
     None,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct OpenFile {
     path: String,
     dir: bool,
     read: u64,
     written: u64,
+    reads: ReadRun,
+    writes: Run,
+}
+
+impl OpenFile {
+    fn new(path: &str, dir: bool) -> Self {
+        OpenFile {
+            path: path.to_string(),
+            dir,
+            ..OpenFile::default()
+        }
+    }
+
+    fn written_digest(&self) -> (Option<String>, Option<DigestUnavailable>) {
+        match self.writes.result() {
+            (Some(_), _) if self.writes.seen != self.written => {
+                (None, Some(DigestUnavailable::Unacknowledged))
+            }
+            other => other,
+        }
+    }
+
+    fn closed(self, status: SftpStatus) -> SftpOp {
+        let (sha256_read, sha256_read_unavailable) = self.reads.result();
+        let (sha256_written, sha256_written_unavailable) = self.written_digest();
+        SftpOp::Close {
+            path: self.path,
+            bytes_read: self.read,
+            bytes_written: self.written,
+            sha256_read,
+            sha256_read_unavailable,
+            sha256_written,
+            sha256_written_unavailable,
+            status,
+        }
+    }
+
+    fn unclosed(self) -> SftpOp {
+        let (sha256_read, sha256_read_unavailable) = self.reads.result();
+        let (sha256_written, sha256_written_unavailable) = self.written_digest();
+        SftpOp::Unclosed {
+            path: self.path,
+            bytes_read: self.read,
+            bytes_written: self.written,
+            sha256_read,
+            sha256_read_unavailable,
+            sha256_written,
+            sha256_written_unavailable,
+        }
+    }
+}
+
+/// The SHA-256 of the bytes of one way of a handle, while they come as one run from offset 0.
+#[derive(Debug, Default)]
+struct Run {
+    sha: Sha256,
+    /// The offset just after the bytes hashed.
+    next: u64,
+    /// Bytes that flowed this way, hashed or not.
+    seen: u64,
+    unavailable: Option<DigestUnavailable>,
+}
+
+impl Run {
+    /// Hash `data` if it continues the run; `seen` is counted by the caller.
+    fn add(&mut self, offset: u64, data: &[u8]) {
+        if self.unavailable.is_some() {
+            return;
+        }
+        if offset != self.next {
+            self.fail(DigestUnavailable::NonSequential);
+            return;
+        }
+        self.sha.update(data);
+        self.next = self.next.saturating_add(data.len() as u64);
+    }
+
+    fn fail(&mut self, why: DigestUnavailable) {
+        if self.unavailable.is_none() {
+            self.unavailable = Some(why);
+        }
+    }
+
+    fn result(&self) -> (Option<String>, Option<DigestUnavailable>) {
+        if self.seen == 0 {
+            return (None, None);
+        }
+        match self.unavailable {
+            Some(why) => (None, Some(why)),
+            None => (Some(hex::encode(self.sha.clone().finalize())), None),
+        }
+    }
+}
+
+/// The read side of a handle: replies may come out of order, those ahead wait for the gap.
+#[derive(Debug, Default)]
+struct ReadRun {
+    run: Run,
+    /// The end of the furthest read requested.
+    requested_end: u64,
+    /// Replies ahead of `run.next`, by offset.
+    ahead: BTreeMap<u64, Vec<u8>>,
+    /// Their bytes (counted in the channel's reorder budget too).
+    ahead_bytes: usize,
+}
+
+impl ReadRun {
+    /// A read request: one past everything requested so far leaves a gap.
+    fn requested(&mut self, offset: u64, len: u32, budget: &mut usize) {
+        if offset > self.requested_end {
+            self.fail(DigestUnavailable::NonSequential, budget);
+        }
+        self.requested_end = self
+            .requested_end
+            .max(offset.saturating_add(u64::from(len)));
+    }
+
+    /// The data a read at `offset` returned.
+    fn reply(&mut self, offset: u64, data: &[u8], budget: &mut usize) {
+        self.run.seen = self.run.seen.saturating_add(data.len() as u64);
+        if self.run.unavailable.is_some() {
+            return;
+        }
+        if offset == self.run.next {
+            self.run.add(offset, data);
+            self.drain(budget);
+        } else if offset < self.run.next || self.ahead.contains_key(&offset) {
+            self.fail(DigestUnavailable::NonSequential, budget);
+        } else if budget.saturating_add(data.len()) > MAX_REORDER_BYTES {
+            self.fail(DigestUnavailable::ReorderOverflow, budget);
+        } else {
+            self.ahead.insert(offset, data.to_vec());
+            self.ahead_bytes += data.len();
+            *budget += data.len();
+        }
+    }
+
+    /// Hash the replies kept that now continue the run.
+    fn drain(&mut self, budget: &mut usize) {
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > self.run.next {
+                return;
+            }
+            if *entry.key() < self.run.next {
+                // Overlaps bytes already hashed.
+                self.fail(DigestUnavailable::NonSequential, budget);
+                return;
+            }
+            let data = entry.remove();
+            self.ahead_bytes = self.ahead_bytes.saturating_sub(data.len());
+            *budget = budget.saturating_sub(data.len());
+            self.run.add(self.run.next, &data);
+        }
+    }
+
+    fn fail(&mut self, why: DigestUnavailable, budget: &mut usize) {
+        self.run.fail(why);
+        *budget = budget.saturating_sub(self.ahead_bytes);
+        self.ahead_bytes = 0;
+        self.ahead.clear();
+    }
+
+    fn result(&self) -> (Option<String>, Option<DigestUnavailable>) {
+        match self.run.result() {
+            // A gap before replies kept was never filled.
+            (Some(_), None) if !self.ahead.is_empty() => {
+                (None, Some(DigestUnavailable::NonSequential))
+            }
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     pending: BTreeMap<u32, Request>,
     handles: BTreeMap<Vec<u8>, OpenFile>,
+    /// Bytes of read replies kept for reordering, over all handles.
+    reorder_bytes: usize,
 }
 
 impl State {
@@ -444,15 +664,25 @@ impl State {
             },
             fxp::READ => {
                 let handle = r.handle()?;
-                let _offset = r.u64("offset")?;
-                let _len = r.u32("length")?;
-                Request::Read { handle }
+                let offset = r.u64("offset")?;
+                let len = r.u32("length")?;
+                if let Some(file) = self.handles.get_mut(&handle) {
+                    file.reads.requested(offset, len, &mut self.reorder_bytes);
+                }
+                Request::Read { handle, offset }
             }
             fxp::WRITE => {
                 let handle = r.handle()?;
-                let _offset = r.u64("offset")?;
-                let len = r.string("data")?.len() as u64;
-                Request::Write { handle, len }
+                let offset = r.u64("offset")?;
+                let data = r.string("data")?;
+                if let Some(file) = self.handles.get_mut(&handle) {
+                    file.writes.seen = file.writes.seen.saturating_add(data.len() as u64);
+                    file.writes.add(offset, data);
+                }
+                Request::Write {
+                    handle,
+                    len: data.len() as u64,
+                }
             }
             fxp::REMOVE => Request::Remove {
                 path: r.text("path")?,
@@ -537,10 +767,7 @@ impl State {
                 (Response::None, status)
             }
             fxp::HANDLE => (Response::Handle(r.handle()?), SftpStatus::Ok),
-            fxp::DATA => (
-                Response::Data(r.string("data")?.len() as u64),
-                SftpStatus::Ok,
-            ),
+            fxp::DATA => (Response::Data(r.string("data")?), SftpStatus::Ok),
             _ => (Response::None, SftpStatus::Ok),
         };
         if let Some(request) = self.pending.remove(&id) {
@@ -552,7 +779,7 @@ impl State {
     fn answer(
         &mut self,
         request: Request,
-        response: Response,
+        response: Response<'_>,
         status: SftpStatus,
         ops: &mut Vec<SftpOp>,
     ) {
@@ -577,22 +804,19 @@ impl State {
                 ops.push(SftpOp::Opendir { path, status });
             }
             Request::Close { handle } => {
-                if let Some(file) = self.handles.remove(&handle)
-                    && !file.dir
-                {
-                    ops.push(SftpOp::Close {
-                        path: file.path,
-                        bytes_read: file.read,
-                        bytes_written: file.written,
-                        status,
-                    });
+                if let Some(file) = self.handles.remove(&handle) {
+                    self.reorder_bytes = self.reorder_bytes.saturating_sub(file.reads.ahead_bytes);
+                    if !file.dir {
+                        ops.push(file.closed(status));
+                    }
                 }
             }
-            Request::Read { handle } => {
-                if let (Response::Data(len), Some(file)) =
+            Request::Read { handle, offset } => {
+                if let (Response::Data(data), Some(file)) =
                     (&response, self.handles.get_mut(&handle))
                 {
-                    file.read = file.read.saturating_add(*len);
+                    file.read = file.read.saturating_add(data.len() as u64);
+                    file.reads.reply(offset, data, &mut self.reorder_bytes);
                 }
             }
             Request::Write { handle, len } => {
@@ -628,7 +852,7 @@ impl State {
     /// Remember the handle an open returned; its hex form.
     fn open_handle(
         &mut self,
-        response: &Response,
+        response: &Response<'_>,
         path: &str,
         dir: bool,
         ops: &mut Vec<SftpOp>,
@@ -641,22 +865,17 @@ impl State {
             ops.push(SftpOp::Unparseable {
                 reason: format!("more than {MAX_HANDLES} open handles; {path} not followed"),
             });
-        } else if let Some(replaced) = self.handles.insert(
-            handle.clone(),
-            OpenFile {
-                path: path.to_string(),
-                dir,
-                read: 0,
-                written: 0,
-            },
-        ) && !replaced.dir
+        } else if let Some(replaced) = self
+            .handles
+            .insert(handle.clone(), OpenFile::new(path, dir))
         {
-            // The server reused a handle we thought open.
-            ops.push(SftpOp::Unclosed {
-                path: replaced.path,
-                bytes_read: replaced.read,
-                bytes_written: replaced.written,
-            });
+            self.reorder_bytes = self
+                .reorder_bytes
+                .saturating_sub(replaced.reads.ahead_bytes);
+            if !replaced.dir {
+                // The server reused a handle we thought open.
+                ops.push(replaced.unclosed());
+            }
         }
         Some(hex::encode(handle))
     }

@@ -119,6 +119,74 @@ fn s(v: &str) -> String {
     v.to_string()
 }
 
+/// A digest expected one way.
+enum Dg {
+    /// No data flowed.
+    No,
+    /// The SHA-256 of these bytes.
+    Of(Vec<u8>),
+    Un(DigestUnavailable),
+}
+
+fn dg(d: Dg) -> (Option<String>, Option<DigestUnavailable>) {
+    match d {
+        Dg::No => (None, None),
+        Dg::Of(bytes) => (Some(hex::encode(Sha256::digest(&bytes))), None),
+        Dg::Un(why) => (None, Some(why)),
+    }
+}
+
+fn closed(path: &str, read: u64, written: u64, r: Dg, w: Dg, status: SftpStatus) -> SftpOp {
+    let ((sha256_read, sha256_read_unavailable), (sha256_written, sha256_written_unavailable)) =
+        (dg(r), dg(w));
+    SftpOp::Close {
+        path: s(path),
+        bytes_read: read,
+        bytes_written: written,
+        sha256_read,
+        sha256_read_unavailable,
+        sha256_written,
+        sha256_written_unavailable,
+        status,
+    }
+}
+
+fn unclosed(path: &str, read: u64, written: u64, r: Dg, w: Dg) -> SftpOp {
+    let ((sha256_read, sha256_read_unavailable), (sha256_written, sha256_written_unavailable)) =
+        (dg(r), dg(w));
+    SftpOp::Unclosed {
+        path: s(path),
+        bytes_read: read,
+        bytes_written: written,
+        sha256_read,
+        sha256_read_unavailable,
+        sha256_written,
+        sha256_written_unavailable,
+    }
+}
+
+fn opened(path: &str, bits: u32, h: &str) -> SftpOp {
+    SftpOp::Open {
+        path: s(path),
+        flags: flags(bits),
+        handle: Some(s(h)),
+        status: okst(),
+    }
+}
+
+/// Deterministic file content.
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 /// A name, the packets of each side in the order they pass, the operations expected.
 type Case = (&'static str, Vec<(Side, Vec<u8>)>, Vec<SftpOp>);
 
@@ -146,12 +214,14 @@ fn cases() -> Vec<Case> {
                     handle: Some(s("00000001")),
                     status: okst(),
                 },
-                SftpOp::Close {
-                    path: s("/tmp/up.bin"),
-                    bytes_read: 0,
-                    bytes_written: 11,
-                    status: okst(),
-                },
+                closed(
+                    "/tmp/up.bin",
+                    0,
+                    11,
+                    Dg::No,
+                    Dg::Of(b"hello world".to_vec()),
+                    okst(),
+                ),
             ],
         ),
         (
@@ -177,12 +247,14 @@ fn cases() -> Vec<Case> {
                     handle: Some(s("00000002")),
                     status: okst(),
                 },
-                SftpOp::Close {
-                    path: s("/etc/hosts"),
-                    bytes_read: 32868,
-                    bytes_written: 0,
-                    status: okst(),
-                },
+                closed(
+                    "/etc/hosts",
+                    32868,
+                    0,
+                    Dg::Of(vec![1u8; 32868]),
+                    Dg::No,
+                    okst(),
+                ),
             ],
         ),
         (
@@ -202,12 +274,14 @@ fn cases() -> Vec<Case> {
                     handle: Some(s("00000001")),
                     status: okst(),
                 },
-                SftpOp::Close {
-                    path: s("big"),
-                    bytes_read: 0,
-                    bytes_written: big.len() as u64,
-                    status: okst(),
-                },
+                closed(
+                    "big",
+                    0,
+                    big.len() as u64,
+                    Dg::No,
+                    Dg::Of(big.clone()),
+                    okst(),
+                ),
             ],
         ),
         (
@@ -242,12 +316,14 @@ fn cases() -> Vec<Case> {
                     handle: Some(s("00000001")),
                     status: okst(),
                 },
-                SftpOp::Close {
-                    path: s("f"),
-                    bytes_read: 0,
-                    bytes_written: 2,
-                    status: okst(),
-                },
+                closed(
+                    "f",
+                    0,
+                    2,
+                    Dg::No,
+                    Dg::Un(DigestUnavailable::NonSequential),
+                    okst(),
+                ),
             ],
         ),
         (
@@ -336,11 +412,7 @@ fn cases() -> Vec<Case> {
                     name: s("copy-data"),
                     status: failed(8, "Unsupported"),
                 },
-                SftpOp::Unclosed {
-                    path: s("/y"),
-                    bytes_read: 0,
-                    bytes_written: 0,
-                },
+                unclosed("/y", 0, 0, Dg::No, Dg::No),
             ],
         ),
         (
@@ -406,11 +478,7 @@ fn cases() -> Vec<Case> {
                     path: s("/gone"),
                     status: SftpStatus::NoResponse,
                 },
-                SftpOp::Unclosed {
-                    path: s("/w"),
-                    bytes_read: 0,
-                    bytes_written: 3,
-                },
+                unclosed("/w", 0, 3, Dg::No, Dg::Of(b"xyz".to_vec())),
             ],
         ),
         (
@@ -456,6 +524,250 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Writes of `chunk` bytes from `from`, request ids from `id`, all sent before any answer, then
+/// all acknowledged in order.
+fn pipelined_writes(
+    steps: &mut Vec<(Side, Vec<u8>)>,
+    id: u32,
+    h: &[u8],
+    file: &[u8],
+    from: usize,
+    chunk: usize,
+) -> u32 {
+    let mut next = id;
+    for (i, part) in file[from..].chunks(chunk).enumerate() {
+        steps.push((C, write(next, h, (from + i * chunk) as u64, part)));
+        next += 1;
+    }
+    for ack in id..next {
+        steps.push((S, ok(ack)));
+    }
+    next
+}
+
+const UNSEQ: Dg = Dg::Un(DigestUnavailable::NonSequential);
+
+/// Digest cases: what the engineer's sftp or scp (over SFTP) client really does.
+fn digest_cases() -> Vec<Case> {
+    let file = content(100_000, 1);
+    let small = content(40_000, 2);
+    const K32: usize = 32 * 1024;
+    let mut upload = vec![
+        (C, init()),
+        (S, version()),
+        (C, open(1, b"/srv/up", RW_CREATE_TRUNC)),
+        (S, handle(1, H1)),
+    ];
+    let id = pipelined_writes(&mut upload, 2, H1, &file, 0, K32);
+    upload.extend([(C, close(id, H1)), (S, ok(id))]);
+
+    let mut resumed_up = vec![(C, open(1, b"/srv/up", 0x02)), (S, handle(1, H1))];
+    let id = pipelined_writes(&mut resumed_up, 2, H1, &file, 60_000, K32);
+    resumed_up.extend([(C, close(id, H1)), (S, ok(id))]);
+
+    let k = |i: usize| (i * K32) as u64;
+    let part = |i: usize| &file[i * K32..((i + 1) * K32).min(file.len())];
+    vec![
+        (
+            "pipelined 32 KiB writes acknowledged late: the sha256sum of the file",
+            upload,
+            vec![
+                opened("/srv/up", RW_CREATE_TRUNC, "00000001"),
+                closed("/srv/up", 0, 100_000, Dg::No, Dg::Of(file.clone()), okst()),
+            ],
+        ),
+        (
+            "pipelined reads answered out of order, then eof",
+            vec![
+                (C, open(1, b"/srv/down", 0x01)),
+                (S, handle(1, H2)),
+                (C, read(2, H2, k(0), K32 as u32)),
+                (C, read(3, H2, k(1), K32 as u32)),
+                (C, read(4, H2, k(2), K32 as u32)),
+                (C, read(5, H2, k(3), K32 as u32)),
+                (S, data(4, part(2))),
+                (S, data(5, part(3))),
+                (S, data(2, part(0))),
+                (S, data(3, part(1))),
+                (C, read(6, H2, 100_000, K32 as u32)),
+                (S, status(6, 1, "End of file")),
+                (C, close(7, H2)),
+                (S, ok(7)),
+            ],
+            vec![
+                opened("/srv/down", 0x01, "00000002"),
+                closed(
+                    "/srv/down",
+                    100_000,
+                    0,
+                    Dg::Of(file.clone()),
+                    Dg::No,
+                    okst(),
+                ),
+            ],
+        ),
+        (
+            "a short read re-requested while a later reply waits",
+            vec![
+                (C, open(1, b"/s", 0x01)),
+                (S, handle(1, H1)),
+                (C, read(2, H1, 0, K32 as u32)),
+                (C, read(3, H1, k(1), K32 as u32)),
+                (S, data(2, &small[..1000])),
+                (S, data(3, &small[K32..])),
+                (C, read(4, H1, 1000, (K32 - 1000) as u32)),
+                (S, data(4, &small[1000..K32])),
+                (C, close(5, H1)),
+                (S, ok(5)),
+            ],
+            vec![
+                opened("/s", 0x01, "00000001"),
+                closed("/s", 40_000, 0, Dg::Of(small.clone()), Dg::No, okst()),
+            ],
+        ),
+        (
+            "resumed upload (reput): no digest",
+            resumed_up,
+            vec![
+                opened("/srv/up", 0x02, "00000001"),
+                closed("/srv/up", 0, 40_000, Dg::No, UNSEQ, okst()),
+            ],
+        ),
+        (
+            "resumed download (reget): no digest",
+            vec![
+                (C, open(1, b"/d", 0x01)),
+                (S, handle(1, H1)),
+                (C, read(2, H1, 5000, K32 as u32)),
+                (C, read(3, H1, 5000 + K32 as u64, K32 as u32)),
+                (S, data(2, &small[5000..5000 + K32])),
+                (S, data(3, &small[5000 + K32..])),
+                (C, close(4, H1)),
+                (S, ok(4)),
+            ],
+            vec![
+                opened("/d", 0x01, "00000001"),
+                closed("/d", 35_000, 0, UNSEQ, Dg::No, okst()),
+            ],
+        ),
+        (
+            "zero-length upload and download: no data, no digest",
+            vec![
+                (C, open(1, b"/empty-up", RW_CREATE_TRUNC)),
+                (S, handle(1, H1)),
+                (C, close(2, H1)),
+                (S, ok(2)),
+                (C, open(3, b"/empty-down", 0x01)),
+                (S, handle(3, H2)),
+                (C, read(4, H2, 0, K32 as u32)),
+                (S, status(4, 1, "End of file")),
+                (C, close(5, H2)),
+                (S, ok(5)),
+            ],
+            vec![
+                opened("/empty-up", RW_CREATE_TRUNC, "00000001"),
+                closed("/empty-up", 0, 0, Dg::No, Dg::No, okst()),
+                opened("/empty-down", 0x01, "00000002"),
+                closed("/empty-down", 0, 0, Dg::No, Dg::No, okst()),
+            ],
+        ),
+        (
+            "a read gap never filled",
+            vec![
+                (C, open(1, b"/g", 0x01)),
+                (S, handle(1, H1)),
+                (C, read(2, H1, 0, K32 as u32)),
+                (C, read(3, H1, k(1), K32 as u32)),
+                (S, data(3, part(1))),
+                (S, status(2, 4, "Failure")),
+                (C, close(4, H1)),
+                (S, ok(4)),
+            ],
+            vec![
+                opened("/g", 0x01, "00000001"),
+                closed("/g", K32 as u64, 0, UNSEQ, Dg::No, okst()),
+            ],
+        ),
+        (
+            "the same bytes read twice",
+            vec![
+                (C, open(1, b"/t", 0x01)),
+                (S, handle(1, H1)),
+                (C, read(2, H1, 0, 100)),
+                (S, data(2, &small[..100])),
+                (C, read(3, H1, 0, 100)),
+                (S, data(3, &small[..100])),
+                (C, close(4, H1)),
+                (S, ok(4)),
+            ],
+            vec![
+                opened("/t", 0x01, "00000001"),
+                closed("/t", 200, 0, UNSEQ, Dg::No, okst()),
+            ],
+        ),
+        (
+            "a write never acknowledged",
+            vec![
+                (C, open(1, b"/u", 0x02)),
+                (S, handle(1, H1)),
+                (C, write(2, H1, 0, b"abc")),
+                (C, write(3, H1, 3, b"def")),
+                (S, ok(2)),
+            ],
+            vec![
+                opened("/u", 0x02, "00000001"),
+                unclosed(
+                    "/u",
+                    0,
+                    3,
+                    Dg::No,
+                    Dg::Un(DigestUnavailable::Unacknowledged),
+                ),
+            ],
+        ),
+        (
+            "read and write through one handle, two handles interleaved",
+            vec![
+                (C, open(1, b"/rw", 0x03)),
+                (C, open(2, b"/w2", 0x02)),
+                (S, handle(1, H1)),
+                (S, handle(2, H2)),
+                (C, write(3, H1, 0, b"abc")),
+                (C, write(4, H2, 0, b"xy")),
+                (C, read(5, H1, 0, 10)),
+                (C, write(6, H2, 2, b"z")),
+                (S, ok(3)),
+                (S, ok(4)),
+                (S, data(5, b"abc")),
+                (S, ok(6)),
+                (C, close(7, H1)),
+                (C, close(8, H2)),
+                (S, ok(8)),
+                (S, ok(7)),
+            ],
+            vec![
+                opened("/rw", 0x03, "00000001"),
+                opened("/w2", 0x02, "00000002"),
+                closed("/w2", 0, 3, Dg::No, Dg::Of(b"xyz".to_vec()), okst()),
+                closed(
+                    "/rw",
+                    3,
+                    3,
+                    Dg::Of(b"abc".to_vec()),
+                    Dg::Of(b"abc".to_vec()),
+                    okst(),
+                ),
+            ],
+        ),
+    ]
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut all = cases();
+    all.extend(digest_cases());
+    all
+}
+
 fn run(steps: &[(Side, Vec<u8>)], split: Option<usize>) -> Vec<SftpOp> {
     let mut parser = SftpParser::new();
     let mut ops = Vec::new();
@@ -477,14 +789,14 @@ fn run(steps: &[(Side, Vec<u8>)], split: Option<usize>) -> Vec<SftpOp> {
 
 #[test]
 fn operations_whole_packets() {
-    for (name, steps, want) in cases() {
+    for (name, steps, want) in all_cases() {
         assert_eq!(run(&steps, None), want, "{name}");
     }
 }
 
 #[test]
 fn operations_split_at_every_byte() {
-    for (name, steps, want) in cases() {
+    for (name, steps, want) in all_cases() {
         assert_eq!(run(&steps, Some(1)), want, "{name}");
     }
 }
@@ -492,7 +804,7 @@ fn operations_split_at_every_byte() {
 #[test]
 fn operations_split_at_odd_sizes() {
     for n in [2, 3, 5, 7, 4096] {
-        for (name, steps, want) in cases() {
+        for (name, steps, want) in all_cases() {
             assert_eq!(run(&steps, Some(n)), want, "{name} in chunks of {n}");
         }
     }
@@ -501,7 +813,7 @@ fn operations_split_at_odd_sizes() {
 /// Consecutive packets of one side coalesced into one chunk.
 #[test]
 fn operations_coalesced() {
-    for (name, steps, want) in cases() {
+    for (name, steps, want) in all_cases() {
         let mut merged: Vec<(Side, Vec<u8>)> = Vec::new();
         for (side, bytes) in steps {
             match merged.last_mut() {
@@ -511,6 +823,104 @@ fn operations_coalesced() {
         }
         assert_eq!(run(&merged, None), want, "{name}");
     }
+}
+
+#[test]
+fn digest_is_the_sha256sum() {
+    let ops = run(
+        &[
+            (C, open(1, b"/h", 0x02)),
+            (S, handle(1, H1)),
+            (C, write(2, H1, 0, b"hello world\n")),
+            (S, ok(2)),
+            (C, close(3, H1)),
+            (S, ok(3)),
+        ],
+        None,
+    );
+    // printf 'hello world\n' | sha256sum
+    let want = "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447";
+    assert!(
+        matches!(&ops[1], SftpOp::Close { sha256_written: Some(h), .. } if h == want),
+        "{ops:?}"
+    );
+    let v = serde_json::to_value(&ops[1]).unwrap();
+    assert_eq!(v["sha256_written"], want);
+    assert_eq!(v["sha256_read"], serde_json::Value::Null);
+    let op = closed("/x", 5, 0, UNSEQ, Dg::No, okst());
+    let v = serde_json::to_value(&op).unwrap();
+    assert_eq!(v["sha256_read_unavailable"], "non_sequential");
+}
+
+#[test]
+fn reordering_is_bounded() {
+    const CHUNK: usize = 256 * 1024;
+    let n = MAX_REORDER_BYTES / CHUNK + 2;
+    let file = content(n * CHUNK, 3);
+    let mut parser = SftpParser::new();
+    let mut ops = parser.client_data(&open(1, b"/big", 0x01));
+    ops.extend(parser.server_data(&handle(1, H1)));
+    for i in 0..n {
+        let off = (i * CHUNK) as u64;
+        ops.extend(parser.client_data(&read(2 + i as u32, H1, off, CHUNK as u32)));
+    }
+    // Every reply but the first, then the first.
+    for i in (1..n).chain([0]) {
+        ops.extend(parser.server_data(&data(2 + i as u32, &file[i * CHUNK..(i + 1) * CHUNK])));
+        assert!(parser.state.reorder_bytes <= MAX_REORDER_BYTES);
+    }
+    assert_eq!(parser.state.reorder_bytes, 0);
+    ops.extend(parser.client_data(&close(100, H1)));
+    ops.extend(parser.server_data(&ok(100)));
+    assert_eq!(
+        ops[1],
+        closed(
+            "/big",
+            file.len() as u64,
+            0,
+            Dg::Un(DigestUnavailable::ReorderOverflow),
+            Dg::No,
+            okst()
+        )
+    );
+    // Within the bound the same pattern gives the digest; the budget is given back.
+    let mut parser = SftpParser::new();
+    let mut ops = parser.client_data(&open(1, b"/big", 0x01));
+    ops.extend(parser.server_data(&handle(1, H1)));
+    let m = 4;
+    for i in 0..m {
+        ops.extend(parser.client_data(&read(2 + i as u32, H1, (i * CHUNK) as u64, CHUNK as u32)));
+    }
+    for i in (1..m).chain([0]) {
+        ops.extend(parser.server_data(&data(2 + i as u32, &file[i * CHUNK..(i + 1) * CHUNK])));
+    }
+    assert_eq!(parser.state.reorder_bytes, 0);
+    ops.extend(parser.finish());
+    assert_eq!(
+        ops[1],
+        unclosed(
+            "/big",
+            (m * CHUNK) as u64,
+            0,
+            Dg::Of(file[..m * CHUNK].to_vec()),
+            Dg::No
+        )
+    );
+}
+
+#[test]
+fn closing_with_replies_kept_gives_the_budget_back() {
+    let mut parser = SftpParser::new();
+    parser.client_data(&open(1, b"/k", 0x01));
+    parser.server_data(&handle(1, H1));
+    parser.client_data(&read(2, H1, 0, 10));
+    parser.client_data(&read(3, H1, 10, 10));
+    parser.server_data(&data(3, &[5u8; 10]));
+    assert_eq!(parser.state.reorder_bytes, 10);
+    parser.client_data(&close(4, H1));
+    let ops = parser.server_data(&ok(4));
+    assert_eq!(parser.state.reorder_bytes, 0);
+    assert_eq!(ops, vec![closed("/k", 10, 0, UNSEQ, Dg::No, okst())]);
 }
 
 #[test]

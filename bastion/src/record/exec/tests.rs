@@ -1,0 +1,455 @@
+//! Classification tables, and stdin lines fed in every split.
+use super::*;
+use crate::record::scp::ScpDirection;
+
+fn i(program: &str) -> ExecKind {
+    interpreter(program)
+}
+const C: ExecKind = ExecKind::Command;
+const SFTP: ExecKind = ExecKind::SftpServer;
+
+fn scp_t(path: &str) -> ExecKind {
+    ExecKind::Scp(ScpTransfer {
+        direction: ScpDirection::Upload,
+        path: path.to_string(),
+        recursive: false,
+        preserve: false,
+        target_is_dir: false,
+    })
+}
+
+fn scp_f(path: &str, recursive: bool) -> ExecKind {
+    ExecKind::Scp(ScpTransfer {
+        direction: ScpDirection::Download,
+        path: path.to_string(),
+        recursive,
+        preserve: false,
+        target_is_dir: false,
+    })
+}
+
+#[test]
+fn classification() {
+    let cases: Vec<(&str, ExecKind)> = vec![
+        // Plain commands.
+        ("", C),
+        ("ls -la /var/log", C),
+        ("uptime", C),
+        ("cat /etc/hosts", C),
+        ("tail -f /var/log/syslog | grep -v DEBUG", C),
+        ("systemctl restart nginx && journalctl -u nginx -n 50", C),
+        ("echo 'bash -s'", C),
+        ("grep bash /etc/passwd", C),
+        ("FOO=1 BAR=2", C),
+        ("sh script.sh", C),
+        ("bash -x ./deploy.sh --fast", C),
+        ("bash -c 'echo hi'", C),
+        ("sh -c \"ls; uptime\"", C),
+        ("python3 -c 'print(1)'", C),
+        ("python3 script.py", C),
+        ("python3 -W ignore script.py -", C),
+        ("python3 -m http.server 8000", C),
+        ("perl -e 'print 1'", C),
+        ("perl -lane 'print $F[0]' file", C),
+        ("perl -w script.pl", C),
+        ("ruby -e 'puts 1'", C),
+        ("node app.js", C),
+        ("node -e 'console.log(1)'", C),
+        ("php -r 'echo 1;'", C),
+        ("php index.php", C),
+        ("psql -U postgres -c 'select 1'", C),
+        ("psql -Atc 'select 1' mydb", C),
+        ("psql -f /tmp/migrate.sql", C),
+        ("mysql -uroot -e 'show databases'", C),
+        ("sqlite3 /var/db.sqlite 'select count(*) from t'", C),
+        ("redis-cli -h localhost ping", C),
+        ("awk '{print $1}' /var/log/access.log", C),
+        ("sed -n 1,10p /etc/passwd", C),
+        ("lua -e 'print(1)'", C),
+        ("gdb -batch -ex bt ./core", C),
+        ("sudo -l", C),
+        ("sudo systemctl status sshd", C),
+        ("env", C),
+        ("nohup ./server &", C),
+        ("timeout 5 curl -s localhost", C),
+        ("command -v bash", C),
+        ("exec >/dev/null", C),
+        ("ionice -p 1234", C),
+        ("chrt -p 1234", C),
+        ("scp -t", C),
+        ("su -c 'ls /root'", C),
+        ("ssh other uptime", C),
+        ("ssh -N -L 8080:localhost:80 other", C),
+        ("cat <<'EOF'\nit's bash\nEOF\n", C),
+        ("cat <<-EOF > /tmp/x\n\tbash\n\tEOF\nuptime", C),
+        ("ls 2>&1 >/dev/null", C),
+        ("ls # bash", C),
+        ("echo $'it\\'s'", C),
+        ("for x in bash sh; do echo $x; done", C),
+        // Interpreters.
+        ("bash", i("bash")),
+        ("sh", i("sh")),
+        ("/bin/bash -l", i("bash")),
+        ("bash --norc --noprofile", i("bash")),
+        ("sh -s -- arg1", i("sh")),
+        ("bash -s arg1 arg2", i("bash")),
+        ("bash -i", i("bash")),
+        ("bash -", i("bash")),
+        ("bash /dev/stdin", i("bash")),
+        ("zsh -o pipefail", i("zsh")),
+        ("fish", i("fish")),
+        ("tcsh", i("tcsh")),
+        ("busybox sh", i("sh")),
+        ("busybox ash -s", i("ash")),
+        ("bash -c 'bash -s'", i("bash")),
+        ("/bin/sh -c \"sh\"", i("sh")),
+        ("sh -ec 'cd /tmp && exec bash'", i("bash")),
+        ("bash -o pipefail -c 'cat | python3'", i("python3")),
+        ("sudo -E -u root bash", i("bash")),
+        ("sudo -u postgres psql", i("psql")),
+        ("sudo -i", i("sudo")),
+        ("sudo -s", i("sudo")),
+        ("sudo -- sh", i("sh")),
+        ("sudo --user=root -H bash -l", i("bash")),
+        ("/usr/bin/sudo -n /bin/sh", i("sh")),
+        ("doas -s", i("doas")),
+        ("doas -u root sh", i("sh")),
+        ("pkexec", i("pkexec")),
+        ("su", i("su")),
+        ("su - root", i("su")),
+        ("su - root -c 'bash'", i("bash")),
+        ("runuser -u app -- bash -s", i("bash")),
+        ("env -i PATH=/bin sh -s", i("sh")),
+        ("env -u HOME -C /tmp python3", i("python3")),
+        ("env -S 'python3 -u'", i("python3")),
+        ("LANG=C TERM=dumb bash", i("bash")),
+        ("nice -n 5 python3 -", i("python3")),
+        ("nice -10 bash", i("bash")),
+        ("nohup bash -s", i("bash")),
+        ("timeout -s KILL 5m sh", i("sh")),
+        ("timeout --foreground 10 python3", i("python3")),
+        ("stdbuf -oL -eL bash", i("bash")),
+        ("exec /bin/bash", i("bash")),
+        ("exec -a login -l bash", i("bash")),
+        ("command bash", i("bash")),
+        ("ionice -c3 nice bash", i("bash")),
+        ("setsid -w sh", i("sh")),
+        ("chrt -f 10 bash", i("bash")),
+        ("taskset -c 0-3 python3", i("python3")),
+        ("time -p bash", i("bash")),
+        ("ssh-agent bash", i("bash")),
+        ("chroot /mnt", i("chroot")),
+        ("chroot /mnt /bin/sh -i", i("sh")),
+        ("nsenter -t 1 -m -u -n", i("nsenter")),
+        ("unshare -r", i("unshare")),
+        ("flock /tmp/lock -c 'bash'", i("bash")),
+        ("script -qc bash /dev/null", i("bash")),
+        ("script", i("script")),
+        ("eval bash", i("bash")),
+        ("source /dev/stdin", i("source")),
+        ("python", i("python")),
+        ("python3", i("python3")),
+        ("python3.11 -u", i("python3.11")),
+        ("python3 -", i("python3")),
+        ("python3 - arg1 arg2", i("python3")),
+        ("python3 -i script.py", i("python3")),
+        ("/usr/bin/python3 -E -s", i("python3")),
+        ("perl", i("perl")),
+        ("perl -", i("perl")),
+        ("ruby", i("ruby")),
+        ("irb", i("irb")),
+        ("node", i("node")),
+        ("nodejs -", i("nodejs")),
+        ("node -i", i("node")),
+        ("php", i("php")),
+        ("php -a", i("php")),
+        ("lua", i("lua")),
+        ("lua5.4 -", i("lua5.4")),
+        ("Rscript -", i("Rscript")),
+        ("R --vanilla", i("R")),
+        ("tclsh", i("tclsh")),
+        ("expect -f -", i("expect")),
+        ("gdb ./prog", i("gdb")),
+        ("psql", i("psql")),
+        ("psql -h db -U app mydb", i("psql")),
+        ("psql -f -", i("psql")),
+        ("mysql -uroot -psecret mydb", i("mysql")),
+        ("sqlite3 /var/db.sqlite", i("sqlite3")),
+        ("sqlite3 -cmd '.mode csv' db", i("sqlite3")),
+        ("redis-cli -n 2", i("redis-cli")),
+        ("mongosh mongodb://localhost/db", i("mongosh")),
+        ("awk -f -", i("awk")),
+        ("sed -f /dev/stdin file", i("sed")),
+        ("xargs -n1 sh -c", i("xargs")),
+        ("xargs rm", i("xargs")),
+        ("bc -l", i("bc")),
+        ("ed /etc/hosts", i("ed")),
+        ("vim -es", i("vim")),
+        ("ssh other", i("ssh")),
+        ("sudo su -", i("su")),
+        ("sudo su - postgres -c psql", i("psql")),
+        ("sudo su - postgres -c 'psql -c \"select 1\"'", C),
+        ("exec su -l", i("su")),
+        ("nice -- bash", i("bash")),
+        ("env -- sh", i("sh")),
+        ("sudo -iu root", i("sudo")),
+        ("bash -lc 'exec \"$SHELL\"'", i("$SHELL")),
+        ("sh +x -s", i("sh")),
+        ("pwsh", i("pwsh")),
+        ("pwsh -NoProfile -Command -", i("pwsh")),
+        ("pwsh -c Get-Date", C),
+        ("pwsh ./script.ps1", C),
+        ("jshell", i("jshell")),
+        ("dc -e '2 2 + p'", C),
+        ("lldb --batch -o run ./prog", C),
+        ("mysql --execute='select 1'", C),
+        ("ssh -p 2222 other bash -s", i("bash")),
+        // Pipelines and lists: any part.
+        ("cat | bash", i("bash")),
+        ("true; sh", i("sh")),
+        ("tee log | python3 -", i("python3")),
+        ("cd /tmp && exec bash", i("bash")),
+        ("false || bash", i("bash")),
+        ("(cd /tmp; bash)", i("bash")),
+        ("{ bash; }", i("bash")),
+        ("if true; then bash; fi", i("bash")),
+        ("ls\nbash", i("bash")),
+        ("echo $(bash)", i("bash")),
+        ("echo \"$(cat | sh)\"", i("sh")),
+        ("echo `bash`", i("bash")),
+        ("X=$(python3) ls", i("python3")),
+        ("diff <(bash) /dev/null", i("bash")),
+        ("bash < /dev/null", i("bash")),
+        ("bash <<EOF\nls\nEOF", i("bash")),
+        // Not known before it runs: fail safe.
+        ("$SHELL", i("$SHELL")),
+        ("\"$SHELL\" -s", i("$SHELL")),
+        ("$(which bash)", i(UNKNOWN)),
+        ("`which bash` -s", i(UNKNOWN)),
+        ("sh -c \"$CMD\"", i("sh")),
+        ("bash -c 'unterminated", i(UNPARSED)),
+        ("echo 'unterminated", i(UNPARSED)),
+        ("echo \"unterminated", i(UNPARSED)),
+        ("echo (", i(UNPARSED)),
+        ("echo )", i(UNPARSED)),
+        ("echo $(ls", i(UNPARSED)),
+        ("echo `ls", i(UNPARSED)),
+        // SFTP servers and scp.
+        ("/usr/lib/openssh/sftp-server", SFTP),
+        ("/usr/libexec/sftp-server -l INFO", SFTP),
+        ("/usr/libexec/openssh/sftp-server", SFTP),
+        ("internal-sftp", SFTP),
+        ("sudo -u www-data /usr/lib/openssh/sftp-server", SFTP),
+        ("exec /usr/lib/sftp-server", SFTP),
+        ("sh -c '/usr/lib/openssh/sftp-server -e'", SFTP),
+        ("true; /usr/lib/openssh/sftp-server", SFTP),
+        ("/usr/lib/openssh/sftp-server; bash", i("bash")),
+        ("scp -t /tmp/x", scp_t("/tmp/x")),
+        ("scp -r -f logs", scp_f("logs", true)),
+        ("sudo scp -t /root/x", scp_t("/root/x")),
+        ("sh -c 'scp -t /tmp'", scp_t("/tmp")),
+        ("cd /tmp && scp -t .", scp_t(".")),
+        ("scp -t 'my file'", scp_t("my file")),
+    ];
+    assert!(cases.len() >= 60);
+    for (command, want) in cases {
+        assert_eq!(classify(command), want, "{command:?}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_interpreter() {
+    assert_eq!(classify(&format!("{}ls", "eval ".repeat(40))), i(UNPARSED));
+    assert_eq!(classify(&format!("{}ls", "eval ".repeat(5))), C);
+    assert_eq!(classify(&format!("{}bash", "eval ".repeat(5))), i("bash"));
+    let mut command = "ls".to_string();
+    for _ in 0..6 {
+        command = format!("sh -c {}", shell_quote(&command));
+    }
+    assert_eq!(classify(&command), C);
+    let deep = format!("{}ls{}", "$(".repeat(100), ")".repeat(100));
+    assert_eq!(classify(&deep), i(UNPARSED));
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn never_panics() {
+    let mut x: u32 = 0x1234_5678;
+    let alphabet: Vec<char> = "ab -c'\"\\$()`|;&<>#\n=sh{}éx".chars().collect();
+    for _ in 0..3000 {
+        let mut s = String::new();
+        for _ in 0..(x % 40) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            s.push(alphabet[x as usize % alphabet.len()]);
+        }
+        let _ = classify(&s);
+    }
+}
+
+#[test]
+fn kinds_serialize() {
+    let v = serde_json::to_value(i("bash")).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "interpreter", "program": "bash"})
+    );
+    let v = serde_json::to_value(scp_t("/x")).unwrap();
+    assert_eq!(v["kind"], "scp");
+    assert_eq!(v["direction"], "upload");
+    assert_eq!(v["path"], "/x");
+    assert_eq!(serde_json::to_value(SFTP).unwrap()["kind"], "sftp_server");
+    assert_eq!(serde_json::to_value(C).unwrap()["kind"], "command");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stdin lines.
+
+fn line(text: &str) -> StdinLine {
+    StdinLine {
+        text: text.to_string(),
+        truncated: false,
+        bytes: text.len() as u64,
+        sha256: None,
+    }
+}
+
+/// Feed `input` cut at `cuts`; the lines, and for each the absolute offset after it.
+fn feed(input: &[u8], cuts: &[usize]) -> (Vec<(usize, StdinLine)>, Option<StdinLine>) {
+    let mut lines = StdinLines::new();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain([input.len()].iter()) {
+        let cut = cut.clamp(start, input.len());
+        for end in lines.feed(&input[start..cut]) {
+            assert!(end.end >= 1 && end.end <= cut - start);
+            assert_eq!(input[start + end.end - 1], b'\n');
+            out.push((start + end.end, end.line));
+        }
+        start = cut;
+    }
+    (out, lines.finish())
+}
+
+/// (input, the lines with the offset after each, the last line without `\n`)
+type LinesCase = (Vec<u8>, Vec<(usize, StdinLine)>, Option<StdinLine>);
+
+fn lines_cases() -> Vec<LinesCase> {
+    let long: Vec<u8> = (0..MAX_LINE_BYTES + 100)
+        .map(|n| b'a' + (n % 26) as u8)
+        .collect();
+    let mut long_input = long.clone();
+    long_input.extend_from_slice(b"\r\nnext\n");
+    let truncated = StdinLine {
+        text: String::from_utf8(long[..MAX_LINE_BYTES].to_vec()).unwrap(),
+        truncated: true,
+        bytes: long.len() as u64,
+        sha256: Some(hex::encode(Sha256::digest(&long))),
+    };
+    let exact: Vec<u8> = vec![b'x'; MAX_LINE_BYTES];
+    let mut exact_input = exact.clone();
+    exact_input.push(b'\n');
+    vec![
+        (b"".to_vec(), vec![], None),
+        (b"ls\n".to_vec(), vec![(3, line("ls"))], None),
+        (
+            b"ls -la\r\nuptime\n\nexit".to_vec(),
+            vec![(8, line("ls -la")), (15, line("uptime")), (16, line(""))],
+            Some(line("exit")),
+        ),
+        (b"a\rb\n".to_vec(), vec![(4, line("a\rb"))], None),
+        (
+            b"\r\n\r\r\n".to_vec(),
+            vec![(2, line("")), (5, line("\r"))],
+            None,
+        ),
+        (b"last\r".to_vec(), vec![], Some(line("last"))),
+        (
+            b"caf\xc3\xa9 \xff\n".to_vec(),
+            vec![(
+                8,
+                StdinLine {
+                    text: "café \u{fffd}".to_string(),
+                    truncated: false,
+                    bytes: 7,
+                    sha256: None,
+                },
+            )],
+            None,
+        ),
+        (
+            long_input.clone(),
+            vec![(long.len() + 2, truncated), (long.len() + 7, line("next"))],
+            None,
+        ),
+        (
+            exact_input.clone(),
+            vec![(
+                exact.len() + 1,
+                StdinLine {
+                    text: String::from_utf8(exact.clone()).unwrap(),
+                    truncated: false,
+                    bytes: exact.len() as u64,
+                    sha256: None,
+                },
+            )],
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn stdin_lines_whole_and_split_everywhere() {
+    for (input, want, last) in lines_cases() {
+        assert_eq!(feed(&input, &[]), (want.clone(), last.clone()), "whole");
+        if input.len() < 100 {
+            // Every single cut, and every byte alone.
+            for cut in 0..=input.len() {
+                assert_eq!(
+                    feed(&input, &[cut]),
+                    (want.clone(), last.clone()),
+                    "cut {cut}"
+                );
+            }
+            let all: Vec<usize> = (0..input.len()).collect();
+            assert_eq!(feed(&input, &all), (want.clone(), last.clone()), "bytes");
+        }
+        let mut x: u32 = 0xdead_beef;
+        for _ in 0..20 {
+            let mut cuts = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                at += (x % 9000) as usize + 1;
+                cuts.push(at);
+            }
+            assert_eq!(
+                feed(&input, &cuts),
+                (want.clone(), last.clone()),
+                "{cuts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn stdin_lines_memory_is_bounded() {
+    let mut lines = StdinLines::new();
+    let chunk = vec![b'z'; 100_000];
+    for _ in 0..50 {
+        assert!(lines.feed(&chunk).is_empty());
+        assert!(lines.buf.len() <= MAX_LINE_BYTES);
+    }
+    let ends = lines.feed(b"\n");
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].end, 1);
+    assert_eq!(ends[0].line.bytes, 5_000_000);
+    assert!(ends[0].line.truncated);
+    assert_eq!(lines.finish(), None);
+}
