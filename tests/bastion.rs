@@ -346,6 +346,38 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
             .any(|o| o["op"] == "remove" && o["path"] == path.as_str()),
         "{ops:#?}"
     );
+    // Every file moved carries the SHA-256 that sha256sum prints for it: sftp both ways, and
+    // classic scp (its stream parsed) both ways.
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == path.as_str() && o["sha256_written"] == want.as_str()),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == path.as_str() && o["sha256_read"] == want.as_str()),
+        "{ops:#?}"
+    );
+    let scp_ops: Vec<Value> = wait_events(&w, "kind=file_op&ticket=SUP-1234&limit=1000", 7)
+        .await
+        .into_iter()
+        .filter(|e| e["via"] == "scp")
+        .collect();
+    let files: Vec<&Value> = scp_ops
+        .iter()
+        .map(|e| &e["op"])
+        .filter(|o| o["op"] == "file")
+        .collect();
+    assert_eq!(files.len(), 2, "{scp_ops:#?}");
+    // The upload names the file as the engineer's side does, the download as the node's.
+    let mut names: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["payload.bin", "via-scp.bin"], "{files:#?}");
+    for f in files {
+        assert_eq!(f["sha256"], want.as_str(), "{f}");
+        assert_eq!(f["size"], size, "{f}");
+        assert_eq!(f["status"]["status"], "ok", "{f}");
+    }
 }
 
 #[tokio::test]

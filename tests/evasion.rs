@@ -452,3 +452,104 @@ async fn a_flood_of_mode_switches_leaves_shipping_working() {
         switches.len()
     );
 }
+
+// 7. Files moved by an sftp server run as a command, and by scp wrapped in another command.
+#[tokio::test]
+async fn an_sftp_server_run_by_exec_is_parsed_and_policed_like_sftp() {
+    let s = setup().await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("up.bin");
+    std::fs::write(
+        &src,
+        b"the file that left the engineer's laptop\n".repeat(3000),
+    )
+    .unwrap();
+    let want = sha256(&std::fs::read(&src).unwrap());
+    let remote = format!("/tmp/sp-ev-sftp-s-{}", std::process::id());
+    let back = work.path().join("back.bin");
+    let batch = work.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {remote}\nget {remote} {}\nrm {remote}\n",
+            src.display(),
+            back.display()
+        ),
+    )
+    .unwrap();
+    let sftp = || {
+        Command::new("sftp")
+            .arg("-F")
+            .arg(s.home.path().join("ssh_config"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-s",
+                "/usr/lib/openssh/sftp-server",
+                "-b",
+            ])
+            .arg(&batch)
+            .arg("node1.acme-prod")
+            .output()
+            .unwrap()
+    };
+    let out = sftp();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha256(&std::fs::read(&back).unwrap()), want);
+    let started =
+        s.w.wait_events("kind=sftp_started&ticket=SUP-1234", 1)
+            .await;
+    assert_eq!(started[0]["via"], "exec", "{started:?}");
+    let ops = s.w.wait_events("kind=file_op&ticket=SUP-1234", 3).await;
+    let ops: Vec<&Value> = ops.iter().map(|e| &e["op"]).collect();
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == remote.as_str() && o["sha256_written"] == want.as_str()),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == remote.as_str() && o["sha256_read"] == want.as_str()),
+        "{ops:#?}"
+    );
+    // The customer's no-file-transfer policy sees it as sftp, and scp wrapped in sudo as scp.
+    let (st, v) = s
+        .w
+        .acme
+        .put(
+            "/v1/customers/acme/policies/no-file-transfer",
+            serde_json::json!({"body": include_str!("../policies/examples/no-file-transfer.cedar")}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let start = Instant::now();
+    loop {
+        let out = sftp();
+        if !out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sftp -s still works"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let refused =
+        s.w.wait_events("kind=channel_refused&ticket=SUP-1234", 1)
+            .await;
+    assert!(
+        refused.iter().any(|e| e["code"] == "customer:acme_no_sftp"),
+        "{refused:#?}"
+    );
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", "sudo -n scp -t /tmp/x"],
+        b"",
+    );
+    assert!(text(&out).contains("no scp"), "{}", text(&out));
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -134,6 +134,9 @@ pub enum ChannelRequest {
     Shell,
     Exec {
         command: String,
+        /// What the gateway found the command to be: `"sftp"` (an sftp server), `"scp"`, or
+        /// `""`.
+        file_transfer: String,
     },
     Subsystem {
         name: String,
@@ -567,7 +570,7 @@ impl Engine {
         let action = uid("Action", "channel")?;
         let r = &facts.request;
         let (command, subsystem, env_name, signal, target_host, target_port) = match r {
-            ChannelRequest::Exec { command } => (command.as_str(), "", "", "", "", 0),
+            ChannelRequest::Exec { command, .. } => (command.as_str(), "", "", "", "", 0),
             ChannelRequest::Subsystem { name } => ("", name.as_str(), "", "", "", 0),
             ChannelRequest::Env { name } => ("", "", name.as_str(), "", "", 0),
             ChannelRequest::Signal { name } => ("", "", "", name.as_str(), "", 0),
@@ -581,9 +584,24 @@ impl Engine {
             | ChannelRequest::Agent
             | ChannelRequest::X11 => ("", "", "", "", "", 0),
         };
+        let file_transfer = match r {
+            ChannelRequest::Exec { file_transfer, .. } => file_transfer.as_str(),
+            ChannelRequest::Subsystem { name } if name == "sftp" => "sftp",
+            ChannelRequest::Pty
+            | ChannelRequest::Shell
+            | ChannelRequest::Subsystem { .. }
+            | ChannelRequest::Env { .. }
+            | ChannelRequest::WindowChange
+            | ChannelRequest::Signal { .. }
+            | ChannelRequest::DirectTcpip { .. }
+            | ChannelRequest::TcpipForward { .. }
+            | ChannelRequest::Agent
+            | ChannelRequest::X11 => "",
+        };
         let (hour, weekday) = hour_and_weekday(facts.now);
         let context = json!({
             "request": r.kind(),
+            "file_transfer": file_transfer,
             "node": facts.node,
             "login": facts.login,
             "ticket": facts.ticket,

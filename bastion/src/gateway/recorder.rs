@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::record::asciicast::AsciicastWriter;
 use crate::record::detector::DetectorEvent;
+use crate::record::exec::{StdinLine, StdinLines};
 use crate::record::pty::{PtyRecorder, Step};
+use crate::record::scp::{ScpDirection, ScpParser};
 use crate::record::sftp::SftpParser;
 
 /// One direction of a non-pty channel: what was kept, what passed, and its digest.
@@ -66,6 +68,9 @@ enum State {
     /// to the cap.
     Stream(Box<Stream>),
     Sftp(Box<SftpParser>),
+    /// Classic scp: the protocol parsed, each file with its size and SHA-256 (the contents are
+    /// not kept in the recording).
+    Scp(Box<ScpParser>),
 }
 
 struct Inner {
@@ -212,7 +217,7 @@ impl ChannelRecorder {
                 writer,
                 input: Direction::new(),
                 output: Direction::new(),
-                lines: interpreter.then(StdinLines::default),
+                lines: interpreter.then(StdinLines::new),
             }));
             Self::write(inner, path, &[header]);
         })
@@ -223,6 +228,15 @@ impl ChannelRecorder {
         self.with(|inner, _, _, _| {
             if !matches!(inner.state, State::Pty(_)) {
                 inner.state = State::Sftp(Box::new(SftpParser::new()));
+            }
+        })
+    }
+
+    /// The remote side of classic scp without a pty.
+    pub fn start_scp(&self, direction: ScpDirection) -> Result<(), RecordError> {
+        self.with(|inner, _, _, _| {
+            if !matches!(inner.state, State::Pty(_)) {
+                inner.state = State::Scp(Box::new(ScpParser::new(direction)));
             }
         })
     }
@@ -253,6 +267,7 @@ impl ChannelRecorder {
                 vec![]
             }
             State::Sftp(p) => sftp_events(p.server_data(bytes)),
+            State::Scp(p) => scp_events(p.server_data(bytes)),
             State::Idle => vec![],
         })
     }
@@ -276,11 +291,15 @@ impl ChannelRecorder {
                 let line = (!kept.is_empty())
                     .then(|| writer.input(t, kept, true))
                     .flatten();
-                let commands = lines.as_mut().map(|l| l.feed(bytes)).unwrap_or_default();
+                let commands: Vec<StdinLine> = lines
+                    .as_mut()
+                    .map(|l| l.feed(bytes).into_iter().map(|e| e.line).collect())
+                    .unwrap_or_default();
                 Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
                 stdin_events(commands)
             }
             State::Sftp(p) => sftp_events(p.client_data(bytes)),
+            State::Scp(p) => scp_events(p.client_data(bytes)),
             State::Idle => vec![],
         })
     }
@@ -292,7 +311,7 @@ impl ChannelRecorder {
                 Some(lines) => stdin_events(lines.finish().into_iter().collect()),
                 None => vec![],
             },
-            State::Pty(_) | State::Sftp(_) | State::Idle => vec![],
+            State::Pty(_) | State::Sftp(_) | State::Scp(_) | State::Idle => vec![],
         })
     }
 
@@ -325,6 +344,7 @@ impl ChannelRecorder {
                     )]
                 }
                 State::Sftp(mut p) => sftp_events(p.finish()),
+                State::Scp(mut p) => scp_events(p.finish()),
                 State::Idle => vec![],
             };
             let file = inner.file.take();
@@ -409,65 +429,6 @@ fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
         .collect()
 }
 
-/// Most text of one stdin line kept in its command event.
-const MAX_LINE_TEXT: usize = 64 * 1024;
-
-/// A line read by an interpreter.
-struct StdinLine {
-    text: String,
-    truncated: bool,
-    bytes: u64,
-    sha256: String,
-}
-
-/// Splits an interpreter's stdin into lines (`\n`, a trailing `\r` dropped), bounded: past
-/// [`MAX_LINE_TEXT`] a line keeps only its length and digest.
-#[derive(Default)]
-struct StdinLines {
-    text: Vec<u8>,
-    bytes: u64,
-    sha: Sha256,
-}
-
-impl StdinLines {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<StdinLine> {
-        let mut out = Vec::new();
-        for piece in bytes.split_inclusive(|&b| b == b'\n') {
-            let (body, ends) = match piece.strip_suffix(b"\n") {
-                Some(body) => (body, true),
-                None => (piece, false),
-            };
-            self.bytes += body.len() as u64;
-            self.sha.update(body);
-            let room = MAX_LINE_TEXT.saturating_sub(self.text.len());
-            self.text.extend_from_slice(&body[..body.len().min(room)]);
-            if ends {
-                out.push(self.take());
-            }
-        }
-        out
-    }
-
-    fn finish(&mut self) -> Option<StdinLine> {
-        (self.bytes > 0).then(|| self.take())
-    }
-
-    fn take(&mut self) -> StdinLine {
-        let mut text = std::mem::take(&mut self.text);
-        if text.last() == Some(&b'\r') {
-            text.pop();
-        }
-        let bytes = std::mem::take(&mut self.bytes);
-        let sha = std::mem::take(&mut self.sha);
-        StdinLine {
-            text: String::from_utf8_lossy(&text).into_owned(),
-            truncated: bytes > MAX_LINE_TEXT as u64,
-            bytes,
-            sha256: hex::encode(sha.finalize()),
-        }
-    }
-}
-
 fn events(step: Step) -> Vec<Event> {
     step.events
         .into_iter()
@@ -484,6 +445,12 @@ fn events(step: Step) -> Vec<Event> {
             DetectorEvent::FullScreen { entered } => Some(("full_screen", json!({"entered": entered}))),
             DetectorEvent::LineEcho { .. } => None,
         })
+        .collect()
+}
+
+fn scp_events(ops: Vec<crate::record::scp::ScpOp>) -> Vec<Event> {
+    ops.into_iter()
+        .map(|op| ("file_op", json!({"via": "scp", "op": op})))
         .collect()
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::Gateway;
 use super::node::{self, NodeClient};
 use super::recorder::{ChannelRecorder, Event, RecordError};
+use crate::record::exec::ExecKind;
 
 struct Up {
     /// Shared with the task that carries the engineer's data to the node.
@@ -147,7 +148,7 @@ impl Inner {
             detail["channel"] = json!(channel_num(c));
         }
         let kind = match &facts.request {
-            ChannelRequest::Exec { command } => {
+            ChannelRequest::Exec { command, .. } => {
                 detail["command"] = json!(command);
                 "channel_refused"
             }
@@ -484,7 +485,7 @@ impl russh::server::Handler for Inner {
                     let recorded = match events {
                         Ok(events) => record(&spool, &fields, events)
                             .await
-                            .map_err(|()| UNRECORDABLE.to_string()),
+                            .map_err(|()| format!("\r\n{UNRECORDABLE}")),
                         Err(e) => {
                             recording_failed(&spool, &fields, &e).await;
                             Err(unrecordable_channel(&e))
@@ -706,31 +707,66 @@ impl russh::server::Handler for Inner {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).to_string();
+        // What the command is decides how the channel is recorded and what policies see: an sftp
+        // server or scp moves files (wrapped in sudo, env... or not), an interpreter runs the
+        // lines it reads on stdin.
+        let kind = crate::record::exec::classify(&command);
+        let file_transfer = match &kind {
+            ExecKind::SftpServer => "sftp",
+            ExecKind::Scp(_) => "scp",
+            ExecKind::Interpreter { .. } | ExecKind::Command => "",
+        };
         let request = ChannelRequest::Exec {
             command: command.clone(),
+            file_transfer: file_transfer.to_string(),
         };
         if let Err(message) = self.ask(Some(channel), request).await {
             return Self::end_with_message(channel, &message, session);
         }
         // Durable before the command reaches the node.
-        if !self
-            .audit(
-                "command",
-                json!({"channel": channel_num(channel), "command": command, "via": "exec"}),
-            )
-            .await
-        {
+        let mut detail =
+            json!({"channel": channel_num(channel), "command": command, "via": "exec"});
+        if let ExecKind::Interpreter { program } = &kind {
+            detail["interpreter"] = json!(program);
+        }
+        if !file_transfer.is_empty() {
+            detail["file_transfer"] = json!(file_transfer);
+        }
+        if !self.audit("command", detail).await {
             return Self::unrecordable(channel, session);
         }
-        let scp = crate::record::scp::parse_exec(&command);
-        if let Some(t) = &scp {
-            self.audit(
-                "file_transfer",
-                json!({"channel": channel_num(channel), "via": "scp", "transfer": t}),
-            )
-            .await;
-        }
-        if let Err(e) = self.start_recording(channel, |r| r.start_stream(&command, false)) {
+        let started = match &kind {
+            ExecKind::SftpServer => {
+                if !self
+                    .audit(
+                        "sftp_started",
+                        json!({"channel": channel_num(channel), "via": "exec"}),
+                    )
+                    .await
+                {
+                    return Self::unrecordable(channel, session);
+                }
+                self.start_recording(channel, |r| r.start_sftp())
+            }
+            ExecKind::Scp(t) => {
+                if !self
+                    .audit(
+                        "file_transfer",
+                        json!({"channel": channel_num(channel), "via": "scp", "transfer": t}),
+                    )
+                    .await
+                {
+                    return Self::unrecordable(channel, session);
+                }
+                let direction = t.direction;
+                self.start_recording(channel, |r| r.start_scp(direction))
+            }
+            ExecKind::Interpreter { .. } => {
+                self.start_recording(channel, |r| r.start_stream(&command, true))
+            }
+            ExecKind::Command => self.start_recording(channel, |r| r.start_stream(&command, false)),
+        };
+        if let Err(e) = started {
             return self.cannot_record(channel, &e, session).await;
         }
         let sent = match self.chans.get(&channel) {

@@ -374,6 +374,7 @@ fn channel_requests_under_the_base_policies() {
         (
             R::Exec {
                 command: s("echo hi; exit 3"),
+                file_transfer: s(""),
             },
             false,
             "ALLOW",
@@ -458,18 +459,35 @@ fn customer_channel_policies_narrow_what_a_session_may_do() {
         (
             channel(R::Exec {
                 command: s("scp -t /tmp"),
+                file_transfer: s("scp"),
             }),
             "customer:acme_no_scp",
         ),
         (
             channel(R::Exec {
-                command: s("/usr/bin/scp -f x"),
+                command: s("sudo /usr/bin/scp -f x"),
+                file_transfer: s("scp"),
+            }),
+            "customer:acme_no_scp",
+        ),
+        (
+            channel(R::Exec {
+                command: s("/usr/lib/openssh/sftp-server"),
+                file_transfer: s("sftp"),
+            }),
+            "customer:acme_no_sftp",
+        ),
+        (
+            channel(R::Exec {
+                command: s("sudo /usr/bin/scp -f x"),
+                file_transfer: s("scp"),
             }),
             "customer:acme_no_scp",
         ),
         (
             channel(R::Exec {
                 command: s("uptime"),
+                file_transfer: s(""),
             }),
             "ALLOW",
         ),
@@ -478,6 +496,7 @@ fn customer_channel_policies_narrow_what_a_session_may_do() {
         (
             l1(channel(R::Exec {
                 command: s("uptime"),
+                file_transfer: s(""),
             })),
             "ALLOW",
         ),
