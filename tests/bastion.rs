@@ -747,23 +747,8 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     );
 
     // The broker stops: certificates still work, events are spooled, then delivered.
-    let url = w.broker.url.clone();
-    let broker_port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let config = w.broker.config.clone();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{broker_port}\""),
-    );
-    std::fs::write(&config, text).unwrap();
-    let World {
-        broker, reviewer, ..
-    } = w;
-    let (dir, store, token) = (
-        broker.dir.clone(),
-        broker.store.clone(),
-        broker.operator_token.clone(),
-    );
-    drop(broker);
+    let mut w = w;
+    w.stop_broker();
     let out = ssh(home.path(), &["node1.acme-prod", "echo while-broker-down"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -771,9 +756,8 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = BrokerProc::start(&dir, config, store, token);
-    // A fresh client: the old one's pooled connection died with the old process.
-    let reviewer = Api::new(&again.url, reviewer.token.as_deref());
+    w.start_broker_again();
+    let reviewer = &w.reviewer;
     let start = Instant::now();
     loop {
         let (s, v) = reviewer

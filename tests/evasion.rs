@@ -553,3 +553,56 @@ fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+// 10b. A broker outage: thousands of records queue at the gateway and all of them arrive.
+#[tokio::test]
+async fn five_thousand_records_queued_in_a_broker_outage_all_arrive() {
+    let mut s = setup().await;
+    // A first session, so that the gateway knows the node before the broker goes away.
+    let out = ssh_with_stdin(s.home.path(), &["node1.acme-prod", "true"], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    s.w.stop_broker();
+    // 5,000 lines read by a shell on stdin: 5,000 command events, spooled while the broker is
+    // down.
+    let m = marker("outage");
+    let mut script = String::from(":\n").repeat(4999);
+    script.push_str(&format!("touch {}\n", m.display()));
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", "bash -s"],
+        script.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(m.exists());
+    std::thread::sleep(Duration::from_secs(2));
+    s.w.start_broker_again();
+    let start = Instant::now();
+    let total = loop {
+        let (st, v) =
+            s.w.reviewer
+                .get("/v1/audit/events?kind=command&ticket=SUP-1234&limit=10000")
+                .await;
+        let n = if st.is_success() {
+            v["events"].as_array().unwrap().len()
+        } else {
+            0
+        };
+        if n >= 5002 || start.elapsed() > Duration::from_secs(60) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // The first session's command, the exec itself, and every line it read.
+    assert_eq!(total, 5002);
+    let _ = std::fs::remove_file(&m);
+    // Shipping caught up: every chain intact and complete.
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("SALLYPORT_BROKER", &s.w.broker.url)
+        .env("SALLYPORT_TOKEN", s.w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("INCOMPLETE"), "{said}");
+}

@@ -238,6 +238,44 @@ pub struct World {
 pub const ENGINEERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
 impl World {
+    /// Stop the broker process, as an outage would. Its port is pinned in its config first, so
+    /// that `start_broker_again` keeps the URL that gateways and edges use.
+    pub fn stop_broker(&mut self) {
+        let port = self.broker.url.rsplit(':').next().unwrap().to_string();
+        let text = std::fs::read_to_string(&self.broker.config)
+            .unwrap()
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            );
+        std::fs::write(&self.broker.config, text).unwrap();
+        let _ = self.broker.child.kill();
+        let _ = self.broker.child.wait();
+    }
+
+    /// Start the broker stopped by `stop_broker` on the same store, config and port; the
+    /// callers get fresh connections.
+    pub fn start_broker_again(&mut self) {
+        let b = &self.broker;
+        self.broker = BrokerProc::start(
+            &b.dir.clone(),
+            b.config.clone(),
+            b.store.clone(),
+            b.operator_token.clone(),
+        );
+        let url = self.broker.url.clone();
+        for api in [
+            &mut self.op,
+            &mut self.anon,
+            &mut self.tickets,
+            &mut self.reviewer,
+            &mut self.acme,
+            &mut self.globex,
+        ] {
+            *api = Api::new(&url, api.token.clone().as_deref());
+        }
+    }
+
     pub async fn start(directory: Dir) -> World {
         Self::start_with(directory, "").await
     }
