@@ -75,6 +75,8 @@ enum State {
 
 struct Inner {
     state: State,
+    /// A shell, exec or subsystem request was taken: the channel's program is running.
+    program: bool,
     /// Bounds the events the node's output alone can cause.
     throttle: Throttle,
     file: Option<std::fs::File>,
@@ -105,6 +107,7 @@ impl ChannelRecorder {
             cap,
             inner: Mutex::new(Inner {
                 state: State::Idle,
+                program: false,
                 throttle: Throttle::default(),
                 file: None,
                 failed: None,
@@ -194,6 +197,11 @@ impl ChannelRecorder {
         title: &str,
     ) -> Result<(), RecordError> {
         self.with(|inner, path, _, _| {
+            if inner.program || matches!(inner.state, State::Pty(_)) {
+                // What runs would no longer be recorded the way it started.
+                inner.failed = Some("a second pty request on one channel".into());
+                return;
+            }
             let rec = PtyRecorder::new(cols, rows, term, crate::now()).with_title(title);
             let header = rec.header();
             inner.state = State::Pty(Box::new(rec));
@@ -207,7 +215,7 @@ impl ChannelRecorder {
     /// `bash -s`, `python3 -`...): each line is a `command` event (`via: "stdin"`).
     pub fn start_stream(&self, title: &str, interpreter: bool) -> Result<(), RecordError> {
         self.with(|inner, path, _, _| {
-            if matches!(inner.state, State::Pty(_)) {
+            if !Self::program_starts(inner) || matches!(inner.state, State::Pty(_)) {
                 return;
             }
             let writer = AsciicastWriter::new(80, 24, "dumb", crate::now())
@@ -226,7 +234,7 @@ impl ChannelRecorder {
     /// The sftp subsystem (or an sftp server run by exec) without a pty.
     pub fn start_sftp(&self) -> Result<(), RecordError> {
         self.with(|inner, _, _, _| {
-            if !matches!(inner.state, State::Pty(_)) {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
                 inner.state = State::Sftp(Box::new(SftpParser::new()));
             }
         })
@@ -235,10 +243,21 @@ impl ChannelRecorder {
     /// The remote side of classic scp without a pty.
     pub fn start_scp(&self, direction: ScpDirection) -> Result<(), RecordError> {
         self.with(|inner, _, _, _| {
-            if !matches!(inner.state, State::Pty(_)) {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
                 inner.state = State::Scp(Box::new(ScpParser::new(direction)));
             }
         })
+    }
+
+    /// A channel runs one program: a second shell, exec or subsystem request would change how
+    /// its input is read, so it ends the channel.
+    fn program_starts(inner: &mut Inner) -> bool {
+        if inner.program {
+            inner.failed = Some("a second shell, exec or subsystem request on one channel".into());
+            return false;
+        }
+        inner.program = true;
+        true
     }
 
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
@@ -772,5 +791,21 @@ mod tests {
             th.bound(21.0, vec![ev()]);
         }
         assert_eq!(th.summary().unwrap().1["count"], 11);
+    }
+
+    #[test]
+    fn one_program_per_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+        rec.start_stream("bash -s", true).unwrap();
+        assert!(rec.start_stream("true", false).is_err());
+        assert!(rec.input(b"echo\n").is_err());
+        let rec = ChannelRecorder::new(dir.path(), "s-2", 0, 1024);
+        rec.start_stream("bash -s", true).unwrap();
+        assert!(rec.start_pty(80, 24, "xterm", "t").is_err());
+        let rec = ChannelRecorder::new(dir.path(), "s-3", 0, 1024);
+        rec.start_pty(80, 24, "xterm", "t").unwrap();
+        rec.start_stream("bash", true).unwrap();
+        assert!(rec.start_sftp().is_err());
     }
 }
