@@ -12,7 +12,9 @@ use crate::client::{Client, enc};
 pub enum AuditCmd {
     /// Search the audit log.
     Search(SearchArgs),
-    /// Check every hash chain end to end; names the first broken link.
+    /// Check every hash chain end to end; names the first broken link, and reports a chain
+    /// whose stored tail is behind the head its gateway or edge reported as INCOMPLETE. Exit
+    /// status 0 only when every chain is intact and complete.
     Verify(VerifyArgs),
 }
 
