@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use sallyport_broker::audit::AuditRecord;
+use sallyport_audit::AuditRecord;
 use serde_json::{Value, json};
 
 #[derive(Clone)]

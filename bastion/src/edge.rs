@@ -48,7 +48,7 @@ use anyhow::Context;
 use russh::keys::{Certificate, HashAlg, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Server, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
-use sallyport_broker::audit::sanitize;
+use sallyport_audit::sanitize;
 use sallyport_ca::{CertIdentity, KeyId, check_user_cert};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -158,7 +158,7 @@ fn edge_identity(cfg: &EdgeConfig) -> anyhow::Result<Option<(String, String)>> {
     };
     let name = cfg.name.clone().unwrap_or_default();
     anyhow::ensure!(
-        sallyport_broker::directory::valid_uid(&name),
+        sallyport_audit::valid_name(&name),
         "invalid edge name {:?}: use letters, digits, '.', '_' and '-' (at most 64)",
         sanitize(&name)
     );

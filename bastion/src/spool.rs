@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sallyport_broker::audit::AuditRecord;
+use sallyport_audit::AuditRecord;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 
@@ -424,14 +424,26 @@ fn check_segment(
             break;
         }
         let r: AuditRecord = serde_json::from_str(&line).map_err(|e| corrupt(n, e.to_string()))?;
-        let chained = match last.as_ref() {
-            Some((seq, hash)) => r.seq == seq + 1 && r.prev_hash == *hash,
+        let link = match last.as_ref() {
+            Some((seq, hash)) => sallyport_audit::continues(Some((*seq, hash)), &r),
+            None if r.seq <= 1 => sallyport_audit::continues(None, &r),
             // The oldest segment kept: the broker acknowledged what came before it.
-            None if r.seq == 1 => r.prev_hash == sallyport_broker::audit::GENESIS,
-            None => r.seq == first_seq,
+            None if r.seq == first_seq => {
+                sallyport_audit::continues(Some((r.seq - 1, r.prev_hash.as_str())), &r)
+            }
+            None => Err(format!("the segment starts at {first_seq}, not {}", r.seq)),
         };
-        if !chained || r.compute_hash() != r.hash || r.source != source {
-            return Err(corrupt(n, "the record does not continue the chain".into()));
+        if r.source != source {
+            return Err(corrupt(
+                n,
+                format!("the record is of another source ({})", r.source),
+            ));
+        }
+        if let Err(problem) = link {
+            return Err(corrupt(
+                n,
+                format!("the record does not continue the chain: {problem}"),
+            ));
         }
         good_len += read as u64;
         *last = Some((r.seq, r.hash));
@@ -542,7 +554,7 @@ mod tests {
         let r = s.append("x", json!({"i": 3})).await.unwrap();
         assert_eq!(r.seq, 4);
         let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
-        assert_eq!(sallyport_broker::audit::verify_chain(&all), Ok(4));
+        assert_eq!(sallyport_audit::verify_chain(&all), Ok(4));
         assert_eq!(s.pending(2, MAX_BATCH_BYTES).unwrap().len(), 2);
         let second = s.pending(1, 1).unwrap()[0].hash.clone();
         s.set_acked(2, &second).unwrap();
@@ -590,10 +602,7 @@ mod tests {
         let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
         assert_eq!(all.len(), 1 + CLOSING_KINDS.len());
         assert!(all.iter().all(|r| r.data["command"] != "b"));
-        assert_eq!(
-            sallyport_broker::audit::verify_chain(&all),
-            Ok(all.len() as u64)
-        );
+        assert_eq!(sallyport_audit::verify_chain(&all), Ok(all.len() as u64));
         s.set_reserve(0);
         s.append("command", json!({"command": "c"})).await.unwrap();
     }
@@ -627,7 +636,7 @@ mod tests {
             after = batch.last().unwrap().seq;
             seen.extend(batch);
         }
-        assert_eq!(sallyport_broker::audit::verify_chain(&seen), Ok(40));
+        assert_eq!(sallyport_audit::verify_chain(&seen), Ok(40));
         // Acknowledging half deletes the segments it covers whole, and nothing unacknowledged.
         s.set_acked(20, &seen[19].hash).unwrap();
         assert!(count() < before);

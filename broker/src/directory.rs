@@ -27,15 +27,7 @@ pub enum DirectoryError {
 /// A user name the broker accepts: letters, digits, `.`, `_`, `-`, at most 64, starting with a
 /// letter or digit. Checked before any directory is asked; values are escaped all the same.
 pub fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid.len() <= 64
-        && uid
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && uid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    sallyport_audit::valid_name(uid)
 }
 
 pub enum Directory {
