@@ -20,7 +20,8 @@ pub(super) enum Key {
     KillWord,
     /// ctrl-C.
     Interrupt,
-    /// `ESC[200~`.
+    /// `ESC[200~`. Line breaks inside a paste are Enter like any other: whether the program
+    /// honours bracketed paste is not known (the mode is set by the node's output).
     PasteStart,
     /// `ESC[201~`.
     PasteEnd,
@@ -43,13 +44,16 @@ enum LexState {
 #[derive(Debug, Default)]
 pub(super) struct KeyLexer {
     state: LexState,
-    /// Inside a bracketed paste.
-    pub(super) pasting: bool,
 }
 
 impl KeyLexer {
     /// The key this byte completes, if any.
     pub(super) fn feed(&mut self, byte: u8) -> Option<Key> {
+        // A control byte ends any sequence and counts on its own: ESC then CR is Enter to a
+        // program in vi mode, and it must never hide inside an escape sequence.
+        if byte < 0x20 && byte != 0x1b && !matches!(self.state, LexState::Ground) {
+            self.state = LexState::Ground;
+        }
         match self.state {
             LexState::Ground => match byte {
                 0x1b => {
@@ -102,14 +106,8 @@ impl KeyLexer {
                 0x40..=0x7e => {
                     self.state = LexState::Ground;
                     match (byte, plain, param) {
-                        (b'~', true, 200) => {
-                            self.pasting = true;
-                            Some(Key::PasteStart)
-                        }
-                        (b'~', true, 201) => {
-                            self.pasting = false;
-                            Some(Key::PasteEnd)
-                        }
+                        (b'~', true, 200) => Some(Key::PasteStart),
+                        (b'~', true, 201) => Some(Key::PasteEnd),
                         _ => Some(Key::Other),
                     }
                 }
@@ -133,6 +131,9 @@ pub(super) struct Typed {
     /// Only keys the detector can simulate were used.
     pub(super) certain: bool,
     pub(super) any_printable: bool,
+    /// Every printable byte typed, edits not applied: the text reported when the editing could
+    /// not be followed.
+    raw: Vec<u8>,
     /// What was typed since the last key that could not be simulated, and the run before it.
     run: Vec<u8>,
     previous_run: Vec<u8>,
@@ -144,6 +145,7 @@ impl Default for Typed {
             text: Vec::new(),
             certain: true,
             any_printable: false,
+            raw: Vec::new(),
             run: Vec::new(),
             previous_run: Vec::new(),
         }
@@ -152,8 +154,9 @@ impl Default for Typed {
 
 impl Typed {
     pub(super) fn push(&mut self, byte: u8) {
-        if byte != b'\n' {
-            self.any_printable = true;
+        self.any_printable = true;
+        if self.raw.len() < MAX_TYPED {
+            self.raw.push(byte);
         }
         if self.text.len() < MAX_TYPED {
             self.text.push(byte);
@@ -198,6 +201,20 @@ impl Typed {
         String::from_utf8_lossy(&self.text).into_owned()
     }
 
+    /// The line as the keys tell it, and whether the editing was followed (`true`) or this is
+    /// every printable key typed (`false`).
+    pub(super) fn keys_text(&self) -> (String, bool) {
+        let bytes = if self.certain { &self.text } else { &self.raw };
+        let text = String::from_utf8_lossy(bytes).trim().to_string();
+        (text, self.certain)
+    }
+
+    /// How many characters the keys put on the line (at least).
+    pub(super) fn chars(&self) -> usize {
+        let bytes = if self.certain { &self.text } else { &self.raw };
+        bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count()
+    }
+
     /// Something was typed that would show if the terminal echoed.
     pub(super) fn has_content(&self) -> bool {
         if self.certain {
@@ -207,8 +224,17 @@ impl Typed {
         }
     }
 
-    /// `shown` (the screen after the anchor) shows the latest typed run.
+    /// `shown` (the screen after the anchor) is the echo of what was typed. When every key was
+    /// followed, the screen must start with the typed text (output that merely contains it — `id`
+    /// in `uid=0` — is not an echo). Otherwise the latest typed run (or the one before it, when
+    /// the line ends with a key that could not be followed) must be on the screen, starting a
+    /// word.
     pub(super) fn evidenced_by(&self, shown: &str) -> bool {
+        if self.certain {
+            let typed = String::from_utf8_lossy(&self.text);
+            let typed = typed.trim();
+            return !typed.is_empty() && shown.trim_start().starts_with(typed);
+        }
         let run = if self.run.iter().all(|b| b.is_ascii_whitespace()) {
             &self.previous_run
         } else {
@@ -221,11 +247,23 @@ impl Typed {
         }
         let skip = run.chars().count().saturating_sub(ECHO_EVIDENCE_CHARS);
         let tail: String = run.chars().skip(skip).collect();
-        // A pasted line break shows as a row break.
-        tail.split('\n')
-            .filter(|part| !part.is_empty())
-            .all(|part| shown.contains(part))
+        // A cut tail starts inside a word.
+        if skip > 0 {
+            shown.contains(&tail)
+        } else {
+            contains_at_word_start(shown, &tail)
+        }
     }
+}
+
+/// `text` holds `part` where it is not preceded by a letter or digit.
+fn contains_at_word_start(text: &str, part: &str) -> bool {
+    text.match_indices(part).any(|(i, _)| {
+        !text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+    })
 }
 
 fn pop_char(buffer: &mut Vec<u8>) {
