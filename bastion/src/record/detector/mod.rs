@@ -40,16 +40,20 @@
 //!   `stty -echo` at a shell prompt therefore changes nothing but the source of the text.
 //! - **Secret prompts.** Hidden input (`echo_off`, no text, input kept out of the recording) is
 //!   only a line typed without echo right after a prompt asking for a secret: its prompt ends with
-//!   `:` or `?` and its last 64 characters hold, as a whole word and in any case, one of
+//!   `:` or `?` (or their full-width forms) and its last 64 characters hold, in any case, one of
 //!   `password`, `passwd`, `passphrase`, `pass phrase`, `passcode`, `pin`, `token`, `secret`,
 //!   `otp`, `one-time code`, `verification code`, `authentication code`, `security code`, `2fa`,
-//!   `mfa`, `totp`, `api key` (`[sudo] password for x:`, `Password:`, `Enter passphrase for key
-//!   '/k':`, `Enter PIN for 'card':`, `Token:` from `read -s -p`, `Verification code:`). The
+//!   `mfa`, `totp`, `api key` (as whole words), or `passwort`, `kennwort`, `mot de passe`,
+//!   `contraseña`, `senha`, `wachtwoord`, `пароль`, `パスワード`, `密码`, `비밀번호`
+//!   (`[sudo] password for x:`, `Password:`, `Enter passphrase for key '/k':`,
+//!   `Enter PIN for 'card':`, `Token:` from `read -s -p`, `Verification code:`). The
 //!   prompt is the text before the anchor; or, for a line begun on an empty row, a secret prompt
 //!   drawn after its anchor (a password typed before sudo asked); or, for a line typed ahead, a
 //!   secret prompt printed while it waited (each such prompt answers one typed-ahead line). A
-//!   masked `****` echo is no echo. Until a line is decided its input is held
-//!   ([`Disposition::Hold`], [`DetectorEvent::LineEcho`]).
+//!   masked `****` echo is no echo. The input of a line begun after a drawn prompt that asks for
+//!   no secret (a shell prompt) is recorded at once; any other line's input is held until it is
+//!   decided ([`Disposition::Hold`], [`DetectorEvent::LineEcho`]): when it echoes, or when it is
+//!   read.
 //! - **Typed ahead.** A line started while an earlier one is still waiting has no anchor (its
 //!   prompt is not drawn yet). It is found at the first later output line that *ends with* its
 //!   simulated text ([`Located::TypedText`]), or, with keys that cannot be simulated, at the first
@@ -83,6 +87,13 @@
 //!   (`PS1='Password: '`) with echo off, or an empty prompt with echo off followed on the same
 //!   row by output that reads like one, has its lines reported as hidden input (`input_hidden`),
 //!   not as commands — the recording still shows their output.
+//! - A secret prompt in a language or wording not listed above is not recognised: what is typed
+//!   at it without echo is reported as a command and recorded.
+//! - Lines typed in a full-screen program are joined like shell lines: an odd quote typed in
+//!   vim's insert mode joins the lines after it into one command, reported when the quote closes,
+//!   at ctrl-C, at the end, or at the bound. A line entered there without printable keys
+//!   (history recall in a shell running in the alternate screen) is read from the screen at
+//!   Enter, which may not show it yet.
 //! - A line typed on an empty row or typed ahead is announced ([`DetectorEvent::Entered`])
 //!   without text, since a password prompt may still come for it; its command follows.
 //! - Text on the same row after the command (a zsh right prompt, an autosuggestion) is part of the
@@ -513,8 +524,9 @@ impl Lines {
             self.flush(events);
             return Disposition::Keep;
         }
-        let line = self.open_line(full_screen, screen);
-        let disposition = if line.decided && line.echoed {
+        let line = self.open_line(full_screen, screen, events);
+        // `decided` while the line is still open means its input may be recorded.
+        let disposition = if line.decided {
             Disposition::Keep
         } else if full_screen && !line.at_secret_prompt() {
             // Keys of full-screen programs are recorded as they are.
@@ -541,7 +553,12 @@ impl Lines {
         disposition
     }
 
-    fn open_line(&mut self, full_screen: bool, screen: &vt100::Screen) -> &mut Line {
+    fn open_line(
+        &mut self,
+        full_screen: bool,
+        screen: &vt100::Screen,
+        events: &mut Vec<DetectorEvent>,
+    ) -> &mut Line {
         let waiting_empty = self.waiting.is_empty();
         let carried = &mut self.carried;
         let next_id = &mut self.next_id;
@@ -549,7 +566,7 @@ impl Lines {
             let id = *next_id;
             *next_id += 1;
             let anchor = waiting_empty.then(|| cursor_offset(screen));
-            Line {
+            let mut line = Line {
                 id,
                 anchor,
                 prompt: anchor.map(|a| prompt_text(screen, a)).unwrap_or_default(),
@@ -560,7 +577,17 @@ impl Lines {
                 typed_ahead: !waiting_empty,
                 in_full_screen: full_screen,
                 carried: carried.take(),
+            };
+            // Typed after a prompt that is drawn and asks for no secret (a shell prompt): its
+            // input is recorded at once, echoed or not, however long it gets.
+            if line.anchor.is_some() && !line.blank_prompt() && !line.at_secret_prompt() {
+                line.decided = true;
+                events.push(DetectorEvent::LineEcho {
+                    line: id,
+                    echoed: true,
+                });
             }
+            line
         })
     }
 
@@ -601,13 +628,13 @@ impl Lines {
         }
     }
 
-    /// The oldest line that can gather echo evidence: anchored and undecided.
+    /// The oldest line, which can gather echo evidence when it is anchored.
     fn anchored_mut(&mut self) -> Option<&mut Line> {
         let line = match self.waiting.front_mut() {
             Some(front) => front,
             None => self.open.as_mut()?,
         };
-        (line.anchor.is_some() && !line.decided).then_some(line)
+        line.anchor.is_some().then_some(line)
     }
 
     fn check_echo(&mut self, screen: &vt100::Screen) {
@@ -625,6 +652,7 @@ impl Lines {
     fn announce_echo(&mut self, events: &mut Vec<DetectorEvent>) {
         if let Some(line) = self.anchored_mut()
             && line.echoed
+            && !line.decided
         {
             line.decided = true;
             events.push(DetectorEvent::LineEcho {

@@ -115,8 +115,9 @@ pub(super) fn ends_with_word(line: &str, word: &str) -> bool {
         .is_some_and(|before| before.is_empty() || before.ends_with(char::is_whitespace))
 }
 
-/// Words that make a prompt ask for a secret (matched whole, case-insensitive).
-const SECRET_WORDS: [&str; 17] = [
+/// Words that make a prompt ask for a secret (matched case-insensitively; ASCII ones as whole
+/// words, others anywhere).
+const SECRET_WORDS: [&str; 27] = [
     "password",
     "passwd",
     "passphrase",
@@ -134,6 +135,16 @@ const SECRET_WORDS: [&str; 17] = [
     "mfa",
     "totp",
     "api key",
+    "passwort",
+    "kennwort",
+    "mot de passe",
+    "contraseña",
+    "senha",
+    "wachtwoord",
+    "пароль",
+    "パスワード",
+    "密码",
+    "비밀번호",
 ];
 
 /// How far back from the end of a prompt a secret word is looked for.
@@ -145,7 +156,7 @@ const SECRET_PROMPT_TAIL: usize = 64;
 /// `Verification code:`, `Enter PIN for 'card':`.
 pub(super) fn asks_for_secret(prompt: &str) -> bool {
     let prompt = prompt.trim_end();
-    if !(prompt.ends_with(':') || prompt.ends_with('?')) {
+    if !prompt.ends_with([':', '?', '：', '？']) {
         return false;
     }
     let skip = prompt.chars().count().saturating_sub(SECRET_PROMPT_TAIL);
@@ -153,8 +164,12 @@ pub(super) fn asks_for_secret(prompt: &str) -> bool {
     SECRET_WORDS.iter().any(|word| has_word(&tail, word))
 }
 
-/// `text` holds `word` not inside a longer word.
+/// `text` holds `word`, not inside a longer word when `word` is ASCII (scripts without spaces
+/// between words have no such bounds).
 fn has_word(text: &str, word: &str) -> bool {
+    if !word.is_ascii() {
+        return text.contains(word);
+    }
     text.match_indices(word).any(|(i, _)| {
         let before = text[..i].chars().next_back();
         let after = text[i + word.len()..].chars().next();

@@ -696,14 +696,20 @@ fn kept_input() {
 #[test]
 fn echoed_input_is_released_before_enter() {
     let mut d = Detector::new(80, 24);
+    // At a shell prompt input is recorded at once.
     d.output(P.as_bytes());
     let step = d.input(b"l");
-    assert_eq!(step.segments[0].disposition, Disposition::Hold(0));
+    assert_eq!(step.segments[0].disposition, Disposition::Keep);
+    d.input(b"s\r");
+    d.output(b"ls\r\n");
+    // On an empty row (a password prompt may still come) it is held until it echoes.
+    let step = d.input(b"l");
+    assert_eq!(step.segments[0].disposition, Disposition::Hold(1));
     let events = d.output(b"l");
     assert_eq!(
         events,
         vec![DetectorEvent::LineEcho {
-            line: 0,
+            line: 1,
             echoed: true
         }]
     );
@@ -857,6 +863,9 @@ fn small_helpers() {
         ("Enter your secret? ", true),
         ("(current) UNIX password: ", true),
         ("New password: ", true),
+        ("[sudo] Passwort für alice: ", true),
+        ("Mot de passe : ", true),
+        ("密码：", true),
         ("user@host:~$ ", false),
         ("user@host:~/password$ ", false),
         ("[root@db ~]# ", false),
