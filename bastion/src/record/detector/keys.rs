@@ -10,7 +10,9 @@ const ECHO_EVIDENCE_CHARS: usize = 32;
 pub(super) enum Key {
     /// A printable byte (ASCII, or part of a UTF-8 character).
     Text,
-    /// CR or LF.
+    /// A printable character sent as a sequence (kitty keyboard protocol `CSI 97 u`).
+    Char(char),
+    /// CR, LF, or another key that accepts a line (see [`KeyLexer::feed`]).
     Enter,
     /// DEL or BS.
     Backspace,
@@ -34,11 +36,74 @@ enum LexState {
     #[default]
     Ground,
     Escape,
-    Csi {
-        param: u32,
-        plain: bool,
-    },
+    Csi(Csi),
     Ss3,
+}
+
+/// Most CSI parameters kept; later ones are ignored.
+const CSI_PARAMS: usize = 3;
+
+/// A CSI sequence being read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Csi {
+    params: [u32; CSI_PARAMS],
+    /// Index of the parameter being read.
+    index: usize,
+    /// In a `:` sub-parameter, which is skipped.
+    sub: bool,
+    /// Has an intermediate or private marker (`?`, `<`, `>`, `=`, ` `...): not a key we name.
+    private: bool,
+}
+
+impl Csi {
+    fn digit(&mut self, digit: u8) {
+        if self.sub {
+            return;
+        }
+        if let Some(param) = self.params.get_mut(self.index) {
+            *param = param.saturating_mul(10).saturating_add(u32::from(digit));
+        }
+    }
+
+    /// The key a final byte completes. Besides bracketed paste, Enter sent as a sequence: the
+    /// kitty keyboard protocol (`CSI 13 u`, keypad `CSI 57414 u`) and xterm's
+    /// modifyOtherKeys (`CSI 27 ; mods ; 13 ~`), which a node can turn on from its output.
+    fn key(self, last: u8) -> Key {
+        if self.private {
+            return Key::Other;
+        }
+        match (last, self.index, self.params) {
+            (b'~', 0, [200, _, _]) => Key::PasteStart,
+            (b'~', 0, [201, _, _]) => Key::PasteEnd,
+            (b'u', _, [13 | 57414, _, _]) | (b'~', 2, [27, _, 13]) => Key::Enter,
+            (b'u', _, [code, mods, _]) => kitty_key(code, mods),
+            _ => Key::Other,
+        }
+    }
+}
+
+/// A key of the kitty keyboard protocol with "report all keys as escape codes", which a node can
+/// turn on (`CSI > 8 u`) so that letters, Backspace and ctrl-C come as `CSI code ; mods u`.
+fn kitty_key(code: u32, mods: u32) -> Key {
+    // The modifier parameter is 1 + a bit mask (shift 1, alt 2, ctrl 4, super 8, ...).
+    let bits = mods.saturating_sub(1);
+    let shift = bits & 1 != 0;
+    let others = bits & !1 != 0;
+    let ctrl_only = bits == 4;
+    let Some(c) = char::from_u32(code) else {
+        return Key::Other;
+    };
+    match c {
+        '\x7f' | '\x08' if !others => Key::Backspace,
+        'c' if ctrl_only => Key::Interrupt,
+        'u' if ctrl_only => Key::KillLine,
+        'w' if ctrl_only => Key::KillWord,
+        'j' | 'm' | 'o' if ctrl_only => Key::Enter,
+        c if !others && !c.is_control() && u32::from(c) < 57344 => {
+            Key::Char(if shift { c.to_ascii_uppercase() } else { c })
+        }
+        _ => Key::Other,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +125,8 @@ impl KeyLexer {
                     self.state = LexState::Escape;
                     None
                 }
-                b'\r' | b'\n' => Some(Key::Enter),
+                // ctrl-O is bash's operate-and-get-next: it runs the line like Enter.
+                b'\r' | b'\n' | 0x0f => Some(Key::Enter),
                 0x7f | 0x08 => Some(Key::Backspace),
                 0x15 => Some(Key::KillLine),
                 0x17 => Some(Key::KillWord),
@@ -70,10 +136,7 @@ impl KeyLexer {
             },
             LexState::Escape => match byte {
                 b'[' => {
-                    self.state = LexState::Csi {
-                        param: 0,
-                        plain: true,
-                    };
+                    self.state = LexState::Csi(Csi::default());
                     None
                 }
                 b'O' => {
@@ -86,39 +149,41 @@ impl KeyLexer {
                     Some(Key::Other)
                 }
             },
-            LexState::Csi { param, plain } => match byte {
+            LexState::Csi(mut csi) => match byte {
                 b'0'..=b'9' => {
-                    self.state = LexState::Csi {
-                        param: param
-                            .saturating_mul(10)
-                            .saturating_add(u32::from(byte - b'0')),
-                        plain,
-                    };
+                    csi.digit(byte - b'0');
+                    self.state = LexState::Csi(csi);
                     None
                 }
-                0x20..=0x2f | 0x3a..=0x3f => {
-                    self.state = LexState::Csi {
-                        param,
-                        plain: false,
-                    };
+                b';' => {
+                    csi.index += 1;
+                    csi.sub = false;
+                    self.state = LexState::Csi(csi);
+                    None
+                }
+                b':' => {
+                    csi.sub = true;
+                    self.state = LexState::Csi(csi);
+                    None
+                }
+                0x20..=0x2f | 0x3c..=0x3f => {
+                    csi.private = true;
+                    self.state = LexState::Csi(csi);
                     None
                 }
                 0x40..=0x7e => {
                     self.state = LexState::Ground;
-                    match (byte, plain, param) {
-                        (b'~', true, 200) => Some(Key::PasteStart),
-                        (b'~', true, 201) => Some(Key::PasteEnd),
-                        _ => Some(Key::Other),
-                    }
+                    Some(csi.key(byte))
                 }
                 _ => {
                     self.state = LexState::Ground;
                     Some(Key::Other)
                 }
             },
+            // Keypad Enter in application keypad mode (`ESC =`, set by the node) is `ESC O M`.
             LexState::Ss3 => {
                 self.state = LexState::Ground;
-                Some(Key::Other)
+                Some(if byte == b'M' { Key::Enter } else { Key::Other })
             }
         }
     }
@@ -153,6 +218,13 @@ impl Default for Typed {
 }
 
 impl Typed {
+    pub(super) fn push_char(&mut self, c: char) {
+        let mut buffer = [0; 4];
+        for &byte in c.encode_utf8(&mut buffer).as_bytes() {
+            self.push(byte);
+        }
+    }
+
     pub(super) fn push(&mut self, byte: u8) {
         self.any_printable = true;
         if self.raw.len() < MAX_TYPED {

@@ -13,7 +13,10 @@
 //!
 //! # Heuristics
 //!
-//! - **Lines.** Every CR or LF the engineer types ends a line — in a bracketed paste too, since
+//! - **Lines.** Every CR or LF the engineer types ends a line (so do ctrl-O, bash's
+//!   operate-and-get-next, and Enter sent as a sequence in a mode the node can turn on: keypad
+//!   `ESC O M`, kitty's `CSI 13 u`, xterm's `CSI 27;m;13~`; kitty's `CSI code u` letters are
+//!   typed text) — in a bracketed paste too, since
 //!   whether the program honours bracketed paste is not known (the mode is set by the node's
 //!   output; `sh` ignores it and runs each pasted line). Each is announced at once
 //!   ([`DetectorEvent::Entered`]); the gateway writes that durably before the Enter reaches the
@@ -94,6 +97,9 @@
 //!   at ctrl-C, at the end, or at the bound. A line entered there without printable keys
 //!   (history recall in a shell running in the alternate screen) is read from the screen at
 //!   Enter, which may not show it yet.
+//! - Keys are known by their usual meaning: a shell rebound to accept a line on another key
+//!   (`bind`, inputrc), or running an edited buffer (`fc`, ctrl-X ctrl-E), runs lines with no
+//!   Enter seen; only the typed `fc`, the editor's lines and the recording show them.
 //! - A line typed on an empty row or typed ahead is announced ([`DetectorEvent::Entered`])
 //!   without text, since a password prompt may still come for it; its command follows.
 //! - Text on the same row after the command (a zsh right prompt, an autosuggestion) is part of the
@@ -538,6 +544,7 @@ impl Lines {
         match key {
             None => {}
             Some(Key::Text) => line.typed.push(byte),
+            Some(Key::Char(c)) => line.typed.push_char(c),
             Some(Key::Enter) => entered = true,
             Some(Key::Backspace) => line.typed.backspace(),
             Some(Key::KillLine) => line.typed.kill_line(),

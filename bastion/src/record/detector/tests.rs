@@ -107,18 +107,25 @@ fn run(cols: u32, rows: u32, steps: &[Io]) -> Run {
     let end = d.finish();
     settle(end, &mut held, &mut kept, &mut events);
     assert!(held.is_empty(), "every held line is decided at the end");
-    let newlines = steps
+    let typed: Vec<u8> = steps
         .iter()
-        .map(|step| match step {
-            In(s) => s.bytes().filter(|&b| b == b'\r' || b == b'\n').count(),
-            Out(_) => 0,
+        .flat_map(|step| match step {
+            In(s) => s.as_bytes().to_vec(),
+            Out(_) => Vec::new(),
         })
-        .sum::<usize>();
+        .collect();
+    let newlines = typed.iter().filter(|&&b| b == b'\r' || b == b'\n').count();
+    let mut lexer = KeyLexer::default();
+    let enters = typed
+        .iter()
+        .filter(|&&b| lexer.feed(b) == Some(Key::Enter))
+        .count();
     let entered = events
         .iter()
         .filter(|e| matches!(e, DetectorEvent::Entered { .. }))
         .count();
-    assert_eq!(entered, newlines, "every newline typed is announced");
+    assert!(enters >= newlines, "every CR or LF typed is Enter");
+    assert_eq!(entered, enters, "every Enter typed is announced");
     Run {
         events,
         kept_input: kept,
@@ -787,6 +794,30 @@ fn key_lexer_cases() {
             &[Key::Other],
         ),
         ("escape then enter is enter", b"\x1b\r", &[Key::Enter]),
+        ("ctrl-o runs the line in bash", b"\x0f", &[Key::Enter]),
+        ("keypad enter in application mode", b"\x1bOM", &[Key::Enter]),
+        ("kitty enter", b"\x1b[13u", &[Key::Enter]),
+        ("kitty shift-enter", b"\x1b[13;2u", &[Key::Enter]),
+        (
+            "kitty enter with sub-parameters",
+            b"\x1b[13:13;1:1u",
+            &[Key::Enter],
+        ),
+        ("kitty keypad enter", b"\x1b[57414u", &[Key::Enter]),
+        ("modifyOtherKeys enter", b"\x1b[27;5;13~", &[Key::Enter]),
+        ("kitty letter", b"\x1b[97u", &[Key::Char('a')]),
+        ("kitty shifted letter", b"\x1b[97;2u", &[Key::Char('A')]),
+        ("kitty ctrl-c", b"\x1b[99;5u", &[Key::Interrupt]),
+        ("kitty backspace", b"\x1b[127u", &[Key::Backspace]),
+        ("kitty alt-b", b"\x1b[98;3u", &[Key::Other]),
+        ("kitty escape", b"\x1b[27u", &[Key::Other]),
+        ("kitty function key", b"\x1b[57364u", &[Key::Other]),
+        ("private csi u", b"\x1b[>13u", &[Key::Other]),
+        (
+            "paste marker with a parameter more",
+            b"\x1b[200;1~",
+            &[Key::Other],
+        ),
         ("enter inside a csi is enter", b"\x1b[1\n", &[Key::Enter]),
         ("ctrl-c inside ss3", b"\x1bO\x03", &[Key::Interrupt]),
     ];
@@ -814,6 +845,7 @@ fn typed_text_simulation() {
         for &b in *bytes {
             match lexer.feed(b) {
                 Some(Key::Text) => typed.push(b),
+                Some(Key::Char(c)) => typed.push_char(c),
                 Some(Key::Backspace) => typed.backspace(),
                 Some(Key::KillLine) => typed.kill_line(),
                 Some(Key::KillWord) => typed.kill_word(),
@@ -1139,6 +1171,38 @@ fn evasions_come_out_as_commands() {
             vec![Cmd("whoami"), Ahead("id")],
         ),
         (
+            "Enter sent as a sequence the node turned on, or as ctrl-O",
+            (80, 24),
+            vec![
+                Out("\x1b=\x1b[>8u\x1b[>4;2m"),
+                Out(P),
+                In("id\x1bOM"),
+                Out("id\r\nuid=0(root)\r\n"),
+                Out(P),
+                In("\x1b[105u\x1b[100u\x1b[13u"),
+                Out("id\r\nuid=0(root)\r\n"),
+                Out(P),
+                In("pwd\x1b[27;5;13~"),
+                Out("pwd\r\n/root\r\n"),
+                Out(P),
+                In("whoami\x0f"),
+                Out("whoami\r\nroot\r\n"),
+                Out(P),
+            ],
+            vec![Cmd("id"), Cmd("id"), Cmd("pwd"), Cmd("whoami")],
+        ),
+        (
+            "kitty keys under stty -echo come from the keys",
+            (80, 24),
+            vec![
+                Out(P),
+                In("\x1b[105u\x1b[120u\x1b[127u\x1b[100u\x1b[13u"),
+                Out("uid=0(root)\r\n"),
+                Out(P),
+            ],
+            vec![Keys("id")],
+        ),
+        (
             "a line longer than a 20x5 screen",
             (20, 5),
             vec![Out(P), In(long_line), Out(long_line), In("\r"), Out("\r\n")],
@@ -1363,6 +1427,7 @@ fn tiny_terminals_do_not_panic() {
 mod never_panics {
     use proptest::prelude::*;
 
+    use crate::record::detector::DetectorEvent;
     use crate::record::pty::PtyRecorder;
 
     #[derive(Debug, Clone)]
@@ -1496,15 +1561,26 @@ mod never_panics {
             ops in proptest::collection::vec(op(), 1..24),
         ) {
             let mut recorder = PtyRecorder::new(cols, rows, "xterm", 0);
+            let mut newlines = 0;
+            let mut entered = 0;
             for (i, op) in ops.iter().enumerate() {
                 let t = i as f64;
-                let _step = match op {
+                let step = match op {
                     Op::Out(bytes) => recorder.output(t, bytes),
-                    Op::In(bytes) => recorder.input(t, bytes),
+                    Op::In(bytes) => {
+                        newlines += bytes.iter().filter(|&&b| b == b'\r' || b == b'\n').count();
+                        recorder.input(t, bytes)
+                    }
                     Op::Resize(cols, rows) => recorder.resize(t, *cols, *rows),
                 };
+                entered += step
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, DetectorEvent::Entered { .. }))
+                    .count();
             }
             let _end = recorder.finish(ops.len() as f64);
+            prop_assert!(entered >= newlines, "{entered} Entered for {newlines} newlines");
         }
     }
 }
