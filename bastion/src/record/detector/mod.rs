@@ -32,6 +32,9 @@
 //!   shell has redrawn the line as it accepted it, so backspaces, ctrl-U, ctrl-W, tab completion,
 //!   history recall, reverse search and colors are resolved on the screen. The text is the
 //!   cursor's logical line from the anchor to its end, trailing blanks trimmed.
+//!   A line that did not echo gets no newline either (`stty -echo`): it is also read when the
+//!   next line begins after output that ends like a prompt (`$`, `#`, `%`, `>`...) or asks for a
+//!   secret, which then anchors the new line.
 //! - **Echo evidence.** A line counts as shown when the screen after its anchor starts with the
 //!   text typed (when every key could be followed), or shows the latest run of typed text at the
 //!   start of a word (after keys that cannot be followed: arrows, tab...). Output that merely
@@ -131,7 +134,8 @@ mod tests;
 use keys::{Key, KeyLexer, Typed};
 use model::Model;
 use screen::{
-    after_prompt, asks_for_secret, cells, cursor_offset, ends_with_word, prompt_text, span_text,
+    after_prompt, asks_for_secret, cells, cursor_offset, ends_like_prompt, ends_with_word,
+    prompt_text, span_text,
 };
 use shell::Open;
 
@@ -397,6 +401,9 @@ impl Detector {
     }
 
     fn feed(&mut self, bytes: &[u8], events: &mut Vec<DetectorEvent>) {
+        if !bytes.is_empty() {
+            self.lines.output_came();
+        }
         if !self.model.process(bytes) {
             self.lines.forget_anchors();
         }
@@ -450,6 +457,8 @@ struct Line {
     secret_prompt: bool,
     /// Begun while an earlier line waited: its prompt was not drawn yet.
     typed_ahead: bool,
+    /// Output came after this line's Enter (set on the front waiting line only).
+    output_after_enter: bool,
     /// Begun in a full-screen program.
     in_full_screen: bool,
     carried: Option<String>,
@@ -530,6 +539,9 @@ impl Lines {
             self.flush(events);
             return Disposition::Keep;
         }
+        if self.open.is_none() {
+            self.answered_without_newline(screen, events);
+        }
         let line = self.open_line(full_screen, screen, events);
         // `decided` while the line is still open means its input may be recorded.
         let disposition = if line.decided {
@@ -582,6 +594,7 @@ impl Lines {
                 decided: false,
                 secret_prompt: false,
                 typed_ahead: !waiting_empty,
+                output_after_enter: false,
                 in_full_screen: full_screen,
                 carried: carried.take(),
             };
@@ -596,6 +609,40 @@ impl Lines {
             }
             line
         })
+    }
+
+    /// A new line begins while the anchored line waits for the shell's newline. When that line
+    /// was not echoed (`stty -echo`: the shell does not echo the newline either) and the shell
+    /// has since drawn a prompt (the text before the cursor ends like a shell prompt or asks for
+    /// a secret), the shell has answered: read the waiting line now, so the new line gets its
+    /// own anchor and prompt instead of waiting as typed ahead.
+    fn answered_without_newline(
+        &mut self,
+        screen: &vt100::Screen,
+        events: &mut Vec<DetectorEvent>,
+    ) {
+        let answered = self.waiting.front().is_some_and(|front| {
+            front.anchor.is_some()
+                && front.output_after_enter
+                && !front.echoed
+                && front.typed.any_printable
+        });
+        if !answered {
+            return;
+        }
+        let before_cursor = prompt_text(screen, cursor_offset(screen));
+        if (ends_like_prompt(&before_cursor) || asks_for_secret(&before_cursor))
+            && let Some(front) = self.waiting.pop_front()
+        {
+            let _shown = self.resolve_anchored(front, screen, events);
+        }
+    }
+
+    /// Output came after the Enter of the waiting anchored line.
+    fn output_came(&mut self) {
+        if let Some(front) = self.waiting.front_mut() {
+            front.output_after_enter = true;
+        }
     }
 
     /// Enter on `line`: announce it, then wait for the shell's answer — or, in a full-screen

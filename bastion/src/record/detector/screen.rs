@@ -99,6 +99,14 @@ pub(super) fn cells(screen: &vt100::Screen) -> usize {
     usize::from(rows) * usize::from(cols)
 }
 
+/// `text` (trailing blanks trimmed) ends like a shell prompt: `$`, `#`, `%`, `>`, `❯`, `➜`.
+pub(super) fn ends_like_prompt(text: &str) -> bool {
+    PROMPT_MARKERS
+        .iter()
+        .filter_map(|m| m.chars().next())
+        .any(|marker| text.trim_end().ends_with(marker))
+}
+
 /// The text after the first prompt marker of a line.
 pub(super) fn after_prompt(line: &str) -> Option<&str> {
     let end = PROMPT_MARKERS

@@ -464,7 +464,8 @@ fn command_lines_as_bash_echoes_them() {
                 Out("ls\r\n"),
                 Out(P),
             ],
-            vec![Cmd("read -s -p 'Token: ' x"), EchoOff, Ahead("ls")],
+            // The shell's prompt after the hidden line anchors `ls`.
+            vec![Cmd("read -s -p 'Token: ' x"), EchoOff, Cmd("ls")],
         ),
         (
             "read -s without a prompt: not a secret prompt, so a command",
@@ -478,7 +479,7 @@ fn command_lines_as_bash_echoes_them() {
                 Out("ls\r\n"),
                 Out(P),
             ],
-            vec![Cmd("read -s x"), Keys("secret"), Ahead("ls")],
+            vec![Cmd("read -s x"), Keys("secret"), Cmd("ls")],
         ),
         (
             "password typed ahead of its prompt",
@@ -1007,6 +1008,21 @@ fn evasions_come_out_as_commands() {
             ],
         ),
         (
+            "stty -echo: a command without output is read when the next line begins",
+            (80, 24),
+            vec![
+                Out(P),
+                In("touch x\r"),
+                Out(P),
+                In("rm -rf /tmp/y\r"),
+                Out(P),
+                In("id\r"),
+                Out("uid=0(root)\r\n"),
+                Out(P),
+            ],
+            vec![Keys("touch x"), Keys("rm -rf /tmp/y"), Keys("id")],
+        ),
+        (
             "stty -echo: a pasted block, never shown, still comes out line by line",
             (80, 24),
             vec![
@@ -1370,6 +1386,17 @@ fn echo_off_lines_are_announced_with_their_keys() {
     assert!(step.events.contains(&DetectorEvent::Entered {
         line: 1,
         shown: None
+    }));
+    // A line begun after a command that printed nothing (no newline at all) is anchored at the
+    // prompt drawn again, so it is announced with its keys too.
+    d.output(b"\r\n");
+    d.output(P.as_bytes());
+    d.input(b"touch x\r");
+    d.output(P.as_bytes());
+    let step = d.input(b"rm -rf /tmp/y\r");
+    assert!(step.events.contains(&DetectorEvent::Entered {
+        line: 3,
+        shown: Some("rm -rf /tmp/y".to_string())
     }));
     let kept = run(
         80,
