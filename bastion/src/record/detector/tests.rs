@@ -563,6 +563,12 @@ fn command_lines_as_bash_echoes_them() {
         // 40 columns: the long cases wrap.
         let got = run(40, 10, &steps);
         assert_eq!(wants(&got.events), want, "{name}");
+        let got = run(40, 10, &single_characters(&steps));
+        assert_eq!(
+            command_texts(&got.events),
+            command_texts(&want_events(&want)),
+            "{name}, output in single characters"
+        );
     }
 }
 
@@ -1332,7 +1338,62 @@ fn evasions_come_out_as_commands() {
     for (name, (cols, rows), steps, want) in cases {
         let got = run(cols, rows, &steps);
         assert_eq!(wants(&got.events), want, "{name}");
+        // Output in single characters: the same commands (found perhaps another way).
+        let got = run(cols, rows, &single_characters(&steps));
+        assert_eq!(
+            command_texts(&got.events),
+            command_texts(&want_events(&want)),
+            "{name}, output in single characters"
+        );
     }
+}
+
+/// The session with its output split into single characters.
+fn single_characters<'a>(steps: &[Io<'a>]) -> Vec<Io<'a>> {
+    steps
+        .iter()
+        .flat_map(|step| match *step {
+            In(s) => vec![In(s)],
+            Out(s) => s
+                .char_indices()
+                .map(|(i, c)| Out(&s[i..i + c.len_utf8()]))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The commands' texts (`None` for hidden input).
+fn command_texts(events: &[DetectorEvent]) -> Vec<Option<String>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DetectorEvent::Command(d) => Some((!d.echo_off).then(|| d.command.clone())),
+            DetectorEvent::FullScreen { .. }
+            | DetectorEvent::Entered { .. }
+            | DetectorEvent::LineEcho { .. } => None,
+        })
+        .collect()
+}
+
+/// Command events with the texts of `want`, for [`command_texts`].
+fn want_events(want: &[Want]) -> Vec<DetectorEvent> {
+    want.iter()
+        .filter_map(|w| {
+            let (command, echo_off) = match w {
+                Cmd(t) | Ahead(t) | Guess(t) | Keys(t) | Raw(t) => (t.to_string(), false),
+                EchoOff => (String::new(), true),
+                Full(_) => return None,
+            };
+            Some(DetectorEvent::Command(Detected {
+                line: 0,
+                last_line: 0,
+                command,
+                echo_off,
+                located: Located::Anchor,
+                carried: None,
+            }))
+        })
+        .collect()
 }
 
 /// Each of the three alternate-screen modes leaves detection on (vt100 does not model
