@@ -294,8 +294,14 @@ impl Detector {
     /// new one is not in the alternate screen.
     fn screen_lost(&mut self) {
         self.lines.forget_anchors();
+        let was_full_screen = self.full_screen;
         let mut events = Vec::new();
         self.switch_screens(&mut events);
+        if self.full_screen != was_full_screen {
+            events.push(DetectorEvent::FullScreen {
+                entered: self.full_screen,
+            });
+        }
         self.deferred.extend(events);
     }
 
@@ -453,7 +459,8 @@ struct Line {
     echoed: bool,
     /// `LineEcho` sent.
     decided: bool,
-    /// A prompt asking for a secret was shown while this typed-ahead line waited.
+    /// A prompt asking for a secret was seen for this line besides its own prompt: drawn at its
+    /// anchor before its Enter, or printed while it waited typed ahead.
     secret_prompt: bool,
     /// Begun while an earlier line waited: its prompt was not drawn yet.
     typed_ahead: bool,

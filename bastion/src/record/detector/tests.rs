@@ -1703,15 +1703,23 @@ fn resize_cutting_a_wide_character_does_not_panic() {
     let mut d = Detector::new(3, 4);
     d.output(P.as_bytes());
     d.input(b"ls");
+    let mut full_screen = Vec::new();
     for step in &steps {
         match step {
-            Step::Out(s) => {
-                d.output(s.as_bytes());
-            }
+            Step::Out(s) => full_screen.extend(d.output(s.as_bytes())),
             Step::Size(rows, cols) => d.resize(u32::from(*cols), u32::from(*rows)),
         }
     }
     let mut events = d.input(b"\r").events;
+    full_screen.extend(events.iter().cloned());
+    // The FullScreen events (a lost model is not full-screen) end where the detector is.
+    let last = full_screen.iter().rev().find_map(|e| match e {
+        DetectorEvent::FullScreen { entered } => Some(*entered),
+        DetectorEvent::Command(_)
+        | DetectorEvent::Entered { .. }
+        | DetectorEvent::LineEcho { .. } => None,
+    });
+    assert_eq!(last.unwrap_or(false), d.full_screen());
     events.extend(d.output(b"\r\n"));
     events.extend(d.finish());
     let commands: Vec<Want> = wants(&events)
