@@ -27,7 +27,10 @@ pub(super) enum Key {
     PasteStart,
     /// `ESC[201~`.
     PasteEnd,
-    /// Any other control key or escape sequence (arrows, tab, function keys, alt-...).
+    /// ESC then a printable byte: alt-<key> to readline, but ESC and then the key to vi-style
+    /// programs (`ESC :q` in vim). Not simulated, but its byte is part of the raw keys.
+    Meta(u8),
+    /// Any other control key or escape sequence (arrows, tab, function keys...).
     Other,
 }
 
@@ -144,6 +147,10 @@ impl KeyLexer {
                     None
                 }
                 0x1b => Some(Key::Other),
+                0x20..=0x7e => {
+                    self.state = LexState::Ground;
+                    Some(Key::Meta(byte))
+                }
                 _ => {
                     self.state = LexState::Ground;
                     Some(Key::Other)
@@ -259,6 +266,15 @@ impl Typed {
             while buffer.last().is_some_and(|&b| b != b' ') {
                 buffer.pop();
             }
+        }
+    }
+
+    /// A key not simulated that still typed `byte` for the raw keys. It is no printable text of
+    /// its own (alt-. in bash yanks an argument: the screen has the line, not the keys).
+    pub(super) fn meta(&mut self, byte: u8) {
+        self.uncertain();
+        if self.raw.len() < MAX_TYPED {
+            self.raw.push(byte);
         }
     }
 

@@ -570,6 +570,7 @@ impl Lines {
             Some(Key::KillWord) => line.typed.kill_word(),
             Some(Key::PasteStart | Key::PasteEnd) => {}
             Some(Key::Other) => line.typed.uncertain(),
+            Some(Key::Meta(byte)) => line.typed.meta(byte),
             // Handled above.
             Some(Key::Interrupt) => {}
         }

@@ -269,6 +269,18 @@ fn command_lines_as_bash_echoes_them() {
             vec![Cmd("ls -l")],
         ),
         (
+            "alt-. yanks the last argument: the screen has the line",
+            vec![
+                Out(P),
+                In("cat \x1b.\r"),
+                Out("cat /etc/hosts\r\n"),
+                Out(P),
+                In("\x1b.\r"),
+                Out("/etc/hosts\r\n"),
+            ],
+            vec![Cmd("cat /etc/hosts"), Cmd("/etc/hosts")],
+        ),
+        (
             "history recall then edit",
             vec![
                 Out(P),
@@ -399,7 +411,7 @@ fn command_lines_as_bash_echoes_them() {
                 Cmd("vim notes.txt"),
                 Full(true),
                 Keys("ihello"),
-                Raw("wq"),
+                Raw(":wq"),
                 Full(false),
                 Cmd("ls"),
             ],
@@ -789,7 +801,7 @@ fn key_lexer_cases() {
         ("csi arrow", b"\x1b[A", &[Key::Other]),
         ("ss3 arrow", b"\x1bOB", &[Key::Other]),
         ("csi with params", b"\x1b[1;5C", &[Key::Other]),
-        ("alt-b", b"\x1bb", &[Key::Other]),
+        ("alt-b", b"\x1bb", &[Key::Meta(b'b')]),
         (
             "paste markers",
             b"\x1b[200~a\x1b[201~",
@@ -857,6 +869,7 @@ fn typed_text_simulation() {
                 Some(Key::KillLine) => typed.kill_line(),
                 Some(Key::KillWord) => typed.kill_word(),
                 Some(Key::Other) => typed.uncertain(),
+                Some(Key::Meta(b)) => typed.meta(b),
                 Some(Key::Enter | Key::Interrupt | Key::PasteStart | Key::PasteEnd) | None => {}
             }
         }
