@@ -44,7 +44,8 @@
 //!   reported from the keys ([`Located::Keys`]: printable keys with backspace, ctrl-U and ctrl-W
 //!   applied; [`Located::RawKeys`]: every printable key in order, when other keys were used).
 //!   `stty -echo` at a shell prompt therefore changes nothing but the source of the text.
-//! - **Secret prompts.** Hidden input (`echo_off`, no text, input kept out of the recording) is
+//! - **Secret prompts.** Hidden input (`echo_off`, no text but its length in `hidden_chars`,
+//!   input kept out of the recording) is
 //!   only a line typed without echo right after a prompt asking for a secret: its prompt ends with
 //!   `:` or `?` (or their full-width forms) and its last 64 characters hold, in any case, one of
 //!   `password`, `passwd`, `passphrase`, `pass phrase`, `passcode`, `pin`, `token`, `secret`,
@@ -169,6 +170,8 @@ pub struct Detected {
     /// program that only looked full-screen (a shell under a forged mode) had them in front of
     /// this line.
     pub carried: Option<String>,
+    /// For `echo_off`: how many characters the keys typed (the secret's length, not its text).
+    pub hidden_chars: Option<usize>,
 }
 
 /// How the text of a line was found, most certain first.
@@ -933,6 +936,7 @@ impl Lines {
             echo_off: false,
             located: pending.located,
             carried: pending.carried,
+            hidden_chars: None,
         }));
     }
 
@@ -959,6 +963,7 @@ impl Lines {
             echo_off: true,
             located: Located::Keys,
             carried: None,
+            hidden_chars: Some(line.typed.chars()),
         }));
     }
 

@@ -35,6 +35,7 @@ fn want_of(event: &DetectorEvent) -> Option<Want> {
     match event {
         DetectorEvent::Command(d) if d.echo_off => {
             assert!(d.command.is_empty(), "echo-off lines carry no text");
+            assert!(d.hidden_chars.is_some(), "echo-off lines tell their length");
             Some(EchoOff)
         }
         DetectorEvent::Command(d) => Some(match d.located {
@@ -1404,6 +1405,7 @@ fn want_events(want: &[Want]) -> Vec<DetectorEvent> {
                 echo_off,
                 located: Located::Anchor,
                 carried: None,
+                hidden_chars: None,
             }))
         })
         .collect()
@@ -1740,4 +1742,30 @@ fn resize_cutting_a_wide_character_does_not_panic() {
         .filter(|w| !matches!(w, Full(_)))
         .collect();
     assert_eq!(commands, vec![Keys("ls")]);
+}
+
+/// Hidden input tells its length, never its text.
+#[test]
+fn hidden_input_tells_its_length() {
+    let got = run(
+        80,
+        24,
+        &[
+            Out("Password: "),
+            In("hunt"),
+            In("er2\x7f2é\r"),
+            Out("\r\n"),
+        ],
+    );
+    let hidden: Vec<Option<usize>> = got
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            DetectorEvent::Command(d) => Some(d.hidden_chars),
+            DetectorEvent::FullScreen { .. }
+            | DetectorEvent::Entered { .. }
+            | DetectorEvent::LineEcho { .. } => None,
+        })
+        .collect();
+    assert_eq!(hidden, [Some(8)]);
 }
