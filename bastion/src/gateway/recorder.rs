@@ -452,10 +452,10 @@ fn events(step: Step) -> Vec<Event> {
     step.events
         .into_iter()
         .filter_map(|e| match e {
-            DetectorEvent::Command(d) if d.echo_off => Some(("input_hidden", json!({"reason": "typed while the terminal did not echo; kept neither as a command nor in the recording"}))),
+            DetectorEvent::Command(d) if d.echo_off => Some(("input_hidden", json!({"reason": "typed without echo at a prompt asking for a secret; kept neither as a command nor in the recording", "line": d.line, "chars": d.hidden_chars}))),
             DetectorEvent::Command(d) => Some((
                 "command",
-                json!({"command": d.command, "via": "interactive", "line": d.line, "continuation": d.continuation, "located": d.located}),
+                json!({"command": d.command, "via": "interactive", "line": d.line, "last_line": d.last_line, "located": d.located, "carried": d.carried}),
             )),
             DetectorEvent::Entered { line, shown } => Some((
                 "line_entered",

@@ -5,7 +5,7 @@
 //! - [`asciicast`]: an asciicast v2 writer (UTF-8 safe across chunk splits) and a small reader
 //!   with a screen replay, for tests and playback.
 //! - [`detector`]: the interactive command-line detector over a vt100 screen model; it also tells
-//!   which typed input was not echoed (passwords) and must not be recorded.
+//!   which typed input answered a secret prompt without echo (passwords) and must not be recorded.
 //! - [`pty`]: the two above put together — what a pty channel's recording needs, step by step.
 //! - [`sftp`]: an SFTP v3 stream parser yielding file operations with their status, sizes and
 //!   SHA-256 digests.
@@ -32,10 +32,16 @@ pub fn clamp_dimension(v: u32) -> u16 {
     u16::try_from(v.max(1)).unwrap_or(u16::MAX)
 }
 
-/// The size of the screen model for a pty of `cols`×`rows`: (rows, cols), bounded.
+/// Smallest terminal the screen model follows, both ways. vt100 0.16 panics on a terminal one
+/// row high when a line wraps (its autowrap scrolls the only row, then steps back one row above
+/// it), and on one column wide when a wide character is printed (its width is subtracted from the
+/// column count); two rows and two columns avoid both. A smaller pty is modelled at this size.
+pub const MIN_MODEL: u16 = 2;
+
+/// The size of the screen model for a pty of `cols`×`rows`: (rows, cols), bounded both ways.
 pub(crate) fn model_size(cols: u32, rows: u32) -> (u16, u16) {
     (
-        clamp_dimension(rows).min(MAX_ROWS),
-        clamp_dimension(cols).min(MAX_COLS),
+        clamp_dimension(rows).clamp(MIN_MODEL, MAX_ROWS),
+        clamp_dimension(cols).clamp(MIN_MODEL, MAX_COLS),
     )
 }

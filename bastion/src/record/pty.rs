@@ -1,6 +1,7 @@
 //! A pty channel's recording, step by step: the asciicast writer and the command-line detector
-//! together, with the input of lines whose echo is not yet known held back until it is — so a
-//! password typed at a prompt that does not echo never reaches the recording.
+//! together, with the input of lines not yet decided held back until they are — so a password
+//! typed without echo at a prompt asking for a secret never reaches the recording (every other
+//! line's input does, echoed or not).
 //!
 //! The gateway calls [`PtyRecorder::output`] / [`PtyRecorder::input`] / [`PtyRecorder::resize`]
 //! with each chunk as it passes, appends [`Step::lines`] to the recording file (after
@@ -280,9 +281,14 @@ mod tests {
             .map(|e| e.data.as_str())
             .collect();
         assert_eq!(input, "echo é\rvim\r:q\r");
+        // `:q` entered in vim is reported too (from its keys): over-reporting is safe.
         assert_eq!(
             commands(&events),
-            vec![("echo é".to_string(), false), ("vim".to_string(), false)]
+            vec![
+                ("echo é".to_string(), false),
+                ("vim".to_string(), false),
+                (":q".to_string(), false)
+            ]
         );
         assert!(events.contains(&DetectorEvent::FullScreen { entered: true }));
         assert!(events.contains(&DetectorEvent::FullScreen { entered: false }));
