@@ -726,7 +726,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         .iter()
         .find(|e| e["session"] == session)
         .unwrap_or_else(|| panic!("no recording_recovered for {session}: {recovered:#?}"));
-    let cast = fetch_recording(&w.reviewer, rec["recording"].as_str().unwrap()).await;
+    let cast = w.fetch_recording(rec["recording"].as_str().unwrap()).await;
     let events = sallyport_bastion::record::asciicast::parse_events(&cast).unwrap();
     assert!(events.iter().any(|e| e.data.contains("started")), "{cast}");
     let last = events.last().unwrap();
@@ -775,25 +775,6 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the spooled command never reached the broker"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// A recording from the broker's store, waiting until the gateway uploaded it.
-async fn fetch_recording(reviewer: &Api, id: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let (s, v) = reviewer.get(&format!("/v1/recordings/{id}")).await;
-        if s == StatusCode::OK {
-            return match v {
-                Value::String(t) => t,
-                other => other.to_string(),
-            };
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "recording {id} never arrived: {s} {v}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -926,7 +907,7 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     // The recording reaches the broker and replays to the screen the engineer saw.
     let fin = wait_events(&w, "kind=recording_finished&ticket=SUP-1234", 1).await;
     let id = fin[0]["recording"].as_str().unwrap().to_string();
-    let cast = fetch_recording(&w.reviewer, &id).await;
+    let cast = w.fetch_recording(&id).await;
     let screen = sallyport_bastion::record::asciicast::replay_screen(&cast, 40, 120).unwrap();
     let replayed: Vec<&str> = screen
         .lines()

@@ -162,27 +162,9 @@ async fn a_shell_without_a_pty_records_every_line_it_reads() {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["input_bytes"], script.len());
     let id = done[0]["recording"].as_str().unwrap().to_string();
-    let cast = fetch_recording(&s.w, &id).await;
+    let cast = s.w.fetch_recording(&id).await;
     assert!(cast.contains(&format!("touch {}", m.display())), "{cast}");
     assert!(cast.contains("one"), "{cast}");
-}
-
-async fn fetch_recording(w: &World, id: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let (st, v) = w.reviewer.get(&format!("/v1/recordings/{id}")).await;
-        if st == reqwest::StatusCode::OK {
-            return match v {
-                Value::String(t) => t,
-                other => other.to_string(),
-            };
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no recording {id}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 const PROMPT: &str = ":~$";
@@ -296,7 +278,8 @@ async fn a_continued_line_is_one_command() {
     let t = Term::ssh("ev-cont", s.home.path(), 120, 30, "");
     t.wait(PROMPT, 1);
     t.send(&["echo eps\\", "Enter"]);
-    t.wait("> ", 1);
+    // capture-pane drops trailing blanks: bash's PS2 reads `>`.
+    t.wait(">", 1);
     t.send(&[&format!("ilon-5 > {}", m.display()), "Enter"]);
     t.wait(PROMPT, 2);
     t.send(&["exit", "Enter"]);
@@ -429,10 +412,11 @@ async fn a_flood_of_mode_switches_leaves_shipping_working() {
     let s = setup().await;
     let flood = "for i in $(seq 1 10000); do printf '\\033[?1049h\\033[?1049l'; done; echo flooded";
     let out = ssh_with_stdin(s.home.path(), &["-tt", "node1.acme-prod", flood], b"");
+    let said = text(&out);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("flooded"),
+        said.contains("flooded"),
         "{}",
-        text(&out)
+        &said[said.len().saturating_sub(400)..]
     );
     // Another session's command reaches the broker within seconds.
     let m = marker("afterflood");

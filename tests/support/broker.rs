@@ -456,6 +456,26 @@ impl World {
         v["events"].as_array().unwrap().clone()
     }
 
+    /// A recording from the broker's store, as a reviewer reads it, waiting until the gateway
+    /// uploaded it.
+    pub async fn fetch_recording(&self, id: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let (s, v) = self.reviewer.get(&format!("/v1/recordings/{id}")).await;
+            if s == StatusCode::OK {
+                return match v {
+                    Value::String(t) => t,
+                    other => other.to_string(),
+                };
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "recording {id} never arrived: {s} {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+
     /// The events matching `query` once there are at least `n` (shipped from spools), or what
     /// there is after 20 s.
     pub async fn wait_events(&self, query: &str, n: usize) -> Vec<Value> {
