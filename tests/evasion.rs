@@ -219,7 +219,10 @@ async fn a_zero_sized_terminal_and_long_output_do_not_stop_recording() {
         &["-tt", "node1.acme-prod"],
         script.as_bytes(),
     );
-    recorded_or_refused(&s.w, &m, &text(&out)).await;
+    // The screen model follows any size: the command is recorded, not refused.
+    recorded_or_refused(&s.w, &m, &text(&out))
+        .await
+        .expect("recorded");
     // The gateway is still recording afterwards.
     let m2 = marker("zerowin-after");
     let out = ssh_with_stdin(
@@ -249,7 +252,9 @@ async fn a_terminal_one_row_high_does_not_stop_recording() {
     t.send(&["exit", "Enter"]);
     t.wait_exit();
     let screen = t.screen();
-    recorded_or_refused(&s.w, &m, &screen).await;
+    recorded_or_refused(&s.w, &m, &screen)
+        .await
+        .expect("recorded");
 }
 
 // 6. A pasted line longer than the screen.
@@ -589,4 +594,58 @@ async fn five_thousand_records_queued_in_a_broker_outage_all_arrive() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("INCOMPLETE"), "{said}");
+}
+
+// 3b. A secret typed at a prompt that asks for one stays out of the log and the recording.
+#[tokio::test]
+async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is_in() {
+    let s = setup().await;
+    let secret = format!("hunter2-{}", std::process::id());
+    let m = marker("aftersecret");
+    let t = Term::ssh("ev-secret", s.home.path(), 120, 30, "");
+    t.wait(PROMPT, 1);
+    t.send(&["read -s -p 'Password: ' pw; echo", "Enter"]);
+    t.wait("Password:", 1);
+    t.send(&[&secret, "Enter"]);
+    t.wait(PROMPT, 2);
+    t.send(&[&format!("touch {}", m.display()), "Enter"]);
+    t.wait(PROMPT, 3);
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    let ev = recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
+    let session = ev["session"].as_str().unwrap().to_string();
+    let hidden =
+        s.w.wait_events(&format!("kind=input_hidden&session={session}"), 1)
+            .await;
+    assert_eq!(hidden.len(), 1, "{hidden:#?}");
+    // Nowhere in the audit log, nowhere in the recording.
+    let all = s.w.events(&format!("session={session}&limit=1000")).await;
+    assert!(!serde_json::to_string(&all).unwrap().contains(&secret));
+    let fin =
+        s.w.wait_events(&format!("kind=recording_finished&session={session}"), 1)
+            .await;
+    let cast =
+        s.w.fetch_recording(fin[0]["recording"].as_str().unwrap())
+            .await;
+    assert!(!cast.contains(&secret), "the secret is in the recording");
+    assert!(cast.contains("touch"), "{cast}");
+}
+
+// 4b. A forged bracketed paste: the node turns the mode on, the shell (dash) does not honour it.
+#[tokio::test]
+async fn lines_inside_a_forged_bracketed_paste_are_commands() {
+    let s = setup().await;
+    let m = marker("forgedpaste");
+    let t = Term::ssh("ev-forged", s.home.path(), 120, 30, "");
+    t.wait(PROMPT, 1);
+    t.send(&["exec dash", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&["printf '\\033[?2004h'", "Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // The paste start, a line break inside it, the command; no paste end.
+    t.type_text(&format!("\u{1b}[200~\rtouch {}\r", m.display()));
+    std::thread::sleep(Duration::from_millis(500));
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
 }
