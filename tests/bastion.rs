@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge};
 use support::broker::*;
+use support::term::{tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
 fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
@@ -780,48 +781,6 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     }
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A tmux session `name` (`width`x40, kept after it exits) running `ssh node1.acme-prod` with
-/// `home`'s ssh_config.
-fn tmux_ssh(name: &str, home: &Path, width: u16) {
-    let ssh_cmd = format!(
-        "ssh -F {} node1.acme-prod",
-        home.join("ssh_config").display()
-    );
-    let width = width.to_string();
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-x",
-        &width,
-        "-y",
-        "40",
-        &ssh_cmd,
-    ]);
-    tmux(&["set-option", "-t", name, "remain-on-exit", "on"]);
-}
-
-fn wait_pane(name: &str, needle: &str, count: usize) -> String {
-    let start = Instant::now();
-    loop {
-        let text = tmux(&["capture-pane", "-p", "-t", name]);
-        if text.matches(needle).count() >= count {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "waiting for {needle:?} x{count} in:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test]
 async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_same_screen() {
     let (w, port) = world_with_edge().await;
@@ -831,7 +790,7 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     trust_edge(home.path(), &b);
     let name = format!("sp-{}", std::process::id());
     let tag = format!("tabtest{}", std::process::id());
-    tmux_ssh(&name, home.path(), 120);
+    tmux_ssh(&name, home.path(), 120, 40, "");
     // capture-pane drops trailing blanks: the prompt reads `user@host:~$`.
     let prompt = ":~$";
     wait_pane(&name, prompt, 1);
@@ -857,14 +816,7 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
     send(&[&format!("rm /tmp/{tag}-file"), "Enter"]);
     let before_exit = wait_pane(&name, prompt, 7);
     send(&["exit", "Enter"]);
-    let start = Instant::now();
-    while !tmux(&["list-panes", "-t", &name, "-F", "#{pane_dead}"]).contains('1') {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the session did not end"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_exit(&name);
     tmux(&["kill-session", "-t", &name]);
 
     let want = vec![
@@ -1228,21 +1180,6 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     );
 }
 
-fn wait_pane_any(name: &str, needles: &[&str]) -> String {
-    let start = Instant::now();
-    loop {
-        let text = tmux(&["capture-pane", "-p", "-t", name]);
-        if needles.iter().any(|n| text.contains(n)) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "waiting for one of {needles:?} in:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test]
 async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     let (w, port, _) = world_with_edge_approval(json!({"per_session_mfa": true})).await;
@@ -1289,7 +1226,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     assert!(w.events("kind=session_mfa_verified").await.is_empty());
 
     let name = format!("sp-mfa-{}", std::process::id());
-    tmux_ssh(&name, home.path(), 160);
+    tmux_ssh(&name, home.path(), 160, 40, "");
     let send = |keys: &[&str]| {
         let mut args = vec!["send-keys", "-t", name.as_str()];
         args.extend_from_slice(keys);
@@ -1325,14 +1262,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     send(&["echo after-mfa", "Enter"]);
     wait_pane(&name, "after-mfa", 2);
     send(&["exit", "Enter"]);
-    let start = Instant::now();
-    while !tmux(&["list-panes", "-t", &name, "-F", "#{pane_dead}"]).contains('1') {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the session did not end"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_exit(&name);
     tmux(&["kill-session", "-t", &name]);
 
     // The broker checked the codes, the edge audited its refusals and the session.
@@ -1460,7 +1390,7 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recorded");
     // An interactive session already open when the spool fills up.
     let pane = format!("spfull-{}", std::process::id());
-    tmux_ssh(&pane, home.path(), 120);
+    tmux_ssh(&pane, home.path(), 120, 40, "");
     wait_pane(&pane, ":~$", 1);
 
     // Fill the file system.

@@ -461,59 +461,60 @@ impl Engine {
         facts: &ChannelFacts,
         customer: &[Policy],
     ) -> Result<(), Vec<DenyReason>> {
-        let fail = |e: PolicyError| {
-            vec![DenyReason {
-                code: "policy_error".into(),
-                message: format!("the policy could not be evaluated ({e}); the request is refused"),
-            }]
+        let set = self.combined(customer).map_err(policy_failure)?;
+        if let Some(reasons) = self.evaluate_channel(&set, facts).map_err(policy_failure)? {
+            return Err(explain_fallback(
+                reasons,
+                "request_not_allowed",
+                format!(
+                    "the {} request is not allowed through sallyport",
+                    facts.request.kind()
+                ),
+            ));
+        }
+        let name = match &facts.request {
+            ChannelRequest::Env { name } => name,
+            ChannelRequest::Pty
+            | ChannelRequest::Shell
+            | ChannelRequest::Exec { .. }
+            | ChannelRequest::Subsystem { .. }
+            | ChannelRequest::WindowChange
+            | ChannelRequest::Signal { .. }
+            | ChannelRequest::DirectTcpip { .. }
+            | ChannelRequest::TcpipForward { .. }
+            | ChannelRequest::Agent
+            | ChannelRequest::X11 => return Ok(()),
         };
-        let set = self.combined(customer).map_err(fail)?;
-        match self.evaluate_channel(&set, facts) {
-            Ok(None) => match &facts.request {
-                ChannelRequest::Env { name } => self.decide_pass_env(&set, facts, name),
-                ChannelRequest::Pty
-                | ChannelRequest::Shell
-                | ChannelRequest::Exec { .. }
-                | ChannelRequest::Subsystem { .. }
-                | ChannelRequest::WindowChange
-                | ChannelRequest::Signal { .. }
-                | ChannelRequest::DirectTcpip { .. }
-                | ChannelRequest::TcpipForward { .. }
-                | ChannelRequest::Agent
-                | ChannelRequest::X11 => Ok(()),
-            },
-            Ok(Some(mut reasons)) => {
-                if let [only] = reasons.as_mut_slice()
-                    && only.code == FALLBACK_CODE
-                {
-                    *only = DenyReason {
-                        code: "request_not_allowed".into(),
-                        message: format!(
-                            "the {} request is not allowed through sallyport",
-                            facts.request.kind()
-                        ),
-                    };
-                }
-                Err(reasons)
-            }
-            Err(e) => Err(fail(e)),
+        // An environment variable passes only when a permit of action `pass_env` names it (the
+        // base allowlist, or a customer's own) and no forbid does.
+        let entities = self.session_entities(facts).map_err(policy_failure)?;
+        let action = uid("Action", "pass_env").map_err(policy_failure)?;
+        let context = json!({"env_name": name, "node": facts.node, "login": facts.login});
+        match self
+            .authorize(
+                &set,
+                &entities,
+                action,
+                &facts.engineer,
+                &facts.cluster,
+                context,
+            )
+            .map_err(policy_failure)?
+        {
+            None => Ok(()),
+            Some(reasons) => Err(explain_fallback(
+                reasons,
+                "environment_not_allowlisted",
+                format!(
+                    "the environment variable {name} is not passed to the node (allowed: LANG, \
+                     LC_*, TERM, COLORTERM, TZ, and what the customer allows)"
+                ),
+            )),
         }
     }
 
-    /// An environment variable passes only when a permit of action `pass_env` names it (the
-    /// base allowlist, or a customer's own) and no forbid does.
-    fn decide_pass_env(
-        &self,
-        set: &PolicySet,
-        facts: &ChannelFacts,
-        name: &str,
-    ) -> Result<(), Vec<DenyReason>> {
-        let fail = |e: PolicyError| {
-            vec![DenyReason {
-                code: "policy_error".into(),
-                message: format!("the policy could not be evaluated ({e}); the request is refused"),
-            }]
-        };
+    /// The engineer (in the group the grant came through) and the cluster, as entities.
+    fn session_entities(&self, facts: &ChannelFacts) -> Result<Entities, PolicyError> {
         let groups: Vec<String> = facts
             .group
             .iter()
@@ -521,35 +522,8 @@ impl Engine {
             .cloned()
             .collect();
         let list = principal_entities(&facts.engineer, &groups, &facts.cluster, &facts.customer);
-        let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
-            .map_err(|e| fail(PolicyError::Internal(e.to_string())))?;
-        let action = uid("Action", "pass_env").map_err(fail)?;
-        let context = json!({"env_name": name, "node": facts.node, "login": facts.login});
-        match self.authorize(
-            set,
-            &entities,
-            action,
-            &facts.engineer,
-            &facts.cluster,
-            context,
-        ) {
-            Ok(None) => Ok(()),
-            Ok(Some(mut reasons)) => {
-                if let [only] = reasons.as_mut_slice()
-                    && only.code == FALLBACK_CODE
-                {
-                    *only = DenyReason {
-                        code: "environment_not_allowlisted".into(),
-                        message: format!(
-                            "the environment variable {name} is not passed to the node (allowed: \
-                             LANG, LC_*, TERM, COLORTERM, TZ, and what the customer allows)"
-                        ),
-                    };
-                }
-                Err(reasons)
-            }
-            Err(e) => Err(fail(e)),
-        }
+        Entities::from_json_value(Value::Array(list), Some(&self.schema))
+            .map_err(|e| PolicyError::Internal(e.to_string()))
     }
 
     fn evaluate_channel(
@@ -557,16 +531,7 @@ impl Engine {
         set: &PolicySet,
         facts: &ChannelFacts,
     ) -> Result<Option<Vec<DenyReason>>, PolicyError> {
-        let internal = |e: &dyn std::fmt::Display| PolicyError::Internal(e.to_string());
-        let groups: Vec<String> = facts
-            .group
-            .iter()
-            .filter(|g| !g.is_empty())
-            .cloned()
-            .collect();
-        let list = principal_entities(&facts.engineer, &groups, &facts.cluster, &facts.customer);
-        let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
-            .map_err(|e| internal(&e))?;
+        let entities = self.session_entities(facts)?;
         let action = uid("Action", "channel")?;
         let r = &facts.request;
         let (command, subsystem, env_name, signal, target_host, target_port) = match r {
@@ -625,6 +590,27 @@ impl Engine {
             context,
         )
     }
+}
+
+/// An evaluation error is a denial that says so.
+fn policy_failure(e: PolicyError) -> Vec<DenyReason> {
+    vec![DenyReason {
+        code: "policy_error".into(),
+        message: format!("the policy could not be evaluated ({e}); the request is refused"),
+    }]
+}
+
+/// When nothing but the default denial applies (no permit matched), say what was not allowed.
+fn explain_fallback(mut reasons: Vec<DenyReason>, code: &str, message: String) -> Vec<DenyReason> {
+    if let [only] = reasons.as_mut_slice()
+        && only.code == FALLBACK_CODE
+    {
+        *only = DenyReason {
+            code: code.into(),
+            message,
+        };
+    }
+    reasons
 }
 
 /// A policy about action `pass_env` only.

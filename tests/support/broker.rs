@@ -172,7 +172,12 @@ impl Api {
         Api {
             url: url.to_string(),
             token: token.map(str::to_string),
-            http: reqwest::Client::new(),
+            // No pooled connections: a broker that answered 413 before reading a large body
+            // closes that connection, and reusing it would fail the next request.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 

@@ -10,31 +10,61 @@ pub fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// A tmux session running `ssh <extra> node1.acme-prod` with `home`'s ssh_config; killed when
-/// dropped.
+/// A tmux session `name` (`width`x`height`, kept after it exits) running
+/// `ssh <extra> node1.acme-prod` with `home`'s ssh_config.
+pub fn tmux_ssh(name: &str, home: &Path, width: u16, height: u16, extra: &str) {
+    let ssh_cmd = format!(
+        "ssh -F {} {extra} node1.acme-prod",
+        home.join("ssh_config").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        &width.to_string(),
+        "-y",
+        &height.to_string(),
+        &ssh_cmd,
+    ]);
+    tmux(&["set-option", "-t", name, "remain-on-exit", "on"]);
+}
+
+/// Wait until one of `needles` shows `count` times in pane `name`; the screen then.
+pub fn wait_pane_any_n(name: &str, needles: &[&str], count: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let text = tmux(&["capture-pane", "-p", "-t", name]);
+        if needles.iter().any(|n| text.matches(n).count() >= count) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "waiting for {needles:?} x{count} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_pane(name: &str, needle: &str, count: usize) -> String {
+    wait_pane_any_n(name, &[needle], count)
+}
+
+pub fn wait_pane_any(name: &str, needles: &[&str]) -> String {
+    wait_pane_any_n(name, needles, 1)
+}
+
+/// A tmux session running ssh (see [`tmux_ssh`]), named after the test and the process; killed
+/// when dropped.
 pub struct Term {
     pub name: String,
 }
 
 impl Term {
     pub fn ssh(name: &str, home: &Path, width: u16, height: u16, extra: &str) -> Term {
-        let ssh_cmd = format!(
-            "ssh -F {} {extra} node1.acme-prod",
-            home.join("ssh_config").display()
-        );
         let name = format!("{name}-{}", std::process::id());
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            &ssh_cmd,
-        ]);
-        tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
+        tmux_ssh(&name, home, width, height, extra);
         Term { name }
     }
 
@@ -75,31 +105,25 @@ impl Term {
 
     /// Wait until `needle` shows `count` times; the screen then.
     pub fn wait(&self, needle: &str, count: usize) -> String {
-        let start = Instant::now();
-        loop {
-            let text = self.screen();
-            if text.matches(needle).count() >= count {
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "waiting for {needle:?} x{count} in:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_pane(&self.name, needle, count)
     }
 
     /// Wait until ssh exited.
     pub fn wait_exit(&self) {
-        let start = Instant::now();
-        while !tmux(&["list-panes", "-t", &self.name, "-F", "#{pane_dead}"]).contains('1') {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the session did not end:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_exit(&self.name);
+    }
+}
+
+/// Wait until the pane's program (ssh) exited.
+pub fn wait_exit(name: &str) {
+    let start = Instant::now();
+    while !tmux(&["list-panes", "-t", name, "-F", "#{pane_dead}"]).contains('1') {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the session did not end:\n{}",
+            tmux(&["capture-pane", "-p", "-t", name])
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
