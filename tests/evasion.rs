@@ -125,6 +125,15 @@ async fn commands_written_to_an_interpreter_on_stdin_are_command_events() {
             String::new(),
         ),
         ("python3", "python3 -", String::new()),
+        // Code in the command line that runs what it reads.
+        ("perl-ne", "perl -ne 'system $_'", String::new()),
+        ("awk-system", "awk '{system($0)}'", String::new()),
+        // A script written to disk, then run.
+        (
+            "cat-then-sh",
+            "cat > /tmp/sp-ev-script-$$; sh /tmp/sp-ev-script-$$; rm -f /tmp/sp-ev-script-$$",
+            String::new(),
+        ),
     ];
     for (tag, program, _) in cases {
         let m = marker(tag);

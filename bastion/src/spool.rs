@@ -222,6 +222,22 @@ impl Spool {
 
     /// Append one event and make it durable before returning.
     pub async fn append(&self, kind: &str, data: Value) -> Result<AuditRecord, SpoolError> {
+        let mut written = self.append_all(vec![(kind, data)]).await?;
+        written.pop().ok_or_else(|| SpoolError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("nothing was written"),
+        })
+    }
+
+    /// Append events in order and make them durable with one write and one fsync (a group
+    /// commit): all of them or none.
+    pub async fn append_all(
+        &self,
+        events: Vec<(&str, Value)>,
+    ) -> Result<Vec<AuditRecord>, SpoolError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut inner = self.inner.lock().await;
         let path = inner.path.clone();
         if inner.broken {
@@ -230,25 +246,32 @@ impl Spool {
                 source: std::io::Error::other("an earlier write failed"),
             });
         }
-        let record = AuditRecord::next(
-            &self.source,
-            inner.last.as_ref().map(|(s, h)| (*s, h.as_str())),
-            now_ms(),
-            kind,
-            data,
-        );
-        let mut line = serde_json::to_string(&record).map_err(|e| SpoolError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        line.push('\n');
+        let mut records = Vec::with_capacity(events.len());
+        let mut text = String::new();
+        let mut closing_only = true;
+        let now = now_ms();
+        for (kind, data) in events {
+            closing_only &= CLOSING_KINDS.contains(&kind);
+            let prev = records
+                .last()
+                .map(|r: &AuditRecord| (r.seq, r.hash.as_str()))
+                .or(inner.last.as_ref().map(|(s, h)| (*s, h.as_str())));
+            let record = AuditRecord::next(&self.source, prev, now, kind, data);
+            let line = serde_json::to_string(&record).map_err(|e| SpoolError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+            records.push(record);
+        }
         let reserve = self.reserve.load(Ordering::Relaxed);
-        if reserve > 0 && !CLOSING_KINDS.contains(&kind) {
+        if reserve > 0 && !closing_only {
             // A full disk is found before the write, whatever slack the file's last block has.
             let free = rustix::fs::fstatvfs(&inner.file)
                 .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
                 .unwrap_or(0);
-            if free < reserve.saturating_add(line.len() as u64) {
+            if free < reserve.saturating_add(text.len() as u64) {
                 return Err(SpoolError::Io {
                     path,
                     source: std::io::Error::new(
@@ -259,17 +282,17 @@ impl Spool {
             }
         }
         if inner.len >= self.segment_bytes.load(Ordering::Relaxed) {
-            self.next_segment(&mut inner, record.seq)?;
+            self.next_segment(&mut inner, records[0].seq)?;
         }
         let path = inner.path.clone();
         let written = inner
             .file
-            .write_all(line.as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|_| inner.file.sync_data());
         if let Err(source) = written {
-            // Cut off whatever part of the line got written (a full disk), so that the chain
-            // stays whole and a later append can succeed once there is room again. If even that
-            // fails, nothing more is accepted.
+            // Cut off whatever part got written (a full disk), so that the chain stays whole
+            // and a later append can succeed once there is room again. If even that fails,
+            // nothing more is accepted.
             let len = inner.len;
             if inner
                 .file
@@ -281,12 +304,14 @@ impl Spool {
             }
             return Err(SpoolError::Io { path, source });
         }
-        inner.len += line.len() as u64;
-        inner.last = Some((record.seq, record.hash.clone()));
-        self.head.store(record.seq, Ordering::Relaxed);
+        inner.len += text.len() as u64;
+        if let Some(last) = records.last() {
+            inner.last = Some((last.seq, last.hash.clone()));
+            self.head.store(last.seq, Ordering::Relaxed);
+        }
         drop(inner);
         self.appended.notify_one();
-        Ok(record)
+        Ok(records)
     }
 
     /// Close the current segment and start one whose first record is `seq`.
@@ -678,5 +703,30 @@ mod tests {
         let s = Spool::open(dir.path(), "gateway:g1").unwrap();
         assert_eq!(s.append("x", json!({})).await.unwrap().seq, 2);
         assert!(!dir.path().join("audit.jsonl").exists());
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_chains_like_single_appends_and_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        s.append("x", json!({"i": 0})).await.unwrap();
+        let batch: Vec<(&str, Value)> = (1..=50).map(|i| ("command", json!({"i": i}))).collect();
+        let written = s.append_all(batch).await.unwrap();
+        assert_eq!(written.len(), 50);
+        assert_eq!(s.head(), 51);
+        let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
+        assert_eq!(sallyport_audit::verify_chain(&all), Ok(51));
+        // Below the reserve, a batch with anything but closing records is refused whole.
+        s.set_reserve(u64::MAX / 4);
+        let mixed = vec![("channel_exit", json!({})), ("command", json!({}))];
+        assert!(s.append_all(mixed).await.is_err());
+        assert_eq!(s.head(), 51);
+        s.append_all(vec![
+            ("channel_exit", json!({})),
+            ("session_ended", json!({})),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(s.head(), 53);
     }
 }

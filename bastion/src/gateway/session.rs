@@ -261,20 +261,21 @@ impl Inner {
     }
 }
 
-/// Write events durably; `Err` when one could not be.
+/// Write events durably, in one group commit; `Err` when they could not be.
 async fn record(spool: &crate::spool::Spool, fields: &Value, events: Vec<Event>) -> Result<(), ()> {
-    let mut written = Ok(());
-    for (kind, extra) in events {
-        let mut d = fields.clone();
-        if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
-            m.extend(e);
-        }
-        if let Err(e) = spool.append(kind, d).await {
-            tracing::error!(error = %e, "audit spool unwritable");
-            written = Err(());
-        }
-    }
-    written
+    let events: Vec<(&str, Value)> = events
+        .into_iter()
+        .map(|(kind, extra)| {
+            let mut d = fields.clone();
+            if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
+                m.extend(e);
+            }
+            (kind, d)
+        })
+        .collect();
+    spool.append_all(events).await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, "audit spool unwritable");
+    })
 }
 
 /// What the engineer reads when their channel cannot be recorded any more.

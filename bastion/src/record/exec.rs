@@ -30,23 +30,25 @@
 //!   stdin, i.e. from the channel: the engineer's input lines are commands and are recorded as
 //!   such ([`StdinLines`]). That is:
 //!   - shells (`sh bash dash zsh ksh ksh93 mksh pdksh oksh ash yash posh rbash fish csh tcsh`)
-//!     without `-c` and without a script operand, or with `-s` or `-i`, or reading the script
-//!     `/dev/stdin`; with `-c CMD`, what CMD is;
-//!   - `python*`/`pypy*`, `perl*`, `ruby*`, `node`/`nodejs`, `php*`, `lua*`/`luajit`,
-//!     `Rscript`, `R`, `tclsh*`/`wish*`/`jimsh`, `expect`, `dc`, `pwsh`: without code in the
-//!     command line (`-c`, `-e`, `-r`, `--eval`...) and without a script operand, or with a
-//!     script `-` or `/dev/stdin`, or in their interactive mode (`-i`, `-a`);
+//!     unless given `-c CMD`, in which case what CMD is: with no operand, `-s`, `-i` or
+//!     `/dev/stdin` they read commands from stdin, and a script from the node's disk may read
+//!     the channel's stdin and run it (`cat > x; sh x`), which the command line does not show;
+//!   - general-purpose languages, whatever code they were given (inline `-c`/`-e`/`-r`, or a
+//!     script on disk: it can read stdin and run it, e.g. `perl -ne 'system $_'`,
+//!     `python3 -c 'exec(input())'`): `python*`/`pypy*`, `perl*`, `ruby*`, `node`/`nodejs`,
+//!     `php*`, `lua*`/`luajit`, `Rscript`, `R`, `tclsh*`/`wish*`/`jimsh`, `expect`, `pwsh`, and
+//!     the text tools that run code: `awk` (its `system()`), `sed` (GNU sed's `e`); `dc`
+//!     without code in the command line;
 //!   - database shells that execute the SQL (or commands) they read: `psql` (unless `-c`, `-l`
 //!     or `-f FILE`), `mysql`/`mariadb` (unless `-e`), `sqlite3`/`sqlite` (unless SQL follows
 //!     the database), `redis-cli` (unless a command is given), `mongo`/`mongosh` (unless
 //!     `--eval`);
-//!   - `awk`/`gawk`/`mawk`/`nawk`, `sed` with their program file `-f -` (otherwise their stdin is
-//!     data, not code);
 //!   - always: `xargs` (runs command lines built from its stdin), `irb`, `jshell`, `bc`, `ed`,
 //!     `red`, `ex`, `vi`, `vim`, `nvim`, `view` (their stdin is keystrokes or commands, `!cmd`
 //!     included), `gdb` and `lldb` unless in batch mode;
-//! - [`ExecKind::Command`]: anything else (`sh script.sh` included: the script is read from the
-//!   node's disk; `python3 -c ...` too: the code is in the command, recorded as such).
+//! - [`ExecKind::Command`]: anything else: programs whose stdin is data (`cat`, `tar`, `dd`,
+//!   `gzip`...). Over-reporting is the safe side: the cost of counting a program as an
+//!   interpreter is that the data lines it is sent are logged as commands.
 //!
 //! A command line is an interpreter if any of its commands is (`cat | bash`, `true; sh`,
 //! `tee log | python3 -`): which part reads the channel's stdin is not known. Otherwise it is
@@ -871,7 +873,7 @@ const SHELL_OPTS: Opts = Opts {
 
 fn shell(program: &str, args: &[Word], depth: usize) -> ExecKind {
     let short_args = if program == "fish" { "Cdfo" } else { "oO" };
-    let (o, mut operands) = options(
+    let (o, operands) = options(
         args,
         &Opts {
             short_args,
@@ -887,16 +889,10 @@ fn shell(program: &str, args: &[Word], depth: usize) -> ExecKind {
             None => ExecKind::Command,
         };
     }
-    if has(&o, &["-s", "-i", "--interactive"]) {
-        return interpreter(program);
-    }
-    if operands.first().is_some_and(|w| w.text == "-") {
-        operands = &operands[1..];
-    }
-    match operands.first() {
-        Some(script) if !is_stdin(script) && !script.dynamic => ExecKind::Command,
-        Some(_) | None => interpreter(program),
-    }
+    // With `-s`, `-i`, no operand or `-`, it reads commands from stdin; a script from the
+    // node's disk may read the channel's stdin and run it (`cat > x; sh x`), which the command
+    // line does not show: either way its stdin lines count as commands.
+    interpreter(program)
 }
 
 fn classify_code(code: &Word, program: &str, depth: usize) -> ExecKind {
@@ -924,8 +920,43 @@ struct Lang {
     reads_stdin_by_default: bool,
 }
 
+/// General-purpose languages (and the text tools that run code: awk's `system`, GNU sed's `e`):
+/// whatever code they were given, inline or in a script on disk, can read the channel's stdin
+/// and run it, and the command line does not show it. They are always interpreters.
+fn general_purpose(program: &str) -> bool {
+    let n = program.rsplit('/').next().unwrap_or(program);
+    versioned(n, "python")
+        || versioned(n, "pypy")
+        || versioned(n, "perl")
+        || versioned(n, "ruby")
+        || versioned(n, "php")
+        || versioned(n, "lua")
+        || versioned(n, "tclsh")
+        || versioned(n, "wish")
+        || matches!(
+            n,
+            "node"
+                | "nodejs"
+                | "luajit"
+                | "Rscript"
+                | "R"
+                | "jimsh"
+                | "expect"
+                | "pwsh"
+                | "awk"
+                | "gawk"
+                | "mawk"
+                | "nawk"
+                | "sed"
+                | "gsed"
+        )
+}
+
 impl Lang {
     fn classify(&self, program: &str, args: &[Word]) -> ExecKind {
+        if general_purpose(program) {
+            return interpreter(program);
+        }
         let (o, operands) = options(args, &self.opts);
         let mut code = false;
         for opt in &o {
