@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,28 +30,7 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
-/// Refuse `http://` to anything but loopback: tokens and passwords would cross the network.
-pub fn check_broker_url(url: &str) -> anyhow::Result<String> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid broker URL {url:?}"))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if !loopback {
-                bail!(
-                    "refusing plain http:// to {url}: use https:// (plain HTTP is only for a broker on this machine)"
-                );
-            }
-        }
-        other => bail!("unsupported broker URL scheme {other:?}: use https://"),
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
+pub use sallyport_bastion::broker_client::check_broker_url;
 
 impl Client {
     pub fn new(

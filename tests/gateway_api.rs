@@ -1610,3 +1610,31 @@ async fn a_chain_behind_its_reported_head_is_incomplete_and_big_batches_fit_the_
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[test]
+fn the_data_plane_refuses_a_plain_http_broker_that_is_not_on_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cmd, config) in [
+        (
+            "gateway",
+            "data_dir = \"g\"\nbroker = \"http://192.0.2.10:8443\"\njoin_token = \"spj_x\"\n",
+        ),
+        (
+            "edge",
+            "listen = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\ndata_dir = \"e\"\nbroker = \"http://192.0.2.10:8443\"\n",
+        ),
+    ] {
+        let path = dir.path().join(format!("{cmd}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let out = run(Command::new(BIN)
+            .current_dir(dir.path())
+            .args([cmd, "--config"])
+            .arg(&path));
+        assert!(!out.status.success(), "{cmd} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("refusing plain http://") && err.contains("use https://"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -7,6 +7,30 @@ use anyhow::{Context, bail};
 use sallyport_audit::AuditRecord;
 use serde_json::{Value, json};
 
+/// Refuse `http://` to anything but loopback: tokens, passwords, audit records and the trusted
+/// CA keys would cross the network in clear. The broker's URL, without a trailing `/`.
+pub fn check_broker_url(url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid broker URL {url:?}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let host = parsed.host_str().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!(
+                    "refusing plain http:// to {url}: use https:// (plain HTTP is only for a broker on this machine)"
+                );
+            }
+        }
+        other => bail!("unsupported broker URL scheme {other:?}: use https://"),
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 #[derive(Clone)]
 pub struct BrokerClient {
     http: reqwest::Client,
@@ -20,6 +44,7 @@ impl BrokerClient {
         broker_ca: Option<&Path>,
         token: Option<String>,
     ) -> anyhow::Result<BrokerClient> {
+        let base = check_broker_url(base)?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20));
         if let Some(ca) = broker_ca {
@@ -30,7 +55,7 @@ impl BrokerClient {
         }
         Ok(BrokerClient {
             http: b.build()?,
-            base: base.trim_end_matches('/').to_string(),
+            base,
             token,
         })
     }
@@ -136,5 +161,32 @@ impl BrokerClient {
             .await?;
         Self::check(resp).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_broker_url;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://broker.example",
+            "https://10.0.0.5:8443/",
+            "http://127.0.0.1:8443",
+            "http://localhost:1",
+            "http://[::1]:8443",
+        ] {
+            assert!(check_broker_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://broker.example",
+            "http://10.0.0.5:8443",
+            "http://[2001:db8::1]:80",
+            "ftp://127.0.0.1",
+            "127.0.0.1:8443",
+        ] {
+            assert!(check_broker_url(bad).is_err(), "{bad}");
+        }
     }
 }
