@@ -133,7 +133,8 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
         if a.json {
             println!("{}", serde_json::to_string(e)?);
         } else {
-            let s = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+            // Whatever a source wrote, a terminal shows as text: control characters replaced.
+            let s = |k: &str| sallyport_audit::sanitize(e[k].as_str().unwrap_or("-"));
             let extra = match e["command"].as_str() {
                 Some(c) => format!(" command={c:?}"),
                 None => e["reasons"]
@@ -143,6 +144,7 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
                             " reasons={}",
                             r.iter()
                                 .filter_map(|x| x["code"].as_str())
+                                .map(sallyport_audit::sanitize)
                                 .collect::<Vec<_>>()
                                 .join(",")
                         )
@@ -150,12 +152,13 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
                     .unwrap_or_default(),
             };
             println!(
-                "{} {:<24} engineer={} ticket={} cluster={}{}",
+                "{} {:<24} engineer={} ticket={} cluster={} source={}{}",
                 s("time"),
                 s("kind"),
                 s("engineer"),
                 s("ticket"),
                 s("cluster"),
+                s("source"),
                 extra
             );
         }

@@ -1638,3 +1638,37 @@ fn the_data_plane_refuses_a_plain_http_broker_that_is_not_on_this_machine() {
         );
     }
 }
+
+#[tokio::test]
+async fn audit_search_prints_what_a_source_wrote_as_text_never_as_terminal_codes() {
+    let w = World::start(Dir::File(vec![])).await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let source = format!("gateway:{}", gw.id);
+    let r = AuditRecord::next(
+        &source,
+        None,
+        now() * 1000,
+        "command",
+        json!({"cluster": gw.cluster, "session": "s-1", "engineer": "\u{1b}]0;owned\u{7}\u{1b}[2J",
+               "ticket": "T-\u{1b}[31m1", "command": "ls\u{1b}[8m"}),
+    );
+    let (s, v) = ship(&gw, &[r]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let out = run(Command::new(BIN)
+        .args(["audit", "search", "--source", &source])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("command"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    // The line says which source wrote it.
+    assert!(text.contains(&format!("source={source}")), "{text}");
+}
