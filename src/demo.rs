@@ -213,6 +213,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         login_grace_secs: 120,
         name: Some("demo-edge".into()),
         token_file: Some(edge_token_file),
+        max_forwards_per_connection: 10,
     };
     let edge = sallyport_bastion::edge::Edge::new(edge_cfg)?;
     tokio::spawn(sallyport_bastion::edge::run(
@@ -241,6 +242,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         spool_reserve_bytes: 16 << 20,
         recording_retention_secs: 0,
         stream_record_cap_bytes: 8 << 20,
+        max_channels_per_session: 16,
     };
     let _ = std::fs::remove_dir_all(dir.join("gateway"));
     let gateway = sallyport_bastion::gateway::open(gw_cfg).await?;

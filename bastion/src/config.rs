@@ -45,6 +45,14 @@ pub struct EdgeConfig {
     /// checks per-session TOTP codes there; without it, it only logs them.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Forwards (inner sessions to gateways) open at once through one engineer connection; past
+    /// it a forward is refused and audited (`too_many_forwards`).
+    #[serde(default = "default_forwards_per_connection")]
+    pub max_forwards_per_connection: usize,
+}
+
+fn default_forwards_per_connection() -> usize {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +100,14 @@ pub struct GatewayConfig {
     /// its recording; past it, the byte count and SHA-256 of the whole stream.
     #[serde(default = "default_stream_cap")]
     pub stream_record_cap_bytes: u64,
+    /// Channels (sessions and port forwards) open at once in one engineer session; past it a
+    /// channel is refused and audited (`too_many_channels`).
+    #[serde(default = "default_channels_per_session")]
+    pub max_channels_per_session: usize,
+}
+
+fn default_channels_per_session() -> usize {
+    16
 }
 
 fn default_stream_cap() -> u64 {

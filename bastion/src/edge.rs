@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -583,6 +583,8 @@ struct Conn {
     full_audited: AtomicBool,
     /// The authenticated engineer's audit fields, for `edge_disconnected`.
     who: Mutex<Option<Value>>,
+    /// Forwards open (or being opened) through this connection.
+    forwards: AtomicUsize,
 }
 
 impl Conn {
@@ -594,6 +596,7 @@ impl Conn {
             auth_seen: AtomicBool::new(false),
             full_audited: AtomicBool::new(false),
             who: Mutex::new(None),
+            forwards: AtomicUsize::new(0),
         }
     }
 
@@ -1387,6 +1390,24 @@ impl russh::server::Handler for EngineerHandler {
                 .await;
             return Ok(());
         }
+        let limit = self.edge.cfg.max_forwards_per_connection;
+        if self.conn.forwards.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.conn.forwards.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                engineer = id.engineer(),
+                limit,
+                "refused: too many forwards"
+            );
+            self.refused(
+                Some(&key_id),
+                "too_many_forwards",
+                &format!("at most {limit} sessions at once through one connection to the edge"),
+                json!({"target": target, "limit": limit}),
+            )
+            .await;
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
         let tunnels = self.edge.tunnels.of(cluster);
         // The originator the gateway sees is the engineer's address as the edge saw it, not what
         // the client claims: the gateway checks `source-address` against it again.
@@ -1437,10 +1458,12 @@ impl russh::server::Handler for EngineerHandler {
                         if !edge.audit("edge_session", session_event).await {
                             let _ = inner.close().await;
                             reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                            conn.forwards.fetch_sub(1, Ordering::SeqCst);
                             return;
                         }
                         reply.accept().await;
-                        pipe(channel, inner, conn).await;
+                        pipe(channel, inner, conn.clone()).await;
+                        conn.forwards.fetch_sub(1, Ordering::SeqCst);
                         return;
                     }
                     Err(e) => {
@@ -1448,6 +1471,7 @@ impl russh::server::Handler for EngineerHandler {
                     }
                 }
             }
+            conn.forwards.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
             edge.audit("edge_refused", no_tunnel).await;
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
@@ -1625,6 +1649,7 @@ mod tests {
             login_grace_secs: 120,
             name: name.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
+            max_forwards_per_connection: 10,
         }
     }
 

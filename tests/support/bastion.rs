@@ -184,6 +184,16 @@ pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Pat
 }
 
 impl Bastion {
+    /// Add `extra` (TOML lines) to the gateway's config and restart it on the same data.
+    pub fn reconfigure_gateway(&mut self, extra: &str) {
+        let mut text = std::fs::read_to_string(&self.gateway_config).unwrap();
+        // Top-level keys go before the `[[edges]]` tables.
+        let at = text.find("[[edges]]").unwrap_or(text.len());
+        text.insert_str(at, extra);
+        std::fs::write(&self.gateway_config, text).unwrap();
+        self.restart_gateway();
+    }
+
     /// Restart the gateway process on the same data (after a kill).
     pub fn restart_gateway(&mut self) {
         self.gateway.kill9();

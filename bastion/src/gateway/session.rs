@@ -43,6 +43,17 @@ pub struct Inner {
     chans: HashMap<ChannelId, Up>,
     /// Set when the session ends, for the tasks that watch it.
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Channels open in this session (sessions and forwards).
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One of the session's channels, counted while it lives.
+struct ChannelSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Inner {
@@ -62,6 +73,7 @@ impl Inner {
             upstream: None,
             chans: HashMap::new(),
             closed: Arc::default(),
+            open: Arc::default(),
         }
     }
 
@@ -206,6 +218,25 @@ impl Inner {
         .await?;
         self.upstream = Some(h);
         Ok(())
+    }
+
+    /// A slot for a new channel, or `None` (refused and audited) past `max_channels_per_session`.
+    async fn channel_slot(&self, request: &str) -> Option<ChannelSlot> {
+        let limit = self.gw.cfg.max_channels_per_session;
+        let taken = self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let slot = ChannelSlot(self.open.clone());
+        if taken < limit {
+            return Some(slot);
+        }
+        drop(slot);
+        tracing::warn!(session = self.sid, limit, "refused: too many channels");
+        self.audit(
+            "channel_refused",
+            json!({"request": request, "code": "too_many_channels", "limit": limit,
+                   "reason": format!("at most {limit} channels at once in one session")}),
+        )
+        .await;
+        None
     }
 
     /// Change the state of a channel's recording.
@@ -413,6 +444,10 @@ impl russh::server::Handler for Inner {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let id = channel.id();
+        let Some(slot) = self.channel_slot("session").await else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         if let Err(e) = self.ensure_upstream().await {
             tracing::warn!(error = %e, node = self.node, "cannot reach the node");
             self.audit("node_unreachable", json!({"reason": e.to_string()}))
@@ -592,6 +627,7 @@ impl russh::server::Handler for Inner {
                 Err(e) => recording_failed(&spool, &fields, &e).await,
             }
             let _ = handle.close(id).await;
+            drop(slot);
         });
         Ok(())
     }
@@ -926,6 +962,10 @@ impl russh::server::Handler for Inner {
             .identity
             .as_ref()
             .is_some_and(|i| i.permit_port_forwarding());
+        let Some(slot) = self.channel_slot("direct_tcpip").await else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let decided = self.ask(None, request).await;
         if !certified && decided.is_ok() {
             self.audit("forward_refused", json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
@@ -968,6 +1008,7 @@ impl russh::server::Handler for Inner {
                     let mut a = channel.into_stream();
                     let mut b = node_channel.into_stream();
                     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    drop(slot);
                 });
             }
             Err(e) => {

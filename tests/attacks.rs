@@ -1,0 +1,202 @@
+//! The attack suite: an engineer (or the holder of a leaked credential) tries to get past a
+//! control, through the real interfaces. Each test shows the attempt refused with a clear error
+//! and an audit event.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::bastion::{self, trust_edge, world_with_edge};
+
+fn ssh_cmd(home: &Path) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg(home.join("ssh_config"))
+        .args(["-o", "BatchMode=yes"]);
+    c
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until `path` exists (a command on the node is running).
+fn wait_file(path: &str) {
+    let start = Instant::now();
+    while !Path::new(path).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{path} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Channels per engineer session at the gateway are bounded.
+#[tokio::test]
+async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    b.reconfigure_gateway("max_channels_per_session = 2\n");
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    // One connection (a ControlMaster), several sessions through it.
+    let mux = home.path().join("mux");
+    let mux_opt = format!("ControlPath={}", mux.display());
+    let mut master = ssh_cmd(home.path());
+    master.args([
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        &mux_opt,
+        "-N",
+        "node1.acme-prod",
+    ]);
+    let mut master = spawn(master);
+    let start = Instant::now();
+    while !mux.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no control master"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The sessions must go through the master: no fallback to a connection of their own.
+    let mux_opt = mux_opt.as_str();
+    let ssh_mux = || {
+        let mut c = ssh_cmd(home.path());
+        c.args(["-o", mux_opt, "-o", "ProxyCommand=false"]);
+        c
+    };
+    let tag = format!("/tmp/sp-at-chan-{}", std::process::id());
+    let _ = std::fs::remove_file(format!("{tag}-third"));
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = ssh_mux();
+        c.args(["node1.acme-prod", &format!("touch {tag}-{i}; sleep 8")]);
+        held.push(spawn(c));
+        wait_file(&format!("{tag}-{i}"));
+    }
+    let mut third = ssh_mux();
+    third.args(["node1.acme-prod", &format!("touch {tag}-third")]);
+    let out = third.stdin(Stdio::null()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("refused"), "{said}");
+    assert!(
+        !Path::new(&format!("{tag}-third")).exists(),
+        "a third channel ran"
+    );
+    let refused = w
+        .wait_events("kind=channel_refused&ticket=SUP-1234", 1)
+        .await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["code"] == "too_many_channels" && e["limit"] == 2),
+        "{refused:#?}"
+    );
+    // A channel that ends frees its slot.
+    for mut h in held {
+        let _ = h.wait();
+    }
+    let mut again = ssh_mux();
+    again.args(["node1.acme-prod", "echo freed"]);
+    let out = again.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("freed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = master.kill();
+    let _ = master.wait();
+    for i in 0..2 {
+        let _ = std::fs::remove_file(format!("{tag}-{i}"));
+    }
+}
+
+// Sessions through one engineer connection to the edge are bounded.
+#[tokio::test]
+async fn one_edge_connection_cannot_open_unbounded_sessions() {
+    let (w, port) = world_with_edge().await;
+    let token = bastion::edge_token(&w).await;
+    let b =
+        bastion::start_with_edge_token_and(&w, port, &token, "max_forwards_per_connection = 2\n")
+            .await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    // One connection to the edge (a ControlMaster), each session a forward through it.
+    let mux = home.path().join("edge-mux");
+    let mux_opt = format!("ControlPath={}", mux.display());
+    let mut master = ssh_cmd(home.path());
+    master.args([
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        &mux_opt,
+        "-N",
+        "sallyport-edge-acme-prod",
+    ]);
+    let mut master = spawn(master);
+    let start = Instant::now();
+    while !mux.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no control master to the edge"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxy = format!(
+        "ProxyCommand=ssh -F {} -o BatchMode=yes -o {mux_opt} -o ProxyCommand=false -W %h:%p sallyport-edge-acme-prod",
+        home.path().join("ssh_config").display()
+    );
+    let tag = format!("/tmp/sp-at-fwd-{}", std::process::id());
+    let _ = std::fs::remove_file(format!("{tag}-third"));
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = ssh_cmd(home.path());
+        c.args([
+            "-o",
+            &proxy,
+            "node1.acme-prod",
+            &format!("touch {tag}-{i}; sleep 8"),
+        ]);
+        held.push(spawn(c));
+        wait_file(&format!("{tag}-{i}"));
+    }
+    let mut third = ssh_cmd(home.path());
+    third.args([
+        "-o",
+        &proxy,
+        "node1.acme-prod",
+        &format!("touch {tag}-third"),
+    ]);
+    let out = third.stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !Path::new(&format!("{tag}-third")).exists(),
+        "a third session ran"
+    );
+    let refused = w.wait_events("kind=edge_refused&ticket=SUP-1234", 1).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["code"] == "too_many_forwards" && e["limit"] == 2),
+        "{refused:#?}"
+    );
+    for mut h in held {
+        let _ = h.wait();
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+    for i in 0..2 {
+        let _ = std::fs::remove_file(format!("{tag}-{i}"));
+    }
+}
