@@ -562,6 +562,40 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
             .unwrap()
             .starts_with("ssh-ed25519-cert-v01")
     );
+    // One approved request, one certificate: asking again makes a new request for a customer
+    // approver, never a second certificate.
+    let (s, v) = ask(&alice, "JIT-1", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq2 = v["request"]["id"].as_str().unwrap().to_string();
+    assert_ne!(rq2, rq);
+    let (_, mine) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
+    assert_eq!(mine["status"], "used", "{mine}");
+    assert_eq!(
+        w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
+        1
+    );
+    // Two logins racing on one approved request: one certificate between them.
+    let (s, _) = w
+        .acme
+        .post(
+            &format!("/v1/access-requests/{rq2}/decision"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (a, b) = tokio::join!(
+        ask(&alice, "JIT-1", json!({})),
+        ask(&alice, "JIT-1", json!({}))
+    );
+    let ok = [a.0, b.0]
+        .iter()
+        .filter(|s| **s == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 1, "{a:?} {b:?}");
+    assert_eq!(
+        w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
+        2
+    );
 
     // A denied request: refused with its reason.
     let dave = w.session("dave", 0).await;
@@ -742,7 +776,8 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
     // Closing a ticket revokes what was issued for it.
     w.ticket("T-2", "acme-prod", "dave", "closed").await;
     krl_ok(&[true, true, false]).await;
-    // By engineer.
+    // By engineer: their certificates, and their session tokens too.
+    let alice_before = w.session("alice", 0).await;
     let (s, _) =
         w.op.post(
             "/v1/revocations",
@@ -751,6 +786,15 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
         .await;
     assert_eq!(s, StatusCode::OK);
     krl_ok(&[true, true, true]).await;
+    let (s, v) = ask(&alice_before, "T-3", json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session was revoked"),
+        "{v}"
+    );
     // An engineer or the ticket system may not revoke; globex may not revoke acme's.
     let (s, _) = w
         .tickets

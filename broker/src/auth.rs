@@ -243,6 +243,17 @@ impl FromRequestParts<Arc<Broker>> for Caller {
             };
         }
         let claims = state.jwt.verify(token)?;
+        if claims.role == "engineer"
+            && state
+                .store
+                .sessions_revoked_at(&claims.sub)
+                .await?
+                .is_some_and(|at| claims.iat <= at)
+        {
+            return Err(ApiError::Forbidden(
+                "this session was revoked: log in again with `sallyport login`".into(),
+            ));
+        }
         match (claims.role.as_str(), claims.customer) {
             ("engineer", _) => Ok(Caller::Engineer {
                 uid: claims.sub,

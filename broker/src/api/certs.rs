@@ -302,6 +302,23 @@ async fn issue(
             return Err(denied(&b, &uid, &ticket.id, &cluster.id, reasons).await);
         }
     };
+    // A just-in-time request yields one certificate: taken atomically, so two logins racing
+    // on one approval (on any replica) get one certificate between them.
+    if let Some(request) = grant.request()
+        && !b.store.consume_request(request).await?
+    {
+        return Err(denied(
+            &b,
+            &uid,
+            &ticket.id,
+            &cluster.id,
+            vec![deny_reason(
+                "request_used",
+                "this access request was already used for a certificate: log in again to ask the customer for a new one",
+            )],
+        )
+        .await);
+    }
     let cert = build_user_cert(&b.user_ca, &public_key, &grant)
         .map_err(|e| ApiError::Internal(e.into()))?;
     let cert_text = cert
@@ -426,6 +443,10 @@ pub(crate) async fn revoke_and_audit(
     by: &str,
     reason: &str,
 ) -> ApiResult<Vec<GrantRow>> {
+    if scope == RevokeScope::Engineer {
+        // Their session tokens too: one obtained before cannot mint new certificates.
+        b.store.revoke_sessions(value).await?;
+    }
     let grants = b.store.revoke(scope, value, reason).await?;
     let single = |f: fn(&GrantRow) -> &String| -> Option<String> {
         let first = grants.first().map(f)?;

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_heads",
         include_str!("../../../migrations/0003_audit_heads.sql"),
     ),
+    (
+        4,
+        "session_revocations",
+        include_str!("../../../migrations/0004_session_revocations.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

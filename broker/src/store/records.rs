@@ -687,6 +687,18 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
+    /// Use an approved request for the one certificate it allows: `false` when it is not (any
+    /// more) approved — used already, by a concurrent issue on another replica too.
+    pub async fn consume_request(&self, id: &str) -> sqlx::Result<bool> {
+        let res = sqlx::query(
+            "UPDATE access_requests SET status = 'used' WHERE id = $1 AND status = 'approved'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     // --- customer policies ---
 
     pub async fn save_policy(&self, p: &CustomerPolicy) -> sqlx::Result<()> {
@@ -814,6 +826,28 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Every session token of `principal` issued until now is revoked.
+    pub async fn revoke_sessions(&self, principal: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO session_revocations (principal, revoked_at) VALUES ($1, $2) \
+             ON CONFLICT (principal) DO UPDATE SET revoked_at = excluded.revoked_at",
+        )
+        .bind(principal)
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When `principal`'s session tokens were last revoked (unix seconds).
+    pub async fn sessions_revoked_at(&self, principal: &str) -> sqlx::Result<Option<u64>> {
+        let row = sqlx::query("SELECT revoked_at FROM session_revocations WHERE principal = $1")
+            .bind(principal)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| to_u64(r.get::<i64, _>(0))))
     }
 
     /// Revoked certificates that have not expired yet: (CA fingerprint, serial, key id).
