@@ -587,10 +587,7 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
         ask(&alice, "JIT-1", json!({})),
         ask(&alice, "JIT-1", json!({}))
     );
-    let ok = [a.0, b.0]
-        .iter()
-        .filter(|s| **s == StatusCode::OK)
-        .count();
+    let ok = [a.0, b.0].iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(ok, 1, "{a:?} {b:?}");
     assert_eq!(
         w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
