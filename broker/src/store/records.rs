@@ -628,6 +628,8 @@ impl Store {
     }
 
     /// The newest request of this engineer for this ticket and cluster.
+    /// The engineer's latest request for a ticket and cluster that was not used yet (a used one
+    /// gave its certificate: the next needs a new request).
     pub async fn latest_request(
         &self,
         engineer: &str,
@@ -635,7 +637,7 @@ impl Store {
         cluster: &str,
     ) -> sqlx::Result<Option<AccessRequest>> {
         let row = sqlx::query(&format!(
-            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 ORDER BY created_at DESC, id DESC LIMIT 1"
+            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status <> 'used' ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
         .bind(engineer)
         .bind(ticket)
