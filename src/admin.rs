@@ -72,6 +72,17 @@ pub enum AdminCmd {
         #[arg(long)]
         customer: Option<String>,
     },
+    /// List the API tokens (never their secrets), revoked ones with when.
+    Tokens {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke an API token by its id (from `admin tokens`): it stops working at once.
+    TokenRevoke {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+    },
     /// Create or update a ticket (as the ticket system).
     Ticket {
         #[command(flatten)]
@@ -261,6 +272,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                     .await?
                     .1,
             )?;
+        }
+        AdminCmd::Tokens { conn } => {
+            print(&conn.client()?.get("/v1/tokens").await?)?;
+        }
+        AdminCmd::TokenRevoke { conn, id } => {
+            print(&conn.client()?.delete(&format!("/v1/tokens/{id}")).await?)?;
         }
         AdminCmd::Ticket {
             conn,

@@ -200,3 +200,76 @@ async fn one_edge_connection_cannot_open_unbounded_sessions() {
         let _ = std::fs::remove_file(format!("{tag}-{i}"));
     }
 }
+
+// A leaked API token can be listed and revoked; it stops working at once, and the revocation is
+// audited.
+#[tokio::test]
+async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
+    use support::broker::{BIN, Dir, World};
+    let w = World::start(Dir::File(vec![])).await;
+    let (s, v) =
+        w.op.post(
+            "/v1/tokens",
+            serde_json::json!({"name": "tickets-2", "role": "ticket_system"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    let leaked = w.op.with(v["token"].as_str().unwrap());
+    let id = v["id"].as_str().unwrap().to_string();
+    let ticket = serde_json::json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice", "status": "open"});
+    assert!(
+        leaked
+            .put("/v1/tickets/SUP-9", ticket.clone())
+            .await
+            .0
+            .is_success()
+    );
+    // The operator lists tokens (no secrets) and revokes it with the CLI.
+    let out = Command::new(BIN)
+        .args(["admin", "tokens"])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&id) && listed.contains("tickets-2"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("spt_"),
+        "a secret in the listing: {listed}"
+    );
+    let out = Command::new(BIN)
+        .args(["admin", "token-revoke", &id])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, v) = leaked.put("/v1/tickets/SUP-9", ticket).await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    // Only the operator may revoke; a second revocation is a clear 404.
+    assert_eq!(
+        w.reviewer.delete(&format!("/v1/tokens/{id}")).await.0,
+        reqwest::StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.op.delete(&format!("/v1/tokens/{id}")).await.0,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let ev = w.events("kind=admin_change&limit=100").await;
+    assert!(
+        ev.iter()
+            .any(|e| e["action"] == "revoke_ticket_system_token" && e["target"] == "tickets-2"),
+        "{ev:#?}"
+    );
+}

@@ -29,7 +29,8 @@ pub fn router() -> Router<Arc<Broker>> {
         )
         .route("/v1/engineers", post(enroll_engineer))
         .route("/v1/accounts", post(create_account))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/whoami", get(whoami))
 }
 
@@ -394,6 +395,38 @@ struct NewToken {
     name: String,
     role: String,
     customer: Option<String>,
+}
+
+async fn list_tokens(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    operator_only(&b, &caller, "list_tokens").await?;
+    Ok(Json(json!({"tokens": b.store.tokens().await?})))
+}
+
+/// Revoke an API token (an edge's, the ticket system's, an approver's script's...): it stops
+/// working at once. Audited with the token's name and role.
+async fn revoke_token(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Json<Value>> {
+    operator_only(&b, &caller, "revoke_token").await?;
+    check_name("token id", &id)?;
+    let Some(t) = b.store.revoke_token(&id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "API token {id:?} (or it was revoked already)"
+        )));
+    };
+    admin_event(
+        &b,
+        &caller,
+        &format!("revoke_{}_token", t.role),
+        &t.name,
+        [t.customer.as_deref(), None, None, None],
+    )
+    .await?;
+    Ok(Json(
+        json!({"id": t.id, "name": t.name, "role": t.role, "customer": t.customer, "revoked": true}),
+    ))
 }
 
 async fn create_token(

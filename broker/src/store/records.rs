@@ -2,6 +2,7 @@
 //! steps, login failures, tickets, approvals, access requests, customer policies, grants.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -413,6 +414,55 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every API token (never its secret): id, role, customer, name, created, revoked.
+    pub async fn tokens(&self) -> sqlx::Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT id, role, customer_id, name, created_at, revoked_at FROM api_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.get::<String, _>(0),
+                    "role": r.get::<String, _>(1),
+                    "customer": r.get::<Option<String>, _>(2),
+                    "name": r.get::<String, _>(3),
+                    "created_at": to_u64(r.get::<i64, _>(4)),
+                    "revoked_at": r.get::<Option<i64>, _>(5).map(to_u64),
+                })
+            })
+            .collect())
+    }
+
+    /// Revoke an API token: it stops working at once (every replica reads the store). The
+    /// token's name and role when it was live; `None` when unknown or already revoked.
+    pub async fn revoke_token(&self, id: &str) -> sqlx::Result<Option<ApiToken>> {
+        let row = sqlx::query(
+            "SELECT id, role, customer_id, name FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let res = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await?;
+        Ok((res.rows_affected() == 1).then(|| ApiToken {
+            id: r.get(0),
+            role: r.get(1),
+            customer: r.get(2),
+            name: r.get(3),
+        }))
     }
 
     pub async fn token_by_hash(&self, token_hash: &str) -> sqlx::Result<Option<ApiToken>> {
