@@ -273,3 +273,60 @@ async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
         "{ev:#?}"
     );
 }
+
+// An open connection to the edge does not outlive its certificate's revocation.
+#[tokio::test]
+async fn the_edge_drops_an_open_connection_whose_certificate_is_revoked() {
+    let (w, port) = world_with_edge().await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    // A connection to the edge held open (as a ControlMaster would), no session through it.
+    let mut held = ssh_cmd(home.path());
+    held.args(["-N", "sallyport-edge-acme-prod"]);
+    let mut held = spawn(held);
+    let start = Instant::now();
+    loop {
+        let ev = w.events("kind=edge_session&limit=10").await;
+        let connected = b
+            .edge
+            .log_text()
+            .contains("engineer authenticated at the edge");
+        if connected || start.elapsed() > Duration::from_secs(20) {
+            assert!(connected, "{ev:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, v) =
+        w.op.post(
+            "/v1/revocations",
+            serde_json::json!({"scope": "engineer", "value": "alice", "reason": "laptop stolen"}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    // Cut within seconds (the KRL refresh, then the per-second check), told why, audited.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = held.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the revoked connection is still open: {}",
+            b.edge.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success());
+    let out = held.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("revoked"), "{said}");
+    let ev = w
+        .wait_events("kind=edge_disconnected&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["code"], "revoked");
+}

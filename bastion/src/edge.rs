@@ -585,6 +585,9 @@ struct Conn {
     who: Mutex<Option<Value>>,
     /// Forwards open (or being opened) through this connection.
     forwards: AtomicUsize,
+    /// The certificate that passed, re-checked every second against the KRL and its validity
+    /// for as long as the connection lasts.
+    cert: Mutex<Option<russh::keys::Certificate>>,
 }
 
 impl Conn {
@@ -597,6 +600,7 @@ impl Conn {
             full_audited: AtomicBool::new(false),
             who: Mutex::new(None),
             forwards: AtomicUsize::new(0),
+            cert: Mutex::new(None),
         }
     }
 
@@ -614,6 +618,19 @@ impl Conn {
     fn who(&self) -> Option<Value> {
         self.who.lock().ok().and_then(|w| w.clone())
     }
+
+    /// Why the authenticated connection's certificate no longer holds, if it does not.
+    fn cert_lapsed(&self, trust: &Trust) -> Option<Close> {
+        let guard = self.cert.lock().ok()?;
+        let cert = guard.as_ref()?;
+        if trust.is_revoked(cert) {
+            Some(Close::Revoked)
+        } else if cert.valid_before() <= crate::now() {
+            Some(Close::Expired)
+        } else {
+            None
+        }
+    }
 }
 
 /// Why the edge itself ends a connection.
@@ -624,6 +641,10 @@ enum Close {
     Shutdown,
     /// Not logged in within `login_grace_secs`.
     NotLoggedIn,
+    /// The certificate was revoked (the KRL) while the connection was open.
+    Revoked,
+    /// The certificate expired while the connection was open.
+    Expired,
 }
 
 /// One engineer connection: its SSH session (russh's task), watched for the edge being full,
@@ -737,6 +758,15 @@ async fn engineer_connection(
                     }
                 }
                 _ = stop.wait_for(|s| *s) => break Some(Close::Shutdown),
+                // Every second (the guard of an arm is only read when the loop turns, so this
+                // one always runs): the certificate of a logged-in connection still holds.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if conn.who().is_some()
+                        && let Some(lapsed) = conn.cert_lapsed(&edge.trust)
+                    {
+                        break Some(lapsed);
+                    }
+                }
             }
         };
         if let Some(close) = close {
@@ -767,6 +797,15 @@ async fn engineer_connection(
                         edge.cfg.login_grace_secs.max(1)
                     ),
                 ),
+                Close::Revoked => (
+                    Disconnect::ByApplication,
+                    "sallyport edge: your certificate was revoked, disconnected".to_string(),
+                ),
+                Close::Expired => (
+                    Disconnect::ByApplication,
+                    "sallyport edge: your certificate expired, disconnected: log in again"
+                        .to_string(),
+                ),
             };
             if close == Close::NotLoggedIn {
                 tracing::info!(%peer, "disconnecting a connection that did not log in in time");
@@ -784,10 +823,11 @@ async fn engineer_connection(
                 .await;
             }
             if close != Close::Full && close != Close::NotLoggedIn {
-                let what = if close == Close::Idle {
-                    "idle_timeout"
-                } else {
-                    "shutdown"
+                let what = match close {
+                    Close::Idle => "idle_timeout",
+                    Close::Revoked => "revoked",
+                    Close::Expired => "expired",
+                    Close::Shutdown | Close::Full | Close::NotLoggedIn => "shutdown",
                 };
                 match conn.who() {
                     // Only an authenticated connection is worth an audit event.
@@ -1032,6 +1072,11 @@ impl russh::server::Handler for EngineerHandler {
             &|c| trust.is_revoked(c),
             self.peer.map(|p| p.ip()),
         );
+        if result.is_ok()
+            && let Ok(mut kept) = self.conn.cert.lock()
+        {
+            *kept = Some(cert.clone());
+        }
         match result {
             Ok(id) if id.per_session_mfa() && self.edge.authed.is_none() => {
                 let reason = "the certificate asks for per-session MFA, and this edge has no \
