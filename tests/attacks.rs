@@ -26,6 +26,25 @@ fn spawn(mut c: Command) -> Child {
         .unwrap()
 }
 
+/// A control master (one SSH connection) to `host`, ready: the process and its `ControlPath=`
+/// option for the clients that multiplex over it.
+fn control_master(home: &Path, host: &str) -> (Child, String) {
+    let mux = home.join(format!("{host}.mux"));
+    let mux_opt = format!("ControlPath={}", mux.display());
+    let mut master = ssh_cmd(home);
+    master.args(["-o", "ControlMaster=yes", "-o", &mux_opt, "-N", host]);
+    let master = spawn(master);
+    let start = Instant::now();
+    while !mux.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no control master to {host}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (master, mux_opt)
+}
+
 /// Wait until `path` exists (a command on the node is running).
 fn wait_file(path: &str) {
     let start = Instant::now();
@@ -48,26 +67,7 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), &b);
     // One connection (a ControlMaster), several sessions through it.
-    let mux = home.path().join("mux");
-    let mux_opt = format!("ControlPath={}", mux.display());
-    let mut master = ssh_cmd(home.path());
-    master.args([
-        "-o",
-        "ControlMaster=yes",
-        "-o",
-        &mux_opt,
-        "-N",
-        "node1.acme-prod",
-    ]);
-    let mut master = spawn(master);
-    let start = Instant::now();
-    while !mux.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no control master"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut master, mux_opt) = control_master(home.path(), "node1.acme-prod");
     // The sessions must go through the master: no fallback to a connection of their own.
     let mux_opt = mux_opt.as_str();
     let ssh_mux = || {
@@ -133,26 +133,7 @@ async fn one_edge_connection_cannot_open_unbounded_sessions() {
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), &b);
     // One connection to the edge (a ControlMaster), each session a forward through it.
-    let mux = home.path().join("edge-mux");
-    let mux_opt = format!("ControlPath={}", mux.display());
-    let mut master = ssh_cmd(home.path());
-    master.args([
-        "-o",
-        "ControlMaster=yes",
-        "-o",
-        &mux_opt,
-        "-N",
-        "sallyport-edge-acme-prod",
-    ]);
-    let mut master = spawn(master);
-    let start = Instant::now();
-    while !mux.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no control master to the edge"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut master, mux_opt) = control_master(home.path(), "sallyport-edge-acme-prod");
     let proxy = format!(
         "ProxyCommand=ssh -F {} -o BatchMode=yes -o {mux_opt} -o ProxyCommand=false -W %h:%p sallyport-edge-acme-prod",
         home.path().join("ssh_config").display()

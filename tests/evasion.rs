@@ -178,22 +178,30 @@ async fn a_shell_without_a_pty_records_every_line_it_reads() {
 
 const PROMPT: &str = ":~$";
 
+/// A shell at a real terminal (`width`x`height`): `steps` typed once the prompt shows, then
+/// `exit`; the screen at the end.
+fn at_prompt(s: &Setup, name: &str, width: u16, height: u16, steps: impl FnOnce(&Term)) -> String {
+    let t = Term::ssh(name, s.home.path(), width, height, "");
+    t.wait(PROMPT, 1);
+    steps(&t);
+    t.send(&["exit", "Enter"]);
+    t.wait_exit();
+    t.screen()
+}
+
 // 3. `stty -echo` at the shell prompt.
 #[tokio::test]
 async fn a_command_typed_after_stty_echo_off_is_recorded() {
     let s = setup().await;
     let m = marker("stty");
-    let t = Term::ssh("ev-stty", s.home.path(), 120, 30, "");
-    t.wait(PROMPT, 1);
-    t.send(&["stty -echo", "Enter"]);
-    t.wait(PROMPT, 2);
-    t.send(&[&format!("touch {}", m.display()), "Enter"]);
-    t.wait(PROMPT, 3);
-    t.send(&["stty echo", "Enter"]);
-    t.wait(PROMPT, 4);
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let screen = t.screen();
+    let screen = at_prompt(&s, "ev-stty", 120, 30, |t| {
+        t.send(&["stty -echo", "Enter"]);
+        t.wait(PROMPT, 2);
+        t.send(&[&format!("touch {}", m.display()), "Enter"]);
+        t.wait(PROMPT, 3);
+        t.send(&["stty echo", "Enter"]);
+        t.wait(PROMPT, 4);
+    });
     recorded_or_refused(&s.w, &m, &screen).await.unwrap();
 }
 
@@ -202,15 +210,12 @@ async fn a_command_typed_after_stty_echo_off_is_recorded() {
 async fn commands_at_a_prompt_on_the_alternate_screen_are_recorded() {
     let s = setup().await;
     let m = marker("altscreen");
-    let t = Term::ssh("ev-alt", s.home.path(), 120, 30, "");
-    t.wait(PROMPT, 1);
-    t.send(&["printf '\\033[?1049h'", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&[&format!("touch {}", m.display()), "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let screen = t.screen();
+    let screen = at_prompt(&s, "ev-alt", 120, 30, |t| {
+        t.send(&["printf '\\033[?1049h'", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(&[&format!("touch {}", m.display()), "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+    });
     recorded_or_refused(&s.w, &m, &screen).await.unwrap();
 }
 
@@ -247,20 +252,17 @@ async fn a_zero_sized_terminal_and_long_output_do_not_stop_recording() {
 async fn a_terminal_one_row_high_does_not_stop_recording() {
     let s = setup().await;
     let m = marker("onerow");
-    let t = Term::ssh("ev-onerow", s.home.path(), 80, 24, "");
-    t.wait(PROMPT, 1);
-    t.send(&["stty rows 1", "Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
-    t.resize(80, 1);
-    std::thread::sleep(Duration::from_millis(300));
-    t.send(&["printf 'y%.0s' $(seq 1 500); echo", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&[&format!("touch {}", m.display()), "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.resize(80, 24);
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let screen = t.screen();
+    let screen = at_prompt(&s, "ev-onerow", 80, 24, |t| {
+        t.send(&["stty rows 1", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        t.resize(80, 1);
+        std::thread::sleep(Duration::from_millis(300));
+        t.send(&["printf 'y%.0s' $(seq 1 500); echo", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(&[&format!("touch {}", m.display()), "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        t.resize(80, 24);
+    });
     recorded_or_refused(&s.w, &m, &screen)
         .await
         .expect("recorded");
@@ -271,16 +273,13 @@ async fn a_terminal_one_row_high_does_not_stop_recording() {
 async fn a_pasted_line_longer_than_the_screen_is_a_command() {
     let s = setup().await;
     let m = marker("longpaste");
-    let t = Term::ssh("ev-paste", s.home.path(), 80, 10, "");
-    t.wait(PROMPT, 1);
-    let line = format!("echo {} ; touch {}", "z".repeat(1500), m.display());
-    t.paste(&line);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&["Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let screen = t.screen();
+    let screen = at_prompt(&s, "ev-paste", 80, 10, |t| {
+        let line = format!("echo {} ; touch {}", "z".repeat(1500), m.display());
+        t.paste(&line);
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(&["Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+    });
     recorded_or_refused(&s.w, &m, &screen).await.unwrap();
 }
 
@@ -289,19 +288,17 @@ async fn a_pasted_line_longer_than_the_screen_is_a_command() {
 async fn a_continued_line_is_one_command() {
     let s = setup().await;
     let m = marker("continued");
-    let t = Term::ssh("ev-cont", s.home.path(), 120, 30, "");
-    t.wait(PROMPT, 1);
-    t.send(&["echo eps\\", "Enter"]);
-    // capture-pane drops trailing blanks: bash's PS2 reads `>`.
-    t.wait(">", 1);
-    t.send(&[&format!("ilon-5 > {}", m.display()), "Enter"]);
-    t.wait(PROMPT, 2);
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let ev = recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
-    let c = ev["command"].as_str().unwrap();
-    assert!(
-        c.starts_with("echo eps"),
+    let screen = at_prompt(&s, "ev-cont", 120, 30, |t| {
+        t.send(&["echo eps\\", "Enter"]);
+        // capture-pane drops trailing blanks: bash's PS2 reads `>`.
+        t.wait(">", 1);
+        t.send(&[&format!("ilon-5 > {}", m.display()), "Enter"]);
+        t.wait(PROMPT, 2);
+    });
+    let ev = recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+    assert_eq!(
+        ev["command"],
+        format!("echo epsilon-5 > {}", m.display()),
         "one command, as bash ran it: {ev}"
     );
 }
@@ -611,17 +608,15 @@ async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is
     let s = setup().await;
     let secret = format!("hunter2-{}", std::process::id());
     let m = marker("aftersecret");
-    let t = Term::ssh("ev-secret", s.home.path(), 120, 30, "");
-    t.wait(PROMPT, 1);
-    t.send(&["read -s -p 'Password: ' pw; echo", "Enter"]);
-    t.wait("Password:", 1);
-    t.send(&[&secret, "Enter"]);
-    t.wait(PROMPT, 2);
-    t.send(&[&format!("touch {}", m.display()), "Enter"]);
-    t.wait(PROMPT, 3);
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    let ev = recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
+    let screen = at_prompt(&s, "ev-secret", 120, 30, |t| {
+        t.send(&["read -s -p 'Password: ' pw; echo", "Enter"]);
+        t.wait("Password:", 1);
+        t.send(&[&secret, "Enter"]);
+        t.wait(PROMPT, 2);
+        t.send(&[&format!("touch {}", m.display()), "Enter"]);
+        t.wait(PROMPT, 3);
+    });
+    let ev = recorded_or_refused(&s.w, &m, &screen).await.unwrap();
     let session = ev["session"].as_str().unwrap().to_string();
     let hidden =
         s.w.wait_events(&format!("kind=input_hidden&session={session}"), 1)
@@ -645,16 +640,14 @@ async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is
 async fn lines_inside_a_forged_bracketed_paste_are_commands() {
     let s = setup().await;
     let m = marker("forgedpaste");
-    let t = Term::ssh("ev-forged", s.home.path(), 120, 30, "");
-    t.wait(PROMPT, 1);
-    t.send(&["exec dash", "Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&["printf '\\033[?2004h'", "Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
-    // The paste start, a line break inside it, the command; no paste end.
-    t.type_text(&format!("\u{1b}[200~\rtouch {}\r", m.display()));
-    std::thread::sleep(Duration::from_millis(500));
-    t.send(&["exit", "Enter"]);
-    t.wait_exit();
-    recorded_or_refused(&s.w, &m, &t.screen()).await.unwrap();
+    let screen = at_prompt(&s, "ev-forged", 120, 30, |t| {
+        t.send(&["exec dash", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(&["printf '\\033[?2004h'", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        // The paste start, a line break inside it, the command; no paste end.
+        t.type_text(&format!("\u{1b}[200~\rtouch {}\r", m.display()));
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    recorded_or_refused(&s.w, &m, &screen).await.unwrap();
 }
