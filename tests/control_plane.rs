@@ -363,6 +363,47 @@ async fn failed_logins_lock_the_user_out() {
         w.login("alice", "alice-pw", &w.code("alice", 0)).await.0,
         StatusCode::OK
     );
+    // Parallel guesses cannot race the lockout: each attempt is counted before it is checked,
+    // so at most max_failures of 40 at once are checked at all.
+    let guesses = (0..40).map(|i| {
+        let w = &w;
+        async move { w.login("carol", &format!("guess-{i}"), "123456").await.0 }
+    });
+    let answers = futures_join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let locked = answers
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(checked <= 3, "{checked} guesses were checked: {answers:?}");
+    assert_eq!(checked + locked, 40, "{answers:?}");
+}
+
+/// Run futures concurrently on this task, in order.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 #[tokio::test]

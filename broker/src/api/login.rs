@@ -105,7 +105,7 @@ pub async fn engineer_login(
         ));
     }
     let subject = format!("engineer:{}", req.user);
-    if let Some(wait) = b.store.locked_for(&subject).await? {
+    if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))
             .await?;
@@ -169,17 +169,33 @@ pub async fn engineer_login(
             }))
         }
         Err(Failure::Counted(err, code)) => {
-            b.store
-                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
-                .await?;
+            // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
         Err(Failure::Uncounted(err, code)) => {
+            b.store
+                .release_attempt(&subject, b.cfg.login.max_failures)
+                .await?;
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
     }
+}
+
+/// Before anything is checked, take one attempt for `subject`: it counts as a failure until it
+/// succeeds, atomically across replicas, so parallel guesses cannot all be checked before the
+/// lockout counts them. `Some(seconds to wait)` when locked out: then nothing is checked.
+async fn reserve_attempt(b: &Broker, subject: &str) -> ApiResult<Option<u64>> {
+    if let Some(wait) = b.store.locked_for(subject).await? {
+        return Ok(Some(wait));
+    }
+    let max = b.cfg.login.max_failures;
+    let n = b
+        .store
+        .record_failure(subject, max, b.cfg.login.lockout_secs)
+        .await?;
+    Ok((n > max).then_some(b.cfg.login.lockout_secs))
 }
 
 pub async fn account_login(
@@ -204,7 +220,7 @@ pub async fn account_login(
         ));
     }
     let subject = format!("account:{}", req.user);
-    if let Some(wait) = b.store.locked_for(&subject).await? {
+    if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))
             .await?;
@@ -248,13 +264,14 @@ pub async fn account_login(
             }))
         }
         (Err(Failure::Counted(err, code)), _) => {
-            b.store
-                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
-                .await?;
+            // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
         (Err(Failure::Uncounted(err, code)), _) => {
+            b.store
+                .release_attempt(&subject, b.cfg.login.max_failures)
+                .await?;
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
@@ -334,7 +351,7 @@ pub async fn verify_session_mfa(
         ));
     }
     let subject = format!("engineer:{}", req.engineer);
-    if let Some(wait) = b.store.locked_for(&subject).await? {
+    if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))
             .await?;
@@ -370,13 +387,14 @@ pub async fn verify_session_mfa(
             Ok(Json(serde_json::json!({"ok": true})))
         }
         Err(Failure::Counted(err, code)) => {
-            b.store
-                .record_failure(&subject, b.cfg.login.max_failures, b.cfg.login.lockout_secs)
-                .await?;
+            // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(as_mfa(err))
         }
         Err(Failure::Uncounted(err, code)) => {
+            b.store
+                .release_attempt(&subject, b.cfg.login.max_failures)
+                .await?;
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(as_mfa(err))
         }

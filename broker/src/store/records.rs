@@ -508,22 +508,38 @@ impl Store {
             .map(|until| until - now))
     }
 
-    /// Count a failure; lock the subject for `lockout` seconds once `max` failures in a row.
-    /// One statement, so concurrent failures (other replicas too) all count.
-    pub async fn record_failure(&self, subject: &str, max: i64, lockout: u64) -> sqlx::Result<()> {
+    /// Count an attempt as a failure (until it succeeds and clears the count); lock the subject
+    /// for `lockout` seconds once `max` in a row. One statement, so concurrent attempts (on other
+    /// replicas too) all count; returns this attempt's number in the row.
+    pub async fn record_failure(&self, subject: &str, max: i64, lockout: u64) -> sqlx::Result<i64> {
         // After a lockout has run out, counting starts again.
         const NEXT: &str = "CASE WHEN login_failures.locked_until <> 0 AND login_failures.locked_until <= $2 \
                             THEN 1 ELSE login_failures.failures + 1 END";
-        sqlx::query(&format!(
+        let row = sqlx::query(&format!(
             "INSERT INTO login_failures (subject, failures, last_failure, locked_until) \
              VALUES ($1, 1, $2, CASE WHEN 1 >= $3 THEN $2 + $4 ELSE 0 END) \
              ON CONFLICT (subject) DO UPDATE SET failures = {NEXT}, last_failure = $2, \
-             locked_until = CASE WHEN {NEXT} >= $3 THEN $2 + $4 ELSE 0 END"
+             locked_until = CASE WHEN {NEXT} >= $3 THEN $2 + $4 ELSE 0 END \
+             RETURNING failures"
         ))
         .bind(subject)
         .bind(to_i64(now_secs()))
         .bind(max)
         .bind(to_i64(lockout))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// Give back an attempt that was not decided (the directory was down): it does not count.
+    pub async fn release_attempt(&self, subject: &str, max: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE login_failures SET failures = failures - 1, \
+             locked_until = CASE WHEN failures - 1 >= $2 THEN locked_until ELSE 0 END \
+             WHERE subject = $1 AND failures > 0",
+        )
+        .bind(subject)
+        .bind(max)
         .execute(&self.pool)
         .await?;
         Ok(())
