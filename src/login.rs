@@ -376,7 +376,7 @@ pub fn write_files(
         None => (String::new(), String::new()),
     };
     kept.push_str(&format!(
-        "{begin}\nHost *.{cluster} !{EDGE_ALIAS_PREFIX}*\n    User {login}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n{proxy_jump}{edge_host}{end}\n",
+        "{begin}\nHost *.{cluster} !{EDGE_ALIAS_PREFIX}*\n    User {login}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n{proxy_jump}{edge_host}{end}\n",
         key_path.display(),
         cert_path.display(),
         known_hosts.display(),
@@ -486,7 +486,7 @@ fn edge_block(
         .context("the broker sent an unusable engineer name")?;
     let alias = format!("{EDGE_ALIAS_PREFIX}{cluster}");
     let block = format!(
-        "Host {alias}\n    HostName {host}\n    Port {port}\n    HostKeyAlias {alias}\n    User {engineer}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n",
+        "Host {alias}\n    HostName {host}\n    Port {port}\n    HostKeyAlias {alias}\n    User {engineer}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n",
         key.display(),
         cert.display(),
         known_hosts.display(),

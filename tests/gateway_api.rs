@@ -1161,6 +1161,8 @@ async fn login_writes_the_host_ca_and_the_jump_through_the_edge() {
     assert_eq!(opt(&node, "hostname"), Some("node1.acme-prod"));
     assert_eq!(opt(&node, "certificatefile"), Some(cert.as_str()));
     assert_eq!(opt(&node, "identitiesonly"), Some("yes"));
+    // Never asked to trust an unknown host key: both hops are pinned.
+    assert_eq!(opt(&node, "stricthostkeychecking"), Some("true"));
     assert_eq!(
         opt(&node, "userknownhostsfile"),
         Some(kh.display().to_string().as_str())
@@ -1168,6 +1170,7 @@ async fn login_writes_the_host_ca_and_the_jump_through_the_edge() {
     let edge = ssh_g(&config, "sallyport-edge-acme-prod");
     assert_eq!(opt(&edge, "hostname"), Some("edge.vendor.test"));
     assert_eq!(opt(&edge, "port"), Some("2222"));
+    assert_eq!(opt(&edge, "stricthostkeychecking"), Some("true"));
     assert_eq!(opt(&edge, "user"), Some("alice"));
     assert_eq!(opt(&edge, "certificatefile"), Some(cert.as_str()));
     assert_eq!(opt(&edge, "identitiesonly"), Some("yes"));
