@@ -311,3 +311,58 @@ async fn the_edge_drops_an_open_connection_whose_certificate_is_revoked() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["code"], "revoked");
 }
+
+// A revoked gateway stops serving: the edge drops its tunnel within seconds, its open sessions
+// end, and it cannot come back.
+#[tokio::test]
+async fn a_revoked_gateway_loses_its_tunnel_and_its_sessions() {
+    let (w, port) = world_with_edge().await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let mut open = ssh_cmd(home.path());
+    open.args(["node1.acme-prod", "echo started; sleep 60"]);
+    let mut open = spawn(open);
+    let mut first = [0u8; 7];
+    std::io::Read::read_exact(open.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"started");
+    let (_, gws) = w.op.get("/v1/clusters/acme-prod/gateways").await;
+    let id = gws
+        .as_array()
+        .or_else(|| gws["gateways"].as_array())
+        .and_then(|l| l.first())
+        .and_then(|g| g["id"].as_str())
+        .unwrap_or_else(|| panic!("{gws}"))
+        .to_string();
+    let (s, v) = w.op.delete(&format!("/v1/gateways/{id}")).await;
+    assert!(s.is_success(), "{v}");
+    let start = Instant::now();
+    while open.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a session through the revoked gateway is still open"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ssh_cmd(home.path())
+        .args(["node1.acme-prod", "echo still"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("still"));
+    let start = Instant::now();
+    while !w
+        .events("kind=edge_refused&limit=100")
+        .await
+        .iter()
+        .any(|e| e["code"] == "gateway_revoked")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no gateway_revoked event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

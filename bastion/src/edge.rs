@@ -60,27 +60,49 @@ use crate::config::EdgeConfig;
 use crate::spool::Spool;
 use crate::trust::{Trust, split_target};
 
+/// A gateway's tunnel: its id, the connection, and the fingerprint of the host CA that signed
+/// the gateway's certificate.
+type Tunnel = (u64, Handle, String);
+
 /// The tunnels offered by gateways, by cluster.
 #[derive(Default)]
 pub struct Tunnels {
-    by_cluster: Mutex<HashMap<String, Vec<(u64, Handle)>>>,
+    /// Per cluster.
+    by_cluster: Mutex<HashMap<String, Vec<Tunnel>>>,
     next: AtomicU64,
 }
 
 impl Tunnels {
-    fn add(&self, cluster: &str, handle: Handle) -> u64 {
+    fn add(&self, cluster: &str, handle: Handle, ca: String) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.by_cluster.lock() {
-            m.entry(cluster.to_string()).or_default().push((id, handle));
+            m.entry(cluster.to_string())
+                .or_default()
+                .push((id, handle, ca));
         }
         id
+    }
+
+    /// Every tunnel: (cluster, the tunnel, its host CA's fingerprint).
+    fn all(&self) -> Vec<(String, Handle, String)> {
+        self.by_cluster
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(c, v)| {
+                        v.iter()
+                            .map(|(_, h, ca)| (c.clone(), h.clone(), ca.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn remove(&self, cluster: &str, id: u64) {
         if let Ok(mut m) = self.by_cluster.lock()
             && let Some(v) = m.get_mut(cluster)
         {
-            v.retain(|(i, _)| *i != id);
+            v.retain(|(i, _, _)| *i != id);
         }
     }
 
@@ -90,7 +112,7 @@ impl Tunnels {
             .lock()
             .map(|m| {
                 m.get(cluster)
-                    .map(|v| v.iter().rev().map(|(_, h)| h.clone()).collect())
+                    .map(|v| v.iter().rev().map(|(_, h, _)| h.clone()).collect())
                     .unwrap_or_default()
             })
             .unwrap_or_default()
@@ -362,6 +384,53 @@ impl Edge {
         }
     }
 
+    /// Drop the tunnels of gateways whose host CA the broker no longer lists (the gateway was
+    /// revoked), every 2 s; while the broker does not answer, tunnels stay.
+    async fn drop_revoked_tunnels_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+            for (cluster, tunnel, ca) in self.tunnels.all() {
+                if !listed.contains_key(&cluster) {
+                    let path = format!("/v1/clusters/{cluster}/host-ca");
+                    let Ok(v) = self.broker.get_json(&path).await else {
+                        continue;
+                    };
+                    let fps = v["host_ca_public_keys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| k.as_str())
+                        .filter_map(|k| PublicKey::from_openssh(k).ok())
+                        .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+                        .collect();
+                    listed.insert(cluster.clone(), fps);
+                }
+                if listed.get(&cluster).is_some_and(|fps| !fps.contains(&ca)) {
+                    tracing::warn!(
+                        cluster,
+                        host_ca = ca,
+                        "dropping the tunnel of a revoked gateway"
+                    );
+                    self.audit(
+                        "edge_refused",
+                        json!({"edge": self.cfg.name, "code": "gateway_revoked", "cluster": cluster,
+                               "host_ca": ca,
+                               "reason": "the gateway's host CA is no longer trusted by the broker (the gateway was revoked): its tunnel was dropped"}),
+                    )
+                    .await;
+                    let _ = tunnel
+                        .disconnect(
+                            Disconnect::ByApplication,
+                            "sallyport edge: this gateway was revoked".into(),
+                            String::new(),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
     async fn cluster_host_cas(&self, cluster: &str) -> Vec<PublicKey> {
         let path = format!("/v1/clusters/{cluster}/host-ca");
         match self.broker.get_json(&path).await {
@@ -421,6 +490,7 @@ pub async fn run(
         edge.broker.clone(),
         Duration::from_secs(edge.cfg.refresh_secs.max(1)),
     ));
+    tokio::spawn(edge.clone().drop_revoked_tunnels_forever());
     let idle = edge.idle_timeout();
     let mut engineer_cfg =
         crate::server_config(vec![host_key.clone()], vec![], idle + IDLE_BACKSTOP);
@@ -1604,6 +1674,7 @@ impl Server for TunnelServer {
             edge: self.0.clone(),
             peer,
             cluster: None,
+            ca: None,
             registered: None,
         }
     }
@@ -1613,6 +1684,8 @@ pub struct TunnelHandler {
     edge: Arc<Edge>,
     peer: Option<SocketAddr>,
     cluster: Option<String>,
+    /// The fingerprint of the host CA that signed the gateway's certificate.
+    ca: Option<String>,
     registered: Option<u64>,
 }
 
@@ -1651,6 +1724,11 @@ impl russh::server::Handler for TunnelHandler {
         if ok {
             tracing::info!(peer = ?self.peer, cluster, key_id = cert.key_id(), "gateway authenticated");
             self.cluster = Some(cluster.to_string());
+            self.ca = Some(
+                cert.signature_key()
+                    .fingerprint(russh::keys::HashAlg::Sha256)
+                    .to_string(),
+            );
             Ok(Auth::Accept)
         } else {
             tracing::warn!(peer = ?self.peer, cluster, "gateway certificate refused");
@@ -1668,7 +1746,8 @@ impl russh::server::Handler for TunnelHandler {
             return Ok(false);
         };
         if self.registered.is_none() {
-            self.registered = Some(self.edge.tunnels.add(cluster, session.handle()));
+            let ca = self.ca.clone().unwrap_or_default();
+            self.registered = Some(self.edge.tunnels.add(cluster, session.handle(), ca));
             tracing::info!(cluster, "gateway tunnel up");
         }
         Ok(true)
