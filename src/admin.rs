@@ -72,6 +72,24 @@ pub enum AdminCmd {
         #[arg(long)]
         customer: Option<String>,
     },
+    /// Disable an engineer or an account: no login until enabled; their session tokens (and an
+    /// engineer's certificates) are revoked at once.
+    Disable {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        who: Who,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Enable a disabled engineer or account again.
+    Enable {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        who: Who,
+    },
     /// List the API tokens (never their secrets), revoked ones with when.
     Tokens {
         #[command(flatten)]
@@ -173,6 +191,28 @@ pub enum AdminCmd {
     },
 }
 
+/// An engineer or an account, by name.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Who {
+    /// An engineer (their directory uid).
+    #[arg(long)]
+    engineer: Option<String>,
+    /// An approver or reviewer account.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+impl Who {
+    fn path(&self) -> String {
+        match (&self.engineer, &self.account) {
+            (Some(e), _) => format!("/v1/engineers/{e}"),
+            (None, Some(a)) => format!("/v1/accounts/{a}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 fn print(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -272,6 +312,20 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                     .await?
                     .1,
             )?;
+        }
+        AdminCmd::Disable { conn, who, reason } => {
+            let path = format!("{}/disable", who.path());
+            print(
+                &conn
+                    .client()?
+                    .post(&path, &json!({"reason": reason}))
+                    .await?
+                    .1,
+            )?;
+        }
+        AdminCmd::Enable { conn, who } => {
+            let path = format!("{}/enable", who.path());
+            print(&conn.client()?.post(&path, &json!({})).await?.1)?;
         }
         AdminCmd::Tokens { conn } => {
             print(&conn.client()?.get("/v1/tokens").await?)?;

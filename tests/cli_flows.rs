@@ -1062,3 +1062,97 @@ fn demo_runs_a_system_that_demo_env_drives_and_stops_on_sigterm() {
         "the demo's broker still accepts connections on {addr}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_its_sessions() {
+    let w = World::start(ldap()).await;
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("SUP-7", "acme-prod", "alice", "open").await;
+    let admin = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("admin")
+            .args(args)
+            .env("SALLYPORT_BROKER", &w.broker.url)
+            .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // An engineer: a session from before, then disabled.
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", -1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let before = w.anon.with(v["token"].as_str().unwrap());
+    let (ok, out, err) = admin(&["disable", "--engineer", "alice", "--reason", "left"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("\"disabled\": true"), "{out}");
+    let key = sallyport_ca::keys::generate_ed25519("t").unwrap();
+    let ask = json!({"public_key": key.public_key().to_openssh().unwrap(), "ticket": "SUP-7"});
+    let (s, v) = before.post("/v1/certificates", ask.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("disabled"),
+        "{v}"
+    );
+    let failed = w.events("kind=login_failed").await;
+    assert_eq!(failed.last().unwrap()["code"], "disabled", "{failed:?}");
+    // Disabled twice is a clear conflict; enabled, she logs in again.
+    let (ok, _, err) = admin(&["disable", "--engineer", "alice"]);
+    assert!(!ok && err.contains("disabled already"), "{err}");
+    let (ok, out, err) = admin(&["enable", "--engineer", "alice"]);
+    assert!(ok, "{out}{err}");
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // An approver account, the same way.
+    let (s, v) = w
+        .op
+        .post(
+            "/v1/accounts",
+            json!({"username": "acme-boss", "role": "approver", "customer": "acme", "password": "a-long-password-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let secret = v["totp_secret"].as_str().unwrap().to_string();
+    let (s, v) = account_login(
+        &w,
+        "acme-boss",
+        "a-long-password-1",
+        &account_code(&secret, 0),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let boss = w.anon.with(v["token"].as_str().unwrap());
+    assert_eq!(boss.get("/v1/access-requests").await.0, StatusCode::OK);
+    let (ok, out, err) = admin(&["disable", "--account", "acme-boss"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        boss.get("/v1/access-requests").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, _) = account_login(
+        &w,
+        "acme-boss",
+        "a-long-password-1",
+        &account_code(&secret, 1),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Only the operator may do it; every act is audited.
+    assert_eq!(
+        w.acme.post("/v1/engineers/bob/disable", json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let changes = w.events("kind=admin_change&limit=100").await;
+    for action in ["disable_engineer", "enable_engineer", "disable_account"] {
+        assert!(
+            changes.iter().any(|e| e["action"] == action),
+            "{action}: {changes:#?}"
+        );
+    }
+}

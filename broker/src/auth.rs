@@ -188,6 +188,15 @@ pub fn digest_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// Whose session tokens a revocation names: an engineer by uid, an account as `account:<name>`.
+pub fn session_principal(role: &str, sub: &str) -> String {
+    if role == "engineer" {
+        sub.to_string()
+    } else {
+        format!("account:{sub}")
+    }
+}
+
 impl FromRequestParts<Arc<Broker>> for Caller {
     type Rejection = ApiError;
 
@@ -243,12 +252,11 @@ impl FromRequestParts<Arc<Broker>> for Caller {
             };
         }
         let claims = state.jwt.verify(token)?;
-        if claims.role == "engineer"
-            && state
-                .store
-                .sessions_revoked_at(&claims.sub)
-                .await?
-                .is_some_and(|at| claims.iat <= at)
+        if state
+            .store
+            .sessions_revoked_at(&session_principal(&claims.role, &claims.sub))
+            .await?
+            .is_some_and(|at| claims.iat <= at)
         {
             return Err(ApiError::Forbidden(
                 "this session was revoked: log in again with `sallyport login`".into(),

@@ -28,6 +28,10 @@ pub fn router() -> Router<Arc<Broker>> {
             post(create_node).get(list_nodes),
         )
         .route("/v1/engineers", post(enroll_engineer))
+        .route("/v1/engineers/{name}/disable", post(disable_engineer))
+        .route("/v1/engineers/{name}/enable", post(enable_engineer))
+        .route("/v1/accounts/{name}/disable", post(disable_account))
+        .route("/v1/accounts/{name}/enable", post(enable_account))
         .route("/v1/accounts", post(create_account))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
@@ -287,6 +291,108 @@ struct Enrollment {
     user: String,
     totp_secret: String,
     otpauth_uri: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DisableInput {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn disable_engineer(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Body(req): Body<DisableInput>,
+) -> ApiResult<Json<Value>> {
+    set_disabled(&b, &caller, "engineer", &name, Some(req.reason)).await
+}
+
+async fn enable_engineer(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_disabled(&b, &caller, "engineer", &name, None).await
+}
+
+async fn disable_account(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Body(req): Body<DisableInput>,
+) -> ApiResult<Json<Value>> {
+    set_disabled(&b, &caller, "account", &name, Some(req.reason)).await
+}
+
+async fn enable_account(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_disabled(&b, &caller, "account", &name, None).await
+}
+
+/// Disable (`Some(reason)`) or enable (`None`) an engineer or an account. Disabling blocks every
+/// login until enabled, revokes the session tokens already issued and, for an engineer, every
+/// certificate (open sessions end). Audited.
+async fn set_disabled(
+    b: &Arc<Broker>,
+    caller: &Caller,
+    kind: &str,
+    name: &str,
+    disable: Option<Option<String>>,
+) -> ApiResult<Json<Value>> {
+    let action = match disable {
+        Some(_) => format!("disable_{kind}"),
+        None => format!("enable_{kind}"),
+    };
+    operator_only(b, caller, &action).await?;
+    check_name(kind, name)?;
+    let principal = format!("{kind}:{name}");
+    let engineer = (kind == "engineer").then_some(name);
+    let Some(reason) = disable else {
+        if !b.store.enable(&principal).await? {
+            return Err(ApiError::NotFound(format!("a disabled {kind} {name:?}")));
+        }
+        admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
+        return Ok(Json(json!({kind: name, "disabled": false})));
+    };
+    let reason = reason.unwrap_or_else(|| "disabled by the operator".into());
+    if reason.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "the reason is longer than 1024 bytes".into(),
+        ));
+    }
+    if !b
+        .store
+        .disable(&principal, &caller.label(), &reason)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "{kind} {name:?} is disabled already"
+        )));
+    }
+    let revoked = match kind {
+        "engineer" => crate::api::certs::revoke_and_audit(
+            b,
+            crate::store::RevokeScope::Engineer,
+            name,
+            &caller.label(),
+            &reason,
+        )
+        .await?
+        .len(),
+        _ => {
+            b.store.revoke_sessions(&principal).await?;
+            0
+        }
+    };
+    admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
+    Ok(Json(
+        json!({kind: name, "disabled": true, "reason": reason, "certificates_revoked": revoked}),
+    ))
 }
 
 async fn enroll_engineer(

@@ -105,6 +105,14 @@ pub async fn engineer_login(
         ));
     }
     let subject = format!("engineer:{}", req.user);
+    if b.store.is_disabled(&subject).await? {
+        b.store
+            .audit(&fail("disabled", "the operator disabled this engineer"))
+            .await?;
+        return Err(ApiError::Forbidden(
+            "your access is disabled: ask the operator to enable you".into(),
+        ));
+    }
     if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))
@@ -220,6 +228,14 @@ pub async fn account_login(
         ));
     }
     let subject = format!("account:{}", req.user);
+    if b.store.is_disabled(&subject).await? {
+        b.store
+            .audit(&fail("disabled", "the operator disabled this account"))
+            .await?;
+        return Err(ApiError::Forbidden(
+            "this account is disabled: ask the operator to enable it".into(),
+        ));
+    }
     if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))
@@ -351,6 +367,14 @@ pub async fn verify_session_mfa(
         ));
     }
     let subject = format!("engineer:{}", req.engineer);
+    if b.store.is_disabled(&subject).await? {
+        b.store
+            .audit(&fail("disabled", "the operator disabled this engineer"))
+            .await?;
+        return Err(ApiError::MfaFailed(
+            "this engineer's access is disabled".into(),
+        ));
+    }
     if let Some(wait) = reserve_attempt(&b, &subject).await? {
         b.store
             .audit(&fail("locked_out", "too many failed attempts"))

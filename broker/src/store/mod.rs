@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session_revocations",
         include_str!("../../../migrations/0004_session_revocations.sql"),
     ),
+    (
+        5,
+        "disabled_principals",
+        include_str!("../../../migrations/0005_disabled_principals.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -896,6 +896,39 @@ impl Store {
         Ok(rows.iter().map(grant_from_row).collect())
     }
 
+    /// Disable `principal` (`engineer:<uid>` or `account:<name>`): no login succeeds for it
+    /// until enabled. `false` when it was disabled already.
+    pub async fn disable(&self, principal: &str, by: &str, reason: &str) -> sqlx::Result<bool> {
+        let res = sqlx::query(
+            "INSERT INTO disabled_principals (principal, disabled_at, disabled_by, reason) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (principal) DO NOTHING",
+        )
+        .bind(principal)
+        .bind(to_i64(now_secs()))
+        .bind(by)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// `false` when it was not disabled.
+    pub async fn enable(&self, principal: &str) -> sqlx::Result<bool> {
+        let res = sqlx::query("DELETE FROM disabled_principals WHERE principal = $1")
+            .bind(principal)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub async fn is_disabled(&self, principal: &str) -> sqlx::Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM disabled_principals WHERE principal = $1")
+            .bind(principal)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Every session token of `principal` issued until now is revoked.
     pub async fn revoke_sessions(&self, principal: &str) -> sqlx::Result<()> {
         sqlx::query(
