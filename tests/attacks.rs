@@ -366,3 +366,51 @@ async fn a_revoked_gateway_loses_its_tunnel_and_its_sessions() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// A ticket system scoped to one customer writes only that customer's tickets.
+#[tokio::test]
+async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets() {
+    use support::broker::{Dir, World};
+    let w = World::start(Dir::File(vec![])).await;
+    let (s, v) =
+        w.op.post(
+            "/v1/tokens",
+            serde_json::json!({"name": "acme-jira", "role": "ticket_system", "customer": "acme"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    let jira = w.op.with(v["token"].as_str().unwrap());
+    let ticket = |customer: &str, cluster: &str| {
+        serde_json::json!({"customer": customer, "cluster": cluster, "assignee": "alice", "status": "open"})
+    };
+    assert!(
+        jira.put("/v1/tickets/ACME-1", ticket("acme", "acme-prod"))
+            .await
+            .0
+            .is_success()
+    );
+    let (s, v) = jira
+        .put("/v1/tickets/GLX-1", ticket("globex", "globex-prod"))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("acme"), "{v}");
+    // Nor may it take over a ticket that exists for another customer.
+    assert!(
+        w.tickets
+            .put("/v1/tickets/GLX-2", ticket("globex", "globex-prod"))
+            .await
+            .0
+            .is_success()
+    );
+    let (s, _) = jira
+        .put("/v1/tickets/GLX-2", ticket("acme", "acme-prod"))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN);
+    let (_, t) = w.op.get("/v1/tickets/GLX-2").await;
+    assert_eq!(t["customer"], "globex", "{t}");
+    let refused = w.events("kind=refused&limit=100").await;
+    assert!(
+        refused.iter().filter(|e| e["by"].as_str().is_some_and(|b| b.contains("acme-jira"))).count() >= 2,
+        "{refused:#?}"
+    );
+}

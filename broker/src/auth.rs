@@ -33,6 +33,8 @@ pub enum Caller {
     },
     TicketSystem {
         name: String,
+        /// Set: it may only write tickets of this customer.
+        customer: Option<String>,
     },
     Engineer {
         uid: String,
@@ -59,7 +61,7 @@ impl Caller {
             Caller::Operator { name } => format!("operator:{name}"),
             Caller::Reviewer { name } => format!("reviewer:{name}"),
             Caller::Approver { name, customer } => format!("approver:{customer}:{name}"),
-            Caller::TicketSystem { name } => format!("ticket-system:{name}"),
+            Caller::TicketSystem { name, .. } => format!("ticket-system:{name}"),
             Caller::Engineer { uid, .. } => format!("engineer:{uid}"),
             Caller::Gateway { id, .. } => format!("gateway:{id}"),
             Caller::Edge { name } => format!("edge:{name}"),
@@ -231,7 +233,10 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                     name: t.name,
                     customer,
                 }),
-                ("ticket_system", _) => Ok(Caller::TicketSystem { name: t.name }),
+                ("ticket_system", customer) => Ok(Caller::TicketSystem {
+                    name: t.name,
+                    customer,
+                }),
                 ("edge", _) => Ok(Caller::Edge { name: t.name }),
                 _ => Err(ApiError::Forbidden(
                     "this API token has no usable role".into(),

@@ -442,7 +442,8 @@ async fn create_account(
     operator_only(&b, &caller, "create_account").await?;
     check_name("user name", &req.username)?;
     match (req.role.as_str(), &req.customer) {
-        ("approver", Some(c)) => {
+        // A ticket system may be scoped to one customer (a customer's own ticketing).
+        ("approver" | "ticket_system", Some(c)) => {
             if !b.store.customer_exists(c).await? {
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
@@ -556,9 +557,9 @@ async fn create_token(
                 "an approver token belongs to a customer: set `customer`".into(),
             ));
         }
-        ("operator" | "reviewer" | "ticket_system" | "edge", Some(_)) => {
+        ("operator" | "reviewer" | "edge", Some(_)) => {
             return Err(ApiError::BadRequest(
-                "only approver tokens belong to a customer".into(),
+                "only approver and ticket_system tokens belong to a customer".into(),
             ));
         }
         _ => {

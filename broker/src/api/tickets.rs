@@ -78,6 +78,24 @@ async fn save_ticket(
         )));
     }
     let before = b.store.ticket(&id).await?;
+    // A ticket system scoped to a customer writes that customer's tickets only: neither a new
+    // one for another customer nor one that exists for another customer.
+    if let Caller::TicketSystem {
+        customer: Some(own),
+        ..
+    } = &caller
+        && (&req.customer != own || before.as_ref().is_some_and(|t| &t.customer != own))
+    {
+        return Err(refuse(
+            &b,
+            &caller,
+            "save_ticket",
+            &format!("this ticket system may only write tickets of customer {own}"),
+            Some(own),
+            Some(&cluster.id),
+        )
+        .await);
+    }
     let t = Ticket {
         id: id.clone(),
         customer: req.customer,
