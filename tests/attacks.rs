@@ -380,9 +380,7 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
     let jira = w.op.with(v["token"].as_str().unwrap());
-    let ticket = |customer: &str, cluster: &str| {
-        serde_json::json!({"customer": customer, "cluster": cluster, "assignee": "alice", "status": "open"})
-    };
+    let ticket = |customer: &str, cluster: &str| serde_json::json!({"customer": customer, "cluster": cluster, "assignee": "alice", "status": "open"});
     assert!(
         jira.put("/v1/tickets/ACME-1", ticket("acme", "acme-prod"))
             .await
@@ -393,7 +391,10 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         .put("/v1/tickets/GLX-1", ticket("globex", "globex-prod"))
         .await;
     assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("acme"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("acme"),
+        "{v}"
+    );
     // Nor may it take over a ticket that exists for another customer.
     assert!(
         w.tickets
@@ -410,7 +411,11 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
     assert_eq!(t["customer"], "globex", "{t}");
     let refused = w.events("kind=refused&limit=100").await;
     assert!(
-        refused.iter().filter(|e| e["by"].as_str().is_some_and(|b| b.contains("acme-jira"))).count() >= 2,
+        refused
+            .iter()
+            .filter(|e| e["by"].as_str().is_some_and(|b| b.contains("acme-jira")))
+            .count()
+            >= 2,
         "{refused:#?}"
     );
 }

@@ -442,8 +442,7 @@ async fn create_account(
     operator_only(&b, &caller, "create_account").await?;
     check_name("user name", &req.username)?;
     match (req.role.as_str(), &req.customer) {
-        // A ticket system may be scoped to one customer (a customer's own ticketing).
-        ("approver" | "ticket_system", Some(c)) => {
+        ("approver", Some(c)) => {
             if !b.store.customer_exists(c).await? {
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
@@ -544,7 +543,8 @@ async fn create_token(
     operator_only(&b, &caller, "create_token").await?;
     check_name("token name", &req.name)?;
     match (req.role.as_str(), &req.customer) {
-        ("approver", Some(c)) => {
+        // A ticket system may be scoped to one customer (a customer's own ticketing).
+        ("approver" | "ticket_system", Some(c)) => {
             if !b.store.customer_exists(c).await? {
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
@@ -596,7 +596,9 @@ async fn whoami(caller: Caller) -> Json<Value> {
         Caller::Approver { name, customer } => {
             json!({"role": "approver", "name": name, "customer": customer})
         }
-        Caller::TicketSystem { name } => json!({"role": "ticket_system", "name": name}),
+        Caller::TicketSystem { name, customer } => {
+            json!({"role": "ticket_system", "name": name, "customer": customer})
+        }
         Caller::Engineer { uid, groups, mfa } => {
             json!({"role": "engineer", "name": uid, "groups": groups, "mfa": mfa})
         }
