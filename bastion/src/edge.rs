@@ -284,7 +284,7 @@ impl Edge {
         let (Some(spool), Some(_)) = (&self.spool, &self.authed) else {
             return true;
         };
-        let last = spool.last_seq().await;
+        let last = spool.head();
         let deadline = Instant::now() + within;
         while spool.acked() < last {
             if Instant::now() >= deadline {
@@ -389,24 +389,21 @@ impl Edge {
     async fn drop_revoked_tunnels_forever(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+            // Per cluster, the fingerprints the broker lists now; `None` while it does not answer.
+            let mut listed: HashMap<String, Option<Vec<String>>> = HashMap::new();
             for (cluster, tunnel, ca) in self.tunnels.all() {
                 if !listed.contains_key(&cluster) {
-                    let path = format!("/v1/clusters/{cluster}/host-ca");
-                    let Ok(v) = self.broker.get_json(&path).await else {
-                        continue;
-                    };
-                    let fps = v["host_ca_public_keys"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|k| k.as_str())
-                        .filter_map(|k| PublicKey::from_openssh(k).ok())
-                        .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
-                        .collect();
+                    let fps = self.fetch_host_cas(&cluster).await.ok().map(|keys| {
+                        keys.iter()
+                            .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+                            .collect()
+                    });
                     listed.insert(cluster.clone(), fps);
                 }
-                if listed.get(&cluster).is_some_and(|fps| !fps.contains(&ca)) {
+                if listed
+                    .get(&cluster)
+                    .is_some_and(|fps| fps.as_ref().is_some_and(|fps| !fps.contains(&ca)))
+                {
                     tracing::warn!(
                         cluster,
                         host_ca = ca,
@@ -431,24 +428,29 @@ impl Edge {
         }
     }
 
+    /// The host CA keys the broker lists for `cluster` now, kept as the last copy.
+    async fn fetch_host_cas(&self, cluster: &str) -> anyhow::Result<Vec<PublicKey>> {
+        let v = self
+            .broker
+            .get_json(&format!("/v1/clusters/{cluster}/host-ca"))
+            .await?;
+        let keys: Vec<PublicKey> = v["host_ca_public_keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str())
+            .filter_map(|k| PublicKey::from_openssh(k).ok())
+            .collect();
+        if let Ok(mut m) = self.host_cas.lock() {
+            m.insert(cluster.to_string(), keys.clone());
+        }
+        Ok(keys)
+    }
+
+    /// The host CA keys of `cluster`: the broker's answer, or the last copy while it is down.
     async fn cluster_host_cas(&self, cluster: &str) -> Vec<PublicKey> {
-        let path = format!("/v1/clusters/{cluster}/host-ca");
-        match self.broker.get_json(&path).await {
-            Ok(v) => {
-                let keys: Vec<PublicKey> = v["host_ca_public_keys"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(|k| k.as_str())
-                            .filter_map(|k| PublicKey::from_openssh(k).ok())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Ok(mut m) = self.host_cas.lock() {
-                    m.insert(cluster.to_string(), keys.clone());
-                }
-                keys
-            }
+        match self.fetch_host_cas(cluster).await {
+            Ok(keys) => keys,
             Err(e) => {
                 tracing::warn!(error = %e, cluster, "cannot ask the broker for host CA keys; using the last copy");
                 self.host_cas
@@ -654,7 +656,7 @@ struct Conn {
     /// The authenticated engineer's audit fields, for `edge_disconnected`.
     who: Mutex<Option<Value>>,
     /// Forwards open (or being opened) through this connection.
-    forwards: AtomicUsize,
+    forwards: Arc<AtomicUsize>,
     /// The certificate that passed, re-checked every second against the KRL and its validity
     /// for as long as the connection lasts.
     cert: Mutex<Option<russh::keys::Certificate>>,
@@ -669,7 +671,7 @@ impl Conn {
             auth_seen: AtomicBool::new(false),
             full_audited: AtomicBool::new(false),
             who: Mutex::new(None),
-            forwards: AtomicUsize::new(0),
+            forwards: Arc::default(),
             cert: Mutex::new(None),
         }
     }
@@ -903,7 +905,7 @@ async fn engineer_connection(
                     // Only an authenticated connection is worth an audit event.
                     Some(mut event) => {
                         tracing::info!(%peer, engineer = event["engineer"].as_str(), reason = what, "disconnecting an engineer connection");
-                        merge(
+                        crate::merge(
                             &mut event,
                             json!({
                                 "edge": edge.cfg.name,
@@ -1008,12 +1010,6 @@ fn key_id_subjects(key_id: &str) -> Value {
     }
 }
 
-fn merge(into: &mut Value, from: Value) {
-    if let (Value::Object(m), Value::Object(f)) = (into, from) {
-        m.extend(f);
-    }
-}
-
 impl EngineerHandler {
     /// The fields every event of this connection has.
     fn connection_fields(&self) -> Value {
@@ -1028,12 +1024,12 @@ impl EngineerHandler {
     /// An `edge_refused` event: `key_id` names the engineer, ticket and cluster when it parses.
     fn refusal(&self, key_id: Option<&str>, code: &str, reason: &str, extra: Value) -> Value {
         let mut v = self.connection_fields();
-        merge(
+        crate::merge(
             &mut v,
             json!({"code": code, "reason": reason, "key_id": key_id.map(sanitize)}),
         );
-        merge(&mut v, key_id_subjects(key_id.unwrap_or_default()));
-        merge(&mut v, extra);
+        crate::merge(&mut v, key_id_subjects(key_id.unwrap_or_default()));
+        crate::merge(&mut v, extra);
         v
     }
 
@@ -1049,7 +1045,7 @@ impl EngineerHandler {
             tracing::warn!(peer = ?self.peer, login = self.login, key_id, "edge full: connection refused");
             let max = self.edge.cfg.max_connections;
             let mut extra = extra;
-            merge(&mut extra, json!({"max_connections": max}));
+            crate::merge(&mut extra, json!({"max_connections": max}));
             self.refused(key_id, "edge_full", &full_reason(max), extra)
                 .await;
         }
@@ -1093,7 +1089,7 @@ impl EngineerHandler {
         let key_id = self.identity.as_ref().map(|i| i.key_id().to_string());
         tracing::warn!(peer = ?self.peer, login = self.login, key_id, request, "refused: the edge opens no shell");
         let mut extra = extra;
-        merge(&mut extra, json!({"request": request}));
+        crate::merge(&mut extra, json!({"request": request}));
         self.refused(
             key_id.as_deref(),
             "no_shell_on_edge",
@@ -1506,8 +1502,7 @@ impl russh::server::Handler for EngineerHandler {
             return Ok(());
         }
         let limit = self.edge.cfg.max_forwards_per_connection;
-        if self.conn.forwards.fetch_add(1, Ordering::SeqCst) >= limit {
-            self.conn.forwards.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = crate::Slot::take(&self.conn.forwards, limit) else {
             tracing::warn!(
                 engineer = id.engineer(),
                 limit,
@@ -1522,7 +1517,7 @@ impl russh::server::Handler for EngineerHandler {
             .await;
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         let tunnels = self.edge.tunnels.of(cluster);
         // The originator the gateway sees is the engineer's address as the edge saw it, not what
         // the client claims: the gateway checks `source-address` against it again.
@@ -1533,7 +1528,7 @@ impl russh::server::Handler for EngineerHandler {
         let host = host.to_string();
         let engineer = id.engineer().to_string();
         let mut session_event = self.connection_fields();
-        merge(
+        crate::merge(
             &mut session_event,
             json!({
                 "engineer": id.engineer(),
@@ -1558,6 +1553,8 @@ impl russh::server::Handler for EngineerHandler {
         // Opening the tunnel channel waits on the gateway's connection: never inside this
         // connection's loop.
         tokio::spawn(async move {
+            // Held for as long as the forward is open (or being opened).
+            let _slot = slot;
             for tunnel in tunnels {
                 match tunnel
                     .channel_open_forwarded_tcpip(
@@ -1573,12 +1570,10 @@ impl russh::server::Handler for EngineerHandler {
                         if !edge.audit("edge_session", session_event).await {
                             let _ = inner.close().await;
                             reply.reject(ChannelOpenFailure::ResourceShortage).await;
-                            conn.forwards.fetch_sub(1, Ordering::SeqCst);
                             return;
                         }
                         reply.accept().await;
                         pipe(channel, inner, conn.clone()).await;
-                        conn.forwards.fetch_sub(1, Ordering::SeqCst);
                         return;
                     }
                     Err(e) => {
@@ -1586,7 +1581,6 @@ impl russh::server::Handler for EngineerHandler {
                     }
                 }
             }
-            conn.forwards.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
             edge.audit("edge_refused", no_tunnel).await;
             reply.reject(ChannelOpenFailure::ConnectFailed).await;

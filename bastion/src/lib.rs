@@ -86,6 +86,36 @@ pub fn server_config(
     }
 }
 
+/// One of at most `limit` things open at once (channels of a session, forwards of a connection),
+/// counted in a shared counter while the slot lives.
+pub struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    /// A slot, or `None` when `limit` are taken already.
+    pub fn take(
+        count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        limit: usize,
+    ) -> Option<Slot> {
+        let slot = Slot(count.clone());
+        let taken = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (taken < limit).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Add the fields of the JSON object `from` to the object `into` (an audit event's common fields
+/// and its own).
+pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (serde_json::Value::Object(m), serde_json::Value::Object(f)) = (into, from) {
+        m.extend(f);
+    }
+}
+
 /// A login name as typed, made safe for logs and audit records.
 pub fn sanitize_login(s: &str) -> String {
     s.chars()

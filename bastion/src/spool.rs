@@ -3,7 +3,8 @@
 //!
 //! Files in the spool directory: segments `audit-<first seq, 20 digits>.jsonl` (one AuditRecord
 //! per line; a new segment starts when the current one passes [`SEGMENT_BYTES`]) and `acked`
-//! (the highest sequence number the broker acknowledged). Segments whose every record is
+//! (the highest sequence number the broker acknowledged, and that record's hash, which anchors
+//! the chain once every segment before it is deleted). Segments whose every record is
 //! acknowledged are deleted; the segment being written is always kept. A torn last line (a crash
 //! mid-write) is cut off at start; anything else that does not chain — an edited record, a
 //! missing segment with records the broker never acknowledged — is an error: the spool is never
@@ -397,16 +398,6 @@ impl Spool {
         }
         Ok(())
     }
-
-    pub async fn last_seq(&self) -> u64 {
-        self.inner
-            .lock()
-            .await
-            .last
-            .as_ref()
-            .map(|(s, _)| *s)
-            .unwrap_or(0)
-    }
 }
 
 /// Check one segment against the chain so far (`last`); the length of its whole, chained lines.
@@ -575,7 +566,7 @@ mod tests {
         f.write_all(b"{\"source\":\"gateway:g1\",\"se").unwrap();
         drop(f);
         let s = Spool::open(dir.path(), "gateway:g1").unwrap();
-        assert_eq!(s.last_seq().await, 3);
+        assert_eq!(s.head(), 3);
         let r = s.append("x", json!({"i": 3})).await.unwrap();
         assert_eq!(r.seq, 4);
         let all = s.pending(0, MAX_BATCH_BYTES).unwrap();

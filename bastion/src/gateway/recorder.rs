@@ -1,14 +1,16 @@
 //! The recording of one channel at the gateway: pty sessions as asciicast v2 (input and output,
 //! with interactive command lines found by the detector), the stdin and output of channels
 //! without a pty (exec, and shells without a pty; each direction capped, with its byte count and
-//! SHA-256 past the cap), and sftp operations parsed from the subsystem stream. Recording fails
-//! closed: any failure (a file that cannot be written, a panic in the screen model or a parser, a
-//! poisoned lock) makes every later call an error, and the session ends the channel. This module holds the state and turns
-//! what the pure `record` modules find into audit events; the session does the I/O.
+//! SHA-256 past the cap), sftp operations parsed from the subsystem stream and classic scp
+//! parsed from its exec stream. Recording fails closed: any failure (a file that cannot be
+//! written, a panic in the screen model or a parser, a poisoned lock) makes every later call an
+//! error, and the session ends the channel. This module holds the state and turns what the pure
+//! `record` modules find into audit events; the session does the I/O.
 //!
 //! Files: `data_dir/recordings/<session>-c<channel>.cast.part` while the channel is open, renamed
 //! to `.cast` when it ends; the uploader sends finished files to the broker and deletes them once
-//! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the session id and channel number only, never from user input.
+//! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the
+//! session id and channel number only, never from user input.
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;

@@ -47,15 +47,6 @@ pub struct Inner {
     open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// One of the session's channels, counted while it lives.
-struct ChannelSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for ChannelSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 impl Inner {
     pub fn new(gw: Arc<Gateway>, host: String, peer: String) -> Inner {
         let node = host.split('.').next().unwrap_or_default().to_string();
@@ -89,9 +80,7 @@ impl Inner {
             "ticket": self.identity.as_ref().map(|i| i.ticket()),
             "grant": self.identity.as_ref().map(|i| i.grant()),
         });
-        if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
-            m.extend(e);
-        }
+        crate::merge(&mut v, extra);
         v
     }
 
@@ -221,14 +210,11 @@ impl Inner {
     }
 
     /// A slot for a new channel, or `None` (refused and audited) past `max_channels_per_session`.
-    async fn channel_slot(&self, request: &str) -> Option<ChannelSlot> {
+    async fn channel_slot(&self, request: &str) -> Option<crate::Slot> {
         let limit = self.gw.cfg.max_channels_per_session;
-        let taken = self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let slot = ChannelSlot(self.open.clone());
-        if taken < limit {
+        if let Some(slot) = crate::Slot::take(&self.open, limit) {
             return Some(slot);
         }
-        drop(slot);
         tracing::warn!(session = self.sid, limit, "refused: too many channels");
         self.audit(
             "channel_refused",
@@ -239,8 +225,8 @@ impl Inner {
         None
     }
 
-    /// Change the state of a channel's recording.
-    fn start_recording(
+    /// Act on a channel's recorder (start what it records, resize it); `Ok` for an unknown channel.
+    fn with_recorder(
         &self,
         channel: ChannelId,
         f: impl FnOnce(&ChannelRecorder) -> Result<(), RecordError>,
@@ -298,9 +284,7 @@ async fn record(spool: &crate::spool::Spool, fields: &Value, events: Vec<Event>)
         .into_iter()
         .map(|(kind, extra)| {
             let mut d = fields.clone();
-            if let (Value::Object(m), Value::Object(e)) = (&mut d, extra) {
-                m.extend(e);
-            }
+            crate::merge(&mut d, extra);
             (kind, d)
         })
         .collect();
@@ -660,7 +644,7 @@ impl russh::server::Handler for Inner {
             self.login,
             self.host
         );
-        if let Err(e) = self.start_recording(channel, |r| {
+        if let Err(e) = self.with_recorder(channel, |r| {
             r.start_pty(col_width, row_height, term, &title)
         }) {
             return self.cannot_record(channel, &e, session).await;
@@ -726,7 +710,7 @@ impl russh::server::Handler for Inner {
         }
         // Without a pty, what the engineer sends is read by the shell as commands: kept, and
         // each line it reads is a command.
-        if let Err(e) = self.start_recording(channel, |r| r.start_stream("shell", true)) {
+        if let Err(e) = self.with_recorder(channel, |r| r.start_stream("shell", true)) {
             return self.cannot_record(channel, &e, session).await;
         }
         let sent = match self.chans.get(&channel) {
@@ -783,7 +767,7 @@ impl russh::server::Handler for Inner {
                 {
                     return Self::unrecordable(channel, session);
                 }
-                self.start_recording(channel, |r| r.start_sftp())
+                self.with_recorder(channel, |r| r.start_sftp())
             }
             ExecKind::Scp(t) => {
                 if !self
@@ -796,12 +780,12 @@ impl russh::server::Handler for Inner {
                     return Self::unrecordable(channel, session);
                 }
                 let direction = t.direction;
-                self.start_recording(channel, |r| r.start_scp(direction))
+                self.with_recorder(channel, |r| r.start_scp(direction))
             }
-            ExecKind::Interpreter { .. } => {
-                self.start_recording(channel, |r| r.start_stream(&command, true))
+            ExecKind::Interpreter { .. } | ExecKind::Command => {
+                let interpreter = matches!(kind, ExecKind::Interpreter { .. });
+                self.with_recorder(channel, |r| r.start_stream(&command, interpreter))
             }
-            ExecKind::Command => self.start_recording(channel, |r| r.start_stream(&command, false)),
         };
         if let Err(e) = started {
             return self.cannot_record(channel, &e, session).await;
@@ -836,7 +820,7 @@ impl russh::server::Handler for Inner {
         {
             return Self::unrecordable(channel, session);
         }
-        if let Err(e) = self.start_recording(channel, |r| r.start_sftp()) {
+        if let Err(e) = self.with_recorder(channel, |r| r.start_sftp()) {
             return self.cannot_record(channel, &e, session).await;
         }
         let sent = match self.chans.get(&channel) {
@@ -863,7 +847,7 @@ impl russh::server::Handler for Inner {
         {
             return Ok(());
         }
-        if let Err(e) = self.start_recording(channel, |r| r.resize(col_width, row_height)) {
+        if let Err(e) = self.with_recorder(channel, |r| r.resize(col_width, row_height)) {
             return self.cannot_record(channel, &e, session).await;
         }
         if let Some(up) = self.chans.get(&channel) {
