@@ -190,12 +190,13 @@ pub fn digest_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Whose session tokens a revocation names: an engineer by uid, an account as `account:<name>`.
-pub fn session_principal(role: &str, sub: &str) -> String {
+/// How lockouts, disabling and session revocations name who logs in: `engineer:<uid>` or
+/// `account:<name>` (an approver's or a reviewer's).
+pub fn principal(role: &str, name: &str) -> String {
     if role == "engineer" {
-        sub.to_string()
+        format!("engineer:{name}")
     } else {
-        format!("account:{sub}")
+        format!("account:{name}")
     }
 }
 
@@ -259,7 +260,7 @@ impl FromRequestParts<Arc<Broker>> for Caller {
         let claims = state.jwt.verify(token)?;
         if state
             .store
-            .sessions_revoked_at(&session_principal(&claims.role, &claims.sub))
+            .sessions_revoked_at(&principal(&claims.role, &claims.sub))
             .await?
             .is_some_and(|at| claims.iat <= at)
         {

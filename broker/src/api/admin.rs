@@ -306,7 +306,7 @@ async fn disable_engineer(
     axum::extract::Path(name): axum::extract::Path<String>,
     Body(req): Body<DisableInput>,
 ) -> ApiResult<Json<Value>> {
-    set_disabled(&b, &caller, "engineer", &name, Some(req.reason)).await
+    disable(&b, &caller, "engineer", &name, req.reason).await
 }
 
 async fn enable_engineer(
@@ -314,7 +314,7 @@ async fn enable_engineer(
     caller: Caller,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> ApiResult<Json<Value>> {
-    set_disabled(&b, &caller, "engineer", &name, None).await
+    enable(&b, &caller, "engineer", &name).await
 }
 
 async fn disable_account(
@@ -323,7 +323,7 @@ async fn disable_account(
     axum::extract::Path(name): axum::extract::Path<String>,
     Body(req): Body<DisableInput>,
 ) -> ApiResult<Json<Value>> {
-    set_disabled(&b, &caller, "account", &name, Some(req.reason)).await
+    disable(&b, &caller, "account", &name, req.reason).await
 }
 
 async fn enable_account(
@@ -331,40 +331,29 @@ async fn enable_account(
     caller: Caller,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> ApiResult<Json<Value>> {
-    set_disabled(&b, &caller, "account", &name, None).await
+    enable(&b, &caller, "account", &name).await
 }
 
-/// Disable (`Some(reason)`) or enable (`None`) an engineer or an account. Disabling blocks every
-/// login until enabled, revokes the session tokens already issued and, for an engineer, every
-/// certificate (open sessions end). Audited.
-async fn set_disabled(
+/// Disable an engineer or an account (`kind`): every login is refused until it is enabled, the
+/// session tokens already issued are revoked and, for an engineer, every certificate (open
+/// sessions end). Audited.
+async fn disable(
     b: &Arc<Broker>,
     caller: &Caller,
     kind: &str,
     name: &str,
-    disable: Option<Option<String>>,
+    reason: Option<String>,
 ) -> ApiResult<Json<Value>> {
-    let action = match disable {
-        Some(_) => format!("disable_{kind}"),
-        None => format!("enable_{kind}"),
-    };
+    let action = format!("disable_{kind}");
     operator_only(b, caller, &action).await?;
     check_name(kind, name)?;
-    let principal = format!("{kind}:{name}");
-    let engineer = (kind == "engineer").then_some(name);
-    let Some(reason) = disable else {
-        if !b.store.enable(&principal).await? {
-            return Err(ApiError::NotFound(format!("a disabled {kind} {name:?}")));
-        }
-        admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
-        return Ok(Json(json!({kind: name, "disabled": false})));
-    };
     let reason = reason.unwrap_or_else(|| "disabled by the operator".into());
     if reason.len() > 1024 {
         return Err(ApiError::BadRequest(
             "the reason is longer than 1024 bytes".into(),
         ));
     }
+    let principal = crate::auth::principal(kind, name);
     if !b
         .store
         .disable(&principal, &caller.label(), &reason)
@@ -374,8 +363,9 @@ async fn set_disabled(
             "{kind} {name:?} is disabled already"
         )));
     }
-    let revoked = match kind {
-        "engineer" => crate::api::certs::revoke_and_audit(
+    let revoked = if kind == "engineer" {
+        // Its certificates, and its session tokens with them.
+        crate::api::certs::revoke_and_audit(
             b,
             crate::store::RevokeScope::Engineer,
             name,
@@ -383,16 +373,34 @@ async fn set_disabled(
             &reason,
         )
         .await?
-        .len(),
-        _ => {
-            b.store.revoke_sessions(&principal).await?;
-            0
-        }
+        .len()
+    } else {
+        b.store.revoke_sessions(&principal).await?;
+        0
     };
+    let engineer = (kind == "engineer").then_some(name);
     admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
     Ok(Json(
         json!({kind: name, "disabled": true, "reason": reason, "certificates_revoked": revoked}),
     ))
+}
+
+/// Enable a disabled engineer or account again. Audited.
+async fn enable(
+    b: &Arc<Broker>,
+    caller: &Caller,
+    kind: &str,
+    name: &str,
+) -> ApiResult<Json<Value>> {
+    let action = format!("enable_{kind}");
+    operator_only(b, caller, &action).await?;
+    check_name(kind, name)?;
+    if !b.store.enable(&crate::auth::principal(kind, name)).await? {
+        return Err(ApiError::NotFound(format!("a disabled {kind} {name:?}")));
+    }
+    let engineer = (kind == "engineer").then_some(name);
+    admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
+    Ok(Json(json!({kind: name, "disabled": false})))
 }
 
 async fn enroll_engineer(

@@ -445,7 +445,9 @@ pub(crate) async fn revoke_and_audit(
 ) -> ApiResult<Vec<GrantRow>> {
     if scope == RevokeScope::Engineer {
         // Their session tokens too: one obtained before cannot mint new certificates.
-        b.store.revoke_sessions(value).await?;
+        b.store
+            .revoke_sessions(&crate::auth::principal("engineer", value))
+            .await?;
     }
     let grants = b.store.revoke(scope, value, reason).await?;
     let single = |f: fn(&GrantRow) -> &String| -> Option<String> {

@@ -104,7 +104,7 @@ pub async fn engineer_login(
             "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
         ));
     }
-    let subject = format!("engineer:{}", req.user);
+    let subject = crate::auth::principal("engineer", &req.user);
     if b.store.is_disabled(&subject).await? {
         b.store
             .audit(&fail("disabled", "the operator disabled this engineer"))
@@ -227,7 +227,7 @@ pub async fn account_login(
             "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
         ));
     }
-    let subject = format!("account:{}", req.user);
+    let subject = crate::auth::principal("account", &req.user);
     if b.store.is_disabled(&subject).await? {
         b.store
             .audit(&fail("disabled", "the operator disabled this account"))
@@ -366,7 +366,7 @@ pub async fn verify_session_mfa(
             "invalid engineer name: use letters, digits, '.', '_' and '-' only".into(),
         ));
     }
-    let subject = format!("engineer:{}", req.engineer);
+    let subject = crate::auth::principal("engineer", &req.engineer);
     if b.store.is_disabled(&subject).await? {
         b.store
             .audit(&fail("disabled", "the operator disabled this engineer"))
