@@ -186,7 +186,7 @@ async fn one_edge_connection_cannot_open_unbounded_sessions() {
 // audited.
 #[tokio::test]
 async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
-    use support::broker::{BIN, Dir, World};
+    use support::broker::{Dir, World};
     let w = World::start(Dir::File(vec![])).await;
     let (s, v) =
         w.op.post(
@@ -206,12 +206,7 @@ async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
             .is_success()
     );
     // The operator lists tokens (no secrets) and revokes it with the CLI.
-    let out = Command::new(BIN)
-        .args(["admin", "tokens"])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = w.op.cli(&["admin", "tokens"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         listed.contains(&id) && listed.contains("tickets-2"),
@@ -221,12 +216,7 @@ async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
         !listed.contains("spt_"),
         "a secret in the listing: {listed}"
     );
-    let out = Command::new(BIN)
-        .args(["admin", "token-revoke", &id])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = w.op.cli(&["admin", "token-revoke", &id]);
     assert!(
         out.status.success(),
         "{}",

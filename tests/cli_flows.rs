@@ -1070,13 +1070,7 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
         .await;
     w.ticket("SUP-7", "acme-prod", "alice", "open").await;
     let admin = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("admin")
-            .args(args)
-            .env("SALLYPORT_BROKER", &w.broker.url)
-            .env("SALLYPORT_TOKEN", w.op.token.as_ref().unwrap())
-            .output()
-            .unwrap();
+        let out = w.op.cli(&[&["admin"][..], args].concat());
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),

@@ -591,12 +591,7 @@ async fn five_thousand_records_queued_in_a_broker_outage_all_arrive() {
     assert_eq!(total, 5002);
     let _ = std::fs::remove_file(&m);
     // Shipping caught up: every chain intact and complete.
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("SALLYPORT_BROKER", &s.w.broker.url)
-        .env("SALLYPORT_TOKEN", s.w.reviewer.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = s.w.reviewer.cli(&["audit", "verify"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains("INCOMPLETE"), "{said}");

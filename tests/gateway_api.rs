@@ -673,12 +673,8 @@ async fn audit_verify_checks_gateway_chains_and_names_an_edited_record() {
     assert_eq!(ship(&gw, &records[..4]).await.0, StatusCode::OK);
     assert_eq!(ship(&gw, &records[4..]).await.0, StatusCode::OK);
 
-    let reviewer_token = w.reviewer.token.clone().unwrap();
     let verify = || {
-        let out = run(Command::new(BIN)
-            .args(["audit", "verify", "--json"])
-            .env("SALLYPORT_BROKER", &w.broker.url)
-            .env("SALLYPORT_TOKEN", &reviewer_token));
+        let out = w.reviewer.cli(&["audit", "verify", "--json"]);
         let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -717,10 +713,7 @@ async fn audit_verify_checks_gateway_chains_and_names_an_edited_record() {
     assert!(g["problem"].as_str().unwrap().contains("altered"), "{g}");
     assert_eq!(line(&lines, "broker").unwrap()["ok"], true);
     // The text form names it too.
-    let out = run(Command::new(BIN)
-        .args(["audit", "verify", "--source", &source])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", &reviewer_token));
+    let out = w.reviewer.cli(&["audit", "verify", "--source", &source]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("BROKEN at event #3"), "{text}");
@@ -1538,16 +1531,12 @@ async fn a_chain_behind_its_reported_head_is_incomplete_and_big_batches_fit_the_
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let reviewer_token = w.reviewer.token.clone().unwrap();
     let verify = |json: bool| {
         let mut args = vec!["audit", "verify", "--source", source.as_str()];
         if json {
             args.push("--json");
         }
-        run(Command::new(BIN)
-            .args(&args)
-            .env("SALLYPORT_BROKER", &w.broker.url)
-            .env("SALLYPORT_TOKEN", &reviewer_token))
+        w.reviewer.cli(&args)
     };
     let out = verify(true);
     assert_eq!(
@@ -1657,10 +1646,7 @@ async fn audit_search_prints_what_a_source_wrote_as_text_never_as_terminal_codes
     );
     let (s, v) = ship(&gw, &[r]).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let out = run(Command::new(BIN)
-        .args(["audit", "search", "--source", &source])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap()));
+    let out = w.reviewer.cli(&["audit", "search", "--source", &source]);
     assert!(
         out.status.success(),
         "{}",

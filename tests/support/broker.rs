@@ -181,6 +181,16 @@ impl Api {
         }
     }
 
+    /// `sallyport ARGS` as this caller: its broker and token in the environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(BIN);
+        c.args(args).env("SALLYPORT_BROKER", &self.url);
+        if let Some(t) = &self.token {
+            c.env("SALLYPORT_TOKEN", t);
+        }
+        c.output().expect("running sallyport")
+    }
+
     pub fn with(&self, token: &str) -> Api {
         Api::new(&self.url, Some(token))
     }
