@@ -114,6 +114,45 @@ impl Client {
         .into())
     }
 
+    /// GET `path` as a stream of bytes (a download, allowed `timeout` in all): the response of
+    /// a successful answer; an error answer in the API's shape.
+    pub async fn download(
+        &self,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .timeout(timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the broker at {}: is it running, and is the URL right?",
+                self.base
+            )
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(ApiFailure {
+            code: value["error"]["code"]
+                .as_str()
+                .unwrap_or("http_error")
+                .to_string(),
+            message: value["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the broker answered {status}")),
+            body: value,
+        }
+        .into())
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.call::<()>(Method::GET, path, None).await?.1)
     }
@@ -128,6 +167,10 @@ impl Client {
 
     pub async fn put<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
         Ok(self.call(Method::PUT, path, Some(body)).await?.1)
+    }
+
+    pub async fn patch<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Value> {
+        Ok(self.call(Method::PATCH, path, Some(body)).await?.1)
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {

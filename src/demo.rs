@@ -15,6 +15,8 @@ pub struct DemoArgs {
     /// Directory for the demo's keys, store and files (created; reused if it exists).
     #[arg(long, default_value = "sallyport-demo")]
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 fn password() -> String {
@@ -154,7 +156,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let ticket_token = token(
         op.post(
             "/v1/tokens",
-            &json!({"name": "demo-tickets", "role": "ticket_system"}),
+            &json!({"name": "demo-tickets", "role": "ticket_system", "all_customers": true}),
         )
         .await?
         .1,
@@ -200,21 +202,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The store is fresh each run: so is the edge's audit chain.
     let _ = std::fs::remove_dir_all(dir.join("edge").join("spool"));
     write_0600(&edge_token_file, &format!("{edge_token}\n"))?;
-    let edge_cfg = sallyport_bastion::config::EdgeConfig {
-        listen: format!("127.0.0.1:{edge_port}").parse()?,
-        tunnel_listen: format!("127.0.0.1:{tunnel_port}").parse()?,
-        data_dir: dir.join("edge"),
-        broker: url.clone(),
-        broker_ca: None,
-        refresh_secs: 2,
-        max_connections: 100,
-        idle_timeout_secs: 600,
-        shutdown_grace_secs: 0,
-        login_grace_secs: 120,
-        name: Some("demo-edge".into()),
-        token_file: Some(edge_token_file),
-        max_forwards_per_connection: 10,
-    };
+    // A demo broker may have a new user CA: the edge takes it afresh (a real edge refuses a CA
+    // set that no CA it trusts signed).
+    let _ = std::fs::remove_file(dir.join("edge").join("user_cas.pub"));
+    let edge_cfg: sallyport_bastion::config::EdgeConfig = serde_json::from_value(json!({
+        "listen": format!("127.0.0.1:{edge_port}"),
+        "tunnel_listen": format!("127.0.0.1:{tunnel_port}"),
+        "data_dir": dir.join("edge"),
+        "broker": url,
+        "refresh_secs": 2,
+        "max_connections": 100,
+        "shutdown_grace_secs": 0,
+        "name": "demo-edge",
+        "token_file": edge_token_file,
+    }))?;
     let edge = sallyport_bastion::edge::Edge::new(edge_cfg)?;
     tokio::spawn(sallyport_bastion::edge::run(
         edge,
@@ -227,23 +228,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
         .await?
         .1;
-    let gw_cfg = sallyport_bastion::config::GatewayConfig {
-        data_dir: dir.join("gateway"),
-        broker: url.clone(),
-        broker_ca: None,
-        join_token: join["join_token"].as_str().map(str::to_string),
-        edges: vec![sallyport_bastion::config::EdgeTarget {
-            address: format!("127.0.0.1:{tunnel_port}"),
-            host_key: edge_pub.clone(),
-        }],
-        session_cert_ttl_secs: 600,
-        refresh_secs: 2,
-        config_refresh_secs: 10,
-        spool_reserve_bytes: 16 << 20,
-        recording_retention_secs: 0,
-        stream_record_cap_bytes: 8 << 20,
-        max_channels_per_session: 16,
-    };
+    // The gateway's config as an operator writes it: what is not named takes its default.
+    let gw_cfg: sallyport_bastion::config::GatewayConfig = serde_json::from_value(json!({
+        "data_dir": dir.join("gateway"),
+        "broker": url,
+        "join_token": join["join_token"],
+        "edges": [{"address": format!("127.0.0.1:{tunnel_port}"), "host_key": edge_pub}],
+        "session_cert_ttl_secs": 600,
+        "refresh_secs": 2,
+        "config_refresh_secs": 10,
+    }))?;
     let _ = std::fs::remove_dir_all(dir.join("gateway"));
     let gateway = sallyport_bastion::gateway::open(gw_cfg).await?;
     let node_ca = gateway.node_ca.public_key().to_openssh()?;
@@ -259,9 +253,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             22
         }
     };
+    // The node's host key, registered: the gateway accepts no other (no trust on first use).
+    let node_host_keys: Vec<String> = match &node {
+        Ok(_) => vec![
+            sallyport_ca::keys::load_private_key(&dir.join("node").join("host_key"))?
+                .public_key()
+                .to_openssh()?,
+        ],
+        Err(_) => Vec::new(),
+    };
     op.post(
         "/v1/clusters/acme-prod/nodes",
-        &json!({"name": "node1", "address": "127.0.0.1", "port": node_port}),
+        &json!({"name": "node1", "address": "127.0.0.1", "port": node_port,
+                "host_keys": node_host_keys}),
     )
     .await?;
 
@@ -291,6 +295,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("DEMO_APPROVER_TOKEN", approver_token),
         ("DEMO_TICKET_TOKEN", ticket_token),
         ("DEMO_DIR", dir.display().to_string()),
+        ("DEMO_CONSOLE", format!("{url}/console/")),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={}\n", q(v))).collect();
     // Complete or absent: scripts wait for demo.env to appear, then read it.
@@ -330,6 +335,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Then, as a reviewer:");
     println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit search --json");
     println!("  SALLYPORT_TOKEN=\"$DEMO_REVIEWER_TOKEN\" {me} audit verify");
+    println!();
+    println!("The web console for approvers and reviewers: {url}/console/");
+    println!("  reviewer:  user \"$DEMO_REVIEWER\", password \"$DEMO_REVIEWER_PASSWORD\",");
+    println!("             code: {me} totp --secret \"$DEMO_REVIEWER_TOTP_SECRET\"");
+    println!("  approver:  user \"$DEMO_APPROVER\", password \"$DEMO_APPROVER_PASSWORD\",");
+    println!("             code: {me} totp --secret \"$DEMO_APPROVER_TOTP_SECRET\"");
     println!();
     println!("Press Ctrl-C to stop.");
 

@@ -205,10 +205,11 @@ async fn issue_waiting(
     quiet: bool,
 ) -> anyhow::Result<Value> {
     let start = std::time::Instant::now();
+    let mut body = body.clone();
     // The reason an approver gave with a decision, shown when the broker then refuses.
     let mut said: Option<String> = None;
     loop {
-        let (status, v) = match client.post("/v1/certificates", body).await {
+        let (status, v) = match client.post("/v1/certificates", &body).await {
             Ok(r) => r,
             Err(e) => {
                 let e = explain(e, "get a certificate");
@@ -225,7 +226,16 @@ async fn issue_waiting(
             .as_str()
             .context("the broker sent no request id")?
             .to_string();
+        // The last request already gave its certificate: say why this one waits again.
+        if !quiet
+            && v["used_request"].is_string()
+            && let Some(m) = v["message"].as_str()
+        {
+            let m: String = m.chars().filter(|c| !c.is_control()).collect();
+            eprintln!("{m}");
+        }
         // Wait for a customer approver, showing progress.
+        let mut votes = String::new();
         loop {
             let elapsed = start.elapsed();
             if elapsed > wait {
@@ -239,7 +249,7 @@ async fn issue_waiting(
             }
             if !quiet {
                 eprint!(
-                    "\rwaiting for a customer approver to decide access request {id} ({}s)   ",
+                    "\rwaiting for a customer approver to decide access request {id} ({}s{votes})   ",
                     elapsed.as_secs()
                 );
                 std::io::stderr().flush().ok();
@@ -249,8 +259,44 @@ async fn issue_waiting(
                 .get(&format!("/v1/access-requests/{}", enc(&id)))
                 .await?;
             match r["status"].as_str() {
-                Some("pending") => continue,
-                Some(_) => {
+                Some("pending") => {
+                    // A quorum: show how many approvers said yes so far.
+                    let need = r["approvers_required"].as_u64().unwrap_or(1);
+                    let have = r["approved_by"].as_array().map_or(0, |a| a.len());
+                    if need > 1 {
+                        votes = format!(", approved by {have} of {need}");
+                    }
+                    continue;
+                }
+                Some(status) => {
+                    // Approved, maybe narrowed: the certificate is asked for on the terms
+                    // the approvers approved (asking for more would be a new request).
+                    if status == "approved" {
+                        let (asked_l, asked_t) = (
+                            v["request"]["logins"].clone(),
+                            v["request"]["ttl_secs"].clone(),
+                        );
+                        if r["logins"] != asked_l || r["ttl_secs"] != asked_t {
+                            if !quiet {
+                                eprintln!(
+                                    "\nthe approver narrowed access request {id}: logins {}, at most {}",
+                                    r["logins"]
+                                        .as_array()
+                                        .map(|a| a
+                                            .iter()
+                                            .filter_map(Value::as_str)
+                                            .collect::<Vec<_>>()
+                                            .join(", "))
+                                        .unwrap_or_default(),
+                                    humantime::format_duration(Duration::from_secs(
+                                        r["ttl_secs"].as_u64().unwrap_or(0)
+                                    ))
+                                );
+                            }
+                            body["logins"] = r["logins"].clone();
+                            body["ttl_secs"] = r["ttl_secs"].clone();
+                        }
+                    }
                     said = r["reason"]
                         .as_str()
                         .map(|t| t.chars().filter(|c| !c.is_control()).collect::<String>())

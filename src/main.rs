@@ -1,10 +1,15 @@
 //! `sallyport`: one binary, subcommands for engineers, the broker, reviewers and the operator.
 
 mod admin;
+mod audit_bundle;
 mod audit_cmd;
 mod client;
+mod customer_cmd;
 mod demo;
+mod logging;
 mod login;
+mod report_cmd;
+mod sessions_cmd;
 mod status;
 
 use std::path::PathBuf;
@@ -33,22 +38,43 @@ enum Cmd {
         /// The broker's TOML config (see docs/config.md).
         #[arg(long, env = "SALLYPORT_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        log: logging::LogArgs,
     },
     /// Run the public edge: checks engineers' certificates and forwards into gateways' tunnels.
     Edge {
         /// The edge's TOML config (see docs/config.md).
         #[arg(long, env = "SALLYPORT_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        log: logging::LogArgs,
     },
     /// Run a gateway inside the customer's network: terminates, records, connects to nodes.
     Gateway {
         /// The gateway's TOML config (see docs/config.md).
         #[arg(long, env = "SALLYPORT_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        log: logging::LogArgs,
     },
-    /// Search and verify the audit log.
+    /// Search and verify the audit log, export the keys that sign it, and export and check
+    /// evidence bundles.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
+    /// Engineers' sessions: list them, end one (reviewers, customer approvers, the operator).
+    #[command(subcommand)]
+    Sessions(sessions_cmd::SessionsCmd),
+    /// A customer's approvals: list, create, edit, withdraw (the customer's approver; reviewers
+    /// and the operator may list).
+    #[command(subcommand)]
+    Approvals(customer_cmd::ApprovalsCmd),
+    /// Just-in-time access requests: list, approve (optionally for less), deny (the customer's
+    /// approver).
+    #[command(subcommand)]
+    Requests(customer_cmd::RequestsCmd),
+    /// The access report of a period: who reached which node when, under which ticket, and
+    /// what they did (a customer approver's own clusters; reviewers and the operator: all).
+    Report(report_cmd::ReportArgs),
     /// Operator, approver and ticket-system commands.
     #[command(subcommand)]
     Admin(admin::AdminCmd),
@@ -56,12 +82,15 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Print the current TOTP code for a base32 secret (demo and test helper).
     Totp {
+        /// The base32 TOTP secret (as `admin engineer` printed it); prefer --secret-file, a
+        /// secret on the command line is visible to other users of the machine.
         #[arg(
             long,
             conflicts_with = "secret_file",
             required_unless_present = "secret_file"
         )]
         secret: Option<String>,
+        /// A file holding the base32 TOTP secret.
         #[arg(long)]
         secret_file: Option<PathBuf>,
     },
@@ -81,17 +110,31 @@ pub fn valid_name(s: &str) -> bool {
 fn main() {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let default_level = match cli.cmd {
-        Cmd::Broker { .. } | Cmd::Demo(_) | Cmd::Edge { .. } | Cmd::Gateway { .. } => "info",
-        _ => "warn",
+    let none = logging::LogArgs::default();
+    let (service, default_level, log) = match &cli.cmd {
+        Cmd::Broker { log, .. } => ("broker", "info", log),
+        Cmd::Edge { log, .. } => ("edge", "info", log),
+        Cmd::Gateway { log, .. } => ("gateway", "info", log),
+        Cmd::Demo(a) => ("demo", "info", &a.log),
+        Cmd::Login(_)
+        | Cmd::Status(_)
+        | Cmd::Audit(_)
+        | Cmd::Sessions(_)
+        | Cmd::Report(_)
+        | Cmd::Approvals(_)
+        | Cmd::Requests(_)
+        | Cmd::Admin(_)
+        | Cmd::Totp { .. } => ("sallyport", "warn", &none),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A service logging to files says there, too, why it stopped.
+    let to_files = log.log_dir.is_some();
+    let guard = match logging::init(service, default_level, log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,10 +148,16 @@ fn main() {
     let code = match rt.block_on(run(cli.cmd)) {
         Ok(code) => code,
         Err(e) => {
+            if to_files {
+                tracing::error!("{e:#}");
+            }
             eprintln!("error: {e:#}");
             1
         }
     };
+    drop(rt);
+    // The last lines reach the log file before the process ends.
+    drop(guard);
     std::process::exit(code);
 }
 
@@ -116,7 +165,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
         Cmd::Login(a) => login::run(a).await.map(|_| 0),
         Cmd::Status(a) => status::run(a).map(|_| 0),
-        Cmd::Broker { config } => {
+        Cmd::Broker { config, .. } => {
             let cfg = sallyport_broker::BrokerConfig::load(&config)?;
             let listen = cfg.listen;
             // Refuse before opening the store, binding or announcing "listening on".
@@ -127,18 +176,21 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
             let broker = sallyport_broker::Broker::open(cfg).await?;
             let listener = std::net::TcpListener::bind(listen)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            let stop = shutdown_signal();
             println!("listening on {}", listener.local_addr()?);
-            sallyport_broker::serve(broker, listener, shutdown_signal()).await?;
+            sallyport_broker::serve(broker, listener, stop).await?;
+            tracing::info!("broker stopped");
             Ok(0)
         }
-        Cmd::Edge { config } => {
+        Cmd::Edge { config, .. } => {
             let cfg: sallyport_bastion::config::EdgeConfig =
                 sallyport_bastion::config::load(&config)?;
             let edge = sallyport_bastion::edge::Edge::new(cfg)?;
             // The first signal starts the grace period; a second one ends it at once (what is
             // audited is already on disk and ships at the next start).
+            let signal = shutdown_signal();
             let first = async {
-                shutdown_signal().await;
+                signal.await;
                 tokio::spawn(async {
                     shutdown_signal().await;
                     tracing::warn!("second signal: exiting without waiting for the grace period");
@@ -148,14 +200,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
             sallyport_bastion::edge::run(edge, first).await?;
             Ok(0)
         }
-        Cmd::Gateway { config } => {
+        Cmd::Gateway { config, .. } => {
             let cfg: sallyport_bastion::config::GatewayConfig =
                 sallyport_bastion::config::load(&config)?;
+            let stop = shutdown_signal();
             let gw = sallyport_bastion::gateway::open(cfg).await?;
-            sallyport_bastion::gateway::run(gw, shutdown_signal()).await?;
+            sallyport_bastion::gateway::run(gw, stop).await?;
             Ok(0)
         }
         Cmd::Audit(c) => audit_cmd::run(c).await,
+        Cmd::Sessions(c) => sessions_cmd::run(c).await,
+        Cmd::Report(a) => report_cmd::run(a).await,
+        Cmd::Approvals(c) => customer_cmd::approvals(c).await,
+        Cmd::Requests(c) => customer_cmd::requests(c).await,
         Cmd::Admin(c) => admin::run(c).await.map(|_| 0),
         Cmd::Demo(a) => demo::run(a).await.map(|_| 0),
         Cmd::Totp {
@@ -178,18 +235,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     }
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM. SIGTERM is caught from the moment this is called (not from the first
+/// poll), so a service told to stop right after it announced itself still stops gracefully.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The data plane end to end: real `ssh` through a real edge and gateway (both `sallyport`
 //! processes) to a real sshd node, with the audit trail checked at the broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge, world_with_edge_approval};
 use support::broker::*;
 use support::term::{tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
 
@@ -73,7 +75,15 @@ async fn exec_through_edge_and_gateway_is_recorded_with_its_exit_status() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("gateway:"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("gateway:"), "{text}");
+    // The gateway's and the broker's chains are signed.
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("gateway:") || l.starts_with("broker:"))
+    {
+        assert!(line.contains("signed through #"), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -890,22 +900,6 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
 
 // --- the edge's own audit trail, per-session MFA and source networks ---
 
-/// A world like `world_with_edge`, whose acme-prod approval has `extra` (per_session_mfa,
-/// source_networks...); returns the approval's id too.
-async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
-    let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
-    let approval = w.approve("acme-prod", "support-l2", &[LOGIN], extra).await;
-    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
-    (w, port, approval)
-}
-
 /// Re-sign the engineer's key in `home` for acme-prod with `ca`, keeping the key id,
 /// principal and extensions of the certificate login wrote.
 fn resign_acme_cert(home: &Path, ca: &Path, validity: &str) {
@@ -1710,4 +1704,205 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// The gateway's host certificates and its tunnel certificate are short-lived and renewed: past
+/// the first certificates' lifetime engineers still connect (with StrictHostKeyChecking), a
+/// session that began before the tunnel was replaced runs to its end, and the replaced tunnel
+/// closes once it is idle.
+#[tokio::test]
+async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    b.reconfigure_gateway("host_cert_secs = 20\ntunnel_cert_secs = 30\n");
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let start = Instant::now();
+    let out = ssh(home.path(), &["node1.acme-prod", "echo first"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "first",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A session across the tunnel's renewal (15 s after the gateway started).
+    let long = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "node1.acme-prod",
+            "sleep 14; echo survived",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the first host certificate's lifetime (20 s): new sessions still get in.
+    while start.elapsed() < Duration::from_secs(24) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = ssh(home.path(), &["node1.acme-prod", "echo later"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "later",
+        "{}\n--- gateway:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.gateway.log_text()
+    );
+    let long = long.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&long.stdout).trim(),
+        "survived",
+        "{}",
+        String::from_utf8_lossy(&long.stderr)
+    );
+    let log = b.gateway.log_text();
+    assert!(log.matches("new host certificate").count() >= 2, "{log}");
+    assert!(log.contains("renewing the tunnel's certificate"), "{log}");
+    assert!(
+        !log.contains("with sessions still open"),
+        "a replaced tunnel cut a session: {log}"
+    );
+}
+
+/// The edge tells a missing tunnel from a gateway that refused the node: an unknown node through
+/// a live tunnel is `gateway_refused`, not `no_tunnel`.
+#[tokio::test]
+async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
+    let (w, port) = world_with_edge().await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token(&w, port, &token).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let out = ssh(home.path(), &["ghost.acme-prod", "echo in"]);
+    assert_ne!(out.status.code(), Some(0));
+    let refused = w.wait_events("kind=edge_refused&ticket=SUP-1234", 1).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["code"] == "gateway_refused" && e["target"] == "ghost.acme-prod:22"),
+        "{refused:#?}"
+    );
+    assert!(
+        !refused.iter().any(|e| e["code"] == "no_tunnel"),
+        "{refused:#?}"
+    );
+}
+
+/// The operator makes a second gateway with one command: `admin gateway enroll` writes a
+/// gateway.toml (0600, it holds the join token) that starts as is and brings its tunnel up;
+/// `admin gateway list` shows both; `admin gateway revoke` revokes one, and its join token
+/// cannot be used again.
+#[tokio::test]
+async fn admin_gateway_enroll_writes_a_config_that_starts_as_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    // The edge's tunnel address, as the first gateway's config names it.
+    let first = std::fs::read_to_string(&b.gateway_config).unwrap();
+    let address = first
+        .lines()
+        .find_map(|l| l.strip_prefix("address = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("edge_host_key.pub");
+    std::fs::write(&key_file, format!("{}\n", b.edge_host_key)).unwrap();
+    let config = dir.path().join("gateway.toml");
+    let data = dir.path().join("data");
+    let out = w.op.cli(&[
+        "admin",
+        "gateway",
+        "enroll",
+        "--cluster",
+        "acme-prod",
+        "--name",
+        "gw2",
+        "--edge",
+        &address,
+        "--edge-host-key",
+        key_file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("join_token = \"spg") || text.contains("join_token = "),
+        "{text}"
+    );
+    // Written once: the same --out again is refused, the file unchanged.
+    let again = w.op.cli(&[
+        "admin",
+        "gateway",
+        "enroll",
+        "--cluster",
+        "acme-prod",
+        "--name",
+        "gw3",
+        "--edge",
+        &address,
+        "--edge-host-key",
+        key_file.to_str().unwrap(),
+        "--out",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success(), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    // A key that is not one is refused before anything is made.
+    let bad = w.op.cli(&[
+        "admin",
+        "gateway",
+        "enroll",
+        "--cluster",
+        "acme-prod",
+        "--name",
+        "gw4",
+        "--edge",
+        &address,
+        "--edge-host-key",
+        "ssh-ed25519 not-a-key",
+    ]);
+    assert!(!bad.status.success(), "{bad:?}");
+    let gw = bastion::Proc::start(&["gateway"], &config, dir.path().join("gateway.log"));
+    assert!(
+        gw.wait_log("tunnel up", Duration::from_secs(30)),
+        "{}",
+        gw.log_text()
+    );
+    let out =
+        w.op.cli(&["admin", "gateway", "list", "--cluster", "acme-prod"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert!(names.contains(&"gw1") && names.contains(&"gw2"), "{list}");
+    assert!(!names.contains(&"gw3") && !names.contains(&"gw4"), "{list}");
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "gw2")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = w.op.cli(&["admin", "gateway", "revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let revoked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!revoked["revoked_at"].is_null(), "{revoked}");
 }

@@ -5,6 +5,8 @@
 //! `demo.env`. Runs against real slapd and the SQLite or PostgreSQL store
 //! (SALLYPORT_TEST_STORE=postgres), through `tests/infra/run-tests.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Write;
@@ -260,6 +262,31 @@ impl TestCa {
 
 // ---------------------------------------------------------------------------------------------
 // 1. HTTPS, pinning, and plain HTTP only on loopback
+
+/// The edge and the gateway reach an HTTPS broker through the same client: with `broker_ca`
+/// pinned they trust only a broker certificate that CA signed (another CA, or none pinned and
+/// the CA in no system store, is refused before anything is sent).
+#[tokio::test]
+async fn the_data_plane_trusts_an_https_broker_only_through_its_pinned_ca() {
+    use sallyport_bastion::broker_client::BrokerClient;
+    let ca = TestCa::new();
+    let w = World::start_tls(ldap(), &ca.ca, &ca.cert, &ca.key).await;
+    let pinned = BrokerClient::new(&w.broker.url, Some(&ca.ca), None).unwrap();
+    let v = pinned.get_json("/v1/ca").await.unwrap();
+    assert!(v.to_string().contains("ssh-ed25519"), "{v}");
+    for (label, pin) in [
+        ("another CA", Some(ca.other_ca.as_path())),
+        ("no pin", None),
+    ] {
+        let client = BrokerClient::new(&w.broker.url, pin, None).unwrap();
+        let e = client.get_json("/v1/ca").await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("UnknownIssuer")
+                || format!("{e:?}").contains("UnknownIssuer"),
+            "{label}: {e:#}"
+        );
+    }
+}
 
 #[tokio::test]
 async fn https_broker_is_trusted_only_through_the_pinned_ca() {
@@ -572,8 +599,20 @@ async fn pending_request(w: &World, engineer: &str, stderr: &Path) -> Value {
 
 /// `sallyport login` in the background (human output), stdout and stderr to files in `logs`.
 fn login_in_background(w: &World, user: &str, ticket: &str, home: &Path, logs: &Path) -> Reaped {
+    login_in_background_with(w, user, ticket, home, logs, &[])
+}
+
+fn login_in_background_with(
+    w: &World,
+    user: &str,
+    ticket: &str,
+    home: &Path,
+    logs: &Path,
+    extra: &[&str],
+) -> Reaped {
     let mut cmd = login_cmd(&w.broker.url, user, &w.code(user, 0), ticket, home);
     cmd.args(["--wait", "90s"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(logs.join("stdout")).unwrap())
         .stderr(std::fs::File::create(logs.join("stderr")).unwrap());
@@ -586,6 +625,61 @@ fn login_in_background(w: &World, user: &str, ticket: &str, home: &Path, logs: &
         .write_all(format!("{user}-pw\n").as_bytes())
         .unwrap();
     child
+}
+
+/// The approver approves less than `sallyport login` asked for: login takes the certificate on
+/// the approved terms (not a new request), says so, and the certificate carries only them.
+#[tokio::test]
+async fn just_in_time_login_takes_the_narrowed_terms_the_approver_approved() {
+    let w = World::start(ldap()).await;
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &["ubuntu", "deploy"],
+        json!({"just_in_time": true}),
+    )
+    .await;
+    w.ticket("SUP-12", "acme-prod", "alice", "open").await;
+    let home = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = login_in_background_with(
+        &w,
+        "alice",
+        "SUP-12",
+        home.path(),
+        logs.path(),
+        &["--login", "ubuntu", "--login", "deploy", "--ttl", "1h"],
+    );
+    let rq = pending_request(&w, "alice", &logs.path().join("stderr")).await;
+    let id = rq["id"].as_str().unwrap();
+    let (s, v) = w
+        .acme
+        .post(
+            &format!("/v1/access-requests/{id}/decision"),
+            json!({"approve": true, "logins": ["ubuntu"], "ttl_secs": 900}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let status = child
+        .wait(wait(60))
+        .expect("login did not finish after the approval");
+    let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the approver narrowed access request {id}: logins ubuntu, at most 15m"
+        )),
+        "{stderr}"
+    );
+    let issued = w.events("kind=certificate_issued&ticket=SUP-12").await;
+    assert_eq!(issued.len(), 1, "{issued:#?}");
+    assert_eq!(issued[0]["request"], id);
+    assert_eq!(issued[0]["logins"], json!(["ubuntu"]), "{issued:#?}");
+    let cert = std::fs::read_to_string(cert_file(home.path(), "acme-prod")).unwrap();
+    let cert = russh::keys::Certificate::from_openssh(&cert).unwrap();
+    let principals: Vec<&str> = cert.valid_principals().iter().map(String::as_str).collect();
+    assert_eq!(principals, vec!["acme-prod:ubuntu"]);
+    assert!(cert.valid_before() - cert.valid_after() <= 900 + 60);
 }
 
 #[tokio::test]
@@ -753,8 +847,17 @@ async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
             .any(|e| e["cluster"] == "globex-prod" && e.to_string().contains("acme-boss")),
         "{refused:?}"
     );
-    let (s, _) = boss.get("/v1/audit/events").await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "an approver read the audit log");
+    // An approver reads the audit log of its own customer's clusters only.
+    let (s, v) = boss.get("/v1/audit/events?limit=1000").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == "approval_saved"), "{v}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["cluster"] == "acme-prod" || e["cluster"] == "acme-dev"),
+        "an approver read another customer's events: {v}"
+    );
 
     // A wrong password: 401 and an audit event naming the account.
     let before = w.events("kind=account_login_failed").await.len();
@@ -1149,4 +1252,264 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
             "{action}: {changes:#?}"
         );
     }
+}
+
+/// A service asked to log to a directory writes one file per day there, as JSON lines when
+/// asked, without colour codes, and its last lines reach the file when it stops.
+#[tokio::test]
+async fn a_service_logs_to_daily_files_as_json_lines() {
+    use std::io::BufRead;
+    let w = World::start(Dir::File(vec![])).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["broker", "--config"])
+        .arg(&w.broker.config)
+        .arg("--log-dir")
+        .arg(logs.path())
+        .args(["--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let term = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("broker.log."), "{files:?}");
+    let text = std::fs::read_to_string(logs.path().join(&files[0])).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text}"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m == "broker stopped")),
+        "the last lines did not reach the file: {text}"
+    );
+}
+
+/// The embedded directory's password hashes come from the CLI: the entry it prints is one the
+/// broker reads and the hash verifies; a short password is refused.
+#[test]
+fn hash_password_prints_a_directory_entry_the_broker_reads() {
+    use std::io::Write as _;
+    let run = |args: &[&str], input: &str| {
+        let mut c = Command::new(BIN)
+            .args(["admin", "hash-password", "--stdin"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["--uid", "eve", "--group", "support-l2"],
+        "a-long-password-1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entry: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let e = &entry["engineer"][0];
+    assert_eq!(e["uid"].as_str(), Some("eve"));
+    assert_eq!(e["groups"][0].as_str(), Some("support-l2"));
+    let hash = e["password_argon2"].as_str().unwrap();
+    assert!(sallyport_broker::directory::verify_argon2(
+        hash,
+        "a-long-password-1"
+    ));
+    assert!(!sallyport_broker::directory::verify_argon2(
+        hash,
+        "a-long-password-2"
+    ));
+    let out = run(&[], "short\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 12"));
+    assert!(out.stdout.is_empty());
+}
+
+/// A broker config's paths are relative to the file, and a config that fails leaves nothing
+/// behind: no data directory, no database.
+#[test]
+fn a_broken_broker_config_creates_nothing_and_paths_follow_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let cfg = etc.join("broker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndirectory = \"missing.toml\"\noperator_token_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    // Run from elsewhere: the file names etc/missing.toml, not ./missing.toml.
+    let out = Command::new(BIN)
+        .args(["broker", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&etc.join("missing.toml").display().to_string()),
+        "{err}"
+    );
+    assert!(
+        !etc.join("data").exists(),
+        "a failed start created the data directory"
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+/// A customer's approver scripts with its API token what the console does: approvals created,
+/// listed, edited (only what is given changes) and withdrawn; requests listed, approved for
+/// less than asked, denied with a reason. Another customer's token can do none of it to them.
+#[tokio::test]
+async fn a_customer_scripts_approvals_and_requests_with_its_token() {
+    let w = World::start(ldap()).await;
+    let json_of = |out: &std::process::Output| -> Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let created = json_of(&w.acme.cli(&[
+        "approvals",
+        "create",
+        "--cluster",
+        "acme-prod",
+        "--group",
+        "support-l2",
+        "--login",
+        "ubuntu",
+        "--login",
+        "deploy",
+        "--max-session",
+        "1h",
+        "--just-in-time",
+        "true",
+        "--json",
+    ]));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["just_in_time"], true);
+    assert_eq!(created["max_session_secs"], 3600);
+    let out = w.acme.cli(&["approvals", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&id) && listed.contains("just-in-time"),
+        "{listed}"
+    );
+    let out = w.globex.cli(&["approvals", "list", "--json"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
+    // Edit: what is given changes, the rest stays.
+    let edited = json_of(&w.acme.cli(&[
+        "approvals",
+        "edit",
+        &id,
+        "--observer-required",
+        "true",
+        "--max-session",
+        "30m",
+        "--json",
+    ]));
+    assert_eq!(edited["observer_required"], true, "{edited}");
+    assert_eq!(edited["max_session_secs"], 1800);
+    assert_eq!(edited["logins"], json!(["ubuntu", "deploy"]));
+    assert_eq!(edited["just_in_time"], true);
+    let out = w
+        .globex
+        .cli(&["approvals", "edit", &id, "--max-session", "8h"]);
+    assert!(!out.status.success(), "{out:?}");
+
+    // Requests: alice asks twice (two tickets); one approved for less, one denied.
+    let alice = w.session("alice", 0).await;
+    let mut ids = Vec::new();
+    for t in ["C-1", "C-2"] {
+        w.ticket(t, "acme-prod", "alice", "open").await;
+        let (_, key) = engineer_key();
+        let (s, v) = alice
+            .post("/v1/certificates", json!({"public_key": key, "ticket": t}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["request"]["id"].as_str().unwrap().to_string());
+    }
+    let out = w.acme.cli(&["requests", "list"]);
+    let pending = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ids.iter().all(|i| pending.contains(i.as_str())),
+        "{pending}"
+    );
+    let out = w.globex.cli(&["requests", "approve", &ids[0]]);
+    assert!(!out.status.success(), "{out:?}");
+    let approved = json_of(&w.acme.cli(&[
+        "requests", "approve", &ids[0], "--login", "ubuntu", "--ttl", "10m", "--reason", "ok",
+        "--json",
+    ]));
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert_eq!(approved["logins"], json!(["ubuntu"]));
+    assert_eq!(approved["ttl_secs"], 600);
+    let out = w
+        .acme
+        .cli(&["requests", "deny", &ids[1], "--reason", "change freeze"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("denied"),
+        "{out:?}"
+    );
+    let out = w.acme.cli(&["requests", "list", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "{out:?}"
+    );
+
+    // Withdraw: the approval is listed as withdrawn.
+    let out = w.acme.cli(&["approvals", "withdraw", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let out = w.acme.cli(&["approvals", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("withdrawn")),
+        "{listed}"
+    );
 }

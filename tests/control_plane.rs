@@ -2,6 +2,8 @@
 //! real store (SQLite, or PostgreSQL with SALLYPORT_TEST_STORE=postgres), real `ssh-keygen`,
 //! `ssh` and `sshd`. Each refusal is checked for its reason and its audit event.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::Command;
@@ -369,7 +371,7 @@ async fn failed_logins_lock_the_user_out() {
         let w = &w;
         async move { w.login("carol", &format!("guess-{i}"), "123456").await.0 }
     });
-    let answers = futures_join_all(guesses).await;
+    let answers = join_all(guesses).await;
     let checked = answers
         .iter()
         .filter(|s| **s == StatusCode::UNAUTHORIZED)
@@ -380,30 +382,6 @@ async fn failed_logins_lock_the_user_out() {
         .count();
     assert!(checked <= 3, "{checked} guesses were checked: {answers:?}");
     assert_eq!(checked + locked, 40, "{answers:?}");
-}
-
-/// Run futures concurrently on this task, in order.
-async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 #[tokio::test]
@@ -654,6 +632,264 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     assert_eq!(
         decided.iter().filter(|e| e["status"] == "denied").count(),
         1
+    );
+}
+
+/// An approval may need two approvers for each request; a request names what its approvers
+/// see (logins, lifetime) and the one certificate from it carries no more; changing the
+/// approval voids its open requests.
+/// An approver may approve less than was asked (some of the logins, a shorter lifetime),
+/// never more; a denial narrows nothing; the one certificate carries the narrowed terms, and
+/// the decision event names them.
+#[tokio::test]
+async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &["ubuntu", "deploy"],
+        json!({"just_in_time": true}),
+    )
+    .await;
+    w.ticket("N-1", "acme-prod", "alice", "open").await;
+    let alice = w.session("alice", 0).await;
+    let asked = json!({"logins": ["ubuntu", "deploy"], "ttl_secs": 3600});
+    let (s, v) = ask(&alice, "N-1", asked.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/access-requests/{rq}/decision");
+    // Wider than asked, a login not asked for, nothing at all, too short, or narrowing a
+    // denial: refused, and nothing is decided.
+    for body in [
+        json!({"approve": true, "ttl_secs": 7200}),
+        json!({"approve": true, "logins": ["root"]}),
+        json!({"approve": true, "logins": []}),
+        json!({"approve": true, "ttl_secs": 10}),
+        json!({"approve": false, "ttl_secs": 600}),
+    ] {
+        let (s, v) = w.acme.post(&path, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+    }
+    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
+    assert_eq!(r["status"], "pending", "{r}");
+    let (s, v) = w
+        .acme
+        .post(
+            &path,
+            json!({"approve": true, "logins": ["ubuntu"], "ttl_secs": 900, "reason": "read-only login, 15 minutes"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "approved", "{v}");
+    assert_eq!(v["logins"], json!(["ubuntu"]));
+    assert_eq!(v["ttl_secs"], 900);
+    let decided = w.events("kind=access_request_decided").await;
+    let last = decided.last().unwrap();
+    assert_eq!(last["narrowed"], true, "{last}");
+    assert_eq!(last["logins"], json!(["ubuntu"]));
+    assert_eq!(last["ttl_secs"], 900);
+    // Asked again for the wider terms: not a certificate (that is a new request).
+    let (s, v) = ask(&alice, "N-1", asked).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_ne!(v["request"]["id"], rq.as_str());
+    // The engineer's next ask on the approved terms: a new pending request replaced the
+    // approved one above, so start again and take the narrowed certificate this time.
+    w.ticket("N-2", "acme-prod", "alice", "open").await;
+    let (_, v) = ask(&alice, "N-2", json!({"logins": ["ubuntu", "deploy"]})).await;
+    let rq2 = v["request"]["id"].as_str().unwrap().to_string();
+    let (s, v) = w
+        .acme
+        .post(
+            &format!("/v1/access-requests/{rq2}/decision"),
+            json!({"approve": true, "logins": ["deploy"], "ttl_secs": 600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = ask(
+        &alice,
+        "N-2",
+        json!({"logins": ["deploy"], "ttl_secs": 600}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["logins"], json!(["deploy"]), "{v}");
+    let lifetime = v["valid_before"].as_u64().unwrap() - now();
+    assert!(lifetime <= 600, "longer than approved: {v}");
+}
+
+#[tokio::test]
+async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
+    let w = World::start(Dir::Ldap {
+        group_mode: "memberof",
+    })
+    .await;
+    // A quorum only makes sense for just-in-time requests.
+    let (s, v) = w
+        .acme
+        .post("/v1/approvals", json!({"cluster": "acme-prod", "group": "support-l2", "logins": ["ubuntu"], "max_session_secs": 3600, "valid_until": now() + 3600, "approvers_required": 2}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let ap = w
+        .approve(
+            "acme-prod",
+            "support-l2",
+            &["ubuntu", "deploy"],
+            json!({"just_in_time": true, "approvers_required": 2}),
+        )
+        .await;
+    w.ticket("Q-1", "acme-prod", "alice", "open").await;
+    let (s, v) =
+        w.op.post(
+            "/v1/tokens",
+            json!({"name": "acme-second", "role": "approver", "customer": "acme"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let second = w.op.with(v["token"].as_str().unwrap());
+    let alice = w.session("alice", 0).await;
+
+    let (s, v) = ask(
+        &alice,
+        "Q-1",
+        json!({"logins": ["ubuntu"], "ttl_secs": 600}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["request"]["logins"], json!(["ubuntu"]));
+    assert_eq!(v["request"]["ttl_secs"], 600);
+    assert_eq!(v["request"]["approvers_required"], 2);
+    let path = format!("/v1/access-requests/{rq}/decision");
+    // One approver is not enough, and voting twice does not count twice.
+    let (s, v) = w.acme.post(&path, json!({"approve": true})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(v["approved_by"].as_array().unwrap().len(), 1, "{v}");
+    let (s, v) = w.acme.post(&path, json!({"approve": true})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 distinct approvers"),
+        "{v}"
+    );
+    let (s, v) = ask(
+        &alice,
+        "Q-1",
+        json!({"logins": ["ubuntu"], "ttl_secs": 600}),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::ACCEPTED,
+        "one approval of two gave a certificate: {v}"
+    );
+    assert_eq!(v["request"]["id"], rq.as_str());
+    let (s, v) = second.post(&path, json!({"approve": true})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "approved", "{v}");
+    let votes = w.events("kind=access_request_decided").await;
+    assert_eq!(votes.len(), 2);
+    assert!(
+        votes
+            .iter()
+            .any(|e| e["status"] == "pending" && e["approvals"] == 1)
+    );
+    assert!(
+        votes
+            .iter()
+            .any(|e| e["status"] == "approved" && e["approvals"] == 2)
+    );
+
+    // Asking for a login the approvers did not see is a new request, not a certificate.
+    let (s, v) = ask(&alice, "Q-1", json!({"logins": ["ubuntu", "deploy"]})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq_more = v["request"]["id"].as_str().unwrap().to_string();
+    assert_ne!(rq_more, rq);
+    assert_eq!(v["request"]["logins"], json!(["ubuntu", "deploy"]));
+    // It replaces the approved one: approvers see one open request, the new one.
+    let (_, old) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
+    assert_eq!(old["status"], "superseded", "{old}");
+    let (s, v) = w
+        .acme
+        .post(
+            &format!("/v1/access-requests/{rq_more}/decision"),
+            json!({"approve": false, "reason": "no deploy"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_denied(
+        &w,
+        &alice,
+        "Q-1",
+        json!({"logins": ["ubuntu"]}),
+        &["request_denied"],
+    )
+    .await;
+
+    // Without --login the certificate carries the request's logins, and no longer than its
+    // lifetime even when asked for more.
+    w.ticket("Q-2", "acme-prod", "alice", "open").await;
+    let (s, v) = ask(&alice, "Q-2", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let rq_q2 = v["request"]["id"].as_str().unwrap().to_string();
+    for approver in [&w.acme, &second] {
+        let (s, v) = approver
+            .post(
+                &format!("/v1/access-requests/{rq_q2}/decision"),
+                json!({"approve": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = ask(&alice, "Q-2", json!({"ttl_secs": 86_400})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["logins"], json!(["ubuntu", "deploy"]), "{v}");
+    let lifetime = v["valid_before"].as_u64().unwrap() - now();
+    assert!(
+        lifetime <= 3600,
+        "the certificate outlives what was approved: {v}"
+    );
+
+    // An approved request is void once the approval changes before it is used.
+    w.ticket("Q-3", "acme-prod", "alice", "open").await;
+    let (_, v) = ask(&alice, "Q-3", json!({})).await;
+    let rq3 = v["request"]["id"].as_str().unwrap().to_string();
+    for approver in [&w.acme, &second] {
+        let (s, v) = approver
+            .post(
+                &format!("/v1/access-requests/{rq3}/decision"),
+                json!({"approve": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = w
+        .acme
+        .put(&format!("/v1/approvals/{ap}"), json!({"cluster": "acme-prod", "group": "support-l2", "logins": ["ubuntu"], "max_session_secs": 3600, "valid_until": now() + 3600, "just_in_time": true, "approvers_required": 2}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, old) = w.acme.get(&format!("/v1/access-requests/{rq3}")).await;
+    assert_eq!(old["status"], "void", "{old}");
+    let (s, v) = ask(&alice, "Q-3", json!({})).await;
+    assert_eq!(
+        s,
+        StatusCode::ACCEPTED,
+        "a voided request gave a certificate: {v}"
+    );
+    assert_eq!(v["request"]["logins"], json!(["ubuntu"]), "{v}");
+    assert_eq!(
+        w.events("kind=certificate_issued&ticket=Q-1").await.len(),
+        0
+    );
+    assert_eq!(
+        w.events("kind=certificate_issued&ticket=Q-3").await.len(),
+        0
     );
 }
 
@@ -1024,4 +1260,86 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
     assert!(v.to_string().contains("tell the operator"), "{v}");
     let (s, _) = w.login("bob", "bob-pw", &w.code("bob", 1)).await;
     assert_ne!(s, StatusCode::OK);
+
+    // A secret planted in clear (someone who can write the database but not read the broker's
+    // key) is refused, and audited.
+    let planted = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = 'bob'")
+        .bind(planted)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let code = sallyport_broker::totp::code(planted, now()).unwrap();
+    let (s, v) = w.login("bob", "bob-pw", &code).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v.to_string().contains("stored in clear"), "{v}");
+    assert_eq!(
+        w.events("kind=login_failed&engineer=bob")
+            .await
+            .last()
+            .unwrap()["code"],
+        "totp_unreadable"
+    );
+}
+
+/// Secrets an older version stored in clear are sealed by the first start of a version that
+/// seals (the start that makes the TOTP key), each sealing audited, and still work.
+#[tokio::test]
+async fn secrets_stored_in_clear_by_an_older_version_are_sealed_at_start() {
+    let mut w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
+    sqlx::any::install_default_drivers();
+    use sqlx::{Connection, Row};
+    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    // An older version's store and data directory: every secret in clear, no TOTP key.
+    w.stop_broker();
+    for e in ENGINEERS {
+        sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = $2")
+            .bind(w.secret(e))
+            .bind(e)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let key = w.broker.dir.join("data/totp.key");
+    std::fs::remove_file(&key).unwrap();
+    // A first start that stopped half-way (the new key staged, nothing sealed) is finished by
+    // the next start, with the same key.
+    let staged = w.broker.dir.join("data/totp.key.new");
+    std::fs::write(&staged, [9u8; 32]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).unwrap();
+    w.start_broker_again();
+    assert!(!staged.exists());
+    assert_eq!(std::fs::read(&key).unwrap(), [9u8; 32]);
+    for e in ENGINEERS {
+        let stored: String = sqlx::query("SELECT totp_secret FROM engineers WHERE uid = $1")
+            .bind(e)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(stored.starts_with("enc1:"), "{e}: {stored}");
+    }
+    let sealed = w.events("kind=admin_change&limit=100").await;
+    for e in ENGINEERS {
+        assert!(
+            sealed.iter().any(|v| v["action"] == "seal_totp_secret"
+                && v["target"] == format!("engineer:{e}")
+                && v["by"] == "broker"),
+            "{sealed:#?}"
+        );
+    }
+    // The next start seals nothing more; the sealed secrets work.
+    w.stop_broker();
+    w.start_broker_again();
+    let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        w.events("kind=admin_change&limit=100")
+            .await
+            .iter()
+            .filter(|v| v["action"] == "seal_totp_secret")
+            .count(),
+        ENGINEERS.len()
+    );
 }

@@ -2,6 +2,8 @@
 //! real edge and gateway (both `sallyport` processes) to a real sshd node, and the edge's audit
 //! events checked at the broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;
@@ -341,9 +343,25 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
 #[tokio::test]
 async fn a_connection_that_does_not_log_in_in_time_is_closed_and_audited() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (w, b, home) = edge_world("login_grace_secs = 2\n").await;
-    // A logged-in session outlives the login grace.
-    let alive = spawn_ssh(home.path(), "sleep 4; echo alive");
+    let (w, b, home) = edge_world("login_grace_secs = 4\n").await;
+    // A logged-in session outlives the login grace: it has logged in (and run its first command)
+    // before the stalled client connects, and runs past the grace of either.
+    // Written by the node's login, which cannot enter the test's private temp dirs.
+    let marker = std::path::PathBuf::from(format!("/tmp/sp-grace-alive-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let alive = spawn_ssh(
+        home.path(),
+        &format!("touch {}; sleep 9; echo alive", marker.display()),
+    );
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the logged-in session never started\n{}",
+            b.edge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A client that says hello and then never authenticates.
     let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", b.edge_port))
         .await
@@ -376,9 +394,10 @@ async fn a_connection_that_does_not_log_in_in_time_is_closed_and_audited() {
         e["reason"]
             .as_str()
             .unwrap()
-            .contains("not logged in within 2 s"),
+            .contains("not logged in within 4 s"),
         "{e}"
     );
     let out = alive.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&marker);
     assert_eq!(text(&out.stdout).trim(), "alive", "{}", text(&out.stderr));
 }

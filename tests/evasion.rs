@@ -5,6 +5,8 @@
 //! `command` event at the broker, or the channel was refused with a clear message — never a
 //! marker on the node with no event.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Write;
@@ -645,4 +647,80 @@ async fn lines_inside_a_forged_bracketed_paste_are_commands() {
         std::thread::sleep(Duration::from_millis(500));
     });
     recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+}
+
+/// Whether a process whose command line holds `needle` runs on this machine (the node).
+fn running(needle: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", needle])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+// A program left running on the node by an engineer who drops the connection (the client
+// killed, the network gone): OpenSSH's sshd lets a program without a pty run on, and one that
+// ignores SIGHUP outlives its pty. Through sallyport, the session's end ends it on the node, and
+// its channel's recording is finished and delivered.
+#[tokio::test]
+async fn a_program_left_running_when_the_engineer_drops_the_connection_is_ended_on_the_node() {
+    let s = setup().await;
+    let mut seen: Vec<String> = Vec::new();
+    for (tag, pty) in [("nopty", false), ("pty-nohup", true)] {
+        let m = marker(&format!("left-{tag}"));
+        let sleeper = format!("sleep 58.{}{}", std::process::id(), u8::from(pty));
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg(s.home.path().join("ssh_config"))
+            .args(["-o", "BatchMode=yes"]);
+        if pty {
+            cmd.arg("-tt");
+        }
+        let mut ssh = cmd
+            .arg("node1.acme-prod")
+            .arg(format!("trap '' HUP; touch {}; {sleeper}", m.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_file(&m), "{tag}: {}", s.b.gateway.log_text());
+        let _ = std::fs::remove_file(&m);
+        let started =
+            s.w.wait_events(
+                "kind=session_started&ticket=SUP-1234&limit=100",
+                seen.len() + 1,
+            )
+            .await;
+        let session = started
+            .iter()
+            .filter_map(|e| e["session"].as_str())
+            .find(|id| !seen.iter().any(|s| s == id))
+            .unwrap()
+            .to_string();
+        seen.push(session.clone());
+        assert!(running(&sleeper), "{tag}: the program is not running");
+        ssh.kill().unwrap();
+        ssh.wait().unwrap();
+        let start = Instant::now();
+        while running(&sleeper) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{tag}: still running on the node after the engineer left:\n{}",
+                s.b.gateway.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fin =
+            s.w.wait_events(&format!("kind=recording_finished&session={session}"), 1)
+                .await;
+        let recording = fin[0]["recording"].as_str().unwrap();
+        s.w.wait_events(&format!("kind=recording_stored&session={recording}"), 1)
+            .await;
+        let ended =
+            s.w.wait_events(&format!("kind=session_ended&session={session}"), 1)
+                .await;
+        assert_eq!(ended.len(), 1);
+    }
 }

@@ -2,6 +2,8 @@
 //! a real `ssh` client with a certificate signed by a test CA, and only for a
 //! listed principal.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::fs;

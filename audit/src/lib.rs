@@ -6,6 +6,14 @@
 //! canonical JSON is the record's `source`, `seq`, `time` (unix milliseconds), `kind` and the
 //! event's fields, with object keys sorted and no whitespace. The chain of one source starts
 //! with a `prev_hash` of 64 zeros.
+//!
+//! [`writers`] is the table of who may write which chain with which event kinds and subject
+//! fields, and the text a source signs for its chain head.
+
+pub mod bundle;
+pub mod signed;
+pub mod text;
+pub mod writers;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -132,21 +132,36 @@ impl BrokerClient {
         Ok(Self::check(resp).await?.bytes().await?.to_vec())
     }
 
-    /// Ship a batch of records with the spool's `head` (an empty batch reports the head alone).
+    /// Ship a batch of records with the spool's `head` (an empty batch reports the head alone),
+    /// and the signature of the batch's last record with the chain's public key.
     pub async fn post_records(
         &self,
         records: &[AuditRecord],
         head: u64,
+        signed: Option<(&str, &str)>,
     ) -> Result<(), crate::spool::ShipError> {
         use crate::spool::ShipError;
+        let mut body = json!({"records": records, "head": head});
+        if let Some((signature, public_key)) = signed {
+            body["signature"] = json!(signature);
+            body["public_key"] = json!(public_key);
+        }
         let resp = self
             .req(reqwest::Method::POST, "/v1/audit/records")
-            .json(&json!({"records": records, "head": head}))
+            .json(&body)
             .send()
             .await
             .map_err(|e| ShipError::Other(e.into()))?;
-        if resp.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+        let status = resp.status();
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
             return Err(ShipError::TooLarge);
+        }
+        if matches!(status.as_u16(), 400 | 403 | 409 | 422) {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(ShipError::Refused(format!(
+                "the broker answered {status}: {}",
+                body["error"]["message"].as_str().unwrap_or("no message")
+            )));
         }
         Self::check(resp).await.map_err(ShipError::Other)?;
         Ok(())

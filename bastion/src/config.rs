@@ -19,6 +19,11 @@ pub struct EdgeConfig {
     pub broker: String,
     #[serde(default)]
     pub broker_ca: Option<PathBuf>,
+    /// The user CA keys to trust (OpenSSH lines). Set: only these, whatever the broker says.
+    /// Empty: the broker's set, taken on first contact and then changed only when signed by a CA
+    /// trusted already.
+    #[serde(default)]
+    pub user_ca_keys: Vec<String>,
     /// Seconds between KRL refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_secs: u64,
@@ -73,6 +78,9 @@ pub struct GatewayConfig {
     pub broker: String,
     #[serde(default)]
     pub broker_ca: Option<PathBuf>,
+    /// The user CA keys to trust (OpenSSH lines); see the edge's `user_ca_keys`.
+    #[serde(default)]
+    pub user_ca_keys: Vec<String>,
     /// The one-time join token (used at the first start only).
     #[serde(default)]
     pub join_token: Option<String>,
@@ -104,6 +112,42 @@ pub struct GatewayConfig {
     /// channel is refused and audited (`too_many_channels`).
     #[serde(default = "default_channels_per_session")]
     pub max_channels_per_session: usize,
+    /// Engineer sessions open at once through this gateway; past it a session is refused with a
+    /// message and audited (`too_many_sessions`).
+    #[serde(default = "default_sessions")]
+    pub max_sessions: usize,
+    /// Sessions of one engineer open at once through this gateway (`too_many_sessions_engineer`).
+    #[serde(default = "default_sessions_per_engineer")]
+    pub max_sessions_per_engineer: usize,
+    /// A moderated session (its approval requires an observer) waits this long, seconds, for an
+    /// approver of the customer to watch it before what it asked to run is refused.
+    #[serde(default = "default_observer_wait_secs")]
+    pub observer_wait_secs: u64,
+    /// Lifetime of the host certificates this gateway shows engineers (one per node name),
+    /// seconds; each is renewed when half of it has passed.
+    #[serde(default = "default_cert_secs")]
+    pub host_cert_secs: u64,
+    /// Lifetime of the certificate this gateway shows the edge for its tunnel, seconds. At half
+    /// of it a new tunnel with a new certificate takes the new sessions, and the old one closes
+    /// once its sessions ended (at the latest when its certificate expires).
+    #[serde(default = "default_cert_secs")]
+    pub tunnel_cert_secs: u64,
+}
+
+fn default_cert_secs() -> u64 {
+    86_400
+}
+
+fn default_sessions() -> usize {
+    256
+}
+
+fn default_observer_wait_secs() -> u64 {
+    600
+}
+
+fn default_sessions_per_engineer() -> usize {
+    16
 }
 
 fn default_channels_per_session() -> usize {
@@ -148,8 +192,70 @@ fn default_session_cert_ttl() -> u64 {
     600
 }
 
-pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+/// A config whose relative paths are taken relative to its file.
+pub trait Paths {
+    fn anchor_paths(&mut self, base: &Path);
+}
+
+fn anchor(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl Paths for EdgeConfig {
+    fn anchor_paths(&mut self, base: &Path) {
+        anchor(base, &mut self.data_dir);
+        for p in [&mut self.broker_ca, &mut self.token_file]
+            .into_iter()
+            .flatten()
+        {
+            anchor(base, p);
+        }
+    }
+}
+
+impl Paths for GatewayConfig {
+    fn anchor_paths(&mut self, base: &Path) {
+        anchor(base, &mut self.data_dir);
+        if let Some(p) = &mut self.broker_ca {
+            anchor(base, p);
+        }
+    }
+}
+
+/// Read a config file; every relative path in it is relative to the file, whatever the working
+/// directory.
+pub fn load<T: serde::de::DeserializeOwned + Paths>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    let mut cfg: T =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if let Some(base) = path.parent() {
+        cfg.anchor_paths(base);
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc").join("edge.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:2222\"\ntunnel_listen = \"127.0.0.1:2223\"\ndata_dir = \"data\"\n\
+             broker = \"https://broker.example\"\nbroker_ca = \"/etc/ssl/ca.pem\"\ntoken_file = \"edge.token\"\n",
+        )
+        .unwrap();
+        let cfg: EdgeConfig = load(&path).unwrap();
+        let etc = dir.path().join("etc");
+        assert_eq!(cfg.data_dir, etc.join("data"));
+        assert_eq!(cfg.token_file, Some(etc.join("edge.token")));
+        assert_eq!(cfg.broker_ca, Some(PathBuf::from("/etc/ssl/ca.pem")));
+    }
 }

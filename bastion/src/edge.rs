@@ -7,13 +7,17 @@
 //! When the certificate asks for per-session MFA (extension `mfa@sallyport.dev`, from an
 //! approval with `per_session_mfa`), the certificate alone is a partial success: the engineer
 //! must then answer a keyboard-interactive prompt with a TOTP code, which the broker checks
-//! (`POST /v1/mfa/verify`; each step once, shared with login, counted toward the login lockout).
-//! If the broker cannot answer, the connection is refused (fail closed).
+//! (`POST /v1/mfa/verify` with the certificate's grant; each step once, shared with login,
+//! counted toward the login lockouts). If the broker cannot answer, the connection is refused
+//! (fail closed). One code opens one session: a second forward through the same connection
+//! (ControlMaster) is refused (`mfa_session_used`) and needs a new connection and a new code.
 //!
 //! With a name and an API token (`name`, `token_file`), every refusal (`edge_refused`) and every
 //! forward (`edge_session`) is written to the edge's own hash-chained spool (`data_dir/spool`,
 //! source `edge:<name>`) and shipped to the broker like a gateway's. Without them the edge only
 //! logs, and refuses certificates that ask for per-session MFA (it cannot check the code).
+//! Refusals anyone can repeat are written a few times a minute per connection (or, before login,
+//! per source address) and code; the others are counted into a later event (`crate::throttle`).
 //!
 //! russh refuses a certificate that is expired or not yet valid (and one whose CA signature does
 //! not verify) itself, before the client proves it holds the key; the vendored russh tells the
@@ -58,42 +62,99 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
 use crate::spool::Spool;
+use crate::throttle::{Throttle, source_key};
 use crate::trust::{Trust, split_target};
+use sallyport_audit::writers::{ChainKind, EdgeKind, Writer};
 
-/// A gateway's tunnel: its id, the connection, and the fingerprint of the host CA that signed
-/// the gateway's certificate.
-type Tunnel = (u64, Handle, String);
+/// A gateway's tunnel: (its id, the connection, the fingerprint of the host CA that signed the
+/// gateway's certificate, when that certificate expires).
+type Tunnel = (u64, Handle, String, u64);
 
-/// The tunnels offered by gateways, by cluster.
+/// The tunnels offered by gateways, by cluster, and the engineers' sessions forwarded into each.
 #[derive(Default)]
 pub struct Tunnels {
     /// Per cluster.
     by_cluster: Mutex<HashMap<String, Vec<Tunnel>>>,
     next: AtomicU64,
+    /// Per tunnel id, the sessions forwarded into it now (by forward id): their `edge_session`
+    /// event's fields, so that a dropped tunnel names the sessions it cut.
+    forwards: Mutex<HashMap<u64, HashMap<u64, Value>>>,
+    next_forward: AtomicU64,
+}
+
+/// A session forwarded into a tunnel, listed while it lasts.
+struct Forwarded {
+    tunnels: Arc<Tunnels>,
+    tunnel: u64,
+    id: u64,
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.tunnels.forwards.lock()
+            && let Some(of) = m.get_mut(&self.tunnel)
+        {
+            of.remove(&self.id);
+            if of.is_empty() {
+                m.remove(&self.tunnel);
+            }
+        }
+    }
 }
 
 impl Tunnels {
-    fn add(&self, cluster: &str, handle: Handle, ca: String) -> u64 {
+    fn add(&self, cluster: &str, handle: Handle, ca: String, expires: u64) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.by_cluster.lock() {
             m.entry(cluster.to_string())
                 .or_default()
-                .push((id, handle, ca));
+                .push((id, handle, ca, expires));
         }
         id
     }
 
-    /// Every tunnel: (cluster, the tunnel, its host CA's fingerprint).
-    fn all(&self) -> Vec<(String, Handle, String)> {
+    /// Every tunnel: (cluster, its id, the tunnel, its host CA's fingerprint, its certificate's
+    /// expiry).
+    fn all(&self) -> Vec<(String, u64, Handle, String, u64)> {
         self.by_cluster
             .lock()
             .map(|m| {
                 m.iter()
                     .flat_map(|(c, v)| {
-                        v.iter()
-                            .map(|(_, h, ca)| (c.clone(), h.clone(), ca.clone()))
+                        v.iter().map(|(id, h, ca, expires)| {
+                            (c.clone(), *id, h.clone(), ca.clone(), *expires)
+                        })
                     })
                     .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// List a session forwarded into tunnel `tunnel` (`session`: its `edge_session` fields) for
+    /// as long as the returned guard lives.
+    fn forwarded(self: &Arc<Self>, tunnel: u64, session: Value) -> Forwarded {
+        let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.forwards.lock() {
+            m.entry(tunnel).or_default().insert(id, session);
+        }
+        Forwarded {
+            tunnels: self.clone(),
+            tunnel,
+            id,
+        }
+    }
+
+    /// The sessions forwarded into tunnel `tunnel` now (their `edge_session` fields).
+    fn sessions_in(&self, tunnel: u64) -> Vec<Value> {
+        self.forwards
+            .lock()
+            .map(|m| {
+                let mut v: Vec<(u64, Value)> = m
+                    .get(&tunnel)
+                    .map(|of| of.iter().map(|(i, s)| (*i, s.clone())).collect())
+                    .unwrap_or_default();
+                v.sort_by_key(|(i, _)| *i);
+                v.into_iter().map(|(_, s)| s).collect()
             })
             .unwrap_or_default()
     }
@@ -102,17 +163,22 @@ impl Tunnels {
         if let Ok(mut m) = self.by_cluster.lock()
             && let Some(v) = m.get_mut(cluster)
         {
-            v.retain(|(i, _, _)| *i != id);
+            v.retain(|(i, _, _, _)| *i != id);
         }
     }
 
-    /// The tunnels of a cluster, newest first.
-    fn of(&self, cluster: &str) -> Vec<Handle> {
+    /// The tunnels of a cluster (id, tunnel), newest first.
+    fn of(&self, cluster: &str) -> Vec<(u64, Handle)> {
         self.by_cluster
             .lock()
             .map(|m| {
                 m.get(cluster)
-                    .map(|v| v.iter().rev().map(|(_, h, _)| h.clone()).collect())
+                    .map(|v| {
+                        v.iter()
+                            .rev()
+                            .map(|(id, h, _, _)| (*id, h.clone()))
+                            .collect()
+                    })
                     .unwrap_or_default()
             })
             .unwrap_or_default()
@@ -137,7 +203,7 @@ pub struct Edge {
     pub broker: BrokerClient,
     pub tunnels: Arc<Tunnels>,
     /// The edge's audit spool (`data_dir/spool`, source `edge:<name>`), when it has a token.
-    pub spool: Option<Arc<Spool>>,
+    pub spool: Option<Arc<Spool<EdgeKind>>>,
     /// The broker client carrying the edge's token (audit ingest, per-session MFA).
     authed: Option<BrokerClient>,
     /// Host CA keys of clusters, as the broker said last.
@@ -152,6 +218,9 @@ pub struct Edge {
     draining: AtomicBool,
     /// Set when the grace period is over: every connection's task disconnects it.
     stop: watch::Sender<bool>,
+    /// Refusals anyone can repeat, audited a few times a minute per connection or source
+    /// address and code (`crate::throttle`).
+    refusals: Throttle,
 }
 
 /// Connections answered "too many connections" at once, past `max_connections`; past this too,
@@ -164,6 +233,11 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
 /// russh's own inactivity timer is only a backstop past `idle_timeout_secs` (it closes without
 /// a word, and the client's answers to the edge's keepalives reset it).
 const IDLE_BACKSTOP: Duration = Duration::from_secs(30);
+/// A refusal anyone can repeat is written at most this many times per key (a connection and a
+/// code once logged in; before, a source address and a code) per `REFUSAL_WINDOW_SECS`; the
+/// others are counted into the last one, written when the window or the connection ends.
+const REFUSALS_PER_WINDOW: u32 = 5;
+const REFUSAL_WINDOW_SECS: u64 = 60;
 
 fn full_message(max: usize) -> String {
     format!("sallyport edge: too many connections (at most {max} at once), try again later")
@@ -234,13 +308,27 @@ impl Edge {
         crate::private::open_data_dir(&cfg.data_dir, "edge's data_dir")?;
         let broker = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
         let (spool, authed) = match edge_identity(&cfg)? {
-            Some((name, token)) => (
-                Some(Spool::open(
-                    &cfg.data_dir.join("spool"),
-                    &format!("edge:{name}"),
-                )?),
-                Some(broker.with_token(token)),
-            ),
+            Some((name, token)) => {
+                // Signs the head of the edge's audit chain with every batch it ships; the broker
+                // pins its public key at the edge's first signed batch.
+                let audit_key = crate::load_or_create_key(
+                    &cfg.data_dir.join("audit_key"),
+                    "sallyport edge audit key",
+                )?;
+                tracing::info!(
+                    source = format!("edge:{name}"),
+                    audit_key = %audit_key.public_key().fingerprint(russh::keys::ssh_key::HashAlg::Sha256),
+                    "this edge signs its audit chain with this key: record its fingerprint for `sallyport audit verify --keys`"
+                );
+                (
+                    Some(Spool::open(
+                        &cfg.data_dir.join("spool"),
+                        Writer::Edge { name },
+                        audit_key,
+                    )?),
+                    Some(broker.with_token(token)),
+                )
+            }
             None => (None, None),
         };
         anyhow::ensure!(
@@ -252,7 +340,7 @@ impl Edge {
             cfg.idle_timeout_secs >= 1,
             "idle_timeout_secs must be at least 1"
         );
-        let trust = Trust::load(&cfg.data_dir);
+        let trust = Trust::load(&cfg.data_dir, crate::trust::pinned_cas(&cfg.user_ca_keys)?);
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
         Ok(Arc::new(Edge {
             cfg,
@@ -267,6 +355,7 @@ impl Edge {
             open: watch::Sender::new(0),
             draining: AtomicBool::new(false),
             stop: watch::Sender::new(false),
+            refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
         }))
     }
 
@@ -296,16 +385,41 @@ impl Edge {
     }
 
     /// Write an event to the edge's spool (durably) when it has one; `false` when that failed.
-    pub async fn audit(&self, kind: &str, data: Value) -> bool {
+    pub async fn audit(&self, kind: EdgeKind, data: Value) -> bool {
         let Some(spool) = &self.spool else {
             return true;
         };
         match spool.append(kind, data).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!(error = %e, kind, "edge audit spool unwritable");
+                tracing::error!(error = %e, kind = kind.as_str(), "edge audit spool unwritable");
                 false
             }
+        }
+    }
+
+    /// Write a refusal anyone can repeat, unless more than a few of its `key` were written
+    /// this minute (then it is counted into a later event; see [`Throttle`]).
+    async fn audit_repeatable(&self, key: &str, data: Value) {
+        if self.spool.is_none() {
+            return;
+        }
+        let mut data = data;
+        if let Some(n) = self.refusals.admit(key, crate::now(), &data) {
+            crate::throttle::note_suppressed(&mut data, n);
+            self.audit(EdgeKind::EdgeRefused, data).await;
+        }
+    }
+
+    /// Write the refusals folded in under the keys starting with `prefix` (a connection that
+    /// ended; `""`: every key), or, without a prefix, those whose window ended.
+    async fn flush_refusals(&self, prefix: Option<&str>) {
+        let folded = match prefix {
+            Some(p) => self.refusals.take(p),
+            None => self.refusals.due(crate::now()),
+        };
+        for f in folded {
+            self.audit(EdgeKind::EdgeRefused, f.into_event()).await;
         }
     }
 
@@ -318,6 +432,7 @@ impl Edge {
         };
         let body = json!({
             "engineer": id.engineer(),
+            "grant": id.grant(),
             "code": code,
             "ticket": id.ticket(),
             "cluster": id.cluster(),
@@ -384,6 +499,25 @@ impl Edge {
         }
     }
 
+    /// Resolves (with the broker's word) once the broker refuses this edge's token: a revoked
+    /// edge stops. Asked every `refresh_secs`; a broker that does not answer changes nothing.
+    async fn token_revoked(self: Arc<Self>) -> String {
+        let Some(client) = self.authed.clone() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(self.cfg.refresh_secs.max(1))).await;
+            if let Ok((status, v)) = client.get_json_status("/v1/whoami").await
+                && (status.as_u16() == 401 || status.as_u16() == 403)
+            {
+                return v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_string();
+            }
+        }
+    }
+
     /// Drop the tunnels of gateways whose host CA the broker no longer lists (the gateway was
     /// revoked), every 2 s; while the broker does not answer, tunnels stay.
     async fn drop_revoked_tunnels_forever(self: Arc<Self>) {
@@ -391,7 +525,26 @@ impl Edge {
             tokio::time::sleep(Duration::from_secs(2)).await;
             // Per cluster, the fingerprints the broker lists now; `None` while it does not answer.
             let mut listed: HashMap<String, Option<Vec<String>>> = HashMap::new();
-            for (cluster, tunnel, ca) in self.tunnels.all() {
+            for (cluster, id, tunnel, ca, expires) in self.tunnels.all() {
+                // A tunnel lives no longer than its certificate (the gateway renews it before).
+                if expires <= crate::now() {
+                    tracing::warn!(
+                        cluster,
+                        host_ca = ca,
+                        "dropping a tunnel whose certificate expired"
+                    );
+                    self.drop_tunnel(
+                        &cluster,
+                        id,
+                        &tunnel,
+                        &ca,
+                        "tunnel_expired",
+                        "the gateway's tunnel certificate expired: its tunnel was dropped",
+                        "sallyport edge: the tunnel's certificate expired",
+                    )
+                    .await;
+                    continue;
+                }
                 if !listed.contains_key(&cluster) {
                     let fps = self.fetch_host_cas(&cluster).await.ok().map(|keys| {
                         keys.iter()
@@ -409,22 +562,76 @@ impl Edge {
                         host_ca = ca,
                         "dropping the tunnel of a revoked gateway"
                     );
-                    self.audit(
-                        "edge_refused",
-                        json!({"edge": self.cfg.name, "code": "gateway_revoked", "cluster": cluster,
-                               "host_ca": ca,
-                               "reason": "the gateway's host CA is no longer trusted by the broker (the gateway was revoked): its tunnel was dropped"}),
+                    self.drop_tunnel(
+                        &cluster,
+                        id,
+                        &tunnel,
+                        &ca,
+                        "gateway_revoked",
+                        "the gateway's host CA is no longer trusted by the broker (the gateway was \
+                         revoked): its tunnel was dropped",
+                        "sallyport edge: this gateway was revoked",
                     )
                     .await;
-                    let _ = tunnel
-                        .disconnect(
-                            Disconnect::ByApplication,
-                            "sallyport edge: this gateway was revoked".into(),
-                            String::new(),
-                        )
-                        .await;
                 }
             }
+        }
+    }
+
+    /// Drop a gateway's tunnel at once, then audit it: an `edge_refused` naming the sessions it
+    /// cut (`sessions`: their connection, engineer, ticket, node and address), and an
+    /// `edge_disconnected` per cut session (with its engineer, ticket and node, so that each
+    /// ticket's record says how its session ended, even when the gateway, revoked, can no longer
+    /// write to the broker).
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_tunnel(
+        &self,
+        cluster: &str,
+        id: u64,
+        tunnel: &Handle,
+        ca: &str,
+        code: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let cut = self.tunnels.sessions_in(id);
+        let _ = tunnel
+            .disconnect(
+                Disconnect::ByApplication,
+                message.to_string(),
+                String::new(),
+            )
+            .await;
+        let listed: Vec<Value> = cut
+            .iter()
+            .map(|s| {
+                json!({
+                    "connection": s["connection"],
+                    "engineer": s["engineer"],
+                    "ticket": s["ticket"],
+                    "node": s["node"],
+                    "source_ip": s["source_ip"],
+                    "key_id": s["key_id"],
+                })
+            })
+            .collect();
+        self.audit(
+            EdgeKind::EdgeRefused,
+            json!({"edge": self.cfg.name, "code": code, "cluster": cluster, "host_ca": ca,
+                   "reason": reason, "sessions_cut": cut.len(), "sessions": listed}),
+        )
+        .await;
+        for session in cut {
+            let mut event = session;
+            crate::merge(
+                &mut event,
+                json!({
+                    "code": code,
+                    "reason": format!("{reason}; this session through it was cut"),
+                    "host_ca": ca,
+                }),
+            );
+            self.audit(EdgeKind::EdgeDisconnected, event).await;
         }
     }
 
@@ -491,8 +698,45 @@ pub async fn run(
     tokio::spawn(edge.trust.clone().refresh_forever(
         edge.broker.clone(),
         Duration::from_secs(edge.cfg.refresh_secs.max(1)),
+        edge.spool.clone().map(|spool| crate::trust::CaAudit {
+            spool,
+            kind: EdgeKind::EdgeUserCasRefused,
+            fields: json!({"edge": edge.cfg.name}),
+        }),
     ));
     tokio::spawn(edge.clone().drop_revoked_tunnels_forever());
+    {
+        // Refusals folded in under a key whose window ended are written (every few seconds).
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                edge.flush_refusals(None).await;
+            }
+        });
+    }
+    // A revoked edge stops as on SIGTERM (no new forwards, open connections end after the grace
+    // period) and exits with an error.
+    let revoked: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let shutdown = {
+        let edge = edge.clone();
+        let revoked = revoked.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                why = edge.clone().token_revoked() => {
+                    tracing::error!(reason = why, "the broker refuses this edge's token (revoked): the edge stops");
+                    edge.audit(
+                        EdgeKind::EdgeRefused,
+                        json!({"edge": edge.cfg.name, "code": "edge_revoked",
+                               "reason": format!("the broker refuses this edge's token ({why}): the edge stops")}),
+                    )
+                    .await;
+                    *revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                }
+            }
+        }
+    };
     let idle = edge.idle_timeout();
     let mut engineer_cfg =
         crate::server_config(vec![host_key.clone()], vec![], idle + IDLE_BACKSTOP);
@@ -528,8 +772,10 @@ pub async fn run(
         disconnected = stopped.disconnected,
         "edge stopped"
     );
+    // Whatever refusals are still folded in are written now, with their counts.
+    edge.flush_refusals(Some("")).await;
     edge.audit(
-        "edge_stopped",
+        EdgeKind::EdgeStopped,
         json!({
             "edge": edge.cfg.name,
             "drained": stopped.drained,
@@ -538,6 +784,12 @@ pub async fn run(
         }),
     )
     .await;
+    if let Some(why) = revoked.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!(
+            "the broker refuses this edge's token ({why}): the edge stopped; give it a new token \
+             (sallyport admin token <name> --role edge) if it should serve again"
+        );
+    }
     if !edge.flush_audit(Duration::from_secs(3)).await {
         tracing::warn!(
             "the broker did not take the edge's last audit records in time: they stay spooled \
@@ -593,7 +845,7 @@ async fn serve_engineers(
         "edge shutting down: no new connections; open ones may go on for the grace period"
     );
     edge.audit(
-        "edge_shutdown",
+        EdgeKind::EdgeShutdown,
         json!({
             "edge": edge.cfg.name,
             "connections": open,
@@ -643,6 +895,8 @@ impl Drop for OpenGuard {
 
 /// What one engineer connection's task and its handler share.
 struct Conn {
+    /// Names the connection in its events (`connection`): `c-` and 12 hex digits.
+    id: String,
     started: Instant,
     /// Milliseconds after `started` of the last sign of the engineer: a byte forwarded either
     /// way, or an authentication, channel or global request.
@@ -664,7 +918,10 @@ struct Conn {
 
 impl Conn {
     fn new() -> Conn {
+        let mut b = [0u8; 6];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut b);
         Conn {
+            id: format!("c-{}", hex::encode(b)),
             started: Instant::now(),
             last_active: AtomicU64::new(0),
             kick: Notify::new(),
@@ -674,6 +931,11 @@ impl Conn {
             forwards: Arc::default(),
             cert: Mutex::new(None),
         }
+    }
+
+    /// The throttle key of this connection's refusals of `code` (see [`Throttle`]).
+    fn refusal_key(&self, code: &str) -> String {
+        format!("{}:{code}", self.id)
     }
 
     fn touch(&self) {
@@ -748,6 +1010,7 @@ async fn engineer_connection(
         login: String::new(),
         identity: None,
         pending_mfa: None,
+        mfa_session_used: false,
         certificate_seen: false,
         conn: conn.clone(),
         permit,
@@ -787,8 +1050,8 @@ async fn engineer_connection(
         Err(_) => {
             tracing::info!(%peer, "engineer connection did not finish the SSH handshake in time");
             if !full {
-                edge.audit(
-                    "edge_refused",
+                edge.audit_repeatable(
+                    &unauthenticated_key(Some(peer.ip()), "login_timeout"),
                     json!({
                         "edge": edge.cfg.name,
                         "code": "login_timeout",
@@ -798,6 +1061,7 @@ async fn engineer_connection(
                             login_grace.as_secs()
                         ),
                         "authentication_tried": false,
+                        "connection": conn.id,
                         "source_ip": peer.ip().to_string(),
                         "peer": peer.to_string(),
                     }),
@@ -881,13 +1145,14 @@ async fn engineer_connection(
             };
             if close == Close::NotLoggedIn {
                 tracing::info!(%peer, "disconnecting a connection that did not log in in time");
-                edge.audit(
-                    "edge_refused",
+                edge.audit_repeatable(
+                    &unauthenticated_key(Some(peer.ip()), "login_timeout"),
                     json!({
                         "edge": edge.cfg.name,
                         "code": "login_timeout",
                         "reason": message,
                         "authentication_tried": conn.auth_seen.load(Ordering::SeqCst),
+                        "connection": conn.id,
                         "source_ip": peer.ip().to_string(),
                         "peer": peer.to_string(),
                     }),
@@ -916,7 +1181,7 @@ async fn engineer_connection(
                                 "idle_secs": conn.idle_for().as_secs(),
                             }),
                         );
-                        edge.audit("edge_disconnected", event).await;
+                        edge.audit(EdgeKind::EdgeDisconnected, event).await;
                     }
                     None => {
                         tracing::info!(%peer, reason = what, "disconnecting an unauthenticated connection")
@@ -943,8 +1208,8 @@ async fn engineer_connection(
         && !conn.full_audited.swap(true, Ordering::SeqCst)
     {
         tracing::warn!(%peer, "edge full: connection refused");
-        edge.audit(
-            "edge_refused",
+        edge.audit_repeatable(
+            &unauthenticated_key(Some(peer.ip()), "edge_full"),
             json!({
                 "edge": edge.cfg.name,
                 "code": "edge_full",
@@ -953,12 +1218,20 @@ async fn engineer_connection(
                 "key_id": null,
                 "engineer": null, "ticket": null, "grant": null, "cluster": null,
                 "login": null,
+                "connection": conn.id,
                 "source_ip": peer.ip().to_string(),
                 "peer": peer.to_string(),
             }),
         )
         .await;
     }
+    // This connection's refusals that were folded in are written now, with their counts.
+    edge.flush_refusals(Some(&format!("{}:", conn.id))).await;
+}
+
+/// The throttle key of a refusal of `code` before login: the source address (see [`Throttle`]).
+fn unauthenticated_key(ip: Option<IpAddr>, code: &str) -> String {
+    format!("src:{}:{code}", source_key(ip))
 }
 
 fn full_reason(max: usize) -> String {
@@ -987,6 +1260,8 @@ pub struct EngineerHandler {
     /// for it, the TOTP code too.
     identity: Option<CertIdentity>,
     pending_mfa: Option<PendingMfa>,
+    /// A TOTP code opens one session: set once a forward was opened under per-session MFA.
+    mfa_session_used: bool,
     /// A certificate reached the edge's check on this connection (its refusal is audited).
     certificate_seen: bool,
     /// Shared with the connection's task: activity, identity, and the request to end it.
@@ -1015,6 +1290,7 @@ impl EngineerHandler {
     fn connection_fields(&self) -> Value {
         json!({
             "edge": self.edge.cfg.name,
+            "connection": self.conn.id,
             "login": self.login,
             "source_ip": self.peer.map(|p| p.ip().to_string()),
             "peer": self.peer.map(|p| p.to_string()),
@@ -1033,9 +1309,22 @@ impl EngineerHandler {
         v
     }
 
+    /// Audit a refusal: a few per minute per code and connection once logged in, per code and
+    /// source address before (see [`Throttle`]).
     async fn refused(&self, key_id: Option<&str>, code: &str, reason: &str, extra: Value) {
         let data = self.refusal(key_id, code, reason, extra);
-        self.edge.audit("edge_refused", data).await;
+        self.edge
+            .audit_repeatable(&self.refusal_key(code), data)
+            .await;
+    }
+
+    /// The throttle key of a refusal of `code` on this connection.
+    fn refusal_key(&self, code: &str) -> String {
+        if self.identity.is_some() {
+            self.conn.refusal_key(code)
+        } else {
+            unauthenticated_key(self.peer.map(|p| p.ip()), code)
+        }
     }
 
     /// The edge is full: audit it (once per connection, naming the key the client offered),
@@ -1065,6 +1354,7 @@ impl EngineerHandler {
     fn authenticated(&mut self, id: CertIdentity) {
         if let Ok(mut who) = self.conn.who.lock() {
             *who = Some(json!({
+                "connection": self.conn.id,
                 "login": self.login,
                 "key_id": id.key_id().to_string(),
                 "engineer": id.engineer(),
@@ -1501,6 +1791,28 @@ impl russh::server::Handler for EngineerHandler {
                 .await;
             return Ok(());
         }
+        // Per-session MFA means per session: one code, one forward. A second session through
+        // this connection (ControlMaster, `ssh -J` reusing a jump connection) needs a new
+        // connection and a new code.
+        if id.per_session_mfa() && self.mfa_session_used {
+            tracing::warn!(
+                engineer = id.engineer(),
+                host,
+                "refused: a per-session TOTP code opens one session"
+            );
+            self.refused(
+                Some(&key_id),
+                "mfa_session_used",
+                "per-session MFA: a TOTP code opens one session; connect again (without a shared \
+                 ControlMaster connection to the edge) and enter a new code",
+                json!({"target": target}),
+            )
+            .await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let limit = self.edge.cfg.max_forwards_per_connection;
         let Some(slot) = crate::Slot::take(&self.conn.forwards, limit) else {
             tracing::warn!(
@@ -1518,6 +1830,9 @@ impl russh::server::Handler for EngineerHandler {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
+        if id.per_session_mfa() {
+            self.mfa_session_used = true;
+        }
         let tunnels = self.edge.tunnels.of(cluster);
         // The originator the gateway sees is the engineer's address as the edge saw it, not what
         // the client claims: the gateway checks `source-address` against it again.
@@ -1548,6 +1863,21 @@ impl russh::server::Handler for EngineerHandler {
             &format!("no gateway of cluster {cluster} is connected to this edge"),
             json!({"target": target}),
         );
+        // Tunnels are up, but every gateway refused the node (one it does not serve, or one it
+        // cannot take now): a different fault from a missing tunnel.
+        let gateway_refused = self.refusal(
+            Some(&key_id),
+            "gateway_refused",
+            &format!(
+                "the gateway of cluster {cluster} refused {node} (a node it does not serve, or it \
+                 cannot take a session now)"
+            ),
+            json!({"target": target}),
+        );
+        let (no_tunnel_key, gateway_refused_key) = (
+            self.refusal_key("no_tunnel"),
+            self.refusal_key("gateway_refused"),
+        );
         let edge = self.edge.clone();
         let conn = self.conn.clone();
         // Opening the tunnel channel waits on the gateway's connection: never inside this
@@ -1555,7 +1885,8 @@ impl russh::server::Handler for EngineerHandler {
         tokio::spawn(async move {
             // Held for as long as the forward is open (or being opened).
             let _slot = slot;
-            for tunnel in tunnels {
+            let any_tunnel = !tunnels.is_empty();
+            for (tunnel_id, tunnel) in tunnels {
                 match tunnel
                     .channel_open_forwarded_tcpip(
                         host.clone(),
@@ -1567,11 +1898,16 @@ impl russh::server::Handler for EngineerHandler {
                 {
                     Ok(inner) => {
                         // Written before any byte passes; no record, no forward (fail closed).
-                        if !edge.audit("edge_session", session_event).await {
+                        if !edge
+                            .audit(EdgeKind::EdgeSession, session_event.clone())
+                            .await
+                        {
                             let _ = inner.close().await;
                             reply.reject(ChannelOpenFailure::ResourceShortage).await;
                             return;
                         }
+                        // Listed under its tunnel while it lasts: a dropped tunnel names it.
+                        let _listed = edge.tunnels.forwarded(tunnel_id, session_event);
                         reply.accept().await;
                         pipe(channel, inner, conn.clone()).await;
                         return;
@@ -1581,8 +1917,18 @@ impl russh::server::Handler for EngineerHandler {
                     }
                 }
             }
-            tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
-            edge.audit("edge_refused", no_tunnel).await;
+            if any_tunnel {
+                tracing::warn!(
+                    engineer,
+                    host,
+                    "every tunnel of this cluster refused the node"
+                );
+                edge.audit_repeatable(&gateway_refused_key, gateway_refused)
+                    .await;
+            } else {
+                tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
+                edge.audit_repeatable(&no_tunnel_key, no_tunnel).await;
+            }
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
         });
         Ok(())
@@ -1669,6 +2015,7 @@ impl Server for TunnelServer {
             peer,
             cluster: None,
             ca: None,
+            expires: 0,
             registered: None,
         }
     }
@@ -1680,6 +2027,8 @@ pub struct TunnelHandler {
     cluster: Option<String>,
     /// The fingerprint of the host CA that signed the gateway's certificate.
     ca: Option<String>,
+    /// When the gateway's certificate expires.
+    expires: u64,
     registered: Option<u64>,
 }
 
@@ -1718,6 +2067,7 @@ impl russh::server::Handler for TunnelHandler {
         if ok {
             tracing::info!(peer = ?self.peer, cluster, key_id = cert.key_id(), "gateway authenticated");
             self.cluster = Some(cluster.to_string());
+            self.expires = cert.valid_before();
             self.ca = Some(
                 cert.signature_key()
                     .fingerprint(russh::keys::HashAlg::Sha256)
@@ -1741,7 +2091,12 @@ impl russh::server::Handler for TunnelHandler {
         };
         if self.registered.is_none() {
             let ca = self.ca.clone().unwrap_or_default();
-            self.registered = Some(self.edge.tunnels.add(cluster, session.handle(), ca));
+            self.registered = Some(self.edge.tunnels.add(
+                cluster,
+                session.handle(),
+                ca,
+                self.expires,
+            ));
             tracing::info!(cluster, "gateway tunnel up");
         }
         Ok(true)
@@ -1760,6 +2115,7 @@ mod tests {
             data_dir: dir.join("data"),
             broker: "http://127.0.0.1:1".into(),
             broker_ca: None,
+            user_ca_keys: vec![],
             refresh_secs: 10,
             max_connections: 10,
             idle_timeout_secs: 600,

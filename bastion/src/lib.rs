@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod private;
 pub mod record;
 pub mod spool;
+pub mod throttle;
 pub mod trust;
 
 /// Unix seconds.

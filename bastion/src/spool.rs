@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use russh::keys::PrivateKey;
 use sallyport_audit::AuditRecord;
+use sallyport_audit::writers::{ChainKind, Writer};
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 
@@ -26,6 +28,12 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the audit spool {path} belongs to {found}, not {wanted}")]
+    Writer {
+        path: PathBuf,
+        found: String,
+        wanted: String,
+    },
     #[error("the audit spool {path} is corrupt at line {line}: {problem}")]
     Corrupt {
         path: PathBuf,
@@ -33,16 +41,6 @@ pub enum SpoolError {
         problem: String,
     },
 }
-
-/// Records that close or account for what was already allowed: they may use the reserve.
-pub const CLOSING_KINDS: [&str; 6] = [
-    "session_ended",
-    "recording_failed",
-    "session_terminated",
-    "channel_exit",
-    "recording_finished",
-    "output_recorded",
-];
 
 /// A segment is closed once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
@@ -61,11 +59,20 @@ struct Inner {
     broken: bool,
 }
 
-pub struct Spool {
+/// A spool of one writer's chain, whose records are of kind `K` only: an edge's spool takes
+/// [`EdgeKind`](sallyport_audit::writers::EdgeKind)s, a gateway's
+/// [`GatewayKind`](sallyport_audit::writers::GatewayKind)s, so neither can write a kind the
+/// broker would refuse; every record's data is made to fit what its writer may say
+/// ([`sallyport_audit::writers::conform`]) before it is written.
+pub struct Spool<K: ChainKind> {
     dir: PathBuf,
     source: String,
+    writer: Writer,
+    /// Signs the chain's head with each shipped batch (see `sallyport_ca::chainsig`).
+    key: PrivateKey,
+    kinds: std::marker::PhantomData<K>,
     /// Free bytes kept on the spool's file system for records that close what was already
-    /// allowed ([`CLOSING_KINDS`]); below it, every other record is refused (fail closed).
+    /// allowed ([`ChainKind::closes`]); below it, every other record is refused (fail closed).
     reserve: AtomicU64,
     segment_bytes: AtomicU64,
     /// The highest sequence number written, for readers that must not wait on the writer.
@@ -119,8 +126,18 @@ fn read_acked(dir: &Path) -> (u64, Option<String>) {
     (seq, words.next().map(str::to_string))
 }
 
-impl Spool {
-    pub fn open(dir: &Path, source: &str) -> Result<Arc<Spool>, SpoolError> {
+impl<K: ChainKind> Spool<K> {
+    /// Open (or start) the spool of `writer`'s chain in `dir`; `key` signs its heads.
+    pub fn open(dir: &Path, writer: Writer, key: PrivateKey) -> Result<Arc<Spool<K>>, SpoolError> {
+        if writer.role() != K::ROLE {
+            return Err(SpoolError::Writer {
+                path: dir.to_path_buf(),
+                found: writer.source(),
+                wanted: K::ROLE.as_str().into(),
+            });
+        }
+        let source = writer.source();
+        let source = source.as_str();
         let io_at = |path: &Path| {
             let path = path.to_path_buf();
             move |source| SpoolError::Io {
@@ -188,6 +205,9 @@ impl Spool {
         Ok(Arc::new(Spool {
             dir: dir.to_path_buf(),
             source: source.to_string(),
+            writer,
+            key,
+            kinds: std::marker::PhantomData,
             reserve: AtomicU64::new(0),
             segment_bytes: AtomicU64::new(SEGMENT_BYTES),
             head: AtomicU64::new(head),
@@ -216,13 +236,23 @@ impl Spool {
         &self.source
     }
 
+    /// The public key that signs this chain's heads.
+    pub fn public_key(&self) -> &russh::keys::PublicKey {
+        self.key.public_key()
+    }
+
+    /// The signature of this chain's head at record `seq` (whose hash is `hash`).
+    pub fn sign_head(&self, seq: u64, hash: &str) -> Result<String, sallyport_ca::CaError> {
+        sallyport_ca::chainsig::sign_head(&self.key, &self.source, seq, hash)
+    }
+
     /// The highest sequence number written (0: none yet).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Relaxed)
     }
 
     /// Append one event and make it durable before returning.
-    pub async fn append(&self, kind: &str, data: Value) -> Result<AuditRecord, SpoolError> {
+    pub async fn append(&self, kind: K, data: Value) -> Result<AuditRecord, SpoolError> {
         let mut written = self.append_all(vec![(kind, data)]).await?;
         written.pop().ok_or_else(|| SpoolError::Io {
             path: self.dir.clone(),
@@ -234,7 +264,7 @@ impl Spool {
     /// commit): all of them or none.
     pub async fn append_all(
         &self,
-        events: Vec<(&str, Value)>,
+        events: Vec<(K, Value)>,
     ) -> Result<Vec<AuditRecord>, SpoolError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -252,7 +282,9 @@ impl Spool {
         let mut closing_only = true;
         let now = now_ms();
         for (kind, data) in events {
-            closing_only &= CLOSING_KINDS.contains(&kind);
+            closing_only &= kind.closes();
+            let data = sallyport_audit::writers::conform(&self.writer, data);
+            let kind = kind.as_str();
             let prev = records
                 .last()
                 .map(|r: &AuditRecord| (r.seq, r.hash.as_str()))
@@ -472,18 +504,36 @@ fn check_segment(
 pub enum ShipError {
     /// 413: the batch is over the broker's limit; send a smaller one.
     TooLarge,
+    /// The broker refused the batch (400, 403, 409): its records or its signature are not what
+    /// this chain's writer may send. The data plane never writes such a record, so this is a
+    /// bug or tampering (or a broker older than the data plane): said loudly, retried slowly,
+    /// and the records stay spooled (nothing is dropped).
+    Refused(String),
     Other(anyhow::Error),
 }
 
+/// The longest wait between two tries of a batch the broker refused.
+const REFUSED_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Ship spooled records to the broker until acknowledged; runs forever. Batches are sized in
 /// bytes ([`MAX_BATCH_BYTES`]) and halved when the broker says one is too large (down to a
-/// single record), so no record and no backlog can wedge shipping. Every batch carries the
-/// spool's head; when a batch cannot be sent, the head alone is reported, so the broker knows
-/// how far behind it is.
-pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient) {
+/// single record), so no record and no backlog can wedge shipping. Each batch carries the
+/// signature of its last record's hash (the chain's head as of that batch, which covers every
+/// earlier record) and the spool's head; when a batch cannot be sent, the head alone is
+/// reported, so the broker knows how far behind it is. A batch the broker refuses is never
+/// dropped: it is logged as an error (with the broker's reason) and tried again, and the head
+/// report makes `sallyport audit verify` show the chain as INCOMPLETE meanwhile.
+pub async fn ship<K: ChainKind>(spool: Arc<Spool<K>>, broker: crate::broker_client::BrokerClient) {
     let mut backoff = std::time::Duration::from_millis(200);
     let mut budget = MAX_BATCH_BYTES;
     let mut reported = None;
+    let public_key = match spool.public_key().to_openssh() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the audit key: nothing is shipped");
+            return;
+        }
+    };
     loop {
         let acked = spool.acked();
         let head = spool.head();
@@ -496,7 +546,7 @@ pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient)
             }
         };
         if batch.is_empty() {
-            if reported != Some(head) && broker.post_records(&[], head).await.is_ok() {
+            if reported != Some(head) && broker.post_records(&[], head, None).await.is_ok() {
                 reported = Some(head);
             }
             let _ =
@@ -508,7 +558,18 @@ pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient)
             .last()
             .map(|r| (r.seq, r.hash.clone()))
             .unwrap_or_default();
-        match broker.post_records(&batch, head).await {
+        let signature = match spool.sign_head(last, &last_hash) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign the audit chain's head: records stay spooled");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        match broker
+            .post_records(&batch, head, Some((&signature, &public_key)))
+            .await
+        {
             Ok(()) => {
                 reported = Some(head);
                 if let Err(e) = spool.set_acked(last, &last_hash) {
@@ -525,16 +586,33 @@ pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient)
                     "the broker refused a batch as too large: sending smaller ones"
                 );
             }
+            Err(ShipError::Refused(reason)) => {
+                tracing::error!(
+                    source = spool.source(),
+                    first = batch[0].seq,
+                    last,
+                    reason,
+                    "the broker REFUSED audit records of this chain: they stay spooled and are \
+                     tried again; this is a bug or tampering (or a broker older than this \
+                     gateway or edge): tell the operator"
+                );
+                if reported != Some(head) && broker.post_records(&[], head, None).await.is_ok() {
+                    reported = Some(head);
+                }
+                backoff = REFUSED_BACKOFF.min(backoff.max(std::time::Duration::from_secs(5)) * 2);
+                tokio::time::sleep(backoff).await;
+            }
             Err(e) => {
                 let e = match e {
                     ShipError::TooLarge => anyhow::anyhow!(
                         "record {} alone is larger than the broker's max_ingest_bytes",
                         batch[0].seq
                     ),
+                    ShipError::Refused(reason) => anyhow::anyhow!(reason),
                     ShipError::Other(e) => e,
                 };
                 tracing::warn!(error = %e, pending = head.saturating_sub(acked), "audit records not shipped yet: they stay spooled");
-                if reported != Some(head) && broker.post_records(&[], head).await.is_ok() {
+                if reported != Some(head) && broker.post_records(&[], head, None).await.is_ok() {
                     reported = Some(head);
                 }
                 tokio::time::sleep(backoff).await;
@@ -547,14 +625,38 @@ pub async fn ship(spool: Arc<Spool>, broker: crate::broker_client::BrokerClient)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sallyport_audit::writers::GatewayKind;
     use serde_json::json;
+
+    const X: GatewayKind = GatewayKind::Shell;
+    const COMMAND: GatewayKind = GatewayKind::Command;
+
+    fn open(dir: &Path) -> Result<Arc<Spool<GatewayKind>>, SpoolError> {
+        let writer = Writer::Gateway {
+            id: "g1".into(),
+            cluster: "c1".into(),
+        };
+        Spool::open(
+            dir,
+            writer,
+            sallyport_ca::keys::generate_ed25519("t").unwrap(),
+        )
+    }
+
+    fn closing() -> Vec<GatewayKind> {
+        GatewayKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.closes())
+            .collect()
+    }
 
     #[tokio::test]
     async fn appends_chain_and_survive_reopen_and_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        let s = open(dir.path()).unwrap();
         for i in 0..3 {
-            s.append("x", json!({"i": i})).await.unwrap();
+            s.append(X, json!({"i": i})).await.unwrap();
         }
         drop(s);
         // A torn write at the end.
@@ -565,9 +667,9 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"source\":\"gateway:g1\",\"se").unwrap();
         drop(f);
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        let s = open(dir.path()).unwrap();
         assert_eq!(s.head(), 3);
-        let r = s.append("x", json!({"i": 3})).await.unwrap();
+        let r = s.append(X, json!({"i": 3})).await.unwrap();
         assert_eq!(r.seq, 4);
         let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
         assert_eq!(sallyport_audit::verify_chain(&all), Ok(4));
@@ -580,9 +682,9 @@ mod tests {
     #[tokio::test]
     async fn an_edited_spool_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        let s = open(dir.path()).unwrap();
         for i in 0..3 {
-            s.append("x", json!({"i": i})).await.unwrap();
+            s.append(X, json!({"i": i})).await.unwrap();
         }
         drop(s);
         let path = dir.path().join(segment_name(1));
@@ -591,7 +693,7 @@ mod tests {
             .replace("\"i\":1", "\"i\":7");
         std::fs::write(&path, text).unwrap();
         assert!(matches!(
-            Spool::open(dir.path(), "gateway:g1"),
+            open(dir.path()),
             Err(SpoolError::Corrupt { line: 2, .. })
         ));
     }
@@ -599,37 +701,37 @@ mod tests {
     #[tokio::test]
     async fn below_the_reserve_only_closing_records_are_written() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
-        s.append("command", json!({"command": "a"})).await.unwrap();
+        let s = open(dir.path()).unwrap();
+        s.append(COMMAND, json!({"command": "a"})).await.unwrap();
         // More than any file system has free: as if the disk were down to its reserve.
         s.set_reserve(u64::MAX / 4);
         let err = s
-            .append("command", json!({"command": "b"}))
+            .append(COMMAND, json!({"command": "b"}))
             .await
             .unwrap_err();
         assert!(
             err.to_string().contains("kept for closing records"),
             "{err}"
         );
-        for kind in CLOSING_KINDS {
+        for kind in closing() {
             s.append(kind, json!({})).await.unwrap();
         }
         // The refused record left no trace; the chain goes on.
         let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
-        assert_eq!(all.len(), 1 + CLOSING_KINDS.len());
+        assert_eq!(all.len(), 1 + closing().len());
         assert!(all.iter().all(|r| r.data["command"] != "b"));
         assert_eq!(sallyport_audit::verify_chain(&all), Ok(all.len() as u64));
         s.set_reserve(0);
-        s.append("command", json!({"command": "c"})).await.unwrap();
+        s.append(COMMAND, json!({"command": "c"})).await.unwrap();
     }
 
     #[tokio::test]
     async fn segments_rotate_acknowledged_ones_go_and_the_chain_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        let s = open(dir.path()).unwrap();
         s.set_segment_bytes(1000);
         for i in 0..40 {
-            s.append("x", json!({"i": i, "pad": "p".repeat(100)}))
+            s.append(X, json!({"i": i, "pad": "p".repeat(100)}))
                 .await
                 .unwrap();
         }
@@ -663,45 +765,46 @@ mod tests {
         s.set_acked(40, &seen[39].hash).unwrap();
         assert_eq!(count(), 1);
         drop(s);
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
+        let s = open(dir.path()).unwrap();
         s.set_segment_bytes(1000);
-        let r = s.append("x", json!({"i": 40})).await.unwrap();
+        let r = s.append(X, json!({"i": 40})).await.unwrap();
         assert_eq!((r.seq, r.prev_hash.as_str()), (41, seen[39].hash.as_str()));
         // A segment of records the broker never acknowledged, deleted: refused.
         for i in 0..20 {
-            s.append("x", json!({"i": i, "pad": "p".repeat(100)}))
+            s.append(X, json!({"i": i, "pad": "p".repeat(100)}))
                 .await
                 .unwrap();
         }
         drop(s);
         let first = segments(dir.path()).unwrap()[0].1.clone();
         std::fs::remove_file(first).unwrap();
-        let err = Spool::open(dir.path(), "gateway:g1").err().unwrap();
+        let err = open(dir.path()).err().unwrap();
         assert!(err.to_string().contains("never acknowledged"), "{err}");
     }
 
     #[tokio::test]
     async fn a_spool_of_an_older_version_becomes_the_first_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
-        s.append("x", json!({})).await.unwrap();
+        let s = open(dir.path()).unwrap();
+        s.append(X, json!({})).await.unwrap();
         drop(s);
         std::fs::rename(
             dir.path().join(segment_name(1)),
             dir.path().join("audit.jsonl"),
         )
         .unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
-        assert_eq!(s.append("x", json!({})).await.unwrap().seq, 2);
+        let s = open(dir.path()).unwrap();
+        assert_eq!(s.append(X, json!({})).await.unwrap().seq, 2);
         assert!(!dir.path().join("audit.jsonl").exists());
     }
 
     #[tokio::test]
     async fn a_group_commit_chains_like_single_appends_and_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(dir.path(), "gateway:g1").unwrap();
-        s.append("x", json!({"i": 0})).await.unwrap();
-        let batch: Vec<(&str, Value)> = (1..=50).map(|i| ("command", json!({"i": i}))).collect();
+        let s = open(dir.path()).unwrap();
+        s.append(X, json!({"i": 0})).await.unwrap();
+        let batch: Vec<(GatewayKind, Value)> =
+            (1..=50).map(|i| (COMMAND, json!({"i": i}))).collect();
         let written = s.append_all(batch).await.unwrap();
         assert_eq!(written.len(), 50);
         assert_eq!(s.head(), 51);
@@ -709,15 +812,74 @@ mod tests {
         assert_eq!(sallyport_audit::verify_chain(&all), Ok(51));
         // Below the reserve, a batch with anything but closing records is refused whole.
         s.set_reserve(u64::MAX / 4);
-        let mixed = vec![("channel_exit", json!({})), ("command", json!({}))];
+        let mixed = vec![(GatewayKind::ChannelExit, json!({})), (COMMAND, json!({}))];
         assert!(s.append_all(mixed).await.is_err());
         assert_eq!(s.head(), 51);
         s.append_all(vec![
-            ("channel_exit", json!({})),
-            ("session_ended", json!({})),
+            (GatewayKind::ChannelExit, json!({})),
+            (GatewayKind::SessionEnded, json!({})),
         ])
         .await
         .unwrap();
         assert_eq!(s.head(), 53);
+    }
+
+    /// Every kind the data plane can write is on its writer's allowlist (by type: the spools
+    /// take only `EdgeKind`s or `GatewayKind`s), and whatever data it carries, the record that
+    /// reaches the spool is one the broker's ingest takes.
+    #[tokio::test]
+    async fn every_kind_the_edge_and_the_gateway_write_passes_the_brokers_check() {
+        use sallyport_audit::writers::{EdgeKind, check};
+        let nasty = json!({"engineer": "a\u{1b}[2Jb", "ticket": "T 1", "cluster": "other",
+                           "node": "n1", "session": "s/1", "edge": "someone", "command": "ls"});
+        let dir = tempfile::tempdir().unwrap();
+        let g = open(dir.path()).unwrap();
+        let gw = Writer::Gateway {
+            id: "g1".into(),
+            cluster: "c1".into(),
+        };
+        for kind in GatewayKind::ALL {
+            let r = g.append(*kind, nasty.clone()).await.unwrap();
+            assert_eq!(check(&gw, &r.kind, &r.data), Ok(()), "{kind:?}: {}", r.data);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Writer::Edge { name: "e1".into() };
+        let e: Arc<Spool<EdgeKind>> = Spool::open(
+            dir.path(),
+            edge.clone(),
+            sallyport_ca::keys::generate_ed25519("t").unwrap(),
+        )
+        .unwrap();
+        for kind in EdgeKind::ALL {
+            let r = e.append(*kind, nasty.clone()).await.unwrap();
+            assert_eq!(
+                check(&edge, &r.kind, &r.data),
+                Ok(()),
+                "{kind:?}: {}",
+                r.data
+            );
+            assert_eq!(r.data["edge"], "e1");
+        }
+        // A spool of one role cannot be opened for the other's chain.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Spool::<EdgeKind>::open(
+                dir.path(),
+                gw,
+                sallyport_ca::keys::generate_ed25519("t").unwrap()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_head_signature_is_made_with_the_spools_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        let sig = s.sign_head(3, "ab").unwrap();
+        assert_eq!(
+            sallyport_ca::chainsig::verify_head(s.public_key(), "gateway:g1", 3, "ab", &sig),
+            Ok(())
+        );
     }
 }

@@ -15,6 +15,8 @@
 //! The timeouts below are failure guards (a stall), not timing assertions. Run with
 //! `cargo test -p sallyport-bastion --test flow --release -- --nocapture` to see the numbers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

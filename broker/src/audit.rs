@@ -64,7 +64,14 @@ pub enum AuditEvent {
         ticket: String,
         cluster: String,
         approval: String,
+        /// What the approver is asked to approve: these logins, at most this lifetime.
+        logins: Vec<String>,
+        ttl_secs: u64,
+        approvers_required: u64,
     },
+    /// One approver's vote. `status` is the request's status after it: `approved` (enough
+    /// approvers said yes), `denied`, or `pending` (a quorum still waits for `required -
+    /// approvals` more).
     AccessRequestDecided {
         request: String,
         engineer: String,
@@ -73,6 +80,14 @@ pub enum AuditEvent {
         decided_by: String,
         status: String,
         reason: Option<String>,
+        approvals: u64,
+        approvers_required: u64,
+        /// The request's terms after this decision: the logins and lifetime its one
+        /// certificate may carry (an approver may narrow them, never widen).
+        logins: Vec<String>,
+        ttl_secs: u64,
+        /// This approver narrowed the terms.
+        narrowed: bool,
     },
     ApprovalSaved {
         approval: String,
@@ -132,7 +147,17 @@ pub enum AuditEvent {
         customer: String,
         node_ca: String,
         host_ca: String,
+        /// Fingerprint of the key that signs the gateway's audit chain, pinned with it.
+        audit_key: String,
         source_ip: Option<String>,
+    },
+    /// The key that signs a chain was pinned at its first signed batch (an edge, or a gateway
+    /// enrolled before chains were signed): from now on only this key signs that chain.
+    AuditKeyPinned {
+        /// The chain (`edge:<name>`, `gateway:<id>`).
+        chain: String,
+        fingerprint: String,
+        pinned_by: String,
     },
     /// A gateway uploaded a session's recording (stored once; identical re-uploads are not
     /// recorded again).
@@ -178,6 +203,39 @@ pub enum AuditEvent {
         cluster: Option<String>,
         source_ip: Option<String>,
     },
+    /// A reviewer, a customer approver or the operator ended an engineer's session; the
+    /// cluster's gateway disconnects it (its own `session_terminated` event follows).
+    SessionTerminationRequested {
+        session: String,
+        cluster: String,
+        customer: String,
+        by: String,
+        reason: String,
+    },
+    /// A reviewer, a customer approver or the operator began watching a live session (again
+    /// after a minute away).
+    SessionWatched {
+        session: String,
+        cluster: String,
+        customer: String,
+        by: String,
+    },
+    /// An approver or a reviewer logged out of the web console.
+    ConsoleLogout {
+        account: String,
+        role: String,
+        customer: Option<String>,
+    },
+    /// A reviewer or the operator exported an evidence bundle (`GET /v1/audit/export`).
+    AuditExported {
+        by: String,
+        selection: sallyport_audit::bundle::Selection,
+        events: u64,
+        links: u64,
+        recordings: u64,
+        missing_recordings: u64,
+        manifest_sha256: String,
+    },
     /// A request refused before it reached a decision: bad token, another customer's data...
     Refused {
         by: String,
@@ -206,10 +264,15 @@ impl AuditEvent {
             AuditEvent::TicketSaved { .. } => "ticket_saved",
             AuditEvent::AdminChange { .. } => "admin_change",
             AuditEvent::GatewayEnrolled { .. } => "gateway_enrolled",
+            AuditEvent::AuditKeyPinned { .. } => "audit_key_pinned",
             AuditEvent::RecordingStored { .. } => "recording_stored",
             AuditEvent::RecordingRead { .. } => "recording_read",
             AuditEvent::SessionMfaVerified { .. } => "session_mfa_verified",
             AuditEvent::SessionMfaFailed { .. } => "session_mfa_failed",
+            AuditEvent::ConsoleLogout { .. } => "console_logout",
+            AuditEvent::SessionTerminationRequested { .. } => "session_termination_requested",
+            AuditEvent::SessionWatched { .. } => "session_watched",
+            AuditEvent::AuditExported { .. } => "audit_exported",
             AuditEvent::Refused { .. } => "refused",
         }
     }

@@ -224,25 +224,55 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                     name: "config".into(),
                 });
             }
-            let Some(t) = state.store.token_by_hash(&hash).await? else {
-                return Err(ApiError::Forbidden("unknown or revoked API token".into()));
+            let Some((t, revoked)) = state.store.token_by_hash(&hash).await? else {
+                return Err(refuse_unknown(
+                    state,
+                    parts,
+                    "an API token that was never issued",
+                    "unknown or revoked API token",
+                )
+                .await);
             };
-            return match (t.role.as_str(), t.customer) {
-                ("operator", _) => Ok(Caller::Operator { name: t.name }),
-                ("reviewer", _) => Ok(Caller::Reviewer { name: t.name }),
-                ("approver", Some(customer)) => Ok(Caller::Approver {
+            let caller = match (t.role.as_str(), t.customer) {
+                ("operator", _) => Caller::Operator { name: t.name },
+                ("reviewer", _) => Caller::Reviewer { name: t.name },
+                ("approver", Some(customer)) => Caller::Approver {
                     name: t.name,
                     customer,
-                }),
-                ("ticket_system", customer) => Ok(Caller::TicketSystem {
+                },
+                ("ticket_system", customer) => Caller::TicketSystem {
                     name: t.name,
                     customer,
-                }),
-                ("edge", _) => Ok(Caller::Edge { name: t.name }),
-                _ => Err(ApiError::Forbidden(
-                    "this API token has no usable role".into(),
-                )),
+                },
+                ("edge", _) => Caller::Edge { name: t.name },
+                _ => {
+                    return Err(ApiError::Forbidden(
+                        "this API token has no usable role".into(),
+                    ));
+                }
             };
+            if revoked {
+                let customer = match &caller {
+                    Caller::Approver { customer, .. } => Some(customer.clone()),
+                    Caller::TicketSystem { customer, .. } => customer.clone(),
+                    Caller::Operator { .. }
+                    | Caller::Reviewer { .. }
+                    | Caller::Engineer { .. }
+                    | Caller::Gateway { .. }
+                    | Caller::Edge { .. } => None,
+                };
+                return Err(refuse_revoked(
+                    state,
+                    parts,
+                    &caller,
+                    customer.as_deref(),
+                    None,
+                    "the API token was revoked",
+                    "unknown or revoked API token",
+                )
+                .await);
+            }
+            return Ok(caller);
         }
         if token.starts_with("spg_") {
             let hash = token_hash(token);
@@ -251,38 +281,154 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                     id: g.id,
                     cluster: g.cluster,
                 }),
-                Some(_) => Err(ApiError::Forbidden(
-                    "this gateway was revoked: create and enroll a new one".into(),
-                )),
-                None => Err(ApiError::Forbidden("unknown gateway credential".into())),
+                Some(g) => {
+                    let customer = state.store.cluster(&g.cluster).await?.map(|c| c.customer);
+                    let caller = Caller::Gateway {
+                        id: g.id,
+                        cluster: g.cluster.clone(),
+                    };
+                    Err(refuse_revoked(
+                        state,
+                        parts,
+                        &caller,
+                        customer.as_deref(),
+                        Some(&g.cluster),
+                        "the gateway was revoked",
+                        "this gateway was revoked: create and enroll a new one",
+                    )
+                    .await)
+                }
+                None => Err(refuse_unknown(
+                    state,
+                    parts,
+                    "a gateway credential that was never issued",
+                    "unknown gateway credential",
+                )
+                .await),
             };
         }
-        let claims = state.jwt.verify(token)?;
-        if state
+        let claims = match state.jwt.verify(token) {
+            Ok(c) => c,
+            Err(e) => {
+                // An expired session token is the everyday case (log in again), not an attack.
+                let forged = !format!("{e}").to_lowercase().contains("expired");
+                if forged {
+                    let _ =
+                        refuse_unknown(state, parts, "a session token the broker did not sign", "")
+                            .await;
+                }
+                return Err(e);
+            }
+        };
+        let revoked_at = state
             .store
             .sessions_revoked_at(&principal(&claims.role, &claims.sub))
-            .await?
-            .is_some_and(|at| claims.iat <= at)
-        {
-            return Err(ApiError::Forbidden(
-                "this session was revoked: log in again with `sallyport login`".into(),
-            ));
-        }
-        match (claims.role.as_str(), claims.customer) {
-            ("engineer", _) => Ok(Caller::Engineer {
+            .await?;
+        let caller = match (claims.role.as_str(), claims.customer) {
+            ("engineer", _) => Caller::Engineer {
                 uid: claims.sub,
                 groups: claims.groups,
                 mfa: claims.mfa,
-            }),
-            ("approver", Some(customer)) => Ok(Caller::Approver {
+            },
+            ("approver", Some(customer)) => Caller::Approver {
                 name: claims.sub,
                 customer,
-            }),
-            ("reviewer", _) => Ok(Caller::Reviewer { name: claims.sub }),
-            _ => Err(ApiError::Forbidden(
-                "the session token has no usable role".into(),
-            )),
+            },
+            ("reviewer", _) => Caller::Reviewer { name: claims.sub },
+            _ => {
+                return Err(ApiError::Forbidden(
+                    "the session token has no usable role".into(),
+                ));
+            }
+        };
+        if revoked_at.is_some_and(|at| claims.iat <= at) {
+            let customer = match &caller {
+                Caller::Approver { customer, .. } => Some(customer.clone()),
+                Caller::Operator { .. }
+                | Caller::Reviewer { .. }
+                | Caller::TicketSystem { .. }
+                | Caller::Engineer { .. }
+                | Caller::Gateway { .. }
+                | Caller::Edge { .. } => None,
+            };
+            return Err(refuse_revoked(
+                state,
+                parts,
+                &caller,
+                customer.as_deref(),
+                None,
+                "the session token was issued before its holder's sessions were revoked",
+                "this session was revoked: log in again with `sallyport login`",
+            )
+            .await);
         }
+        Ok(caller)
+    }
+}
+
+/// A revoked credential was presented: refused (403 with `message`) and audited as `refused`,
+/// naming the principal, the route and `reason`. Throttled per principal and route (one event a
+/// minute, the next counting those in between), so replaying a revoked credential cannot fill
+/// the log.
+async fn refuse_revoked(
+    state: &Broker,
+    parts: &Parts,
+    caller: &Caller,
+    customer: Option<&str>,
+    cluster: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> ApiError {
+    let by = caller.label();
+    let key = format!("revoked:{by}:{}", action_of(parts));
+    refuse_credential(state, parts, by, (customer, cluster), key, reason, message).await
+}
+
+/// A credential the broker never issued was presented: refused (403 with `message`) and audited
+/// as `refused` by `unknown@<address>`, throttled per address, route and kind, so guessing tokens
+/// shows in the log without filling it.
+async fn refuse_unknown(state: &Broker, parts: &Parts, reason: &str, message: &str) -> ApiError {
+    let addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown address".to_string(), |c| c.0.ip().to_string());
+    let key = format!("unknown:{addr}:{}:{reason}", action_of(parts));
+    let by = format!("unknown@{addr}");
+    refuse_credential(state, parts, by, (None, None), key, reason, message).await
+}
+
+/// The route as the router matched it (a bounded set), not the path as sent: `GET /v1/...`.
+fn action_of(parts: &Parts) -> String {
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(no route)", |m| m.as_str());
+    format!("{} {route}", parts.method)
+}
+
+/// Refuse a credential (403 with `message`) and audit it as `refused` by `by`, throttled under
+/// `key`.
+async fn refuse_credential(
+    state: &Broker,
+    parts: &Parts,
+    by: String,
+    (customer, cluster): (Option<&str>, Option<&str>),
+    key: String,
+    reason: &str,
+    message: &str,
+) -> ApiError {
+    let action = action_of(parts);
+    tracing::warn!(by, action, reason, "refused a credential");
+    let event = |why: &str| crate::audit::AuditEvent::Refused {
+        by: by.clone(),
+        action: action.clone(),
+        reason: why.into(),
+        customer: customer.map(str::to_string),
+        cluster: cluster.map(str::to_string),
+    };
+    match crate::api::throttled(state, &key, event, reason).await {
+        Ok(()) => ApiError::Forbidden(message.into()),
+        Err(e) => e,
     }
 }
 

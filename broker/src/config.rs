@@ -26,6 +26,8 @@ pub struct BrokerConfig {
     pub jwt: JwtConfig,
     #[serde(default)]
     pub login: LoginConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// LDAP directory of engineers. Without it, `directory` must name an embedded directory file.
     #[serde(default)]
     pub ldap: Option<LdapConfig>,
@@ -116,12 +118,50 @@ impl Default for JwtConfig {
     }
 }
 
+/// The web console's sessions (approvers and reviewers, at `/console/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Longest a console session lives after its login, seconds.
+    #[serde(default = "default_console_session")]
+    pub session_secs: u64,
+    /// A console session unused for this long ends, seconds.
+    #[serde(default = "default_console_idle")]
+    pub idle_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_secs: default_console_session(),
+            idle_secs: default_console_idle(),
+        }
+    }
+}
+
+fn default_console_session() -> u64 {
+    8 * 3600
+}
+
+fn default_console_idle() -> u64 {
+    15 * 60
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginConfig {
-    /// Failed logins of one user before the lockout starts.
+    /// Failed logins in a row of one user from one source address before that user is locked
+    /// out from that address.
     #[serde(default = "default_max_failures")]
     pub max_failures: i64,
+    /// Failed logins in a row from one source address, whatever the user, before the address
+    /// is locked out.
+    #[serde(default = "default_max_failures_per_source")]
+    pub max_failures_per_source: i64,
+    /// Failed logins in a row of one user from every address before the user is locked out
+    /// everywhere (guessing from many addresses).
+    #[serde(default = "default_max_failures_per_user")]
+    pub max_failures_per_user: i64,
     /// How long a locked-out user waits, seconds.
     #[serde(default = "default_lockout")]
     pub lockout_secs: u64,
@@ -134,6 +174,8 @@ impl Default for LoginConfig {
     fn default() -> Self {
         LoginConfig {
             max_failures: default_max_failures(),
+            max_failures_per_source: default_max_failures_per_source(),
+            max_failures_per_user: default_max_failures_per_user(),
             lockout_secs: default_lockout(),
             totp_skew: default_skew(),
         }
@@ -152,26 +194,33 @@ pub enum GroupMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
-    /// `ldap://host:port` or `ldaps://host:port`.
+    /// `ldaps://host:port`, or `ldap://host:port` with `starttls = true`; plain `ldap://` only
+    /// to a loopback address (passwords would cross the network in clear).
     pub url: String,
     #[serde(default)]
     pub starttls: bool,
-    /// PEM file of the CA that signed the LDAP server's certificate (LDAPS/StartTLS).
+    /// PEM file of the CA that signed the LDAP server's certificate (required with TLS; the only
+    /// CA trusted for it).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// DN to bind as, with `{uid}` replaced by the escaped user name, e.g.
     /// `uid={uid},ou=people,dc=example,dc=com`.
     pub user_dn_template: String,
+    /// The service account that re-reads an engineer's groups at each certificate issuance
+    /// (read access to people and groups is enough).
+    pub bind_dn: String,
+    /// File holding the service account's password (owner-only, e.g. 0600; one line).
+    pub bind_password_file: PathBuf,
     /// `memberof` or `search`.
     #[serde(default = "default_group_mode")]
     pub group_mode: GroupMode,
-    /// Base DN of groups (group_mode = search).
-    #[serde(default)]
+    /// Base DN of the groups: a group counts only when its DN is
+    /// `<group_attr>=<name>,<group_base>` exactly (both modes).
     pub group_base: Option<String>,
     /// Filter for the groups of a user; `{dn}` is the escaped user DN, `{uid}` the escaped uid.
     #[serde(default = "default_group_filter")]
     pub group_filter: String,
-    /// Attribute naming a group (the AccessGroup name).
+    /// The attribute of a group's RDN, whose value is the AccessGroup name.
     #[serde(default = "default_group_attr")]
     pub group_attr: String,
     /// Only these groups count (empty = all groups of the user).
@@ -180,6 +229,119 @@ pub struct LdapConfig {
     /// Seconds before an LDAP operation is given up (fail closed).
     #[serde(default = "default_ldap_timeout")]
     pub timeout_secs: u64,
+    /// How long the groups read at an issuance are reused for the engineer's next issuances,
+    /// seconds (0: read at every issuance; at most 3600).
+    #[serde(default = "default_groups_cache")]
+    pub groups_cache_secs: u64,
+}
+
+impl LdapConfig {
+    /// LDAPS or StartTLS.
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("ldaps://") || self.starttls
+    }
+
+    /// Refuse what would fail open or make no sense, with what to change.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::{bail, ensure};
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| anyhow::anyhow!("[ldap] url {:?} is not a URL ({e})", self.url))?;
+        ensure!(
+            matches!(url.scheme(), "ldap" | "ldaps"),
+            "[ldap] url: the scheme must be ldap:// or ldaps://, not {}://",
+            url.scheme()
+        );
+        let host = url
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("[ldap] url {:?} names no host", self.url))?;
+        ensure!(
+            url.path().is_empty() || url.path() == "/",
+            "[ldap] url {:?}: give only ldap[s]://host:port (the DNs are separate keys)",
+            self.url
+        );
+        let loopback = match host {
+            // ldap:// is not a "special" URL scheme: its IPv4 hosts come as names
+            url::Host::Domain(d) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        };
+        match (url.scheme(), self.starttls) {
+            ("ldaps", true) => bail!(
+                "[ldap] starttls = true with an ldaps:// url: use one of them (ldaps:// is TLS \
+                 from the first byte; starttls upgrades an ldap:// connection)"
+            ),
+            ("ldaps", false) | ("ldap", true) => {}
+            ("ldap", false) => ensure!(
+                loopback,
+                "[ldap] url {:?} is plain LDAP to another machine: the engineers' and the \
+                 service account's passwords would cross the network in clear. Use ldaps://, or \
+                 set starttls = true (with ca_file)",
+                self.url
+            ),
+            (other, _) => {
+                bail!("[ldap] url: the scheme must be ldap:// or ldaps://, not {other}://")
+            }
+        }
+        if self.uses_tls() {
+            ensure!(
+                self.ca_file.is_some(),
+                "[ldap] ca_file is required with ldaps:// or starttls: the PEM file of the CA that \
+                 signed the LDAP server's certificate"
+            );
+        }
+        ensure!(
+            self.user_dn_template.contains("{uid}"),
+            "[ldap] user_dn_template must contain {{uid}}, e.g. \"uid={{uid}},ou=people,dc=example,dc=com\""
+        );
+        ensure!(!self.bind_dn.trim().is_empty(), "[ldap] bind_dn is empty");
+        let base = self.group_base.as_deref().unwrap_or("");
+        let parsed = crate::directory::dn::Dn::parse(base);
+        ensure!(
+            parsed.as_ref().is_some_and(|d| !d.is_root()),
+            "[ldap] group_base is required and must be a DN, e.g. \"ou=groups,dc=example,dc=com\": \
+             a group counts only when its DN is <group_attr>=<name>,<group_base>"
+        );
+        ensure!(
+            !self.group_attr.is_empty()
+                && self
+                    .group_attr
+                    .starts_with(|c: char| c.is_ascii_alphabetic())
+                && self
+                    .group_attr
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "[ldap] group_attr must be an attribute name such as \"cn\""
+        );
+        ensure!(
+            self.groups_cache_secs <= 3600,
+            "[ldap] groups_cache_secs is at most 3600: groups are re-read at issuance so that \
+             removing an engineer from a group takes effect soon"
+        );
+        Ok(())
+    }
+}
+
+/// Read a secret from a file only its owner may read: one line, trailing newline dropped.
+pub fn read_secret_file(path: &Path) -> anyhow::Result<secrecy::SecretString> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        meta.permissions().mode() & 0o077 == 0,
+        "{} must be readable by its owner only (chmod 600 {})",
+        path.display(),
+        path.display()
+    );
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+    Ok(secrecy::SecretString::from(secret.to_string()))
 }
 
 fn default_listen() -> SocketAddr {
@@ -213,6 +375,12 @@ fn default_audience() -> String {
 fn default_max_failures() -> i64 {
     5
 }
+fn default_max_failures_per_source() -> i64 {
+    20
+}
+fn default_max_failures_per_user() -> i64 {
+    50
+}
 fn default_lockout() -> u64 {
     300
 }
@@ -230,6 +398,9 @@ fn default_group_attr() -> String {
 }
 fn default_ldap_timeout() -> u64 {
     5
+}
+fn default_groups_cache() -> u64 {
+    60
 }
 
 /// Split `host:port` (`[v6addr]:port` for IPv6). The host is a DNS name or an IP address:
@@ -264,6 +435,10 @@ impl BrokerConfig {
             .with_context(|| format!("reading the broker config {}", path.display()))?;
         let mut cfg: BrokerConfig = toml::from_str(&text)
             .with_context(|| format!("parsing the broker config {}", path.display()))?;
+        // Every path in the file is relative to the file, whatever the working directory.
+        if let Some(base) = path.parent() {
+            cfg.anchor_paths(base);
+        }
         for key in &cfg.edge_host_keys {
             russh::keys::PublicKey::from_openssh(key.trim()).map_err(|e| {
                 anyhow::anyhow!(
@@ -280,12 +455,44 @@ impl BrokerConfig {
                 )
             })?;
         }
-        if cfg.data_dir.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            cfg.data_dir = dir.join(&cfg.data_dir);
+        if let Some(ldap) = &cfg.ldap {
+            ldap.check()
+                .with_context(|| format!("in the broker config {}", path.display()))?;
         }
         Ok(cfg)
+    }
+
+    /// Make every relative path of the config relative to `base` (the config file's directory).
+    fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        anchor(&mut self.data_dir);
+        if let Some(p) = &mut self.directory {
+            anchor(p);
+        }
+        if let Some(p) = &mut self.totp_key_file {
+            anchor(p);
+        }
+        if let Some(tls) = &mut self.tls {
+            anchor(&mut tls.cert);
+            anchor(&mut tls.key);
+        }
+        if let Some(p) = &mut self.ca.user_ca_key {
+            anchor(p);
+        }
+        self.ca.extra_trusted.iter_mut().for_each(anchor);
+        if let Some(p) = &mut self.jwt.secret_file {
+            anchor(p);
+        }
+        if let Some(ldap) = &mut self.ldap {
+            if let Some(p) = &mut ldap.ca_file {
+                anchor(p);
+            }
+            anchor(&mut ldap.bind_password_file);
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -300,6 +507,12 @@ impl BrokerConfig {
             .user_ca_key
             .clone()
             .unwrap_or_else(|| self.data_dir.join("user_ca"))
+    }
+
+    /// The key that signs the broker's own audit chain: always in the data_dir (never in the
+    /// database), shared by every replica like the user CA key.
+    pub fn audit_key_file(&self) -> PathBuf {
+        self.data_dir.join("audit_key")
     }
 
     pub fn totp_key_file(&self) -> PathBuf {
@@ -318,7 +531,120 @@ impl BrokerConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::split_host_port;
+    use super::{LdapConfig, split_host_port};
+
+    fn ldap(lines: &str) -> anyhow::Result<()> {
+        let text = format!(
+            "user_dn_template = \"uid={{uid}},ou=people,dc=example,dc=com\"\n\
+             bind_dn = \"cn=sallyport,ou=services,dc=example,dc=com\"\n\
+             bind_password_file = \"/etc/sallyport/ldap.pw\"\n{lines}"
+        );
+        let cfg: LdapConfig = toml::from_str(&text)?;
+        cfg.check()
+    }
+
+    #[test]
+    fn every_relative_path_is_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc").join("broker.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndirectory = \"directory.toml\"\n\
+             operator_token_sha256 = \"00\"\ntotp_key_file = \"/abs/totp.key\"\n\
+             [ca]\nextra_trusted = [\"old_ca.pub\"]\n[jwt]\nsecret_file = \"keys/jwt\"\n",
+        )
+        .unwrap();
+        let cfg = super::BrokerConfig::load(&path).unwrap();
+        let etc = path.parent().unwrap();
+        assert_eq!(cfg.data_dir, etc.join("data"));
+        assert_eq!(
+            cfg.directory.as_deref(),
+            Some(etc.join("directory.toml").as_path())
+        );
+        assert_eq!(cfg.ca.extra_trusted, vec![etc.join("old_ca.pub")]);
+        assert_eq!(cfg.jwt_secret_file(), etc.join("keys/jwt"));
+        // Absolute paths stay as they are.
+        assert_eq!(
+            cfg.totp_key_file(),
+            std::path::PathBuf::from("/abs/totp.key")
+        );
+    }
+
+    #[test]
+    fn ldap_settings() {
+        let base = "group_base = \"ou=groups,dc=example,dc=com\"\n";
+        let ca = "ca_file = \"/etc/sallyport/ldap-ca.pem\"\n";
+        for ok in [
+            format!("url = \"ldaps://ldap.vendor.example\"\n{ca}{base}"),
+            format!("url = \"ldaps://10.0.0.5:636\"\n{ca}{base}"),
+            format!("url = \"ldap://ldap.vendor.example:389\"\nstarttls = true\n{ca}{base}"),
+            // plain LDAP only where no network is crossed
+            format!("url = \"ldap://127.0.0.1:389\"\n{base}"),
+            format!("url = \"ldap://localhost\"\n{base}"),
+            format!("url = \"ldap://[::1]:389\"\n{base}"),
+            format!("url = \"ldap://127.0.0.1:389\"\n{base}groups_cache_secs = 0\n"),
+            format!("url = \"ldap://127.0.0.1:389\"\n{base}groups_cache_secs = 3600\n"),
+        ] {
+            ldap(&ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            (
+                format!("url = \"ldap://ldap.vendor.example\"\n{base}"),
+                "in clear",
+            ),
+            (
+                format!("url = \"ldap://10.0.0.5:389\"\n{ca}{base}"),
+                "in clear",
+            ),
+            (
+                format!("url = \"ldaps://ldap.vendor.example\"\n{base}"),
+                "ca_file is required",
+            ),
+            (
+                format!("url = \"ldap://ldap.vendor.example\"\nstarttls = true\n{base}"),
+                "ca_file is required",
+            ),
+            (
+                format!("url = \"ldaps://ldap.vendor.example\"\nstarttls = true\n{ca}{base}"),
+                "use one of them",
+            ),
+            (
+                format!("url = \"ldapi:///run/slapd.sock\"\n{base}"),
+                "scheme",
+            ),
+            (format!("url = \"http://127.0.0.1\"\n{base}"), "scheme"),
+            (format!("url = \"127.0.0.1:389\"\n{base}"), "url"),
+            (
+                format!("url = \"ldap://127.0.0.1/dc=example,dc=com\"\n{base}"),
+                "only ldap[s]://host:port",
+            ),
+            (
+                "url = \"ldap://127.0.0.1\"\n".to_string(),
+                "group_base is required",
+            ),
+            (
+                "url = \"ldap://127.0.0.1\"\ngroup_base = \"not a dn\"\n".to_string(),
+                "group_base is required",
+            ),
+            (
+                format!("url = \"ldap://127.0.0.1\"\n{base}groups_cache_secs = 3601\n"),
+                "at most 3600",
+            ),
+            (
+                format!("url = \"ldap://127.0.0.1\"\n{base}group_attr = \"c n\"\n"),
+                "group_attr",
+            ),
+        ] {
+            let err = ldap(&bad).expect_err(&bad).to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        // the service account is required
+        let no_service: anyhow::Result<LdapConfig> =
+            toml::from_str("url = \"ldap://127.0.0.1\"\nuser_dn_template = \"uid={uid},dc=x\"\n")
+                .map_err(Into::into);
+        assert!(no_service.is_err());
+    }
 
     #[test]
     fn host_port() {

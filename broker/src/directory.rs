@@ -1,16 +1,17 @@
-//! The engineers' directory: LDAP (bind as the engineer, then read the groups) or the embedded
-//! directory file used when no LDAP is configured (the demo).
+//! The engineers' directory: LDAP (bind as the engineer at login and read the groups; re-read
+//! the groups with the service account at each certificate issuance) or the embedded directory
+//! file used when no LDAP is configured (the demo).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
-use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, dn_escape, ldap_escape};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::{GroupMode, LdapConfig};
+use crate::config::LdapConfig;
+
+pub mod dn;
+mod ldap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -22,6 +23,37 @@ pub enum DirectoryError {
         "the engineer directory (LDAP) cannot be reached; try again later or tell the operator"
     )]
     Unavailable(String),
+    /// The LDAP server's TLS was refused (its certificate is not from `ca_file`, or not for the
+    /// host name of `url`...): fail closed, never a fallback to plain LDAP.
+    #[error(
+        "the engineer directory (LDAP) cannot be reached securely: its TLS certificate was \
+         refused; tell the operator"
+    )]
+    Tls(String),
+    /// The engineer's entry is no longer in the directory (issuance, after the login).
+    #[error("you are no longer in the engineer directory: ask the operator")]
+    NotInDirectory,
+}
+
+impl DirectoryError {
+    /// The audit code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DirectoryError::BadCredentials => "bad_credentials",
+            DirectoryError::Unavailable(_) => "directory_unavailable",
+            DirectoryError::Tls(_) => "directory_tls_refused",
+            DirectoryError::NotInDirectory => "not_in_directory",
+        }
+    }
+
+    /// For the audit log and the broker's log: what went wrong, in the operator's terms. Never
+    /// holds a password.
+    pub fn detail(&self) -> String {
+        match self {
+            DirectoryError::BadCredentials | DirectoryError::NotInDirectory => self.to_string(),
+            DirectoryError::Unavailable(d) | DirectoryError::Tls(d) => format!("{self}: {d}"),
+        }
+    }
 }
 
 /// A user name the broker accepts: letters, digits, `.`, `_`, `-`, at most 64, starting with a
@@ -31,7 +63,7 @@ pub fn valid_uid(uid: &str) -> bool {
 }
 
 pub enum Directory {
-    Ldap(Box<LdapConfig>, Option<Arc<rustls::ClientConfig>>),
+    Ldap(Box<ldap::Ldap>),
     File(Vec<FileEngineer>),
 }
 
@@ -68,24 +100,7 @@ impl Directory {
     }
 
     pub fn ldap(cfg: &LdapConfig) -> anyhow::Result<Directory> {
-        let tls = if cfg.url.starts_with("ldaps://") || cfg.starttls {
-            let mut roots = rustls::RootCertStore::empty();
-            if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca)?;
-                for cert in rustls_pemfile_certs(&pem)? {
-                    roots.add(cert)?;
-                }
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(Arc::new(config))
-        } else {
-            None
-        };
-        Ok(Directory::Ldap(Box::new(cfg.clone()), tls))
+        Ok(Directory::Ldap(Box::new(ldap::Ldap::new(cfg)?)))
     }
 
     /// Check the password and return the engineer's AccessGroups.
@@ -111,15 +126,24 @@ impl Directory {
                     Err(DirectoryError::BadCredentials)
                 }
             }
-            Directory::Ldap(cfg, tls) => {
-                let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-                match tokio::time::timeout(timeout * 2, ldap_login(cfg, tls.clone(), uid, password))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(DirectoryError::Unavailable("timed out".into())),
-                }
-            }
+            Directory::Ldap(l) => l.login(uid, password).await,
+        }
+    }
+
+    /// The engineer's AccessGroups now (at a certificate issuance), not as at login: LDAP is
+    /// asked with the service account (or a read at most `[ldap] groups_cache_secs` old); the
+    /// embedded file is what the broker read at start.
+    pub async fn current_groups(&self, uid: &str) -> Result<Vec<String>, DirectoryError> {
+        if !valid_uid(uid) {
+            return Err(DirectoryError::NotInDirectory);
+        }
+        match self {
+            Directory::File(list) => list
+                .iter()
+                .find(|e| e.uid == uid)
+                .map(|e| e.groups.clone())
+                .ok_or(DirectoryError::NotInDirectory),
+            Directory::Ldap(l) => l.current_groups(uid).await,
         }
     }
 }
@@ -145,116 +169,6 @@ pub fn hash_argon2(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
 }
 
-fn rustls_pemfile_certs(
-    pem: &[u8],
-) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("reading the LDAP CA file: {e}"))
-}
-
-async fn ldap_login(
-    cfg: &LdapConfig,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    uid: &str,
-    password: &SecretString,
-) -> Result<Vec<String>, DirectoryError> {
-    let unavailable = |e: ldap3::LdapError| DirectoryError::Unavailable(e.to_string());
-    let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-    let mut settings = LdapConnSettings::new()
-        .set_conn_timeout(timeout)
-        .set_starttls(cfg.starttls);
-    if let Some(tls) = tls {
-        settings = settings.set_config(tls);
-    }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.url)
-        .await
-        .map_err(unavailable)?;
-    ldap3::drive!(conn);
-    let dn = cfg.user_dn_template.replace("{uid}", &dn_escape(uid));
-    let bind = ldap
-        .with_timeout(timeout)
-        .simple_bind(&dn, password.expose_secret())
-        .await
-        .map_err(unavailable)?;
-    match bind.rc {
-        0 => {}
-        // invalidCredentials, and noSuchObject / inappropriateAuthentication for odd servers
-        49 | 32 | 48 | 50 => return Err(DirectoryError::BadCredentials),
-        rc => {
-            return Err(DirectoryError::Unavailable(format!(
-                "bind answered rc={rc}"
-            )));
-        }
-    }
-    let groups = match cfg.group_mode {
-        GroupMode::Memberof => {
-            let (entries, _res) = ldap
-                .with_timeout(timeout)
-                .search(&dn, Scope::Base, "(objectClass=*)", vec!["memberOf"])
-                .await
-                .map_err(unavailable)?
-                .success()
-                .map_err(unavailable)?;
-            let mut groups = Vec::new();
-            for e in entries {
-                let e = SearchEntry::construct(e);
-                for g in e.attrs.get("memberOf").into_iter().flatten() {
-                    if let Some(name) = first_rdn_value(g) {
-                        groups.push(name);
-                    }
-                }
-            }
-            groups
-        }
-        GroupMode::Search => {
-            let base = cfg.group_base.clone().unwrap_or_default();
-            let filter = cfg
-                .group_filter
-                .replace("{dn}", &ldap_escape(&dn))
-                .replace("{uid}", &ldap_escape(uid));
-            let (entries, _res) = ldap
-                .with_timeout(timeout)
-                .search(
-                    &base,
-                    Scope::Subtree,
-                    &filter,
-                    vec![cfg.group_attr.as_str()],
-                )
-                .await
-                .map_err(unavailable)?
-                .success()
-                .map_err(unavailable)?;
-            entries
-                .into_iter()
-                .filter_map(|e| {
-                    SearchEntry::construct(e)
-                        .attrs
-                        .get(&cfg.group_attr)
-                        .and_then(|v| v.first().cloned())
-                })
-                .collect()
-        }
-    };
-    let _ = ldap.unbind().await;
-    let mut groups: Vec<String> = groups
-        .into_iter()
-        .filter(|g| cfg.access_groups.is_empty() || cfg.access_groups.contains(g))
-        .collect();
-    groups.sort();
-    groups.dedup();
-    Ok(groups)
-}
-
-/// `cn=support-l2,ou=groups,dc=example,dc=com` -> `support-l2`.
-fn first_rdn_value(dn: &str) -> Option<String> {
-    let first = dn.split(',').next()?;
-    let (_, value) = first.split_once('=')?;
-    let value = value.trim();
-    (!value.is_empty()).then(|| value.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,15 +192,6 @@ mod tests {
         ] {
             assert!(!valid_uid(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn rdn_value() {
-        assert_eq!(
-            first_rdn_value("cn=support-l2,ou=groups,dc=x").as_deref(),
-            Some("support-l2")
-        );
-        assert_eq!(first_rdn_value("garbage"), None);
     }
 
     #[test]

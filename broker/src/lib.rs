@@ -1,17 +1,22 @@
 //! sallyport-broker: the control plane. HTTP API (axum), store (sqlx: SQLite or PostgreSQL),
 //! engineers' directory (LDAP or an embedded file), TOTP, tickets, approvals, access requests,
-//! the policy decision's I/O, the CA's issuing, revocation and the audit store.
+//! the policy decision's I/O, the CA's issuing, revocation, the audit store and the web console.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bundle;
+pub mod chains;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod replay;
 pub mod secretbox;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod totp;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,8 +5,10 @@
 //! default `data_dir/totp.key`, 0600; every replica of a highly available broker needs the same
 //! file). Each value is bound to its row by the associated data (`engineer:<uid>`,
 //! `account:<name>`), so a sealed secret copied to another row does not open. Stored form:
-//! `enc1:` + base64(nonce ‖ ciphertext ‖ tag). A value without the prefix is a secret stored in
-//! clear by an older version: it still opens (and is sealed when next written).
+//! `enc1:` + base64(nonce ‖ ciphertext ‖ tag). A value without the prefix (a secret stored in
+//! clear by an older version) does not open: the start that makes the key seals such values,
+//! once ([`crate::store::Store::seal_clear_secrets`]), so a clear value found later was written
+//! by someone without the key — planting a TOTP secret they know — and is refused.
 
 use base64::Engine as _;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -22,6 +24,17 @@ pub enum SealError {
          value was moved or edited)"
     )]
     DoesNotOpen,
+    #[error(
+        "a secret is stored in clear: the broker sealed the secrets it found in clear once, when \
+         it made its key, so this one was written without the key and is refused (enroll the \
+         TOTP again)"
+    )]
+    NotSealed,
+}
+
+/// Whether a stored value is sealed (else a secret in clear, from an older version).
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(PREFIX)
 }
 
 pub struct SecretBox {
@@ -65,7 +78,7 @@ impl SecretBox {
     /// Open a stored value for the row named by `context`.
     pub fn open(&self, context: &str, stored: &str) -> Result<String, SealError> {
         let Some(b64) = stored.strip_prefix(PREFIX) else {
-            return Ok(stored.to_string());
+            return Err(SealError::NotSealed);
         };
         let mut raw = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(b64)
@@ -115,8 +128,11 @@ mod tests {
         );
         assert!(b.open("engineer:alice", "enc1:AAAA").is_err());
         assert!(b.open("engineer:alice", "enc1:!!").is_err());
-        // A value stored in clear by an older version still opens.
-        assert_eq!(b.open("engineer:alice", secret).unwrap(), secret);
+        // A value in clear (planted by someone without the key) does not open.
+        assert!(matches!(
+            b.open("engineer:alice", secret),
+            Err(SealError::NotSealed)
+        ));
         assert!(SecretBox::new(&[1u8; 16]).is_err());
     }
 }

@@ -28,13 +28,14 @@ pub struct Broker {
     pub operator_token_sha256: String,
     /// Seals TOTP secrets in the store.
     pub totp_box: crate::secretbox::SecretBox,
+    /// Refusals anyone can repeat without a credential, audited once a minute per key.
+    pub refusals: crate::throttle::Throttle,
 }
 
 impl Broker {
     pub async fn open(cfg: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
-        let store = Store::connect(&cfg.database_url()).await?;
+        // What can be checked without creating anything is checked first: a config that fails
+        // leaves no data directory or database behind.
         let directory = match (&cfg.ldap, &cfg.directory) {
             (Some(ldap), _) => Directory::ldap(ldap)?,
             (None, Some(file)) => Directory::from_file(file)?,
@@ -42,15 +43,31 @@ impl Broker {
                 "the broker config names no engineer directory: set [ldap] or `directory = \"FILE\"`"
             ),
         };
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+        let audit_key = load_or_create_key(&cfg.audit_key_file(), "sallyport broker audit key")?;
+        tracing::info!(
+            audit_key = %audit_key.public_key().fingerprint(russh::keys::ssh_key::HashAlg::Sha256),
+            "the broker signs its own audit chain with this key: record its fingerprint for `sallyport audit verify --keys`"
+        );
+        let store = Store::connect(&cfg.database_url())
+            .await?
+            .with_audit_key(audit_key);
         let engine = Engine::new().context("loading the shipped policies")?;
         let user_ca = load_or_create_key(&cfg.user_ca_key(), "sallyport user CA")?;
         let mut trusted = TrustedCas::new([user_ca.public_key().clone()]);
         for path in &cfg.ca.extra_trusted {
             trusted.insert(load_public_key(path)?);
         }
-        let totp_key = load_or_create_secret(&cfg.totp_key_file())?;
-        let totp_box = crate::secretbox::SecretBox::new(&totp_key)
+        let totp_key = TotpKey::load_or_begin(&cfg.totp_key_file())?;
+        let totp_box = crate::secretbox::SecretBox::new(&totp_key.key)
             .with_context(|| format!("{}", cfg.totp_key_file().display()))?;
+        if totp_key.first_start {
+            seal_clear_secrets_once(&store, &totp_box).await?;
+            totp_key.finish()?;
+        } else {
+            refuse_clear_secrets(&store).await?;
+        }
         let secret = load_or_create_secret(&cfg.jwt_secret_file())?;
         let jwt = JwtKeys::new(
             &secret,
@@ -74,8 +91,146 @@ impl Broker {
             jwt,
             operator_token_sha256,
             totp_box,
+            refusals: Default::default(),
         }))
     }
+}
+
+/// The key that seals TOTP secrets. The start that makes it is the one upgrade from a version
+/// that stored secrets in clear: only that start seals the secrets it finds in clear. Someone who
+/// can write the database but not the broker's files cannot make a start do it again, so a
+/// secret they plant in clear later is refused, never sealed.
+///
+/// A new key is written first as `<totp_key_file>.new` and takes its name only once the sealing
+/// is done: a first start that stops half-way seals the rest with the same key at the next one.
+struct TotpKey {
+    key: Vec<u8>,
+    path: std::path::PathBuf,
+    /// This start made the key (or finishes the start that made it).
+    first_start: bool,
+}
+
+impl TotpKey {
+    fn staged(path: &Path) -> std::path::PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        name.into()
+    }
+
+    fn load_or_begin(path: &Path) -> anyhow::Result<TotpKey> {
+        if path.exists() {
+            return Ok(TotpKey {
+                key: load_or_create_secret(path)?,
+                path: path.to_path_buf(),
+                first_start: false,
+            });
+        }
+        let staged = Self::staged(path);
+        if staged.exists() {
+            tracing::warn!(
+                path = %staged.display(),
+                "a first start with this TOTP key did not finish: finishing it"
+            );
+        }
+        Ok(TotpKey {
+            key: load_or_create_secret(&staged)?,
+            path: path.to_path_buf(),
+            first_start: true,
+        })
+    }
+
+    /// The first start's sealing is done: the key takes its name.
+    fn finish(&self) -> anyhow::Result<()> {
+        let staged = Self::staged(&self.path);
+        std::fs::rename(&staged, &self.path)
+            .with_context(|| format!("renaming {} to {}", staged.display(), self.path.display()))?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+        Ok(())
+    }
+}
+
+/// At most this many secrets in clear are named in the log and the audit event of one start.
+const NAMED: usize = 20;
+
+/// The first start with a new TOTP key: seal the secrets an older version stored in clear, each
+/// one an audit event (`admin_change`, `seal_totp_secret`).
+async fn seal_clear_secrets_once(
+    store: &Store,
+    totp_box: &crate::secretbox::SecretBox,
+) -> anyhow::Result<()> {
+    let sealed = store.seal_clear_secrets(totp_box).await?;
+    for principal in &sealed {
+        store
+            .audit(&crate::audit::AuditEvent::AdminChange {
+                action: "seal_totp_secret".into(),
+                target: principal.clone(),
+                by: "broker".into(),
+                customer: None,
+                cluster: None,
+                node: None,
+                engineer: principal.strip_prefix("engineer:").map(str::to_string),
+            })
+            .await?;
+    }
+    if !sealed.is_empty() {
+        tracing::info!(
+            sealed = sealed.len(),
+            "sealed the TOTP secrets an older version stored in clear (once: the first start \
+             with a new TOTP key)"
+        );
+    }
+    Ok(())
+}
+
+/// Any later start: a secret found in clear was written without the key (planted by someone who
+/// can write the database). It stays refused at login; here it is logged and audited
+/// (`refused`, action `use_clear_totp_secret`), naming at most `NAMED` of them.
+async fn refuse_clear_secrets(store: &Store) -> anyhow::Result<()> {
+    let clear = store.clear_secrets().await?;
+    if clear.is_empty() {
+        return Ok(());
+    }
+    // Names as the database holds them: escaped, whoever wrote them.
+    let named = clear
+        .iter()
+        .take(NAMED)
+        .map(|p| crate::audit::sanitize(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = clear.len().saturating_sub(NAMED);
+    let names = if more > 0 {
+        format!("{named} and {more} more")
+    } else {
+        named
+    };
+    tracing::error!(
+        count = clear.len(),
+        principals = %names,
+        "TOTP secrets are stored in clear, which this broker never writes: someone wrote them \
+         into the database without the key. They are refused (not sealed); enroll these \
+         engineers and accounts again. (Upgrading from a version that stored secrets in clear? \
+         That is sealed once, by the start that makes the TOTP key; see docs/config.md.)"
+    );
+    store
+        .audit(&crate::audit::AuditEvent::Refused {
+            by: "broker".into(),
+            action: "use_clear_totp_secret".into(),
+            reason: format!(
+                "{} TOTP secret(s) stored in clear, written without the broker's key, are \
+                 refused: {names}",
+                clear.len()
+            ),
+            customer: None,
+            cluster: None,
+        })
+        .await?;
+    Ok(())
 }
 
 fn load_or_create_key(path: &Path, comment: &str) -> anyhow::Result<PrivateKey> {

@@ -5,6 +5,8 @@
 //! Prints certificates/s for `build_user_cert` (what the broker's CA does per login), raw
 //! signatures/s, and their ratio. Measured, not asserted: this is no test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Instant;
 
 use russh::keys::signature::Signer;
@@ -38,6 +40,7 @@ fn facts(with_approval: bool) -> IssueFacts {
                 just_in_time: false,
                 max_session_secs: 3600,
                 per_session_mfa: false,
+                observer_required: false,
                 port_forwarding: false,
                 source_networks: vec![],
             })

@@ -31,6 +31,9 @@ pub const EXT_CLUSTER: &str = "cluster@sallyport.dev";
 pub const EXT_GROUP: &str = "group@sallyport.dev";
 /// Present (empty value) when each session must confirm a TOTP code at the edge.
 pub const EXT_MFA: &str = "mfa@sallyport.dev";
+/// Present (empty value) when each session waits at the gateway until a customer approver
+/// watches it (a moderated session).
+pub const EXT_OBSERVER: &str = "observer@sallyport.dev";
 
 pub const EXT_PERMIT_PTY: &str = "permit-pty";
 pub const EXT_PERMIT_PORT_FORWARDING: &str = "permit-port-forwarding";
@@ -122,6 +125,9 @@ pub fn build_user_cert(
     }
     if grant.per_session_mfa() {
         wrap(b.extension(EXT_MFA, ""))?;
+    }
+    if grant.observer_required() {
+        wrap(b.extension(EXT_OBSERVER, ""))?;
     }
     sign(b, ca)
 }

@@ -27,6 +27,8 @@ pub struct Grant {
     pub(crate) serial: u64,
     pub(crate) permit_port_forwarding: bool,
     pub(crate) per_session_mfa: bool,
+    /// Sessions wait at the gateway until a customer approver watches them.
+    pub(crate) observer_required: bool,
     /// CIDR list the engineer may connect from; empty = anywhere.
     pub(crate) source_networks: Vec<String>,
 }
@@ -74,6 +76,9 @@ impl Grant {
     pub fn per_session_mfa(&self) -> bool {
         self.per_session_mfa
     }
+    pub fn observer_required(&self) -> bool {
+        self.observer_required
+    }
     pub fn source_networks(&self) -> &[String] {
         &self.source_networks
     }
@@ -96,6 +101,7 @@ pub(crate) fn test_grant() -> Grant {
         serial: 0x1234_5678_9abc_def0,
         permit_port_forwarding: false,
         per_session_mfa: false,
+        observer_required: false,
         source_networks: vec![],
     }
 }

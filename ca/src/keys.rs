@@ -253,9 +253,80 @@ impl TrustedCas {
     }
 }
 
+/// The SSHSIG namespace of a signed set of trusted user CAs.
+pub const CA_SET_NAMESPACE: &str = "sallyport-user-cas@sallyport.dev";
+
+impl TrustedCas {
+    /// What a signature over the set covers: each key's `type base64` (no comment), sorted, one
+    /// per line. Order and comments do not change it.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut lines: Vec<String> = self
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let mut k = k.clone();
+                k.set_comment("");
+                k.to_openssh().ok()
+            })
+            .map(|l| l.trim().to_string())
+            .collect();
+        lines.sort();
+        lines.join("\n").into_bytes()
+    }
+
+    /// Sign the set with `key` (the broker's current user CA): an armored SSHSIG.
+    pub fn sign(&self, key: &PrivateKey) -> Result<String, CaError> {
+        let sig = key
+            .sign(CA_SET_NAMESPACE, HashAlg::Sha512, &self.signed_message())
+            .map_err(|source| CaError::Ssh {
+                what: "signing the trusted CA set",
+                source,
+            })?;
+        sig.to_pem(LineEnding::LF).map_err(|source| CaError::Ssh {
+            what: "encoding the trusted CA set's signature",
+            source,
+        })
+    }
+
+    /// Whether `signature` (armored SSHSIG) over `self` was made by a key of `by`: a data plane
+    /// takes a new set only when a CA it already trusts vouches for it.
+    pub fn signed_by(&self, signature: &str, by: &TrustedCas) -> bool {
+        let Ok(sig) = russh::keys::ssh_key::SshSig::from_pem(signature) else {
+            return false;
+        };
+        if sig.namespace() != CA_SET_NAMESPACE {
+            return false;
+        }
+        let message = self.signed_message();
+        by.keys().iter().any(|k| {
+            k.key_data() == sig.public_key() && k.verify(CA_SET_NAMESPACE, &message, &sig).is_ok()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_set_is_taken_only_when_a_trusted_ca_signed_it() {
+        let old = generate_ed25519("old").unwrap();
+        let new = generate_ed25519("new").unwrap();
+        let evil = generate_ed25519("evil").unwrap();
+        let current = TrustedCas::new([old.public_key().clone()]);
+        let next = TrustedCas::new([new.public_key().clone(), old.public_key().clone()]);
+        // Signed by the CA trusted now: taken (order and comments do not matter).
+        let sig = next.sign(&old).unwrap();
+        let reordered = TrustedCas::new([old.public_key().clone(), new.public_key().clone()]);
+        assert!(reordered.signed_by(&sig, &current));
+        // Signed by the new CA only, or by anyone else: not taken.
+        assert!(!next.signed_by(&next.sign(&new).unwrap(), &current));
+        let hostile = TrustedCas::new([old.public_key().clone(), evil.public_key().clone()]);
+        assert!(!hostile.signed_by(&hostile.sign(&evil).unwrap(), &current));
+        // A signature of another set does not carry over.
+        assert!(!hostile.signed_by(&sig, &current));
+        assert!(!next.signed_by("not a signature", &current));
+    }
 
     #[test]
     fn save_and_load_round_trip_with_modes() {

@@ -6,6 +6,7 @@
 //! per channel request without depending on the broker.
 
 pub mod cert;
+pub mod chainsig;
 pub mod cidr;
 pub mod error;
 pub mod grant;

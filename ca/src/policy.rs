@@ -74,6 +74,9 @@ pub struct ApprovalFacts {
     pub just_in_time: bool,
     pub max_session_secs: u64,
     pub per_session_mfa: bool,
+    /// Each session waits at the gateway until an approver of the customer watches it.
+    #[serde(default)]
+    pub observer_required: bool,
     pub port_forwarding: bool,
     pub source_networks: Vec<String>,
 }
@@ -102,6 +105,10 @@ pub struct RequestFacts {
     pub id: String,
     pub approval: String,
     pub status: RequestStatus,
+    /// What the approvers saw and approved: the certificate from this request carries at most
+    /// these logins and this lifetime (seconds).
+    pub logins: Vec<String>,
+    pub ttl_secs: u64,
 }
 
 /// Everything the decision looks at, gathered by the caller.
@@ -351,6 +358,7 @@ impl Engine {
                 just_in_time: false,
                 max_session_secs: 0,
                 per_session_mfa: false,
+                observer_required: false,
                 port_forwarding: false,
                 source_networks: vec![],
             };
@@ -392,14 +400,22 @@ impl Engine {
             Entities::from_json_value(entities_json(facts, approval), Some(&self.schema))
                 .map_err(|e| internal(&e))?;
         let action = uid("Action", "issue")?;
+        let requested = requested_logins(facts, approval);
+        // An approved request covers only the logins its approvers saw: asking for more needs
+        // a new request.
         let request_status = match &facts.request {
-            Some(r) if r.approval == approval.id => r.status.as_str(),
+            Some(r)
+                if r.approval == approval.id
+                    && (r.status != RequestStatus::Approved
+                        || requested.iter().all(|l| r.logins.contains(l))) =>
+            {
+                r.status.as_str()
+            }
             _ => "none",
         };
-        let requested = facts
-            .requested_logins
-            .clone()
-            .unwrap_or_else(|| approval.logins.clone());
+        let request_logins = approved_request(facts, approval)
+            .map(|r| r.logins.clone())
+            .unwrap_or_default();
         let (hour, weekday) = hour_and_weekday(facts.now);
         let context = json!({
             "approval": {"__entity": {"type": "Sallyport::Approval", "id": approval_key(approval)}},
@@ -409,6 +425,7 @@ impl Engine {
                 "customer": facts.ticket.customer,
             },
             "requested_logins": requested,
+            "request_logins": request_logins,
             "mfa": facts.mfa,
             "request_status": request_status,
             "now": clamp(facts.now),
@@ -778,16 +795,44 @@ fn hour_and_weekday(now: u64) -> (i64, i64) {
     (clamp(hour), clamp(weekday))
 }
 
+/// The engineer's request for this approval, when a customer approved it.
+fn approved_request<'a>(
+    facts: &'a IssueFacts,
+    approval: &ApprovalFacts,
+) -> Option<&'a RequestFacts> {
+    facts.request.as_ref().filter(|r| {
+        r.approval == approval.id
+            && r.status == RequestStatus::Approved
+            && facts
+                .requested_logins
+                .as_ref()
+                .is_none_or(|want| want.iter().all(|l| r.logins.contains(l)))
+    })
+}
+
+/// The logins asked for; by default those of the approved request (what the approvers saw),
+/// else every login of the approval.
+fn requested_logins(facts: &IssueFacts, approval: &ApprovalFacts) -> Vec<String> {
+    if let Some(l) = &facts.requested_logins {
+        return l.clone();
+    }
+    match approved_request(facts, approval) {
+        Some(r) => r.logins.clone(),
+        None => approval.logins.clone(),
+    }
+}
+
 fn grant(facts: &IssueFacts, approval: &ApprovalFacts, ids: GrantIds) -> Grant {
-    let logins = facts
-        .requested_logins
-        .clone()
-        .unwrap_or_else(|| approval.logins.clone());
+    let logins = requested_logins(facts, approval);
     let mut until = facts.now.saturating_add(facts.max_ttl);
     until = until.min(facts.now.saturating_add(approval.max_session_secs));
     until = until.min(approval.valid_until);
     if let Some(ttl) = facts.requested_ttl {
         until = until.min(facts.now.saturating_add(ttl));
+    }
+    // No longer than the approvers approved.
+    if let Some(r) = approved_request(facts, approval) {
+        until = until.min(facts.now.saturating_add(r.ttl_secs));
     }
     Grant {
         id: ids.id,
@@ -798,16 +843,13 @@ fn grant(facts: &IssueFacts, approval: &ApprovalFacts, ids: GrantIds) -> Grant {
         logins,
         approval: approval.id.clone(),
         group: approval.group.clone(),
-        request: facts
-            .request
-            .as_ref()
-            .filter(|r| r.approval == approval.id && r.status == RequestStatus::Approved)
-            .map(|r| r.id.clone()),
+        request: approved_request(facts, approval).map(|r| r.id.clone()),
         valid_after: facts.now.saturating_sub(BACKDATE_SECS),
         valid_before: until,
         serial: ids.serial,
         permit_port_forwarding: approval.port_forwarding,
         per_session_mfa: approval.per_session_mfa,
+        observer_required: approval.observer_required,
         source_networks: approval.source_networks.clone(),
     }
 }

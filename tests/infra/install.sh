@@ -8,6 +8,7 @@
 #                       installation (even one running on 5432) is left alone
 #   tmux, a C compiler  (the tests drive terminals; sqlx builds bundled SQLite)
 #   python3             (an interpreter the evasion suite runs on the node)
+#   chromium + chromium-driver (the web console's tests, headless, through WebDriver)
 #
 # The tests start their own throwaway slapd/PostgreSQL/sshd instances on 127.0.0.1
 # (see start-ldap.sh, start-postgres.sh, tests/support/sshd.rs).
@@ -28,6 +29,8 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v ss >/dev/null || need+=(iproute2)
 # the evasion suite feeds Python code to python3 on the node's stdin
 [ -x /usr/bin/python3 ] || need+=(python3)
+# the console tests drive Debian's Chromium through chromedriver (WebDriver)
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install.sh: everything is already installed"

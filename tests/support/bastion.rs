@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::broker::{BIN, Dir, World};
 use super::sshd::{SshdNode, free_port};
@@ -168,7 +168,8 @@ pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Pat
     let (s, v) =
         w.op.post(
             "/v1/clusters/acme-prod/nodes",
-            json!({"name": "node1", "address": "127.0.0.1", "port": node.port()}),
+            json!({"name": "node1", "address": "127.0.0.1", "port": node.port(),
+                   "host_keys": [node.host_public_key()]}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -304,6 +305,13 @@ impl Bastion {
 /// an approval of support-l2 on acme-prod and alice's open ticket SUP-1234. Returns the world and
 /// the edge's port (pass it to [`start`]).
 pub async fn world_with_edge() -> (World, u16) {
+    let (w, port, _) = world_with_edge_approval(json!({})).await;
+    (w, port)
+}
+
+/// [`world_with_edge`] whose approval has `extra` (per_session_mfa, port_forwarding...); also
+/// returns the approval's id.
+pub async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
     let port = pick_edge_port();
     let w = World::start_with(
         Dir::Ldap {
@@ -312,10 +320,9 @@ pub async fn world_with_edge() -> (World, u16) {
         &format!("edge_address = \"127.0.0.1:{port}\"\n"),
     )
     .await;
-    w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
-        .await;
+    let approval = w.approve("acme-prod", "support-l2", &[LOGIN], extra).await;
     w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
-    (w, port)
+    (w, port, approval)
 }
 
 /// Trust the edge's host key for the jump hop in a `SALLYPORT_HOME` (login's ssh_config names

@@ -58,6 +58,9 @@ pub async fn fresh_store(dir: &Path) -> String {
 pub enum Dir {
     /// The test slapd; `group_mode` is "memberof" or "search".
     Ldap { group_mode: &'static str },
+    /// The test slapd (or a relay in front of it) at `url`, with more `[ldap]` lines (`starttls`,
+    /// `ca_file`, `group_mode`, `groups_cache_secs`...).
+    LdapAt { url: String, extra: String },
     /// An LDAP URL where nothing answers (a directory that is down).
     LdapDown,
     /// The embedded directory file: (uid, password, groups).
@@ -71,6 +74,24 @@ pub struct BrokerProc {
     pub config: PathBuf,
     pub store: String,
     pub operator_token: String,
+}
+
+impl BrokerProc {
+    /// What the broker processes of this world logged so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        let mut logs: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p: &PathBuf| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("broker-") && n.ends_with(".log"))
+        });
+        logs.sort();
+        logs.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
 }
 
 impl Drop for BrokerProc {
@@ -94,16 +115,18 @@ pub fn write_config(
     );
     match directory {
         Dir::Ldap { group_mode } => {
-            cfg.push_str(&format!(
-                "[ldap]\nurl = \"{}\"\nuser_dn_template = \"uid={{uid}},{PEOPLE}\"\ngroup_mode = \"{group_mode}\"\ngroup_base = \"ou=groups,dc=example,dc=com\"\ntimeout_secs = 2\n",
-                ldap_uri()
+            cfg.push_str(&ldap_section(
+                dir,
+                &ldap_uri(),
+                &format!("group_mode = \"{group_mode}\"\n"),
             ));
+        }
+        Dir::LdapAt { url, extra } => {
+            cfg.push_str(&ldap_section(dir, url, extra));
         }
         Dir::LdapDown => {
             let port = super::sshd::free_port();
-            cfg.push_str(&format!(
-                "[ldap]\nurl = \"ldap://127.0.0.1:{port}\"\nuser_dn_template = \"uid={{uid}},{PEOPLE}\"\ntimeout_secs = 2\n"
-            ));
+            cfg.push_str(&ldap_section(dir, &format!("ldap://127.0.0.1:{port}"), ""));
         }
         Dir::File(users) => {
             let mut text = String::new();
@@ -119,6 +142,20 @@ pub fn write_config(
     let path = dir.join("broker.toml");
     std::fs::write(&path, cfg).unwrap();
     path
+}
+
+/// The `[ldap]` section for the test slapd at `url`: people, groups, the service account (its
+/// password in a 0600 file in `dir`), then `extra` lines.
+fn ldap_section(dir: &Path, url: &str, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("ldap-bind.pw");
+    std::fs::write(&pw, env("SALLYPORT_TEST_LDAP_BIND_PASSWORD")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[ldap]\nurl = \"{url}\"\nuser_dn_template = \"uid={{uid}},{PEOPLE}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\ngroup_base = \"ou=groups,dc=example,dc=com\"\ntimeout_secs = 2\n{extra}",
+        env("SALLYPORT_TEST_LDAP_BIND_DN"),
+        pw.display()
+    )
 }
 
 impl BrokerProc {
@@ -231,6 +268,11 @@ impl Api {
         self.raw(reqwest::Method::GET, path, None).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.raw(reqwest::Method::PATCH, path, Some(body.to_string()))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.raw(reqwest::Method::DELETE, path, None).await
     }
@@ -335,7 +377,8 @@ impl World {
         }
         let token_for = |name: &str, role: &str, customer: Option<&str>| {
             let op = op.clone();
-            let body = json!({"name": name, "role": role, "customer": customer});
+            let body = json!({"name": name, "role": role, "customer": customer,
+                              "all_customers": role == "ticket_system" && customer.is_none()});
             async move {
                 let (s, v) = op.post("/v1/tokens", body).await;
                 assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -429,6 +472,18 @@ impl World {
     /// `ticket` with TOTP `code`, files into `home`, no ssh-agent. Panics unless it succeeds;
     /// returns the printed JSON.
     pub fn login_cli(&self, home: &Path, user: &str, ticket: &str, code: &str) -> Value {
+        self.login_cli_with(home, user, ticket, code, &[])
+    }
+
+    /// [`World::login_cli`] with more arguments (e.g. `--ttl 10s`).
+    pub fn login_cli_with(
+        &self,
+        home: &Path,
+        user: &str,
+        ticket: &str,
+        code: &str,
+        extra: &[&str],
+    ) -> Value {
         use std::io::Write;
         let mut child = Command::new(BIN)
             .args(["login", "--broker", &self.broker.url, "--user", user])
@@ -440,6 +495,7 @@ impl World {
                 ticket,
                 "--json",
             ])
+            .args(extra)
             .env("SALLYPORT_HOME", home)
             .env_remove("SSH_AUTH_SOCK")
             .stdin(Stdio::piped())
@@ -510,6 +566,27 @@ pub fn engineer_key() -> (russh::keys::PrivateKey, String) {
     let k = sallyport_ca::keys::generate_ed25519("test").unwrap();
     let p = k.public_key().to_openssh().unwrap();
     (k, p)
+}
+
+/// The body of `POST /v1/audit/records` as a gateway or an edge sends it: the records, signed at
+/// the last one by `key` (the chain's audit key), and the head when given.
+#[allow(dead_code)]
+pub fn signed_batch(
+    key: &russh::keys::PrivateKey,
+    records: &[sallyport_audit::AuditRecord],
+    head: Option<u64>,
+) -> Value {
+    let mut body = json!({"records": records});
+    if let Some(last) = records.last() {
+        body["signature"] = json!(
+            sallyport_ca::chainsig::sign_head(key, &last.source, last.seq, &last.hash).unwrap()
+        );
+        body["public_key"] = json!(key.public_key().to_openssh().unwrap());
+    }
+    if let Some(h) = head {
+        body["head"] = json!(h);
+    }
+    body
 }
 
 pub fn run(cmd: &mut Command) -> std::process::Output {
@@ -607,7 +684,8 @@ impl World {
             let (s, v) = op
                 .post(
                     "/v1/tokens",
-                    json!({"name": name, "role": role, "customer": customer}),
+                    json!({"name": name, "role": role, "customer": customer,
+                           "all_customers": role == "ticket_system" && customer.is_none()}),
                 )
                 .await;
             assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -626,4 +704,28 @@ impl World {
             _tmp: tmp,
         }
     }
+}
+
+/// Run futures concurrently on this task; their outputs in order.
+pub async fn join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }

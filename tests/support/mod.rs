@@ -5,5 +5,6 @@
 
 pub mod bastion;
 pub mod broker;
+pub mod browser;
 pub mod sshd;
 pub mod term;

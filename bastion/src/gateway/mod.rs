@@ -4,6 +4,7 @@
 //! connection with a host certificate for the node's name, checks the engineer's certificate
 //! again, connects to the node with a per-session certificate and records everything.
 
+mod live;
 mod node;
 mod recorder;
 mod session;
@@ -22,7 +23,9 @@ use serde_json::json;
 use crate::broker_client::BrokerClient;
 use crate::config::{EdgeTarget, GatewayConfig};
 use crate::spool::Spool;
+use crate::throttle::Throttle;
 use crate::trust::Trust;
+use sallyport_audit::writers::{ChainKind, GatewayKind, Writer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrollment {
@@ -56,6 +59,12 @@ pub struct NodeEntry {
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// The host keys the operator registered (OpenSSH lines); only these are accepted.
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    /// Without registered keys: pin the node's first key (`known_nodes`) instead of refusing.
+    #[serde(default)]
+    pub trust_on_first_use: bool,
 }
 
 pub struct Gateway {
@@ -68,30 +77,166 @@ pub struct Gateway {
     pub host_key: PrivateKey,
     pub trust: Arc<Trust>,
     pub broker: BrokerClient,
-    pub spool: Arc<Spool>,
+    pub spool: Arc<Spool<GatewayKind>>,
     pub nodes: Mutex<HashMap<String, NodeEntry>>,
     /// The policy engine asked for every channel request (base policies of `policies/`).
     engine: Engine,
     /// The customer's own policies, from the broker (cached in `policies.json`).
     rules: Mutex<Rules>,
-    /// Server configs per node name (each with its own host certificate).
-    inner_configs: Mutex<HashMap<String, Arc<russh::server::Config>>>,
+    /// Server configs per node name (each with its own host certificate), with the time the
+    /// certificate is renewed (unix seconds).
+    inner_configs: Mutex<HashMap<String, (Arc<russh::server::Config>, u64)>>,
+    /// Engineer sessions open now, in all and per engineer (`max_sessions`,
+    /// `max_sessions_per_engineer`).
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    engineer_sessions: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
+    /// Sessions a reviewer or a customer approver ended, by session id: (who, why). Read from
+    /// the broker every second; each open session's watcher disconnects its own.
+    terminations: std::sync::Mutex<HashMap<String, (String, String)>>,
+    /// Sessions a reviewer or a customer approver watches now (read every second).
+    watched: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Of those, the ones an approver of the customer watches (a moderated session may start).
+    observed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Refusals an engineer can repeat past a limit (channels of a session, sessions), audited a
+    /// few times a minute per session or engineer and code (`crate::throttle`).
+    refusals: Throttle<(GatewayKind, serde_json::Value)>,
+}
+
+/// A refusal past a limit is written at most this many times per key (a session and a code, or
+/// an engineer and a code) per `REFUSAL_WINDOW_SECS`; the others are counted into the last one,
+/// written when the window or the session ends.
+const REFUSALS_PER_WINDOW: u32 = 5;
+const REFUSAL_WINDOW_SECS: u64 = 60;
+
+/// Why a session was refused past a limit: (code, reason, limit).
+pub type OverLimit = (&'static str, String, usize);
+
+impl Gateway {
+    /// An approver of the customer watches session `sid` now (a reviewer of the vendor
+    /// watching does not count: the customer asked for one of its own).
+    pub fn is_observed(&self, sid: &str) -> bool {
+        self.observed.lock().is_ok_and(|w| w.contains(sid))
+    }
+
+    /// Who ended session `sid`, and why, when a reviewer or an approver did.
+    pub fn termination(&self, sid: &str) -> Option<(String, String)> {
+        self.terminations
+            .lock()
+            .ok()
+            .and_then(|t| t.get(sid).cloned())
+    }
+
+    /// Read the sessions of this cluster whose end was asked for (the last ten minutes).
+    async fn refresh_terminations(&self) -> anyhow::Result<()> {
+        let v = self.broker.get_json("/v1/gateway/terminations").await?;
+        let mut fresh = HashMap::new();
+        for t in v["terminations"].as_array().into_iter().flatten() {
+            let text = |f: &str| t[f].as_str().unwrap_or_default().to_string();
+            let sid = text("session");
+            if !sid.is_empty() {
+                fresh.insert(sid, (text("by"), text("reason")));
+            }
+        }
+        if let Ok(mut t) = self.terminations.lock() {
+            *t = fresh;
+        }
+        Ok(())
+    }
+
+    /// Write a refusal past a limit, unless more than a few of its `key` were written this
+    /// minute (then it is counted into a later event; see [`Throttle`]).
+    pub async fn audit_repeatable(&self, key: &str, kind: GatewayKind, data: serde_json::Value) {
+        let mut item = (kind, data);
+        if let Some(n) = self.refusals.admit(key, crate::now(), &item) {
+            crate::throttle::note_suppressed(&mut item.1, n);
+            if let Err(e) = self.spool.append(kind, item.1).await {
+                tracing::error!(error = %e, "audit spool unwritable");
+            }
+        }
+    }
+
+    /// Write the refusals folded in under the keys starting with `prefix` (a session that
+    /// ended), or, without a prefix, those whose window ended.
+    pub async fn flush_refusals(&self, prefix: Option<&str>) {
+        let folded = match prefix {
+            Some(p) => self.refusals.take(p),
+            None => self.refusals.due(crate::now()),
+        };
+        for f in folded {
+            let (kind, mut data) = f.data;
+            crate::throttle::note_suppressed(&mut data, f.others);
+            if let Err(e) = self.spool.append(kind, data).await {
+                tracing::error!(error = %e, "audit spool unwritable");
+            }
+        }
+    }
+
+    /// The slots one engineer session holds while it is open, or why it is refused.
+    pub fn session_slots(&self, engineer: &str) -> Result<Vec<crate::Slot>, OverLimit> {
+        let limit = self.cfg.max_sessions;
+        let all = crate::Slot::take(&self.sessions, limit).ok_or_else(|| {
+            (
+                "too_many_sessions",
+                format!("this gateway serves at most {limit} sessions at once; try again later"),
+                limit,
+            )
+        })?;
+        let limit = self.cfg.max_sessions_per_engineer;
+        let mine = {
+            // Taken under the lock: an entry is forgotten (no session open) only while nobody
+            // can be taking a slot of it.
+            let mut m = self
+                .engineer_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            m.retain(|_, c| c.load(std::sync::atomic::Ordering::SeqCst) > 0);
+            crate::Slot::take(m.entry(engineer.to_string()).or_default(), limit)
+        };
+        let mine = mine.ok_or_else(|| {
+            (
+                "too_many_sessions_engineer",
+                format!(
+                    "at most {limit} sessions of one engineer at once through this gateway: close one first"
+                ),
+                limit,
+            )
+        })?;
+        Ok(vec![all, mine])
+    }
 }
 
 /// Enroll at first start, then load identity, keys and the cluster's view.
 pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+    anyhow::ensure!(
+        cfg.host_cert_secs >= 20 && cfg.tunnel_cert_secs >= 20,
+        "host_cert_secs and tunnel_cert_secs must be at least 20 (seconds)"
+    );
     let dir = cfg.data_dir.clone();
     crate::private::open_data_dir(&dir, "gateway's data_dir")?;
     let node_ca = crate::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
     let host_ca = crate::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
     let host_key = crate::load_or_create_key(&dir.join("host_key"), "sallyport gateway host key")?;
+    // Signs the head of the gateway's audit chain with every batch it ships; the broker pins
+    // its public key at enrollment.
+    let audit_key =
+        crate::load_or_create_key(&dir.join("audit_key"), "sallyport gateway audit key")?;
     let anon = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
-    let (enrollment, credential) = enroll(&cfg, &dir, &anon, &node_ca, &host_ca).await?;
+    let (enrollment, credential) =
+        enroll(&cfg, &dir, &anon, &node_ca, &host_ca, &audit_key).await?;
     let broker = anon.with_token(credential);
-    let trust = Trust::load(&dir);
+    let trust = Trust::load(&dir, crate::trust::pinned_cas(&cfg.user_ca_keys)?);
+    tracing::info!(
+        source = format!("gateway:{}", enrollment.gateway),
+        audit_key = %audit_key.public_key().fingerprint(russh::keys::ssh_key::HashAlg::Sha256),
+        "this gateway signs its audit chain with this key: record its fingerprint for `sallyport audit verify --keys`"
+    );
     let spool = Spool::open(
         &dir.join("spool"),
-        &format!("gateway:{}", enrollment.gateway),
+        Writer::Gateway {
+            id: enrollment.gateway.clone(),
+            cluster: enrollment.cluster.clone(),
+        },
+        audit_key,
     )?;
     spool.set_reserve(cfg.spool_reserve_bytes);
     let gw = Arc::new(Gateway {
@@ -111,6 +256,12 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
             policies: Ok(Vec::new()),
         }),
         inner_configs: Mutex::new(HashMap::new()),
+        sessions: Arc::default(),
+        engineer_sessions: Mutex::new(HashMap::new()),
+        terminations: std::sync::Mutex::new(HashMap::new()),
+        watched: std::sync::Mutex::default(),
+        observed: std::sync::Mutex::default(),
+        refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
         cfg,
     });
     if let Err(e) = gw.refresh_self().await {
@@ -138,6 +289,7 @@ async fn enroll(
     anon: &BrokerClient,
     node_ca: &PrivateKey,
     host_ca: &PrivateKey,
+    audit_key: &PrivateKey,
 ) -> anyhow::Result<(Enrollment, String)> {
     let state = dir.join("enrollment.json");
     let cred_path = dir.join("credential");
@@ -153,6 +305,7 @@ async fn enroll(
         "join_token": token,
         "node_ca_public_key": node_ca.public_key().to_openssh()?,
         "host_ca_public_key": host_ca.public_key().to_openssh()?,
+        "audit_public_key": audit_key.public_key().to_openssh()?,
     });
     let v = anon
         .post_json("/v1/gateways/enroll", &body)
@@ -276,22 +429,25 @@ impl Gateway {
     }
 
     /// The inner server's config for `<node>.<cluster>`: a host certificate for that name.
+    /// Renewed once half of its lifetime (`host_cert_secs`) has passed.
     fn inner_config(&self, host: &str) -> anyhow::Result<Arc<russh::server::Config>> {
-        if let Some(c) = self
+        let now = crate::now();
+        if let Some((c, _)) = self
             .inner_configs
             .lock()
             .ok()
             .and_then(|m| m.get(host).cloned())
+            .filter(|(_, renew_at)| now < *renew_at)
         {
             return Ok(c);
         }
-        let now = crate::now();
+        let lifetime = self.cfg.host_cert_secs;
         let cert = sallyport_ca::cert::build_host_cert(
             &self.host_ca,
             self.host_key.public_key(),
             &[host.to_string()],
             now.saturating_sub(60),
-            now + 7 * 86_400,
+            now + lifetime,
             &format!("sallyport-gateway:{}:{host}", self.id),
         )?;
         let cfg = Arc::new(crate::server_config(
@@ -300,20 +456,20 @@ impl Gateway {
             Duration::from_secs(3600),
         ));
         if let Ok(mut m) = self.inner_configs.lock() {
-            m.insert(host.to_string(), cfg.clone());
+            m.insert(host.to_string(), (cfg.clone(), now + lifetime / 2));
         }
+        tracing::info!(host, valid_for_secs = lifetime, "new host certificate");
         Ok(cfg)
     }
 
     /// The certificate this gateway shows the edge: its tunnel identity, from its host CA.
-    fn tunnel_certificate(&self) -> anyhow::Result<russh::keys::Certificate> {
+    fn tunnel_certificate(&self, now: u64) -> anyhow::Result<russh::keys::Certificate> {
         use russh::keys::ssh_key::certificate::{Builder, CertType};
-        let now = crate::now();
         let mut b = Builder::new_with_random_nonce(
             &mut russh::keys::key::safe_rng(),
             self.host_key.public_key(),
             now.saturating_sub(60),
-            now + 86_400,
+            now + self.cfg.tunnel_cert_secs,
         )?;
         b.serial(sallyport_ca::cert::random_serial())?;
         b.key_id(format!("sallyport-gateway:{}", self.id))?;
@@ -339,7 +495,7 @@ pub async fn run(
         {
             data["session"] = json!(session);
         }
-        tracing::warn!(kind, recording = %data["recording"], "finished a recording left by a stopped gateway");
+        tracing::warn!(kind = kind.as_str(), recording = %data["recording"], "finished a recording left by a stopped gateway");
         gw.spool.append(kind, data).await?;
     }
     tokio::spawn(crate::spool::ship(gw.spool.clone(), gw.broker.clone()));
@@ -351,6 +507,11 @@ pub async fn run(
     tokio::spawn(gw.trust.clone().refresh_forever(
         gw.broker.clone(),
         Duration::from_secs(gw.cfg.refresh_secs.max(1)),
+        Some(crate::trust::CaAudit {
+            spool: gw.spool.clone(),
+            kind: GatewayKind::UserCasRefused,
+            fields: json!({"cluster": gw.cluster, "gateway": gw.id}),
+        }),
     ));
     {
         let gw = gw.clone();
@@ -363,6 +524,29 @@ pub async fn run(
             }
         });
     }
+    {
+        // Refusals folded in under a key whose window ended are written (every few seconds).
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                gw.flush_refusals(None).await;
+            }
+        });
+    }
+    {
+        // Sessions ended by a reviewer or an approver end within about two seconds.
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = gw.refresh_terminations().await {
+                    tracing::debug!(error = %e, "cannot read ended sessions");
+                }
+            }
+        });
+    }
+    live::spawn(gw.clone());
     for edge in gw.cfg.edges.clone() {
         tokio::spawn(keep_tunnel(gw.clone(), edge));
     }
@@ -371,12 +555,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Dial the edge and keep the tunnel up, reconnecting with backoff.
+/// Dial the edge and keep the tunnel up, reconnecting with backoff. At half of its
+/// certificate's lifetime a tunnel is replaced: the new one (the edge's newest) takes new
+/// sessions, the old one drains.
 async fn keep_tunnel(gw: Arc<Gateway>, edge: EdgeTarget) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match tunnel_once(&gw, &edge).await {
-            Ok(()) => {
+            Ok(Some(old)) => {
+                tracing::info!(
+                    edge = edge.address,
+                    "renewing the tunnel's certificate: a new tunnel takes new sessions"
+                );
+                tokio::spawn(old.drain());
+                backoff = Duration::from_millis(200);
+                continue;
+            }
+            Ok(None) => {
                 tracing::warn!(edge = edge.address, "tunnel closed; reconnecting");
                 backoff = Duration::from_millis(200);
             }
@@ -387,7 +582,49 @@ async fn keep_tunnel(gw: Arc<Gateway>, edge: EdgeTarget) {
     }
 }
 
-async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<()> {
+/// A tunnel replaced by a newer one: it closes once no session runs through it, or just before
+/// its certificate expires (the edge would drop it then).
+struct Draining {
+    handle: russh::client::Handle<TunnelClient>,
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    expires: u64,
+    /// Closed this long before it expires at the latest.
+    margin: u64,
+}
+
+impl Draining {
+    async fn drain(self) {
+        loop {
+            if self.handle.is_closed() {
+                return;
+            }
+            let open = self.sessions.load(std::sync::atomic::Ordering::SeqCst);
+            let late = crate::now() + self.margin >= self.expires;
+            if open == 0 || late {
+                if late && open > 0 {
+                    tracing::warn!(
+                        sessions = open,
+                        "closing a replaced tunnel whose certificate expires, with sessions still open"
+                    );
+                }
+                let _ = self
+                    .handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "sallyport gateway: tunnel replaced",
+                        "",
+                    )
+                    .await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One tunnel: `Ok(None)` when it closed, `Ok(Some(_))` when its certificate is due for
+/// renewal (it is still open, draining).
+async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<Option<Draining>> {
     let pinned = PublicKey::from_openssh(edge.host_key.trim())
         .context("edge host_key is not an OpenSSH public key")?;
     let config = Arc::new(russh::client::Config {
@@ -398,12 +635,15 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<()>
         preferred: crate::client_preferred(),
         ..Default::default()
     });
+    let sessions: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let handler = TunnelClient {
         gw: gw.clone(),
         pinned,
+        sessions: sessions.clone(),
     };
     let mut handle = russh::client::connect(config, edge.address.as_str(), handler).await?;
-    let cert = gw.tunnel_certificate()?;
+    let now = crate::now();
+    let cert = gw.tunnel_certificate(now)?;
     let auth = handle
         .authenticate_openssh_cert(
             format!("gateway:{}", gw.cluster),
@@ -416,17 +656,32 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<()>
         "the edge refused this gateway's certificate"
     );
     handle.tcpip_forward("sallyport", 0).await?;
-    tracing::info!(edge = edge.address, "tunnel up");
-    // Wait until the connection ends.
+    tracing::info!(
+        edge = edge.address,
+        valid_for_secs = gw.cfg.tunnel_cert_secs,
+        "tunnel up"
+    );
+    let renew_at = now + gw.cfg.tunnel_cert_secs / 2;
+    // Wait until the connection ends or its certificate is due for renewal.
     while !handle.is_closed() {
+        if crate::now() >= renew_at {
+            return Ok(Some(Draining {
+                handle,
+                sessions,
+                expires: now + gw.cfg.tunnel_cert_secs,
+                margin: (gw.cfg.tunnel_cert_secs / 10).min(30),
+            }));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(())
+    Ok(None)
 }
 
 struct TunnelClient {
     gw: Arc<Gateway>,
     pinned: PublicKey,
+    /// Engineer sessions running through this tunnel.
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl russh::client::Handler for TunnelClient {
@@ -491,7 +746,10 @@ impl russh::client::Handler for TunnelClient {
             host,
             format!("{originator_address}:{originator_port}"),
         );
+        let slot = crate::Slot::take(&self.sessions, usize::MAX);
         tokio::spawn(async move {
+            // Held while the session runs: a replaced tunnel waits for it.
+            let _slot = slot;
             match russh::server::run_stream(config, channel.into_stream(), handler).await {
                 Ok(running) => {
                     if let Err(e) = running.await {

@@ -1,23 +1,215 @@
-//! The gateway's connection to a node: a russh client authenticated with a fresh per-session
-//! certificate from the cluster's node CA (principal = the login, minutes of validity, key id
-//! naming session, engineer and ticket, so the node's own sshd log names the ticket too).
-//!
-//! Node host keys are pinned on first use in `data_dir/known_nodes` and refused if they change.
+//! The node's host key is checked before anything is sent to it (`judge`, pure): against the
+//! keys the operator registered for the node when there are any (they win over any pin);
+//! otherwise, only when the node allows trust on first use, against the key pinned in
+//! `data_dir/known_nodes`, pinning (and auditing, `node_key_pinned`) the first one. Every
+//! refusal is audited (`node_key_refused`, code `no_registered_key` or `node_key_changed`) and
+//! told to the engineer.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::PublicKeyOrCertificate;
-use russh::keys::{PrivateKey, PublicKey};
+use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::SessionKeyId;
+use serde_json::{Value, json};
 
 use super::{Gateway, NodeEntry};
+use crate::spool::Spool;
+
+/// What the gateway makes of the key a node shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// One of the keys the operator registered.
+    Registered,
+    /// The key pinned at its first use.
+    Pinned,
+    /// No key registered nor pinned, and trust on first use allowed: pin this one.
+    FirstUse,
+    /// Neither registered nor pinned, and no trust on first use.
+    NoRegisteredKey,
+    /// Not the key registered (or pinned): `expected` are the fingerprints it should have been.
+    Changed {
+        expected: Vec<String>,
+        registered: bool,
+    },
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// Decide on `presented` (pure). `registered` are the operator's keys for the node, as the
+/// broker sent them (an unreadable one matches nothing, but still counts: fail closed).
+pub fn judge(
+    registered: &[String],
+    trust_on_first_use: bool,
+    pinned: Option<&PublicKey>,
+    presented: &PublicKey,
+) -> Verdict {
+    if !registered.is_empty() {
+        let keys: Vec<PublicKey> = registered
+            .iter()
+            .filter_map(|l| PublicKey::from_openssh(l.trim()).ok())
+            .collect();
+        if keys.iter().any(|k| k.key_data() == presented.key_data()) {
+            return Verdict::Registered;
+        }
+        return Verdict::Changed {
+            expected: keys.iter().map(fingerprint).collect(),
+            registered: true,
+        };
+    }
+    if !trust_on_first_use {
+        return Verdict::NoRegisteredKey;
+    }
+    match pinned {
+        Some(p) if p.key_data() == presented.key_data() => Verdict::Pinned,
+        Some(p) => Verdict::Changed {
+            expected: vec![fingerprint(p)],
+            registered: false,
+        },
+        None => Verdict::FirstUse,
+    }
+}
+
+/// The node's host key was refused: the code audited and what the engineer reads.
+#[derive(Debug, Clone)]
+pub struct KeyRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KeyRefusal {}
 
 pub struct NodeClient {
     known: PathBuf,
     name: String,
+    cluster: String,
+    address: String,
+    host_keys: Vec<String>,
+    trust_on_first_use: bool,
+    spool: Arc<Spool<GatewayKind>>,
+    /// The session's audit fields.
+    fields: Value,
+    /// Set when the key was refused, for `connect` to return.
+    refused: Arc<Mutex<Option<KeyRefusal>>>,
+}
+
+impl NodeClient {
+    async fn audit(&self, kind: GatewayKind, extra: Value) -> bool {
+        let mut d = self.fields.clone();
+        crate::merge(&mut d, extra);
+        match self.spool.append(kind, d).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "audit spool unwritable: refusing the node");
+                false
+            }
+        }
+    }
+
+    async fn refuse(&self, code: &'static str, message: String, extra: Value) -> bool {
+        tracing::error!(node = self.name, code, "{message}");
+        let mut detail = json!({"code": code, "reason": message, "address": self.address});
+        crate::merge(&mut detail, extra);
+        self.audit(GatewayKind::NodeKeyRefused, detail).await;
+        if let Ok(mut r) = self.refused.lock() {
+            *r = Some(KeyRefusal { code, message });
+        }
+        false
+    }
+
+    async fn check(&self, key: &PublicKey) -> bool {
+        let presented = fingerprint(key);
+        let pinned = match read_pin(&self.known, &self.name) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .refuse(
+                        "known_nodes_unreadable",
+                        format!(
+                            "the gateway cannot read the host key it pinned for {} ({e}); refusing to connect, nothing ran on the node. Tell the operator",
+                            self.name
+                        ),
+                        json!({"fingerprint": presented}),
+                    )
+                    .await;
+            }
+        };
+        let (name, cluster) = (&self.name, &self.cluster);
+        match judge(
+            &self.host_keys,
+            self.trust_on_first_use,
+            pinned.as_ref(),
+            key,
+        ) {
+            Verdict::Registered | Verdict::Pinned => true,
+            Verdict::FirstUse => {
+                // Audited before the pin is written: a key is never trusted unrecorded.
+                let line = PublicKey::new(key.key_data().clone(), "")
+                    .to_openssh()
+                    .unwrap_or_default();
+                if !self
+                    .audit(
+                        GatewayKind::NodeKeyPinned,
+                        json!({"fingerprint": presented, "host_key": line, "address": self.address}),
+                    )
+                    .await
+                {
+                    return self.refuse("audit_unavailable", format!("the gateway cannot write its audit log, so it does not trust {name}'s host key on first use; nothing ran on the node. Tell the operator"), json!({"fingerprint": presented})).await;
+                }
+                match write_pin(&self.known, name, &line) {
+                    Ok(()) => true,
+                    Err(e) => self.refuse("known_nodes_unwritable", format!("the gateway cannot pin {name}'s host key ({e}); refusing to connect, nothing ran on the node. Tell the operator"), json!({"fingerprint": presented})).await,
+                }
+            }
+            Verdict::NoRegisteredKey => {
+                self.refuse(
+                    "no_registered_key",
+                    format!(
+                        "{name} has no registered host key, so the gateway cannot tell it from an impostor; nothing ran on the node. \
+                         Ask the operator to register it (sallyport admin node-update {cluster} {name} --host-key /etc/ssh/ssh_host_ed25519_key.pub)"
+                    ),
+                    json!({"fingerprint": presented}),
+                )
+                .await
+            }
+            Verdict::Changed {
+                expected,
+                registered,
+            } => {
+                let message = if registered {
+                    format!(
+                        "the host key of {name} ({presented}) is not the one registered for it ({}); refusing to connect, nothing ran on the node. \
+                         Tell the operator: the node may have been replaced, or something is in the way",
+                        expected.join(", ")
+                    )
+                } else {
+                    format!(
+                        "the host key of {name} ({presented}) changed since it was trusted on first use ({}); refusing to connect, nothing ran on the node. \
+                         Tell the operator: register the node's key (sallyport admin node-update {cluster} {name} --host-key ...) if the change was expected",
+                        expected.join(", ")
+                    )
+                };
+                self.refuse(
+                    "node_key_changed",
+                    message,
+                    json!({"fingerprint": presented, "expected": expected,
+                           "expected_from": if registered { "registered" } else { "pinned" }}),
+                )
+                .await
+            }
+        }
+    }
 }
 
 impl russh::client::Handler for NodeClient {
@@ -30,37 +222,61 @@ impl russh::client::Handler for NodeClient {
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             return Ok(false);
         };
-        Ok(pin(&self.known, &self.name, key).unwrap_or(false))
+        Ok(self.check(key).await)
     }
 }
 
-/// Trust on first use: `true` if `key` is the one pinned for `name` (or was just pinned).
-fn pin(path: &PathBuf, name: &str, key: &PublicKey) -> anyhow::Result<bool> {
-    let line_key = key.to_openssh()?;
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    if let Some((_, k)) = text
+/// The key pinned for `name` in `known_nodes` (`<name> <key>` lines), if any.
+fn read_pin(path: &std::path::Path, name: &str) -> anyhow::Result<Option<PublicKey>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match text
         .lines()
         .filter_map(|l| l.split_once(' '))
         .find(|(n, _)| *n == name)
     {
-        let pinned = PublicKey::from_openssh(k.trim())?;
-        if pinned.key_data() != key.key_data() {
-            tracing::error!(
-                node = name,
-                "the node's host key changed: refusing (remove its line from known_nodes if this was expected)"
-            );
-            return Ok(false);
-        }
-        return Ok(true);
+        Some((_, k)) => Ok(Some(PublicKey::from_openssh(k.trim())?)),
+        None => Ok(None),
     }
-    use std::io::Write;
-    let mut f = crate::private::open_append(path)?;
-    writeln!(f, "{name} {line_key}")?;
-    f.sync_all()?;
-    Ok(true)
 }
 
-/// Connect to `node` as `login`, for session `sid` of `engineer` on `ticket`.
+fn write_pin(path: &std::path::Path, name: &str, line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = crate::private::open_append(path)?;
+    writeln!(f, "{name} {line}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Why a connection to the node failed.
+#[derive(Debug)]
+pub enum NodeError {
+    /// Its host key was refused (audited already); the message is for the engineer.
+    KeyRefused(KeyRefusal),
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::KeyRefused(r) => r.fmt(f),
+            NodeError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for NodeError {
+    fn from(e: E) -> Self {
+        NodeError::Other(e.into())
+    }
+}
+
+/// Connect to `node` as `login`, for session `sid` of `engineer` on `ticket`; `fields` are the
+/// session's audit fields, for the events about the node's host key.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     gw: &Arc<Gateway>,
     node: &NodeEntry,
@@ -69,7 +285,8 @@ pub async fn connect(
     engineer: &str,
     ticket: &str,
     permit_port_forwarding: bool,
-) -> anyhow::Result<russh::client::Handle<NodeClient>> {
+    fields: Value,
+) -> Result<russh::client::Handle<NodeClient>, NodeError> {
     let key: PrivateKey = sallyport_ca::keys::generate_ed25519("sallyport session")?;
     let now = crate::now();
     let key_id = SessionKeyId::new(sid, engineer, ticket)?;
@@ -88,23 +305,113 @@ pub async fn connect(
         preferred: crate::client_preferred(),
         ..Default::default()
     });
+    let addr = format!("{}:{}", node.address, node.port);
+    let refused = Arc::new(Mutex::new(None));
     let handler = NodeClient {
         known: gw.cfg.data_dir.join("known_nodes"),
         name: node.name.clone(),
+        cluster: gw.cluster.clone(),
+        address: addr.clone(),
+        host_keys: node.host_keys.clone(),
+        trust_on_first_use: node.trust_on_first_use,
+        spool: gw.spool.clone(),
+        fields,
+        refused: refused.clone(),
     };
-    let addr = format!("{}:{}", node.address, node.port);
-    let mut handle = tokio::time::timeout(
+    let connected = tokio::time::timeout(
         Duration::from_secs(10),
         russh::client::connect(config, addr.as_str(), handler),
     )
     .await
-    .context("the node did not answer in time")??;
+    .context("the node did not answer in time")?;
+    if let Some(r) = refused.lock().ok().and_then(|mut r| r.take()) {
+        return Err(NodeError::KeyRefused(r));
+    }
+    let mut handle = connected?;
     let auth = handle
         .authenticate_openssh_cert(login, Arc::new(key), cert)
         .await?;
-    anyhow::ensure!(
-        auth.success(),
-        "the node refused the session certificate for {login}"
-    );
+    if !auth.success() {
+        return Err(anyhow::anyhow!("the node refused the session certificate for {login}").into());
+    }
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> PublicKey {
+        let k = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]);
+        PublicKey::from(k.public)
+    }
+
+    fn line(k: &PublicKey) -> String {
+        k.to_openssh().unwrap()
+    }
+
+    #[test]
+    fn the_node_key_verdicts() {
+        let (a, b) = (key(1), key(2));
+        let fa = fingerprint(&a);
+        let fb = fingerprint(&b);
+        let changed = |expected: Vec<String>, registered| Verdict::Changed {
+            expected,
+            registered,
+        };
+        // (registered, trust on first use, pinned, presented, verdict)
+        type Case<'a> = (
+            Vec<String>,
+            bool,
+            Option<&'a PublicKey>,
+            &'a PublicKey,
+            Verdict,
+        );
+        let cases: Vec<Case> = vec![
+            (vec![line(&a)], false, None, &a, Verdict::Registered),
+            (
+                vec![line(&b), line(&a)],
+                false,
+                None,
+                &a,
+                Verdict::Registered,
+            ),
+            (
+                vec![line(&a)],
+                false,
+                None,
+                &b,
+                changed(vec![fa.clone()], true),
+            ),
+            // Registered keys win over the pin and over trust on first use.
+            (
+                vec![line(&a)],
+                true,
+                Some(&b),
+                &b,
+                changed(vec![fa.clone()], true),
+            ),
+            (vec![line(&a)], true, Some(&b), &a, Verdict::Registered),
+            // An unreadable registered key matches nothing, and still refuses the rest.
+            (
+                vec!["garbage".into()],
+                true,
+                None,
+                &a,
+                changed(vec![], true),
+            ),
+            (vec![], false, None, &a, Verdict::NoRegisteredKey),
+            (vec![], false, Some(&a), &a, Verdict::NoRegisteredKey),
+            (vec![], true, None, &a, Verdict::FirstUse),
+            (vec![], true, Some(&a), &a, Verdict::Pinned),
+            (vec![], true, Some(&b), &a, changed(vec![fb.clone()], false)),
+        ];
+        for (i, (registered, tofu, pinned, presented, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                judge(&registered, tofu, pinned, presented),
+                want,
+                "case {i}"
+            );
+        }
+    }
 }

@@ -27,6 +27,7 @@ use crate::record::exec::{StdinLine, StdinLines};
 use crate::record::pty::{PtyRecorder, Step};
 use crate::record::scp::{ScpDirection, ScpParser};
 use crate::record::sftp::SftpParser;
+use sallyport_audit::writers::GatewayKind;
 
 /// One direction of a non-pty channel: what was kept, what passed, and its digest.
 struct Direction {
@@ -94,7 +95,7 @@ pub struct ChannelRecorder {
 }
 
 /// An audit event: kind and fields.
-pub type Event = (&'static str, Value);
+pub type Event = (GatewayKind, Value);
 
 /// The channel can no longer be recorded: the session must end it, forwarding nothing more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,55 +274,61 @@ impl ChannelRecorder {
 
     /// Bytes from the node to the engineer.
     pub fn output(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
-        self.with(|inner, path, t, cap| match &mut inner.state {
-            State::Pty(rec) => {
-                let step = rec.output(t, bytes);
-                Self::write(inner, path, &step.lines);
-                inner.throttle.bound(t, events(step))
-            }
-            State::Stream(st) => {
-                let kept = st.output.pass(bytes, cap);
-                let line = (!kept.is_empty())
-                    .then(|| st.writer.output(t, kept))
-                    .flatten();
-                Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
-                vec![]
-            }
-            State::Sftp(p) => sftp_events(p.server_data(bytes)),
-            State::Scp(p) => scp_events(p.server_data(bytes)),
-            State::Idle => vec![],
+        self.with(|inner, path, t, cap| {
+            let evs = match &mut inner.state {
+                State::Pty(rec) => {
+                    let step = rec.output(t, bytes);
+                    Self::write(inner, path, &step.lines);
+                    inner.throttle.bound(t, events(step))
+                }
+                State::Stream(st) => {
+                    let kept = st.output.pass(bytes, cap);
+                    let line = (!kept.is_empty())
+                        .then(|| st.writer.output(t, kept))
+                        .flatten();
+                    Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
+                    vec![]
+                }
+                State::Sftp(p) => sftp_events(p.server_data(bytes)),
+                State::Scp(p) => scp_events(p.server_data(bytes)),
+                State::Idle => vec![],
+            };
+            at(evs, t)
         })
     }
 
     /// Bytes typed (or sent) by the engineer.
     pub fn input(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
-        self.with(|inner, path, t, cap| match &mut inner.state {
-            State::Pty(rec) => {
-                let step = rec.input(t, bytes);
-                Self::write(inner, path, &step.lines);
-                events(step)
-            }
-            State::Stream(st) => {
-                let Stream {
-                    writer,
-                    input,
-                    lines,
-                    ..
-                } = st.as_mut();
-                let kept = input.pass(bytes, cap);
-                let line = (!kept.is_empty())
-                    .then(|| writer.input(t, kept, true))
-                    .flatten();
-                let commands: Vec<StdinLine> = lines
-                    .as_mut()
-                    .map(|l| l.feed(bytes).into_iter().map(|e| e.line).collect())
-                    .unwrap_or_default();
-                Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
-                stdin_events(commands)
-            }
-            State::Sftp(p) => sftp_events(p.client_data(bytes)),
-            State::Scp(p) => scp_events(p.client_data(bytes)),
-            State::Idle => vec![],
+        self.with(|inner, path, t, cap| {
+            let evs = match &mut inner.state {
+                State::Pty(rec) => {
+                    let step = rec.input(t, bytes);
+                    Self::write(inner, path, &step.lines);
+                    events(step)
+                }
+                State::Stream(st) => {
+                    let Stream {
+                        writer,
+                        input,
+                        lines,
+                        ..
+                    } = st.as_mut();
+                    let kept = input.pass(bytes, cap);
+                    let line = (!kept.is_empty())
+                        .then(|| writer.input(t, kept, true))
+                        .flatten();
+                    let commands: Vec<StdinLine> = lines
+                        .as_mut()
+                        .map(|l| l.feed(bytes).into_iter().map(|e| e.line).collect())
+                        .unwrap_or_default();
+                    Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
+                    stdin_events(commands)
+                }
+                State::Sftp(p) => sftp_events(p.client_data(bytes)),
+                State::Scp(p) => scp_events(p.client_data(bytes)),
+                State::Idle => vec![],
+            };
+            at(evs, t)
         })
     }
 
@@ -358,7 +365,7 @@ impl ChannelRecorder {
                     let lines = writer.finish(t);
                     Self::write(inner, path, &lines);
                     vec![(
-                        "output_recorded",
+                        GatewayKind::OutputRecorded,
                         json!({"bytes": output.bytes, "truncated": output.bytes > cap || input.bytes > cap,
                                "output_sha256": output.digest(), "input_bytes": input.bytes,
                                "input_sha256": input.digest(), "cap_bytes": cap}),
@@ -396,7 +403,7 @@ struct Throttle {
 impl Throttle {
     const WINDOW_SECS: f64 = 10.0;
     const PER_WINDOW: u32 = 20;
-    const KINDS: [&'static str; 1] = ["full_screen"];
+    const KINDS: [GatewayKind; 1] = [GatewayKind::FullScreen];
 
     fn bound(&mut self, t: f64, events: Vec<Event>) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len());
@@ -426,7 +433,7 @@ impl Throttle {
     fn summary(&mut self) -> Option<Event> {
         (self.suppressed > 0).then(|| {
             (
-                "full_screen_suppressed",
+                GatewayKind::FullScreenSuppressed,
                 json!({"count": std::mem::take(&mut self.suppressed),
                        "reason": "the node switched terminal modes faster than the audit log records them"}),
             )
@@ -445,25 +452,37 @@ fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
                 v["line_bytes"] = json!(l.bytes);
                 v["line_sha256"] = json!(l.sha256);
             }
-            ("command", v)
+            (GatewayKind::Command, v)
         })
         .collect()
+}
+
+/// Each event says when it happened in the recording (`at`, seconds since the channel's
+/// recording started): the console's player opens a command's moment from it.
+fn at(mut evs: Vec<Event>, t: f64) -> Vec<Event> {
+    for (_, v) in &mut evs {
+        if let Some(m) = v.as_object_mut() {
+            m.entry("at")
+                .or_insert(json!((t * 1000.0).round() / 1000.0));
+        }
+    }
+    evs
 }
 
 fn events(step: Step) -> Vec<Event> {
     step.events
         .into_iter()
         .filter_map(|e| match e {
-            DetectorEvent::Command(d) if d.echo_off => Some(("input_hidden", json!({"reason": "typed without echo at a prompt asking for a secret; kept neither as a command nor in the recording", "line": d.line, "chars": d.hidden_chars}))),
+            DetectorEvent::Command(d) if d.echo_off => Some((GatewayKind::InputHidden, json!({"reason": "typed without echo at a prompt asking for a secret; kept neither as a command nor in the recording", "line": d.line, "chars": d.hidden_chars}))),
             DetectorEvent::Command(d) => Some((
-                "command",
+                GatewayKind::Command,
                 json!({"command": d.command, "via": "interactive", "line": d.line, "last_line": d.last_line, "located": d.located, "carried": d.carried}),
             )),
             DetectorEvent::Entered { line, shown } => Some((
-                "line_entered",
+                GatewayKind::LineEntered,
                 json!({"line": line, "shown": shown, "via": "interactive"}),
             )),
-            DetectorEvent::FullScreen { entered } => Some(("full_screen", json!({"entered": entered}))),
+            DetectorEvent::FullScreen { entered } => Some((GatewayKind::FullScreen, json!({"entered": entered}))),
             DetectorEvent::LineEcho { .. } => None,
         })
         .collect()
@@ -471,13 +490,13 @@ fn events(step: Step) -> Vec<Event> {
 
 fn scp_events(ops: Vec<crate::record::scp::ScpOp>) -> Vec<Event> {
     ops.into_iter()
-        .map(|op| ("file_op", json!({"via": "scp", "op": op})))
+        .map(|op| (GatewayKind::FileOp, json!({"via": "scp", "op": op})))
         .collect()
 }
 
 fn sftp_events(ops: Vec<crate::record::sftp::SftpOp>) -> Vec<Event> {
     ops.into_iter()
-        .map(|op| ("file_op", json!({"via": "sftp", "op": op})))
+        .map(|op| (GatewayKind::FileOp, json!({"via": "sftp", "op": op})))
         .collect()
 }
 
@@ -542,7 +561,7 @@ pub fn recover_unfinished(dir: &Path) -> Vec<Event> {
                     .and_then(|()| std::fs::remove_file(&path));
                 match written {
                     Ok(()) => events.push((
-                        "recording_recovered",
+                        GatewayKind::RecordingRecovered,
                         json!({"recording": id, "bytes_kept": repaired.len(), "bytes_found": text.len(),
                                "reason": "the gateway stopped before the channel ended; finished at restart"}),
                     )),
@@ -555,7 +574,7 @@ pub fn recover_unfinished(dir: &Path) -> Vec<Event> {
                 // Kept on disk for the operator, never uploaded as a recording.
                 let _ = std::fs::rename(&path, dir.join(format!("{id}.cast.unreadable")));
                 events.push((
-                    "recording_unreadable",
+                    GatewayKind::RecordingUnreadable,
                     json!({"recording": id, "bytes_found": text.len(),
                            "reason": "the gateway stopped before the recording's header was written whole"}),
                 ));
@@ -633,6 +652,7 @@ fn delivered(path: &Path, retention: std::time::Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sallyport_audit::writers::ChainKind;
 
     const HEADER: &str = "{\"version\": 2, \"width\": 80, \"height\": 24}\n";
 
@@ -690,7 +710,7 @@ mod tests {
         let events = recover_unfinished(d);
         let kinds: Vec<(&str, &str)> = events
             .iter()
-            .map(|(k, v)| (*k, v["recording"].as_str().unwrap()))
+            .map(|(k, v)| (k.as_str(), v["recording"].as_str().unwrap()))
             .collect();
         assert_eq!(kinds.len(), 2);
         assert!(kinds.contains(&("recording_recovered", "s-1-c0")));
@@ -740,7 +760,7 @@ mod tests {
         let mut commands = Vec::new();
         for chunk in [&b"echo o"[..], b"ne\r\necho two\nech", b"o three"] {
             for (kind, v) in rec.input(chunk).unwrap() {
-                assert_eq!(kind, "command");
+                assert_eq!(kind, GatewayKind::Command);
                 assert_eq!(v["via"], "stdin");
                 commands.push(v["command"].as_str().unwrap().to_string());
             }
@@ -752,7 +772,7 @@ mod tests {
         rec.output(&[b'x'; 40]).unwrap();
         let (events, file) = rec.finish().unwrap();
         let (kind, v) = &events[0];
-        assert_eq!(*kind, "output_recorded");
+        assert_eq!(*kind, GatewayKind::OutputRecorded);
         assert_eq!(v["bytes"], 40);
         assert_eq!(v["truncated"], true);
         assert_eq!(v["output_sha256"], hex::encode(Sha256::digest([b'x'; 40])));
@@ -774,11 +794,14 @@ mod tests {
     #[test]
     fn mode_switches_in_a_loop_are_bounded_and_counted() {
         let mut th = Throttle::default();
-        let ev = || ("full_screen", json!({"entered": true}));
+        let ev = || (GatewayKind::FullScreen, json!({"entered": true}));
         let mut written = 0;
         for i in 0..10_000 {
             written += th
-                .bound(i as f64 * 0.0001, vec![ev(), ("command", json!({}))])
+                .bound(
+                    i as f64 * 0.0001,
+                    vec![ev(), (GatewayKind::Command, json!({}))],
+                )
                 .len();
         }
         // Every command, and at most PER_WINDOW mode switches in the first second.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
+use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::policy::{ChannelFacts, ChannelRequest};
 use sallyport_ca::{CertIdentity, check_user_cert};
 use serde_json::{Value, json};
@@ -21,13 +22,45 @@ use super::node::{self, NodeClient};
 use super::recorder::{ChannelRecorder, Event, RecordError};
 use crate::record::exec::ExecKind;
 
+/// A session channel on the node: its write half, and whether the node has not closed it yet.
+type NodeChannel = (
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<ChannelWriteHalf<russh::client::Msg>>,
+);
+
 struct Up {
     /// Shared with the task that carries the engineer's data to the node.
     write: Arc<ChannelWriteHalf<russh::client::Msg>>,
     rec: Arc<ChannelRecorder>,
-    /// The node's answers to our want-reply requests, in order.
-    replies: mpsc::UnboundedReceiver<bool>,
+    /// The node's answers to our want-reply requests, in order (shared with a request that
+    /// waits for an observer).
+    replies: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<bool>>>,
+    /// Set while a program request that waited for an observer is at the node: its answer
+    /// goes to the engineer from the task that reads the node, in order with what follows it
+    /// (an exit status and a close right after the answer must not overtake it).
+    reply_direct: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// What a channel asks the node to run.
+enum Program {
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+impl Program {
+    async fn send(&self, write: &ChannelWriteHalf<russh::client::Msg>) -> Result<(), russh::Error> {
+        match self {
+            Program::Shell => write.request_shell(true).await,
+            Program::Exec(command) => write.exec(true, command.clone()).await,
+            Program::Subsystem(name) => write.request_subsystem(true, name).await,
+        }
+    }
+}
+
+const WAITING_FOR_OBSERVER: &str = "sallyport: this access requires that an approver of the \
+customer watches the session: waiting for one to join (they open it under Sessions in the \
+console); it starts as soon as one does\r\n";
 
 pub struct Inner {
     gw: Arc<Gateway>,
@@ -41,10 +74,19 @@ pub struct Inner {
     login: String,
     upstream: Option<russh::client::Handle<NodeClient>>,
     chans: HashMap<ChannelId, Up>,
+    /// Every session channel opened on the node, and whether the node still holds it open
+    /// (kept after the engineer closes theirs: what still runs there is ended with the session).
+    node_chans: Vec<NodeChannel>,
     /// Set when the session ends, for the tasks that watch it.
     closed: Arc<std::sync::atomic::AtomicBool>,
     /// Channels open in this session (sessions and forwards).
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// This session's place under the gateway's session limits, held while it is open.
+    _slots: Vec<crate::Slot>,
+    /// Past a session limit: what the engineer is told when the session is ended at once.
+    over_limit: Option<String>,
+    /// Programs may start: the session needs no observer, or one has joined.
+    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Inner {
@@ -63,8 +105,12 @@ impl Inner {
             login: String::new(),
             upstream: None,
             chans: HashMap::new(),
+            node_chans: Vec::new(),
             closed: Arc::default(),
             open: Arc::default(),
+            _slots: Vec::new(),
+            over_limit: None,
+            released: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -85,7 +131,7 @@ impl Inner {
     }
 
     /// Write an event durably; `false` (and the caller refuses) when the spool cannot be written.
-    async fn audit(&self, kind: &str, extra: Value) -> bool {
+    async fn audit(&self, kind: GatewayKind, extra: Value) -> bool {
         match self.gw.spool.append(kind, self.fields(extra)).await {
             Ok(_) => true,
             Err(e) => {
@@ -151,30 +197,30 @@ impl Inner {
         let kind = match &facts.request {
             ChannelRequest::Exec { command, .. } => {
                 detail["command"] = json!(command);
-                "channel_refused"
+                GatewayKind::ChannelRefused
             }
             ChannelRequest::Subsystem { name } => {
                 detail["subsystem"] = json!(name);
-                "channel_refused"
+                GatewayKind::ChannelRefused
             }
             ChannelRequest::Env { name } => {
                 detail["env_name"] = json!(name);
-                "channel_refused"
+                GatewayKind::ChannelRefused
             }
             ChannelRequest::Signal { name } => {
                 detail["signal"] = json!(name);
-                "channel_refused"
+                GatewayKind::ChannelRefused
             }
             ChannelRequest::DirectTcpip { host, port }
             | ChannelRequest::TcpipForward { host, port } => {
                 detail["target"] = json!(format!("{host}:{port}"));
-                "forward_refused"
+                GatewayKind::ForwardRefused
             }
             ChannelRequest::Pty
             | ChannelRequest::Shell
             | ChannelRequest::WindowChange
             | ChannelRequest::Agent
-            | ChannelRequest::X11 => "channel_refused",
+            | ChannelRequest::X11 => GatewayKind::ChannelRefused,
         };
         self.audit(kind, detail).await;
         Err(messages
@@ -183,7 +229,7 @@ impl Inner {
             .collect())
     }
 
-    async fn ensure_upstream(&mut self) -> anyhow::Result<()> {
+    async fn ensure_upstream(&mut self) -> Result<(), node::NodeError> {
         if self.upstream.is_some() {
             return Ok(());
         }
@@ -195,6 +241,7 @@ impl Inner {
             .gw
             .node(&self.node)
             .ok_or_else(|| anyhow::anyhow!("unknown node {}", self.node))?;
+        let fields = self.fields(json!({}));
         let h = node::connect(
             &self.gw,
             &entry,
@@ -203,10 +250,46 @@ impl Inner {
             id.engineer(),
             id.ticket(),
             id.permit_port_forwarding(),
+            fields,
         )
         .await?;
         self.upstream = Some(h);
         Ok(())
+    }
+
+    /// The node could not be reached for a channel: audited and the channel refused. A refused
+    /// host key (audited already) ends the session with the reason: nothing of it can reach
+    /// that node, and the engineer reads why (a refused channel says only "connect failed").
+    async fn node_failed(
+        &mut self,
+        e: node::NodeError,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) {
+        match e {
+            node::NodeError::KeyRefused(r) => {
+                tracing::warn!(
+                    node = self.node,
+                    code = r.code,
+                    "the node's host key was refused"
+                );
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                let _ = session.disconnect(
+                    russh::Disconnect::ByApplication,
+                    &format!("sallyport: {}", r.message),
+                    "en",
+                );
+            }
+            node::NodeError::Other(e) => {
+                tracing::warn!(error = %e, node = self.node, "cannot reach the node");
+                self.audit(
+                    GatewayKind::NodeUnreachable,
+                    json!({"reason": format!("{e:#}")}),
+                )
+                .await;
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
     }
 
     /// A slot for a new channel, or `None` (refused and audited) past `max_channels_per_session`.
@@ -216,12 +299,16 @@ impl Inner {
             return Some(slot);
         }
         tracing::warn!(session = self.sid, limit, "refused: too many channels");
-        self.audit(
-            "channel_refused",
-            json!({"request": request, "code": "too_many_channels", "limit": limit,
-                   "reason": format!("at most {limit} channels at once in one session")}),
-        )
-        .await;
+        self.gw
+            .audit_repeatable(
+                &format!("{}:too_many_channels", self.sid),
+                GatewayKind::ChannelRefused,
+                self.fields(
+                    json!({"request": request, "code": "too_many_channels", "limit": limit,
+                       "reason": format!("at most {limit} channels at once in one session")}),
+                ),
+            )
+            .await;
         None
     }
 
@@ -245,7 +332,7 @@ impl Inner {
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         self.audit(
-            "recording_failed",
+            GatewayKind::RecordingFailed,
             json!({"channel": channel_num(channel), "reason": e.to_string()}),
         )
         .await;
@@ -258,6 +345,87 @@ impl Inner {
         session.close(channel)
     }
 
+    /// Ask the node to run the channel's program and pass its answer on. In a moderated session
+    /// nobody watches yet, the engineer is told, and the program is asked for (and answered)
+    /// once an observer joins, or refused after `observer_wait_secs`: the connection's loop is
+    /// not held meanwhile.
+    async fn start_program(
+        &mut self,
+        channel: ChannelId,
+        program: Program,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.released.load(SeqCst) {
+            let sent = match self.chans.get(&channel) {
+                Some(up) => program.send(&up.write).await,
+                None => Err(russh::Error::WrongChannel),
+            };
+            self.relay_reply(channel, sent, session).await?;
+            return Ok(());
+        }
+        let Some(up) = self.chans.get(&channel) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        session.extended_data(channel, 1, WAITING_FOR_OBSERVER.as_bytes().to_vec())?;
+        let (write, reply_direct) = (up.write.clone(), up.reply_direct.clone());
+        let (gw, sid, released) = (self.gw.clone(), self.sid.clone(), self.released.clone());
+        let handle = session.handle();
+        let fields = self.fields(json!({"channel": channel_num(channel)}));
+        let closed = self.closed.clone();
+        tokio::spawn(async move {
+            let wait = Duration::from_secs(gw.cfg.observer_wait_secs.max(1));
+            let start = std::time::Instant::now();
+            loop {
+                if released.load(SeqCst) {
+                    break;
+                }
+                if gw.is_observed(&sid) {
+                    if released
+                        .compare_exchange(false, true, SeqCst, SeqCst)
+                        .is_ok()
+                    {
+                        let mut d = fields.clone();
+                        d["waited_secs"] = json!(start.elapsed().as_secs());
+                        let _ = gw.spool.append(GatewayKind::ObserverJoined, d).await;
+                    }
+                    break;
+                }
+                if closed.load(SeqCst) {
+                    return;
+                }
+                if start.elapsed() >= wait {
+                    let reason = format!(
+                        "no approver of the customer joined to watch the session within {} s",
+                        wait.as_secs()
+                    );
+                    let mut d = fields.clone();
+                    d["code"] = json!("no_observer");
+                    d["reason"] = json!(reason);
+                    let _ = gw.spool.append(GatewayKind::ChannelRefused, d).await;
+                    // As `end_with_message`: the request is answered, then the engineer reads why
+                    // and the channel ends with status 1 (a failure answer would make ssh close
+                    // the channel before it printed the reason). Nothing ran on the node.
+                    let _ = handle.channel_success(channel).await;
+                    let _ = handle
+                        .extended_data(channel, 1, format!("sallyport: {reason}\r\n").into_bytes())
+                        .await;
+                    let _ = handle.exit_status_request(channel, 1).await;
+                    let _ = handle.eof(channel).await;
+                    let _ = handle.close(channel).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            reply_direct.store(true, SeqCst);
+            if program.send(&write).await.is_err() && reply_direct.swap(false, SeqCst) {
+                let _ = handle.channel_failure(channel).await;
+            }
+        });
+        Ok(())
+    }
+
     /// Wait for the node's answer to a want-reply request and pass it on.
     async fn relay_reply(
         &mut self,
@@ -265,8 +433,8 @@ impl Inner {
         sent: Result<(), russh::Error>,
         session: &mut Session,
     ) -> Result<bool, russh::Error> {
-        let ok = match (sent, self.chans.get_mut(&channel)) {
-            (Ok(()), Some(up)) => up.replies.recv().await.unwrap_or(false),
+        let ok = match (sent, self.chans.get(&channel)) {
+            (Ok(()), Some(up)) => up.replies.lock().await.recv().await.unwrap_or(false),
             _ => false,
         };
         if ok {
@@ -279,8 +447,12 @@ impl Inner {
 }
 
 /// Write events durably, in one group commit; `Err` when they could not be.
-async fn record(spool: &crate::spool::Spool, fields: &Value, events: Vec<Event>) -> Result<(), ()> {
-    let events: Vec<(&str, Value)> = events
+async fn record(
+    spool: &crate::spool::Spool<GatewayKind>,
+    fields: &Value,
+    events: Vec<Event>,
+) -> Result<(), ()> {
+    let events: Vec<(GatewayKind, Value)> = events
         .into_iter()
         .map(|(kind, extra)| {
             let mut d = fields.clone();
@@ -302,10 +474,14 @@ fn unrecordable_channel(e: &RecordError) -> String {
 }
 
 /// The channel's recording failed: say so in the audit log (the channel ends).
-async fn recording_failed(spool: &crate::spool::Spool, fields: &Value, e: &RecordError) {
+async fn recording_failed(
+    spool: &crate::spool::Spool<GatewayKind>,
+    fields: &Value,
+    e: &RecordError,
+) {
     let mut d = fields.clone();
     d["reason"] = json!(e.to_string());
-    let _ = spool.append("recording_failed", d).await;
+    let _ = spool.append(GatewayKind::RecordingFailed, d).await;
 }
 
 const UNRECORDABLE: &str = "sallyport: this gateway cannot write its audit log right now, so it refuses new activity (nothing ran on the node). Tell the operator.\r\n";
@@ -364,7 +540,7 @@ impl russh::server::Handler for Inner {
         self.login = crate::sanitize_login(user);
         if let Some((code, reason)) = refusal {
             self.audit(
-                "session_refused",
+                GatewayKind::SessionRefused,
                 json!({"key_id": cert.key_id(), "code": code, "reason": reason, "peer": self.peer}),
             )
             .await;
@@ -373,15 +549,50 @@ impl russh::server::Handler for Inner {
         let Ok(id) = checked else {
             return Ok(Auth::reject());
         };
+        match self.gw.session_slots(id.engineer()) {
+            Ok(slots) => self._slots = slots,
+            Err((code, reason, limit)) => {
+                tracing::warn!(
+                    engineer = id.engineer(),
+                    code,
+                    limit,
+                    "refused: session limit"
+                );
+                // Anyone holding a certificate can repeat it: a few events a minute per
+                // engineer and limit, the others counted.
+                self.gw
+                    .audit_repeatable(
+                        &format!("engineer:{}:{code}", id.engineer()),
+                        GatewayKind::SessionRefused,
+                        self.fields(json!({"key_id": cert.key_id(), "engineer": id.engineer(),
+                                           "code": code, "reason": reason, "limit": limit,
+                                           "peer": self.peer})),
+                    )
+                    .await;
+                // Accepted only to say why: no identity, so nothing is served, and the session
+                // is ended at once with the reason (a refused key would only read "Permission
+                // denied").
+                self.over_limit = Some(format!("sallyport: {reason}"));
+                return Ok(Auth::Accept);
+            }
+        }
+        // A moderated session: nothing runs until an approver of the customer watches it.
+        self.released
+            .store(!id.observer_required(), std::sync::atomic::Ordering::SeqCst);
         self.identity = Some(id);
         self.cert = Some(cert.clone());
         // If this cannot be written, the session is still let in: every channel request needs its
         // own durable event first, and is refused with a message saying why.
-        self.audit("session_started", json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer})).await;
+        let observer_required = !self.released.load(std::sync::atomic::Ordering::SeqCst);
+        self.audit(GatewayKind::SessionStarted, json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer, "observer_required": observer_required})).await;
         Ok(Auth::Accept)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(reason) = &self.over_limit {
+            session.disconnect(russh::Disconnect::ByApplication, reason, "en")?;
+            return Ok(());
+        }
         // Revocation reaches live sessions: the KRL is re-read every second.
         let (Some(cert), handle, trust) =
             (self.cert.clone(), session.handle(), self.gw.trust.clone())
@@ -391,19 +602,24 @@ impl russh::server::Handler for Inner {
         let spool = self.gw.spool.clone();
         let fields = self.fields(json!({}));
         let closed = self.closed.clone();
+        let (gw, sid) = (self.gw.clone(), self.sid.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let expired = cert.valid_before() <= crate::now();
-                if expired || trust.is_revoked(&cert) {
-                    let reason = if expired {
-                        "the certificate expired"
-                    } else {
-                        "the certificate was revoked"
-                    };
+                let ended_by = gw.termination(&sid);
+                if expired || trust.is_revoked(&cert) || ended_by.is_some() {
                     let mut data = fields.clone();
+                    let reason = match &ended_by {
+                        Some((by, why)) => {
+                            data["terminated_by"] = json!(by);
+                            format!("the session was ended by {by}: {why}")
+                        }
+                        None if expired => "the certificate expired".to_string(),
+                        None => "the certificate was revoked".to_string(),
+                    };
                     data["reason"] = json!(reason);
-                    let _ = spool.append("session_terminated", data).await;
+                    let _ = spool.append(GatewayKind::SessionTerminated, data).await;
                     let _ = handle
                         .disconnect(
                             russh::Disconnect::ByApplication,
@@ -433,10 +649,7 @@ impl russh::server::Handler for Inner {
             return Ok(());
         };
         if let Err(e) = self.ensure_upstream().await {
-            tracing::warn!(error = %e, node = self.node, "cannot reach the node");
-            self.audit("node_unreachable", json!({"reason": e.to_string()}))
-                .await;
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            self.node_failed(e, reply, session).await;
             return Ok(());
         }
         let Some(up) = self.upstream.as_ref() else {
@@ -451,6 +664,7 @@ impl russh::server::Handler for Inner {
         let (mut read, write) = node_channel.split();
         let write = Arc::new(write);
         let (tx, rx) = mpsc::unbounded_channel();
+        let reply_direct = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rec = Arc::new(ChannelRecorder::new(
             &self.gw.cfg.data_dir.join("recordings"),
             &self.sid,
@@ -462,9 +676,14 @@ impl russh::server::Handler for Inner {
             Up {
                 write: write.clone(),
                 rec: rec.clone(),
-                replies: rx,
+                replies: Arc::new(tokio::sync::Mutex::new(rx)),
+                reply_direct: reply_direct.clone(),
             },
         );
+        let open_on_node = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        self.node_chans
+            .retain(|(open, _)| open.load(std::sync::atomic::Ordering::Relaxed));
+        self.node_chans.push((open_on_node.clone(), write.clone()));
         let handle = session.handle();
         let spool = self.gw.spool.clone();
         let fields =
@@ -540,7 +759,7 @@ impl russh::server::Handler for Inner {
                     ChannelMsg::ExitStatus { exit_status } => {
                         let mut d = fields.clone();
                         d["exit_status"] = json!(exit_status);
-                        let _ = spool.append("channel_exit", d).await;
+                        let _ = spool.append(GatewayKind::ChannelExit, d).await;
                         let _ = handle.exit_status_request(id, exit_status).await;
                         continue;
                     }
@@ -552,7 +771,7 @@ impl russh::server::Handler for Inner {
                     } => {
                         let mut d = fields.clone();
                         d["exit_signal"] = json!(format!("{signal_name:?}"));
-                        let _ = spool.append("channel_exit", d).await;
+                        let _ = spool.append(GatewayKind::ChannelExit, d).await;
                         let _ = handle
                             .exit_signal_request(
                                 id,
@@ -564,12 +783,17 @@ impl russh::server::Handler for Inner {
                             .await;
                         continue;
                     }
-                    ChannelMsg::Success => {
-                        let _ = tx.send(true);
-                        continue;
-                    }
-                    ChannelMsg::Failure => {
-                        let _ = tx.send(false);
+                    ChannelMsg::Success | ChannelMsg::Failure => {
+                        let ok = matches!(msg, ChannelMsg::Success);
+                        if reply_direct.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            let _ = if ok {
+                                handle.channel_success(id).await
+                            } else {
+                                handle.channel_failure(id).await
+                            };
+                        } else {
+                            let _ = tx.send(ok);
+                        }
                         continue;
                     }
                     ChannelMsg::Close => break,
@@ -599,19 +823,22 @@ impl russh::server::Handler for Inner {
                     break;
                 }
             }
+            open_on_node.store(false, std::sync::atomic::Ordering::Relaxed);
             match rec.finish() {
                 Ok((events, file)) => {
                     let _ = record(&spool, &fields, events).await;
                     if let Some(file) = file {
                         let mut d = fields.clone();
                         d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
-                        let _ = spool.append("recording_finished", d).await;
+                        let _ = spool.append(GatewayKind::RecordingFinished, d).await;
                     }
                 }
                 Err(e) => recording_failed(&spool, &fields, &e).await,
             }
-            let _ = handle.close(id).await;
+            // The slot is free before the engineer hears of the close: a channel opened as soon
+            // as this one ended is not refused for a slot still held.
             drop(slot);
+            let _ = handle.close(id).await;
         });
         Ok(())
     }
@@ -683,7 +910,7 @@ impl russh::server::Handler for Inner {
         if display_setting(name) {
             detail["value"] = json!(value.chars().take(64).collect::<String>());
         }
-        if !self.audit("env", detail).await {
+        if !self.audit(GatewayKind::Env, detail).await {
             return session.channel_failure(channel);
         }
         let sent = match self.chans.get(&channel) {
@@ -703,7 +930,7 @@ impl russh::server::Handler for Inner {
             return Self::end_with_message(channel, &message, session);
         }
         if !self
-            .audit("shell", json!({"channel": channel_num(channel)}))
+            .audit(GatewayKind::Shell, json!({"channel": channel_num(channel)}))
             .await
         {
             return Self::unrecordable(channel, session);
@@ -713,12 +940,7 @@ impl russh::server::Handler for Inner {
         if let Err(e) = self.with_recorder(channel, |r| r.start_stream("shell", true)) {
             return self.cannot_record(channel, &e, session).await;
         }
-        let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.request_shell(true).await,
-            None => Err(russh::Error::WrongChannel),
-        };
-        self.relay_reply(channel, sent, session).await?;
-        Ok(())
+        self.start_program(channel, Program::Shell, session).await
     }
 
     async fn exec_request(
@@ -753,14 +975,14 @@ impl russh::server::Handler for Inner {
         if !file_transfer.is_empty() {
             detail["file_transfer"] = json!(file_transfer);
         }
-        if !self.audit("command", detail).await {
+        if !self.audit(GatewayKind::Command, detail).await {
             return Self::unrecordable(channel, session);
         }
         let started = match &kind {
             ExecKind::SftpServer => {
                 if !self
                     .audit(
-                        "sftp_started",
+                        GatewayKind::SftpStarted,
                         json!({"channel": channel_num(channel), "via": "exec"}),
                     )
                     .await
@@ -772,7 +994,7 @@ impl russh::server::Handler for Inner {
             ExecKind::Scp(t) => {
                 if !self
                     .audit(
-                        "file_transfer",
+                        GatewayKind::FileTransfer,
                         json!({"channel": channel_num(channel), "via": "scp", "transfer": t}),
                     )
                     .await
@@ -790,12 +1012,8 @@ impl russh::server::Handler for Inner {
         if let Err(e) = started {
             return self.cannot_record(channel, &e, session).await;
         }
-        let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.exec(true, data.to_vec()).await,
-            None => Err(russh::Error::WrongChannel),
-        };
-        self.relay_reply(channel, sent, session).await?;
-        Ok(())
+        self.start_program(channel, Program::Exec(data.to_vec()), session)
+            .await
     }
 
     async fn subsystem_request(
@@ -815,7 +1033,10 @@ impl russh::server::Handler for Inner {
             return Self::end_with_message(channel, "sallyport: only sftp is allowed\r\n", session);
         }
         if !self
-            .audit("sftp_started", json!({"channel": channel_num(channel)}))
+            .audit(
+                GatewayKind::SftpStarted,
+                json!({"channel": channel_num(channel)}),
+            )
             .await
         {
             return Self::unrecordable(channel, session);
@@ -823,12 +1044,8 @@ impl russh::server::Handler for Inner {
         if let Err(e) = self.with_recorder(channel, |r| r.start_sftp()) {
             return self.cannot_record(channel, &e, session).await;
         }
-        let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.request_subsystem(true, name).await,
-            None => Err(russh::Error::WrongChannel),
-        };
-        self.relay_reply(channel, sent, session).await?;
-        Ok(())
+        self.start_program(channel, Program::Subsystem(name.to_string()), session)
+            .await
     }
 
     async fn window_change_request(
@@ -921,7 +1138,7 @@ impl russh::server::Handler for Inner {
         if let Err(message) = self.ask(None, request).await {
             tracing::debug!(message, "remote forwarding refused");
         } else {
-            self.audit("forward_refused", json!({"request": "tcpip_forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported by this gateway"})).await;
+            self.audit(GatewayKind::ForwardRefused, json!({"request": "tcpip_forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported by this gateway"})).await;
         }
         Ok(false)
     }
@@ -934,7 +1151,7 @@ impl russh::server::Handler for Inner {
         originator_address: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let target = format!("{host}:{port}");
         let request = ChannelRequest::DirectTcpip {
@@ -952,9 +1169,22 @@ impl russh::server::Handler for Inner {
         };
         let decided = self.ask(None, request).await;
         if !certified && decided.is_ok() {
-            self.audit("forward_refused", json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
+            self.audit(GatewayKind::ForwardRefused, json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
         }
         if !certified || decided.is_err() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        // A moderated session forwards nothing before an observer joined.
+        if !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            self.audit(
+                GatewayKind::ForwardRefused,
+                json!({"request": "direct_tcpip", "target": target, "code": "no_observer",
+                       "reason": "this access requires that an approver of the customer watches the session; none has joined yet"}),
+            )
+            .await;
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -963,7 +1193,7 @@ impl russh::server::Handler for Inner {
         // Recorded before any byte reaches the target.
         if !self
             .audit(
-                "forward",
+                GatewayKind::Forward,
                 json!({"request": "direct-tcpip", "target": target}),
             )
             .await
@@ -972,9 +1202,7 @@ impl russh::server::Handler for Inner {
             return Ok(());
         }
         if let Err(e) = self.ensure_upstream().await {
-            self.audit("node_unreachable", json!({"reason": e.to_string()}))
-                .await;
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            self.node_failed(e, reply, session).await;
             return Ok(());
         }
         let Some(up) = self.upstream.as_ref() else {
@@ -997,7 +1225,7 @@ impl russh::server::Handler for Inner {
             }
             Err(e) => {
                 self.audit(
-                    "forward_failed",
+                    GatewayKind::ForwardFailed,
                     json!({"target": target, "reason": e.to_string()}),
                 )
                 .await;
@@ -1023,15 +1251,57 @@ impl russh::server::Handler for Inner {
     }
 }
 
+/// The session has ended (the engineer left, it was terminated, its certificate expired or
+/// was revoked): nothing it started may keep running on the node unattended. Each program still
+/// running in one of its channels is sent TERM, then KILL a second later (OpenSSH's sshd signals
+/// the program's process group; a subsystem such as sftp-server ends when its channel closes),
+/// its channel is closed, and the connection to the node ends. The channels' recordings are
+/// finished as their node side closes.
+async fn end_on_node(chans: Vec<NodeChannel>, upstream: Option<russh::client::Handle<NodeClient>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let running = |chans: &[NodeChannel]| -> Vec<Arc<ChannelWriteHalf<russh::client::Msg>>> {
+        chans
+            .iter()
+            .filter(|(open, _)| open.load(Relaxed))
+            .map(|(_, w)| w.clone())
+            .collect()
+    };
+    let first = running(&chans);
+    for w in &first {
+        let _ = w.signal(Sig::TERM).await;
+    }
+    if !first.is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for w in running(&chans) {
+        let _ = w.signal(Sig::KILL).await;
+        let _ = w.close().await;
+    }
+    if let Some(up) = upstream {
+        let _ = up
+            .disconnect(russh::Disconnect::ByApplication, "the session ended", "en")
+            .await;
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let chans = std::mem::take(&mut self.node_chans);
+        let upstream = self.upstream.take();
+        if upstream.is_some() {
+            tokio::spawn(end_on_node(chans, upstream));
+        }
         if self.identity.is_some() {
             let spool = self.gw.spool.clone();
             let data = self.fields(json!({}));
+            // This session's refusals that were folded in are written first, with their counts.
+            let gw = self.gw.clone();
+            let prefix = format!("{}:", self.sid);
             tokio::spawn(async move {
-                let _ = spool.append("session_ended", data).await;
+                gw.flush_refusals(Some(&prefix)).await;
+                let _ = spool.append(GatewayKind::SessionEnded, data).await;
             });
         }
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ pub fn router() -> Router<Arc<Broker>> {
             "/v1/clusters/{cluster}/nodes",
             post(create_node).get(list_nodes),
         )
+        .route("/v1/clusters/{cluster}/nodes/{node}", patch(update_node))
         .route("/v1/engineers", post(enroll_engineer))
         .route("/v1/engineers/{name}/disable", post(disable_engineer))
         .route("/v1/engineers/{name}/enable", post(enable_engineer))
@@ -200,10 +201,81 @@ struct NewNode {
     address: String,
     #[serde(default = "default_port")]
     port: u16,
+    /// The node's SSH host public keys (OpenSSH lines); the gateway accepts only these.
+    #[serde(default)]
+    host_keys: Vec<String>,
+    /// Let the gateway pin the first key of a node that has no registered key (audited).
+    #[serde(default)]
+    trust_on_first_use: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeChange {
+    address: Option<String>,
+    port: Option<u16>,
+    /// Replaces the registered keys (`[]` removes them all).
+    host_keys: Option<Vec<String>>,
+    trust_on_first_use: Option<bool>,
 }
 
 fn default_port() -> u16 {
     22
+}
+
+/// At most this many host keys per node (one per key type is the usual).
+const MAX_HOST_KEYS: usize = 16;
+
+fn check_address(address: &str) -> ApiResult<()> {
+    if address.is_empty()
+        || address.len() > 253
+        || address.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::BadRequest("invalid node address".into()));
+    }
+    Ok(())
+}
+
+/// The node's host keys as the gateway compares them: each a real OpenSSH public key (no
+/// certificate, no private key), written `<algorithm> <base64>` without its comment, once each.
+pub(crate) fn check_host_keys(lines: &[String]) -> ApiResult<Vec<String>> {
+    if lines.len() > MAX_HOST_KEYS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_HOST_KEYS} host keys per node"
+        )));
+    }
+    let mut keys: Vec<String> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        let algorithm = line.split_whitespace().next().unwrap_or_default();
+        if algorithm.ends_with("-cert-v01@openssh.com") {
+            return Err(ApiError::BadRequest(format!(
+                "host key {n} is an SSH certificate, not a public key: register the node's host \
+                 public key (its ssh_host_*_key.pub), or the CA that signs its host certificates \
+                 as the cluster's node_host_ca"
+            )));
+        }
+        let key = russh::keys::PublicKey::from_openssh(line).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "host key {n} is not an OpenSSH public key line (`ssh-ed25519 AAAA... [comment]`, \
+                 as in the node's /etc/ssh/ssh_host_ed25519_key.pub)"
+            ))
+        })?;
+        if let russh::keys::Algorithm::Other(_) = key.algorithm() {
+            return Err(ApiError::BadRequest(format!(
+                "host key {n} is of an unknown type ({})",
+                crate::audit::sanitize(algorithm)
+            )));
+        }
+        let bare = russh::keys::PublicKey::new(key.key_data().clone(), "")
+            .to_openssh()
+            .map_err(|_| ApiError::BadRequest(format!("host key {n} cannot be written")))?;
+        if !keys.contains(&bare) {
+            keys.push(bare);
+        }
+    }
+    Ok(keys)
 }
 
 async fn create_node(
@@ -214,15 +286,8 @@ async fn create_node(
 ) -> ApiResult<(axum::http::StatusCode, Json<Node>)> {
     operator_only(&b, &caller, "create_node").await?;
     check_name("node", &req.name)?;
-    if req.address.is_empty()
-        || req.address.len() > 253
-        || req
-            .address
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::BadRequest("invalid node address".into()));
-    }
+    check_address(&req.address)?;
+    let host_keys = check_host_keys(&req.host_keys)?;
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound(format!(
             "cluster {:?}",
@@ -234,6 +299,8 @@ async fn create_node(
         name: req.name,
         address: req.address,
         port: req.port,
+        host_keys,
+        trust_on_first_use: req.trust_on_first_use,
     };
     b.store.create_node(&n).await?;
     admin_event(
@@ -245,6 +312,58 @@ async fn create_node(
     )
     .await?;
     Ok(created(n))
+}
+
+/// Change a node: its address or port, its registered host keys (replaced as a whole), whether
+/// the gateway may trust its key on first use. What is not named stays.
+async fn update_node(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path((cluster, node)): Path<(String, String)>,
+    Body(req): Body<NodeChange>,
+) -> ApiResult<Json<Node>> {
+    operator_only(&b, &caller, "update_node").await?;
+    if let Some(a) = &req.address {
+        check_address(a)?;
+    }
+    let host_keys = req.host_keys.as_deref().map(check_host_keys).transpose()?;
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            crate::audit::sanitize(&cluster)
+        )));
+    };
+    let Some(mut n) = b.store.node(&c.id, &node).await? else {
+        return Err(ApiError::NotFound(format!(
+            "node {:?} of cluster {}",
+            crate::audit::sanitize(&node),
+            c.id
+        )));
+    };
+    if let Some(a) = req.address {
+        n.address = a;
+    }
+    if let Some(p) = req.port {
+        n.port = p;
+    }
+    if let Some(k) = host_keys {
+        n.host_keys = k;
+    }
+    if let Some(t) = req.trust_on_first_use {
+        n.trust_on_first_use = t;
+    }
+    if !b.store.update_node(&n).await? {
+        return Err(ApiError::NotFound(format!("node {:?}", n.name)));
+    }
+    admin_event(
+        &b,
+        &caller,
+        "update_node",
+        &n.name,
+        [Some(&c.customer), Some(&c.id), Some(&n.name), None],
+    )
+    .await?;
+    Ok(Json(n))
 }
 
 async fn list_nodes(
@@ -509,6 +628,10 @@ struct NewToken {
     name: String,
     role: String,
     customer: Option<String>,
+    /// A ticket-system token for every customer's tickets (the vendor's own ticket system):
+    /// an explicit choice, named in the audit event; otherwise it needs `customer`.
+    #[serde(default)]
+    all_customers: bool,
 }
 
 async fn list_tokens(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -559,6 +682,13 @@ async fn create_token(
         }
         // An edge's token: its name is the edge's name, and its audit chain is `edge:<name>`
         // (give each edge its own name: two edges writing one chain fork it).
+        ("ticket_system", None) if !req.all_customers => {
+            return Err(ApiError::BadRequest(
+                "a ticket-system token writes one customer's tickets: set `customer`, or \
+                 `all_customers: true` for a ticket system that serves every customer"
+                    .into(),
+            ));
+        }
         ("operator" | "reviewer" | "ticket_system" | "edge", None) => {}
         ("approver", None) => {
             return Err(ApiError::BadRequest(
@@ -587,7 +717,11 @@ async fn create_token(
     admin_event(
         &b,
         &caller,
-        &format!("create_{}_token", t.role),
+        &if t.role == "ticket_system" && t.customer.is_none() {
+            "create_ticket_system_token_for_every_customer".to_string()
+        } else {
+            format!("create_{}_token", t.role)
+        },
         &t.name,
         [t.customer.as_deref(), None, None, None],
     )

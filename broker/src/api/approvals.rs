@@ -15,7 +15,7 @@ use crate::audit::AuditEvent;
 use crate::auth::{Caller, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, now_secs};
+use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, Vote, now_secs};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
@@ -82,25 +82,38 @@ async fn approver_of(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ApprovalInput {
-    cluster: String,
-    group: String,
-    logins: Vec<String>,
+pub(crate) struct ApprovalInput {
+    pub(crate) cluster: String,
+    pub(crate) group: String,
+    pub(crate) logins: Vec<String>,
     /// Longest certificate lifetime under this approval, seconds.
-    max_session_secs: u64,
+    pub(crate) max_session_secs: u64,
     /// Unix seconds.
-    valid_until: u64,
+    pub(crate) valid_until: u64,
     #[serde(default)]
-    valid_from: Option<u64>,
+    pub(crate) valid_from: Option<u64>,
     #[serde(default)]
-    just_in_time: bool,
+    pub(crate) just_in_time: bool,
     #[serde(default)]
-    per_session_mfa: bool,
+    pub(crate) per_session_mfa: bool,
+    /// Each session waits at the gateway until an approver of the customer watches it.
     #[serde(default)]
-    port_forwarding: bool,
+    pub(crate) observer_required: bool,
     #[serde(default)]
-    source_networks: Vec<String>,
+    pub(crate) port_forwarding: bool,
+    #[serde(default)]
+    pub(crate) source_networks: Vec<String>,
+    /// Distinct approvers who must approve each just-in-time request (1 to 5).
+    #[serde(default = "one")]
+    pub(crate) approvers_required: u64,
 }
+
+fn one() -> u64 {
+    1
+}
+
+/// The largest quorum an approval may ask for.
+const MAX_APPROVERS: u64 = 5;
 
 fn check_input(a: &ApprovalInput) -> ApiResult<()> {
     check_name("group", &a.group)?;
@@ -117,6 +130,16 @@ fn check_input(a: &ApprovalInput) -> ApiResult<()> {
     }
     if a.valid_until <= now_secs() {
         return Err(ApiError::BadRequest("valid_until is in the past".into()));
+    }
+    if !(1..=MAX_APPROVERS).contains(&a.approvers_required) {
+        return Err(ApiError::BadRequest(format!(
+            "approvers_required must be between 1 and {MAX_APPROVERS}"
+        )));
+    }
+    if a.approvers_required > 1 && !a.just_in_time {
+        return Err(ApiError::BadRequest(
+            "a quorum of approvers decides each just-in-time request: set just_in_time too".into(),
+        ));
     }
     if a.source_networks.len() > 32 {
         return Err(ApiError::BadRequest("at most 32 source networks".into()));
@@ -137,11 +160,12 @@ fn approval_detail(a: &Approval) -> Value {
         "logins": a.logins, "max_session_secs": a.max_session_secs, "valid_from": a.valid_from,
         "valid_until": a.valid_until, "just_in_time": a.just_in_time,
         "per_session_mfa": a.per_session_mfa, "port_forwarding": a.port_forwarding,
-        "source_networks": a.source_networks,
+        "source_networks": a.source_networks, "approvers_required": a.approvers_required,
+        "observer_required": a.observer_required,
     })
 }
 
-async fn create_approval(
+pub(crate) async fn create_approval(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<ApprovalInput>,
@@ -160,6 +184,7 @@ async fn create_approval(
         valid_until: req.valid_until,
         just_in_time: req.just_in_time,
         per_session_mfa: req.per_session_mfa,
+        observer_required: req.observer_required,
         port_forwarding: req.port_forwarding,
         source_networks: req.source_networks,
         created_by: caller.label(),
@@ -167,6 +192,7 @@ async fn create_approval(
         updated_at: now,
         withdrawn_at: None,
         withdrawn_by: None,
+        approvers_required: req.approvers_required,
     };
     b.store.save_approval(&a, true).await?;
     b.store
@@ -218,8 +244,10 @@ async fn edit_approval(
         valid_until: req.valid_until,
         just_in_time: req.just_in_time,
         per_session_mfa: req.per_session_mfa,
+        observer_required: req.observer_required,
         port_forwarding: req.port_forwarding,
         source_networks: req.source_networks,
+        approvers_required: req.approvers_required,
         updated_at: now_secs(),
         ..old.clone()
     };
@@ -235,7 +263,9 @@ async fn edit_approval(
             detail: approval_detail(&a),
         })
         .await?;
-    // Certificates issued under the old terms do not carry the new ones: they end.
+    // Certificates issued under the old terms do not carry the new ones: they end, and so do
+    // requests decided (or waiting) under them.
+    b.store.void_requests(&a.id).await?;
     revoke_and_audit(
         &b,
         RevokeScope::Approval,
@@ -247,7 +277,7 @@ async fn edit_approval(
     Ok(Json(a))
 }
 
-async fn withdraw_approval(
+pub(crate) async fn withdraw_approval(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -271,6 +301,7 @@ async fn withdraw_approval(
             by: caller.label(),
         })
         .await?;
+    b.store.void_requests(&a.id).await?;
     revoke_and_audit(
         &b,
         RevokeScope::Approval,
@@ -283,11 +314,11 @@ async fn withdraw_approval(
 }
 
 #[derive(Deserialize)]
-struct ListApprovals {
-    cluster: Option<String>,
+pub(crate) struct ListApprovals {
+    pub(crate) cluster: Option<String>,
 }
 
-async fn list_approvals(
+pub(crate) async fn list_approvals(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<ListApprovals>,
@@ -317,7 +348,7 @@ async fn list_approvals(
     ))
 }
 
-async fn get_approval(
+pub(crate) async fn get_approval(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -368,11 +399,11 @@ async fn own_customer(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicyInput {
-    body: String,
+pub(crate) struct PolicyInput {
+    pub(crate) body: String,
 }
 
-async fn save_policy(
+pub(crate) async fn save_policy(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path((customer, name)): Path<(String, String)>,
@@ -413,7 +444,7 @@ async fn save_policy(
     Ok(Json(p))
 }
 
-async fn delete_policy(
+pub(crate) async fn delete_policy(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path((customer, name)): Path<(String, String)>,
@@ -432,7 +463,7 @@ async fn delete_policy(
     Ok(Json(json!({"deleted": name})))
 }
 
-async fn list_policies(
+pub(crate) async fn list_policies(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(customer): Path<String>,
@@ -444,11 +475,11 @@ async fn list_policies(
 // --- access requests ---
 
 #[derive(Deserialize)]
-struct ListRequests {
-    status: Option<String>,
+pub(crate) struct ListRequests {
+    pub(crate) status: Option<String>,
 }
 
-async fn list_requests(
+pub(crate) async fn list_requests(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<ListRequests>,
@@ -504,13 +535,57 @@ async fn get_request(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecisionInput {
-    approve: bool,
+pub(crate) struct DecisionInput {
+    pub(crate) approve: bool,
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
+    /// Approve only some of the logins asked for.
+    #[serde(default)]
+    pub(crate) logins: Option<Vec<String>>,
+    /// Approve a shorter certificate lifetime than asked for (seconds, at least 60).
+    #[serde(default)]
+    pub(crate) ttl_secs: Option<u64>,
 }
 
-async fn decide_request(
+/// The narrowed terms of an approval, checked against what was asked: `None` when the
+/// approver keeps them.
+fn narrowed(r: &AccessRequest, req: &DecisionInput) -> ApiResult<Option<(Vec<String>, u64)>> {
+    if req.logins.is_none() && req.ttl_secs.is_none() {
+        return Ok(None);
+    }
+    if !req.approve {
+        return Err(ApiError::BadRequest(
+            "logins and ttl_secs narrow an approval; a denial takes neither".into(),
+        ));
+    }
+    let logins = match &req.logins {
+        None => r.logins.clone(),
+        Some(l) => {
+            let mut l: Vec<String> = l.iter().map(|x| x.trim().to_string()).collect();
+            l.sort();
+            l.dedup();
+            if l.is_empty() || l.iter().any(|x| !r.logins.contains(x)) {
+                return Err(ApiError::BadRequest(format!(
+                    "approve some of the logins asked for ({}), at least one; an approval cannot add a login",
+                    r.logins.join(", ")
+                )));
+            }
+            l
+        }
+    };
+    let ttl = req.ttl_secs.unwrap_or(r.ttl_secs);
+    if ttl < 60 || ttl > r.ttl_secs {
+        return Err(ApiError::BadRequest(format!(
+            "approve a lifetime of 60 to {} seconds (what was asked); an approval cannot lengthen it",
+            r.ttl_secs
+        )));
+    }
+    let mut asked = r.logins.clone();
+    asked.sort();
+    Ok((logins != asked || ttl != r.ttl_secs).then_some((logins, ttl)))
+}
+
+pub(crate) async fn decide_request(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -538,15 +613,43 @@ async fn decide_request(
             "the reason is longer than 1024 bytes".into(),
         ));
     }
-    let status = if req.approve { "approved" } else { "denied" };
-    if !b
+    let narrow = narrowed(&r, &req)?;
+    let who = caller.label();
+    let vote = b
         .store
-        .decide_request(&id, status, &caller.label(), req.reason.as_deref())
+        .vote(
+            &r,
+            &who,
+            req.approve,
+            req.reason.as_deref(),
+            narrow.as_ref().map(|(l, t)| (l.as_slice(), *t)),
+        )
+        .await?;
+    let r = b
+        .store
+        .request(&id)
         .await?
-    {
-        return Err(ApiError::Conflict(
-            "this request was already decided".into(),
-        ));
+        .ok_or_else(|| ApiError::NotFound("access request".into()))?;
+    match vote {
+        Vote::AlreadyVoted => {
+            return Err(ApiError::Conflict(format!(
+                "you already decided this request; it needs {} distinct approvers ({} approved so far)",
+                r.approvers_required,
+                r.approved_by.len()
+            )));
+        }
+        Vote::TermsChanged => {
+            return Err(ApiError::Conflict(
+                "another approver changed this request's terms since you read them: look at it again".into(),
+            ));
+        }
+        Vote::NotPending => {
+            return Err(ApiError::Conflict(format!(
+                "this request was already decided ({})",
+                r.status
+            )));
+        }
+        Vote::Decided | Vote::Waiting { .. } => {}
     }
     b.store
         .audit(&AuditEvent::AccessRequestDecided {
@@ -554,15 +657,15 @@ async fn decide_request(
             engineer: r.engineer.clone(),
             ticket: r.ticket.clone(),
             cluster: r.cluster.clone(),
-            decided_by: caller.label(),
-            status: status.into(),
+            decided_by: who,
+            status: r.status.clone(),
             reason: req.reason.clone(),
+            approvals: r.approved_by.len() as u64,
+            approvers_required: r.approvers_required,
+            logins: r.logins.clone(),
+            ttl_secs: r.ttl_secs,
+            narrowed: narrow.is_some(),
         })
         .await?;
-    let r = b
-        .store
-        .request(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("access request".into()))?;
     Ok(Json(r))
 }

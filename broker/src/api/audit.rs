@@ -13,16 +13,18 @@ use crate::audit::{AuditRecord, SUBJECT_FIELDS};
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::state::Broker;
-use crate::store::AuditQuery;
+use crate::store::{AuditCursor, AuditQuery};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
         .route("/v1/audit/events", get(search))
         .route("/v1/audit/sources", get(sources))
         .route("/v1/audit/chain", get(chain))
+        .route("/v1/audit/signatures", get(signatures))
+        .route("/v1/audit/keys", get(keys))
 }
 
-async fn reviewer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
+pub(super) async fn reviewer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
     match caller {
         Caller::Reviewer { .. } | Caller::Operator { .. } => Ok(()),
         Caller::Approver { .. }
@@ -66,15 +68,36 @@ pub fn flatten(r: &AuditRecord) -> Value {
     Value::Object(out)
 }
 
-async fn search(
+pub(crate) async fn search(
     State(b): State<Arc<Broker>>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    Query(mut q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
-    reviewer(&b, &caller, "audit_search").await?;
+    // Reviewers and the operator see every customer; a customer's approver the events on its
+    // own clusters (the same search, narrowed here).
+    q.customer = match &caller {
+        Caller::Approver { customer, .. } => Some(customer.clone()),
+        Caller::Reviewer { .. }
+        | Caller::Operator { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
+            reviewer(&b, &caller, "audit_search").await?;
+            None
+        }
+    };
+    q.check()
+        .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))?;
     let records = b.store.audit_search(&q).await?;
+    // A newest-first page that is full may have more after it: `next` is its cursor (`before`).
+    let full = records.len() as u64 == q.page_size();
+    let next = match records.last() {
+        Some(last) if q.newest_first() && full => Some(AuditCursor::of(last).to_string()),
+        _ => None,
+    };
     Ok(Json(
-        json!({"events": records.iter().map(flatten).collect::<Vec<_>>()}),
+        json!({"events": records.iter().map(flatten).collect::<Vec<_>>(), "next": next}),
     ))
 }
 
@@ -109,4 +132,42 @@ async fn chain(
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let records = b.store.audit_chain(&q.source, q.after_seq, limit).await?;
     Ok(Json(json!({"records": records})))
+}
+
+async fn signatures(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<ChainQuery>,
+) -> ApiResult<Json<Value>> {
+    reviewer(&b, &caller, "audit_signatures").await?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let signatures = b
+        .store
+        .audit_signatures(&q.source, q.after_seq, limit)
+        .await?;
+    Ok(Json(json!({"source": q.source, "signatures": signatures})))
+}
+
+/// The public keys that sign each chain: the broker's own (from its data_dir) and those pinned
+/// for gateways and edges. `sallyport audit keys` writes them as a file for `audit verify --keys`.
+async fn keys(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    reviewer(&b, &caller, "audit_keys").await?;
+    let mut keys: Vec<Value> = Vec::new();
+    if let Some(k) = b.store.broker_audit_key() {
+        let mut k = k.clone();
+        k.set_comment("");
+        let line = k
+            .to_openssh()
+            .map_err(|e| crate::error::ApiError::Internal(e.into()))?;
+        keys.push(json!({
+            "source": crate::store::BROKER_SOURCE,
+            "public_key": line,
+            "fingerprint": k.fingerprint(russh::keys::ssh_key::HashAlg::Sha256).to_string(),
+            "pinned_by": "data_dir",
+        }));
+    }
+    for k in b.store.audit_keys().await? {
+        keys.push(json!(k));
+    }
+    Ok(Json(json!({"keys": keys})))
 }

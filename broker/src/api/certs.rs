@@ -101,12 +101,55 @@ async fn denied(
     ApiError::Denied(reasons)
 }
 
+/// The directory could not tell the engineer's groups now: refused (fail closed) and audited.
+/// Down or TLS refused: 503, the audit reason says what went wrong in the operator's terms; the
+/// engineer gone from the directory: a denial.
+async fn directory_refused(
+    b: &Broker,
+    engineer: &str,
+    ticket: &str,
+    cluster: &str,
+    e: crate::directory::DirectoryError,
+) -> ApiError {
+    use crate::directory::DirectoryError as E;
+    match &e {
+        E::Unavailable(_) | E::Tls(_) => {
+            tracing::warn!(engineer, detail = %e.detail(), "directory unavailable at issuance");
+            let event = AuditEvent::CertificateDenied {
+                engineer: engineer.into(),
+                ticket: crate::audit::sanitize(ticket),
+                cluster: crate::audit::sanitize(cluster),
+                reasons: vec![deny_reason(e.code(), &e.detail())],
+            };
+            if let Err(err) = b.store.audit(&event).await {
+                return ApiError::Internal(err);
+            }
+            ApiError::Unavailable(format!(
+                "{e} (your groups are read again for each certificate)"
+            ))
+        }
+        E::NotInDirectory | E::BadCredentials => {
+            denied(
+                b,
+                engineer,
+                ticket,
+                cluster,
+                vec![deny_reason(
+                    E::NotInDirectory.code(),
+                    &E::NotInDirectory.to_string(),
+                )],
+            )
+            .await
+        }
+    }
+}
+
 async fn issue(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<IssueRequest>,
 ) -> ApiResult<Response> {
-    let (uid, groups, mfa) = match &caller {
+    let (uid, login_groups, mfa) = match &caller {
         Caller::Engineer { uid, groups, mfa } => (uid.clone(), groups.clone(), *mfa),
         Caller::Operator { .. }
         | Caller::Reviewer { .. }
@@ -136,6 +179,20 @@ async fn issue(
             check_name("login", l)?;
         }
     }
+    // The groups the directory lists now, not those read at login: an engineer removed from a
+    // group cannot mint certificates with a session token that is still valid.
+    let groups = match b.directory.current_groups(&uid).await {
+        Ok(g) => g,
+        Err(e) => {
+            let cluster = req.cluster.clone().unwrap_or_default();
+            return Err(directory_refused(&b, &uid, &req.ticket, &cluster, e).await);
+        }
+    };
+    let dropped: Vec<String> = login_groups
+        .iter()
+        .filter(|g| !groups.contains(g))
+        .cloned()
+        .collect();
     let Some(ticket) = b.store.ticket(&req.ticket).await? else {
         let cluster = req.cluster.clone().unwrap_or_default();
         return Err(denied(
@@ -222,6 +279,7 @@ async fn issue(
                 just_in_time: a.just_in_time,
                 max_session_secs: a.max_session_secs,
                 per_session_mfa: a.per_session_mfa,
+                observer_required: a.observer_required,
                 port_forwarding: a.port_forwarding,
                 source_networks: a.source_networks.clone(),
             })
@@ -238,6 +296,8 @@ async fn issue(
                 id: r.id.clone(),
                 approval: r.approval.clone(),
                 status,
+                logins: r.logins.clone(),
+                ttl_secs: r.ttl_secs,
             })
         }),
         now: now_secs(),
@@ -254,15 +314,39 @@ async fn issue(
             reasons,
             needs_request: Some(approval),
         } => {
-            // Just in time: wait for a customer approver. One pending request per engineer,
-            // ticket and approval; asking again returns the same one.
-            let pending = request
-                .filter(|r| r.status == "pending" && r.approval == approval)
-                .map(Ok)
-                .unwrap_or_else(|| Err(()));
-            let r = match pending {
-                Ok(r) => r,
-                Err(()) => {
+            // Just in time: wait for the customer's approvers. The request names what they
+            // approve: the logins (asked for, else every login of the approval) and the
+            // lifetime (asked for, else the longest the approval and the vendor allow). One
+            // pending request per engineer, ticket and approval: asking again for the same
+            // returns it; asking for something else replaces it.
+            let Some(terms) = approvals.iter().find(|a| a.id == approval) else {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "the policy named an approval that is not in the facts"
+                )));
+            };
+            let logins = req.logins.clone().unwrap_or_else(|| terms.logins.clone());
+            let ttl_secs = req
+                .ttl_secs
+                .unwrap_or(u64::MAX)
+                .min(terms.max_session_secs)
+                .min(b.cfg.ca.max_ttl_secs);
+            let pending = request.filter(|r| r.status == "pending" && r.approval == approval);
+            let same = pending
+                .as_ref()
+                .is_some_and(|r| r.logins == logins && r.ttl_secs == ttl_secs);
+            let mut used = None;
+            let r = match pending.filter(|_| same) {
+                Some(r) => r,
+                None => {
+                    // The engineer's last request already gave its one certificate: the answer
+                    // says so, and the refusal of a second certificate is audited.
+                    used = b
+                        .store
+                        .last_request_used(&uid, &ticket.id, &cluster.id)
+                        .await?;
+                    b.store
+                        .supersede_requests(&uid, &ticket.id, &cluster.id)
+                        .await?;
                     let r = AccessRequest {
                         id: format!("rq-{}", &random_id()[..16]),
                         engineer: uid.clone(),
@@ -274,6 +358,10 @@ async fn issue(
                         decided_by: None,
                         decided_at: None,
                         reason: None,
+                        logins,
+                        ttl_secs,
+                        approvers_required: terms.approvers_required.max(1),
+                        approved_by: Vec::new(),
                     };
                     b.store.create_request(&r).await?;
                     b.store
@@ -283,22 +371,56 @@ async fn issue(
                             ticket: ticket.id.clone(),
                             cluster: cluster.id.clone(),
                             approval,
+                            logins: r.logins.clone(),
+                            ttl_secs: r.ttl_secs,
+                            approvers_required: r.approvers_required,
                         })
                         .await?;
                     r
                 }
             };
-            let message = reasons
+            let mut message = reasons
                 .first()
                 .map(|r| r.message.clone())
                 .unwrap_or_default();
+            if let Some(used) = &used {
+                let why = format!(
+                    "access request {used} already gave its one certificate: a new certificate \
+                     needs a new request, and {} now waits for the customer's approvers",
+                    r.id
+                );
+                let event = AuditEvent::CertificateDenied {
+                    engineer: uid.clone(),
+                    ticket: ticket.id.clone(),
+                    cluster: cluster.id.clone(),
+                    reasons: vec![deny_reason("request_used", &why)],
+                };
+                b.store.audit(&event).await?;
+                message = format!("{why} ({message})");
+            }
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"status": "pending", "message": message, "request": r})),
+                Json(
+                    json!({"status": "pending", "message": message, "request": r,
+                    "used_request": used}),
+                ),
             )
                 .into_response());
         }
-        Decision::Deny { reasons, .. } => {
+        Decision::Deny { mut reasons, .. } => {
+            if !dropped.is_empty() {
+                reasons.insert(
+                    0,
+                    deny_reason(
+                        "groups_changed",
+                        &format!(
+                            "the directory no longer lists you in {} (groups are read again for \
+                             each certificate)",
+                            dropped.join(", ")
+                        ),
+                    ),
+                );
+            }
             return Err(denied(&b, &uid, &ticket.id, &cluster.id, reasons).await);
         }
     };
@@ -566,7 +688,13 @@ async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
         .iter()
         .filter_map(|k| k.to_openssh().ok())
         .collect();
+    // Signed by the CA that signs certificates now: edges and gateways take a changed set only
+    // when a CA they trust already vouches for it.
+    let signature = b
+        .trusted
+        .sign(&b.user_ca)
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(
-        json!({"user_ca": signing, "trusted_user_cas": trusted}),
+        json!({"user_ca": signing, "trusted_user_cas": trusted, "signature": signature}),
     ))
 }

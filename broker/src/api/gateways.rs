@@ -30,6 +30,7 @@ use crate::auth::{Caller, new_gateway_credential, new_join_token, random_id, tok
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{Gateway, IngestRefusal, Recording, now_secs};
+use sallyport_audit::writers::Writer;
 
 /// `ingest_limit`: the largest batch of audit records accepted (`max_ingest_bytes`).
 pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
@@ -69,17 +70,17 @@ async fn gateway_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<(S
     }
 }
 
-/// The audit chain a caller may write, and the only cluster its records may name (`None`: any).
-/// A gateway writes `gateway:<id>` about its own cluster; an edge writes `edge:<name>` about
-/// every cluster (engineers of all clusters pass through it). Everyone else is refused.
-async fn chain_writer(
-    b: &Broker,
-    caller: &Caller,
-    action: &str,
-) -> ApiResult<(String, Option<String>)> {
+/// The audit chain a caller may write, and what bounds what it may say in it
+/// ([`sallyport_audit::writers`]): a gateway writes `gateway:<id>` about its own cluster; an
+/// edge writes `edge:<name>` about its own connections (of every cluster: engineers of all
+/// clusters pass through it). Everyone else is refused.
+async fn chain_writer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<Writer> {
     match caller {
-        Caller::Gateway { id, cluster } => Ok((format!("gateway:{id}"), Some(cluster.clone()))),
-        Caller::Edge { name } => Ok((format!("edge:{name}"), None)),
+        Caller::Gateway { id, cluster } => Ok(Writer::Gateway {
+            id: id.clone(),
+            cluster: cluster.clone(),
+        }),
+        Caller::Edge { name } => Ok(Writer::Edge { name: name.clone() }),
         Caller::Operator { .. }
         | Caller::Reviewer { .. }
         | Caller::Approver { .. }
@@ -221,6 +222,8 @@ struct EnrollInput {
     join_token: String,
     node_ca_public_key: String,
     host_ca_public_key: String,
+    /// The key that will sign the gateway's audit chain (Ed25519, OpenSSH line).
+    audit_public_key: String,
 }
 
 /// A CA public key sent by a gateway: one OpenSSH line, Ed25519, not a certificate. Returned
@@ -306,6 +309,13 @@ async fn enroll(
         if n.0 == h.0 {
             return Err("the node CA and the host CA must be different keys".into());
         }
+        let (_, a, _) = sallyport_ca::chainsig::audit_public_key(&req.audit_public_key)
+            .map_err(|e| format!("audit_public_key: {e}"))?;
+        if a == n.0 || a == h.0 {
+            return Err(
+                "audit_public_key must be a key of its own, not the node CA or the host CA".into(),
+            );
+        }
         if b.trusted.keys().iter().any(|k| {
             k.fingerprint(HashAlg::Sha256).to_string() == n.1
                 || k.fingerprint(HashAlg::Sha256).to_string() == h.1
@@ -318,6 +328,8 @@ async fn enroll(
         Ok(k) => k,
         Err(reason) => return Err(refused(reason.clone(), ApiError::BadRequest(reason)).await),
     };
+    let (_, audit_key, audit_fp) = sallyport_ca::chainsig::audit_public_key(&req.audit_public_key)
+        .map_err(ApiError::BadRequest)?;
     if g.revoked_at.is_some() {
         let reason = "this gateway was revoked: ask the operator for a new one".to_string();
         return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
@@ -335,8 +347,15 @@ async fn enroll(
     let credential = new_gateway_credential();
     if !b
         .store
-        .enroll_gateway(&hash, &node_ca, &host_ca, &token_hash(&credential))
-        .await?
+        .enroll_gateway(
+            &hash,
+            &node_ca,
+            &host_ca,
+            &token_hash(&credential),
+            (&audit_key, &audit_fp),
+        )
+        .await
+        .map_err(ApiError::Internal)?
     {
         let reason =
             "this join token was already used: a join token enrolls one gateway, once".to_string();
@@ -350,12 +369,14 @@ async fn enroll(
             customer: customer.clone().unwrap_or_default(),
             node_ca: node_fp,
             host_ca: host_fp,
+            audit_key: audit_fp.clone(),
             source_ip: Some(peer.ip().to_string()),
         })
         .await?;
     // The credential is shown once: only its hash is stored.
     Ok(Json(
-        json!({"gateway": g.id, "cluster": g.cluster, "credential": credential}),
+        json!({"gateway": g.id, "cluster": g.cluster, "credential": credential,
+               "audit_key_fingerprint": audit_fp}),
     ))
 }
 
@@ -401,7 +422,10 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
         .nodes(&cluster)
         .await?
         .into_iter()
-        .map(|n| json!({"name": n.name, "address": n.address, "port": n.port}))
+        .map(|n| {
+            json!({"name": n.name, "address": n.address, "port": n.port,
+                   "host_keys": n.host_keys, "trust_on_first_use": n.trust_on_first_use})
+        })
         .collect();
     let user_ca: Vec<String> = b
         .trusted
@@ -429,23 +453,56 @@ struct IngestInput {
     /// shipping catches up. Sent with every batch, and alone when a batch cannot be sent.
     #[serde(default)]
     head: Option<u64>,
+    /// The sender's signature (armored SSHSIG) of its chain's head at the batch's last record:
+    /// required with every non-empty batch.
+    #[serde(default)]
+    signature: Option<String>,
+    /// The public key that made it (OpenSSH line): pinned at the chain's first signed batch when
+    /// no key is pinned yet (an edge), else it must be the pinned one.
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 /// Store a batch of the caller's own chain (a gateway's or an edge's). The batch must be
 /// consecutive and chained, and its first record must continue what is stored (or start the
-/// chain at seq 1 from 64 zeros). Records already stored identically are acknowledged again; a
-/// different record at a stored sequence number is a fork: 409, audited.
+/// chain at seq 1 from 64 zeros). Each record must be of a kind its writer may write, with
+/// subject fields it may set ([`sallyport_audit::writers::check`]), and the batch's last record
+/// must be signed by the chain's pinned key. Records already stored identically are
+/// acknowledged again; a different record at a stored sequence number is a fork: 409, audited.
+/// A refusal names the record and the reason, is audited, and stores nothing.
 async fn ingest(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<IngestInput>,
 ) -> ApiResult<Json<Value>> {
     const ACTION: &str = "audit_ingest";
-    let (source, cluster) = chain_writer(&b, &caller, ACTION).await?;
+    let writer = chain_writer(&b, &caller, ACTION).await?;
+    let source = writer.source();
+    let cluster = match &writer {
+        Writer::Gateway { cluster, .. } => Some(cluster.clone()),
+        Writer::Edge { .. } => None,
+    };
     let records = req.records;
     if let Some(head) = req.head {
         b.store.report_audit_head(&source, head).await?;
     }
+    let refused = |reason: String, error: ApiError| {
+        let b = b.clone();
+        let caller = caller.clone();
+        let cluster = cluster.clone();
+        async move {
+            refuse_by(
+                &b,
+                &caller.label(),
+                ACTION,
+                &reason,
+                None,
+                cluster.as_deref(),
+                error,
+            )
+            .await
+        }
+    };
     if records.iter().any(|r| r.source != source) {
         return Err(refuse(
             &b,
@@ -462,27 +519,14 @@ async fn ingest(
         if r.seq == 0 {
             return Err(bad("sequence numbers start at 1".into()));
         }
-        check_name("record kind", &r.kind)?;
-        let Value::Object(data) = &r.data else {
-            return Err(bad("data must be a JSON object".into()));
-        };
         if r.compute_hash() != r.hash {
             return Err(bad("hash does not match the record's contents".into()));
         }
-        // The subject fields are what searches (and customers' reports) filter on: a gateway
-        // speaks only of its own cluster.
-        if let (Some(own), Some(c)) = (&cluster, data.get("cluster"))
-            && c.as_str() != Some(own.as_str())
-        {
-            return Err(refuse(
-                &b,
-                &caller,
-                ACTION,
-                &format!("record {} names another cluster than {own}", r.seq),
-                None,
-                Some(own),
-            )
-            .await);
+        // What this source may say: its kinds, its subject fields, valid names, its own
+        // cluster (a gateway) or its own connections (an edge).
+        if let Err(why) = sallyport_audit::writers::check(&writer, &r.kind, &r.data) {
+            let reason = format!("record {} of {source} refused: {why}", r.seq);
+            return Err(refused(reason.clone(), ApiError::Forbidden(reason)).await);
         }
     }
     for w in records.windows(2) {
@@ -544,6 +588,17 @@ async fn ingest(
             Some(_) => {}
         }
     }
+    // The batch's last record, signed by the chain's key: it covers the whole batch (and every
+    // stored record before it) through the hash chain checked above.
+    let signature = match records.last() {
+        Some(last) => {
+            match check_signature(&b, &source, last, &req.signature, &req.public_key).await? {
+                Ok(sig) => Some(sig),
+                Err((reason, error)) => return Err(refused(reason, error).await),
+            }
+        }
+        None => None,
+    };
     let stored = match b.store.ingest(&records).await {
         Ok(n) => n,
         Err(e) => match e.downcast_ref::<IngestRefusal>() {
@@ -558,6 +613,11 @@ async fn ingest(
             None => return Err(ApiError::Internal(e)),
         },
     };
+    if let (Some(last), Some(signature)) = (records.last(), signature) {
+        b.store
+            .store_signature(&source, last.seq, &last.hash, &signature)
+            .await?;
+    }
     // Every stored record's predecessor was stored first, so the head is contiguous from 1.
     let head = b.store.audit_head(&source).await?.map_or(0, |(s, _)| s);
     Ok(Json(
@@ -565,15 +625,90 @@ async fn ingest(
     ))
 }
 
+/// Check the signature of a batch's last record against the key pinned for `source` (pinned
+/// here, audited, when the chain has none yet: an edge's first signed batch, or a gateway
+/// enrolled before chains were signed). `Ok(Err((reason, answer)))`: refused.
+async fn check_signature(
+    b: &Broker,
+    source: &str,
+    last: &AuditRecord,
+    signature: &Option<String>,
+    public_key: &Option<String>,
+) -> ApiResult<Result<String, (String, ApiError)>> {
+    use sallyport_ca::chainsig::{audit_public_key, verify_head};
+    let bad = |m: String| Ok(Err((m.clone(), ApiError::BadRequest(m))));
+    let forbidden = |m: String| Ok(Err((m.clone(), ApiError::Forbidden(m))));
+    let seq = last.seq;
+    let Some(signature) = signature else {
+        return bad(format!(
+            "record {seq}: the batch is not signed: a batch of {source} carries the signature of \
+             its last record by the chain's key (signature, public_key)"
+        ));
+    };
+    if signature.len() > 4096 {
+        return bad(format!("record {seq}: the signature is too long"));
+    }
+    let offered = match public_key.as_deref().map(audit_public_key) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => return bad(format!("record {seq}: public_key: {e}")),
+    };
+    let pinned = b.store.audit_key(source).await?;
+    let (key, to_pin) = match (pinned, offered) {
+        (Some((line, fp)), offered) => {
+            if let Some((_, offered_line, offered_fp)) = &offered
+                && *offered_line != line
+            {
+                return forbidden(format!(
+                    "record {seq}: the batch is signed by the key {offered_fp}, not by the key \
+                     pinned for {source} ({fp})"
+                ));
+            }
+            let Ok((key, _, _)) = audit_public_key(&line) else {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "the key pinned for {source} does not parse"
+                )));
+            };
+            (key, None)
+        }
+        (None, Some((key, line, fp))) => (key, Some((line, fp))),
+        (None, None) => {
+            return bad(format!(
+                "record {seq}: no key is pinned for {source} yet: send the chain's public_key \
+                 with the batch"
+            ));
+        }
+    };
+    if let Err(e) = verify_head(&key, source, seq, &last.hash, signature) {
+        return forbidden(format!(
+            "record {seq}: the signature of {source}'s head does not hold: {e}"
+        ));
+    }
+    if let Some((line, fp)) = to_pin {
+        if b.store
+            .pin_audit_key(source, &line, &fp, "first_batch")
+            .await?
+        {
+            b.store
+                .audit(&AuditEvent::AuditKeyPinned {
+                    chain: source.to_string(),
+                    fingerprint: fp,
+                    pinned_by: "first_batch".into(),
+                })
+                .await?;
+        } else if b.store.audit_key(source).await?.map(|(l, _)| l) != Some(line) {
+            return forbidden(format!(
+                "record {seq}: another key was pinned for {source} meanwhile"
+            ));
+        }
+    }
+    Ok(Ok(signature.clone()))
+}
+
 // --- recordings ---
 
-/// Session ids name files: `[A-Za-z0-9_-]{1,64}`, nothing else.
-fn valid_session(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
+/// Session ids name files: `[A-Za-z0-9_-]{1,64}`, nothing else (the rule of subject fields).
+use sallyport_audit::writers::valid_session;
 
 fn check_session(s: &str) -> ApiResult<()> {
     if valid_session(s) {
@@ -588,7 +723,7 @@ fn check_session(s: &str) -> ApiResult<()> {
 
 /// Where a recording lives, relative to data_dir: built only from the cluster (a checked name
 /// from the store) and the checked session id.
-fn recording_rel_path(cluster: &str, session: &str) -> PathBuf {
+pub(super) fn recording_rel_path(cluster: &str, session: &str) -> PathBuf {
     PathBuf::from("recordings")
         .join(cluster)
         .join(format!("{session}.cast"))
@@ -733,18 +868,26 @@ async fn upload_recording(
         }
     };
     // What the query does not say, the gateway's own audit records of the session do.
+    // A channel's recording is named `<session>-c<channel>`: its session's records say who.
     if engineer.is_none() || ticket.is_none() || node.is_none() {
         let source = format!("gateway:{gateway}");
-        match b.store.session_subjects(&source, &session).await {
-            Ok(Some((e, t, n))) => {
-                engineer = engineer.or(e);
-                ticket = ticket.or(t);
-                node = node.or(n);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                remove_quietly(&tmp).await;
-                return Err(e.into());
+        let of_session = session
+            .rsplit_once("-c")
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            .map(|(s, _)| s.to_string());
+        for id in std::iter::once(session.clone()).chain(of_session) {
+            match b.store.session_subjects(&source, &id).await {
+                Ok(Some((e, t, n))) => {
+                    engineer = engineer.or(e);
+                    ticket = ticket.or(t);
+                    node = node.or(n);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    remove_quietly(&tmp).await;
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -834,10 +977,11 @@ async fn download_recording(
     caller: Caller,
     Path(session): Path<String>,
 ) -> ApiResult<Response> {
-    match &caller {
-        Caller::Reviewer { .. } | Caller::Operator { .. } => {}
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
+    let own = match &caller {
+        Caller::Reviewer { .. } | Caller::Operator { .. } => None,
+        // A customer sees everything done on its own nodes.
+        Caller::Approver { customer, .. } => Some(customer.clone()),
+        Caller::TicketSystem { .. }
         | Caller::Engineer { .. }
         | Caller::Gateway { .. }
         | Caller::Edge { .. } => {
@@ -845,17 +989,29 @@ async fn download_recording(
                 &b,
                 &caller,
                 "read_recording",
-                "only reviewers and the operator may read recordings",
+                "only reviewers, the operator and the customer's approvers may read recordings",
                 None,
                 None,
             )
             .await);
         }
-    }
+    };
     check_session(&session)?;
     let Some(r) = b.store.recording(&session).await? else {
         return Err(ApiError::NotFound("recording".into()));
     };
+    if !super::in_scope(
+        &b,
+        &caller,
+        own.as_deref(),
+        &r.cluster,
+        "read_recording",
+        "a recording of another customer's cluster",
+    )
+    .await?
+    {
+        return Err(ApiError::NotFound("recording".into()));
+    }
     check_name("cluster", &r.cluster)?;
     let path = b
         .cfg

@@ -12,13 +12,13 @@ use axum::extract::{ConnectInfo, State};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{Body, check_name, refuse};
+use super::{Body, check_name, refuse, throttled};
 use crate::audit::{AuditEvent, sanitize};
 use crate::auth::Caller;
 use crate::directory::{DirectoryError, valid_uid, verify_argon2};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::now_secs;
+use crate::store::{RevokeScope, now_secs};
 use crate::totp;
 
 #[derive(Deserialize)]
@@ -42,8 +42,16 @@ pub struct LoginResponse {
 enum Failure {
     /// Counted toward the lockout.
     Counted(ApiError, &'static str),
-    /// Not the user's fault (directory down): not counted.
-    Uncounted(ApiError, &'static str),
+    /// Not the user's fault (directory down): not counted. The audit event's reason is the
+    /// third field (what went wrong in the operator's terms), the answer the error.
+    Uncounted(ApiError, &'static str, String),
+}
+
+impl Failure {
+    fn uncounted(err: ApiError, code: &'static str) -> Failure {
+        let reason = err.to_string();
+        Failure::Uncounted(err, code, reason)
+    }
 }
 
 /// Check a TOTP code and spend its step. Errors name what to do next.
@@ -53,12 +61,18 @@ async fn spend_totp(b: &Broker, subject: &str, stored: &str, code: &str) -> Resu
         Ok(s) => s,
         Err(e) => {
             tracing::error!(subject, error = %e, "a TOTP secret does not open");
-            return Err(Failure::Uncounted(
-                ApiError::Unavailable(
+            let message = match e {
+                crate::secretbox::SealError::NotSealed => {
+                    "your TOTP secret is stored in clear, which this broker never writes (someone \
+                     changed the database): it is refused; tell the operator"
+                }
+                _ => {
                     "your TOTP secret cannot be read by this broker (its totp_key_file differs \
                      from the one that sealed it): tell the operator"
-                        .into(),
-                ),
+                }
+            };
+            return Err(Failure::uncounted(
+                ApiError::Unavailable(message.into()),
                 "totp_unreadable",
             ));
         }
@@ -77,7 +91,7 @@ async fn spend_totp(b: &Broker, subject: &str, stored: &str, code: &str) -> Resu
             ApiError::LoginFailed("this TOTP code was already used: wait for the next code".into()),
             "totp_replayed",
         )),
-        Err(e) => Err(Failure::Uncounted(ApiError::from(e), "internal")),
+        Err(e) => Err(Failure::uncounted(ApiError::from(e), "internal")),
     }
 }
 
@@ -94,12 +108,13 @@ pub async fn engineer_login(
         source_ip: Some(peer.ip().to_string()),
     };
     if !valid_uid(&req.user) {
-        b.store
-            .audit(&fail(
-                "invalid_user_name",
-                "user name has characters that are not allowed",
-            ))
-            .await?;
+        throttled(
+            &b,
+            &format!("invalid:{}", peer.ip()),
+            |why| fail("invalid_user_name", why),
+            "user name has characters that are not allowed",
+        )
+        .await?;
         return Err(ApiError::BadRequest(
             "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
         ));
@@ -113,28 +128,23 @@ pub async fn engineer_login(
             "your access is disabled: ask the operator to enable you".into(),
         ));
     }
-    if let Some(wait) = reserve_attempt(&b, &subject).await? {
-        b.store
-            .audit(&fail("locked_out", "too many failed attempts"))
-            .await?;
-        return Err(ApiError::Locked(wait));
-    }
+    let attempt = Attempt::new(&b, &subject, &peer.ip().to_string());
+    attempt.reserve(&b, |why| fail("locked_out", why)).await?;
     let outcome: Result<Vec<String>, Failure> = async {
         let groups = match b.directory.authenticate(&req.user, &req.password).await {
             Ok(g) => g,
-            Err(DirectoryError::BadCredentials) => {
+            Err(e @ (DirectoryError::BadCredentials | DirectoryError::NotInDirectory)) => {
                 return Err(Failure::Counted(
                     ApiError::LoginFailed(DirectoryError::BadCredentials.to_string()),
-                    "bad_credentials",
+                    e.code(),
                 ));
             }
-            Err(e @ DirectoryError::Unavailable(_)) => {
-                if let DirectoryError::Unavailable(detail) = &e {
-                    tracing::warn!(detail = %detail, "directory unavailable");
-                }
+            Err(e @ (DirectoryError::Unavailable(_) | DirectoryError::Tls(_))) => {
+                tracing::warn!(detail = %e.detail(), "directory unavailable");
                 return Err(Failure::Uncounted(
                     ApiError::Unavailable(e.to_string()),
-                    "directory_unavailable",
+                    e.code(),
+                    e.detail(),
                 ));
             }
         };
@@ -148,7 +158,7 @@ pub async fn engineer_login(
                     "totp_not_enrolled",
                 ));
             }
-            Err(e) => return Err(Failure::Uncounted(e.into(), "internal")),
+            Err(e) => return Err(Failure::uncounted(e.into(), "internal")),
         };
         spend_totp(&b, &subject, &secret, &req.totp).await?;
         Ok(groups)
@@ -156,7 +166,7 @@ pub async fn engineer_login(
     .await;
     match outcome {
         Ok(groups) => {
-            b.store.clear_failures(&subject).await?;
+            attempt.succeeded(&b).await?;
             let (token, exp) = b
                 .jwt
                 .issue(&req.user, "engineer", groups.clone(), None, true)?;
@@ -181,53 +191,176 @@ pub async fn engineer_login(
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
-        Err(Failure::Uncounted(err, code)) => {
-            b.store
-                .release_attempt(&subject, b.cfg.login.max_failures)
-                .await?;
-            b.store.audit(&fail(code, &err.to_string())).await?;
+        Err(Failure::Uncounted(err, code, reason)) => {
+            attempt.release(&b).await?;
+            b.store.audit(&fail(code, &reason)).await?;
             Err(err)
         }
     }
 }
 
-/// Before anything is checked, take one attempt for `subject`: it counts as a failure until it
-/// succeeds, atomically across replicas, so parallel guesses cannot all be checked before the
-/// lockout counts them. `Some(seconds to wait)` when locked out: then nothing is checked.
-async fn reserve_attempt(b: &Broker, subject: &str) -> ApiResult<Option<u64>> {
-    if let Some(wait) = b.store.locked_for(subject).await? {
-        return Ok(Some(wait));
+/// The lockout counters one attempt takes: the user from this source address, the source
+/// address over all users, and the user over all addresses, each with its own limit. Someone
+/// guessing from one address is stopped by the first two after a few tries without locking the
+/// user out anywhere else; guessing one user from many addresses is bounded by the third.
+struct Attempt {
+    counters: Vec<Counter>,
+}
+
+struct Counter {
+    subject: String,
+    max: i64,
+    /// What a success does to it. A user's counters start again from nothing; the source
+    /// address's counter only gets this attempt back, so that anyone with a valid account cannot
+    /// reset an address's count between someone's guesses by logging in from it. It forgets
+    /// instead after `lockout_secs` without a failure.
+    kind: CounterKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CounterKind {
+    User,
+    Source,
+}
+
+impl Attempt {
+    fn new(b: &Broker, principal: &str, source: &str) -> Attempt {
+        let l = &b.cfg.login;
+        let counter = |subject: String, max: i64, kind: CounterKind| Counter { subject, max, kind };
+        Attempt {
+            counters: vec![
+                counter(
+                    format!("{principal}@{source}"),
+                    l.max_failures,
+                    CounterKind::User,
+                ),
+                counter(
+                    format!("source:{source}"),
+                    l.max_failures_per_source,
+                    CounterKind::Source,
+                ),
+                counter(
+                    principal.to_string(),
+                    l.max_failures_per_user,
+                    CounterKind::User,
+                ),
+            ],
+        }
     }
-    let max = b.cfg.login.max_failures;
-    let n = b
-        .store
-        .record_failure(subject, max, b.cfg.login.lockout_secs)
-        .await?;
-    Ok((n > max).then_some(b.cfg.login.lockout_secs))
+
+    /// Before anything is checked, take one attempt on every counter: it counts as a failure
+    /// until it succeeds, atomically across replicas, so parallel guesses cannot all be checked
+    /// before the lockout counts them. Locked out: nothing is checked, the refusal is audited
+    /// (`locked`, throttled) and the error says how long to wait.
+    async fn reserve(&self, b: &Broker, locked: impl FnOnce(&str) -> AuditEvent) -> ApiResult<()> {
+        match self.take(b).await? {
+            None => Ok(()),
+            Some(wait) => {
+                throttled(
+                    b,
+                    &self.counters[0].subject,
+                    locked,
+                    "too many failed attempts",
+                )
+                .await?;
+                Err(ApiError::Locked(wait))
+            }
+        }
+    }
+
+    /// One attempt on every counter; `Some(seconds to wait)` when locked out.
+    async fn take(&self, b: &Broker) -> ApiResult<Option<u64>> {
+        for c in &self.counters {
+            if let Some(wait) = b.store.locked_for(&c.subject).await? {
+                return Ok(Some(wait));
+            }
+        }
+        let lockout = b.cfg.login.lockout_secs;
+        let mut locked = None;
+        for c in &self.counters {
+            let forget_after = match c.kind {
+                CounterKind::User => None,
+                CounterKind::Source => Some(lockout),
+            };
+            let n = b
+                .store
+                .record_failure(&c.subject, c.max, lockout, forget_after)
+                .await?;
+            if n > c.max {
+                locked = Some(lockout);
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Not the user's fault (the directory did not answer): give the attempt back.
+    async fn release(&self, b: &Broker) -> ApiResult<()> {
+        for c in &self.counters {
+            b.store.release_attempt(&c.subject, c.max).await?;
+        }
+        Ok(())
+    }
+
+    /// It succeeded: the user's failures in a row start again from nothing; the source
+    /// address's count only gets this attempt back.
+    async fn succeeded(&self, b: &Broker) -> ApiResult<()> {
+        for c in &self.counters {
+            match c.kind {
+                CounterKind::User => b.store.clear_failures(&c.subject).await?,
+                CounterKind::Source => b.store.release_attempt(&c.subject, c.max).await?,
+            }
+        }
+        Ok(())
+    }
 }
 
 pub async fn account_login(
     State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let shown = sanitize(&req.user);
+    let a = authenticate_account(&b, peer, &req.user, &req.password, &req.totp).await?;
+    let (token, exp) = b
+        .jwt
+        .issue(&a.username, &a.role, vec![], a.customer.clone(), true)?;
+    Ok(Json(LoginResponse {
+        token,
+        expires_at: exp,
+        user: a.username,
+        role: a.role,
+        groups: vec![],
+        customer: a.customer,
+    }))
+}
+
+/// An approver's or reviewer's password and TOTP code checked (the API's and the console's
+/// login): lockouts, a disabled account, each outcome audited. The account on success.
+pub(crate) async fn authenticate_account(
+    b: &Broker,
+    peer: SocketAddr,
+    user: &str,
+    password: &SecretString,
+    totp_code: &str,
+) -> ApiResult<crate::store::Account> {
+    let shown = sanitize(user);
     let fail = |code: &str, reason: &str| AuditEvent::AccountLoginFailed {
         account: shown.clone(),
         code: code.into(),
         reason: reason.into(),
     };
-    if !valid_uid(&req.user) {
-        b.store
-            .audit(&fail(
-                "invalid_user_name",
-                "user name has characters that are not allowed",
-            ))
-            .await?;
+    if !valid_uid(user) {
+        throttled(
+            b,
+            &format!("invalid:{}", peer.ip()),
+            |why| fail("invalid_user_name", why),
+            "user name has characters that are not allowed",
+        )
+        .await?;
         return Err(ApiError::BadRequest(
             "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
         ));
     }
-    let subject = crate::auth::principal("account", &req.user);
+    let subject = crate::auth::principal("account", user);
     if b.store.is_disabled(&subject).await? {
         b.store
             .audit(&fail("disabled", "the operator disabled this account"))
@@ -236,22 +369,18 @@ pub async fn account_login(
             "this account is disabled: ask the operator to enable it".into(),
         ));
     }
-    if let Some(wait) = reserve_attempt(&b, &subject).await? {
-        b.store
-            .audit(&fail("locked_out", "too many failed attempts"))
-            .await?;
-        return Err(ApiError::Locked(wait));
-    }
-    let account = b.store.account(&req.user).await?;
+    let attempt = Attempt::new(b, &subject, &peer.ip().to_string());
+    attempt.reserve(b, |why| fail("locked_out", why)).await?;
+    let account = b.store.account(user).await?;
     let password_ok = match &account {
-        Some(a) => verify_argon2(&a.password_hash, req.password.expose_secret()),
+        Some(a) => verify_argon2(&a.password_hash, password.expose_secret()),
         None => {
-            let _ = crate::directory::hash_argon2(req.password.expose_secret());
+            let _ = crate::directory::hash_argon2(password.expose_secret());
             false
         }
     };
     let outcome = match (&account, password_ok) {
-        (Some(a), true) => spend_totp(&b, &subject, &a.totp_secret, &req.totp).await,
+        (Some(a), true) => spend_totp(b, &subject, &a.totp_secret, totp_code).await,
         _ => Err(Failure::Counted(
             ApiError::LoginFailed("wrong user name or password".into()),
             "bad_credentials",
@@ -259,10 +388,7 @@ pub async fn account_login(
     };
     match (outcome, account) {
         (Ok(()), Some(a)) => {
-            b.store.clear_failures(&subject).await?;
-            let (token, exp) =
-                b.jwt
-                    .issue(&a.username, &a.role, vec![], a.customer.clone(), true)?;
+            attempt.succeeded(b).await?;
             b.store
                 .audit(&AuditEvent::AccountLoginSucceeded {
                     account: a.username.clone(),
@@ -270,25 +396,16 @@ pub async fn account_login(
                     customer: a.customer.clone(),
                 })
                 .await?;
-            Ok(Json(LoginResponse {
-                token,
-                expires_at: exp,
-                user: a.username,
-                role: a.role,
-                groups: vec![],
-                customer: a.customer,
-            }))
+            Ok(a)
         }
         (Err(Failure::Counted(err, code)), _) => {
             // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(err)
         }
-        (Err(Failure::Uncounted(err, code)), _) => {
-            b.store
-                .release_attempt(&subject, b.cfg.login.max_failures)
-                .await?;
-            b.store.audit(&fail(code, &err.to_string())).await?;
+        (Err(Failure::Uncounted(err, code, reason)), _) => {
+            attempt.release(b).await?;
+            b.store.audit(&fail(code, &reason)).await?;
             Err(err)
         }
         (Ok(()), None) => Err(ApiError::LoginFailed("wrong user name or password".into())),
@@ -300,6 +417,9 @@ pub async fn account_login(
 pub struct MfaVerifyRequest {
     pub engineer: String,
     pub code: SecretString,
+    /// The grant of the certificate the engineer connected with: a code is checked only for an
+    /// engineer holding a live certificate, so an edge credential cannot spend anyone's codes.
+    pub grant: String,
     /// What the edge read from the certificate and the connection, for the audit event.
     #[serde(default)]
     pub ticket: Option<String>,
@@ -375,12 +495,28 @@ pub async fn verify_session_mfa(
             "this engineer's access is disabled".into(),
         ));
     }
-    if let Some(wait) = reserve_attempt(&b, &subject).await? {
+    let now = now_secs();
+    let live = check_name("grant", &req.grant).is_ok()
+        && b.store
+            .grants_where(RevokeScope::Grant, &req.grant)
+            .await?
+            .iter()
+            .any(|g| g.engineer == req.engineer && g.revoked_at.is_none() && g.valid_before > now);
+    if !live {
         b.store
-            .audit(&fail("locked_out", "too many failed attempts"))
+            .audit(&fail(
+                "no_live_certificate",
+                "the engineer holds no live certificate of this grant",
+            ))
             .await?;
-        return Err(ApiError::Locked(wait));
+        return Err(ApiError::MfaFailed(
+            "no live certificate of this engineer has this grant: a code is checked only for a connected engineer".into(),
+        ));
     }
+    // The engineer's own address when the edge says it, else the edge's name.
+    let source = source_ip.clone().unwrap_or_else(|| by.clone());
+    let attempt = Attempt::new(&b, &subject, &source);
+    attempt.reserve(&b, |why| fail("locked_out", why)).await?;
     let outcome = match b.store.engineer_totp(&req.engineer).await {
         Ok(Some(secret)) => spend_totp(&b, &subject, &secret, req.code.expose_secret()).await,
         Ok(None) => Err(Failure::Counted(
@@ -389,7 +525,7 @@ pub async fn verify_session_mfa(
             ),
             "totp_not_enrolled",
         )),
-        Err(e) => Err(Failure::Uncounted(e.into(), "internal")),
+        Err(e) => Err(Failure::uncounted(e.into(), "internal")),
     };
     // The login's messages, as a per-session MFA error.
     let as_mfa = |e: ApiError| match e {
@@ -398,7 +534,7 @@ pub async fn verify_session_mfa(
     };
     match outcome {
         Ok(()) => {
-            b.store.clear_failures(&subject).await?;
+            attempt.succeeded(&b).await?;
             b.store
                 .audit(&AuditEvent::SessionMfaVerified {
                     engineer: req.engineer.clone(),
@@ -415,11 +551,9 @@ pub async fn verify_session_mfa(
             b.store.audit(&fail(code, &err.to_string())).await?;
             Err(as_mfa(err))
         }
-        Err(Failure::Uncounted(err, code)) => {
-            b.store
-                .release_attempt(&subject, b.cfg.login.max_failures)
-                .await?;
-            b.store.audit(&fail(code, &err.to_string())).await?;
+        Err(Failure::Uncounted(err, code, reason)) => {
+            attempt.release(&b).await?;
+            b.store.audit(&fail(code, &reason)).await?;
             Err(as_mfa(err))
         }
     }

@@ -2,11 +2,14 @@
 //! `{"error": {"code": "...", "message": "..."}}`.
 
 mod admin;
-mod approvals;
-mod audit;
+pub(crate) mod approvals;
+pub(crate) mod audit;
 mod certs;
+pub(crate) mod export;
 mod gateways;
 pub mod login;
+pub mod report;
+pub(crate) mod sessions;
 mod tickets;
 
 use std::sync::Arc;
@@ -67,7 +70,11 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(approvals::router())
         .merge(certs::router())
         .merge(audit::router())
+        .merge(export::router())
         .merge(gateways::router(state.cfg.max_ingest_bytes))
+        .merge(sessions::router())
+        .merge(report::router())
+        .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -94,6 +101,28 @@ pub(crate) async fn refuse(
     .await
 }
 
+/// Whether `scope` (`None`: every customer's; `Some(c)`: customer c's clusters) covers
+/// `cluster`. When it does not, the refusal is audited as `action` with `reason`, and the caller
+/// answers "not found", so that ids of another customer's data cannot be probed.
+pub(crate) async fn in_scope(
+    b: &Broker,
+    caller: &Caller,
+    scope: Option<&str>,
+    cluster: &str,
+    action: &str,
+    reason: &str,
+) -> Result<bool, ApiError> {
+    let Some(own) = scope else {
+        return Ok(true);
+    };
+    let owner = b.store.cluster(cluster).await?.map(|c| c.customer);
+    if owner.as_deref() == Some(own) {
+        return Ok(true);
+    }
+    let _ = refuse(b, caller, action, reason, owner.as_deref(), Some(cluster)).await;
+    Ok(false)
+}
+
 /// Record a `Refused` event by `by` (a caller's label, or who presented an unknown secret) and
 /// answer with `error`.
 pub(crate) async fn refuse_by(
@@ -116,6 +145,22 @@ pub(crate) async fn refuse_by(
         return ApiError::Internal(e);
     }
     error
+}
+
+/// Audit a refusal anyone may repeat, at most once a minute per `key` (the next one counts
+/// those in between).
+pub(crate) async fn throttled(
+    b: &Broker,
+    key: &str,
+    event: impl FnOnce(&str) -> crate::audit::AuditEvent,
+    reason: &str,
+) -> Result<(), ApiError> {
+    if let Some(n) = b.refusals.allow(key, crate::store::now_secs()) {
+        b.store
+            .audit(&event(&crate::throttle::with_repeats(reason, n)))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Names of customers, clusters, nodes, groups and logins: what may appear in certificates,

@@ -140,7 +140,9 @@ async fn get_ticket(
         return Err(ApiError::NotFound("ticket".into()));
     };
     let allowed = match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::TicketSystem { .. } => true,
+        Caller::Operator { .. } | Caller::Reviewer { .. } => true,
+        // A ticket system scoped to a customer reads that customer's tickets only.
+        Caller::TicketSystem { customer, .. } => customer.as_ref().is_none_or(|c| c == &t.customer),
         Caller::Approver { customer, .. } => customer == &t.customer,
         Caller::Engineer { uid, .. } => uid == &t.assignee,
         Caller::Gateway { .. } | Caller::Edge { .. } => false,

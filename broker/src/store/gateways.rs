@@ -138,19 +138,38 @@ impl Store {
         node_ca_public_key: &str,
         host_ca_public_key: &str,
         credential_hash: &str,
-    ) -> sqlx::Result<bool> {
-        let res = sqlx::query(
+        audit_key: (&str, &str),
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
             "UPDATE gateways SET enrolled_at = $2, node_ca_public_key = $3, host_ca_public_key = $4, credential_hash = $5 \
-             WHERE join_token_hash = $1 AND enrolled_at IS NULL AND revoked_at IS NULL",
+             WHERE join_token_hash = $1 AND enrolled_at IS NULL AND revoked_at IS NULL RETURNING id",
         )
         .bind(join_token_hash)
         .bind(to_i64(now_secs()))
         .bind(node_ca_public_key)
         .bind(host_ca_public_key)
         .bind(credential_hash)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(res.rows_affected() == 1)
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        // The key that signs the gateway's audit chain is pinned with its enrollment, in one
+        // transaction: an enrolled gateway always has it.
+        let id: String = row.get(0);
+        sqlx::query(
+            "INSERT INTO audit_keys (source, public_key, fingerprint, pinned_at, pinned_by) \
+             VALUES ($1, $2, $3, $4, 'enrollment')",
+        )
+        .bind(format!("gateway:{id}"))
+        .bind(audit_key.0)
+        .bind(audit_key.1)
+        .bind(to_i64(now_secs()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Revoke a gateway (its credential and its unused join token). `false` if it was already

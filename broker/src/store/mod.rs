@@ -5,11 +5,15 @@
 //! database for each engine at build time.
 
 mod audit;
+mod console;
 mod gateways;
+mod live;
 mod records;
 
 pub use audit::*;
+pub use console::*;
 pub use gateways::*;
+pub use live::*;
 pub use records::*;
 
 use std::borrow::Cow;
@@ -23,37 +27,115 @@ use sqlx::{AnyPool, Executor};
 pub struct Store {
     pub pool: AnyPool,
     pub is_sqlite: bool,
+    /// Signs every record of the broker's own chain (a key in the data_dir, never in the
+    /// database); `None` for tools that only read.
+    audit_key: Option<std::sync::Arc<russh::keys::PrivateKey>>,
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// A migration's SQL: one text for both engines, or one per engine where they differ (a full-text
+/// index, say). Migrations 1 to 8 are portable; their text, and so the checksum sqlx keeps of
+/// each applied one, is what it always was.
+#[derive(Clone, Copy)]
+enum Sql {
+    Portable(&'static str),
+    PerEngine {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+}
+
+impl Sql {
+    fn for_engine(self, is_sqlite: bool) -> &'static str {
+        match self {
+            Sql::Portable(sql) => sql,
+            Sql::PerEngine { sqlite, postgres } => {
+                if is_sqlite {
+                    sqlite
+                } else {
+                    postgres
+                }
+            }
+        }
+    }
+}
+
+/// (version, description, SQL). Files are `NNNN_<description>.sql`, or
+/// `NNNN_<description>.sqlite.sql` and `NNNN_<description>.postgres.sql` for a migration with a
+/// part per engine.
+const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (
         1,
         "initial",
-        include_str!("../../../migrations/0001_initial.sql"),
+        Sql::Portable(include_str!("../../../migrations/0001_initial.sql")),
     ),
     (
         2,
         "gateways",
-        include_str!("../../../migrations/0002_gateways.sql"),
+        Sql::Portable(include_str!("../../../migrations/0002_gateways.sql")),
     ),
     (
         3,
         "audit_heads",
-        include_str!("../../../migrations/0003_audit_heads.sql"),
+        Sql::Portable(include_str!("../../../migrations/0003_audit_heads.sql")),
     ),
     (
         4,
         "session_revocations",
-        include_str!("../../../migrations/0004_session_revocations.sql"),
+        Sql::Portable(include_str!(
+            "../../../migrations/0004_session_revocations.sql"
+        )),
     ),
     (
         5,
         "disabled_principals",
-        include_str!("../../../migrations/0005_disabled_principals.sql"),
+        Sql::Portable(include_str!(
+            "../../../migrations/0005_disabled_principals.sql"
+        )),
+    ),
+    (
+        6,
+        "request_terms",
+        Sql::Portable(include_str!("../../../migrations/0006_request_terms.sql")),
+    ),
+    (
+        7,
+        "audit_signatures",
+        Sql::Portable(include_str!(
+            "../../../migrations/0007_audit_signatures.sql"
+        )),
+    ),
+    (
+        8,
+        "node_host_keys",
+        Sql::Portable(include_str!("../../../migrations/0008_node_host_keys.sql")),
+    ),
+    (
+        9,
+        "audit_text",
+        Sql::PerEngine {
+            sqlite: include_str!("../../../migrations/0009_audit_text.sqlite.sql"),
+            postgres: include_str!("../../../migrations/0009_audit_text.postgres.sql"),
+        },
+    ),
+    (
+        10,
+        "console",
+        Sql::Portable(include_str!("../../../migrations/0010_console.sql")),
+    ),
+    (
+        11,
+        "live",
+        Sql::Portable(include_str!("../../../migrations/0011_live.sql")),
+    ),
+    (
+        12,
+        "observer",
+        Sql::Portable(include_str!("../../../migrations/0012_observer.sql")),
     ),
 ];
 
-fn migrator() -> Migrator {
+/// The migrations for one engine.
+fn migrator(is_sqlite: bool) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
         .map(|(version, desc, sql)| {
@@ -61,7 +143,7 @@ fn migrator() -> Migrator {
                 *version,
                 Cow::Borrowed(*desc),
                 MigrationType::Simple,
-                Cow::Borrowed(*sql),
+                Cow::Borrowed(sql.for_engine(is_sqlite)),
                 false,
             )
         })
@@ -99,11 +181,40 @@ impl Store {
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the store {}", redact(&url)))?;
-        migrator()
+        migrator(is_sqlite)
             .run(&pool)
             .await
             .context("applying the store's migrations")?;
-        Ok(Store { pool, is_sqlite })
+        let store = Store {
+            pool,
+            is_sqlite,
+            audit_key: None,
+        };
+        store
+            .index_stored_text()
+            .await
+            .context("indexing the text of audit events stored before the search index")?;
+        Ok(store)
+    }
+
+    /// Sign the broker's own chain with `key` from now on.
+    pub fn with_audit_key(mut self, key: russh::keys::PrivateKey) -> Store {
+        self.audit_key = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// Sign an evidence bundle's manifest with the broker's audit key (an armored SSHSIG).
+    pub fn sign_bundle_manifest(&self, manifest: &[u8]) -> anyhow::Result<String> {
+        let key = self
+            .audit_key
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("this broker has no audit key"))?;
+        Ok(sallyport_ca::chainsig::sign_manifest(key, manifest)?)
+    }
+
+    /// The public key that signs the broker's own chain, when there is one.
+    pub fn broker_audit_key(&self) -> Option<&russh::keys::PublicKey> {
+        self.audit_key.as_deref().map(|k| k.public_key())
     }
 }
 
@@ -154,26 +265,240 @@ mod tests {
         assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
     }
 
-    /// Every file in migrations/ is applied, in order, under its own number.
+    /// Every file in migrations/ is applied, in order, under its own number: `NNNN_desc.sql`
+    /// for both engines, or `NNNN_desc.sqlite.sql` and `NNNN_desc.postgres.sql`.
     #[test]
     fn every_migration_file_is_applied() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), super::MIGRATIONS.len(), "{files:?}");
-        for (file, (version, desc, sql)) in files.iter().zip(super::MIGRATIONS) {
-            assert_eq!(file, &format!("{version:04}_{desc}.sql"));
-            let text = std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../migrations")
-                    .join(file),
-            )
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let mut expected = Vec::new();
+        for (version, desc, sql) in super::MIGRATIONS {
+            match sql {
+                super::Sql::Portable(sql) => {
+                    let f = format!("{version:04}_{desc}.sql");
+                    assert_eq!(&read(&f), sql, "{f}");
+                    expected.push(f);
+                }
+                super::Sql::PerEngine { sqlite, postgres } => {
+                    let p = format!("{version:04}_{desc}.postgres.sql");
+                    let s = format!("{version:04}_{desc}.sqlite.sql");
+                    assert_eq!(&read(&p), postgres, "{p}");
+                    assert_eq!(&read(&s), sqlite, "{s}");
+                    expected.extend([p, s]);
+                }
+            }
+        }
+        assert_eq!(files, expected);
+    }
+
+    /// The checksums sqlx keeps of applied migrations (SHA-384 of the text): those of released
+    /// migrations never change, or a store that applied them would refuse to start.
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        let released = [
+            "d8f9fc9367c7b1bb",
+            "1ae5a6ccc066b8c9",
+            "d6d0181961173d83",
+            "b8f9c24e0683495f",
+            "f68aeaaf12ba86e5",
+            "19abb5b43304d565",
+            "86bccc3575b77296",
+            "d03676f4785439fb",
+        ];
+        for is_sqlite in [true, false] {
+            let m = super::migrator(is_sqlite);
+            for (migration, want) in m.migrations.iter().zip(released) {
+                assert_eq!(
+                    hex::encode(&migration.checksum[..8]),
+                    want,
+                    "{}",
+                    migration.version
+                );
+            }
+        }
+    }
+
+    /// A fresh, empty store URL: SQLite in `dir`, or a new PostgreSQL database when the tests
+    /// run on PostgreSQL (SALLYPORT_TEST_STORE=postgres, tests/infra/run-tests.sh).
+    async fn empty_store(dir: &std::path::Path) -> String {
+        use sqlx::Connection;
+        let admin = std::env::var("SALLYPORT_TEST_PG_ADMIN_URL");
+        match (std::env::var("SALLYPORT_TEST_STORE").as_deref(), admin) {
+            (Ok("postgres"), Ok(admin)) => {
+                super::install_default_drivers();
+                let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+                let name = format!("sp_unit_{}", hex::encode(rand::random::<[u8; 8]>()));
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+            }
+            _ => format!("sqlite://{}", dir.join("broker.db").display()),
+        }
+    }
+
+    /// Live chunks are taken only in order (a gap or a repeat is answered with where the next
+    /// one starts); a watch keeps sessions listed for their cluster only; the view reads the
+    /// header and the text in order.
+    #[tokio::test]
+    async fn live_chunks_follow_each_other_and_watches_are_per_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = empty_store(dir.path()).await;
+        let store = super::Store::connect(&url).await.unwrap();
+        assert!(store.watch("s-1", "acme-prod", "reviewer:r").await.unwrap());
+        assert!(!store.watch("s-1", "acme-prod", "reviewer:r").await.unwrap());
+        assert!(
+            store
+                .watch("s-1", "acme-prod", "approver:acme:b")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.watched_sessions("acme-prod").await.unwrap(),
+            vec![super::Watched {
+                session: "s-1".into(),
+                by_approver: true
+            }]
+        );
+        // A reviewer alone watching is no approver watching.
+        assert!(store.watch("s-3", "acme-prod", "reviewer:r").await.unwrap());
+        let w = store.watched_sessions("acme-prod").await.unwrap();
+        assert_eq!(w.len(), 2);
+        assert!(!w[1].by_approver, "{w:?}");
+        assert!(
+            store
+                .watched_sessions("globex-prod")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.is_watched("s-1").await.unwrap());
+        assert!(!store.is_watched("s-2").await.unwrap());
+        let h = r#"{"version":2,"width":80,"height":24}"#;
+        let a = "[0.1,\"o\",\"a\"]\n";
+        let b = "[0.2,\"o\",\"b\"]\n";
+        // A recording new to the broker may start anywhere (a late watch starts at its tail).
+        let next = store.live_append("s-1", "s-1-c0", h, 100, a).await.unwrap();
+        assert_eq!(next, Ok(100 + a.len() as u64));
+        // A repeat and a gap are refused, naming where to go on.
+        for at in [100, 100 + a.len() as u64 + 7] {
+            let r = store.live_append("s-1", "s-1-c0", h, at, b).await.unwrap();
+            assert_eq!(
+                r,
+                Err(super::OutOfOrder {
+                    next: Some(100 + a.len() as u64)
+                })
+            );
+        }
+        let r = store
+            .live_append("s-1", "s-1-c0", h, 100 + a.len() as u64, b)
+            .await
             .unwrap();
-            assert_eq!(&text, sql, "{file}");
+        assert_eq!(r, Ok(100 + (a.len() + b.len()) as u64));
+        let live = store.live_recordings("s-1").await.unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].header, h);
+        assert_eq!(live[0].text, format!("{a}{b}"));
+        assert!(store.live_recordings("s-2").await.unwrap().is_empty());
+    }
+
+    /// Events stored by a release before the search index are indexed when the broker starts on
+    /// the upgraded store, once (more than one batch, several chains), and found by text.
+    #[tokio::test]
+    async fn events_stored_before_the_search_index_are_indexed_at_upgrade() {
+        use crate::audit::AuditRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let url = empty_store(dir.path()).await;
+        let is_sqlite = url.starts_with("sqlite:");
+        super::install_default_drivers();
+        let pool = super::AnyPoolOptions::new()
+            .connect(&if is_sqlite {
+                format!("{url}?mode=rwc")
+            } else {
+                url.clone()
+            })
+            .await
+            .unwrap();
+        let all = super::migrator(is_sqlite);
+        let released = super::Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations[..8].to_vec()),
+            ..super::Migrator::DEFAULT
+        };
+        released.run(&pool).await.unwrap();
+        // Written as release 8 wrote them: no text anywhere.
+        let mut tx = pool.begin().await.unwrap();
+        let mut wanted = Vec::new();
+        for source in ["gateway:a", "gateway:b", "broker"] {
+            let mut prev: Option<AuditRecord> = None;
+            for i in 0..2500u64 {
+                let (kind, data) = if i % 10 == 0 {
+                    (
+                        "command",
+                        serde_json::json!({"command": format!("sudo systemctl restart unit{i}"), "session": "s1"}),
+                    )
+                } else {
+                    ("channel_exit", serde_json::json!({"exit_status": 0}))
+                };
+                let r = AuditRecord::next(
+                    source,
+                    prev.as_ref().map(|p| (p.seq, p.hash.as_str())),
+                    1000 + i,
+                    kind,
+                    data,
+                );
+                sqlx::query(
+                    "INSERT INTO audit_events (source, seq, time_ms, kind, session, data, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&r.source)
+                .bind(super::to_i64(r.seq))
+                .bind(super::to_i64(r.time))
+                .bind(&r.kind)
+                .bind(r.subject("session"))
+                .bind(r.data.to_string())
+                .bind(&r.prev_hash)
+                .bind(&r.hash)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                if kind == "command" && source != "broker" {
+                    wanted.push((source.to_string(), r.seq));
+                }
+                prev = Some(r);
+            }
+        }
+        tx.commit().await.unwrap();
+        pool.close().await;
+
+        let search = |store: super::Store, text: &str| {
+            let q = crate::store::AuditQuery {
+                q: Some(text.into()),
+                limit: Some(100_000),
+                ..Default::default()
+            };
+            async move { store.audit_search(&q).await.unwrap() }
+        };
+        for _ in 0..2 {
+            let store = super::Store::connect(&url).await.unwrap();
+            let found = search(store.clone(), "SYSTEMCTL restart").await;
+            let mut got: Vec<(String, u64)> =
+                found.iter().map(|r| (r.source.clone(), r.seq)).collect();
+            got.sort();
+            assert_eq!(got, wanted);
+            assert_eq!(search(store.clone(), "unit1230").await.len(), 2);
+            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_text_backfill")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(left, 0);
+            store.pool.close().await;
         }
     }
 }

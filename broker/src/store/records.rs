@@ -26,6 +26,10 @@ pub struct Node {
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// The node's registered SSH host public keys (OpenSSH lines, no comment).
+    pub host_keys: Vec<String>,
+    /// Whether the gateway may pin the first key of a node without registered keys.
+    pub trust_on_first_use: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +81,11 @@ pub struct Approval {
     pub updated_at: u64,
     pub withdrawn_at: Option<u64>,
     pub withdrawn_by: Option<String>,
+    /// Distinct approvers who must approve each just-in-time request (a quorum); 1 by default.
+    pub approvers_required: u64,
+    /// Each session waits at the gateway until an approver of the customer watches it.
+    #[serde(default)]
+    pub observer_required: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +100,31 @@ pub struct AccessRequest {
     pub decided_by: Option<String>,
     pub decided_at: Option<u64>,
     pub reason: Option<String>,
+    /// What the approver sees and the one certificate may carry: these logins, at most this
+    /// lifetime (seconds).
+    pub logins: Vec<String>,
+    pub ttl_secs: u64,
+    /// Distinct approvers needed (the approval's quorum when the request was made).
+    pub approvers_required: u64,
+    /// Who approved so far (read from the votes).
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+}
+
+/// What one approver's vote did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    /// The request is decided (denied, or approved by enough approvers).
+    Decided,
+    /// Approved by `approved` of the `required` approvers so far.
+    Waiting { approved: u64, required: u64 },
+    /// This approver voted on this request before.
+    AlreadyVoted,
+    /// The request's terms changed since this approver read them (another approver narrowed
+    /// them): nothing was recorded.
+    TermsChanged,
+    /// The request is no longer pending.
+    NotPending,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +171,20 @@ fn opt_u64(row: &AnyRow, i: usize) -> Option<u64> {
     row.get::<Option<i64>, _>(i).map(to_u64)
 }
 
-const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by";
+const NODE_COLS: &str = "cluster_id, name, address, port, host_keys, trust_on_first_use";
+
+fn node_row(r: &AnyRow) -> Node {
+    Node {
+        cluster: r.get(0),
+        name: r.get(1),
+        address: r.get(2),
+        port: u16::try_from(r.get::<i64, _>(3)).unwrap_or(22),
+        host_keys: json_list(&r.get::<String, _>(4)),
+        trust_on_first_use: r.get::<i64, _>(5) != 0,
+    }
+}
+
+const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by, approvers_required, observer_required";
 
 fn approval_from_row(r: &AnyRow) -> Approval {
     Approval {
@@ -158,10 +205,12 @@ fn approval_from_row(r: &AnyRow) -> Approval {
         updated_at: to_u64(r.get(14)),
         withdrawn_at: opt_u64(r, 15),
         withdrawn_by: r.get(16),
+        approvers_required: to_u64(r.get(17)),
+        observer_required: r.get::<i64, _>(18) != 0,
     }
 }
 
-const REQUEST_COLS: &str = "id, engineer, ticket_id, cluster_id, approval_id, status, created_at, decided_by, decided_at, reason";
+const REQUEST_COLS: &str = "id, engineer, ticket_id, cluster_id, approval_id, status, created_at, decided_by, decided_at, reason, logins, ttl_secs, approvers_required";
 
 fn request_from_row(r: &AnyRow) -> AccessRequest {
     AccessRequest {
@@ -175,6 +224,10 @@ fn request_from_row(r: &AnyRow) -> AccessRequest {
         decided_by: r.get(7),
         decided_at: opt_u64(r, 8),
         reason: r.get(9),
+        logins: json_list(&r.get::<String, _>(10)),
+        ttl_secs: to_u64(r.get(11)),
+        approvers_required: to_u64(r.get(12)),
+        approved_by: Vec::new(),
     }
 }
 
@@ -308,34 +361,58 @@ impl Store {
 
     pub async fn create_node(&self, n: &Node) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO nodes (cluster_id, name, address, port, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO nodes (cluster_id, name, address, port, created_at, host_keys, trust_on_first_use) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&n.cluster)
         .bind(&n.name)
         .bind(&n.address)
         .bind(i64::from(n.port))
         .bind(to_i64(now_secs()))
+        .bind(list_json(&n.host_keys))
+        .bind(i64::from(n.trust_on_first_use))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn nodes(&self, cluster: &str) -> sqlx::Result<Vec<Node>> {
-        let rows = sqlx::query(
-            "SELECT cluster_id, name, address, port FROM nodes WHERE cluster_id = $1 ORDER BY name",
+    /// Replace a node's address, port, host keys and trust-on-first-use setting; `false` when
+    /// there is no such node.
+    pub async fn update_node(&self, n: &Node) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE nodes SET address = $3, port = $4, host_keys = $5, trust_on_first_use = $6 \
+             WHERE cluster_id = $1 AND name = $2",
         )
+        .bind(&n.cluster)
+        .bind(&n.name)
+        .bind(&n.address)
+        .bind(i64::from(n.port))
+        .bind(list_json(&n.host_keys))
+        .bind(i64::from(n.trust_on_first_use))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn nodes(&self, cluster: &str) -> sqlx::Result<Vec<Node>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE cluster_id = $1 ORDER BY name"
+        ))
         .bind(cluster)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Node {
-                cluster: r.get(0),
-                name: r.get(1),
-                address: r.get(2),
-                port: u16::try_from(r.get::<i64, _>(3)).unwrap_or(22),
-            })
-            .collect())
+        Ok(rows.iter().map(node_row).collect())
+    }
+
+    pub async fn node(&self, cluster: &str, name: &str) -> sqlx::Result<Option<Node>> {
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE cluster_id = $1 AND name = $2"
+        ))
+        .bind(cluster)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(node_row))
     }
 
     // --- engineers' TOTP, accounts, tokens ---
@@ -359,6 +436,67 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Seal the TOTP secrets an older version stored in clear (engineers `engineer:<uid>`,
+    /// accounts `account:<name>`); returns whose. Run once, by the start that makes the sealing
+    /// key: afterwards a secret in clear does not open.
+    pub async fn seal_clear_secrets(
+        &self,
+        sealer: &crate::secretbox::SecretBox,
+    ) -> sqlx::Result<Vec<String>> {
+        let mut sealed = Vec::new();
+        for (table, key, kind) in [
+            ("engineers", "uid", "engineer"),
+            ("accounts", "username", "account"),
+        ] {
+            let rows = sqlx::query(&format!("SELECT {key}, totp_secret FROM {table}"))
+                .fetch_all(&self.pool)
+                .await?;
+            for r in rows {
+                let (name, stored): (String, String) = (r.get(0), r.get(1));
+                if crate::secretbox::is_sealed(&stored) {
+                    continue;
+                }
+                let principal = format!("{kind}:{name}");
+                let value = sealer.seal(&principal, &stored);
+                // Only if it is still the clear value read (another replica may seal it too).
+                let done = sqlx::query(&format!(
+                    "UPDATE {table} SET totp_secret = $1 WHERE {key} = $2 AND totp_secret = $3"
+                ))
+                .bind(value)
+                .bind(&name)
+                .bind(&stored)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() > 0 {
+                    sealed.push(principal);
+                }
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Whose TOTP secrets are stored in clear (`engineer:<uid>`, `account:<name>`).
+    pub async fn clear_secrets(&self) -> sqlx::Result<Vec<String>> {
+        let mut clear = Vec::new();
+        for (table, key, kind) in [
+            ("engineers", "uid", "engineer"),
+            ("accounts", "username", "account"),
+        ] {
+            let rows = sqlx::query(&format!(
+                "SELECT {key}, totp_secret FROM {table} ORDER BY {key}"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let (name, stored): (String, String) = (r.get(0), r.get(1));
+                if !crate::secretbox::is_sealed(&stored) {
+                    clear.push(format!("{kind}:{name}"));
+                }
+            }
+        }
+        Ok(clear)
     }
 
     pub async fn engineer_totp(&self, uid: &str) -> sqlx::Result<Option<String>> {
@@ -465,18 +603,23 @@ impl Store {
         }))
     }
 
-    pub async fn token_by_hash(&self, token_hash: &str) -> sqlx::Result<Option<ApiToken>> {
+    /// The API token with this hash, and whether it was revoked (so that a refused use of a
+    /// revoked token can name it in the audit log).
+    pub async fn token_by_hash(&self, token_hash: &str) -> sqlx::Result<Option<(ApiToken, bool)>> {
         let row = sqlx::query(
-            "SELECT id, role, customer_id, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, role, customer_id, name, revoked_at FROM api_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ApiToken {
-            id: r.get(0),
-            role: r.get(1),
-            customer: r.get(2),
-            name: r.get(3),
+        Ok(row.map(|r| {
+            let token = ApiToken {
+                id: r.get(0),
+                role: r.get(1),
+                customer: r.get(2),
+                name: r.get(3),
+            };
+            (token, r.get::<Option<i64>, _>(4).is_some())
         }))
     }
 
@@ -508,13 +651,24 @@ impl Store {
             .map(|until| until - now))
     }
 
-    /// Count an attempt as a failure (until it succeeds and clears the count); lock the subject
-    /// for `lockout` seconds once `max` in a row. One statement, so concurrent attempts (on other
-    /// replicas too) all count; returns this attempt's number in the row.
-    pub async fn record_failure(&self, subject: &str, max: i64, lockout: u64) -> sqlx::Result<i64> {
-        // After a lockout has run out, counting starts again.
-        const NEXT: &str = "CASE WHEN login_failures.locked_until <> 0 AND login_failures.locked_until <= $2 \
+    /// Count an attempt as a failure (until it succeeds and clears the count or gives it back);
+    /// lock the subject for `lockout` seconds once `max` in a row. With `forget_after`, failures
+    /// further apart than that many seconds are not in a row. One statement, so concurrent
+    /// attempts (on other replicas too) all count; returns this attempt's number in the row.
+    pub async fn record_failure(
+        &self,
+        subject: &str,
+        max: i64,
+        lockout: u64,
+        forget_after: Option<u64>,
+    ) -> sqlx::Result<i64> {
+        // After a lockout has run out (or, with forget_after, a quiet while), counting starts
+        // again.
+        const NEXT: &str = "CASE WHEN (login_failures.locked_until <> 0 AND login_failures.locked_until <= $2) \
+                            OR login_failures.last_failure < $5 \
                             THEN 1 ELSE login_failures.failures + 1 END";
+        let now = now_secs();
+        let forget_before = forget_after.map_or(0, |secs| now.saturating_sub(secs));
         let row = sqlx::query(&format!(
             "INSERT INTO login_failures (subject, failures, last_failure, locked_until) \
              VALUES ($1, 1, $2, CASE WHEN 1 >= $3 THEN $2 + $4 ELSE 0 END) \
@@ -523,9 +677,10 @@ impl Store {
              RETURNING failures"
         ))
         .bind(subject)
-        .bind(to_i64(now_secs()))
+        .bind(to_i64(now))
         .bind(max)
         .bind(to_i64(lockout))
+        .bind(to_i64(forget_before))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get::<i64, _>(0))
@@ -609,10 +764,10 @@ impl Store {
     pub async fn save_approval(&self, a: &Approval, create: bool) -> sqlx::Result<()> {
         let sql = if create {
             format!(
-                "INSERT INTO approvals ({APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                "INSERT INTO approvals ({APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
             )
         } else {
-            "UPDATE approvals SET customer_id = $2, cluster_id = $3, access_group = $4, logins = $5, max_session_secs = $6, valid_from = $7, valid_until = $8, just_in_time = $9, per_session_mfa = $10, port_forwarding = $11, source_networks = $12, created_by = $13, created_at = $14, updated_at = $15, withdrawn_at = $16, withdrawn_by = $17 WHERE id = $1".to_string()
+            "UPDATE approvals SET customer_id = $2, cluster_id = $3, access_group = $4, logins = $5, max_session_secs = $6, valid_from = $7, valid_until = $8, just_in_time = $9, per_session_mfa = $10, port_forwarding = $11, source_networks = $12, created_by = $13, created_at = $14, updated_at = $15, withdrawn_at = $16, withdrawn_by = $17, approvers_required = $18, observer_required = $19 WHERE id = $1".to_string()
         };
         sqlx::query(&sql)
             .bind(&a.id)
@@ -632,6 +787,8 @@ impl Store {
             .bind(to_i64(a.updated_at))
             .bind(a.withdrawn_at.map(to_i64))
             .bind(&a.withdrawn_by)
+            .bind(to_i64(a.approvers_required))
+            .bind(i64::from(a.observer_required))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -666,7 +823,7 @@ impl Store {
 
     pub async fn create_request(&self, r: &AccessRequest) -> sqlx::Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO access_requests ({REQUEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO access_requests ({REQUEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&r.id)
         .bind(&r.engineer)
@@ -678,6 +835,9 @@ impl Store {
         .bind(&r.decided_by)
         .bind(r.decided_at.map(to_i64))
         .bind(&r.reason)
+        .bind(list_json(&r.logins))
+        .bind(to_i64(r.ttl_secs))
+        .bind(to_i64(r.approvers_required))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -690,12 +850,25 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(request_from_row))
+        self.with_votes(row.as_ref().map(request_from_row)).await
     }
 
-    /// The newest request of this engineer for this ticket and cluster.
+    /// Fill in who approved a request so far.
+    async fn with_votes(&self, r: Option<AccessRequest>) -> sqlx::Result<Option<AccessRequest>> {
+        let Some(mut r) = r else { return Ok(None) };
+        let rows = sqlx::query(
+            "SELECT approver FROM request_decisions WHERE request_id = $1 AND approve = 1 ORDER BY decided_at, approver",
+        )
+        .bind(&r.id)
+        .fetch_all(&self.pool)
+        .await?;
+        r.approved_by = rows.iter().map(|row| row.get(0)).collect();
+        Ok(Some(r))
+    }
+
     /// The engineer's latest request for a ticket and cluster that was not used yet (a used one
-    /// gave its certificate: the next needs a new request).
+    /// gave its certificate: the next needs a new request) nor replaced by a newer one (made in
+    /// the same second, it would tie).
     pub async fn latest_request(
         &self,
         engineer: &str,
@@ -703,14 +876,35 @@ impl Store {
         cluster: &str,
     ) -> sqlx::Result<Option<AccessRequest>> {
         let row = sqlx::query(&format!(
-            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status <> 'used' ORDER BY created_at DESC, id DESC LIMIT 1"
+            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status NOT IN ('used', 'superseded') ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
         .bind(engineer)
         .bind(ticket)
         .bind(cluster)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(request_from_row))
+        self.with_votes(row.as_ref().map(request_from_row)).await
+    }
+
+    /// The id of the engineer's last request for this ticket and cluster when it was used for
+    /// its one certificate (so that asking again can say why a new request is needed).
+    pub async fn last_request_used(
+        &self,
+        engineer: &str,
+        ticket: &str,
+        cluster: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT id, status FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(engineer)
+        .bind(ticket)
+        .bind(cluster)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .filter(|r| r.get::<String, _>(1) == "used")
+            .map(|r| r.get(0)))
     }
 
     pub async fn requests(
@@ -731,7 +925,138 @@ impl Store {
         .bind(status)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(request_from_row).collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows.iter().map(request_from_row) {
+            out.extend(self.with_votes(Some(r)).await?);
+        }
+        Ok(out)
+    }
+
+    /// One approver's vote on a pending request. A no denies the request at once; a yes
+    /// approves it when `approvers_required` distinct approvers said yes. Each approver votes
+    /// once (the primary key holds that across replicas).
+    pub async fn vote(
+        &self,
+        r: &AccessRequest,
+        approver: &str,
+        approve: bool,
+        reason: Option<&str>,
+        narrow: Option<(&[String], u64)>,
+    ) -> sqlx::Result<Vote> {
+        let inserted = sqlx::query(
+            "INSERT INTO request_decisions (request_id, approver, approve, reason, decided_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM access_requests WHERE id = $1 AND status = 'pending') \
+             AND NOT EXISTS (SELECT 1 FROM request_decisions WHERE request_id = $1 AND approver = $2)",
+        )
+        .bind(&r.id)
+        .bind(approver)
+        .bind(i64::from(approve))
+        .bind(reason)
+        .bind(to_i64(now_secs()))
+        .execute(&self.pool)
+        .await;
+        let inserted = match inserted {
+            Ok(res) => res.rows_affected() == 1,
+            // Two votes of one approver racing: the primary key refused the second.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => false,
+            Err(e) => return Err(e),
+        };
+        // Narrowed terms are in place before the vote can decide the request: the certificate
+        // is never issued on the wider ones. Compare-and-set on the terms this approver saw, so
+        // that two approvers narrowing at once cannot widen each other's.
+        if inserted && let Some((logins, ttl)) = narrow {
+            let seen = serde_json::to_string(&r.logins).unwrap_or_default();
+            let res = sqlx::query(
+                "UPDATE access_requests SET logins = $1, ttl_secs = $2 \
+                 WHERE id = $3 AND status = 'pending' AND logins = $4 AND ttl_secs = $5",
+            )
+            .bind(serde_json::to_string(logins).unwrap_or_default())
+            .bind(to_i64(ttl))
+            .bind(&r.id)
+            .bind(seen)
+            .bind(to_i64(r.ttl_secs))
+            .execute(&self.pool)
+            .await?;
+            if res.rows_affected() != 1 {
+                sqlx::query(
+                    "DELETE FROM request_decisions WHERE request_id = $1 AND approver = $2",
+                )
+                .bind(&r.id)
+                .bind(approver)
+                .execute(&self.pool)
+                .await?;
+                return Ok(Vote::TermsChanged);
+            }
+        }
+        if !inserted {
+            let voted = sqlx::query(
+                "SELECT 1 FROM request_decisions WHERE request_id = $1 AND approver = $2",
+            )
+            .bind(&r.id)
+            .bind(approver)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+            return Ok(if voted {
+                Vote::AlreadyVoted
+            } else {
+                Vote::NotPending
+            });
+        }
+        if !approve {
+            self.decide_request(&r.id, "denied", approver, reason)
+                .await?;
+            return Ok(Vote::Decided);
+        }
+        let yes: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM request_decisions WHERE request_id = $1 AND approve = 1",
+        )
+        .bind(&r.id)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0);
+        let yes = to_u64(yes);
+        if yes >= r.approvers_required.max(1) {
+            // Two last votes racing both get here: one of them moves the request.
+            self.decide_request(&r.id, "approved", approver, reason)
+                .await?;
+            return Ok(Vote::Decided);
+        }
+        Ok(Vote::Waiting {
+            approved: yes,
+            required: r.approvers_required,
+        })
+    }
+
+    /// End the open requests of an approval whose terms changed or that was withdrawn: what
+    /// their approvers saw no longer holds. Returns how many.
+    pub async fn void_requests(&self, approval: &str) -> sqlx::Result<u64> {
+        let res = sqlx::query(
+            "UPDATE access_requests SET status = 'void' WHERE approval_id = $1 AND status IN ('pending', 'approved')",
+        )
+        .bind(approval)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// The engineer asks anew for this ticket and cluster with other terms: the open requests
+    /// (pending, or approved and not used) are replaced, so that approvers see one.
+    pub async fn supersede_requests(
+        &self,
+        engineer: &str,
+        ticket: &str,
+        cluster: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE access_requests SET status = 'superseded' WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status IN ('pending', 'approved')",
+        )
+        .bind(engineer)
+        .bind(ticket)
+        .bind(cluster)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Decide a pending request; `false` if it was no longer pending.

@@ -13,8 +13,8 @@ use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::{Certificate, Fingerprint, HashAlg};
 
 use super::{
-    EXT_CLUSTER, EXT_GRANT, EXT_GROUP, EXT_MFA, EXT_PERMIT_PORT_FORWARDING, EXT_TICKET,
-    FORBIDDEN_EXTENSIONS, OPT_SOURCE_ADDRESS,
+    EXT_CLUSTER, EXT_GRANT, EXT_GROUP, EXT_MFA, EXT_OBSERVER, EXT_PERMIT_PORT_FORWARDING,
+    EXT_TICKET, FORBIDDEN_EXTENSIONS, OPT_SOURCE_ADDRESS,
 };
 use crate::cidr::Cidr;
 use crate::keyid::KeyId;
@@ -30,6 +30,7 @@ pub struct CertIdentity {
     valid_before: u64,
     permit_port_forwarding: bool,
     per_session_mfa: bool,
+    observer_required: bool,
     group: Option<String>,
     ca_fingerprint: Fingerprint,
 }
@@ -71,6 +72,10 @@ impl CertIdentity {
     }
     pub fn per_session_mfa(&self) -> bool {
         self.per_session_mfa
+    }
+    /// Each session must wait at the gateway until a customer approver watches it.
+    pub fn observer_required(&self) -> bool {
+        self.observer_required
     }
     /// The access group the approval behind this certificate names, when the certificate says.
     pub fn group(&self) -> Option<&str> {
@@ -314,6 +319,7 @@ pub fn check_user_cert(
         valid_before: cert.valid_before(),
         permit_port_forwarding: extensions.contains_key(EXT_PERMIT_PORT_FORWARDING),
         per_session_mfa: extensions.contains_key(EXT_MFA),
+        observer_required: extensions.contains_key(EXT_OBSERVER),
         group: extensions.get(EXT_GROUP).filter(|g| !g.is_empty()).cloned(),
         ca_fingerprint,
         key_id,

@@ -45,6 +45,7 @@ fn user_cert_contents_as_openssh_reads_them() {
     let mut grant = test_grant();
     grant.permit_port_forwarding = true;
     grant.per_session_mfa = true;
+    grant.observer_required = true;
     grant.source_networks = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
     let cert = build_user_cert(&ca, subject.public_key(), &grant).unwrap();
 
@@ -72,6 +73,7 @@ fn user_cert_contents_as_openssh_reads_them() {
             ("grant@sallyport.dev", "g-0001"),
             ("group@sallyport.dev", "support-l2"),
             ("mfa@sallyport.dev", ""),
+            ("observer@sallyport.dev", ""),
             ("permit-port-forwarding", ""),
             ("permit-pty", ""),
             ("ticket@sallyport.dev", "SUP-1234"),
@@ -108,6 +110,7 @@ fn user_cert_contents_as_openssh_reads_them() {
         "ticket@sallyport.dev",
         "cluster@sallyport.dev",
         "mfa@sallyport.dev",
+        "observer@sallyport.dev",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
@@ -135,6 +138,7 @@ fn user_cert_contents_as_openssh_reads_them() {
     assert_eq!(id.valid_before(), grant.valid_before());
     assert!(id.permit_port_forwarding());
     assert!(id.per_session_mfa());
+    assert!(id.observer_required());
     assert_eq!(*id.ca_fingerprint(), ca.fingerprint(HashAlg::Sha256));
 }
 

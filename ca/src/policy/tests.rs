@@ -16,6 +16,7 @@ fn approval() -> ApprovalFacts {
         just_in_time: false,
         max_session_secs: 4 * 3600,
         per_session_mfa: false,
+        observer_required: false,
         port_forwarding: false,
         source_networks: vec![],
     }
@@ -181,6 +182,8 @@ fn every_deny_reason() {
                     id: "r1".into(),
                     approval: "ap-1".into(),
                     status: RequestStatus::Pending,
+                    logins: vec!["ubuntu".into()],
+                    ttl_secs: 600,
                 });
             }),
             &["request_pending"],
@@ -193,6 +196,8 @@ fn every_deny_reason() {
                     id: "r1".into(),
                     approval: "ap-1".into(),
                     status: RequestStatus::Denied,
+                    logins: vec!["ubuntu".into()],
+                    ttl_secs: 600,
                 });
             }),
             &["request_denied"],
@@ -205,6 +210,8 @@ fn every_deny_reason() {
                     id: "r1".into(),
                     approval: "ap-9".into(),
                     status: RequestStatus::Approved,
+                    logins: vec!["ubuntu".into()],
+                    ttl_secs: 600,
                 });
             }),
             &["request_pending"],
@@ -243,11 +250,45 @@ fn jit_pending_asks_for_a_request_and_approved_request_allows() {
         id: "r1".into(),
         approval: "ap-1".into(),
         status: RequestStatus::Approved,
+        logins: vec!["ubuntu".into()],
+        ttl_secs: 600,
     });
     let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
         panic!("approved request must allow")
     };
     assert_eq!(g.request(), Some("r1"));
+}
+
+#[test]
+fn an_approved_request_binds_the_certificate_to_what_its_approvers_saw() {
+    let engine = Engine::new().unwrap();
+    let mut f = facts();
+    f.approvals[0].just_in_time = true;
+    f.request = Some(RequestFacts {
+        id: "r1".into(),
+        approval: "ap-1".into(),
+        status: RequestStatus::Approved,
+        logins: vec!["ubuntu".into()],
+        ttl_secs: 300,
+    });
+    // Without --login: the request's logins (not every login of the approval), its lifetime.
+    let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
+        panic!("approved request must allow")
+    };
+    assert_eq!(g.logins(), ["ubuntu".to_string()]);
+    assert_eq!(g.valid_before(), NOW + 300);
+    // Asking for a longer lifetime gets the approved one.
+    f.requested_ttl = Some(3600);
+    let Decision::Allow(g) = engine.decide(&f, &[], ids()) else {
+        panic!("approved request must allow")
+    };
+    assert_eq!(g.valid_before(), NOW + 300);
+    // A login the approvers did not see needs a new request.
+    f.requested_logins = Some(vec!["ubuntu".into(), "deploy".into()]);
+    match engine.decide(&f, &[], ids()) {
+        Decision::Deny { needs_request, .. } => assert_eq!(needs_request.as_deref(), Some("ap-1")),
+        Decision::Allow(_) => panic!("a login beyond the approved request must not be granted"),
+    }
 }
 
 #[test]

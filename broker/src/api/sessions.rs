@@ -1,0 +1,337 @@
+//! Engineers' sessions as the gateways reported them: the list (live or all), watching one live,
+//! and ending one. Reviewers and the operator see, watch and end every session; a customer
+//! approver those on its own clusters. The cluster's gateway reads the ended ones every second
+//! and disconnects them, and reads the watched ones every second and sends their recordings as
+//! they grow.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Body, refuse};
+use crate::audit::{AuditEvent, sanitize};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{SessionSummary, now_secs};
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{session}/terminate", post(terminate))
+        .route("/v1/sessions/{session}/live", get(live))
+        .route("/v1/gateway/terminations", get(gateway_terminations))
+        .route("/v1/gateway/watches", get(gateway_watches))
+        .route("/v1/gateway/live", post(gateway_live))
+}
+
+/// The session `session` when the caller may see it: its cluster and the cluster's customer.
+/// Another customer's session is "not found" (audited by `in_scope`), as is one that does not
+/// exist.
+pub(crate) async fn session_in_scope(
+    b: &Broker,
+    caller: &Caller,
+    session: &str,
+    action: &str,
+) -> ApiResult<(String, String)> {
+    let scope = session_scope(b, caller, action).await?;
+    let not_found = || ApiError::NotFound("a session with this id on a cluster you may see".into());
+    if !sallyport_audit::writers::valid_session(session) {
+        return Err(not_found());
+    }
+    let Some(cluster) = b.store.session_cluster(session).await? else {
+        return Err(not_found());
+    };
+    if !super::in_scope(
+        b,
+        caller,
+        scope.as_deref(),
+        &cluster,
+        action,
+        "a session on another customer's cluster",
+    )
+    .await?
+    {
+        return Err(not_found());
+    }
+    let customer = b
+        .store
+        .cluster(&cluster)
+        .await?
+        .map(|c| c.customer)
+        .unwrap_or_default();
+    Ok((cluster, customer))
+}
+
+/// Whose sessions the caller may see: `Ok(None)` every customer's, `Ok(Some(c))` customer c's.
+pub(crate) async fn session_scope(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+) -> ApiResult<Option<String>> {
+    match caller {
+        Caller::Reviewer { .. } | Caller::Operator { .. } => Ok(None),
+        Caller::Approver { customer, .. } => Ok(Some(customer.clone())),
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => Err(refuse(
+            b,
+            caller,
+            action,
+            "only reviewers, customer approvers and the operator may see or end sessions",
+            None,
+            None,
+        )
+        .await),
+    }
+}
+
+pub(crate) fn summary_json(s: &SessionSummary) -> Value {
+    json!({
+        "session": s.session, "engineer": s.engineer, "ticket": s.ticket, "cluster": s.cluster,
+        "node": s.node, "login": s.data.get("login"), "peer": s.data.get("peer"),
+        "serial": s.data.get("serial"), "started_ms": s.started_ms, "ended_ms": s.ended_ms,
+        "live": s.ended_ms.is_none(), "commands": s.commands,
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListSessions {
+    #[serde(default)]
+    pub(crate) live: bool,
+    pub(crate) limit: Option<u64>,
+}
+
+pub(crate) async fn list_sessions(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<ListSessions>,
+) -> ApiResult<Json<Value>> {
+    let scope = session_scope(&b, &caller, "list_sessions").await?;
+    let list = b
+        .store
+        .session_summaries(scope.as_deref(), q.live, q.limit.unwrap_or(200))
+        .await?;
+    Ok(Json(
+        json!({"sessions": list.iter().map(summary_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TerminateInput {
+    pub(crate) reason: String,
+}
+
+pub(crate) async fn terminate(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(session): Path<String>,
+    Body(req): Body<TerminateInput>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    const ACTION: &str = "terminate_session";
+    session_scope(&b, &caller, ACTION).await?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::BadRequest(
+            "say why the session is ended (a reason of 1 to 500 bytes): the engineer and the audit log see it".into(),
+        ));
+    }
+    let (cluster, customer) = session_in_scope(&b, &caller, &session, ACTION).await?;
+    if b.store.session_ended(&session).await? {
+        return Err(ApiError::Conflict("this session has already ended".into()));
+    }
+    let by = caller.label();
+    let reason = sanitize(reason);
+    if b.store
+        .request_termination(&session, &cluster, &by, &reason)
+        .await?
+    {
+        b.store
+            .audit(&AuditEvent::SessionTerminationRequested {
+                session: session.clone(),
+                cluster: cluster.clone(),
+                customer,
+                by: by.clone(),
+                reason: reason.clone(),
+            })
+            .await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"session": session, "cluster": cluster, "requested_by": by, "reason": reason})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Since {
+    /// Unix seconds; default: the last ten minutes.
+    since: Option<u64>,
+}
+
+/// The sessions of the calling gateway's cluster whose end was asked for.
+async fn gateway_terminations(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<Since>,
+) -> ApiResult<Json<Value>> {
+    let cluster = gateway_cluster(&b, &caller, "gateway_terminations").await?;
+    let since = q.since.unwrap_or_else(|| now_secs().saturating_sub(600));
+    let list: Vec<Value> = b
+        .store
+        .terminations(&cluster, since)
+        .await?
+        .into_iter()
+        .map(|(session, by, reason)| json!({"session": session, "by": by, "reason": reason}))
+        .collect();
+    Ok(Json(json!({"terminations": list})))
+}
+
+/// Watch a session: what its terminals show now (the screen of each pty channel, the tail of
+/// each other channel's output), from the recordings the gateway sends while anyone watches.
+/// Each call keeps the watch alive; the first (and the first after a minute away) is audited
+/// as `session_watched`.
+pub(crate) async fn live(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(session): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (cluster, customer) = session_in_scope(&b, &caller, &session, "watch_session").await?;
+    let ended = b.store.session_ended(&session).await?;
+    let by = caller.label();
+    if !ended && b.store.watch(&session, &cluster, &by).await? {
+        b.store
+            .audit(&AuditEvent::SessionWatched {
+                session: session.clone(),
+                cluster: cluster.clone(),
+                customer,
+                by,
+            })
+            .await?;
+    }
+    let recordings = b.store.live_recordings(&session).await?;
+    let channels = tokio::task::spawn_blocking(move || {
+        recordings
+            .iter()
+            .filter_map(|r| {
+                let view =
+                    crate::replay::replay(&format!("{}\n{}", r.header.trim_end(), r.text)).ok()?;
+                let stream = tail(&view.stream, 64 << 10);
+                Some(json!({
+                    "recording": r.recording, "pty": view.pty, "title": view.title,
+                    "width": view.width, "height": view.height, "rows": view.last_screen,
+                    "stream": stream, "seconds": view.duration,
+                }))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("building the live view: {e}"))?;
+    Ok(Json(json!({
+        "session": session, "cluster": cluster, "live": !ended, "channels": channels,
+    })))
+}
+
+/// The last `max` bytes of `s`, from a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut from = s.len().saturating_sub(max);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    &s[from..]
+}
+
+/// The sessions of the calling gateway's cluster someone watches now (`sessions`), and those
+/// an approver of the customer watches (`observed`: a moderated session may start).
+async fn gateway_watches(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    let cluster = gateway_cluster(&b, &caller, "gateway_watches").await?;
+    let watched = b.store.watched_sessions(&cluster).await?;
+    let sessions: Vec<&str> = watched.iter().map(|w| w.session.as_str()).collect();
+    let observed: Vec<&str> = watched
+        .iter()
+        .filter(|w| w.by_approver)
+        .map(|w| w.session.as_str())
+        .collect();
+    Ok(Json(json!({"sessions": sessions, "observed": observed})))
+}
+
+async fn gateway_cluster(b: &Broker, caller: &Caller, action: &str) -> ApiResult<String> {
+    match caller {
+        Caller::Gateway { cluster, .. } => Ok(cluster.clone()),
+        _ => Err(refuse(b, caller, action, "only a gateway may do this", None, None).await),
+    }
+}
+
+/// A live chunk is at most this long (bytes).
+const MAX_LIVE_CHUNK: usize = 256 << 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveChunk {
+    session: String,
+    recording: String,
+    /// The recording's first line (its asciicast header).
+    header: String,
+    /// Where `data` starts in the recording's file.
+    at: u64,
+    /// Whole lines of the recording.
+    data: String,
+}
+
+/// A gateway sends a watched session's recording as it grows. Only for a session of its own
+/// cluster that someone watches; chunks follow each other exactly (409 with where the next
+/// must start otherwise).
+async fn gateway_live(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(c): Body<LiveChunk>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    const ACTION: &str = "gateway_live";
+    let cluster = gateway_cluster(&b, &caller, ACTION).await?;
+    let own = sallyport_audit::writers::valid_session(&c.session)
+        && c.recording
+            .strip_prefix(&format!("{}-c", c.session))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|d| d.is_ascii_digit()))
+        && b.store.session_cluster(&c.session).await?.as_deref() == Some(cluster.as_str());
+    if !own {
+        return Err(refuse(
+            &b,
+            &caller,
+            ACTION,
+            "a live recording of a session this gateway did not report",
+            None,
+            None,
+        )
+        .await);
+    }
+    if c.data.len() > MAX_LIVE_CHUNK || c.header.len() > 4096 {
+        return Err(ApiError::BadRequest(format!(
+            "a live chunk is at most {MAX_LIVE_CHUNK} bytes and its header 4096"
+        )));
+    }
+    if !(c.data.is_empty() || c.data.ends_with('\n')) || c.header.contains('\n') {
+        return Err(ApiError::BadRequest(
+            "a live chunk holds whole lines of the recording, and the header one line".into(),
+        ));
+    }
+    if !b.store.is_watched(&c.session).await? {
+        return Ok((StatusCode::CONFLICT, Json(json!({"watched": false}))));
+    }
+    match b
+        .store
+        .live_append(&c.session, &c.recording, &c.header, c.at, &c.data)
+        .await?
+    {
+        Ok(next) => Ok((StatusCode::OK, Json(json!({"watched": true, "next": next})))),
+        Err(o) => Ok((
+            StatusCode::CONFLICT,
+            Json(json!({"watched": true, "next": o.next})),
+        )),
+    }
+}
