@@ -229,12 +229,47 @@ pub fn ssh_keygen(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run ssh-keygen (install openssh-client): {e}"))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, released).
+/// Test servers take ports from this range, below Linux's ephemeral range
+/// (32768–60999), so an outgoing connection of any process never takes a port a
+/// test picked a moment before and is about to listen on.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A TCP port on 127.0.0.1 for a test server to listen on: free now, and handed
+/// out to no other test of any test binary in this run (a counter in a locked
+/// file shared by all test processes walks through [`TEST_PORTS`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    let path = std::env::temp_dir().join("sallyport-test-ports");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.lock().expect("lock the test port counter");
+    let mut text = String::new();
+    io::Read::read_to_string(&mut &file, &mut text).expect("read the test port counter");
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let mut next: u16 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| TEST_PORTS.contains(p))
+        .unwrap_or(TEST_PORTS.start + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let port = next;
+        next = if port + 1 >= TEST_PORTS.end { TEST_PORTS.start } else { port + 1 };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            let mut f = &file;
+            io::Seek::seek(&mut f, io::SeekFrom::Start(0)).expect("seek the test port counter");
+            file.set_len(0).expect("truncate the test port counter");
+            f.write_all(next.to_string().as_bytes())
+                .expect("write the test port counter");
+            file.unlock().expect("unlock the test port counter");
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 /// Creates the local account `login` if it does not exist (home directory, bash,
