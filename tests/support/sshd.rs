@@ -258,7 +258,11 @@ pub fn free_port() -> u16 {
         .unwrap_or(TEST_PORTS.start + (std::process::id() % u32::from(span)) as u16);
     for _ in 0..span {
         let port = next;
-        next = if port + 1 >= TEST_PORTS.end { TEST_PORTS.start } else { port + 1 };
+        next = if port + 1 >= TEST_PORTS.end {
+            TEST_PORTS.start
+        } else {
+            port + 1
+        };
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             let mut f = &file;
             io::Seek::seek(&mut f, io::SeekFrom::Start(0)).expect("seek the test port counter");
