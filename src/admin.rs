@@ -128,6 +128,15 @@ pub enum AdminCmd {
     /// A cluster's gateways: make one and its ready gateway.toml, list, revoke (operator).
     #[command(subcommand)]
     Gateway(GatewayCmd),
+    /// Print what a cluster's nodes need to let its gateway in: the gateways' node CA key
+    /// (sshd TrustedUserCAKeys), a principals file per login (AuthorizedPrincipalsFile) and
+    /// the sshd_config lines, as a script to run as root on each node, or --json (operator,
+    /// reviewer, or an approver of the cluster's customer).
+    NodeConfig(crate::node_config::NodeConfigArgs),
+    /// Check a broker, edge or gateway config before starting it: the checks the process
+    /// makes at start, touching nothing (no data directory, key, database or connection is
+    /// made). Exit status 0 only when it would start (no token needed).
+    Check(crate::check::CheckArgs),
     /// Enroll an engineer's TOTP; prints the secret once (operator).
     Engineer {
         #[command(flatten)]
@@ -500,6 +509,8 @@ async fn gateway_cmd(cmd: GatewayCmd) -> anyhow::Result<()> {
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
         AdminCmd::Gateway(c) => gateway_cmd(c).await?,
+        AdminCmd::NodeConfig(args) => crate::node_config::run(args).await?,
+        AdminCmd::Check(args) => crate::check::run(args)?,
         AdminCmd::HashToken { stdin } => {
             let token = if stdin {
                 let mut s = String::new();

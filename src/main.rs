@@ -3,11 +3,13 @@
 mod admin;
 mod audit_bundle;
 mod audit_cmd;
+mod check;
 mod client;
 mod customer_cmd;
 mod demo;
 mod logging;
 mod login;
+mod node_config;
 mod report_cmd;
 mod sessions_cmd;
 mod status;

@@ -496,6 +496,58 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
     assert_eq!(fwd[0]["target"], target.as_str());
 }
 
+/// In a moderated session (an approver of the customer must watch), a port forward is no way
+/// around the watcher: with forwarding approved, `ssh -W` before anyone watches is refused
+/// (`forward_refused`, code `no_observer`), the engineer reads why, and nothing from the target
+/// comes back.
+#[tokio::test]
+async fn a_port_forward_in_a_moderated_session_is_refused_until_someone_watches() {
+    let port = bastion::pick_edge_port();
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    w.approve(
+        "acme-prod",
+        "support-l2",
+        &[LOGIN],
+        json!({"port_forwarding": true, "observer_required": true}),
+    )
+    .await;
+    w.ticket("SUP-8", "acme-prod", "alice", "open").await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-8");
+    trust_edge(home.path(), &b);
+    let target = format!("127.0.0.1:{}", b.node.port());
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("SSH-2.0"),
+        "the forward reached the target with nobody watching: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("watches the session; none has joined yet"), "{said}");
+    let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-8", 1).await;
+    assert!(
+        refused.iter().any(|e| e["code"] == "no_observer"),
+        "{refused:#?}"
+    );
+    assert!(
+        w.events("kind=forward&ticket=SUP-8").await.is_empty(),
+        "a forward was recorded as opened"
+    );
+}
+
 #[tokio::test]
 async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused() {
     let (w, port) = world_with_edge().await;
@@ -1429,7 +1481,10 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     );
     let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 2).await;
     let texts: Vec<&str> = cmds.iter().filter_map(|c| c["command"].as_str()).collect();
+    // The refused line is no command (it never reached the node), even when the channel's end
+    // is handled after the spool has room again.
     assert_eq!(texts, ["echo recorded", "echo again"]);
+    assert!(!Path::new(&typed).exists(), "the refused line ran later");
     let out = Command::new(BIN)
         .args(["audit", "verify"])
         .env("SALLYPORT_BROKER", &w.broker.url)
@@ -1781,6 +1836,12 @@ async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
     trust_edge(home.path(), &b);
     let out = ssh(home.path(), &["ghost.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
+    // The engineer reads why, not only "connect failed".
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("sallyport: the gateway of cluster acme-prod refused ghost"),
+        "{said}"
+    );
     let refused = w.wait_events("kind=edge_refused&ticket=SUP-1234", 1).await;
     assert!(
         refused
@@ -1791,6 +1852,214 @@ async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
     assert!(
         !refused.iter().any(|e| e["code"] == "no_tunnel"),
         "{refused:#?}"
+    );
+}
+
+/// When the node refuses or cannot be reached, the engineer's `ssh` prints the reason the
+/// gateway saw, and the audit event (`node_unreachable`) names the same with a code: a node
+/// whose sshd does not let the login in (`certificate_refused`, with what to check), and a
+/// node that does not answer (`unreachable`).
+#[tokio::test]
+async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let tag = format!("/tmp/sp-node-why-{}", std::process::id());
+    let _ = std::fs::remove_file(&tag);
+
+    // The node's principals file no longer lists the login: its sshd refuses the certificate.
+    let principals = b.node.dir().join("principals").join(LOGIN);
+    let listed = std::fs::read_to_string(&principals).unwrap();
+    std::fs::write(&principals, "someone-else\n").unwrap();
+    let out = ssh(home.path(), &["node1.acme-prod", &format!("touch {tag}")]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(!Path::new(&tag).exists(), "ran on a node that refused");
+    assert!(
+        said.contains("sallyport: node node1 refused the session certificate for")
+            && said.contains("admin node-config"),
+        "{said}"
+    );
+    let ev = w.wait_events("kind=node_unreachable&ticket=SUP-1234", 1).await;
+    assert!(
+        ev.iter().any(|e| e["code"] == "certificate_refused"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused the session certificate"))),
+        "{ev:#?}"
+    );
+    std::fs::write(&principals, listed).unwrap();
+
+    // The node moves to an address where nothing listens.
+    let closed = support::sshd::free_port();
+    let (s, v) =
+        w.op.patch(
+            "/v1/clusters/acme-prod/nodes/node1",
+            json!({"address": "127.0.0.1", "port": closed}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    b.restart_gateway();
+    let out = ssh(home.path(), &["node1.acme-prod", &format!("touch {tag}")]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("sallyport: the gateway cannot reach node node1"),
+        "{said}"
+    );
+    let ev = w.wait_events("kind=node_unreachable&ticket=SUP-1234", 2).await;
+    assert!(
+        ev.iter().any(|e| e["code"] == "unreachable"),
+        "{ev:#?}"
+    );
+    assert!(!Path::new(&tag).exists());
+}
+
+/// `admin node-config` prints what a node needs: an sshd set up only from its output (the CA
+/// key file and the principals file it lists) lets the gateway in for the approved login; a
+/// login that is not a Unix name is refused.
+#[tokio::test]
+async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let out = w.op.cli(&["admin", "node-config", "--cluster", "acme-prod", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logins: Vec<&str> = cfg["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(logins.contains(&LOGIN), "{cfg:#}");
+    let files = cfg["files"].as_object().unwrap();
+    let ca = files["/etc/ssh/sallyport/node_ca.pub"].as_str().unwrap();
+    let principals = files[&format!("/etc/ssh/sallyport/principals/{LOGIN}")]
+        .as_str()
+        .unwrap();
+    assert!(
+        cfg["sshd_config"]
+            .as_str()
+            .unwrap()
+            .contains("AuthorizedPrincipalsFile /etc/ssh/sallyport/principals/%u"),
+        "{cfg:#}"
+    );
+    let script = w.op.cli(&["admin", "node-config", "--cluster", "acme-prod"]);
+    assert!(script.status.success());
+    let script = String::from_utf8_lossy(&script.stdout);
+    assert!(script.starts_with("#!/bin/sh") && script.contains(ca.trim()), "{script}");
+
+    // A second node, set up from that output alone.
+    let listed: Vec<&str> = principals.lines().collect();
+    let node2 = support::sshd::SshdNode::start(ca.trim(), LOGIN, &listed);
+    let (s, v) =
+        w.op.post(
+            "/v1/clusters/acme-prod/nodes",
+            json!({"name": "node2", "address": "127.0.0.1", "port": node2.port(),
+                   "host_keys": [node2.host_public_key()]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let out = ssh(home.path(), &["node2.acme-prod", "echo on-node2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("on-node2"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.gateway.log_text()
+    );
+
+    // Bad input: a login that is no Unix name changes nothing and says why.
+    let bad = w.op.cli(&[
+        "admin", "node-config", "--cluster", "acme-prod", "--login", "../root",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a Unix login name"));
+}
+
+/// No ordering trap: a broker that knows nothing of its edge (no `edge_address`, no
+/// `edge_host_keys`) learns both from the edge itself (its token, `public_address`), and the
+/// engineer's next login pins the edge's key and jumps through it — no broker restart, no
+/// hand-copied key. Registering is audited; only an edge token may register; a revoked edge's
+/// key is handed out no more.
+#[tokio::test]
+async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
+    let port = bastion::pick_edge_port();
+    let w = World::start_with(Dir::Ldap { group_mode: "memberof" }, "").await;
+    w.approve("acme-prod", "support-l2", &[LOGIN], json!({})).await;
+    w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
+    let token = bastion::edge_token(&w).await;
+    let b = bastion::start_with_edge_token_and(
+        &w,
+        port,
+        &token,
+        &format!("public_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    assert!(
+        b.edge
+            .wait_log("registered with the broker", Duration::from_secs(20)),
+        "{}",
+        b.edge.log_text()
+    );
+    let registered = w.wait_events("kind=admin_change", 1).await;
+    assert!(
+        registered.iter().any(|e| e["action"] == "edge_registered"
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("127.0.0.1:{port}")))),
+        "{registered:#?}"
+    );
+
+    // The engineer's login alone is enough: no trust_edge, no broker restart.
+    let home = tempfile::tempdir().unwrap();
+    let issued = login(&w, home.path(), "alice", "SUP-1234");
+    assert_eq!(issued["edge"], format!("127.0.0.1:{port}"), "{issued:#}");
+    let out = ssh(home.path(), &["node1.acme-prod", "echo through-registered-edge"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("through-registered-edge"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Only an edge registers.
+    let key = b.edge_host_key.clone();
+    let (s, v) = w
+        .acme
+        .post("/v1/edge/self", json!({"host_key": key, "address": "evil.example:22"}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let edge_api = w.anon.with(&token);
+    let (s, v) = edge_api
+        .post("/v1/edge/self", json!({"host_key": "not a key"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // The edge's token revoked: its key and address are handed out no more.
+    let (s, tokens) = w.op.get("/v1/tokens").await;
+    assert_eq!(s, StatusCode::OK);
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "edge")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    let (s, v) = w.op.delete(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let home2 = tempfile::tempdir().unwrap();
+    let issued = w.login_cli(home2.path(), "alice", "SUP-1234", &w.code("alice", 1));
+    assert!(issued["edge"].is_null(), "{issued:#}");
+    assert!(
+        issued["edge_host_keys"]
+            .as_array()
+            .is_none_or(|k| k.is_empty()),
+        "{issued:#}"
     );
 }
 

@@ -1398,6 +1398,112 @@ fn a_broken_broker_config_creates_nothing_and_paths_follow_the_file() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// `admin check` says everything wrong with a broker, edge or gateway config at once, before
+/// anything starts, and touches nothing; once mended it says ok (exit 0).
+#[test]
+fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |cfg: &Path| {
+        Command::new(BIN)
+            .args(["admin", "check", "--json", "--config"])
+            .arg(cfg)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let problems = |out: &std::process::Output| -> Vec<String> {
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Broker: a short operator hash, plain HTTP off this machine, a missing directory file.
+    let broker = dir.path().join("broker.toml");
+    std::fs::write(
+        &broker,
+        "listen = \"0.0.0.0:8443\"\ndata_dir = \"data\"\ndirectory = \"engineers.toml\"\noperator_token_sha256 = \"abc\"\n",
+    )
+    .unwrap();
+    let out = check(&broker);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let p = problems(&out);
+    assert!(p.iter().any(|p| p.contains("operator_token_sha256")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("[tls]")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("engineers.toml")), "{p:?}");
+    assert!(!dir.path().join("data").exists(), "check created the data_dir");
+    // Mended: ok, and still nothing made.
+    let hash = sallyport_broker::directory::hash_argon2("a-long-password-1").unwrap();
+    std::fs::write(
+        dir.path().join("engineers.toml"),
+        format!("[[engineer]]\nuid = \"alice\"\npassword_argon2 = \"{hash}\"\ngroups = [\"support\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &broker,
+        format!(
+            "listen = \"127.0.0.1:8443\"\ndata_dir = \"data\"\ndirectory = \"engineers.toml\"\noperator_token_sha256 = \"{}\"\n",
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
+    let out = check(&broker);
+    assert!(out.status.success(), "{out:?}");
+    assert!(problems(&out).is_empty());
+    assert!(!dir.path().join("data").exists(), "check created the data_dir");
+
+    // Edge: a token file others can read, one port for both listeners, plain HTTP to a broker
+    // on another machine.
+    let token = dir.path().join("edge.token");
+    std::fs::write(&token, "sp_token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let edge = dir.path().join("edge.toml");
+    std::fs::write(
+        &edge,
+        "listen = \"127.0.0.1:2222\"\ntunnel_listen = \"127.0.0.1:2222\"\ndata_dir = \"edge-data\"\nbroker = \"http://broker.example\"\nname = \"edge1\"\ntoken_file = \"edge.token\"\n",
+    )
+    .unwrap();
+    let out = check(&edge);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "edge");
+    let p = problems(&out);
+    assert!(p.iter().any(|p| p.contains("chmod 600")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("listen and tunnel_listen")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("plain http://")), "{p:?}");
+    assert!(!dir.path().join("edge-data").exists());
+
+    // Gateway: not enrolled (no join token) and no edge to dial.
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gateway,
+        "data_dir = \"gw-data\"\nbroker = \"https://broker.example\"\nedges = []\n",
+    )
+    .unwrap();
+    let out = check(&gateway);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let p = problems(&out);
+    assert!(p.iter().any(|p| p.contains("not enrolled")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("[[edges]]")), "{p:?}");
+    assert!(!dir.path().join("gw-data").exists());
+
+    // Human output: each problem on its own line, and what to do.
+    let out = Command::new(BIN)
+        .args(["admin", "check", "--config"])
+        .arg(&gateway)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 problems") && text.contains("  - "), "{text}");
+}
+
 /// A customer's approver scripts with its API token what the console does: approvals created,
 /// listed, edited (only what is given changes) and withdrawn; requests listed, approved for
 /// less than asked, denied with a reason. Another customer's token can do none of it to them.

@@ -1743,3 +1743,63 @@ async fn audit_search_prints_what_a_source_wrote_as_text_never_as_terminal_codes
     // The line says which source wrote it.
     assert!(text.contains(&format!("source={source}")), "{text}");
 }
+
+/// A gateway streams live recordings of its own cluster's sessions only: another cluster's
+/// gateway neither learns that a session of acme-prod is watched nor can push (forged) screen
+/// content into it; the refusal is audited and nothing reaches the watcher.
+#[tokio::test]
+async fn a_gateway_cannot_read_or_feed_the_live_view_of_another_clusters_session() {
+    let w = World::start(Dir::File(vec![])).await;
+    let gw = gateway(&w, "acme-prod", "gw1").await;
+    let dev = gateway(&w, "acme-dev", "gw1").await;
+    let globex = gateway(&w, "globex-prod", "gw1").await;
+    let source = format!("gateway:{}", gw.id);
+    let session = "live-s-1";
+    let started = AuditRecord::next(
+        &source,
+        None,
+        now() * 1000,
+        "session_started",
+        json!({"cluster": "acme-prod", "node": "node1", "session": session, "engineer": "alice",
+               "ticket": "T-1", "login": "ubuntu"}),
+    );
+    let (s, v) = ship(&gw, std::slice::from_ref(&started)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // acme's approver watches it.
+    let (s, v) = w.acme.get(&format!("/v1/sessions/{session}/live")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = gw.api.get("/v1/gateway/watches").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.to_string().contains(session), "{v}");
+
+    let chunk = |data: &str| {
+        json!({"session": session, "recording": format!("{session}-c0"),
+               "header": "{\"version\": 2, \"width\": 80, \"height\": 24}",
+               "at": 0, "data": data})
+    };
+    for (name, other) in [("acme-dev", &dev), ("globex-prod", &globex)] {
+        let (s, v) = other.api.get("/v1/gateway/watches").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(!v.to_string().contains(session), "{name} learns of it: {v}");
+        let (s, v) = other
+            .api
+            .post("/v1/gateway/live", chunk("[0.1, \"o\", \"forged-by-another\"]\n"))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{name}: {v}");
+    }
+    let refused = refusals(&w, "gateway_live").await;
+    assert!(refused.len() >= 2, "{refused:#?}");
+
+    // The real gateway's chunk arrives; the forged text never does.
+    let (s, v) = gw
+        .api
+        .post("/v1/gateway/live", chunk("[0.1, \"o\", \"real-output\"]\n"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = w.acme.get(&format!("/v1/sessions/{session}/live")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    assert!(text.contains("real-output"), "{v}");
+    assert!(!text.contains("forged-by-another"), "{v}");
+}

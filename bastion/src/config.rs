@@ -50,6 +50,12 @@ pub struct EdgeConfig {
     /// checks per-session TOTP codes there; without it, it only logs them.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `host:port` engineers dial to reach this edge (its `listen`, as seen from outside). With
+    /// a token the edge registers it and its host key with the broker at start and every
+    /// minute; the broker hands both to engineers at their next login (ProxyJump and the
+    /// pinned key), so the broker config needs no `edge_host_keys` and no restart.
+    #[serde(default)]
+    pub public_address: Option<String>,
     /// Forwards (inner sessions to gateways) open at once through one engineer connection; past
     /// it a forward is refused and audited (`too_many_forwards`).
     #[serde(default = "default_forwards_per_connection")]
@@ -221,6 +227,142 @@ impl Paths for GatewayConfig {
         if let Some(p) = &mut self.broker_ca {
             anchor(base, p);
         }
+    }
+}
+
+fn readable(what: &str, p: &Path, problems: &mut Vec<String>) {
+    if let Err(e) = std::fs::File::open(p) {
+        problems.push(format!("{what} {}: {e}", p.display()));
+    }
+}
+
+fn check_keys(what: &str, keys: &[String], problems: &mut Vec<String>) {
+    for k in keys {
+        if russh::keys::PublicKey::from_openssh(k.trim()).is_err() {
+            problems.push(format!("{what}: {k:?} is not an OpenSSH public key line"));
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// What can be checked without creating or changing anything, each problem a sentence
+    /// that says what to do: the edge refuses to start on any; `sallyport admin check` prints
+    /// them.
+    pub fn preflight(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = crate::broker_client::check_broker_url(&self.broker) {
+            problems.push(format!("broker: {e:#}"));
+        }
+        if let Some(ca) = &self.broker_ca {
+            readable("broker_ca", ca, &mut problems);
+        }
+        if self.listen == self.tunnel_listen {
+            problems.push(format!(
+                "listen and tunnel_listen are both {}: engineers and gateways need a port each",
+                self.listen
+            ));
+        }
+        check_keys("user_ca_keys", &self.user_ca_keys, &mut problems);
+        if let Some(a) = &self.public_address {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                problems.push(format!(
+                    "public_address {a:?}: expected host:port (what engineers dial)"
+                ));
+            }
+            if self.token_file.is_none() {
+                problems.push(
+                    "public_address is set but token_file is not: the edge registers it with its \
+                     API token (role edge)"
+                        .into(),
+                );
+            }
+        }
+        if let Err(e) = crate::private::check_data_dir(&self.data_dir, "edge's data_dir") {
+            problems.push(format!("{e:#}"));
+        }
+        match (&self.name, &self.token_file) {
+            (None, Some(_)) => problems.push(
+                "token_file is set but name is not: set `name` to the name of the edge's API token"
+                    .into(),
+            ),
+            (Some(name), _) if !sallyport_audit::valid_name(name) => problems.push(format!(
+                "invalid edge name {name:?}: use letters, digits, '.', '_' and '-' (at most 64)"
+            )),
+            _ => {}
+        }
+        if let Some(p) = &self.token_file {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(p) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => problems.push(format!(
+                    "token_file {} is readable by group or others: chmod 600 {}",
+                    p.display(),
+                    p.display()
+                )),
+                Ok(_) => readable("token_file", p, &mut problems),
+                Err(e) => problems.push(format!("token_file {}: {e}", p.display())),
+            }
+        }
+        problems
+    }
+}
+
+impl GatewayConfig {
+    /// What can be checked without creating or changing anything (see
+    /// [`EdgeConfig::preflight`]).
+    pub fn preflight(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = crate::broker_client::check_broker_url(&self.broker) {
+            problems.push(format!("broker: {e:#}"));
+        }
+        if let Some(ca) = &self.broker_ca {
+            readable("broker_ca", ca, &mut problems);
+        }
+        if self.host_cert_secs < 20 || self.tunnel_cert_secs < 20 {
+            problems.push(
+                "host_cert_secs and tunnel_cert_secs must be at least 20 (seconds)".into(),
+            );
+        }
+        check_keys("user_ca_keys", &self.user_ca_keys, &mut problems);
+        if self.edges.is_empty() {
+            problems.push(
+                "no [[edges]]: name at least one edge (address = its tunnel_listen host:port, \
+                 host_key = its data_dir/host_key.pub)"
+                    .into(),
+            );
+        }
+        for e in &self.edges {
+            let port_ok = e
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                problems.push(format!(
+                    "[[edges]] address {:?}: expected host:port",
+                    e.address
+                ));
+            }
+            check_keys(
+                &format!("[[edges]] {} host_key", e.address),
+                std::slice::from_ref(&e.host_key),
+                &mut problems,
+            );
+        }
+        if let Err(e) = crate::private::check_data_dir(&self.data_dir, "gateway's data_dir") {
+            problems.push(format!("{e:#}"));
+        }
+        let enrolled = self.data_dir.join("enrollment.json").exists()
+            && self.data_dir.join("credential").exists();
+        if !enrolled && self.join_token.is_none() {
+            problems.push(
+                "this gateway is not enrolled: set join_token (`sallyport admin gateway enroll` \
+                 writes a gateway.toml with one)"
+                    .into(),
+            );
+        }
+        problems
     }
 }
 

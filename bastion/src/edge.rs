@@ -305,6 +305,12 @@ enum MfaVerdict {
 
 impl Edge {
     pub fn new(cfg: EdgeConfig) -> anyhow::Result<Arc<Edge>> {
+        let problems = cfg.preflight();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "the edge config is not usable:\n  - {}",
+            problems.join("\n  - ")
+        );
         crate::private::open_data_dir(&cfg.data_dir, "edge's data_dir")?;
         let broker = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
         let (spool, authed) = match edge_identity(&cfg)? {
@@ -467,6 +473,36 @@ impl Edge {
 
     /// At start: the token must be an edge token of this edge's name (else its records would be
     /// refused forever). A broker that does not answer is not fatal.
+    /// Tell the broker this edge's host key and public address (`POST /v1/edge/self`).
+    async fn register(&self, host_key: &russh::keys::PublicKey) {
+        let Some(client) = &self.authed else { return };
+        let line = match host_key.to_openssh() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the host key");
+                return;
+            }
+        };
+        let body = json!({"host_key": line, "address": self.cfg.public_address});
+        match client.post_json_status("/v1/edge/self", &body).await {
+            Ok((status, v)) if status.is_success() => {
+                if v["changed"] == true {
+                    tracing::info!(
+                        address = ?self.cfg.public_address,
+                        host_key = %v["host_key_fingerprint"],
+                        "registered with the broker: engineers get this edge at their next login"
+                    );
+                }
+            }
+            Ok((status, v)) => tracing::warn!(
+                %status,
+                error = %v["error"]["message"],
+                "the broker refused the edge's registration"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot register with the broker; retrying in a minute"),
+        }
+    }
+
     async fn check_token(&self) -> anyhow::Result<()> {
         let (Some(client), Some(name)) = (&self.authed, &self.cfg.name) else {
             return Ok(());
@@ -678,6 +714,17 @@ pub async fn run(
     let host_key =
         crate::load_or_create_key(&edge.cfg.data_dir.join("host_key"), "sallyport edge")?;
     edge.check_token().await?;
+    if edge.authed.is_some() {
+        // Registered at start and every minute (a broker that was down, or a new database,
+        // learns it again).
+        let (edge, key) = (edge.clone(), host_key.public_key().clone());
+        tokio::spawn(async move {
+            loop {
+                edge.register(&key).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+    }
     match (&edge.spool, &edge.authed) {
         (Some(spool), Some(client)) => {
             tracing::info!(
@@ -1857,21 +1904,23 @@ impl russh::server::Handler for EngineerHandler {
                 "per_session_mfa": id.per_session_mfa(),
             }),
         );
+        let no_tunnel_reason = format!("no gateway of cluster {cluster} is connected to this edge");
         let no_tunnel = self.refusal(
             Some(&key_id),
             "no_tunnel",
-            &format!("no gateway of cluster {cluster} is connected to this edge"),
+            &no_tunnel_reason,
             json!({"target": target}),
         );
         // Tunnels are up, but every gateway refused the node (one it does not serve, or one it
         // cannot take now): a different fault from a missing tunnel.
+        let gateway_refused_reason = format!(
+            "the gateway of cluster {cluster} refused {node} (a node it does not serve, or it \
+             cannot take a session now)"
+        );
         let gateway_refused = self.refusal(
             Some(&key_id),
             "gateway_refused",
-            &format!(
-                "the gateway of cluster {cluster} refused {node} (a node it does not serve, or it \
-                 cannot take a session now)"
-            ),
+            &gateway_refused_reason,
             json!({"target": target}),
         );
         let (no_tunnel_key, gateway_refused_key) = (
@@ -1917,7 +1966,9 @@ impl russh::server::Handler for EngineerHandler {
                     }
                 }
             }
-            if any_tunnel {
+            // The engineer's ssh prints the reason: "channel 0: open failed: connect failed:
+            // sallyport: ...".
+            let reason = if any_tunnel {
                 tracing::warn!(
                     engineer,
                     host,
@@ -1925,11 +1976,18 @@ impl russh::server::Handler for EngineerHandler {
                 );
                 edge.audit_repeatable(&gateway_refused_key, gateway_refused)
                     .await;
+                gateway_refused_reason
             } else {
                 tracing::warn!(engineer, host, "no tunnel to this cluster's gateway");
                 edge.audit_repeatable(&no_tunnel_key, no_tunnel).await;
-            }
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                no_tunnel_reason
+            };
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: ChannelOpenFailure::ConnectFailed.code(),
+                    reason: format!("sallyport: {reason}"),
+                })
+                .await;
         });
         Ok(())
     }

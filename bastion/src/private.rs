@@ -14,6 +14,30 @@ pub const FILE_MODE: u32 = 0o600;
 /// Mode of the data directory and every directory in it.
 pub const DIR_MODE: u32 = 0o700;
 
+/// What [`open_data_dir`] would refuse, without making or changing anything: an existing `dir`
+/// that is not a directory or is reachable by group or others.
+pub fn check_data_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading the {what} {}", dir.display())),
+    };
+    anyhow::ensure!(
+        meta.is_dir(),
+        "the {what} {} is not a directory",
+        dir.display()
+    );
+    let mode = meta.permissions().mode() & 0o7777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the {what} {} has mode {mode:04o}: it holds keys, the audit spool and recordings, and \
+         must be reachable by its owner only (chmod 700 {})",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Make `dir` if it is missing (0700), or check that it is reachable by its owner only; then
 /// tighten what an older version left in it (directories 0700, files 0600, one level of
 /// subdirectories deep). `what` names it in the error (`data_dir`).

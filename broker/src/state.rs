@@ -36,6 +36,12 @@ impl Broker {
     pub async fn open(cfg: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
         // What can be checked without creating anything is checked first: a config that fails
         // leaves no data directory or database behind.
+        let problems = cfg.preflight();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "the broker config is not usable:\n  - {}",
+            problems.join("\n  - ")
+        );
         let directory = match (&cfg.ldap, &cfg.directory) {
             (Some(ldap), _) => Directory::ldap(ldap)?,
             (None, Some(file)) => Directory::from_file(file)?,

@@ -207,9 +207,11 @@ impl Gateway {
 
 /// Enroll at first start, then load identity, keys and the cluster's view.
 pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+    let problems = cfg.preflight();
     anyhow::ensure!(
-        cfg.host_cert_secs >= 20 && cfg.tunnel_cert_secs >= 20,
-        "host_cert_secs and tunnel_cert_secs must be at least 20 (seconds)"
+        problems.is_empty(),
+        "the gateway config is not usable:\n  - {}",
+        problems.join("\n  - ")
     );
     let dir = cfg.data_dir.clone();
     crate::private::open_data_dir(&dir, "gateway's data_dir")?;
@@ -727,7 +729,12 @@ impl russh::client::Handler for TunnelClient {
                 host,
                 "the edge asked for a node this gateway does not serve"
             );
-            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            reply
+                .reject(russh::ChannelOpenFailure::Other {
+                    code: russh::ChannelOpenFailure::ConnectFailed.code(),
+                    reason: format!("sallyport: {host} is not a node of cluster {}", self.gw.cluster),
+                })
+                .await;
             return Ok(());
         }
         let config = match self.gw.inner_config(&host) {

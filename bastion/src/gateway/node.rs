@@ -256,14 +256,59 @@ fn write_pin(path: &std::path::Path, name: &str, line: &str) -> anyhow::Result<(
 pub enum NodeError {
     /// Its host key was refused (audited already); the message is for the engineer.
     KeyRefused(KeyRefusal),
+    /// The node is not one this gateway serves (not registered for its cluster).
+    Unknown(String),
+    /// No SSH connection to the node: refused, timed out, or the handshake failed.
+    Unreachable(anyhow::Error),
+    /// The node's sshd refused the session certificate for this login (its
+    /// TrustedUserCAKeys or AuthorizedPrincipalsFile do not let it in).
+    CertificateRefused { login: String },
     Other(anyhow::Error),
+}
+
+impl NodeError {
+    /// The audit code of a failure (the `code` of `node_unreachable`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::KeyRefused(r) => r.code,
+            NodeError::Unknown(_) => "unknown_node",
+            NodeError::Unreachable(_) => "unreachable",
+            NodeError::CertificateRefused { .. } => "certificate_refused",
+            NodeError::Other(_) => "error",
+        }
+    }
+
+    /// What the engineer reads (and the audit event's `reason`): what the gateway saw, and
+    /// for the node's admins what to check.
+    pub fn message(&self, node: &str) -> String {
+        match self {
+            NodeError::KeyRefused(r) => r.message.clone(),
+            NodeError::Unknown(_) => format!(
+                "node {node} is not registered in this cluster (sallyport admin node lists \
+                 and adds nodes)"
+            ),
+            NodeError::Unreachable(e) => {
+                format!("the gateway cannot reach node {node}: {e:#}")
+            }
+            NodeError::CertificateRefused { login } => format!(
+                "node {node} refused the session certificate for {login}: its sshd must trust \
+                 the gateway's node CA (TrustedUserCAKeys) and list {login} in its principals \
+                 file (sallyport admin node-config prints both)"
+            ),
+            NodeError::Other(e) => format!("the connection to node {node} failed: {e:#}"),
+        }
+    }
 }
 
 impl std::fmt::Display for NodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeError::KeyRefused(r) => r.fmt(f),
-            NodeError::Other(e) => write!(f, "{e:#}"),
+            NodeError::Unknown(node) => write!(f, "unknown node {node}"),
+            NodeError::Unreachable(e) | NodeError::Other(e) => write!(f, "{e:#}"),
+            NodeError::CertificateRefused { login } => {
+                write!(f, "the node refused the session certificate for {login}")
+            }
         }
     }
 }
@@ -323,16 +368,19 @@ pub async fn connect(
         russh::client::connect(config, addr.as_str(), handler),
     )
     .await
-    .context("the node did not answer in time")?;
+    .map_err(|_| NodeError::Unreachable(anyhow::anyhow!("{addr} did not answer within 10 s")))?;
     if let Some(r) = refused.lock().ok().and_then(|mut r| r.take()) {
         return Err(NodeError::KeyRefused(r));
     }
-    let mut handle = connected?;
+    let mut handle = connected
+        .map_err(|e| NodeError::Unreachable(anyhow::Error::new(e).context(addr.clone())))?;
     let auth = handle
         .authenticate_openssh_cert(login, Arc::new(key), cert)
         .await?;
     if !auth.success() {
-        return Err(anyhow::anyhow!("the node refused the session certificate for {login}").into());
+        return Err(NodeError::CertificateRefused {
+            login: login.to_string(),
+        });
     }
     Ok(handle)
 }

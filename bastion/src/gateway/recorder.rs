@@ -85,6 +85,9 @@ struct Inner {
     file: Option<std::fs::File>,
     /// Why this channel can no longer be recorded; once set, every call fails.
     failed: Option<String>,
+    /// Lines whose Enter was refused (its events could not be written, so it never reached
+    /// the node): never reported as commands afterwards.
+    refused_lines: Vec<Value>,
 }
 
 pub struct ChannelRecorder {
@@ -114,6 +117,7 @@ impl ChannelRecorder {
                 throttle: Throttle::default(),
                 file: None,
                 failed: None,
+                refused_lines: Vec::new(),
             }),
         }
     }
@@ -293,8 +297,23 @@ impl ChannelRecorder {
                 State::Scp(p) => scp_events(p.server_data(bytes)),
                 State::Idle => vec![],
             };
-            at(evs, t)
+            at(drop_refused(&inner.refused_lines, evs), t)
         })
+    }
+
+    /// The events of an input could not be written, so the input never reached the node: the
+    /// lines entered in it are not reported as commands later (when the node's echo would have
+    /// decided them, or when the channel ends).
+    pub fn refuse(&self, events: &[Event]) {
+        if let Ok(mut inner) = self.inner.lock() {
+            for (kind, v) in events {
+                if *kind == GatewayKind::LineEntered
+                    && let Some(line) = v.get("line")
+                {
+                    inner.refused_lines.push(line.clone());
+                }
+            }
+        }
     }
 
     /// Bytes typed (or sent) by the engineer.
@@ -328,7 +347,7 @@ impl ChannelRecorder {
                 State::Scp(p) => scp_events(p.client_data(bytes)),
                 State::Idle => vec![],
             };
-            at(evs, t)
+            at(drop_refused(&inner.refused_lines, evs), t)
         })
     }
 
@@ -375,6 +394,7 @@ impl ChannelRecorder {
                 State::Scp(mut p) => scp_events(p.finish()),
                 State::Idle => vec![],
             };
+            let evs = drop_refused(&inner.refused_lines, evs);
             let file = inner.file.take();
             let done = match file {
                 Some(f) if inner.failed.is_none() => {
@@ -453,6 +473,21 @@ fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
                 v["line_sha256"] = json!(l.sha256);
             }
             (GatewayKind::Command, v)
+        })
+        .collect()
+}
+
+/// `evs` without the commands of lines whose Enter was refused (see [`ChannelRecorder::refuse`]).
+fn drop_refused(refused: &[Value], evs: Vec<Event>) -> Vec<Event> {
+    if refused.is_empty() {
+        return evs;
+    }
+    evs.into_iter()
+        .filter(|(kind, v)| {
+            !(*kind == GatewayKind::Command
+                && ["line", "last_line"]
+                    .iter()
+                    .any(|k| v.get(*k).is_some_and(|l| refused.contains(l))))
         })
         .collect()
 }
@@ -728,6 +763,43 @@ mod tests {
         );
         // A second start finds nothing more to do.
         assert!(recover_unfinished(d).is_empty());
+    }
+
+    /// A line whose Enter could not be written never reached the node: it is no command later,
+    /// neither at the node's output nor when the channel ends; a line that went through is.
+    #[test]
+    fn a_refused_line_is_not_reported_as_a_command_later() {
+        let commands = |evs: &[Event]| -> Vec<String> {
+            evs.iter()
+                .filter(|(k, _)| *k == GatewayKind::Command)
+                .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
+                .collect()
+        };
+        for refuse in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+            rec.start_pty(80, 24, "xterm", "bash").unwrap();
+            rec.output(b"$ ").unwrap();
+            let mut seen = commands(&rec.input(b"touch /tmp/x").unwrap());
+            seen.extend(commands(&rec.output(b"touch /tmp/x").unwrap()));
+            let entered = rec.input(b"\r").unwrap();
+            assert!(
+                entered.iter().any(|(k, _)| *k == GatewayKind::LineEntered),
+                "{entered:?}"
+            );
+            if refuse {
+                rec.refuse(&entered);
+            } else {
+                seen.extend(commands(&entered));
+            }
+            seen.extend(commands(&rec.output(b"\r\n$ ").unwrap()));
+            seen.extend(commands(&rec.finish().unwrap().0));
+            if refuse {
+                assert!(seen.is_empty(), "{seen:?}");
+            } else {
+                assert_eq!(seen, ["touch /tmp/x"]);
+            }
+        }
     }
 
     #[test]

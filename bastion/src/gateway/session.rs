@@ -240,7 +240,7 @@ impl Inner {
         let entry = self
             .gw
             .node(&self.node)
-            .ok_or_else(|| anyhow::anyhow!("unknown node {}", self.node))?;
+            .ok_or_else(|| node::NodeError::Unknown(self.node.clone()))?;
         let fields = self.fields(json!({}));
         let h = node::connect(
             &self.gw,
@@ -257,15 +257,21 @@ impl Inner {
         Ok(())
     }
 
-    /// The node could not be reached for a channel: audited and the channel refused. A refused
-    /// host key (audited already) ends the session with the reason: nothing of it can reach
-    /// that node, and the engineer reads why (a refused channel says only "connect failed").
+    /// The node could not be reached for a channel: audited and the channel refused with the
+    /// reason the gateway saw, which the engineer's ssh prints ("channel 0: open failed:
+    /// connect failed: sallyport: ..."). A refused host key (audited already) also ends the
+    /// session: nothing of it can reach that node.
     async fn node_failed(
         &mut self,
         e: node::NodeError,
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) {
+        let message = e.message(&self.node);
+        let refusal = ChannelOpenFailure::Other {
+            code: ChannelOpenFailure::ConnectFailed.code(),
+            reason: format!("sallyport: {message}"),
+        };
         match e {
             node::NodeError::KeyRefused(r) => {
                 tracing::warn!(
@@ -273,21 +279,24 @@ impl Inner {
                     code = r.code,
                     "the node's host key was refused"
                 );
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                reply.reject(refusal).await;
                 let _ = session.disconnect(
                     russh::Disconnect::ByApplication,
                     &format!("sallyport: {}", r.message),
                     "en",
                 );
             }
-            node::NodeError::Other(e) => {
-                tracing::warn!(error = %e, node = self.node, "cannot reach the node");
+            node::NodeError::Unknown(_)
+            | node::NodeError::Unreachable(_)
+            | node::NodeError::CertificateRefused { .. }
+            | node::NodeError::Other(_) => {
+                tracing::warn!(error = %e, node = self.node, code = e.code(), "cannot reach the node");
                 self.audit(
                     GatewayKind::NodeUnreachable,
-                    json!({"reason": format!("{e:#}")}),
+                    json!({"code": e.code(), "reason": message}),
                 )
                 .await;
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                reply.reject(refusal).await;
             }
         }
     }
@@ -722,9 +731,14 @@ impl russh::server::Handler for Inner {
                         None => rec.input_eof(),
                     };
                     let recorded = match events {
-                        Ok(events) => record(&spool, &fields, events)
-                            .await
-                            .map_err(|()| format!("\r\n{UNRECORDABLE}")),
+                        Ok(events) => {
+                            let written = record(&spool, &fields, events.clone()).await;
+                            if written.is_err() {
+                                // Never reached the node: not a command later either.
+                                rec.refuse(&events);
+                            }
+                            written.map_err(|()| format!("\r\n{UNRECORDABLE}"))
+                        }
                         Err(e) => {
                             recording_failed(&spool, &fields, &e).await;
                             Err(unrecordable_channel(&e))
@@ -1171,23 +1185,34 @@ impl russh::server::Handler for Inner {
         if !certified && decided.is_ok() {
             self.audit(GatewayKind::ForwardRefused, json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
         }
-        if !certified || decided.is_err() {
+        // The engineer's ssh prints the reason ("open failed: administratively prohibited:
+        // sallyport: ...").
+        let prohibited = |reason: &str| ChannelOpenFailure::Other {
+            code: ChannelOpenFailure::AdministrativelyProhibited.code(),
+            reason: reason.trim_end().to_string(),
+        };
+        if let Err(message) = &decided {
+            reply.reject(prohibited(message)).await;
+            return Ok(());
+        }
+        if !certified {
             reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .reject(prohibited(
+                    "sallyport: the certificate does not allow port forwarding",
+                ))
                 .await;
             return Ok(());
         }
         // A moderated session forwards nothing before an observer joined.
         if !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            let reason = "this access requires that an approver of the customer watches the session; none has joined yet";
             self.audit(
                 GatewayKind::ForwardRefused,
                 json!({"request": "direct_tcpip", "target": target, "code": "no_observer",
-                       "reason": "this access requires that an approver of the customer watches the session; none has joined yet"}),
+                       "reason": reason}),
             )
             .await;
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            reply.reject(prohibited(&format!("sallyport: {reason}"))).await;
             return Ok(());
         }
         // Recorded before any byte reaches the target.

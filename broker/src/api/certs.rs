@@ -63,14 +63,16 @@ pub struct Issued {
     pub valid_before: u64,
     pub permit_port_forwarding: bool,
     pub per_session_mfa: bool,
-    /// The edge's public `host:port` (config `edge_address`), for the client's `ProxyJump`.
+    /// The edge's public `host:port` (config `edge_address`, else the address an edge
+    /// registered), for the client's `ProxyJump`.
     #[serde(default)]
     pub edge: Option<String>,
     /// The cluster's host CA keys (of its enrolled gateways), for the client's known_hosts
     /// `@cert-authority *.<cluster>` lines.
     #[serde(default)]
     pub host_ca_public_keys: Vec<String>,
-    /// The edge's host keys (config `edge_host_keys`), pinned by the client for the jump hop.
+    /// The edges' host keys (config `edge_host_keys` and those edges registered), pinned by
+    /// the client for the jump hop.
     #[serde(default)]
     pub edge_host_keys: Vec<String>,
 }
@@ -500,6 +502,25 @@ async fn issue(
         })
         .await?;
     let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
+    // The jump hop: the config's edge_address and edge_host_keys, and what edges registered
+    // themselves (the config's address wins; every live edge's key is pinned).
+    let registered = b.store.edge_registrations().await?;
+    let edge = b
+        .cfg
+        .edge_address
+        .clone()
+        .or_else(|| registered.iter().find_map(|e| e.address.clone()));
+    let mut edge_host_keys: Vec<String> = b
+        .cfg
+        .edge_host_keys
+        .iter()
+        .map(|k| k.trim().to_string())
+        .collect();
+    for e in registered {
+        if !edge_host_keys.contains(&e.host_key) {
+            edge_host_keys.push(e.host_key);
+        }
+    }
     Ok(Json(Issued {
         certificate: cert_text,
         serial: row.serial,
@@ -514,14 +535,9 @@ async fn issue(
         valid_before: row.valid_before,
         permit_port_forwarding: grant.permit_port_forwarding(),
         per_session_mfa: grant.per_session_mfa(),
-        edge: b.cfg.edge_address.clone(),
+        edge,
         host_ca_public_keys,
-        edge_host_keys: b
-            .cfg
-            .edge_host_keys
-            .iter()
-            .map(|k| k.trim().to_string())
-            .collect(),
+        edge_host_keys,
     })
     .into_response())
 }

@@ -43,6 +43,7 @@ pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
         .route("/v1/gateways/enroll", post(enroll))
         .route("/v1/gateways/{gateway}", delete(revoke_gateway))
         .route("/v1/gateway/self", get(gateway_self))
+        .route("/v1/edge/self", post(register_edge))
         .route(
             "/v1/audit/records",
             // Batches of audit records have their own limit (max_ingest_bytes); senders size
@@ -53,6 +54,77 @@ pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
             "/v1/recordings/{session}",
             put(upload_recording).get(download_recording),
         )
+}
+
+/// What an edge says of itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeSelf {
+    /// The edge's SSH host public key (OpenSSH line): engineers pin it for the jump hop.
+    host_key: String,
+    /// `host:port` engineers dial (the edge's `public_address`), if it knows it.
+    #[serde(default)]
+    address: Option<String>,
+}
+
+/// An edge (API token of role edge) registers its host key and public address; engineers get
+/// them at their next login (no broker restart after an edge's first start). A change is
+/// audited (`admin_change`, action `edge_registered`, the key's fingerprint).
+async fn register_edge(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<EdgeSelf>,
+) -> ApiResult<Json<Value>> {
+    let Caller::Edge { name } = &caller else {
+        return Err(refuse(
+            &b,
+            &caller,
+            "register_edge",
+            "only an edge registers itself (an API token of role edge)",
+            None,
+            None,
+        )
+        .await);
+    };
+    let key = PublicKey::from_openssh(req.host_key.trim()).map_err(|_| {
+        ApiError::BadRequest(
+            "host_key must be an OpenSSH public key line (the edge's data_dir/host_key.pub)".into(),
+        )
+    })?;
+    let mut bare = key.clone();
+    bare.set_comment("");
+    let line = bare
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(a) = &req.address {
+        crate::config::split_host_port(a).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "address {:?}: expected host:port (what engineers dial)",
+                sanitize(a)
+            ))
+        })?;
+    }
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let changed = b
+        .store
+        .register_edge(name, &line, req.address.as_deref())
+        .await?;
+    if changed {
+        admin_event(
+            &b,
+            &caller,
+            "edge_registered",
+            &format!(
+                "{name} host key {fingerprint} address {}",
+                req.address.as_deref().unwrap_or("-")
+            ),
+            [None, None, None, None],
+        )
+        .await?;
+    }
+    Ok(Json(
+        json!({"name": name, "host_key_fingerprint": fingerprint, "address": req.address, "changed": changed}),
+    ))
 }
 
 /// The gateway's id and cluster, when the caller is a gateway; everyone else is refused.

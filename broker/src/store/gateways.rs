@@ -255,4 +255,64 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Record what an edge says of itself (its host key, the address engineers dial); `true`
+    /// when that changed (a new edge, a new key or address).
+    pub async fn register_edge(
+        &self,
+        name: &str,
+        host_key: &str,
+        address: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let now = to_i64(now_secs());
+        let old = sqlx::query("SELECT host_key, address FROM edge_registrations WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let same = old.as_ref().is_some_and(|r| {
+            r.get::<String, _>(0) == host_key && r.get::<Option<String>, _>(1).as_deref() == address
+        });
+        sqlx::query(
+            "INSERT INTO edge_registrations (name, host_key, address, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET host_key = excluded.host_key, address = excluded.address, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(host_key)
+        .bind(address)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(!same)
+    }
+
+    /// The edges that registered themselves and whose API token is not revoked, the most
+    /// recently seen first.
+    pub async fn edge_registrations(&self) -> sqlx::Result<Vec<EdgeRegistration>> {
+        let rows = sqlx::query(
+            "SELECT e.name, e.host_key, e.address, e.updated_at FROM edge_registrations e \
+             WHERE EXISTS (SELECT 1 FROM api_tokens t WHERE t.role = 'edge' AND t.name = e.name \
+             AND t.revoked_at IS NULL) ORDER BY e.updated_at DESC, e.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EdgeRegistration {
+                name: r.get(0),
+                host_key: r.get(1),
+                address: r.get(2),
+                updated_at: to_u64(r.get(3)),
+            })
+            .collect())
+    }
+}
+
+/// An edge as it registered itself (`POST /v1/edge/self`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeRegistration {
+    pub name: String,
+    pub host_key: String,
+    pub address: Option<String>,
+    pub updated_at: u64,
 }

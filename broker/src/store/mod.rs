@@ -132,6 +132,13 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "observer",
         Sql::Portable(include_str!("../../../migrations/0012_observer.sql")),
     ),
+    (
+        14,
+        "edge_registrations",
+        Sql::Portable(include_str!(
+            "../../../migrations/0014_edge_registrations.sql"
+        )),
+    ),
 ];
 
 /// The migrations for one engine.
