@@ -55,8 +55,10 @@ pub struct CheckArgs {
 pub fn problems(path: &Path, kind: Kind) -> Vec<String> {
     let loaded = match kind {
         Kind::Broker => sallyport_broker::BrokerConfig::load(path).map(|c| c.preflight()),
-        Kind::Edge => sallyport_bastion::config::load::<sallyport_bastion::config::EdgeConfig>(path)
-            .map(|c| c.preflight()),
+        Kind::Edge => {
+            sallyport_bastion::config::load::<sallyport_bastion::config::EdgeConfig>(path)
+                .map(|c| c.preflight())
+        }
         Kind::Gateway => {
             sallyport_bastion::config::load::<sallyport_bastion::config::GatewayConfig>(path)
                 .map(|c| c.preflight())

@@ -195,7 +195,13 @@ pub async fn run(args: NodeConfigArgs) -> anyhow::Result<()> {
     } else {
         Value::Array(vec![])
     };
-    let cfg = NodeConfig::from_broker(&args.cluster, &gateways, &approvals, &args.logins, &args.dir)?;
+    let cfg = NodeConfig::from_broker(
+        &args.cluster,
+        &gateways,
+        &approvals,
+        &args.logins,
+        &args.dir,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&cfg.json())?);
     } else {
@@ -221,18 +227,26 @@ mod tests {
             {"cluster": "c2", "logins": ["other"], "withdrawn_at": null},
             {"cluster": "c1", "logins": ["ubuntu"], "withdrawn_at": null}
         ]);
-        let cfg = NodeConfig::from_broker("c1", &gws, &approvals, &[], "/etc/ssh/sallyport/").unwrap();
+        let cfg =
+            NodeConfig::from_broker("c1", &gws, &approvals, &[], "/etc/ssh/sallyport/").unwrap();
         assert_eq!(cfg.ca_keys, vec!["ssh-ed25519 AAAA1"]);
         assert_eq!(cfg.logins, vec!["deploy", "ubuntu"]);
         let files = cfg.files();
         assert_eq!(files["/etc/ssh/sallyport/principals/ubuntu"], "ubuntu\n");
-        assert_eq!(files["/etc/ssh/sallyport/node_ca.pub"], "ssh-ed25519 AAAA1\n");
-        assert!(cfg
-            .sshd_config()
-            .contains("AuthorizedPrincipalsFile /etc/ssh/sallyport/principals/%u\n"));
+        assert_eq!(
+            files["/etc/ssh/sallyport/node_ca.pub"],
+            "ssh-ed25519 AAAA1\n"
+        );
+        assert!(
+            cfg.sshd_config()
+                .contains("AuthorizedPrincipalsFile /etc/ssh/sallyport/principals/%u\n")
+        );
         let script = cfg.script();
         assert!(script.contains("TrustedUserCAKeys /etc/ssh/sallyport/node_ca.pub\n"));
-        assert!(!script.contains("AAAA2"), "a revoked gateway's CA is not trusted");
+        assert!(
+            !script.contains("AAAA2"),
+            "a revoked gateway's CA is not trusted"
+        );
 
         for bad in ["../etc", "a b", "Root", "x\ny", ""] {
             assert!(
@@ -242,8 +256,6 @@ mod tests {
         }
         assert!(NodeConfig::from_broker("c1", &json!([]), &approvals, &[], "/d").is_err());
         assert!(NodeConfig::from_broker("c1", &gws, &json!([]), &[], "/d").is_err());
-        assert!(
-            NodeConfig::from_broker("c1", &gws, &approvals, &[], "relative").is_err()
-        );
+        assert!(NodeConfig::from_broker("c1", &gws, &approvals, &[], "relative").is_err());
     }
 }

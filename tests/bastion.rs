@@ -536,7 +536,10 @@ async fn a_port_forward_in_a_moderated_session_is_refused_until_someone_watches(
         String::from_utf8_lossy(&out.stdout)
     );
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("watches the session; none has joined yet"), "{said}");
+    assert!(
+        said.contains("watches the session; none has joined yet"),
+        "{said}"
+    );
     let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-8", 1).await;
     assert!(
         refused.iter().any(|e| e["code"] == "no_observer"),
@@ -1882,7 +1885,9 @@ async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
             && said.contains("admin node-config"),
         "{said}"
     );
-    let ev = w.wait_events("kind=node_unreachable&ticket=SUP-1234", 1).await;
+    let ev = w
+        .wait_events("kind=node_unreachable&ticket=SUP-1234", 1)
+        .await;
     assert!(
         ev.iter().any(|e| e["code"] == "certificate_refused"
             && e["reason"]
@@ -1909,11 +1914,10 @@ async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
         said.contains("sallyport: the gateway cannot reach node node1"),
         "{said}"
     );
-    let ev = w.wait_events("kind=node_unreachable&ticket=SUP-1234", 2).await;
-    assert!(
-        ev.iter().any(|e| e["code"] == "unreachable"),
-        "{ev:#?}"
-    );
+    let ev = w
+        .wait_events("kind=node_unreachable&ticket=SUP-1234", 2)
+        .await;
+    assert!(ev.iter().any(|e| e["code"] == "unreachable"), "{ev:#?}");
     assert!(!Path::new(&tag).exists());
 }
 
@@ -1924,8 +1928,13 @@ async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
 async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
     let (w, port) = world_with_edge().await;
     let b = bastion::start(&w, port).await;
-    let out = w.op.cli(&["admin", "node-config", "--cluster", "acme-prod", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        w.op.cli(&["admin", "node-config", "--cluster", "acme-prod", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
     let logins: Vec<&str> = cfg["logins"]
         .as_array()
@@ -1946,10 +1955,14 @@ async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
             .contains("AuthorizedPrincipalsFile /etc/ssh/sallyport/principals/%u"),
         "{cfg:#}"
     );
-    let script = w.op.cli(&["admin", "node-config", "--cluster", "acme-prod"]);
+    let script =
+        w.op.cli(&["admin", "node-config", "--cluster", "acme-prod"]);
     assert!(script.status.success());
     let script = String::from_utf8_lossy(&script.stdout);
-    assert!(script.starts_with("#!/bin/sh") && script.contains(ca.trim()), "{script}");
+    assert!(
+        script.starts_with("#!/bin/sh") && script.contains(ca.trim()),
+        "{script}"
+    );
 
     // A second node, set up from that output alone.
     let listed: Vec<&str> = principals.lines().collect();
@@ -1975,7 +1988,12 @@ async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
 
     // Bad input: a login that is no Unix name changes nothing and says why.
     let bad = w.op.cli(&[
-        "admin", "node-config", "--cluster", "acme-prod", "--login", "../root",
+        "admin",
+        "node-config",
+        "--cluster",
+        "acme-prod",
+        "--login",
+        "../root",
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a Unix login name"));
@@ -1989,8 +2007,15 @@ async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
 #[tokio::test]
 async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     let port = bastion::pick_edge_port();
-    let w = World::start_with(Dir::Ldap { group_mode: "memberof" }, "").await;
-    w.approve("acme-prod", "support-l2", &[LOGIN], json!({})).await;
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        "",
+    )
+    .await;
+    w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
+        .await;
     w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
     let token = bastion::edge_token(&w).await;
     let b = bastion::start_with_edge_token_and(
@@ -2019,7 +2044,10 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     let home = tempfile::tempdir().unwrap();
     let issued = login(&w, home.path(), "alice", "SUP-1234");
     assert_eq!(issued["edge"], format!("127.0.0.1:{port}"), "{issued:#}");
-    let out = ssh(home.path(), &["node1.acme-prod", "echo through-registered-edge"]);
+    let out = ssh(
+        home.path(),
+        &["node1.acme-prod", "echo through-registered-edge"],
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("through-registered-edge"),
         "{}",
@@ -2030,7 +2058,10 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     let key = b.edge_host_key.clone();
     let (s, v) = w
         .acme
-        .post("/v1/edge/self", json!({"host_key": key, "address": "evil.example:22"}))
+        .post(
+            "/v1/edge/self",
+            json!({"host_key": key, "address": "evil.example:22"}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let edge_api = w.anon.with(&token);

@@ -1414,8 +1414,8 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
             .unwrap()
     };
     let problems = |out: &std::process::Output| -> Vec<String> {
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
         v["problems"]
             .as_array()
             .unwrap()
@@ -1434,15 +1434,23 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
     let out = check(&broker);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let p = problems(&out);
-    assert!(p.iter().any(|p| p.contains("operator_token_sha256")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.contains("operator_token_sha256")),
+        "{p:?}"
+    );
     assert!(p.iter().any(|p| p.contains("[tls]")), "{p:?}");
     assert!(p.iter().any(|p| p.contains("engineers.toml")), "{p:?}");
-    assert!(!dir.path().join("data").exists(), "check created the data_dir");
+    assert!(
+        !dir.path().join("data").exists(),
+        "check created the data_dir"
+    );
     // Mended: ok, and still nothing made.
     let hash = sallyport_broker::directory::hash_argon2("a-long-password-1").unwrap();
     std::fs::write(
         dir.path().join("engineers.toml"),
-        format!("[[engineer]]\nuid = \"alice\"\npassword_argon2 = \"{hash}\"\ngroups = [\"support\"]\n"),
+        format!(
+            "[[engineer]]\nuid = \"alice\"\npassword_argon2 = \"{hash}\"\ngroups = [\"support\"]\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -1456,7 +1464,10 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
     let out = check(&broker);
     assert!(out.status.success(), "{out:?}");
     assert!(problems(&out).is_empty());
-    assert!(!dir.path().join("data").exists(), "check created the data_dir");
+    assert!(
+        !dir.path().join("data").exists(),
+        "check created the data_dir"
+    );
 
     // Edge: a token file others can read, one port for both listeners, plain HTTP to a broker
     // on another machine.
@@ -1475,7 +1486,10 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
     assert_eq!(v["kind"], "edge");
     let p = problems(&out);
     assert!(p.iter().any(|p| p.contains("chmod 600")), "{p:?}");
-    assert!(p.iter().any(|p| p.contains("listen and tunnel_listen")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.contains("listen and tunnel_listen")),
+        "{p:?}"
+    );
     assert!(p.iter().any(|p| p.contains("plain http://")), "{p:?}");
     assert!(!dir.path().join("edge-data").exists());
 
@@ -1501,7 +1515,10 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("2 problems") && text.contains("  - "), "{text}");
+    assert!(
+        text.contains("2 problems") && text.contains("  - "),
+        "{text}"
+    );
 }
 
 /// A customer's approver scripts with its API token what the console does: approvals created,

@@ -1784,7 +1784,10 @@ async fn a_gateway_cannot_read_or_feed_the_live_view_of_another_clusters_session
         assert!(!v.to_string().contains(session), "{name} learns of it: {v}");
         let (s, v) = other
             .api
-            .post("/v1/gateway/live", chunk("[0.1, \"o\", \"forged-by-another\"]\n"))
+            .post(
+                "/v1/gateway/live",
+                chunk("[0.1, \"o\", \"forged-by-another\"]\n"),
+            )
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{name}: {v}");
     }

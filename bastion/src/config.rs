@@ -321,9 +321,8 @@ impl GatewayConfig {
             readable("broker_ca", ca, &mut problems);
         }
         if self.host_cert_secs < 20 || self.tunnel_cert_secs < 20 {
-            problems.push(
-                "host_cert_secs and tunnel_cert_secs must be at least 20 (seconds)".into(),
-            );
+            problems
+                .push("host_cert_secs and tunnel_cert_secs must be at least 20 (seconds)".into());
         }
         check_keys("user_ca_keys", &self.user_ca_keys, &mut problems);
         if self.edges.is_empty() {

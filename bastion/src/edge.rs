@@ -499,7 +499,9 @@ impl Edge {
                 error = %v["error"]["message"],
                 "the broker refused the edge's registration"
             ),
-            Err(e) => tracing::warn!(error = %e, "cannot register with the broker; retrying in a minute"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register with the broker; retrying in a minute")
+            }
         }
     }
 

@@ -494,7 +494,11 @@ impl BrokerConfig {
         }
         match (&self.ldap, &self.directory) {
             (Some(ldap), _) => {
-                readable("[ldap] bind_password_file", &ldap.bind_password_file, &mut problems);
+                readable(
+                    "[ldap] bind_password_file",
+                    &ldap.bind_password_file,
+                    &mut problems,
+                );
                 if let Some(ca) = &ldap.ca_file {
                     readable("[ldap] ca_file", ca, &mut problems);
                 }
@@ -553,7 +557,10 @@ impl BrokerConfig {
             }
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             problems.push(format!(
                 "database must be sqlite://FILE or postgres://...: {}",
                 url.split('@').next_back().unwrap_or_default()

@@ -732,7 +732,10 @@ impl russh::client::Handler for TunnelClient {
             reply
                 .reject(russh::ChannelOpenFailure::Other {
                     code: russh::ChannelOpenFailure::ConnectFailed.code(),
-                    reason: format!("sallyport: {host} is not a node of cluster {}", self.gw.cluster),
+                    reason: format!(
+                        "sallyport: {host} is not a node of cluster {}",
+                        self.gw.cluster
+                    ),
                 })
                 .await;
             return Ok(());

@@ -262,7 +262,9 @@ pub enum NodeError {
     Unreachable(anyhow::Error),
     /// The node's sshd refused the session certificate for this login (its
     /// TrustedUserCAKeys or AuthorizedPrincipalsFile do not let it in).
-    CertificateRefused { login: String },
+    CertificateRefused {
+        login: String,
+    },
     Other(anyhow::Error),
 }
 

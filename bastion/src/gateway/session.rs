@@ -1212,7 +1212,9 @@ impl russh::server::Handler for Inner {
                        "reason": reason}),
             )
             .await;
-            reply.reject(prohibited(&format!("sallyport: {reason}"))).await;
+            reply
+                .reject(prohibited(&format!("sallyport: {reason}")))
+                .await;
             return Ok(());
         }
         // Recorded before any byte reaches the target.
