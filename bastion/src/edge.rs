@@ -2183,6 +2183,7 @@ mod tests {
             login_grace_secs: 120,
             name: name.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
+            public_address: None,
             max_forwards_per_connection: 10,
         }
     }

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{HashAlg, PrivateKey, PublicKey};
 use sallyport_audit::writers::GatewayKind;
