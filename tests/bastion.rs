@@ -2073,7 +2073,7 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     // The edge's token revoked: its key and address are handed out no more.
     let (s, tokens) = w.op.get("/v1/tokens").await;
     assert_eq!(s, StatusCode::OK);
-    let id = tokens
+    let id = tokens["tokens"]
         .as_array()
         .unwrap()
         .iter()
