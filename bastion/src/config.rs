@@ -256,7 +256,7 @@ impl EdgeConfig {
         if let Some(ca) = &self.broker_ca {
             readable("broker_ca", ca, &mut problems);
         }
-        if self.listen == self.tunnel_listen {
+        if self.listen == self.tunnel_listen && self.listen.port() != 0 {
             problems.push(format!(
                 "listen and tunnel_listen are both {}: engineers and gateways need a port each",
                 self.listen
