@@ -1333,3 +1333,181 @@ async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_pla
     let p = acme.get("/console/policies").await;
     assert!(!p.body.contains("saved by"), "{}", p.body);
 }
+
+/// The customer's whole story in Chromium: an approver creates a just-in-time approval that
+/// needs two approvers; the engineer's `sallyport login` waits; two approvers approve (never
+/// the same one twice); the engineer's ssh runs; the approver watches the live session, sees the
+/// typed command appear and ends the session; the access report's CSV lists the command.
+#[tokio::test]
+async fn in_chromium_the_customers_story_from_approval_to_report() {
+    use std::io::Write;
+    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    let port = bastion::pick_edge_port();
+    let w = World::start_with(
+        Dir::Ldap {
+            group_mode: "memberof",
+        },
+        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    w.ticket("SUP-4242", "acme-prod", "alice", "open").await;
+    let b = bastion::start(&w, port).await;
+    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
+    let second = account(&w, "acme-second", "approver", Some("acme")).await;
+    let base = &w.broker.url;
+    let browser = Browser::start("in_chromium_the_customers_story").await;
+
+    // 1. The approval: just in time, two approvers.
+    browser
+        .login(base, "acme-boss", "acme-boss-password-1", &code(&boss, 0))
+        .await;
+    browser.click("nav a[href='/console/approvals']").await;
+    browser.wait_path("/console/approvals").await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#cluster"))
+        .await
+        .unwrap()
+        .select_by_value("acme-prod")
+        .await
+        .unwrap();
+    browser.fill("#group", "support-l2").await;
+    browser.fill("#logins", bastion::LOGIN).await;
+    browser.click("#just_in_time").await;
+    browser.fill("#approvers_required", "2").await;
+    browser.shot("01-new-approval").await;
+    browser.click("form[action='/console/approvals'] button[type=submit]").await;
+    browser.wait_for("support-l2").await;
+    browser.shot("02-approval-created").await;
+    let approvals = w.acme.get("/v1/approvals").await.1;
+    let approval = approvals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["group"] == "support-l2" && a["cluster"] == "acme-prod")
+        .unwrap_or_else(|| panic!("no approval made: {approvals:#}"))
+        .clone();
+    assert_eq!(approval["just_in_time"], true, "{approval:#}");
+    assert_eq!(approval["approvers_required"], 2, "{approval:#}");
+
+    // 2. The engineer logs in: the login waits for the approvers.
+    let home = tempfile::tempdir().unwrap();
+    let mut login = std::process::Command::new(BIN)
+        .args(["login", "--broker", base, "--user", "alice", "--password-stdin"])
+        .args(["--totp", &w.code("alice", 0), "--ticket", "SUP-4242", "--json"])
+        .env("SALLYPORT_HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice-pw\n")
+        .unwrap();
+    let requested = w
+        .wait_events("kind=access_request_created&ticket=SUP-4242", 1)
+        .await;
+    let request = requested[0]["request"].as_str().unwrap().to_string();
+
+    // 3. Two approvers approve; the first one cannot count twice.
+    let approve = format!("form[action='/console/requests/{request}/decision'] button[value=approve]");
+    browser.goto(&format!("{base}/console/requests")).await;
+    browser.wait_for("SUP-4242").await;
+    browser.shot("03-pending-request").await;
+    browser.click(&approve).await;
+    browser.wait_for("1 of 2").await;
+    assert!(
+        login.try_wait().unwrap().is_none(),
+        "the login ended with one approval of two"
+    );
+    browser.click("form[action='/console/logout'] button").await;
+    browser.wait_path("/console/login").await;
+    browser
+        .login(base, "acme-second", "acme-second-password-1", &code(&second, 0))
+        .await;
+    browser.goto(&format!("{base}/console/requests")).await;
+    browser.wait_for("SUP-4242").await;
+    browser.click(&approve).await;
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decided = w
+        .wait_events("kind=access_request_decided&ticket=SUP-4242", 2)
+        .await;
+    let by: Vec<&str> = decided.iter().filter_map(|d| d["decided_by"].as_str()).collect();
+    assert!(
+        by.contains(&"approver:acme:acme-boss") && by.contains(&"approver:acme:acme-second"),
+        "{decided:#?}"
+    );
+    assert!(
+        decided.iter().any(|d| d["status"] == "approved"),
+        "{decided:#?}"
+    );
+
+    // 4. The engineer works; the approver watches and sees the typed command appear.
+    trust_edge(home.path(), &b);
+    let name = format!("sp-story-{}", std::process::id());
+    tmux_ssh(&name, home.path(), 100, 30, "");
+    wait_pane(&name, ":~$", 1);
+    tmux(&["send-keys", "-t", &name, "printf 'story-%s\\n' before", "Enter"]);
+    wait_pane(&name, "story-before", 1);
+    let started = w
+        .wait_events("kind=session_started&ticket=SUP-4242", 1)
+        .await;
+    let session = started[0]["session"].as_str().unwrap().to_string();
+    browser.goto(&format!("{base}/console/sessions/{session}/watch")).await;
+    browser.wait_for("story-before").await;
+    tmux(&[
+        "send-keys",
+        "-t",
+        &name,
+        "echo story-typed-$((40+2))",
+        "Enter",
+    ]);
+    wait_pane(&name, "story-typed-42", 1);
+    browser.wait_for("story-typed-42").await;
+    browser.shot("04-watching").await;
+
+    // 5. The approver ends it; the engineer's ssh ends with who and why.
+    browser.fill("#terminate-reason", "story over").await;
+    browser.click("#terminate").await;
+    wait_pane(&name, "story over", 1);
+    wait_exit(&name);
+    let _ = tmux(&["kill-session", "-t", &name]);
+    let ended = w
+        .wait_events(&format!("kind=session_terminated&session={session}"), 1)
+        .await;
+    assert_eq!(ended[0]["terminated_by"], "approver:acme:acme-second");
+
+    // 6. The access report: the page, and its CSV lists the command.
+    browser.click("nav a[href='/console/report']").await;
+    browser.wait_path("/console/report").await;
+    browser.wait_for("alice").await;
+    browser.shot("05-report").await;
+    let csv_href = browser.attr_of("#csv", "href").await;
+    browser.close().await;
+    let console = logged_in(&w, "acme-second", &second, 1).await;
+    let mut csv = String::new();
+    for _ in 0..50 {
+        let p = console.get(&csv_href.replace(base.as_str(), "")).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        csv = p.body;
+        if csv.contains("story-typed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let row = csv
+        .lines()
+        .find(|l| l.contains(&session))
+        .unwrap_or_else(|| panic!("no row for the session: {csv}"));
+    assert!(row.contains("echo story-typed-$((40+2))"), "{row}");
+    assert!(row.contains("SUP-4242") && row.contains("alice"), "{row}");
+}
