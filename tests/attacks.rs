@@ -121,7 +121,10 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    assert!(freed.is_some(), "the ended channels' slots were never freed");
+    assert!(
+        freed.is_some(),
+        "the ended channels' slots were never freed"
+    );
     let _ = master.kill();
     let _ = master.wait();
     for i in 0..2 {

@@ -1376,7 +1376,9 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     browser.click("#just_in_time").await;
     browser.fill("#approvers_required", "2").await;
     browser.shot("01-new-approval").await;
-    browser.click("form[action='/console/approvals'] button[type=submit]").await;
+    browser
+        .click("form[action='/console/approvals'] button[type=submit]")
+        .await;
     browser.wait_for("support-l2").await;
     browser.shot("02-approval-created").await;
     let approvals = w.acme.get("/v1/approvals").await.1;
@@ -1393,8 +1395,21 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     // 2. The engineer logs in: the login waits for the approvers.
     let home = tempfile::tempdir().unwrap();
     let mut login = std::process::Command::new(BIN)
-        .args(["login", "--broker", base, "--user", "alice", "--password-stdin"])
-        .args(["--totp", &w.code("alice", 0), "--ticket", "SUP-4242", "--json"])
+        .args([
+            "login",
+            "--broker",
+            base,
+            "--user",
+            "alice",
+            "--password-stdin",
+        ])
+        .args([
+            "--totp",
+            &w.code("alice", 0),
+            "--ticket",
+            "SUP-4242",
+            "--json",
+        ])
         .env("SALLYPORT_HOME", home.path())
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::piped())
@@ -1414,7 +1429,8 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     let request = requested[0]["request"].as_str().unwrap().to_string();
 
     // 3. Two approvers approve; the first one cannot count twice.
-    let approve = format!("form[action='/console/requests/{request}/decision'] button[value=approve]");
+    let approve =
+        format!("form[action='/console/requests/{request}/decision'] button[value=approve]");
     browser.goto(&format!("{base}/console/requests")).await;
     browser.wait_for("SUP-4242").await;
     browser.shot("03-pending-request").await;
@@ -1427,7 +1443,12 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     browser.click("form[action='/console/logout'] button").await;
     browser.wait_path("/console/login").await;
     browser
-        .login(base, "acme-second", "acme-second-password-1", &code(&second, 0))
+        .login(
+            base,
+            "acme-second",
+            "acme-second-password-1",
+            &code(&second, 0),
+        )
         .await;
     browser.goto(&format!("{base}/console/requests")).await;
     browser.wait_for("SUP-4242").await;
@@ -1441,7 +1462,10 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     let decided = w
         .wait_events("kind=access_request_decided&ticket=SUP-4242", 2)
         .await;
-    let by: Vec<&str> = decided.iter().filter_map(|d| d["decided_by"].as_str()).collect();
+    let by: Vec<&str> = decided
+        .iter()
+        .filter_map(|d| d["decided_by"].as_str())
+        .collect();
     assert!(
         by.contains(&"approver:acme:acme-boss") && by.contains(&"approver:acme:acme-second"),
         "{decided:#?}"
@@ -1456,13 +1480,21 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     let name = format!("sp-story-{}", std::process::id());
     tmux_ssh(&name, home.path(), 100, 30, "");
     wait_pane(&name, ":~$", 1);
-    tmux(&["send-keys", "-t", &name, "printf 'story-%s\\n' before", "Enter"]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &name,
+        "printf 'story-%s\\n' before",
+        "Enter",
+    ]);
     wait_pane(&name, "story-before", 1);
     let started = w
         .wait_events("kind=session_started&ticket=SUP-4242", 1)
         .await;
     let session = started[0]["session"].as_str().unwrap().to_string();
-    browser.goto(&format!("{base}/console/sessions/{session}/watch")).await;
+    browser
+        .goto(&format!("{base}/console/sessions/{session}/watch"))
+        .await;
     browser.wait_for("story-before").await;
     tmux(&[
         "send-keys",

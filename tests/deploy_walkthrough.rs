@@ -100,7 +100,12 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
     .unwrap();
 
     // 3. Check it, start it.
-    let out = sp(etc, none, &["admin", "check", "--config", "broker.toml"], "");
+    let out = sp(
+        etc,
+        none,
+        &["admin", "check", "--config", "broker.toml"],
+        "",
+    );
     assert!(text(&out).starts_with("ok:"), "{}", text(&out));
     let broker = BrokerProc::start(etc, broker_toml, store, token.clone());
     let url = broker.url.clone();
@@ -201,9 +206,18 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
         ],
         "",
     );
-    let out = sp(etc, none, &["admin", "check", "--config", "gateway.toml"], "");
+    let out = sp(
+        etc,
+        none,
+        &["admin", "check", "--config", "gateway.toml"],
+        "",
+    );
     assert!(text(&out).starts_with("ok:"), "{}", text(&out));
-    let gateway = Proc::start(&["gateway"], &etc.join("gateway.toml"), etc.join("gateway.log"));
+    let gateway = Proc::start(
+        &["gateway"],
+        &etc.join("gateway.toml"),
+        etc.join("gateway.log"),
+    );
     assert!(
         gateway.wait_log("tunnel up", Duration::from_secs(30)),
         "{}",
@@ -270,7 +284,12 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
     let out = Command::new("ssh")
         .arg("-F")
         .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "node1.acme-prod", "echo deployed-$((6*7))"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "node1.acme-prod",
+            "echo deployed-$((6*7))",
+        ])
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::null())
         .output()
