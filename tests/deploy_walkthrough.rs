@@ -130,9 +130,28 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
         .as_str()
         .unwrap()
         .to_string();
+    // The customer's approver and ticket system act with their own tokens.
+    let token_of = |name: &str, role: &str| -> String {
+        json(&sp(
+            etc,
+            op,
+            &["admin", "token", name, "--role", role, "--customer", "acme"],
+            "",
+        ))["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let approver_token = token_of("acme-approver-script", "approver");
+    let jira_token = token_of("acme-jira", "ticket_system");
+    let approver: &[(&str, &str)] = &[
+        ("SALLYPORT_BROKER", &url),
+        ("SALLYPORT_TOKEN", &approver_token),
+    ];
+    let jira: &[(&str, &str)] = &[("SALLYPORT_BROKER", &url), ("SALLYPORT_TOKEN", &jira_token)];
     sp(
         etc,
-        op,
+        approver,
         &[
             "admin",
             "approve",
@@ -147,7 +166,7 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
     );
     sp(
         etc,
-        op,
+        jira,
         &[
             "admin",
             "ticket",
