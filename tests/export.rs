@@ -517,3 +517,98 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
         "{v}"
     );
 }
+
+/// The bundle's viewer, opened from disk in Chromium that can reach no network, plays a
+/// terminal session: before play the screen is empty, after it the command and its output are
+/// on it, and the command's row in the events opens its moment in the player.
+#[tokio::test]
+async fn the_bundles_viewer_plays_a_terminal_session_offline_in_chromium() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    // An interactive shell: recorded as a terminal, its command with its moment.
+    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    let name = format!("sp-viewer-{}", std::process::id());
+    tmux_ssh(&name, home.path(), 100, 30, "");
+    wait_pane(&name, ":~$", 1);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &name,
+        "sleep 1; echo viewer-pty-$((6*7))",
+        "Enter",
+    ]);
+    wait_pane(&name, "viewer-pty-42", 1);
+    tmux(&["send-keys", "-t", &name, "exit", "Enter"]);
+    wait_exit(&name);
+    let _ = tmux(&["kill-session", "-t", &name]);
+    let fin = w
+        .wait_events("kind=recording_finished&ticket=SUP-1234", 1)
+        .await;
+    let recording = fin[0]["recording"].as_str().unwrap().to_string();
+    let session = fin[0]["session"].as_str().unwrap().to_string();
+    w.wait_events(&format!("kind=recording_stored&session={recording}"), 1)
+        .await;
+    w.wait_events(&format!("kind=session_ended&session={session}"), 1)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let out = w.reviewer.cli(&[
+        "audit",
+        "export",
+        "--session",
+        &session,
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(b);
+
+    let browser = support::browser::Browser::start_offline("the_bundles_viewer_plays").await;
+    browser
+        .goto(&format!("file://{}", dir.join("index.html").display()))
+        .await;
+    let rec = format!("#rec-{recording}");
+    browser.wait_for(&recording).await;
+    let screen = browser.text_of(&format!("{rec} pre.screen")).await;
+    assert!(
+        !screen.contains("viewer-pty-42"),
+        "shown before playing: {screen}"
+    );
+    browser.shot("01-opened").await;
+    // Fast, then wait for the output on the terminal.
+    browser
+        .client
+        .find(fantoccini::Locator::Css(&format!("{rec} select")))
+        .await
+        .unwrap()
+        .select_by_value("16")
+        .await
+        .unwrap();
+    browser.click(&format!("{rec} button.play")).await;
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = browser.text_of(&format!("{rec} pre.screen")).await;
+        if shown.contains("viewer-pty-42") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(shown.contains("viewer-pty-42"), "never played: {shown}");
+    browser.shot("02-played").await;
+    // The command's moment from the events table: the player goes back to it.
+    let end = browser.text_of(&format!("{rec} .clock")).await;
+    let moment = format!("button.moment[data-recording='{recording}']");
+    let at: f64 = browser.attr_of(&moment, "data-at").await.parse().unwrap();
+    browser.click(&moment).await;
+    let clock = browser.text_of(&format!("{rec} .clock")).await;
+    let now: f64 = clock.split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (now - (at - 0.5).max(0.0)).abs() < 0.05 && clock != end,
+        "{clock} (at {at}, end {end})"
+    );
+    browser.shot("03-moment").await;
+    browser.close().await;
+}

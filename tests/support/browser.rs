@@ -22,6 +22,23 @@ pub struct Browser {
 impl Browser {
     /// A new browser; screenshots go to `<CARGO_TARGET_TMPDIR>/screenshots/<test>/`.
     pub async fn start(test: &str) -> Browser {
+        Browser::start_with(test, &[]).await
+    }
+
+    /// A browser that can reach no network at all (every request, loopback included, goes to
+    /// a proxy where nothing listens): for pages opened from disk that must work offline.
+    pub async fn start_offline(test: &str) -> Browser {
+        Browser::start_with(
+            test,
+            &[
+                "--proxy-server=http://127.0.0.1:9",
+                "--proxy-bypass-list=<-loopback>",
+            ],
+        )
+        .await
+    }
+
+    async fn start_with(test: &str, extra_args: &[&str]) -> Browser {
         let port = super::sshd::free_port();
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
@@ -30,18 +47,27 @@ impl Browser {
             .spawn()
             .expect("chromedriver (apt-get install chromium-driver; tests/infra/install.sh does)");
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
+            json!({"binary": "/usr/bin/chromium", "args": args}),
         );
         let url = format!("http://127.0.0.1:{port}");
         let start = Instant::now();

@@ -27,9 +27,20 @@ pub fn index_html(c: &Contents, recordings: &[(String, Vec<u8>)]) -> String {
                    "data": r.data, "hash": r.hash})
         })
         .collect();
+    // Each recording as the console's player gets it: the screen's changed rows at each
+    // moment, computed here with the same terminal model, so that the page plays a terminal
+    // (full-screen programs too) offline, with no player of its own to trust.
     let recs: Vec<Value> = recordings
         .iter()
-        .map(|(id, bytes)| json!({"id": id, "cast": String::from_utf8_lossy(bytes)}))
+        .map(|(id, bytes)| {
+            let text = String::from_utf8_lossy(bytes);
+            match crate::replay::replay(&text) {
+                Ok(r) => json!({"id": id, "pty": r.pty, "width": r.width, "height": r.height,
+                                "duration": r.duration, "title": r.title, "frames": r.frames,
+                                "stream": r.stream}),
+                Err(e) => json!({"id": id, "error": e}),
+            }
+        })
         .collect();
     let data = json!({
         "selection": c.manifest.selection.describe(),
@@ -45,6 +56,55 @@ pub fn index_html(c: &Contents, recordings: &[(String, Vec<u8>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recordings_are_embedded_as_screens_and_a_bad_one_says_why() {
+        let c = Contents {
+            root: "b".into(),
+            manifest: sallyport_audit::bundle::Manifest {
+                format: sallyport_audit::bundle::FORMAT.into(),
+                created: "2026-01-01T00:00:00Z".into(),
+                created_ms: 0,
+                by: "reviewer:r".into(),
+                selection: Default::default(),
+                broker_key: String::new(),
+                broker_key_fingerprint: String::new(),
+                events: 0,
+                links: 0,
+                missing_recordings: vec![],
+                files: vec![],
+            },
+            events: vec![],
+            links: vec![],
+            heads: vec![],
+            keys: String::new(),
+            recordings: vec![],
+        };
+        let cast = "{\"version\": 2, \"width\": 20, \"height\": 3}\n[0.5, \"o\", \"\\u001b[2Jhello\\r\\nworld\"]\n";
+        let html = index_html(
+            &c,
+            &[
+                ("s-1-c0".into(), cast.as_bytes().to_vec()),
+                ("s-1-c1".into(), b"not a recording".to_vec()),
+            ],
+        );
+        let start = html.find("id=\"data\">").unwrap() + "id=\"data\">".len();
+        let end = html[start..].find("</script>").unwrap() + start;
+        let data: Value = serde_json::from_str(&html[start..end]).unwrap();
+        let recs = data["recordings"].as_array().unwrap();
+        assert_eq!(recs[0]["pty"], true);
+        assert_eq!(recs[0]["width"], 20);
+        let shown = recs[0]["frames"].to_string();
+        assert!(
+            shown.contains("hello") && shown.contains("world"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("[2J"),
+            "escape sequences are played, not shown: {shown}"
+        );
+        assert!(recs[1]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
 
     #[test]
     fn embedded_data_cannot_close_the_script() {
