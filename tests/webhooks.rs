@@ -712,6 +712,13 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         ("http://127.0.0.1:9/x", "allow_http_loopback"),
         ("ftp://hooks.example.com/x", "https://"),
         ("https://user:pw@hooks.example.com/x", "password"),
+        // A customer's webhook goes to the internet, never into a private network.
+        ("https://10.0.0.1/x", "private network"),
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "private network",
+        ),
+        ("https://[fd00::1]/x", "private network"),
         ("no url", "not a URL"),
     ] {
         let (s, v) = w.acme.post("/v1/webhooks", json!({"url": url})).await;
@@ -746,7 +753,9 @@ async fn customers_see_and_change_only_their_own_webhooks() {
     let acme_id = acme["id"].as_str().unwrap().to_string();
     // The URL past its first segment (a Slack webhook's secret) is never shown.
     assert_eq!(acme["url"], "https://hooks.slack.com/services/…");
-    let vendor = create(&w.op, json!({"url": "https://siem.vendor.example/in"})).await;
+    // The operator's vendor-wide webhook may go to the vendor's own network (its SIEM).
+    let vendor = create(&w.op, json!({"url": "https://10.20.0.5/siem"})).await;
+    assert_eq!(vendor["url"], "https://10.20.0.5/siem");
     let vendor_id = vendor["id"].as_str().unwrap().to_string();
     let globex = create(&w.globex, json!({"url": "https://globex.example/hook"})).await;
     let globex_id = globex["id"].as_str().unwrap().to_string();

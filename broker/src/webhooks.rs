@@ -342,8 +342,15 @@ pub struct UrlRefused(pub String);
 
 /// A webhook URL is `https://`, or `http://` to a loopback address when the broker allows it
 /// (`[webhooks] allow_http_loopback`, for tests and a receiver on the broker's own host). No
-/// user name or password in it, no fragment. Checked at creation and again at each delivery.
-pub fn check_url(raw: &str, allow_http_loopback: bool) -> Result<url::Url, UrlRefused> {
+/// user name or password in it, no fragment. A customer's webhook (`public_only`) may not name
+/// an address inside a private network (loopback only as above); the names it gives are
+/// checked the same way when they are resolved, at each delivery ([`PublicOnly`]). Checked at
+/// creation and again at each delivery.
+pub fn check_url(
+    raw: &str,
+    allow_http_loopback: bool,
+    public_only: bool,
+) -> Result<url::Url, UrlRefused> {
     let url = url::Url::parse(raw.trim()).map_err(|e| {
         UrlRefused(format!(
             "the webhook URL is not a URL ({e}): give one such as https://hooks.example.com/sallyport"
@@ -375,23 +382,110 @@ pub fn check_url(raw: &str, allow_http_loopback: bool) -> Result<url::Url, UrlRe
     let Some(host) = url.host() else {
         return Err(UrlRefused("the webhook URL names no host".into()));
     };
+    let ip = match host {
+        url::Host::Domain(_) => None,
+        url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
+    };
     let loopback = match host {
         url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => ip.is_some_and(|ip| ip.is_loopback()),
     };
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback && allow_http_loopback => Ok(url),
-        "http" if loopback => Err(UrlRefused(
+        "https" => {}
+        "http" if loopback && allow_http_loopback => {}
+        "http" if loopback => {
+            return Err(UrlRefused(
             "http:// webhooks are refused: use https:// (plain http to a loopback receiver only \
              where the broker's [webhooks] allow_http_loopback is set)"
                 .into(),
-        )),
-        _ => Err(UrlRefused(
+            ));
+        }
+        _ => {
+            return Err(UrlRefused(
             "http:// webhooks are refused: events would cross the network in clear; use https://"
                 .into(),
-        )),
+            ));
+        }
+    }
+    if public_only
+        && let Some(ip) = ip
+        && !reachable(ip, allow_http_loopback)
+    {
+        return Err(UrlRefused(format!(
+            "{ip} is an address inside a private network: a customer's webhook goes to a \
+             receiver on the internet (give its public name or address)"
+        )));
+    }
+    Ok(url)
+}
+
+/// Whether a customer's webhook may reach `ip`: a public unicast address (loopback too when
+/// `allow_loopback`). Private, link-local (cloud metadata), shared, reserved, multicast and
+/// unspecified addresses, and IPv6 unique-local and link-local ones, are inside someone's
+/// network: a customer may not make the broker send requests there.
+pub fn reachable(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+    use std::net::IpAddr;
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            !(a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18))
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return reachable(IpAddr::V4(v4), allow_loopback);
+            }
+            let first = a.segments()[0];
+            !(a.is_unspecified()
+                || a.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && a.segments()[1] == 0x0db8))
+        }
+    }
+}
+
+/// The resolver of customers' webhooks: a name is used only with the addresses it resolves to
+/// that [`reachable`] allows, so a name cannot lead the broker into a private network (checked
+/// at connection time, not only when the webhook was made).
+struct PublicOnly {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow_loopback;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ok: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|a| reachable(a.ip(), allow))
+                .collect();
+            if ok.is_empty() {
+                return Err(format!(
+                    "{} resolves only to addresses inside a private network, where a \
+                     customer's webhook may not go",
+                    sanitize(&host)
+                )
+                .into());
+            }
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -455,14 +549,26 @@ const PARALLEL: usize = 8;
 /// send each (at most [`PARALLEL`] at once, so a receiver that hangs holds up no other).
 pub async fn run(b: Arc<Broker>, stop: tokio_util::sync::CancellationToken) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(b.cfg.webhooks.timeout_secs))
-        .connect_timeout(Duration::from_secs(b.cfg.webhooks.timeout_secs))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("sallyport-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
+    let cfg = &b.cfg.webhooks;
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_secs))
+            .connect_timeout(Duration::from_secs(cfg.timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sallyport-webhooks/", env!("CARGO_PKG_VERSION")))
+    };
+    // Vendor-wide webhooks may go anywhere the operator chose (a SIEM inside the vendor's
+    // network); customers' only to public addresses.
+    let clients = builder().build().and_then(|vendor| {
+        builder()
+            .dns_resolver(Arc::new(PublicOnly {
+                allow_loopback: cfg.allow_http_loopback,
+            }))
+            .build()
+            .map(|customer| Clients { vendor, customer })
+    });
+    let http = match clients {
+        Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "webhooks: cannot make an HTTP client; no notification is sent");
             return;
@@ -502,6 +608,12 @@ pub async fn run(b: Arc<Broker>, stop: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// The HTTP clients of vendor-wide and of customers' webhooks.
+struct Clients {
+    vendor: reqwest::Client,
+    customer: reqwest::Client,
+}
+
 /// What one attempt came to.
 enum Outcome {
     Delivered(u16),
@@ -509,7 +621,7 @@ enum Outcome {
 }
 
 /// One attempt at a claimed delivery, and its outcome recorded.
-async fn deliver(b: &Broker, http: &reqwest::Client, d: Delivery) {
+async fn deliver(b: &Broker, http: &Clients, d: Delivery) {
     let attempt = d.attempts + 1;
     let outcome = send(b, http, &d).await;
     let result = match outcome {
@@ -559,7 +671,7 @@ async fn give_up(
     Ok(())
 }
 
-async fn send(b: &Broker, http: &reqwest::Client, d: &Delivery) -> Outcome {
+async fn send(b: &Broker, clients: &Clients, d: &Delivery) -> Outcome {
     let open = |ctx: String, sealed: &str| b.totp_box.open(&ctx, sealed);
     let (url, secret) = match (
         open(url_context(&d.webhook), &d.url_sealed),
@@ -574,9 +686,15 @@ async fn send(b: &Broker, http: &reqwest::Client, d: &Delivery) -> Outcome {
         }
     };
     // Checked again: the broker's rules may have changed since the webhook was made.
-    let url = match check_url(&url, b.cfg.webhooks.allow_http_loopback) {
+    let customer = d.customer.is_some();
+    let url = match check_url(&url, b.cfg.webhooks.allow_http_loopback, customer) {
         Ok(u) => u,
         Err(e) => return Outcome::Failed(None, e.0),
+    };
+    let http = if customer {
+        &clients.customer
+    } else {
+        &clients.vendor
     };
     let t = now_secs();
     let res = http
@@ -634,7 +752,22 @@ mod tests {
     fn urls_are_https_or_loopback_http_when_allowed() {
         let cases: Vec<(&str, bool, Result<(), &str>)> = vec![
             ("https://hooks.example.com/x", false, Ok(())),
-            ("https://10.0.0.1/x", false, Ok(())),
+            ("https://203.0.113.1/x", false, Err("private network")),
+            ("https://8.8.8.8/x", false, Ok(())),
+            ("https://10.0.0.1/x", false, Err("private network")),
+            (
+                "https://169.254.169.254/latest",
+                true,
+                Err("private network"),
+            ),
+            ("https://[fd00::1]/x", false, Err("private network")),
+            (
+                "https://[::ffff:192.168.0.1]/x",
+                false,
+                Err("private network"),
+            ),
+            ("https://127.0.0.1/x", false, Err("private network")),
+            ("https://127.0.0.1/x", true, Ok(())),
             ("http://127.0.0.1:8080/hook", true, Ok(())),
             ("http://localhost/hook", true, Ok(())),
             ("http://[::1]:9/hook", true, Ok(())),
@@ -656,12 +789,44 @@ mod tests {
             ("not a url", false, Err("not a URL")),
         ];
         for (url, allow, want) in cases {
-            match (check_url(url, allow), want) {
+            match (check_url(url, allow, true), want) {
                 (Ok(_), Ok(())) => {}
                 (Err(e), Err(word)) => assert!(e.0.contains(word), "{url}: {e}"),
                 (got, want) => panic!("{url}: {got:?}, wanted {want:?}"),
             }
         }
+        // The operator's vendor-wide webhooks may go to the vendor's own network.
+        assert!(check_url("https://10.0.0.1/siem", false, false).is_ok());
+        assert!(check_url("http://10.0.0.1/siem", true, false).is_err());
+    }
+
+    #[test]
+    fn only_public_addresses_are_reachable_for_customers() {
+        let cases = [
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("2606:4700::1111", true),
+            ("10.1.2.3", false),
+            ("172.16.0.1", false),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("0.0.0.0", false),
+            ("255.255.255.255", false),
+            ("224.0.0.1", false),
+            ("198.18.0.1", false),
+            ("::", false),
+            ("fe80::1", false),
+            ("fc00::1", false),
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:8.8.8.8", true),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(reachable(ip.parse().unwrap(), false), want, "{ip}");
+        }
+        assert!(!reachable("127.0.0.1".parse().unwrap(), false));
+        assert!(reachable("127.0.0.1".parse().unwrap(), true));
+        assert!(reachable("::1".parse().unwrap(), true));
     }
 
     #[test]

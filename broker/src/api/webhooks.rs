@@ -200,8 +200,12 @@ pub(crate) async fn create_webhook(
     {
         return Err(ApiError::NotFound(format!("customer {:?}", sanitize(c))));
     }
-    let url = check_url(&req.url, b.cfg.webhooks.allow_http_loopback)
-        .map_err(|e| ApiError::Unprocessable(e.0))?;
+    let url = check_url(
+        &req.url,
+        b.cfg.webhooks.allow_http_loopback,
+        customer.is_some(),
+    )
+    .map_err(|e| ApiError::Unprocessable(e.0))?;
     let format = match req.format.as_deref().map(str::trim) {
         None | Some("") => Format::Json,
         Some(f) => Format::parse(f).ok_or_else(|| {
