@@ -513,9 +513,12 @@ impl BrokerConfig {
                 .with_context(|| format!("in the broker config {}", path.display()))?;
         }
         let w = &cfg.webhooks;
+        // An attempt must end well within the claim on its delivery (60 s), or another replica
+        // could send it again meanwhile.
         anyhow::ensure!(
-            w.retry_secs >= 1 && w.timeout_secs >= 1 && w.poll_millis >= 50,
-            "[webhooks] in {}: retry_secs and timeout_secs must be at least 1, poll_millis at least 50",
+            w.retry_secs >= 1 && (1..=30).contains(&w.timeout_secs) && w.poll_millis >= 50,
+            "[webhooks] in {}: retry_secs must be at least 1, timeout_secs between 1 and 30, \
+             poll_millis at least 50",
             path.display()
         );
         anyhow::ensure!(
@@ -740,6 +743,43 @@ mod tests {
             cfg.totp_key_file(),
             std::path::PathBuf::from("/abs/totp.key")
         );
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_and_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        let load = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "data_dir = \"data\"\ndirectory = \"d.toml\"\noperator_token_sha256 = \"00\"\n{extra}"
+                ),
+            )
+            .unwrap();
+            super::BrokerConfig::load(&path)
+        };
+        let w = load("").unwrap().webhooks;
+        assert!(!w.allow_http_loopback);
+        assert_eq!(
+            (w.retry_secs, w.max_attempts, w.timeout_secs, w.poll_millis),
+            (5, 6, 5, 1000)
+        );
+        let w = load("[webhooks]\nallow_http_loopback = true\nretry_secs = 1\n")
+            .unwrap()
+            .webhooks;
+        assert!(w.allow_http_loopback);
+        assert_eq!(w.retry_secs, 1);
+        for (bad, why) in [
+            ("timeout_secs = 61", "timeout_secs"),
+            ("retry_secs = 0", "retry_secs"),
+            ("max_attempts = 0", "max_attempts"),
+            ("poll_millis = 1", "poll_millis"),
+            ("allow_http = true", "unknown field"),
+        ] {
+            let err = format!("{:#}", load(&format!("[webhooks]\n{bad}\n")).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]
