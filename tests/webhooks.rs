@@ -1035,3 +1035,64 @@ async fn customers_see_and_change_only_their_own_webhooks() {
     assert!(page.body.contains("vendor-wide"));
     assert!(!page.body.contains("action=\"/console/webhooks\""));
 }
+
+/// In headless Chromium: an approver adds a webhook from the console (no script needed), reads
+/// its secret once, and sees the delivery of the next event as delivered; the receiver checks
+/// the signature with the secret the page showed. Screenshots of each step.
+#[tokio::test]
+async fn in_chromium_an_approver_adds_a_webhook_and_sees_it_delivered() {
+    let w = World::start_with(users(), CONFIG).await;
+    let rx = Receiver::start(Mode::Ok).await;
+    let (s, v) =
+        w.op.post(
+            "/v1/accounts",
+            json!({"username": "acme-boss", "role": "approver", "customer": "acme",
+                   "password": "acme-boss-password-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let code = sallyport_broker::totp::code(v["totp_secret"].as_str().unwrap(), now()).unwrap();
+    let browser = support::browser::Browser::start("in_chromium_an_approver_adds_a_webhook").await;
+    let base = &w.broker.url;
+    browser
+        .login(base, "acme-boss", "acme-boss-password-1", &code)
+        .await;
+    browser.click("nav a[href='/console/webhooks']").await;
+    browser.wait_path("/console/webhooks").await;
+    browser.wait_for("No webhook yet").await;
+    browser.shot("01-webhooks-empty").await;
+    browser.fill("#url", &rx.url).await;
+    browser.click("#add button[type=submit]").await;
+    let text = browser.wait_for("shown this once").await;
+    assert!(text.contains("Webhook wh-"), "{text}");
+    let secret = browser.text_of("#secret").await.trim().to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    browser.shot("02-webhook-added").await;
+    // The next event of acme's: a certificate.
+    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+        .await;
+    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    let alice = w.session("alice", 0).await;
+    let (_, key) = engineer_key();
+    let (s, v) = alice
+        .post(
+            "/v1/certificates",
+            json!({"public_key": key, "ticket": "T-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = rx.wait_kinds(&["certificate_issued"]).await;
+    assert_signed(&got[0], &secret);
+    let (_, list) = deliveries(&w.acme, None).await;
+    let id = list[0]["webhook"].as_str().unwrap().to_string();
+    wait_deliveries(&w.acme, &id, |l| {
+        l.iter().any(|d| d["status"] == "delivered")
+    })
+    .await;
+    browser.goto(&format!("{base}/console/webhooks")).await;
+    let text = browser.wait_for("delivered").await;
+    assert!(text.contains("Certificate issued"), "{text}");
+    assert!(!text.contains(&secret), "the secret is shown once only");
+    browser.shot("03-webhook-delivered").await;
+    browser.close().await;
+}
