@@ -921,8 +921,55 @@ mod tests {
             failures: 5,
             locked_secs: 300,
         };
-        assert!(event_notified(&e));
-        assert_eq!(notified("broker", e.kind()), event_notified(&e));
+        // The broker's kinds by name agree with the typed decision.
+        let others = [
+            e,
+            AuditEvent::Revoked {
+                scope: "serial".into(),
+                target: "1".into(),
+                serials: vec![],
+                by: "operator:o".into(),
+                reason: "r".into(),
+                engineer: None,
+                ticket: None,
+                cluster: None,
+            },
+            AuditEvent::LoginFailed {
+                engineer: "alice".into(),
+                code: "bad_credentials".into(),
+                reason: "r".into(),
+                source_ip: None,
+            },
+            AuditEvent::WebhookFailed {
+                webhook: "wh-1".into(),
+                customer: None,
+                url: "https://x".into(),
+                host: "x".into(),
+                delivery: "wd-1".into(),
+                event: "broker#1".into(),
+                event_kind: "revoked".into(),
+                attempts: 6,
+                last_status: None,
+                last_error: "e".into(),
+            },
+            AuditEvent::SessionTerminationRequested {
+                session: "s-1".into(),
+                cluster: "acme-prod".into(),
+                customer: "acme".into(),
+                by: "approver:acme:a".into(),
+                reason: "r".into(),
+            },
+        ];
+        let decided: Vec<bool> = others.iter().map(event_notified).collect();
+        assert_eq!(decided, vec![true, true, false, false, false]);
+        for e in &others {
+            assert_eq!(
+                notified("broker", e.kind()),
+                event_notified(e),
+                "{}",
+                e.kind()
+            );
+        }
     }
 
     #[test]
