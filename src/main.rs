@@ -13,6 +13,7 @@ mod node_config;
 mod report_cmd;
 mod sessions_cmd;
 mod status;
+mod webhooks_cmd;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,10 @@ enum Cmd {
     /// approver).
     #[command(subcommand)]
     Requests(customer_cmd::RequestsCmd),
+    /// Webhooks that notify a customer's own systems (its approver) or the vendor's (the
+    /// operator): list, create, delete, and their recent deliveries.
+    #[command(subcommand)]
+    Webhooks(webhooks_cmd::WebhooksCmd),
     /// The access report of a period: who reached which node when, under which ticket, and
     /// what they did (a customer approver's own clusters; reviewers and the operator: all).
     Report(report_cmd::ReportArgs),
@@ -125,6 +130,7 @@ fn main() {
         | Cmd::Report(_)
         | Cmd::Approvals(_)
         | Cmd::Requests(_)
+        | Cmd::Webhooks(_)
         | Cmd::Admin(_)
         | Cmd::Totp { .. } => ("sallyport", "warn", &none),
     };
@@ -215,6 +221,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Report(a) => report_cmd::run(a).await,
         Cmd::Approvals(c) => customer_cmd::approvals(c).await,
         Cmd::Requests(c) => customer_cmd::requests(c).await,
+        Cmd::Webhooks(c) => webhooks_cmd::webhooks(c).await,
         Cmd::Admin(c) => admin::run(c).await.map(|_| 0),
         Cmd::Demo(a) => demo::run(a).await.map(|_| 0),
         Cmd::Totp {

@@ -236,6 +236,53 @@ pub enum AuditEvent {
         missing_recordings: u64,
         manifest_sha256: String,
     },
+    /// A lockout began: the `failures`-th failed login (or per-session code) in a row on one of
+    /// the `[login]` counters (`counter`: `user_from_address`, `address` or `user`), so the
+    /// principal, the address or both are locked out for `locked_secs`. Written once per
+    /// lockout, by the attempt that reached the limit; notified as "a burst of refusals".
+    RefusalBurst {
+        /// `engineer:<uid>` or `account:<name>`, as typed (escaped).
+        principal: String,
+        engineer: Option<String>,
+        /// The approver account's customer, when the principal is one.
+        customer: Option<String>,
+        source_ip: Option<String>,
+        counter: String,
+        failures: u64,
+        locked_secs: u64,
+    },
+    /// A customer's approver (for its customer) or the operator (vendor-wide, `customer` null)
+    /// set up a webhook. `url` is its shortened form; the URL and the secret are never logged.
+    WebhookCreated {
+        webhook: String,
+        customer: Option<String>,
+        url: String,
+        format: String,
+        events: Vec<String>,
+        by: String,
+    },
+    WebhookDeleted {
+        webhook: String,
+        customer: Option<String>,
+        url: String,
+        by: String,
+        /// Deliveries still waiting that were cancelled.
+        cancelled: u64,
+    },
+    /// A notification could not be delivered after its last attempt.
+    WebhookFailed {
+        webhook: String,
+        customer: Option<String>,
+        url: String,
+        host: String,
+        delivery: String,
+        /// The event told about, `<source>#<seq>`, and its kind.
+        event: String,
+        event_kind: String,
+        attempts: u64,
+        last_status: Option<u64>,
+        last_error: String,
+    },
     /// A request refused before it reached a decision: bad token, another customer's data...
     Refused {
         by: String,
@@ -273,6 +320,10 @@ impl AuditEvent {
             AuditEvent::SessionTerminationRequested { .. } => "session_termination_requested",
             AuditEvent::SessionWatched { .. } => "session_watched",
             AuditEvent::AuditExported { .. } => "audit_exported",
+            AuditEvent::RefusalBurst { .. } => "refusal_burst",
+            AuditEvent::WebhookCreated { .. } => "webhook_created",
+            AuditEvent::WebhookDeleted { .. } => "webhook_deleted",
+            AuditEvent::WebhookFailed { .. } => "webhook_failed",
             AuditEvent::Refused { .. } => "refused",
         }
     }

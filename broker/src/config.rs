@@ -28,6 +28,8 @@ pub struct BrokerConfig {
     pub login: LoginConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// LDAP directory of engineers. Without it, `directory` must name an embedded directory file.
     #[serde(default)]
     pub ldap: Option<LdapConfig>,
@@ -137,6 +139,57 @@ impl Default for ConsoleConfig {
             idle_secs: default_console_idle(),
         }
     }
+}
+
+/// Notifications to webhooks (docs/webhooks.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Accept `http://` webhook URLs to a loopback address (a receiver on the broker's own host,
+    /// tests). Every other URL must be `https://`.
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// The first wait before a failed delivery is tried again, seconds; later waits grow
+    /// (6, 24, 120 and 720 times this: 5 s, 30 s, 2 min, 10 min, 1 h by default).
+    #[serde(default = "default_webhook_retry")]
+    pub retry_secs: u64,
+    /// Attempts at a delivery before it has failed (an audit event, `webhook_failed`).
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u64,
+    /// How long one attempt may take (connecting and the answer), seconds.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// How often each replica looks for due deliveries, milliseconds.
+    #[serde(default = "default_webhook_poll")]
+    pub poll_millis: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_http_loopback: false,
+            retry_secs: default_webhook_retry(),
+            max_attempts: default_webhook_attempts(),
+            timeout_secs: default_webhook_timeout(),
+            poll_millis: default_webhook_poll(),
+        }
+    }
+}
+
+fn default_webhook_retry() -> u64 {
+    5
+}
+
+fn default_webhook_attempts() -> u64 {
+    6
+}
+
+fn default_webhook_timeout() -> u64 {
+    5
+}
+
+fn default_webhook_poll() -> u64 {
+    1000
 }
 
 fn default_console_session() -> u64 {
@@ -459,6 +512,20 @@ impl BrokerConfig {
             ldap.check()
                 .with_context(|| format!("in the broker config {}", path.display()))?;
         }
+        let w = &cfg.webhooks;
+        // An attempt must end well within the claim on its delivery (60 s), or another replica
+        // could send it again meanwhile.
+        anyhow::ensure!(
+            w.retry_secs >= 1 && (1..=30).contains(&w.timeout_secs) && w.poll_millis >= 50,
+            "[webhooks] in {}: retry_secs must be at least 1, timeout_secs between 1 and 30, \
+             poll_millis at least 50",
+            path.display()
+        );
+        anyhow::ensure!(
+            (1..=20).contains(&w.max_attempts),
+            "[webhooks] max_attempts in {} must be between 1 and 20",
+            path.display()
+        );
         Ok(cfg)
     }
 
@@ -676,6 +743,43 @@ mod tests {
             cfg.totp_key_file(),
             std::path::PathBuf::from("/abs/totp.key")
         );
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_and_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        let load = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "data_dir = \"data\"\ndirectory = \"d.toml\"\noperator_token_sha256 = \"00\"\n{extra}"
+                ),
+            )
+            .unwrap();
+            super::BrokerConfig::load(&path)
+        };
+        let w = load("").unwrap().webhooks;
+        assert!(!w.allow_http_loopback);
+        assert_eq!(
+            (w.retry_secs, w.max_attempts, w.timeout_secs, w.poll_millis),
+            (5, 6, 5, 1000)
+        );
+        let w = load("[webhooks]\nallow_http_loopback = true\nretry_secs = 1\n")
+            .unwrap()
+            .webhooks;
+        assert!(w.allow_http_loopback);
+        assert_eq!(w.retry_secs, 1);
+        for (bad, why) in [
+            ("timeout_secs = 61", "timeout_secs"),
+            ("retry_secs = 0", "retry_secs"),
+            ("max_attempts = 0", "max_attempts"),
+            ("poll_millis = 1", "poll_millis"),
+            ("allow_http = true", "unknown field"),
+        ] {
+            let err = format!("{:#}", load(&format!("[webhooks]\n{bad}\n")).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum ApiError {
     Denied(Vec<DenyReason>),
     #[error("{0} not found")]
     NotFound(String),
+    /// Well-formed but refused as asked (a webhook URL that is not https, an unknown event).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Conflict(String),
     #[error("too many failed attempts; try again in {0} seconds")]
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Denied(_) => "denied",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Conflict(_) => "conflict",
             ApiError::Locked(_) => "locked_out",
             ApiError::Unavailable(_) => "unavailable",
@@ -77,6 +81,7 @@ impl ApiError {
             }
             ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Locked(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

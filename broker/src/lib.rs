@@ -17,6 +17,7 @@ pub mod store;
 pub mod throttle;
 pub mod totp;
 pub mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +38,13 @@ pub async fn serve(
     let app = api::router(broker.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
+    // The webhook worker runs while the server does.
+    let stop_webhooks = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(webhooks::run(broker.clone(), stop_webhooks.clone()));
+    let _stop_webhooks = stop_webhooks.clone().drop_guard();
     tokio::spawn(async move {
         shutdown.await;
+        stop_webhooks.cancel();
         h2.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
     listener.set_nonblocking(true)?;

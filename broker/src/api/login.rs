@@ -189,6 +189,7 @@ pub async fn engineer_login(
         Err(Failure::Counted(err, code)) => {
             // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
+            attempt.failed(&b, None).await?;
             Err(err)
         }
         Err(Failure::Uncounted(err, code, reason)) => {
@@ -205,10 +206,16 @@ pub async fn engineer_login(
 /// user out anywhere else; guessing one user from many addresses is bounded by the third.
 struct Attempt {
     counters: Vec<Counter>,
+    principal: String,
+    source: String,
+    /// The counters this attempt brought to their limit (it begins their lockout).
+    reached: std::sync::Mutex<Vec<&'static str>>,
 }
 
 struct Counter {
     subject: String,
+    /// How the `refusal_burst` event names it.
+    name: &'static str,
     max: i64,
     /// What a success does to it. A user's counters start again from nothing; the source
     /// address's counter only gets this attempt back, so that anyone with a valid account cannot
@@ -226,26 +233,66 @@ enum CounterKind {
 impl Attempt {
     fn new(b: &Broker, principal: &str, source: &str) -> Attempt {
         let l = &b.cfg.login;
-        let counter = |subject: String, max: i64, kind: CounterKind| Counter { subject, max, kind };
+        let counter = |subject: String, name: &'static str, max: i64, kind: CounterKind| Counter {
+            subject,
+            name,
+            max,
+            kind,
+        };
         Attempt {
             counters: vec![
                 counter(
                     format!("{principal}@{source}"),
+                    "user_from_address",
                     l.max_failures,
                     CounterKind::User,
                 ),
                 counter(
                     format!("source:{source}"),
+                    "address",
                     l.max_failures_per_source,
                     CounterKind::Source,
                 ),
                 counter(
                     principal.to_string(),
+                    "user",
                     l.max_failures_per_user,
                     CounterKind::User,
                 ),
             ],
+            principal: principal.to_string(),
+            source: source.to_string(),
+            reached: Default::default(),
         }
+    }
+
+    /// This attempt failed: when it was the one that brought a counter to its limit, a lockout
+    /// begins — a burst of refusals, audited (and notified) once per lockout as
+    /// `refusal_burst`.
+    async fn failed(&self, b: &Broker, customer: Option<&str>) -> ApiResult<()> {
+        let reached = std::mem::take(&mut *self.reached.lock().unwrap_or_else(|p| p.into_inner()));
+        for name in reached {
+            let Some(c) = self.counters.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            b.store
+                .audit(&AuditEvent::RefusalBurst {
+                    principal: sanitize(&self.principal),
+                    // The address's counter is about every user from it, not this one.
+                    engineer: (c.kind == CounterKind::User)
+                        .then(|| self.principal.strip_prefix("engineer:"))
+                        .flatten()
+                        .map(str::to_string),
+                    customer: customer.map(str::to_string),
+                    source_ip: (c.kind == CounterKind::Source || c.name == "user_from_address")
+                        .then(|| self.source.clone()),
+                    counter: c.name.into(),
+                    failures: u64::try_from(c.max).unwrap_or(0),
+                    locked_secs: b.cfg.login.lockout_secs,
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Before anything is checked, take one attempt on every counter: it counts as a failure
@@ -288,6 +335,11 @@ impl Attempt {
                 .await?;
             if n > c.max {
                 locked = Some(lockout);
+            } else if n == c.max {
+                self.reached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(c.name);
             }
         }
         Ok(locked)
@@ -398,9 +450,12 @@ pub(crate) async fn authenticate_account(
                 .await?;
             Ok(a)
         }
-        (Err(Failure::Counted(err, code)), _) => {
+        (Err(Failure::Counted(err, code)), account) => {
             // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
+            attempt
+                .failed(b, account.as_ref().and_then(|a| a.customer.as_deref()))
+                .await?;
             Err(err)
         }
         (Err(Failure::Uncounted(err, code, reason)), _) => {
@@ -549,6 +604,7 @@ pub async fn verify_session_mfa(
         Err(Failure::Counted(err, code)) => {
             // Counted when the attempt was reserved.
             b.store.audit(&fail(code, &err.to_string())).await?;
+            attempt.failed(&b, None).await?;
             Err(as_mfa(err))
         }
         Err(Failure::Uncounted(err, code, reason)) => {

@@ -11,6 +11,7 @@ pub mod login;
 pub mod report;
 pub(crate) mod sessions;
 mod tickets;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -74,6 +75,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(gateways::router(state.cfg.max_ingest_bytes))
         .merge(sessions::router())
         .merge(report::router())
+        .merge(webhooks::router())
         .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))

@@ -674,7 +674,10 @@ async fn insert_record(
     .bind(&r.hash)
     .execute(&mut **tx)
     .await?;
-    insert_texts(tx, std::slice::from_ref(r)).await
+    insert_texts(tx, std::slice::from_ref(r)).await?;
+    // Notifications are queued with the event they tell about, in its transaction: stored
+    // together or not at all, and sent later by the webhook worker.
+    super::enqueue_deliveries(tx, r).await
 }
 
 /// Rows per statement of [`Store::import`] (12 parameters each; sqlx binds many parameters to

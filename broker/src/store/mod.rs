@@ -9,12 +9,14 @@ mod console;
 mod gateways;
 mod live;
 mod records;
+mod webhooks;
 
 pub use audit::*;
 pub use console::*;
 pub use gateways::*;
 pub use live::*;
 pub use records::*;
+pub use webhooks::*;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -131,6 +133,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         12,
         "observer",
         Sql::Portable(include_str!("../../../migrations/0012_observer.sql")),
+    ),
+    (
+        13,
+        "webhooks",
+        Sql::Portable(include_str!("../../../migrations/0013_webhooks.sql")),
     ),
     (
         14,

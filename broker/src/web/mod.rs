@@ -16,6 +16,7 @@
 mod pages;
 mod policies;
 mod session;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -81,6 +82,11 @@ pub fn router() -> Router<Arc<Broker>> {
             "/console/approvals/{approval}/withdraw",
             get(pages::withdraw_page).post(pages::withdraw_approval),
         )
+        .route(
+            "/console/webhooks",
+            get(webhooks::webhooks).post(webhooks::create),
+        )
+        .route("/console/webhooks/{webhook}/delete", post(webhooks::delete))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .route("/console/assets/player.js", get(player_js))
@@ -216,7 +222,9 @@ pub(crate) fn api_error(viewer: &Viewer, e: ApiError, back: &str) -> Response {
     let title = match &e {
         ApiError::Forbidden(_) | ApiError::Denied(_) => "Not allowed",
         ApiError::NotFound(_) => "Not found",
-        ApiError::BadRequest(_) | ApiError::Rejected(..) => "Check the form",
+        ApiError::BadRequest(_) | ApiError::Unprocessable(_) | ApiError::Rejected(..) => {
+            "Check the form"
+        }
         ApiError::Conflict(_) => "Already done",
         ApiError::Internal(_) => "Something went wrong",
         _ => "Refused",

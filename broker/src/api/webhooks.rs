@@ -1,0 +1,401 @@
+//! Webhooks (notifications): a customer's approvers set up and delete their customer's; the
+//! operator sets up vendor-wide ones (told about every customer's events) and may set one up
+//! for a customer; reviewers read them all. Every change is an audit event naming the caller;
+//! the URL in full and the secret are never shown after creation (docs/webhooks.md).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Body, created, refuse};
+use crate::audit::{AuditEvent, sanitize};
+use crate::auth::{Caller, random_id};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{DeliveryRow, NewWebhook, Webhook};
+use crate::webhooks::{
+    Format, NOTIFIED, check_url, new_secret, secret_context, shown_url, url_context,
+};
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/v1/webhooks/deliveries", get(all_deliveries))
+        .route("/v1/webhooks/{webhook}", delete(delete_webhook))
+        .route("/v1/webhooks/{webhook}/deliveries", get(webhook_deliveries))
+}
+
+/// What a caller may do with webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The operator: every webhook, read and change.
+    Operator,
+    /// A reviewer: every webhook, read only.
+    Reviewer,
+    /// A customer's approver: its customer's webhooks, read and change.
+    Customer(String),
+}
+
+impl Access {
+    /// Whose webhooks it sees: `None` every one's.
+    pub(crate) fn scope(&self) -> Option<&str> {
+        match self {
+            Access::Operator | Access::Reviewer => None,
+            Access::Customer(c) => Some(c),
+        }
+    }
+
+    pub(crate) fn may_change(&self) -> bool {
+        match self {
+            Access::Operator | Access::Customer(_) => true,
+            Access::Reviewer => false,
+        }
+    }
+}
+
+/// The one decision of who may touch webhooks (pure; audited by [`access`]).
+pub(crate) fn access_of(caller: &Caller) -> Option<Access> {
+    match caller {
+        Caller::Operator { .. } => Some(Access::Operator),
+        Caller::Reviewer { .. } => Some(Access::Reviewer),
+        Caller::Approver { customer, .. } => Some(Access::Customer(customer.clone())),
+        Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => None,
+    }
+}
+
+async fn access(b: &Broker, caller: &Caller, action: &str, change: bool) -> ApiResult<Access> {
+    let Some(a) = access_of(caller) else {
+        return Err(refuse(
+            b,
+            caller,
+            action,
+            "only customer approvers, reviewers and the operator may see webhooks",
+            None,
+            None,
+        )
+        .await);
+    };
+    if change && !a.may_change() {
+        return Err(refuse(
+            b,
+            caller,
+            action,
+            "reviewers read webhooks; a customer's approvers or the operator change them",
+            None,
+            None,
+        )
+        .await);
+    }
+    Ok(a)
+}
+
+/// The webhook `id` when the caller may see it; another customer's (or a vendor-wide one, for
+/// an approver) is "not found", and the attempt is audited.
+async fn visible(
+    b: &Broker,
+    caller: &Caller,
+    a: &Access,
+    id: &str,
+    action: &str,
+) -> ApiResult<Webhook> {
+    let not_found = || ApiError::NotFound("a webhook with this id that you may see".into());
+    let Some(w) = b.store.webhook(id).await? else {
+        return Err(not_found());
+    };
+    if let Some(own) = a.scope()
+        && w.customer.as_deref() != Some(own)
+    {
+        let _ = refuse(
+            b,
+            caller,
+            action,
+            "a webhook of another customer, or the vendor's own",
+            w.customer.as_deref(),
+            None,
+        )
+        .await;
+        return Err(not_found());
+    }
+    Ok(w)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookInput {
+    pub(crate) url: String,
+    /// `json` (default) or `slack`.
+    #[serde(default)]
+    pub(crate) format: Option<String>,
+    /// Event kinds to be told about; empty or `["*"]`: every one.
+    #[serde(default)]
+    pub(crate) events: Vec<String>,
+    /// The signing secret (at least 24 characters); without it the broker makes one and
+    /// answers it once.
+    #[serde(default)]
+    pub(crate) secret: Option<String>,
+    /// Only the operator: a customer's webhook (without it, the operator's is vendor-wide).
+    #[serde(default)]
+    pub(crate) customer: Option<String>,
+}
+
+/// The event kinds asked for: each one notified; `*` (or none) is every one.
+fn check_events(events: &[String]) -> ApiResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        let e = e.trim();
+        if e == "*" {
+            return Ok(vec![]);
+        }
+        if !NOTIFIED.contains(&e) {
+            return Err(ApiError::Unprocessable(format!(
+                "{:?} is not an event a webhook can be told about: use {} (or * for all)",
+                sanitize(e),
+                NOTIFIED.join(", ")
+            )));
+        }
+        if !out.iter().any(|o| o == e) {
+            out.push(e.to_string());
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn create_webhook(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<WebhookInput>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let a = access(&b, &caller, "create_webhook", true).await?;
+    let customer = match a {
+        Access::Customer(own) => match req.customer {
+            None => Some(own),
+            Some(c) if c == own => Some(c),
+            Some(c) => {
+                return Err(refuse(
+                    &b,
+                    &caller,
+                    "create_webhook",
+                    "an approver sets up webhooks for its own customer only",
+                    Some(&c),
+                    None,
+                )
+                .await);
+            }
+        },
+        Access::Operator => req.customer,
+        // Refused by `access` already (it asked for a caller who may change).
+        Access::Reviewer => {
+            return Err(ApiError::Forbidden("reviewers read webhooks only".into()));
+        }
+    };
+    if let Some(c) = &customer
+        && !b.store.customer_exists(c).await?
+    {
+        return Err(ApiError::NotFound(format!("customer {:?}", sanitize(c))));
+    }
+    let url = check_url(
+        &req.url,
+        b.cfg.webhooks.allow_http_loopback,
+        customer.is_some(),
+    )
+    .map_err(|e| ApiError::Unprocessable(e.0))?;
+    let format = match req.format.as_deref().map(str::trim) {
+        None | Some("") => Format::Json,
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "format {:?} is not known: use json (signed, for your own receiver) or slack (a Slack incoming webhook)",
+                sanitize(f)
+            ))
+        })?,
+    };
+    let events = check_events(&req.events)?;
+    let (secret, show_secret) = match req.secret {
+        Some(s) if s.trim().chars().count() >= 24 && s.trim().len() <= 256 => {
+            (s.trim().to_string(), false)
+        }
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "the secret must be 24 to 256 characters: or leave it out and the broker makes one"
+                    .into(),
+            ));
+        }
+        None => (new_secret(), true),
+    };
+    let id = format!("wh-{}", &random_id()[..16]);
+    let shown = shown_url(&url);
+    let hook = b
+        .store
+        .create_webhook(&NewWebhook {
+            id: id.clone(),
+            customer: customer.clone(),
+            url_sealed: b.totp_box.seal(&url_context(&id), url.as_str()),
+            url_shown: shown.clone(),
+            format: format.as_str().into(),
+            events: events.clone(),
+            secret_sealed: b.totp_box.seal(&secret_context(&id), &secret),
+            created_by: caller.label(),
+        })
+        .await?;
+    b.store
+        .audit(&AuditEvent::WebhookCreated {
+            webhook: id,
+            customer,
+            url: shown,
+            format: format.as_str().into(),
+            events: if events.is_empty() {
+                vec!["*".into()]
+            } else {
+                events
+            },
+            by: caller.label(),
+        })
+        .await?;
+    let mut v = json!(hook);
+    if show_secret {
+        v["secret"] = json!(secret);
+    }
+    Ok(created(v))
+}
+
+/// The webhooks the caller may see.
+pub(crate) async fn hooks_for(b: &Broker, caller: &Caller) -> ApiResult<Vec<Webhook>> {
+    let a = access(b, caller, "list_webhooks", false).await?;
+    Ok(b.store.webhooks(a.scope()).await?)
+}
+
+async fn list_webhooks(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"webhooks": hooks_for(&b, &caller).await?})))
+}
+
+pub(crate) async fn delete_webhook(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let a = access(&b, &caller, "delete_webhook", true).await?;
+    let w = visible(&b, &caller, &a, &id, "delete_webhook").await?;
+    let Some(cancelled) = b.store.delete_webhook(&w.id, &caller.label()).await? else {
+        return Err(ApiError::NotFound(
+            "a webhook with this id that you may see".into(),
+        ));
+    };
+    b.store
+        .audit(&AuditEvent::WebhookDeleted {
+            webhook: w.id.clone(),
+            customer: w.customer.clone(),
+            url: w.url.clone(),
+            by: caller.label(),
+            cancelled,
+        })
+        .await?;
+    Ok(Json(
+        json!({"id": w.id, "deleted": true, "cancelled_deliveries": cancelled}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct DeliveriesQuery {
+    pub(crate) limit: Option<u64>,
+}
+
+/// Recent deliveries the caller may see, newest first: of one webhook, or of all it sees.
+pub(crate) async fn deliveries_for(
+    b: &Broker,
+    caller: &Caller,
+    webhook: Option<&str>,
+    limit: u64,
+) -> ApiResult<Vec<DeliveryRow>> {
+    let a = access(b, caller, "list_webhook_deliveries", false).await?;
+    Ok(match webhook {
+        Some(id) => {
+            let w = visible(b, caller, &a, id, "list_webhook_deliveries").await?;
+            b.store.deliveries(None, Some(&w.id), limit).await?
+        }
+        None => b.store.deliveries(a.scope(), None, limit).await?,
+    })
+}
+
+async fn all_deliveries(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<Json<Value>> {
+    let list = deliveries_for(&b, &caller, None, q.limit.unwrap_or(100)).await?;
+    Ok(Json(json!({"deliveries": list})))
+}
+
+async fn webhook_deliveries(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<Json<Value>> {
+    let list = deliveries_for(&b, &caller, Some(&id), q.limit.unwrap_or(100)).await?;
+    Ok(Json(json!({"deliveries": list})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_touch_webhooks() {
+        let approver = Caller::Approver {
+            name: "a".into(),
+            customer: "acme".into(),
+        };
+        let cases = [
+            (Caller::Operator { name: "o".into() }, Some((None, true))),
+            (Caller::Reviewer { name: "r".into() }, Some((None, false))),
+            (approver, Some((Some("acme"), true))),
+            (
+                Caller::TicketSystem {
+                    name: "t".into(),
+                    customer: Some("acme".into()),
+                },
+                None,
+            ),
+            (
+                Caller::Engineer {
+                    uid: "alice".into(),
+                    groups: vec![],
+                    mfa: true,
+                },
+                None,
+            ),
+            (
+                Caller::Gateway {
+                    id: "g".into(),
+                    cluster: "acme-prod".into(),
+                },
+                None,
+            ),
+            (Caller::Edge { name: "e".into() }, None),
+        ];
+        for (caller, want) in cases {
+            let got = access_of(&caller);
+            let got = got.as_ref().map(|a| (a.scope(), a.may_change()));
+            assert_eq!(got, want, "{caller:?}");
+        }
+    }
+
+    #[test]
+    fn events_are_checked() {
+        assert_eq!(check_events(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(check_events(&["*".into()]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            check_events(&["revoked".into(), "revoked".into(), "session_started".into()]).unwrap(),
+            vec!["revoked".to_string(), "session_started".into()]
+        );
+        let e = check_events(&["command".into()]).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.to_string().contains("certificate_issued"), "{e}");
+    }
+}
