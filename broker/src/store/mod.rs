@@ -146,6 +146,13 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             "../../../migrations/0014_edge_registrations.sql"
         )),
     ),
+    (
+        15,
+        "audit_subject_time",
+        Sql::Portable(include_str!(
+            "../../../migrations/0015_audit_subject_time.sql"
+        )),
+    ),
 ];
 
 /// The migrations for one engine.
