@@ -727,6 +727,15 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         .spawn()
         .unwrap();
     wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
+    // The node's output reached the engineer (so the gateway recorded it first), then the kill.
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+    }
     b.gateway.kill9();
     let _ = child.wait();
     // The spool's segments (audit-<first seq>.jsonl), oldest first.
