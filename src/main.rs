@@ -3,6 +3,8 @@
 mod admin;
 mod audit_bundle;
 mod audit_cmd;
+mod audit_session;
+mod audit_stream;
 mod check;
 mod client;
 mod customer_cmd;

@@ -571,8 +571,12 @@ pub fn event(r: &AuditRecord) -> Value {
                 "dst_endpoint".into(),
                 dst.unwrap_or_else(|| json!({"name": r.source, "svc_name": "ssh"})),
             );
+            // SSH Activity names who acted through the host profile's `actor`.
             if let Some(who) = engineer {
                 obj.insert("actor".into(), json!({"user": user(who)}));
+                if let Some(m) = obj.get_mut("metadata") {
+                    m["profiles"] = json!(["host"]);
+                }
             }
             obj.insert("protocol_ver".into(), json!("2.0"));
             if r.kind == "session_started" || r.kind == "edge_session" {
