@@ -286,7 +286,12 @@ pub async fn show(a: ShowArgs) -> anyhow::Result<i32> {
     println!("session     {}", clean(&a.session));
     println!("engineer    {}", f("engineer"));
     println!("ticket      {}", f("ticket"));
-    println!("node        {}.{} ({})", f("node"), f("cluster"), f("host"));
+    let node = format!("{}.{}", f("node"), f("cluster"));
+    if f("host") != node && !f("host").is_empty() {
+        println!("node        {node} (as {})", f("host"));
+    } else {
+        println!("node        {node}");
+    }
     println!("login       {}", f("login"));
     println!("from        {}", f("source_address"));
     println!(

@@ -184,6 +184,14 @@ pub async fn stream(a: StreamArgs) -> anyhow::Result<i32> {
             }
         };
         wait = std::time::Duration::from_secs(1);
+        // Where the broker starts (`now` resolved): resumed from there if nothing arrives.
+        if let Some(c) = resp
+            .headers()
+            .get("x-sallyport-cursor")
+            .and_then(|v| v.to_str().ok())
+        {
+            since = Some(c.to_string());
+        }
         let read = read_lines(resp, |text, v| {
             writeln!(out, "{text}")?;
             out.flush()?;

@@ -473,6 +473,16 @@ async fn the_stream_gives_new_events_and_resumes_exactly_after_a_cursor() {
     assert_eq!(s, StatusCode::CREATED, "{t}");
     let siem = w.op.with(t["token"].as_str().unwrap());
     let mut s = Lines::open(&siem, "since=now").await;
+    // `now` resolved: the broker's chain as far as it is stored.
+    let start = s.resp.headers()["x-sallyport-cursor"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let head = w.events("source=broker&limit=100000").await.len();
+    assert!(
+        start.split(',').any(|p| p == format!("broker:{head}")),
+        "{start} (broker head {head})"
+    );
     let (st, v) =
         w.op.delete(&format!("/v1/tokens/{}", t["id"].as_str().unwrap()))
             .await;
@@ -736,4 +746,29 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     let out = w.reviewer.cli(&["audit", "sessions", "--live"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&pty_session));
+    // audit terminate: the same answer as sessions terminate.
+    let a = w.reviewer.cli(&[
+        "audit",
+        "terminate",
+        &pty_session,
+        "--reason",
+        "r",
+        "--json",
+    ]);
+    let b = w.reviewer.cli(&[
+        "sessions",
+        "terminate",
+        &pty_session,
+        "--reason",
+        "r",
+        "--json",
+    ]);
+    assert_eq!(
+        a.status.code(),
+        b.status.code(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(a.stderr, b.stderr, "{}\n{}", text(&a), text(&b));
 }

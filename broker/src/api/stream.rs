@@ -28,6 +28,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{Page, Round, StreamCursor, StreamFilter, merge_round};
 
+/// The response header naming the cursor the response starts after.
+pub const CURSOR_HEADER: &str = "x-sallyport-cursor";
+
 /// Records read per source in one round.
 const PAGE: u64 = 500;
 /// How long a stream that caught up waits before reading the store again.
@@ -151,13 +154,21 @@ async fn stream(
     };
     let follow = q.follow.unwrap_or(true);
     let auth = headers.get(header::AUTHORIZATION).cloned();
+    // Where this response starts (`now` resolved): a client that loses the connection before
+    // the first line resumes here.
+    let start =
+        HeaderValue::from_str(&cursor.to_string()).map_err(|e| ApiError::Internal(e.into()))?;
     let (writer, reader) = tokio::io::duplex(64 * 1024);
     tokio::spawn(run(b, auth, filter, format, cursor, follow, writer));
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(reader));
     Ok((
         [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::HeaderName::from_static(CURSOR_HEADER), start),
         ],
         body,
     )
