@@ -31,7 +31,9 @@ pub enum AuditCmd {
     /// the events (as stored), the recordings they name, the chain links and signed heads that
     /// prove them, the keys, an offline viewer (index.html) and manifest.json listing the
     /// SHA-256 of every file, signed by the broker's audit key. Check it anywhere, without a
-    /// broker, with `audit verify --bundle DIR` (reviewer or operator).
+    /// broker, with `audit verify --bundle DIR` (reviewer or operator). With --format ocsf:
+    /// the events any filters select as OCSF events, one per line, for a SIEM (a customer's
+    /// approver: its own clusters' events).
     Export(crate::audit_bundle::ExportArgs),
     /// The public keys that sign each chain (the broker's own and those pinned for gateways
     /// and edges), as lines `<source> <public key>`: keep them out of band and give them to
