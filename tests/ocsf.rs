@@ -564,21 +564,43 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     // An exec channel with its exit status, then an interactive shell.
     let out = ssh(home.path(), &["node1.acme-prod", "echo exec-7313; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // A file uploaded with scp (the classic protocol, parsed at the gateway with its SHA-256).
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("payload.txt");
+    std::fs::write(&local, "ocsf file payload\n").unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"ocsf file payload\n"))
+    };
+    let remote = format!(
+        "node1.acme-prod:/tmp/sallyport-ocsf-{}.txt",
+        std::process::id()
+    );
+    let up = std::process::Command::new("scp")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-q", "-O"])
+        .arg(&local)
+        .arg(&remote)
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", text(&up));
     let term = Term::ssh("sp-ocsf", home.path(), 100, 30, "");
     term.wait(":~$", 1);
     term.send(&["echo typed-marker-4471", "Enter"]);
     term.wait("typed-marker-4471", 2);
     term.send(&["exit", "Enter"]);
     term.wait_exit();
-    let stored = w.wait_events("kind=recording_stored&limit=100", 2).await;
-    assert_eq!(stored.len(), 2, "{stored:#?}");
-    let sessions: Vec<String> = w
-        .wait_events("kind=session_ended&ticket=SUP-1234", 2)
-        .await
+    let ended = w.wait_events("kind=session_ended&ticket=SUP-1234", 3).await;
+    assert_eq!(ended.len(), 3, "{ended:#?}");
+    let file_ops = w.wait_events("kind=file_op&ticket=SUP-1234", 1).await;
+    let scp_session = file_ops
         .iter()
-        .map(|e| e["session"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(sessions.len(), 2);
+        .find(|e| e["op"]["sha256"] == sha.as_str())
+        .unwrap_or_else(|| panic!("no file_op with the file's SHA-256: {file_ops:#?}"))["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let commands = w.events("kind=command&ticket=SUP-1234").await;
     let session_of = |c: &str| {
         commands
@@ -591,6 +613,27 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     };
     let exec_session = session_of("echo exec-7313; exit 3");
     let pty_session = session_of("echo typed-marker-4471");
+    // Both recordings reached the broker (what replay reads).
+    for s in [&exec_session, &pty_session] {
+        let prefix = format!("{s}-c");
+        let mut tries = 0;
+        loop {
+            let stored = w.events("kind=recording_stored&limit=1000").await;
+            if stored
+                .iter()
+                .any(|e| e["session"].as_str().unwrap().starts_with(&prefix))
+            {
+                break;
+            }
+            tries += 1;
+            assert!(
+                tries < 100,
+                "no recording of {s} stored: {stored:#?}\n{}",
+                b.gateway.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
 
     // OCSF export of the ticket: every line validates against its class.
     let schema = Schema::load();
@@ -649,6 +692,12 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
         e["unmapped"]["data"]["exit_status"] == 3
     });
     assert_eq!(exit["status_id"], 2);
+    let op = find("file_op", &|e| {
+        e["unmapped"]["data"]["op"]["sha256"] == sha.as_str()
+    });
+    assert_eq!(op["file"]["hashes"][0]["value"], sha.as_str(), "{op}");
+    assert_eq!(op["file"]["hashes"][0]["algorithm_id"], 3);
+    assert_eq!(op["file"]["size"], 18);
     let issued = find("certificate_issued", &|_| true);
     assert_eq!(issued["class_uid"], 3002);
     assert_eq!(issued["user"]["name"], "alice");
@@ -695,6 +744,13 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     assert!(shown.contains("engineer    alice"), "{shown}");
     assert!(shown.contains("ticket      SUP-1234"), "{shown}");
     assert!(shown.contains("approval    "), "{shown}");
+    let out = w.reviewer.cli(&["audit", "show", &scp_session]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains(&format!("(18 bytes) sha256 {sha}")),
+        "{shown}"
+    );
     let out = w.acme.cli(&["audit", "show", &pty_session, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
