@@ -589,6 +589,10 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     term.wait(":~$", 1);
     term.send(&["echo typed-marker-4471", "Enter"]);
     term.wait("typed-marker-4471", 2);
+    // The node prints an OSC 52 sequence (write the clipboard): recorded, never replayed raw.
+    term.type_text("printf '\\033]52;c;cHduZWQ=\\007osc-%s\\n' done");
+    term.send(&["Enter"]);
+    term.wait("osc-done", 1);
     term.send(&["exit", "Enter"]);
     term.wait_exit();
     let ended = w.wait_events("kind=session_ended&ticket=SUP-1234", 3).await;
@@ -775,9 +779,22 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     assert!(out.status.success(), "{}", text(&out));
     let played = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(played.contains("echo typed-marker-4471"), "{played}");
+    assert!(played.contains("osc-done"), "{played}");
+    let rec_id = w
+        .events(&format!("kind=recording_finished&session={pty_session}"))
+        .await[0]["recording"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cast = w.fetch_recording(&rec_id).await;
+    // ESC as the recording's JSON escapes it (the typed `\033]52` text does not match).
+    assert!(
+        cast.contains("\\u001b]52;c;"),
+        "the recording holds the sequence: {cast}"
+    );
     assert!(
         !played.contains("\u{1b}]"),
-        "no OSC sequence reaches the terminal"
+        "no OSC sequence reaches the terminal: {played:?}"
     );
     let out = w
         .reviewer
