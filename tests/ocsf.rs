@@ -357,6 +357,21 @@ async fn the_stream_gives_new_events_and_resumes_exactly_after_a_cursor() {
         .to_string();
     assert!(cursor.contains("broker:"), "{cursor}");
     drop(live);
+    // The broker stops reading for a client that went away, though nothing is written to it.
+    let mut tries = 0;
+    while !w
+        .broker
+        .log_text()
+        .contains("audit stream ended: its reader went away")
+    {
+        tries += 1;
+        assert!(
+            tries < 100,
+            "the stream's task outlived its reader:\n{}",
+            w.broker.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 
     // Written while nobody reads; resuming after the cursor gives exactly the rest.
     w.ticket("SUP-S2", "acme-prod", "alice", "open").await;

@@ -188,6 +188,12 @@ async fn run(
 ) {
     let mut checked = std::time::Instant::now();
     loop {
+        // A reader that went away (the response's body dropped) ends the stream even when
+        // there is nothing to write: an empty write fails once the other half is gone.
+        if w.write(&[]).await.is_err() {
+            tracing::info!("audit stream ended: its reader went away");
+            return;
+        }
         if checked.elapsed() >= POLL {
             checked = std::time::Instant::now();
             if let Err(e) = still_allowed(&b, auth.as_ref()).await {
@@ -210,6 +216,7 @@ async fn run(
         };
         for (r, c) in &round.lines {
             if w.write_all(format.line(r, c).as_bytes()).await.is_err() {
+                tracing::info!("audit stream ended: its reader went away");
                 return;
             }
         }
