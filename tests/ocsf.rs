@@ -129,6 +129,23 @@ fn broker_events() -> Vec<AuditEvent> {
             node: None,
             engineer: None,
         },
+        AuditEvent::RefusalBurst {
+            principal: "account:carol".into(),
+            engineer: None,
+            customer: Some("acme".into()),
+            source_ip: Some("10.0.0.7".into()),
+            counter: "address".into(),
+            failures: 5,
+            locked_secs: 300,
+        },
+        AuditEvent::WebhookCreated {
+            webhook: "w".into(),
+            customer: Some("acme".into()),
+            url: "https://hooks.example/…".into(),
+            format: "json".into(),
+            events: vec!["certificate_issued".into()],
+            by: "approver:acme:carol".into(),
+        },
         AuditEvent::RecordingRead {
             session: "s-1-c0".into(),
             by: "reviewer:sec".into(),

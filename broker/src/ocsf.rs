@@ -9,8 +9,8 @@
 //! |---|---|
 //! | SSH Activity (4007) | a gateway's sessions, channels, commands, file transfers, forwards, recordings; an edge's forwarded connections |
 //! | Authentication (3002) | engineers' and accounts' logins, per-session MFA, certificate issuance and denials, certificates refused by an edge or a gateway, console logout |
-//! | Account Change (3001) | disabling and enabling engineers and accounts, accounts created, TOTP enrolment, API tokens created and revoked |
-//! | API Activity (6003) | requests, decisions, approvals, policies, tickets, revocations, terminations, watches, exports, enrolments, keys pinned, recordings stored and read, the operator's changes, refusals of a request |
+//! | Account Change (3001) | disabling and enabling engineers and accounts, lockouts after a burst of failed logins, accounts created, TOTP enrolment, API tokens created and revoked |
+//! | API Activity (6003) | requests, decisions, approvals, policies, tickets, revocations, terminations, watches, exports, enrolments, keys pinned, recordings stored and read, webhooks set up, removed or failing, the operator's changes, refusals of a request |
 //!
 //! Every event carries what each of these classes requires (checked against the OCSF schema by
 //! `tests/ocsf.rs`): `category_uid`, `class_uid`, `activity_id`, `type_uid` (= `class_uid * 100 +
@@ -108,6 +108,8 @@ pub enum Account {
     Create,
     Enable,
     Disable,
+    /// A lockout after a burst of failed logins.
+    Lock,
     MfaFactorEnable,
     /// API tokens made and revoked.
     Other,
@@ -154,6 +156,7 @@ impl Activity {
                 Account::Create => (1, "Create"),
                 Account::Enable => (2, "Enable"),
                 Account::Disable => (5, "Disable"),
+                Account::Lock => (9, "Lock"),
                 Account::MfaFactorEnable => (10, "MFA Factor Enable"),
                 Account::Other => (99, "Other"),
             },
@@ -315,6 +318,15 @@ fn place_broker(e: &AuditEvent) -> Placed {
         AuditEvent::SessionTerminationRequested { .. } => ok(A(Api::Delete)),
         AuditEvent::SessionWatched { .. } => ok(A(Api::Read)),
         AuditEvent::AuditExported { .. } => ok(A(Api::Read)),
+        // A lockout began: someone is guessing.
+        AuditEvent::RefusalBurst { .. } => Placed {
+            activity: Ac(Account::Lock),
+            status: Status::Success,
+            severity: Severity::High,
+        },
+        AuditEvent::WebhookCreated { .. } => ok(A(Api::Create)),
+        AuditEvent::WebhookDeleted { .. } => ok(A(Api::Delete)),
+        AuditEvent::WebhookFailed { .. } => refused(A(Api::Other)),
         AuditEvent::Refused { action, by, .. } => {
             if credential_refusal(action, by) {
                 refused(Au(Auth::Logon))
@@ -621,8 +633,14 @@ pub fn event(r: &AuditRecord) -> Value {
             obj.insert("is_remote".into(), json!(true));
         }
         Class::AccountChange => {
-            let target = s(d, "target").or(engineer).unwrap_or("unknown");
+            let target = s(d, "target")
+                .or(engineer)
+                .or_else(|| s(d, "principal"))
+                .unwrap_or("unknown");
             obj.insert("user".into(), user(target));
+            if let Some(p) = peer {
+                obj.insert("src_endpoint".into(), endpoint_of_peer(p));
+            }
             if let Some(by) = s(d, "by") {
                 obj.insert("actor".into(), json!({"user": label_user(by)}));
             }
