@@ -18,10 +18,15 @@ use sha2::{Digest, Sha256};
 use crate::audit_cmd::Conn;
 use crate::client::enc;
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A signed evidence bundle in a directory.
+    Bundle,
+    /// OCSF events, one per line (NDJSON), for a SIEM.
+    Ocsf,
+}
+
 #[derive(clap::Args, Debug)]
-#[command(group(
-    clap::ArgGroup::new("what").required(true).args(["ticket", "session", "customer"])
-))]
 pub struct ExportArgs {
     #[command(flatten)]
     pub conn: Conn,
@@ -34,16 +39,28 @@ pub struct ExportArgs {
     /// The events of every cluster of this customer.
     #[arg(long)]
     pub customer: Option<String>,
+    /// With --format ocsf: only this engineer's events.
+    #[arg(long)]
+    pub engineer: Option<String>,
+    /// With --format ocsf: only the events on this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// Only events at or after this time (RFC 3339, e.g. 2026-11-23T10:00:00Z).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     pub since: Option<std::time::SystemTime>,
     /// Only events before this time (RFC 3339).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     pub until: Option<std::time::SystemTime>,
-    /// The directory to write the bundle into: created, or empty.
+    /// `bundle` (default): a signed evidence bundle of one ticket, session or customer.
+    /// `ocsf`: the events the filters select (any of them, or none for every event) as OCSF
+    /// events, one JSON object per line, to --out FILE or stdout.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Bundle)]
+    pub format: ExportFormat,
+    /// A bundle: the directory to write it into (created, or empty). OCSF: a new file
+    /// (default: stdout).
     #[arg(long)]
-    pub out: PathBuf,
-    /// What was written, as one JSON object.
+    pub out: Option<PathBuf>,
+    /// What was written, as one JSON object (bundles).
     #[arg(long)]
     pub json: bool,
 }
@@ -72,8 +89,42 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 pub async fn export(a: ExportArgs) -> anyhow::Result<i32> {
+    if a.format == ExportFormat::Ocsf {
+        let filters = crate::audit_stream::StreamFilters {
+            engineer: a.engineer.clone(),
+            ticket: a.ticket.clone(),
+            cluster: a.cluster.clone(),
+            session: a.session.clone(),
+            ..Default::default()
+        };
+        return crate::audit_stream::export_ocsf(
+            &a.conn,
+            a.customer.as_deref(),
+            &filters,
+            (a.since.map(ms), a.until.map(ms)),
+            a.out.as_ref(),
+        )
+        .await;
+    }
+    let named = [&a.ticket, &a.session, &a.customer]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    anyhow::ensure!(
+        named == 1,
+        "a bundle is of one ticket, one session or one customer: give exactly one of --ticket, \
+         --session or --customer (or --format ocsf to export events by any filter)"
+    );
+    anyhow::ensure!(
+        a.engineer.is_none() && a.cluster.is_none(),
+        "--engineer and --cluster select events for --format ocsf; a bundle is of a ticket, a \
+         session or a customer"
+    );
+    let out = a
+        .out
+        .clone()
+        .context("a bundle needs a directory: add --out DIR")?;
     let client = a.conn.client()?;
-    let out = a.out.clone();
     if out.exists() {
         let empty = std::fs::read_dir(&out)
             .with_context(|| format!("{} is not a directory", out.display()))?

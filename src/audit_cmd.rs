@@ -31,12 +31,52 @@ pub enum AuditCmd {
     /// the events (as stored), the recordings they name, the chain links and signed heads that
     /// prove them, the keys, an offline viewer (index.html) and manifest.json listing the
     /// SHA-256 of every file, signed by the broker's audit key. Check it anywhere, without a
-    /// broker, with `audit verify --bundle DIR` (reviewer or operator).
+    /// broker, with `audit verify --bundle DIR` (reviewer or operator). With --format ocsf:
+    /// the events any filters select as OCSF events, one per line, for a SIEM (a customer's
+    /// approver: its own clusters' events).
     Export(crate::audit_bundle::ExportArgs),
     /// The public keys that sign each chain (the broker's own and those pinned for gateways
     /// and edges), as lines `<source> <public key>`: keep them out of band and give them to
     /// `audit verify --keys` (reviewer or operator).
     Keys(KeysArgs),
+    /// The audit log as it grows, one JSON object per line (NDJSON, `--format ocsf` for OCSF
+    /// events): first what is stored after --since, then each new event, until interrupted.
+    /// Every line carries the cursor to resume after it; a broken connection is resumed there
+    /// (reviewer or operator; a customer's approver gets its own clusters' events).
+    Stream(crate::audit_stream::StreamArgs),
+    /// One session: who, ticket, approval, node, login, source address, times, and the timeline
+    /// of commands (with exit status), file operations (with SHA-256), forwards and refusals
+    /// (reviewer, operator, or the session's customer's approver).
+    Show(crate::audit_session::ShowArgs),
+    /// Play a session's recording in this terminal (--speed, --channel); a channel without a
+    /// pty prints its input and output (reading a recording is audited).
+    Replay(crate::audit_session::ReplayArgs),
+    /// The sessions, newest first: the same as `sallyport sessions list`.
+    Sessions {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only the sessions open now.
+        #[arg(long)]
+        live: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 200)]
+        limit: u64,
+        /// One JSON object per session.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End an open session: the same as `sallyport sessions terminate`.
+    Terminate {
+        #[command(flatten)]
+        conn: Conn,
+        /// The session's id.
+        session: String,
+        /// Why: the engineer and the audit log see it.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,6 +200,37 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<i32> {
         AuditCmd::Verify(a) => verify(a).await,
         AuditCmd::Export(a) => crate::audit_bundle::export(a).await,
         AuditCmd::Keys(a) => keys(a).await,
+        AuditCmd::Stream(a) => crate::audit_stream::stream(a).await,
+        AuditCmd::Show(a) => crate::audit_session::show(a).await,
+        AuditCmd::Replay(a) => crate::audit_session::replay(a).await,
+        AuditCmd::Sessions {
+            conn,
+            live,
+            limit,
+            json,
+        } => {
+            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::List {
+                conn,
+                live,
+                limit,
+                json,
+            })
+            .await
+        }
+        AuditCmd::Terminate {
+            conn,
+            session,
+            reason,
+            json,
+        } => {
+            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::Terminate {
+                conn,
+                session,
+                reason,
+                json,
+            })
+            .await
+        }
     }
 }
 

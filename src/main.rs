@@ -3,6 +3,8 @@
 mod admin;
 mod audit_bundle;
 mod audit_cmd;
+mod audit_session;
+mod audit_stream;
 mod check;
 mod client;
 mod customer_cmd;
@@ -60,8 +62,8 @@ enum Cmd {
         #[command(flatten)]
         log: logging::LogArgs,
     },
-    /// Search and verify the audit log, export the keys that sign it, and export and check
-    /// evidence bundles.
+    /// Search, stream and verify the audit log, show and replay sessions, export the keys that
+    /// sign it, export OCSF events for a SIEM, and export and check evidence bundles.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
     /// Engineers' sessions: list them, end one (reviewers, customer approvers, the operator).

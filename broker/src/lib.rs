@@ -10,6 +10,7 @@ pub mod chains;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod ocsf;
 pub mod replay;
 pub mod secretbox;
 pub mod state;

@@ -6,5 +6,6 @@
 pub mod bastion;
 pub mod broker;
 pub mod browser;
+pub mod ocsf_schema;
 pub mod sshd;
 pub mod term;

@@ -10,6 +10,7 @@ mod gateways;
 pub mod login;
 pub mod report;
 pub(crate) mod sessions;
+pub mod stream;
 mod tickets;
 pub(crate) mod webhooks;
 
@@ -72,6 +73,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(certs::router())
         .merge(audit::router())
         .merge(export::router())
+        .merge(stream::router())
         .merge(gateways::router(state.cfg.max_ingest_bytes))
         .merge(sessions::router())
         .merge(report::router())

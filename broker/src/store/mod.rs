@@ -9,6 +9,7 @@ mod console;
 mod gateways;
 mod live;
 mod records;
+mod stream;
 mod webhooks;
 
 pub use audit::*;
@@ -16,6 +17,7 @@ pub use console::*;
 pub use gateways::*;
 pub use live::*;
 pub use records::*;
+pub use stream::*;
 pub use webhooks::*;
 
 use std::borrow::Cow;
