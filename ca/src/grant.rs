@@ -1,14 +1,14 @@
 //! The Grant: the proof that the policy decision allowed an engineer in.
 //!
-//! A `Grant` can only be made inside this crate, by `policy::decide` (and by the
-//! broker re-loading one it stored, through [`Grant::restore`], which re-checks nothing and
-//! is therefore only used for revocation bookkeeping, never for signing a new certificate).
-//! The CA signs only from a `Grant` (see `cert::build_user_cert`).
+//! A `Grant` can only be made inside this crate, by `policy::decide`: it has no public
+//! constructor and cannot be deserialized, so nothing outside the policy decision can make one.
+//! The CA signs only from a `Grant` (see `cert::build_user_cert`); the broker stores what it
+//! needs of one (its id, engineer, ticket, logins, window) as plain rows, never a `Grant`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// What the policy decision allowed: engineer + ticket + cluster + logins + window + approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
     pub(crate) id: String,
     pub(crate) engineer: String,
