@@ -81,7 +81,35 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Every request runs in a span (`request{method path}`: never the query string, which may
+/// carry a cursor or a search), so that what a handler logs says which request it served; the
+/// status and duration are logged at debug level.
+async fn request_span(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let start = std::time::Instant::now();
+    async move {
+        let resp = next.run(req).await;
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            ms = start.elapsed().as_millis() as u64,
+            "answered"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 /// Refuse with an audit event: the caller may not do this.
