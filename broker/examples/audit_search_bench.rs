@@ -121,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
         "{engine}: seeded {done} of {total} events in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    // Statistics as a store in use has them (PostgreSQL's autovacuum, SQLite's `PRAGMA
+    // optimize`): without them the planners' choices depend on when the bench happens to run.
+    sqlx::query("ANALYZE").execute(&store.pool).await?;
 
     let q = |text: &str, f: &dyn Fn(&mut AuditQuery)| {
         let mut q = AuditQuery {
