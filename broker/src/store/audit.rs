@@ -425,11 +425,21 @@ impl Store {
                 " AND {t}.time_ms <= {ms} AND ({t}.time_ms, {t}.source, {t}.seq) < ({ms}, {src}, {seq})"
             ));
         }
+        // PostgreSQL: the text rows' time index serves only words the trigram index cannot
+        // narrow (all under three characters): the page is read newest first and cut. With a
+        // longer word the trigram index is far better, and `time_ms + 0` keeps the planner from
+        // walking the time index instead (it would read every row for a rare word).
+        let time_index = !self.is_sqlite && words.iter().all(|w| w.chars().count() < 3);
         let order = |a: &str| {
-            if q.newest_first() {
-                format!(" ORDER BY {a}.time_ms DESC, {a}.source DESC, {a}.seq DESC")
+            let time = if a == "t" && !self.is_sqlite && !time_index {
+                format!("({a}.time_ms + 0)")
             } else {
-                format!(" ORDER BY {a}.time_ms, {a}.source, {a}.seq")
+                format!("{a}.time_ms")
+            };
+            if q.newest_first() {
+                format!(" ORDER BY {time} DESC, {a}.source DESC, {a}.seq DESC")
+            } else {
+                format!(" ORDER BY {time}, {a}.source, {a}.seq")
             }
         };
         let limit = format!(" LIMIT {}", q.page_size());

@@ -155,6 +155,14 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             "../../../migrations/0015_audit_subject_time.sql"
         )),
     ),
+    (
+        16,
+        "audit_text_time",
+        Sql::PerEngine {
+            sqlite: include_str!("../../../migrations/0016_audit_text_time.sqlite.sql"),
+            postgres: include_str!("../../../migrations/0016_audit_text_time.postgres.sql"),
+        },
+    ),
 ];
 
 /// The migrations for one engine.
