@@ -1340,7 +1340,6 @@ async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_pla
 /// typed command appear and ends the session; the access report's CSV lists the command.
 #[tokio::test]
 async fn in_chromium_the_customers_story_from_approval_to_report() {
-    use std::io::Write;
     use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
     let port = bastion::pick_edge_port();
     let w = World::start_with(
@@ -1394,35 +1393,7 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
 
     // 2. The engineer logs in: the login waits for the approvers.
     let home = tempfile::tempdir().unwrap();
-    let mut login = std::process::Command::new(BIN)
-        .args([
-            "login",
-            "--broker",
-            base,
-            "--user",
-            "alice",
-            "--password-stdin",
-        ])
-        .args([
-            "--totp",
-            &w.code("alice", 0),
-            "--ticket",
-            "SUP-4242",
-            "--json",
-        ])
-        .env("SALLYPORT_HOME", home.path())
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice-pw\n")
-        .unwrap();
+    let mut login = w.spawn_login_cli(home.path(), "alice", "SUP-4242", &w.code("alice", 0), &[]);
     let requested = w
         .wait_events("kind=access_request_created&ticket=SUP-4242", 1)
         .await;

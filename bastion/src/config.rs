@@ -236,6 +236,13 @@ fn readable(what: &str, p: &Path, problems: &mut Vec<String>) {
     }
 }
 
+/// `host:port`, with a host and a port other than 0.
+fn host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
 fn check_keys(what: &str, keys: &[String], problems: &mut Vec<String>) {
     for k in keys {
         if russh::keys::PublicKey::from_openssh(k.trim()).is_err() {
@@ -264,10 +271,7 @@ impl EdgeConfig {
         }
         check_keys("user_ca_keys", &self.user_ca_keys, &mut problems);
         if let Some(a) = &self.public_address {
-            let ok = a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
+            if !host_port(a) {
                 problems.push(format!(
                     "public_address {a:?}: expected host:port (what engineers dial)"
                 ));
@@ -283,27 +287,9 @@ impl EdgeConfig {
         if let Err(e) = crate::private::check_data_dir(&self.data_dir, "edge's data_dir") {
             problems.push(format!("{e:#}"));
         }
-        match (&self.name, &self.token_file) {
-            (None, Some(_)) => problems.push(
-                "token_file is set but name is not: set `name` to the name of the edge's API token"
-                    .into(),
-            ),
-            (Some(name), _) if !sallyport_audit::valid_name(name) => problems.push(format!(
-                "invalid edge name {name:?}: use letters, digits, '.', '_' and '-' (at most 64)"
-            )),
-            _ => {}
-        }
-        if let Some(p) = &self.token_file {
-            use std::os::unix::fs::PermissionsExt;
-            match std::fs::metadata(p) {
-                Ok(m) if m.permissions().mode() & 0o077 != 0 => problems.push(format!(
-                    "token_file {} is readable by group or others: chmod 600 {}",
-                    p.display(),
-                    p.display()
-                )),
-                Ok(_) => readable("token_file", p, &mut problems),
-                Err(e) => problems.push(format!("token_file {}: {e}", p.display())),
-            }
+        // The name and the token file, as the edge reads them at start.
+        if let Err(e) = crate::edge::edge_identity(self) {
+            problems.push(format!("{e:#}"));
         }
         problems
     }
@@ -333,11 +319,7 @@ impl GatewayConfig {
             );
         }
         for e in &self.edges {
-            let port_ok = e
-                .address
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !port_ok {
+            if !host_port(&e.address) {
                 problems.push(format!(
                     "[[edges]] address {:?}: expected host:port",
                     e.address

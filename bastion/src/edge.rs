@@ -244,7 +244,7 @@ fn full_message(max: usize) -> String {
 }
 
 /// The edge's name and API token, from `name` and `token_file`; `None` when it has no token.
-fn edge_identity(cfg: &EdgeConfig) -> anyhow::Result<Option<(String, String)>> {
+pub(crate) fn edge_identity(cfg: &EdgeConfig) -> anyhow::Result<Option<(String, String)>> {
     let path = match (&cfg.name, &cfg.token_file) {
         (_, None) => return Ok(None),
         (None, Some(_)) => anyhow::bail!(

@@ -81,12 +81,8 @@ impl Broker {
             &cfg.jwt.audience,
             cfg.jwt.ttl_secs,
         );
+        // Its form was checked by `preflight` above.
         let operator_token_sha256 = cfg.operator_token_sha256.trim().to_ascii_lowercase();
-        anyhow::ensure!(
-            operator_token_sha256.len() == 64
-                && operator_token_sha256.chars().all(|c| c.is_ascii_hexdigit()),
-            "operator_token_sha256 must be 64 hex digits: make one with `sallyport admin hash-token`"
-        );
         Ok(Arc::new(Broker {
             cfg,
             store,

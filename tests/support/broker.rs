@@ -484,6 +484,28 @@ impl World {
         code: &str,
         extra: &[&str],
     ) -> Value {
+        let out = self
+            .spawn_login_cli(home, user, ticket, code, extra)
+            .wait_with_output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "login failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `sallyport login ... --json` started with the password given, not waited for (a login
+    /// that waits for approvers).
+    pub fn spawn_login_cli(
+        &self,
+        home: &Path,
+        user: &str,
+        ticket: &str,
+        code: &str,
+        extra: &[&str],
+    ) -> Child {
         use std::io::Write;
         let mut child = Command::new(BIN)
             .args(["login", "--broker", &self.broker.url, "--user", user])
@@ -509,13 +531,7 @@ impl World {
             .unwrap()
             .write_all(format!("{user}-pw\n").as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "login failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        child
     }
 
     pub async fn events(&self, query: &str) -> Vec<Value> {
