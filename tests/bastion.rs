@@ -2073,6 +2073,13 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let refused = w.wait_events("kind=refused", 1).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["action"] == "register_edge" && e["by"] == "approver:acme:acme-admin"),
+        "{refused:#?}"
+    );
     let edge_api = w.anon.with(&token);
     let (s, v) = edge_api
         .post("/v1/edge/self", json!({"host_key": "not a key"}))

@@ -1204,6 +1204,7 @@ async fn openapi_document_lists_the_api() {
         "/v1/approvals",
         "/v1/audit/events",
         "/v1/revocations",
+        "/v1/edge/self",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p}");
     }
