@@ -7,50 +7,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
 use support::bastion::{LOGIN, Proc, write_0600};
-use support::broker::{BIN, BrokerProc, fresh_store};
+use support::broker::{BrokerProc, fresh_store};
+use support::deploy::{json, sp, text};
 use support::sshd::{SshdNode, free_port};
-
-/// `sallyport ARGS` in `dir` with `env`, `stdin` fed; panics unless it succeeds.
-fn sp(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sallyport {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
 
 #[tokio::test]
 async fn the_readme_deployment_reaches_a_node_through_three_processes() {

@@ -1,0 +1,374 @@
+//! Memory per session of the edge and of the gateway, each its own process (release build),
+//! and whether it returns to its idle level once sessions end. Run it with
+//! `bench/session_memory.sh` (it raises the open-file limit; see that file for the knobs).
+//!
+//! The deployment is README's (`tests/support/deploy.rs`): broker, edge and gateway as three
+//! `sallyport` processes, a real OpenSSH sshd as the node. The sessions come from a load client
+//! in this process — what `ssh -J` does, with russh: one connection to the edge per session,
+//! a forward to `node1.acme-prod:22` in it, the engineer's SSH session to the gateway through
+//! that forward, a pty and a shell — held idle once the node's shell has printed its prompt.
+//! (Thousands of OpenSSH clients would cost the machine more than what is measured.) The load
+//! client accepts any host key: it measures, it does not check trust (the tests do).
+//!
+//! Resident memory is VmRSS of /proc/PID/status; "settled" means every file descriptor that
+//! the sessions opened in the edge and the gateway is closed again. It measures and asserts
+//! nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use russh::ChannelMsg;
+use russh::client;
+use russh::keys::{Certificate, PrivateKey};
+use support::bastion::LOGIN;
+use support::deploy::{Deployment, Extra};
+
+struct AnyHostKey;
+
+impl client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// One engineer session held open: the edge connection, the session with the gateway, the
+/// shell channel.
+struct Held {
+    _edge: client::Handle<AnyHostKey>,
+    gateway: client::Handle<AnyHostKey>,
+    _shell: russh::Channel<client::Msg>,
+}
+
+#[derive(Clone)]
+struct Engineer {
+    edge: std::net::SocketAddr,
+    key: Arc<PrivateKey>,
+    cert: Certificate,
+}
+
+async fn open(e: Engineer) -> anyhow::Result<Held> {
+    let cfg = Arc::new(client::Config::default());
+    let mut edge = client::connect(cfg.clone(), e.edge, AnyHostKey).await?;
+    let auth = edge
+        .authenticate_openssh_cert("alice", e.key.clone(), e.cert.clone())
+        .await?;
+    ensure!(auth.success(), "the edge refused the certificate");
+    let forward = edge
+        .channel_open_direct_tcpip("node1.acme-prod", 22, "127.0.0.1", 0)
+        .await?;
+    let mut gateway = client::connect_stream(cfg, forward.into_stream(), AnyHostKey).await?;
+    let auth = gateway
+        .authenticate_openssh_cert(LOGIN, e.key.clone(), e.cert.clone())
+        .await?;
+    ensure!(auth.success(), "the gateway refused the certificate");
+    let mut shell = gateway.channel_open_session().await?;
+    shell.request_pty(false, "xterm", 80, 24, 0, 0, &[]).await?;
+    shell.request_shell(false).await?;
+    // The node's shell prints its prompt: the session is up end to end.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), shell.wait())
+            .await
+            .context("no prompt from the node within 60 s")?
+        {
+            Some(ChannelMsg::Data { .. }) => break,
+            Some(_) => continue,
+            None => bail!("the session closed before the node's shell answered"),
+        }
+    }
+    Ok(Held {
+        _edge: edge,
+        gateway,
+        _shell: shell,
+    })
+}
+
+/// Open `n` sessions, `parallel` set-ups at a time.
+async fn open_many(e: &Engineer, n: usize, parallel: usize) -> Vec<Held> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (e, gate) = (e.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            open(e).await
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(h) => held.push(h),
+            Err(err) => panic!("a session could not be opened: {err:#}"),
+        }
+    }
+    held
+}
+
+async fn close_all(held: Vec<Held>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in held {
+        tasks.spawn(async move {
+            let _ = h
+                .gateway
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+            drop(h);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for pid {pid}"))
+}
+
+fn rss(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Connections to the broker (HTTP keep-alive) come and go whatever the sessions do.
+const SLACK_FDS: usize = 4;
+
+/// Wait until the edge and the gateway hold no more file descriptors than at `base` (every
+/// session's sockets and recording files are closed; up to [`SLACK_FDS`] more), then a second
+/// more.
+async fn settle(pids: [u32; 2], base: [usize; 2]) -> Duration {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(120) {
+        if pids.iter().zip(base).all(|(p, b)| fds(*p) <= b + SLACK_FDS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = began.elapsed();
+    for (p, b) in pids.iter().zip(base) {
+        if fds(*p) > b + SLACK_FDS {
+            println!(
+                "  (pid {p} still holds {} descriptors more than idle: {:?})",
+                fds(*p) - b,
+                fd_targets(*p)
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    took
+}
+
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut t: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn per_session(from: u64, to: u64, n: usize) -> String {
+    format!("{:.0} KiB", (to as f64 - from as f64) / n as f64)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --all-targets` and clippy build this file; only `cargo bench` runs it.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let points: Vec<usize> = std::env::var("SESSIONS")
+        .unwrap_or_else(|_| "100,500,1000".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("SESSIONS: numbers, comma-separated")
+        })
+        .collect();
+    let rounds = env_num("ROUNDS", 10);
+    let per_round = env_num("ROUND_SESSIONS", 500);
+    let parallel = env_num("PARALLEL", 16);
+    let most = points.iter().copied().max().unwrap_or(0).max(per_round);
+    let limits = format!(
+        "max_sessions = {}\nmax_sessions_per_engineer = {}\n",
+        most + 10,
+        most + 10
+    );
+    let d = Deployment::start(Extra {
+        edge: &format!("max_connections = {}\n", most + 10),
+        gateway: &limits,
+        sshd: &format!(
+            "MaxStartups {p}:100:{p}\nMaxSessions 10\n",
+            p = parallel * 4
+        ),
+    })
+    .await;
+    let home = d.login();
+    let e = Engineer {
+        edge: format!("127.0.0.1:{}", d.edge_port).parse().unwrap(),
+        key: Arc::new(russh::keys::load_secret_key(home.join("acme-prod"), None).unwrap()),
+        cert: Certificate::from_openssh(
+            &std::fs::read_to_string(home.join("acme-prod-cert.pub")).unwrap(),
+        )
+        .unwrap(),
+    };
+    let pids = [d.edge.pid(), d.gateway.pid()];
+    let rss_both = || (rss(pids[0]), rss(pids[1]));
+    describe(Path::new("/proc/cpuinfo"));
+
+    // Warm-up: the first sessions load keys, certificates, caches.
+    let base_fds = [fds(pids[0]), fds(pids[1])];
+    close_all(open_many(&e, 20, parallel).await).await;
+    settle(pids, base_fds).await;
+    if let Some(wait) = std::env::var("PROFILE_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        println!(
+            "edge pid {}, gateway pid {}: attach a profiler now (e.g. heaptrack -p PID); going on in {wait} s",
+            pids[0], pids[1]
+        );
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    let (edge0, gw0) = rss_both();
+    println!("edge and gateway as their own processes; idle pty shells on a real sshd");
+    println!();
+    println!(
+        "{:>9} {:>12} {:>12}   {:>22} {:>22}",
+        "sessions", "edge RSS", "gateway RSS", "edge per session", "gateway per session"
+    );
+    println!("{:>9} {:>12} {:>12}", 0, mib(edge0), mib(gw0));
+    let mut held = Vec::new();
+    let mut last = (0usize, edge0, gw0);
+    let began = Instant::now();
+    for &n in &points {
+        held.extend(open_many(&e, n - held.len(), parallel).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (edge, gw) = rss_both();
+        println!(
+            "{:>9} {:>12} {:>12}   {:>10} (slope {:>6}) {:>10} (slope {:>6})",
+            n,
+            mib(edge),
+            mib(gw),
+            per_session(edge0, edge, n),
+            per_session(last.1, edge, n - last.0),
+            per_session(gw0, gw, n),
+            per_session(last.2, gw, n - last.0),
+        );
+        last = (n, edge, gw);
+    }
+    let opened = held.len();
+    let took = began.elapsed();
+    close_all(held).await;
+    let settled = settle(pids, base_fds).await;
+    let (edge_after, gw_after) = rss_both();
+    println!(
+        "{:>9} {:>12} {:>12}   (all {opened} closed; set-up {:.1} s, {:.0} sessions/s; settled in {:.1} s)",
+        "after",
+        mib(edge_after),
+        mib(gw_after),
+        took.as_secs_f64(),
+        opened as f64 / took.as_secs_f64(),
+        settled.as_secs_f64()
+    );
+    let (n, edge_n, gw_n) = last;
+    println!(
+        "\nper idle session at {n}: edge {}, gateway {}, both {}",
+        per_session(edge0, edge_n, n),
+        per_session(gw0, gw_n, n),
+        per_session(edge0 + gw0, edge_n + gw_n, n)
+    );
+
+    if rounds == 0 {
+        return;
+    }
+    println!("\n{rounds} rounds of {per_round} sessions: opened, then all closed");
+    println!(
+        "{:>6} {:>12} {:>12}   {:>12} {:>12}",
+        "round", "edge open", "gateway open", "edge after", "gateway after"
+    );
+    let (edge_start, gw_start) = rss_both();
+    println!(
+        "{:>6} {:>12} {:>12}   {:>12} {:>12}",
+        "start",
+        "",
+        "",
+        mib(edge_start),
+        mib(gw_start)
+    );
+    let mut after = (edge_start, gw_start);
+    for round in 1..=rounds {
+        let held = open_many(&e, per_round, parallel).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (edge_open, gw_open) = rss_both();
+        close_all(held).await;
+        settle(pids, base_fds).await;
+        after = rss_both();
+        println!(
+            "{:>6} {:>12} {:>12}   {:>12} {:>12}",
+            round,
+            mib(edge_open),
+            mib(gw_open),
+            mib(after.0),
+            mib(after.1)
+        );
+    }
+    let total = rounds * per_round;
+    println!(
+        "\nafter {total} sessions: edge {:+.1} MiB ({:+.2} KiB per ended session), gateway {:+.1} MiB ({:+.2} KiB per ended session)",
+        (after.0 as f64 - edge_start as f64) / 1024.0,
+        (after.0 as f64 - edge_start as f64) / total as f64,
+        (after.1 as f64 - gw_start as f64) / 1024.0,
+        (after.1 as f64 - gw_start as f64) / total as f64,
+    );
+}
+
+fn describe(cpuinfo: &Path) {
+    let cpus = std::fs::read_to_string(cpuinfo)
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string(cpuinfo)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    println!("machine: {cpus} cores ({model})");
+}

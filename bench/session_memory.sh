@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Resident memory per idle session of the edge and of the gateway, each its own process (release
+# build), at a few session counts, and over rounds of sessions opened and all closed again (does
+# memory return to its idle level?). Prints a table; measures, asserts nothing. Needs root (the
+# node is a real sshd with a local account): run it through the test runner, which installs sshd:
+#
+#   tests/infra/run-tests.sh bench/session_memory.sh
+#
+# Knobs (environment): SESSIONS=100,500,1000 (the counts measured, cumulative), ROUNDS=10,
+# ROUND_SESSIONS=500, PARALLEL=16 (session set-ups at once), PROFILE_WAIT=SECS (print the edge's and
+# the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Every session holds sockets in the edge, the gateway, the load client and the node.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
+cargo bench -q --bench session_memory
