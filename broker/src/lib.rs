@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundle;
 pub mod chains;
 pub mod config;
+pub mod passkeys;
 pub mod directory;
 pub mod error;
 pub mod ocsf;

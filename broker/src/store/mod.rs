@@ -8,6 +8,7 @@ mod audit;
 mod console;
 mod gateways;
 mod live;
+mod passkeys;
 mod records;
 mod stream;
 mod webhooks;
@@ -16,6 +17,7 @@ pub use audit::*;
 pub use console::*;
 pub use gateways::*;
 pub use live::*;
+pub use passkeys::*;
 pub use records::*;
 pub use stream::*;
 pub use webhooks::*;
@@ -162,6 +164,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             sqlite: include_str!("../../../migrations/0016_audit_text_time.sqlite.sql"),
             postgres: include_str!("../../../migrations/0016_audit_text_time.postgres.sql"),
         },
+    ),
+    (
+        17,
+        "passkeys",
+        Sql::Portable(include_str!("../../../migrations/0017_passkeys.sql")),
     ),
 ];
 
