@@ -1573,7 +1573,10 @@ async fn failures_of(w: &World, account: &str) -> Vec<Value> {
 /// The newest `account_login_failed` event of `account` (after `after` such events).
 async fn login_failure(w: &World, account: &str, after: usize) -> Value {
     let ev = failures_of(w, account).await;
-    assert!(ev.len() > after, "no new login failure of {account}: {ev:#?}");
+    assert!(
+        ev.len() > after,
+        "no new login failure of {account}: {ev:#?}"
+    );
     ev.iter()
         .max_by_key(|e| e["seq"].as_u64().unwrap_or(0))
         .unwrap()
@@ -1671,9 +1674,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     browser.shot("06-passkey-wrong-password").await;
 
     // The right password, then the passkey: logged in, audited with the method.
-    browser
-        .fill("#password", "acme-boss-password-1")
-        .await;
+    browser.fill("#password", "acme-boss-password-1").await;
     browser.click("#passkey-login").await;
     browser.wait_for("Log out").await;
     assert_eq!(browser.path().await, "/console/");
@@ -1766,7 +1767,10 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     }
     let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
     assert_eq!(done["ok"], false, "{done}");
-    assert!(done["error"].as_str().unwrap().contains("expired"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("expired"),
+        "{done}"
+    );
     let f = login_failure(&w, "acme-boss", failures + 1).await;
     assert_eq!(f["code"], "passkey_challenge_expired");
 
@@ -1823,9 +1827,7 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
     let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
     let anon = Console::new(&w.broker.url);
     let (nonce, cookie) = anon.login_nonce().await;
-    let start = |password: &str, nonce: &str| {
-        json!({"user": "acme-boss", "password": password, "nonce": nonce})
-    };
+    let start = |password: &str, nonce: &str| json!({"user": "acme-boss", "password": password, "nonce": nonce});
     // No login-form nonce (a request from another site): refused before the password.
     let p = anon
         .post_json(
@@ -1859,7 +1861,10 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
         .await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
     assert!(p.body.contains("no passkey is registered"), "{}", p.body);
-    assert_eq!(login_failure(&w, "acme-boss", 1).await["code"], "no_passkey");
+    assert_eq!(
+        login_failure(&w, "acme-boss", 1).await["code"],
+        "no_passkey"
+    );
     // An answer to a challenge that was never issued: refused and audited.
     let p = anon
         .post_json(

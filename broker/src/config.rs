@@ -548,7 +548,10 @@ impl BrokerConfig {
             .map(|r| r.trim().to_ascii_lowercase())
             .unwrap_or_else(|| host.clone());
         if rp_id.parse::<std::net::IpAddr>().is_ok()
-            || rp_id.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
+            || rp_id
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
         {
             return Err(format!(
                 "[console] rp_id {rp_id:?} is an IP address, which WebAuthn does not accept as a \
@@ -871,7 +874,10 @@ mod tests {
             super::BrokerConfig::load(&path).unwrap().relying_party()
         };
         let d = rp("").unwrap();
-        assert_eq!((d.rp_id.as_str(), d.origin.as_str()), ("localhost", "http://localhost/"));
+        assert_eq!(
+            (d.rp_id.as_str(), d.origin.as_str()),
+            ("localhost", "http://localhost/")
+        );
         assert!(d.any_port);
         let e = rp("origin = \"https://access.example.com:8443\"").unwrap();
         assert_eq!(e.rp_id, "access.example.com");
@@ -883,8 +889,14 @@ mod tests {
             ("origin = \"https://[::1]:8443\"", "IP address"),
             ("rp_id = \"127.0.0.1\"", "IP address"),
             ("origin = \"http://access.example.com\"", "plain HTTP"),
-            ("origin = \"https://access.example.com\"\nrp_id = \"other.com\"", "parent domain"),
-            ("origin = \"https://access.example.com/console\"", "only a scheme"),
+            (
+                "origin = \"https://access.example.com\"\nrp_id = \"other.com\"",
+                "parent domain",
+            ),
+            (
+                "origin = \"https://access.example.com/console\"",
+                "only a scheme",
+            ),
             ("origin = \"access\"", "not a URL"),
             ("rp_id = \"bad name\"", "not a domain name"),
         ] {

@@ -334,7 +334,10 @@ impl fantoccini::wd::WebDriverCompatibleCommand for SessionCommand {
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        (self.method.clone(), self.body.as_ref().map(|b| b.to_string()))
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
     }
 }
 
@@ -463,9 +466,7 @@ impl Console {
     /// POST a JSON body with these cookies besides the session's.
     pub async fn post_json(&self, path: &str, body: &Value, cookies: &[(&str, &str)]) -> Page {
         self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .json(body),
+            self.http.post(format!("{}{path}", self.base)).json(body),
             cookies,
         )
         .await

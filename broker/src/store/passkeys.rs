@@ -101,7 +101,11 @@ impl Store {
     }
 
     /// Remove one of `account`'s passkeys; the removed row, `None` when it has no such one.
-    pub async fn remove_passkey(&self, account: &str, id: &str) -> sqlx::Result<Option<PasskeyRow>> {
+    pub async fn remove_passkey(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> sqlx::Result<Option<PasskeyRow>> {
         let r = sqlx::query(&format!(
             "DELETE FROM passkeys WHERE account = $1 AND id = $2 RETURNING {COLUMNS}"
         ))

@@ -358,8 +358,7 @@ fn login_nonce(headers: &HeaderMap, sent: &str) -> Option<String> {
         .map(token_hash)
 }
 
-const LOGIN_EXPIRED: &str =
-    "This login form expired or was sent from another site. Reload the page and enter your details again.";
+const LOGIN_EXPIRED: &str = "This login form expired or was sent from another site. Reload the page and enter your details again.";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
