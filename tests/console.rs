@@ -1744,6 +1744,49 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     let f = login_failure(&w, "acme-boss", failures).await;
     assert_eq!(f["code"], "passkey_of_another_account");
 
+    // A signature counter that went back (the stored one moved ahead, as after a copy of the
+    // credential was used elsewhere): refused, audited.
+    sqlx::any::install_default_drivers();
+    {
+        use sqlx::{Connection, Row};
+        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        let row = sqlx::query("SELECT id, passkey FROM passkeys WHERE account = 'acme-boss'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let (id, text): (String, String) = (row.get(0), row.get(1));
+        let mut pk: Value = serde_json::from_str(&text).unwrap();
+        assert!(pk["cred"]["counter"].as_u64().unwrap() > 0, "{pk}");
+        pk["cred"]["counter"] = json!(1_000_000);
+        sqlx::query("UPDATE passkeys SET passkey = $1 WHERE id = $2")
+            .bind(pk.to_string())
+            .bind(&id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    browser.goto(&format!("{base}/console/login")).await;
+    browser.wait_for("Log in with a passkey").await;
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
+    assert_eq!(done["ok"], false, "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("counter went back"),
+        "{done}"
+    );
+    let f = login_failure(&w, "acme-boss", failures + 1).await;
+    assert_eq!(f["code"], "passkey_counter_regressed");
+    let failures = failures_of(&w, "acme-boss").await.len();
+
     // An expired challenge (its deadline moved into the past in the store).
     browser.goto(&format!("{base}/console/login")).await;
     browser.wait_for("Log in with a passkey").await;
@@ -1755,7 +1798,6 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     .await;
     assert_eq!(start["ok"], true, "{start}");
     {
-        sqlx::any::install_default_drivers();
         use sqlx::Connection;
         let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
         let r = sqlx::query("UPDATE passkey_ceremonies SET expires_at = 0 WHERE id = $1")
@@ -1771,7 +1813,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         done["error"].as_str().unwrap().contains("expired"),
         "{done}"
     );
-    let f = login_failure(&w, "acme-boss", failures + 1).await;
+    let f = login_failure(&w, "acme-boss", failures).await;
     assert_eq!(f["code"], "passkey_challenge_expired");
 
     // A passkey removed (on another device's session) while its challenge was out: refused.
@@ -1810,7 +1852,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         done["error"].as_str().unwrap().contains("not registered"),
         "{done}"
     );
-    let f = login_failure(&w, "acme-boss", failures + 2).await;
+    let f = login_failure(&w, "acme-boss", failures + 1).await;
     assert_eq!(f["code"], "unknown_passkey");
     // And with none left, the passkey button says to use the code.
     browser.fill("#user", "acme-boss").await;
