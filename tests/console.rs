@@ -1514,3 +1514,468 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     assert!(row.contains("echo story-typed-$((40+2))"), "{row}");
     assert!(row.contains("SUP-4242") && row.contains("alice"), "{row}");
 }
+
+/// Start a passkey login in the page's script context: the password step; the answer kept in
+/// `window.__pk` for [`PASSKEY_FINISH`]. Returns `{ok, ceremony}` or `{ok: false, error}`.
+const PASSKEY_START: &str = r#"
+const [user, password, done] = arguments;
+const form = document.getElementById("login-form");
+window.__pkUser = user;
+window.sallyportPasskeys.post("/console/login/passkey/start", {user, password, nonce: form.elements.nonce.value})
+  .then(s => { window.__pk = s; done({ok: true, ceremony: s.ceremony}); })
+  .catch(e => done({ok: false, error: e.message}));
+"#;
+
+/// Answer the challenge in `window.__pk` with the virtual authenticator (with the credential
+/// `arguments[0]` when given, else one the broker allowed) and send it. Returns `{ok, body}` or
+/// `{ok: false, error, body}`; `body` is what was sent (to replay it).
+const PASSKEY_FINISH: &str = r#"
+const [credentialId, done] = arguments;
+const P = window.sallyportPasskeys, s = window.__pk;
+const form = document.getElementById("login-form");
+const pk = Object.assign({}, s.publicKey);
+pk.challenge = P.b64urlToBuf(pk.challenge);
+const allow = credentialId ? [{type: "public-key", id: credentialId}] : pk.allowCredentials;
+pk.allowCredentials = allow.map(c => ({type: c.type, id: P.b64urlToBuf(c.id)}));
+navigator.credentials.get({publicKey: pk}).then(cred => {
+  const body = {user: window.__pkUser, nonce: form.elements.nonce.value, ceremony: s.ceremony, credential: {
+    id: cred.id, rawId: P.bufToB64url(cred.rawId), type: cred.type,
+    response: {
+      authenticatorData: P.bufToB64url(cred.response.authenticatorData),
+      clientDataJSON: P.bufToB64url(cred.response.clientDataJSON),
+      signature: P.bufToB64url(cred.response.signature),
+      userHandle: cred.response.userHandle ? P.bufToB64url(cred.response.userHandle) : null},
+    extensions: {}}};
+  return P.post("/console/login/passkey/finish", body)
+    .then(() => done({ok: true, body}), e => done({ok: false, error: e.message, body}));
+}).catch(e => done({ok: false, error: "browser: " + e.name + ": " + e.message}));
+"#;
+
+/// Send a captured finish body again from this login page (with its own nonce).
+const PASSKEY_REPLAY: &str = r#"
+const [body, done] = arguments;
+body.nonce = document.getElementById("login-form").elements.nonce.value;
+window.sallyportPasskeys.post("/console/login/passkey/finish", body)
+  .then(() => done({ok: true}), e => done({ok: false, error: e.message}));
+"#;
+
+async fn js(browser: &Browser, script: &str, args: Vec<Value>) -> Value {
+    browser.client.execute_async(script, args).await.unwrap()
+}
+
+/// The `account_login_failed` events of `account`.
+async fn failures_of(w: &World, account: &str) -> Vec<Value> {
+    let mut ev = w.events("kind=account_login_failed").await;
+    ev.retain(|e| e["account"] == account);
+    ev
+}
+
+/// The newest `account_login_failed` event of `account` (after `after` such events).
+async fn login_failure(w: &World, account: &str, after: usize) -> Value {
+    let ev = failures_of(w, account).await;
+    assert!(
+        ev.len() > after,
+        "no new login failure of {account}: {ev:#?}"
+    );
+    ev.iter()
+        .max_by_key(|e| e["seq"].as_u64().unwrap_or(0))
+        .unwrap()
+        .clone()
+}
+
+async fn log_out(browser: &Browser, base: &str) {
+    browser.goto(&format!("{base}/console/")).await;
+    browser.click(".who button[type=submit]").await;
+    browser.wait_for("Log in").await;
+    browser.goto(&format!("{base}/console/login")).await;
+    browser.wait_for("Log in with a passkey").await;
+}
+
+#[tokio::test]
+async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_are_refused() {
+    let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
+    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
+    let anna = account(&w, "sec-anna", "reviewer", None).await;
+    // WebAuthn needs a domain name: the browser opens localhost, which it maps to 127.0.0.1.
+    let base = &w.broker.url.replace("127.0.0.1", "localhost");
+    let browser = Browser::start_localhost("in_chromium_passkeys").await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser
+        .login(base, "acme-boss", "acme-boss-password-1", &code(&boss, 0))
+        .await;
+    browser.click("a.account[href='/console/account']").await;
+    browser.wait_for("No passkey yet").await;
+    browser.shot("01-account-no-passkey").await;
+
+    // Adding a passkey without the password typed again (a stolen cookie): refused, audited,
+    // and the authenticator was never asked.
+    browser.fill("#passkey-name", "Work laptop").await;
+    browser.fill("#passkey-password", "not-my-password").await;
+    browser.click("#passkey-add").await;
+    let text = browser.wait_for("Not added:").await;
+    assert!(text.contains("wrong password"), "{text}");
+    assert!(
+        browser
+            .authenticator_credentials(&authenticator)
+            .await
+            .is_empty()
+    );
+    let refused = w.events("kind=refused").await;
+    assert!(
+        refused.iter().any(|e| e["action"] == "register_passkey"
+            && e["by"] == "approver:acme:acme-boss"
+            && e["reason"].as_str().unwrap().contains("wrong password")),
+        "{refused:#?}"
+    );
+    let f = login_failure(&w, "acme-boss", 0).await;
+    assert_eq!(f["code"], "bad_credentials");
+    browser.shot("02-passkey-refused").await;
+
+    // With the password: added, listed, audited naming the account.
+    browser
+        .fill("#passkey-password", "acme-boss-password-1")
+        .await;
+    browser.click("#passkey-add").await;
+    browser.wait_for("Remove").await;
+    assert_eq!(browser.text_of(".passkey-name").await, "Work laptop");
+    let creds = browser.authenticator_credentials(&authenticator).await;
+    assert_eq!(creds.len(), 1, "{creds:#?}");
+    assert_eq!(creds[0]["rpId"], "localhost");
+    let boss_cred = creds[0]["credentialId"].as_str().unwrap().to_string();
+    let changes = w.events("kind=admin_change").await;
+    assert!(
+        changes.iter().any(|e| e["action"] == "register_passkey"
+            && e["by"] == "approver:acme:acme-boss"
+            && e["target"]
+                .as_str()
+                .unwrap()
+                .starts_with("acme-boss passkey pk_")),
+        "{changes:#?}"
+    );
+    browser.shot("03-passkey-added").await;
+    browser.resize(390, 844).await;
+    browser.shot("04-passkey-added-phone").await;
+    browser.resize(1280, 900).await;
+
+    // Log out; a wrong password with the passkey button: refused before any challenge (the
+    // authenticator signs nothing), said plainly, audited like a login with a code.
+    log_out(&browser, base).await;
+    browser.shot("05-login-with-passkey-button").await;
+    let failures = failures_of(&w, "acme-boss").await.len();
+    browser.fill("#user", "acme-boss").await;
+    browser.fill("#password", "wrong-password").await;
+    browser.click("#passkey-login").await;
+    let text = browser.wait_for("wrong user name or password").await;
+    assert!(!text.contains("Log out"), "{text}");
+    let f = login_failure(&w, "acme-boss", failures).await;
+    assert_eq!(f["code"], "bad_credentials");
+    let creds = browser.authenticator_credentials(&authenticator).await;
+    let sign_count = creds[0]["signCount"].as_u64().unwrap();
+    browser.shot("06-passkey-wrong-password").await;
+
+    // The right password, then the passkey: logged in, audited with the method.
+    browser.fill("#password", "acme-boss-password-1").await;
+    browser.click("#passkey-login").await;
+    browser.wait_for("Log out").await;
+    assert_eq!(browser.path().await, "/console/");
+    let creds = browser.authenticator_credentials(&authenticator).await;
+    assert!(creds[0]["signCount"].as_u64().unwrap() > sign_count);
+    let mut ok = w.events("kind=account_login_succeeded").await;
+    ok.retain(|e| e["account"] == "acme-boss");
+    assert!(ok.iter().any(|e| e["method"] == "passkey"), "{ok:#?}");
+    assert!(ok.iter().any(|e| e["method"] == "totp"), "{ok:#?}");
+
+    // A replayed answer: the challenge worked once.
+    log_out(&browser, base).await;
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
+    assert_eq!(done["ok"], true, "{done}");
+    let body = done["body"].clone();
+    log_out(&browser, base).await;
+    let failures = failures_of(&w, "acme-boss").await.len();
+    let replay = js(&browser, PASSKEY_REPLAY, vec![body]).await;
+    assert_eq!(replay["ok"], false, "{replay}");
+    assert!(
+        replay["error"].as_str().unwrap().contains("already used"),
+        "{replay}"
+    );
+    let f = login_failure(&w, "acme-boss", failures).await;
+    assert_eq!(f["code"], "passkey_challenge_unknown");
+
+    // Another account's passkey (sec-anna's, in the same authenticator) for acme-boss's login.
+    browser
+        .login(base, "sec-anna", "sec-anna-password-1", &code(&anna, 0))
+        .await;
+    browser.goto(&format!("{base}/console/account")).await;
+    browser.fill("#passkey-name", "Anna's phone").await;
+    browser
+        .fill("#passkey-password", "sec-anna-password-1")
+        .await;
+    browser.click("#passkey-add").await;
+    browser.wait_for("Remove").await;
+    let creds = browser.authenticator_credentials(&authenticator).await;
+    assert_eq!(creds.len(), 2, "{creds:#?}");
+    let anna_cred = creds
+        .iter()
+        .map(|c| c["credentialId"].as_str().unwrap().to_string())
+        .find(|c| *c != boss_cred)
+        .unwrap();
+    log_out(&browser, base).await;
+    let failures = failures_of(&w, "acme-boss").await.len();
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    let done = js(&browser, PASSKEY_FINISH, vec![json!(anna_cred)]).await;
+    assert_eq!(done["ok"], false, "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("another account"),
+        "{done}"
+    );
+    let f = login_failure(&w, "acme-boss", failures).await;
+    assert_eq!(f["code"], "passkey_of_another_account");
+
+    // A signature counter that went back (the stored one moved ahead, as after a copy of the
+    // credential was used elsewhere): refused, audited.
+    sqlx::any::install_default_drivers();
+    {
+        use sqlx::{Connection, Row};
+        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        let row = sqlx::query("SELECT id, passkey FROM passkeys WHERE account = 'acme-boss'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let (id, text): (String, String) = (row.get(0), row.get(1));
+        let mut pk: Value = serde_json::from_str(&text).unwrap();
+        assert!(pk["cred"]["counter"].as_u64().unwrap() > 0, "{pk}");
+        pk["cred"]["counter"] = json!(1_000_000);
+        sqlx::query("UPDATE passkeys SET passkey = $1 WHERE id = $2")
+            .bind(pk.to_string())
+            .bind(&id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    browser.goto(&format!("{base}/console/login")).await;
+    browser.wait_for("Log in with a passkey").await;
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
+    assert_eq!(done["ok"], false, "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("counter went back"),
+        "{done}"
+    );
+    let f = login_failure(&w, "acme-boss", failures + 1).await;
+    assert_eq!(f["code"], "passkey_counter_regressed");
+    let failures = failures_of(&w, "acme-boss").await.len();
+
+    // An expired challenge (its deadline moved into the past in the store).
+    browser.goto(&format!("{base}/console/login")).await;
+    browser.wait_for("Log in with a passkey").await;
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        let r = sqlx::query("UPDATE passkey_ceremonies SET expires_at = 0 WHERE id = $1")
+            .bind(start["ceremony"].as_str().unwrap())
+            .execute(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(r.rows_affected(), 1);
+    }
+    let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
+    assert_eq!(done["ok"], false, "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("expired"),
+        "{done}"
+    );
+    let f = login_failure(&w, "acme-boss", failures).await;
+    assert_eq!(f["code"], "passkey_challenge_expired");
+
+    // A passkey removed (on another device's session) while its challenge was out: refused.
+    let start = js(
+        &browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    let other = logged_in(&w, "acme-boss", &boss, 1).await;
+    let page = other.get("/console/account").await;
+    assert!(page.body.contains(">Work laptop<"), "{}", page.body);
+    let at = page.body.find("/console/account/passkeys/pk_").unwrap();
+    let action = &page.body[at..at + page.body[at..].find('"').unwrap()];
+    let csrf = other.csrf().await;
+    let p = other.post(action, &[("csrf", &csrf)], &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let changes = w.events("kind=admin_change").await;
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["action"] == "remove_passkey" && e["by"] == "approver:acme:acme-boss"),
+        "{changes:#?}"
+    );
+    assert!(
+        !other
+            .get("/console/account")
+            .await
+            .body
+            .contains(">Work laptop<")
+    );
+    let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
+    assert_eq!(done["ok"], false, "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("not registered"),
+        "{done}"
+    );
+    let f = login_failure(&w, "acme-boss", failures + 1).await;
+    assert_eq!(f["code"], "unknown_passkey");
+    // And with none left, the passkey button says to use the code.
+    browser.fill("#user", "acme-boss").await;
+    browser.fill("#password", "acme-boss-password-1").await;
+    browser.click("#passkey-login").await;
+    browser.wait_for("no passkey is registered").await;
+    browser.shot("07-no-passkey-left").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn passkey_json_endpoints_refuse_before_any_challenge() {
+    let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
+    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
+    let anon = Console::new(&w.broker.url);
+    let (nonce, cookie) = anon.login_nonce().await;
+    let start = |password: &str, nonce: &str| json!({"user": "acme-boss", "password": password, "nonce": nonce});
+    // No login-form nonce (a request from another site): refused before the password.
+    let p = anon
+        .post_json(
+            "/console/login/passkey/start",
+            &start("acme-boss-password-1", "forged"),
+            &[("sallyport_login", &cookie)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    // A wrong password: 401, no challenge, audited as a login failure.
+    let p = anon
+        .post_json(
+            "/console/login/passkey/start",
+            &start("wrong", &nonce),
+            &[("sallyport_login", &cookie)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+    assert!(!p.body.contains("challenge"), "{}", p.body);
+    assert_eq!(
+        login_failure(&w, "acme-boss", 0).await["code"],
+        "bad_credentials"
+    );
+    // The right password but no passkey: said, audited, no challenge.
+    let p = anon
+        .post_json(
+            "/console/login/passkey/start",
+            &start("acme-boss-password-1", &nonce),
+            &[("sallyport_login", &cookie)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("no passkey is registered"), "{}", p.body);
+    assert_eq!(
+        login_failure(&w, "acme-boss", 1).await["code"],
+        "no_passkey"
+    );
+    // An answer to a challenge that was never issued: refused and audited.
+    let p = anon
+        .post_json(
+            "/console/login/passkey/finish",
+            &json!({"user": "acme-boss", "nonce": nonce, "ceremony": "made-up", "credential": {}}),
+            &[("sallyport_login", &cookie)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+    assert_eq!(
+        login_failure(&w, "acme-boss", 2).await["code"],
+        "passkey_challenge_unknown"
+    );
+    // Adding a passkey: the session's CSRF token and the password are both required.
+    let c = logged_in(&w, "acme-boss", &boss, 0).await;
+    let csrf = c.csrf().await;
+    let p = c
+        .post_json(
+            "/console/account/passkeys/start",
+            &json!({"csrf": "forged", "name": "Laptop", "password": "acme-boss-password-1"}),
+            &[],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    let p = c
+        .post_json(
+            "/console/account/passkeys/start",
+            &json!({"csrf": csrf, "name": "Laptop", "password": "stolen-cookie-only"}),
+            &[],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("wrong password"), "{}", p.body);
+    let refused = w.events("kind=refused").await;
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|e| e["action"] == "register_passkey" && e["by"] == "approver:acme:acme-boss")
+            .count(),
+        2,
+        "{refused:#?}"
+    );
+    // With both: a registration challenge for this relying party and this account.
+    let p = c
+        .post_json(
+            "/console/account/passkeys/start",
+            &json!({"csrf": csrf, "name": "Laptop", "password": "acme-boss-password-1"}),
+            &[],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let v: Value = serde_json::from_str(&p.body).unwrap();
+    assert_eq!(v["publicKey"]["rp"]["id"], "localhost");
+    assert_eq!(v["publicKey"]["user"]["name"], "acme-boss");
+    // A made-up answer to it: refused, audited, nothing stored; the challenge is spent.
+    let bad = json!({"csrf": csrf, "ceremony": v["ceremony"], "credential": {"id": "x"}});
+    let p = c
+        .post_json("/console/account/passkeys/finish", &bad, &[])
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    let p = c
+        .post_json("/console/account/passkeys/finish", &bad, &[])
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("already used"), "{}", p.body);
+    assert!(
+        c.get("/console/account")
+            .await
+            .body
+            .contains("No passkey yet")
+    );
+}

@@ -31,6 +31,9 @@ pub enum AuditEvent {
         account: String,
         role: String,
         customer: Option<String>,
+        /// How the second factor was proved: `totp` or `passkey` (absent in older events).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
     },
     AccountLoginFailed {
         account: String,

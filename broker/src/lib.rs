@@ -11,6 +11,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod ocsf;
+pub mod passkeys;
 pub mod replay;
 pub mod secretbox;
 pub mod state;

@@ -111,6 +111,8 @@ pub enum Account {
     /// A lockout after a burst of failed logins.
     Lock,
     MfaFactorEnable,
+    /// A passkey removed from an account.
+    MfaFactorDisable,
     /// API tokens made and revoked.
     Other,
 }
@@ -158,6 +160,7 @@ impl Activity {
                 Account::Disable => (5, "Disable"),
                 Account::Lock => (9, "Lock"),
                 Account::MfaFactorEnable => (10, "MFA Factor Enable"),
+                Account::MfaFactorDisable => (11, "MFA Factor Disable"),
                 Account::Other => (99, "Other"),
             },
             Activity::Api(a) => match a {
@@ -337,15 +340,18 @@ fn place_broker(e: &AuditEvent) -> Placed {
     }
 }
 
-/// The operator's changes that are about an account (an engineer's, an approver's, a
-/// reviewer's, an API token's): `admin_change` actions as `broker/src/api/admin.rs` names them.
+/// The changes that are about an account (an engineer's, an approver's, a reviewer's, an API
+/// token's): `admin_change` actions as `broker/src/api/admin.rs` names them, and an account's
+/// own passkeys (`broker/src/web/account.rs`).
 fn admin_account_activity(action: &str) -> Option<Account> {
     if action.starts_with("disable_") {
         Some(Account::Disable)
     } else if action.starts_with("enable_") {
         Some(Account::Enable)
-    } else if action == "enroll_engineer_totp" {
+    } else if matches!(action, "enroll_engineer_totp" | "register_passkey") {
         Some(Account::MfaFactorEnable)
+    } else if action == "remove_passkey" {
+        Some(Account::MfaFactorDisable)
     } else if action.ends_with("_token") || action.contains("_token_") {
         Some(Account::Other)
     } else if matches!(

@@ -30,6 +30,8 @@ pub struct Broker {
     pub totp_box: crate::secretbox::SecretBox,
     /// Refusals anyone can repeat without a credential, audited once a minute per key.
     pub refusals: crate::throttle::Throttle,
+    /// Passkey (WebAuthn) checks for console logins, bound to `[console]`'s relying party.
+    pub passkeys: crate::passkeys::Passkeys,
 }
 
 impl Broker {
@@ -42,6 +44,10 @@ impl Broker {
             "the broker config is not usable:\n  - {}",
             problems.join("\n  - ")
         );
+        let passkeys = crate::passkeys::Passkeys::new(
+            &cfg.relying_party().map_err(anyhow::Error::msg)?,
+            cfg.console.passkey_ceremony_secs,
+        )?;
         let directory = match (&cfg.ldap, &cfg.directory) {
             (Some(ldap), _) => Directory::ldap(ldap)?,
             (None, Some(file)) => Directory::from_file(file)?,
@@ -94,6 +100,7 @@ impl Broker {
             operator_token_sha256,
             totp_box,
             refusals: Default::default(),
+            passkeys,
         }))
     }
 }

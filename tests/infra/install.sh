@@ -9,6 +9,7 @@
 #   tmux, a C compiler  (the tests drive terminals; sqlx builds bundled SQLite)
 #   python3             (an interpreter the evasion suite runs on the node)
 #   chromium + chromium-driver (the web console's tests, headless, through WebDriver)
+#   libssl-dev + pkg-config (the broker's passkey library, webauthn-rs, links OpenSSL)
 #
 # The tests start their own throwaway slapd/PostgreSQL/sshd instances on 127.0.0.1
 # (see start-ldap.sh, start-postgres.sh, tests/support/sshd.rs).
@@ -31,6 +32,8 @@ command -v ss >/dev/null || need+=(iproute2)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # the console tests drive Debian's Chromium through chromedriver (WebDriver)
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
+# building the broker: webauthn-rs (console passkeys) links OpenSSL through openssl-sys
+{ command -v pkg-config >/dev/null && pkg-config --exists openssl; } || need+=(libssl-dev pkg-config)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install.sh: everything is already installed"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, SET_COOKIE};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A chromedriver process and a headless Chromium session through it.
 pub struct Browser {
@@ -36,6 +36,12 @@ impl Browser {
             ],
         )
         .await
+    }
+
+    /// A browser in which `localhost` is 127.0.0.1 (no other address is looked up): a secure
+    /// context with a domain name, as WebAuthn needs, for a broker listening on 127.0.0.1.
+    pub async fn start_localhost(test: &str) -> Browser {
+        Browser::start_with(test, &["--host-resolver-rules=MAP localhost 127.0.0.1"]).await
     }
 
     async fn start_with(test: &str, extra_args: &[&str]) -> Browser {
@@ -98,6 +104,55 @@ impl Browser {
             _profile: profile,
             shots,
         }
+    }
+
+    /// A WebDriver command of this session (`session/{id}/{path}`), e.g. the WebAuthn extension's.
+    pub async fn command(&self, method: http::Method, path: &str, body: Option<Value>) -> Value {
+        self.client
+            .issue_cmd(SessionCommand {
+                method,
+                path: path.to_string(),
+                body,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// Chromium's virtual authenticator (WebDriver "Virtual Authenticators"): a platform
+    /// passkey provider that verifies its user; returns its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let v = self
+            .command(
+                http::Method::POST,
+                "webauthn/authenticator",
+                Some(json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserConsenting": true,
+                    "isUserVerified": true,
+                })),
+            )
+            .await;
+        v.as_str().unwrap().to_string()
+    }
+
+    /// The credentials the virtual authenticator holds (`credentialId`, `rpId`, `signCount`...).
+    pub async fn authenticator_credentials(&self, authenticator: &str) -> Vec<Value> {
+        let v = self
+            .command(
+                http::Method::GET,
+                &format!("webauthn/authenticator/{authenticator}/credentials"),
+                None,
+            )
+            .await;
+        v.as_array().unwrap().clone()
+    }
+
+    /// Set the browser window's size (a phone's width, say).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
     }
 
     /// Save what the browser shows as `<name>.png`.
@@ -257,6 +312,35 @@ impl Browser {
     }
 }
 
+/// A command under the WebDriver session's own path.
+#[derive(Debug)]
+struct SessionCommand {
+    method: http::Method,
+    path: String,
+    body: Option<Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for SessionCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
@@ -377,6 +461,22 @@ impl Console {
             self.cookie = Some(c);
         }
         page
+    }
+
+    /// POST a JSON body with these cookies besides the session's.
+    pub async fn post_json(&self, path: &str, body: &Value, cookies: &[(&str, &str)]) -> Page {
+        self.send(
+            self.http.post(format!("{}{path}", self.base)).json(body),
+            cookies,
+        )
+        .await
+    }
+
+    /// The login form's nonce and its cookie, as a login page hands them out.
+    pub async fn login_nonce(&self) -> (String, String) {
+        let form = self.get("/console/login").await;
+        let (cookie, _) = form.set_cookie("sallyport_login").unwrap();
+        (form.input("nonce"), cookie)
     }
 
     /// This session's CSRF token, read from a page's logout form.

@@ -8,6 +8,7 @@ mod audit;
 mod console;
 mod gateways;
 mod live;
+mod passkeys;
 mod records;
 mod stream;
 mod webhooks;
@@ -16,6 +17,7 @@ pub use audit::*;
 pub use console::*;
 pub use gateways::*;
 pub use live::*;
+pub use passkeys::*;
 pub use records::*;
 pub use stream::*;
 pub use webhooks::*;
@@ -162,6 +164,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             sqlite: include_str!("../../../migrations/0016_audit_text_time.sqlite.sql"),
             postgres: include_str!("../../../migrations/0016_audit_text_time.postgres.sql"),
         },
+    ),
+    (
+        17,
+        "passkeys",
+        Sql::Portable(include_str!("../../../migrations/0017_passkeys.sql")),
     ),
 ];
 
@@ -373,6 +380,52 @@ mod tests {
             }
             _ => format!("sqlite://{}", dir.join("broker.db").display()),
         }
+    }
+
+    /// A ceremony is taken once, only as its own kind; a credential is registered to one
+    /// account; a passkey is removed only by its own account.
+    #[tokio::test]
+    async fn passkey_ceremonies_are_single_use_and_credentials_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = empty_store(dir.path()).await;
+        let store = super::Store::connect(&url).await.unwrap();
+        let c = super::Ceremony {
+            id: "c1".into(),
+            kind: "login".into(),
+            account: "anna".into(),
+            name: None,
+            nonce_sha256: Some("n".into()),
+            state: "{}".into(),
+            expires_at: 1,
+        };
+        store.add_ceremony(&c).await.unwrap();
+        assert_eq!(store.take_ceremony("c1", "register").await.unwrap(), None);
+        // An expired one is still handed back once (the caller says it expired).
+        assert_eq!(store.take_ceremony("c1", "login").await.unwrap(), Some(c));
+        assert_eq!(store.take_ceremony("c1", "login").await.unwrap(), None);
+        let p = super::PasskeyRow {
+            id: "pk_1".into(),
+            account: "anna".into(),
+            name: "Laptop".into(),
+            credential_id: "cred".into(),
+            passkey: "{}".into(),
+            created_at: 5,
+            last_used_at: None,
+        };
+        assert!(store.add_passkey(&p).await.unwrap());
+        let theft = super::PasskeyRow {
+            id: "pk_2".into(),
+            account: "mallory".into(),
+            ..p.clone()
+        };
+        assert!(!store.add_passkey(&theft).await.unwrap());
+        assert_eq!(
+            store.passkey_by_credential("cred").await.unwrap(),
+            Some(p.clone())
+        );
+        assert_eq!(store.remove_passkey("mallory", "pk_1").await.unwrap(), None);
+        assert_eq!(store.remove_passkey("anna", "pk_1").await.unwrap(), Some(p));
+        assert!(store.passkeys_of("anna").await.unwrap().is_empty());
     }
 
     /// Live chunks are taken only in order (a gap or a repeat is answered with where the next

@@ -1,7 +1,9 @@
 //! The web console at `/console/`: server-rendered pages (askama templates compiled into the
 //! binary, assets embedded) for customer approvers and the vendor's reviewers.
 //!
-//! - Login with password + TOTP (the API's account check, same lockouts and audit events); the
+//! - Login with password + TOTP, or password + passkey (WebAuthn, `passkeys.js`; the password
+//!   is checked before a challenge is issued), through the API's account check (same lockouts
+//!   and audit events); passkeys are added and removed on `/console/account`; the
 //!   session is server-side (`console_sessions`): the cookie holds a random token (HttpOnly,
 //!   SameSite=Strict, `Path=/console`, `Secure` under HTTPS), the store its SHA-256. A session
 //!   ends at logout, after `[console] idle_secs` unused, `session_secs` after its login, and
@@ -13,6 +15,7 @@
 //! - Strict headers on every response: a CSP allowing only 'self' (no inline script or style),
 //!   `frame-ancestors 'none'`, nosniff, no referrer to other sites, no caching.
 
+mod account;
 mod pages;
 mod policies;
 mod session;
@@ -36,6 +39,7 @@ const CSS: &str = include_str!("../../assets/console.css");
 const JS: &str = include_str!("../../assets/console.js");
 const PLAYER_JS: &str = include_str!("../../assets/player.js");
 const LIVE_JS: &str = include_str!("../../assets/live.js");
+const PASSKEYS_JS: &str = include_str!("../../assets/passkeys.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -48,7 +52,28 @@ pub fn router() -> Router<Arc<Broker>> {
             "/console/login",
             get(session::login_page).post(session::login),
         )
+        .route(
+            "/console/login/passkey/start",
+            post(session::passkey_login_start),
+        )
+        .route(
+            "/console/login/passkey/finish",
+            post(session::passkey_login_finish),
+        )
         .route("/console/logout", post(session::logout))
+        .route("/console/account", get(account::account))
+        .route(
+            "/console/account/passkeys/start",
+            post(account::register_start),
+        )
+        .route(
+            "/console/account/passkeys/finish",
+            post(account::register_finish),
+        )
+        .route(
+            "/console/account/passkeys/{passkey}/remove",
+            post(account::remove),
+        )
         .route("/console/sessions", get(pages::sessions))
         .route("/console/sessions/{session}", get(pages::session_page))
         .route("/console/sessions/{session}/watch", get(pages::watch_page))
@@ -91,6 +116,7 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/console/assets/console.js", get(js))
         .route("/console/assets/player.js", get(player_js))
         .route("/console/assets/live.js", get(live_js))
+        .route("/console/assets/passkeys.js", get(passkeys_js))
         .route("/console/recordings/{recording}", get(pages::replay_page))
         .route(
             "/console/recordings/{recording}/frames",
@@ -120,6 +146,10 @@ async fn player_js() -> impl IntoResponse {
 
 async fn live_js() -> impl IntoResponse {
     script(LIVE_JS)
+}
+
+async fn passkeys_js() -> impl IntoResponse {
+    script(PASSKEYS_JS)
 }
 
 fn script(text: &'static str) -> impl IntoResponse {

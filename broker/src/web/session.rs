@@ -1,4 +1,4 @@
-//! Console sessions: login (password + TOTP), the viewer of each request, CSRF, logout.
+//! Console sessions: login (password + TOTP, or password + passkey), the viewer of each request, CSRF, logout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -293,10 +293,7 @@ pub async fn login(
             return login_form(&b, status, &shown, Some(text));
         }
     };
-    if !matches!(
-        (account.role.as_str(), &account.customer),
-        ("approver", Some(_)) | ("reviewer", _)
-    ) {
+    if !console_role(&account) {
         return login_form(
             &b,
             StatusCode::FORBIDDEN,
@@ -304,6 +301,24 @@ pub async fn login(
             Some("This account cannot use the console.".into()),
         );
     }
+    match open_session(&b, &account).await {
+        Ok(cookies) => {
+            let mut r = Redirect::to("/console/").into_response();
+            for c in cookies {
+                r.headers_mut().append(header::SET_COOKIE, c);
+            }
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A new console session for an account that proved who it is: its cookie, and the login
+/// form's nonce cookie cleared.
+async fn open_session(
+    b: &Broker,
+    account: &crate::store::Account,
+) -> Result<[HeaderValue; 2], ApiError> {
     let token = format!("spc_{}{}", random_id(), random_id());
     let now = now_secs();
     let s = ConsoleSession {
@@ -319,24 +334,170 @@ pub async fn login(
         .store
         .sweep_console_sessions(b.cfg.console.idle_secs)
         .await;
-    if let Err(e) = b
-        .store
+    b.store
         .create_console_session(&token_hash(&token), &s)
-        .await
+        .await?;
+    Ok([
+        set_cookie(b, COOKIE, &token, "/console"),
+        clear_cookie(b, LOGIN_COOKIE, "/console/login"),
+    ])
+}
+
+/// The account may use the console: an approver of a customer, or a reviewer.
+fn console_role(account: &crate::store::Account) -> bool {
+    matches!(
+        (account.role.as_str(), &account.customer),
+        ("approver", Some(_)) | ("reviewer", _)
+    )
+}
+
+/// The login form's nonce, as its cookie holds it, when the request carries the same one.
+fn login_nonce(headers: &HeaderMap, sent: &str) -> Option<String> {
+    cookie(headers, LOGIN_COOKIE)
+        .filter(|c| !sent.is_empty() && digest_eq(&token_hash(c), &token_hash(sent)))
+        .map(token_hash)
+}
+
+const LOGIN_EXPIRED: &str = "This login form expired or was sent from another site. Reload the page and enter your details again.";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyStart {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: SecretString,
+    #[serde(default)]
+    nonce: String,
+}
+
+/// `POST /console/login/passkey/start` (JSON, from the login page's script): the password is
+/// checked first, under the same lockouts and audit as a login with a code; only then is a
+/// challenge issued for the account's passkeys, bound to this login form, single-use and
+/// short-lived. 200 `{ceremony, publicKey}`.
+pub async fn passkey_login_start(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::Json(f): axum::Json<PasskeyStart>,
+) -> Response {
+    let Some(nonce) = login_nonce(&headers, &f.nonce) else {
+        return ApiError::Forbidden(LOGIN_EXPIRED.into()).into_response();
+    };
+    let user = f.user.trim();
+    let account = match crate::api::login::check_account(
+        &b,
+        peer,
+        user,
+        crate::api::login::Proof::Password {
+            password: &f.password,
+        },
+    )
+    .await
     {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let no_passkey = |why: &str| AuditEvent::AccountLoginFailed {
+        account: account.username.clone(),
+        code: "no_passkey".into(),
+        reason: why.into(),
+    };
+    let keys = match b.store.passkeys_of(&account.username).await {
+        Ok(k) => k,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if keys.is_empty() || !console_role(&account) {
+        let why = if keys.is_empty() {
+            "no passkey is registered for this account: log in with the code from your \
+             authenticator app, then add a passkey on your account page"
+        } else {
+            "this account cannot use the console"
+        };
+        if let Err(e) = b.store.audit(&no_passkey(why)).await {
+            return ApiError::Internal(e).into_response();
+        }
+        return ApiError::Conflict(why.into()).into_response();
+    }
+    let challenge = match b
+        .passkeys
+        .start_login(&keys.into_iter().map(|k| k.passkey).collect::<Vec<_>>())
+    {
+        Ok(c) => c,
+        Err(e) => return ApiError::Internal(anyhow::anyhow!(e)).into_response(),
+    };
+    let ceremony = crate::store::Ceremony {
+        id: random_id(),
+        kind: "login".into(),
+        account: account.username.clone(),
+        name: None,
+        nonce_sha256: Some(nonce),
+        state: challenge.state,
+        expires_at: now_secs() + b.cfg.console.passkey_ceremony_secs,
+    };
+    if let Err(e) = b.store.add_ceremony(&ceremony).await {
         return ApiError::from(e).into_response();
     }
-    let mut r = Redirect::to("/console/").into_response();
-    let h = r.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(&b, COOKIE, &token, "/console"),
-    );
-    h.append(
-        header::SET_COOKIE,
-        clear_cookie(&b, LOGIN_COOKIE, "/console/login"),
-    );
-    r
+    axum::Json(serde_json::json!({
+        "ceremony": ceremony.id,
+        "publicKey": challenge.options["publicKey"],
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyFinish {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    ceremony: String,
+    #[serde(default)]
+    credential: serde_json::Value,
+}
+
+/// `POST /console/login/passkey/finish` (JSON): the passkey's answer to the challenge. Checked
+/// under the login's lockouts; every outcome audited; on success the session cookie is set and
+/// the answer is `{"redirect": "/console/"}`.
+pub async fn passkey_login_finish(
+    State(b): State<Arc<Broker>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::Json(f): axum::Json<PasskeyFinish>,
+) -> Response {
+    let Some(nonce) = login_nonce(&headers, &f.nonce) else {
+        return ApiError::Forbidden(LOGIN_EXPIRED.into()).into_response();
+    };
+    let account = match crate::api::login::check_account(
+        &b,
+        peer,
+        f.user.trim(),
+        crate::api::login::Proof::Passkey {
+            ceremony: &f.ceremony,
+            nonce_sha256: &nonce,
+            answer: &f.credential,
+        },
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    if !console_role(&account) {
+        return ApiError::Forbidden("This account cannot use the console.".into()).into_response();
+    }
+    match open_session(&b, &account).await {
+        Ok(cookies) => {
+            let mut r = axum::Json(serde_json::json!({"redirect": "/console/"})).into_response();
+            for c in cookies {
+                r.headers_mut().append(header::SET_COOKIE, c);
+            }
+            r
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
