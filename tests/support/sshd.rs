@@ -41,6 +41,16 @@ impl SshdNode {
     /// account `login` (created if missing) for certificates naming one of
     /// `principals`. Panics, with sshd's log, if it does not come up.
     pub fn start(trusted_user_ca_pubkey_line: &str, login: &str, principals: &[&str]) -> SshdNode {
+        Self::start_with(trusted_user_ca_pubkey_line, login, principals, "")
+    }
+
+    /// [`SshdNode::start`] with `extra` sshd_config lines (e.g. `MaxStartups` for a bench).
+    pub fn start_with(
+        trusted_user_ca_pubkey_line: &str,
+        login: &str,
+        principals: &[&str],
+        extra: &str,
+    ) -> SshdNode {
         ensure_account(login);
         // privilege-separation directory (normally made by systemd-tmpfiles)
         fs::create_dir_all("/run/sshd").expect("create /run/sshd");
@@ -112,7 +122,7 @@ impl SshdNode {
                  StrictModes no\n\
                  LogLevel VERBOSE\n\
                  PrintMotd no\n\
-                 Subsystem sftp internal-sftp\n",
+                 Subsystem sftp internal-sftp\n{extra}",
                 host_key = host_key.display(),
                 pid = dir.path().join("sshd.pid").display(),
                 ca = ca_path.display(),

@@ -1,0 +1,306 @@
+//! A deployment as README describes it — broker, edge and gateway as three processes of the
+//! `sallyport` binary, a node sshd set up from `admin node-config` — made with `sallyport`
+//! commands only, for the benches and tests that need the stages as separate processes.
+//! (`tests/deploy_walkthrough.rs` runs README's steps one by one with its own assertions.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::bastion::{LOGIN, Proc, write_0600};
+use super::broker::{BIN, BrokerProc, fresh_store};
+use super::sshd::{SshdNode, free_port};
+
+/// `sallyport ARGS` in `dir` with `env`, `stdin` fed; panics unless it succeeds.
+pub fn sp(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sallyport {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// Extra config lines for each process (top-level keys).
+#[derive(Default)]
+pub struct Extra<'a> {
+    pub edge: &'a str,
+    pub gateway: &'a str,
+    pub sshd: &'a str,
+}
+
+/// The three processes and the node, with engineer `alice` (group `support-l2`, approved for
+/// `LOGIN` on cluster `acme-prod`) and ticket `SUP-1` assigned to her.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub broker: BrokerProc,
+    pub edge: Proc,
+    pub gateway: Proc,
+    pub node: SshdNode,
+    pub edge_port: u16,
+    pub operator_token: String,
+    pub totp_secret: String,
+}
+
+pub const PASSWORD: &str = "alice-long-password-1";
+
+impl Deployment {
+    pub async fn start(extra: Extra<'_>) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path();
+        let none: &[(&str, &str)] = &[];
+        let printed = text(&sp(etc, none, &["admin", "hash-token"], ""));
+        let token = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("token:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let hash_line = printed
+            .lines()
+            .find(|l| l.starts_with("operator_token_sha256"))
+            .unwrap()
+            .to_string();
+        let entry = sp(
+            etc,
+            none,
+            &[
+                "admin",
+                "hash-password",
+                "--stdin",
+                "--uid",
+                "alice",
+                "--group",
+                "support-l2",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        std::fs::write(etc.join("engineers.toml"), text(&entry)).unwrap();
+        let store = fresh_store(etc).await;
+        let broker_toml = etc.join("broker.toml");
+        std::fs::write(
+            &broker_toml,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndatabase = \"{store}\"\ndirectory = \"engineers.toml\"\n{hash_line}\n"
+            ),
+        )
+        .unwrap();
+        let broker = BrokerProc::start(etc, broker_toml, store, token.clone());
+        let url = broker.url.clone();
+        let op: &[(&str, &str)] = &[("SALLYPORT_BROKER", &url), ("SALLYPORT_TOKEN", &token)];
+        sp(etc, op, &["admin", "customer", "acme"], "");
+        sp(
+            etc,
+            op,
+            &["admin", "cluster", "acme-prod", "--customer", "acme"],
+            "",
+        );
+        let alice = json(&sp(etc, op, &["admin", "engineer", "alice"], ""));
+        let totp_secret = alice["totp_secret"].as_str().unwrap().to_string();
+        let token_of = |name: &str, role: &str, customer: Option<&str>| -> String {
+            let mut args = vec!["admin", "token", name, "--role", role];
+            if let Some(c) = customer {
+                args.extend(["--customer", c]);
+            }
+            json(&sp(etc, op, &args, ""))["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let edge_token = token_of("edge-eu1", "edge", None);
+        let approver = token_of("acme-approver-script", "approver", Some("acme"));
+        let jira = token_of("acme-jira", "ticket_system", Some("acme"));
+        let as_token = |t: &str| {
+            [
+                ("SALLYPORT_BROKER", url.clone()),
+                ("SALLYPORT_TOKEN", t.to_string()),
+            ]
+        };
+        let approver_env = as_token(&approver);
+        let approver_env: Vec<(&str, &str)> =
+            approver_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sp(
+            etc,
+            &approver_env,
+            &[
+                "admin",
+                "approve",
+                "--cluster",
+                "acme-prod",
+                "--group",
+                "support-l2",
+                "--login",
+                LOGIN,
+            ],
+            "",
+        );
+        let jira_env = as_token(&jira);
+        let jira_env: Vec<(&str, &str)> = jira_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sp(
+            etc,
+            &jira_env,
+            &[
+                "admin",
+                "ticket",
+                "SUP-1",
+                "--customer",
+                "acme",
+                "--cluster",
+                "acme-prod",
+                "--assignee",
+                "alice",
+            ],
+            "",
+        );
+
+        write_0600(&etc.join("edge.token"), &format!("{edge_token}\n"));
+        let (edge_port, tunnel_port) = (free_port(), free_port());
+        std::fs::write(
+            etc.join("edge.toml"),
+            format!(
+                "listen = \"127.0.0.1:{edge_port}\"\ntunnel_listen = \"127.0.0.1:{tunnel_port}\"\n\
+                 data_dir = \"edge-data\"\nbroker = \"{url}\"\nname = \"edge-eu1\"\n\
+                 token_file = \"edge.token\"\npublic_address = \"127.0.0.1:{edge_port}\"\n{}\n",
+                extra.edge
+            ),
+        )
+        .unwrap();
+        let edge = Proc::start(&["edge"], &etc.join("edge.toml"), etc.join("edge.log"));
+        assert!(
+            edge.wait_log("registered with the broker", Duration::from_secs(30)),
+            "{}",
+            edge.log_text()
+        );
+
+        sp(
+            etc,
+            op,
+            &[
+                "admin",
+                "gateway",
+                "enroll",
+                "--cluster",
+                "acme-prod",
+                "--name",
+                "gw1",
+                "--edge",
+                &format!("127.0.0.1:{tunnel_port}"),
+                "--edge-host-key",
+                "edge-data/host_key.pub",
+                "--data-dir",
+                "gw-data",
+                "--out",
+                "gateway.toml",
+            ],
+            "",
+        );
+        // Top-level keys go before the file's tables.
+        let gateway_toml = etc.join("gateway.toml");
+        let enrolled = std::fs::read_to_string(&gateway_toml).unwrap();
+        std::fs::write(&gateway_toml, format!("{}\n{enrolled}", extra.gateway)).unwrap();
+        let gateway = Proc::start(&["gateway"], &gateway_toml, etc.join("gateway.log"));
+        assert!(
+            gateway.wait_log("tunnel up", Duration::from_secs(30)),
+            "{}",
+            gateway.log_text()
+        );
+
+        let cfg = json(&sp(
+            etc,
+            op,
+            &["admin", "node-config", "--cluster", "acme-prod", "--json"],
+            "",
+        ));
+        let files = cfg["files"].as_object().unwrap();
+        let ca = files["/etc/ssh/sallyport/node_ca.pub"].as_str().unwrap();
+        let principals: Vec<&str> = files[&format!("/etc/ssh/sallyport/principals/{LOGIN}")]
+            .as_str()
+            .unwrap()
+            .lines()
+            .collect();
+        let node = SshdNode::start_with(ca.trim(), LOGIN, &principals, extra.sshd);
+        std::fs::write(etc.join("node1.pub"), node.host_public_key()).unwrap();
+        sp(
+            etc,
+            op,
+            &[
+                "admin",
+                "node",
+                "acme-prod",
+                "node1",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                &node.port().to_string(),
+                "--host-key",
+                "node1.pub",
+            ],
+            "",
+        );
+        Deployment {
+            dir,
+            broker,
+            edge,
+            gateway,
+            node,
+            edge_port,
+            operator_token: token,
+            totp_secret,
+        }
+    }
+
+    /// `sallyport login` as alice for ticket `SUP-1` into a new SALLYPORT_HOME; returns it.
+    pub fn login(&self) -> PathBuf {
+        let etc = self.dir.path();
+        let home = etc.join("alice-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let code = text(&sp(etc, &[], &["totp", "--secret", &self.totp_secret], ""));
+        let home_s = home.display().to_string();
+        sp(
+            etc,
+            &[("SALLYPORT_HOME", &home_s)],
+            &[
+                "login",
+                "--broker",
+                &self.broker.url,
+                "--user",
+                "alice",
+                "--password-stdin",
+                "--totp",
+                code.trim(),
+                "--ticket",
+                "SUP-1",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        home
+    }
+}
