@@ -12,6 +12,7 @@ mod demo;
 mod logging;
 mod login;
 mod node_config;
+mod reload;
 mod report_cmd;
 mod sessions_cmd;
 mod status;
@@ -184,6 +185,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                 "refusing plain HTTP on {listen}: configure [tls] (cert, key) or listen on 127.0.0.1"
             );
             let broker = sallyport_broker::Broker::open(cfg).await?;
+            {
+                let (broker, path) = (broker.clone(), config.clone());
+                reload::watch(
+                    config.clone(),
+                    sallyport_broker::Broker::RELOADABLE,
+                    move |changes| {
+                        let (broker, path) = (broker.clone(), path.clone());
+                        async move {
+                            match changes.and_then(|s| {
+                                sallyport_broker::BrokerConfig::load(&path)
+                                    .map(|cfg| (cfg, s))
+                                    .map_err(|e| format!("{e:#}"))
+                            }) {
+                                Ok((cfg, s)) => broker.reload(cfg, &s.applied, &s.restart).await,
+                                Err(problem) => broker.reload_refused(&problem).await,
+                            }
+                        }
+                    },
+                )?;
+            }
             let listener = std::net::TcpListener::bind(listen)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
             let stop = shutdown_signal();
@@ -196,6 +217,20 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
             let cfg: sallyport_bastion::config::EdgeConfig =
                 sallyport_bastion::config::load(&config)?;
             let edge = sallyport_bastion::edge::Edge::new(cfg)?;
+            {
+                let (edge, path) = (edge.clone(), config.clone());
+                reload::watch(
+                    config.clone(),
+                    sallyport_bastion::edge::Edge::RELOADABLE,
+                    move |changes| {
+                        let (edge, path) = (edge.clone(), path.clone());
+                        async move {
+                            let (new, s) = loaded(changes, &path);
+                            edge.reload(new, &s.applied, &s.restart).await
+                        }
+                    },
+                )?;
+            }
             // The first signal starts the grace period; a second one ends it at once (what is
             // audited is already on disk and ships at the next start).
             let signal = shutdown_signal();
@@ -215,6 +250,20 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                 sallyport_bastion::config::load(&config)?;
             let stop = shutdown_signal();
             let gw = sallyport_bastion::gateway::open(cfg).await?;
+            {
+                let (gw, path) = (gw.clone(), config.clone());
+                reload::watch(
+                    config.clone(),
+                    sallyport_bastion::gateway::Gateway::RELOADABLE,
+                    move |changes| {
+                        let (gw, path) = (gw.clone(), path.clone());
+                        async move {
+                            let (new, s) = loaded(changes, &path);
+                            gw.reload(new, &s.applied, &s.restart).await
+                        }
+                    },
+                )?;
+            }
             sallyport_bastion::gateway::run(gw, stop).await?;
             Ok(0)
         }
@@ -243,6 +292,20 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
             println!("{code}");
             Ok(0)
         }
+    }
+}
+
+/// An edge's or gateway's config read again on SIGHUP, with its changed keys (or why not).
+fn loaded<T: serde::de::DeserializeOwned + sallyport_bastion::config::Paths>(
+    changes: Result<reload::Split, String>,
+    path: &std::path::Path,
+) -> (Result<T, String>, reload::Split) {
+    match changes {
+        Ok(s) => (
+            sallyport_bastion::config::load(path).map_err(|e| format!("{e:#}")),
+            s,
+        ),
+        Err(e) => (Err(e), reload::Split::default()),
     }
 }
 

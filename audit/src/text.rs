@@ -33,7 +33,9 @@ pub fn search_text(source: &str, kind: &str, data: &Value) -> Option<String> {
             | EdgeKind::EdgeDisconnected
             | EdgeKind::EdgeShutdown
             | EdgeKind::EdgeStopped
-            | EdgeKind::EdgeUserCasRefused => vec![],
+            | EdgeKind::EdgeUserCasRefused
+            | EdgeKind::EdgeConfigReloaded
+            | EdgeKind::EdgeConfigReloadRefused => vec![],
         },
         Role::Gateway => {
             gateway_texts(*GatewayKind::ALL.iter().find(|k| k.as_str() == kind)?, data)
@@ -97,7 +99,9 @@ fn gateway_texts(kind: GatewayKind, data: &Value) -> Vec<&str> {
         | GatewayKind::RecordingFailed
         | GatewayKind::RecordingRecovered
         | GatewayKind::RecordingUnreadable
-        | GatewayKind::UserCasRefused => vec![],
+        | GatewayKind::UserCasRefused
+        | GatewayKind::GatewayConfigReloaded
+        | GatewayKind::GatewayConfigReloadRefused => vec![],
     }
 }
 

@@ -94,6 +94,10 @@ kinds!(
         EdgeStopped => "edge_stopped", false;
         // A change of the trusted user CAs that no CA it trusts signed (refused, the last set kept).
         EdgeUserCasRefused => "edge_user_cas_refused", false;
+        // SIGHUP: the config was read again; what was applied and what needs a restart.
+        EdgeConfigReloaded => "edge_config_reloaded", false;
+        // SIGHUP: the config read again was not usable; nothing changed.
+        EdgeConfigReloadRefused => "edge_config_reload_refused", false;
     }
 );
 
@@ -131,6 +135,10 @@ kinds!(
         RecordingUnreadable => "recording_unreadable", false;
         // A change of the trusted user CAs that no CA it trusts signed (refused, the last set kept).
         UserCasRefused => "user_cas_refused", false;
+        // SIGHUP: the config was read again; what was applied and what needs a restart.
+        GatewayConfigReloaded => "gateway_config_reloaded", false;
+        // SIGHUP: the config read again was not usable; nothing changed.
+        GatewayConfigReloadRefused => "gateway_config_reload_refused", false;
     }
 );
 

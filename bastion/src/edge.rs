@@ -221,6 +221,24 @@ pub struct Edge {
     /// Refusals anyone can repeat, audited a few times a minute per connection or source
     /// address and code (`crate::throttle`).
     refusals: Throttle,
+    /// The limits a SIGHUP may change (see [`Edge::reload`]).
+    limits: std::sync::RwLock<EdgeLimits>,
+}
+
+/// What a SIGHUP can change while the edge runs; every other key needs a restart.
+#[derive(Debug, Clone, Copy)]
+struct EdgeLimits {
+    max_forwards_per_connection: usize,
+    login_grace_secs: u64,
+}
+
+impl EdgeLimits {
+    fn of(cfg: &EdgeConfig) -> EdgeLimits {
+        EdgeLimits {
+            max_forwards_per_connection: cfg.max_forwards_per_connection,
+            login_grace_secs: cfg.login_grace_secs,
+        }
+    }
 }
 
 /// Connections answered "too many connections" at once, past `max_connections`; past this too,
@@ -349,6 +367,7 @@ impl Edge {
         let trust = Trust::load(&cfg.data_dir, crate::trust::pinned_cas(&cfg.user_ca_keys)?);
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
         Ok(Arc::new(Edge {
+            limits: std::sync::RwLock::new(EdgeLimits::of(&cfg)),
             cfg,
             trust,
             broker,
@@ -363,6 +382,52 @@ impl Edge {
             stop: watch::Sender::new(false),
             refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
         }))
+    }
+
+    /// The config keys [`Edge::reload`] applies; the others need a restart.
+    pub const RELOADABLE: &'static [&'static str] =
+        &["max_forwards_per_connection", "login_grace_secs"];
+
+    fn limits(&self) -> EdgeLimits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply a config read again on SIGHUP (`Err`: it did not load): checked whole first, then
+    /// the limits in [`Edge::RELOADABLE`] are taken for new connections and forwards. Audited
+    /// as `edge_config_reloaded` (the keys applied and those that need a restart) or, when the
+    /// config is not usable and nothing changed, `edge_config_reload_refused`.
+    pub async fn reload(
+        &self,
+        new: Result<EdgeConfig, String>,
+        applied: &[String],
+        restart: &[String],
+    ) -> anyhow::Result<()> {
+        let checked = new.and_then(|cfg| {
+            let problems = cfg.preflight();
+            if problems.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(problems.join("; "))
+            }
+        });
+        let cfg = match checked {
+            Ok(cfg) => cfg,
+            Err(problems) => {
+                self.audit(
+                    EdgeKind::EdgeConfigReloadRefused,
+                    json!({"edge": self.cfg.name, "reason": problems}),
+                )
+                .await;
+                anyhow::bail!("the new config is not usable, nothing changed: {problems}");
+            }
+        };
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = EdgeLimits::of(&cfg);
+        self.audit(
+            EdgeKind::EdgeConfigReloaded,
+            json!({"edge": self.cfg.name, "applied": applied, "needs_restart": restart}),
+        )
+        .await;
+        Ok(())
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -1082,7 +1147,7 @@ async fn engineer_connection(
             return;
         }
     };
-    let login_grace = Duration::from_secs(edge.cfg.login_grace_secs.max(1));
+    let login_grace = Duration::from_secs(edge.limits().login_grace_secs.max(1));
     let login_deadline = tokio::time::Instant::now() + login_grace;
     let setup_limit = if full { limit } else { limit.min(login_grace) };
     let session = match tokio::time::timeout(
@@ -1179,7 +1244,7 @@ async fn engineer_connection(
                     Disconnect::ByApplication,
                     format!(
                         "sallyport edge: not logged in within {} s, disconnected (login_grace_secs)",
-                        edge.cfg.login_grace_secs.max(1)
+                        login_grace.as_secs()
                     ),
                 ),
                 Close::Revoked => (
@@ -1862,7 +1927,7 @@ impl russh::server::Handler for EngineerHandler {
                 .await;
             return Ok(());
         }
-        let limit = self.edge.cfg.max_forwards_per_connection;
+        let limit = self.edge.limits().max_forwards_per_connection;
         let Some(slot) = crate::Slot::take(&self.conn.forwards, limit) else {
             tracing::warn!(
                 engineer = id.engineer(),

@@ -534,8 +534,11 @@ pub async fn ship<K: ChainKind>(spool: Arc<Spool<K>>, broker: crate::broker_clie
             return;
         }
     };
+    // What the broker acknowledged in this run: when the `acked` file cannot be written (a full
+    // disk), shipping goes on from here rather than sending the same batch again and again.
+    let mut acked_here = 0;
     loop {
-        let acked = spool.acked();
+        let acked = spool.acked().max(acked_here);
         let head = spool.head();
         let batch = match spool.pending(acked, budget) {
             Ok(b) => b,
@@ -572,11 +575,18 @@ pub async fn ship<K: ChainKind>(spool: Arc<Spool<K>>, broker: crate::broker_clie
         {
             Ok(()) => {
                 reported = Some(head);
-                if let Err(e) = spool.set_acked(last, &last_hash) {
-                    tracing::error!(error = %e, "cannot record the broker's acknowledgement");
-                }
-                backoff = std::time::Duration::from_millis(200);
+                acked_here = last;
                 budget = (budget * 2).min(MAX_BATCH_BYTES);
+                if let Err(e) = spool.set_acked(last, &last_hash) {
+                    // The records are safe at the broker (a restart sends them again, and the
+                    // broker takes a record it has once); their segments stay until the
+                    // acknowledgement can be written. Not a loop: wait before the next batch.
+                    tracing::error!(error = %e, "cannot record the broker's acknowledgement");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                } else {
+                    backoff = std::time::Duration::from_millis(200);
+                }
             }
             Err(ShipError::TooLarge) if batch.len() > 1 => {
                 budget = (budget / 2).max(1);

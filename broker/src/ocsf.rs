@@ -396,6 +396,8 @@ fn place_edge(k: EdgeKind) -> Placed {
         },
         EdgeKind::EdgeShutdown | EdgeKind::EdgeStopped => ok(S(Ssh::Close)),
         EdgeKind::EdgeUserCasRefused => alarming(A(Api::Update)),
+        EdgeKind::EdgeConfigReloaded => ok(A(Api::Update)),
+        EdgeKind::EdgeConfigReloadRefused => refused(A(Api::Update)),
     }
 }
 
@@ -442,6 +444,8 @@ fn place_gateway(k: GatewayKind, data: &Value) -> Placed {
         GatewayKind::RecordingFinished | GatewayKind::RecordingRecovered => ok(S(Ssh::Other)),
         GatewayKind::RecordingFailed | GatewayKind::RecordingUnreadable => alarming(S(Ssh::Other)),
         GatewayKind::UserCasRefused => alarming(A(Api::Update)),
+        GatewayKind::GatewayConfigReloaded => ok(A(Api::Update)),
+        GatewayKind::GatewayConfigReloadRefused => refused(A(Api::Update)),
     }
 }
 

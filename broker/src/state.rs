@@ -16,9 +16,10 @@ use crate::directory::Directory;
 use crate::store::Store;
 
 pub struct Broker {
+    /// The config the broker started with; what a SIGHUP changed since is in [`Broker::live`].
     pub cfg: BrokerConfig,
     pub store: Store,
-    pub directory: Directory,
+    live: std::sync::RwLock<Arc<Live>>,
     pub engine: Engine,
     /// Signs engineers' certificates.
     pub user_ca: PrivateKey,
@@ -34,7 +35,109 @@ pub struct Broker {
     pub passkeys: crate::passkeys::Passkeys,
 }
 
+/// What a SIGHUP can change while the broker runs: the engineer directory (the file is read
+/// again, or the `[ldap]` settings taken anew) and the jump host handed out at login.
+pub struct Live {
+    pub directory: Arc<Directory>,
+    pub edge_address: Option<String>,
+    pub edge_host_keys: Vec<String>,
+}
+
 impl Broker {
+    /// The config keys [`Broker::reload`] applies; the others need a restart.
+    pub const RELOADABLE: &'static [&'static str] =
+        &["directory", "ldap", "edge_address", "edge_host_keys"];
+
+    /// The engineer directory now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.live().directory.clone()
+    }
+
+    /// The settings a SIGHUP may have changed.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply a config read again on SIGHUP: the directory is always built anew (its file may
+    /// have changed while the config did not), the jump host settings are taken; `applied` and
+    /// `restart` (the changed keys this call applies and those it leaves until a restart) are
+    /// audited (`admin_change`, action `config_reloaded`). A config that fails its preflight or
+    /// whose directory cannot be built changes nothing and is audited as
+    /// `config_reload_refused`.
+    pub async fn reload(
+        &self,
+        new: BrokerConfig,
+        applied: &[String],
+        restart: &[String],
+    ) -> anyhow::Result<()> {
+        let built = {
+            let problems = new.preflight();
+            if problems.is_empty() {
+                match (&new.ldap, &new.directory) {
+                    (Some(ldap), _) => Directory::ldap(ldap),
+                    (None, Some(file)) => Directory::from_file(file),
+                    (None, None) => Err(anyhow::anyhow!(
+                        "the config names no engineer directory: set [ldap] or `directory = \"FILE\"`"
+                    )),
+                }
+                .map_err(|e| format!("{e:#}"))
+            } else {
+                Err(problems.join("; "))
+            }
+        };
+        let directory = match built {
+            Ok(d) => d,
+            Err(problems) => {
+                self.audit_reload("config_reload_refused", &problems)
+                    .await?;
+                anyhow::bail!("the new config is not usable, nothing changed: {problems}");
+            }
+        };
+        let live = Live {
+            directory: Arc::new(directory),
+            edge_address: new.edge_address.clone(),
+            edge_host_keys: new.edge_host_keys.clone(),
+        };
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        let list = |keys: &[String]| {
+            if keys.is_empty() {
+                "-".to_string()
+            } else {
+                keys.join(",")
+            }
+        };
+        self.audit_reload(
+            "config_reloaded",
+            &format!(
+                "applied: {} (directory read again); needs a restart: {}",
+                list(applied),
+                list(restart)
+            ),
+        )
+        .await
+    }
+
+    /// A config that could not be read again on SIGHUP: audited, nothing changed.
+    pub async fn reload_refused(&self, problem: &str) -> anyhow::Result<()> {
+        self.audit_reload("config_reload_refused", problem).await?;
+        anyhow::bail!("the new config is not usable, nothing changed: {problem}")
+    }
+
+    async fn audit_reload(&self, action: &str, target: &str) -> anyhow::Result<()> {
+        self.store
+            .audit(&crate::audit::AuditEvent::AdminChange {
+                action: action.into(),
+                target: target.into(),
+                by: "operator (SIGHUP)".into(),
+                customer: None,
+                cluster: None,
+                node: None,
+                engineer: None,
+            })
+            .await?;
+        Ok(())
+    }
+
     pub async fn open(cfg: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
         // What can be checked without creating anything is checked first: a config that fails
         // leaves no data directory or database behind.
@@ -89,10 +192,15 @@ impl Broker {
         );
         // Its form was checked by `preflight` above.
         let operator_token_sha256 = cfg.operator_token_sha256.trim().to_ascii_lowercase();
+        let live = Live {
+            directory: Arc::new(directory),
+            edge_address: cfg.edge_address.clone(),
+            edge_host_keys: cfg.edge_host_keys.clone(),
+        };
         Ok(Arc::new(Broker {
             cfg,
             store,
-            directory,
+            live: std::sync::RwLock::new(Arc::new(live)),
             engine,
             user_ca,
             trusted,

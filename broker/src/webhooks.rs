@@ -92,7 +92,9 @@ fn gateway_notified(k: GatewayKind) -> bool {
         | GatewayKind::RecordingFailed
         | GatewayKind::RecordingRecovered
         | GatewayKind::RecordingUnreadable
-        | GatewayKind::UserCasRefused => false,
+        | GatewayKind::UserCasRefused
+        | GatewayKind::GatewayConfigReloaded
+        | GatewayKind::GatewayConfigReloadRefused => false,
     }
 }
 
@@ -103,7 +105,9 @@ fn edge_notified(k: EdgeKind) -> bool {
         | EdgeKind::EdgeDisconnected
         | EdgeKind::EdgeShutdown
         | EdgeKind::EdgeStopped
-        | EdgeKind::EdgeUserCasRefused => false,
+        | EdgeKind::EdgeUserCasRefused
+        | EdgeKind::EdgeConfigReloaded
+        | EdgeKind::EdgeConfigReloadRefused => false,
     }
 }
 

@@ -77,6 +77,10 @@ pub struct BrokerProc {
 }
 
 impl BrokerProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the broker processes of this world logged so far (for failure messages).
     pub fn log_text(&self) -> String {
         let mut logs: Vec<_> = std::fs::read_dir(&self.dir)

@@ -68,7 +68,10 @@ pub struct NodeEntry {
 }
 
 pub struct Gateway {
+    /// The config the gateway started with; the limits a SIGHUP changed since are in `limits`.
     pub cfg: GatewayConfig,
+    /// The limits a SIGHUP may change (see [`Gateway::reload`]).
+    limits: std::sync::RwLock<GatewayLimits>,
     pub id: String,
     pub cluster: String,
     pub node_ca: PrivateKey,
@@ -171,9 +174,61 @@ impl Gateway {
         }
     }
 
+    /// The config keys [`Gateway::reload`] applies; the others need a restart.
+    pub const RELOADABLE: &'static [&'static str] = &[
+        "max_sessions",
+        "max_sessions_per_engineer",
+        "max_channels_per_session",
+    ];
+
+    pub(crate) fn limits(&self) -> GatewayLimits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply a config read again on SIGHUP (`Err`: it did not load): checked whole first, then
+    /// the limits in [`Gateway::RELOADABLE`] hold for new sessions and channels. Audited as
+    /// `gateway_config_reloaded` (the keys applied and those that need a restart) or, when the
+    /// config is not usable and nothing changed, `gateway_config_reload_refused`.
+    pub async fn reload(
+        &self,
+        new: Result<GatewayConfig, String>,
+        applied: &[String],
+        restart: &[String],
+    ) -> anyhow::Result<()> {
+        let checked = new.and_then(|cfg| {
+            let problems = cfg.preflight();
+            if problems.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(problems.join("; "))
+            }
+        });
+        let fields = json!({"cluster": self.cluster, "gateway": self.id});
+        let cfg = match checked {
+            Ok(cfg) => cfg,
+            Err(problems) => {
+                let mut data = fields;
+                data["reason"] = json!(problems);
+                self.spool
+                    .append(GatewayKind::GatewayConfigReloadRefused, data)
+                    .await?;
+                anyhow::bail!("the new config is not usable, nothing changed: {problems}");
+            }
+        };
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = GatewayLimits::of(&cfg);
+        let mut data = fields;
+        data["applied"] = json!(applied);
+        data["needs_restart"] = json!(restart);
+        self.spool
+            .append(GatewayKind::GatewayConfigReloaded, data)
+            .await?;
+        Ok(())
+    }
+
     /// The slots one engineer session holds while it is open, or why it is refused.
     pub fn session_slots(&self, engineer: &str) -> Result<Vec<crate::Slot>, OverLimit> {
-        let limit = self.cfg.max_sessions;
+        let limits = self.limits();
+        let limit = limits.max_sessions;
         let all = crate::Slot::take(&self.sessions, limit).ok_or_else(|| {
             (
                 "too_many_sessions",
@@ -181,7 +236,7 @@ impl Gateway {
                 limit,
             )
         })?;
-        let limit = self.cfg.max_sessions_per_engineer;
+        let limit = limits.max_sessions_per_engineer;
         let mine = {
             // Taken under the lock: an entry is forgotten (no session open) only while nobody
             // can be taking a slot of it.
@@ -202,6 +257,24 @@ impl Gateway {
             )
         })?;
         Ok(vec![all, mine])
+    }
+}
+
+/// What a SIGHUP can change while the gateway runs; every other key needs a restart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GatewayLimits {
+    pub max_sessions: usize,
+    pub max_sessions_per_engineer: usize,
+    pub max_channels_per_session: usize,
+}
+
+impl GatewayLimits {
+    fn of(cfg: &GatewayConfig) -> GatewayLimits {
+        GatewayLimits {
+            max_sessions: cfg.max_sessions,
+            max_sessions_per_engineer: cfg.max_sessions_per_engineer,
+            max_channels_per_session: cfg.max_channels_per_session,
+        }
     }
 }
 
@@ -264,6 +337,7 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         watched: std::sync::Mutex::default(),
         observed: std::sync::Mutex::default(),
         refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
+        limits: std::sync::RwLock::new(GatewayLimits::of(&cfg)),
         cfg,
     });
     if let Err(e) = gw.refresh_self().await {

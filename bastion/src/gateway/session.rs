@@ -303,7 +303,7 @@ impl Inner {
 
     /// A slot for a new channel, or `None` (refused and audited) past `max_channels_per_session`.
     async fn channel_slot(&self, request: &str) -> Option<crate::Slot> {
-        let limit = self.gw.cfg.max_channels_per_session;
+        let limit = self.gw.limits().max_channels_per_session;
         if let Some(slot) = crate::Slot::take(&self.open, limit) {
             return Some(slot);
         }

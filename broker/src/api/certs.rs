@@ -183,7 +183,7 @@ async fn issue(
     }
     // The groups the directory lists now, not those read at login: an engineer removed from a
     // group cannot mint certificates with a session token that is still valid.
-    let groups = match b.directory.current_groups(&uid).await {
+    let groups = match b.directory().current_groups(&uid).await {
         Ok(g) => g,
         Err(e) => {
             let cluster = req.cluster.clone().unwrap_or_default();
@@ -505,13 +505,12 @@ async fn issue(
     // The jump hop: the config's edge_address and edge_host_keys, and what edges registered
     // themselves (the config's address wins; every live edge's key is pinned).
     let registered = b.store.edge_registrations().await?;
-    let edge = b
-        .cfg
+    let live = b.live();
+    let edge = live
         .edge_address
         .clone()
         .or_else(|| registered.iter().find_map(|e| e.address.clone()));
-    let mut edge_host_keys: Vec<String> = b
-        .cfg
+    let mut edge_host_keys: Vec<String> = live
         .edge_host_keys
         .iter()
         .map(|k| k.trim().to_string())

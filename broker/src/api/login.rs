@@ -131,7 +131,7 @@ pub async fn engineer_login(
     let attempt = Attempt::new(&b, &subject, &peer.ip().to_string());
     attempt.reserve(&b, |why| fail("locked_out", why)).await?;
     let outcome: Result<Vec<String>, Failure> = async {
-        let groups = match b.directory.authenticate(&req.user, &req.password).await {
+        let groups = match b.directory().authenticate(&req.user, &req.password).await {
             Ok(g) => g,
             Err(e @ (DirectoryError::BadCredentials | DirectoryError::NotInDirectory)) => {
                 return Err(Failure::Counted(

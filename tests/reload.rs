@@ -1,0 +1,358 @@
+//! SIGHUP: the broker, the edge and the gateway (three processes, as deployed) read their config
+//! again, apply what can change while they run, name what needs a restart, refuse a config that
+//! is not usable (and keep serving with the one they have), and audit each outcome.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::deploy::{Deployment, Extra, sp, text};
+
+fn hup(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -HUP {pid}");
+}
+
+/// Append `line` to the config file `name` of the deployment (top-level keys go first).
+fn set(d: &Deployment, name: &str, line: &str) {
+    let path = d.dir.path().join(name);
+    let old = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{line}\n{old}")).unwrap();
+}
+
+/// The audit events of `kind` (newest first), waiting until there are at least `n`.
+fn events(d: &Deployment, kind: &str, n: usize) -> Vec<Value> {
+    let env: &[(&str, &str)] = &[
+        ("SALLYPORT_BROKER", &d.broker.url),
+        ("SALLYPORT_TOKEN", &d.operator_token),
+    ];
+    let began = Instant::now();
+    loop {
+        let out = sp(
+            d.dir.path(),
+            env,
+            &["audit", "search", "--kind", kind, "--json"],
+            "",
+        );
+        let found: Vec<Value> = text(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if found.len() >= n || began.elapsed() > Duration::from_secs(30) {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `sallyport login` as alice with `password` and the TOTP code of the period `periods` away
+/// from now (a code is good for one login; the broker takes the neighbouring periods too);
+/// whether it succeeded, and what it printed.
+fn login(d: &Deployment, password: &str, periods: i64) -> (bool, String) {
+    let home = d.dir.path().join("alice-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let at = support::broker::now() as i64 + 30 * periods;
+    let code = sallyport_broker::totp::code(&d.totp_secret, at as u64).unwrap();
+    let out = Command::new(support::broker::BIN)
+        .args([
+            "login",
+            "--broker",
+            &d.broker.url,
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+            code.trim(),
+            "--ticket",
+            "SUP-1",
+        ])
+        .env("SALLYPORT_HOME", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{password}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_config() {
+    let d = Deployment::start(Extra::default()).await;
+    let etc = d.dir.path();
+    // The operator rotates alice's password in the directory file and changes a setting that
+    // only a restart takes.
+    let entry = sp(
+        etc,
+        &[],
+        &[
+            "admin",
+            "hash-password",
+            "--stdin",
+            "--uid",
+            "alice",
+            "--group",
+            "support-l2",
+        ],
+        "alice-rotated-password-2\n",
+    );
+    std::fs::write(etc.join("engineers.toml"), text(&entry)).unwrap();
+    set(&d, "broker.toml", "max_body_bytes = 2000000");
+    let (ok, said) = login(&d, "alice-rotated-password-2", -1);
+    assert!(
+        !ok,
+        "the new password works before the broker read it: {said}"
+    );
+    assert!(said.contains("wrong user name or password"), "{said}");
+
+    hup(d.broker.pid());
+    let reloaded = events(&d, "admin_change", 0)
+        .into_iter()
+        .filter(|e| e["action"] == "config_reloaded")
+        .count();
+    let began = Instant::now();
+    let event = loop {
+        let found: Vec<Value> = events(&d, "admin_change", 1)
+            .into_iter()
+            .filter(|e| e["action"] == "config_reloaded")
+            .collect();
+        if found.len() > reloaded || began.elapsed() > Duration::from_secs(30) {
+            break found.into_iter().next().expect("no config_reloaded event");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let target = event["target"].as_str().unwrap();
+    assert!(
+        target.contains("needs a restart: max_body_bytes"),
+        "{event}"
+    );
+    assert_eq!(event["by"], "operator (SIGHUP)", "{event}");
+    let (ok, said) = login(&d, "alice-rotated-password-2", 0);
+    assert!(
+        ok,
+        "the rotated password does not work after SIGHUP: {said}"
+    );
+
+    // A config that does not parse changes nothing: the broker keeps serving, and says why.
+    set(&d, "broker.toml", "listen = ");
+    hup(d.broker.pid());
+    let began = Instant::now();
+    let refused = loop {
+        let found: Vec<Value> = events(&d, "admin_change", 1)
+            .into_iter()
+            .filter(|e| e["action"] == "config_reload_refused")
+            .collect();
+        if !found.is_empty() || began.elapsed() > Duration::from_secs(30) {
+            break found
+                .into_iter()
+                .next()
+                .expect("no config_reload_refused event");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        refused["target"].as_str().unwrap().contains("broker.toml"),
+        "{refused}"
+    );
+    assert!(
+        d.broker.log_text().contains("config not reloaded"),
+        "{}",
+        d.broker.log_text()
+    );
+    let (ok, said) = login(&d, "alice-rotated-password-2", 1);
+    assert!(
+        ok,
+        "the broker stopped serving after a broken config: {said}"
+    );
+}
+
+struct AnyHostKey;
+
+impl russh::client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// How many of `n` forwards to the node one engineer connection to the edge gets.
+async fn forwards(d: &Deployment, home: &Path, n: usize) -> usize {
+    let key = russh::keys::load_secret_key(home.join("acme-prod"), None).unwrap();
+    let cert = russh::keys::Certificate::from_openssh(
+        &std::fs::read_to_string(home.join("acme-prod-cert.pub")).unwrap(),
+    )
+    .unwrap();
+    let mut h = russh::client::connect(
+        Arc::new(russh::client::Config::default()),
+        ("127.0.0.1", d.edge_port),
+        AnyHostKey,
+    )
+    .await
+    .unwrap();
+    let auth = h
+        .authenticate_openssh_cert("alice", Arc::new(key), cert)
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let mut open = Vec::new();
+    for _ in 0..n {
+        if let Ok(c) = h
+            .channel_open_direct_tcpip("node1.acme-prod", 22, "127.0.0.1", 40000)
+            .await
+        {
+            open.push(c);
+        }
+    }
+    let got = open.len();
+    drop(open);
+    let _ = h
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    got
+}
+
+/// `ssh node1.acme-prod CMD` through both stages as alice.
+fn ssh(home: &Path, cmd: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg(home.join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "node1.acme-prod", cmd])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[tokio::test]
+async fn the_edge_and_the_gateway_take_new_limits_on_sighup_and_refuse_a_broken_config() {
+    let d = Deployment::start(Extra::default()).await;
+    let home = d.login();
+    assert_eq!(forwards(&d, &home, 3).await, 3);
+
+    // The edge: one forward per connection from now on; `listen` only at a restart.
+    set(&d, "edge.toml", "max_forwards_per_connection = 1");
+    hup(d.edge.pid());
+    let event = events(&d, "edge_config_reloaded", 1)
+        .into_iter()
+        .next()
+        .expect("no edge_config_reloaded event");
+    assert_eq!(
+        event["applied"],
+        serde_json::json!(["max_forwards_per_connection"]),
+        "{event}"
+    );
+    assert_eq!(forwards(&d, &home, 3).await, 1);
+
+    // The gateway: one session per engineer from now on; a changed retention needs a restart.
+    set(
+        &d,
+        "gateway.toml",
+        "max_sessions_per_engineer = 1\nrecording_retention_secs = 60",
+    );
+    hup(d.gateway.pid());
+    let event = events(&d, "gateway_config_reloaded", 1)
+        .into_iter()
+        .next()
+        .expect("no gateway_config_reloaded event");
+    assert_eq!(
+        event["applied"],
+        serde_json::json!(["max_sessions_per_engineer"]),
+        "{event}"
+    );
+    assert_eq!(
+        event["needs_restart"],
+        serde_json::json!(["recording_retention_secs"]),
+        "{event}"
+    );
+    let mut first = ssh(&home, "echo first-up; sleep 30").spawn().unwrap();
+    let began = Instant::now();
+    while !d.node.log().contains("Accepted publickey") && began.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = ssh(&home, "echo second").output().unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second session ran: {said}");
+    assert!(
+        said.contains("at most 1 sessions of one engineer"),
+        "{said}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // Broken configs: refused, audited, and both keep serving with what they have.
+    set(&d, "edge.toml", "max_forwards_per_connection = \"many\"");
+    let gateway_toml = d.dir.path().join("gateway.toml");
+    let text_now = std::fs::read_to_string(&gateway_toml).unwrap();
+    assert!(text_now.contains("broker = \"http://"), "{text_now}");
+    std::fs::write(
+        &gateway_toml,
+        text_now.replace("broker = \"http://", "broker = \"ftp://"),
+    )
+    .unwrap();
+    hup(d.edge.pid());
+    hup(d.gateway.pid());
+    let edge_refused = events(&d, "edge_config_reload_refused", 1);
+    assert!(
+        !edge_refused.is_empty(),
+        "no edge_config_reload_refused event"
+    );
+    assert!(
+        edge_refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("edge.toml"),
+        "{}",
+        edge_refused[0]
+    );
+    let gw_refused = events(&d, "gateway_config_reload_refused", 1);
+    assert!(
+        !gw_refused.is_empty(),
+        "no gateway_config_reload_refused event"
+    );
+    assert!(
+        gw_refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("broker: "),
+        "{}",
+        gw_refused[0]
+    );
+    assert_eq!(forwards(&d, &home, 3).await, 1);
+    let out = ssh(&home, "echo still-$((40+2))").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "still-42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
