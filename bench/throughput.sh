@@ -1,54 +1,194 @@
 #!/usr/bin/env bash
-# Throughput and setup time through sallyport (edge + gateway) against plain OpenSSH straight to
-# the same node, on this machine over loopback. Prints MB/s and ratios; measures, asserts nothing.
+# Throughput and setup time of sallyport (edge + gateway) against OpenSSH on this machine over
+# loopback, three paths to the same node (the demo's sshd):
 #
-#   bench/throughput.sh [SIZE_MB]        (default 256; needs openssh-server installed)
+#   direct     ssh straight to the node
+#   ssh -J     OpenSSH through a stock sshd jump host that this script starts on 127.0.0.1
+#   sallyport  ssh with ProxyJump to the edge, through the gateway, as an engineer does
 #
-# It runs `sallyport demo` (release build) in a temp dir, logs in as the demo engineer, and for the
-# baseline signs a key with the demo gateway's node CA so that ssh can reach the node directly.
+#   bench/throughput.sh [SIZE_MB]    (default 1024; needs openssh-server installed; run as root
+#                                     or as a user that can start sshd on a loopback port)
+#
+# For each cipher of CIPHERS (default: aes128-gcm and chacha20-poly1305, set on both hops of
+# every path) it moves SIZE_MB up (`cat > /dev/null` on the node), down (`head -c` on the node)
+# and both ways at once (`cat` on the node), RUNS times each (default 3), and prints the median
+# in MB/s (both ways: MB/s each way), side by side, with the ratio sallyport / ssh -J (> 1: faster
+# than ssh -J). Then setup time (`ssh node true`, SETUP_RUNS times, default 50): p50 and p99, and
+# the ratio (< 1: faster than ssh -J). Last, the cost of recording: the same transfers through a
+# second gateway that skips the recorder — a bench build only (`--features bench-unrecorded` and
+# SALLYPORT_BENCH_UNRECORDED=1; a normal build has no such switch).
+#
+# It measures and asserts nothing. Other work on the machine moves the numbers: compare the
+# columns of one run, not runs. Env: RUNS, SETUP_RUNS, CIPHERS, SKIP_UNRECORDED=1, KEEP=1.
 set -euo pipefail
-SIZE=${1:-256}
+SIZE=${1:-1024}
+RUNS=${RUNS:-3}
+SETUP_RUNS=${SETUP_RUNS:-50}
+CIPHERS=${CIPHERS:-aes128-gcm@openssh.com chacha20-poly1305@openssh.com}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-cargo build --release -q
-BIN=$ROOT/target/release/sallyport
+cargo build --release -q --features bench-unrecorded
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sallyport
 DIR=$(mktemp -d -t sallyport-bench.XXXXXX)
-"$BIN" demo --dir "$DIR" >"$DIR/demo.out" 2>&1 &
-DEMO=$!
-trap 'kill $DEMO 2>/dev/null; wait $DEMO 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 1 200); do [ -f "$DIR/demo.env" ] && break; sleep 0.1; done
-set -a; . "$DIR/demo.env"; set +a
-export SALLYPORT_HOME=$DIR/home
-echo "$DEMO_PASSWORD" | "$BIN" login --user "$DEMO_ENGINEER" --password-stdin \
-  --totp "$("$BIN" totp --secret "$DEMO_TOTP_SECRET")" --ticket "$DEMO_TICKET" --json >/dev/null
-CFG=$SALLYPORT_HOME/ssh_config
-# Baseline: straight to the node's sshd with a certificate from the node CA.
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -z "${KEEP:-}" ]; then rm -rf "$DIR"; else echo "kept $DIR" >&2; fi
+}
+trap cleanup EXIT
+
+# A demo (broker, edge, gateway, node) in $1, logged in as its engineer; prints nothing.
+start_demo() {
+  local d=$1
+  mkdir -p "$d"
+  "$BIN" demo --dir "$d" >"$d/demo.out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do [ -f "$d/demo.env" ] && break; sleep 0.1; done
+  [ -f "$d/demo.env" ] || { cat "$d/demo.out" >&2; echo "the demo did not start" >&2; exit 1; }
+  (
+    set -a; . "$d/demo.env"; set +a
+    export SALLYPORT_HOME=$d/home
+    echo "$DEMO_PASSWORD" | "$BIN" login --user "$DEMO_ENGINEER" --password-stdin \
+      --totp "$("$BIN" totp --secret "$DEMO_TOTP_SECRET")" --ticket "$DEMO_TICKET" --json >/dev/null
+  )
+}
+
+start_demo "$DIR/rec"
+set -a; . "$DIR/rec/demo.env"; set +a
+NODE_PORT=$(sed -n 's/^ListenAddress 127.0.0.1:\([0-9]*\)$/\1/p' "$DIR/rec/node/sshd_config")
+# The recording-off gateway: a second demo, its own node.
+if [ -z "${SKIP_UNRECORDED:-}" ]; then
+  SALLYPORT_BENCH_UNRECORDED=1 start_demo "$DIR/unrec"
+fi
+
+# Direct and ssh -J: a certificate from the demo gateway's node CA, as the gateway's own.
 ssh-keygen -q -t ed25519 -N '' -f "$DIR/direct"
-ssh-keygen -q -s "$DIR/gateway/node_ca" -I bench-direct -n "$DEMO_LOGIN" -V -1m:+1h "$DIR/direct.pub"
-NODE_PORT=$(sed -n 's/^ListenAddress 127.0.0.1:\([0-9]*\)$/\1/p' "$DIR/node/sshd_config")
-DIRECT=(ssh -F /dev/null -o BatchMode=yes -o LogLevel=ERROR -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o IdentitiesOnly=yes -i "$DIR/direct" -o "CertificateFile=$DIR/direct-cert.pub" -p "$NODE_PORT" "$DEMO_LOGIN@127.0.0.1")
-VIA=(ssh -F "$CFG" -o BatchMode=yes node1.acme-prod)
+ssh-keygen -q -s "$DIR/rec/gateway/node_ca" -I bench-direct -n "$DEMO_LOGIN" -V -1m:+2h "$DIR/direct.pub"
+# The jump host: a stock sshd on loopback that admits one key and forwards TCP.
+mkdir -p "$DIR/jump"
+ssh-keygen -q -t ed25519 -N '' -f "$DIR/jump/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$DIR/jump/user_key"
+cp "$DIR/jump/user_key.pub" "$DIR/jump/authorized_keys"
+JUMP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$DIR/jump/sshd_config" <<EOF
+ListenAddress 127.0.0.1:$JUMP_PORT
+HostKey $DIR/jump/host_key
+PidFile $DIR/jump/sshd.pid
+AuthorizedKeysFile $DIR/jump/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+EOF
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -e -f "$DIR/jump/sshd_config" 2>"$DIR/jump/sshd.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do grep -q 'Server listening' "$DIR/jump/sshd.log" && break; sleep 0.05; done
 
-calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); calc "$e - $s"; }
-mbps() { calc "$SIZE / $1"; }
-ratio() { calc "$1 / $2"; }
-
-printf '%-28s %10s %10s %8s\n' "" "direct" "sallyport" "ratio"
-d=$(secs "${DIRECT[@]}" true); v=$(secs "${VIA[@]}" true)
-printf '%-28s %9.0fms %9.0fms %8s\n' "setup (ssh ... true)" "$(calc "$d*1000")" "$(calc "$v*1000")" "$(ratio "$v" "$d")"
-up() { head -c "${SIZE}M" /dev/zero | "$@" 'cat > /dev/null'; }
-down() { "$@" "head -c ${SIZE}M /dev/zero" >/dev/null; }
-for dir in up down; do
-  d=$(secs $dir "${DIRECT[@]}"); v=$(secs $dir "${VIA[@]}")
-  printf '%-28s %8s/s %8s/s %8s\n' "$dir ${SIZE} MB (MB/s)" "$(mbps "$d")" "$(mbps "$v")" "$(ratio "$(mbps "$v")" "$(mbps "$d")")"
+# One ssh_config per cipher (the first value ssh reads wins, and the ProxyJump ssh reads the same
+# file, so both hops of every path use the cipher).
+common() {
+  cat <<EOF
+Host direct jumped
+    HostName 127.0.0.1
+    Port $NODE_PORT
+    User $DEMO_LOGIN
+    IdentityFile $DIR/direct
+    CertificateFile $DIR/direct-cert.pub
+Host jumped
+    ProxyJump jumphost
+Host jumphost
+    HostName 127.0.0.1
+    Port $JUMP_PORT
+    User $(id -un)
+    IdentityFile $DIR/jump/user_key
+Host *
+    BatchMode yes
+    IdentitiesOnly yes
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+EOF
+}
+for c in $CIPHERS; do
+  for d in rec unrec; do
+    [ -f "$DIR/$d/home/ssh_config" ] || continue
+    { echo "Ciphers $c"; cat "$DIR/$d/home/ssh_config"; common; } >"$DIR/$d-$c.conf"
+  done
 done
-# Both ways at once through both stages, with the demo's resident memory (edge + gateway +
-# broker live in that one process).
-before=$(ps -o rss= -p $DEMO)
-s=$(date +%s.%N)
-n=$(head -c "${SIZE}M" /dev/zero | timeout 300 "${VIA[@]}" cat | wc -c)
-e=$(date +%s.%N)
-after=$(ps -o rss= -p $DEMO)
-echo "both ways ${SIZE} MB at once: $n bytes back in $(calc "$e - $s")s; demo RSS ${before} KiB -> ${after} KiB"
+# ssh -F <file> <host> for a path and cipher.
+target() {
+  case $1 in
+    direct) echo "-F $DIR/rec-$2.conf direct" ;;
+    jump) echo "-F $DIR/rec-$2.conf jumped" ;;
+    sallyport) echo "-F $DIR/rec-$2.conf node1.acme-prod" ;;
+    unrecorded) echo "-F $DIR/unrec-$2.conf node1.acme-prod" ;;
+  esac
+}
+
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+now() { date +%s.%N; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Seconds of one transfer ($1: up, down, both; then the ssh arguments: -F file host).
+transfer() {
+  local s e n dir=$1
+  shift
+  s=$(now)
+  case $dir in
+    up) head -c "${SIZE}M" /dev/zero | ssh "$@" 'cat > /dev/null' ;;
+    down) n=$(ssh "$@" "head -c ${SIZE}M /dev/zero" | wc -c) ;;
+    both) n=$(head -c "${SIZE}M" /dev/zero | ssh "$@" cat | wc -c) ;;
+  esac
+  e=$(now)
+  if [ "$dir" != up ] && [ "$n" != $((SIZE * 1024 * 1024)) ]; then
+    echo "$dir through ${*: -1}: $n bytes back, not $((SIZE * 1024 * 1024))" >&2
+  fi
+  calc "$e - $s" 3
+}
+# Median MB/s of RUNS transfers (MiB, as `head -c SIZEM` counts).
+rate() {
+  local i
+  for i in $(seq 1 "$RUNS"); do transfer "$1" $(target "$2" "$3"); done |
+    median | awk -v s="$SIZE" '{ printf "%.0f", s * 1.048576 / $1 }'
+}
+
+PATHS="direct jump sallyport"
+[ -z "${SKIP_UNRECORDED:-}" ] && PATHS="$PATHS unrecorded"
+echo "sallyport throughput bench: $SIZE MiB per transfer, median of $RUNS; $(nproc) cores, $(uname -r)"
+echo "MB/s (10^6 bytes/s; both ways: each way)"
+for c in $CIPHERS; do
+  echo
+  printf '%-38s %8s %8s %10s %10s' "$c" direct "ssh -J" sallyport "sp / -J"
+  [ -z "${SKIP_UNRECORDED:-}" ] && printf ' %11s %11s' unrecorded "rec / unrec"
+  echo
+  for dir in up down both; do
+    declare -A r=()
+    for p in $PATHS; do r[$p]=$(rate $dir $p "$c"); done
+    printf '%-38s %8s %8s %10s %10s' "$dir" "${r[direct]}" "${r[jump]}" "${r[sallyport]}" \
+      "$(calc "${r[sallyport]} / ${r[jump]}")"
+    [ -z "${SKIP_UNRECORDED:-}" ] &&
+      printf ' %11s %11s' "${r[unrecorded]}" "$(calc "${r[sallyport]} / ${r[unrecorded]}")"
+    echo
+  done
+done
+
+# Setup: `ssh node true`, wall time of each run, p50 and p99 (nearest rank).
+c=${CIPHERS%% *}
+echo
+printf '%-38s %8s %8s %10s %10s\n' "setup, ms ($SETUP_RUNS runs, $c)" direct "ssh -J" sallyport "sp / -J"
+declare -A p50=() p99=()
+for p in direct jump sallyport; do
+  for i in $(seq 1 "$SETUP_RUNS"); do
+    s=$(now); ssh $(target $p "$c") true; e=$(now); calc "($e - $s) * 1000" 1; echo
+  done | sort -g >"$DIR/setup-$p"
+  p50[$p]=$(awk -v n="$SETUP_RUNS" 'NR == int((n * 50 + 99) / 100)' "$DIR/setup-$p")
+  p99[$p]=$(awk -v n="$SETUP_RUNS" 'NR == int((n * 99 + 99) / 100)' "$DIR/setup-$p")
+done
+printf '%-38s %8s %8s %10s %10s\n' p50 "${p50[direct]}" "${p50[jump]}" "${p50[sallyport]}" \
+  "$(calc "${p50[sallyport]} / ${p50[jump]}")"
+printf '%-38s %8s %8s %10s %10s\n' p99 "${p99[direct]}" "${p99[jump]}" "${p99[sallyport]}" \
+  "$(calc "${p99[sallyport]} / ${p99[jump]}")"
+echo
+echo "demo RSS (broker + edge + gateway in one process): $(ps -o rss= -p "${PIDS[0]}") KiB"

@@ -455,6 +455,26 @@ impl Inner {
     }
 }
 
+/// A bench build (`--features bench-unrecorded`) run with `SALLYPORT_BENCH_UNRECORDED=1` passes
+/// channel data on without the recorder, so that `bench/throughput.sh` can measure what recording
+/// costs. Without the feature this is `false`, and nothing can make it otherwise.
+#[cfg(feature = "bench-unrecorded")]
+fn unrecorded() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var_os("SALLYPORT_BENCH_UNRECORDED").is_some_and(|v| v == "1");
+        if on {
+            tracing::warn!("bench build: channel data is NOT recorded (SALLYPORT_BENCH_UNRECORDED=1)");
+        }
+        on
+    })
+}
+
+#[cfg(not(feature = "bench-unrecorded"))]
+const fn unrecorded() -> bool {
+    false
+}
+
 /// Write events durably, in one group commit; `Err` when they could not be.
 async fn record(
     spool: &crate::spool::Spool<GatewayKind>,
@@ -727,6 +747,7 @@ impl russh::server::Handler for Inner {
                     // sftp request; at EOF a last line without its newline) is written durably
                     // before they go on; when it cannot be, nothing more reaches the node.
                     let events = match &data {
+                        _ if unrecorded() => Ok(Vec::new()),
                         Some(d) => rec.input(d),
                         None => rec.input_eof(),
                     };
@@ -813,7 +834,12 @@ impl russh::server::Handler for Inner {
                     ChannelMsg::Close => break,
                     _ => continue,
                 };
-                match rec.output(&data) {
+                let output = if unrecorded() {
+                    Ok(Vec::new())
+                } else {
+                    rec.output(&data)
+                };
+                match output {
                     // Output-driven events are an index into the recording: a failed write of
                     // one ends nothing by itself (the next input is refused).
                     Ok(events) => {
