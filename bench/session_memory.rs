@@ -152,8 +152,8 @@ fn fds(pid: u32) -> usize {
 const SLACK_FDS: usize = 4;
 
 /// Wait until the edge and the gateway hold no more file descriptors than at `base` (every
-/// session's sockets and recording files are closed; up to [`SLACK_FDS`] more), then a second
-/// more.
+/// session's sockets and recording files are closed; up to [`SLACK_FDS`] more), then three
+/// seconds more (the allocator returns freed pages after a second).
 async fn settle(pids: [u32; 2], base: [usize; 2]) -> Duration {
     let began = Instant::now();
     while began.elapsed() < Duration::from_secs(120) {
@@ -172,7 +172,7 @@ async fn settle(pids: [u32; 2], base: [usize; 2]) -> Duration {
             );
         }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     took
 }
 

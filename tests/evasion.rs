@@ -497,18 +497,23 @@ async fn an_sftp_server_run_by_exec_is_parsed_and_policed_like_sftp() {
         s.w.wait_events("kind=sftp_started&ticket=SUP-1234", 1)
             .await;
     assert_eq!(started[0]["via"], "exec", "{started:?}");
-    let ops = s.w.wait_events("kind=file_op&ticket=SUP-1234", 3).await;
-    let ops: Vec<&Value> = ops.iter().map(|e| &e["op"]).collect();
-    assert!(
+    // The write's and the read's file_op events, in whatever order they reach the broker.
+    let has = |ops: &[Value], field: &str| {
         ops.iter()
-            .any(|o| o["path"] == remote.as_str() && o["sha256_written"] == want.as_str()),
-        "{ops:#?}"
-    );
-    assert!(
-        ops.iter()
-            .any(|o| o["path"] == remote.as_str() && o["sha256_read"] == want.as_str()),
-        "{ops:#?}"
-    );
+            .any(|e| e["op"]["path"] == remote.as_str() && e["op"][field] == want.as_str())
+    };
+    let began = Instant::now();
+    let ops = loop {
+        let ops = s.w.wait_events("kind=file_op&ticket=SUP-1234", 3).await;
+        if (has(&ops, "sha256_written") && has(&ops, "sha256_read"))
+            || began.elapsed() > Duration::from_secs(20)
+        {
+            break ops;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(has(&ops, "sha256_written"), "{ops:#?}");
+    assert!(has(&ops, "sha256_read"), "{ops:#?}");
     // The customer's no-file-transfer policy sees it as sftp, and scp wrapped in sudo as scp.
     let (st, v) = s
         .w

@@ -6,7 +6,7 @@
 #   openssh-server      without starting a system sshd on :22
 #   postgresql          without creating the default "main" cluster; an existing
 #                       installation (even one running on 5432) is left alone
-#   tmux, a C compiler  (the tests drive terminals; sqlx builds bundled SQLite)
+#   tmux, a C compiler, make  (the tests drive terminals; sqlx builds bundled SQLite; jemalloc)
 #   python3             (an interpreter the evasion suite runs on the node)
 #   chromium + chromium-driver (the web console's tests, headless, through WebDriver)
 #   libssl-dev + pkg-config (the broker's passkey library, webauthn-rs, links OpenSSL)
@@ -27,6 +27,8 @@ command -v tmux >/dev/null || need+=(tmux)
 # the HTTPS tests make a throwaway CA with the openssl CLI
 command -v openssl >/dev/null || need+=(openssl)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+# the binary's allocator (jemalloc, tikv-jemalloc-sys) is built from C with its configure + make
+command -v make >/dev/null || need+=(make)
 command -v ss >/dev/null || need+=(iproute2)
 # the evasion suite feeds Python code to python3 on the node's stdin
 [ -x /usr/bin/python3 ] || need+=(python3)

@@ -464,7 +464,9 @@ fn unrecorded() -> bool {
     *ON.get_or_init(|| {
         let on = std::env::var_os("SALLYPORT_BENCH_UNRECORDED").is_some_and(|v| v == "1");
         if on {
-            tracing::warn!("bench build: channel data is NOT recorded (SALLYPORT_BENCH_UNRECORDED=1)");
+            tracing::warn!(
+                "bench build: channel data is NOT recorded (SALLYPORT_BENCH_UNRECORDED=1)"
+            );
         }
         on
     })
