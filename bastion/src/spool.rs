@@ -641,6 +641,90 @@ mod tests {
     const X: GatewayKind = GatewayKind::Shell;
     const COMMAND: GatewayKind = GatewayKind::Command;
 
+    /// A broker on 127.0.0.1 that takes every batch (`200 {}`), counting those with records.
+    async fn counting_broker() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = batches.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        // One request: headers, then content-length bytes of body.
+                        let request = loop {
+                            let text = String::from_utf8_lossy(&buf).to_string();
+                            if let Some(end) = text.find("\r\n\r\n") {
+                                let len = text[..end]
+                                    .lines()
+                                    .find_map(|l| {
+                                        let (k, v) = l.split_once(':')?;
+                                        k.eq_ignore_ascii_case("content-length")
+                                            .then(|| v.trim().parse::<usize>().ok())?
+                                    })
+                                    .unwrap_or(0);
+                                if buf.len() >= end + 4 + len {
+                                    let request: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                                    break Some(request);
+                                }
+                            }
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let Some(request) = request else { return };
+                        if String::from_utf8_lossy(&request).contains("\"records\":[{") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, batches)
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_that_cannot_be_written_does_not_send_the_batch_again() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).unwrap();
+        s.append(X, json!({"n": 1})).await.unwrap();
+        // `acked` cannot be written (as on a full disk): its temporary file is taken by a directory.
+        std::fs::create_dir(dir.path().join("acked.tmp")).unwrap();
+        let (url, batches) = counting_broker().await;
+        let broker = crate::broker_client::BrokerClient::new(&url, None, Some("t".into())).unwrap();
+        let shipping = tokio::spawn(ship(s.clone(), broker));
+        for _ in 0..100 {
+            if batches.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Time for the loop to send it again, as it did (hundreds of times a second) before.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        shipping.abort();
+        assert_eq!(
+            s.acked(),
+            0,
+            "the acknowledgement could not have been written"
+        );
+        assert_eq!(
+            batches.load(Ordering::SeqCst),
+            1,
+            "the batch the broker took was sent again"
+        );
+    }
+
     fn open(dir: &Path) -> Result<Arc<Spool<GatewayKind>>, SpoolError> {
         let writer = Writer::Gateway {
             id: "g1".into(),
