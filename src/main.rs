@@ -231,7 +231,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                     move |changes| {
                         let (edge, path) = (edge.clone(), path.clone());
                         async move {
-                            let (new, s) = loaded(changes, &path);
+                            let (new, s) = loaded(
+                                changes,
+                                &path,
+                                sallyport_bastion::config::EdgeConfig::preflight,
+                            );
                             edge.reload(new, &s.applied, &s.restart).await
                         }
                     },
@@ -264,7 +268,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                     move |changes| {
                         let (gw, path) = (gw.clone(), path.clone());
                         async move {
-                            let (new, s) = loaded(changes, &path);
+                            let (new, s) = loaded(
+                                changes,
+                                &path,
+                                sallyport_bastion::config::GatewayConfig::preflight,
+                            );
                             gw.reload(new, &s.applied, &s.restart).await
                         }
                     },
@@ -301,18 +309,28 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     }
 }
 
-/// An edge's or gateway's config read again on SIGHUP, with its changed keys (or why not).
+/// An edge's or gateway's config read again on SIGHUP and checked whole (`preflight`), with its
+/// changed keys; or why it is not usable.
 fn loaded<T: serde::de::DeserializeOwned + sallyport_bastion::config::Paths>(
     changes: Result<reload::Split, String>,
     path: &std::path::Path,
+    preflight: fn(&T) -> Vec<String>,
 ) -> (Result<T, String>, reload::Split) {
-    match changes {
-        Ok(s) => (
-            sallyport_bastion::config::load(path).map_err(|e| format!("{e:#}")),
-            s,
-        ),
-        Err(e) => (Err(e), reload::Split::default()),
-    }
+    let s = match changes {
+        Ok(s) => s,
+        Err(e) => return (Err(e), reload::Split::default()),
+    };
+    let checked = sallyport_bastion::config::load(path)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|cfg: T| {
+            let problems = preflight(&cfg);
+            if problems.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(problems.join("; "))
+            }
+        });
+    (checked, s)
 }
 
 /// Ctrl-C or SIGTERM. SIGTERM is caught from the moment this is called (not from the first

@@ -392,7 +392,7 @@ impl Edge {
         *self.limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply a config read again on SIGHUP (`Err`: it did not load): checked whole first, then
+    /// Apply a config read again on SIGHUP and checked whole (`Err`: it did not load or check):
     /// the limits in [`Edge::RELOADABLE`] are taken for new connections and forwards. Audited
     /// as `edge_config_reloaded` (the keys applied and those that need a restart) or, when the
     /// config is not usable and nothing changed, `edge_config_reload_refused`.
@@ -402,15 +402,7 @@ impl Edge {
         applied: &[String],
         restart: &[String],
     ) -> anyhow::Result<()> {
-        let checked = new.and_then(|cfg| {
-            let problems = cfg.preflight();
-            if problems.is_empty() {
-                Ok(cfg)
-            } else {
-                Err(problems.join("; "))
-            }
-        });
-        let cfg = match checked {
+        let cfg = match new {
             Ok(cfg) => cfg,
             Err(problems) => {
                 self.audit(

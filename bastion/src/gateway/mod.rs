@@ -185,7 +185,7 @@ impl Gateway {
         *self.limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply a config read again on SIGHUP (`Err`: it did not load): checked whole first, then
+    /// Apply a config read again on SIGHUP and checked whole (`Err`: it did not load or check):
     /// the limits in [`Gateway::RELOADABLE`] hold for new sessions and channels. Audited as
     /// `gateway_config_reloaded` (the keys applied and those that need a restart) or, when the
     /// config is not usable and nothing changed, `gateway_config_reload_refused`.
@@ -195,16 +195,8 @@ impl Gateway {
         applied: &[String],
         restart: &[String],
     ) -> anyhow::Result<()> {
-        let checked = new.and_then(|cfg| {
-            let problems = cfg.preflight();
-            if problems.is_empty() {
-                Ok(cfg)
-            } else {
-                Err(problems.join("; "))
-            }
-        });
         let fields = json!({"cluster": self.cluster, "gateway": self.id});
-        let cfg = match checked {
+        let cfg = match new {
             Ok(cfg) => cfg,
             Err(problems) => {
                 let mut data = fields;
