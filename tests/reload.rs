@@ -54,41 +54,10 @@ fn events(d: &Deployment, kind: &str, n: usize) -> Vec<Value> {
     }
 }
 
-/// `sallyport login` as alice with `password` and the TOTP code of the period `periods` away
-/// from now (a code is good for one login; the broker takes the neighbouring periods too);
-/// whether it succeeded, and what it printed.
+/// `sallyport login` as alice (see `Deployment::try_login`): whether it succeeded, and what it
+/// printed.
 fn login(d: &Deployment, password: &str, periods: i64) -> (bool, String) {
-    let home = d.dir.path().join("alice-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let at = support::broker::now() as i64 + 30 * periods;
-    let code = sallyport_broker::totp::code(&d.totp_secret, at as u64).unwrap();
-    let out = Command::new(support::broker::BIN)
-        .args([
-            "login",
-            "--broker",
-            &d.broker.url,
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--totp",
-            code.trim(),
-            "--ticket",
-            "SUP-1",
-        ])
-        .env("SALLYPORT_HOME", &home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{password}\n").as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = d.try_login(password, periods);
     (
         out.status.success(),
         format!(

@@ -16,6 +16,18 @@ use super::sshd::{SshdNode, free_port};
 
 /// `sallyport ARGS` in `dir` with `env`, `stdin` fed; panics unless it succeeds.
 pub fn sp(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    let out = sp_output(dir, env, args, stdin);
+    assert!(
+        out.status.success(),
+        "sallyport {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `sallyport ARGS` in `dir` with `env`, `stdin` fed; whatever it did.
+pub fn sp_output(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -31,14 +43,7 @@ pub fn sp(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Outpu
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sallyport {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    child.wait_with_output().unwrap()
 }
 
 pub fn text(out: &Output) -> String {
@@ -277,14 +282,28 @@ impl Deployment {
         }
     }
 
-    /// `sallyport login` as alice for ticket `SUP-1` into a new SALLYPORT_HOME; returns it.
+    /// `sallyport login` as alice for ticket `SUP-1` into SALLYPORT_HOME `alice-home`; returns it.
     pub fn login(&self) -> PathBuf {
+        let out = self.try_login(PASSWORD, 0);
+        assert!(
+            out.status.success(),
+            "sallyport login failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.dir.path().join("alice-home")
+    }
+
+    /// `sallyport login` as alice with `password` and the TOTP code of the period `periods` away
+    /// from now (a code is good for one login; the broker takes the neighbouring periods too).
+    pub fn try_login(&self, password: &str, periods: i64) -> Output {
         let etc = self.dir.path();
         let home = etc.join("alice-home");
         std::fs::create_dir_all(&home).unwrap();
-        let code = text(&sp(etc, &[], &["totp", "--secret", &self.totp_secret], ""));
+        let at = super::broker::now() as i64 + 30 * periods;
+        let code = sallyport_broker::totp::code(&self.totp_secret, at as u64).unwrap();
         let home_s = home.display().to_string();
-        sp(
+        sp_output(
             etc,
             &[("SALLYPORT_HOME", &home_s)],
             &[
@@ -295,12 +314,11 @@ impl Deployment {
                 "alice",
                 "--password-stdin",
                 "--totp",
-                code.trim(),
+                &code,
                 "--ticket",
                 "SUP-1",
             ],
-            &format!("{PASSWORD}\n"),
-        );
-        home
+            &format!("{password}\n"),
+        )
     }
 }
