@@ -445,3 +445,75 @@ async fn stalled_channel_does_not_block_its_neighbour() {
     );
     drop(stalled_rx);
 }
+
+/// How long a closed channel's queue may take to end: a failure guard (a CLOSE that is never
+/// answered leaves the queue open for ever), not a timing assertion.
+const CLOSE_GUARD: Duration = Duration::from_secs(30);
+
+/// Reads a channel's queue to its end (the session dropped its sending half).
+async fn queue_ends(mut rx: ChannelReadHalf) -> bool {
+    tokio::time::timeout(CLOSE_GUARD, async { while rx.wait().await.is_some() {} })
+        .await
+        .is_ok()
+}
+
+/// A server that closes every session channel first, then reports whether the channel's queue
+/// ended once the client answered.
+#[derive(Clone)]
+struct ClosesFirst(tokio::sync::mpsc::UnboundedSender<bool>);
+
+impl server::Handler for ClosesFirst {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _: &str) -> Result<server::Auth, Self::Error> {
+        Ok(server::Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<server::Msg>,
+        reply: server::ChannelOpenHandle,
+        _: &mut server::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let done = self.0.clone();
+        tokio::spawn(async move {
+            let (rx, tx) = channel.split();
+            let _ = tx.close().await;
+            let _ = done.send(queue_ends(rx).await);
+        });
+        Ok(())
+    }
+}
+
+/// A channel one side closes first is forgotten by that side's session once the peer answers
+/// with its CLOSE: the application's queue ends. As published, russh ignored that answer and
+/// kept the channel (its queue and state, ~3 KiB) until the whole connection ended — per
+/// channel, in the edge's and the gateway's tunnels, which carry one channel per engineer
+/// session for as long as the gateway stays connected. Both directions: the client closes
+/// first, then the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_closed_first_ends_when_the_peer_answers() {
+    let _serial = SERIAL.lock().await;
+    let node = connect(&serve(Node).await).await;
+    for _ in 0..3 {
+        let channel = node.channel_open_session().await.expect("open channel");
+        let (rx, tx) = channel.split();
+        tx.close().await.expect("close");
+        assert!(
+            queue_ends(rx).await,
+            "the client kept a channel it closed after the server answered"
+        );
+    }
+
+    let (done, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let server = connect(&serve(ClosesFirst(done)).await).await;
+    for _ in 0..3 {
+        let _channel = server.channel_open_session().await.expect("open channel");
+        let ended = reports.recv().await.expect("the server's report");
+        assert!(
+            ended,
+            "the server kept a channel it closed after the client answered"
+        );
+    }
+}

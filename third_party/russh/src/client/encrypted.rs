@@ -286,7 +286,7 @@ impl Session {
 
                                     self.sender
                                         .send(Reply::SignRequest {
-                                            key: key.clone(),
+                                            key: Box::new(key.clone()),
                                             data: buf,
                                         })
                                         .map_err(|_| crate::Error::SendError)?;
@@ -329,7 +329,7 @@ impl Session {
 
                                     self.sender
                                         .send(Reply::SignRequestCert {
-                                            cert: cert.clone(),
+                                            cert: Box::new(cert.clone()),
                                             hash_alg,
                                             data: buf,
                                         })
@@ -543,6 +543,8 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // sallyport: the peer answers a CLOSE this side sent first.
+                    self.forget_closed_channel(channel_num);
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -909,7 +911,10 @@ impl Session {
                 let reply = ChannelOpenHandle::new(
                     self.priority_sender.clone(),
                     pending,
-                    |pending, result| Msg::ServerChannelOpenReply { pending, result },
+                    |pending, result| Msg::ServerChannelOpenReply {
+                        pending: Box::new(pending),
+                        result,
+                    },
                 );
 
                 match &msg.typ {

@@ -120,12 +120,14 @@ enum Reply {
         partial_success: bool,
     },
     ChannelOpenFailure,
+    // sallyport: boxed, so that a Reply (and the block of 32 the unbounded queue allocates when
+    // it is made, per session) stays small: 544 → 80 bytes (SALLYPORT-PATCH.md, memory).
     SignRequest {
-        key: ssh_key::PublicKey,
+        key: Box<ssh_key::PublicKey>,
         data: Vec<u8>,
     },
     SignRequestCert {
-        cert: Certificate,
+        cert: Box<Certificate>,
         hash_alg: Option<HashAlg>,
         data: Vec<u8>,
     },
@@ -152,7 +154,9 @@ enum Reply {
 pub enum Msg {
     Authenticate {
         user: String,
-        method: auth::Method,
+        // sallyport: boxed (a private key with its certificate is ~530 bytes): every client
+        // session allocates two queues of this type at once (SALLYPORT-PATCH.md, memory).
+        method: Box<auth::Method>,
     },
     AuthInfoResponse {
         responses: Vec<String>,
@@ -226,7 +230,8 @@ pub enum Msg {
     },
     Channel(ChannelId, ChannelMsg),
     ServerChannelOpenReply {
-        pending: crate::PendingChannelOpen,
+        // sallyport: boxed, to keep Msg (and each queue's first block) small.
+        pending: Box<crate::PendingChannelOpen>,
         result: Result<(), ChannelOpenFailure>,
     },
     /// sallyport (internal): the application took a message carrying `bytes` bytes of data out
@@ -358,7 +363,7 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::None,
+                method: Box::new(auth::Method::None),
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -375,9 +380,9 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::Password {
+                method: Box::new(auth::Method::Password {
                     password: password.into(),
-                },
+                }),
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -398,9 +403,9 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::Authenticate {
                 user: user.into(),
-                method: auth::Method::KeyboardInteractive {
+                method: Box::new(auth::Method::KeyboardInteractive {
                     submethods: submethods.into().unwrap_or_else(|| "".to_owned()),
-                },
+                }),
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -506,7 +511,7 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::PublicKey { key },
+                method: Box::new(auth::Method::PublicKey { key }),
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -524,7 +529,7 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::OpenSshCertificate { key, cert },
+                method: Box::new(auth::Method::OpenSshCertificate { key, cert }),
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
@@ -551,7 +556,7 @@ impl<H: Handler> Handle<H> {
             .sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::FuturePublicKey { key, hash_alg },
+                method: Box::new(auth::Method::FuturePublicKey { key, hash_alg }),
             })
             .await
             .is_err()
@@ -572,7 +577,7 @@ impl<H: Handler> Handle<H> {
                     });
                 }
                 Some(Reply::SignRequest { key, data }) => {
-                    let data = signer.auth_sign(&key.into(), hash_alg, data).await;
+                    let data = signer.auth_sign(&(*key).into(), hash_alg, data).await;
                     let data = match data {
                         Ok(data) => data,
                         Err(e) => {
@@ -612,7 +617,7 @@ impl<H: Handler> Handle<H> {
             .sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::GssapiWithMic { mechanism_oids },
+                method: Box::new(auth::Method::GssapiWithMic { mechanism_oids }),
             })
             .await
             .is_err()
@@ -696,7 +701,7 @@ impl<H: Handler> Handle<H> {
             .sender
             .send(Msg::Authenticate {
                 user,
-                method: auth::Method::FutureCertificate { cert, hash_alg },
+                method: Box::new(auth::Method::FutureCertificate { cert, hash_alg }),
             })
             .await
             .is_err()
@@ -721,7 +726,7 @@ impl<H: Handler> Handle<H> {
                     hash_alg,
                     data,
                 }) => {
-                    let data = signer.auth_sign(&cert.into(), hash_alg, data).await;
+                    let data = signer.auth_sign(&(*cert).into(), hash_alg, data).await;
                     let data = match data {
                         Ok(data) => data,
                         Err(e) => {
@@ -1634,7 +1639,7 @@ impl Session {
     fn handle_msg(&mut self, msg: Msg) -> Result<(), crate::Error> {
         match msg {
             Msg::Authenticate { user, method } => {
-                self.write_auth_request_if_needed(&user, method)?;
+                self.write_auth_request_if_needed(&user, *method)?;
             }
             Msg::Signed { .. } | Msg::SignFailed => {}
             Msg::AuthInfoResponse { .. } => {}
@@ -1835,7 +1840,7 @@ impl Session {
                 let _ = self.send_global_request(reply_channel, &name, &data);
             }
             Msg::ServerChannelOpenReply { pending, result } => {
-                self.finalize_server_channel_open_reply(pending, result)?;
+                self.finalize_server_channel_open_reply(*pending, result)?;
             }
             // sallyport: re-open the receive window by what the application consumed (same
             // target as the CHANNEL_DATA path in encrypted.rs).
@@ -1855,6 +1860,23 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    // sallyport: a channel this side closed first (`Encrypted::close` dropped its entry at once)
+    // is answered by the peer's CLOSE; as published, that answer was ignored and the channel's
+    // `ChannelRef` (its queue, staged data) stayed in `channels` until the session ended — per
+    // channel, forever, in a long-lived connection that carries one channel per engineer session
+    // (sallyport's tunnels). A CLOSE for a channel still open on this side, or unconfirmed, does
+    // not come here.
+    pub(crate) fn forget_closed_channel(&mut self, id: ChannelId) {
+        let closed_here = self
+            .common
+            .encrypted
+            .as_ref()
+            .is_some_and(|enc| !enc.channels.contains_key(&id));
+        if closed_here && let Some(chan) = self.channels.remove(&id) {
+            chan.deliver_last(ChannelMsg::Close)
+        }
     }
 
     // sallyport: let the channel's reader report consumption to this loop (`Msg::ChannelConsumed`).

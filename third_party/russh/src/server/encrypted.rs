@@ -1449,6 +1449,8 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // sallyport: the peer answers a CLOSE this side sent first.
+                    self.forget_closed_channel(channel_num);
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -2089,7 +2091,10 @@ impl Session {
         let reply = ChannelOpenHandle::new(
             self.sender.priority_sender.clone(),
             pending,
-            |pending, result| Msg::ChannelOpenReply { pending, result },
+            |pending, result| Msg::ChannelOpenReply {
+                pending: Box::new(pending),
+                result,
+            },
         );
 
         match &msg.typ {

@@ -85,7 +85,8 @@ pub enum Msg {
     },
     Channel(ChannelId, ChannelMsg),
     ChannelOpenReply {
-        pending: PendingChannelOpen,
+        // sallyport: boxed, to keep Msg (and each queue's first block) small.
+        pending: Box<PendingChannelOpen>,
         result: Result<(), ChannelOpenFailure>,
     },
     /// sallyport (internal): the application took a message carrying `bytes` bytes of data out
@@ -629,7 +630,7 @@ impl Session {
                     .disconnect(reason, &description, &language_tag)?;
             }
             Msg::ChannelOpenReply { pending, result } => {
-                self.finalize_channel_open_reply(pending, result)?;
+                self.finalize_channel_open_reply(*pending, result)?;
             }
             // sallyport: re-open the receive window by what the application consumed.
             Msg::ChannelConsumed { id, bytes } => {
@@ -893,6 +894,23 @@ impl Session {
     /// Get a handle to this session.
     pub fn handle(&self) -> Handle {
         self.sender.clone()
+    }
+
+    // sallyport: a channel this side closed first (`Encrypted::close` dropped its entry at once)
+    // is answered by the peer's CLOSE; as published, that answer was ignored and the channel's
+    // `ChannelRef` (its queue, staged data) stayed in `channels` until the session ended — per
+    // channel, forever, in a long-lived connection that carries one channel per engineer session
+    // (sallyport's tunnels). A CLOSE for a channel still open on this side, or unconfirmed, does
+    // not come here.
+    pub(crate) fn forget_closed_channel(&mut self, id: ChannelId) {
+        let closed_here = self
+            .common
+            .encrypted
+            .as_ref()
+            .is_some_and(|enc| !enc.channels.contains_key(&id));
+        if closed_here && let Some(chan) = self.channels.remove(&id) {
+            chan.deliver_last(ChannelMsg::Close)
+        }
     }
 
     // sallyport: let the channel's reader report consumption to this loop (`Msg::ChannelConsumed`).
