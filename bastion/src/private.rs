@@ -124,11 +124,23 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
 /// Replace `path` with `bytes`, durably: a 0600 temporary file renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = create_file(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A temporary name of its own per call: two writers of one file at once (two tasks of this
+    // process) must not truncate or rename each other's temporary file.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = create_file(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -137,6 +149,33 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn writers_of_one_file_at_once_all_succeed_and_leave_one_whole_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| write_atomic(&path, format!("writer {i}").repeat(500).as_bytes()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for w in writers {
+            for r in w.join().unwrap() {
+                r.unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = &text[..8];
+        assert_eq!(text, first.repeat(500), "one writer's whole version");
+        assert_eq!(mode(&path), 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct Gateway {
     /// Refusals an engineer can repeat past a limit (channels of a session, sessions), audited a
     /// few times a minute per session or engineer and code (`crate::throttle`).
     refusals: Throttle<(GatewayKind, serde_json::Value)>,
+    /// One refresh from the broker at a time: two sessions to a node added since the last
+    /// refresh each ask for one, and the answers must be applied in the order they were read.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// A refusal past a limit is written at most this many times per key (a session and a code, or
@@ -329,6 +332,7 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         watched: std::sync::Mutex::default(),
         observed: std::sync::Mutex::default(),
         refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
+        refreshing: tokio::sync::Mutex::new(()),
         limits: std::sync::RwLock::new(GatewayLimits::of(&cfg)),
         cfg,
     });
@@ -452,6 +456,7 @@ impl Gateway {
     }
 
     async fn refresh_self(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let v = self.broker.get_json("/v1/gateway/self").await?;
         let nodes: Vec<NodeEntry> = serde_json::from_value(v["nodes"].clone())?;
         let cache = PolicyCache {
@@ -786,7 +791,7 @@ impl russh::client::Handler for TunnelClient {
         if !ok {
             // A node added since the last refresh: ask the broker once more.
             if let Err(e) = self.gw.refresh_self().await {
-                tracing::debug!(error = %e, "cannot refresh nodes");
+                tracing::warn!(error = %e, "cannot refresh nodes from the broker");
             }
             ok = known(&self.gw);
         }
