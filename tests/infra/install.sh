@@ -10,6 +10,8 @@
 #   python3             (an interpreter the evasion suite runs on the node)
 #   chromium + chromium-driver (the web console's tests, headless, through WebDriver)
 #   libssl-dev + pkg-config (the broker's passkey library, webauthn-rs, links OpenSSL)
+#   schemathesis (PyPI, pinned) in its own venv /opt/sallyport-st (python3-venv): it scans
+#                       the HTTP API from its OpenAPI document (tests/api_fuzz.rs)
 #
 # The tests start their own throwaway slapd/PostgreSQL/sshd instances on 127.0.0.1
 # (see start-ldap.sh, start-postgres.sh, tests/support/sshd.rs).
@@ -37,7 +39,22 @@ command -v ss >/dev/null || need+=(iproute2)
 # building the broker: webauthn-rs (console passkeys) links OpenSSL through openssl-sys
 { command -v pkg-config >/dev/null && pkg-config --exists openssl; } || need+=(libssl-dev pkg-config)
 
+# the API scan (tests/api_fuzz.rs): schemathesis from PyPI, in a venv of Debian's python3
+ST_VERSION=4.32.5
+ST_DIR=/opt/sallyport-st
+st_ok() { [ -x "$ST_DIR/bin/st" ] && "$ST_DIR/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; }
+install_st() {
+  st_ok && return 0
+  echo "install.sh: installing schemathesis $ST_VERSION (PyPI) in $ST_DIR"
+  rm -rf "$ST_DIR"
+  /usr/bin/python3 -m venv "$ST_DIR"
+  "$ST_DIR/bin/pip" install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
+  st_ok || { echo "install.sh: schemathesis did not install in $ST_DIR" >&2; exit 1; }
+}
+st_ok || /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
+
 if [ ${#need[@]} -eq 0 ]; then
+  install_st
   echo "install.sh: everything is already installed"
   exit 0
 fi
@@ -70,4 +87,5 @@ trap cleanup EXIT
 
 apt-get update -qq
 apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${need[@]}" >/dev/null
+install_st
 echo "install.sh: done"

@@ -81,6 +81,7 @@ pub fn router(state: Arc<Broker>) -> Router {
         .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("this API path".into()).into_response() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_refusals))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
@@ -210,4 +211,53 @@ pub(crate) fn check_name(what: &str, v: &str) -> Result<(), ApiError> {
 
 pub(crate) fn created<T: serde::Serialize>(v: T) -> (StatusCode, Json<T>) {
     (StatusCode::CREATED, Json(v))
+}
+
+/// Every answer of the API under `/v1/` is JSON, refusals in the error shape
+/// (`{"error": {"code", "message"}}`), also those no handler wrote: axum's extractors answer a
+/// query string or a path segment they cannot read, a wrong method or a wrong content type in
+/// plain text (or with no body at all). Those become the same refusal, with axum's message.
+async fn json_refusals(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let api = req.uri().path().starts_with("/v1/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || !status.is_client_error() || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // axum's rejection texts are one line; anything longer is not one of them.
+    let text = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request was refused")
+            .to_string()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        _ => "bad_request",
+    };
+    parts.headers.remove(CONTENT_TYPE);
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = Json(serde_json::json!({"error": {"code": code, "message": message}}));
+    (parts, body).into_response()
 }
