@@ -494,6 +494,32 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
     );
     let fwd = wait_events(&w, "kind=forward&ticket=SUP-7", 1).await;
     assert_eq!(fwd[0]["target"], target.as_str());
+    // Both ways: a whole SSH key exchange with the node's sshd runs through the forward (the
+    // engineer has no key the node takes, so it ends at authentication, not before).
+    let proxy = format!(
+        "ssh -F {} -o BatchMode=yes -W %h:%p node1.acme-prod",
+        home.path().join("ssh_config").display()
+    );
+    let out = Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o"])
+        .arg(format!("ProxyCommand={proxy}"))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"])
+        .args(["-p", &b.node.port().to_string(), "nobody@127.0.0.1", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(
+        wait_events(&w, "kind=forward&ticket=SUP-7", 2).await.len(),
+        2
+    );
 }
 
 /// In a moderated session (an approver of the customer must watch), a port forward is no way

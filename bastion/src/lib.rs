@@ -7,6 +7,7 @@ pub mod broker_client;
 pub mod config;
 pub mod edge;
 pub mod gateway;
+pub mod pipe;
 pub mod private;
 pub mod record;
 pub mod spool;

@@ -1272,9 +1272,7 @@ impl russh::server::Handler for Inner {
             Ok(node_channel) => {
                 reply.accept().await;
                 tokio::spawn(async move {
-                    let mut a = channel.into_stream();
-                    let mut b = node_channel.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    crate::pipe::join(channel, node_channel, || {}).await;
                     drop(slot);
                 });
             }
