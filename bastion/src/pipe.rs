@@ -54,19 +54,18 @@ where
 {
     while let Some(msg) = from.wait().await {
         activity();
-        match msg {
-            ChannelMsg::Data { data } => {
-                if to.data_bytes(data).await.is_err() {
-                    return End::Closed;
-                }
-            }
+        let sent = match msg {
+            ChannelMsg::Data { data } => to.data_bytes(data).await,
             ChannelMsg::Eof => {
                 let _ = to.eof().await;
                 return End::Eof;
             }
             ChannelMsg::Close => break,
             // A forwarded TCP connection carries data only (no stderr, no requests).
-            _ => {}
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            return End::Closed;
         }
     }
     let _ = to.eof().await;
