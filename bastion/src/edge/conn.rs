@@ -1,24 +1,24 @@
-//! One engineer connection: what its task and its handler share, and its supervision (the edge
-//! full, idleness, the login grace, the certificate lapsing, shutdown).
+//! One engineer connection: what its task and its handler share, and its supervision. The edge
+//! ends it when the edge is full, when no byte passed for `idle_timeout_secs`, when it did not log
+//! in within `login_grace_secs`, when its certificate is revoked or expires, and when the
+//! shutdown's grace period is over; what the engineer reads and what is audited then is
+//! `Close::notice` and `Close::code`, pure and tested with a table.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::Disconnect;
+use sallyport_audit::writers::EdgeKind;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::throttle::source_key;
-use crate::trust::Trust;
-use sallyport_audit::writers::EdgeKind;
-
-use super::Edge;
 use super::handler::EngineerHandler;
-use super::listener::OpenGuard;
-use super::{DISCONNECT_WAIT, FULL_REFUSAL_WITHIN, full_message};
+use super::listener::{Admitted, full_message, full_reason, unauthenticated_key};
+use super::{DISCONNECT_WAIT, Edge, FULL_REFUSAL_WITHIN};
+use crate::trust::Trust;
 
 /// What one engineer connection's task and its handler share.
 pub(super) struct Conn {
@@ -95,7 +95,7 @@ impl Conn {
 }
 
 /// Why the edge itself ends a connection.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Close {
     Full,
     Idle,
@@ -108,6 +108,88 @@ pub(super) enum Close {
     Expired,
 }
 
+/// The limits a connection's notices name.
+pub(super) struct Limits {
+    pub(super) max_connections: usize,
+    /// The idle timeout (for a connection refused for being full: how long it had to name its
+    /// key).
+    pub(super) idle: Duration,
+    pub(super) login_grace: Duration,
+    pub(super) shutdown_grace_secs: u64,
+}
+
+impl Close {
+    /// The SSH disconnect the engineer gets: its reason code and message.
+    pub(super) fn notice(self, limits: &Limits) -> (Disconnect, String) {
+        match self {
+            Close::Full => (
+                Disconnect::TooManyConnections,
+                full_message(limits.max_connections),
+            ),
+            Close::Idle => (
+                Disconnect::ByApplication,
+                format!(
+                    "sallyport edge: no traffic for {} s, disconnected (idle_timeout_secs)",
+                    limits.idle.as_secs()
+                ),
+            ),
+            Close::Shutdown => (
+                Disconnect::ByApplication,
+                format!(
+                    "sallyport edge: shutting down, disconnected after a grace period of {} s; \
+                     connect again",
+                    limits.shutdown_grace_secs
+                ),
+            ),
+            Close::NotLoggedIn => (
+                Disconnect::ByApplication,
+                format!(
+                    "sallyport edge: not logged in within {} s, disconnected (login_grace_secs)",
+                    limits.login_grace.as_secs()
+                ),
+            ),
+            Close::Revoked => (
+                Disconnect::ByApplication,
+                "sallyport edge: your certificate was revoked, disconnected".to_string(),
+            ),
+            Close::Expired => (
+                Disconnect::ByApplication,
+                "sallyport edge: your certificate expired, disconnected: log in again".to_string(),
+            ),
+        }
+    }
+
+    /// The code of the `edge_disconnected` event of an authenticated connection; `None`: not
+    /// that event (the edge full is an `edge_full` refusal, not logging in in time a
+    /// `login_timeout` one).
+    pub(super) fn code(self) -> Option<&'static str> {
+        match self {
+            Close::Idle => Some("idle_timeout"),
+            Close::Revoked => Some("revoked"),
+            Close::Expired => Some("expired"),
+            Close::Shutdown => Some("shutdown"),
+            Close::Full | Close::NotLoggedIn => None,
+        }
+    }
+}
+
+/// A `login_timeout` refusal (audited per source address).
+async fn login_timeout(edge: &Edge, conn: &Conn, peer: SocketAddr, reason: String, tried: bool) {
+    edge.audit_repeatable(
+        &unauthenticated_key(Some(peer.ip()), "login_timeout"),
+        json!({
+            "edge": edge.cfg.name,
+            "code": "login_timeout",
+            "reason": reason,
+            "authentication_tried": tried,
+            "connection": conn.id,
+            "source_ip": peer.ip().to_string(),
+            "peer": peer.to_string(),
+        }),
+    )
+    .await;
+}
+
 /// One engineer connection: its SSH session (russh's task), watched for the edge being full,
 /// idleness and the end of the grace period.
 pub(super) async fn engineer_connection(
@@ -116,20 +198,15 @@ pub(super) async fn engineer_connection(
     peer: SocketAddr,
     config: Arc<russh::server::Config>,
 ) {
-    let _open = OpenGuard::new(&edge);
-    let permit = edge.slots.clone().try_acquire_owned().ok();
-    let full = permit.is_none();
-    let _refusing = if full {
-        match edge.refusing.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                tracing::warn!(%peer, "edge full, and busy refusing others: connection closed without a word");
-                return;
-            }
-        }
-    } else {
-        None
+    let Some(Admitted {
+        _open,
+        permit,
+        _refusing,
+    }) = edge.admit(peer)
+    else {
+        return;
     };
+    let full = permit.is_none();
     let conn = Arc::new(Conn::new());
     let handler = EngineerHandler {
         edge: edge.clone(),
@@ -142,12 +219,19 @@ pub(super) async fn engineer_connection(
         conn: conn.clone(),
         permit,
     };
-    // A refused connection gets a short while to name its key; others the idle timeout.
-    let limit = if full {
-        FULL_REFUSAL_WITHIN
-    } else {
-        edge.idle_timeout()
+    let login_grace = Duration::from_secs(edge.limits().login_grace_secs.max(1));
+    let limits = Limits {
+        max_connections: edge.cfg.max_connections,
+        // A refused connection gets a short while to name its key; others the idle timeout.
+        idle: if full {
+            FULL_REFUSAL_WITHIN
+        } else {
+            edge.idle_timeout()
+        },
+        login_grace,
+        shutdown_grace_secs: edge.cfg.shutdown_grace_secs,
     };
+    let limit = limits.idle;
     let mut stop = edge.stop.subscribe();
     // A second handle on the socket, to cut it when the session cannot be ended politely.
     let (socket, killer) = match socket.into_std().and_then(|std| {
@@ -160,7 +244,6 @@ pub(super) async fn engineer_connection(
             return;
         }
     };
-    let login_grace = Duration::from_secs(edge.limits().login_grace_secs.max(1));
     let login_deadline = tokio::time::Instant::now() + login_grace;
     let setup_limit = if full { limit } else { limit.min(login_grace) };
     let session = match tokio::time::timeout(
@@ -177,23 +260,12 @@ pub(super) async fn engineer_connection(
         Err(_) => {
             tracing::info!(%peer, "engineer connection did not finish the SSH handshake in time");
             if !full {
-                edge.audit_repeatable(
-                    &unauthenticated_key(Some(peer.ip()), "login_timeout"),
-                    json!({
-                        "edge": edge.cfg.name,
-                        "code": "login_timeout",
-                        "reason": format!(
-                            "sallyport edge: not logged in within {} s, disconnected \
-                             (login_grace_secs); the SSH handshake did not finish",
-                            login_grace.as_secs()
-                        ),
-                        "authentication_tried": false,
-                        "connection": conn.id,
-                        "source_ip": peer.ip().to_string(),
-                        "peer": peer.to_string(),
-                    }),
-                )
-                .await;
+                let reason = format!(
+                    "sallyport edge: not logged in within {} s, disconnected \
+                     (login_grace_secs); the SSH handshake did not finish",
+                    login_grace.as_secs()
+                );
+                login_timeout(&edge, &conn, peer, reason, false).await;
             }
             None
         }
@@ -233,66 +305,13 @@ pub(super) async fn engineer_connection(
             }
         };
         if let Some(close) = close {
-            let (code, message) = match close {
-                Close::Full => (
-                    Disconnect::TooManyConnections,
-                    full_message(edge.cfg.max_connections),
-                ),
-                Close::Idle => (
-                    Disconnect::ByApplication,
-                    format!(
-                        "sallyport edge: no traffic for {} s, disconnected (idle_timeout_secs)",
-                        limit.as_secs()
-                    ),
-                ),
-                Close::Shutdown => (
-                    Disconnect::ByApplication,
-                    format!(
-                        "sallyport edge: shutting down, disconnected after a grace period of {} s; \
-                         connect again",
-                        edge.cfg.shutdown_grace_secs
-                    ),
-                ),
-                Close::NotLoggedIn => (
-                    Disconnect::ByApplication,
-                    format!(
-                        "sallyport edge: not logged in within {} s, disconnected (login_grace_secs)",
-                        login_grace.as_secs()
-                    ),
-                ),
-                Close::Revoked => (
-                    Disconnect::ByApplication,
-                    "sallyport edge: your certificate was revoked, disconnected".to_string(),
-                ),
-                Close::Expired => (
-                    Disconnect::ByApplication,
-                    "sallyport edge: your certificate expired, disconnected: log in again"
-                        .to_string(),
-                ),
-            };
+            let (code, message) = close.notice(&limits);
             if close == Close::NotLoggedIn {
                 tracing::info!(%peer, "disconnecting a connection that did not log in in time");
-                edge.audit_repeatable(
-                    &unauthenticated_key(Some(peer.ip()), "login_timeout"),
-                    json!({
-                        "edge": edge.cfg.name,
-                        "code": "login_timeout",
-                        "reason": message,
-                        "authentication_tried": conn.auth_seen.load(Ordering::SeqCst),
-                        "connection": conn.id,
-                        "source_ip": peer.ip().to_string(),
-                        "peer": peer.to_string(),
-                    }),
-                )
-                .await;
+                let tried = conn.auth_seen.load(Ordering::SeqCst);
+                login_timeout(&edge, &conn, peer, message.clone(), tried).await;
             }
-            if close != Close::Full && close != Close::NotLoggedIn {
-                let what = match close {
-                    Close::Idle => "idle_timeout",
-                    Close::Revoked => "revoked",
-                    Close::Expired => "expired",
-                    Close::Shutdown | Close::Full | Close::NotLoggedIn => "shutdown",
-                };
+            if let Some(what) = close.code() {
                 match conn.who() {
                     // Only an authenticated connection is worth an audit event.
                     Some(mut event) => {
@@ -354,15 +373,4 @@ pub(super) async fn engineer_connection(
     }
     // This connection's refusals that were folded in are written now, with their counts.
     edge.flush_refusals(Some(&format!("{}:", conn.id))).await;
-}
-
-/// The throttle key of a refusal of `code` before login: the source address (see [`Throttle`]).
-pub(super) fn unauthenticated_key(ip: Option<IpAddr>, code: &str) -> String {
-    format!("src:{}:{code}", source_key(ip))
-}
-
-pub(super) fn full_reason(max: usize) -> String {
-    format!(
-        "the edge is full: {max} engineer connections (max_connections) are open; try again later"
-    )
 }

@@ -1,17 +1,102 @@
-//! The engineers' listener: the accept loop and the drain on shutdown.
+//! The engineers' listener: the accept loop, the drain on shutdown, the connection limit
+//! (`max_connections`, and how many are told "too many connections" at once), and the throttle
+//! of refusals anyone can repeat (per connection once logged in, per source address before).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use tokio::net::TcpListener;
-
 use sallyport_audit::writers::EdgeKind;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::DISCONNECT_WAIT;
-use super::Edge;
 use super::conn::engineer_connection;
+use super::{DISCONNECT_WAIT, Edge};
+use crate::throttle::source_key;
+
+/// Connections answered "too many connections" at once, past `max_connections`; past this too,
+/// a connection is closed without a word (a flood must not cost a key exchange each).
+pub(super) const MAX_REFUSING: usize = 64;
+/// A refusal anyone can repeat is written at most this many times per key (a connection and a
+/// code once logged in; before, a source address and a code) per `REFUSAL_WINDOW_SECS`; the
+/// others are counted into the last one, written when the window or the connection ends.
+pub(super) const REFUSALS_PER_WINDOW: u32 = 5;
+pub(super) const REFUSAL_WINDOW_SECS: u64 = 60;
+
+pub(super) fn full_message(max: usize) -> String {
+    format!("sallyport edge: too many connections (at most {max} at once), try again later")
+}
+
+pub(super) fn full_reason(max: usize) -> String {
+    format!(
+        "the edge is full: {max} engineer connections (max_connections) are open; try again later"
+    )
+}
+
+/// The throttle key of a refusal of `code` before login: the source address (see [`Throttle`]).
+pub(super) fn unauthenticated_key(ip: Option<IpAddr>, code: &str) -> String {
+    format!("src:{}:{code}", source_key(ip))
+}
+
+/// A connection let in: with a slot (`permit`), or, when the edge is full, to be told so.
+pub(super) struct Admitted {
+    pub(super) _open: OpenGuard,
+    /// `None` when the edge is full: every authentication is then refused.
+    pub(super) permit: Option<OwnedSemaphorePermit>,
+    pub(super) _refusing: Option<OwnedSemaphorePermit>,
+}
+
+impl Edge {
+    /// Let a new connection in; `None`: the edge is full and busy refusing others, the
+    /// connection is closed without a word.
+    pub(super) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Admitted> {
+        let open = OpenGuard::new(self);
+        let permit = self.slots.clone().try_acquire_owned().ok();
+        let refusing = if permit.is_none() {
+            match self.refusing.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    tracing::warn!(%peer, "edge full, and busy refusing others: connection closed without a word");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        Some(Admitted {
+            _open: open,
+            permit,
+            _refusing: refusing,
+        })
+    }
+
+    /// Write a refusal anyone can repeat, unless more than a few of its `key` were written
+    /// this minute (then it is counted into a later event; see [`Throttle`]).
+    pub(super) async fn audit_repeatable(&self, key: &str, data: Value) {
+        if self.spool.is_none() {
+            return;
+        }
+        let mut data = data;
+        if let Some(n) = self.refusals.admit(key, crate::now(), &data) {
+            crate::throttle::note_suppressed(&mut data, n);
+            self.audit(EdgeKind::EdgeRefused, data).await;
+        }
+    }
+
+    /// Write the refusals folded in under the keys starting with `prefix` (a connection that
+    /// ended; `""`: every key), or, without a prefix, those whose window ended.
+    pub(super) async fn flush_refusals(&self, prefix: Option<&str>) {
+        let folded = match prefix {
+            Some(p) => self.refusals.take(p),
+            None => self.refusals.due(crate::now()),
+        };
+        for f in folded {
+            self.audit(EdgeKind::EdgeRefused, f.into_event()).await;
+        }
+    }
+}
 
 /// How a shutdown went.
 pub(super) struct Stopped {

@@ -60,20 +60,24 @@ use sallyport_audit::writers::{ChainKind, EdgeKind, Writer};
 
 mod auth;
 mod conn;
+mod forward;
 mod handler;
 mod identity;
 mod listener;
+mod mfa;
 mod pipe;
 #[cfg(test)]
 mod tests;
+mod tunnel_server;
 mod tunnels;
 
 pub use handler::EngineerHandler;
 pub(crate) use identity::edge_identity;
-pub use tunnels::{TunnelHandler, Tunnels};
+pub use tunnel_server::TunnelHandler;
+pub use tunnels::Tunnels;
 
-use listener::serve_engineers;
-use tunnels::TunnelServer;
+use listener::{MAX_REFUSING, REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW, serve_engineers};
+use tunnel_server::TunnelServer;
 
 pub struct Edge {
     pub cfg: EdgeConfig,
@@ -119,9 +123,6 @@ impl EdgeLimits {
     }
 }
 
-/// Connections answered "too many connections" at once, past `max_connections`; past this too,
-/// a connection is closed without a word (a flood must not cost a key exchange each).
-const MAX_REFUSING: usize = 64;
 /// How long a connection refused for being full may take to name its key (for the audit).
 const FULL_REFUSAL_WITHIN: Duration = Duration::from_secs(10);
 /// After telling a connection it is being closed, how long the edge waits for it to go.
@@ -129,15 +130,6 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(3);
 /// russh's own inactivity timer is only a backstop past `idle_timeout_secs` (it closes without
 /// a word, and the client's answers to the edge's keepalives reset it).
 const IDLE_BACKSTOP: Duration = Duration::from_secs(30);
-/// A refusal anyone can repeat is written at most this many times per key (a connection and a
-/// code once logged in; before, a source address and a code) per `REFUSAL_WINDOW_SECS`; the
-/// others are counted into the last one, written when the window or the connection ends.
-const REFUSALS_PER_WINDOW: u32 = 5;
-const REFUSAL_WINDOW_SECS: u64 = 60;
-
-fn full_message(max: usize) -> String {
-    format!("sallyport edge: too many connections (at most {max} at once), try again later")
-}
 
 impl Edge {
     pub fn new(cfg: EdgeConfig) -> anyhow::Result<Arc<Edge>> {
@@ -276,31 +268,6 @@ impl Edge {
                 tracing::error!(error = %e, kind = kind.as_str(), "edge audit spool unwritable");
                 false
             }
-        }
-    }
-
-    /// Write a refusal anyone can repeat, unless more than a few of its `key` were written
-    /// this minute (then it is counted into a later event; see [`Throttle`]).
-    async fn audit_repeatable(&self, key: &str, data: Value) {
-        if self.spool.is_none() {
-            return;
-        }
-        let mut data = data;
-        if let Some(n) = self.refusals.admit(key, crate::now(), &data) {
-            crate::throttle::note_suppressed(&mut data, n);
-            self.audit(EdgeKind::EdgeRefused, data).await;
-        }
-    }
-
-    /// Write the refusals folded in under the keys starting with `prefix` (a connection that
-    /// ended; `""`: every key), or, without a prefix, those whose window ended.
-    async fn flush_refusals(&self, prefix: Option<&str>) {
-        let folded = match prefix {
-            Some(p) => self.refusals.take(p),
-            None => self.refusals.due(crate::now()),
-        };
-        for f in folded {
-            self.audit(EdgeKind::EdgeRefused, f.into_event()).await;
         }
     }
 }

@@ -1,18 +1,16 @@
-//! The gateways' tunnels: their listener's handler, the tunnels by cluster and the sessions
-//! forwarded into each, and the dropping of a revoked or expired gateway's tunnel.
+//! The gateways' tunnels: the tunnels by cluster and the sessions forwarded into each, and the
+//! dropping of a tunnel whose gateway was revoked or whose certificate expired. The gateways'
+//! listener is `tunnel_server.rs`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::Disconnect;
-use russh::keys::{Certificate, PublicKey};
-use russh::server::{Auth, Handle, Server, Session};
+use russh::server::Handle;
 use serde_json::{Value, json};
 
-use crate::trust::split_target;
 use sallyport_audit::writers::EdgeKind;
 
 use super::Edge;
@@ -264,138 +262,5 @@ impl Edge {
             );
             self.audit(EdgeKind::EdgeDisconnected, event).await;
         }
-    }
-
-    /// The host CA keys the broker lists for `cluster` now, kept as the last copy.
-    pub(super) async fn fetch_host_cas(&self, cluster: &str) -> anyhow::Result<Vec<PublicKey>> {
-        let v = self
-            .broker
-            .get_json(&format!("/v1/clusters/{cluster}/host-ca"))
-            .await?;
-        let keys: Vec<PublicKey> = v["host_ca_public_keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str())
-            .filter_map(|k| PublicKey::from_openssh(k).ok())
-            .collect();
-        if let Ok(mut m) = self.host_cas.lock() {
-            m.insert(cluster.to_string(), keys.clone());
-        }
-        Ok(keys)
-    }
-
-    /// The host CA keys of `cluster`: the broker's answer, or the last copy while it is down.
-    pub(super) async fn cluster_host_cas(&self, cluster: &str) -> Vec<PublicKey> {
-        match self.fetch_host_cas(cluster).await {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::warn!(error = %e, cluster, "cannot ask the broker for host CA keys; using the last copy");
-                self.host_cas
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(cluster).cloned())
-                    .unwrap_or_default()
-            }
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(super) struct TunnelServer(pub(super) Arc<Edge>);
-
-impl Server for TunnelServer {
-    type Handler = TunnelHandler;
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> TunnelHandler {
-        TunnelHandler {
-            edge: self.0.clone(),
-            peer,
-            cluster: None,
-            ca: None,
-            expires: 0,
-            registered: None,
-        }
-    }
-}
-
-pub struct TunnelHandler {
-    pub(super) edge: Arc<Edge>,
-    pub(super) peer: Option<SocketAddr>,
-    pub(super) cluster: Option<String>,
-    /// The fingerprint of the host CA that signed the gateway's certificate.
-    pub(super) ca: Option<String>,
-    /// When the gateway's certificate expires.
-    pub(super) expires: u64,
-    pub(super) registered: Option<u64>,
-}
-
-impl Drop for TunnelHandler {
-    fn drop(&mut self) {
-        if let (Some(c), Some(id)) = (&self.cluster, self.registered) {
-            self.edge.tunnels.remove(c, id);
-            tracing::info!(cluster = c, "gateway tunnel closed");
-        }
-    }
-}
-
-impl russh::server::Handler for TunnelHandler {
-    type Error = russh::Error;
-
-    async fn auth_openssh_certificate(
-        &mut self,
-        user: &str,
-        cert: &Certificate,
-    ) -> Result<Auth, Self::Error> {
-        let Some(cluster) = user.strip_prefix("gateway:") else {
-            return Ok(Auth::reject());
-        };
-        if split_target(&format!("x.{cluster}")).is_none() {
-            return Ok(Auth::reject());
-        }
-        let cas = self.edge.cluster_host_cas(cluster).await;
-        let fps: Vec<_> = cas
-            .iter()
-            .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256))
-            .collect();
-        let ok = !fps.is_empty()
-            && cert.cert_type() == russh::keys::ssh_key::certificate::CertType::User
-            && cert.validate_at(crate::now(), fps.iter()).is_ok()
-            && cert.valid_principals().iter().any(|p| p == user);
-        if ok {
-            tracing::info!(peer = ?self.peer, cluster, key_id = cert.key_id(), "gateway authenticated");
-            self.cluster = Some(cluster.to_string());
-            self.expires = cert.valid_before();
-            self.ca = Some(
-                cert.signature_key()
-                    .fingerprint(russh::keys::HashAlg::Sha256)
-                    .to_string(),
-            );
-            Ok(Auth::Accept)
-        } else {
-            tracing::warn!(peer = ?self.peer, cluster, "gateway certificate refused");
-            Ok(Auth::reject())
-        }
-    }
-
-    async fn tcpip_forward(
-        &mut self,
-        _address: &str,
-        _port: &mut u32,
-        session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(false);
-        };
-        if self.registered.is_none() {
-            let ca = self.ca.clone().unwrap_or_default();
-            self.registered = Some(self.edge.tunnels.add(
-                cluster,
-                session.handle(),
-                ca,
-                self.expires,
-            ));
-            tracing::info!(cluster, "gateway tunnel up");
-        }
-        Ok(true)
     }
 }
