@@ -198,12 +198,7 @@ pub(super) async fn engineer_connection(
     peer: SocketAddr,
     config: Arc<russh::server::Config>,
 ) {
-    let Some(Admitted {
-        _open,
-        permit,
-        _refusing,
-    }) = edge.admit(peer)
-    else {
+    let Some(Admitted { permit, _refusing }) = edge.admit(peer) else {
         return;
     };
     let full = permit.is_none();
@@ -232,7 +227,6 @@ pub(super) async fn engineer_connection(
         shutdown_grace_secs: edge.cfg.shutdown_grace_secs,
     };
     let limit = limits.idle;
-    let mut stop = edge.stop.subscribe();
     // A second handle on the socket, to cut it when the session cannot be ended politely.
     let (socket, killer) = match socket.into_std().and_then(|std| {
         let killer = std.try_clone()?;
@@ -292,7 +286,7 @@ pub(super) async fn engineer_connection(
                         break Some(if full { Close::Full } else { Close::Idle });
                     }
                 }
-                _ = stop.wait_for(|s| *s) => break Some(Close::Shutdown),
+                () = edge.stop.cancelled() => break Some(Close::Shutdown),
                 // Every second (the guard of an arm is only read when the loop turns, so this
                 // one always runs): the certificate of a logged-in connection still holds.
                 () = tokio::time::sleep(Duration::from_secs(1)) => {

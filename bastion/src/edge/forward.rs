@@ -6,8 +6,6 @@
 //! with a table in `tests.rs`); `direct_tcpip` gathers them, audits a refusal, and opens the
 //! forward.
 
-use std::sync::atomic::Ordering;
-
 use russh::server::{ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use sallyport_audit::sanitize;
@@ -208,7 +206,7 @@ impl EngineerHandler {
         let target = sanitize(&format!("{host}:{port}"));
         let limit = self.edge.limits().max_forwards_per_connection;
         let decided = decide(&Ask {
-            draining: self.edge.draining.load(Ordering::SeqCst),
+            draining: self.edge.draining.is_cancelled(),
             host,
             port,
             cert_cluster: id.cluster(),

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sallyport_audit::writers::EdgeKind;
@@ -42,7 +41,6 @@ pub(super) fn unauthenticated_key(ip: Option<IpAddr>, code: &str) -> String {
 
 /// A connection let in: with a slot (`permit`), or, when the edge is full, to be told so.
 pub(super) struct Admitted {
-    pub(super) _open: OpenGuard,
     /// `None` when the edge is full: every authentication is then refused.
     pub(super) permit: Option<OwnedSemaphorePermit>,
     pub(super) _refusing: Option<OwnedSemaphorePermit>,
@@ -51,8 +49,7 @@ pub(super) struct Admitted {
 impl Edge {
     /// Let a new connection in; `None`: the edge is full and busy refusing others, the
     /// connection is closed without a word.
-    pub(super) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Admitted> {
-        let open = OpenGuard::new(self);
+    pub(super) fn admit(&self, peer: SocketAddr) -> Option<Admitted> {
         let permit = self.slots.clone().try_acquire_owned().ok();
         let refusing = if permit.is_none() {
             match self.refusing.clone().try_acquire_owned() {
@@ -66,7 +63,6 @@ impl Edge {
             None
         };
         Some(Admitted {
-            _open: open,
             permit,
             _refusing: refusing,
         })
@@ -121,7 +117,7 @@ pub(super) async fn serve_engineers(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    tokio::spawn(engineer_connection(edge.clone(), socket, peer, config.clone()));
+                    edge.connections.spawn(engineer_connection(edge.clone(), socket, peer, config.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: not a reason to stop serving the others.
@@ -134,8 +130,9 @@ pub(super) async fn serve_engineers(
     // From here on a new connection is refused by the system (and a TCP load balancer's health
     // check fails), while the open ones go on.
     drop(listener);
+    edge.connections.close();
     let began = Instant::now();
-    edge.draining.store(true, Ordering::SeqCst);
+    edge.draining.cancel();
     let grace = Duration::from_secs(edge.cfg.shutdown_grace_secs);
     let open = edge.open_connections();
     tracing::info!(
@@ -152,8 +149,7 @@ pub(super) async fn serve_engineers(
         }),
     )
     .await;
-    let mut open_rx = edge.open.subscribe();
-    let drained = tokio::time::timeout(grace, open_rx.wait_for(|n| *n == 0))
+    let drained = tokio::time::timeout(grace, edge.connections.wait())
         .await
         .is_ok();
     let disconnected = edge.open_connections();
@@ -163,31 +159,15 @@ pub(super) async fn serve_engineers(
             "grace period over: disconnecting the remaining engineer connections"
         );
     }
-    edge.stop.send_replace(true);
+    edge.stop.cancel();
     let _ = tokio::time::timeout(
         DISCONNECT_WAIT + Duration::from_secs(1),
-        open_rx.wait_for(|n| *n == 0),
+        edge.connections.wait(),
     )
     .await;
     Stopped {
         drained,
         disconnected,
         took: began.elapsed(),
-    }
-}
-
-/// Counts an engineer connection as open while it lives.
-pub(super) struct OpenGuard(Arc<Edge>);
-
-impl OpenGuard {
-    pub(super) fn new(edge: &Arc<Edge>) -> OpenGuard {
-        edge.open.send_modify(|n| *n += 1);
-        OpenGuard(edge.clone())
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

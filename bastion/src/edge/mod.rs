@@ -40,7 +40,6 @@
 //! `edge_shutdown`, `edge_disconnected` and `edge_stopped` are audit events.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,7 +48,9 @@ use russh::server::Server;
 use russh::{MethodKind, MethodSet};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
@@ -94,12 +95,12 @@ pub struct Edge {
     slots: Arc<Semaphore>,
     /// Connections being told "too many connections" at once (past it they are just closed).
     refusing: Arc<Semaphore>,
-    /// Open engineer connections (counted by their tasks).
-    open: watch::Sender<usize>,
-    /// Set on shutdown: no new forwards.
-    draining: AtomicBool,
-    /// Set when the grace period is over: every connection's task disconnects it.
-    stop: watch::Sender<bool>,
+    /// The engineer connections' tasks: how many are open, and the wait for them on shutdown.
+    connections: TaskTracker,
+    /// Cancelled on shutdown: no new forwards.
+    draining: CancellationToken,
+    /// Cancelled when the grace period is over: every connection's task disconnects it.
+    stop: CancellationToken,
     /// Refusals anyone can repeat, audited a few times a minute per connection or source
     /// address and code (`crate::throttle`).
     refusals: Throttle,
@@ -187,9 +188,9 @@ impl Edge {
             host_cas: Mutex::new(HashMap::new()),
             slots,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
-            open: watch::Sender::new(0),
-            draining: AtomicBool::new(false),
-            stop: watch::Sender::new(false),
+            connections: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
             refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
         }))
     }
@@ -237,7 +238,7 @@ impl Edge {
     }
 
     fn open_connections(&self) -> usize {
-        *self.open.borrow()
+        self.connections.len()
     }
 
     /// Wait (at most `within`) until the broker has every record of the edge's spool; `false`
