@@ -62,8 +62,6 @@ pub(super) fn read_token_file(path: &Path) -> anyhow::Result<String> {
 }
 
 impl Edge {
-    /// At start: the token must be an edge token of this edge's name (else its records would be
-    /// refused forever). A broker that does not answer is not fatal.
     /// Tell the broker this edge's host key and public address (`POST /v1/edge/self`).
     pub(super) async fn register(&self, host_key: &russh::keys::PublicKey) {
         let Some(client) = &self.authed else { return };
@@ -96,6 +94,8 @@ impl Edge {
         }
     }
 
+    /// At start: the token must be an edge token of this edge's name (else its records would be
+    /// refused forever). A broker that does not answer is not fatal.
     pub(super) async fn check_token(&self) -> anyhow::Result<()> {
         let (Some(client), Some(name)) = (&self.authed, &self.cfg.name) else {
             return Ok(());
