@@ -9,7 +9,10 @@ use anyhow::Context;
 use sallyport_audit::sanitize;
 use serde_json::json;
 
+use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
+use crate::spool::Spool;
+use sallyport_audit::writers::{EdgeKind, Writer};
 
 use super::Edge;
 
@@ -29,6 +32,41 @@ pub(crate) fn edge_identity(cfg: &EdgeConfig) -> anyhow::Result<Option<(String, 
         sanitize(&name)
     );
     Ok(Some((name, read_token_file(path)?)))
+}
+
+/// The edge's audit spool.
+type EdgeSpool = Arc<Spool<EdgeKind>>;
+
+/// With a name and a token: the edge's audit spool (source `edge:<name>`, signed with the key in
+/// `data_dir/audit_key`) and the broker client carrying its token; without, neither.
+pub(super) fn spool_and_client(
+    cfg: &EdgeConfig,
+    broker: &BrokerClient,
+) -> anyhow::Result<(Option<EdgeSpool>, Option<BrokerClient>)> {
+    Ok(match edge_identity(cfg)? {
+        Some((name, token)) => {
+            // Signs the head of the edge's audit chain with every batch it ships; the broker
+            // pins its public key at the edge's first signed batch.
+            let audit_key = crate::load_or_create_key(
+                &cfg.data_dir.join("audit_key"),
+                "sallyport edge audit key",
+            )?;
+            tracing::info!(
+                source = format!("edge:{name}"),
+                audit_key = %audit_key.public_key().fingerprint(russh::keys::ssh_key::HashAlg::Sha256),
+                "this edge signs its audit chain with this key: record its fingerprint for `sallyport audit verify --keys`"
+            );
+            (
+                Some(Spool::open(
+                    &cfg.data_dir.join("spool"),
+                    Writer::Edge { name },
+                    audit_key,
+                )?),
+                Some(broker.with_token(token)),
+            )
+        }
+        None => (None, None),
+    })
 }
 
 /// The edge's API token, from a file only its owner may read.

@@ -57,7 +57,7 @@ use crate::config::EdgeConfig;
 use crate::spool::Spool;
 use crate::throttle::Throttle;
 use crate::trust::Trust;
-use sallyport_audit::writers::{ChainKind, EdgeKind, Writer};
+use sallyport_audit::writers::{ChainKind, EdgeKind};
 
 mod auth;
 mod conn;
@@ -142,30 +142,7 @@ impl Edge {
         );
         crate::private::open_data_dir(&cfg.data_dir, "edge's data_dir")?;
         let broker = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
-        let (spool, authed) = match edge_identity(&cfg)? {
-            Some((name, token)) => {
-                // Signs the head of the edge's audit chain with every batch it ships; the broker
-                // pins its public key at the edge's first signed batch.
-                let audit_key = crate::load_or_create_key(
-                    &cfg.data_dir.join("audit_key"),
-                    "sallyport edge audit key",
-                )?;
-                tracing::info!(
-                    source = format!("edge:{name}"),
-                    audit_key = %audit_key.public_key().fingerprint(russh::keys::ssh_key::HashAlg::Sha256),
-                    "this edge signs its audit chain with this key: record its fingerprint for `sallyport audit verify --keys`"
-                );
-                (
-                    Some(Spool::open(
-                        &cfg.data_dir.join("spool"),
-                        Writer::Edge { name },
-                        audit_key,
-                    )?),
-                    Some(broker.with_token(token)),
-                )
-            }
-            None => (None, None),
-        };
+        let (spool, authed) = identity::spool_and_client(&cfg, &broker)?;
         anyhow::ensure!(
             (1..=1_000_000).contains(&cfg.max_connections),
             "max_connections must be between 1 and 1000000, not {}",
