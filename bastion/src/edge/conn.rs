@@ -60,7 +60,8 @@ impl Conn {
         }
     }
 
-    /// The throttle key of this connection's refusals of `code` (see [`Throttle`]).
+    /// The throttle key of this connection's refusals of `code` (see
+    /// [`crate::throttle::Throttle`]).
     pub(super) fn refusal_key(&self, code: &str) -> String {
         format!("{}:{code}", self.id)
     }

@@ -82,7 +82,7 @@ impl EngineerHandler {
     }
 
     /// Audit a refusal: a few per minute per code and connection once logged in, per code and
-    /// source address before (see [`Throttle`]).
+    /// source address before (see [`crate::throttle::Throttle`]).
     pub(super) async fn refused(
         &self,
         key_id: Option<&str>,

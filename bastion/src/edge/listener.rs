@@ -34,7 +34,8 @@ pub(super) fn full_reason(max: usize) -> String {
     )
 }
 
-/// The throttle key of a refusal of `code` before login: the source address (see [`Throttle`]).
+/// The throttle key of a refusal of `code` before login: the source address (see
+/// [`crate::throttle::Throttle`]).
 pub(super) fn unauthenticated_key(ip: Option<IpAddr>, code: &str) -> String {
     format!("src:{}:{code}", source_key(ip))
 }
@@ -69,7 +70,7 @@ impl Edge {
     }
 
     /// Write a refusal anyone can repeat, unless more than a few of its `key` were written
-    /// this minute (then it is counted into a later event; see [`Throttle`]).
+    /// this minute (then it is counted into a later event; see [`crate::throttle::Throttle`]).
     pub(super) async fn audit_repeatable(&self, key: &str, data: Value) {
         if self.spool.is_none() {
             return;
