@@ -13,7 +13,6 @@ use sallyport_audit::writers::EdgeKind;
 use serde_json::{Value, json};
 
 use super::handler::EngineerHandler;
-use super::pipe::pipe;
 use crate::trust::split_target;
 
 const EDGE_MESSAGE: &str = "This is sallyport's edge: it opens no shell. Reach a node through it, e.g.\r\n  ssh -F ~/.sallyport/ssh_config <node>.<cluster>\r\n(`sallyport login` writes that configuration.)\r\n";
@@ -319,7 +318,8 @@ impl EngineerHandler {
                         // Listed under its tunnel while it lasts: a dropped tunnel names it.
                         let _listed = edge.tunnels.forwarded(tunnel_id, session_event);
                         reply.accept().await;
-                        pipe(channel, inner, conn.clone()).await;
+                        // Unread, message by message; every message either way is activity.
+                        crate::pipe::join(channel, inner, || conn.touch()).await;
                         return;
                     }
                     Err(e) => {

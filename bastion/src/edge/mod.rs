@@ -66,7 +66,6 @@ mod handler;
 mod identity;
 mod listener;
 mod mfa;
-mod pipe;
 #[cfg(test)]
 mod tests;
 mod tunnel_server;
