@@ -828,7 +828,23 @@ fn put_chunked(url: &str, token: &str, path: &str, len: usize) -> String {
 
 #[tokio::test]
 async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
-    let w = World::start_with(Dir::File(vec![]), "max_recording_bytes = 100000\n").await;
+    recordings_upload_once("data_dir").await;
+}
+
+/// The same with the recordings' bytes in the database (what replicas share).
+#[tokio::test]
+async fn recordings_in_the_database_upload_once_download_for_reviewers_and_refuse_tricks() {
+    recordings_upload_once("database").await;
+}
+
+/// Uploads and downloads with `[recordings] storage` = `storage`.
+async fn recordings_upload_once(storage: &str) {
+    let on_disk = storage == "data_dir";
+    let w = World::start_with(
+        Dir::File(vec![]),
+        &format!("max_recording_bytes = 100000\n[recordings]\nstorage = \"{storage}\"\n"),
+    )
+    .await;
     let gw = gateway(&w, "acme-prod", "gw1").await;
     let other = gateway(&w, "globex-prod", "gw1").await;
     let data_dir = w.broker.dir.join("data");
@@ -849,12 +865,16 @@ async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     assert_eq!(v["sha256"], sha.as_str());
     let file = dir.join("sess-1.cast");
-    assert_eq!(std::fs::read(&file).unwrap(), bytes);
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    if on_disk {
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    } else {
+        assert!(!file.exists());
+    }
     let stored = w.events("kind=recording_stored&session=sess-1").await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["engineer"], "alice");
@@ -890,7 +910,9 @@ async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    if on_disk {
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    }
     assert_eq!(
         w.events("kind=recording_stored&session=sess-1").await.len(),
         1
@@ -1037,25 +1059,30 @@ async fn recordings_upload_once_download_for_reviewers_and_refuse_tricks() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
-    // Nothing else was written: no partial files, nothing outside the cluster's directory.
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["sess-1.cast", "sess-6.cast"]);
-    let mut clusters: Vec<String> = std::fs::read_dir(data_dir.join("recordings"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    clusters.sort();
-    assert_eq!(clusters, ["acme-prod", "globex-prod"]);
-    assert!(
-        std::fs::read_dir(data_dir.join("recordings").join("globex-prod"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    // Nothing else was written: no partial files, nothing outside the cluster's directory (on
+    // disk); nothing at all on disk (in the database).
+    let files = |d: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    if on_disk {
+        assert_eq!(files(&dir), ["sess-1.cast", "sess-6.cast"]);
+        assert_eq!(
+            files(&data_dir.join("recordings")),
+            ["acme-prod", "globex-prod"]
+        );
+        assert!(files(&data_dir.join("recordings").join("globex-prod")).is_empty());
+    } else {
+        // Uploads are spooled in recordings/.incoming, then moved into the database.
+        assert_eq!(files(&data_dir.join("recordings")), [".incoming"]);
+        assert!(files(&data_dir.join("recordings").join(".incoming")).is_empty());
+    }
     assert!(!std::path::Path::new("/tmp/pwned.cast").exists());
 
     // Without metadata in the query, the gateway's own audit records of the session name the

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sallyport_audit::AuditRecord;
 use sallyport_audit::bundle::{self as layout, FileEntry, HeadLine, Manifest};
@@ -23,8 +23,14 @@ pub struct Contents {
     pub heads: Vec<HeadLine>,
     /// `keys.txt`.
     pub keys: String,
-    /// Recording id → its file in the broker's data_dir.
-    pub recordings: Vec<(String, PathBuf)>,
+    /// The recordings, read through the `open` given to [`write`].
+    pub recordings: Vec<crate::store::Recording>,
+}
+
+/// A recording opened for the bundle: its size and its bytes.
+pub struct Opened {
+    pub size: u64,
+    pub reader: Box<dyn Read + Send>,
 }
 
 /// A written bundle: the archive (an unlinked temporary file, at its start), its size and the
@@ -36,11 +42,12 @@ pub struct Written {
     pub manifest: Manifest,
 }
 
-/// Hashes what passes through it.
+/// Hashes what passes through it (and keeps a copy, when asked).
 struct Hashing<R> {
     inner: R,
     sha: Sha256,
     bytes: u64,
+    kept: Option<Vec<u8>>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -48,6 +55,9 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(buf)?;
         self.sha.update(&buf[..n]);
         self.bytes += n as u64;
+        if let Some(k) = &mut self.kept {
+            k.extend_from_slice(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -73,10 +83,11 @@ fn jsonl<T: serde::Serialize>(items: &[T]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Write `c` as a .tar.gz into a temporary file in `tmp_dir`; `sign` signs the manifest's bytes
-/// (an armored SSHSIG).
+/// (an armored SSHSIG); `open` opens a recording's bytes (from wherever they are kept).
 pub fn write(
     c: Contents,
     sign: &dyn Fn(&[u8]) -> anyhow::Result<String>,
+    open: &dyn Fn(&crate::store::Recording) -> anyhow::Result<Opened>,
     tmp_dir: &Path,
 ) -> anyhow::Result<Written> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -108,14 +119,15 @@ pub fn write(
     const VIEWER_MAX: u64 = 4 << 20;
     let mut shown: Vec<(String, Vec<u8>)> = Vec::new();
     let mut recording_files = Vec::new();
-    for (id, path) in &c.recordings {
-        let f = File::open(path)?;
-        let size = f.metadata()?.len();
+    for rec in &c.recordings {
+        let id = &rec.session;
+        let Opened { size, reader } = open(rec)?;
         let mut h = header(size, mtime);
         let mut r = Hashing {
-            inner: f.take(size),
+            inner: reader.take(size),
             sha: Sha256::new(),
             bytes: 0,
+            kept: (size <= VIEWER_MAX).then(Vec::new),
         };
         let name = layout::recording_path(id);
         tar.append_data(&mut h, format!("{}/{name}", c.root), &mut r)?;
@@ -128,8 +140,8 @@ pub fn write(
             size,
             sha256: hex::encode(r.sha.finalize()),
         });
-        if size <= VIEWER_MAX {
-            shown.push((id.clone(), std::fs::read(path)?));
+        if let Some(bytes) = r.kept {
+            shown.push((id.clone(), bytes));
         }
     }
     add(&mut tar, layout::EVENTS, &jsonl(&c.events)?)?;

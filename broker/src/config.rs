@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub recordings: RecordingsConfig,
     /// LDAP directory of engineers. Without it, `directory` must name an embedded directory file.
     #[serde(default)]
     pub ldap: Option<LdapConfig>,
@@ -164,6 +166,37 @@ impl Default for ConsoleConfig {
             passkey_ceremony_secs: default_passkey_ceremony(),
         }
     }
+}
+
+/// Where the bytes of the recordings gateways upload are kept (`[recordings] storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// A file in this broker's `data_dir/recordings/`: only this broker reads it.
+    DataDir,
+    /// Rows of the store (`recording_chunks`): every replica on the same database reads it.
+    Database,
+}
+
+impl Storage {
+    /// The value of the store's `recordings.storage` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::DataDir => "data_dir",
+            Storage::Database => "database",
+        }
+    }
+}
+
+/// Session recordings uploaded by gateways.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsConfig {
+    /// Where new recordings are kept. Default: `database` when the store is PostgreSQL (so that
+    /// every replica reads every recording), `data_dir` with SQLite. Recordings stored before
+    /// are read from where they were stored, whatever this says.
+    #[serde(default)]
+    pub storage: Option<Storage>,
 }
 
 /// Notifications to webhooks (docs/webhooks.md).
@@ -780,6 +813,15 @@ impl BrokerConfig {
                 anchor(p);
             }
             anchor(&mut ldap.bind_password_file);
+        }
+    }
+
+    /// Where new recordings are kept: `[recordings] storage`, or its default for the store.
+    pub fn recording_storage(&self) -> Storage {
+        match self.recordings.storage {
+            Some(s) => s,
+            None if self.database_url().starts_with("postgres") => Storage::Database,
+            None => Storage::DataDir,
         }
     }
 

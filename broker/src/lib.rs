@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod ocsf;
 pub mod passkeys;
+pub mod recordings;
 pub mod replay;
 pub mod secretbox;
 pub mod state;

@@ -33,6 +33,8 @@ pub struct Broker {
     pub refusals: crate::throttle::Throttle,
     /// Passkey (WebAuthn) checks for console logins, bound to `[console]`'s relying party.
     pub passkeys: crate::passkeys::Passkeys,
+    /// Where recordings' bytes are kept and read (`[recordings] storage`).
+    pub recordings: crate::recordings::Recordings,
 }
 
 /// What a SIGHUP can change while the broker runs: the engineer directory (the file is read
@@ -197,9 +199,15 @@ impl Broker {
             edge_address: cfg.edge_address.clone(),
             edge_host_keys: cfg.edge_host_keys.clone(),
         };
+        let recordings = crate::recordings::Recordings::new(
+            cfg.recording_storage(),
+            &cfg.data_dir,
+            store.clone(),
+        );
         Ok(Arc::new(Broker {
             cfg,
             store,
+            recordings,
             live: std::sync::RwLock::new(Arc::new(live)),
             engine,
             user_ca,

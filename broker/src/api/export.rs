@@ -303,16 +303,8 @@ pub(crate) async fn export(
     let mut missing = Vec::new();
     for id in &named {
         let held = b.store.recording(id).await?;
-        let path = match &held {
-            Some(r) if crate::directory::valid_uid(&r.cluster) => Some(
-                b.cfg
-                    .data_dir
-                    .join(super::gateways::recording_rel_path(&r.cluster, id)),
-            ),
-            _ => None,
-        };
-        match path {
-            Some(p) if tokio::fs::metadata(&p).await.is_ok() => recordings.push((id.clone(), p)),
+        match held {
+            Some(r) if b.recordings.exists(&r).await? => recordings.push(r),
             Some(_) => missing.push(MissingRecording {
                 id: id.clone(),
                 reason: "the broker lists it but its file is missing".into(),
@@ -363,10 +355,27 @@ pub(crate) async fn export(
             .map_err(|e| ApiError::Internal(e.into()))?;
     }
     let store = b.store.clone();
+    let broker = b.clone();
+    let runtime = tokio::runtime::Handle::current();
     let written = tokio::task::spawn_blocking(move || {
+        // The recordings are read from where they are kept (a file, or the database's rows)
+        // as they are written into the bundle, one at a time.
+        let open = |r: &crate::store::Recording| -> anyhow::Result<crate::bundle::Opened> {
+            let opened = runtime
+                .block_on(broker.recordings.open(r))?
+                .ok_or_else(|| anyhow::anyhow!("the recording {} is gone", r.session))?;
+            Ok(crate::bundle::Opened {
+                size: opened.size,
+                reader: Box::new(crate::recordings::Blocking::new(
+                    opened.reader,
+                    runtime.clone(),
+                )),
+            })
+        };
         crate::bundle::write(
             contents,
             &|bytes: &[u8]| store.sign_bundle_manifest(bytes),
+            &open,
             &tmp,
         )
     })

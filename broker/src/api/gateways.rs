@@ -8,10 +8,8 @@
 //! `edge`) ships its own chain (`edge:<name>`) through the same ingest, with the same checks.
 
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,13 +19,13 @@ use russh::keys::PublicKey;
 use russh::keys::ssh_key::{Algorithm, HashAlg};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::admin::{admin_event, operator_only};
 use super::{Body, check_name, created, refuse, refuse_by};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS, sanitize};
 use crate::auth::{Caller, new_gateway_credential, new_join_token, random_id, token_hash};
 use crate::error::{ApiError, ApiResult};
+use crate::recordings::Kept;
 use crate::state::Broker;
 use crate::store::{Gateway, IngestRefusal, Recording, now_secs};
 use sallyport_audit::writers::Writer;
@@ -793,14 +791,6 @@ fn check_session(s: &str) -> ApiResult<()> {
     }
 }
 
-/// Where a recording lives, relative to data_dir: built only from the cluster (a checked name
-/// from the store) and the checked session id.
-pub(super) fn recording_rel_path(cluster: &str, session: &str) -> PathBuf {
-    PathBuf::from("recordings")
-        .join(cluster)
-        .join(format!("{session}.cast"))
-}
-
 #[derive(Deserialize)]
 struct RecordingMeta {
     engineer: Option<String>,
@@ -820,61 +810,11 @@ fn optional_name(what: &str, v: &Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
-async fn remove_quietly(path: &FsPath) {
-    let _ = tokio::fs::remove_file(path).await;
-}
-
-/// Stream the body into a new 0600 file, at most `limit` bytes; returns (size, sha256 hex).
-async fn receive(body: axum::body::Body, tmp: &FsPath, limit: u64) -> ApiResult<(u64, String)> {
-    use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut body = body;
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    loop {
-        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| {
-            ApiError::Rejected(
-                StatusCode::BAD_REQUEST,
-                format!("reading the recording failed: {e}"),
-            )
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        size += data.len() as u64;
-        if size > limit {
-            return Err(too_large(limit));
-        }
-        hasher.update(&data);
-        file.write_all(&data)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    }
-    file.sync_all()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok((size, hex::encode(hasher.finalize())))
-}
-
 fn too_large(limit: u64) -> ApiError {
     ApiError::Rejected(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the recording is larger than max_recording_bytes ({limit} bytes)"),
     )
-}
-
-async fn sync_dir(dir: &FsPath) {
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await;
-    }
 }
 
 async fn upload_recording(
@@ -912,33 +852,9 @@ async fn upload_recording(
         return Err(too_large(limit));
     }
     check_name("cluster", &cluster)?;
-    let rel = recording_rel_path(&cluster, &session);
-    let path = b.cfg.data_dir.join(&rel);
-    let dir = path
-        .parent()
-        .map(FsPath::to_path_buf)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("recording path has no parent")))?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    }
-    let tmp = dir.join(format!(".{session}.{}.part", random_id()));
-    let (size, sha256) = match receive(body, &tmp, limit).await {
-        Ok(v) => v,
-        Err(e) => {
-            remove_quietly(&tmp).await;
-            return Err(e);
-        }
-    };
+    let storing = b.recordings.storing();
+    let received = storing.receive(&cluster, &session, body, limit).await?;
+    let (size, sha256) = (received.size, received.sha256.clone());
     // What the query does not say, the gateway's own audit records of the session do.
     // A channel's recording is named `<session>-c<channel>`: its session's records say who.
     if engineer.is_none() || ticket.is_none() || node.is_none() {
@@ -956,10 +872,7 @@ async fn upload_recording(
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    remove_quietly(&tmp).await;
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -973,24 +886,14 @@ async fn upload_recording(
         kind,
         size,
         sha256: sha256.clone(),
-        path: rel.to_string_lossy().into_owned(),
+        // Set by the store that keeps it.
+        path: String::new(),
         created_at: now_secs(),
+        storage: storing.storage(),
     };
-    // Claim the session id first, then move the file into place: of two uploads only the one
-    // whose row was stored decides the contents.
-    let existing = match b.store.insert_recording(&row).await {
-        Ok(()) => None,
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            b.store.recording(&session).await?
-        }
-        Err(e) => {
-            remove_quietly(&tmp).await;
-            return Err(e.into());
-        }
-    };
-    if let Some(old) = existing {
+    let stored = storing.keep(row.clone(), received).await?;
+    if let Kept::Existing(old) = stored {
         if old.cluster != cluster || old.sha256 != sha256 || old.size != size {
-            remove_quietly(&tmp).await;
             return Err(refuse_by(
                 &b,
                 &caller.label(),
@@ -1004,26 +907,12 @@ async fn upload_recording(
             )
             .await);
         }
-        // The same bytes again (a retry): fine. Put the file in place if an earlier upload
-        // stopped between claiming the id and the rename.
-        if tokio::fs::metadata(&path).await.is_err() {
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            sync_dir(&dir).await;
-        } else {
-            remove_quietly(&tmp).await;
-        }
+        // The same bytes again (a retry): fine.
         return Ok(Json(
             json!({"session": session, "size": size, "sha256": sha256, "stored": false}),
         )
         .into_response());
     }
-    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-        remove_quietly(&tmp).await;
-        return Err(ApiError::Internal(e.into()));
-    }
-    sync_dir(&dir).await;
     b.store
         .audit(&AuditEvent::RecordingStored {
             session: session.clone(),
@@ -1084,17 +973,8 @@ async fn download_recording(
     {
         return Err(ApiError::NotFound("recording".into()));
     }
-    check_name("cluster", &r.cluster)?;
-    let path = b
-        .cfg
-        .data_dir
-        .join(recording_rel_path(&r.cluster, &r.session));
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound("recording file".into()));
-        }
-        Err(e) => return Err(ApiError::Internal(e.into())),
+    let Some(opened) = b.recordings.open(&r).await? else {
+        return Err(ApiError::NotFound("recording file".into()));
     };
     b.store
         .audit(&AuditEvent::RecordingRead {
@@ -1106,7 +986,7 @@ async fn download_recording(
             node: r.node.clone(),
         })
         .await?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(opened.reader));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

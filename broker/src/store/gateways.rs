@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, now_secs, to_i64, to_u64};
+use crate::config::Storage;
 
 /// A gateway as listed: never its join token or credential (nor their hashes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,9 +33,11 @@ pub struct Recording {
     pub kind: String,
     pub size: u64,
     pub sha256: String,
-    /// Relative to the broker's data_dir.
+    /// Relative to the broker's data_dir (`storage` data_dir); empty for `storage` database.
     pub path: String,
     pub created_at: u64,
+    /// Where its bytes are: a file in one broker's data_dir, or `recording_chunks`.
+    pub storage: Storage,
 }
 
 const GATEWAY_COLS: &str = "id, cluster_id, name, created_at, enrolled_at, node_ca_public_key, host_ca_public_key, revoked_at";
@@ -52,8 +55,10 @@ fn gateway_from_row(r: &AnyRow) -> Gateway {
     }
 }
 
-const RECORDING_COLS: &str =
-    "session, gateway_id, cluster_id, engineer, ticket, node, kind, size, sha256, path, created_at";
+const RECORDING_COLS: &str = "session, gateway_id, cluster_id, engineer, ticket, node, kind, size, sha256, path, created_at, storage";
+
+/// The largest row of `recording_chunks`.
+pub const RECORDING_CHUNK: usize = 1 << 20;
 
 fn recording_from_row(r: &AnyRow) -> Recording {
     Recording {
@@ -68,7 +73,33 @@ fn recording_from_row(r: &AnyRow) -> Recording {
         sha256: r.get(8),
         path: r.get(9),
         created_at: to_u64(r.get(10)),
+        storage: match r.get::<String, _>(11).as_str() {
+            "database" => Storage::Database,
+            // 'data_dir', the default of every row stored before the column.
+            _ => Storage::DataDir,
+        },
     }
+}
+
+async fn insert_recording_row(conn: &mut sqlx::AnyConnection, r: &Recording) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO recordings ({RECORDING_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&r.session)
+    .bind(&r.gateway)
+    .bind(&r.cluster)
+    .bind(&r.engineer)
+    .bind(&r.ticket)
+    .bind(&r.node)
+    .bind(&r.kind)
+    .bind(to_i64(r.size))
+    .bind(&r.sha256)
+    .bind(&r.path)
+    .bind(to_i64(r.created_at))
+    .bind(r.storage.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -237,23 +268,69 @@ impl Store {
     /// Claim a session's recording. A unique violation means it was stored before (or by a
     /// concurrent upload): the caller compares with what is stored.
     pub async fn insert_recording(&self, r: &Recording) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO recordings ({RECORDING_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
-        .bind(&r.session)
-        .bind(&r.gateway)
-        .bind(&r.cluster)
-        .bind(&r.engineer)
-        .bind(&r.ticket)
-        .bind(&r.node)
-        .bind(&r.kind)
-        .bind(to_i64(r.size))
-        .bind(&r.sha256)
-        .bind(&r.path)
-        .bind(to_i64(r.created_at))
-        .execute(&self.pool)
+        let mut conn = self.pool.acquire().await?;
+        insert_recording_row(&mut conn, r).await
+    }
+
+    /// Store a recording's row and its bytes, read from `bytes` into rows of `recording_chunks`
+    /// of [`RECORDING_CHUNK`] bytes, in one transaction: the recording is whole or absent. A
+    /// unique violation: the session has a recording already (nothing was written).
+    pub async fn insert_recording_with_bytes(
+        &self,
+        r: &Recording,
+        bytes: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    ) -> sqlx::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut tx = self.pool.begin().await?;
+        insert_recording_row(&mut tx, r).await?;
+        let mut buf = vec![0u8; RECORDING_CHUNK];
+        let mut seq: i64 = 0;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = bytes.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            sqlx::query("INSERT INTO recording_chunks (session, seq, data) VALUES ($1, $2, $3)")
+                .bind(&r.session)
+                .bind(seq)
+                .bind(&buf[..filled])
+                .execute(&mut *tx)
+                .await?;
+            seq += 1;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Chunk `seq` of a recording kept in the database; `None` past its last one.
+    pub async fn recording_chunk(&self, session: &str, seq: u64) -> sqlx::Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT data FROM recording_chunks WHERE session = $1 AND seq = $2")
+            .bind(session)
+            .bind(to_i64(seq))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<Vec<u8>, _>(0)))
+    }
+
+    /// How many bytes of a recording the database holds.
+    pub async fn recording_bytes_held(&self, session: &str) -> sqlx::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) FROM recording_chunks \
+             WHERE session = $1",
+        )
+        .bind(session)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(())
+        Ok(to_u64(n))
     }
 
     /// Record what an edge says of itself (its host key, the address engineers dial); `true`

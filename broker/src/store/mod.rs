@@ -170,6 +170,14 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "passkeys",
         Sql::Portable(include_str!("../../../migrations/0017_passkeys.sql")),
     ),
+    (
+        18,
+        "recording_chunks",
+        Sql::PerEngine {
+            sqlite: include_str!("../../../migrations/0018_recording_chunks.sqlite.sql"),
+            postgres: include_str!("../../../migrations/0018_recording_chunks.postgres.sql"),
+        },
+    ),
 ];
 
 /// The migrations for one engine.

@@ -998,14 +998,13 @@ async fn readable_recording(
         Ok(false) => return Err(not_found()),
         Err(e) => return Err(api_error(viewer, e, "/console/sessions")),
     }
-    let path = b.cfg.data_dir.join(&r.path);
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+    let bytes = match b.recordings.read(&r, b.cfg.max_recording_bytes).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(not_found()),
         Err(e) => {
             return Err(api_error(
                 viewer,
-                ApiError::Internal(e.into()),
+                ApiError::Internal(e),
                 "/console/sessions",
             ));
         }
