@@ -3,6 +3,7 @@
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod bastion;
 pub mod broker;
 pub mod browser;
