@@ -1,0 +1,329 @@
+//! Gateways: the operator creates one per cluster (a one-time join token), the gateway enrolls
+//! with it (bringing the public keys of the cluster's node CA and host CA, getting its
+//! credential), then reads its configuration, ships its audit chain and uploads recordings.
+//! Reviewers read recordings back; anyone may read a cluster's host CA keys (public keys).
+//!
+//! A gateway acts only for its own cluster and only on its own audit chain
+//! (source `gateway:<id>`); every other endpoint refuses it, audited. An edge (API token of role
+//! `edge`) ships its own chain (`edge:<name>`) through the same ingest, with the same checks.
+
+mod enroll;
+mod ingest;
+mod recordings;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use russh::keys::PublicKey;
+use russh::keys::ssh_key::HashAlg;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::admin::{admin_event, operator_only};
+use super::{Body, check_name, created, refuse};
+use crate::audit::sanitize;
+use crate::auth::{Caller, new_join_token, random_id, token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::state::Broker;
+use crate::store::{Gateway, now_secs};
+use enroll::enroll;
+use ingest::ingest;
+use recordings::{download_recording, upload_recording};
+
+/// `ingest_limit`: the largest batch of audit records accepted (`max_ingest_bytes`).
+pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
+    Router::new()
+        .route(
+            "/v1/clusters/{cluster}/gateways",
+            post(create_gateway).get(list_gateways),
+        )
+        .route("/v1/clusters/{cluster}/host-ca", get(host_ca))
+        .route("/v1/gateways/enroll", post(enroll))
+        .route("/v1/gateways/{gateway}", delete(revoke_gateway))
+        .route("/v1/gateway/self", get(gateway_self))
+        .route("/v1/edge/self", post(register_edge))
+        .route(
+            "/v1/audit/records",
+            // Batches of audit records have their own limit (max_ingest_bytes); senders size
+            // their batches under it and halve them on 413.
+            post(ingest).layer(axum::extract::DefaultBodyLimit::max(ingest_limit)),
+        )
+        .route(
+            "/v1/recordings/{session}",
+            put(upload_recording).get(download_recording),
+        )
+}
+
+/// What an edge says of itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeSelf {
+    /// The edge's SSH host public key (OpenSSH line): engineers pin it for the jump hop.
+    host_key: String,
+    /// `host:port` engineers dial (the edge's `public_address`), if it knows it.
+    #[serde(default)]
+    address: Option<String>,
+}
+
+/// An edge (API token of role edge) registers its host key and public address; engineers get
+/// them at their next login (no broker restart after an edge's first start). A change is
+/// audited (`admin_change`, action `edge_registered`, the key's fingerprint).
+async fn register_edge(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Body(req): Body<EdgeSelf>,
+) -> ApiResult<Json<Value>> {
+    let Caller::Edge { name } = &caller else {
+        return Err(refuse(
+            &b,
+            &caller,
+            "register_edge",
+            "only an edge registers itself (an API token of role edge)",
+            None,
+            None,
+        )
+        .await);
+    };
+    let key = PublicKey::from_openssh(req.host_key.trim()).map_err(|_| {
+        ApiError::BadRequest(
+            "host_key must be an OpenSSH public key line (the edge's data_dir/host_key.pub)".into(),
+        )
+    })?;
+    let mut bare = key.clone();
+    bare.set_comment("");
+    let line = bare
+        .to_openssh()
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(a) = &req.address {
+        crate::config::split_host_port(a).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "address {:?}: expected host:port (what engineers dial)",
+                sanitize(a)
+            ))
+        })?;
+    }
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let changed = b
+        .store
+        .register_edge(name, &line, req.address.as_deref())
+        .await?;
+    if changed {
+        admin_event(
+            &b,
+            &caller,
+            "edge_registered",
+            &format!(
+                "{name} host key {fingerprint} address {}",
+                req.address.as_deref().unwrap_or("-")
+            ),
+            [None, None, None, None],
+        )
+        .await?;
+    }
+    Ok(Json(
+        json!({"name": name, "host_key_fingerprint": fingerprint, "address": req.address, "changed": changed}),
+    ))
+}
+
+/// The gateway's id and cluster, when the caller is a gateway; everyone else is refused.
+pub(super) async fn gateway_only(
+    b: &Broker,
+    caller: &Caller,
+    action: &str,
+) -> ApiResult<(String, String)> {
+    match caller {
+        Caller::Gateway { id, cluster } => Ok((id.clone(), cluster.clone())),
+        Caller::Operator { .. }
+        | Caller::Reviewer { .. }
+        | Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Edge { .. } => {
+            Err(refuse(b, caller, action, "only a gateway may do this", None, None).await)
+        }
+    }
+}
+
+// --- the operator's side ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGateway {
+    name: String,
+}
+
+async fn create_gateway(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+    Body(req): Body<NewGateway>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    operator_only(&b, &caller, "create_gateway").await?;
+    check_name("gateway name", &req.name)?;
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            sanitize(&cluster)
+        )));
+    };
+    let token = new_join_token();
+    let g = Gateway {
+        id: format!("gw-{}", &random_id()[..16]),
+        cluster: c.id.clone(),
+        name: req.name,
+        created_at: now_secs(),
+        enrolled_at: None,
+        node_ca_public_key: None,
+        host_ca_public_key: None,
+        revoked_at: None,
+    };
+    b.store
+        .create_gateway(&g, &token_hash(&token))
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict(format!(
+                "cluster {} already has a gateway named {}",
+                g.cluster, g.name
+            )),
+            other => other,
+        })?;
+    admin_event(
+        &b,
+        &caller,
+        "create_gateway",
+        &g.id,
+        [Some(&c.customer), Some(&c.id), None, None],
+    )
+    .await?;
+    // The join token is shown once: only its hash is stored.
+    Ok(created(
+        json!({"id": g.id, "name": g.name, "cluster": g.cluster, "join_token": token,
+               "join_token_expires_at": g.created_at.saturating_add(b.cfg.gateway_join_token_ttl_secs)}),
+    ))
+}
+
+async fn list_gateways(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(cluster): Path<String>,
+) -> ApiResult<Json<Vec<Gateway>>> {
+    let Some(c) = b.store.cluster(&cluster).await? else {
+        return Err(ApiError::NotFound("cluster".into()));
+    };
+    match &caller {
+        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
+        // The customer's admins put the node CA key into their nodes' TrustedUserCAKeys.
+        Caller::Approver { customer, .. } if customer == &c.customer => {}
+        Caller::Approver { .. }
+        | Caller::TicketSystem { .. }
+        | Caller::Engineer { .. }
+        | Caller::Gateway { .. }
+        | Caller::Edge { .. } => {
+            return Err(refuse(
+                &b,
+                &caller,
+                "list_gateways",
+                "not allowed to list this cluster's gateways",
+                None,
+                Some(&c.id),
+            )
+            .await);
+        }
+    }
+    Ok(Json(b.store.gateways(&c.id).await?))
+}
+
+async fn revoke_gateway(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Gateway>> {
+    operator_only(&b, &caller, "revoke_gateway").await?;
+    let Some(g) = b.store.gateway(&id).await? else {
+        return Err(ApiError::NotFound("gateway".into()));
+    };
+    if b.store.revoke_gateway(&g.id).await? {
+        let customer = b.store.cluster(&g.cluster).await?.map(|c| c.customer);
+        admin_event(
+            &b,
+            &caller,
+            "revoke_gateway",
+            &g.id,
+            [customer.as_deref(), Some(&g.cluster), None, None],
+        )
+        .await?;
+    }
+    let g = b
+        .store
+        .gateway(&g.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
+    Ok(Json(g))
+}
+
+// --- public: what engineers' clients trust for `*.<cluster>` ---
+
+async fn host_ca(
+    State(b): State<Arc<Broker>>,
+    Path(cluster): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_name("cluster", &cluster)?;
+    // An unknown cluster answers like a cluster without gateways: public callers cannot probe
+    // which clusters (customers) exist.
+    let keys = b.store.host_ca_keys(&cluster).await?;
+    Ok(Json(
+        json!({"cluster": cluster, "host_ca_public_keys": keys}),
+    ))
+}
+
+// --- the gateway's side ---
+
+async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+    let (id, cluster) = gateway_only(&b, &caller, "gateway_self").await?;
+    let g = b
+        .store
+        .gateway(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
+    let customer = b.store.cluster(&cluster).await?.map(|c| c.customer);
+    // The customer's own policies: the gateway asks them with its own for every channel
+    // request (each policy names the cluster it is about).
+    let policies: Vec<Value> = match &customer {
+        Some(c) => b
+            .store
+            .policies(c)
+            .await?
+            .into_iter()
+            .map(|p| json!({"name": p.name, "body": p.body}))
+            .collect(),
+        None => Vec::new(),
+    };
+    let nodes: Vec<Value> = b
+        .store
+        .nodes(&cluster)
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({"name": n.name, "address": n.address, "port": n.port,
+                   "host_keys": n.host_keys, "trust_on_first_use": n.trust_on_first_use})
+        })
+        .collect();
+    let user_ca: Vec<String> = b
+        .trusted
+        .keys()
+        .iter()
+        .filter_map(|k| k.to_openssh().ok())
+        .collect();
+    Ok(Json(json!({
+        "id": id,
+        "name": g.name,
+        "cluster": cluster,
+        "customer": customer,
+        "nodes": nodes,
+        "policies": policies,
+        "user_ca": user_ca,
+    })))
+}
