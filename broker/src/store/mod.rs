@@ -501,6 +501,124 @@ mod tests {
         assert!(store.live_recordings("s-2").await.unwrap().is_empty());
     }
 
+    /// Recordings kept in the database come back byte for byte at every chunk boundary (none,
+    /// one, exactly one chunk, one byte more, several); a second upload of a session changes
+    /// nothing; one with a chunk missing is not there; a recording stored on disk before is read
+    /// from disk although new ones go to the database.
+    #[tokio::test]
+    async fn recordings_in_the_database_are_whole_or_absent() {
+        use crate::config::Storage;
+        use crate::recordings::{Kept, Recordings};
+        let dir = tempfile::tempdir().unwrap();
+        let url = empty_store(dir.path()).await;
+        let store = super::Store::connect(&url).await.unwrap();
+        for q in [
+            "INSERT INTO customers (id, name, created_at) VALUES ('acme', 'ACME', 1)",
+            "INSERT INTO clusters (id, customer_id, created_at) VALUES ('acme-prod', 'acme', 1)",
+            "INSERT INTO gateways (id, cluster_id, name, join_token_hash, created_at) \
+             VALUES ('gw-1', 'acme-prod', 'gw1', 'h', 1)",
+        ] {
+            sqlx::query(q).execute(&store.pool).await.unwrap();
+        }
+        let data_dir = dir.path().join("data");
+        let recs = Recordings::new(Storage::Database, &data_dir, store.clone());
+        let row = |session: &str| super::Recording {
+            session: session.into(),
+            gateway: "gw-1".into(),
+            cluster: "acme-prod".into(),
+            engineer: None,
+            ticket: None,
+            node: None,
+            kind: "pty".into(),
+            size: 0,
+            sha256: String::new(),
+            path: "ignored".into(),
+            created_at: 1,
+            storage: Storage::DataDir,
+        };
+        let chunk = super::RECORDING_CHUNK;
+        for (i, len) in [0, 1, chunk, chunk + 1, 3 * chunk + 5]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes: Vec<u8> = (0..len).map(|j| (j * 31 % 251) as u8).collect();
+            let session = format!("s-{i}");
+            let received = recs
+                .storing()
+                .receive(
+                    "acme-prod",
+                    &session,
+                    axum::body::Body::from(bytes.clone()),
+                    1 << 30,
+                )
+                .await
+                .unwrap();
+            assert_eq!(received.size, len as u64);
+            let r = super::Recording {
+                size: received.size,
+                sha256: received.sha256.clone(),
+                ..row(&session)
+            };
+            assert!(matches!(
+                recs.storing().keep(r, received).await.unwrap(),
+                Kept::Stored
+            ));
+            let stored = store.recording(&session).await.unwrap().unwrap();
+            assert_eq!(
+                (stored.storage, stored.path.as_str()),
+                (Storage::Database, "")
+            );
+            assert!(recs.exists(&stored).await.unwrap());
+            let back = recs.read(&stored, 1 << 30).await.unwrap().unwrap();
+            assert!(back == bytes, "{len}: {} bytes back", back.len());
+            // Again, other bytes: the stored one stays.
+            let received = recs
+                .storing()
+                .receive(
+                    "acme-prod",
+                    &session,
+                    axum::body::Body::from(vec![7u8; 3]),
+                    1 << 30,
+                )
+                .await
+                .unwrap();
+            let other = super::Recording {
+                size: 3,
+                sha256: received.sha256.clone(),
+                ..row(&session)
+            };
+            match recs.storing().keep(other, received).await.unwrap() {
+                Kept::Existing(old) => assert_eq!(old.sha256, stored.sha256),
+                Kept::Stored => panic!("stored twice"),
+            }
+            assert!(recs.read(&stored, 1 << 30).await.unwrap().unwrap() == bytes);
+        }
+        // Nothing is left in the spool.
+        let spool = data_dir.join("recordings").join(".incoming");
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        // A chunk gone: the recording is not there (never a part of it).
+        sqlx::query("DELETE FROM recording_chunks WHERE session = 's-4' AND seq = 1")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let s4 = store.recording("s-4").await.unwrap().unwrap();
+        assert!(!recs.exists(&s4).await.unwrap());
+        assert!(recs.open(&s4).await.unwrap().is_none());
+        // A recording stored on disk (before the database kept them) is read from disk.
+        let old = super::Recording {
+            size: 5,
+            path: "recordings/acme-prod/s-old.cast".into(),
+            ..row("s-old")
+        };
+        store.insert_recording(&old).await.unwrap();
+        let old = store.recording("s-old").await.unwrap().unwrap();
+        assert_eq!(old.storage, Storage::DataDir);
+        assert!(recs.read(&old, 100).await.unwrap().is_none());
+        std::fs::create_dir_all(data_dir.join("recordings/acme-prod")).unwrap();
+        std::fs::write(data_dir.join("recordings/acme-prod/s-old.cast"), b"hello").unwrap();
+        assert_eq!(recs.read(&old, 100).await.unwrap().unwrap(), b"hello");
+    }
+
     /// Events stored by a release before the search index are indexed when the broker starts on
     /// the upgraded store, once (more than one batch, several chains), and found by text.
     #[tokio::test]
