@@ -20,11 +20,11 @@ const SHARED: [&str; 4] = ["user_ca", "totp.key", "jwt.secret", "audit_key"];
 
 /// A second broker process on the world's store: a copy of its config with its own data_dir,
 /// holding copies of the shared keys.
-fn second_replica(w: &World, dir: &std::path::Path) -> BrokerProc {
+fn second_replica(w: &World, dir: &std::path::Path, shared: &[&str]) -> BrokerProc {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let first = w.broker.dir.join("data");
-    for f in SHARED {
+    for f in shared {
         std::fs::copy(first.join(f), data.join(f)).unwrap();
     }
     let config = std::fs::read_to_string(&w.broker.config).unwrap().replace(
@@ -108,7 +108,7 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
     )
     .await;
     let tmp_b = tempfile::tempdir().unwrap();
-    let b = second_replica(&w, tmp_b.path());
+    let b = second_replica(&w, tmp_b.path(), &SHARED);
     let a_url = w.broker.url.clone();
     let lb = Balancer::start(&[&a_url, &b.url]).await;
     let via = |api: &Api| Api::new(&lb.url, api.token.as_deref());
@@ -310,6 +310,17 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
     // Both replicas answered through the balancer.
     let served = lb.served.lock().unwrap().clone();
     assert!(served.contains(&0) && served.contains(&1), "{served:?}");
+    let warning = "did not sign its audit chain";
+    assert!(!b.log_text().contains(warning), "{}", b.log_text());
+
+    // A replica started without the shared audit key says so in its log.
+    let tmp_c = tempfile::tempdir().unwrap();
+    let c = second_replica(&w, tmp_c.path(), &SHARED[..3]);
+    let start = std::time::Instant::now();
+    while !c.log_text().contains(warning) {
+        assert!(start.elapsed() < wait(10), "{}", c.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Every file under `dir` (none when it does not exist).

@@ -170,6 +170,16 @@ impl Broker {
         let store = Store::connect(&cfg.database_url())
             .await?
             .with_audit_key(audit_key);
+        if let Some(seq) = store.broker_chain_signed_by_another_key().await? {
+            tracing::error!(
+                key = %cfg.audit_key_file().display(),
+                last_signed = seq,
+                "this broker's audit key did not sign its audit chain so far: another replica (or \
+                 an earlier data_dir) signs with another key, and the records signed with this one \
+                 will fail `sallyport audit verify --keys`. Every replica needs the same audit_key: \
+                 stop this one and copy the audit_key of the others into its data_dir"
+            );
+        }
         let engine = Engine::new().context("loading the shipped policies")?;
         let user_ca = load_or_create_key(&cfg.user_ca_key(), "sallyport user CA")?;
         let mut trusted = TrustedCas::new([user_ca.public_key().clone()]);

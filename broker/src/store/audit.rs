@@ -230,6 +230,36 @@ impl Store {
         Ok(())
     }
 
+    /// The last signed record of the broker's own chain when this store's audit key did not
+    /// sign it (`None`: it did, or nothing is signed yet). Replicas must share one audit key: a
+    /// replica started with a key of its own signs records that fail `audit verify --keys`.
+    pub async fn broker_chain_signed_by_another_key(&self) -> anyhow::Result<Option<u64>> {
+        let Some(key) = &self.audit_key else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT seq, hash, signature FROM audit_signatures WHERE source = $1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(BROKER_SOURCE)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let seq = to_u64(row.get::<i64, _>(0));
+        let hash: String = row.get(1);
+        let signature: String = row.get(2);
+        let ours = sallyport_ca::chainsig::verify_head(
+            key.public_key(),
+            BROKER_SOURCE,
+            seq,
+            &hash,
+            &signature,
+        );
+        Ok(ours.is_err().then_some(seq))
+    }
+
     /// A chain's signed heads in sequence order, `limit` after `after_seq`.
     pub async fn audit_signatures(
         &self,
