@@ -56,6 +56,10 @@ pub struct BrokerConfig {
     /// 0600; made at first start). Default `data_dir/totp.key`; replicas must share it.
     #[serde(default)]
     pub totp_key_file: Option<PathBuf>,
+    /// The key that signs the broker's own audit chain (an Ed25519 OpenSSH key, 0600; made at
+    /// first start). Default `data_dir/audit_key`; replicas must share it.
+    #[serde(default)]
+    pub audit_key_file: Option<PathBuf>,
     /// The public `host:port` of the edge engineers' ssh connects to (`ProxyJump`). Sent with
     /// each certificate so that `sallyport login` writes the jump into ssh_config.
     #[serde(default)]
@@ -797,6 +801,9 @@ impl BrokerConfig {
         if let Some(p) = &mut self.totp_key_file {
             anchor(p);
         }
+        if let Some(p) = &mut self.audit_key_file {
+            anchor(p);
+        }
         if let Some(tls) = &mut self.tls {
             anchor(&mut tls.cert);
             anchor(&mut tls.key);
@@ -839,10 +846,12 @@ impl BrokerConfig {
             .unwrap_or_else(|| self.data_dir.join("user_ca"))
     }
 
-    /// The key that signs the broker's own audit chain: always in the data_dir (never in the
-    /// database), shared by every replica like the user CA key.
+    /// The key that signs the broker's own audit chain: a file (never in the database), shared
+    /// by every replica like the user CA key.
     pub fn audit_key_file(&self) -> PathBuf {
-        self.data_dir.join("audit_key")
+        self.audit_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit_key"))
     }
 
     pub fn totp_key_file(&self) -> PathBuf {
@@ -881,7 +890,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndirectory = \"directory.toml\"\n\
-             operator_token_sha256 = \"00\"\ntotp_key_file = \"/abs/totp.key\"\n\
+             operator_token_sha256 = \"00\"\ntotp_key_file = \"/abs/totp.key\"\naudit_key_file = \"keys/audit\"\n\
              [ca]\nextra_trusted = [\"old_ca.pub\"]\n[jwt]\nsecret_file = \"keys/jwt\"\n",
         )
         .unwrap();
@@ -899,6 +908,7 @@ mod tests {
             cfg.totp_key_file(),
             std::path::PathBuf::from("/abs/totp.key")
         );
+        assert_eq!(cfg.audit_key_file(), etc.join("keys/audit"));
     }
 
     #[test]

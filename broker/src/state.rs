@@ -176,8 +176,9 @@ impl Broker {
                 last_signed = seq,
                 "this broker's audit key did not sign its audit chain so far: another replica (or \
                  an earlier data_dir) signs with another key, and the records signed with this one \
-                 will fail `sallyport audit verify --keys`. Every replica needs the same audit_key: \
-                 stop this one and copy the audit_key of the others into its data_dir"
+                 will fail `sallyport audit verify --keys`. Every replica needs the same audit key: \
+                 stop this one and give it the others' (`audit_key_file`, default \
+                 <data_dir>/audit_key)"
             );
         }
         let engine = Engine::new().context("loading the shipped policies")?;
