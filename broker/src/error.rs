@@ -48,6 +48,9 @@ impl From<sqlx::Error> for ApiError {
             if db.is_foreign_key_violation() {
                 return ApiError::BadRequest("it refers to something that does not exist".into());
             }
+            if refused_text(db.as_ref()) {
+                return ApiError::BadRequest(REFUSED_TEXT.into());
+            }
         }
         ApiError::Internal(e.into())
     }
@@ -91,8 +94,26 @@ impl ApiError {
     }
 }
 
+/// PostgreSQL refuses a NUL character in text (SQLite stores it): on both, a refusal of the
+/// input, not an internal error.
+const REFUSED_TEXT: &str =
+    "text with a NUL character (or bytes that are not UTF-8) is not accepted";
+
+fn refused_text(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.code().as_deref() == Some("22021")
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The same refusal when the store's error reached here wrapped (a store function that
+        // answers anyhow::Error).
+        if let ApiError::Internal(e) = &self
+            && e.chain().any(|c| {
+                matches!(c.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db)) if refused_text(db.as_ref()))
+            })
+        {
+            return ApiError::BadRequest(REFUSED_TEXT.into()).into_response();
+        }
         if let ApiError::Internal(e) = &self {
             // The detail goes to the log, never to the client.
             tracing::error!(error = ?e, "internal error");

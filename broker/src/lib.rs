@@ -18,6 +18,7 @@ pub mod secretbox;
 pub mod state;
 pub mod store;
 pub mod throttle;
+pub mod timefmt;
 pub mod totp;
 pub mod web;
 pub mod webhooks;

@@ -504,8 +504,7 @@ fn label_user(label: &str) -> Value {
 }
 
 fn rfc3339(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::timefmt::millis(ms)
 }
 
 /// The OCSF event of one stored record.

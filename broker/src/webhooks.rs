@@ -183,9 +183,7 @@ fn text(data: &Value, field: &str) -> Option<String> {
 
 /// The generic form's body.
 pub fn json_body(r: &AuditRecord, customer: Option<&str>) -> String {
-    let time =
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(r.time))
-            .to_string();
+    let time = crate::timefmt::millis(r.time);
     json!({
         "id": event_id(r),
         "kind": r.kind,

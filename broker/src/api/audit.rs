@@ -55,12 +55,8 @@ pub fn flatten(r: &AuditRecord) -> Value {
     for f in SUBJECT_FIELDS.iter().chain(["command"].iter()) {
         out.entry(f.to_string()).or_insert(Value::Null);
     }
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time);
     out.insert("kind".into(), json!(r.kind));
-    out.insert(
-        "time".into(),
-        json!(humantime::format_rfc3339_millis(time).to_string()),
-    );
+    out.insert("time".into(), json!(crate::timefmt::millis(r.time)));
     out.insert("time_ms".into(), json!(r.time));
     out.insert("source".into(), json!(r.source));
     out.insert("seq".into(), json!(r.seq));

@@ -279,8 +279,7 @@ pub fn csv_cell(v: &str) -> String {
 }
 
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    crate::timefmt::seconds(ms)
 }
 
 #[cfg(test)]

@@ -279,8 +279,7 @@ pub(crate) struct When {
 
 impl When {
     pub fn ms(ms: u64) -> When {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        let iso = humantime::format_rfc3339_seconds(t).to_string();
+        let iso = crate::timefmt::seconds(ms);
         let text = format!("{} UTC", iso.trim_end_matches('Z').replacen('T', " ", 1));
         When { iso, text }
     }
