@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("{1}")]
     Rejected(StatusCode, String),
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -48,11 +48,24 @@ impl From<sqlx::Error> for ApiError {
             if db.is_foreign_key_violation() {
                 return ApiError::BadRequest("it refers to something that does not exist".into());
             }
-            if refused_text(db.as_ref()) {
-                return ApiError::BadRequest(REFUSED_TEXT.into());
-            }
         }
-        ApiError::Internal(e.into())
+        ApiError::from(anyhow::Error::from(e))
+    }
+}
+
+/// An internal error, unless the store refused the input's text (also when its error arrives
+/// wrapped, from a store function that answers anyhow::Error).
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        let refused = e.chain().any(|c| {
+            matches!(c.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Database(db)) if refused_text(db.as_ref()))
+        });
+        if refused {
+            ApiError::BadRequest(REFUSED_TEXT.into())
+        } else {
+            ApiError::Internal(e)
+        }
     }
 }
 
@@ -105,15 +118,6 @@ fn refused_text(db: &dyn sqlx::error::DatabaseError) -> bool {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The same refusal when the store's error reached here wrapped (a store function that
-        // answers anyhow::Error).
-        if let ApiError::Internal(e) = &self
-            && e.chain().any(|c| {
-                matches!(c.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db)) if refused_text(db.as_ref()))
-            })
-        {
-            return ApiError::BadRequest(REFUSED_TEXT.into()).into_response();
-        }
         if let ApiError::Internal(e) = &self {
             // The detail goes to the log, never to the client.
             tracing::error!(error = ?e, "internal error");
