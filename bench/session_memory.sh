@@ -9,9 +9,13 @@
 # Knobs (environment): SESSIONS=100,500,1000 (the counts measured, cumulative), ROUNDS=10,
 # ROUND_SESSIONS=500, PARALLEL=16 (session set-ups at once), PROFILE_WAIT=SECS (print the edge's and
 # the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID).
+# To profile a stage from its first allocation, build with the system allocator and wrap it:
+#   FEATURES=system-allocator SALLYPORT_PROFILE_WRAP="gateway=heaptrack -o /tmp/gateway" \
+#     tests/infra/run-tests.sh bench/session_memory.sh
+# (the RSS printed is then the wrapper's, not the stage's; read the profile with heaptrack_print).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every session holds sockets in the edge, the gateway, the load client and the node.
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
-cargo bench -q --bench session_memory
+cargo bench -q --bench session_memory ${FEATURES:+--features "$FEATURES"}

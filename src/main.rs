@@ -23,6 +23,7 @@ use std::path::PathBuf;
 /// jemalloc, configured at build time (`.cargo/config.toml`: freed pages go back to the system
 /// within a second, by a background thread), so that memory returns to its idle level after
 /// sessions end; `_RJEM_MALLOC_CONF` overrides it at run time.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -16,9 +16,26 @@ pub struct Proc {
     pub log: PathBuf,
 }
 
+/// `sallyport`, or `sallyport` under the profiler that `SALLYPORT_PROFILE_WRAP=STAGE=COMMAND`
+/// names for this subcommand (benches: `gateway=heaptrack -o /tmp/gateway` runs the gateway
+/// under heaptrack from its first allocation).
+fn profile_wrap(subcommand: &str) -> Command {
+    let wrap = std::env::var("SALLYPORT_PROFILE_WRAP").unwrap_or_default();
+    match wrap.split_once('=') {
+        Some((stage, command)) if stage == subcommand && !command.trim().is_empty() => {
+            let mut words = command.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap_or_default());
+            cmd.args(words).arg(BIN);
+            cmd
+        }
+        _ => Command::new(BIN),
+    }
+}
+
 impl Proc {
     pub fn start(args: &[&str], config: &Path, log: PathBuf) -> Proc {
-        let child = Command::new(BIN)
+        let mut cmd = profile_wrap(args.first().copied().unwrap_or_default());
+        let child = cmd
             .args(args)
             .arg("--config")
             .arg(config)
