@@ -222,6 +222,8 @@ async fn main() {
     let rounds = env_num("ROUNDS", 10);
     let per_round = env_num("ROUND_SESSIONS", 500);
     let parallel = env_num("PARALLEL", 16);
+    // Idle sessions' screen models rest after the gateway's REST_AFTER (10 s) without traffic.
+    let idle_wait = env_num("IDLE_WAIT", 16);
     let most = points.iter().copied().max().unwrap_or(0).max(per_round);
     let limits = format!(
         "max_sessions = {}\nmax_sessions_per_engineer = {}\n",
@@ -265,7 +267,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
     let (edge0, gw0) = rss_both();
-    println!("edge and gateway as their own processes; idle pty shells on a real sshd");
+    println!(
+        "edge and gateway as their own processes; idle pty shells on a real sshd, measured {idle_wait} s after the last one opened"
+    );
     println!();
     println!(
         "{:>9} {:>12} {:>12}   {:>22} {:>22}",
@@ -277,7 +281,7 @@ async fn main() {
     let began = Instant::now();
     for &n in &points {
         held.extend(open_many(&e, n - held.len(), parallel).await);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(idle_wait as u64)).await;
         let (edge, gw) = rss_both();
         println!(
             "{:>9} {:>12} {:>12}   {:>10} (slope {:>6}) {:>10} (slope {:>6})",
@@ -290,6 +294,16 @@ async fn main() {
             per_session(last.2, gw, n - last.0),
         );
         last = (n, edge, gw);
+    }
+    if let Some(hold) = std::env::var("PROFILE_HOLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        println!(
+            "holding the {} sessions {hold} s: stop a profiled stage now to see what they hold (kill -9 PID)",
+            held.len()
+        );
+        tokio::time::sleep(Duration::from_secs(hold)).await;
     }
     let opened = held.len();
     let took = began.elapsed();

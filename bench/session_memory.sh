@@ -7,8 +7,11 @@
 #   tests/infra/run-tests.sh bench/session_memory.sh
 #
 # Knobs (environment): SESSIONS=100,500,1000 (the counts measured, cumulative), ROUNDS=10,
-# ROUND_SESSIONS=500, PARALLEL=16 (session set-ups at once), PROFILE_WAIT=SECS (print the edge's and
-# the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID).
+# ROUND_SESSIONS=500, PARALLEL=16 (session set-ups at once), IDLE_WAIT=16 (seconds between the last
+# session opened and the measurement: idle screen models rest after 10 s), PROFILE_WAIT=SECS (print the edge's and
+# the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID),
+# PROFILE_HOLD=SECS (hold the sessions that long after the last count, to stop a profiled stage
+# while they are open: what it held then shows as "leaked").
 # To profile a stage from its first allocation, build with the system allocator and wrap it:
 #   FEATURES=system-allocator SALLYPORT_PROFILE_WRAP="gateway=heaptrack -o /tmp/gateway" \
 #     tests/infra/run-tests.sh bench/session_memory.sh

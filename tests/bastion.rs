@@ -881,6 +881,59 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     }
 }
 
+/// A session left quiet at its prompt lets the gateway's screen model rest (after
+/// `REST_AFTER`); what is typed after it — a line recalled from history, which only the screen
+/// shows, and one finished with tab completion — is recorded as it ran.
+#[tokio::test]
+async fn a_session_quiet_long_enough_to_rest_records_what_is_typed_after() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let name = format!("sp-rest-{}", std::process::id());
+    let tag = format!("resttest{}", std::process::id());
+    tmux_ssh(&name, home.path(), 100, 30, "");
+    let prompt = ":~$";
+    wait_pane(&name, prompt, 1);
+    let send = |keys: &[&str]| {
+        let mut args = vec!["send-keys", "-t", name.as_str()];
+        args.extend_from_slice(keys);
+        tmux(&args);
+    };
+    send(&[&format!("touch /tmp/{tag}-file; echo made"), "Enter"]);
+    wait_pane(&name, prompt, 2);
+    let quiet = sallyport_bastion::gateway::REST_AFTER + Duration::from_secs(6);
+    tokio::time::sleep(quiet).await;
+    send(&["Up", "Enter"]);
+    wait_pane(&name, prompt, 3);
+    tokio::time::sleep(quiet).await;
+    send(&[&format!("ls /tmp/{tag}-f"), "Tab"]);
+    wait_pane(&name, &format!("ls /tmp/{tag}-file"), 1);
+    send(&["Enter"]);
+    wait_pane(&name, prompt, 4);
+    send(&[&format!("rm /tmp/{tag}-file"), "Enter"]);
+    wait_pane(&name, prompt, 5);
+    send(&["exit", "Enter"]);
+    wait_exit(&name);
+    tmux(&["kill-session", "-t", &name]);
+
+    let want = vec![
+        format!("touch /tmp/{tag}-file; echo made"),
+        format!("touch /tmp/{tag}-file; echo made"),
+        format!("ls /tmp/{tag}-file"),
+        format!("rm /tmp/{tag}-file"),
+        "exit".to_string(),
+    ];
+    let events = wait_events(&w, "kind=command&ticket=SUP-1234", want.len()).await;
+    let got: Vec<String> = events
+        .iter()
+        .filter(|e| e["via"] == "interactive")
+        .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
+        .collect();
+    assert_eq!(got, want, "{events:#?}");
+}
+
 #[tokio::test]
 async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_same_screen() {
     let (w, port) = world_with_edge().await;

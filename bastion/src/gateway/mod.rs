@@ -9,6 +9,8 @@ mod node;
 mod recorder;
 mod session;
 
+pub use recorder::REST_AFTER;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -15,8 +15,8 @@
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -88,13 +88,19 @@ struct Inner {
     /// Lines whose Enter was refused (its events could not be written, so it never reached
     /// the node): never reported as commands afterwards.
     refused_lines: Vec<Value>,
+    /// When the channel last passed anything (seconds after its start).
+    active_at: f64,
 }
+
+/// A pty channel quiet for this long lets its screen model rest (see
+/// [`crate::record::detector::Detector::rest`]): 60 KiB become a few hundred bytes.
+pub const REST_AFTER: Duration = Duration::from_secs(10);
 
 pub struct ChannelRecorder {
     path: PathBuf,
     start: Instant,
     cap: u64,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 /// An audit event: kind and fields.
@@ -111,14 +117,15 @@ impl ChannelRecorder {
             path: dir.join(format!("{session}-c{channel}.cast.part")),
             start: Instant::now(),
             cap,
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 state: State::Idle,
                 program: false,
                 throttle: Throttle::default(),
                 file: None,
                 failed: None,
                 refused_lines: Vec::new(),
-            }),
+                active_at: 0.0,
+            })),
         }
     }
 
@@ -146,6 +153,7 @@ impl ChannelRecorder {
         if let Some(why) = &inner.failed {
             return Err(RecordError(why.clone()));
         }
+        inner.active_at = t;
         let out =
             std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut inner, &self.path, t, self.cap)));
         match out {
@@ -213,7 +221,15 @@ impl ChannelRecorder {
             let header = rec.header();
             inner.state = State::Pty(Box::new(rec));
             Self::write(inner, path, &[header]);
-        })
+        })?;
+        rest_when_quiet(Arc::downgrade(&self.inner), self.start);
+        Ok(())
+    }
+
+    /// A pty channel quiet for `quiet` lets its screen model rest; whether it rests now.
+    #[cfg(test)]
+    pub fn rest_if_quiet(&self, quiet: Duration) -> bool {
+        rest_if_quiet(&self.inner, self.start, quiet)
     }
 
     /// A shell or exec request: with a pty the pty recording goes on; without, the channel's
@@ -462,6 +478,41 @@ impl Throttle {
 }
 
 /// Lines an interpreter read on stdin, as commands.
+/// While the channel's recorder lives, look every half [`REST_AFTER`] whether it has been quiet
+/// for that long, and let its screen model rest.
+fn rest_when_quiet(inner: Weak<Mutex<Inner>>, start: Instant) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(REST_AFTER / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            rest_if_quiet(&inner, start, REST_AFTER);
+        }
+    });
+}
+
+fn rest_if_quiet(inner: &Mutex<Inner>, start: Instant, quiet: Duration) -> bool {
+    let Ok(mut inner) = inner.lock() else {
+        return false;
+    };
+    let quiet_for = start.elapsed().as_secs_f64() - inner.active_at;
+    if inner.failed.is_some() || quiet_for < quiet.as_secs_f64() {
+        return false;
+    }
+    match &mut inner.state {
+        // The model's own calls into vt100 are made under catch_unwind.
+        State::Pty(rec) => rec.rest(),
+        State::Idle | State::Stream(_) | State::Sftp(_) | State::Scp(_) => false,
+    }
+}
+
 fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
     lines
         .into_iter()
@@ -800,6 +851,55 @@ mod tests {
                 assert_eq!(seen, ["touch /tmp/x"]);
             }
         }
+    }
+
+    #[test]
+    fn a_quiet_pty_channel_rests_and_records_the_same_commands_after() {
+        let commands = |evs: &[Event]| -> Vec<String> {
+            evs.iter()
+                .filter(|(k, _)| *k == GatewayKind::Command)
+                .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
+                .collect()
+        };
+        let mut got = Vec::new();
+        let mut rests = Vec::new();
+        for rest in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+            let mut seen = Vec::new();
+            // Not quiet long enough yet; and a channel without a pty never rests.
+            assert!(!rec.rest_if_quiet(Duration::from_secs(3600)));
+            rec.start_pty(80, 24, "xterm", "bash").unwrap();
+            rec.output(b"\x1b[?2004h\x1b[01;32malice@node1\x1b[00m:~$ ")
+                .unwrap();
+            seen.extend(commands(&rec.input(b"echo first").unwrap()));
+            seen.extend(commands(&rec.output(b"echo first").unwrap()));
+            seen.extend(commands(&rec.input(b"\r").unwrap()));
+            seen.extend(commands(
+                &rec.output(
+                    b"\r\n\x1b[?2004l\rfirst\r\n\x1b[?2004h\x1b[01;32malice@node1\x1b[00m:~$ ",
+                )
+                .unwrap(),
+            ));
+            if rest {
+                rests.push(rec.rest_if_quiet(Duration::ZERO));
+            }
+            // Recalled from history: only the screen shows what the line holds.
+            seen.extend(commands(&rec.input(b"\x1b[A").unwrap()));
+            seen.extend(commands(&rec.output(b"echo first").unwrap()));
+            seen.extend(commands(&rec.input(b"\r").unwrap()));
+            seen.extend(commands(
+                &rec.output(b"\r\n\x1b[?2004l\rfirst\r\n$ ").unwrap(),
+            ));
+            seen.extend(commands(&rec.finish().unwrap().0));
+            got.push(seen);
+        }
+        assert_eq!(rests, [true]);
+        assert_eq!(got[0], ["echo first", "echo first"]);
+        assert_eq!(got[1], got[0]);
+        let stream = ChannelRecorder::new(tempfile::tempdir().unwrap().path(), "s-2", 0, 1024);
+        stream.start_stream("bash", true).unwrap();
+        assert!(!stream.rest_if_quiet(Duration::ZERO));
     }
 
     #[test]

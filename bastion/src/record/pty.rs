@@ -88,6 +88,11 @@ impl PtyRecorder {
         step
     }
 
+    /// Idle: let the screen model rest (see [`Detector::rest`]); whether it rests.
+    pub fn rest(&mut self) -> bool {
+        self.detector.rest()
+    }
+
     /// The terminal was resized.
     pub fn resize(&mut self, t: f64, cols: u32, rows: u32) -> Step {
         self.detector.resize(cols, rows);

@@ -287,6 +287,7 @@ impl Detector {
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
+        self.wake();
         let (rows, cols) = model_size(cols, rows);
         if !self.model.set_size(rows, cols) {
             self.screen_lost();
@@ -314,12 +315,28 @@ impl Detector {
     }
 
     /// The screen model, as it is now.
-    pub fn screen(&self) -> &vt100::Screen {
+    pub fn screen(&mut self) -> &vt100::Screen {
+        self.wake();
         self.model.screen()
+    }
+
+    /// Idle: let the screen model rest (kept as the sequences that redraw it, a few hundred
+    /// bytes instead of 60 KiB) if nothing is lost by it; the next call wakes it. Whether it
+    /// rests.
+    pub fn rest(&mut self) -> bool {
+        self.model.rest()
+    }
+
+    /// Wake the screen model if it rests; a model that could not be rebuilt is a lost screen.
+    fn wake(&mut self) {
+        if !self.model.wake() {
+            self.screen_lost();
+        }
     }
 
     /// Bytes from the node.
     pub fn output(&mut self, bytes: &[u8]) -> Vec<DetectorEvent> {
+        self.wake();
         let mut events = std::mem::take(&mut self.deferred);
         let was_full_screen = self.full_screen;
         let mut rest = bytes;
@@ -347,6 +364,7 @@ impl Detector {
 
     /// Bytes typed by the engineer.
     pub fn input(&mut self, bytes: &[u8]) -> InputStep {
+        self.wake();
         let mut step = InputStep {
             segments: Vec::new(),
             events: std::mem::take(&mut self.deferred),
@@ -374,6 +392,7 @@ impl Detector {
     /// The session ended: decide every line still open or waiting, and report a command still
     /// being continued with what it has.
     pub fn finish(&mut self) -> Vec<DetectorEvent> {
+        self.wake();
         let mut events = std::mem::take(&mut self.deferred);
         let screen = self.model.screen();
         self.lines.mark_secret_prompt(&span_text(screen, 0));

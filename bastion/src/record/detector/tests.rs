@@ -762,12 +762,12 @@ fn waiting_lines_are_bounded() {
 
 #[test]
 fn huge_terminal_is_modelled_bounded() {
-    let d = Detector::new(u32::MAX, u32::MAX);
+    let mut d = Detector::new(u32::MAX, u32::MAX);
     assert_eq!(
         d.screen().size(),
         (super::super::MAX_ROWS, super::super::MAX_COLS)
     );
-    let d = Detector::new(0, 0);
+    let mut d = Detector::new(0, 0);
     assert_eq!(
         d.screen().size(),
         (super::super::MIN_MODEL, super::super::MIN_MODEL)
