@@ -9,54 +9,22 @@ use std::time::Duration;
 
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, Pty, Sig};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::policy::{ChannelFacts, ChannelRequest};
 use sallyport_ca::{CertIdentity, check_user_cert};
 use serde_json::{Value, json};
 use sha2::Digest;
-use tokio::sync::mpsc;
+
+mod bridge;
 
 use super::Gateway;
 use super::node::{self, NodeClient};
-use super::recorder::{ChannelRecorder, Event, RecordError};
+use super::recorder::{ChannelRecorder, RecordError};
 use crate::record::exec::ExecKind;
-
-/// A session channel on the node: its write half, and whether the node has not closed it yet.
-type NodeChannel = (
-    Arc<std::sync::atomic::AtomicBool>,
-    Arc<ChannelWriteHalf<russh::client::Msg>>,
-);
-
-struct Up {
-    /// Shared with the task that carries the engineer's data to the node.
-    write: Arc<ChannelWriteHalf<russh::client::Msg>>,
-    rec: Arc<ChannelRecorder>,
-    /// The node's answers to our want-reply requests, in order (shared with a request that
-    /// waits for an observer).
-    replies: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<bool>>>,
-    /// Set while a program request that waited for an observer is at the node: its answer
-    /// goes to the engineer from the task that reads the node, in order with what follows it
-    /// (an exit status and a close right after the answer must not overtake it).
-    reply_direct: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// What a channel asks the node to run.
-enum Program {
-    Shell,
-    Exec(Vec<u8>),
-    Subsystem(String),
-}
-
-impl Program {
-    async fn send(&self, write: &ChannelWriteHalf<russh::client::Msg>) -> Result<(), russh::Error> {
-        match self {
-            Program::Shell => write.request_shell(true).await,
-            Program::Exec(command) => write.exec(true, command.clone()).await,
-            Program::Subsystem(name) => write.request_subsystem(true, name).await,
-        }
-    }
-}
+use bridge::{
+    NodeChannel, NodeRequest, Program, UNRECORDABLE, Up, end_on_node, unrecordable_channel,
+};
 
 const WAITING_FOR_OBSERVER: &str = "sallyport: this access requires that an approver of the \
 customer watches the session: waiting for one to join (they open it under Sessions in the \
@@ -366,12 +334,9 @@ impl Inner {
     ) -> Result<(), russh::Error> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.released.load(SeqCst) {
-            let sent = match self.chans.get(&channel) {
-                Some(up) => program.send(&up.write).await,
-                None => Err(russh::Error::WrongChannel),
-            };
-            self.relay_reply(channel, sent, session).await?;
-            return Ok(());
+            return self
+                .pass_on(channel, NodeRequest::Program(program), session)
+                .await;
         }
         let Some(up) = self.chans.get(&channel) else {
             session.channel_failure(channel)?;
@@ -428,94 +393,40 @@ impl Inner {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             reply_direct.store(true, SeqCst);
-            if program.send(&write).await.is_err() && reply_direct.swap(false, SeqCst) {
-                let _ = handle.channel_failure(channel).await;
+            let request = NodeRequest::Program(program);
+            if request.send(&write).await.is_err() && reply_direct.swap(false, SeqCst) {
+                bridge::answer(&handle, channel, false).await;
             }
         });
         Ok(())
     }
 
-    /// Wait for the node's answer to a want-reply request and pass it on.
-    async fn relay_reply(
-        &mut self,
+    /// Pass a request on to the node for `channel` and, when the engineer waits for one, the
+    /// node's answer back (a failure when the channel is gone or the request could not be sent).
+    async fn pass_on(
+        &self,
         channel: ChannelId,
-        sent: Result<(), russh::Error>,
+        request: NodeRequest,
         session: &mut Session,
-    ) -> Result<bool, russh::Error> {
-        let ok = match (sent, self.chans.get(&channel)) {
-            (Ok(()), Some(up)) => up.replies.lock().await.recv().await.unwrap_or(false),
+    ) -> Result<(), russh::Error> {
+        let sent = match self.chans.get(&channel) {
+            Some(up) => request.send(&up.write).await.is_ok(),
+            None => false,
+        };
+        if !request.wants_reply() {
+            return Ok(());
+        }
+        let ok = match self.chans.get(&channel) {
+            Some(up) if sent => up.reply().await,
             _ => false,
         };
         if ok {
-            session.channel_success(channel)?;
+            session.channel_success(channel)
         } else {
-            session.channel_failure(channel)?;
+            session.channel_failure(channel)
         }
-        Ok(ok)
     }
 }
-
-/// A bench build (`--features bench-unrecorded`) run with `SALLYPORT_BENCH_UNRECORDED=1` passes
-/// channel data on without the recorder, so that `bench/throughput.sh` can measure what recording
-/// costs. Without the feature this is `false`, and nothing can make it otherwise.
-#[cfg(feature = "bench-unrecorded")]
-fn unrecorded() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let on = std::env::var_os("SALLYPORT_BENCH_UNRECORDED").is_some_and(|v| v == "1");
-        if on {
-            tracing::warn!(
-                "bench build: channel data is NOT recorded (SALLYPORT_BENCH_UNRECORDED=1)"
-            );
-        }
-        on
-    })
-}
-
-#[cfg(not(feature = "bench-unrecorded"))]
-const fn unrecorded() -> bool {
-    false
-}
-
-/// Write events durably, in one group commit; `Err` when they could not be.
-async fn record(
-    spool: &crate::spool::Spool<GatewayKind>,
-    fields: &Value,
-    events: Vec<Event>,
-) -> Result<(), ()> {
-    let events: Vec<(GatewayKind, Value)> = events
-        .into_iter()
-        .map(|(kind, extra)| {
-            let mut d = fields.clone();
-            crate::merge(&mut d, extra);
-            (kind, d)
-        })
-        .collect();
-    spool.append_all(events).await.map(|_| ()).map_err(|e| {
-        tracing::error!(error = %e, "audit spool unwritable");
-    })
-}
-
-/// What the engineer reads when their channel cannot be recorded any more.
-fn unrecordable_channel(e: &RecordError) -> String {
-    format!(
-        "\r\nsallyport: this channel can no longer be recorded ({e}), so the gateway ended it; \
-         nothing after this reached the node. Tell the operator.\r\n"
-    )
-}
-
-/// The channel's recording failed: say so in the audit log (the channel ends).
-async fn recording_failed(
-    spool: &crate::spool::Spool<GatewayKind>,
-    fields: &Value,
-    e: &RecordError,
-) {
-    let mut d = fields.clone();
-    d["reason"] = json!(e.to_string());
-    let _ = spool.append(GatewayKind::RecordingFailed, d).await;
-}
-
-const UNRECORDABLE: &str = "sallyport: this gateway cannot write its audit log right now, so it refuses new activity (nothing ran on the node). Tell the operator.\r\n";
 
 /// A signal's name as policies see it: `INT`, `TERM`, ... (without `SIG`).
 fn signal_name(sig: &Sig) -> String {
@@ -692,196 +603,25 @@ impl russh::server::Handler for Inner {
             return Ok(());
         };
         reply.accept().await;
-        let (mut read, write) = node_channel.split();
-        let write = Arc::new(write);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reply_direct = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rec = Arc::new(ChannelRecorder::new(
             &self.gw.cfg.data_dir.join("recordings"),
             &self.sid,
             channel_num(id),
             self.gw.cfg.stream_record_cap_bytes,
         ));
-        self.chans.insert(
-            id,
-            Up {
-                write: write.clone(),
-                rec: rec.clone(),
-                replies: Arc::new(tokio::sync::Mutex::new(rx)),
-                reply_direct: reply_direct.clone(),
-            },
-        );
-        let open_on_node = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        self.node_chans
-            .retain(|(open, _)| open.load(std::sync::atomic::Ordering::Relaxed));
-        self.node_chans.push((open_on_node.clone(), write.clone()));
-        let handle = session.handle();
-        let spool = self.gw.spool.clone();
         let fields =
             self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()}));
-        // Engineer -> node: a task of its own reads the engineer's channel, so this connection's
-        // loop never waits on the node (with russh's window following consumption, the engineer
-        // can send no more than the window ahead of what reached the node).
-        {
-            let (mut from_engineer, _) = channel.split();
-            let (write, rec, spool, fields, to_engineer) = (
-                write.clone(),
-                rec.clone(),
-                spool.clone(),
-                fields.clone(),
-                session.handle(),
-            );
-            tokio::spawn(async move {
-                while let Some(msg) = from_engineer.wait().await {
-                    let (data, eof) = match msg {
-                        ChannelMsg::Data { data } => (Some(data), false),
-                        ChannelMsg::Eof => (None, true),
-                        // Nothing a client sends as extended data is input a node should see:
-                        // not passed on, so it cannot bypass the recording.
-                        ChannelMsg::ExtendedData { .. } => continue,
-                        ChannelMsg::Close => {
-                            let _ = write.close().await;
-                            break;
-                        }
-                        _ => continue,
-                    };
-                    // What the bytes hold (an entered line, a line read by an interpreter, an
-                    // sftp request; at EOF a last line without its newline) is written durably
-                    // before they go on; when it cannot be, nothing more reaches the node.
-                    let events = match &data {
-                        _ if unrecorded() => Ok(Vec::new()),
-                        Some(d) => rec.input(d),
-                        None => rec.input_eof(),
-                    };
-                    let recorded = match events {
-                        Ok(events) => {
-                            let written = record(&spool, &fields, events.clone()).await;
-                            if written.is_err() {
-                                // Never reached the node: not a command later either.
-                                rec.refuse(&events);
-                            }
-                            written.map_err(|()| format!("\r\n{UNRECORDABLE}"))
-                        }
-                        Err(e) => {
-                            recording_failed(&spool, &fields, &e).await;
-                            Err(unrecordable_channel(&e))
-                        }
-                    };
-                    if let Err(message) = recorded {
-                        let _ = to_engineer.extended_data(id, 1, message.into_bytes()).await;
-                        let _ = write.close().await;
-                        let _ = to_engineer.close(id).await;
-                        break;
-                    }
-                    let sent = match data {
-                        Some(d) => write.data_bytes(d).await,
-                        None => write.eof().await,
-                    };
-                    if sent.is_err() && !eof {
-                        break;
-                    }
-                }
-            });
-        }
-        // Node -> engineer.
-        tokio::spawn(async move {
-            while let Some(msg) = read.wait().await {
-                let (data, ext) = match msg {
-                    ChannelMsg::Data { data } => (data, None),
-                    ChannelMsg::ExtendedData { data, ext } => (data, Some(ext)),
-                    ChannelMsg::Eof => {
-                        let _ = handle.eof(id).await;
-                        continue;
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        let mut d = fields.clone();
-                        d["exit_status"] = json!(exit_status);
-                        let _ = spool.append(GatewayKind::ChannelExit, d).await;
-                        let _ = handle.exit_status_request(id, exit_status).await;
-                        continue;
-                    }
-                    ChannelMsg::ExitSignal {
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    } => {
-                        let mut d = fields.clone();
-                        d["exit_signal"] = json!(format!("{signal_name:?}"));
-                        let _ = spool.append(GatewayKind::ChannelExit, d).await;
-                        let _ = handle
-                            .exit_signal_request(
-                                id,
-                                signal_name,
-                                core_dumped,
-                                error_message,
-                                lang_tag,
-                            )
-                            .await;
-                        continue;
-                    }
-                    ChannelMsg::Success | ChannelMsg::Failure => {
-                        let ok = matches!(msg, ChannelMsg::Success);
-                        if reply_direct.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                            let _ = if ok {
-                                handle.channel_success(id).await
-                            } else {
-                                handle.channel_failure(id).await
-                            };
-                        } else {
-                            let _ = tx.send(ok);
-                        }
-                        continue;
-                    }
-                    ChannelMsg::Close => break,
-                    _ => continue,
-                };
-                let output = if unrecorded() {
-                    Ok(Vec::new())
-                } else {
-                    rec.output(&data)
-                };
-                match output {
-                    // Output-driven events are an index into the recording: a failed write of
-                    // one ends nothing by itself (the next input is refused).
-                    Ok(events) => {
-                        let _ = record(&spool, &fields, events).await;
-                    }
-                    Err(e) => {
-                        // Nothing more is recorded, so nothing more may run: end the channel.
-                        recording_failed(&spool, &fields, &e).await;
-                        let _ = handle
-                            .extended_data(id, 1, unrecordable_channel(&e).into_bytes())
-                            .await;
-                        let _ = write.close().await;
-                        break;
-                    }
-                }
-                let sent = match ext {
-                    None => handle.data(id, data).await,
-                    Some(ext) => handle.extended_data(id, ext, data).await,
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-            open_on_node.store(false, std::sync::atomic::Ordering::Relaxed);
-            match rec.finish() {
-                Ok((events, file)) => {
-                    let _ = record(&spool, &fields, events).await;
-                    if let Some(file) = file {
-                        let mut d = fields.clone();
-                        d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
-                        let _ = spool.append(GatewayKind::RecordingFinished, d).await;
-                    }
-                }
-                Err(e) => recording_failed(&spool, &fields, &e).await,
-            }
-            // The slot is free before the engineer hears of the close: a channel opened as soon
-            // as this one ended is not refused for a slot still held.
-            drop(slot);
-            let _ = handle.close(id).await;
-        });
+        let bridged = bridge::Bridged {
+            spool: self.gw.spool.clone(),
+            fields,
+            rec,
+            slot,
+        };
+        let (up, on_node) = bridge::start(channel, node_channel, session.handle(), bridged);
+        self.chans.insert(id, up);
+        self.node_chans
+            .retain(|(open, _)| open.load(std::sync::atomic::Ordering::Relaxed));
+        self.node_chans.push(on_node);
         Ok(())
     }
 
@@ -918,18 +658,15 @@ impl russh::server::Handler for Inner {
         }) {
             return self.cannot_record(channel, &e, session).await;
         }
-        let sent = match self.chans.get(&channel) {
-            Some(up) => {
-                up.write
-                    .request_pty(
-                        true, term, col_width, row_height, pix_width, pix_height, modes,
-                    )
-                    .await
-            }
-            None => Err(russh::Error::WrongChannel),
+        let request = NodeRequest::Pty {
+            term: term.to_string(),
+            cols: col_width,
+            rows: row_height,
+            pix_width,
+            pix_height,
+            modes: modes.to_vec(),
         };
-        self.relay_reply(channel, sent, session).await?;
-        Ok(())
+        self.pass_on(channel, request, session).await
     }
 
     async fn env_request(
@@ -955,12 +692,11 @@ impl russh::server::Handler for Inner {
         if !self.audit(GatewayKind::Env, detail).await {
             return session.channel_failure(channel);
         }
-        let sent = match self.chans.get(&channel) {
-            Some(up) => up.write.set_env(true, name, value).await,
-            None => Err(russh::Error::WrongChannel),
+        let request = NodeRequest::Env {
+            name: name.to_string(),
+            value: value.to_string(),
         };
-        self.relay_reply(channel, sent, session).await?;
-        Ok(())
+        self.pass_on(channel, request, session).await
     }
 
     async fn shell_request(
@@ -1109,20 +845,20 @@ impl russh::server::Handler for Inner {
         if let Err(e) = self.with_recorder(channel, |r| r.resize(col_width, row_height)) {
             return self.cannot_record(channel, &e, session).await;
         }
-        if let Some(up) = self.chans.get(&channel) {
-            let _ = up
-                .write
-                .window_change(col_width, row_height, pix_width, pix_height)
-                .await;
-        }
-        Ok(())
+        let request = NodeRequest::WindowChange {
+            cols: col_width,
+            rows: row_height,
+            pix_width,
+            pix_height,
+        };
+        self.pass_on(channel, request, session).await
     }
 
     async fn signal(
         &mut self,
         channel: ChannelId,
         signal: Sig,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let request = ChannelRequest::Signal {
             name: signal_name(&signal),
@@ -1130,10 +866,8 @@ impl russh::server::Handler for Inner {
         if self.ask(Some(channel), request).await.is_err() {
             return Ok(());
         }
-        if let Some(up) = self.chans.get(&channel) {
-            let _ = up.write.signal(signal).await;
-        }
-        Ok(())
+        self.pass_on(channel, NodeRequest::Signal(signal), session)
+            .await
     }
 
     async fn agent_request(
@@ -1301,39 +1035,6 @@ impl russh::server::Handler for Inner {
         // the data before it.
         self.chans.remove(&channel);
         Ok(())
-    }
-}
-
-/// The session has ended (the engineer left, it was terminated, its certificate expired or
-/// was revoked): nothing it started may keep running on the node unattended. Each program still
-/// running in one of its channels is sent TERM, then KILL a second later (OpenSSH's sshd signals
-/// the program's process group; a subsystem such as sftp-server ends when its channel closes),
-/// its channel is closed, and the connection to the node ends. The channels' recordings are
-/// finished as their node side closes.
-async fn end_on_node(chans: Vec<NodeChannel>, upstream: Option<russh::client::Handle<NodeClient>>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let running = |chans: &[NodeChannel]| -> Vec<Arc<ChannelWriteHalf<russh::client::Msg>>> {
-        chans
-            .iter()
-            .filter(|(open, _)| open.load(Relaxed))
-            .map(|(_, w)| w.clone())
-            .collect()
-    };
-    let first = running(&chans);
-    for w in &first {
-        let _ = w.signal(Sig::TERM).await;
-    }
-    if !first.is_empty() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    for w in running(&chans) {
-        let _ = w.signal(Sig::KILL).await;
-        let _ = w.close().await;
-    }
-    if let Some(up) = upstream {
-        let _ = up
-            .disconnect(russh::Disconnect::ByApplication, "the session ended", "en")
-            .await;
     }
 }
 
