@@ -824,23 +824,13 @@ impl russh::client::Handler for TunnelClient {
             }
         };
         reply.accept().await;
-        let handler = session::Inner::new(
-            self.gw.clone(),
-            host,
-            format!("{originator_address}:{originator_port}"),
-        );
+        let peer = format!("{originator_address}:{originator_port}");
         let slot = crate::Slot::take(&self.sessions, usize::MAX);
+        let gw = self.gw.clone();
         tokio::spawn(async move {
             // Held while the session runs: a replaced tunnel waits for it.
             let _slot = slot;
-            match russh::server::run_stream(config, channel.into_stream(), handler).await {
-                Ok(running) => {
-                    if let Err(e) = running.await {
-                        tracing::debug!(error = ?e, "inner session ended with an error");
-                    }
-                }
-                Err(e) => tracing::debug!(error = ?e, "inner session did not start"),
-            }
+            session::serve(gw, config, channel.into_stream(), host, peer).await;
         });
         Ok(())
     }

@@ -1,36 +1,47 @@
-//! One engineer session at the gateway: the inner SSH server's handler. It authenticates the
-//! engineer's certificate again, connects to the node with a per-session certificate, passes
-//! each channel request on (pty, shell, exec, sftp, env, window-change, signals) and bridges the
-//! data both ways, writing each command to the audit spool before it reaches the node.
+//! One engineer session at the gateway. The inner SSH server's callbacks (`handler.rs`, a thin
+//! adapter) call into [`EngineerSession`], which holds the session's state and makes its
+//! decisions: the engineer's certificate, checked again, and the session limits (`auth.rs`), each
+//! channel request (`requests.rs`), port forwards (`forward.rs`). The connection to the node uses
+//! a per-session certificate; the bytes of each channel travel both ways in tasks of their own
+//! (`bridge.rs`), each command written to the audit spool before it reaches the node.
+//!
+//! [`serve`] is the session's own task: it runs the connection, ends it when the gateway stops,
+//! and once it is over ends what the session left on the node and writes `session_ended`, once,
+//! whichever way the session ended.
+
+mod auth;
+mod bridge;
+mod forward;
+mod handler;
+mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use russh::keys::Certificate;
-use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
-use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
+use russh::server::{ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
 use sallyport_audit::writers::GatewayKind;
-use sallyport_ca::policy::{ChannelFacts, ChannelRequest};
-use sallyport_ca::{CertIdentity, check_user_cert};
+use sallyport_ca::CertIdentity;
+use sallyport_ca::policy::{ChannelFacts, ChannelRequest, DenyReason};
 use serde_json::{Value, json};
-use sha2::Digest;
-
-mod bridge;
+use tokio::sync::Mutex;
 
 use super::Gateway;
 use super::node::{self, NodeClient};
 use super::recorder::{ChannelRecorder, RecordError};
-use crate::record::exec::ExecKind;
-use bridge::{
-    NodeChannel, NodeRequest, Program, UNRECORDABLE, Up, end_on_node, unrecordable_channel,
-};
+use bridge::unrecordable_channel;
+use bridge::{NodeChannel, NodeRequest, UNRECORDABLE, Up};
 
-const WAITING_FOR_OBSERVER: &str = "sallyport: this access requires that an approver of the \
-customer watches the session: waiting for one to join (they open it under Sessions in the \
-console); it starts as soon as one does\r\n";
+/// How long a session told to end (the gateway stops) may take to close its connection.
+const END_WAIT: Duration = Duration::from_secs(5);
 
-pub struct Inner {
+/// One engineer session: who it is, what it opened, and the decisions on what it asks.
+pub struct EngineerSession {
     gw: Arc<Gateway>,
     /// `<node>.<cluster>` as the engineer addressed it.
     host: String,
@@ -46,23 +57,23 @@ pub struct Inner {
     /// (kept after the engineer closes theirs: what still runs there is ended with the session).
     node_chans: Vec<NodeChannel>,
     /// Set when the session ends, for the tasks that watch it.
-    closed: Arc<std::sync::atomic::AtomicBool>,
+    closed: Arc<AtomicBool>,
     /// Channels open in this session (sessions and forwards).
-    open: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<AtomicUsize>,
     /// This session's place under the gateway's session limits, held while it is open.
-    _slots: Vec<crate::Slot>,
+    slots: Vec<crate::Slot>,
     /// Past a session limit: what the engineer is told when the session is ended at once.
     over_limit: Option<String>,
     /// Programs may start: the session needs no observer, or one has joined.
-    released: Arc<std::sync::atomic::AtomicBool>,
+    released: Arc<AtomicBool>,
 }
 
-impl Inner {
-    pub fn new(gw: Arc<Gateway>, host: String, peer: String) -> Inner {
+impl EngineerSession {
+    fn new(gw: Arc<Gateway>, host: String, peer: String) -> EngineerSession {
         let node = host.split('.').next().unwrap_or_default().to_string();
         let mut b = [0u8; 12];
         rand::Rng::fill(&mut rand::thread_rng(), &mut b);
-        Inner {
+        EngineerSession {
             gw,
             host,
             node,
@@ -76,9 +87,9 @@ impl Inner {
             node_chans: Vec::new(),
             closed: Arc::default(),
             open: Arc::default(),
-            _slots: Vec::new(),
+            slots: Vec::new(),
             over_limit: None,
-            released: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            released: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -151,50 +162,9 @@ impl Inner {
         let Err(reasons) = self.gw.decide_channel(facts.clone()) else {
             return Ok(());
         };
-        let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
-        let messages: Vec<&str> = reasons.iter().map(|r| r.message.as_str()).collect();
-        let mut detail = json!({
-            "request": facts.request.kind(),
-            "code": codes.first().copied().unwrap_or_default(),
-            "codes": codes,
-            "reason": messages.join("; "),
-        });
-        if let Some(c) = channel {
-            detail["channel"] = json!(channel_num(c));
-        }
-        let kind = match &facts.request {
-            ChannelRequest::Exec { command, .. } => {
-                detail["command"] = json!(command);
-                GatewayKind::ChannelRefused
-            }
-            ChannelRequest::Subsystem { name } => {
-                detail["subsystem"] = json!(name);
-                GatewayKind::ChannelRefused
-            }
-            ChannelRequest::Env { name } => {
-                detail["env_name"] = json!(name);
-                GatewayKind::ChannelRefused
-            }
-            ChannelRequest::Signal { name } => {
-                detail["signal"] = json!(name);
-                GatewayKind::ChannelRefused
-            }
-            ChannelRequest::DirectTcpip { host, port }
-            | ChannelRequest::TcpipForward { host, port } => {
-                detail["target"] = json!(format!("{host}:{port}"));
-                GatewayKind::ForwardRefused
-            }
-            ChannelRequest::Pty
-            | ChannelRequest::Shell
-            | ChannelRequest::WindowChange
-            | ChannelRequest::Agent
-            | ChannelRequest::X11 => GatewayKind::ChannelRefused,
-        };
+        let (kind, detail) = refusal_event(&facts.request, &reasons, channel.map(channel_num));
         self.audit(kind, detail).await;
-        Err(messages
-            .iter()
-            .map(|m| format!("sallyport: {m}\r\n"))
-            .collect())
+        Err(refusal_text(&reasons))
     }
 
     async fn ensure_upstream(&mut self) -> Result<(), node::NodeError> {
@@ -322,85 +292,6 @@ impl Inner {
         session.close(channel)
     }
 
-    /// Ask the node to run the channel's program and pass its answer on. In a moderated session
-    /// nobody watches yet, the engineer is told, and the program is asked for (and answered)
-    /// once an observer joins, or refused after `observer_wait_secs`: the connection's loop is
-    /// not held meanwhile.
-    async fn start_program(
-        &mut self,
-        channel: ChannelId,
-        program: Program,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.released.load(SeqCst) {
-            return self
-                .pass_on(channel, NodeRequest::Program(program), session)
-                .await;
-        }
-        let Some(up) = self.chans.get(&channel) else {
-            session.channel_failure(channel)?;
-            return Ok(());
-        };
-        session.extended_data(channel, 1, WAITING_FOR_OBSERVER.as_bytes().to_vec())?;
-        let (write, reply_direct) = (up.write.clone(), up.reply_direct.clone());
-        let (gw, sid, released) = (self.gw.clone(), self.sid.clone(), self.released.clone());
-        let handle = session.handle();
-        let fields = self.fields(json!({"channel": channel_num(channel)}));
-        let closed = self.closed.clone();
-        tokio::spawn(async move {
-            let wait = Duration::from_secs(gw.cfg.observer_wait_secs.max(1));
-            let start = std::time::Instant::now();
-            loop {
-                if released.load(SeqCst) {
-                    break;
-                }
-                if gw.is_observed(&sid) {
-                    if released
-                        .compare_exchange(false, true, SeqCst, SeqCst)
-                        .is_ok()
-                    {
-                        let mut d = fields.clone();
-                        d["waited_secs"] = json!(start.elapsed().as_secs());
-                        let _ = gw.spool.append(GatewayKind::ObserverJoined, d).await;
-                    }
-                    break;
-                }
-                if closed.load(SeqCst) {
-                    return;
-                }
-                if start.elapsed() >= wait {
-                    let reason = format!(
-                        "no approver of the customer joined to watch the session within {} s",
-                        wait.as_secs()
-                    );
-                    let mut d = fields.clone();
-                    d["code"] = json!("no_observer");
-                    d["reason"] = json!(reason);
-                    let _ = gw.spool.append(GatewayKind::ChannelRefused, d).await;
-                    // As `end_with_message`: the request is answered, then the engineer reads why
-                    // and the channel ends with status 1 (a failure answer would make ssh close
-                    // the channel before it printed the reason). Nothing ran on the node.
-                    let _ = handle.channel_success(channel).await;
-                    let _ = handle
-                        .extended_data(channel, 1, format!("sallyport: {reason}\r\n").into_bytes())
-                        .await;
-                    let _ = handle.exit_status_request(channel, 1).await;
-                    let _ = handle.eof(channel).await;
-                    let _ = handle.close(channel).await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            reply_direct.store(true, SeqCst);
-            let request = NodeRequest::Program(program);
-            if request.send(&write).await.is_err() && reply_direct.swap(false, SeqCst) {
-                bridge::answer(&handle, channel, false).await;
-            }
-        });
-        Ok(())
-    }
-
     /// Pass a request on to the node for `channel` and, when the engineer waits for one, the
     /// node's answer back (a failure when the channel is gone or the request could not be sent).
     async fn pass_on(
@@ -426,181 +317,29 @@ impl Inner {
             session.channel_failure(channel)
         }
     }
-}
-
-/// A signal's name as policies see it: `INT`, `TERM`, ... (without `SIG`).
-fn signal_name(sig: &Sig) -> String {
-    match sig {
-        Sig::Custom(name) => name.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Variables whose value is shown in the audit log: they only say how to show text.
-fn display_setting(name: &str) -> bool {
-    matches!(name, "LANG" | "TERM" | "COLORTERM" | "TZ") || name.starts_with("LC_")
-}
-
-fn channel_num(c: ChannelId) -> u32 {
-    u32::from(c)
-}
-
-impl russh::server::Handler for Inner {
-    type Error = russh::Error;
-
-    async fn auth_openssh_certificate(
-        &mut self,
-        user: &str,
-        cert: &Certificate,
-    ) -> Result<Auth, Self::Error> {
-        let trust = &self.gw.trust;
-        // The edge names the engineer's address as the originator of the tunnel channel (it is
-        // authenticated and pinned, so its word is taken): `source-address` is checked here too.
-        let peer_ip = self
-            .peer
-            .rsplit_once(':')
-            .and_then(|(ip, _)| ip.trim_matches(['[', ']']).parse().ok());
-        let checked = check_user_cert(
-            cert,
-            &trust.cas(),
-            crate::now(),
-            &|c| trust.is_revoked(c),
-            peer_ip,
-        );
-        let refusal = match &checked {
-            Ok(id) if id.cluster() != self.gw.cluster => Some((
-                "other_cluster".to_string(),
-                "the certificate is for another cluster".to_string(),
-            )),
-            Ok(id) if !id.allows_login(user) => Some((
-                "login_not_in_certificate".to_string(),
-                format!("the certificate does not allow the login {user}"),
-            )),
-            Ok(_) => None,
-            Err(r) => Some((r.code().to_string(), r.to_string())),
-        };
-        self.login = crate::sanitize_login(user);
-        if let Some((code, reason)) = refusal {
-            self.audit(
-                GatewayKind::SessionRefused,
-                json!({"key_id": cert.key_id(), "code": code, "reason": reason, "peer": self.peer}),
-            )
-            .await;
-            return Ok(Auth::reject());
-        }
-        let Ok(id) = checked else {
-            return Ok(Auth::reject());
-        };
-        match self.gw.session_slots(id.engineer()) {
-            Ok(slots) => self._slots = slots,
-            Err((code, reason, limit)) => {
-                tracing::warn!(
-                    engineer = id.engineer(),
-                    code,
-                    limit,
-                    "refused: session limit"
-                );
-                // Anyone holding a certificate can repeat it: a few events a minute per
-                // engineer and limit, the others counted.
-                self.gw
-                    .audit_repeatable(
-                        &format!("engineer:{}:{code}", id.engineer()),
-                        GatewayKind::SessionRefused,
-                        self.fields(json!({"key_id": cert.key_id(), "engineer": id.engineer(),
-                                           "code": code, "reason": reason, "limit": limit,
-                                           "peer": self.peer})),
-                    )
-                    .await;
-                // Accepted only to say why: no identity, so nothing is served, and the session
-                // is ended at once with the reason (a refused key would only read "Permission
-                // denied").
-                self.over_limit = Some(format!("sallyport: {reason}"));
-                return Ok(Auth::Accept);
-            }
-        }
-        // A moderated session: nothing runs until an approver of the customer watches it.
-        self.released
-            .store(!id.observer_required(), std::sync::atomic::Ordering::SeqCst);
-        self.identity = Some(id);
-        self.cert = Some(cert.clone());
-        // If this cannot be written, the session is still let in: every channel request needs its
-        // own durable event first, and is refused with a message saying why.
-        let observer_required = !self.released.load(std::sync::atomic::Ordering::SeqCst);
-        self.audit(GatewayKind::SessionStarted, json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer, "observer_required": observer_required})).await;
-        Ok(Auth::Accept)
-    }
-
-    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Some(reason) = &self.over_limit {
-            session.disconnect(russh::Disconnect::ByApplication, reason, "en")?;
-            return Ok(());
-        }
-        // Revocation reaches live sessions: the KRL is re-read every second.
-        let (Some(cert), handle, trust) =
-            (self.cert.clone(), session.handle(), self.gw.trust.clone())
-        else {
-            return Ok(());
-        };
-        let spool = self.gw.spool.clone();
-        let fields = self.fields(json!({}));
-        let closed = self.closed.clone();
-        let (gw, sid) = (self.gw.clone(), self.sid.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let expired = cert.valid_before() <= crate::now();
-                let ended_by = gw.termination(&sid);
-                if expired || trust.is_revoked(&cert) || ended_by.is_some() {
-                    let mut data = fields.clone();
-                    let reason = match &ended_by {
-                        Some((by, why)) => {
-                            data["terminated_by"] = json!(by);
-                            format!("the session was ended by {by}: {why}")
-                        }
-                        None if expired => "the certificate expired".to_string(),
-                        None => "the certificate was revoked".to_string(),
-                    };
-                    data["reason"] = json!(reason);
-                    let _ = spool.append(GatewayKind::SessionTerminated, data).await;
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            format!("sallyport: {reason}"),
-                            "en".into(),
-                        )
-                        .await;
-                    return;
-                }
-                if closed.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-            }
-        });
-        Ok(())
-    }
-
-    async fn channel_open_session(
+    /// A session channel: opened on the node too, and joined to it by a bridge.
+    async fn open_session(
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    ) {
         let id = channel.id();
         let Some(slot) = self.channel_slot("session").await else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
+            return;
         };
         if let Err(e) = self.ensure_upstream().await {
             self.node_failed(e, reply, session).await;
-            return Ok(());
+            return;
         }
         let Some(up) = self.upstream.as_ref() else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            return Ok(());
+            return;
         };
         let Ok(node_channel) = up.channel_open_session().await else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            return Ok(());
+            return;
         };
         reply.accept().await;
         let rec = Arc::new(ChannelRecorder::new(
@@ -620,443 +359,127 @@ impl russh::server::Handler for Inner {
         let (up, on_node) = bridge::start(channel, node_channel, session.handle(), bridged);
         self.chans.insert(id, up);
         self.node_chans
-            .retain(|(open, _)| open.load(std::sync::atomic::Ordering::Relaxed));
+            .retain(|(open, _)| open.load(Ordering::Relaxed));
         self.node_chans.push(on_node);
-        Ok(())
     }
 
-    async fn pty_request(
-        &mut self,
-        channel: ChannelId,
-        term: &str,
-        col_width: u32,
-        row_height: u32,
-        pix_width: u32,
-        pix_height: u32,
-        modes: &[(Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if let Err(message) = self.ask(Some(channel), ChannelRequest::Pty).await {
-            session.extended_data(channel, 1, message.into_bytes())?;
-            return session.channel_failure(channel);
-        }
-        let title = format!(
-            "{} {} {}@{}",
-            self.identity
-                .as_ref()
-                .map(|i| i.engineer())
-                .unwrap_or_default(),
-            self.identity
-                .as_ref()
-                .map(|i| i.ticket())
-                .unwrap_or_default(),
-            self.login,
-            self.host
-        );
-        if let Err(e) = self.with_recorder(channel, |r| {
-            r.start_pty(col_width, row_height, term, &title)
-        }) {
-            return self.cannot_record(channel, &e, session).await;
-        }
-        let request = NodeRequest::Pty {
-            term: term.to_string(),
-            cols: col_width,
-            rows: row_height,
-            pix_width,
-            pix_height,
-            modes: modes.to_vec(),
-        };
-        self.pass_on(channel, request, session).await
-    }
-
-    async fn env_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        value: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let request = ChannelRequest::Env {
-            name: name.to_string(),
-        };
-        if self.ask(Some(channel), request).await.is_err() {
-            return session.channel_failure(channel);
-        }
-        // Every variable passed is audited before the node sees it: its value only when it is a
-        // display setting, otherwise its length and SHA-256 (values may hold secrets).
-        let mut detail = json!({"channel": channel_num(channel), "env_name": name,
-            "value_len": value.len(), "value_sha256": hex::encode(sha2::Sha256::digest(value))});
-        if display_setting(name) {
-            detail["value"] = json!(value.chars().take(64).collect::<String>());
-        }
-        if !self.audit(GatewayKind::Env, detail).await {
-            return session.channel_failure(channel);
-        }
-        let request = NodeRequest::Env {
-            name: name.to_string(),
-            value: value.to_string(),
-        };
-        self.pass_on(channel, request, session).await
-    }
-
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if let Err(message) = self.ask(Some(channel), ChannelRequest::Shell).await {
-            return Self::end_with_message(channel, &message, session);
-        }
-        if !self
-            .audit(GatewayKind::Shell, json!({"channel": channel_num(channel)}))
-            .await
-        {
-            return Self::unrecordable(channel, session);
-        }
-        // Without a pty, what the engineer sends is read by the shell as commands: kept, and
-        // each line it reads is a command.
-        if let Err(e) = self.with_recorder(channel, |r| r.start_stream("shell", true)) {
-            return self.cannot_record(channel, &e, session).await;
-        }
-        self.start_program(channel, Program::Shell, session).await
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let command = String::from_utf8_lossy(data).to_string();
-        // What the command is decides how the channel is recorded and what policies see: an sftp
-        // server or scp moves files (wrapped in sudo, env... or not), an interpreter runs the
-        // lines it reads on stdin.
-        let kind = crate::record::exec::classify(&command);
-        let file_transfer = match &kind {
-            ExecKind::SftpServer => "sftp",
-            ExecKind::Scp(_) => "scp",
-            ExecKind::Interpreter { .. } | ExecKind::Command => "",
-        };
-        let request = ChannelRequest::Exec {
-            command: command.clone(),
-            file_transfer: file_transfer.to_string(),
-        };
-        if let Err(message) = self.ask(Some(channel), request).await {
-            return Self::end_with_message(channel, &message, session);
-        }
-        // Durable before the command reaches the node.
-        let mut detail =
-            json!({"channel": channel_num(channel), "command": command, "via": "exec"});
-        if let ExecKind::Interpreter { program } = &kind {
-            detail["interpreter"] = json!(program);
-        }
-        if !file_transfer.is_empty() {
-            detail["file_transfer"] = json!(file_transfer);
-        }
-        if !self.audit(GatewayKind::Command, detail).await {
-            return Self::unrecordable(channel, session);
-        }
-        let started = match &kind {
-            ExecKind::SftpServer => {
-                if !self
-                    .audit(
-                        GatewayKind::SftpStarted,
-                        json!({"channel": channel_num(channel), "via": "exec"}),
-                    )
-                    .await
-                {
-                    return Self::unrecordable(channel, session);
-                }
-                self.with_recorder(channel, |r| r.start_sftp())
-            }
-            ExecKind::Scp(t) => {
-                if !self
-                    .audit(
-                        GatewayKind::FileTransfer,
-                        json!({"channel": channel_num(channel), "via": "scp", "transfer": t}),
-                    )
-                    .await
-                {
-                    return Self::unrecordable(channel, session);
-                }
-                let direction = t.direction;
-                self.with_recorder(channel, |r| r.start_scp(direction))
-            }
-            ExecKind::Interpreter { .. } | ExecKind::Command => {
-                let interpreter = matches!(kind, ExecKind::Interpreter { .. });
-                self.with_recorder(channel, |r| r.start_stream(&command, interpreter))
-            }
-        };
-        if let Err(e) = started {
-            return self.cannot_record(channel, &e, session).await;
-        }
-        self.start_program(channel, Program::Exec(data.to_vec()), session)
-            .await
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let request = ChannelRequest::Subsystem {
-            name: name.to_string(),
-        };
-        if let Err(message) = self.ask(Some(channel), request).await {
-            return Self::end_with_message(channel, &message, session);
-        }
-        if name != "sftp" {
-            // Only sftp is parsed and recorded; the base policy refuses every other subsystem.
-            return Self::end_with_message(channel, "sallyport: only sftp is allowed\r\n", session);
-        }
-        if !self
-            .audit(
-                GatewayKind::SftpStarted,
-                json!({"channel": channel_num(channel)}),
-            )
-            .await
-        {
-            return Self::unrecordable(channel, session);
-        }
-        if let Err(e) = self.with_recorder(channel, |r| r.start_sftp()) {
-            return self.cannot_record(channel, &e, session).await;
-        }
-        self.start_program(channel, Program::Subsystem(name.to_string()), session)
-            .await
-    }
-
-    async fn window_change_request(
-        &mut self,
-        channel: ChannelId,
-        col_width: u32,
-        row_height: u32,
-        pix_width: u32,
-        pix_height: u32,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if self
-            .ask(Some(channel), ChannelRequest::WindowChange)
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-        if let Err(e) = self.with_recorder(channel, |r| r.resize(col_width, row_height)) {
-            return self.cannot_record(channel, &e, session).await;
-        }
-        let request = NodeRequest::WindowChange {
-            cols: col_width,
-            rows: row_height,
-            pix_width,
-            pix_height,
-        };
-        self.pass_on(channel, request, session).await
-    }
-
-    async fn signal(
-        &mut self,
-        channel: ChannelId,
-        signal: Sig,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let request = ChannelRequest::Signal {
-            name: signal_name(&signal),
-        };
-        if self.ask(Some(channel), request).await.is_err() {
-            return Ok(());
-        }
-        self.pass_on(channel, NodeRequest::Signal(signal), session)
-            .await
-    }
-
-    async fn agent_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        // No agent is ever forwarded: the node never sees a request for one. The policy is asked
-        // so that the refusal is explained and audited the same way as every other.
-        if let Err(message) = self.ask(Some(channel), ChannelRequest::Agent).await {
-            tracing::debug!(message, "agent forwarding refused");
-        }
-        session.channel_failure(channel)?;
-        Ok(false)
-    }
-
-    async fn x11_request(
-        &mut self,
-        channel: ChannelId,
-        _single_connection: bool,
-        _x11_auth_protocol: &str,
-        _x11_auth_cookie: &str,
-        _x11_screen_number: u32,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        // As with the agent: never passed on, whatever the policy says.
-        if let Err(message) = self.ask(Some(channel), ChannelRequest::X11).await {
-            tracing::debug!(message, "X11 forwarding refused");
-        }
-        session.channel_failure(channel)
-    }
-
-    async fn tcpip_forward(
-        &mut self,
-        address: &str,
-        port: &mut u32,
-        _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        let request = ChannelRequest::TcpipForward {
-            host: address.to_string(),
-            port: *port,
-        };
-        // Not supported by the gateway whatever the policy says (the base policy refuses it).
-        if let Err(message) = self.ask(None, request).await {
-            tracing::debug!(message, "remote forwarding refused");
-        } else {
-            self.audit(GatewayKind::ForwardRefused, json!({"request": "tcpip_forward", "target": format!("{address}:{port}"), "reason": "remote port forwarding is not supported by this gateway"})).await;
-        }
-        Ok(false)
-    }
-
-    async fn channel_open_direct_tcpip(
-        &mut self,
-        channel: Channel<Msg>,
-        host: &str,
-        port: u32,
-        originator_address: &str,
-        originator_port: u32,
-        reply: ChannelOpenHandle,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let target = format!("{host}:{port}");
-        let request = ChannelRequest::DirectTcpip {
-            host: host.to_string(),
-            port,
-        };
-        // The certificate's permit-port-forwarding is also checked here, apart from the policy.
-        let certified = self
-            .identity
-            .as_ref()
-            .is_some_and(|i| i.permit_port_forwarding());
-        let Some(slot) = self.channel_slot("direct_tcpip").await else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
-        };
-        let decided = self.ask(None, request).await;
-        if !certified && decided.is_ok() {
-            self.audit(GatewayKind::ForwardRefused, json!({"request": "direct_tcpip", "target": target, "reason": "the certificate does not allow port forwarding"})).await;
-        }
-        // The engineer's ssh prints the reason ("open failed: administratively prohibited:
-        // sallyport: ...").
-        let prohibited = |reason: &str| ChannelOpenFailure::Other {
-            code: ChannelOpenFailure::AdministrativelyProhibited.code(),
-            reason: reason.trim_end().to_string(),
-        };
-        if let Err(message) = &decided {
-            reply.reject(prohibited(message)).await;
-            return Ok(());
-        }
-        if !certified {
-            reply
-                .reject(prohibited(
-                    "sallyport: the certificate does not allow port forwarding",
-                ))
-                .await;
-            return Ok(());
-        }
-        // A moderated session forwards nothing before an observer joined.
-        if !self.released.load(std::sync::atomic::Ordering::SeqCst) {
-            let reason = "this access requires that an approver of the customer watches the session; none has joined yet";
-            self.audit(
-                GatewayKind::ForwardRefused,
-                json!({"request": "direct_tcpip", "target": target, "code": "no_observer",
-                       "reason": reason}),
-            )
-            .await;
-            reply
-                .reject(prohibited(&format!("sallyport: {reason}")))
-                .await;
-            return Ok(());
-        }
-        // Recorded before any byte reaches the target.
-        if !self
-            .audit(
-                GatewayKind::Forward,
-                json!({"request": "direct-tcpip", "target": target}),
-            )
-            .await
-        {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
-        }
-        if let Err(e) = self.ensure_upstream().await {
-            self.node_failed(e, reply, session).await;
-            return Ok(());
-        }
-        let Some(up) = self.upstream.as_ref() else {
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            return Ok(());
-        };
-        // The node's sshd opens the connection from the node, as `ssh -L` to the node would.
-        match up
-            .channel_open_direct_tcpip(host, port, originator_address, originator_port)
-            .await
-        {
-            Ok(node_channel) => {
-                reply.accept().await;
-                tokio::spawn(async move {
-                    crate::pipe::join(channel, node_channel, || {}).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                self.audit(
-                    GatewayKind::ForwardFailed,
-                    json!({"target": target, "reason": e.to_string()}),
-                )
-                .await;
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            }
-        }
-        Ok(())
-    }
-
-    // Data, extended data and EOF from the engineer travel through the channel's queue to the
-    // task started in `channel_open_session` (so they stay in order); the handler callbacks for
-    // them keep russh's defaults.
-
-    async fn channel_close(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        // The engineer's Close also reaches the data task, which closes the node's channel after
-        // the data before it.
+    /// The engineer closed a channel. Their Close also reaches the channel's bridge, which
+    /// closes the node's side after the data before it.
+    fn channel_closed(&mut self, channel: ChannelId) {
         self.chans.remove(&channel);
-        Ok(())
+    }
+
+    /// The session is over: it frees its place under the limits, ends what it left running
+    /// on the node, and, when an engineer was let in, writes the refusals folded in under it
+    /// and then `session_ended`. Called once, by [`serve`].
+    async fn end(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.slots.clear();
+        let chans = std::mem::take(&mut self.node_chans);
+        if let Some(upstream) = self.upstream.take() {
+            tokio::spawn(bridge::end_on_node(chans, Some(upstream)));
+        }
+        if self.identity.is_none() {
+            return;
+        }
+        self.gw
+            .flush_refusals(Some(&format!("{}:", self.sid)))
+            .await;
+        if let Err(e) = self
+            .gw
+            .spool
+            .append(GatewayKind::SessionEnded, self.fields(json!({})))
+            .await
+        {
+            tracing::error!(error = %e, session = self.sid, "audit spool unwritable: session_ended not written");
+        }
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let chans = std::mem::take(&mut self.node_chans);
-        let upstream = self.upstream.take();
-        if upstream.is_some() {
-            tokio::spawn(end_on_node(chans, upstream));
+fn channel_num(c: ChannelId) -> u32 {
+    u32::from(c)
+}
+
+/// Run one engineer session on `stream` (a channel of an edge's tunnel) until it is over, then
+/// end it ([`EngineerSession::end`]). When the gateway stops, the session is told so and
+/// disconnected first.
+pub(super) async fn serve(
+    gw: Arc<Gateway>,
+    config: Arc<russh::server::Config>,
+    stream: russh::ChannelStream<russh::client::Msg>,
+    host: String,
+    peer: String,
+) {
+    let session = Arc::new(Mutex::new(EngineerSession::new(gw, host, peer)));
+    let adapter = handler::Adapter(session.clone());
+    match russh::server::run_stream(config, stream, adapter).await {
+        Ok(running) => {
+            if let Err(e) = running.await {
+                tracing::debug!(error = ?e, "inner session ended with an error");
+            }
         }
-        if self.identity.is_some() {
-            let spool = self.gw.spool.clone();
-            let data = self.fields(json!({}));
-            // This session's refusals that were folded in are written first, with their counts.
-            let gw = self.gw.clone();
-            let prefix = format!("{}:", self.sid);
-            tokio::spawn(async move {
-                gw.flush_refusals(Some(&prefix)).await;
-                let _ = spool.append(GatewayKind::SessionEnded, data).await;
-            });
-        }
+        Err(e) => tracing::debug!(error = ?e, "inner session did not start"),
     }
+    // The connection is over (or given up on): no callback runs any more, or none will finish.
+    match tokio::time::timeout(END_WAIT, session.lock()).await {
+        Ok(mut s) => s.end().await,
+        Err(_) => tracing::error!("an inner session's state stayed busy: it was not ended"),
+    }
+}
+
+/// The audit event of a channel request the policy refused: its kind (a forward's own) and
+/// what it says, the policy's codes and messages among it (pure).
+fn refusal_event(
+    request: &ChannelRequest,
+    reasons: &[DenyReason],
+    channel: Option<u32>,
+) -> (GatewayKind, Value) {
+    let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
+    let messages: Vec<&str> = reasons.iter().map(|r| r.message.as_str()).collect();
+    let mut detail = json!({
+        "request": request.kind(),
+        "code": codes.first().copied().unwrap_or_default(),
+        "codes": codes,
+        "reason": messages.join("; "),
+    });
+    if let Some(c) = channel {
+        detail["channel"] = json!(c);
+    }
+    let kind = match request {
+        ChannelRequest::Exec { command, .. } => {
+            detail["command"] = json!(command);
+            GatewayKind::ChannelRefused
+        }
+        ChannelRequest::Subsystem { name } => {
+            detail["subsystem"] = json!(name);
+            GatewayKind::ChannelRefused
+        }
+        ChannelRequest::Env { name } => {
+            detail["env_name"] = json!(name);
+            GatewayKind::ChannelRefused
+        }
+        ChannelRequest::Signal { name } => {
+            detail["signal"] = json!(name);
+            GatewayKind::ChannelRefused
+        }
+        ChannelRequest::DirectTcpip { host, port }
+        | ChannelRequest::TcpipForward { host, port } => {
+            detail["target"] = json!(format!("{host}:{port}"));
+            GatewayKind::ForwardRefused
+        }
+        ChannelRequest::Pty
+        | ChannelRequest::Shell
+        | ChannelRequest::WindowChange
+        | ChannelRequest::Agent
+        | ChannelRequest::X11 => GatewayKind::ChannelRefused,
+    };
+    (kind, detail)
+}
+
+/// What the engineer reads of a refusal: each of the policy's messages on a line.
+fn refusal_text(reasons: &[DenyReason]) -> String {
+    reasons
+        .iter()
+        .map(|r| format!("sallyport: {}\r\n", r.message))
+        .collect()
 }
