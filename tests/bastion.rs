@@ -192,6 +192,69 @@ async fn revoking_the_grant_ends_an_open_session() {
     assert_ne!(out.status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn on_sigterm_the_gateway_ends_open_sessions_ships_their_end_and_exits() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let child = Command::new("ssh")
+        .arg("-F")
+        .arg(home.path().join("ssh_config"))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "node1.acme-prod",
+            "sleep 60; echo finished",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The session is open once the command is in the audit log.
+    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
+    assert_eq!(cmds.len(), 1, "{}", b.gateway.log_text());
+    let session = cmds[0]["session"].as_str().unwrap().to_string();
+    assert!(
+        w.events(&format!("kind=session_ended&session={session}"))
+            .await
+            .is_empty()
+    );
+
+    b.gateway.sigterm();
+    let status = b.gateway.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        b.gateway.log_text()
+    );
+    // The engineer's session ended with the gateway, before its command finished.
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("finished"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sallyport gateway: shutting down"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its end was written by the session as the gateway stopped, and shipped before the gateway
+    // exited: at the broker already, once.
+    let ended = w
+        .events(&format!("kind=session_ended&session={session}"))
+        .await;
+    assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
+    assert_eq!(ended[0]["engineer"], "alice");
+    assert_eq!(ended[0]["ticket"], "SUP-1234");
+    let log = b.gateway.log_text();
+    assert!(log.contains("gateway shutting down"), "{log}");
+    assert!(
+        log.contains("gateway stopped: the broker has every audit record"),
+        "{log}"
+    );
+}
+
 fn random_file(path: &Path, size: usize) {
     use std::io::Write;
     let mut f = std::fs::File::create(path).unwrap();

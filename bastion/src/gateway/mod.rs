@@ -4,26 +4,29 @@
 //! connection with a host certificate for the node's name, checks the engineer's certificate
 //! again, connects to the node with a per-session certificate and records everything.
 
+mod enroll;
 mod live;
 mod node;
 mod recorder;
 mod session;
+mod tunnel;
 
 pub use recorder::REST_AFTER;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use russh::keys::{PrivateKey, PublicKey};
+use russh::keys::PrivateKey;
 use sallyport_ca::policy::{ChannelFacts, DenyReason, Engine, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker_client::BrokerClient;
-use crate::config::{EdgeTarget, GatewayConfig};
+use crate::config::GatewayConfig;
 use crate::spool::Spool;
 use crate::throttle::Throttle;
 use crate::trust::Trust;
@@ -108,6 +111,11 @@ pub struct Gateway {
     /// One refresh from the broker at a time: two sessions to a node added since the last
     /// refresh each ask for one, and the answers must be applied in the order they were read.
     refreshing: tokio::sync::Mutex<()>,
+    /// The engineer sessions' tasks (and what they leave to end on the node): the wait for them
+    /// when the gateway stops.
+    tasks: TaskTracker,
+    /// Cancelled when the gateway stops: no new session, and every open one is ended.
+    stopping: CancellationToken,
 }
 
 /// A refusal past a limit is written at most this many times per key (a session and a code, or
@@ -294,7 +302,7 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         crate::load_or_create_key(&dir.join("audit_key"), "sallyport gateway audit key")?;
     let anon = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
     let (enrollment, credential) =
-        enroll(&cfg, &dir, &anon, &node_ca, &host_ca, &audit_key).await?;
+        enroll::enroll(&cfg, &dir, &anon, &node_ca, &host_ca, &audit_key).await?;
     let broker = anon.with_token(credential);
     let trust = Trust::load(&dir, crate::trust::pinned_cas(&cfg.user_ca_keys)?);
     tracing::info!(
@@ -335,6 +343,8 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         observed: std::sync::Mutex::default(),
         refusals: Throttle::new(REFUSAL_WINDOW_SECS, REFUSALS_PER_WINDOW),
         refreshing: tokio::sync::Mutex::new(()),
+        tasks: TaskTracker::new(),
+        stopping: CancellationToken::new(),
         limits: std::sync::RwLock::new(GatewayLimits::of(&cfg)),
         cfg,
     });
@@ -355,62 +365,6 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         tracing::warn!(error = %e, "broker unreachable at start; using cached CA keys and KRL");
     }
     Ok(gw)
-}
-
-async fn enroll(
-    cfg: &GatewayConfig,
-    dir: &Path,
-    anon: &BrokerClient,
-    node_ca: &PrivateKey,
-    host_ca: &PrivateKey,
-    audit_key: &PrivateKey,
-) -> anyhow::Result<(Enrollment, String)> {
-    let state = dir.join("enrollment.json");
-    let cred_path = dir.join("credential");
-    if state.exists() && cred_path.exists() {
-        let e: Enrollment = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
-        let cred = std::fs::read_to_string(&cred_path)?.trim().to_string();
-        return Ok((e, cred));
-    }
-    let token = cfg.join_token.clone().context(
-        "this gateway is not enrolled: set join_token (made by the operator) in the config",
-    )?;
-    let body = json!({
-        "join_token": token,
-        "node_ca_public_key": node_ca.public_key().to_openssh()?,
-        "host_ca_public_key": host_ca.public_key().to_openssh()?,
-        "audit_public_key": audit_key.public_key().to_openssh()?,
-    });
-    let v = anon
-        .post_json("/v1/gateways/enroll", &body)
-        .await
-        .context("enrolling at the broker")?;
-    let e = Enrollment {
-        gateway: v["gateway"].as_str().context("no gateway id")?.to_string(),
-        cluster: v["cluster"].as_str().context("no cluster")?.to_string(),
-    };
-    let cred = v["credential"]
-        .as_str()
-        .context("no credential")?
-        .to_string();
-    write_secret(&cred_path, cred.as_bytes())?;
-    crate::trust::write_atomic(&state, serde_json::to_string(&e)?.as_bytes())?;
-    tracing::info!(gateway = e.gateway, cluster = e.cluster, "enrolled");
-    Ok((e, cred))
-}
-
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 impl Gateway {
@@ -536,22 +490,6 @@ impl Gateway {
         tracing::info!(host, valid_for_secs = lifetime, "new host certificate");
         Ok(cfg)
     }
-
-    /// The certificate this gateway shows the edge: its tunnel identity, from its host CA.
-    fn tunnel_certificate(&self, now: u64) -> anyhow::Result<russh::keys::Certificate> {
-        use russh::keys::ssh_key::certificate::{Builder, CertType};
-        let mut b = Builder::new_with_random_nonce(
-            &mut russh::keys::key::safe_rng(),
-            self.host_key.public_key(),
-            now.saturating_sub(60),
-            now + self.cfg.tunnel_cert_secs,
-        )?;
-        b.serial(sallyport_ca::cert::random_serial())?;
-        b.key_id(format!("sallyport-gateway:{}", self.id))?;
-        b.cert_type(CertType::User)?;
-        b.valid_principal(format!("gateway:{}", self.cluster))?;
-        Ok(b.sign(&self.host_ca)?)
-    }
 }
 
 /// Run the gateway until `shutdown` resolves.
@@ -623,215 +561,59 @@ pub async fn run(
     }
     live::spawn(gw.clone());
     for edge in gw.cfg.edges.clone() {
-        tokio::spawn(keep_tunnel(gw.clone(), edge));
+        tokio::spawn(tunnel::keep_tunnel(gw.clone(), edge));
     }
     tracing::info!(gateway = gw.id, cluster = gw.cluster, "gateway running");
     shutdown.await;
+    stop(&gw).await;
     Ok(())
 }
 
-/// Dial the edge and keep the tunnel up, reconnecting with backoff. At half of its
-/// certificate's lifetime a tunnel is replaced: the new one (the edge's newest) takes new
-/// sessions, the old one drains.
-async fn keep_tunnel(gw: Arc<Gateway>, edge: EdgeTarget) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match tunnel_once(&gw, &edge).await {
-            Ok(Some(old)) => {
-                tracing::info!(
-                    edge = edge.address,
-                    "renewing the tunnel's certificate: a new tunnel takes new sessions"
-                );
-                tokio::spawn(old.drain());
-                backoff = Duration::from_millis(200);
-                continue;
-            }
-            Ok(None) => {
-                tracing::warn!(edge = edge.address, "tunnel closed; reconnecting");
-                backoff = Duration::from_millis(200);
-            }
-            Err(e) => tracing::warn!(edge = edge.address, error = %e, "tunnel failed; retrying"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-}
+/// How long the open sessions may take to end when the gateway stops, and the broker to take
+/// the last audit records.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
 
-/// A tunnel replaced by a newer one: it closes once no session runs through it, or just before
-/// its certificate expires (the edge would drop it then).
-struct Draining {
-    handle: russh::client::Handle<TunnelClient>,
-    sessions: Arc<std::sync::atomic::AtomicUsize>,
-    expires: u64,
-    /// Closed this long before it expires at the latest.
-    margin: u64,
-}
-
-impl Draining {
-    async fn drain(self) {
-        loop {
-            if self.handle.is_closed() {
-                return;
-            }
-            let open = self.sessions.load(std::sync::atomic::Ordering::SeqCst);
-            let late = crate::now() + self.margin >= self.expires;
-            if open == 0 || late {
-                if late && open > 0 {
-                    tracing::warn!(
-                        sessions = open,
-                        "closing a replaced tunnel whose certificate expires, with sessions still open"
-                    );
-                }
-                let _ = self
-                    .handle
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        "sallyport gateway: tunnel replaced",
-                        "",
-                    )
-                    .await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-/// One tunnel: `Ok(None)` when it closed, `Ok(Some(_))` when its certificate is due for
-/// renewal (it is still open, draining).
-async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<Option<Draining>> {
-    let pinned = PublicKey::from_openssh(edge.host_key.trim())
-        .context("edge host_key is not an OpenSSH public key")?;
-    let config = Arc::new(russh::client::Config {
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 4,
-        nodelay: true,
-        preferred: crate::client_preferred(),
-        ..Default::default()
-    });
-    let sessions: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-    let handler = TunnelClient {
-        gw: gw.clone(),
-        pinned,
-        sessions: sessions.clone(),
-    };
-    let mut handle = russh::client::connect(config, edge.address.as_str(), handler).await?;
-    let now = crate::now();
-    let cert = gw.tunnel_certificate(now)?;
-    let auth = handle
-        .authenticate_openssh_cert(
-            format!("gateway:{}", gw.cluster),
-            Arc::new(gw.host_key.clone()),
-            cert,
-        )
-        .await?;
-    anyhow::ensure!(
-        auth.success(),
-        "the edge refused this gateway's certificate"
-    );
-    handle.tcpip_forward("sallyport", 0).await?;
+/// Stop gracefully: no new session; every open one told so and disconnected, what it ran on the
+/// node ended, and its `session_ended` written; then the audit spool shipped to the broker.
+async fn stop(gw: &Gateway) {
     tracing::info!(
-        edge = edge.address,
-        valid_for_secs = gw.cfg.tunnel_cert_secs,
-        "tunnel up"
+        sessions = gw.tasks.len(),
+        "gateway shutting down: no new sessions; ending the open ones"
     );
-    let renew_at = now + gw.cfg.tunnel_cert_secs / 2;
-    // Wait until the connection ends or its certificate is due for renewal.
-    while !handle.is_closed() {
-        if crate::now() >= renew_at {
-            return Ok(Some(Draining {
-                handle,
-                sessions,
-                expires: now + gw.cfg.tunnel_cert_secs,
-                margin: (gw.cfg.tunnel_cert_secs / 10).min(30),
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.stopping.cancel();
+    gw.tasks.close();
+    if tokio::time::timeout(STOP_WAIT, gw.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = gw.tasks.len(),
+            "sessions still ending when the gateway stops"
+        );
     }
-    Ok(None)
+    // Whatever refusals are still folded in are written now, with their counts.
+    gw.flush_refusals(Some("")).await;
+    if shipped(&gw.spool, FLUSH_WAIT).await {
+        tracing::info!("gateway stopped: the broker has every audit record");
+    } else {
+        tracing::warn!(
+            "gateway stopped; the broker did not take its last audit records in time: they \
+             stay spooled and are shipped at the next start"
+        );
+    }
 }
 
-struct TunnelClient {
-    gw: Arc<Gateway>,
-    pinned: PublicKey,
-    /// Engineer sessions running through this tunnel.
-    sessions: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl russh::client::Handler for TunnelClient {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key: k, .. } => {
-                k.key_data() == self.pinned.key_data()
-            }
-            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
-        })
-    }
-
-    async fn server_channel_open_forwarded_tcpip(
-        &mut self,
-        channel: russh::Channel<russh::client::Msg>,
-        connected_address: &str,
-        _connected_port: u32,
-        originator_address: &str,
-        originator_port: u32,
-        reply: russh::client::ChannelOpenHandle,
-        _session: &mut russh::client::Session,
-    ) -> Result<(), Self::Error> {
-        let host = connected_address.to_string();
-        let known = |gw: &Gateway| {
-            crate::trust::split_target(&host)
-                .is_some_and(|(node, cluster)| cluster == gw.cluster && gw.node(node).is_some())
-        };
-        let mut ok = known(&self.gw);
-        if !ok {
-            // A node added since the last refresh: ask the broker once more.
-            if let Err(e) = self.gw.refresh_self().await {
-                tracing::warn!(error = %e, "cannot refresh nodes from the broker");
-            }
-            ok = known(&self.gw);
+/// Wait (at most `within`) until the broker has acknowledged every record written to `spool`;
+/// `false` when it has not.
+async fn shipped(spool: &Spool<GatewayKind>, within: Duration) -> bool {
+    let last = spool.head();
+    let deadline = std::time::Instant::now() + within;
+    while spool.acked() < last {
+        if std::time::Instant::now() >= deadline {
+            return false;
         }
-        if !ok {
-            tracing::warn!(
-                host,
-                "the edge asked for a node this gateway does not serve"
-            );
-            reply
-                .reject(russh::ChannelOpenFailure::Other {
-                    code: russh::ChannelOpenFailure::ConnectFailed.code(),
-                    reason: format!(
-                        "sallyport: {host} is not a node of cluster {}",
-                        self.gw.cluster
-                    ),
-                })
-                .await;
-            return Ok(());
-        }
-        let config = match self.gw.inner_config(&host) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make a host certificate");
-                reply
-                    .reject(russh::ChannelOpenFailure::ResourceShortage)
-                    .await;
-                return Ok(());
-            }
-        };
-        reply.accept().await;
-        let peer = format!("{originator_address}:{originator_port}");
-        let slot = crate::Slot::take(&self.sessions, usize::MAX);
-        let gw = self.gw.clone();
-        tokio::spawn(async move {
-            // Held while the session runs: a replaced tunnel waits for it.
-            let _slot = slot;
-            session::serve(gw, config, channel.into_stream(), host, peer).await;
-        });
-        Ok(())
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    true
 }

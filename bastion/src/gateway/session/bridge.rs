@@ -364,7 +364,7 @@ impl NodeToEngineer {
 /// channels' recordings are finished as their node side closes.
 pub(super) async fn end_on_node(
     chans: Vec<NodeChannel>,
-    upstream: Option<russh::client::Handle<NodeClient>>,
+    upstream: russh::client::Handle<NodeClient>,
 ) {
     let running = |chans: &[NodeChannel]| -> Vec<Arc<NodeWrite>> {
         chans
@@ -384,11 +384,9 @@ pub(super) async fn end_on_node(
         let _ = w.signal(Sig::KILL).await;
         let _ = w.close().await;
     }
-    if let Some(up) = upstream {
-        let _ = up
-            .disconnect(russh::Disconnect::ByApplication, "the session ended", "en")
-            .await;
-    }
+    let _ = upstream
+        .disconnect(russh::Disconnect::ByApplication, "the session ended", "en")
+        .await;
 }
 
 /// A bench build (`--features bench-unrecorded`) run with `SALLYPORT_BENCH_UNRECORDED=1` passes

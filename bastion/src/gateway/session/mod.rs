@@ -377,7 +377,7 @@ impl EngineerSession {
         self.slots.clear();
         let chans = std::mem::take(&mut self.node_chans);
         if let Some(upstream) = self.upstream.take() {
-            tokio::spawn(bridge::end_on_node(chans, Some(upstream)));
+            self.gw.tasks.spawn(bridge::end_on_node(chans, upstream));
         }
         if self.identity.is_none() {
             return;
@@ -410,12 +410,30 @@ pub(super) async fn serve(
     host: String,
     peer: String,
 ) {
+    let stopping = gw.stopping.clone();
     let session = Arc::new(Mutex::new(EngineerSession::new(gw, host, peer)));
     let adapter = handler::Adapter(session.clone());
     match russh::server::run_stream(config, stream, adapter).await {
         Ok(running) => {
-            if let Err(e) = running.await {
-                tracing::debug!(error = ?e, "inner session ended with an error");
+            let handle = running.handle();
+            tokio::pin!(running);
+            let ended = tokio::select! {
+                r = &mut running => Some(r),
+                () = stopping.cancelled() => {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "sallyport gateway: shutting down".into(),
+                            "en".into(),
+                        )
+                        .await;
+                    tokio::time::timeout(END_WAIT, &mut running).await.ok()
+                }
+            };
+            match ended {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = ?e, "inner session ended with an error"),
+                None => tracing::warn!("an inner session did not close in time"),
             }
         }
         Err(e) => tracing::debug!(error = ?e, "inner session did not start"),
