@@ -2,12 +2,15 @@
 //! (generating the cluster's node CA and host CA here; private keys never leave), dials out to
 //! every configured edge and keeps that tunnel up, and for each session terminates the inner SSH
 //! connection with a host certificate for the node's name, checks the engineer's certificate
-//! again, connects to the node with a per-session certificate and records everything.
+//! again, connects to the node with a per-session certificate and records everything. On
+//! SIGTERM it stops gracefully ([`run`]): no new session, the open ones ended (each writing its
+//! `session_ended`), the audit spool shipped, then it exits.
 
 mod enroll;
 mod live;
 mod node;
 mod recorder;
+mod rules;
 mod session;
 mod tunnel;
 
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::PrivateKey;
-use sallyport_ca::policy::{ChannelFacts, DenyReason, Engine, Policy};
+use sallyport_ca::policy::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -30,33 +33,13 @@ use crate::config::GatewayConfig;
 use crate::spool::Spool;
 use crate::throttle::Throttle;
 use crate::trust::Trust;
+use rules::{PolicyCache, Rules};
 use sallyport_audit::writers::{ChainKind, GatewayKind, Writer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrollment {
     pub gateway: String,
     pub cluster: String,
-}
-
-/// The cluster's customer and that customer's own policies, as this gateway last heard them.
-struct Rules {
-    /// What the rules were compiled from, so that an unchanged refresh compiles nothing.
-    source: Option<PolicyCache>,
-    customer: String,
-    /// `Err` when a saved policy no longer checks here: then every request is refused.
-    policies: Result<Vec<Policy>, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SavedPolicy {
-    name: String,
-    body: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PolicyCache {
-    customer: String,
-    policies: Vec<SavedPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -374,43 +357,6 @@ impl Gateway {
         }
     }
 
-    /// Compile the customer's policies; one that does not check refuses every request (as the
-    /// broker refuses to issue), rather than being skipped.
-    fn set_rules(&self, cache: PolicyCache) {
-        if self
-            .rules
-            .lock()
-            .is_ok_and(|r| r.source.as_ref() == Some(&cache))
-        {
-            return;
-        }
-        let mut compiled = Ok(Vec::new());
-        for p in &cache.policies {
-            match self.engine.check_customer_policies(&p.body) {
-                Ok(mut ps) => {
-                    if let Ok(all) = compiled.as_mut() {
-                        all.append(&mut ps);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(policy = p.name, error = %e, "a customer policy does not check: refusing every channel request");
-                    compiled = Err(format!(
-                        "the customer's policy {} is invalid ({e}); the request is refused",
-                        p.name
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Ok(mut r) = self.rules.lock() {
-            *r = Rules {
-                customer: cache.customer.clone(),
-                policies: compiled,
-                source: Some(cache),
-            };
-        }
-    }
-
     async fn refresh_self(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.refreshing.lock().await;
         let v = self.broker.get_json("/v1/gateway/self").await?;
@@ -431,26 +377,6 @@ impl Gateway {
         self.set_nodes(nodes);
         self.set_rules(cache);
         Ok(())
-    }
-
-    /// Ask the policy about one channel request (`facts.customer` is filled in here).
-    pub fn decide_channel(&self, mut facts: ChannelFacts) -> Result<(), Vec<DenyReason>> {
-        let Ok(rules) = self.rules.lock() else {
-            return Err(vec![DenyReason {
-                code: "policy_error".into(),
-                message: "the gateway's policy state is unusable; the request is refused".into(),
-            }]);
-        };
-        match &rules.policies {
-            Ok(policies) => {
-                facts.customer = rules.customer.clone();
-                self.engine.decide_channel(&facts, policies)
-            }
-            Err(e) => Err(vec![DenyReason {
-                code: "customer_policy_invalid".into(),
-                message: e.clone(),
-            }]),
-        }
     }
 
     pub fn node(&self, name: &str) -> Option<NodeEntry> {
