@@ -243,7 +243,9 @@ pub(super) async fn engineer_connection(
     let setup_limit = if full { limit } else { limit.min(login_grace) };
     let session = match tokio::time::timeout(
         setup_limit,
-        russh::server::run_stream(config, socket, handler),
+        // Boxed: the set-up's state is freed once the session runs in russh's own task,
+        // instead of staying part of this task for the connection's life.
+        Box::pin(russh::server::run_stream(config, socket, handler)),
     )
     .await
     {

@@ -306,6 +306,8 @@ impl EngineerHandler {
                     .await
                 {
                     Ok(inner) => {
+                        // The refusals are not needed any more: not held for the forward's life.
+                        drop((no_tunnel, gateway_refused));
                         // Written before any byte passes; no record, no forward (fail closed).
                         if !edge
                             .audit(EdgeKind::EdgeSession, session_event.clone())
@@ -316,7 +318,8 @@ impl EngineerHandler {
                             return;
                         }
                         // Listed under its tunnel while it lasts: a dropped tunnel names it.
-                        let _listed = edge.tunnels.forwarded(tunnel_id, session_event);
+                        let _listed = edge.tunnels.forwarded(tunnel_id, &session_event);
+                        drop(session_event);
                         reply.accept().await;
                         // Unread, message by message; every message either way is activity.
                         crate::pipe::join(channel, inner, || conn.touch()).await;

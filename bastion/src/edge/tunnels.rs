@@ -27,7 +27,7 @@ pub struct Tunnels {
     pub(super) next: AtomicU64,
     /// Per tunnel id, the sessions forwarded into it now (by forward id): their `edge_session`
     /// event's fields, so that a dropped tunnel names the sessions it cut.
-    pub(super) forwards: Mutex<HashMap<u64, HashMap<u64, Value>>>,
+    pub(super) forwards: Mutex<HashMap<u64, HashMap<u64, crate::Fields>>>,
     pub(super) next_forward: AtomicU64,
 }
 
@@ -81,10 +81,12 @@ impl Tunnels {
 
     /// List a session forwarded into tunnel `tunnel` (`session`: its `edge_session` fields) for
     /// as long as the returned guard lives.
-    pub(super) fn forwarded(self: &Arc<Self>, tunnel: u64, session: Value) -> Forwarded {
+    pub(super) fn forwarded(self: &Arc<Self>, tunnel: u64, session: &Value) -> Forwarded {
         let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.forwards.lock() {
-            m.entry(tunnel).or_default().insert(id, session);
+            m.entry(tunnel)
+                .or_default()
+                .insert(id, crate::Fields::new(session));
         }
         Forwarded {
             tunnels: self.clone(),
@@ -100,7 +102,7 @@ impl Tunnels {
             .map(|m| {
                 let mut v: Vec<(u64, Value)> = m
                     .get(&tunnel)
-                    .map(|of| of.iter().map(|(i, s)| (*i, s.clone())).collect())
+                    .map(|of| of.iter().map(|(i, s)| (*i, s.value())).collect())
                     .unwrap_or_default();
                 v.sort_by_key(|(i, _)| *i);
                 v.into_iter().map(|(_, s)| s).collect()

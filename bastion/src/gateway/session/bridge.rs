@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::super::node::NodeClient;
 use super::super::recorder::{ChannelRecorder, Event, RecordError};
+use crate::Fields;
 use crate::spool::Spool;
 
 type NodeWrite = ChannelWriteHalf<russh::client::Msg>;
@@ -138,7 +139,7 @@ pub(super) async fn answer(to_engineer: &russh::server::Handle, channel: Channel
 pub(super) struct Bridged {
     pub spool: Arc<Spool<GatewayKind>>,
     /// The common fields of the channel's events (session, channel, recording...).
-    pub fields: Value,
+    pub fields: Fields,
     pub rec: Arc<ChannelRecorder>,
     /// The channel's place under `max_channels_per_session`, free once the node closed it.
     pub slot: crate::Slot,
@@ -198,7 +199,7 @@ async fn engineer_to_node(
     id: ChannelId,
     rec: Arc<ChannelRecorder>,
     spool: Arc<Spool<GatewayKind>>,
-    fields: Value,
+    fields: Fields,
 ) {
     while let Some(msg) = from_engineer.wait().await {
         let (data, eof) = match msg {
@@ -276,7 +277,7 @@ impl NodeToEngineer {
                     continue;
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
-                    let mut d = fields.clone();
+                    let mut d = fields.value();
                     d["exit_status"] = json!(exit_status);
                     let _ = spool.append(GatewayKind::ChannelExit, d).await;
                     let _ = handle.exit_status_request(id, exit_status).await;
@@ -288,7 +289,7 @@ impl NodeToEngineer {
                     error_message,
                     lang_tag,
                 } => {
-                    let mut d = fields.clone();
+                    let mut d = fields.value();
                     d["exit_signal"] = json!(format!("{signal_name:?}"));
                     let _ = spool.append(GatewayKind::ChannelExit, d).await;
                     let _ = handle
@@ -342,7 +343,7 @@ impl NodeToEngineer {
             Ok((events, file)) => {
                 let _ = record(spool, fields, events).await;
                 if let Some(file) = file {
-                    let mut d = fields.clone();
+                    let mut d = fields.value();
                     d["file"] = json!(file.file_name().and_then(|n| n.to_str()));
                     let _ = spool.append(GatewayKind::RecordingFinished, d).await;
                 }
@@ -412,11 +413,11 @@ const fn unrecorded() -> bool {
 }
 
 /// Write events durably, in one group commit; `Err` when they could not be.
-async fn record(spool: &Spool<GatewayKind>, fields: &Value, events: Vec<Event>) -> Result<(), ()> {
+async fn record(spool: &Spool<GatewayKind>, fields: &Fields, events: Vec<Event>) -> Result<(), ()> {
     let events: Vec<(GatewayKind, Value)> = events
         .into_iter()
         .map(|(kind, extra)| {
-            let mut d = fields.clone();
+            let mut d = fields.value();
             crate::merge(&mut d, extra);
             (kind, d)
         })
@@ -435,8 +436,8 @@ pub(super) fn unrecordable_channel(e: &RecordError) -> String {
 }
 
 /// The channel's recording failed: say so in the audit log (the channel ends).
-async fn recording_failed(spool: &Spool<GatewayKind>, fields: &Value, e: &RecordError) {
-    let mut d = fields.clone();
+async fn recording_failed(spool: &Spool<GatewayKind>, fields: &Fields, e: &RecordError) {
+    let mut d = fields.value();
     d["reason"] = json!(e.to_string());
     let _ = spool.append(GatewayKind::RecordingFailed, d).await;
 }

@@ -348,8 +348,9 @@ impl EngineerSession {
             channel_num(id),
             self.gw.cfg.stream_record_cap_bytes,
         ));
-        let fields =
-            self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()}));
+        let fields = crate::Fields::new(
+            &self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()})),
+        );
         let bridged = bridge::Bridged {
             spool: self.gw.spool.clone(),
             fields,
@@ -413,7 +414,9 @@ pub(super) async fn serve(
     let stopping = gw.stopping.clone();
     let session = Arc::new(Mutex::new(EngineerSession::new(gw, host, peer)));
     let adapter = handler::Adapter(session.clone());
-    match russh::server::run_stream(config, stream, adapter).await {
+    // Boxed: the set-up's state (russh's session before it runs in its own task) is freed once
+    // it has started, instead of staying part of this task for the session's life.
+    match Box::pin(russh::server::run_stream(config, stream, adapter)).await {
         Ok(running) => {
             let handle = running.handle();
             tokio::pin!(running);
