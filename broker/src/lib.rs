@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod bundle;
 pub mod chains;
 pub mod config;
