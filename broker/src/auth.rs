@@ -69,6 +69,34 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The gateway's id and cluster, when the caller is a gateway.
+    pub fn gateway(&self) -> Option<(&str, &str)> {
+        match self {
+            Caller::Gateway { id, cluster } => Some((id, cluster)),
+            Caller::Operator { .. }
+            | Caller::Reviewer { .. }
+            | Caller::Approver { .. }
+            | Caller::TicketSystem { .. }
+            | Caller::Engineer { .. }
+            | Caller::Edge { .. } => None,
+        }
+    }
+
+    /// The engineer's uid, when the caller is an engineer.
+    pub fn engineer(&self) -> Option<&str> {
+        match self {
+            Caller::Engineer { uid, .. } => Some(uid),
+            Caller::Operator { .. }
+            | Caller::Reviewer { .. }
+            | Caller::Approver { .. }
+            | Caller::TicketSystem { .. }
+            | Caller::Gateway { .. }
+            | Caller::Edge { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,

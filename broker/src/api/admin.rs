@@ -10,9 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Body, check_name, created, refuse};
+use super::{Body, check_name, created, permit};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, new_api_token, random_id, token_hash};
+use crate::authz::{Action, Scope, customer_view};
 use crate::directory::hash_argon2;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
@@ -39,24 +40,9 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/whoami", get(whoami))
 }
 
-pub(super) async fn operator_only(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
-    match caller {
-        Caller::Operator { .. } => Ok(()),
-        Caller::Reviewer { .. }
-        | Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only the operator may do this",
-            None,
-            None,
-        )
-        .await),
-    }
+/// The operator's administration: `action` is one only the operator may do.
+pub(super) async fn operator_only(b: &Broker, caller: &Caller, action: Action) -> ApiResult<()> {
+    permit(b, caller, action, Scope::None).await
 }
 
 pub(super) async fn admin_event(
@@ -93,7 +79,7 @@ async fn create_customer(
     caller: Caller,
     Body(req): Body<NewCustomer>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Customer>)> {
-    operator_only(&b, &caller, "create_customer").await?;
+    operator_only(&b, &caller, Action::CreateCustomer).await?;
     check_name("customer", &req.id)?;
     let c = Customer {
         name: req.name.unwrap_or_else(|| req.id.clone()),
@@ -115,29 +101,12 @@ async fn list_customers(
     State(b): State<Arc<Broker>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Customer>>> {
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => Ok(Json(b.store.customers().await?)),
-        Caller::Approver { customer, .. } => Ok(Json(
-            b.store
-                .customers()
-                .await?
-                .into_iter()
-                .filter(|c| &c.id == customer)
-                .collect(),
-        )),
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            &b,
-            &caller,
-            "list_customers",
-            "not allowed to list customers",
-            None,
-            None,
-        )
-        .await),
-    }
+    permit(&b, &caller, Action::ListCustomers, Scope::None).await?;
+    let all = b.store.customers().await?;
+    Ok(Json(match customer_view(&caller) {
+        None => all,
+        Some(own) => all.into_iter().filter(|c| c.id == own).collect(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -152,7 +121,7 @@ async fn create_cluster(
     caller: Caller,
     Body(req): Body<NewCluster>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Cluster>)> {
-    operator_only(&b, &caller, "create_cluster").await?;
+    operator_only(&b, &caller, Action::CreateCluster).await?;
     check_name("cluster", &req.id)?;
     if !b.store.customer_exists(&req.customer).await? {
         return Err(ApiError::NotFound(format!("customer {:?}", req.customer)));
@@ -177,21 +146,8 @@ async fn list_clusters(
     State(b): State<Arc<Broker>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Cluster>>> {
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::TicketSystem { .. } => {
-            Ok(Json(b.store.clusters(None).await?))
-        }
-        Caller::Approver { customer, .. } => Ok(Json(b.store.clusters(Some(customer)).await?)),
-        Caller::Engineer { .. } | Caller::Gateway { .. } | Caller::Edge { .. } => Err(refuse(
-            &b,
-            &caller,
-            "list_clusters",
-            "not allowed to list clusters",
-            None,
-            None,
-        )
-        .await),
-    }
+    permit(&b, &caller, Action::ListClusters, Scope::None).await?;
+    Ok(Json(b.store.clusters(customer_view(&caller)).await?))
 }
 
 #[derive(Deserialize)]
@@ -284,7 +240,7 @@ async fn create_node(
     Path(cluster): Path<String>,
     Body(req): Body<NewNode>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Node>)> {
-    operator_only(&b, &caller, "create_node").await?;
+    operator_only(&b, &caller, Action::CreateNode).await?;
     check_name("node", &req.name)?;
     check_address(&req.address)?;
     let host_keys = check_host_keys(&req.host_keys)?;
@@ -322,7 +278,7 @@ async fn update_node(
     Path((cluster, node)): Path<(String, String)>,
     Body(req): Body<NodeChange>,
 ) -> ApiResult<Json<Node>> {
-    operator_only(&b, &caller, "update_node").await?;
+    operator_only(&b, &caller, Action::UpdateNode).await?;
     if let Some(a) = &req.address {
         check_address(a)?;
     }
@@ -374,25 +330,11 @@ async fn list_nodes(
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound("cluster".into()));
     };
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
-        Caller::Approver { customer, .. } if customer == &c.customer => {}
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "list_nodes",
-                "not allowed to list this cluster's nodes",
-                None,
-                Some(&c.id),
-            )
-            .await);
-        }
-    }
+    let scope = Scope::Cluster {
+        customer: Some(&c.customer),
+        cluster: &c.id,
+    };
+    permit(&b, &caller, Action::ListNodes, scope).await?;
     Ok(Json(b.store.nodes(&c.id).await?))
 }
 
@@ -463,8 +405,12 @@ async fn disable(
     name: &str,
     reason: Option<String>,
 ) -> ApiResult<Json<Value>> {
-    let action = format!("disable_{kind}");
-    operator_only(b, caller, &action).await?;
+    let action = if kind == "engineer" {
+        Action::DisableEngineer
+    } else {
+        Action::DisableAccount
+    };
+    operator_only(b, caller, action).await?;
     check_name(kind, name)?;
     let reason = reason.unwrap_or_else(|| "disabled by the operator".into());
     if reason.len() > 1024 {
@@ -498,7 +444,7 @@ async fn disable(
         0
     };
     let engineer = (kind == "engineer").then_some(name);
-    admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
+    admin_event(b, caller, action.name(), name, [None, None, None, engineer]).await?;
     Ok(Json(
         json!({kind: name, "disabled": true, "reason": reason, "certificates_revoked": revoked}),
     ))
@@ -511,14 +457,18 @@ async fn enable(
     kind: &str,
     name: &str,
 ) -> ApiResult<Json<Value>> {
-    let action = format!("enable_{kind}");
-    operator_only(b, caller, &action).await?;
+    let action = if kind == "engineer" {
+        Action::EnableEngineer
+    } else {
+        Action::EnableAccount
+    };
+    operator_only(b, caller, action).await?;
     check_name(kind, name)?;
     if !b.store.enable(&crate::auth::principal(kind, name)).await? {
         return Err(ApiError::NotFound(format!("a disabled {kind} {name:?}")));
     }
     let engineer = (kind == "engineer").then_some(name);
-    admin_event(b, caller, &action, name, [None, None, None, engineer]).await?;
+    admin_event(b, caller, action.name(), name, [None, None, None, engineer]).await?;
     Ok(Json(json!({kind: name, "disabled": false})))
 }
 
@@ -527,7 +477,7 @@ async fn enroll_engineer(
     caller: Caller,
     Body(req): Body<EnrollEngineer>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Enrollment>)> {
-    operator_only(&b, &caller, "enroll_engineer").await?;
+    operator_only(&b, &caller, Action::EnrollEngineer).await?;
     check_name("engineer", &req.uid)?;
     let secret = totp::new_secret();
     b.store
@@ -566,7 +516,7 @@ async fn create_account(
     caller: Caller,
     Body(req): Body<NewAccount>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Enrollment>)> {
-    operator_only(&b, &caller, "create_account").await?;
+    operator_only(&b, &caller, Action::CreateAccount).await?;
     check_name("user name", &req.username)?;
     match (req.role.as_str(), &req.customer) {
         ("approver", Some(c)) => {
@@ -635,7 +585,7 @@ struct NewToken {
 }
 
 async fn list_tokens(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    operator_only(&b, &caller, "list_tokens").await?;
+    operator_only(&b, &caller, Action::ListTokens).await?;
     Ok(Json(json!({"tokens": b.store.tokens().await?})))
 }
 
@@ -646,7 +596,7 @@ async fn revoke_token(
     caller: Caller,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<Json<Value>> {
-    operator_only(&b, &caller, "revoke_token").await?;
+    operator_only(&b, &caller, Action::RevokeToken).await?;
     check_name("token id", &id)?;
     let Some(t) = b.store.revoke_token(&id).await? else {
         return Err(ApiError::NotFound(format!(
@@ -671,7 +621,7 @@ async fn create_token(
     caller: Caller,
     Body(req): Body<NewToken>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    operator_only(&b, &caller, "create_token").await?;
+    operator_only(&b, &caller, Action::CreateToken).await?;
     check_name("token name", &req.name)?;
     match (req.role.as_str(), &req.customer) {
         // A ticket system may be scoped to one customer (a customer's own ticketing).

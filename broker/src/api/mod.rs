@@ -24,7 +24,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::authz::{Action, Answer, Refusal, Scope, authorize};
+use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 
 /// The OpenAPI document, kept next to the code it describes.
@@ -111,6 +112,69 @@ async fn request_span(
     }
     .instrument(span)
     .await
+}
+
+/// Ask [`authorize`] and audit a refusal that says so: `Ok(Err(refusal))` when the caller may
+/// not (the caller answers it), `Err` only when the audit event could not be written.
+pub(crate) async fn decide(
+    b: &Broker,
+    caller: &Caller,
+    action: Action,
+    scope: Scope<'_>,
+) -> Result<Result<(), Refusal>, ApiError> {
+    let Err(r) = authorize(caller, action, scope) else {
+        return Ok(Ok(()));
+    };
+    match r.answer {
+        Answer::Forbidden | Answer::Hidden => {
+            let event = crate::audit::AuditEvent::Refused {
+                by: caller.label(),
+                action: action.name().into(),
+                reason: r.reason.to_string(),
+                customer: r.customer.clone(),
+                cluster: r.cluster.clone(),
+            };
+            b.store.audit(&event).await.map_err(ApiError::Internal)?;
+        }
+        Answer::Unseen => {}
+    }
+    Ok(Err(r))
+}
+
+/// [`decide`], answering a refusal: 403 with its reason, or "`hidden` not found".
+pub(crate) async fn permit_or_hide(
+    b: &Broker,
+    caller: &Caller,
+    action: Action,
+    scope: Scope<'_>,
+    hidden: &str,
+) -> ApiResult<()> {
+    match decide(b, caller, action, scope).await? {
+        Ok(()) => Ok(()),
+        Err(r) => Err(match r.answer {
+            Answer::Forbidden => ApiError::Forbidden(r.reason.into_owned()),
+            Answer::Hidden | Answer::Unseen => ApiError::NotFound(hidden.into()),
+        }),
+    }
+}
+
+/// [`decide`] for an action whose refusals are all 403 with their reason.
+pub(crate) async fn permit(
+    b: &Broker,
+    caller: &Caller,
+    action: Action,
+    scope: Scope<'_>,
+) -> ApiResult<()> {
+    permit_or_hide(b, caller, action, scope, "it").await
+}
+
+/// The authorization table allowed `action` to a caller that is not who the handler needs (a
+/// gateway, an engineer...): a mistake in the table, answered as an internal error.
+pub(crate) fn not_the_caller(action: Action) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!(
+        "{} was allowed to a caller of another kind",
+        action.name()
+    ))
 }
 
 /// Refuse with an audit event: the caller may not do this.

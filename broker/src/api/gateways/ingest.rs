@@ -8,9 +8,10 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{Body, refuse, refuse_by};
+use crate::api::{Body, not_the_caller, permit, refuse, refuse_by};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS};
 use crate::auth::Caller;
+use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::IngestRefusal;
@@ -20,7 +21,8 @@ use sallyport_audit::writers::Writer;
 /// ([`sallyport_audit::writers`]): a gateway writes `gateway:<id>` about its own cluster; an
 /// edge writes `edge:<name>` about its own connections (of every cluster: engineers of all
 /// clusters pass through it). Everyone else is refused.
-async fn chain_writer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<Writer> {
+async fn chain_writer(b: &Broker, caller: &Caller, action: Action) -> ApiResult<Writer> {
+    permit(b, caller, action, Scope::None).await?;
     match caller {
         Caller::Gateway { id, cluster } => Ok(Writer::Gateway {
             id: id.clone(),
@@ -31,15 +33,7 @@ async fn chain_writer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<Wr
         | Caller::Reviewer { .. }
         | Caller::Approver { .. }
         | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only a gateway or an edge may ship audit records",
-            None,
-            None,
-        )
-        .await),
+        | Caller::Engineer { .. } => Err(not_the_caller(action)),
     }
 }
 
@@ -75,7 +69,7 @@ pub(super) async fn ingest(
     Body(req): Body<IngestInput>,
 ) -> ApiResult<Json<Value>> {
     const ACTION: &str = "audit_ingest";
-    let writer = chain_writer(&b, &caller, ACTION).await?;
+    let writer = chain_writer(&b, &caller, Action::AuditIngest).await?;
     let source = writer.source();
     let cluster = match &writer {
         Writer::Gateway { cluster, .. } => Some(cluster.clone()),

@@ -23,9 +23,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admin::{admin_event, operator_only};
-use super::{Body, check_name, created, refuse};
+use super::{Body, check_name, created, not_the_caller, permit};
 use crate::audit::sanitize;
 use crate::auth::{Caller, new_join_token, random_id, token_hash};
+use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{Gateway, now_secs};
@@ -76,16 +77,9 @@ async fn register_edge(
     caller: Caller,
     Body(req): Body<EdgeSelf>,
 ) -> ApiResult<Json<Value>> {
+    permit(&b, &caller, Action::RegisterEdge, Scope::None).await?;
     let Caller::Edge { name } = &caller else {
-        return Err(refuse(
-            &b,
-            &caller,
-            "register_edge",
-            "only an edge registers itself (an API token of role edge)",
-            None,
-            None,
-        )
-        .await);
+        return Err(not_the_caller(Action::RegisterEdge));
     };
     let key = PublicKey::from_openssh(req.host_key.trim()).map_err(|_| {
         ApiError::BadRequest(
@@ -132,19 +126,13 @@ async fn register_edge(
 pub(super) async fn gateway_only(
     b: &Broker,
     caller: &Caller,
-    action: &str,
+    action: Action,
 ) -> ApiResult<(String, String)> {
-    match caller {
-        Caller::Gateway { id, cluster } => Ok((id.clone(), cluster.clone())),
-        Caller::Operator { .. }
-        | Caller::Reviewer { .. }
-        | Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Edge { .. } => {
-            Err(refuse(b, caller, action, "only a gateway may do this", None, None).await)
-        }
-    }
+    permit(b, caller, action, Scope::None).await?;
+    caller
+        .gateway()
+        .map(|(id, cluster)| (id.to_string(), cluster.to_string()))
+        .ok_or_else(|| not_the_caller(action))
 }
 
 // --- the operator's side ---
@@ -161,7 +149,7 @@ async fn create_gateway(
     Path(cluster): Path<String>,
     Body(req): Body<NewGateway>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    operator_only(&b, &caller, "create_gateway").await?;
+    operator_only(&b, &caller, Action::CreateGateway).await?;
     check_name("gateway name", &req.name)?;
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound(format!(
@@ -213,26 +201,12 @@ async fn list_gateways(
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound("cluster".into()));
     };
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
-        // The customer's admins put the node CA key into their nodes' TrustedUserCAKeys.
-        Caller::Approver { customer, .. } if customer == &c.customer => {}
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "list_gateways",
-                "not allowed to list this cluster's gateways",
-                None,
-                Some(&c.id),
-            )
-            .await);
-        }
-    }
+    // The customer's admins put the node CA key into their nodes' TrustedUserCAKeys.
+    let scope = Scope::Cluster {
+        customer: Some(&c.customer),
+        cluster: &c.id,
+    };
+    permit(&b, &caller, Action::ListGateways, scope).await?;
     Ok(Json(b.store.gateways(&c.id).await?))
 }
 
@@ -241,7 +215,7 @@ async fn revoke_gateway(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Gateway>> {
-    operator_only(&b, &caller, "revoke_gateway").await?;
+    operator_only(&b, &caller, Action::RevokeGateway).await?;
     let Some(g) = b.store.gateway(&id).await? else {
         return Err(ApiError::NotFound("gateway".into()));
     };
@@ -282,7 +256,7 @@ async fn host_ca(
 // --- the gateway's side ---
 
 async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    let (id, cluster) = gateway_only(&b, &caller, "gateway_self").await?;
+    let (id, cluster) = gateway_only(&b, &caller, Action::GatewaySelf).await?;
     let g = b
         .store
         .gateway(&id)

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::gateway_only;
-use crate::api::{check_name, refuse, refuse_by};
+use crate::api::{check_name, permit, permit_or_hide, refuse_by};
 use crate::audit::{AuditEvent, sanitize};
 use crate::auth::Caller;
+use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::recordings::Kept;
 use crate::state::Broker;
@@ -68,7 +69,7 @@ pub(super) async fn upload_recording(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
-    const ACTION: &str = "upload_recording";
+    const ACTION: Action = Action::UploadRecording;
     let (gateway, cluster) = gateway_only(&b, &caller, ACTION).await?;
     check_session(&session)?;
     let mut engineer = optional_name("engineer", &meta.engineer)?;
@@ -140,7 +141,7 @@ pub(super) async fn upload_recording(
             return Err(refuse_by(
                 &b,
                 &caller.label(),
-                ACTION,
+                ACTION.name(),
                 &format!("a different recording of session {session} is already stored"),
                 None,
                 Some(&cluster),
@@ -181,41 +182,20 @@ pub(super) async fn download_recording(
     caller: Caller,
     Path(session): Path<String>,
 ) -> ApiResult<Response> {
-    let own = match &caller {
-        Caller::Reviewer { .. } | Caller::Operator { .. } => None,
-        // A customer sees everything done on its own nodes.
-        Caller::Approver { customer, .. } => Some(customer.clone()),
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "read_recording",
-                "only reviewers, the operator and the customer's approvers may read recordings",
-                None,
-                None,
-            )
-            .await);
-        }
-    };
+    const ACTION: Action = Action::ReadRecording;
+    const NOT_FOUND: &str = "recording";
+    permit(&b, &caller, ACTION, Scope::Unread).await?;
     check_session(&session)?;
     let Some(r) = b.store.recording(&session).await? else {
-        return Err(ApiError::NotFound("recording".into()));
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
     };
-    if !crate::api::in_scope(
-        &b,
-        &caller,
-        own.as_deref(),
-        &r.cluster,
-        "read_recording",
-        "a recording of another customer's cluster",
-    )
-    .await?
-    {
-        return Err(ApiError::NotFound("recording".into()));
-    }
+    // A customer sees everything done on its own nodes.
+    let owner = b.store.cluster(&r.cluster).await?.map(|c| c.customer);
+    let scope = Scope::Cluster {
+        customer: owner.as_deref(),
+        cluster: &r.cluster,
+    };
+    permit_or_hide(&b, &caller, ACTION, scope, NOT_FOUND).await?;
     let Some(opened) = b.recordings.open(&r).await? else {
         return Err(ApiError::NotFound("recording file".into()));
     };
