@@ -8,9 +8,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::refuse;
+use super::permit;
 use crate::audit::{AuditRecord, SUBJECT_FIELDS};
 use crate::auth::Caller;
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::ApiResult;
 use crate::state::Broker;
 use crate::store::{AuditCursor, AuditQuery};
@@ -24,23 +25,9 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/audit/keys", get(keys))
 }
 
-pub(super) async fn reviewer(b: &Broker, caller: &Caller, action: &str) -> ApiResult<()> {
-    match caller {
-        Caller::Reviewer { .. } | Caller::Operator { .. } => Ok(()),
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only reviewers and the operator may read the audit log",
-            None,
-            None,
-        )
-        .await),
-    }
+/// The audit log's readers: reviewers and the operator.
+pub(super) async fn reviewer(b: &Broker, caller: &Caller, action: Action) -> ApiResult<()> {
+    permit(b, caller, action, Scope::None).await
 }
 
 /// An event as search prints it: `kind`, `time` (RFC 3339), the subject fields (null when the
@@ -71,18 +58,8 @@ pub(crate) async fn search(
 ) -> ApiResult<Json<Value>> {
     // Reviewers and the operator see every customer; a customer's approver the events on its
     // own clusters (the same search, narrowed here).
-    q.customer = match &caller {
-        Caller::Approver { customer, .. } => Some(customer.clone()),
-        Caller::Reviewer { .. }
-        | Caller::Operator { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            reviewer(&b, &caller, "audit_search").await?;
-            None
-        }
-    };
+    permit(&b, &caller, Action::SearchAudit, Scope::None).await?;
+    q.customer = customer_view(&caller).map(str::to_string);
     q.check()
         .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))?;
     let records = b.store.audit_search(&q).await?;
@@ -98,7 +75,7 @@ pub(crate) async fn search(
 }
 
 async fn sources(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    reviewer(&b, &caller, "audit_sources").await?;
+    reviewer(&b, &caller, Action::AuditSources).await?;
     let heads: Vec<Value> = b
         .store
         .audit_heads()
@@ -124,7 +101,7 @@ async fn chain(
     caller: Caller,
     Query(q): Query<ChainQuery>,
 ) -> ApiResult<Json<Value>> {
-    reviewer(&b, &caller, "audit_chain").await?;
+    reviewer(&b, &caller, Action::AuditChain).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let records = b.store.audit_chain(&q.source, q.after_seq, limit).await?;
     Ok(Json(json!({"records": records})))
@@ -135,7 +112,7 @@ async fn signatures(
     caller: Caller,
     Query(q): Query<ChainQuery>,
 ) -> ApiResult<Json<Value>> {
-    reviewer(&b, &caller, "audit_signatures").await?;
+    reviewer(&b, &caller, Action::AuditSignatures).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let signatures = b
         .store
@@ -147,7 +124,7 @@ async fn signatures(
 /// The public keys that sign each chain: the broker's own (from its data_dir) and those pinned
 /// for gateways and edges. `sallyport audit keys` writes them as a file for `audit verify --keys`.
 async fn keys(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    reviewer(&b, &caller, "audit_keys").await?;
+    reviewer(&b, &caller, Action::AuditKeys).await?;
     let mut keys: Vec<Value> = Vec::new();
     if let Some(k) = b.store.broker_audit_key() {
         let mut k = k.clone();

@@ -289,7 +289,7 @@ pub(crate) async fn export(
     caller: Caller,
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Response> {
-    reviewer(&b, &caller, "audit_export").await?;
+    reviewer(&b, &caller, crate::authz::Action::ExportAudit).await?;
     let sel = selection(q)?;
     let (broker_line, broker_fp) = broker_key(&b)?;
     let events = select(&b, &sel).await?;

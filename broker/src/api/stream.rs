@@ -20,10 +20,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::audit::{flatten, reviewer};
-use super::refuse;
+use super::audit::flatten;
+use super::permit;
 use crate::audit::AuditRecord;
 use crate::auth::Caller;
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{Page, Round, StreamCursor, StreamFilter, merge_round};
@@ -106,35 +107,14 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Response> {
-    const ACTION: &str = "audit_stream";
-    let scope = match &caller {
-        Caller::Approver { customer, .. } => Some(customer.clone()),
-        Caller::Reviewer { .. }
-        | Caller::Operator { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            reviewer(&b, &caller, ACTION).await?;
-            None
-        }
-    };
+    const ACTION: Action = Action::StreamAudit;
+    permit(&b, &caller, ACTION, Scope::Unread).await?;
     let format = Format::parse(q.format.as_deref())?;
-    let customer = match (scope, q.customer) {
-        (Some(own), Some(asked)) if own != asked => {
-            return Err(refuse(
-                &b,
-                &caller,
-                ACTION,
-                "a customer's approver reads only its own customer's events",
-                Some(&asked),
-                None,
-            )
-            .await);
-        }
-        (Some(own), _) => Some(own),
-        (None, asked) => asked,
-    };
+    // A customer's approver reads only its own customer's events.
+    if let Some(asked) = &q.customer {
+        permit(&b, &caller, ACTION, Scope::Customer(asked)).await?;
+    }
+    let customer = customer_view(&caller).map(str::to_string).or(q.customer);
     let filter = StreamFilter {
         engineer: q.engineer,
         ticket: q.ticket,
