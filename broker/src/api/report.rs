@@ -13,9 +13,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::refuse;
+use super::{permit, permit_or_hide};
 use crate::audit::sanitize;
 use crate::auth::Caller;
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{AuditQuery, now_ms};
@@ -128,29 +129,30 @@ impl Report {
 /// Build the report `q` asks for, as `caller` may see it. Another customer's cluster is "not
 /// found" (audited).
 pub async fn build(b: &Broker, caller: &Caller, q: &ReportQuery) -> ApiResult<Report> {
-    const ACTION: &str = "report";
-    let scope = super::sessions::session_scope(b, caller, ACTION).await?;
+    const ACTION: Action = Action::Report;
+    permit(b, caller, ACTION, Scope::Unread).await?;
     let clusters: Vec<String> = b
         .store
-        .clusters(scope.as_deref())
+        .clusters(customer_view(caller))
         .await?
         .into_iter()
         .map(|c| c.id)
         .collect();
     let cluster = q.cluster.trim().to_string();
-    if !cluster.is_empty() && !clusters.contains(&cluster) {
-        let _ = refuse(
+    if !cluster.is_empty() {
+        let owner = b.store.cluster(&cluster).await?.map(|c| c.customer);
+        let scope = Scope::Cluster {
+            customer: owner.as_deref(),
+            cluster: &cluster,
+        };
+        permit_or_hide(
             b,
             caller,
             ACTION,
-            "a report of a cluster the caller may not see",
-            scope.as_deref(),
-            Some(&cluster),
+            scope,
+            "a cluster with this name that is yours to report on",
         )
-        .await;
-        return Err(ApiError::NotFound(
-            "a cluster with this name that is yours to report on".into(),
-        ));
+        .await?;
     }
     let now = now_ms();
     let until_ms = q.until.map_or(now, |s| s.saturating_mul(1000));
@@ -165,7 +167,7 @@ pub async fn build(b: &Broker, caller: &Caller, q: &ReportQuery) -> ApiResult<Re
     }
     let sessions = b
         .store
-        .session_summaries(scope.as_deref(), false, 10_000)
+        .session_summaries(customer_view(caller), false, 10_000)
         .await?;
     let mut rows = Vec::new();
     for s in sessions.iter().filter(|s| {

@@ -13,9 +13,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, refuse};
+use super::{Body, not_the_caller, permit, permit_or_hide};
 use crate::audit::{AuditEvent, sanitize};
 use crate::auth::Caller;
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{SessionSummary, now_secs};
@@ -31,65 +32,29 @@ pub fn router() -> Router<Arc<Broker>> {
 }
 
 /// The session `session` when the caller may see it: its cluster and the cluster's customer.
-/// Another customer's session is "not found" (audited by `in_scope`), as is one that does not
-/// exist.
+/// Another customer's session is "not found" (audited), as is one that does not exist.
 pub(crate) async fn session_in_scope(
     b: &Broker,
     caller: &Caller,
     session: &str,
-    action: &str,
+    action: Action,
 ) -> ApiResult<(String, String)> {
-    let scope = session_scope(b, caller, action).await?;
-    let not_found = || ApiError::NotFound("a session with this id on a cluster you may see".into());
+    const NOT_FOUND: &str = "a session with this id on a cluster you may see";
+    permit(b, caller, action, Scope::Unread).await?;
+    let not_found = || ApiError::NotFound(NOT_FOUND.into());
     if !sallyport_audit::writers::valid_session(session) {
         return Err(not_found());
     }
     let Some(cluster) = b.store.session_cluster(session).await? else {
         return Err(not_found());
     };
-    if !super::in_scope(
-        b,
-        caller,
-        scope.as_deref(),
-        &cluster,
-        action,
-        "a session on another customer's cluster",
-    )
-    .await?
-    {
-        return Err(not_found());
-    }
-    let customer = b
-        .store
-        .cluster(&cluster)
-        .await?
-        .map(|c| c.customer)
-        .unwrap_or_default();
-    Ok((cluster, customer))
-}
-
-/// Whose sessions the caller may see: `Ok(None)` every customer's, `Ok(Some(c))` customer c's.
-pub(crate) async fn session_scope(
-    b: &Broker,
-    caller: &Caller,
-    action: &str,
-) -> ApiResult<Option<String>> {
-    match caller {
-        Caller::Reviewer { .. } | Caller::Operator { .. } => Ok(None),
-        Caller::Approver { customer, .. } => Ok(Some(customer.clone())),
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only reviewers, customer approvers and the operator may see or end sessions",
-            None,
-            None,
-        )
-        .await),
-    }
+    let owner = b.store.cluster(&cluster).await?.map(|c| c.customer);
+    let scope = Scope::Cluster {
+        customer: owner.as_deref(),
+        cluster: &cluster,
+    };
+    permit_or_hide(b, caller, action, scope, NOT_FOUND).await?;
+    Ok((cluster, owner.unwrap_or_default()))
 }
 
 pub(crate) fn summary_json(s: &SessionSummary) -> Value {
@@ -113,10 +78,10 @@ pub(crate) async fn list_sessions(
     caller: Caller,
     Query(q): Query<ListSessions>,
 ) -> ApiResult<Json<Value>> {
-    let scope = session_scope(&b, &caller, "list_sessions").await?;
+    permit(&b, &caller, Action::ListSessions, Scope::None).await?;
     let list = b
         .store
-        .session_summaries(scope.as_deref(), q.live, q.limit.unwrap_or(200))
+        .session_summaries(customer_view(&caller), q.live, q.limit.unwrap_or(200))
         .await?;
     Ok(Json(
         json!({"sessions": list.iter().map(summary_json).collect::<Vec<_>>()}),
@@ -135,8 +100,8 @@ pub(crate) async fn terminate(
     Path(session): Path<String>,
     Body(req): Body<TerminateInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    const ACTION: &str = "terminate_session";
-    session_scope(&b, &caller, ACTION).await?;
+    const ACTION: Action = Action::TerminateSession;
+    permit(&b, &caller, ACTION, Scope::Unread).await?;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.len() > 500 {
         return Err(ApiError::BadRequest(
@@ -181,7 +146,7 @@ async fn gateway_terminations(
     caller: Caller,
     Query(q): Query<Since>,
 ) -> ApiResult<Json<Value>> {
-    let cluster = gateway_cluster(&b, &caller, "gateway_terminations").await?;
+    let cluster = gateway_cluster(&b, &caller, Action::GatewayTerminations).await?;
     let since = q.since.unwrap_or_else(|| now_secs().saturating_sub(600));
     let list: Vec<Value> = b
         .store
@@ -202,7 +167,7 @@ pub(crate) async fn live(
     caller: Caller,
     Path(session): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (cluster, customer) = session_in_scope(&b, &caller, &session, "watch_session").await?;
+    let (cluster, customer) = session_in_scope(&b, &caller, &session, Action::WatchSession).await?;
     let ended = b.store.session_ended(&session).await?;
     let by = caller.label();
     if !ended && b.store.watch(&session, &cluster, &by).await? {
@@ -250,7 +215,7 @@ fn tail(s: &str, max: usize) -> &str {
 /// The sessions of the calling gateway's cluster someone watches now (`sessions`), and those
 /// an approver of the customer watches (`observed`: a moderated session may start).
 async fn gateway_watches(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    let cluster = gateway_cluster(&b, &caller, "gateway_watches").await?;
+    let cluster = gateway_cluster(&b, &caller, Action::GatewayWatches).await?;
     let watched = b.store.watched_sessions(&cluster).await?;
     let sessions: Vec<&str> = watched.iter().map(|w| w.session.as_str()).collect();
     let observed: Vec<&str> = watched
@@ -261,11 +226,12 @@ async fn gateway_watches(State(b): State<Arc<Broker>>, caller: Caller) -> ApiRes
     Ok(Json(json!({"sessions": sessions, "observed": observed})))
 }
 
-async fn gateway_cluster(b: &Broker, caller: &Caller, action: &str) -> ApiResult<String> {
-    match caller {
-        Caller::Gateway { cluster, .. } => Ok(cluster.clone()),
-        _ => Err(refuse(b, caller, action, "only a gateway may do this", None, None).await),
-    }
+async fn gateway_cluster(b: &Broker, caller: &Caller, action: Action) -> ApiResult<String> {
+    permit(b, caller, action, Scope::None).await?;
+    caller
+        .gateway()
+        .map(|(_, cluster)| cluster.to_string())
+        .ok_or_else(|| not_the_caller(action))
 }
 
 /// A live chunk is at most this long (bytes).
@@ -292,24 +258,21 @@ async fn gateway_live(
     caller: Caller,
     Body(c): Body<LiveChunk>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    const ACTION: &str = "gateway_live";
-    let cluster = gateway_cluster(&b, &caller, ACTION).await?;
-    let own = sallyport_audit::writers::valid_session(&c.session)
+    const ACTION: Action = Action::GatewayLive;
+    gateway_cluster(&b, &caller, ACTION).await?;
+    let reported = if sallyport_audit::writers::valid_session(&c.session)
         && c.recording
             .strip_prefix(&format!("{}-c", c.session))
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|d| d.is_ascii_digit()))
-        && b.store.session_cluster(&c.session).await?.as_deref() == Some(cluster.as_str());
-    if !own {
-        return Err(refuse(
-            &b,
-            &caller,
-            ACTION,
-            "a live recording of a session this gateway did not report",
-            None,
-            None,
-        )
-        .await);
-    }
+    {
+        b.store.session_cluster(&c.session).await?
+    } else {
+        None
+    };
+    let scope = Scope::Session {
+        cluster: reported.as_deref(),
+    };
+    permit(&b, &caller, ACTION, scope).await?;
     if c.data.len() > MAX_LIVE_CHUNK || c.header.len() > 4096 {
         return Err(ApiError::BadRequest(format!(
             "a live chunk is at most {MAX_LIVE_CHUNK} bytes and its header 4096"
