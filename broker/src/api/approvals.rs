@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::certs::revoke_and_audit;
-use super::{Body, check_name, created, refuse};
+use super::{Body, check_name, created, permit, permit_or_hide};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, random_id};
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, Vote, now_secs};
@@ -39,11 +40,12 @@ pub fn router() -> Router<Arc<Broker>> {
         )
 }
 
-/// The approver's customer, when the caller is an approver of the cluster's customer.
+/// The cluster's customer, when the caller may act on the cluster's approvals (an approver of
+/// that customer).
 async fn approver_of(
     b: &Broker,
     caller: &Caller,
-    action: &str,
+    action: Action,
     cluster: &str,
 ) -> ApiResult<String> {
     let Some(c) = b.store.cluster(cluster).await? else {
@@ -52,32 +54,12 @@ async fn approver_of(
             crate::audit::sanitize(cluster)
         )));
     };
-    match caller {
-        Caller::Approver { customer, .. } if customer == &c.customer => Ok(c.customer),
-        Caller::Approver { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "this cluster belongs to another customer: you may only act on your own clusters",
-            Some(&c.customer),
-            Some(&c.id),
-        )
-        .await),
-        Caller::Operator { .. }
-        | Caller::Reviewer { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only the customer's approvers may do this",
-            Some(&c.customer),
-            Some(&c.id),
-        )
-        .await),
-    }
+    let scope = Scope::Cluster {
+        customer: Some(&c.customer),
+        cluster: &c.id,
+    };
+    permit(b, caller, action, scope).await?;
+    Ok(c.customer)
 }
 
 #[derive(Deserialize)]
@@ -170,7 +152,7 @@ pub(crate) async fn create_approval(
     caller: Caller,
     Body(req): Body<ApprovalInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Approval>)> {
-    let customer = approver_of(&b, &caller, "create_approval", &req.cluster).await?;
+    let customer = approver_of(&b, &caller, Action::CreateApproval, &req.cluster).await?;
     check_input(&req)?;
     let now = now_secs();
     let a = Approval {
@@ -210,7 +192,12 @@ pub(crate) async fn create_approval(
 }
 
 /// Load an approval the caller may change.
-async fn own_approval(b: &Broker, caller: &Caller, action: &str, id: &str) -> ApiResult<Approval> {
+async fn own_approval(
+    b: &Broker,
+    caller: &Caller,
+    action: Action,
+    id: &str,
+) -> ApiResult<Approval> {
     let Some(a) = b.store.approval(id).await? else {
         return Err(ApiError::NotFound("approval".into()));
     };
@@ -224,7 +211,7 @@ async fn edit_approval(
     Path(id): Path<String>,
     Body(req): Body<ApprovalInput>,
 ) -> ApiResult<Json<Approval>> {
-    let old = own_approval(&b, &caller, "edit_approval", &id).await?;
+    let old = own_approval(&b, &caller, Action::EditApproval, &id).await?;
     if old.withdrawn_at.is_some() {
         return Err(ApiError::Conflict(
             "this approval was withdrawn: create a new one".into(),
@@ -282,7 +269,7 @@ pub(crate) async fn withdraw_approval(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Approval>> {
-    let old = own_approval(&b, &caller, "withdraw_approval", &id).await?;
+    let old = own_approval(&b, &caller, Action::WithdrawApproval, &id).await?;
     if old.withdrawn_at.is_some() {
         return Ok(Json(old));
     }
@@ -323,27 +310,10 @@ pub(crate) async fn list_approvals(
     caller: Caller,
     Query(q): Query<ListApprovals>,
 ) -> ApiResult<Json<Vec<Approval>>> {
-    let customer = match &caller {
-        Caller::Approver { customer, .. } => Some(customer.clone()),
-        Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "list_approvals",
-                "not allowed to list approvals",
-                None,
-                None,
-            )
-            .await);
-        }
-    };
+    permit(&b, &caller, Action::ListApprovals, Scope::None).await?;
     Ok(Json(
         b.store
-            .approvals(customer.as_deref(), q.cluster.as_deref())
+            .approvals(customer_view(&caller), q.cluster.as_deref())
             .await?,
     ))
 }
@@ -356,46 +326,12 @@ pub(crate) async fn get_approval(
     let Some(a) = b.store.approval(&id).await? else {
         return Err(ApiError::NotFound("approval".into()));
     };
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => Ok(Json(a)),
-        Caller::Approver { customer, .. } if customer == &a.customer => Ok(Json(a)),
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(ApiError::NotFound("approval".into())),
-    }
+    let scope = Scope::Customer(&a.customer);
+    permit_or_hide(&b, &caller, Action::ReadApproval, scope, "approval").await?;
+    Ok(Json(a))
 }
 
 // --- customer policies ---
-
-async fn own_customer(
-    b: &Broker,
-    caller: &Caller,
-    action: &str,
-    customer: &str,
-    write: bool,
-) -> ApiResult<()> {
-    match caller {
-        Caller::Approver { customer: own, .. } if own == customer => Ok(()),
-        Caller::Operator { .. } | Caller::Reviewer { .. } if !write => Ok(()),
-        Caller::Approver { .. }
-        | Caller::Operator { .. }
-        | Caller::Reviewer { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => Err(refuse(
-            b,
-            caller,
-            action,
-            "only the customer's own approvers may do this",
-            Some(customer),
-            None,
-        )
-        .await),
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,7 +345,7 @@ pub(crate) async fn save_policy(
     Path((customer, name)): Path<(String, String)>,
     Body(req): Body<PolicyInput>,
 ) -> ApiResult<Json<CustomerPolicy>> {
-    own_customer(&b, &caller, "save_policy", &customer, true).await?;
+    permit(&b, &caller, Action::SavePolicy, Scope::Customer(&customer)).await?;
     check_name("policy name", &name)?;
     let checked = b
         .engine
@@ -449,7 +385,13 @@ pub(crate) async fn delete_policy(
     caller: Caller,
     Path((customer, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    own_customer(&b, &caller, "delete_policy", &customer, true).await?;
+    permit(
+        &b,
+        &caller,
+        Action::DeletePolicy,
+        Scope::Customer(&customer),
+    )
+    .await?;
     if !b.store.delete_policy(&customer, &name).await? {
         return Err(ApiError::NotFound("policy".into()));
     }
@@ -468,7 +410,13 @@ pub(crate) async fn list_policies(
     caller: Caller,
     Path(customer): Path<String>,
 ) -> ApiResult<Json<Vec<CustomerPolicy>>> {
-    own_customer(&b, &caller, "list_policies", &customer, false).await?;
+    permit(
+        &b,
+        &caller,
+        Action::ListPolicies,
+        Scope::Customer(&customer),
+    )
+    .await?;
     Ok(Json(b.store.policies(&customer).await?))
 }
 
@@ -484,27 +432,10 @@ pub(crate) async fn list_requests(
     caller: Caller,
     Query(q): Query<ListRequests>,
 ) -> ApiResult<Json<Vec<AccessRequest>>> {
-    let customer = match &caller {
-        Caller::Approver { customer, .. } => Some(customer.clone()),
-        Caller::Operator { .. } | Caller::Reviewer { .. } => None,
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "list_requests",
-                "not allowed to list access requests",
-                None,
-                None,
-            )
-            .await);
-        }
-    };
+    permit(&b, &caller, Action::ListRequests, Scope::None).await?;
     Ok(Json(
         b.store
-            .requests(customer.as_deref(), q.status.as_deref())
+            .requests(customer_view(&caller), q.status.as_deref())
             .await?,
     ))
 }
@@ -517,19 +448,13 @@ async fn get_request(
     let Some(r) = b.store.request(&id).await? else {
         return Err(ApiError::NotFound("access request".into()));
     };
-    let allowed = match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => true,
-        Caller::Engineer { uid, .. } => uid == &r.engineer,
-        Caller::Approver { customer, .. } => b
-            .store
-            .cluster(&r.cluster)
-            .await?
-            .is_some_and(|c| &c.customer == customer),
-        Caller::TicketSystem { .. } | Caller::Gateway { .. } | Caller::Edge { .. } => false,
+    let customer = b.store.cluster(&r.cluster).await?.map(|c| c.customer);
+    let scope = Scope::Request {
+        customer: customer.as_deref(),
+        cluster: &r.cluster,
+        engineer: &r.engineer,
     };
-    if !allowed {
-        return Err(ApiError::NotFound("access request".into()));
-    }
+    permit_or_hide(&b, &caller, Action::ReadRequest, scope, "access request").await?;
     Ok(Json(r))
 }
 
@@ -594,20 +519,19 @@ pub(crate) async fn decide_request(
     let Some(r) = b.store.request(&id).await? else {
         return Err(ApiError::NotFound("access request".into()));
     };
-    approver_of(&b, &caller, "decide_request", &r.cluster).await?;
-    if let Caller::Approver { name, .. } = &caller
-        && name == &r.engineer
-    {
-        return Err(refuse(
-            &b,
-            &caller,
-            "decide_request",
-            "nobody may decide their own access request",
-            None,
-            Some(&r.cluster),
-        )
-        .await);
-    }
+    let Some(c) = b.store.cluster(&r.cluster).await? else {
+        return Err(ApiError::NotFound(format!(
+            "cluster {:?}",
+            crate::audit::sanitize(&r.cluster)
+        )));
+    };
+    // An approver of the cluster's customer, and not the engineer who asked.
+    let scope = Scope::Request {
+        customer: Some(&c.customer),
+        cluster: &c.id,
+        engineer: &r.engineer,
+    };
+    permit(&b, &caller, Action::DecideRequest, scope).await?;
     if req.reason.as_ref().is_some_and(|r| r.len() > 1024) {
         return Err(ApiError::BadRequest(
             "the reason is longer than 1024 bytes".into(),

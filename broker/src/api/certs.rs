@@ -16,9 +16,10 @@ use sallyport_ca::{KeyId, Krl, build_user_cert, cert::random_serial};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Body, check_name, refuse};
+use super::{Body, check_name, not_the_caller, permit};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, random_id};
+use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{AccessRequest, GrantRow, RevokeScope, now_secs};
@@ -151,25 +152,11 @@ async fn issue(
     caller: Caller,
     Body(req): Body<IssueRequest>,
 ) -> ApiResult<Response> {
-    let (uid, login_groups, mfa) = match &caller {
-        Caller::Engineer { uid, groups, mfa } => (uid.clone(), groups.clone(), *mfa),
-        Caller::Operator { .. }
-        | Caller::Reviewer { .. }
-        | Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "issue_certificate",
-                "only engineers get certificates: log in with `sallyport login`",
-                None,
-                None,
-            )
-            .await);
-        }
+    permit(&b, &caller, Action::IssueCertificate, Scope::None).await?;
+    let Caller::Engineer { uid, groups, mfa } = &caller else {
+        return Err(not_the_caller(Action::IssueCertificate));
     };
+    let (uid, login_groups, mfa) = (uid.clone(), groups.clone(), *mfa);
     let public_key = PublicKey::from_openssh(req.public_key.trim())
         .map_err(|_| ApiError::BadRequest("public_key is not an OpenSSH public key".into()))?;
     check_name("ticket", &req.ticket)?;
@@ -551,24 +538,9 @@ async fn list_certificates(
     caller: Caller,
     Query(q): Query<ListCerts>,
 ) -> ApiResult<Json<Vec<GrantRow>>> {
-    let engineer = match &caller {
-        Caller::Engineer { uid, .. } => Some(uid.clone()),
-        Caller::Operator { .. } | Caller::Reviewer { .. } => q.engineer,
-        Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "list_certificates",
-                "not allowed to list certificates",
-                None,
-                None,
-            )
-            .await);
-        }
-    };
+    permit(&b, &caller, Action::ListCertificates, Scope::None).await?;
+    // An engineer sees its own; reviewers and the operator whose they ask for.
+    let engineer = caller.engineer().map(str::to_string).or(q.engineer);
     Ok(Json(b.store.live_grants(engineer.as_deref()).await?))
 }
 
@@ -619,30 +591,11 @@ async fn revoke(
     caller: Caller,
     Body(req): Body<RevokeInput>,
 ) -> ApiResult<Json<Value>> {
-    match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => {}
-        Caller::Approver { customer, .. } => {
-            // An approver revokes only what was issued for its own clusters.
-            let grants = b.store.grants_where(req.scope, &req.value).await?;
-            if grants.is_empty() || grants.iter().any(|g| &g.customer != customer) {
-                return Err(refuse(
-                    &b,
-                    &caller,
-                    "revoke",
-                    "you may only revoke certificates for your own clusters",
-                    Some(customer),
-                    None,
-                )
-                .await);
-            }
-        }
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(&b, &caller, "revoke", "not allowed to revoke", None, None).await);
-        }
-    }
+    // An approver revokes only what was issued for its own clusters.
+    permit(&b, &caller, Action::Revoke, Scope::Unread).await?;
+    let grants = b.store.grants_where(req.scope, &req.value).await?;
+    let customers: Vec<&str> = grants.iter().map(|g| g.customer.as_str()).collect();
+    permit(&b, &caller, Action::Revoke, Scope::Grants(&customers)).await?;
     if req.value.is_empty() || req.value.len() > 128 || req.reason.len() > 1024 {
         return Err(ApiError::BadRequest(
             "value must be 1-128 bytes and reason at most 1024".into(),

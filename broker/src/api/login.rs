@@ -12,9 +12,10 @@ use axum::extract::{ConnectInfo, State};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{Body, check_name, refuse, throttled};
+use super::{Body, check_name, permit, throttled};
 use crate::audit::{AuditEvent, sanitize};
 use crate::auth::Caller;
+use crate::authz::{Action, Scope};
 use crate::directory::{DirectoryError, valid_uid, verify_argon2};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
@@ -167,9 +168,9 @@ pub async fn engineer_login(
     match outcome {
         Ok(groups) => {
             attempt.succeeded(&b).await?;
-            let (token, exp) = b
-                .jwt
-                .issue(&req.user, "engineer", groups.clone(), None, true)?;
+            let (token, exp) =
+                b.jwt
+                    .issue(&req.user, "engineer", groups.clone(), None, true)?;
             b.store
                 .audit(&AuditEvent::LoginSucceeded {
                     engineer: req.user.clone(),
@@ -645,26 +646,7 @@ pub async fn verify_session_mfa(
     caller: Caller,
     Body(req): Body<MfaVerifyRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    const ACTION: &str = "verify_session_mfa";
-    match &caller {
-        Caller::Edge { .. } => {}
-        Caller::Operator { .. }
-        | Caller::Reviewer { .. }
-        | Caller::Approver { .. }
-        | Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                ACTION,
-                "only an edge may check per-session TOTP codes",
-                None,
-                None,
-            )
-            .await);
-        }
-    }
+    permit(&b, &caller, Action::VerifySessionMfa, Scope::None).await?;
     for (what, v) in [("ticket", &req.ticket), ("cluster", &req.cluster)] {
         if let Some(v) = v {
             check_name(what, v)?;

@@ -9,9 +9,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::certs::revoke_and_audit;
-use super::{Body, check_name, refuse};
+use super::{Body, check_name, permit, permit_or_hide};
 use crate::audit::AuditEvent;
 use crate::auth::Caller;
+use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{RevokeScope, Ticket, now_secs};
@@ -37,24 +38,7 @@ async fn save_ticket(
     Path(id): Path<String>,
     Body(req): Body<TicketInput>,
 ) -> ApiResult<Json<Ticket>> {
-    match &caller {
-        Caller::TicketSystem { .. } | Caller::Operator { .. } => {}
-        Caller::Reviewer { .. }
-        | Caller::Approver { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => {
-            return Err(refuse(
-                &b,
-                &caller,
-                "save_ticket",
-                "only the ticket system may change tickets",
-                None,
-                None,
-            )
-            .await);
-        }
-    }
+    permit(&b, &caller, Action::SaveTicket, Scope::Unread).await?;
     check_name("ticket", &id)?;
     check_name("assignee", &req.assignee)?;
     let status = req.status.trim().to_ascii_lowercase();
@@ -80,22 +64,13 @@ async fn save_ticket(
     let before = b.store.ticket(&id).await?;
     // A ticket system scoped to a customer writes that customer's tickets only: neither a new
     // one for another customer nor one that exists for another customer.
-    if let Caller::TicketSystem {
-        customer: Some(own),
-        ..
-    } = &caller
-        && (&req.customer != own || before.as_ref().is_some_and(|t| &t.customer != own))
-    {
-        return Err(refuse(
-            &b,
-            &caller,
-            "save_ticket",
-            &format!("this ticket system may only write tickets of customer {own}"),
-            Some(own),
-            Some(&cluster.id),
-        )
-        .await);
-    }
+    let scope = Scope::Ticket {
+        customer: &req.customer,
+        cluster: &cluster.id,
+        assignee: &req.assignee,
+        was: before.as_ref().map(|t| t.customer.as_str()),
+    };
+    permit(&b, &caller, Action::SaveTicket, scope).await?;
     let t = Ticket {
         id: id.clone(),
         customer: req.customer,
@@ -139,17 +114,13 @@ async fn get_ticket(
     let Some(t) = b.store.ticket(&id).await? else {
         return Err(ApiError::NotFound("ticket".into()));
     };
-    let allowed = match &caller {
-        Caller::Operator { .. } | Caller::Reviewer { .. } => true,
-        // A ticket system scoped to a customer reads that customer's tickets only.
-        Caller::TicketSystem { customer, .. } => customer.as_ref().is_none_or(|c| c == &t.customer),
-        Caller::Approver { customer, .. } => customer == &t.customer,
-        Caller::Engineer { uid, .. } => uid == &t.assignee,
-        Caller::Gateway { .. } | Caller::Edge { .. } => false,
+    // Another's ticket has the same answer as a ticket that does not exist: no probing of ids.
+    let scope = Scope::Ticket {
+        customer: &t.customer,
+        cluster: &t.cluster,
+        assignee: &t.assignee,
+        was: None,
     };
-    if !allowed {
-        // The same answer as for a ticket that does not exist: no probing of ticket ids.
-        return Err(ApiError::NotFound("ticket".into()));
-    }
+    permit_or_hide(&b, &caller, Action::ReadTicket, scope, "ticket").await?;
     Ok(Json(t))
 }

@@ -11,9 +11,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, created, refuse};
+use super::{Body, created, permit, permit_or_hide};
 use crate::audit::{AuditEvent, sanitize};
 use crate::auth::{Caller, random_id};
+use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{DeliveryRow, NewWebhook, Webhook};
@@ -29,100 +30,18 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/webhooks/{webhook}/deliveries", get(webhook_deliveries))
 }
 
-/// What a caller may do with webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// The operator: every webhook, read and change.
-    Operator,
-    /// A reviewer: every webhook, read only.
-    Reviewer,
-    /// A customer's approver: its customer's webhooks, read and change.
-    Customer(String),
-}
-
-impl Access {
-    /// Whose webhooks it sees: `None` every one's.
-    pub(crate) fn scope(&self) -> Option<&str> {
-        match self {
-            Access::Operator | Access::Reviewer => None,
-            Access::Customer(c) => Some(c),
-        }
-    }
-
-    pub(crate) fn may_change(&self) -> bool {
-        match self {
-            Access::Operator | Access::Customer(_) => true,
-            Access::Reviewer => false,
-        }
-    }
-}
-
-/// The one decision of who may touch webhooks (pure; audited by [`access`]).
-pub(crate) fn access_of(caller: &Caller) -> Option<Access> {
-    match caller {
-        Caller::Operator { .. } => Some(Access::Operator),
-        Caller::Reviewer { .. } => Some(Access::Reviewer),
-        Caller::Approver { customer, .. } => Some(Access::Customer(customer.clone())),
-        Caller::TicketSystem { .. }
-        | Caller::Engineer { .. }
-        | Caller::Gateway { .. }
-        | Caller::Edge { .. } => None,
-    }
-}
-
-async fn access(b: &Broker, caller: &Caller, action: &str, change: bool) -> ApiResult<Access> {
-    let Some(a) = access_of(caller) else {
-        return Err(refuse(
-            b,
-            caller,
-            action,
-            "only customer approvers, reviewers and the operator may see webhooks",
-            None,
-            None,
-        )
-        .await);
-    };
-    if change && !a.may_change() {
-        return Err(refuse(
-            b,
-            caller,
-            action,
-            "reviewers read webhooks; a customer's approvers or the operator change them",
-            None,
-            None,
-        )
-        .await);
-    }
-    Ok(a)
-}
-
 /// The webhook `id` when the caller may see it; another customer's (or a vendor-wide one, for
 /// an approver) is "not found", and the attempt is audited.
-async fn visible(
-    b: &Broker,
-    caller: &Caller,
-    a: &Access,
-    id: &str,
-    action: &str,
-) -> ApiResult<Webhook> {
-    let not_found = || ApiError::NotFound("a webhook with this id that you may see".into());
+async fn visible(b: &Broker, caller: &Caller, id: &str, action: Action) -> ApiResult<Webhook> {
+    const NOT_FOUND: &str = "a webhook with this id that you may see";
+    permit(b, caller, action, Scope::Unread).await?;
     let Some(w) = b.store.webhook(id).await? else {
-        return Err(not_found());
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
     };
-    if let Some(own) = a.scope()
-        && w.customer.as_deref() != Some(own)
-    {
-        let _ = refuse(
-            b,
-            caller,
-            action,
-            "a webhook of another customer, or the vendor's own",
-            w.customer.as_deref(),
-            None,
-        )
-        .await;
-        return Err(not_found());
-    }
+    let scope = Scope::Webhook {
+        customer: w.customer.as_deref(),
+    };
+    permit_or_hide(b, caller, action, scope, NOT_FOUND).await?;
     Ok(w)
 }
 
@@ -172,29 +91,13 @@ pub(crate) async fn create_webhook(
     caller: Caller,
     Body(req): Body<WebhookInput>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    let a = access(&b, &caller, "create_webhook", true).await?;
-    let customer = match a {
-        Access::Customer(own) => match req.customer {
-            None => Some(own),
-            Some(c) if c == own => Some(c),
-            Some(c) => {
-                return Err(refuse(
-                    &b,
-                    &caller,
-                    "create_webhook",
-                    "an approver sets up webhooks for its own customer only",
-                    Some(&c),
-                    None,
-                )
-                .await);
-            }
-        },
-        Access::Operator => req.customer,
-        // Refused by `access` already (it asked for a caller who may change).
-        Access::Reviewer => {
-            return Err(ApiError::Forbidden("reviewers read webhooks only".into()));
-        }
-    };
+    const ACTION: Action = Action::CreateWebhook;
+    permit(&b, &caller, ACTION, Scope::Unread).await?;
+    // An approver sets up its own customer's; the operator a customer's or a vendor-wide one.
+    if let Some(c) = &req.customer {
+        permit(&b, &caller, ACTION, Scope::Customer(c)).await?;
+    }
+    let customer = customer_view(&caller).map(str::to_string).or(req.customer);
     if let Some(c) = &customer
         && !b.store.customer_exists(c).await?
     {
@@ -266,8 +169,8 @@ pub(crate) async fn create_webhook(
 
 /// The webhooks the caller may see.
 pub(crate) async fn hooks_for(b: &Broker, caller: &Caller) -> ApiResult<Vec<Webhook>> {
-    let a = access(b, caller, "list_webhooks", false).await?;
-    Ok(b.store.webhooks(a.scope()).await?)
+    permit(b, caller, Action::ListWebhooks, Scope::None).await?;
+    Ok(b.store.webhooks(customer_view(caller)).await?)
 }
 
 async fn list_webhooks(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -279,8 +182,7 @@ pub(crate) async fn delete_webhook(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let a = access(&b, &caller, "delete_webhook", true).await?;
-    let w = visible(&b, &caller, &a, &id, "delete_webhook").await?;
+    let w = visible(&b, &caller, &id, Action::DeleteWebhook).await?;
     let Some(cancelled) = b.store.delete_webhook(&w.id, &caller.label()).await? else {
         return Err(ApiError::NotFound(
             "a webhook with this id that you may see".into(),
@@ -312,13 +214,18 @@ pub(crate) async fn deliveries_for(
     webhook: Option<&str>,
     limit: u64,
 ) -> ApiResult<Vec<DeliveryRow>> {
-    let a = access(b, caller, "list_webhook_deliveries", false).await?;
+    const ACTION: Action = Action::ListWebhookDeliveries;
     Ok(match webhook {
         Some(id) => {
-            let w = visible(b, caller, &a, id, "list_webhook_deliveries").await?;
+            let w = visible(b, caller, id, ACTION).await?;
             b.store.deliveries(None, Some(&w.id), limit).await?
         }
-        None => b.store.deliveries(a.scope(), None, limit).await?,
+        None => {
+            permit(b, caller, ACTION, Scope::None).await?;
+            b.store
+                .deliveries(customer_view(caller), None, limit)
+                .await?
+        }
     })
 }
 
@@ -344,47 +251,6 @@ async fn webhook_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn who_may_touch_webhooks() {
-        let approver = Caller::Approver {
-            name: "a".into(),
-            customer: "acme".into(),
-        };
-        let cases = [
-            (Caller::Operator { name: "o".into() }, Some((None, true))),
-            (Caller::Reviewer { name: "r".into() }, Some((None, false))),
-            (approver, Some((Some("acme"), true))),
-            (
-                Caller::TicketSystem {
-                    name: "t".into(),
-                    customer: Some("acme".into()),
-                },
-                None,
-            ),
-            (
-                Caller::Engineer {
-                    uid: "alice".into(),
-                    groups: vec![],
-                    mfa: true,
-                },
-                None,
-            ),
-            (
-                Caller::Gateway {
-                    id: "g".into(),
-                    cluster: "acme-prod".into(),
-                },
-                None,
-            ),
-            (Caller::Edge { name: "e".into() }, None),
-        ];
-        for (caller, want) in cases {
-            let got = access_of(&caller);
-            let got = got.as_ref().map(|a| (a.scope(), a.may_change()));
-            assert_eq!(got, want, "{caller:?}");
-        }
-    }
 
     #[test]
     fn events_are_checked() {
