@@ -198,26 +198,20 @@ pub(crate) async fn refuse(
     .await
 }
 
-/// Whether `scope` (`None`: every customer's; `Some(c)`: customer c's clusters) covers
-/// `cluster`. When it does not, the refusal is audited as `action` with `reason`, and the caller
-/// answers "not found", so that ids of another customer's data cannot be probed.
-pub(crate) async fn in_scope(
+/// Whether `caller` may do `action` on `cluster` (its customer read here). A refusal is audited
+/// when the table says so; the caller answers it (a page: "not found").
+pub(crate) async fn on_cluster(
     b: &Broker,
     caller: &Caller,
-    scope: Option<&str>,
+    action: Action,
     cluster: &str,
-    action: &str,
-    reason: &str,
 ) -> Result<bool, ApiError> {
-    let Some(own) = scope else {
-        return Ok(true);
-    };
     let owner = b.store.cluster(cluster).await?.map(|c| c.customer);
-    if owner.as_deref() == Some(own) {
-        return Ok(true);
-    }
-    let _ = refuse(b, caller, action, reason, owner.as_deref(), Some(cluster)).await;
-    Ok(false)
+    let scope = Scope::Cluster {
+        customer: owner.as_deref(),
+        cluster,
+    };
+    Ok(decide(b, caller, action, scope).await?.is_ok())
 }
 
 /// Record a `Refused` event by `by` (a caller's label, or who presented an unknown secret) and

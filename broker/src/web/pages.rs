@@ -16,6 +16,7 @@ use super::session::{form_refused, refuse_form};
 use super::{Viewer, When, api_error, duration, message, render};
 use crate::api::approvals as api;
 use crate::audit::sanitize;
+use crate::authz::{Action, Scope};
 use crate::error::ApiError;
 use crate::state::Broker;
 use crate::store::{AccessRequest, Approval, AuditQuery, SessionSummary, now_secs};
@@ -274,16 +275,7 @@ pub async fn session_page(
         return not_found();
     };
     let cluster = text(&start.data, "cluster");
-    match crate::api::in_scope(
-        &b,
-        &viewer.caller,
-        viewer.scope(),
-        &cluster,
-        "console_session_page",
-        "a session on another customer's cluster",
-    )
-    .await
-    {
+    match crate::api::on_cluster(&b, &viewer.caller, Action::ConsoleSessionPage, &cluster).await {
         Ok(true) => {}
         Ok(false) => return not_found(),
         Err(e) => return api_error(&viewer, e, "/console/sessions"),
@@ -427,7 +419,7 @@ pub async fn requests(State(b): State<Arc<Broker>>, viewer: Viewer) -> Response 
     render(&RequestsPage {
         nav: Some(&viewer),
         requests: rows,
-        can_decide: viewer.is_approver(),
+        can_decide: viewer.may(Action::DecideRequest),
     })
 }
 
@@ -591,7 +583,7 @@ pub async fn approvals(State(b): State<Arc<Broker>>, viewer: Viewer) -> Response
         nav: Some(&viewer),
         approvals: rows,
         clusters,
-        can_edit: viewer.is_approver(),
+        can_edit: viewer.may(Action::CreateApproval),
     })
 }
 
@@ -984,16 +976,7 @@ async fn readable_recording(
         Ok(None) => return Err(not_found()),
         Err(e) => return Err(api_error(viewer, e.into(), "/console/sessions")),
     };
-    match crate::api::in_scope(
-        b,
-        &viewer.caller,
-        viewer.scope(),
-        &r.cluster,
-        "read_recording",
-        "a recording of another customer's cluster",
-    )
-    .await
-    {
+    match crate::api::on_cluster(b, &viewer.caller, Action::ReadRecording, &r.cluster).await {
         Ok(true) => {}
         Ok(false) => return Err(not_found()),
         Err(e) => return Err(api_error(viewer, e, "/console/sessions")),
@@ -1202,16 +1185,8 @@ struct ChainsPage<'a> {
 /// Every source's chain verified now: intact, signed through which record, behind its reported
 /// head. Reviewers only (a chain mixes the sessions of every customer of its gateway or edge).
 pub async fn chains(State(b): State<Arc<Broker>>, viewer: Viewer) -> Response {
-    if !viewer.is_reviewer() {
-        let _ = crate::api::refuse(
-            &b,
-            &viewer.caller,
-            "console_chains",
-            "only reviewers see the audit chains",
-            viewer.customer.as_deref(),
-            None,
-        )
-        .await;
+    let allowed = crate::api::decide(&b, &viewer.caller, Action::ConsoleChains, Scope::None).await;
+    if !matches!(allowed, Ok(Ok(()))) {
         return message(
             StatusCode::FORBIDDEN,
             Some(&viewer),

@@ -100,7 +100,7 @@ async fn page(
     }
     let mut r = render(&PoliciesPage {
         nav: Some(viewer),
-        can_edit: viewer.is_approver(),
+        can_edit: viewer.may(crate::authz::Action::SavePolicy),
         policies,
         examples: EXAMPLES
             .iter()

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{message, render};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, digest_eq, principal, random_id, token_hash};
+use crate::authz::{self, Action, Scope};
 use crate::error::ApiError;
 use crate::state::Broker;
 use crate::store::{ConsoleSession, now_secs};
@@ -37,20 +38,25 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn is_approver(&self) -> bool {
-        matches!(self.caller, Caller::Approver { .. })
+    /// Whether the viewer may do this kind of action (what a page offers); the action itself
+    /// is decided again, on what it is about, by the handler that does it.
+    pub fn may(&self, action: Action) -> bool {
+        authz::allows(&self.caller, action, Scope::Unread)
     }
 
-    pub fn is_reviewer(&self) -> bool {
-        matches!(self.caller, Caller::Reviewer { .. })
+    /// The console's page of every audit chain (the menu links it only for those who may).
+    pub fn may_read_chains(&self) -> bool {
+        self.may(Action::ConsoleChains)
+    }
+
+    /// A session's evidence bundle (an export of the audit log).
+    pub fn may_export(&self) -> bool {
+        self.may(Action::ExportAudit)
     }
 
     /// The customer whose data this viewer may see; `None`: every customer's.
     pub fn scope(&self) -> Option<&str> {
-        match &self.caller {
-            Caller::Approver { customer, .. } => Some(customer),
-            _ => None,
-        }
+        authz::customer_view(&self.caller)
     }
 
     /// The form's CSRF token is this session's (constant time).

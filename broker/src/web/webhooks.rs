@@ -102,7 +102,7 @@ async fn page(
     let all = form.events.is_empty();
     let mut r = render(&WebhooksPage {
         nav: Some(viewer),
-        can_edit: viewer.is_approver(),
+        can_edit: viewer.may(crate::authz::Action::CreateWebhook),
         hooks: hooks
             .into_iter()
             .map(|w| HookRow {
