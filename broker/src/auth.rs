@@ -18,6 +18,53 @@ use crate::error::ApiError;
 use crate::state::Broker;
 use crate::store::now_secs;
 
+/// The role a credential holds: stored with API tokens, accounts and console sessions, and
+/// signed into session tokens. Parsed once where it is read ([`Role::parse`]); the text is the
+/// same everywhere (`ticket_system`, not `TicketSystem`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Operator,
+    Reviewer,
+    Approver,
+    TicketSystem,
+    Edge,
+    Engineer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Reviewer => "reviewer",
+            Role::Approver => "approver",
+            Role::TicketSystem => "ticket_system",
+            Role::Edge => "edge",
+            Role::Engineer => "engineer",
+        }
+    }
+
+    /// The role this text names, if any.
+    pub fn parse(s: &str) -> Option<Role> {
+        [
+            Role::Operator,
+            Role::Reviewer,
+            Role::Approver,
+            Role::TicketSystem,
+            Role::Edge,
+            Role::Engineer,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The caller of a request, proven by its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -101,7 +148,7 @@ impl Caller {
 pub struct Claims {
     pub sub: String,
     /// engineer | approver | reviewer
-    pub role: String,
+    pub role: Role,
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
@@ -144,7 +191,7 @@ impl JwtKeys {
     pub fn issue(
         &self,
         sub: &str,
-        role: &str,
+        role: Role,
         groups: Vec<String>,
         customer: Option<String>,
         mfa: bool,
@@ -152,7 +199,7 @@ impl JwtKeys {
         let now = now_secs();
         let claims = Claims {
             sub: sub.into(),
-            role: role.into(),
+            role,
             groups,
             customer,
             mfa,
@@ -219,9 +266,9 @@ pub fn digest_eq(a: &str, b: &str) -> bool {
 }
 
 /// How lockouts, disabling and session revocations name who logs in: `engineer:<uid>` or
-/// `account:<name>` (an approver's or a reviewer's).
-pub fn principal(role: &str, name: &str) -> String {
-    if role == "engineer" {
+/// `account:<name>` (an approver's or a reviewer's). `kind`: `engineer`, or a role's name.
+pub fn principal(kind: &str, name: &str) -> String {
+    if kind == Role::Engineer.as_str() {
         format!("engineer:{name}")
     } else {
         format!("account:{name}")
@@ -261,19 +308,19 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                 )
                 .await);
             };
-            let caller = match (t.role.as_str(), t.customer) {
-                ("operator", _) => Caller::Operator { name: t.name },
-                ("reviewer", _) => Caller::Reviewer { name: t.name },
-                ("approver", Some(customer)) => Caller::Approver {
+            let caller = match (t.role, t.customer) {
+                (Role::Operator, _) => Caller::Operator { name: t.name },
+                (Role::Reviewer, _) => Caller::Reviewer { name: t.name },
+                (Role::Approver, Some(customer)) => Caller::Approver {
                     name: t.name,
                     customer,
                 },
-                ("ticket_system", customer) => Caller::TicketSystem {
+                (Role::TicketSystem, customer) => Caller::TicketSystem {
                     name: t.name,
                     customer,
                 },
-                ("edge", _) => Caller::Edge { name: t.name },
-                _ => {
+                (Role::Edge, _) => Caller::Edge { name: t.name },
+                (Role::Approver, None) | (Role::Engineer, _) => {
                     return Err(ApiError::Forbidden(
                         "this API token has no usable role".into(),
                     ));
@@ -350,20 +397,20 @@ impl FromRequestParts<Arc<Broker>> for Caller {
         };
         let revoked_at = state
             .store
-            .sessions_revoked_at(&principal(&claims.role, &claims.sub))
+            .sessions_revoked_at(&principal(claims.role.as_str(), &claims.sub))
             .await?;
-        let caller = match (claims.role.as_str(), claims.customer) {
-            ("engineer", _) => Caller::Engineer {
+        let caller = match (claims.role, claims.customer) {
+            (Role::Engineer, _) => Caller::Engineer {
                 uid: claims.sub,
                 groups: claims.groups,
                 mfa: claims.mfa,
             },
-            ("approver", Some(customer)) => Caller::Approver {
+            (Role::Approver, Some(customer)) => Caller::Approver {
                 name: claims.sub,
                 customer,
             },
-            ("reviewer", _) => Caller::Reviewer { name: claims.sub },
-            _ => {
+            (Role::Reviewer, _) => Caller::Reviewer { name: claims.sub },
+            (Role::Approver, None) | (Role::Operator | Role::TicketSystem | Role::Edge, _) => {
                 return Err(ApiError::Forbidden(
                     "the session token has no usable role".into(),
                 ));
@@ -473,7 +520,7 @@ mod tests {
     fn issued_tokens_verify() {
         let k = keys();
         let (t, _) = k
-            .issue("alice", "engineer", vec!["g".into()], None, true)
+            .issue("alice", Role::Engineer, vec!["g".into()], None, true)
             .unwrap();
         let c = k.verify(&t).unwrap();
         assert_eq!(c.sub, "alice");
@@ -485,14 +532,14 @@ mod tests {
         let k = keys();
         let other = JwtKeys::new(&[8u8; 32], "sallyport-broker", "sallyport", 600);
         let (forged, _) = other
-            .issue("alice", "engineer", vec![], None, true)
+            .issue("alice", Role::Engineer, vec![], None, true)
             .unwrap();
         assert!(k.verify(&forged).is_err(), "signed with another key");
         let wrong_aud = JwtKeys::new(&[7u8; 32], "sallyport-broker", "other", 600);
         assert!(
             k.verify(
                 &wrong_aud
-                    .issue("a", "engineer", vec![], None, true)
+                    .issue("a", Role::Engineer, vec![], None, true)
                     .unwrap()
                     .0
             )
@@ -502,7 +549,7 @@ mod tests {
         assert!(
             k.verify(
                 &wrong_iss
-                    .issue("a", "engineer", vec![], None, true)
+                    .issue("a", Role::Engineer, vec![], None, true)
                     .unwrap()
                     .0
             )
@@ -521,14 +568,14 @@ mod tests {
         assert!(k.verify(&none).is_err(), "alg none");
         // expired
         let mut c = k
-            .verify(&k.issue("a", "engineer", vec![], None, true).unwrap().0)
+            .verify(&k.issue("a", Role::Engineer, vec![], None, true).unwrap().0)
             .unwrap();
         c.exp = now - 100;
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &k.encoding).unwrap();
         assert!(k.verify(&t).is_err(), "expired");
         // HS512 with the right key is still refused: the algorithm is pinned
         let c = k
-            .verify(&k.issue("a", "engineer", vec![], None, true).unwrap().0)
+            .verify(&k.issue("a", Role::Engineer, vec![], None, true).unwrap().0)
             .unwrap();
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &c, &k.encoding).unwrap();
         assert!(k.verify(&t).is_err(), "other algorithm");

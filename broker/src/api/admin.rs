@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Body, check_name, created, permit};
 use crate::audit::AuditEvent;
-use crate::auth::{Caller, new_api_token, random_id, token_hash};
+use crate::auth::{Caller, Role, new_api_token, random_id, token_hash};
 use crate::authz::{Action, Scope, customer_view};
 use crate::directory::hash_argon2;
 use crate::error::{ApiError, ApiResult};
@@ -518,29 +518,35 @@ async fn create_account(
 ) -> ApiResult<(axum::http::StatusCode, Json<Enrollment>)> {
     operator_only(&b, &caller, Action::CreateAccount).await?;
     check_name("user name", &req.username)?;
-    match (req.role.as_str(), &req.customer) {
-        ("approver", Some(c)) => {
+    let role = Role::parse(&req.role);
+    match (role, &req.customer) {
+        (Some(Role::Approver), Some(c)) => {
             if !b.store.customer_exists(c).await? {
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
         }
-        ("reviewer", None) => {}
-        ("approver", None) => {
+        (Some(Role::Reviewer), None) => {}
+        (Some(Role::Approver), None) => {
             return Err(ApiError::BadRequest(
                 "an approver belongs to a customer: set `customer`".into(),
             ));
         }
-        ("reviewer", Some(_)) => {
+        (Some(Role::Reviewer), Some(_)) => {
             return Err(ApiError::BadRequest(
                 "a reviewer belongs to no customer".into(),
             ));
         }
-        _ => {
+        (Some(Role::Operator | Role::TicketSystem | Role::Edge | Role::Engineer) | None, _) => {
             return Err(ApiError::BadRequest(
                 "role must be `approver` or `reviewer`".into(),
             ));
         }
     }
+    let Some(role) = role else {
+        return Err(ApiError::BadRequest(
+            "role must be `approver` or `reviewer`".into(),
+        ));
+    };
     if req.password.expose_secret().chars().count() < 12 {
         return Err(ApiError::BadRequest(
             "the password must be at least 12 characters".into(),
@@ -549,7 +555,7 @@ async fn create_account(
     let secret = totp::new_secret();
     let account = Account {
         username: req.username.clone(),
-        role: req.role.clone(),
+        role,
         customer: req.customer.clone(),
         password_hash: hash_argon2(req.password.expose_secret())?,
         totp_secret: b
@@ -623,43 +629,50 @@ async fn create_token(
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     operator_only(&b, &caller, Action::CreateToken).await?;
     check_name("token name", &req.name)?;
-    match (req.role.as_str(), &req.customer) {
+    let role = Role::parse(&req.role);
+    match (role, &req.customer) {
         // A ticket system may be scoped to one customer (a customer's own ticketing).
-        ("approver" | "ticket_system", Some(c)) => {
+        (Some(Role::Approver | Role::TicketSystem), Some(c)) => {
             if !b.store.customer_exists(c).await? {
                 return Err(ApiError::NotFound(format!("customer {c:?}")));
             }
         }
         // An edge's token: its name is the edge's name, and its audit chain is `edge:<name>`
         // (give each edge its own name: two edges writing one chain fork it).
-        ("ticket_system", None) if !req.all_customers => {
+        (Some(Role::TicketSystem), None) if !req.all_customers => {
             return Err(ApiError::BadRequest(
                 "a ticket-system token writes one customer's tickets: set `customer`, or \
                  `all_customers: true` for a ticket system that serves every customer"
                     .into(),
             ));
         }
-        ("operator" | "reviewer" | "ticket_system" | "edge", None) => {}
-        ("approver", None) => {
+        (Some(Role::Operator | Role::Reviewer | Role::TicketSystem | Role::Edge), None) => {}
+        (Some(Role::Approver), None) => {
             return Err(ApiError::BadRequest(
                 "an approver token belongs to a customer: set `customer`".into(),
             ));
         }
-        ("operator" | "reviewer" | "edge", Some(_)) => {
+        (Some(Role::Operator | Role::Reviewer | Role::Edge), Some(_)) => {
             return Err(ApiError::BadRequest(
                 "only approver and ticket_system tokens belong to a customer".into(),
             ));
         }
-        _ => {
+        // Engineers log in; they have no API tokens.
+        (Some(Role::Engineer) | None, _) => {
             return Err(ApiError::BadRequest(
                 "role must be one of operator, reviewer, approver, ticket_system, edge".into(),
             ));
         }
     }
+    let Some(role) = role else {
+        return Err(ApiError::BadRequest(
+            "role must be one of operator, reviewer, approver, ticket_system, edge".into(),
+        ));
+    };
     let token = new_api_token();
     let t = ApiToken {
         id: random_id(),
-        role: req.role,
+        role,
         customer: req.customer,
         name: req.name,
     };
@@ -667,7 +680,7 @@ async fn create_token(
     admin_event(
         &b,
         &caller,
-        &if t.role == "ticket_system" && t.customer.is_none() {
+        &if t.role == Role::TicketSystem && t.customer.is_none() {
             "create_ticket_system_token_for_every_customer".to_string()
         } else {
             format!("create_{}_token", t.role)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Body, check_name, permit, throttled};
 use crate::audit::{AuditEvent, sanitize};
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::authz::{Action, Scope};
 use crate::directory::{DirectoryError, valid_uid, verify_argon2};
 use crate::error::{ApiError, ApiResult};
@@ -170,7 +170,7 @@ pub async fn engineer_login(
             attempt.succeeded(&b).await?;
             let (token, exp) =
                 b.jwt
-                    .issue(&req.user, "engineer", groups.clone(), None, true)?;
+                    .issue(&req.user, Role::Engineer, groups.clone(), None, true)?;
             b.store
                 .audit(&AuditEvent::LoginSucceeded {
                     engineer: req.user.clone(),
@@ -182,7 +182,7 @@ pub async fn engineer_login(
                 token,
                 expires_at: exp,
                 user: req.user,
-                role: "engineer".into(),
+                role: Role::Engineer.as_str().into(),
                 groups,
                 customer: None,
             }))
@@ -375,12 +375,12 @@ pub async fn account_login(
     let a = authenticate_account(&b, peer, &req.user, &req.password, &req.totp).await?;
     let (token, exp) = b
         .jwt
-        .issue(&a.username, &a.role, vec![], a.customer.clone(), true)?;
+        .issue(&a.username, a.role, vec![], a.customer.clone(), true)?;
     Ok(Json(LoginResponse {
         token,
         expires_at: exp,
         user: a.username,
-        role: a.role,
+        role: a.role.as_str().into(),
         groups: vec![],
         customer: a.customer,
     }))
@@ -509,7 +509,7 @@ pub(crate) async fn check_account(
             b.store
                 .audit(&AuditEvent::AccountLoginSucceeded {
                     account: a.username.clone(),
-                    role: a.role.clone(),
+                    role: a.role.as_str().into(),
                     customer: a.customer.clone(),
                     method: Some(method.into()),
                 })

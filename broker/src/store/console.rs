@@ -4,13 +4,14 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, now_secs, role_of, to_i64, to_u64};
+use crate::auth::Role;
 
 /// A logged-in approver or reviewer in the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSession {
     pub account: String,
-    pub role: String,
+    pub role: Role,
     pub customer: Option<String>,
     /// The token every state-changing form must carry.
     pub csrf: String,
@@ -47,7 +48,7 @@ impl Store {
         )
         .bind(token_sha256)
         .bind(&s.account)
-        .bind(&s.role)
+        .bind(s.role.as_str())
         .bind(&s.customer)
         .bind(&s.csrf)
         .bind(to_i64(s.created_at))
@@ -69,15 +70,18 @@ impl Store {
         .bind(token_sha256)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ConsoleSession {
-            account: r.get(0),
-            role: r.get(1),
-            customer: r.get(2),
-            csrf: r.get(3),
-            created_at: to_u64(r.get(4)),
-            last_seen: to_u64(r.get(5)),
-            expires_at: to_u64(r.get(6)),
-        }))
+        row.map(|r| {
+            Ok(ConsoleSession {
+                account: r.get(0),
+                role: role_of(&r, 1)?,
+                customer: r.get(2),
+                csrf: r.get(3),
+                created_at: to_u64(r.get(4)),
+                last_seen: to_u64(r.get(5)),
+                expires_at: to_u64(r.get(6)),
+            })
+        })
+        .transpose()
     }
 
     /// Mark a console session used now.

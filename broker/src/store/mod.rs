@@ -292,6 +292,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The role stored in column `i` of a row: parsed here, once; a role the broker never writes
+/// is an error of the store, not a caller without rights.
+pub(crate) fn role_of(row: &sqlx::any::AnyRow, i: usize) -> sqlx::Result<crate::auth::Role> {
+    use sqlx::Row;
+    let text: String = row.try_get(i)?;
+    crate::auth::Role::parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source: format!("unknown role {text:?}").into(),
+    })
+}
+
 pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

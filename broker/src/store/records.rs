@@ -6,7 +6,8 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, now_secs, role_of, to_i64, to_u64};
+use crate::auth::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Customer {
@@ -35,7 +36,7 @@ pub struct Node {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub customer: Option<String>,
     #[serde(skip_serializing)]
     pub password_hash: String,
@@ -46,7 +47,7 @@ pub struct Account {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiToken {
     pub id: String,
-    pub role: String,
+    pub role: Role,
     pub customer: Option<String>,
     pub name: String,
 }
@@ -513,7 +514,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&a.username)
-        .bind(&a.role)
+        .bind(a.role.as_str())
         .bind(&a.customer)
         .bind(&a.password_hash)
         .bind(&a.totp_secret)
@@ -530,13 +531,16 @@ impl Store {
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Account {
-            username: r.get(0),
-            role: r.get(1),
-            customer: r.get(2),
-            password_hash: r.get(3),
-            totp_secret: r.get(4),
-        }))
+        row.map(|r| {
+            Ok(Account {
+                username: r.get(0),
+                role: role_of(&r, 1)?,
+                customer: r.get(2),
+                password_hash: r.get(3),
+                totp_secret: r.get(4),
+            })
+        })
+        .transpose()
     }
 
     pub async fn create_token(&self, t: &ApiToken, token_hash: &str) -> sqlx::Result<()> {
@@ -545,7 +549,7 @@ impl Store {
         )
         .bind(&t.id)
         .bind(token_hash)
-        .bind(&t.role)
+        .bind(t.role.as_str())
         .bind(&t.customer)
         .bind(&t.name)
         .bind(to_i64(now_secs()))
@@ -595,9 +599,12 @@ impl Store {
         .bind(to_i64(now_secs()))
         .execute(&self.pool)
         .await?;
-        Ok((res.rows_affected() == 1).then(|| ApiToken {
+        if res.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Ok(Some(ApiToken {
             id: r.get(0),
-            role: r.get(1),
+            role: role_of(&r, 1)?,
             customer: r.get(2),
             name: r.get(3),
         }))
@@ -612,15 +619,16 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
+        row.map(|r| {
             let token = ApiToken {
                 id: r.get(0),
-                role: r.get(1),
+                role: role_of(&r, 1)?,
                 customer: r.get(2),
                 name: r.get(3),
             };
-            (token, r.get::<Option<i64>, _>(4).is_some())
-        }))
+            Ok((token, r.get::<Option<i64>, _>(4).is_some()))
+        })
+        .transpose()
     }
 
     /// Mark a TOTP step used. `false` when it was used before (by this or another replica).

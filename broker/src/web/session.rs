@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{message, render};
 use crate::audit::AuditEvent;
-use crate::auth::{Caller, digest_eq, principal, random_id, token_hash};
+use crate::auth::{Caller, Role, digest_eq, principal, random_id, token_hash};
 use crate::authz::{self, Action, Scope};
 use crate::error::ApiError;
 use crate::state::Broker;
@@ -29,7 +29,7 @@ const LOGIN_COOKIE: &str = "sallyport_login";
 #[derive(Debug, Clone)]
 pub struct Viewer {
     pub account: String,
-    pub role: String,
+    pub role: Role,
     pub customer: Option<String>,
     pub csrf: String,
     /// The same caller the API sees for this account.
@@ -126,15 +126,16 @@ impl FromRequestParts<Arc<Broker>> for Viewer {
             .unwrap_or_default();
         match live_session(b, &hash).await {
             Ok(Ok(s)) => {
-                let caller = match (s.role.as_str(), &s.customer) {
-                    ("approver", Some(customer)) => Caller::Approver {
+                let caller = match (s.role, &s.customer) {
+                    (Role::Approver, Some(customer)) => Caller::Approver {
                         name: s.account.clone(),
                         customer: customer.clone(),
                     },
-                    ("reviewer", _) => Caller::Reviewer {
+                    (Role::Reviewer, _) => Caller::Reviewer {
                         name: s.account.clone(),
                     },
-                    _ => {
+                    (Role::Approver, None)
+                    | (Role::Operator | Role::TicketSystem | Role::Edge | Role::Engineer, _) => {
                         return Err(dead(b, &hash, &peer, "the account has no console role").await);
                     }
                 };
@@ -171,7 +172,7 @@ async fn live_session(
     if now >= s.last_seen.saturating_add(b.cfg.console.idle_secs) {
         return Ok(Err("the console session was idle too long"));
     }
-    let who = principal(&s.role, &s.account);
+    let who = principal(s.role.as_str(), &s.account);
     if b.store.is_disabled(&who).await? {
         return Ok(Err("the account is disabled"));
     }
@@ -329,7 +330,7 @@ async fn open_session(
     let now = now_secs();
     let s = ConsoleSession {
         account: account.username.clone(),
-        role: account.role.clone(),
+        role: account.role,
         customer: account.customer.clone(),
         csrf: random_id(),
         created_at: now,
@@ -351,10 +352,11 @@ async fn open_session(
 
 /// The account may use the console: an approver of a customer, or a reviewer.
 fn console_role(account: &crate::store::Account) -> bool {
-    matches!(
-        (account.role.as_str(), &account.customer),
-        ("approver", Some(_)) | ("reviewer", _)
-    )
+    match (account.role, &account.customer) {
+        (Role::Approver, Some(_)) | (Role::Reviewer, _) => true,
+        (Role::Approver, None)
+        | (Role::Operator | Role::TicketSystem | Role::Edge | Role::Engineer, _) => false,
+    }
 }
 
 /// The login form's nonce, as its cookie holds it, when the request carries the same one.
@@ -570,7 +572,7 @@ pub async fn logout(
         .store
         .audit(&AuditEvent::ConsoleLogout {
             account: viewer.account.clone(),
-            role: viewer.role.clone(),
+            role: viewer.role.as_str().into(),
             customer: viewer.customer.clone(),
         })
         .await
