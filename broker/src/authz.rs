@@ -562,32 +562,36 @@ pub fn authorize(caller: &Caller, action: Action, scope: Scope<'_>) -> Result<()
                     "a session on another customer's cluster"
                 })
             };
-            let (customer_scoped, cluster) = match scope {
-                Scope::Cluster { customer, cluster } => (true, Some((customer, cluster))),
-                Scope::Unread | Scope::None => (false, None),
+            // The cluster (and its customer) the action is about: `Ok(None)` none yet (a list, or
+            // the first question); `Err(())` a scope these actions do not take (fail closed).
+            let about = match scope {
+                Scope::Cluster { customer, cluster } => Ok(Some((customer, cluster))),
+                Scope::Unread | Scope::None => Ok(None),
                 Scope::Customer(_)
                 | Scope::Ticket { .. }
                 | Scope::Request { .. }
                 | Scope::Grants(_)
                 | Scope::Webhook { .. }
-                | Scope::Session { .. } => (true, None),
+                | Scope::Session { .. } => Err(()),
             };
             match caller {
-                Caller::Operator { .. } | Caller::Reviewer { .. } => match cluster {
+                Caller::Operator { .. } | Caller::Reviewer { .. } => match about {
                     // A report of a cluster that does not exist.
-                    Some((None, c)) if action == A::Report => Err(elsewhere().about(None, Some(c))),
-                    _ => Ok(()),
+                    Ok(Some((None, c))) if action == A::Report => {
+                        Err(elsewhere().about(None, Some(c)))
+                    }
+                    Ok(_) | Err(()) => Ok(()),
                 },
-                Caller::Approver { customer, .. } => match cluster {
-                    Some((owner, _)) if owner == Some(customer) => Ok(()),
-                    Some((owner, c)) => Err(if action == A::Report {
+                Caller::Approver { customer, .. } => match about {
+                    Ok(None) => Ok(()),
+                    Ok(Some((owner, _))) if owner == Some(customer) => Ok(()),
+                    // A report's refusal names the approver's customer, the others the owner.
+                    Ok(Some((owner, c))) => Err(if action == A::Report {
                         elsewhere().about(Some(customer), Some(c))
                     } else {
                         elsewhere().about(owner, Some(c))
                     }),
-                    // A scope these actions do not take (fail closed).
-                    None if customer_scoped => Err(elsewhere()),
-                    None => Ok(()),
+                    Err(()) => Err(elsewhere()),
                 },
                 Caller::TicketSystem { .. }
                 | Caller::Engineer { .. }
