@@ -582,7 +582,7 @@ pub(crate) async fn decide_request(
             ticket: r.ticket.clone(),
             cluster: r.cluster.clone(),
             decided_by: who,
-            status: r.status.clone(),
+            status: r.status.as_str().into(),
             reason: req.reason.clone(),
             approvals: r.approved_by.len() as u64,
             approvers_required: r.approvers_required,

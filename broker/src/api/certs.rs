@@ -22,7 +22,7 @@ use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, GrantRow, RevokeScope, now_secs};
+use crate::store::{AccessRequest, GrantRow, RequestState, RevokeScope, now_secs};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
@@ -275,11 +275,14 @@ async fn issue(
             .collect(),
         requested_logins: req.logins.clone(),
         request: request.as_ref().and_then(|r| {
-            let status = match r.status.as_str() {
-                "pending" => RequestStatus::Pending,
-                "approved" => RequestStatus::Approved,
-                "denied" => RequestStatus::Denied,
-                _ => return None,
+            let status = match r.status {
+                RequestState::Pending => RequestStatus::Pending,
+                RequestState::Approved => RequestStatus::Approved,
+                RequestState::Denied => RequestStatus::Denied,
+                // Not a request the decision may use.
+                RequestState::Void | RequestState::Superseded | RequestState::Used => {
+                    return None;
+                }
             };
             Some(RequestFacts {
                 id: r.id.clone(),
@@ -319,7 +322,8 @@ async fn issue(
                 .unwrap_or(u64::MAX)
                 .min(terms.max_session_secs)
                 .min(b.cfg.ca.max_ttl_secs);
-            let pending = request.filter(|r| r.status == "pending" && r.approval == approval);
+            let pending =
+                request.filter(|r| r.status == RequestState::Pending && r.approval == approval);
             let same = pending
                 .as_ref()
                 .is_some_and(|r| r.logins == logins && r.ttl_secs == ttl_secs);
@@ -342,7 +346,7 @@ async fn issue(
                         ticket: ticket.id.clone(),
                         cluster: cluster.id.clone(),
                         approval: approval.clone(),
-                        status: "pending".into(),
+                        status: RequestState::Pending,
                         created_at: now_secs(),
                         decided_by: None,
                         decided_at: None,

@@ -89,6 +89,67 @@ pub struct Approval {
     pub observer_required: bool,
 }
 
+/// Where an access request stands. Parsed once where the store reads it; the text is the same
+/// everywhere (`pending`, `approved`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for the customer's approvers.
+    Pending,
+    /// Approved: the engineer's next login may use it, once.
+    Approved,
+    Denied,
+    /// Its approval was changed or withdrawn.
+    Void,
+    /// A newer request of the same engineer, ticket and cluster replaced it.
+    Superseded,
+    /// A certificate was issued under it.
+    Used,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Void => "void",
+            RequestState::Superseded => "superseded",
+            RequestState::Used => "used",
+        }
+    }
+
+    /// The state this text names, if any.
+    pub fn parse(s: &str) -> Option<RequestState> {
+        [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Void,
+            RequestState::Superseded,
+            RequestState::Used,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The request state stored in column `i` of a row; one the broker never writes is an error of
+/// the store.
+fn state_of(row: &AnyRow, i: usize) -> sqlx::Result<RequestState> {
+    let text: String = row.try_get(i)?;
+    RequestState::parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source: format!("unknown access request state {text:?}").into(),
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessRequest {
     pub id: String,
@@ -96,7 +157,7 @@ pub struct AccessRequest {
     pub ticket: String,
     pub cluster: String,
     pub approval: String,
-    pub status: String,
+    pub status: RequestState,
     pub created_at: u64,
     pub decided_by: Option<String>,
     pub decided_at: Option<u64>,
@@ -213,14 +274,14 @@ fn approval_from_row(r: &AnyRow) -> Approval {
 
 const REQUEST_COLS: &str = "id, engineer, ticket_id, cluster_id, approval_id, status, created_at, decided_by, decided_at, reason, logins, ttl_secs, approvers_required";
 
-fn request_from_row(r: &AnyRow) -> AccessRequest {
-    AccessRequest {
+fn request_from_row(r: &AnyRow) -> sqlx::Result<AccessRequest> {
+    Ok(AccessRequest {
         id: r.get(0),
         engineer: r.get(1),
         ticket: r.get(2),
         cluster: r.get(3),
         approval: r.get(4),
-        status: r.get(5),
+        status: state_of(r, 5)?,
         created_at: to_u64(r.get(6)),
         decided_by: r.get(7),
         decided_at: opt_u64(r, 8),
@@ -229,7 +290,7 @@ fn request_from_row(r: &AnyRow) -> AccessRequest {
         ttl_secs: to_u64(r.get(11)),
         approvers_required: to_u64(r.get(12)),
         approved_by: Vec::new(),
-    }
+    })
 }
 
 const GRANT_COLS: &str = "id, engineer, ticket_id, customer_id, cluster_id, approval_id, request_id, logins, serial, key_id, ca_fingerprint, public_key, certificate, valid_after, valid_before, created_at, revoked_at, revoked_reason";
@@ -838,7 +899,7 @@ impl Store {
         .bind(&r.ticket)
         .bind(&r.cluster)
         .bind(&r.approval)
-        .bind(&r.status)
+        .bind(r.status.as_str())
         .bind(to_i64(r.created_at))
         .bind(&r.decided_by)
         .bind(r.decided_at.map(to_i64))
@@ -858,7 +919,8 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        self.with_votes(row.as_ref().map(request_from_row)).await
+        self.with_votes(row.as_ref().map(request_from_row).transpose()?)
+            .await
     }
 
     /// Fill in who approved a request so far.
@@ -891,7 +953,8 @@ impl Store {
         .bind(cluster)
         .fetch_optional(&self.pool)
         .await?;
-        self.with_votes(row.as_ref().map(request_from_row)).await
+        self.with_votes(row.as_ref().map(request_from_row).transpose()?)
+            .await
     }
 
     /// The id of the engineer's last request for this ticket and cluster when it was used for
@@ -910,9 +973,10 @@ impl Store {
         .bind(cluster)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .filter(|r| r.get::<String, _>(1) == "used")
-            .map(|r| r.get(0)))
+        match row {
+            Some(r) if state_of(&r, 1)? == RequestState::Used => Ok(Some(r.get(0))),
+            Some(_) | None => Ok(None),
+        }
     }
 
     pub async fn requests(
@@ -934,8 +998,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows.iter().map(request_from_row) {
-            out.extend(self.with_votes(Some(r)).await?);
+        for r in &rows {
+            out.extend(self.with_votes(Some(request_from_row(r)?)).await?);
         }
         Ok(out)
     }
@@ -1012,7 +1076,7 @@ impl Store {
             });
         }
         if !approve {
-            self.decide_request(&r.id, "denied", approver, reason)
+            self.decide_request(&r.id, RequestState::Denied, approver, reason)
                 .await?;
             return Ok(Vote::Decided);
         }
@@ -1026,7 +1090,7 @@ impl Store {
         let yes = to_u64(yes);
         if yes >= r.approvers_required.max(1) {
             // Two last votes racing both get here: one of them moves the request.
-            self.decide_request(&r.id, "approved", approver, reason)
+            self.decide_request(&r.id, RequestState::Approved, approver, reason)
                 .await?;
             return Ok(Vote::Decided);
         }
@@ -1071,7 +1135,7 @@ impl Store {
     pub async fn decide_request(
         &self,
         id: &str,
-        status: &str,
+        status: RequestState,
         by: &str,
         reason: Option<&str>,
     ) -> sqlx::Result<bool> {
@@ -1079,7 +1143,7 @@ impl Store {
             "UPDATE access_requests SET status = $2, decided_by = $3, decided_at = $4, reason = $5 WHERE id = $1 AND status = 'pending'",
         )
         .bind(id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(by)
         .bind(to_i64(now_secs()))
         .bind(reason)
@@ -1306,5 +1370,26 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(grant_from_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestState;
+
+    #[test]
+    fn request_states_read_back_as_written() {
+        for s in [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Void,
+            RequestState::Superseded,
+            RequestState::Used,
+        ] {
+            assert_eq!(RequestState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::json!(s), serde_json::json!(s.as_str()));
+        }
+        assert_eq!(RequestState::parse("Pending"), None);
     }
 }
