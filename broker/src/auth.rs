@@ -582,6 +582,22 @@ mod tests {
     }
 
     #[test]
+    fn roles_read_back_as_written() {
+        for r in [
+            Role::Operator,
+            Role::Reviewer,
+            Role::Approver,
+            Role::TicketSystem,
+            Role::Edge,
+            Role::Engineer,
+        ] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::json!(r), serde_json::json!(r.as_str()));
+        }
+        assert_eq!(Role::parse("TicketSystem"), None);
+    }
+
+    #[test]
     fn digest_compare() {
         assert!(digest_eq("abcd", "abcd"));
         assert!(!digest_eq("abcd", "abce"));
