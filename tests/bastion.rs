@@ -140,16 +140,16 @@ async fn the_edge_opens_no_shell_and_nodes_do_not_trust_engineer_certificates() 
     assert!(issued["certificate"].is_string());
 }
 
-#[tokio::test]
-async fn revoking_the_grant_ends_an_open_session() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    let issued = login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
-    let mut child = Command::new("ssh")
+/// `ssh node1.acme-prod 'sleep 60; echo finished'` as alice, open once its command is in the
+/// audit log (returned with it).
+async fn sleeping_session(
+    w: &World,
+    b: &bastion::Bastion,
+    home: &Path,
+) -> (std::process::Child, Vec<Value>) {
+    let child = Command::new("ssh")
         .arg("-F")
-        .arg(home.path().join("ssh_config"))
+        .arg(home.join("ssh_config"))
         .args([
             "-o",
             "BatchMode=yes",
@@ -161,9 +161,19 @@ async fn revoking_the_grant_ends_an_open_session() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The session is open once the command is in the audit log.
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
+    let cmds = wait_events(w, "kind=command&ticket=SUP-1234", 1).await;
     assert_eq!(cmds.len(), 1, "{}", b.gateway.log_text());
+    (child, cmds)
+}
+
+#[tokio::test]
+async fn revoking_the_grant_ends_an_open_session() {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    let issued = login(&w, home.path(), "alice", "SUP-1234");
+    trust_edge(home.path(), &b);
+    let (mut child, _cmds) = sleeping_session(&w, &b, home.path()).await;
     let (s, v) =
         w.op.post(
             "/v1/revocations",
@@ -199,23 +209,7 @@ async fn on_sigterm_the_gateway_ends_open_sessions_ships_their_end_and_exits() {
     let home = tempfile::tempdir().unwrap();
     login(&w, home.path(), "alice", "SUP-1234");
     trust_edge(home.path(), &b);
-    let child = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "sleep 60; echo finished",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The session is open once the command is in the audit log.
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
-    assert_eq!(cmds.len(), 1, "{}", b.gateway.log_text());
+    let (child, cmds) = sleeping_session(&w, &b, home.path()).await;
     let session = cmds[0]["session"].as_str().unwrap().to_string();
     assert!(
         w.events(&format!("kind=session_ended&session={session}"))
