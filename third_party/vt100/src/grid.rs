@@ -33,6 +33,21 @@ impl Grid {
         }
     }
 
+    // sallyport: the saved cursor (for `Screen::saved_cursor_formatted`).
+    pub fn saved_pos(&self) -> Pos {
+        self.saved_pos
+    }
+
+    // sallyport: whether the saved cursor was saved in origin mode.
+    pub fn saved_origin_mode(&self) -> bool {
+        self.saved_origin_mode
+    }
+
+    // sallyport: whether the rows exist (the alternate grid's are made when it is first entered).
+    pub fn is_allocated(&self) -> bool {
+        !self.rows.is_empty()
+    }
+
     pub fn allocate_rows(&mut self) {
         if self.rows.is_empty() {
             self.rows.extend(

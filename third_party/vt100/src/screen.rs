@@ -229,6 +229,39 @@ impl Screen {
         contents
     }
 
+    /// sallyport: escape codes that save the cursor (DECSC) of the screen in use as it is saved
+    /// now — position and attributes — on a screen rebuilt from its state (they come before
+    /// [`state_formatted`](Self::state_formatted)); `None` when it was saved in origin mode.
+    #[must_use]
+    pub fn saved_cursor_formatted(&self) -> Option<Vec<u8>> {
+        let grid = self.grid();
+        if grid.saved_origin_mode() {
+            return None;
+        }
+        let mut contents = vec![];
+        crate::term::ClearAttrs.write_buf(&mut contents);
+        crate::term::MoveTo::new(grid.saved_pos()).write_buf(&mut contents);
+        self.saved_attrs
+            .write_escape_code_diff(&mut contents, &crate::attrs::Attrs::default());
+        crate::term::SaveCursor.write_buf(&mut contents);
+        Some(contents)
+    }
+
+    /// sallyport: the alternate screen's contents as escape codes that draw them (as
+    /// [`contents_formatted`](Self::contents_formatted) does for the screen in use), while the
+    /// main screen is in use and the alternate one has been used before; `None` otherwise.
+    /// Mode 47 shows the alternate screen as it was left, so a screen rebuilt from its state
+    /// needs them too.
+    #[must_use]
+    pub fn alternate_contents_formatted(&self) -> Option<Vec<u8>> {
+        if self.mode(MODE_ALTERNATE_SCREEN) || !self.alternate_grid.is_allocated() {
+            return None;
+        }
+        let mut contents = vec![];
+        let _ = self.alternate_grid.write_contents_formatted(&mut contents);
+        Some(contents)
+    }
+
     /// Return escape codes sufficient to turn the terminal state of the
     /// screen `prev` into the current terminal state. This is a convenience
     /// wrapper around [`contents_diff`](Self::contents_diff) and

@@ -138,7 +138,16 @@ impl Model {
         let screen = parser.screen();
         let (rows, cols) = (self.rows, self.cols);
         let same = catch_unwind(AssertUnwindSafe(|| {
-            let state = screen.state_formatted();
+            // After a full-screen program, the alternate screen as it was left (mode 47 shows it
+            // again): drawn first, then the main screen's state.
+            let mut state = match screen.alternate_contents_formatted() {
+                Some(alternate) => [&b"\x1b[?47h"[..], &alternate, b"\x1b[?47l"].concat(),
+                None => Vec::new(),
+            };
+            // The saved cursor (a full-screen program and some prompts leave one), then the
+            // screen itself.
+            state.extend(screen.saved_cursor_formatted().unwrap_or_default());
+            state.extend(screen.state_formatted());
             let mut rebuilt = vt100::Parser::new(rows, cols, 0);
             rebuilt.process(&state);
             (rebuilt.screen() == screen).then_some(state)
@@ -249,6 +258,11 @@ mod tests {
         agree_after(b"\x1b[1;4;31mred and still red", b" more");
         agree_after("漢字\r\n".repeat(3).as_bytes(), "かな".as_bytes());
         agree_after(&b"x".repeat(200), b"y\r\n");
+        // A prompt that draws a clock with the cursor saved and restored (DECSC/DECRC).
+        agree_after(
+            b"\x1b7\x1b[1;70H\x1b[2m12:00\x1b8$ ",
+            b"ls\x1b7\x1b[1;70H12:01\x1b8 -l",
+        );
         // A scroll region and a saved cursor are part of what is rebuilt or compared.
         let mut m = fed(b"\x1b[5;10r\x1b[3;3H\x1b7\x1b[1;1Hprompt$ ");
         if m.rest() {
@@ -291,6 +305,22 @@ mod tests {
         assert!(m.rest());
         let mut m = fed(&b"a".repeat(TAIL + 1));
         assert!(!m.rest());
+    }
+
+    #[test]
+    fn after_a_full_screen_program_it_rests_with_the_alternate_screen_as_it_was_left() {
+        let vim = b"$ vim\r\n\x1b[?1049h\x1b[1;1H~ file\r\n~\x1b[7mstatus\x1b[?1049l$ ";
+        // Shown again as it was left by mode 47; then a program that clears it (1049).
+        agree_after(vim, b"\x1b[?47hmore\x1b[?47l$ ");
+        agree_after(vim, b"\x1b[?1049hnew\x1b[?1049l$ ");
+        let mut m = fed(vim);
+        assert!(m.rest());
+        assert!(m.process(b"\x1b[?47h"));
+        assert!(
+            m.screen().contents().contains("~ file"),
+            "{}",
+            m.screen().contents()
+        );
     }
 
     #[test]
