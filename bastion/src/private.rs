@@ -121,26 +121,10 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Replace `path` with `bytes`, durably: a 0600 temporary file renamed over it.
+/// Replace `path` with `bytes`, durably: a 0600 temporary file of its own per call, renamed over
+/// it (two writers of one file at once, two tasks of this process, do not clash).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // A temporary name of its own per call: two writers of one file at once (two tasks of this
-    // process) must not truncate or rename each other's temporary file.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.{n}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let written = create_file(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    sallyport_ca::keys::write_file_atomic(path, bytes, FILE_MODE)
 }
 
 #[cfg(test)]

@@ -109,23 +109,25 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, CaError> {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory created with `mode`,
-/// synced, then renamed over `path`; the directory is synced so the rename survives a crash.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
-    let io_err = |source| CaError::Io {
+    write_file_atomic(path, bytes, mode).map_err(|source| CaError::Io {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory created with `mode`,
+/// synced, then renamed over `path`; the directory is synced so the rename survives a crash.
+/// Each call has a temporary name of its own (random): writers of one file at once do not
+/// truncate or rename each other's. The one copy of this for every part of sallyport.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        io_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no file name",
-        ))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{:016x}", safe_rng().next_u64()));
@@ -147,7 +149,7 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
         // Best effort: the temporary file may not exist (open failed) or may already be renamed.
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err)
+    result
 }
 
 /// The CA public keys a service trusts (several at once during a rotation).
