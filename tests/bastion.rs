@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge, world_with_edge_approval};
 use support::broker::*;
-use support::term::{tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
+use support::term::{Term, tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
 fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
@@ -948,32 +948,25 @@ async fn a_session_quiet_long_enough_to_rest_records_what_is_typed_after() {
     let home = tempfile::tempdir().unwrap();
     login(&w, home.path(), "alice", "SUP-1234");
     trust_edge(home.path(), &b);
-    let name = format!("sp-rest-{}", std::process::id());
     let tag = format!("resttest{}", std::process::id());
-    tmux_ssh(&name, home.path(), 100, 30, "");
+    let term = Term::ssh("sp-rest", home.path(), 100, 30, "");
     let prompt = ":~$";
-    wait_pane(&name, prompt, 1);
-    let send = |keys: &[&str]| {
-        let mut args = vec!["send-keys", "-t", name.as_str()];
-        args.extend_from_slice(keys);
-        tmux(&args);
-    };
-    send(&[&format!("touch /tmp/{tag}-file; echo made"), "Enter"]);
-    wait_pane(&name, prompt, 2);
+    term.wait(prompt, 1);
+    term.send(&[&format!("touch /tmp/{tag}-file; echo made"), "Enter"]);
+    term.wait(prompt, 2);
     let quiet = sallyport_bastion::gateway::REST_AFTER + Duration::from_secs(6);
     tokio::time::sleep(quiet).await;
-    send(&["Up", "Enter"]);
-    wait_pane(&name, prompt, 3);
+    term.send(&["Up", "Enter"]);
+    term.wait(prompt, 3);
     tokio::time::sleep(quiet).await;
-    send(&[&format!("ls /tmp/{tag}-f"), "Tab"]);
-    wait_pane(&name, &format!("ls /tmp/{tag}-file"), 1);
-    send(&["Enter"]);
-    wait_pane(&name, prompt, 4);
-    send(&[&format!("rm /tmp/{tag}-file"), "Enter"]);
-    wait_pane(&name, prompt, 5);
-    send(&["exit", "Enter"]);
-    wait_exit(&name);
-    tmux(&["kill-session", "-t", &name]);
+    term.send(&[&format!("ls /tmp/{tag}-f"), "Tab"]);
+    term.wait(&format!("ls /tmp/{tag}-file"), 1);
+    term.send(&["Enter"]);
+    term.wait(prompt, 4);
+    term.send(&[&format!("rm /tmp/{tag}-file"), "Enter"]);
+    term.wait(prompt, 5);
+    term.send(&["exit", "Enter"]);
+    term.wait_exit();
 
     let want = vec![
         format!("touch /tmp/{tag}-file; echo made"),

@@ -131,22 +131,8 @@ pub(super) async fn ingest(
         }
     }
     let fork = |seq: u64, why: &str| {
-        let b = b.clone();
-        let caller = caller.clone();
-        let cluster = cluster.clone();
         let reason = format!("record {seq} of {source} {why}");
-        async move {
-            refuse_by(
-                &b,
-                &caller.label(),
-                ACTION,
-                &reason,
-                None,
-                cluster.as_deref(),
-                ApiError::Conflict(reason.clone()),
-            )
-            .await
-        }
+        refused(reason.clone(), ApiError::Conflict(reason))
     };
     for w in records.windows(2) {
         if w[1].prev_hash != w[0].hash {
