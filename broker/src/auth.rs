@@ -44,18 +44,19 @@ impl Role {
         }
     }
 
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Operator,
+        Role::Reviewer,
+        Role::Approver,
+        Role::TicketSystem,
+        Role::Edge,
+        Role::Engineer,
+    ];
+
     /// The role this text names, if any.
     pub fn parse(s: &str) -> Option<Role> {
-        [
-            Role::Operator,
-            Role::Reviewer,
-            Role::Approver,
-            Role::TicketSystem,
-            Role::Edge,
-            Role::Engineer,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -583,14 +584,7 @@ mod tests {
 
     #[test]
     fn roles_read_back_as_written() {
-        for r in [
-            Role::Operator,
-            Role::Reviewer,
-            Role::Approver,
-            Role::TicketSystem,
-            Role::Edge,
-            Role::Engineer,
-        ] {
+        for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
             assert_eq!(serde_json::json!(r), serde_json::json!(r.as_str()));
         }
