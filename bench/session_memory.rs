@@ -276,6 +276,7 @@ async fn main() {
         "sessions", "edge RSS", "gateway RSS", "edge per session", "gateway per session"
     );
     println!("{:>9} {:>12} {:>12}", 0, mib(edge0), mib(gw0));
+    let alloc0 = print_alloc(&d, None, 0).await;
     let mut held = Vec::new();
     let mut last = (0usize, edge0, gw0);
     let began = Instant::now();
@@ -293,6 +294,7 @@ async fn main() {
             per_session(gw0, gw, n),
             per_session(last.2, gw, n - last.0),
         );
+        print_alloc(&d, alloc0, n).await;
         last = (n, edge, gw);
     }
     if let Some(hold) = std::env::var("PROFILE_HOLD")
@@ -369,6 +371,67 @@ async fn main() {
         (after.1 as f64 - gw_start as f64) / 1024.0,
         (after.1 as f64 - gw_start as f64) / total as f64,
     );
+}
+
+/// With the feature `alloc-stats`: the stage's jemalloc statistics (bytes allocated, bytes
+/// resident), asked for with SIGUSR1 and read from its log. `None` without the feature.
+async fn alloc_stats(stage: &support::bastion::Proc) -> Option<(u64, u64)> {
+    if !cfg!(feature = "alloc-stats") {
+        return None;
+    }
+    let before = stage.log_text().matches("alloc-stats ").count();
+    let sent = std::process::Command::new("kill")
+        .args(["-USR1", &stage.pid().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !sent {
+        return None;
+    }
+    for _ in 0..100 {
+        let text = stage.log_text();
+        if text.matches("alloc-stats ").count() > before {
+            let line = text.lines().rev().find(|l| l.contains("alloc-stats "))?;
+            let field = |name: &str| -> Option<u64> {
+                let at = line.find(&format!("{name}="))? + name.len() + 1;
+                line[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            return Some((field("allocated")? / 1024, field("resident")? / 1024));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The two stages' allocator statistics, as a line under the RSS table (nothing without the
+/// feature); `base` is what they were with no session open.
+async fn print_alloc(
+    d: &Deployment,
+    base: Option<[(u64, u64); 2]>,
+    n: usize,
+) -> Option<[(u64, u64); 2]> {
+    let now = [alloc_stats(&d.edge).await?, alloc_stats(&d.gateway).await?];
+    let show = |(alloc, res): (u64, u64), b: Option<(u64, u64)>| match b {
+        Some((a0, r0)) if n > 0 => format!(
+            "allocated {} ({}), resident {} ({})",
+            mib(alloc),
+            per_session(a0, alloc, n),
+            mib(res),
+            per_session(r0, res, n)
+        ),
+        _ => format!("allocated {}, resident {}", mib(alloc), mib(res)),
+    };
+    println!(
+        "{:>9} edge {}; gateway {}",
+        "jemalloc",
+        show(now[0], base.map(|b| b[0])),
+        show(now[1], base.map(|b| b[1]))
+    );
+    Some(now)
 }
 
 fn describe(cpuinfo: &Path) {

@@ -1,6 +1,8 @@
 //! `sallyport`: one binary, subcommands for engineers, the broker, reviewers and the operator.
 
 mod admin;
+#[cfg(feature = "alloc-stats")]
+mod alloc_stats;
 mod audit_bundle;
 mod audit_cmd;
 mod audit_session;
@@ -180,6 +182,8 @@ fn main() {
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<i32> {
+    #[cfg(feature = "alloc-stats")]
+    alloc_stats::on_sigusr1();
     match cmd {
         Cmd::Login(a) => login::run(a).await.map(|_| 0),
         Cmd::Status(a) => status::run(a).map(|_| 0),

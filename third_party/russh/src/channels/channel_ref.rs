@@ -1,8 +1,8 @@
 use std::collections::VecDeque; // sallyport
 
 use bytes::{Bytes, BytesMut}; // sallyport
-use tokio::sync::mpsc::Sender;
-use tokio::sync::mpsc::error::TrySendError; // sallyport
+use crate::queue::Sender; // sallyport
+use crate::queue::TrySendError; // sallyport
 
 use super::WindowSizeRef;
 use crate::ChannelMsg;
@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn staging_coalesces_and_keeps_order() {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+        let (sender, mut receiver) = crate::queue::channel(2);
         let mut chan = ChannelRef::new(sender);
         let total = 100_000usize;
         for i in 0..total {
@@ -249,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_receiver_releases_everything() {
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let (sender, receiver) = crate::queue::channel(1);
         let mut chan = ChannelRef::new(sender);
         for _ in 0..3 {
             let data = Bytes::from_static(b"abc");

@@ -1120,8 +1120,8 @@ where
 
     // Reading SSH id and allocating a session.
     let mut stream = SshRead::new(stream);
-    let (priority_sender, priority_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
+    let (priority_sender, priority_receiver) = crate::queue::unbounded_channel(); // sallyport
+    let (sender, receiver) = crate::queue::channel(config.event_buffer_size);
     let handle = server::session::Handle {
         priority_sender,
         sender,
