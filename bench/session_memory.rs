@@ -10,6 +10,14 @@
 //! (Thousands of OpenSSH clients would cost the machine more than what is measured.) The load
 //! client accepts any host key: it measures, it does not check trust (the tests do).
 //!
+//! With `NODE=stand-in` the node is a **stand-in**: an SSH server in this process (russh) that
+//! accepts the gateway's certificate without checking it and answers a pty shell with a prompt,
+//! then waits. It is for the session counts a real sshd cannot hold on this machine (every
+//! OpenSSH session is two sshd processes and a shell: 10,000 of them need tens of GiB); the edge
+//! and the gateway do the same work either way (the gateway still connects to the node with a
+//! per-session certificate and checks its registered host key). Run both kinds at the same count
+//! to see what the node's kind changes.
+//!
 //! Resident memory is VmRSS of /proc/PID/status; "settled" means every file descriptor that
 //! the sessions opened in the edge and the gateway is closed again. It measures and asserts
 //! nothing.
@@ -54,6 +62,8 @@ struct Held {
 #[derive(Clone)]
 struct Engineer {
     edge: std::net::SocketAddr,
+    /// The node the sessions go to (`node1.acme-prod` is the real sshd).
+    node: Arc<str>,
     key: Arc<PrivateKey>,
     cert: Certificate,
 }
@@ -66,7 +76,7 @@ async fn open(e: Engineer) -> anyhow::Result<Held> {
         .await?;
     ensure!(auth.success(), "the edge refused the certificate");
     let forward = edge
-        .channel_open_direct_tcpip("node1.acme-prod", 22, "127.0.0.1", 0)
+        .channel_open_direct_tcpip(&*e.node, 22, "127.0.0.1", 0)
         .await?;
     let mut gateway = client::connect_stream(cfg, forward.into_stream(), AnyHostKey).await?;
     let auth = gateway
@@ -127,6 +137,125 @@ async fn close_all(held: Vec<Held>) {
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// The stand-in node (see the top of this file): any user, any key or certificate, a pty shell
+/// that prints a prompt and then holds the channel open.
+#[derive(Default)]
+struct StandIn {
+    channels: Vec<russh::Channel<russh::server::Msg>>,
+}
+
+impl russh::server::Handler for StandIn {
+    type Error = russh::Error;
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        _user: &str,
+        _certificate: &Certificate,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: russh::Channel<russh::server::Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        self.channels.push(channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: russh::ChannelId,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        session.data(channel, &b"stand-in$ "[..])?;
+        Ok(())
+    }
+}
+
+/// Start the stand-in node on a loopback port and register it as `node2` of `acme-prod`.
+async fn start_stand_in(d: &Deployment) -> Arc<str> {
+    let key = PrivateKey::random(
+        &mut russh::keys::key::safe_rng(),
+        russh::keys::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let public = key.public_key().to_openssh().unwrap();
+    let config = Arc::new(russh::server::Config {
+        keys: vec![key],
+        inactivity_timeout: None,
+        nodelay: true,
+        auth_rejection_time: Duration::from_millis(0),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(session) =
+                    russh::server::run_stream(config, socket, StandIn::default()).await
+                {
+                    let _ = session.await;
+                }
+            });
+        }
+    });
+    let etc = d.dir.path();
+    std::fs::write(etc.join("node2.pub"), format!("{public}\n")).unwrap();
+    let op = [
+        ("SALLYPORT_BROKER", d.broker.url.as_str()),
+        ("SALLYPORT_TOKEN", d.operator_token.as_str()),
+    ];
+    support::deploy::sp(
+        etc,
+        &op,
+        &[
+            "admin",
+            "node",
+            "acme-prod",
+            "node2",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--host-key",
+            "node2.pub",
+        ],
+        "",
+    );
+    "node2.acme-prod".into()
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -240,8 +369,14 @@ async fn main() {
     })
     .await;
     let home = d.login();
+    let node = match std::env::var("NODE").as_deref() {
+        Ok("stand-in") => start_stand_in(&d).await,
+        Ok("sshd") | Err(_) => "node1.acme-prod".into(),
+        Ok(other) => panic!("NODE: sshd or stand-in, not {other:?}"),
+    };
     let e = Engineer {
         edge: format!("127.0.0.1:{}", d.edge_port).parse().unwrap(),
+        node: node.clone(),
         key: Arc::new(russh::keys::load_secret_key(home.join("acme-prod"), None).unwrap()),
         cert: Certificate::from_openssh(
             &std::fs::read_to_string(home.join("acme-prod-cert.pub")).unwrap(),
@@ -267,8 +402,13 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
     let (edge0, gw0) = rss_both();
+    let node_kind = if &*node == "node1.acme-prod" {
+        "a real sshd"
+    } else {
+        "a stand-in node (NODE=stand-in)"
+    };
     println!(
-        "edge and gateway as their own processes; idle pty shells on a real sshd, measured {idle_wait} s after the last one opened"
+        "edge and gateway as their own processes; idle pty shells on {node_kind}, measured {idle_wait} s after the last one opened"
     );
     println!();
     println!(

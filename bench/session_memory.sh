@@ -12,6 +12,10 @@
 # the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID),
 # PROFILE_HOLD=SECS (hold the sessions that long after the last count, to stop a profiled stage
 # while they are open: what it held then shows as "leaked").
+# NODE=stand-in: the node is a stand-in SSH server inside the load client (for session counts a real
+# sshd cannot hold here: see bench/session_memory.rs); NODE=sshd (default) is a real sshd.
+# FEATURES=alloc-stats: each stage also prints jemalloc's bytes allocated and resident (SIGUSR1),
+# what the sessions hold against what the allocator keeps.
 # To profile a stage from its first allocation, build with the system allocator and wrap it:
 #   FEATURES=system-allocator SALLYPORT_PROFILE_WRAP="gateway=heaptrack -o /tmp/gateway" \
 #     tests/infra/run-tests.sh bench/session_memory.sh
