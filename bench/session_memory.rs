@@ -105,7 +105,7 @@ async fn open(e: Engineer) -> anyhow::Result<Held> {
 }
 
 /// Open `n` sessions, `parallel` set-ups at a time.
-async fn open_many(e: &Engineer, n: usize, parallel: usize) -> Vec<Held> {
+async fn open_many(e: &Engineer, n: usize, parallel: usize) -> anyhow::Result<Vec<Held>> {
     let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
@@ -119,10 +119,33 @@ async fn open_many(e: &Engineer, n: usize, parallel: usize) -> Vec<Held> {
     while let Some(r) = tasks.join_next().await {
         match r.unwrap() {
             Ok(h) => held.push(h),
-            Err(err) => panic!("a session could not be opened: {err:#}"),
+            Err(err) => {
+                return Err(err.context(format!(
+                    "session {} of {n} could not be opened",
+                    held.len() + 1
+                )));
+            }
         }
     }
-    held
+    Ok(held)
+}
+
+/// Open `n` sessions or stop the bench with why, and the last lines of the stages' logs.
+async fn open_or_stop(d: &Deployment, e: &Engineer, n: usize, parallel: usize) -> Vec<Held> {
+    match open_many(e, n, parallel).await {
+        Ok(held) => held,
+        Err(err) => {
+            for (name, stage) in [("edge", &d.edge), ("gateway", &d.gateway)] {
+                let log = stage.log_text();
+                let lines: Vec<&str> = log.lines().collect();
+                println!("--- the {name}'s log, last lines:");
+                for l in &lines[lines.len().saturating_sub(15)..] {
+                    println!("{l}");
+                }
+            }
+            panic!("{err:#}");
+        }
+    }
 }
 
 async fn close_all(held: Vec<Held>) {
@@ -305,6 +328,37 @@ async fn settle(pids: [u32; 2], base: [usize; 2]) -> Duration {
     took
 }
 
+/// Wait until the gateway's recordings directory holds no recording (each is deleted once the
+/// broker has it; up to five minutes), then three seconds more. Returns how long it took.
+async fn wait_delivered(dir: &Path) -> Duration {
+    let began = Instant::now();
+    let left = || {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.ends_with(".cast") || name.ends_with(".cast.part")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while left() > 0 && began.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = began.elapsed();
+    if left() > 0 {
+        println!(
+            "  ({} recordings still in {} after 300 s)",
+            left(),
+            dir.display()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    took
+}
+
 fn fd_targets(pid: u32) -> Vec<String> {
     let mut t: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
@@ -389,7 +443,7 @@ async fn main() {
 
     // Warm-up: the first sessions load keys, certificates, caches.
     let base_fds = [fds(pids[0]), fds(pids[1])];
-    close_all(open_many(&e, 20, parallel).await).await;
+    close_all(open_or_stop(&d, &e, 20, parallel).await).await;
     settle(pids, base_fds).await;
     if let Some(wait) = std::env::var("PROFILE_WAIT")
         .ok()
@@ -421,7 +475,7 @@ async fn main() {
     let mut last = (0usize, edge0, gw0);
     let began = Instant::now();
     for &n in &points {
-        held.extend(open_many(&e, n - held.len(), parallel).await);
+        held.extend(open_or_stop(&d, &e, n - held.len(), parallel).await);
         tokio::time::sleep(Duration::from_secs(idle_wait as u64)).await;
         let (edge, gw) = rss_both();
         println!(
@@ -461,6 +515,16 @@ async fn main() {
         opened as f64 / took.as_secs_f64(),
         settled.as_secs_f64()
     );
+    let delivered = wait_delivered(&d.dir.path().join("gw-data/recordings")).await;
+    let (edge_later, gw_later) = rss_both();
+    println!(
+        "{:>9} {:>12} {:>12}   (the gateway's recordings all delivered to the broker {:.1} s later)",
+        "delivered",
+        mib(edge_later),
+        mib(gw_later),
+        delivered.as_secs_f64(),
+    );
+    print_alloc(&d, None, 0).await;
     let (n, edge_n, gw_n) = last;
     println!(
         "\nper idle session at {n}: edge {}, gateway {}, both {}",
@@ -488,7 +552,7 @@ async fn main() {
     );
     let mut after = (edge_start, gw_start);
     for round in 1..=rounds {
-        let held = open_many(&e, per_round, parallel).await;
+        let held = open_or_stop(&d, &e, per_round, parallel).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (edge_open, gw_open) = rss_both();
         close_all(held).await;
