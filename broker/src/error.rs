@@ -49,8 +49,38 @@ impl From<sqlx::Error> for ApiError {
                 return ApiError::BadRequest("it refers to something that does not exist".into());
             }
         }
+        if store_unavailable(&e) {
+            return store_unavailable_error(&e);
+        }
         ApiError::from(anyhow::Error::from(e))
     }
+}
+
+/// What a caller is told while the store cannot be reached: nothing was decided, try again.
+pub const STORE_UNAVAILABLE: &str =
+    "the broker's store (database) is unavailable; nothing was issued, try again shortly";
+
+/// The store cannot be reached — down, restarting after a crash, a connection cut — as opposed
+/// to a query it refused: the request fails closed with 503, and the pool reconnects by itself
+/// once the store is back.
+fn store_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exception; 57P: the server shut down, crashed or is starting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+fn store_unavailable_error(e: &sqlx::Error) -> ApiError {
+    tracing::warn!(error = %e, "the store is unavailable");
+    ApiError::Unavailable(STORE_UNAVAILABLE.into())
 }
 
 /// An internal error, unless the store refused the input's text (also when its error arrives
@@ -61,8 +91,14 @@ impl From<anyhow::Error> for ApiError {
             matches!(c.downcast_ref::<sqlx::Error>(),
                 Some(sqlx::Error::Database(db)) if refused_text(db.as_ref()))
         });
+        let unavailable = e.chain().find_map(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .filter(|e| store_unavailable(e))
+        });
         if refused {
             ApiError::BadRequest(REFUSED_TEXT.into())
+        } else if let Some(e) = unavailable {
+            store_unavailable_error(e)
         } else {
             ApiError::Internal(e)
         }
@@ -138,3 +174,39 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store out of reach is 503 with a message saying so; other store errors stay internal.
+    #[test]
+    fn a_store_out_of_reach_is_503_and_other_store_errors_are_internal() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases: Vec<(sqlx::Error, StatusCode)> = vec![
+            (sqlx::Error::Io(refused()), StatusCode::SERVICE_UNAVAILABLE),
+            (sqlx::Error::PoolTimedOut, StatusCode::SERVICE_UNAVAILABLE),
+            (sqlx::Error::PoolClosed, StatusCode::SERVICE_UNAVAILABLE),
+            (sqlx::Error::WorkerCrashed, StatusCode::SERVICE_UNAVAILABLE),
+            (sqlx::Error::RowNotFound, StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                sqlx::Error::Protocol("odd".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, want) in cases {
+            let what = e.to_string();
+            let direct = ApiError::from(e);
+            assert_eq!(direct.status(), want, "{what}");
+            if want == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(direct.to_string(), STORE_UNAVAILABLE);
+            }
+        }
+        // Wrapped by a store function that answers anyhow::Error.
+        let wrapped = anyhow::Error::from(sqlx::Error::Io(refused())).context("reading a ticket");
+        assert_eq!(
+            ApiError::from(wrapped).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
