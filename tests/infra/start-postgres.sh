@@ -9,6 +9,10 @@
 #
 # Usage: start-postgres.sh RUNDIR      (stop and remove: stop-postgres.sh RUNDIR)
 # Env:   PG_PORT (5433)  PG_DB (sallyport_test)
+#        PG_OPTIONS: more server options, after the defaults (`-c synchronous_commit=on` for a
+#        test that kills the server and counts what it had acknowledged)
+# RUNDIR/env also holds PGBIN and PG_SERVER_OPTIONS, to start it again on the same data with
+# `pg_ctl -D RUNDIR/data -o "$PG_SERVER_OPTIONS" start` (as the postgres user).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
@@ -33,8 +37,9 @@ runuser -u "$RUNAS" -- "$PGBIN/initdb" -D "$D/data" -U postgres -A trust \
   -E UTF8 --no-locale --no-sync >"$D/initdb.log" 2>&1 ||
   { cat "$D/initdb.log" >&2; die "initdb failed"; }
 # -k: unix socket in RUNDIR, not /var/run/postgresql. Durability off: faster tests.
+OPTS="-p $PORT -k $D -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off ${PG_OPTIONS:-}"
 if ! runuser -u "$RUNAS" -- "$PGBIN/pg_ctl" -D "$D/data" -l "$D/postgres.log" -w -t 60 \
-  -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  -o "$OPTS" \
   start >/dev/null; then
   tail -n 20 "$D/postgres.log" >&2
   die "PostgreSQL did not start on 127.0.0.1:$PORT"
@@ -48,5 +53,6 @@ PG_ADMIN_URL=postgres://postgres@127.0.0.1:$PORT/postgres
 PG_PID=$(head -n 1 "$D/data/postmaster.pid")
 PG_DIR=$D
 PGBIN=$PGBIN
+PG_SERVER_OPTIONS="$OPTS"
 ENV
 echo "$D"

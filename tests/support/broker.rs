@@ -344,6 +344,17 @@ impl World {
     pub async fn start_with(directory: Dir, extra_config: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let store = fresh_store(tmp.path()).await;
+        Self::start_on(tmp, store, directory, extra_config).await
+    }
+
+    /// [`World::start_with`] on the empty store at `store` (a private PostgreSQL a fault test
+    /// starts and kills), with the broker's files in `tmp`.
+    pub async fn start_on(
+        tmp: tempfile::TempDir,
+        store: String,
+        directory: Dir,
+        extra_config: &str,
+    ) -> World {
         let token = sallyport_broker::auth::new_api_token();
         let hash = sallyport_broker::auth::token_hash(&token);
         let config = write_config(tmp.path(), &store, &directory, &hash, extra_config);
