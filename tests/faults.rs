@@ -1,9 +1,11 @@
 //! kill -9 and restart, one at a time, with an engineer's interactive session open through the
 //! real edge and gateway processes (real OpenSSH `ssh` in a terminal, a real sshd node): the
-//! broker, the edge, the store's PostgreSQL, the directory's slapd. What the engineer typed is
+//! broker, the edge, the gateway, the store's PostgreSQL, the directory's slapd. What the
+//! engineer typed is
 //! compared with the audit log (each command exactly once), with the node's bash history and
 //! with the node sshd's own log; certificates are refused (503, fail closed) while the store or
-//! the directory is down. (A killed gateway: `tests/bastion.rs`.)
+//! the directory is down. (A killed gateway's spool and recordings in detail:
+//! `tests/bastion.rs`.)
 //!
 //! PostgreSQL and slapd are private instances each test starts on its own ports with
 //! `tests/infra/start-postgres.sh` / `start-ldap.sh` — never the shared ones other tests use.
@@ -108,7 +110,8 @@ impl Shell {
         self.term.wait_exit();
     }
 
-    /// ssh's exit status once it ended.
+    /// How ssh ended: `Some(status)`, or `None` when a signal ended it (tmux shows no status
+    /// then). Call once ssh exited.
     fn exit_status(&self) -> Option<i32> {
         tmux(&[
             "list-panes",
@@ -196,12 +199,27 @@ fn node_saw_one_login(b: &Bastion, session: &str) {
         .skip_while(|w| *w != "port")
         .nth(1)
         .unwrap();
-    let closed = format!("Disconnected from user {LOGIN} 127.0.0.1 port {port}");
-    assert!(
-        b.node.wait_for_log(&closed, Duration::from_secs(10)),
-        "{}",
-        b.node.log()
-    );
+    // "Disconnected from user ..." when the gateway ends it, "Connection closed by ..." or
+    // "Connection reset by ..." when the gateway died.
+    let peer = format!("127.0.0.1 port {port}");
+    let start = Instant::now();
+    while !b.node.log().lines().any(|l| {
+        l.contains(&peer)
+            && [
+                "Disconnected from",
+                "Connection closed by",
+                "Connection reset by",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the node never saw the session's connection end:\n{}",
+            b.node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `sallyport login` as alice for SUP-1234 into a fresh home with TOTP `code`; whatever it did.
@@ -552,6 +570,55 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "after-edge-restart",
+        "{}",
+        stderr(&out)
+    );
+    verify_chains(&w);
+}
+
+/// A gateway killed with -9 mid-session: the engineer's ssh ends, not successfully; what was typed before is recorded once (the gateway spools a command before the node
+/// sees it); the cut session's recording is finished at the restart; a new session works.
+#[tokio::test]
+async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
+    let (w, port) = world_with_edge().await;
+    let mut b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+
+    let mut shell = Shell::open("sp-fault-gateway", home.path());
+    shell.echo("before-1");
+    shell.echo("before-2");
+    let first = shell.typed[0].clone();
+
+    b.gateway.kill9();
+    shell.term.wait_exit();
+    let status = shell.exit_status();
+    let screen = shell.term.screen();
+    eprintln!("ssh's screen after the gateway died (exit {status:?}):\n{screen}");
+    // What OpenSSH shows is "Connection to node1.acme-prod closed by remote host." or only
+    // "client_loop: send disconnect: Broken pipe" (when the jump ssh exits first): nothing says
+    // the gateway went away.
+    assert_ne!(status, Some(0), "{screen}");
+
+    b.restart_gateway();
+    let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
+    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
+    all_recorded_once(&shell, &cmds);
+    node_saw_one_login(&b, &session);
+    let recovered = w.wait_events("kind=recording_recovered", 1).await;
+    assert!(
+        recovered.iter().any(|e| e["session"] == session.as_str()),
+        "{recovered:#?}"
+    );
+
+    let out = ssh(
+        home.path(),
+        &["node1.acme-prod", "echo after-gateway-restart"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after-gateway-restart",
         "{}",
         stderr(&out)
     );
