@@ -111,18 +111,25 @@ impl Shell {
     }
 
     /// How ssh ended: `Some(status)`, or `None` when a signal ended it (tmux shows no status
-    /// then). Call once ssh exited.
+    /// then). Call once ssh exited: tmux may see the terminal close before it has the status.
     fn exit_status(&self) -> Option<i32> {
-        tmux(&[
-            "list-panes",
-            "-t",
-            &self.term.name,
-            "-F",
-            "#{pane_dead_status}",
-        ])
-        .trim()
-        .parse()
-        .ok()
+        let start = Instant::now();
+        loop {
+            let status = tmux(&[
+                "list-panes",
+                "-t",
+                &self.term.name,
+                "-F",
+                "#{pane_dead_status}",
+            ]);
+            if let Ok(status) = status.trim().parse() {
+                return Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(3) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
