@@ -12,7 +12,9 @@
 //! Nothing else: broker and edge events say nothing of a session's content, and the other
 //! gateway kinds carry no text an engineer typed or saw. Several texts of one event are joined by
 //! a newline, so a search never matches across two of them. The text is capped at
-//! [`MAX_TEXT_CHARS`] characters.
+//! [`MAX_TEXT_CHARS`] characters. A NUL character (an engineer's client can send one in a
+//! command or a path) is indexed as U+FFFD: PostgreSQL's `text` cannot hold it, and the event
+//! itself keeps it (escaped in its JSON), so the index must not refuse the event.
 
 use serde_json::Value;
 
@@ -53,6 +55,9 @@ pub fn search_text(source: &str, kind: &str, data: &Value) -> Option<String> {
     }
     if out.chars().count() > MAX_TEXT_CHARS {
         out = out.chars().take(MAX_TEXT_CHARS).collect();
+    }
+    if out.contains('\0') {
+        out = out.replace('\0', "\u{fffd}");
     }
     Some(out)
 }
@@ -134,6 +139,22 @@ pub enum QueryError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// PostgreSQL refused the index row of a command with a NUL, and so the whole record: the
+    /// gateway's chain stopped there (found by the store's property test).
+    #[test]
+    fn a_nul_is_indexed_as_a_replacement_character() {
+        let data = json!({"command": "printf 'a\u{0}b'", "via": "exec"});
+        assert_eq!(
+            search_text("gateway:g1", "command", &data).as_deref(),
+            Some("printf 'a\u{fffd}b'")
+        );
+        let data = json!({"op": {"op": "remove", "path": "\u{0}"}});
+        assert_eq!(
+            search_text("gateway:g1", "file_op", &data).as_deref(),
+            Some("\u{fffd}")
+        );
+    }
 
     #[test]
     fn what_is_indexed() {

@@ -498,4 +498,99 @@ mod tests {
         assert_eq!(Role::of("gateway:gw-1"), Some((Role::Gateway, "gw-1")));
         assert_eq!(Role::of("other"), None);
     }
+
+    /// What the data plane writes is what the broker accepts: for any data, `conform` gives
+    /// data that `check` passes for every kind of the writer (a record it refused would stop
+    /// the chain's shipping for good), and conforming again changes nothing.
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::*;
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                prop_oneof![
+                    Just("acme-prod".to_string()),
+                    Just("edge-eu1".to_string()),
+                    Just("s-1_a".to_string()),
+                    "[a-zA-Z0-9._-]{0,70}",
+                    "\\PC{0,12}",
+                    "[\\x00-\\x1f\\x7f\\u{9b}\\u{2028}a-z]{0,8}",
+                    any::<String>(),
+                ]
+                .prop_map(Value::String),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Objects naming the subject fields and `edge` (with any values), or any JSON.
+        fn data() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                3 => prop::sample::select(vec![
+                    "engineer", "ticket", "cluster", "node", "session", "edge",
+                    "engineer_invalid", "edge_invalid", "value",
+                ])
+                .prop_map(str::to_string),
+                1 => "[a-z_]{1,10}",
+            ];
+            prop_oneof![
+                3 => proptest::collection::btree_map(key, json(), 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+                1 => json(),
+            ]
+        }
+
+        fn writer() -> impl Strategy<Value = Writer> {
+            prop_oneof![
+                Just(edge()),
+                Just(gateway()),
+                "[a-z][a-z0-9-]{0,20}".prop_map(|name| Writer::Edge { name }),
+                ("[a-z0-9]{1,8}", "[a-z][a-z0-9.-]{0,20}")
+                    .prop_map(|(id, cluster)| Writer::Gateway { id, cluster }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(512))]
+
+            #[test]
+            fn conformed_data_passes_the_check(writer in writer(), data in data()) {
+                let conformed = conform(&writer, data);
+                for kind in writer.kinds() {
+                    let checked = check(&writer, kind, &conformed);
+                    prop_assert!(checked.is_ok(), "{kind}: {checked:?} for {conformed}");
+                }
+                prop_assert_eq!(conform(&writer, conformed.clone()), conformed);
+            }
+
+            #[test]
+            fn kinds_of_another_role_are_refused(writer in writer(), data in data(), kind in "\\PC{0,24}") {
+                let conformed = conform(&writer, data);
+                let others = match writer {
+                    Writer::Edge { .. } => GatewayKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    Writer::Gateway { .. } => EdgeKind::ALL.iter().map(|k| k.as_str()).collect(),
+                };
+                for other in others.into_iter().chain([kind.as_str()]) {
+                    if !writer.kinds().contains(&other) {
+                        prop_assert!(check(&writer, other, &conformed).is_err());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -140,4 +140,77 @@ mod tests {
         );
         assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
     }
+
+    /// Generated networks and strings: a network formats to a string that parses back to it,
+    /// membership is "the masked address is the network", a network written with host bits set
+    /// is refused, and any string is refused or parses to a network that formats and parses
+    /// back to itself.
+    mod properties {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+                // IPv4-mapped IPv6, as a dual-stack socket reports IPv4 peers.
+                any::<u32>().prop_map(|a| IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())),
+            ]
+        }
+
+        fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+            match ip {
+                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask_v4(prefix))),
+                IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask_v6(prefix))),
+            }
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (ip(), 0u16..140).prop_map(|(ip, p)| format!("{ip}/{p}")),
+                ip().prop_map(|ip| ip.to_string()),
+                "[0-9a-f:./]{0,48}",
+                "[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9+ -]{0,4}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(512))]
+
+            #[test]
+            fn networks_round_trip_and_contain_what_they_mask(
+                ip in ip(),
+                prefix in any::<u8>(),
+                probe in ip(),
+            ) {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let prefix = prefix % (max + 1);
+                let net = masked(ip, prefix);
+                let cidr: Cidr = format!("{net}/{prefix}").parse().unwrap();
+                prop_assert_eq!((cidr.network(), cidr.prefix()), (net, prefix));
+                prop_assert_eq!(cidr.to_string().parse::<Cidr>().unwrap(), cidr);
+                prop_assert!(cidr.contains(net) || net.to_canonical() != net, "{} not in {}", net, cidr);
+                let canonical = probe.to_canonical();
+                let want = canonical.is_ipv4() == net.is_ipv4() && masked(canonical, prefix) == net;
+                prop_assert_eq!(cidr.contains(probe), want);
+                if ip != net {
+                    let text = format!("{ip}/{prefix}");
+                    prop_assert!(text.parse::<Cidr>().is_err(), "accepted {}", text);
+                }
+            }
+
+            #[test]
+            fn any_string_is_refused_or_round_trips(s in text()) {
+                if let Ok(cidr) = s.parse::<Cidr>() {
+                    prop_assert_eq!(cidr.to_string().parse::<Cidr>().unwrap(), cidr);
+                    let max = if cidr.network().is_ipv4() { 32 } else { 128 };
+                    prop_assert!(cidr.prefix() <= max, "prefix {}", cidr.prefix());
+                }
+            }
+        }
+    }
 }

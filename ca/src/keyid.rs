@@ -270,4 +270,101 @@ mod tests {
             assert!(case.parse::<SessionKeyId>().is_err(), "accepted {case:?}");
         }
     }
+
+    /// Generated values and strings: building accepts exactly the values `validate_value`
+    /// accepts, formatting then parsing gives the same key id, and a string that parses is
+    /// exactly the formatting of what it parsed to (one spelling per key id).
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Valid values, near misses (one forbidden character), and anything.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[^;=\\s\\p{Cc}]{1,20}",
+                1 => ("[a-z]{0,4}", "[;= \\t\\n\\x00\\x7f\\u{a0}\\u{2028}]", "[a-z]{0,4}")
+                    .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
+                1 => Just("x".repeat(MAX_VALUE_LEN)),
+                1 => Just("x".repeat(MAX_VALUE_LEN + 1)),
+                1 => any::<String>(),
+            ]
+        }
+
+        /// A key id string: a formatted one with a character changed, or anything.
+        fn key_id_text() -> impl Strategy<Value = String> {
+            let formatted = (value(), value(), value(), value())
+                .prop_map(|(e, t, g, c)| {
+                    format!("sallyport:eng={e};ticket={t};grant={g};cluster={c}")
+                })
+                .boxed();
+            let session = (value(), value(), value())
+                .prop_map(|(s, e, t)| format!("sallyport-session:sid={s};eng={e};ticket={t}"))
+                .boxed();
+            let mutated = (
+                prop_oneof![formatted.clone(), session.clone()],
+                any::<prop::sample::Index>(),
+                "[;=:a ]?",
+                0usize..3,
+            )
+                .prop_map(|(s, at, insert, cut)| {
+                    let mut i = at.index(s.len() + 1);
+                    while !s.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    let end = (i + cut).min(s.len());
+                    let end = (end..=s.len())
+                        .find(|e| s.is_char_boundary(*e))
+                        .unwrap_or(s.len());
+                    format!("{}{insert}{}", &s[..i], &s[end..])
+                });
+            prop_oneof![formatted, session, mutated, any::<String>()]
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config(256))]
+
+            #[test]
+            fn values_build_and_round_trip(e in value(), t in value(), g in value(), c in value()) {
+                let valid = [("eng", &e), ("ticket", &t), ("grant", &g), ("cluster", &c)]
+                    .iter()
+                    .all(|(f, v)| validate_value(f, v).is_ok());
+                match KeyId::new(&e, &t, &g, &c) {
+                    Ok(id) => {
+                        prop_assert!(valid);
+                        let parsed: KeyId = id.to_string().parse().unwrap();
+                        prop_assert_eq!(&parsed, &id);
+                        prop_assert_eq!(
+                            [parsed.engineer(), parsed.ticket(), parsed.grant(), parsed.cluster()],
+                            [e.as_str(), t.as_str(), g.as_str(), c.as_str()]
+                        );
+                    }
+                    Err(_) => prop_assert!(!valid),
+                }
+                match SessionKeyId::new(&e, &t, &g) {
+                    Ok(id) => {
+                        let parsed: SessionKeyId = id.to_string().parse().unwrap();
+                        prop_assert_eq!(&parsed, &id);
+                        prop_assert_eq!(
+                            [parsed.session(), parsed.engineer(), parsed.ticket()],
+                            [e.as_str(), t.as_str(), g.as_str()]
+                        );
+                    }
+                    Err(_) => prop_assert!(
+                        [&e, &t, &g].iter().any(|v| validate_value("v", v).is_err())
+                    ),
+                }
+            }
+
+            #[test]
+            fn what_parses_is_its_own_formatting(s in key_id_text()) {
+                if let Ok(id) = s.parse::<KeyId>() {
+                    prop_assert_eq!(id.to_string(), s.clone());
+                }
+                if let Ok(id) = s.parse::<SessionKeyId>() {
+                    prop_assert_eq!(id.to_string(), s.clone());
+                }
+            }
+        }
+    }
 }

@@ -14,6 +14,9 @@ pub mod stream;
 mod tickets;
 pub(crate) mod webhooks;
 
+#[cfg(test)]
+mod properties;
+
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};

@@ -312,7 +312,7 @@ pub fn to_u64(v: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #[test]
     fn redact_hides_password() {
         assert_eq!(
@@ -383,7 +383,7 @@ mod tests {
 
     /// A fresh, empty store URL: SQLite in `dir`, or a new PostgreSQL database when the tests
     /// run on PostgreSQL (SALLYPORT_TEST_STORE=postgres, tests/infra/run-tests.sh).
-    async fn empty_store(dir: &std::path::Path) -> String {
+    pub(crate) async fn empty_store(dir: &std::path::Path) -> String {
         use sqlx::Connection;
         let admin = std::env::var("SALLYPORT_TEST_PG_ADMIN_URL");
         match (std::env::var("SALLYPORT_TEST_STORE").as_deref(), admin) {
@@ -720,6 +720,66 @@ mod tests {
                 .unwrap();
             assert_eq!(left, 0);
             store.pool.close().await;
+        }
+    }
+
+    /// A gateway's records with any text where the search index reads it (a command, a line
+    /// on screen, an sftp or scp path: NUL, control characters, any Unicode, as an engineer's
+    /// client can send them) are stored and read back exactly, on either store: the chain
+    /// never stops at one of them.
+    #[test]
+    fn records_with_any_text_are_stored_and_read_back() {
+        use proptest::prelude::*;
+        use sallyport_audit::AuditRecord;
+        use serde_json::json;
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = rt.block_on(async {
+            let url = empty_store(dir.path()).await;
+            super::Store::connect(&url).await.unwrap()
+        });
+        let text = prop_oneof!["\\PC{0,20}", "[\\x00-\\x1f\\x7f a]{0,6}", any::<String>()];
+        let kind =
+            prop::sample::select(vec!["command", "line_entered", "file_op", "file_transfer"]);
+        let chain = proptest::collection::vec((kind, text), 1..6);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            source_file: Some(file!()),
+            ..crate::proptest_config(64)
+        });
+        let n = std::cell::Cell::new(0u64);
+        let result = runner.run(&chain, |chain| {
+            n.set(n.get() + 1);
+            let source = format!("gateway:gw{}", n.get());
+            let mut records: Vec<AuditRecord> = Vec::new();
+            for (i, (kind, text)) in chain.iter().enumerate() {
+                let data = match *kind {
+                    "command" => json!({"command": text, "cluster": "acme-prod"}),
+                    "line_entered" => json!({"shown": text, "cluster": "acme-prod"}),
+                    "file_op" => {
+                        json!({"op": {"op": "remove", "path": text}, "cluster": "acme-prod"})
+                    }
+                    _ => json!({"transfer": {"path": text}, "cluster": "acme-prod"}),
+                };
+                let prev = records.last().map(|r| (r.seq, r.hash.as_str()));
+                let r = AuditRecord::next(&source, prev, 1_700_000_000_000 + i as u64, kind, data);
+                records.push(r);
+            }
+            let (stored, back) = rt.block_on(async {
+                let stored = store.ingest(&records).await;
+                let back = store.audit_chain(&source, 0, 100).await.unwrap();
+                (stored.map_err(|e| format!("{e:#}")), back)
+            });
+            prop_assert_eq!(stored, Ok(records.len() as u64));
+            prop_assert_eq!(back, records);
+            Ok(())
+        });
+        rt.block_on(store.pool.close());
+        if let Err(e) = result {
+            panic!("{e}");
         }
     }
 }

@@ -284,6 +284,7 @@ fn session_cert_contents() {
 
 /// Everything a certificate can say, starting from what `build_user_cert` makes of
 /// `test_grant()`; table cases change one thing.
+#[derive(Debug)]
 struct Spec {
     cert_type: CertType,
     serial: u64,
@@ -624,3 +625,5 @@ fn refusal_codes_are_stable_snake_case() {
         assert!(r.to_string().len() > 10, "{r}");
     }
 }
+
+mod properties;

@@ -262,3 +262,5 @@ fn we_read_a_krl_that_ssh_keygen_wrote() {
     }
     assert!(krl.is_revoked(&cert(&ca, 3, "g-bad")));
 }
+
+mod properties;

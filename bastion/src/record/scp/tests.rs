@@ -686,3 +686,5 @@ fn scp_ops_serialize_for_the_audit_log() {
     assert_eq!(v["op"], "dir");
     assert_eq!(v["status"]["status"], "unacknowledged");
 }
+
+mod properties;

@@ -94,7 +94,7 @@ fn extended(id: u32, name: &str, args: &[&[u8]]) -> Vec<u8> {
     b.packet(fxp::EXTENDED)
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Side {
     C,
     S,
@@ -1016,3 +1016,5 @@ fn ops_serialize_for_the_audit_log() {
     assert_eq!(v["status"]["code"], 3);
     assert_eq!(status_name(3), "permission denied");
 }
+
+mod properties;
