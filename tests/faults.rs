@@ -584,7 +584,8 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
 }
 
 /// A gateway killed with -9 mid-session: the engineer's ssh ends, not successfully; what was typed before is recorded once (the gateway spools a command before the node
-/// sees it); the cut session's recording is finished at the restart; a new session works.
+/// sees it); the cut session's recording is finished and its end written at the restart; a new
+/// session works.
 #[tokio::test]
 async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
     let (w, port) = world_with_edge().await;
@@ -618,6 +619,13 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
         recovered.iter().any(|e| e["session"] == session.as_str()),
         "{recovered:#?}"
     );
+    // The cut session has its end too, written by the restarted gateway, once.
+    let ended = w
+        .wait_events(&format!("kind=session_ended&session={session}"), 1)
+        .await;
+    assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
+    assert_eq!(ended[0]["ended_at_restart"], true, "{ended:#?}");
+    assert_eq!(ended[0]["engineer"], "alice", "{ended:#?}");
 
     let out = ssh(
         home.path(),

@@ -418,6 +418,117 @@ impl Gateway {
     }
 }
 
+/// The sessions open now, each a small file `sessions/<id>.json` in the data directory holding
+/// the session's audit fields: written when an engineer is let in, removed once its
+/// `session_ended` is in the spool. A gateway killed while sessions ran finds them at its next
+/// start and writes their end then.
+mod open_sessions {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    /// Mark session `sid` open. A mark that cannot be written is logged: the session goes on
+    /// (its start is in the spool; only an end after a crash would be missing).
+    pub fn mark(dir: &Path, sid: &str, fields: &Value) {
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let tmp = dir.join(format!(".{sid}.tmp"));
+            std::fs::write(&tmp, fields.to_string())?;
+            std::fs::rename(&tmp, dir.join(format!("{sid}.json")))
+        });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, session = sid, "cannot mark a session open (its end after a crash would be missing)");
+        }
+    }
+
+    pub fn unmark(dir: &Path, sid: &str) {
+        let _ = std::fs::remove_file(dir.join(format!("{sid}.json")));
+    }
+
+    /// The sessions marked open, with their fields (oldest mark first); unreadable marks are
+    /// logged and removed.
+    pub fn left(dir: &Path) -> Vec<(String, Value)> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(sid) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let fields = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .filter(|v| v.is_object() && v["session"] == sid);
+            match fields {
+                Some(v) => {
+                    let at = e.metadata().and_then(|m| m.modified()).ok();
+                    found.push((at, sid.to_string(), v));
+                }
+                None => {
+                    tracing::error!(path = %path.display(), "an unreadable open-session mark; removed");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        found.into_iter().map(|(_, sid, v)| (sid, v)).collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::json;
+
+        use super::*;
+
+        #[test]
+        fn a_mark_lasts_until_unmarked_and_bad_marks_are_dropped() {
+            let dir = tempfile::tempdir().unwrap();
+            let dir = dir.path().join("sessions");
+            assert!(left(&dir).is_empty(), "no directory yet: nothing left");
+            mark(&dir, "s-1", &json!({"session": "s-1", "engineer": "alice"}));
+            mark(&dir, "s-2", &json!({"session": "s-2", "engineer": "bob"}));
+            unmark(&dir, "s-1");
+            let found = left(&dir);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, "s-2");
+            assert_eq!(found[0].1["engineer"], "bob");
+            // A torn or foreign mark is not a session: dropped, not ended.
+            std::fs::write(dir.join("s-3.json"), "{\"sess").unwrap();
+            std::fs::write(dir.join("s-4.json"), r#"{"session": "s-5"}"#).unwrap();
+            std::fs::write(dir.join(".s-6.tmp"), "{}").unwrap();
+            assert_eq!(left(&dir).len(), 1);
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, vec!["s-2.json".to_string()]);
+        }
+    }
+}
+
+impl Gateway {
+    fn open_sessions_dir(&self) -> std::path::PathBuf {
+        self.cfg.data_dir.join("sessions")
+    }
+
+    /// An engineer was let in: mark the session open (see `open_sessions`).
+    pub(crate) fn session_opened(&self, sid: &str, fields: &serde_json::Value) {
+        open_sessions::mark(&self.open_sessions_dir(), sid, fields);
+    }
+
+    /// The session's `session_ended` is in the spool.
+    pub(crate) fn session_closed(&self, sid: &str) {
+        open_sessions::unmark(&self.open_sessions_dir(), sid);
+    }
+}
+
 /// Run the gateway until `shutdown` resolves.
 pub async fn run(
     gw: Arc<Gateway>,
@@ -436,6 +547,21 @@ pub async fn run(
         }
         tracing::warn!(kind = kind.as_str(), recording = %data["recording"], "finished a recording left by a stopped gateway");
         gw.spool.append(kind, data).await?;
+    }
+    // Sessions a stopped gateway left open (killed, or its spool unwritable at their end): their
+    // `session_ended` is written now, so that no session is left without an end.
+    for (sid, mut data) in open_sessions::left(&gw.open_sessions_dir()) {
+        crate::merge(
+            &mut data,
+            json!({"ended_at_restart": true,
+                   "reason": "the gateway stopped while the session was open; ended at its next start"}),
+        );
+        tracing::warn!(
+            session = sid,
+            "ended a session left open by a stopped gateway"
+        );
+        gw.spool.append(GatewayKind::SessionEnded, data).await?;
+        gw.session_closed(&sid);
     }
     tokio::spawn(crate::spool::ship(gw.spool.clone(), gw.broker.clone()));
     tokio::spawn(recorder::upload_forever(

@@ -120,6 +120,7 @@ impl EngineerSession {
         // If this cannot be written, the session is still let in: every channel request needs its
         // own durable event first, and is refused with a message saying why.
         self.audit(GatewayKind::SessionStarted, json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer, "observer_required": observer_required})).await;
+        self.gw.session_opened(&self.sid, &self.fields(json!({})));
         Auth::Accept
     }
 

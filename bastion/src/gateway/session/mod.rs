@@ -386,13 +386,17 @@ impl EngineerSession {
         self.gw
             .flush_refusals(Some(&format!("{}:", self.sid)))
             .await;
-        if let Err(e) = self
+        match self
             .gw
             .spool
             .append(GatewayKind::SessionEnded, self.fields(json!({})))
             .await
         {
-            tracing::error!(error = %e, session = self.sid, "audit spool unwritable: session_ended not written");
+            Ok(_) => self.gw.session_closed(&self.sid),
+            // The session's mark stays: the gateway's next start writes its end.
+            Err(e) => {
+                tracing::error!(error = %e, session = self.sid, "audit spool unwritable: session_ended not written");
+            }
         }
     }
 }
