@@ -604,10 +604,18 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
     let status = shell.exit_status();
     let screen = shell.term.screen();
     eprintln!("ssh's screen after the gateway died (exit {status:?}):\n{screen}");
-    // What OpenSSH shows is "Connection to node1.acme-prod closed by remote host." or only
-    // "client_loop: send disconnect: Broken pipe" (when the jump ssh exits first): nothing says
-    // the gateway went away.
     assert_ne!(status, Some(0), "{screen}");
+    // The edge tells the engineer why (OpenSSH's jump host prints the disconnect). (This edge
+    // has no token: its `edge_disconnected` with code `tunnel_gone` is only logged.)
+    assert!(
+        screen.contains("gateway went away"),
+        "the engineer is not told the gateway went away:\n{screen}"
+    );
+    assert!(
+        b.edge.log_text().contains("reason=\"tunnel_gone\""),
+        "{}",
+        b.edge.log_text()
+    );
 
     b.restart_gateway();
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;

@@ -10,17 +10,33 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 enum End {
     /// The source sent EOF: the destination was sent EOF; the other direction goes on.
     Eof,
-    /// The source closed or went away, or the destination refused data: nothing more can go
-    /// either way.
+    /// The source closed, or the destination refused data: nothing more can go either way.
     Closed,
+    /// The source's connection went away without closing the channel (a crash, a cut): nothing
+    /// was sent on, so that the other side can be told why first.
+    Vanished,
+}
+
+/// The side whose connection went away without closing its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vanished {
+    A,
+    B,
 }
 
 /// Move both ways until both directions are done or one side is gone, then close both
-/// channels. `activity` is called for every message either way (an idle timer).
-pub async fn join<A, B>(a: Channel<A>, b: Channel<B>, activity: impl Fn() + Sync)
-where
+/// channels. `activity` is called for every message either way (an idle timer). When one
+/// side's connection went away without closing its channel, `vanished` runs (and is awaited)
+/// before anything is sent to the other side: its chance to say why.
+pub async fn join<A, B, F>(
+    a: Channel<A>,
+    b: Channel<B>,
+    activity: impl Fn() + Sync,
+    vanished: impl FnOnce(Vanished) -> F,
+) where
     A: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
     B: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+    F: std::future::Future<Output = ()>,
 {
     let (a_rx, a_tx) = a.split();
     let (b_rx, b_tx) = b.split();
@@ -33,6 +49,14 @@ where
             tokio::select! {
                 end = &mut ab, if ab_end.is_none() => ab_end = Some(end),
                 end = &mut ba, if ba_end.is_none() => ba_end = Some(end),
+            }
+            if ab_end == Some(End::Vanished) {
+                vanished(Vanished::A).await;
+                break;
+            }
+            if ba_end == Some(End::Vanished) {
+                vanished(Vanished::B).await;
+                break;
             }
             if ab_end == Some(End::Closed) || ba_end == Some(End::Closed) {
                 break;
@@ -60,7 +84,10 @@ where
                 let _ = to.eof().await;
                 return End::Eof;
             }
-            ChannelMsg::Close => break,
+            ChannelMsg::Close => {
+                let _ = to.eof().await;
+                return End::Closed;
+            }
             // A forwarded TCP connection carries data only (no stderr, no requests).
             _ => Ok(()),
         };
@@ -68,6 +95,5 @@ where
             return End::Closed;
         }
     }
-    let _ = to.eof().await;
-    End::Closed
+    End::Vanished
 }

@@ -30,6 +30,10 @@ pub(super) struct Conn {
     pub(super) last_active: AtomicU64,
     /// The handler asks the connection's task to end the connection (the edge is full).
     pub(super) kick: Notify,
+    /// The tunnel of this connection's forward dropped: the connection's task tells the
+    /// engineer (see [`Conn::tunnel_gone`]), then notifies `gone_told`.
+    pub(super) gone: Notify,
+    pub(super) gone_told: Notify,
     /// An authentication request reached the handler.
     pub(super) auth_seen: AtomicBool,
     /// This connection's `edge_full` refusal was audited.
@@ -52,6 +56,8 @@ impl Conn {
             started: Instant::now(),
             last_active: AtomicU64::new(0),
             kick: Notify::new(),
+            gone: Notify::new(),
+            gone_told: Notify::new(),
             auth_seen: AtomicBool::new(false),
             full_audited: AtomicBool::new(false),
             who: Mutex::new(None),
@@ -69,6 +75,15 @@ impl Conn {
     pub(super) fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The gateway's tunnel that this connection's forward went through dropped (the gateway
+    /// died or its network was cut): have the connection's task disconnect the engineer saying
+    /// so, and wait (two seconds at most) until the notice is queued, so that it reaches the
+    /// engineer before the forward's channel closes (OpenSSH's jump host exits at that close).
+    pub(super) async fn tunnel_gone(&self) {
+        self.gone.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.gone_told.notified()).await;
     }
 
     pub(super) fn idle_for(&self) -> Duration {
@@ -107,6 +122,8 @@ pub(super) enum Close {
     Revoked,
     /// The certificate expired while the connection was open.
     Expired,
+    /// The tunnel of the connection's only forward dropped: the session behind it is gone.
+    TunnelGone,
 }
 
 /// The limits a connection's notices name.
@@ -157,6 +174,13 @@ impl Close {
                 Disconnect::ByApplication,
                 "sallyport edge: your certificate expired, disconnected: log in again".to_string(),
             ),
+            Close::TunnelGone => (
+                Disconnect::ByApplication,
+                "sallyport edge: the cluster's gateway went away (its tunnel to the edge \
+                 dropped: the gateway stopped or its network was cut), and your session with it; \
+                 connect again once the gateway is back"
+                    .to_string(),
+            ),
         }
     }
 
@@ -169,6 +193,7 @@ impl Close {
             Close::Revoked => Some("revoked"),
             Close::Expired => Some("expired"),
             Close::Shutdown => Some("shutdown"),
+            Close::TunnelGone => Some("tunnel_gone"),
             Close::Full | Close::NotLoggedIn => None,
         }
     }
@@ -279,6 +304,7 @@ pub(super) async fn engineer_connection(
                     break None;
                 }
                 () = conn.kick.notified() => break Some(Close::Full),
+                () = conn.gone.notified() => break Some(Close::TunnelGone),
                 () = tokio::time::sleep_until(login_deadline), if conn.who().is_none() && !full => {
                     if conn.who().is_none() {
                         break Some(Close::NotLoggedIn);
@@ -333,6 +359,7 @@ pub(super) async fn engineer_connection(
             }
             let ended = tokio::time::timeout(DISCONNECT_WAIT, async {
                 let _ = handle.disconnect(code, message, String::new()).await;
+                conn.gone_told.notify_one();
                 let _ = (&mut session).await;
             })
             .await;

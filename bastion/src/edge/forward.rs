@@ -322,7 +322,28 @@ impl EngineerHandler {
                         drop(session_event);
                         reply.accept().await;
                         // Unread, message by message; every message either way is activity.
-                        crate::pipe::join(channel, inner, || conn.touch()).await;
+                        let forwards = conn.forwards.clone();
+                        let conn_told = conn.clone();
+                        crate::pipe::join(
+                            channel,
+                            inner,
+                            || conn.touch(),
+                            |side| async move {
+                                // The tunnel dropped under the forward: the engineer is told why
+                                // (when this is the connection's only forward; others may go on).
+                                if side == crate::pipe::Vanished::B
+                                    && forwards.load(std::sync::atomic::Ordering::SeqCst) <= 1
+                                {
+                                    tracing::warn!(
+                                        engineer,
+                                        host,
+                                        "the tunnel dropped under a forward"
+                                    );
+                                    conn_told.tunnel_gone().await;
+                                }
+                            },
+                        )
+                        .await;
                         return;
                     }
                     Err(e) => {

@@ -148,7 +148,7 @@ impl EngineerSession {
             Ok(node_channel) => {
                 reply.accept().await;
                 tokio::spawn(async move {
-                    crate::pipe::join(channel, node_channel, || {}).await;
+                    crate::pipe::join(channel, node_channel, || {}, |_| async {}).await;
                     drop(slot);
                 });
             }
