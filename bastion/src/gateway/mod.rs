@@ -430,9 +430,10 @@ mod open_sessions {
     /// Mark session `sid` open. A mark that cannot be written is logged: the session goes on
     /// (its start is in the spool; only an end after a crash would be missing).
     pub fn mark(dir: &Path, sid: &str, fields: &Value) {
-        let written = std::fs::create_dir_all(dir).and_then(|()| {
+        let written = crate::private::create_dir(dir).and_then(|()| {
+            use std::io::Write;
             let tmp = dir.join(format!(".{sid}.tmp"));
-            std::fs::write(&tmp, fields.to_string())?;
+            crate::private::create_file(&tmp)?.write_all(fields.to_string().as_bytes())?;
             std::fs::rename(&tmp, dir.join(format!("{sid}.json")))
         });
         if let Err(e) = written {
@@ -498,6 +499,11 @@ mod open_sessions {
             assert_eq!(found.len(), 1, "{found:?}");
             assert_eq!(found[0].0, "s-2");
             assert_eq!(found[0].1["engineer"], "bob");
+            // Private, like all of the data directory.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("s-2.json")), 0o600);
             // A torn or foreign mark is not a session: dropped, not ended.
             std::fs::write(dir.join("s-3.json"), "{\"sess").unwrap();
             std::fs::write(dir.join("s-4.json"), r#"{"session": "s-5"}"#).unwrap();
