@@ -34,6 +34,9 @@ pub(super) struct Conn {
     /// engineer (see [`Conn::tunnel_gone`]), then notifies `gone_told`.
     pub(super) gone: Notify,
     pub(super) gone_told: Notify,
+    /// Set when the edge dropped that tunnel itself (and audited the cut sessions): what the
+    /// engineer is told instead.
+    pub(super) gone_message: Mutex<Option<String>>,
     /// An authentication request reached the handler.
     pub(super) auth_seen: AtomicBool,
     /// This connection's `edge_full` refusal was audited.
@@ -58,6 +61,7 @@ impl Conn {
             kick: Notify::new(),
             gone: Notify::new(),
             gone_told: Notify::new(),
+            gone_message: Mutex::new(None),
             auth_seen: AtomicBool::new(false),
             full_audited: AtomicBool::new(false),
             who: Mutex::new(None),
@@ -81,7 +85,12 @@ impl Conn {
     /// died or its network was cut): have the connection's task disconnect the engineer saying
     /// so, and wait (two seconds at most) until the notice is queued, so that it reaches the
     /// engineer before the forward's channel closes (OpenSSH's jump host exits at that close).
-    pub(super) async fn tunnel_gone(&self) {
+    /// `dropped`: the edge dropped the tunnel itself, with this message for the engineer (the
+    /// cut session is audited there, not again here).
+    pub(super) async fn tunnel_gone(&self, dropped: Option<String>) {
+        if let Ok(mut m) = self.gone_message.lock() {
+            *m = dropped;
+        }
         self.gone.notify_one();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.gone_told.notified()).await;
     }
@@ -124,6 +133,8 @@ pub(super) enum Close {
     Expired,
     /// The tunnel of the connection's only forward dropped: the session behind it is gone.
     TunnelGone,
+    /// The edge dropped that tunnel itself (revoked, expired; audited there).
+    TunnelDropped,
 }
 
 /// The limits a connection's notices name.
@@ -181,6 +192,11 @@ impl Close {
                  connect again once the gateway is back"
                     .to_string(),
             ),
+            Close::TunnelDropped => (
+                Disconnect::ByApplication,
+                "sallyport edge: the edge dropped the gateway's tunnel, and your session with it"
+                    .to_string(),
+            ),
         }
     }
 
@@ -194,7 +210,7 @@ impl Close {
             Close::Expired => Some("expired"),
             Close::Shutdown => Some("shutdown"),
             Close::TunnelGone => Some("tunnel_gone"),
-            Close::Full | Close::NotLoggedIn => None,
+            Close::Full | Close::NotLoggedIn | Close::TunnelDropped => None,
         }
     }
 }
@@ -304,7 +320,10 @@ pub(super) async fn engineer_connection(
                     break None;
                 }
                 () = conn.kick.notified() => break Some(Close::Full),
-                () = conn.gone.notified() => break Some(Close::TunnelGone),
+                () = conn.gone.notified() => {
+                    let dropped = conn.gone_message.lock().map(|m| m.is_some()).unwrap_or(false);
+                    break Some(if dropped { Close::TunnelDropped } else { Close::TunnelGone });
+                }
                 () = tokio::time::sleep_until(login_deadline), if conn.who().is_none() && !full => {
                     if conn.who().is_none() {
                         break Some(Close::NotLoggedIn);
@@ -328,7 +347,12 @@ pub(super) async fn engineer_connection(
             }
         };
         if let Some(close) = close {
-            let (code, message) = close.notice(&limits);
+            let (code, message) = match conn.gone_message.lock().ok().and_then(|mut m| m.take()) {
+                Some(message) if close == Close::TunnelDropped => {
+                    (Disconnect::ByApplication, message)
+                }
+                _ => close.notice(&limits),
+            };
             if close == Close::NotLoggedIn {
                 tracing::info!(%peer, "disconnecting a connection that did not log in in time");
                 let tried = conn.auth_seen.load(Ordering::SeqCst);

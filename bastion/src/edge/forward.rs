@@ -324,6 +324,7 @@ impl EngineerHandler {
                         // Unread, message by message; every message either way is activity.
                         let forwards = conn.forwards.clone();
                         let conn_told = conn.clone();
+                        let tunnels = edge.tunnels.clone();
                         crate::pipe::join(
                             channel,
                             inner,
@@ -339,7 +340,8 @@ impl EngineerHandler {
                                         host,
                                         "the tunnel dropped under a forward"
                                     );
-                                    conn_told.tunnel_gone().await;
+                                    let dropped = tunnels.dropped_message(tunnel_id);
+                                    conn_told.tunnel_gone(dropped).await;
                                 }
                             },
                         )

@@ -29,6 +29,9 @@ pub struct Tunnels {
     /// event's fields, so that a dropped tunnel names the sessions it cut.
     pub(super) forwards: Mutex<HashMap<u64, HashMap<u64, crate::Fields>>>,
     pub(super) next_forward: AtomicU64,
+    /// Tunnels the edge dropped itself (revoked, expired), with what their engineers are told;
+    /// kept while sessions forwarded into them are listed.
+    pub(super) dropped: Mutex<HashMap<u64, String>>,
 }
 
 /// A session forwarded into a tunnel, listed while it lasts.
@@ -46,6 +49,9 @@ impl Drop for Forwarded {
             of.remove(&self.id);
             if of.is_empty() {
                 m.remove(&self.tunnel);
+                if let Ok(mut d) = self.tunnels.dropped.lock() {
+                    d.remove(&self.tunnel);
+                }
             }
         }
     }
@@ -96,6 +102,12 @@ impl Tunnels {
     }
 
     /// The sessions forwarded into tunnel `tunnel` now (their `edge_session` fields).
+    /// What the engineers of a tunnel the edge dropped itself are told; `None`: the edge did
+    /// not drop it (the gateway went away).
+    pub(super) fn dropped_message(&self, tunnel: u64) -> Option<String> {
+        self.dropped.lock().ok()?.get(&tunnel).cloned()
+    }
+
     pub(super) fn sessions_in(&self, tunnel: u64) -> Vec<Value> {
         self.forwards
             .lock()
@@ -226,6 +238,11 @@ impl Edge {
         message: &str,
     ) {
         let cut = self.tunnels.sessions_in(id);
+        if !cut.is_empty()
+            && let Ok(mut d) = self.tunnels.dropped.lock()
+        {
+            d.insert(id, message.to_string());
+        }
         let _ = tunnel
             .disconnect(
                 Disconnect::ByApplication,
