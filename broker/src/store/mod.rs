@@ -4,22 +4,35 @@
 //! accepts too). Queries are checked at run time: the compile-time macros would need a live
 //! database for each engine at build time.
 
+mod accounts;
+mod approvals;
 mod audit;
+mod columns;
 mod console;
+mod customers;
 mod gateways;
+mod grants;
 mod live;
 mod passkeys;
-mod records;
+mod policies;
+mod requests;
 mod stream;
+mod tickets;
 mod webhooks;
 
+pub use accounts::*;
+pub use approvals::*;
 pub use audit::*;
 pub use console::*;
+pub use customers::*;
 pub use gateways::*;
+pub use grants::*;
 pub use live::*;
 pub use passkeys::*;
-pub use records::*;
+pub use policies::*;
+pub use requests::*;
 pub use stream::*;
+pub use tickets::*;
 pub use webhooks::*;
 
 use std::borrow::Cow;

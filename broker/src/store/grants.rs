@@ -1,0 +1,188 @@
+//! Grants (the certificates issued) and their revocation.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::columns::{json_list, list_json, opt_u64};
+use super::{Store, now_secs, to_i64, to_u64};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRow {
+    pub id: String,
+    pub engineer: String,
+    pub ticket: String,
+    pub customer: String,
+    pub cluster: String,
+    pub approval: String,
+    pub request: Option<String>,
+    pub logins: Vec<String>,
+    pub serial: String,
+    pub key_id: String,
+    pub ca_fingerprint: String,
+    pub public_key: String,
+    pub certificate: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+    pub revoked_reason: Option<String>,
+}
+
+const GRANT_COLS: &str = "id, engineer, ticket_id, customer_id, cluster_id, approval_id, request_id, logins, serial, key_id, ca_fingerprint, public_key, certificate, valid_after, valid_before, created_at, revoked_at, revoked_reason";
+
+fn grant_from_row(r: &AnyRow) -> GrantRow {
+    GrantRow {
+        id: r.get(0),
+        engineer: r.get(1),
+        ticket: r.get(2),
+        customer: r.get(3),
+        cluster: r.get(4),
+        approval: r.get(5),
+        request: r.get(6),
+        logins: json_list(&r.get::<String, _>(7)),
+        serial: r.get(8),
+        key_id: r.get(9),
+        ca_fingerprint: r.get(10),
+        public_key: r.get(11),
+        certificate: r.get(12),
+        valid_after: to_u64(r.get(13)),
+        valid_before: to_u64(r.get(14)),
+        created_at: to_u64(r.get(15)),
+        revoked_at: opt_u64(r, 16),
+        revoked_reason: r.get(17),
+    }
+}
+
+/// What to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeScope {
+    Serial,
+    Grant,
+    Engineer,
+    Approval,
+    Ticket,
+}
+
+impl RevokeScope {
+    fn column(self) -> &'static str {
+        match self {
+            RevokeScope::Serial => "serial",
+            RevokeScope::Grant => "id",
+            RevokeScope::Engineer => "engineer",
+            RevokeScope::Approval => "approval_id",
+            RevokeScope::Ticket => "ticket_id",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeScope::Serial => "serial",
+            RevokeScope::Grant => "grant",
+            RevokeScope::Engineer => "engineer",
+            RevokeScope::Approval => "approval",
+            RevokeScope::Ticket => "ticket",
+        }
+    }
+}
+
+impl Store {
+    pub async fn insert_grant(&self, g: &GrantRow) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ))
+        .bind(&g.id)
+        .bind(&g.engineer)
+        .bind(&g.ticket)
+        .bind(&g.customer)
+        .bind(&g.cluster)
+        .bind(&g.approval)
+        .bind(&g.request)
+        .bind(list_json(&g.logins))
+        .bind(&g.serial)
+        .bind(&g.key_id)
+        .bind(&g.ca_fingerprint)
+        .bind(&g.public_key)
+        .bind(&g.certificate)
+        .bind(to_i64(g.valid_after))
+        .bind(to_i64(g.valid_before))
+        .bind(to_i64(g.created_at))
+        .bind(g.revoked_at.map(to_i64))
+        .bind(&g.revoked_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn grants_where(
+        &self,
+        scope: RevokeScope,
+        value: &str,
+    ) -> sqlx::Result<Vec<GrantRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 ORDER BY created_at",
+            scope.column()
+        ))
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Revoke every not-yet-revoked grant matching; returns the grants revoked now.
+    /// The write comes first so that the transaction holds the write lock from its start
+    /// (SQLite would otherwise refuse to upgrade a reader when another replica wrote).
+    pub async fn revoke(
+        &self,
+        scope: RevokeScope,
+        value: &str,
+        reason: &str,
+    ) -> sqlx::Result<Vec<GrantRow>> {
+        let now = to_i64(now_secs());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL",
+            scope.column()
+        ))
+        .bind(value)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 AND revoked_at = $2 AND revoked_reason = $3",
+            scope.column()
+        ))
+        .bind(value)
+        .bind(now)
+        .bind(reason)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Revoked certificates that have not expired yet: (CA fingerprint, serial, key id).
+    pub async fn revoked_grants(&self) -> sqlx::Result<Vec<GrantRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE revoked_at IS NOT NULL AND valid_before > $1 ORDER BY serial"
+        ))
+        .bind(to_i64(now_secs()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// Grants of an engineer that are valid now and not revoked.
+    pub async fn live_grants(&self, engineer: Option<&str>) -> sqlx::Result<Vec<GrantRow>> {
+        let now = to_i64(now_secs());
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE revoked_at IS NULL AND valid_before > $1 AND ($2 IS NULL OR engineer = $2) ORDER BY created_at"
+        ))
+        .bind(now)
+        .bind(engineer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+}

@@ -1,0 +1,68 @@
+//! Tickets, as read from the ticket system.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Store, to_i64, to_u64};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: String,
+    pub customer: String,
+    pub cluster: String,
+    pub assignee: String,
+    pub status: String,
+    pub title: String,
+    pub updated_at: u64,
+}
+
+impl Store {
+    pub async fn ticket(&self, id: &str) -> sqlx::Result<Option<Ticket>> {
+        let row = sqlx::query(
+            "SELECT id, customer_id, cluster_id, assignee, status, title, updated_at FROM tickets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Ticket {
+            id: r.get(0),
+            customer: r.get(1),
+            cluster: r.get(2),
+            assignee: r.get(3),
+            status: r.get(4),
+            title: r.get(5),
+            updated_at: to_u64(r.get(6)),
+        }))
+    }
+
+    pub async fn upsert_ticket(&self, t: &Ticket) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tickets SET customer_id = $2, cluster_id = $3, assignee = $4, status = $5, title = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&t.id)
+        .bind(&t.customer)
+        .bind(&t.cluster)
+        .bind(&t.assignee)
+        .bind(&t.status)
+        .bind(&t.title)
+        .bind(to_i64(t.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO tickets (id, customer_id, cluster_id, assignee, status, title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&t.id)
+            .bind(&t.customer)
+            .bind(&t.cluster)
+            .bind(&t.assignee)
+            .bind(&t.status)
+            .bind(&t.title)
+            .bind(to_i64(t.updated_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+}
