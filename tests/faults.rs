@@ -486,15 +486,7 @@ fn all_recorded_once(shell: &Shell, cmds: &[String]) {
 /// login meanwhile fails with a clear message.
 #[tokio::test]
 async fn a_killed_broker_leaves_the_session_running_and_loses_no_command() {
-    let (mut w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
-
-    let mut shell = Shell::open("sp-fault-broker", home.path());
-    shell.echo("before-1");
-    shell.echo("before-2");
+    let (mut w, b, _home, mut shell) = two_commands_in("sp-fault-broker").await;
     let first = shell.typed[0].clone();
     // The first commands reached the broker: the session is established end to end.
     session_commands(&w, &first, 3).await;
@@ -532,20 +524,26 @@ async fn a_killed_broker_leaves_the_session_running_and_loses_no_command() {
     verify_chains(&w);
 }
 
+/// A world with an edge and a bastion, alice logged in for SUP-1234, and an interactive session
+/// in tmux (`name`) that ran two commands.
+async fn two_commands_in(name: &str) -> (World, Bastion, tempfile::TempDir, Shell) {
+    let (w, port) = world_with_edge().await;
+    let b = bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    let mut shell = Shell::open(name, home.path());
+    shell.echo("before-1");
+    shell.echo("before-2");
+    (w, b, home, shell)
+}
+
 /// An edge killed with -9 mid-session: the engineer's ssh ends, not successfully, with a
 /// message; what was typed before is recorded once and the session has its end; the restarted
 /// edge gets the gateway's tunnel back and a new session works.
 #[tokio::test]
 async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
-
-    let mut shell = Shell::open("sp-fault-edge", home.path());
-    shell.echo("before-1");
-    shell.echo("before-2");
+    let (w, mut b, home, shell) = two_commands_in("sp-fault-edge").await;
     let first = shell.typed[0].clone();
 
     b.edge.kill9();
@@ -588,15 +586,7 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
 /// session works.
 #[tokio::test]
 async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
-
-    let mut shell = Shell::open("sp-fault-gateway", home.path());
-    shell.echo("before-1");
-    shell.echo("before-2");
+    let (w, mut b, home, shell) = two_commands_in("sp-fault-gateway").await;
     let first = shell.typed[0].clone();
 
     b.gateway.kill9();
