@@ -117,6 +117,7 @@ impl Store {
     /// took the same sequence number first.
     pub async fn audit(&self, event: &AuditEvent) -> anyhow::Result<AuditRecord> {
         let mut last_err = None;
+        let _one_at_a_time = self.append.lock().await;
         for attempt in 0..50u64 {
             match self
                 .try_append(BROKER_SOURCE, event.kind(), event.data())

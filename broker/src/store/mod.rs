@@ -49,6 +49,10 @@ pub struct Store {
     /// Signs every record of the broker's own chain (a key in the data_dir, never in the
     /// database); `None` for tools that only read.
     audit_key: Option<std::sync::Arc<russh::keys::PrivateKey>>,
+    /// Appends to the broker's own chain from this process, one at a time: each continues the
+    /// stored head, so two at once collide and one must retry after a pause (other replicas
+    /// still can, and do retry).
+    append: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A migration's SQL: one text for both engines, or one per engine where they differ (a full-text
@@ -248,6 +252,7 @@ impl Store {
             pool,
             is_sqlite,
             audit_key: None,
+            append: std::sync::Arc::default(),
         };
         store
             .index_stored_text()
