@@ -125,7 +125,8 @@ impl Shell {
             if let Ok(status) = status.trim().parse() {
                 return Some(status);
             }
-            if start.elapsed() > Duration::from_secs(3) {
+            // tmux reaps the pane's program in its own time: seconds on a loaded machine.
+            if start.elapsed() > Duration::from_secs(20) {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(50));
