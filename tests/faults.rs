@@ -471,6 +471,34 @@ impl Drop for PrivateLdap {
 
 /// Every echo typed is in the audit log exactly once, in the order typed, and in the node's
 /// bash history exactly once, in the same order.
+/// What was typed is the session's commands, each recorded once (audit log and the node's
+/// history), the node saw one login, and the session has exactly one end: returned.
+async fn recorded_once_and_ended(
+    w: &World,
+    b: &Bastion,
+    shell: &Shell,
+    cmds: &[String],
+    session: &str,
+) -> Value {
+    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
+    all_recorded_once(shell, cmds);
+    node_saw_one_login(b, session);
+    let ended = w
+        .wait_events(&format!("kind=session_ended&session={session}"), 1)
+        .await;
+    assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
+    ended[0].clone()
+}
+
+/// The commands typed during an outage waited in the gateway's spool.
+fn spooled_meanwhile(b: &Bastion) {
+    assert!(
+        b.gateway.log_text().contains("they stay spooled"),
+        "{}",
+        b.gateway.log_text()
+    );
+}
+
 fn all_recorded_once(shell: &Shell, cmds: &[String]) {
     let want = shell.echoes();
     let got: Vec<String> = cmds
@@ -509,19 +537,8 @@ async fn a_killed_broker_leaves_the_session_running_and_loses_no_command() {
     assert_eq!(shell.exit_status(), Some(0), "{}", shell.term.screen());
 
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
-    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
-    all_recorded_once(&shell, &cmds);
-    let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
-    assert_eq!(ended.len(), 1, "{ended:#?}");
-    node_saw_one_login(&b, &session);
-    // The commands typed during the outage waited in the gateway's spool.
-    assert!(
-        b.gateway.log_text().contains("they stay spooled"),
-        "{}",
-        b.gateway.log_text()
-    );
+    recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
+    spooled_meanwhile(&b);
     verify_chains(&w);
 }
 
@@ -563,13 +580,7 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
     );
 
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
-    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
-    all_recorded_once(&shell, &cmds);
-    let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
-    assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
-    node_saw_one_login(&b, &session);
+    recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
 
     b.restart_edge("edge-2.log");
     let out = ssh(home.path(), &["node1.acme-prod", "echo after-edge-restart"]);
@@ -610,21 +621,15 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
 
     b.restart_gateway();
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
-    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
-    all_recorded_once(&shell, &cmds);
-    node_saw_one_login(&b, &session);
+    // The cut session has its end too, written by the restarted gateway, once.
+    let ended = recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
+    assert_eq!(ended["ended_at_restart"], true, "{ended:#?}");
     let recovered = w.wait_events("kind=recording_recovered", 1).await;
     assert!(
         recovered.iter().any(|e| e["session"] == session.as_str()),
         "{recovered:#?}"
     );
-    // The cut session has its end too, written by the restarted gateway, once.
-    let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
-    assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
-    assert_eq!(ended[0]["ended_at_restart"], true, "{ended:#?}");
-    assert_eq!(ended[0]["engineer"], "alice", "{ended:#?}");
+    assert_eq!(ended["engineer"], "alice", "{ended:#?}");
 
     let out = ssh(
         home.path(),
@@ -721,19 +726,8 @@ async fn a_killed_store_fails_closed_and_the_spool_delivers_once_it_is_back() {
         "the spooled commands at the broker {:?} after PostgreSQL restarted",
         restarted.elapsed()
     );
-    assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
-    all_recorded_once(&shell, &cmds);
-    let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
-    assert_eq!(ended.len(), 1, "{ended:#?}");
-    node_saw_one_login(&b, &session);
-    // The commands typed during the outage waited in the gateway's spool.
-    assert!(
-        b.gateway.log_text().contains("they stay spooled"),
-        "{}",
-        b.gateway.log_text()
-    );
+    recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
+    spooled_meanwhile(&b);
 
     // The same broker process serves again: a certificate, a login.
     assert_eq!(w.broker.pid(), broker_pid);
