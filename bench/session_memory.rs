@@ -6,13 +6,13 @@
 //! `sallyport` processes, a real OpenSSH sshd as the node. The sessions come from a load client
 //! in this process — what `ssh -J` does, with russh: one connection to the edge per session,
 //! a forward to `node1.acme-prod:22` in it, the engineer's SSH session to the gateway through
-//! that forward, a pty and a shell — held idle once the node's shell has printed its prompt.
-//! (Thousands of OpenSSH clients would cost the machine more than what is measured.) The load
-//! client accepts any host key: it measures, it does not check trust (the tests do).
+//! that forward, a pty and a shell — held idle once the node's shell has printed its prompt
+//! (`tests/support/load.rs`; thousands of OpenSSH clients would cost the machine more than what
+//! is measured).
 //!
 //! With `NODE=stand-in` the node is a **stand-in**: an SSH server in this process (russh) that
 //! accepts the gateway's certificate without checking it and answers a pty shell with a prompt,
-//! then waits. It is for the session counts a real sshd cannot hold on this machine (every
+//! then waits (`support::load::start_stand_in`). It is for the session counts a real sshd cannot hold on this machine (every
 //! OpenSSH session is two sshd processes and a shell: 10,000 of them need tens of GiB); the edge
 //! and the gateway do the same work either way (the gateway still connects to the node with a
 //! per-session certificate and checks its registered host key). Run both kinds at the same count
@@ -31,75 +31,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
-use russh::ChannelMsg;
-use russh::client;
-use russh::keys::{Certificate, PrivateKey};
-use support::bastion::LOGIN;
 use support::deploy::{Deployment, Extra};
+use support::load::{Connection, Engineer, mib, rss_kib as rss, start_stand_in};
 
-struct AnyHostKey;
-
-impl client::Handler for AnyHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-/// One engineer session held open: the edge connection, the session with the gateway, the
-/// shell channel.
+/// One engineer session held open: the connections and the shell channel.
 struct Held {
-    _edge: client::Handle<AnyHostKey>,
-    gateway: client::Handle<AnyHostKey>,
-    _shell: russh::Channel<client::Msg>,
-}
-
-#[derive(Clone)]
-struct Engineer {
-    edge: std::net::SocketAddr,
-    /// The node the sessions go to (`node1.acme-prod` is the real sshd).
-    node: Arc<str>,
-    key: Arc<PrivateKey>,
-    cert: Certificate,
+    conn: Connection,
+    _shell: russh::Channel<russh::client::Msg>,
 }
 
 async fn open(e: Engineer) -> anyhow::Result<Held> {
-    let cfg = Arc::new(client::Config::default());
-    let mut edge = client::connect(cfg.clone(), e.edge, AnyHostKey).await?;
-    let auth = edge
-        .authenticate_openssh_cert("alice", e.key.clone(), e.cert.clone())
-        .await?;
-    ensure!(auth.success(), "the edge refused the certificate");
-    let forward = edge
-        .channel_open_direct_tcpip(&*e.node, 22, "127.0.0.1", 0)
-        .await?;
-    let mut gateway = client::connect_stream(cfg, forward.into_stream(), AnyHostKey).await?;
-    let auth = gateway
-        .authenticate_openssh_cert(LOGIN, e.key.clone(), e.cert.clone())
-        .await?;
-    ensure!(auth.success(), "the gateway refused the certificate");
-    let mut shell = gateway.channel_open_session().await?;
-    shell.request_pty(false, "xterm", 80, 24, 0, 0, &[]).await?;
-    shell.request_shell(false).await?;
-    // The node's shell prints its prompt: the session is up end to end.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(60), shell.wait())
-            .await
-            .context("no prompt from the node within 60 s")?
-        {
-            Some(ChannelMsg::Data { .. }) => break,
-            Some(_) => continue,
-            None => bail!("the session closed before the node's shell answered"),
-        }
-    }
+    let conn = Connection::open(&e).await?;
+    let shell = conn.shell().await?;
     Ok(Held {
-        _edge: edge,
-        gateway,
+        conn,
         _shell: shell,
     })
 }
@@ -151,147 +96,9 @@ async fn open_or_stop(d: &Deployment, e: &Engineer, n: usize, parallel: usize) -
 async fn close_all(held: Vec<Held>) {
     let mut tasks = tokio::task::JoinSet::new();
     for h in held {
-        tasks.spawn(async move {
-            let _ = h
-                .gateway
-                .disconnect(russh::Disconnect::ByApplication, "", "en")
-                .await;
-            drop(h);
-        });
+        tasks.spawn(h.conn.close());
     }
     while tasks.join_next().await.is_some() {}
-}
-
-/// The stand-in node (see the top of this file): any user, any key or certificate, a pty shell
-/// that prints a prompt and then holds the channel open.
-#[derive(Default)]
-struct StandIn {
-    channels: Vec<russh::Channel<russh::server::Msg>>,
-}
-
-impl russh::server::Handler for StandIn {
-    type Error = russh::Error;
-
-    async fn auth_openssh_certificate(
-        &mut self,
-        _user: &str,
-        _certificate: &Certificate,
-    ) -> Result<russh::server::Auth, Self::Error> {
-        Ok(russh::server::Auth::Accept)
-    }
-
-    async fn auth_publickey(
-        &mut self,
-        _user: &str,
-        _key: russh::server::VerifiedPublicKey<'_>,
-    ) -> Result<russh::server::Auth, Self::Error> {
-        Ok(russh::server::Auth::Accept)
-    }
-
-    async fn channel_open_session(
-        &mut self,
-        channel: russh::Channel<russh::server::Msg>,
-        reply: russh::server::ChannelOpenHandle,
-        _session: &mut russh::server::Session,
-    ) -> Result<(), Self::Error> {
-        reply.accept().await;
-        self.channels.push(channel);
-        Ok(())
-    }
-
-    async fn pty_request(
-        &mut self,
-        channel: russh::ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
-        _pix_width: u32,
-        _pix_height: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut russh::server::Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        Ok(())
-    }
-
-    async fn shell_request(
-        &mut self,
-        channel: russh::ChannelId,
-        session: &mut russh::server::Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        session.data(channel, &b"stand-in$ "[..])?;
-        Ok(())
-    }
-}
-
-/// Start the stand-in node on a loopback port and register it as `node2` of `acme-prod`.
-async fn start_stand_in(d: &Deployment) -> Arc<str> {
-    let key = PrivateKey::random(
-        &mut russh::keys::key::safe_rng(),
-        russh::keys::Algorithm::Ed25519,
-    )
-    .unwrap();
-    let public = key.public_key().to_openssh().unwrap();
-    let config = Arc::new(russh::server::Config {
-        keys: vec![key],
-        inactivity_timeout: None,
-        nodelay: true,
-        auth_rejection_time: Duration::from_millis(0),
-        auth_rejection_time_initial: Some(Duration::from_millis(0)),
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let config = config.clone();
-            tokio::spawn(async move {
-                if let Ok(session) =
-                    russh::server::run_stream(config, socket, StandIn::default()).await
-                {
-                    let _ = session.await;
-                }
-            });
-        }
-    });
-    let etc = d.dir.path();
-    std::fs::write(etc.join("node2.pub"), format!("{public}\n")).unwrap();
-    let op = [
-        ("SALLYPORT_BROKER", d.broker.url.as_str()),
-        ("SALLYPORT_TOKEN", d.operator_token.as_str()),
-    ];
-    support::deploy::sp(
-        etc,
-        &op,
-        &[
-            "admin",
-            "node",
-            "acme-prod",
-            "node2",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--host-key",
-            "node2.pub",
-        ],
-        "",
-    );
-    "node2.acme-prod".into()
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} for pid {pid}"))
-}
-
-fn rss(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
 }
 
 fn fds(pid: u32) -> usize {
@@ -379,10 +186,6 @@ fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
 fn per_session(from: u64, to: u64, n: usize) -> String {
     format!("{:.0} KiB", (to as f64 - from as f64) / n as f64)
 }
@@ -428,15 +231,7 @@ async fn main() {
         Ok("sshd") | Err(_) => "node1.acme-prod".into(),
         Ok(other) => panic!("NODE: sshd or stand-in, not {other:?}"),
     };
-    let e = Engineer {
-        edge: format!("127.0.0.1:{}", d.edge_port).parse().unwrap(),
-        node: node.clone(),
-        key: Arc::new(russh::keys::load_secret_key(home.join("acme-prod"), None).unwrap()),
-        cert: Certificate::from_openssh(
-            &std::fs::read_to_string(home.join("acme-prod-cert.pub")).unwrap(),
-        )
-        .unwrap(),
-    };
+    let e = Engineer::from_home(&d, &home, &node);
     let pids = [d.edge.pid(), d.gateway.pid()];
     let rss_both = || (rss(pids[0]), rss(pids[1]));
     describe(Path::new("/proc/cpuinfo"));
