@@ -34,6 +34,8 @@ command -v make >/dev/null || need+=(make)
 command -v ss >/dev/null || need+=(iproute2)
 # the evasion suite feeds Python code to python3 on the node's stdin
 [ -x /usr/bin/python3 ] || need+=(python3)
+# the clock-skew tests run an edge or a gateway with its clock moved (LD_PRELOAD libfaketime)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 # the console tests drive Debian's Chromium through chromedriver (WebDriver)
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
 # building the broker: webauthn-rs (console passkeys) links OpenSSL through openssl-sys

@@ -34,12 +34,23 @@ fn profile_wrap(subcommand: &str) -> Command {
 
 impl Proc {
     pub fn start(args: &[&str], config: &Path, log: PathBuf) -> Proc {
+        Proc::start_with_env(args, config, log, &[])
+    }
+
+    /// [`Proc::start`] with more environment variables (e.g. a clock moved by libfaketime).
+    pub fn start_with_env(
+        args: &[&str],
+        config: &Path,
+        log: PathBuf,
+        env: &[(String, String)],
+    ) -> Proc {
         let mut cmd = profile_wrap(args.first().copied().unwrap_or_default());
         let child = cmd
             .args(args)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info,russh=warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -214,11 +225,23 @@ impl Bastion {
 
     /// Restart the gateway process on the same data (after a kill).
     pub fn restart_gateway(&mut self) {
-        self.gateway.kill9();
-        let log = self.dir.path().join("gateway/gateway-2.log");
-        self.gateway = Proc::start(&["gateway"], &self.gateway_config, log);
+        self.restart_gateway_with_env(&[]);
         assert!(
             self.gateway.wait_log("tunnel up", Duration::from_secs(30)),
+            "{}",
+            self.gateway.log_text()
+        );
+    }
+
+    /// Start the gateway again with more environment variables; returns once it runs (whether
+    /// its tunnel comes up is for the caller to see).
+    pub fn restart_gateway_with_env(&mut self, env: &[(String, String)]) {
+        self.gateway.kill9();
+        let log = self.dir.path().join("gateway/gateway-2.log");
+        self.gateway = Proc::start_with_env(&["gateway"], &self.gateway_config, log, env);
+        assert!(
+            self.gateway
+                .wait_log("gateway running", Duration::from_secs(30)),
             "{}",
             self.gateway.log_text()
         );
@@ -305,15 +328,32 @@ impl Bastion {
     /// Start the edge again on its config and data (after it exited or was killed), logging to
     /// `edge/<log>`; returns once the gateway's tunnel is back.
     pub fn restart_edge(&mut self, log: &str) {
-        self.edge.kill9();
-        let edge_dir = self.dir.path().join("edge");
-        self.edge = Proc::start(&["edge"], &edge_dir.join("edge.toml"), edge_dir.join(log));
+        self.restart_edge_with_env(log, &[]);
         assert!(
             self.edge
                 .wait_log("gateway tunnel up", Duration::from_secs(30)),
             "the gateway's tunnel did not come back to the restarted edge: {}\n--- gateway:\n{}",
             self.edge.log_text(),
             self.gateway.log_text()
+        );
+    }
+
+    /// Start the edge again with more environment variables; returns once it listens (whether
+    /// the gateway's tunnel comes back is for the caller to see).
+    pub fn restart_edge_with_env(&mut self, log: &str, env: &[(String, String)]) {
+        self.edge.kill9();
+        let edge_dir = self.dir.path().join("edge");
+        self.edge = Proc::start_with_env(
+            &["edge"],
+            &edge_dir.join("edge.toml"),
+            edge_dir.join(log),
+            env,
+        );
+        assert!(
+            self.edge
+                .wait_log("edge listening", Duration::from_secs(20)),
+            "the edge did not start again: {}",
+            self.edge.log_text()
         );
     }
 }
@@ -353,4 +393,19 @@ pub fn trust_edge(home: &Path, b: &Bastion) {
     for cluster in ["acme-prod", "globex-prod"] {
         writeln!(f, "sallyport-edge-{cluster} {}", b.edge_host_key).unwrap();
     }
+}
+
+/// The environment that runs a process with its clock `offset` away (libfaketime's syntax:
+/// "-10m", "+40s"); monotonic clocks are left alone, so timers and timeouts keep real time.
+pub fn moved_clock(offset: &str) -> Vec<(String, String)> {
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}/faketime/libfaketime.so.1"))
+        .find(|p| Path::new(p).exists())
+        .expect("libfaketime is not installed (tests/infra/install.sh installs it)");
+    vec![
+        ("LD_PRELOAD".into(), lib),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
 }

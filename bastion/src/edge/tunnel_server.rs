@@ -8,6 +8,8 @@ use std::sync::Arc;
 use russh::keys::{Certificate, PublicKey};
 use russh::server::{Auth, Server, Session};
 
+use serde_json::json;
+
 use super::Edge;
 use crate::trust::split_target;
 
@@ -121,6 +123,44 @@ impl russh::server::Handler for TunnelHandler {
             tracing::warn!(peer = ?self.peer, cluster, "gateway certificate refused");
             Ok(Auth::reject())
         }
+    }
+
+    /// A gateway's certificate russh refused itself: outside its validity window by this edge's
+    /// clock (the gateway signs it with its own clock, backdated 60 s), or a CA signature that
+    /// does not verify. Logged and audited (`edge_refused`, code `gateway_certificate`, a few
+    /// a minute per cluster) with what the two clocks say, so the operator knows which to fix.
+    async fn auth_certificate_refused(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<(), Self::Error> {
+        let now = crate::now();
+        let reason = if now < cert.valid_after() {
+            format!(
+                "the gateway's certificate is not valid yet by this edge's clock (valid from {}, \
+                 now {now}): the gateway's clock is ahead of the edge's; check both clocks",
+                cert.valid_after()
+            )
+        } else if now >= cert.valid_before() {
+            format!(
+                "the gateway's certificate expired by this edge's clock (valid until {}, now \
+                 {now}): check both clocks",
+                cert.valid_before()
+            )
+        } else {
+            "the gateway's certificate has a CA signature that does not verify".to_string()
+        };
+        let cluster = user.strip_prefix("gateway:").unwrap_or_default();
+        tracing::warn!(peer = ?self.peer, user, key_id = cert.key_id(), reason, "gateway certificate refused");
+        self.edge
+            .audit_repeatable(
+                &format!("tunnel:{cluster}:gateway_certificate"),
+                json!({"code": "gateway_certificate", "reason": reason,
+                       "key_id": cert.key_id(), "cluster": cluster,
+                       "peer": self.peer.map(|p| p.to_string())}),
+            )
+            .await;
+        Ok(())
     }
 
     async fn tcpip_forward(

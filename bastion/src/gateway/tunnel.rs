@@ -127,7 +127,10 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<Opt
         .await?;
     anyhow::ensure!(
         auth.success(),
-        "the edge refused this gateway's certificate"
+        "the edge refused this gateway's certificate (valid from {} by this gateway's clock, \
+         backdated 60 s): check that this gateway's clock agrees with the edge's, and that the \
+         edge knows this cluster's host CA; the edge's log says which",
+        now.saturating_sub(60)
     );
     handle.tcpip_forward("sallyport", 0).await?;
     tracing::info!(

@@ -124,6 +124,60 @@ impl EngineerSession {
         Auth::Accept
     }
 
+    /// A certificate russh refused itself, before our check ran: outside its validity window by
+    /// this gateway's clock, or with a CA signature that does not verify. The edge let it
+    /// through, so the edge's clock and this one disagree (or the edge is not checking):
+    /// audited (once per connection, a few a minute per certificate) with our own check's code and reason ("not valid yet ...
+    /// check the clocks"), the time it was refused at, and that key ownership is not proven.
+    pub(super) async fn certificate_refused(&mut self, user: &str, cert: &Certificate) {
+        if self.refused_seen {
+            return;
+        }
+        self.refused_seen = true;
+        let trust = &self.gw.trust;
+        let now = crate::now();
+        let (code, reason) = match check_user_cert(
+            cert,
+            &trust.cas(),
+            now,
+            &|c| trust.is_revoked(c),
+            None,
+        ) {
+            Err(r) => (r.code().to_string(), r.to_string()),
+            // russh's bounds are exclusive where ours are not: the second it changes.
+            Ok(_) => (
+                "outside_validity".to_string(),
+                format!(
+                    "the certificate is at the edge of its validity window (valid {} to {}, now {now}); check the clocks",
+                    cert.valid_after(),
+                    cert.valid_before()
+                ),
+            ),
+        };
+        self.login = crate::sanitize_login(user);
+        tracing::warn!(
+            peer = self.peer,
+            user = self.login,
+            key_id = cert.key_id(),
+            code,
+            reason,
+            "certificate refused at the gateway"
+        );
+        // Whoever holds the certificate can repeat it: a few events a minute per certificate
+        // and code, the others counted.
+        self.gw
+            .audit_repeatable(
+                &format!("certificate:{}:{code}", cert.key_id()),
+                GatewayKind::SessionRefused,
+                self.fields(
+                    json!({"key_id": cert.key_id(), "code": code, "reason": reason,
+                                   "peer": self.peer, "gateway_time": now,
+                                   "key_ownership": "not proven"}),
+                ),
+            )
+            .await;
+    }
+
     /// Logged in: a session over a limit is ended with its reason; any other is watched for
     /// as long as it runs (revocation reaches live sessions: the KRL is re-read every second).
     pub(super) fn authenticated(&mut self, session: &mut Session) -> Result<(), russh::Error> {

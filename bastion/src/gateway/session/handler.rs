@@ -28,6 +28,15 @@ impl russh::server::Handler for Adapter {
         Ok(self.0.lock().await.certificate(user, cert).await)
     }
 
+    async fn auth_certificate_refused(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<(), Self::Error> {
+        self.0.lock().await.certificate_refused(user, cert).await;
+        Ok(())
+    }
+
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.0.lock().await.authenticated(session)
     }

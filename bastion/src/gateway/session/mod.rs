@@ -64,6 +64,9 @@ pub struct EngineerSession {
     slots: Vec<crate::Slot>,
     /// Past a session limit: what the engineer is told when the session is ended at once.
     over_limit: Option<String>,
+    /// A certificate russh refused itself was audited on this connection (the client offers it
+    /// twice: once to ask, once signed).
+    refused_seen: bool,
     /// Programs may start: the session needs no observer, or one has joined.
     released: Arc<AtomicBool>,
 }
@@ -89,6 +92,7 @@ impl EngineerSession {
             open: Arc::default(),
             slots: Vec::new(),
             over_limit: None,
+            refused_seen: false,
             released: Arc::new(AtomicBool::new(true)),
         }
     }
