@@ -644,6 +644,69 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
     verify_chains(&w);
 }
 
+/// The tunnel between the gateway and the edge cut mid-session (its TCP connection reset, both
+/// processes running on): the engineer is told the gateway went away, what was typed before is
+/// recorded once and the session has one end, written by the running gateway; the gateway dials
+/// the tunnel again by itself and a new session works.
+#[tokio::test]
+async fn a_cut_tunnel_ends_the_session_recorded_and_comes_back_by_itself() {
+    let (w, b, home, shell) = two_commands_in("sp-fault-tunnel").await;
+    let first = shell.typed[0].clone();
+    let edge_toml = std::fs::read_to_string(b.dir.path().join("edge/edge.toml")).unwrap();
+    let tunnel_port = edge_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("tunnel_listen = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse::<u16>().ok())
+        .expect("tunnel_listen in edge.toml");
+
+    // Reset the tunnel's TCP connection at both ends, as a network fault would.
+    let cut = run(Command::new("ss").args([
+        "-K",
+        "state",
+        "established",
+        &format!("( dport = :{tunnel_port} or sport = :{tunnel_port} )"),
+    ]));
+    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
+    shell.term.wait_exit();
+    let status = shell.exit_status();
+    let screen = shell.term.screen();
+    assert_ne!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains("gateway went away"),
+        "the engineer is not told the gateway went away:\n{screen}"
+    );
+
+    let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
+    let ended = recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
+    // Written by the gateway that kept running, not at a restart.
+    assert_eq!(ended["ended_at_restart"], Value::Null, "{ended:#?}");
+    assert!(
+        wait_for(|| b.gateway.log_text().matches("tunnel up").count() >= 2),
+        "the tunnel did not come back: {}",
+        b.gateway.log_text()
+    );
+    let out = ssh(home.path(), &["node1.acme-prod", "echo after-tunnel-cut"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after-tunnel-cut",
+        "{}",
+        stderr(&out)
+    );
+    verify_chains(&w);
+}
+
+/// Poll `f` for up to 30 s.
+fn wait_for(f: impl Fn() -> bool) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(30) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// A world with an edge address, acme-prod's approval of support-l2 and alice's SUP-1234, on
 /// the given store and directory.
 async fn world_on(store: Option<String>, directory: Dir) -> (World, u16) {
