@@ -666,7 +666,11 @@ async fn a_cut_tunnel_ends_the_session_recorded_and_comes_back_by_itself() {
         "established",
         &format!("( dport = :{tunnel_port} or sport = :{tunnel_port} )"),
     ]));
-    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
+    assert!(
+        cut.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
     shell.term.wait_exit();
     let status = shell.exit_status();
     let screen = shell.term.screen();
