@@ -11,6 +11,10 @@
 //! to `.cast` when it ends; the uploader sends finished files to the broker and deletes them once
 //! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the
 //! session id and channel number only, never from user input.
+//!
+//! Here, [`ChannelRecorder`] and its state; in `events`, what it finds as audit events (and the
+//! throttle on full-screen switches); in `recovery`, the recordings a stop left unfinished; in
+//! `upload`, their hand-off to the broker.
 
 mod events;
 mod recovery;

@@ -68,6 +68,10 @@
 //! dropped), each kept up to [`MAX_LINE_BYTES`] bytes (lossy UTF-8); a longer line is reported
 //! once, truncated, with its full length and the SHA-256 of all its bytes.
 //!
+//! Here, [`classify`]; in `lex`, the command line split into simple commands; in `options`, a
+//! program's options; in `wrappers`, a simple command looked through to its program; in
+//! `interpreters`, the shells and languages; in `stdin`, [`StdinLines`].
+//!
 //! [`scp::parse_exec`]: crate::record::scp::parse_exec
 
 mod interpreters;

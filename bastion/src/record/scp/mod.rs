@@ -33,6 +33,9 @@
 //!
 //! The parser must see the two directions in the order they happened (feed a chunk before
 //! forwarding it): whether data follows a `C` line depends on the sink's answer to it.
+//!
+//! Here, what is reported; in `command`, the exec command; in `parser`, [`ScpParser`]; in
+//! `wire`, the record and message lines.
 
 mod command;
 mod parser;

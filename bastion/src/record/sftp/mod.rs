@@ -30,6 +30,10 @@
 //! bounds or not decodable stops the parsing of the channel with one [`SftpOp::Unparseable`] (the
 //! bytes still flow; only the record of them stops). Paths are recorded as sent, lossy UTF-8,
 //! never used as file names.
+//!
+//! Here, [`SftpParser`]; in `wire`, packets and their fields; in `ops`, what is reported; in
+//! `state`, requests paired with responses and open handles; in `digest`, the SHA-256 of a
+//! handle's bytes.
 
 mod digest;
 mod ops;
