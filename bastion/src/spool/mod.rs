@@ -9,6 +9,9 @@
 //! mid-write) is cut off at start; anything else that does not chain — an edited record, a
 //! missing segment with records the broker never acknowledged — is an error: the spool is never
 //! rewritten. (A spool of an older version, one `audit.jsonl`, becomes the first segment.)
+//!
+//! Here, [`Spool`] and its appends; in `segments`, the files and the check of their chain; in
+//! `ship`, sending the records to the broker.
 
 mod segments;
 mod ship;
@@ -87,6 +90,15 @@ pub struct Spool<K: ChainKind> {
     pub appended: Notify,
 }
 
+/// An I/O error on `path`, as a [`SpoolError::Io`].
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io {
+        path: path.clone(),
+        source,
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -106,13 +118,6 @@ impl<K: ChainKind> Spool<K> {
         }
         let source = writer.source();
         let source = source.as_str();
-        let io_at = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SpoolError::Io {
-                path: path.clone(),
-                source,
-            }
-        };
         crate::private::create_dir(dir).map_err(io_at(dir))?;
         let legacy = dir.join("audit.jsonl");
         if legacy.exists() {
@@ -336,13 +341,6 @@ impl<K: ChainKind> Spool<K> {
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<AuditRecord>, SpoolError> {
-        let io_at = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SpoolError::Io {
-                path: path.clone(),
-                source,
-            }
-        };
         let all = segments(&self.dir).map_err(io_at(&self.dir))?;
         // The segment holding `after_seq + 1`, then the ones after it.
         let from = all
