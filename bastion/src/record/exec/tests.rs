@@ -1,6 +1,7 @@
 //! Classification tables, and stdin lines fed in every split.
 use super::*;
 use crate::record::scp::ScpDirection;
+use sha2::{Digest, Sha256};
 
 fn i(program: &str) -> ExecKind {
     interpreter(program)

@@ -1,6 +1,7 @@
 //! Exec commands, and scp streams fed whole, byte by byte and in random splits.
 use super::*;
 use ScpDirection::{Download, Upload};
+use sha2::{Digest, Sha256};
 
 fn t(direction: ScpDirection, path: &str, r: bool, p: bool, d: bool) -> Option<ScpTransfer> {
     Some(ScpTransfer {

@@ -1,5 +1,7 @@
 //! Tables of packet exchanges built byte by byte, fed whole, split and coalesced.
+use super::wire::fxp;
 use super::*;
+use sha2::{Digest, Sha256};
 
 /// Builds SFTP packets the way OpenSSH encodes them.
 #[derive(Default)]

@@ -1,0 +1,474 @@
+//! The recording of one channel at the gateway: pty sessions as asciicast v2 (input and output,
+//! with interactive command lines found by the detector), the stdin and output of channels
+//! without a pty (exec, and shells without a pty; each direction capped, with its byte count and
+//! SHA-256 past the cap), sftp operations parsed from the subsystem stream and classic scp
+//! parsed from its exec stream. Recording fails closed: any failure (a file that cannot be
+//! written, a panic in the screen model or a parser, a poisoned lock) makes every later call an
+//! error, and the session ends the channel. This module holds the state and turns what the pure
+//! `record` modules find into audit events; the session does the I/O.
+//!
+//! Files: `data_dir/recordings/<session>-c<channel>.cast.part` while the channel is open, renamed
+//! to `.cast` when it ends; the uploader sends finished files to the broker and deletes them once
+//! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the
+//! session id and channel number only, never from user input.
+//!
+//! Here, [`ChannelRecorder`] and its state; in `events`, what it finds as audit events (and the
+//! throttle on full-screen switches); in `recovery`, the recordings a stop left unfinished; in
+//! `upload`, their hand-off to the broker.
+
+mod events;
+mod recovery;
+mod upload;
+
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::record::asciicast::AsciicastWriter;
+use crate::record::exec::{StdinLine, StdinLines};
+use crate::record::pty::PtyRecorder;
+use crate::record::scp::{ScpDirection, ScpParser};
+use crate::record::sftp::SftpParser;
+use events::{Throttle, at, drop_refused, events, scp_events, sftp_events, stdin_events};
+pub use recovery::recover_unfinished;
+use sallyport_audit::writers::GatewayKind;
+pub use upload::upload_forever;
+
+/// One direction of a non-pty channel: what was kept, what passed, and its digest.
+struct Direction {
+    bytes: u64,
+    sha: Sha256,
+}
+
+impl Direction {
+    fn new() -> Direction {
+        Direction {
+            bytes: 0,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// Count and hash `bytes`; the part that still fits under `cap`.
+    fn pass<'a>(&mut self, bytes: &'a [u8], cap: u64) -> &'a [u8] {
+        let keep = cap.saturating_sub(self.bytes) as usize;
+        self.bytes += bytes.len() as u64;
+        self.sha.update(bytes);
+        &bytes[..bytes.len().min(keep)]
+    }
+
+    fn digest(&self) -> String {
+        hex::encode(self.sha.clone().finalize())
+    }
+}
+
+struct Stream {
+    writer: AsciicastWriter,
+    input: Direction,
+    output: Direction,
+    /// Set when a command interpreter reads the channel's stdin: each line is a command.
+    lines: Option<StdinLines>,
+}
+
+enum State {
+    Idle,
+    Pty(Box<PtyRecorder>),
+    /// A channel without a pty (exec, or a shell without a pty): its stdin and output, each up
+    /// to the cap.
+    Stream(Box<Stream>),
+    Sftp(Box<SftpParser>),
+    /// Classic scp: the protocol parsed, each file with its size and SHA-256 (the contents are
+    /// not kept in the recording).
+    Scp(Box<ScpParser>),
+}
+
+struct Inner {
+    state: State,
+    /// A shell, exec or subsystem request was taken: the channel's program is running.
+    program: bool,
+    /// Bounds the events the node's output alone can cause.
+    throttle: Throttle,
+    file: Option<std::fs::File>,
+    /// Why this channel can no longer be recorded; once set, every call fails.
+    failed: Option<String>,
+    /// Lines whose Enter was refused (its events could not be written, so it never reached
+    /// the node): never reported as commands afterwards.
+    refused_lines: Vec<Value>,
+    /// When the channel last passed anything (seconds after its start).
+    active_at: f64,
+}
+
+/// A pty channel quiet for this long lets its screen model rest (see
+/// [`crate::record::detector::Detector::rest`]): 60 KiB become a few hundred bytes.
+pub const REST_AFTER: Duration = Duration::from_secs(10);
+
+pub struct ChannelRecorder {
+    path: PathBuf,
+    start: Instant,
+    cap: u64,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// An audit event: kind and fields.
+pub type Event = (GatewayKind, Value);
+
+/// The channel can no longer be recorded: the session must end it, forwarding nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
+impl ChannelRecorder {
+    pub fn new(dir: &Path, session: &str, channel: u32, cap: u64) -> ChannelRecorder {
+        ChannelRecorder {
+            path: dir.join(format!("{session}-c{channel}.cast.part")),
+            start: Instant::now(),
+            cap,
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Idle,
+                program: false,
+                throttle: Throttle::default(),
+                file: None,
+                failed: None,
+                refused_lines: Vec::new(),
+                active_at: 0.0,
+            })),
+        }
+    }
+
+    /// The name the broker stores the recording under.
+    pub fn recording_id(&self) -> String {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_end_matches(".cast.part").to_string())
+            .unwrap_or_default()
+    }
+
+    fn t(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Run `f` on the state, failing closed: a poisoned lock, an earlier failure, a failed write
+    /// or a panic anywhere in recording (the screen model, a parser) is an error, and stays one.
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, &Path, f64, u64) -> T) -> Result<T, RecordError> {
+        let t = self.t();
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| RecordError("the recorder failed earlier".into()))?;
+        if let Some(why) = &inner.failed {
+            return Err(RecordError(why.clone()));
+        }
+        inner.active_at = t;
+        let out =
+            std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut inner, &self.path, t, self.cap)));
+        match out {
+            Ok(v) => match &inner.failed {
+                Some(why) => Err(RecordError(why.clone())),
+                None => Ok(v),
+            },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = what, path = %self.path.display(), "the recorder panicked: ending the channel");
+                let why = "the recorder failed (an internal error)".to_string();
+                inner.failed = Some(why.clone());
+                inner.state = State::Idle;
+                Err(RecordError(why))
+            }
+        }
+    }
+
+    fn write(inner: &mut Inner, path: &Path, lines: &[String]) {
+        if lines.is_empty() || inner.failed.is_some() {
+            return;
+        }
+        if inner.file.is_none() {
+            if let Some(dir) = path.parent() {
+                let _ = crate::private::create_dir(dir);
+            }
+            match crate::private::create_file(path) {
+                Ok(f) => inner.file = Some(f),
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
+                    inner.failed = Some(format!("its recording cannot be written ({e})"));
+                    return;
+                }
+            }
+        }
+        if let Some(f) = inner.file.as_mut() {
+            for l in lines {
+                if let Err(e) = f.write_all(l.as_bytes()) {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
+                    inner.failed = Some(format!("its recording cannot be written ({e})"));
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn start_pty(
+        &self,
+        cols: u32,
+        rows: u32,
+        term: &str,
+        title: &str,
+    ) -> Result<(), RecordError> {
+        self.with(|inner, path, _, _| {
+            if inner.program || matches!(inner.state, State::Pty(_)) {
+                // What runs would no longer be recorded the way it started.
+                inner.failed = Some("a second pty request on one channel".into());
+                return;
+            }
+            let rec = PtyRecorder::new(cols, rows, term, crate::now()).with_title(title);
+            let header = rec.header();
+            inner.state = State::Pty(Box::new(rec));
+            Self::write(inner, path, &[header]);
+        })?;
+        rest_when_quiet(Arc::downgrade(&self.inner), self.start);
+        Ok(())
+    }
+
+    /// A pty channel quiet for `quiet` lets its screen model rest; whether it rests now.
+    #[cfg(test)]
+    pub fn rest_if_quiet(&self, quiet: Duration) -> bool {
+        rest_if_quiet(&self.inner, self.start, quiet)
+    }
+
+    /// A shell or exec request: with a pty the pty recording goes on; without, the channel's
+    /// stdin and output are kept (each up to the cap).
+    /// `interpreter`: what the channel reads on stdin is run as commands (a shell without a pty,
+    /// `bash -s`, `python3 -`...): each line is a `command` event (`via: "stdin"`).
+    pub fn start_stream(&self, title: &str, interpreter: bool) -> Result<(), RecordError> {
+        self.with(|inner, path, _, _| {
+            if !Self::program_starts(inner) || matches!(inner.state, State::Pty(_)) {
+                return;
+            }
+            let writer = AsciicastWriter::new(80, 24, "dumb", crate::now())
+                .with_title(title.chars().take(200).collect::<String>());
+            let header = writer.header();
+            inner.state = State::Stream(Box::new(Stream {
+                writer,
+                input: Direction::new(),
+                output: Direction::new(),
+                lines: interpreter.then(StdinLines::new),
+            }));
+            Self::write(inner, path, &[header]);
+        })
+    }
+
+    /// The sftp subsystem (or an sftp server run by exec) without a pty.
+    pub fn start_sftp(&self) -> Result<(), RecordError> {
+        self.with(|inner, _, _, _| {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
+                inner.state = State::Sftp(Box::new(SftpParser::new()));
+            }
+        })
+    }
+
+    /// The remote side of classic scp without a pty.
+    pub fn start_scp(&self, direction: ScpDirection) -> Result<(), RecordError> {
+        self.with(|inner, _, _, _| {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
+                inner.state = State::Scp(Box::new(ScpParser::new(direction)));
+            }
+        })
+    }
+
+    /// A channel runs one program: a second shell, exec or subsystem request would change how
+    /// its input is read, so it ends the channel.
+    fn program_starts(inner: &mut Inner) -> bool {
+        if inner.program {
+            inner.failed = Some("a second shell, exec or subsystem request on one channel".into());
+            return false;
+        }
+        inner.program = true;
+        true
+    }
+
+    pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
+        self.with(|inner, path, t, _| {
+            if let State::Pty(rec) = &mut inner.state {
+                let step = rec.resize(t, cols, rows);
+                Self::write(inner, path, &step.lines);
+            }
+        })
+    }
+
+    /// Bytes from the node to the engineer.
+    pub fn output(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, path, t, cap| {
+            let evs = match &mut inner.state {
+                State::Pty(rec) => {
+                    let step = rec.output(t, bytes);
+                    Self::write(inner, path, &step.lines);
+                    inner.throttle.bound(t, events(step))
+                }
+                State::Stream(st) => {
+                    let kept = st.output.pass(bytes, cap);
+                    let line = (!kept.is_empty())
+                        .then(|| st.writer.output(t, kept))
+                        .flatten();
+                    Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
+                    vec![]
+                }
+                State::Sftp(p) => sftp_events(p.server_data(bytes)),
+                State::Scp(p) => scp_events(p.server_data(bytes)),
+                State::Idle => vec![],
+            };
+            at(drop_refused(&inner.refused_lines, evs), t)
+        })
+    }
+
+    /// The events of an input could not be written, so the input never reached the node: the
+    /// lines entered in it are not reported as commands later (when the node's echo would have
+    /// decided them, or when the channel ends).
+    pub fn refuse(&self, events: &[Event]) {
+        if let Ok(mut inner) = self.inner.lock() {
+            for (kind, v) in events {
+                if *kind == GatewayKind::LineEntered
+                    && let Some(line) = v.get("line")
+                {
+                    inner.refused_lines.push(line.clone());
+                }
+            }
+        }
+    }
+
+    /// Bytes typed (or sent) by the engineer.
+    pub fn input(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, path, t, cap| {
+            let evs = match &mut inner.state {
+                State::Pty(rec) => {
+                    let step = rec.input(t, bytes);
+                    Self::write(inner, path, &step.lines);
+                    events(step)
+                }
+                State::Stream(st) => {
+                    let Stream {
+                        writer,
+                        input,
+                        lines,
+                        ..
+                    } = st.as_mut();
+                    let kept = input.pass(bytes, cap);
+                    let line = (!kept.is_empty())
+                        .then(|| writer.input(t, kept, true))
+                        .flatten();
+                    let commands: Vec<StdinLine> = lines
+                        .as_mut()
+                        .map(|l| l.feed(bytes).into_iter().map(|e| e.line).collect())
+                        .unwrap_or_default();
+                    Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
+                    stdin_events(commands)
+                }
+                State::Sftp(p) => sftp_events(p.client_data(bytes)),
+                State::Scp(p) => scp_events(p.client_data(bytes)),
+                State::Idle => vec![],
+            };
+            at(drop_refused(&inner.refused_lines, evs), t)
+        })
+    }
+
+    /// The engineer sent EOF: a last line without its newline is read by the interpreter now.
+    pub fn input_eof(&self) -> Result<Vec<Event>, RecordError> {
+        self.with(|inner, _, _, _| match &mut inner.state {
+            State::Stream(st) => match st.lines.as_mut() {
+                Some(lines) => stdin_events(lines.finish().into_iter().collect()),
+                None => vec![],
+            },
+            State::Pty(_) | State::Sftp(_) | State::Scp(_) | State::Idle => vec![],
+        })
+    }
+
+    /// The channel ended: last events, and the finished file (if anything was recorded).
+    pub fn finish(&self) -> Result<(Vec<Event>, Option<PathBuf>), RecordError> {
+        self.with(|inner, path, t, cap| {
+            let state = std::mem::replace(&mut inner.state, State::Idle);
+            let evs = match state {
+                State::Pty(mut rec) => {
+                    let step = rec.finish(t);
+                    Self::write(inner, path, &step.lines);
+                    let mut evs = inner.throttle.bound(t, events(step));
+                    evs.extend(inner.throttle.summary());
+                    evs
+                }
+                State::Stream(st) => {
+                    let Stream {
+                        mut writer,
+                        input,
+                        output,
+                        lines: _,
+                    } = *st;
+                    let lines = writer.finish(t);
+                    Self::write(inner, path, &lines);
+                    vec![(
+                        GatewayKind::OutputRecorded,
+                        json!({"bytes": output.bytes, "truncated": output.bytes > cap || input.bytes > cap,
+                               "output_sha256": output.digest(), "input_bytes": input.bytes,
+                               "input_sha256": input.digest(), "cap_bytes": cap}),
+                    )]
+                }
+                State::Sftp(mut p) => sftp_events(p.finish()),
+                State::Scp(mut p) => scp_events(p.finish()),
+                State::Idle => vec![],
+            };
+            let evs = drop_refused(&inner.refused_lines, evs);
+            let file = inner.file.take();
+            let done = match file {
+                Some(f) if inner.failed.is_none() => {
+                    let _ = f.sync_all();
+                    let finished = path.with_extension("");
+                    std::fs::rename(path, &finished).ok().map(|_| finished)
+                }
+                _ => None,
+            };
+            (evs, done)
+        })
+    }
+}
+
+/// While the channel's recorder lives, look every half [`REST_AFTER`] whether it has been quiet
+/// for that long, and let its screen model rest.
+fn rest_when_quiet(inner: Weak<Mutex<Inner>>, start: Instant) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(REST_AFTER / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            rest_if_quiet(&inner, start, REST_AFTER);
+        }
+    });
+}
+
+fn rest_if_quiet(inner: &Mutex<Inner>, start: Instant, quiet: Duration) -> bool {
+    let Ok(mut inner) = inner.lock() else {
+        return false;
+    };
+    let quiet_for = start.elapsed().as_secs_f64() - inner.active_at;
+    if inner.failed.is_some() || quiet_for < quiet.as_secs_f64() {
+        return false;
+    }
+    match &mut inner.state {
+        // The model's own calls into vt100 are made under catch_unwind.
+        State::Pty(rec) => rec.rest(),
+        State::Idle | State::Stream(_) | State::Sftp(_) | State::Scp(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The recorder's files, events and failures, channel by channel.
+use super::recovery::{UNFINISHED_MARKER, repair_unfinished};
+use super::*;
+use sallyport_audit::writers::ChainKind;
+
+const HEADER: &str = "{\"version\": 2, \"width\": 80, \"height\": 24}\n";
+
+#[test]
+fn an_unfinished_recording_keeps_every_whole_line_and_ends_with_a_marker() {
+    let table: &[(&str, Option<&[&str]>)] = &[
+        // cut in the middle of an event line
+        (
+            "[0.5, \"o\", \"$ \"]\n[1.25, \"i\", \"ls\"]\n[1.3, \"o\", \"l",
+            Some(&["$ ", "ls"]),
+        ),
+        // cut right after a whole line
+        ("[0.5, \"o\", \"$ \"]\n", Some(&["$ "])),
+        // nothing after the header
+        ("", Some(&[])),
+        // a whole line of garbage stops the recovery there
+        (
+            "[0.5, \"o\", \"a\"]\n\u{0}\u{0}\n[2.0, \"o\", \"b\"]\n",
+            Some(&["a"]),
+        ),
+    ];
+    for (body, want) in table {
+        let text = format!("{HEADER}{body}");
+        let fixed = repair_unfinished(&text).expect("header is whole");
+        let events = crate::record::asciicast::parse_events(&fixed).unwrap();
+        let (last, rest) = events.split_last().unwrap();
+        assert_eq!(
+            last.kind,
+            crate::record::asciicast::EventKind::Marker,
+            "{body:?}"
+        );
+        assert_eq!(last.data, UNFINISHED_MARKER);
+        let kept: Vec<&str> = rest.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(Some(kept.as_slice()), want.map(|w| w), "{body:?}");
+        // times never go backwards: the marker is at the last kept event's time
+        assert!(rest.iter().all(|e| e.time <= last.time));
+    }
+    // A torn or missing header: nothing to replay.
+    assert_eq!(repair_unfinished(""), None);
+    assert_eq!(repair_unfinished("{\"version\": 2, \"wid"), None);
+    assert_eq!(repair_unfinished("{\"version\": 1}\n"), None);
+}
+
+#[test]
+fn recovery_at_start_finishes_part_files_and_leaves_others_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("s-1-c0.cast.part"),
+        format!("{HEADER}[0.1, \"o\", \"x\"]\n[0.2, \"o"),
+    )
+    .unwrap();
+    std::fs::write(d.join("s-2-c0.cast.part"), "{\"vers").unwrap();
+    std::fs::write(d.join("s-3-c0.cast"), HEADER).unwrap();
+    let events = recover_unfinished(d);
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(k, v)| (k.as_str(), v["recording"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&("recording_recovered", "s-1-c0")));
+    assert!(kinds.contains(&("recording_unreadable", "s-2-c0")));
+    assert!(!d.join("s-1-c0.cast.part").exists());
+    let fixed = std::fs::read_to_string(d.join("s-1-c0.cast")).unwrap();
+    assert!(fixed.ends_with(&format!(
+        "{}]\n",
+        serde_json::to_string(UNFINISHED_MARKER).unwrap()
+    )));
+    assert!(d.join("s-2-c0.cast.unreadable").exists());
+    assert_eq!(
+        std::fs::read_to_string(d.join("s-3-c0.cast")).unwrap(),
+        HEADER
+    );
+    // A second start finds nothing more to do.
+    assert!(recover_unfinished(d).is_empty());
+}
+
+/// A line whose Enter could not be written never reached the node: it is no command later,
+/// neither at the node's output nor when the channel ends; a line that went through is.
+#[test]
+fn a_refused_line_is_not_reported_as_a_command_later() {
+    let commands = |evs: &[Event]| -> Vec<String> {
+        evs.iter()
+            .filter(|(k, _)| *k == GatewayKind::Command)
+            .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
+            .collect()
+    };
+    for refuse in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        rec.start_pty(80, 24, "xterm", "bash").unwrap();
+        rec.output(b"$ ").unwrap();
+        let mut seen = commands(&rec.input(b"touch /tmp/x").unwrap());
+        seen.extend(commands(&rec.output(b"touch /tmp/x").unwrap()));
+        let entered = rec.input(b"\r").unwrap();
+        assert!(
+            entered.iter().any(|(k, _)| *k == GatewayKind::LineEntered),
+            "{entered:?}"
+        );
+        if refuse {
+            rec.refuse(&entered);
+        } else {
+            seen.extend(commands(&entered));
+        }
+        seen.extend(commands(&rec.output(b"\r\n$ ").unwrap()));
+        seen.extend(commands(&rec.finish().unwrap().0));
+        if refuse {
+            assert!(seen.is_empty(), "{seen:?}");
+        } else {
+            assert_eq!(seen, ["touch /tmp/x"]);
+        }
+    }
+}
+
+#[test]
+fn a_quiet_pty_channel_rests_and_records_the_same_commands_after() {
+    let commands = |evs: &[Event]| -> Vec<String> {
+        evs.iter()
+            .filter(|(k, _)| *k == GatewayKind::Command)
+            .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut got = Vec::new();
+    let mut rests = Vec::new();
+    for rest in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        let mut seen = Vec::new();
+        // Not quiet long enough yet; and a channel without a pty never rests.
+        assert!(!rec.rest_if_quiet(Duration::from_secs(3600)));
+        rec.start_pty(80, 24, "xterm", "bash").unwrap();
+        rec.output(b"\x1b[?2004h\x1b[01;32malice@node1\x1b[00m:~$ ")
+            .unwrap();
+        seen.extend(commands(&rec.input(b"echo first").unwrap()));
+        seen.extend(commands(&rec.output(b"echo first").unwrap()));
+        seen.extend(commands(&rec.input(b"\r").unwrap()));
+        seen.extend(commands(
+            &rec.output(b"\r\n\x1b[?2004l\rfirst\r\n\x1b[?2004h\x1b[01;32malice@node1\x1b[00m:~$ ")
+                .unwrap(),
+        ));
+        if rest {
+            rests.push(rec.rest_if_quiet(Duration::ZERO));
+        }
+        // Recalled from history: only the screen shows what the line holds.
+        seen.extend(commands(&rec.input(b"\x1b[A").unwrap()));
+        seen.extend(commands(&rec.output(b"echo first").unwrap()));
+        seen.extend(commands(&rec.input(b"\r").unwrap()));
+        seen.extend(commands(
+            &rec.output(b"\r\n\x1b[?2004l\rfirst\r\n$ ").unwrap(),
+        ));
+        seen.extend(commands(&rec.finish().unwrap().0));
+        got.push(seen);
+    }
+    assert_eq!(rests, [true]);
+    assert_eq!(got[0], ["echo first", "echo first"]);
+    assert_eq!(got[1], got[0]);
+    let stream = ChannelRecorder::new(tempfile::tempdir().unwrap().path(), "s-2", 0, 1024);
+    stream.start_stream("bash", true).unwrap();
+    assert!(!stream.rest_if_quiet(Duration::ZERO));
+}
+
+#[test]
+fn a_panic_or_a_failed_write_ends_recording_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+    rec.start_stream("bash -s", true).unwrap();
+    assert!(rec.input(b"echo one\n").is_ok());
+    let panicked = rec.with(|_, _, _, _| panic!("the screen model broke"));
+    assert!(panicked.is_err());
+    // Every later call fails: nothing more may be forwarded.
+    assert!(rec.input(b"echo two\n").is_err());
+    assert!(rec.output(b"two\n").is_err());
+    assert!(rec.input_eof().is_err());
+    assert!(rec.finish().is_err());
+
+    // A recording that cannot be written (its directory is a file).
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, b"").unwrap();
+    let rec = ChannelRecorder::new(&blocked, "s-2", 0, 1024);
+    assert!(rec.start_stream("ls", false).is_err());
+    assert!(rec.input(b"x").is_err());
+}
+
+#[test]
+fn an_interpreters_stdin_lines_are_commands_and_streams_are_capped_with_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 16);
+    rec.start_stream("bash -s", true).unwrap();
+    let mut commands = Vec::new();
+    for chunk in [&b"echo o"[..], b"ne\r\necho two\nech", b"o three"] {
+        for (kind, v) in rec.input(chunk).unwrap() {
+            assert_eq!(kind, GatewayKind::Command);
+            assert_eq!(v["via"], "stdin");
+            commands.push(v["command"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(commands, ["echo one", "echo two"]);
+    // The last line, without its newline, is read at EOF.
+    let last = rec.input_eof().unwrap();
+    assert_eq!(last[0].1["command"], "echo three");
+    rec.output(&[b'x'; 40]).unwrap();
+    let (events, file) = rec.finish().unwrap();
+    let (kind, v) = &events[0];
+    assert_eq!(*kind, GatewayKind::OutputRecorded);
+    assert_eq!(v["bytes"], 40);
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["output_sha256"], hex::encode(Sha256::digest([b'x'; 40])));
+    assert_eq!(
+        v["input_sha256"],
+        hex::encode(Sha256::digest(b"echo one\r\necho two\necho three"))
+    );
+    // The recording keeps both directions up to the cap.
+    let text = std::fs::read_to_string(file.unwrap()).unwrap();
+    let evs = crate::record::asciicast::parse_events(&text).unwrap();
+    let input: String = evs
+        .iter()
+        .filter(|e| e.kind == crate::record::asciicast::EventKind::Input)
+        .map(|e| e.data.as_str())
+        .collect();
+    assert_eq!(input, "echo one\r\necho t");
+}
+
+#[test]
+fn mode_switches_in_a_loop_are_bounded_and_counted() {
+    let mut th = Throttle::default();
+    let ev = || (GatewayKind::FullScreen, json!({"entered": true}));
+    let mut written = 0;
+    for i in 0..10_000 {
+        written += th
+            .bound(
+                i as f64 * 0.0001,
+                vec![ev(), (GatewayKind::Command, json!({}))],
+            )
+            .len();
+    }
+    // Every command, and at most PER_WINDOW mode switches in the first second.
+    assert_eq!(written, 10_000 + Throttle::PER_WINDOW as usize);
+    let later = th.bound(20.0, vec![ev()]);
+    assert_eq!(
+        later[0].1["suppressed_before"],
+        10_000 - Throttle::PER_WINDOW as u64
+    );
+    assert!(th.summary().is_none());
+    for _ in 0..30 {
+        th.bound(21.0, vec![ev()]);
+    }
+    assert_eq!(th.summary().unwrap().1["count"], 11);
+}
+
+#[test]
+fn one_program_per_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+    rec.start_stream("bash -s", true).unwrap();
+    assert!(rec.start_stream("true", false).is_err());
+    assert!(rec.input(b"echo\n").is_err());
+    let rec = ChannelRecorder::new(dir.path(), "s-2", 0, 1024);
+    rec.start_stream("bash -s", true).unwrap();
+    assert!(rec.start_pty(80, 24, "xterm", "t").is_err());
+    let rec = ChannelRecorder::new(dir.path(), "s-3", 0, 1024);
+    rec.start_pty(80, 24, "xterm", "t").unwrap();
+    rec.start_stream("bash", true).unwrap();
+    assert!(rec.start_sftp().is_err());
+}

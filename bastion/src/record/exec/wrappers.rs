@@ -1,0 +1,333 @@
+//! A simple command looked through its assignments, reserved words and wrappers (`sudo`, `env`,
+//! `sh -c`, `ssh HOST CMD`...) to the program that really runs.
+
+use super::interpreters::{LANGS, SHELLS, shell};
+use super::lex::{Word, lex};
+use super::options::{NO_OPTS, Opts, has, is_stdin, options, value};
+use super::{ExecKind, UNKNOWN, UNPARSED, classify_at, interpreter};
+use crate::record::scp;
+
+/// Skipped before a command (`time` is a wrapper with options).
+const RESERVED: [&str; 12] = [
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until",
+];
+
+fn is_assignment(word: &Word) -> bool {
+    match word.text.split_once('=') {
+        Some((name, _)) => {
+            let mut chars = name.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => false,
+    }
+}
+
+/// What a program does with the rest of its words.
+enum Step {
+    /// It runs these words as a command.
+    Run(Vec<Word>),
+    Done(ExecKind),
+}
+
+pub(super) fn classify_words(words: &[Word], depth: usize) -> ExecKind {
+    let mut rest = words.to_vec();
+    loop {
+        let skip = rest
+            .iter()
+            .take_while(|w| is_assignment(w) || RESERVED.contains(&w.text.as_str()))
+            .count();
+        let Some(first) = rest.get(skip) else {
+            return ExecKind::Command;
+        };
+        if first.dynamic {
+            return interpreter(if first.text.is_empty() {
+                UNKNOWN
+            } else {
+                &first.text
+            });
+        }
+        let program = first.text.rsplit('/').next().unwrap_or_default();
+        match program_step(program, &rest[skip + 1..], depth) {
+            Step::Run(next) => rest = next,
+            Step::Done(kind) => return kind,
+        }
+    }
+}
+
+fn program_step(program: &str, args: &[Word], depth: usize) -> Step {
+    if let Some(step) = wrapper(program, args, depth) {
+        return step;
+    }
+    Step::Done(match program {
+        "sftp-server" | "internal-sftp" => ExecKind::SftpServer,
+        "scp" => {
+            let mut words = vec!["scp".to_string()];
+            words.extend(args.iter().map(|w| w.text.clone()));
+            scp::parse_words(&words).map_or(ExecKind::Command, ExecKind::Scp)
+        }
+        _ if SHELLS.contains(&program) => shell(program, args, depth),
+        // They read commands from stdin unless in batch mode.
+        "gdb" | "lldb" => {
+            let batch = ["-batch", "--batch", "-batch-silent", "--batch-silent", "-b"];
+            let info = ["-v", "-version", "--version", "-h", "-help", "--help"];
+            if args
+                .iter()
+                .any(|w| batch.contains(&w.text.as_str()) || info.contains(&w.text.as_str()))
+            {
+                ExecKind::Command
+            } else {
+                interpreter(program)
+            }
+        }
+        _ => match LANGS.iter().find(|l| (l.names)(program)) {
+            Some(lang) => lang.classify(program, args),
+            None => ExecKind::Command,
+        },
+    })
+}
+
+/// Run the operands, or, without any, `none`.
+fn run_or(operands: &[Word], none: ExecKind) -> Step {
+    if operands.is_empty() {
+        Step::Done(none)
+    } else {
+        Step::Run(operands.to_vec())
+    }
+}
+
+/// Classify a command given as a string (`-c CMD`).
+fn nested(code: Option<&Word>, program: &str, depth: usize) -> Step {
+    Step::Done(match code {
+        None => ExecKind::Command,
+        Some(w) if w.dynamic => interpreter(program),
+        Some(w) => classify_at(&w.text, depth + 1),
+    })
+}
+
+/// Programs that run another program given in their words.
+fn wrapper(program: &str, args: &[Word], depth: usize) -> Option<Step> {
+    let opts = |short_args, long_args| Opts {
+        short_args,
+        long_args,
+        plus: false,
+        whole: false,
+    };
+    Some(match program {
+        "sudo" => {
+            let (o, rest) = options(
+                args,
+                &opts(
+                    "ugpCDrtTUR",
+                    &[
+                        "user",
+                        "group",
+                        "prompt",
+                        "close-from",
+                        "chdir",
+                        "role",
+                        "type",
+                        "command-timeout",
+                        "other-user",
+                        "chroot",
+                        "host",
+                    ],
+                ),
+            );
+            if has(&o, &["-e", "--edit", "-l", "--list"]) {
+                return Some(Step::Done(ExecKind::Command));
+            }
+            let shell = has(&o, &["-i", "--login", "-s", "--shell"]);
+            run_or(rest, shell_or_command(shell, program))
+        }
+        "doas" => {
+            let (o, rest) = options(args, &opts("uC", &[]));
+            run_or(rest, shell_or_command(has(&o, &["-s"]), program))
+        }
+        "pkexec" => run_or(options(args, &opts("", &["user"])).1, interpreter(program)),
+        "su" | "runuser" => su(program, args, depth),
+        "env" => {
+            let (o, rest) = options(args, &opts("uCS", &["unset", "chdir", "split-string"]));
+            match value(&o, &["-S", "--split-string"]) {
+                Some(split) if split.dynamic => Step::Done(interpreter(program)),
+                Some(split) => match lex(&split.text, depth + 1) {
+                    Some(commands) => {
+                        let mut words: Vec<Word> = commands.into_iter().flatten().collect();
+                        words.extend(rest.iter().cloned());
+                        run_or(&words, ExecKind::Command)
+                    }
+                    None => Step::Done(interpreter(UNPARSED)),
+                },
+                None => run_or(rest, ExecKind::Command),
+            }
+        }
+        "nice" => run_or(
+            options(args, &opts("n", &["adjustment"])).1,
+            ExecKind::Command,
+        ),
+        "nohup" | "builtin" => run_or(options(args, &NO_OPTS).1, ExecKind::Command),
+        "timeout" => {
+            let (_, rest) = options(args, &opts("sk", &["signal", "kill-after"]));
+            run_or(rest.get(1..).unwrap_or(&[]), ExecKind::Command)
+        }
+        "stdbuf" => run_or(
+            options(args, &opts("ioe", &["input", "output", "error"])).1,
+            ExecKind::Command,
+        ),
+        "exec" => run_or(options(args, &opts("a", &[])).1, ExecKind::Command),
+        "command" => {
+            let (o, rest) = options(args, &NO_OPTS);
+            if has(&o, &["-v", "-V"]) {
+                Step::Done(ExecKind::Command)
+            } else {
+                run_or(rest, ExecKind::Command)
+            }
+        }
+        "ionice" => {
+            let (o, rest) = options(
+                args,
+                &opts("cnpPu", &["class", "classdata", "pid", "pgid", "uid"]),
+            );
+            if has(&o, &["-p", "-P", "-u", "--pid", "--pgid", "--uid"]) {
+                Step::Done(ExecKind::Command)
+            } else {
+                run_or(rest, ExecKind::Command)
+            }
+        }
+        "setsid" | "unbuffer" => run_or(options(args, &NO_OPTS).1, ExecKind::Command),
+        "chrt" | "taskset" => {
+            let (o, rest) = options(
+                args,
+                &opts("TPD", &["sched-runtime", "sched-period", "sched-deadline"]),
+            );
+            if has(&o, &["-p", "--pid", "-m", "--max"]) {
+                return Some(Step::Done(ExecKind::Command));
+            }
+            // The priority or the CPU mask, then the command.
+            run_or(rest.get(1..).unwrap_or(&[]), ExecKind::Command)
+        }
+        "time" => run_or(
+            options(args, &opts("fo", &["format", "output"])).1,
+            ExecKind::Command,
+        ),
+        "busybox" => run_or(args, ExecKind::Command),
+        "ssh-agent" => run_or(options(args, &opts("aEtOP", &[])).1, ExecKind::Command),
+        "chroot" => {
+            let (_, rest) = options(args, &opts("", &["userspec", "groups"]));
+            match rest.split_first() {
+                Some((_, command)) => run_or(command, interpreter(program)),
+                None => Step::Done(ExecKind::Command),
+            }
+        }
+        "nsenter" | "unshare" => run_or(
+            options(
+                args,
+                &opts("tSGRw", &["target", "setuid", "setgid", "root", "wd"]),
+            )
+            .1,
+            interpreter(program),
+        ),
+        "flock" => {
+            let spec = opts("wEc", &["timeout", "conflict-exit-code", "command"]);
+            let (mut o, rest) = options(args, &spec);
+            let (more, command) = options(rest.get(1..).unwrap_or(&[]), &spec);
+            o.extend(more);
+            match value(&o, &["-c", "--command"]) {
+                Some(code) => nested(Some(code), program, depth),
+                None => run_or(command, ExecKind::Command),
+            }
+        }
+        "script" => {
+            let (o, _) = options(
+                args,
+                &opts(
+                    "cEIOTBm",
+                    &[
+                        "command",
+                        "echo",
+                        "log-in",
+                        "log-out",
+                        "log-timing",
+                        "log-io",
+                        "logging-format",
+                    ],
+                ),
+            );
+            match value(&o, &["-c", "--command"]) {
+                Some(code) => nested(Some(code), program, depth),
+                None => Step::Done(interpreter(program)),
+            }
+        }
+        "ssh" => {
+            let (o, rest) = options(args, &opts("BbcDEeFIiJLlmOoPpQRSWw", &[]));
+            match rest.split_first() {
+                None => Step::Done(ExecKind::Command),
+                // A remote login shell reads the commands.
+                Some((_, [])) if !has(&o, &["-N", "-s", "-V"]) => Step::Done(interpreter(program)),
+                Some((_, [])) => Step::Done(ExecKind::Command),
+                // The remote shell runs the words joined.
+                Some((_, command)) => join_and_classify(command, program, depth),
+            }
+        }
+        "eval" => join_and_classify(args, program, depth),
+        "." | "source" => Step::Done(match args.first() {
+            Some(w) if is_stdin(w) || w.dynamic => interpreter(program),
+            Some(_) | None => ExecKind::Command,
+        }),
+        _ => return None,
+    })
+}
+
+/// Words a shell will parse again, joined with spaces (`eval`, ssh's remote command).
+fn join_and_classify(words: &[Word], program: &str, depth: usize) -> Step {
+    if words.iter().any(|w| w.dynamic) {
+        return Step::Done(interpreter(program));
+    }
+    let joined: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+    Step::Done(classify_at(&joined.join(" "), depth + 1))
+}
+
+fn shell_or_command(shell: bool, program: &str) -> ExecKind {
+    if shell {
+        interpreter(program)
+    } else {
+        ExecKind::Command
+    }
+}
+
+/// `su [options] [-] [user [options]]`: a shell reading stdin unless `-c CMD`; `runuser -u
+/// user command...` runs the command.
+fn su(program: &str, args: &[Word], depth: usize) -> Step {
+    let spec = Opts {
+        short_args: "cgGswu",
+        long_args: &[
+            "command",
+            "session-command",
+            "group",
+            "supp-group",
+            "shell",
+            "whitelist-environment",
+            "user",
+        ],
+        plus: false,
+        whole: false,
+    };
+    let (mut o, mut rest) = options(args, &spec);
+    if has(&o, &["-u", "--user"]) {
+        return run_or(rest, interpreter(program));
+    }
+    if rest.first().is_some_and(|w| w.text == "-") {
+        rest = &rest[1..];
+    }
+    if !rest.is_empty() {
+        // The user; options may follow it.
+        let (more, _) = options(&rest[1..], &spec);
+        o.extend(more);
+    }
+    match value(&o, &["-c", "--command", "--session-command"]) {
+        Some(code) => nested(Some(code), program, depth),
+        None => Step::Done(interpreter(program)),
+    }
+}
