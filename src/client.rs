@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
+use sallyport_api::{ErrorBody, ErrorDetail};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub struct Client {
@@ -16,15 +18,28 @@ pub struct Client {
 
 /// An error answer of the broker, kept whole so callers can look at its code and reasons.
 #[derive(Debug)]
-pub struct ApiFailure {
-    pub code: String,
-    pub message: String,
-    pub body: Value,
+pub struct ApiFailure(pub ErrorDetail);
+
+impl ApiFailure {
+    /// The error in an answer's body; when the body is not in the API's shape, one that says
+    /// the status.
+    fn read(status: StatusCode, body: &[u8]) -> ApiFailure {
+        ApiFailure(
+            ErrorBody::read(body)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| ErrorDetail {
+                    code: "http_error".into(),
+                    message: format!("the broker answered {status}"),
+                    reasons: None,
+                }),
+        )
+    }
 }
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+        self.0.fmt(f)
     }
 }
 
@@ -94,24 +109,11 @@ impl Client {
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Ok((status, value));
         }
-        let code = value["error"]["code"]
-            .as_str()
-            .unwrap_or("http_error")
-            .to_string();
-        let message = value["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("the broker answered {status}"));
-        Err(ApiFailure {
-            code,
-            message,
-            body: value,
-        }
-        .into())
+        Err(ApiFailure::read(status, &bytes).into())
     }
 
     /// GET `path` as a stream of bytes (a download, allowed `timeout` in all): the response of
@@ -138,19 +140,22 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        Err(ApiFailure {
-            code: value["error"]["code"]
-                .as_str()
-                .unwrap_or("http_error")
-                .to_string(),
-            message: value["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the broker answered {status}")),
-            body: value,
-        }
-        .into())
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(ApiFailure::read(status, &bytes).into())
+    }
+
+    /// GET, the answer read as the API's type for it.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        read_as(path, self.get(path).await?)
+    }
+
+    /// POST, the answer read as the API's type for it.
+    pub async fn post_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        read_as(path, self.post(path, body).await?.1)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -176,6 +181,12 @@ impl Client {
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.call::<()>(Method::DELETE, path, None).await?.1)
     }
+}
+
+/// A successful answer read as the API's type for it.
+pub fn read_as<T: DeserializeOwned>(path: &str, value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value)
+        .with_context(|| format!("the broker's answer to {path} is not what this client reads"))
 }
 
 /// Percent-encode one path segment or query value.

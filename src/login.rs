@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use sallyport_api::certificates::{IssueRequest, Issued};
+use sallyport_api::login::{LoginRequest, LoginResponse};
+use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
+use serde_json::json;
 
-use crate::client::{ApiFailure, Client, enc};
+use crate::client::{ApiFailure, Client, enc, read_as};
 
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
@@ -95,7 +98,6 @@ fn read_totp(args: &LoginArgs) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret;
     // Check the broker URL (no plain http:// off this machine) and the pinned CA before asking
     // for any secret.
     let mut client = Client::new(&args.broker, None, args.broker_ca.as_deref())?;
@@ -106,34 +108,29 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         sallyport_ca::keys::generate_ed25519(&format!("sallyport {} {}", args.user, args.ticket))?;
     let public = key.public_key().to_openssh()?;
 
-    let (_, session) = client
-        .post(
-            "/v1/login",
-            &json!({"user": args.user, "password": password.expose_secret(), "totp": code}),
-        )
+    let login = LoginRequest {
+        user: args.user.clone(),
+        password,
+        totp: code,
+    };
+    let session: LoginResponse = client
+        .post_as("/v1/login", &login)
         .await
         .map_err(|e| explain(e, "log in"))?;
-    let token = session["token"]
-        .as_str()
-        .context("the broker sent no session token")?
-        .to_string();
-    client.set_token(token);
+    client.set_token(session.token);
 
-    let mut body = json!({"public_key": public, "ticket": args.ticket});
-    if let Some(c) = &args.cluster {
-        body["cluster"] = json!(c);
-    }
-    if !args.logins.is_empty() {
-        body["logins"] = json!(args.logins);
-    }
-    if let Some(ttl) = args.ttl {
-        body["ttl_secs"] = json!(ttl.as_secs());
-    }
+    let body = IssueRequest {
+        public_key: public,
+        ticket: args.ticket.clone(),
+        cluster: args.cluster.clone(),
+        logins: (!args.logins.is_empty()).then(|| args.logins.clone()),
+        ttl_secs: args.ttl.map(|ttl| ttl.as_secs()),
+    };
     let issued = issue_waiting(&client, &body, args.wait, args.json).await?;
     let written = write_files(&home(), &key, &issued)?;
-    let agent = add_to_agent(&written.key, &issued);
+    let agent = add_to_agent(&written.key, &issued.body);
     if args.json {
-        let mut out = issued.clone();
+        let mut out = serde_json::to_value(&issued.body)?;
         out["key_file"] = json!(written.key);
         out["certificate_file"] = json!(written.cert);
         out["ssh_config"] = json!(written.ssh_config);
@@ -141,23 +138,14 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         out["agent"] = json!(agent);
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        let left = issued["valid_before"]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(crate::now());
+        let issued = &issued.body;
+        let left = issued.valid_before.saturating_sub(crate::now());
         println!(
             "certificate for {} on {} (ticket {}), logins {}, valid for {}",
-            issued["engineer"].as_str().unwrap_or("?"),
-            issued["cluster"].as_str().unwrap_or("?"),
-            issued["ticket"].as_str().unwrap_or("?"),
-            issued["logins"]
-                .as_array()
-                .map(|l| l
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default(),
+            issued.engineer,
+            issued.cluster,
+            issued.ticket,
+            issued.logins.join(","),
             humantime::format_duration(Duration::from_secs(left)),
         );
         println!("  key          {}", written.key.display());
@@ -171,7 +159,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         println!(
             "next: ssh -F {} <node>.{}",
             written.ssh_config.display(),
-            issued["cluster"].as_str().unwrap_or("<cluster>")
+            issued.cluster
         );
         println!(
             "      (or add `Include {}` to ~/.ssh/config)",
@@ -184,12 +172,12 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
 /// Turn a broker error into words that say what to do next.
 fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
     match e.downcast::<ApiFailure>() {
-        Ok(f) => {
+        Ok(ApiFailure(f)) => {
             let mut msg = format!("could not {what}: {}", f.message);
-            if let Some(reasons) = f.body["error"]["reasons"].as_array() {
+            if let Some(reasons) = &f.reasons {
                 msg = format!("could not {what}, refused because:");
                 for r in reasons {
-                    msg.push_str(&format!("\n  - {}", r["message"].as_str().unwrap_or("?")));
+                    msg.push_str(&format!("\n  - {}", r.message));
                 }
             }
             anyhow::anyhow!(msg)
@@ -198,18 +186,26 @@ fn explain(e: anyhow::Error, what: &str) -> anyhow::Error {
     }
 }
 
+/// The certificate the broker issued, and whether it sent the cluster's host CA keys at all
+/// (an older broker does not: known_hosts is then left as it is).
+pub struct Certificate {
+    pub body: Issued,
+    pub host_cas_sent: bool,
+}
+
 async fn issue_waiting(
     client: &Client,
-    body: &Value,
+    body: &IssueRequest,
     wait: Duration,
     quiet: bool,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Certificate> {
+    const PATH: &str = "/v1/certificates";
     let start = std::time::Instant::now();
     let mut body = body.clone();
     // The reason an approver gave with a decision, shown when the broker then refuses.
     let mut said: Option<String> = None;
     loop {
-        let (status, v) = match client.post("/v1/certificates", &body).await {
+        let (status, v) = match client.post(PATH, &body).await {
             Ok(r) => r,
             Err(e) => {
                 let e = explain(e, "get a certificate");
@@ -220,18 +216,21 @@ async fn issue_waiting(
             }
         };
         if status != reqwest::StatusCode::ACCEPTED {
-            return Ok(v);
+            let host_cas_sent = v.get("host_ca_public_keys").is_some_and(|k| !k.is_null());
+            return Ok(Certificate {
+                body: read_as(PATH, v)?,
+                host_cas_sent,
+            });
         }
-        let id = v["request"]["id"]
-            .as_str()
-            .context("the broker sent no request id")?
-            .to_string();
+        let pending: IssuePending = read_as(PATH, v)?;
+        let id = pending.request.id.clone();
         // The last request already gave its certificate: say why this one waits again.
-        if !quiet
-            && v["used_request"].is_string()
-            && let Some(m) = v["message"].as_str()
-        {
-            let m: String = m.chars().filter(|c| !c.is_control()).collect();
+        if !quiet && pending.used_request.is_some() {
+            let m: String = pending
+                .message
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
             eprintln!("{m}");
         }
         // Wait for a customer approver, showing progress.
@@ -255,61 +254,46 @@ async fn issue_waiting(
                 std::io::stderr().flush().ok();
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let r = client
-                .get(&format!("/v1/access-requests/{}", enc(&id)))
+            let r: AccessRequest = client
+                .get_as(&format!("/v1/access-requests/{}", enc(&id)))
                 .await?;
-            match r["status"].as_str() {
-                Some("pending") => {
-                    // A quorum: show how many approvers said yes so far.
-                    let need = r["approvers_required"].as_u64().unwrap_or(1);
-                    let have = r["approved_by"].as_array().map_or(0, |a| a.len());
-                    if need > 1 {
-                        votes = format!(", approved by {have} of {need}");
-                    }
-                    continue;
+            if r.status == RequestStatus::Pending {
+                // A quorum: show how many approvers said yes so far.
+                if r.approvers_required > 1 {
+                    votes = format!(
+                        ", approved by {} of {}",
+                        r.approved_by.len(),
+                        r.approvers_required
+                    );
                 }
-                Some(status) => {
-                    // Approved, maybe narrowed: the certificate is asked for on the terms
-                    // the approvers approved (asking for more would be a new request).
-                    if status == "approved" {
-                        let (asked_l, asked_t) = (
-                            v["request"]["logins"].clone(),
-                            v["request"]["ttl_secs"].clone(),
-                        );
-                        if r["logins"] != asked_l || r["ttl_secs"] != asked_t {
-                            if !quiet {
-                                eprintln!(
-                                    "\nthe approver narrowed access request {id}: logins {}, at most {}",
-                                    r["logins"]
-                                        .as_array()
-                                        .map(|a| a
-                                            .iter()
-                                            .filter_map(Value::as_str)
-                                            .collect::<Vec<_>>()
-                                            .join(", "))
-                                        .unwrap_or_default(),
-                                    humantime::format_duration(Duration::from_secs(
-                                        r["ttl_secs"].as_u64().unwrap_or(0)
-                                    ))
-                                );
-                            }
-                            body["logins"] = r["logins"].clone();
-                            body["ttl_secs"] = r["ttl_secs"].clone();
-                        }
-                    }
-                    said = r["reason"]
-                        .as_str()
-                        .map(|t| t.chars().filter(|c| !c.is_control()).collect::<String>())
-                        .filter(|t| !t.trim().is_empty())
-                        .map(|t| {
-                            let who = r["decided_by"].as_str().unwrap_or("the approver");
-                            let who: String = who.chars().filter(|c| !c.is_control()).collect();
-                            format!("{who} said: {t}")
-                        });
-                    break;
-                }
-                None => bail!("the broker sent a request without status"),
+                continue;
             }
+            // Approved, maybe narrowed: the certificate is asked for on the terms the
+            // approvers approved (asking for more would be a new request).
+            if r.status == RequestStatus::Approved
+                && (r.logins != pending.request.logins || r.ttl_secs != pending.request.ttl_secs)
+            {
+                if !quiet {
+                    eprintln!(
+                        "\nthe approver narrowed access request {id}: logins {}, at most {}",
+                        r.logins.join(", "),
+                        humantime::format_duration(Duration::from_secs(r.ttl_secs))
+                    );
+                }
+                body.logins = Some(r.logins.clone());
+                body.ttl_secs = Some(r.ttl_secs);
+            }
+            said = r
+                .reason
+                .as_deref()
+                .map(|t| t.chars().filter(|c| !c.is_control()).collect::<String>())
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| {
+                    let who = r.decided_by.as_deref().unwrap_or("the approver");
+                    let who: String = who.chars().filter(|c| !c.is_control()).collect();
+                    format!("{who} said: {t}")
+                });
+            break;
         }
         if !quiet {
             eprintln!();
@@ -343,17 +327,16 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 pub fn write_files(
     home: &Path,
     key: &russh::keys::PrivateKey,
-    issued: &Value,
+    certificate: &Certificate,
 ) -> anyhow::Result<Written> {
+    let issued = &certificate.body;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(home)
         .with_context(|| format!("creating {}", home.display()))?;
-    let cluster = issued["cluster"]
-        .as_str()
-        .context("no cluster in the answer")?;
+    let cluster = issued.cluster.as_str();
     // The broker checked the name; check again before it becomes a file name.
     if !cluster
         .chars()
@@ -366,31 +349,23 @@ pub fn write_files(
     let cert_path = home.join(format!("{cluster}-cert.pub"));
     let known_hosts = home.join("known_hosts");
     // Everything the broker sent for the files is checked before any file is written.
-    let host_cas = host_ca_keys(issued)?;
-    let edge = edge_block(cluster, issued, &key_path, &cert_path, &known_hosts)?;
-    let edge_keys: Vec<String> = match issued.get("edge_host_keys") {
-        Some(Value::Array(keys)) => keys
-            .iter()
-            .map(|k| host_ca_key(k.as_str().unwrap_or_default()))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        Some(Value::Null) | None => vec![],
-        Some(_) => bail!("the broker sent unusable edge host keys"),
+    let host_cas = match certificate.host_cas_sent {
+        true => Some(host_ca_keys(&issued.host_ca_public_keys)?),
+        false => None,
     };
+    let edge = edge_block(cluster, issued, &key_path, &cert_path, &known_hosts)?;
+    let edge_keys = host_ca_keys(&issued.edge_host_keys)?;
     let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF)?;
     write_private(&key_path, pem.as_bytes())?;
     write_private(
         &home.join(format!("{cluster}.pub")),
         format!("{}\n", key.public_key().to_openssh()?).as_bytes(),
     )?;
-    let cert = issued["certificate"]
-        .as_str()
-        .context("no certificate in the answer")?;
-    write_private(&cert_path, format!("{}\n", cert.trim()).as_bytes())?;
-    let login = issued["logins"]
-        .as_array()
-        .and_then(|l| l.first())
-        .and_then(Value::as_str)
-        .unwrap_or("root");
+    write_private(
+        &cert_path,
+        format!("{}\n", issued.certificate.trim()).as_bytes(),
+    )?;
+    let login = issued.logins.first().map_or("root", String::as_str);
     write_known_hosts(&known_hosts, cluster, host_cas)?;
     if let Some((alias, _)) = &edge
         && !edge_keys.is_empty()
@@ -453,17 +428,9 @@ fn host_ca_key(line: &str) -> anyhow::Result<String> {
     Ok(key.to_openssh()?.trim().to_string())
 }
 
-/// The cluster's host CA keys the broker sent (`None`: it sent none at all, an older broker).
-fn host_ca_keys(issued: &Value) -> anyhow::Result<Option<Vec<String>>> {
-    match issued.get("host_ca_public_keys") {
-        Some(Value::Array(keys)) => Ok(Some(
-            keys.iter()
-                .map(|k| host_ca_key(k.as_str().unwrap_or_default()))
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        )),
-        Some(Value::Null) | None => Ok(None),
-        Some(_) => bail!("the broker sent unusable host CA keys"),
-    }
+/// Host keys the broker sent (the cluster's host CAs, the edges'), each checked.
+fn host_ca_keys(keys: &[String]) -> anyhow::Result<Vec<String>> {
+    keys.iter().map(|k| host_ca_key(k)).collect()
 }
 
 /// Pin the edge's host keys under its alias (the ssh_config block sets `HostKeyAlias`),
@@ -516,18 +483,17 @@ fn write_known_hosts(path: &Path, cluster: &str, keys: Option<Vec<String>>) -> a
 /// and certificate; the edge's user is the engineer).
 fn edge_block(
     cluster: &str,
-    issued: &Value,
+    issued: &Issued,
     key: &Path,
     cert: &Path,
     known_hosts: &Path,
 ) -> anyhow::Result<Option<(String, String)>> {
-    let Some(edge) = issued["edge"].as_str() else {
+    let Some(edge) = issued.edge.as_deref() else {
         return Ok(None);
     };
     let (host, port) = sallyport_broker::config::split_host_port(edge)
         .map_err(|e| anyhow::anyhow!("the broker sent an unusable edge address: {e}"))?;
-    let engineer = issued["engineer"]
-        .as_str()
+    let engineer = Some(issued.engineer.as_str())
         .filter(|e| sallyport_broker::directory::valid_uid(e))
         .context("the broker sent an unusable engineer name")?;
     let alias = format!("{EDGE_ALIAS_PREFIX}{cluster}");
@@ -541,12 +507,9 @@ fn edge_block(
 }
 
 /// Load key + certificate into a running ssh-agent for the certificate's lifetime.
-fn add_to_agent(key: &Path, issued: &Value) -> Option<bool> {
+fn add_to_agent(key: &Path, issued: &Issued) -> Option<bool> {
     std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty())?;
-    let left = issued["valid_before"]
-        .as_u64()?
-        .saturating_sub(crate::now())
-        .max(1);
+    let left = issued.valid_before.saturating_sub(crate::now()).max(1);
     let status = std::process::Command::new("ssh-add")
         .arg("-q")
         .arg("-t")

@@ -4,8 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use sallyport_api::gateways::AuditBatch;
+use sallyport_api::{ErrorBody, ErrorDetail};
 use sallyport_audit::AuditRecord;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// Refuse `http://` to anything but loopback: tokens, passwords, audit records and the trusted
 /// CA keys would cross the network in clear. The broker's URL, without a trailing `/`.
@@ -80,11 +84,38 @@ impl BrokerClient {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        bail!(
-            "the broker answered {status}: {}",
-            body["error"]["message"].as_str().unwrap_or("no message")
-        )
+        bail!("the broker answered {status}: {}", refusal(resp).await)
+    }
+
+    /// Send and read the answer: what a success says as `T`, or a refusal's status and
+    /// error. `Err` only when no answer came, or one this client cannot read.
+    async fn answer<T: DeserializeOwned>(
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, Answer<T>)> {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return Ok((status, Ok(serde_json::from_slice(&bytes)?)));
+        }
+        Ok((status, Err(ErrorBody::read(&bytes)?)))
+    }
+
+    /// POST `body`, the answer read as [`Answer`].
+    pub async fn post_answer<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<(reqwest::StatusCode, Answer<T>)> {
+        Self::answer(self.req(reqwest::Method::POST, path).json(body)).await
+    }
+
+    /// GET, the answer read as [`Answer`].
+    pub async fn get_answer<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Answer<T>)> {
+        Self::answer(self.req(reqwest::Method::GET, path)).await
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
@@ -141,11 +172,12 @@ impl BrokerClient {
         signed: Option<(&str, &str)>,
     ) -> Result<(), crate::spool::ShipError> {
         use crate::spool::ShipError;
-        let mut body = json!({"records": records, "head": head});
-        if let Some((signature, public_key)) = signed {
-            body["signature"] = json!(signature);
-            body["public_key"] = json!(public_key);
-        }
+        let body = AuditBatch {
+            records: records.to_vec(),
+            head: Some(head),
+            signature: signed.map(|(s, _)| s.to_string()),
+            public_key: signed.map(|(_, k)| k.to_string()),
+        };
         let resp = self
             .req(reqwest::Method::POST, "/v1/audit/records")
             .json(&body)
@@ -157,10 +189,9 @@ impl BrokerClient {
             return Err(ShipError::TooLarge);
         }
         if matches!(status.as_u16(), 400 | 403 | 409 | 422) {
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
             return Err(ShipError::Refused(format!(
                 "the broker answered {status}: {}",
-                body["error"]["message"].as_str().unwrap_or("no message")
+                refusal(resp).await
             )));
         }
         Self::check(resp).await.map_err(ShipError::Other)?;
@@ -177,6 +208,17 @@ impl BrokerClient {
         Self::check(resp).await?;
         Ok(())
     }
+}
+
+/// What the broker answered: a success's body, or the error it refused with (`None`: its body
+/// is JSON of another shape).
+pub type Answer<T> = Result<T, Option<ErrorDetail>>;
+
+/// The message of a refusal's body, or "no message".
+async fn refusal(resp: reqwest::Response) -> String {
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let error = ErrorBody::read(&bytes).ok().flatten();
+    ErrorDetail::message_or(error.as_ref(), "no message")
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use sallyport_api::{ErrorBody, Reason};
 use sallyport_ca::policy::DenyReason;
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -158,16 +158,22 @@ impl IntoResponse for ApiError {
             // The detail goes to the log, never to the client.
             tracing::error!(error = ?e, "internal error");
         }
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         if let ApiError::Denied(reasons) = &self {
-            body["error"]["message"] = json!(
+            body.error.message = reasons
+                .iter()
+                .map(|r| r.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            body.error.reasons = Some(
                 reasons
                     .iter()
-                    .map(|r| r.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                    .map(|r| Reason {
+                        code: r.code.clone(),
+                        message: r.message.clone(),
+                    })
+                    .collect(),
             );
-            body["error"]["reasons"] = json!(reasons);
         }
         (self.status(), Json(body)).into_response()
     }

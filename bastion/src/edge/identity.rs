@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sallyport_api::ErrorDetail;
+use sallyport_api::identity::{EdgeRegistered, EdgeSelf, Whoami};
 use sallyport_audit::sanitize;
-use serde_json::json;
 
 use crate::broker_client::BrokerClient;
 use crate::config::EdgeConfig;
@@ -110,20 +111,24 @@ impl Edge {
                 return;
             }
         };
-        let body = json!({"host_key": line, "address": self.cfg.public_address});
-        match client.post_json_status("/v1/edge/self", &body).await {
-            Ok((status, v)) if status.is_success() => {
-                if v["changed"] == true {
+        let body = EdgeSelf {
+            host_key: line,
+            address: self.cfg.public_address.clone(),
+        };
+        let answer = client.post_answer::<_, EdgeRegistered>("/v1/edge/self", &body);
+        match answer.await {
+            Ok((_, Ok(v))) => {
+                if v.changed {
                     tracing::info!(
                         address = ?self.cfg.public_address,
-                        host_key = %v["host_key_fingerprint"],
+                        host_key = %v.host_key_fingerprint,
                         "registered with the broker: engineers get this edge at their next login"
                     );
                 }
             }
-            Ok((status, v)) => tracing::warn!(
+            Ok((status, Err(error))) => tracing::warn!(
                 %status,
-                error = %v["error"]["message"],
+                error = ErrorDetail::message_or(error.as_ref(), "no message"),
                 "the broker refused the edge's registration"
             ),
             Err(e) => {
@@ -138,21 +143,21 @@ impl Edge {
         let (Some(client), Some(name)) = (&self.authed, &self.cfg.name) else {
             return Ok(());
         };
-        match client.get_json_status("/v1/whoami").await {
-            Ok((status, v)) if status.is_success() => {
+        match client.get_answer::<Whoami>("/v1/whoami").await {
+            Ok((_, Ok(who))) => {
                 anyhow::ensure!(
-                    v["role"] == "edge" && v["name"] == name.as_str(),
+                    matches!(&who, Whoami::Edge { name: n } if n == name),
                     "the token in token_file is a {} token named {}, not an edge token named {name}: \
                      make one with `sallyport admin token {name} --role edge`",
-                    v["role"].as_str().unwrap_or("?"),
-                    v["name"].as_str().unwrap_or("?"),
+                    who.role(),
+                    who.name(),
                 );
                 Ok(())
             }
-            Ok((status, v)) if status.as_u16() == 401 || status.as_u16() == 403 => {
+            Ok((status, Err(error))) if status.as_u16() == 401 || status.as_u16() == 403 => {
                 anyhow::bail!(
                     "the broker refuses the edge's token: {}",
-                    v["error"]["message"].as_str().unwrap_or("no message")
+                    ErrorDetail::message_or(error.as_ref(), "no message")
                 )
             }
             Ok((status, _)) => {
@@ -174,13 +179,10 @@ impl Edge {
         };
         loop {
             tokio::time::sleep(Duration::from_secs(self.cfg.refresh_secs.max(1))).await;
-            if let Ok((status, v)) = client.get_json_status("/v1/whoami").await
+            if let Ok((status, Err(error))) = client.get_answer::<Whoami>("/v1/whoami").await
                 && (status.as_u16() == 401 || status.as_u16() == 403)
             {
-                return v["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no message")
-                    .to_string();
+                return ErrorDetail::message_or(error.as_ref(), "no message");
             }
         }
     }

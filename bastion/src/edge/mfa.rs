@@ -6,6 +6,9 @@ use std::net::IpAddr;
 
 use russh::server::{Auth, Response};
 use russh::{MethodKind, MethodSet};
+use sallyport_api::ErrorDetail;
+use sallyport_api::SecretString;
+use sallyport_api::login::{MfaVerified, MfaVerifyRequest};
 use sallyport_ca::CertIdentity;
 use serde_json::json;
 
@@ -65,19 +68,21 @@ impl Edge {
                 "this edge has no broker token (token_file) to check TOTP codes with".into(),
             );
         };
-        let body = json!({
-            "engineer": id.engineer(),
-            "grant": id.grant(),
-            "code": code,
-            "ticket": id.ticket(),
-            "cluster": id.cluster(),
-            "source_ip": peer.map(|ip| ip.to_string()),
-        });
-        match client.post_json_status("/v1/mfa/verify", &body).await {
-            Ok((status, v)) => mfa_verdict(
+        let body = MfaVerifyRequest {
+            engineer: id.engineer().to_string(),
+            code: SecretString::from(code.to_string()),
+            grant: id.grant().to_string(),
+            ticket: Some(id.ticket().to_string()),
+            cluster: Some(id.cluster().to_string()),
+            source_ip: peer,
+        };
+        let answer = client.post_answer::<_, MfaVerified>("/v1/mfa/verify", &body);
+        match answer.await {
+            Ok((status, Ok(v))) => mfa_verdict(status.as_u16(), v.ok, "no message"),
+            Ok((status, Err(error))) => mfa_verdict(
                 status.as_u16(),
-                v["ok"] == json!(true),
-                v["error"]["message"].as_str().unwrap_or("no message"),
+                false,
+                &ErrorDetail::message_or(error.as_ref(), "no message"),
             ),
             Err(e) => MfaVerdict::Unavailable(format!("the broker did not answer: {e}")),
         }

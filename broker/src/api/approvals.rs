@@ -16,7 +16,12 @@ use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, Vote, now_secs};
+use crate::store::{
+    AccessRequest, Approval, CustomerPolicy, RequestState, RevokeScope, Vote, now_secs,
+};
+pub(crate) use sallyport_api::approvals::{ApprovalInput, PolicyInput};
+pub(crate) use sallyport_api::requests::Decision as DecisionInput;
+use sallyport_api::requests::{self as api, RequestStatus};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
@@ -32,11 +37,11 @@ pub fn router() -> Router<Arc<Broker>> {
             "/v1/customers/{customer}/policies/{name}",
             put(save_policy).delete(delete_policy),
         )
-        .route("/v1/access-requests", get(list_requests))
+        .route("/v1/access-requests", get(list_requests_shown))
         .route("/v1/access-requests/{request}", get(get_request))
         .route(
             "/v1/access-requests/{request}/decision",
-            post(decide_request),
+            post(decide_request_shown),
         )
 }
 
@@ -60,38 +65,6 @@ async fn approver_of(
     };
     permit(b, caller, action, scope).await?;
     Ok(c.customer)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ApprovalInput {
-    pub(crate) cluster: String,
-    pub(crate) group: String,
-    pub(crate) logins: Vec<String>,
-    /// Longest certificate lifetime under this approval, seconds.
-    pub(crate) max_session_secs: u64,
-    /// Unix seconds.
-    pub(crate) valid_until: u64,
-    #[serde(default)]
-    pub(crate) valid_from: Option<u64>,
-    #[serde(default)]
-    pub(crate) just_in_time: bool,
-    #[serde(default)]
-    pub(crate) per_session_mfa: bool,
-    /// Each session waits at the gateway until an approver of the customer watches it.
-    #[serde(default)]
-    pub(crate) observer_required: bool,
-    #[serde(default)]
-    pub(crate) port_forwarding: bool,
-    #[serde(default)]
-    pub(crate) source_networks: Vec<String>,
-    /// Distinct approvers who must approve each just-in-time request (1 to 5).
-    #[serde(default = "one")]
-    pub(crate) approvers_required: u64,
-}
-
-fn one() -> u64 {
-    1
 }
 
 /// The largest quorum an approval may ask for.
@@ -333,12 +306,6 @@ pub(crate) async fn get_approval(
 
 // --- customer policies ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PolicyInput {
-    pub(crate) body: String,
-}
-
 pub(crate) async fn save_policy(
     State(b): State<Arc<Broker>>,
     caller: Caller,
@@ -440,11 +407,59 @@ pub(crate) async fn list_requests(
     ))
 }
 
+/// An access request as the API shows it.
+pub(crate) fn shown(r: AccessRequest) -> api::AccessRequest {
+    api::AccessRequest {
+        id: r.id,
+        engineer: r.engineer,
+        ticket: r.ticket,
+        cluster: r.cluster,
+        approval: r.approval,
+        status: match r.status {
+            RequestState::Pending => RequestStatus::Pending,
+            RequestState::Approved => RequestStatus::Approved,
+            RequestState::Denied => RequestStatus::Denied,
+            RequestState::Void => RequestStatus::Void,
+            RequestState::Superseded => RequestStatus::Superseded,
+            RequestState::Used => RequestStatus::Used,
+        },
+        created_at: r.created_at,
+        decided_by: r.decided_by,
+        decided_at: r.decided_at,
+        reason: r.reason,
+        logins: r.logins,
+        ttl_secs: r.ttl_secs,
+        approvers_required: r.approvers_required,
+        approved_by: r.approved_by,
+    }
+}
+
+/// `GET /v1/access-requests`: [`list_requests`], as the API shows them.
+async fn list_requests_shown(
+    b: State<Arc<Broker>>,
+    caller: Caller,
+    q: Query<ListRequests>,
+) -> ApiResult<Json<Vec<api::AccessRequest>>> {
+    let Json(list) = list_requests(b, caller, q).await?;
+    Ok(Json(list.into_iter().map(shown).collect()))
+}
+
+/// `POST /v1/access-requests/{request}/decision`: [`decide_request`], as the API shows it.
+async fn decide_request_shown(
+    b: State<Arc<Broker>>,
+    caller: Caller,
+    id: Path<String>,
+    body: Body<DecisionInput>,
+) -> ApiResult<Json<api::AccessRequest>> {
+    let Json(r) = decide_request(b, caller, id, body).await?;
+    Ok(Json(shown(r)))
+}
+
 async fn get_request(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<AccessRequest>> {
+) -> ApiResult<Json<api::AccessRequest>> {
     let Some(r) = b.store.request(&id).await? else {
         return Err(ApiError::NotFound("access request".into()));
     };
@@ -455,21 +470,7 @@ async fn get_request(
         engineer: &r.engineer,
     };
     permit_or_hide(&b, &caller, Action::ReadRequest, scope, "access request").await?;
-    Ok(Json(r))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DecisionInput {
-    pub(crate) approve: bool,
-    #[serde(default)]
-    pub(crate) reason: Option<String>,
-    /// Approve only some of the logins asked for.
-    #[serde(default)]
-    pub(crate) logins: Option<Vec<String>>,
-    /// Approve a shorter certificate lifetime than asked for (seconds, at least 60).
-    #[serde(default)]
-    pub(crate) ttl_secs: Option<u64>,
+    Ok(Json(shown(r)))
 }
 
 /// The narrowed terms of an approval, checked against what was asked: `None` when the

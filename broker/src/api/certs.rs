@@ -13,7 +13,7 @@ use sallyport_ca::policy::{
     ApprovalFacts, Decision, GrantIds, IssueFacts, RequestFacts, RequestStatus, TicketFacts,
 };
 use sallyport_ca::{KeyId, Krl, build_user_cert, cert::random_serial};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Body, check_name, not_the_caller, permit};
@@ -32,51 +32,7 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/ca", get(ca_keys))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueRequest {
-    /// The engineer's public key, OpenSSH format. The private key never leaves the laptop.
-    pub public_key: String,
-    pub ticket: String,
-    /// Defaults to the ticket's cluster.
-    #[serde(default)]
-    pub cluster: Option<String>,
-    /// Defaults to every login of the approval.
-    #[serde(default)]
-    pub logins: Option<Vec<String>>,
-    /// Ask for a shorter lifetime.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct Issued {
-    pub certificate: String,
-    pub serial: String,
-    pub key_id: String,
-    pub grant: String,
-    pub engineer: String,
-    pub ticket: String,
-    pub customer: String,
-    pub cluster: String,
-    pub logins: Vec<String>,
-    pub valid_after: u64,
-    pub valid_before: u64,
-    pub permit_port_forwarding: bool,
-    pub per_session_mfa: bool,
-    /// The edge's public `host:port` (config `edge_address`, else the address an edge
-    /// registered), for the client's `ProxyJump`.
-    #[serde(default)]
-    pub edge: Option<String>,
-    /// The cluster's host CA keys (of its enrolled gateways), for the client's known_hosts
-    /// `@cert-authority *.<cluster>` lines.
-    #[serde(default)]
-    pub host_ca_public_keys: Vec<String>,
-    /// The edges' host keys (config `edge_host_keys` and those edges registered), pinned by
-    /// the client for the jump hop.
-    #[serde(default)]
-    pub edge_host_keys: Vec<String>,
-}
+pub use sallyport_api::certificates::{IssueRequest, Issued};
 
 fn deny_reason(code: &str, message: &str) -> sallyport_ca::policy::DenyReason {
     sallyport_ca::policy::DenyReason {

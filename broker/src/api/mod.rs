@@ -15,6 +15,8 @@ mod tickets;
 pub(crate) mod webhooks;
 
 #[cfg(test)]
+mod openapi_check;
+#[cfg(test)]
 mod properties;
 
 use std::sync::Arc;
@@ -319,6 +321,6 @@ async fn json_refusals(
     };
     parts.headers.remove(CONTENT_TYPE);
     parts.headers.remove(CONTENT_LENGTH);
-    let body = Json(serde_json::json!({"error": {"code": code, "message": message}}));
+    let body = Json(sallyport_api::ErrorBody::new(code, message));
     (parts, body).into_response()
 }

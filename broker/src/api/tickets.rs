@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::routing::put;
 use axum::{Json, Router};
-use serde::Deserialize;
 
 use super::certs::revoke_and_audit;
 use super::{Body, check_name, permit, permit_or_hide};
@@ -15,21 +14,11 @@ use crate::auth::Caller;
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{RevokeScope, Ticket, now_secs};
+use crate::store::{self, RevokeScope, now_secs};
+use sallyport_api::tickets::{self as api, TicketInput};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new().route("/v1/tickets/{ticket}", put(save_ticket).get(get_ticket))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TicketInput {
-    customer: String,
-    cluster: String,
-    assignee: String,
-    status: String,
-    #[serde(default)]
-    title: String,
 }
 
 async fn save_ticket(
@@ -37,7 +26,7 @@ async fn save_ticket(
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<TicketInput>,
-) -> ApiResult<Json<Ticket>> {
+) -> ApiResult<Json<api::Ticket>> {
     permit(&b, &caller, Action::SaveTicket, Scope::Unread).await?;
     check_name("ticket", &id)?;
     check_name("assignee", &req.assignee)?;
@@ -71,7 +60,7 @@ async fn save_ticket(
         was: before.as_ref().map(|t| t.customer.as_str()),
     };
     permit(&b, &caller, Action::SaveTicket, scope).await?;
-    let t = Ticket {
+    let t = store::Ticket {
         id: id.clone(),
         customer: req.customer,
         cluster: req.cluster,
@@ -103,14 +92,14 @@ async fn save_ticket(
         };
         revoke_and_audit(&b, RevokeScope::Ticket, &t.id, &caller.label(), &reason).await?;
     }
-    Ok(Json(t))
+    Ok(Json(shown(t)))
 }
 
 async fn get_ticket(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Ticket>> {
+) -> ApiResult<Json<api::Ticket>> {
     let Some(t) = b.store.ticket(&id).await? else {
         return Err(ApiError::NotFound("ticket".into()));
     };
@@ -122,5 +111,18 @@ async fn get_ticket(
         was: None,
     };
     permit_or_hide(&b, &caller, Action::ReadTicket, scope, "ticket").await?;
-    Ok(Json(t))
+    Ok(Json(shown(t)))
+}
+
+/// A ticket as the API shows it.
+fn shown(t: store::Ticket) -> api::Ticket {
+    api::Ticket {
+        id: t.id,
+        customer: t.customer,
+        cluster: t.cluster,
+        assignee: t.assignee,
+        status: t.status,
+        title: t.title,
+        updated_at: t.updated_at,
+    }
 }

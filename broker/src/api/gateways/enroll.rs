@@ -8,8 +8,6 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::{Algorithm, HashAlg};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::{Body, refuse_by};
 use crate::audit::AuditEvent;
@@ -17,18 +15,9 @@ use crate::auth::{new_gateway_credential, token_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::now_secs;
+use sallyport_api::gateways::{EnrollRequest, Enrolled};
 
 // --- enrollment: the join token is the credential ---
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct EnrollInput {
-    join_token: String,
-    node_ca_public_key: String,
-    host_ca_public_key: String,
-    /// The key that will sign the gateway's audit chain (Ed25519, OpenSSH line).
-    audit_public_key: String,
-}
 
 /// A CA public key sent by a gateway: one OpenSSH line, Ed25519, not a certificate. Returned
 /// re-encoded without its comment (it ends up in engineers' known_hosts files).
@@ -57,8 +46,8 @@ fn ca_public_key(what: &str, line: &str) -> Result<(String, String), String> {
 pub(super) async fn enroll(
     State(b): State<Arc<Broker>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Body(req): Body<EnrollInput>,
-) -> ApiResult<Json<Value>> {
+    Body(req): Body<EnrollRequest>,
+) -> ApiResult<Json<Enrolled>> {
     const ACTION: &str = "enroll_gateway";
     let anonymous = format!("unknown-join-token@{}", peer.ip());
     let unknown = "unknown join token: ask the operator for a new one";
@@ -172,10 +161,12 @@ pub(super) async fn enroll(
         })
         .await?;
     // The credential is shown once: only its hash is stored.
-    Ok(Json(
-        json!({"gateway": g.id, "cluster": g.cluster, "credential": credential,
-               "audit_key_fingerprint": audit_fp}),
-    ))
+    Ok(Json(Enrolled {
+        gateway: g.id,
+        cluster: g.cluster,
+        credential,
+        audit_key_fingerprint: audit_fp,
+    }))
 }
 
 #[cfg(test)]

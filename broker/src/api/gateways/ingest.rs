@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::{Body, not_the_caller, permit, refuse, refuse_by};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS};
@@ -15,6 +13,7 @@ use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::IngestRefusal;
+use sallyport_api::gateways::{AuditBatch, BatchStored};
 use sallyport_audit::writers::Writer;
 
 /// The audit chain a caller may write, and what bounds what it may say in it
@@ -37,25 +36,6 @@ async fn chain_writer(b: &Broker, caller: &Caller, action: Action) -> ApiResult<
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct IngestInput {
-    #[serde(default)]
-    records: Vec<AuditRecord>,
-    /// The highest sequence number in the sender's spool: what the broker should hold once
-    /// shipping catches up. Sent with every batch, and alone when a batch cannot be sent.
-    #[serde(default)]
-    head: Option<u64>,
-    /// The sender's signature (armored SSHSIG) of its chain's head at the batch's last record:
-    /// required with every non-empty batch.
-    #[serde(default)]
-    signature: Option<String>,
-    /// The public key that made it (OpenSSH line): pinned at the chain's first signed batch when
-    /// no key is pinned yet (an edge), else it must be the pinned one.
-    #[serde(default)]
-    public_key: Option<String>,
-}
-
 /// Store a batch of the caller's own chain (a gateway's or an edge's). The batch must be
 /// consecutive and chained, and its first record must continue what is stored (or start the
 /// chain at seq 1 from 64 zeros). Each record must be of a kind its writer may write, with
@@ -66,8 +46,8 @@ pub(super) struct IngestInput {
 pub(super) async fn ingest(
     State(b): State<Arc<Broker>>,
     caller: Caller,
-    Body(req): Body<IngestInput>,
-) -> ApiResult<Json<Value>> {
+    Body(req): Body<AuditBatch>,
+) -> ApiResult<Json<BatchStored>> {
     const ACTION: &str = "audit_ingest";
     let writer = chain_writer(&b, &caller, Action::AuditIngest).await?;
     let source = writer.source();
@@ -199,9 +179,10 @@ pub(super) async fn ingest(
     }
     // Every stored record's predecessor was stored first, so the head is contiguous from 1.
     let head = b.store.audit_head(&source).await?.map_or(0, |(s, _)| s);
-    Ok(Json(
-        json!({"stored": stored, "acknowledged_through": head}),
-    ))
+    Ok(Json(BatchStored {
+        stored,
+        acknowledged_through: head,
+    }))
 }
 
 /// Check the signature of a batch's last record against the key pinned for `source` (pinned

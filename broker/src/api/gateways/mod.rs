@@ -19,7 +19,8 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
-use serde::Deserialize;
+use sallyport_api::gateways::{self as api, GatewayCreated, NewGateway};
+use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
 use serde_json::{Value, json};
 
 use super::admin::{admin_event, operator_only};
@@ -58,17 +59,6 @@ pub fn router(ingest_limit: usize) -> Router<Arc<Broker>> {
         )
 }
 
-/// What an edge says of itself.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EdgeSelf {
-    /// The edge's SSH host public key (OpenSSH line): engineers pin it for the jump hop.
-    host_key: String,
-    /// `host:port` engineers dial (the edge's `public_address`), if it knows it.
-    #[serde(default)]
-    address: Option<String>,
-}
-
 /// An edge (API token of role edge) registers its host key and public address; engineers get
 /// them at their next login (no broker restart after an edge's first start). A change is
 /// audited (`admin_change`, action `edge_registered`, the key's fingerprint).
@@ -76,7 +66,7 @@ async fn register_edge(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<EdgeSelf>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EdgeRegistered>> {
     permit(&b, &caller, Action::RegisterEdge, Scope::None).await?;
     let Caller::Edge { name } = &caller else {
         return Err(not_the_caller(Action::RegisterEdge));
@@ -117,9 +107,12 @@ async fn register_edge(
         )
         .await?;
     }
-    Ok(Json(
-        json!({"name": name, "host_key_fingerprint": fingerprint, "address": req.address, "changed": changed}),
-    ))
+    Ok(Json(EdgeRegistered {
+        name: name.clone(),
+        host_key_fingerprint: fingerprint,
+        address: req.address,
+        changed,
+    }))
 }
 
 /// The gateway's id and cluster, when the caller is a gateway; everyone else is refused.
@@ -137,18 +130,12 @@ pub(super) async fn gateway_only(
 
 // --- the operator's side ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewGateway {
-    name: String,
-}
-
 async fn create_gateway(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(cluster): Path<String>,
     Body(req): Body<NewGateway>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<GatewayCreated>)> {
     operator_only(&b, &caller, Action::CreateGateway).await?;
     check_name("gateway name", &req.name)?;
     let Some(c) = b.store.cluster(&cluster).await? else {
@@ -187,17 +174,22 @@ async fn create_gateway(
     )
     .await?;
     // The join token is shown once: only its hash is stored.
-    Ok(created(
-        json!({"id": g.id, "name": g.name, "cluster": g.cluster, "join_token": token,
-               "join_token_expires_at": g.created_at.saturating_add(b.cfg.gateway_join_token_ttl_secs)}),
-    ))
+    Ok(created(GatewayCreated {
+        join_token_expires_at: g
+            .created_at
+            .saturating_add(b.cfg.gateway_join_token_ttl_secs),
+        id: g.id,
+        name: g.name,
+        cluster: g.cluster,
+        join_token: token,
+    }))
 }
 
 async fn list_gateways(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(cluster): Path<String>,
-) -> ApiResult<Json<Vec<Gateway>>> {
+) -> ApiResult<Json<Vec<api::Gateway>>> {
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound("cluster".into()));
     };
@@ -207,14 +199,15 @@ async fn list_gateways(
         cluster: &c.id,
     };
     permit(&b, &caller, Action::ListGateways, scope).await?;
-    Ok(Json(b.store.gateways(&c.id).await?))
+    let gateways = b.store.gateways(&c.id).await?;
+    Ok(Json(gateways.into_iter().map(shown).collect()))
 }
 
 async fn revoke_gateway(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Gateway>> {
+) -> ApiResult<Json<api::Gateway>> {
     operator_only(&b, &caller, Action::RevokeGateway).await?;
     let Some(g) = b.store.gateway(&id).await? else {
         return Err(ApiError::NotFound("gateway".into()));
@@ -235,7 +228,21 @@ async fn revoke_gateway(
         .gateway(&g.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
-    Ok(Json(g))
+    Ok(Json(shown(g)))
+}
+
+/// A gateway as the API shows it.
+fn shown(g: Gateway) -> api::Gateway {
+    api::Gateway {
+        id: g.id,
+        cluster: g.cluster,
+        name: g.name,
+        created_at: g.created_at,
+        enrolled_at: g.enrolled_at,
+        node_ca_public_key: g.node_ca_public_key,
+        host_ca_public_key: g.host_ca_public_key,
+        revoked_at: g.revoked_at,
+    }
 }
 
 // --- public: what engineers' clients trust for `*.<cluster>` ---

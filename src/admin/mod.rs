@@ -1,37 +1,20 @@
 //! `sallyport admin ...`: the operator's, approvers' and ticket system's commands over the API.
 
-use std::io::Read;
+mod gateway;
+mod local;
 
 use anyhow::Context;
+use sallyport_api::admin::{
+    Cluster, DisableInput, EnrollEngineer, NewAccount, NewCustomer, NewNode, NewToken, NodeChange,
+};
+use sallyport_api::approvals::{ApprovalInput, PolicyInput};
+use sallyport_api::requests::Decision;
+use sallyport_api::tickets::TicketInput;
 use serde_json::{Value, json};
 
 use crate::audit_cmd::Conn;
 use crate::client::enc;
-
-/// `--host-key` values as key lines: a value naming a file stands for the keys in it (one a
-/// line; blank lines and `#` comments skipped). The broker checks each.
-fn host_key_lines(values: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for v in values {
-        let path = std::path::Path::new(v);
-        if !v.trim_start().starts_with("ssh-")
-            && !v.trim_start().starts_with("ecdsa-")
-            && path.is_file()
-        {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading host keys from {v}"))?;
-            lines.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string),
-            );
-        } else {
-            lines.push(v.trim().to_string());
-        }
-    }
-    Ok(lines)
-}
+pub use gateway::GatewayCmd;
 
 /// `admin token ...` subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -338,233 +321,18 @@ fn print(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(clap::Subcommand, Debug)]
-pub enum GatewayCmd {
-    /// Make a gateway for a cluster and write its gateway.toml (0600: it holds the one-time join
-    /// token, valid 24 h): copy it into the customer's network and run
-    /// `sallyport gateway --config gateway.toml` there (operator).
-    Enroll {
-        #[command(flatten)]
-        conn: Conn,
-        #[arg(long)]
-        cluster: String,
-        /// The gateway's name in the cluster (e.g. gw1).
-        #[arg(long)]
-        name: String,
-        /// An edge's tunnel address (`host:port` of its `tunnel_listen`); repeat for several,
-        /// each followed by its --edge-host-key.
-        #[arg(long = "edge", required = true)]
-        edges: Vec<String>,
-        /// That edge's host public key: an OpenSSH line, or a file holding it (the edge's
-        /// `data_dir/host_key.pub`), in the order of --edge.
-        #[arg(long = "edge-host-key", required = true)]
-        edge_host_keys: Vec<String>,
-        /// The gateway's data directory, as the config will name it.
-        #[arg(long, default_value = "data")]
-        data_dir: String,
-        /// Where to write gateway.toml (it is printed otherwise).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-    },
-    /// List a cluster's gateways, revoked ones with when.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-        #[arg(long)]
-        cluster: String,
-    },
-    /// Revoke a gateway: the broker refuses it at once and the edges drop its tunnel.
-    Revoke {
-        #[command(flatten)]
-        conn: Conn,
-        /// The gateway's id (`admin gateway list` shows it).
-        id: String,
-    },
-}
-
-/// A TOML string value.
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
-async fn gateway_cmd(cmd: GatewayCmd) -> anyhow::Result<()> {
-    match cmd {
-        GatewayCmd::Enroll {
-            conn,
-            cluster,
-            name,
-            edges,
-            edge_host_keys,
-            data_dir,
-            out,
-        } => {
-            if edges.len() != edge_host_keys.len() {
-                anyhow::bail!(
-                    "give each --edge its --edge-host-key ({} edges, {} keys)",
-                    edges.len(),
-                    edge_host_keys.len()
-                );
-            }
-            let mut keys = Vec::new();
-            for k in &edge_host_keys {
-                let line = if k.starts_with("ssh-") {
-                    k.trim().to_string()
-                } else {
-                    std::fs::read_to_string(k)
-                        .with_context(|| format!("reading the edge's host key from {k}"))?
-                        .trim()
-                        .to_string()
-                };
-                russh::keys::PublicKey::from_openssh(&line).with_context(|| {
-                    format!("{k} is not an OpenSSH public key (the edge's data_dir/host_key.pub)")
-                })?;
-                keys.push(line);
-            }
-            if let Some(p) = &out
-                && p.exists()
-            {
-                anyhow::bail!(
-                    "{} exists already: name a new file (a join token is shown once)",
-                    p.display()
-                );
-            }
-            let broker = conn
-                .broker
-                .clone()
-                .context("no broker: set SALLYPORT_BROKER or --broker")?;
-            let v = conn
-                .client()?
-                .post(
-                    &format!("/v1/clusters/{}/gateways", enc(&cluster)),
-                    &json!({"name": name}),
-                )
-                .await?
-                .1;
-            let token = v["join_token"]
-                .as_str()
-                .context("the broker sent no join token")?;
-            let mut text = format!(
-                "# gateway {} of cluster {cluster}, made by `sallyport admin gateway enroll`.\n\
-                 # The join token is used once, at the first start (until {}): keep this file 0600.\n\
-                 data_dir = {}\nbroker = {}\njoin_token = {}\n",
-                v["id"].as_str().unwrap_or_default(),
-                v["join_token_expires_at"],
-                toml_str(&data_dir),
-                toml_str(&broker),
-                toml_str(token),
-            );
-            if let Some(ca) = &conn.broker_ca {
-                text.push_str(&format!(
-                    "broker_ca = {}\n",
-                    toml_str(&ca.display().to_string())
-                ));
-            }
-            for (address, key) in edges.iter().zip(&keys) {
-                text.push_str(&format!(
-                    "\n[[edges]]\naddress = {}\nhost_key = {}\n",
-                    toml_str(address),
-                    toml_str(key)
-                ));
-            }
-            match out {
-                Some(path) => {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .with_context(|| {
-                            format!("writing {} (it must not exist yet)", path.display())
-                        })?;
-                    f.write_all(text.as_bytes())?;
-                    eprintln!(
-                        "wrote {}: copy it to the gateway's host and run `sallyport gateway --config {}` there",
-                        path.display(),
-                        path.file_name()
-                            .and_then(|n| n.to_str())
-                            .unwrap_or("gateway.toml")
-                    );
-                }
-                None => print!("{text}"),
-            }
-        }
-        GatewayCmd::List { conn, cluster } => print(
-            &conn
-                .client()?
-                .get(&format!("/v1/clusters/{}/gateways", enc(&cluster)))
-                .await?,
-        )?,
-        GatewayCmd::Revoke { conn, id } => print(
-            &conn
-                .client()?
-                .delete(&format!("/v1/gateways/{}", enc(&id)))
-                .await?,
-        )?,
-    }
-    Ok(())
-}
-
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
-        AdminCmd::Gateway(c) => gateway_cmd(c).await?,
+        AdminCmd::Gateway(c) => gateway::run(c).await?,
         AdminCmd::NodeConfig(args) => crate::node_config::run(args).await?,
         AdminCmd::Check(args) => crate::check::run(args)?,
-        AdminCmd::HashToken { stdin } => {
-            let token = if stdin {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                s.trim().to_string()
-            } else {
-                sallyport_broker::auth::new_api_token()
-            };
-            anyhow::ensure!(token.starts_with("spt_"), "tokens start with spt_");
-            if !stdin {
-                println!("token:                 {token}");
-            }
-            println!(
-                "operator_token_sha256 = \"{}\"",
-                sallyport_broker::auth::token_hash(&token)
-            );
-        }
-        AdminCmd::HashPassword { stdin, uid, groups } => {
-            let password = if stdin {
-                let mut s = String::new();
-                std::io::stdin().read_line(&mut s)?;
-                s.trim_end_matches(['\n', '\r']).to_string()
-            } else {
-                let first = rpassword::prompt_password("password: ")?;
-                let again = rpassword::prompt_password("again: ")?;
-                anyhow::ensure!(
-                    first == again,
-                    "the two passwords differ: nothing was hashed"
-                );
-                first
-            };
-            anyhow::ensure!(
-                password.chars().count() >= 12,
-                "the password is shorter than 12 characters: choose a longer one"
-            );
-            for name in uid.iter().chain(&groups) {
-                anyhow::ensure!(
-                    crate::valid_name(name),
-                    "invalid name {name:?}: use letters, digits, '.', '_' and '-'"
-                );
-            }
-            let hash = sallyport_broker::directory::hash_argon2(&password)?;
-            match uid {
-                Some(uid) => println!(
-                    "[[engineer]]\nuid = \"{uid}\"\npassword_argon2 = \"{hash}\"\ngroups = {groups:?}"
-                ),
-                None => println!("{hash}"),
-            }
-        }
+        AdminCmd::HashToken { stdin } => local::hash_token(stdin)?,
+        AdminCmd::HashPassword { stdin, uid, groups } => local::hash_password(stdin, uid, groups)?,
         AdminCmd::Customer { conn, id, name } => {
             print(
                 &conn
                     .client()?
-                    .post("/v1/customers", &json!({"id": id, "name": name}))
+                    .post("/v1/customers", &NewCustomer { id, name })
                     .await?
                     .1,
             )?;
@@ -573,7 +341,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             print(
                 &conn
                     .client()?
-                    .post("/v1/clusters", &json!({"id": id, "customer": customer}))
+                    .post("/v1/clusters", &Cluster { id, customer })
                     .await?
                     .1,
             )?;
@@ -588,9 +356,13 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             trust_on_first_use,
         } => {
             let path = format!("/v1/clusters/{}/nodes", enc(&cluster));
-            let body = json!({"name": name, "address": address, "port": port,
-                              "host_keys": host_key_lines(&host_keys)?,
-                              "trust_on_first_use": trust_on_first_use});
+            let body = NewNode {
+                name,
+                address,
+                port,
+                host_keys: local::host_key_lines(&host_keys)?,
+                trust_on_first_use,
+            };
             print(&conn.client()?.post(&path, &body).await?.1)?;
         }
         AdminCmd::NodeUpdate {
@@ -604,21 +376,17 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             trust_on_first_use,
         } => {
             let path = format!("/v1/clusters/{}/nodes/{}", enc(&cluster), enc(&name));
-            let mut body = json!({});
-            if let Some(a) = address {
-                body["address"] = json!(a);
-            }
-            if let Some(p) = port {
-                body["port"] = json!(p);
-            }
-            if clear_host_keys || !host_keys.is_empty() {
-                body["host_keys"] = json!(host_key_lines(&host_keys)?);
-            }
-            if let Some(t) = trust_on_first_use {
-                body["trust_on_first_use"] = json!(t);
-            }
+            let body = NodeChange {
+                address,
+                port,
+                host_keys: match clear_host_keys || !host_keys.is_empty() {
+                    true => Some(local::host_key_lines(&host_keys)?),
+                    false => None,
+                },
+                trust_on_first_use,
+            };
             anyhow::ensure!(
-                body.as_object().is_some_and(|o| !o.is_empty()),
+                !body.is_empty(),
                 "nothing to change: name --address, --port, --host-key, --clear-host-keys or --trust-on-first-use"
             );
             print(&conn.client()?.patch(&path, &body).await?)?;
@@ -627,7 +395,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             print(
                 &conn
                     .client()?
-                    .post("/v1/engineers", &json!({"uid": uid, "replace": replace}))
+                    .post("/v1/engineers", &EnrollEngineer { uid, replace })
                     .await?
                     .1,
             )?;
@@ -642,7 +410,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             std::io::stdin()
                 .read_line(&mut pw)
                 .context("reading the password from standard input")?;
-            let body = json!({"username": username, "role": role, "customer": customer, "password": pw.trim_end_matches(['\n', '\r'])});
+            let body = NewAccount {
+                username,
+                role,
+                customer,
+                password: pw.trim_end_matches(['\n', '\r']).to_string().into(),
+            };
             print(&conn.client()?.post("/v1/accounts", &body).await?.1)?;
         }
         AdminCmd::Token {
@@ -673,8 +446,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                     .client()?
                     .post(
                         "/v1/tokens",
-                        &json!({"name": name, "role": role, "customer": customer,
-                                "all_customers": all_customers}),
+                        &NewToken {
+                            name,
+                            role,
+                            customer,
+                            all_customers,
+                        },
                     )
                     .await?
                     .1,
@@ -685,7 +462,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             print(
                 &conn
                     .client()?
-                    .post(&path, &json!({"reason": reason}))
+                    .post(&path, &DisableInput { reason })
                     .await?
                     .1,
             )?;
@@ -706,7 +483,13 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             status,
             title,
         } => {
-            let body = json!({"customer": customer, "cluster": cluster, "assignee": assignee, "status": status, "title": title});
+            let body = TicketInput {
+                customer,
+                cluster,
+                assignee,
+                status,
+                title,
+            };
             print(
                 &conn
                     .client()?
@@ -728,15 +511,20 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             port_forwarding,
             source_networks,
         } => {
-            let body = json!({
-                "cluster": cluster, "group": group, "logins": logins,
-                "max_session_secs": max_session.as_secs(),
-                "valid_until": crate::now() + valid_for.as_secs(),
-                "just_in_time": just_in_time, "per_session_mfa": per_session_mfa,
-                "port_forwarding": port_forwarding, "source_networks": source_networks,
-                "approvers_required": approvers_required,
-                "observer_required": observer_required,
-            });
+            let body = ApprovalInput {
+                cluster,
+                group,
+                logins,
+                max_session_secs: max_session.as_secs(),
+                valid_until: crate::now() + valid_for.as_secs(),
+                valid_from: None,
+                just_in_time,
+                per_session_mfa,
+                observer_required,
+                port_forwarding,
+                source_networks,
+                approvers_required,
+            };
             print(&conn.client()?.post("/v1/approvals", &body).await?.1)?;
         }
         AdminCmd::Withdraw { conn, approval } => {
@@ -764,13 +552,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             ttl,
         } => {
             let path = format!("/v1/access-requests/{}/decision", enc(&request));
-            let mut body = json!({"approve": approve, "reason": reason});
-            if !logins.is_empty() {
-                body["logins"] = json!(logins);
-            }
-            if let Some(ttl) = ttl {
-                body["ttl_secs"] = json!(ttl.as_secs());
-            }
+            let body = Decision {
+                approve,
+                reason,
+                logins: (!logins.is_empty()).then_some(logins),
+                ttl_secs: ttl.map(|ttl| ttl.as_secs()),
+            };
             print(&conn.client()?.post(&path, &body).await?.1)?;
         }
         AdminCmd::Revoke {
@@ -799,7 +586,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let path = format!("/v1/customers/{}/policies/{}", enc(&customer), enc(&name));
-            print(&conn.client()?.put(&path, &json!({"body": body})).await?)?;
+            print(&conn.client()?.put(&path, &PolicyInput { body }).await?)?;
         }
     }
     Ok(())

@@ -1,0 +1,314 @@
+//! The OpenAPI document (`broker/openapi.json`) checked against the API's own types
+//! (`sallyport-api`): for each typed body the document describes, the fields it names are the
+//! type's fields, each of the type's JSON kind (string, integer, boolean, array, object, null
+//! where the type may be absent), and a field is required by the document exactly when the type
+//! cannot be read without it.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use sallyport_api::certificates::IssueRequest;
+use sallyport_api::gateways::{AuditBatch, EnrollRequest, Gateway, NewGateway};
+use sallyport_api::identity::EdgeSelf;
+use sallyport_api::login::{LoginRequest, MfaVerifyRequest};
+use sallyport_api::requests::Decision;
+use sallyport_api::{ErrorBody, ErrorDetail, Reason};
+
+fn document() -> Value {
+    serde_json::from_str(super::OPENAPI).expect("broker/openapi.json is JSON")
+}
+
+/// Follow a `$ref` to its schema.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let path = r.strip_prefix("#/").expect("a local $ref");
+            let target = path.split('/').fold(doc, |v, part| &v[part]);
+            resolve(doc, target)
+        }
+        None => schema,
+    }
+}
+
+/// The schema of the JSON request body of `method path`.
+fn request_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
+    let s = &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+    assert!(
+        s.is_object(),
+        "{method} {path}: the document has no request body schema"
+    );
+    resolve(doc, s)
+}
+
+/// The schema of the JSON answer `status` to `method path`.
+fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -> &'a Value {
+    let r = resolve(doc, &doc["paths"][path][method]["responses"][status]);
+    let s = &r["content"]["application/json"]["schema"];
+    assert!(
+        s.is_object(),
+        "{method} {path} {status}: the document has no schema"
+    );
+    resolve(doc, s)
+}
+
+/// What is wrong with `value` under `schema` (names and kinds; formats and bounds are the
+/// broker's checks, not the type's).
+fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    let nullable = schema["nullable"] == json!(true);
+    let kind = schema["type"].as_str();
+    match (value, kind) {
+        (Value::Null, _) if nullable => {}
+        (Value::Null, Some(_)) => out.push(format!(
+            "{at}: the type may write null; the document does not say nullable"
+        )),
+        (Value::String(_), Some("string")) | (Value::Bool(_), Some("boolean")) => {}
+        (Value::Number(n), Some("integer")) if n.is_u64() || n.is_i64() => {}
+        (Value::Number(_), Some("number")) => {}
+        (Value::Array(items), Some("array")) => {
+            for (i, item) in items.iter().enumerate() {
+                mismatches(doc, &schema["items"], item, &format!("{at}[{i}]"), out);
+            }
+        }
+        (Value::Object(fields), Some("object")) => {
+            let Some(props) = schema["properties"].as_object() else {
+                return; // a free-form object (an audit record's data)
+            };
+            for (name, v) in fields {
+                match props.get(name) {
+                    Some(p) => mismatches(doc, p, v, &format!("{at}.{name}"), out),
+                    None => out.push(format!(
+                        "{at}.{name}: a field of the type the document does not name"
+                    )),
+                }
+            }
+            for name in props.keys() {
+                if !fields.contains_key(name) {
+                    out.push(format!(
+                        "{at}.{name}: named by the document, not a field of the type"
+                    ));
+                }
+            }
+        }
+        (v, k) => out.push(format!(
+            "{at}: the type writes {v}, the document says {k:?}"
+        )),
+    }
+}
+
+/// Check a type against the schema of its body: `full` is a value with every field set (so it
+/// writes every field it has).
+fn check<T: Serialize + DeserializeOwned>(
+    doc: &Value,
+    what: &str,
+    schema: &Value,
+    full: &T,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let value = serde_json::to_value(full).expect("serializes");
+    mismatches(doc, schema, &value, what, &mut out);
+    // Required: the type cannot be read without the field.
+    let documented: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Value::Object(fields) = &value {
+        for name in fields.keys() {
+            let mut without = fields.clone();
+            without.remove(name);
+            let type_requires = serde_json::from_value::<T>(Value::Object(without)).is_err();
+            let doc_requires = documented.contains(&name.as_str());
+            if type_requires != doc_requires {
+                out.push(format!(
+                    "{what}.{name}: the type {} it, the document {} it",
+                    if type_requires {
+                        "requires"
+                    } else {
+                        "does not require"
+                    },
+                    if doc_requires {
+                        "requires"
+                    } else {
+                        "does not require"
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn strings(s: &str) -> Vec<String> {
+    vec![s.to_string()]
+}
+
+#[test]
+fn the_documented_bodies_are_the_api_types() {
+    let doc = document();
+    let record = crate::audit::AuditRecord {
+        source: "edge:e".into(),
+        seq: 1,
+        time: 1,
+        kind: "edge_session".into(),
+        data: json!({"cluster": "c"}),
+        prev_hash: "0".repeat(64),
+        hash: "1".repeat(64),
+    };
+    let req = |p, m| request_schema(&doc, p, m);
+    let login = || LoginRequest {
+        user: "alice".into(),
+        password: "pw".to_string().into(),
+        totp: "123456".into(),
+    };
+    let mut problems = Vec::new();
+    problems.extend(check(
+        &doc,
+        "POST /v1/login",
+        req("/v1/login", "post"),
+        &login(),
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/accounts/login",
+        req("/v1/accounts/login", "post"),
+        &login(),
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/mfa/verify",
+        req("/v1/mfa/verify", "post"),
+        &MfaVerifyRequest {
+            engineer: "alice".into(),
+            code: "123456".to_string().into(),
+            grant: "g".into(),
+            ticket: Some("SUP-1".into()),
+            cluster: Some("c".into()),
+            source_ip: Some([127, 0, 0, 1].into()),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/certificates",
+        req("/v1/certificates", "post"),
+        &IssueRequest {
+            public_key: "ssh-ed25519 A".into(),
+            ticket: "SUP-1".into(),
+            cluster: Some("c".into()),
+            logins: Some(strings("ubuntu")),
+            ttl_secs: Some(60),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/edge/self",
+        req("/v1/edge/self", "post"),
+        &EdgeSelf {
+            host_key: "ssh-ed25519 A".into(),
+            address: Some("edge:2222".into()),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/gateways/enroll",
+        req("/v1/gateways/enroll", "post"),
+        &EnrollRequest {
+            join_token: "spj_x".into(),
+            node_ca_public_key: "a".into(),
+            host_ca_public_key: "b".into(),
+            audit_public_key: "c".into(),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/clusters/{cluster}/gateways",
+        req("/v1/clusters/{cluster}/gateways", "post"),
+        &NewGateway { name: "gw1".into() },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/audit/records",
+        req("/v1/audit/records", "post"),
+        &AuditBatch {
+            records: vec![record],
+            head: Some(1),
+            signature: Some("sig".into()),
+            public_key: Some("ssh-ed25519 A".into()),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/access-requests/{request}/decision",
+        req("/v1/access-requests/{request}/decision", "post"),
+        &Decision {
+            approve: true,
+            reason: Some("ok".into()),
+            logins: Some(strings("ubuntu")),
+            ttl_secs: Some(60),
+        },
+    ));
+    let gateway = Gateway {
+        id: "gw-1".into(),
+        cluster: "c".into(),
+        name: "gw1".into(),
+        created_at: 1,
+        enrolled_at: Some(2),
+        node_ca_public_key: Some("a".into()),
+        host_ca_public_key: Some("b".into()),
+        revoked_at: Some(3),
+    };
+    let list = response_schema(&doc, "/v1/clusters/{cluster}/gateways", "get", "200");
+    let item = resolve(&doc, &list["items"]);
+    problems.extend(check(&doc, "Gateway", item, &gateway));
+    problems.extend(check(
+        &doc,
+        "GET /v1/clusters/{cluster}/gateways",
+        list,
+        &vec![gateway],
+    ));
+    let error = ErrorBody {
+        error: ErrorDetail {
+            code: "denied".into(),
+            message: "m".into(),
+            reasons: Some(vec![Reason {
+                code: "c".into(),
+                message: "m".into(),
+            }]),
+        },
+    };
+    let errors = resolve(&doc, &doc["components"]["schemas"]["Error"]);
+    problems.extend(check(&doc, "Error", errors, &error));
+    assert!(
+        problems.is_empty(),
+        "broker/openapi.json and the API's types disagree:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The check itself finds what it is for.
+#[test]
+fn the_check_finds_a_missing_field_a_stray_one_and_a_wrong_kind() {
+    let doc = json!({});
+    let schema = json!({"type": "object", "properties": {
+        "user": {"type": "string"}, "totp": {"type": "integer"}, "extra": {"type": "string"}},
+        "required": ["user"]});
+    let problems = check(
+        &doc,
+        "login",
+        &schema,
+        &LoginRequest {
+            user: "a".into(),
+            password: "p".to_string().into(),
+            totp: "1".into(),
+        },
+    );
+    let text = problems.join("\n");
+    for expected in [
+        "login.password: a field of the type the document does not name",
+        "login.extra: named by the document, not a field of the type",
+        "login.totp: the type writes \"1\"",
+        "login.totp: the type requires it, the document does not require it",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+}
