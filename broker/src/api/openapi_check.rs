@@ -8,10 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use sallyport_api::certificates::IssueRequest;
-use sallyport_api::gateways::{AuditBatch, EnrollRequest, Gateway, NewGateway};
-use sallyport_api::identity::EdgeSelf;
-use sallyport_api::login::{LoginRequest, MfaVerifyRequest};
+use sallyport_api::certificates::{IssueRequest, Issued};
+use sallyport_api::gateways::{
+    AuditBatch, BatchStored, EnrollRequest, Enrolled, Gateway, GatewayCreated, NewGateway,
+};
+use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
+use sallyport_api::login::{LoginRequest, LoginResponse, MfaVerified, MfaVerifyRequest};
 use sallyport_api::requests::Decision;
 use sallyport_api::{ErrorBody, ErrorDetail, Reason};
 
@@ -278,6 +280,101 @@ fn the_documented_bodies_are_the_api_types() {
     };
     let errors = resolve(&doc, &doc["components"]["schemas"]["Error"]);
     problems.extend(check(&doc, "Error", errors, &error));
+    assert!(
+        problems.is_empty(),
+        "broker/openapi.json and the API's types disagree:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_documented_answers_are_the_api_types() {
+    let doc = document();
+    let answer = |p, m, status| response_schema(&doc, p, m, status);
+    let session = LoginResponse {
+        token: "t".into(),
+        expires_at: 1,
+        user: "alice".into(),
+        role: "engineer".into(),
+        groups: strings("g"),
+        customer: Some("acme".into()),
+    };
+    let mut problems = Vec::new();
+    for path in ["/v1/login", "/v1/accounts/login"] {
+        problems.extend(check(&doc, path, answer(path, "post", "200"), &session));
+    }
+    problems.extend(check(
+        &doc,
+        "POST /v1/mfa/verify 200",
+        answer("/v1/mfa/verify", "post", "200"),
+        &MfaVerified { ok: true },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/certificates 200",
+        answer("/v1/certificates", "post", "200"),
+        &Issued {
+            certificate: "c".into(),
+            serial: "1".into(),
+            key_id: "k".into(),
+            grant: "g".into(),
+            engineer: "alice".into(),
+            ticket: "SUP-1".into(),
+            customer: "acme".into(),
+            cluster: "c".into(),
+            logins: strings("ubuntu"),
+            valid_after: 1,
+            valid_before: 2,
+            permit_port_forwarding: false,
+            per_session_mfa: true,
+            edge: Some("edge:2222".into()),
+            host_ca_public_keys: strings("ssh-ed25519 A"),
+            edge_host_keys: strings("ssh-ed25519 B"),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/gateways/enroll 200",
+        answer("/v1/gateways/enroll", "post", "200"),
+        &Enrolled {
+            gateway: "gw-1".into(),
+            cluster: "c".into(),
+            credential: "spg_x".into(),
+            audit_key_fingerprint: "SHA256:x".into(),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/audit/records 200",
+        answer("/v1/audit/records", "post", "200"),
+        &BatchStored {
+            stored: 1,
+            acknowledged_through: 1,
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/edge/self 200",
+        answer("/v1/edge/self", "post", "200"),
+        &EdgeRegistered {
+            name: "edge-eu1".into(),
+            host_key_fingerprint: "SHA256:x".into(),
+            address: Some("edge:2222".into()),
+            changed: true,
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/clusters/{cluster}/gateways 201",
+        answer("/v1/clusters/{cluster}/gateways", "post", "201"),
+        &GatewayCreated {
+            id: "gw-1".into(),
+            name: "gw1".into(),
+            cluster: "c".into(),
+            join_token: "spj_x".into(),
+            join_token_expires_at: 1,
+        },
+    ));
     assert!(
         problems.is_empty(),
         "broker/openapi.json and the API's types disagree:\n{}",
