@@ -1361,13 +1361,22 @@ async fn an_unsigned_change_of_the_user_cas_is_refused_and_audited() {
     for kind in ["edge_user_cas_refused", "user_cas_refused"] {
         assert_eq!(w.events(&format!("kind={kind}")).await.len(), 1, "{kind}");
     }
-    assert!(
+    // ...though the edge keeps refusing it at each refresh (a second apart; waited for, as a
+    // loaded machine may not have refreshed twice yet).
+    let refusals = || {
         b.edge
             .log_text()
             .matches("no CA trusted now signed")
             .count()
-            > 1
-    );
+    };
+    let began = Instant::now();
+    while refusals() < 2 && began.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refusals() > 1, "{}", b.edge.log_text());
+    for kind in ["edge_user_cas_refused", "user_cas_refused"] {
+        assert_eq!(w.events(&format!("kind={kind}")).await.len(), 1, "{kind}");
+    }
 }
 
 /// Audit chains: what an edge or a gateway may write, and signatures that prove who wrote it.
