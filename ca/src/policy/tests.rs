@@ -1,5 +1,6 @@
 //! Table tests: every deny reason, the allow path, and a customer's own forbid policy.
 
+use super::cedar::hour_and_weekday;
 use super::*;
 
 const NOW: u64 = 1_763_978_400; // 2025-11-24 10:00:00 UTC, a Monday
