@@ -1,5 +1,8 @@
 use super::*;
+use crate::audit::{AuditEvent, AuditRecord};
+use sallyport_audit::writers::{ChainKind, EdgeKind, GatewayKind};
 use sallyport_ca::policy::DenyReason;
+use serde_json::{Value, json};
 
 fn record(source: &str, kind: &str, data: Value) -> AuditRecord {
     AuditRecord::next(source, Some((41, "ab")), 1_764_000_000_123, kind, data)
