@@ -1,11 +1,10 @@
 //! The audit store: appending the broker's own chain, ingesting other sources' records
 //! idempotently by (source, seq), and reading back for search and verification.
 
-use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, now_ms, now_secs, to_i64, to_u64};
-use crate::audit::{AuditEvent, AuditRecord, SUBJECT_FIELDS};
+use super::{Store, now_secs, to_i64, to_u64};
+use crate::audit::{AuditRecord, SUBJECT_FIELDS};
 use sallyport_audit::text::{QueryError, query_words, search_text};
 
 /// The broker's own chain.
@@ -113,59 +112,6 @@ impl std::fmt::Display for AuditCursor {
 }
 
 impl Store {
-    /// Append an event to the broker's chain. Retries when another writer (another replica)
-    /// took the same sequence number first.
-    pub async fn audit(&self, event: &AuditEvent) -> anyhow::Result<AuditRecord> {
-        let mut last_err = None;
-        let _one_at_a_time = self.append.lock().await;
-        for attempt in 0..50u64 {
-            match self
-                .try_append(BROKER_SOURCE, event.kind(), event.data())
-                .await
-            {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    last_err = Some(e);
-                    tokio::time::sleep(std::time::Duration::from_millis(2 + attempt * 3)).await;
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("audit append failed")))
-    }
-
-    async fn try_append(
-        &self,
-        source: &str,
-        kind: &str,
-        data: Value,
-    ) -> anyhow::Result<AuditRecord> {
-        let mut tx = self.pool.begin().await?;
-        let last = sqlx::query(
-            "SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(source)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let prev = last.map(|r| (to_u64(r.get::<i64, _>(0)), r.get::<String, _>(1)));
-        let record = AuditRecord::next(
-            source,
-            prev.as_ref().map(|(s, h)| (*s, h.as_str())),
-            now_ms(),
-            kind,
-            data,
-        );
-        insert_record(&mut tx, &record).await?;
-        // Each record of the broker's chain is signed as it is written, in the same transaction:
-        // someone who can write the database but not read the key cannot make a record whose
-        // hash chain leads to a signed head.
-        if let Some(key) = &self.audit_key {
-            let sig = sallyport_ca::chainsig::sign_head(key, source, record.seq, &record.hash)?;
-            insert_signature(&mut tx, source, record.seq, &record.hash, &sig).await?;
-        }
-        tx.commit().await?;
-        Ok(record)
-    }
-
     /// The key pinned for a chain: (OpenSSH line, fingerprint).
     pub async fn audit_key(&self, source: &str) -> anyhow::Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT public_key, fingerprint FROM audit_keys WHERE source = $1")
@@ -667,7 +613,7 @@ pub struct HeadSignature {
     pub signature: String,
 }
 
-async fn insert_signature(
+pub(super) async fn insert_signature(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     source: &str,
     seq: u64,
@@ -692,7 +638,7 @@ enum Arg {
     Int(i64),
 }
 
-async fn insert_record(
+pub(super) async fn insert_record(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &AuditRecord,
 ) -> anyhow::Result<()> {

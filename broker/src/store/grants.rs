@@ -54,6 +54,38 @@ fn grant_from_row(r: &AnyRow) -> GrantRow {
     }
 }
 
+/// The insert of a grant's row; [`Store::insert_grant_audited`] runs it in the transaction of
+/// the grant's event.
+pub(super) fn insert_grant_query(
+    g: &GrantRow,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(INSERT_GRANT.as_str())
+        .bind(&g.id)
+        .bind(&g.engineer)
+        .bind(&g.ticket)
+        .bind(&g.customer)
+        .bind(&g.cluster)
+        .bind(&g.approval)
+        .bind(&g.request)
+        .bind(list_json(&g.logins))
+        .bind(&g.serial)
+        .bind(&g.key_id)
+        .bind(&g.ca_fingerprint)
+        .bind(&g.public_key)
+        .bind(&g.certificate)
+        .bind(to_i64(g.valid_after))
+        .bind(to_i64(g.valid_before))
+        .bind(to_i64(g.created_at))
+        .bind(g.revoked_at.map(to_i64))
+        .bind(&g.revoked_reason)
+}
+
+static INSERT_GRANT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    )
+});
+
 /// What to revoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,33 +119,6 @@ impl RevokeScope {
 }
 
 impl Store {
-    pub async fn insert_grant(&self, g: &GrantRow) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        ))
-        .bind(&g.id)
-        .bind(&g.engineer)
-        .bind(&g.ticket)
-        .bind(&g.customer)
-        .bind(&g.cluster)
-        .bind(&g.approval)
-        .bind(&g.request)
-        .bind(list_json(&g.logins))
-        .bind(&g.serial)
-        .bind(&g.key_id)
-        .bind(&g.ca_fingerprint)
-        .bind(&g.public_key)
-        .bind(&g.certificate)
-        .bind(to_i64(g.valid_after))
-        .bind(to_i64(g.valid_before))
-        .bind(to_i64(g.created_at))
-        .bind(g.revoked_at.map(to_i64))
-        .bind(&g.revoked_reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     pub async fn grants_where(
         &self,
         scope: RevokeScope,

@@ -5,6 +5,7 @@
 //! database for each engine at build time.
 
 mod accounts;
+mod append;
 mod approvals;
 mod audit;
 mod columns;
@@ -49,10 +50,11 @@ pub struct Store {
     /// Signs every record of the broker's own chain (a key in the data_dir, never in the
     /// database); `None` for tools that only read.
     audit_key: Option<std::sync::Arc<russh::keys::PrivateKey>>,
-    /// Appends to the broker's own chain from this process, one at a time: each continues the
-    /// stored head, so two at once collide and one must retry after a pause (other replicas
-    /// still can, and do retry).
-    append: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Appends to the broker's own chain from this process, written by one writer at a time,
+    /// as many as are waiting in one transaction (`append.rs`): each continues the stored head,
+    /// so two writers at once would collide and one retry after a pause (other replicas still
+    /// can, and do retry).
+    appends: std::sync::Arc<append::Appends>,
 }
 
 /// A migration's SQL: one text for both engines, or one per engine where they differ (a full-text
@@ -252,7 +254,7 @@ impl Store {
             pool,
             is_sqlite,
             audit_key: None,
-            append: std::sync::Arc::default(),
+            appends: std::sync::Arc::default(),
         };
         store
             .index_stored_text()
