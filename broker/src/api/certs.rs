@@ -430,24 +430,23 @@ async fn issue(
         revoked_at: None,
         revoked_reason: None,
     };
-    b.store.insert_grant(&row).await?;
-    b.store
-        .audit(&AuditEvent::CertificateIssued {
-            engineer: row.engineer.clone(),
-            ticket: row.ticket.clone(),
-            cluster: row.cluster.clone(),
-            customer: row.customer.clone(),
-            grant: row.id.clone(),
-            approval: row.approval.clone(),
-            request: row.request.clone(),
-            serial: row.serial.clone(),
-            key_id: key_id.clone(),
-            logins: row.logins.clone(),
-            valid_after: row.valid_after,
-            valid_before: row.valid_before,
-            public_key: public_key.fingerprint(HashAlg::Sha256).to_string(),
-        })
-        .await?;
+    // The grant and its event in one transaction: never a certificate without its record.
+    let issued = AuditEvent::CertificateIssued {
+        engineer: row.engineer.clone(),
+        ticket: row.ticket.clone(),
+        cluster: row.cluster.clone(),
+        customer: row.customer.clone(),
+        grant: row.id.clone(),
+        approval: row.approval.clone(),
+        request: row.request.clone(),
+        serial: row.serial.clone(),
+        key_id: key_id.clone(),
+        logins: row.logins.clone(),
+        valid_after: row.valid_after,
+        valid_before: row.valid_before,
+        public_key: public_key.fingerprint(HashAlg::Sha256).to_string(),
+    };
+    b.store.insert_grant_audited(&row, &issued).await?;
     let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
     // The jump hop: the config's edge_address and edge_host_keys, and what edges registered
     // themselves (the config's address wins; every live edge's key is pinned).

@@ -65,7 +65,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
             for r in rows {
-                let (name, stored): (String, String) = (r.get(0), r.get(1));
+                let (name, stored): (String, String) = (r.get(key), r.get("totp_secret"));
                 if crate::secretbox::is_sealed(&stored) {
                     continue;
                 }
@@ -101,7 +101,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
             for r in rows {
-                let (name, stored): (String, String) = (r.get(0), r.get(1));
+                let (name, stored): (String, String) = (r.get(key), r.get("totp_secret"));
                 if !crate::secretbox::is_sealed(&stored) {
                     clear.push(format!("{kind}:{name}"));
                 }
@@ -115,7 +115,7 @@ impl Store {
             .bind(uid)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| r.get("totp_secret")))
     }
 
     pub async fn create_account(&self, a: &Account) -> sqlx::Result<()> {
@@ -143,11 +143,11 @@ impl Store {
         .await?;
         row.map(|r| {
             Ok(Account {
-                username: r.get(0),
-                role: role_of(&r, 1)?,
-                customer: r.get(2),
-                password_hash: r.get(3),
-                totp_secret: r.get(4),
+                username: r.get("username"),
+                role: role_of(&r, "role")?,
+                customer: r.get("customer_id"),
+                password_hash: r.get("password_hash"),
+                totp_secret: r.get("totp_secret"),
             })
         })
         .transpose()
@@ -179,12 +179,12 @@ impl Store {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "id": r.get::<String, _>(0),
-                    "role": r.get::<String, _>(1),
-                    "customer": r.get::<Option<String>, _>(2),
-                    "name": r.get::<String, _>(3),
-                    "created_at": to_u64(r.get::<i64, _>(4)),
-                    "revoked_at": r.get::<Option<i64>, _>(5).map(to_u64),
+                    "id": r.get::<String, _>("id"),
+                    "role": r.get::<String, _>("role"),
+                    "customer": r.get::<Option<String>, _>("customer_id"),
+                    "name": r.get::<String, _>("name"),
+                    "created_at": to_u64(r.get::<i64, _>("created_at")),
+                    "revoked_at": r.get::<Option<i64>, _>("revoked_at").map(to_u64),
                 })
             })
             .collect())
@@ -213,10 +213,10 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(ApiToken {
-            id: r.get(0),
-            role: role_of(&r, 1)?,
-            customer: r.get(2),
-            name: r.get(3),
+            id: r.get("id"),
+            role: role_of(&r, "role")?,
+            customer: r.get("customer_id"),
+            name: r.get("name"),
         }))
     }
 
@@ -231,12 +231,12 @@ impl Store {
         .await?;
         row.map(|r| {
             let token = ApiToken {
-                id: r.get(0),
-                role: role_of(&r, 1)?,
-                customer: r.get(2),
-                name: r.get(3),
+                id: r.get("id"),
+                role: role_of(&r, "role")?,
+                customer: r.get("customer_id"),
+                name: r.get("name"),
             };
-            Ok((token, r.get::<Option<i64>, _>(4).is_some()))
+            Ok((token, r.get::<Option<i64>, _>("revoked_at").is_some()))
         })
         .transpose()
     }
@@ -264,7 +264,7 @@ impl Store {
             .await?;
         let now = now_secs();
         Ok(row
-            .map(|r| to_u64(r.get(0)))
+            .map(|r| to_u64(r.get("locked_until")))
             .filter(|until| *until > now)
             .map(|until| until - now))
     }
@@ -301,7 +301,7 @@ impl Store {
         .bind(to_i64(forget_before))
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get::<i64, _>(0))
+        Ok(row.get::<i64, _>("failures"))
     }
 
     /// Give back an attempt that was not decided (the directory was down): it does not count.
@@ -378,6 +378,6 @@ impl Store {
             .bind(principal)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| to_u64(r.get::<i64, _>(0))))
+        Ok(row.map(|r| to_u64(r.get::<i64, _>("revoked_at"))))
     }
 }

@@ -13,6 +13,6 @@ pub(super) fn list_json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-pub(super) fn opt_u64(row: &AnyRow, i: usize) -> Option<u64> {
-    row.get::<Option<i64>, _>(i).map(to_u64)
+pub(super) fn opt_u64(row: &AnyRow, col: &str) -> Option<u64> {
+    row.get::<Option<i64>, _>(col).map(to_u64)
 }

@@ -72,13 +72,13 @@ impl Store {
         .await?;
         row.map(|r| {
             Ok(ConsoleSession {
-                account: r.get(0),
-                role: role_of(&r, 1)?,
-                customer: r.get(2),
-                csrf: r.get(3),
-                created_at: to_u64(r.get(4)),
-                last_seen: to_u64(r.get(5)),
-                expires_at: to_u64(r.get(6)),
+                account: r.get("account"),
+                role: role_of(&r, "role")?,
+                customer: r.get("customer"),
+                csrf: r.get("csrf"),
+                created_at: to_u64(r.get("created_at")),
+                last_seen: to_u64(r.get("last_seen")),
+                expires_at: to_u64(r.get("expires_at")),
             })
         })
         .transpose()
@@ -126,9 +126,9 @@ impl Store {
         let mut sql = String::from(
             "SELECT s.session, s.time_ms, \
              (SELECT MAX(e.time_ms) FROM audit_events e WHERE e.session = s.session \
-                AND e.kind IN ('session_ended', 'session_terminated')), \
+                AND e.kind IN ('session_ended', 'session_terminated')) AS ended_ms, \
              s.engineer, s.ticket, s.cluster, s.node, s.data, \
-             (SELECT COUNT(*) FROM audit_events c WHERE c.session = s.session AND c.kind = 'command') \
+             (SELECT COUNT(*) FROM audit_events c WHERE c.session = s.session AND c.kind = 'command') AS commands \
              FROM audit_events s WHERE s.kind = 'session_started' AND s.session IS NOT NULL",
         );
         if customer.is_some() {
@@ -152,15 +152,21 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(SessionSummary {
-                    session: r.try_get(0)?,
-                    started_ms: to_u64(r.try_get(1)?),
-                    ended_ms: r.try_get::<Option<i64>, _>(2)?.map(to_u64),
-                    engineer: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-                    ticket: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
-                    cluster: r.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
-                    node: r.try_get::<Option<String>, _>(6)?.unwrap_or_default(),
-                    data: serde_json::from_str(&r.try_get::<String, _>(7)?)?,
-                    commands: to_u64(r.try_get(8)?),
+                    session: r.try_get("session")?,
+                    started_ms: to_u64(r.try_get("time_ms")?),
+                    ended_ms: r.try_get::<Option<i64>, _>("ended_ms")?.map(to_u64),
+                    engineer: r
+                        .try_get::<Option<String>, _>("engineer")?
+                        .unwrap_or_default(),
+                    ticket: r
+                        .try_get::<Option<String>, _>("ticket")?
+                        .unwrap_or_default(),
+                    cluster: r
+                        .try_get::<Option<String>, _>("cluster")?
+                        .unwrap_or_default(),
+                    node: r.try_get::<Option<String>, _>("node")?.unwrap_or_default(),
+                    data: serde_json::from_str(&r.try_get::<String, _>("data")?)?,
+                    commands: to_u64(r.try_get("commands")?),
                 })
             })
             .collect()
@@ -206,7 +212,7 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get("session"), r.get("requested_by"), r.get("reason")))
             .collect())
     }
 
@@ -218,7 +224,7 @@ impl Store {
         .bind(session)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|r| r.get::<Option<String>, _>(0)))
+        Ok(row.and_then(|r| r.get::<Option<String>, _>("cluster")))
     }
 
     /// The gateway recorded the session's end.

@@ -35,12 +35,12 @@ const NODE_COLS: &str = "cluster_id, name, address, port, host_keys, trust_on_fi
 
 fn node_row(r: &AnyRow) -> Node {
     Node {
-        cluster: r.get(0),
-        name: r.get(1),
-        address: r.get(2),
-        port: u16::try_from(r.get::<i64, _>(3)).unwrap_or(22),
-        host_keys: json_list(&r.get::<String, _>(4)),
-        trust_on_first_use: r.get::<i64, _>(5) != 0,
+        cluster: r.get("cluster_id"),
+        name: r.get("name"),
+        address: r.get("address"),
+        port: u16::try_from(r.get::<i64, _>("port")).unwrap_or(22),
+        host_keys: json_list(&r.get::<String, _>("host_keys")),
+        trust_on_first_use: r.get::<i64, _>("trust_on_first_use") != 0,
     }
 }
 
@@ -62,8 +62,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| Customer {
-                id: r.get(0),
-                name: r.get(1),
+                id: r.get("id"),
+                name: r.get("name"),
             })
             .collect())
     }
@@ -92,8 +92,8 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| Cluster {
-            id: r.get(0),
-            customer: r.get(1),
+            id: r.get("id"),
+            customer: r.get("customer_id"),
         }))
     }
 
@@ -107,8 +107,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| Cluster {
-                id: r.get(0),
-                customer: r.get(1),
+                id: r.get("id"),
+                customer: r.get("customer_id"),
             })
             .collect())
     }

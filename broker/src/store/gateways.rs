@@ -44,14 +44,14 @@ const GATEWAY_COLS: &str = "id, cluster_id, name, created_at, enrolled_at, node_
 
 fn gateway_from_row(r: &AnyRow) -> Gateway {
     Gateway {
-        id: r.get(0),
-        cluster: r.get(1),
-        name: r.get(2),
-        created_at: to_u64(r.get(3)),
-        enrolled_at: r.get::<Option<i64>, _>(4).map(to_u64),
-        node_ca_public_key: r.get(5),
-        host_ca_public_key: r.get(6),
-        revoked_at: r.get::<Option<i64>, _>(7).map(to_u64),
+        id: r.get("id"),
+        cluster: r.get("cluster_id"),
+        name: r.get("name"),
+        created_at: to_u64(r.get("created_at")),
+        enrolled_at: r.get::<Option<i64>, _>("enrolled_at").map(to_u64),
+        node_ca_public_key: r.get("node_ca_public_key"),
+        host_ca_public_key: r.get("host_ca_public_key"),
+        revoked_at: r.get::<Option<i64>, _>("revoked_at").map(to_u64),
     }
 }
 
@@ -62,18 +62,18 @@ pub const RECORDING_CHUNK: usize = 1 << 20;
 
 fn recording_from_row(r: &AnyRow) -> Recording {
     Recording {
-        session: r.get(0),
-        gateway: r.get(1),
-        cluster: r.get(2),
-        engineer: r.get(3),
-        ticket: r.get(4),
-        node: r.get(5),
-        kind: r.get(6),
-        size: to_u64(r.get(7)),
-        sha256: r.get(8),
-        path: r.get(9),
-        created_at: to_u64(r.get(10)),
-        storage: match r.get::<String, _>(11).as_str() {
+        session: r.get("session"),
+        gateway: r.get("gateway_id"),
+        cluster: r.get("cluster_id"),
+        engineer: r.get("engineer"),
+        ticket: r.get("ticket"),
+        node: r.get("node"),
+        kind: r.get("kind"),
+        size: to_u64(r.get("size")),
+        sha256: r.get("sha256"),
+        path: r.get("path"),
+        created_at: to_u64(r.get("created_at")),
+        storage: match r.get::<String, _>("storage").as_str() {
             "database" => Storage::Database,
             // 'data_dir', the default of every row stored before the column.
             _ => Storage::DataDir,
@@ -188,7 +188,7 @@ impl Store {
         };
         // The key that signs the gateway's audit chain is pinned with its enrollment, in one
         // transaction: an enrolled gateway always has it.
-        let id: String = row.get(0);
+        let id: String = row.get("id");
         sqlx::query(
             "INSERT INTO audit_keys (source, public_key, fingerprint, pinned_at, pinned_by) \
              VALUES ($1, $2, $3, $4, 'enrollment')",
@@ -227,7 +227,7 @@ impl Store {
         .await?;
         let mut out: Vec<String> = Vec::new();
         for r in rows {
-            let k: String = r.get(0);
+            let k: String = r.get("host_ca_public_key");
             if !out.contains(&k) {
                 out.push(k);
             }
@@ -252,7 +252,7 @@ impl Store {
         .bind(session)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+        Ok(row.map(|r| (r.get("engineer"), r.get("ticket"), r.get("node"))))
     }
 
     pub async fn recording(&self, session: &str) -> sqlx::Result<Option<Recording>> {
@@ -318,7 +318,7 @@ impl Store {
             .bind(to_i64(seq))
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get::<Vec<u8>, _>(0)))
+        Ok(row.map(|r| r.get::<Vec<u8>, _>("data")))
     }
 
     /// How many bytes of a recording the database holds.
@@ -347,7 +347,8 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let same = old.as_ref().is_some_and(|r| {
-            r.get::<String, _>(0) == host_key && r.get::<Option<String>, _>(1).as_deref() == address
+            r.get::<String, _>("host_key") == host_key
+                && r.get::<Option<String>, _>("address").as_deref() == address
         });
         sqlx::query(
             "INSERT INTO edge_registrations (name, host_key, address, updated_at) VALUES ($1, $2, $3, $4) \
@@ -376,10 +377,10 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| EdgeRegistration {
-                name: r.get(0),
-                host_key: r.get(1),
-                address: r.get(2),
-                updated_at: to_u64(r.get(3)),
+                name: r.get("name"),
+                host_key: r.get("host_key"),
+                address: r.get("address"),
+                updated_at: to_u64(r.get("updated_at")),
             })
             .collect())
     }

@@ -33,26 +33,58 @@ const GRANT_COLS: &str = "id, engineer, ticket_id, customer_id, cluster_id, appr
 
 fn grant_from_row(r: &AnyRow) -> GrantRow {
     GrantRow {
-        id: r.get(0),
-        engineer: r.get(1),
-        ticket: r.get(2),
-        customer: r.get(3),
-        cluster: r.get(4),
-        approval: r.get(5),
-        request: r.get(6),
-        logins: json_list(&r.get::<String, _>(7)),
-        serial: r.get(8),
-        key_id: r.get(9),
-        ca_fingerprint: r.get(10),
-        public_key: r.get(11),
-        certificate: r.get(12),
-        valid_after: to_u64(r.get(13)),
-        valid_before: to_u64(r.get(14)),
-        created_at: to_u64(r.get(15)),
-        revoked_at: opt_u64(r, 16),
-        revoked_reason: r.get(17),
+        id: r.get("id"),
+        engineer: r.get("engineer"),
+        ticket: r.get("ticket_id"),
+        customer: r.get("customer_id"),
+        cluster: r.get("cluster_id"),
+        approval: r.get("approval_id"),
+        request: r.get("request_id"),
+        logins: json_list(&r.get::<String, _>("logins")),
+        serial: r.get("serial"),
+        key_id: r.get("key_id"),
+        ca_fingerprint: r.get("ca_fingerprint"),
+        public_key: r.get("public_key"),
+        certificate: r.get("certificate"),
+        valid_after: to_u64(r.get("valid_after")),
+        valid_before: to_u64(r.get("valid_before")),
+        created_at: to_u64(r.get("created_at")),
+        revoked_at: opt_u64(r, "revoked_at"),
+        revoked_reason: r.get("revoked_reason"),
     }
 }
+
+/// The insert of a grant's row; [`Store::insert_grant_audited`] runs it in the transaction of
+/// the grant's event.
+pub(super) fn insert_grant_query(
+    g: &GrantRow,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(INSERT_GRANT.as_str())
+        .bind(&g.id)
+        .bind(&g.engineer)
+        .bind(&g.ticket)
+        .bind(&g.customer)
+        .bind(&g.cluster)
+        .bind(&g.approval)
+        .bind(&g.request)
+        .bind(list_json(&g.logins))
+        .bind(&g.serial)
+        .bind(&g.key_id)
+        .bind(&g.ca_fingerprint)
+        .bind(&g.public_key)
+        .bind(&g.certificate)
+        .bind(to_i64(g.valid_after))
+        .bind(to_i64(g.valid_before))
+        .bind(to_i64(g.created_at))
+        .bind(g.revoked_at.map(to_i64))
+        .bind(&g.revoked_reason)
+}
+
+static INSERT_GRANT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    )
+});
 
 /// What to revoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,33 +119,6 @@ impl RevokeScope {
 }
 
 impl Store {
-    pub async fn insert_grant(&self, g: &GrantRow) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        ))
-        .bind(&g.id)
-        .bind(&g.engineer)
-        .bind(&g.ticket)
-        .bind(&g.customer)
-        .bind(&g.cluster)
-        .bind(&g.approval)
-        .bind(&g.request)
-        .bind(list_json(&g.logins))
-        .bind(&g.serial)
-        .bind(&g.key_id)
-        .bind(&g.ca_fingerprint)
-        .bind(&g.public_key)
-        .bind(&g.certificate)
-        .bind(to_i64(g.valid_after))
-        .bind(to_i64(g.valid_before))
-        .bind(to_i64(g.created_at))
-        .bind(g.revoked_at.map(to_i64))
-        .bind(&g.revoked_reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     pub async fn grants_where(
         &self,
         scope: RevokeScope,

@@ -87,7 +87,7 @@ impl Store {
             .await?;
         let rows = sqlx::query(
             "SELECT session, MAX(CASE WHEN viewer LIKE 'approver:%' THEN 1 ELSE 0 END) \
-             FROM session_watches WHERE cluster = $1 AND seen_at >= $2 \
+             AS by_approver FROM session_watches WHERE cluster = $1 AND seen_at >= $2 \
              GROUP BY session ORDER BY session",
         )
         .bind(cluster)
@@ -97,8 +97,8 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| Watched {
-                session: r.get(0),
-                by_approver: r.get::<i64, _>(1) != 0,
+                session: r.get("session"),
+                by_approver: r.get::<i64, _>("by_approver") != 0,
             })
             .collect())
     }
@@ -132,7 +132,7 @@ impl Store {
             .bind(recording)
             .fetch_optional(&mut *tx)
             .await?
-            .map(|r| to_u64(r.get::<i64, _>(0)));
+            .map(|r| to_u64(r.get::<i64, _>("next_byte")));
         match known {
             Some(expected) if expected != at => {
                 return Ok(Err(OutOfOrder {
@@ -197,8 +197,8 @@ impl Store {
         .await?;
         let mut out = Vec::new();
         for h in heads {
-            let recording: String = h.get(0);
-            let next = to_u64(h.get::<i64, _>(2));
+            let recording: String = h.get("recording");
+            let next = to_u64(h.get::<i64, _>("next_byte"));
             let chunks = sqlx::query(
                 "SELECT data FROM live_chunks WHERE recording = $1 AND at_byte >= $2 \
                  ORDER BY at_byte",
@@ -209,8 +209,8 @@ impl Store {
             .await?;
             out.push(LiveRecording {
                 recording,
-                header: h.get(1),
-                text: chunks.iter().map(|r| r.get::<String, _>(0)).collect(),
+                header: h.get("header"),
+                text: chunks.iter().map(|r| r.get::<String, _>("data")).collect(),
             });
         }
         Ok(out)

@@ -34,13 +34,13 @@ pub struct Ceremony {
 
 fn row(r: &sqlx::any::AnyRow) -> PasskeyRow {
     PasskeyRow {
-        id: r.get(0),
-        account: r.get(1),
-        name: r.get(2),
-        credential_id: r.get(3),
-        passkey: r.get(4),
-        created_at: to_u64(r.get(5)),
-        last_used_at: r.get::<Option<i64>, _>(6).map(to_u64),
+        id: r.get("id"),
+        account: r.get("account"),
+        name: r.get("name"),
+        credential_id: r.get("credential_id"),
+        passkey: r.get("passkey"),
+        created_at: to_u64(r.get("created_at")),
+        last_used_at: r.get::<Option<i64>, _>("last_used_at").map(to_u64),
     }
 }
 
@@ -151,13 +151,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(r.map(|r| Ceremony {
-            id: r.get(0),
-            kind: r.get(1),
-            account: r.get(2),
-            name: r.get(3),
-            nonce_sha256: r.get(4),
-            state: r.get(5),
-            expires_at: to_u64(r.get(6)),
+            id: r.get("id"),
+            kind: r.get("kind"),
+            account: r.get("account"),
+            name: r.get("name"),
+            nonce_sha256: r.get("nonce_sha256"),
+            state: r.get("state"),
+            expires_at: to_u64(r.get("expires_at")),
         }))
     }
 }

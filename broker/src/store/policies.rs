@@ -56,12 +56,12 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| CustomerPolicy {
-                id: r.get(0),
-                customer: r.get(1),
-                name: r.get(2),
-                body: r.get(3),
-                created_by: r.get(4),
-                created_at: to_u64(r.get(5)),
+                id: r.get("id"),
+                customer: r.get("customer_id"),
+                name: r.get("name"),
+                body: r.get("body"),
+                created_by: r.get("created_by"),
+                created_at: to_u64(r.get("created_at")),
             })
             .collect())
     }

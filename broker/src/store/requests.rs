@@ -58,12 +58,12 @@ impl std::fmt::Display for RequestState {
     }
 }
 
-/// The request state stored in column `i` of a row; one the broker never writes is an error of
-/// the store.
-fn state_of(row: &AnyRow, i: usize) -> sqlx::Result<RequestState> {
-    let text: String = row.try_get(i)?;
+/// The request state stored in column `col` of a row; one the broker never writes is an error
+/// of the store.
+fn state_of(row: &AnyRow, col: &str) -> sqlx::Result<RequestState> {
+    let text: String = row.try_get(col)?;
     RequestState::parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: i.to_string(),
+        index: col.to_string(),
         source: format!("unknown access request state {text:?}").into(),
     })
 }
@@ -111,19 +111,19 @@ const REQUEST_COLS: &str = "id, engineer, ticket_id, cluster_id, approval_id, st
 
 fn request_from_row(r: &AnyRow) -> sqlx::Result<AccessRequest> {
     Ok(AccessRequest {
-        id: r.get(0),
-        engineer: r.get(1),
-        ticket: r.get(2),
-        cluster: r.get(3),
-        approval: r.get(4),
-        status: state_of(r, 5)?,
-        created_at: to_u64(r.get(6)),
-        decided_by: r.get(7),
-        decided_at: opt_u64(r, 8),
-        reason: r.get(9),
-        logins: json_list(&r.get::<String, _>(10)),
-        ttl_secs: to_u64(r.get(11)),
-        approvers_required: to_u64(r.get(12)),
+        id: r.get("id"),
+        engineer: r.get("engineer"),
+        ticket: r.get("ticket_id"),
+        cluster: r.get("cluster_id"),
+        approval: r.get("approval_id"),
+        status: state_of(r, "status")?,
+        created_at: to_u64(r.get("created_at")),
+        decided_by: r.get("decided_by"),
+        decided_at: opt_u64(r, "decided_at"),
+        reason: r.get("reason"),
+        logins: json_list(&r.get::<String, _>("logins")),
+        ttl_secs: to_u64(r.get("ttl_secs")),
+        approvers_required: to_u64(r.get("approvers_required")),
         approved_by: Vec::new(),
     })
 }
@@ -171,7 +171,7 @@ impl Store {
         .bind(&r.id)
         .fetch_all(&self.pool)
         .await?;
-        r.approved_by = rows.iter().map(|row| row.get(0)).collect();
+        r.approved_by = rows.iter().map(|row| row.get("approver")).collect();
         Ok(Some(r))
     }
 
@@ -213,7 +213,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(r) if state_of(&r, 1)? == RequestState::Used => Ok(Some(r.get(0))),
+            Some(r) if state_of(&r, "status")? == RequestState::Used => Ok(Some(r.get("id"))),
             Some(_) | None => Ok(None),
         }
     }
@@ -320,12 +320,12 @@ impl Store {
             return Ok(Vote::Decided);
         }
         let yes: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM request_decisions WHERE request_id = $1 AND approve = 1",
+            "SELECT COUNT(*) AS yes FROM request_decisions WHERE request_id = $1 AND approve = 1",
         )
         .bind(&r.id)
         .fetch_one(&self.pool)
         .await?
-        .get(0);
+        .get("yes");
         let yes = to_u64(yes);
         if yes >= r.approvers_required.max(1) {
             // Two last votes racing both get here: one of them moves the request.

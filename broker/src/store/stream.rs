@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
+use super::audit::record_from_row;
 use super::{Store, to_i64, to_u64};
 use crate::audit::AuditRecord;
 use sallyport_audit::writers::{Role, valid_session};
@@ -112,13 +113,18 @@ impl Store {
                FROM s WHERE s.source IS NOT NULL \
              ) \
              SELECT s.source, (SELECT MAX(e.seq) FROM audit_events e WHERE e.source = s.source) \
-             FROM s WHERE s.source IS NOT NULL",
+             AS head FROM s WHERE s.source IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<String, _>(0), to_u64(r.get::<i64, _>(1))))
+            .map(|r| {
+                (
+                    r.get::<String, _>("source"),
+                    to_u64(r.get::<i64, _>("head")),
+                )
+            })
             .collect())
     }
 
@@ -179,19 +185,7 @@ impl Store {
             };
         }
         let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    source: row.try_get(0)?,
-                    seq: to_u64(row.try_get(1)?),
-                    time: to_u64(row.try_get(2)?),
-                    kind: row.try_get(3)?,
-                    data: serde_json::from_str(&row.try_get::<String, _>(4)?)?,
-                    prev_hash: row.try_get(5)?,
-                    hash: row.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_from_row).collect()
     }
 }
 

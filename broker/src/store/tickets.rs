@@ -25,13 +25,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| Ticket {
-            id: r.get(0),
-            customer: r.get(1),
-            cluster: r.get(2),
-            assignee: r.get(3),
-            status: r.get(4),
-            title: r.get(5),
-            updated_at: to_u64(r.get(6)),
+            id: r.get("id"),
+            customer: r.get("customer_id"),
+            cluster: r.get("cluster_id"),
+            assignee: r.get("assignee"),
+            status: r.get("status"),
+            title: r.get("title"),
+            updated_at: to_u64(r.get("updated_at")),
         }))
     }
 

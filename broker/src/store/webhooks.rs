@@ -105,7 +105,7 @@ pub(crate) async fn enqueue_deliveries(
             .bind(cluster)
             .fetch_optional(&mut **tx)
             .await?
-            .map(|row| row.get::<String, _>(0)),
+            .map(|row| row.get::<String, _>("customer_id")),
         None => None,
     };
     // Only the broker's own word names a customer without a cluster: a gateway's record is
@@ -142,14 +142,14 @@ pub(crate) async fn enqueue_deliveries(
 
 fn webhook_from_row(r: &sqlx::any::AnyRow) -> anyhow::Result<Webhook> {
     Ok(Webhook {
-        id: r.try_get(0)?,
-        customer: r.try_get(1)?,
-        url: r.try_get(2)?,
-        format: r.try_get(3)?,
-        events: serde_json::from_str(&r.try_get::<String, _>(4)?)?,
-        created_by: r.try_get(5)?,
-        created_at: to_u64(r.try_get(6)?),
-        enabled: r.try_get::<i64, _>(7)? != 0,
+        id: r.try_get("id")?,
+        customer: r.try_get("customer")?,
+        url: r.try_get("url_shown")?,
+        format: r.try_get("format")?,
+        events: serde_json::from_str(&r.try_get::<String, _>("events")?)?,
+        created_by: r.try_get("created_by")?,
+        created_at: to_u64(r.try_get("created_at")?),
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
     })
 }
 
@@ -285,21 +285,25 @@ impl Store {
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                let status: String = r.try_get(7)?;
+                let status: String = r.try_get("status")?;
                 Ok(DeliveryRow {
-                    id: r.try_get(0)?,
-                    webhook: r.try_get(1)?,
-                    customer: r.try_get(2)?,
-                    url: r.try_get(3)?,
-                    event: format!("{}#{}", r.try_get::<String, _>(4)?, to_u64(r.try_get(5)?)),
-                    kind: r.try_get(6)?,
-                    attempts: to_u64(r.try_get(8)?),
-                    next_at: (status == "pending").then(|| to_u64(r.get(9))),
+                    id: r.try_get("id")?,
+                    webhook: r.try_get("webhook")?,
+                    customer: r.try_get("customer")?,
+                    url: r.try_get("url_shown")?,
+                    event: format!(
+                        "{}#{}",
+                        r.try_get::<String, _>("source")?,
+                        to_u64(r.try_get("seq")?)
+                    ),
+                    kind: r.try_get("kind")?,
+                    attempts: to_u64(r.try_get("attempts")?),
+                    next_at: (status == "pending").then(|| to_u64(r.get("next_at"))),
                     status,
-                    last_error: r.try_get(10)?,
-                    last_status: r.try_get::<Option<i64>, _>(11)?.map(to_u64),
-                    created_at: to_u64(r.try_get(12)?),
-                    delivered_at: r.try_get::<Option<i64>, _>(13)?.map(to_u64),
+                    last_error: r.try_get("last_error")?,
+                    last_status: r.try_get::<Option<i64>, _>("last_status")?.map(to_u64),
+                    created_at: to_u64(r.try_get("created_at")?),
+                    delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(to_u64),
                 })
             })
             .collect()
@@ -319,21 +323,21 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let url_shown: String = r.try_get(4)?;
+                let url_shown: String = r.try_get("url_shown")?;
                 Ok(Delivery {
-                    id: r.try_get(0)?,
-                    webhook: r.try_get(1)?,
-                    customer: r.try_get(2)?,
-                    url_sealed: r.try_get(3)?,
+                    id: r.try_get("id")?,
+                    webhook: r.try_get("webhook")?,
+                    customer: r.try_get("customer")?,
+                    url_sealed: r.try_get("url_sealed")?,
                     host: host_of(&url_shown),
                     url_shown,
-                    secret_sealed: r.try_get(5)?,
-                    source: r.try_get(6)?,
-                    seq: to_u64(r.try_get(7)?),
-                    kind: r.try_get(8)?,
-                    body: r.try_get(9)?,
-                    attempts: to_u64(r.try_get(10)?),
-                    next_at: to_u64(r.try_get(11)?),
+                    secret_sealed: r.try_get("secret_sealed")?,
+                    source: r.try_get("source")?,
+                    seq: to_u64(r.try_get("seq")?),
+                    kind: r.try_get("kind")?,
+                    body: r.try_get("body")?,
+                    attempts: to_u64(r.try_get("attempts")?),
+                    next_at: to_u64(r.try_get("next_at")?),
                 })
             })
             .collect()
