@@ -491,19 +491,60 @@ fn edge_block(
     let Some(edge) = issued.edge.as_deref() else {
         return Ok(None);
     };
-    let (host, port) = sallyport_broker::config::split_host_port(edge)
-        .map_err(|e| anyhow::anyhow!("the broker sent an unusable edge address: {e}"))?;
+    // Every address is checked (and written back from its parts) before it reaches the file:
+    // ssh runs ProxyCommand through the shell.
+    let mut edges = Vec::new();
+    for address in std::iter::once(edge).chain(issued.edges.iter().map(String::as_str)) {
+        let (host, port) = sallyport_broker::config::split_host_port(address)
+            .map_err(|e| anyhow::anyhow!("the broker sent an unusable edge address: {e}"))?;
+        if !edges.contains(&(host.clone(), port)) {
+            edges.push((host, port));
+        }
+    }
+    let (host, port) = edges[0].clone();
     let engineer = Some(issued.engineer.as_str())
         .filter(|e| sallyport_broker::directory::valid_uid(e))
         .context("the broker sent an unusable engineer name")?;
     let alias = format!("{EDGE_ALIAS_PREFIX}{cluster}");
+    // Several edges: ssh reaches the jump hop through `sallyport connect`, which tries them in
+    // turn; every edge's host key is pinned under the one alias.
+    let proxy = if edges.len() > 1 {
+        let addresses: Vec<String> = edges
+            .iter()
+            .map(|(h, p)| match h.contains(':') {
+                true => format!("[{h}]:{p}"),
+                false => format!("{h}:{p}"),
+            })
+            .collect();
+        format!(
+            "    ProxyCommand {} connect {}\n",
+            this_program(),
+            addresses.join(" ")
+        )
+    } else {
+        String::new()
+    };
     let block = format!(
-        "Host {alias}\n    HostName {host}\n    Port {port}\n    HostKeyAlias {alias}\n    User {engineer}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n",
+        "Host {alias}\n    HostName {host}\n    Port {port}\n{proxy}    HostKeyAlias {alias}\n    User {engineer}\n    IdentityFile {}\n    CertificateFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n",
         key.display(),
         cert.display(),
         known_hosts.display(),
     );
     Ok(Some((alias, block)))
+}
+
+/// This program as ssh_config's ProxyCommand names it: its full path when that is plain
+/// (ssh runs the command through the shell and expands `%` in it), else `sallyport` from PATH.
+fn this_program() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .filter(|p| {
+            p.starts_with('/')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+'))
+        })
+        .unwrap_or_else(|| "sallyport".to_string())
 }
 
 /// Load key + certificate into a running ssh-agent for the certificate's lifetime.

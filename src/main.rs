@@ -9,6 +9,7 @@ mod audit_session;
 mod audit_stream;
 mod check;
 mod client;
+mod connect;
 mod customer_cmd;
 mod demo;
 mod logging;
@@ -48,6 +49,9 @@ enum Cmd {
     Login(login::LoginArgs),
     /// Show your certificates and their remaining time.
     Status(status::StatusArgs),
+    /// Join standard input and output to the first edge that answers (the jump hop's
+    /// ProxyCommand that `login` writes when there are several edges).
+    Connect(connect::ConnectArgs),
     /// Run the broker (control plane: API, CA, store).
     Broker {
         /// The broker's TOML config (see docs/config.md).
@@ -137,6 +141,7 @@ fn main() {
         Cmd::Demo(a) => ("demo", "info", &a.log),
         Cmd::Login(_)
         | Cmd::Status(_)
+        | Cmd::Connect(_)
         | Cmd::Audit(_)
         | Cmd::Sessions(_)
         | Cmd::Report(_)
@@ -187,6 +192,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
         Cmd::Login(a) => login::run(a).await.map(|_| 0),
         Cmd::Status(a) => status::run(a).map(|_| 0),
+        Cmd::Connect(a) => connect::run(a),
         Cmd::Broker { config, .. } => {
             let cfg = sallyport_broker::BrokerConfig::load(&config)?;
             let listen = cfg.listen;

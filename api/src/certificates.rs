@@ -39,6 +39,11 @@ pub struct Issued {
     /// registered), for the client's `ProxyJump`.
     #[serde(default)]
     pub edge: Option<String>,
+    /// Every edge address engineers may dial (`edge` first): with more than one, the client
+    /// tries them in turn (`sallyport connect`), so that one edge down moves new sessions to
+    /// another.
+    #[serde(default)]
+    pub edges: Vec<String>,
     /// The cluster's host CA keys (of its enrolled gateways), for the client's known_hosts
     /// `@cert-authority *.<cluster>` lines.
     #[serde(default)]
@@ -69,6 +74,7 @@ mod tests {
             "customer": "acme", "cluster": "acme-prod", "logins": ["ubuntu"],
             "valid_after": 1, "valid_before": 2, "permit_port_forwarding": false,
             "per_session_mfa": true, "edge": "edge.example:2222",
+            "edges": ["edge.example:2222", "edge-b.example:2222"],
             "host_ca_public_keys": ["ssh-ed25519 B"], "edge_host_keys": []});
         let issued: Issued = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(serde_json::to_value(&issued).unwrap(), v);

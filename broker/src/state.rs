@@ -41,14 +41,20 @@ pub struct Broker {
 /// again, or the `[ldap]` settings taken anew) and the jump host handed out at login.
 pub struct Live {
     pub directory: Arc<Directory>,
-    pub edge_address: Option<String>,
+    /// The edges' addresses (`edge_address`, then `edge_addresses`).
+    pub edges: Vec<String>,
     pub edge_host_keys: Vec<String>,
 }
 
 impl Broker {
     /// The config keys [`Broker::reload`] applies; the others need a restart.
-    pub const RELOADABLE: &'static [&'static str] =
-        &["directory", "ldap", "edge_address", "edge_host_keys"];
+    pub const RELOADABLE: &'static [&'static str] = &[
+        "directory",
+        "ldap",
+        "edge_address",
+        "edge_addresses",
+        "edge_host_keys",
+    ];
 
     /// The engineer directory now.
     pub fn directory(&self) -> Arc<Directory> {
@@ -97,7 +103,7 @@ impl Broker {
         };
         let live = Live {
             directory: Arc::new(directory),
-            edge_address: new.edge_address.clone(),
+            edges: new.edges(),
             edge_host_keys: new.edge_host_keys.clone(),
         };
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
@@ -207,7 +213,7 @@ impl Broker {
         let operator_token_sha256 = cfg.operator_token_sha256.trim().to_ascii_lowercase();
         let live = Live {
             directory: Arc::new(directory),
-            edge_address: cfg.edge_address.clone(),
+            edges: cfg.edges(),
             edge_host_keys: cfg.edge_host_keys.clone(),
         };
         let recordings = crate::recordings::Recordings::new(

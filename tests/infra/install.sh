@@ -36,6 +36,8 @@ command -v ss >/dev/null || need+=(iproute2)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # the clock-skew tests run an edge or a gateway with its clock moved (LD_PRELOAD libfaketime)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
+# the several-edges test puts HAProxy in front of two edges, as docs/deploy.md shows
+command -v haproxy >/dev/null || need+=(haproxy)
 # the console tests drive Debian's Chromium through chromedriver (WebDriver)
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
 # building the broker: webauthn-rs (console passkeys) links OpenSSL through openssl-sys

@@ -138,30 +138,7 @@ pub async fn start(w: &World, edge_port: u16) -> Bastion {
 /// `start`, with `prepare(gateway data dir)` run before the gateway's first start.
 pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Path)) -> Bastion {
     let dir = tempfile::tempdir().unwrap();
-    let tunnel_port = free_port();
-    // Edge.
-    let edge_dir = dir.path().join("edge");
-    std::fs::create_dir_all(&edge_dir).unwrap();
-    let edge_cfg = edge_dir.join("edge.toml");
-    std::fs::write(
-        &edge_cfg,
-        format!(
-            "listen = \"127.0.0.1:{edge_port}\"\ntunnel_listen = \"127.0.0.1:{tunnel_port}\"\ndata_dir = \"{}\"\nbroker = \"{}\"\nrefresh_secs = 1\n",
-            edge_dir.join("data").display(),
-            w.broker.url
-        ),
-    )
-    .unwrap();
-    let edge = Proc::start(&["edge"], &edge_cfg, edge_dir.join("edge.log"));
-    assert!(
-        edge.wait_log("edge listening", Duration::from_secs(20)),
-        "edge did not start: {}",
-        edge.log_text()
-    );
-    let edge_host_key = std::fs::read_to_string(edge_dir.join("data/host_key.pub"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (edge, edge_host_key, tunnel_port) = start_edge(w, &dir.path().join("edge"), edge_port);
 
     // Gateway: a join token from the operator, then enrollment at first start.
     let (s, v) =
@@ -210,6 +187,34 @@ pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Pat
         dir,
         gateway_config,
     }
+}
+
+/// Start an edge in `edge_dir` listening for engineers on `edge_port`; returns it, its host key
+/// and its tunnel port.
+pub fn start_edge(w: &World, edge_dir: &Path, edge_port: u16) -> (Proc, String, u16) {
+    let tunnel_port = free_port();
+    std::fs::create_dir_all(edge_dir).unwrap();
+    let edge_cfg = edge_dir.join("edge.toml");
+    std::fs::write(
+        &edge_cfg,
+        format!(
+            "listen = \"127.0.0.1:{edge_port}\"\ntunnel_listen = \"127.0.0.1:{tunnel_port}\"\ndata_dir = \"{}\"\nbroker = \"{}\"\nrefresh_secs = 1\n",
+            edge_dir.join("data").display(),
+            w.broker.url
+        ),
+    )
+    .unwrap();
+    let edge = Proc::start(&["edge"], &edge_cfg, edge_dir.join("edge.log"));
+    assert!(
+        edge.wait_log("edge listening", Duration::from_secs(20)),
+        "edge did not start: {}",
+        edge.log_text()
+    );
+    let edge_host_key = std::fs::read_to_string(edge_dir.join("data/host_key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (edge, edge_host_key, tunnel_port)
 }
 
 impl Bastion {

@@ -448,24 +448,8 @@ async fn issue(
     };
     b.store.insert_grant_audited(&row, &issued).await?;
     let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
-    // The jump hop: the config's edge_address and edge_host_keys, and what edges registered
-    // themselves (the config's address wins; every live edge's key is pinned).
     let registered = b.store.edge_registrations().await?;
-    let live = b.live();
-    let edge = live
-        .edge_address
-        .clone()
-        .or_else(|| registered.iter().find_map(|e| e.address.clone()));
-    let mut edge_host_keys: Vec<String> = live
-        .edge_host_keys
-        .iter()
-        .map(|k| k.trim().to_string())
-        .collect();
-    for e in registered {
-        if !edge_host_keys.contains(&e.host_key) {
-            edge_host_keys.push(e.host_key);
-        }
-    }
+    let jump = super::jump::Jump::of(&b.live(), &registered, now_secs());
     Ok(Json(Issued {
         certificate: cert_text,
         serial: row.serial,
@@ -480,9 +464,10 @@ async fn issue(
         valid_before: row.valid_before,
         permit_port_forwarding: grant.permit_port_forwarding(),
         per_session_mfa: grant.per_session_mfa(),
-        edge,
+        edge: jump.edges.first().cloned(),
+        edges: jump.edges,
         host_ca_public_keys,
-        edge_host_keys,
+        edge_host_keys: jump.host_keys,
     })
     .into_response())
 }

@@ -7,6 +7,7 @@ pub(crate) mod audit;
 mod certs;
 pub(crate) mod export;
 mod gateways;
+mod jump;
 pub mod login;
 pub mod report;
 pub(crate) mod sessions;

@@ -328,6 +328,7 @@ fn the_documented_answers_are_the_api_types() {
             permit_port_forwarding: false,
             per_session_mfa: true,
             edge: Some("edge:2222".into()),
+            edges: vec!["edge:2222".into(), "edge-b:2222".into()],
             host_ca_public_keys: strings("ssh-ed25519 A"),
             edge_host_keys: strings("ssh-ed25519 B"),
         },

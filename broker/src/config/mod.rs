@@ -77,6 +77,11 @@ pub struct BrokerConfig {
     /// each certificate so that `sallyport login` writes the jump into ssh_config.
     #[serde(default)]
     pub edge_address: Option<String>,
+    /// More edges engineers may dial (`host:port` each), after `edge_address`: with two or more
+    /// in all, `sallyport login` writes a jump that tries them in turn, so that new sessions go
+    /// through whichever edge answers.
+    #[serde(default)]
+    pub edge_addresses: Vec<String>,
     /// The edge's host public keys (OpenSSH lines), sent with each certificate so that
     /// `sallyport login` pins them in known_hosts for the jump hop.
     #[serde(default)]
@@ -101,6 +106,17 @@ fn default_recording_limit() -> u64 {
 }
 
 impl BrokerConfig {
+    /// The edge addresses handed to engineers: `edge_address`, then `edge_addresses`, each once.
+    pub fn edges(&self) -> Vec<String> {
+        let mut edges: Vec<String> = Vec::new();
+        for e in self.edge_address.iter().chain(&self.edge_addresses) {
+            if !edges.contains(e) {
+                edges.push(e.clone());
+            }
+        }
+        edges
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<BrokerConfig> {
         use anyhow::Context;
         let text = std::fs::read_to_string(path)
@@ -119,10 +135,10 @@ impl BrokerConfig {
                 )
             })?;
         }
-        if let Some(edge) = &cfg.edge_address {
+        for edge in cfg.edge_address.iter().chain(&cfg.edge_addresses) {
             split_host_port(edge).with_context(|| {
                 format!(
-                    "edge_address {edge:?} in {}: expected \"host:port\"",
+                    "edge address {edge:?} in {}: expected \"host:port\"",
                     path.display()
                 )
             })?;
