@@ -815,10 +815,8 @@ async fn a_killed_directory_fails_closed_and_the_broker_uses_it_again_when_back(
         None,
         Dir::LdapAt {
             url: ldap.url.clone(),
-            // Groups read at every issuance: with a cache (`groups_cache_secs`, 60 s by
-            // default) an issuance within that time of the last read reuses it, directory down
-            // or not.
-            extra: "group_mode = \"memberof\"\ngroups_cache_secs = 0\n".into(),
+            // The default config: groups read at every issuance (no `groups_cache_secs`).
+            extra: "group_mode = \"memberof\"\n".into(),
         },
     )
     .await;

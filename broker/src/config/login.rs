@@ -87,7 +87,8 @@ pub struct LdapConfig {
     #[serde(default = "default_ldap_timeout")]
     pub timeout_secs: u64,
     /// How long the groups read at an issuance are reused for the engineer's next issuances,
-    /// seconds (0: read at every issuance; at most 3600).
+    /// seconds (0, the default: read at every issuance, so that no certificate is issued while
+    /// the directory cannot be asked; at most 3600).
     #[serde(default = "default_groups_cache")]
     pub groups_cache_secs: u64,
 }
@@ -210,5 +211,5 @@ fn default_ldap_timeout() -> u64 {
     5
 }
 fn default_groups_cache() -> u64 {
-    60
+    0
 }

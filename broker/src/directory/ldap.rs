@@ -1,5 +1,5 @@
 //! The LDAP directory: the engineer's own bind at login, and the service account's read of an
-//! engineer's groups at each certificate issuance (cached for `groups_cache_secs`).
+//! engineer's groups at each certificate issuance (reused for `groups_cache_secs` when set; by default read every time).
 //!
 //! TLS (`ldaps://` or StartTLS) is checked against `ca_file` only and never falls back to plain
 //! LDAP; passwords (the engineer's, the service account's) are sent only inside it when it is
