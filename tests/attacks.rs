@@ -12,13 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::bastion::{self, trust_edge, world_with_edge};
+use support::ssh::Ssh;
 
 fn ssh_cmd(home: &Path) -> Command {
-    let mut c = Command::new("ssh");
-    c.arg("-F")
-        .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes"]);
-    c
+    Ssh::engineer(home).command()
 }
 
 fn spawn(mut c: Command) -> Child {
@@ -1220,25 +1217,11 @@ async fn a_flood_of_refused_logins_does_not_fill_the_edges_log() {
         .unwrap();
     assert!(st.success());
     let knock = || {
-        let mut c = Command::new("ssh");
-        c.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-p",
-            &port.to_string(),
-            "-i",
-        ])
-        .arg(&plain)
-        .args(["mallory@127.0.0.1", "true"]);
-        spawn(c)
+        Ssh::bare()
+            .any_host_key()
+            .key(&plain)
+            .args(["-p", &port.to_string(), "mallory@127.0.0.1", "true"])
+            .spawn()
     };
     const TRIES: usize = 30;
     let began = Instant::now();

@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge, world_with_edge_approval};
 use support::broker::*;
+use support::ssh::Ssh;
 use support::term::{Term, tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
@@ -108,29 +109,17 @@ async fn the_edge_opens_no_shell_and_nodes_do_not_trust_engineer_certificates() 
     let cert = home.path().join("acme-prod-cert.pub");
     let kh = home.path().join("node_kh");
     std::fs::write(&kh, b.node.known_hosts_line()).unwrap();
-    let out = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .arg("-i")
-        .arg(&key)
-        .arg("-o")
-        .arg(format!("CertificateFile={}", cert.display()))
+    let out = Ssh::bare()
+        .opt(format!("UserKnownHostsFile={}", kh.display()))
+        .key(&key)
+        .opt(format!("CertificateFile={}", cert.display()))
         .args([
             "-p",
             &b.node.port().to_string(),
             &format!("{LOGIN}@127.0.0.1"),
             "id",
         ])
-        .output()
-        .unwrap();
+        .output();
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
@@ -147,20 +136,9 @@ async fn sleeping_session(
     b: &bastion::Bastion,
     home: &Path,
 ) -> (std::process::Child, Vec<Value>) {
-    let child = Command::new("ssh")
-        .arg("-F")
-        .arg(home.join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "sleep 60; echo finished",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Ssh::engineer(home)
+        .args(["node1.acme-prod", "sleep 60; echo finished"])
+        .spawn();
     let cmds = wait_events(w, "kind=command&ticket=SUP-1234", 1).await;
     assert_eq!(cmds.len(), 1, "{}", b.gateway.log_text());
     (child, cmds)
@@ -457,13 +435,9 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
     trust_edge(home.path(), &b);
     // -W asks for a direct-tcpip channel to the node's own sshd port.
     let target = format!("127.0.0.1:{}", b.node.port());
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::engineer(home.path())
+        .args(["-W", &target, "node1.acme-prod"])
+        .output();
     assert_ne!(out.status.code(), Some(0));
     let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-1234", 1).await;
     assert_eq!(refused[0]["target"], target.as_str());
@@ -486,20 +460,10 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
         .next()
         .unwrap()
         .to_string();
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-A",
-            "node1.acme-prod",
-            "echo agent=${SSH_AUTH_SOCK:-none}",
-        ])
+    let out = Ssh::engineer(home.path())
+        .args(["-A", "node1.acme-prod", "echo agent=${SSH_AUTH_SOCK:-none}"])
         .env("SSH_AUTH_SOCK", &sock)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output();
     let _ = Command::new("kill").arg(&pid).status();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -535,13 +499,9 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
     login(&w, home.path(), "alice", "SUP-7");
     trust_edge(home.path(), &b);
     let target = format!("127.0.0.1:{}", b.node.port());
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::engineer(home.path())
+        .args(["-W", &target, "node1.acme-prod"])
+        .output();
     // The node's sshd greets through the forward.
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("SSH-2.0-OpenSSH"),
@@ -557,20 +517,13 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
         "ssh -F {} -o BatchMode=yes -W %h:%p node1.acme-prod",
         home.path().join("ssh_config").display()
     );
-    let out = Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o"])
-        .arg(format!("ProxyCommand={proxy}"))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"])
+    let out = Ssh::bare()
+        .opt(format!("ProxyCommand={proxy}"))
+        .any_host_key()
+        .opt("IdentitiesOnly=yes")
+        .opt("IdentityFile=/dev/null")
         .args(["-p", &b.node.port().to_string(), "nobody@127.0.0.1", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Permission denied"), "{err}");
     assert_eq!(
@@ -606,13 +559,9 @@ async fn a_port_forward_in_a_moderated_session_is_refused_until_someone_watches(
     login(&w, home.path(), "alice", "SUP-8");
     trust_edge(home.path(), &b);
     let target = format!("127.0.0.1:{}", b.node.port());
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "-W", &target, "node1.acme-prod"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::engineer(home.path())
+        .args(["-W", &target, "node1.acme-prod"])
+        .output();
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("SSH-2.0"),
         "the forward reached the target with nobody watching: {}",
@@ -744,31 +693,16 @@ async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused
     login(&w, home2.path(), "dave", "GLX-1");
     trust_edge(home2.path(), &b);
     // The jump hop comes from dave's own ssh_config (it names the edge); the target is acme's.
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home2.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-i")
-        .arg(home2.path().join("globex-prod"))
-        .arg("-o")
-        .arg(format!(
+    let out = Ssh::engineer(home2.path())
+        .any_host_key()
+        .key(&home2.path().join("globex-prod"))
+        .opt(format!(
             "CertificateFile={}",
             home2.path().join("globex-prod-cert.pub").display()
         ))
-        .args(["-o", "ProxyJump=sallyport-edge-globex-prod"])
+        .opt("ProxyJump=sallyport-edge-globex-prod")
         .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output();
     assert_ne!(out.status.code(), Some(0));
     assert!(
         b.edge.wait_log("another cluster", Duration::from_secs(5)),
@@ -795,20 +729,9 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         );
     }
     // A session in the middle when the gateway dies.
-    let mut child = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "echo started; sleep 30",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Ssh::engineer(home.path())
+        .args(["node1.acme-prod", "echo started; sleep 30"])
+        .spawn();
     wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
     // The node's output reached the engineer (so the gateway recorded it first), then the kill.
     {
@@ -1267,27 +1190,11 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     // A plain key, no certificate: refused and audited with the key's fingerprint.
     let plain = home.path().join("plain");
     std::fs::copy(home.path().join("acme-prod"), &plain).unwrap();
-    let out = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-p",
-            &port.to_string(),
-            "-i",
-        ])
-        .arg(&plain)
-        .args(["alice@127.0.0.1", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::bare()
+        .any_host_key()
+        .key(&plain)
+        .args(["-p", &port.to_string(), "alice@127.0.0.1", "true"])
+        .output();
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "not_a_certificate").await;
     assert_eq!(e["login"], "alice");
@@ -1302,31 +1209,16 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     let home2 = tempfile::tempdir().unwrap();
     login(&w, home2.path(), "dave", "GLX-1");
     trust_edge(home2.path(), &b);
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home2.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg("-i")
-        .arg(home2.path().join("globex-prod"))
-        .arg("-o")
-        .arg(format!(
+    let out = Ssh::engineer(home2.path())
+        .any_host_key()
+        .key(&home2.path().join("globex-prod"))
+        .opt(format!(
             "CertificateFile={}",
             home2.path().join("globex-prod-cert.pub").display()
         ))
-        .args(["-o", "ProxyJump=sallyport-edge-globex-prod"])
+        .opt("ProxyJump=sallyport-edge-globex-prod")
         .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output();
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "other_cluster").await;
     assert_eq!(e["engineer"], "dave");
@@ -1856,20 +1748,10 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
     );
 
     // Other commands go on; a base rule keeps loader variables off the node, audited.
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(&cfg)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "SetEnv=LD_PRELOAD=/tmp/evil.so",
-            "node1.acme-prod",
-            "echo still-here",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::engineer(home.path())
+        .opt("SetEnv=LD_PRELOAD=/tmp/evil.so")
+        .args(["node1.acme-prod", "echo still-here"])
+        .output();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "still-here",
@@ -1923,20 +1805,9 @@ async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A session across the tunnel's renewal (15 s after the gateway started).
-    let long = Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "sleep 14; echo survived",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let long = Ssh::engineer(home.path())
+        .args(["node1.acme-prod", "sleep 14; echo survived"])
+        .spawn();
     // Past the first host certificate's lifetime (20 s): new sessions still get in.
     while start.elapsed() < Duration::from_secs(24) {
         std::thread::sleep(Duration::from_millis(500));

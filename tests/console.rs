@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use support::bastion::{self, trust_edge};
 use support::broker::*;
 use support::browser::{Browser, Console};
+use support::ssh::Ssh;
 
 /// An account made by the operator; returns its TOTP secret.
 async fn account(w: &World, name: &str, role: &str, customer: Option<&str>) -> String {
@@ -33,12 +34,10 @@ fn code(secret: &str, offset: i64) -> String {
 
 /// `ssh node1.acme-prod COMMAND` as the engineer would run it from a script (no stdin).
 fn ssh_exec(home: &std::path::Path, command: &str) -> std::process::Command {
-    let mut c = std::process::Command::new("ssh");
-    c.arg("-F")
-        .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "node1.acme-prod"])
-        .arg(command)
-        .stdin(Stdio::null());
+    let mut c = Ssh::engineer(home)
+        .args(["node1.acme-prod", command])
+        .command();
+    c.stdin(Stdio::null());
     c
 }
 
@@ -396,18 +395,9 @@ async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
     let home = tempfile::tempdir().unwrap();
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), &b);
-    let out = std::process::Command::new("ssh")
-        .arg("-F")
-        .arg(home.path().join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "echo console-check-42",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Ssh::engineer(home.path())
+        .args(["node1.acme-prod", "echo console-check-42"])
+        .output();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("console-check-42"),
         "{}",

@@ -11,6 +11,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::broker::*;
+use support::ssh::Ssh;
 use support::sshd::SshdNode;
 
 fn reason_codes(v: &Value) -> Vec<String> {
@@ -126,29 +127,18 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
     );
     let kh = home.path().join("node_known_hosts");
     std::fs::write(&kh, node.known_hosts_line()).unwrap();
-    let out = run(Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .arg("-i")
-        .arg(&key)
-        .arg("-o")
-        .arg(format!("CertificateFile={}", cert.display()))
+    let out = Ssh::bare()
+        .opt("StrictHostKeyChecking=yes")
+        .opt(format!("UserKnownHostsFile={}", kh.display()))
+        .key(&key)
+        .opt(format!("CertificateFile={}", cert.display()))
         .args([
             "-p",
             &node.port().to_string(),
             &format!("{node_login}@127.0.0.1"),
             "echo hi-from-node",
-        ]));
+        ])
+        .output();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "hi-from-node",

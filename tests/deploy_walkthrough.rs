@@ -7,12 +7,13 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use support::bastion::{LOGIN, Proc, write_0600};
 use support::broker::{BrokerProc, fresh_store};
 use support::deploy::{json, sp, text};
+use support::ssh::Ssh;
 use support::sshd::{SshdNode, free_port};
 
 #[tokio::test]
@@ -263,15 +264,10 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
         ],
         "alice-long-password-1\n",
     );
-    let out = Command::new("ssh")
-        .arg("-F")
-        .arg(home.join("ssh_config"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "node1.acme-prod",
-            "echo deployed-$((6*7))",
-        ])
+    let mut ssh = Ssh::engineer(&home)
+        .args(["node1.acme-prod", "echo deployed-$((6*7))"])
+        .command();
+    let out = ssh
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::null())
         .output()

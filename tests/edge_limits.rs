@@ -7,12 +7,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bastion::{self, Bastion, ssh, trust_edge};
 use support::broker::*;
+use support::ssh::Ssh;
 
 /// A world whose edge address is known to the broker, with alice's approval and ticket, and an
 /// edge holding a token (so it audits) with `extra` in its config; alice logged in and trusting
@@ -33,10 +34,9 @@ fn spawn_ssh(home: &Path, command: &str) -> Child {
 }
 
 fn spawn_ssh_with(home: &Path, command: &str, stdin: Stdio) -> Child {
-    Command::new("ssh")
-        .arg("-F")
-        .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "node1.acme-prod", command])
+    Ssh::engineer(home)
+        .args(["node1.acme-prod", command])
+        .command()
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

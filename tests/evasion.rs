@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::bastion::{self, Bastion, trust_edge, world_with_edge};
 use support::broker::*;
+use support::ssh::Ssh;
 use support::term::Term;
 
 struct Setup {
@@ -43,11 +44,9 @@ fn marker(tag: &str) -> PathBuf {
 
 /// `ssh -F ssh_config <args>` with `stdin` as its input.
 fn ssh_with_stdin(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new("ssh")
-        .arg("-F")
-        .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes"])
+    let mut child = Ssh::engineer(home)
         .args(args)
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -675,10 +674,7 @@ async fn a_program_left_running_when_the_engineer_drops_the_connection_is_ended_
     for (tag, pty) in [("nopty", false), ("pty-nohup", true)] {
         let m = marker(&format!("left-{tag}"));
         let sleeper = format!("sleep 58.{}{}", std::process::id(), u8::from(pty));
-        let mut cmd = Command::new("ssh");
-        cmd.arg("-F")
-            .arg(s.home.path().join("ssh_config"))
-            .args(["-o", "BatchMode=yes"]);
+        let mut cmd = Ssh::engineer(s.home.path()).command();
         if pty {
             cmd.arg("-tt");
         }

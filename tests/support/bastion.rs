@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::broker::{BIN, Dir, World};
+use super::ssh::Ssh;
 use super::sshd::{SshdNode, free_port};
 
 pub struct Proc {
@@ -255,14 +256,10 @@ impl Bastion {
 
 /// `ssh -F <home>/ssh_config <args>` as the engineer would type it.
 pub fn ssh(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("ssh")
-        .arg("-F")
-        .arg(home.join("ssh_config"))
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+    Ssh::engineer(home)
+        .opt("StrictHostKeyChecking=yes")
         .args(args)
-        .stdin(Stdio::null())
         .output()
-        .unwrap()
 }
 
 /// The name of the edge that `start_with_edge_token` runs.

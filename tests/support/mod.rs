@@ -10,5 +10,6 @@ pub mod browser;
 pub mod deploy;
 pub mod load;
 pub mod ocsf_schema;
+pub mod ssh;
 pub mod sshd;
 pub mod term;
