@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rand::Rng;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -181,7 +182,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .post(
             "/v1/approvals",
             &json!({"cluster": "acme-prod", "group": "support-l2", "logins": [login], "max_session_secs": 8 * 3600,
-                    "valid_until": crate::now() + 30 * 86_400}),
+                    "valid_until": now_secs() + 30 * 86_400}),
         )
         .await?;
 

@@ -14,14 +14,6 @@ pub mod spool;
 pub mod throttle;
 pub mod trust;
 
-/// Unix seconds.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Load an OpenSSH private key, or make one (0600) if the file does not exist.
 pub fn load_or_create_key(
     path: &std::path::Path,

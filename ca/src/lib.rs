@@ -8,6 +8,7 @@
 pub mod cert;
 pub mod chainsig;
 pub mod cidr;
+pub mod clock;
 pub mod error;
 pub mod grant;
 pub mod keyid;

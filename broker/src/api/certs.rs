@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::{
     ApprovalFacts, Decision, GrantIds, IssueFacts, RequestFacts, RequestStatus, TicketFacts,
 };
@@ -22,7 +23,7 @@ use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, GrantRow, RequestState, RevokeScope, now_secs};
+use crate::store::{AccessRequest, GrantRow, RequestState, RevokeScope};
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
