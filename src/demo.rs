@@ -84,8 +84,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("edge"), std::fs::Permissions::from_mode(0o700))?;
     }
-    let edge_key =
-        sallyport_bastion::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
+    let (edge_key, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
     let edge_pub = edge_key.public_key().to_openssh()?;
     let edge_port = free_port()?;
     let tunnel_port = free_port()?;

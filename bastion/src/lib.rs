@@ -14,25 +14,6 @@ pub mod spool;
 pub mod throttle;
 pub mod trust;
 
-/// Load an OpenSSH private key, or make one (0600) if the file does not exist.
-pub fn load_or_create_key(
-    path: &std::path::Path,
-    comment: &str,
-) -> anyhow::Result<russh::keys::PrivateKey> {
-    if path.exists() {
-        return Ok(sallyport_ca::keys::load_private_key(path)?);
-    }
-    let key = sallyport_ca::keys::generate_ed25519(comment)?;
-    sallyport_ca::keys::save_private_key(&key, path)?;
-    // Public, but in the data directory every file is its owner's only.
-    let public = sallyport_ca::keys::public_key_path(path);
-    if public.exists() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(private::FILE_MODE))?;
-    }
-    Ok(key)
-}
-
 /// russh server settings shared by the edge and the gateway.
 /// Ciphers for sallyport's own client connections (gateway → edge tunnel, gateway → node): AES-GCM
 /// first, which runs on the CPU's AES instructions where there are any.

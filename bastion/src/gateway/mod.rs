@@ -277,13 +277,20 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
     );
     let dir = cfg.data_dir.clone();
     crate::private::open_data_dir(&dir, "gateway's data_dir")?;
-    let node_ca = crate::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
-    let host_ca = crate::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
-    let host_key = crate::load_or_create_key(&dir.join("host_key"), "sallyport gateway host key")?;
+    let (node_ca, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
+    let (host_ca, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
+    let (host_key, _) = sallyport_ca::keys::load_or_create_key(
+        &dir.join("host_key"),
+        "sallyport gateway host key",
+    )?;
     // Signs the head of the gateway's audit chain with every batch it ships; the broker pins
     // its public key at enrollment.
-    let audit_key =
-        crate::load_or_create_key(&dir.join("audit_key"), "sallyport gateway audit key")?;
+    let (audit_key, _) = sallyport_ca::keys::load_or_create_key(
+        &dir.join("audit_key"),
+        "sallyport gateway audit key",
+    )?;
     let anon = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
     let (enrollment, credential) =
         enroll::enroll(&cfg, &dir, &anon, &node_ca, &host_ca, &audit_key).await?;
