@@ -15,7 +15,6 @@ pub mod keyid;
 pub mod keys;
 pub mod krl;
 pub mod policy;
-mod wire;
 
 pub use cert::{CertIdentity, CertRefusal, build_user_cert, check_user_cert};
 pub use error::CaError;
