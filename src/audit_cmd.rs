@@ -188,12 +188,6 @@ pub struct KeysArgs {
     pub json: bool,
 }
 
-fn ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<i32> {
     match cmd {
         AuditCmd::Search(a) => search(a).await,
@@ -253,10 +247,10 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
         }
     }
     if let Some(t) = a.since {
-        q.push(format!("since={}", ms(t)));
+        q.push(format!("since={}", sallyport_ca::clock::unix_ms(t)));
     }
     if let Some(t) = a.until {
-        q.push(format!("until={}", ms(t)));
+        q.push(format!("until={}", sallyport_ca::clock::unix_ms(t)));
     }
     let v = client
         .get(&format!("/v1/audit/events?{}", q.join("&")))

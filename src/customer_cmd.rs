@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use crate::audit_cmd::Conn;
@@ -100,7 +101,7 @@ impl Terms {
             base["max_session_secs"] = json!(d.as_secs());
         }
         if let Some(d) = self.valid_for {
-            base["valid_until"] = json!(crate::now() + d.as_secs());
+            base["valid_until"] = json!(now_secs() + d.as_secs());
         }
         for (k, v) in [
             ("just_in_time", self.just_in_time),
@@ -277,7 +278,7 @@ pub async fn approvals(cmd: ApprovalsCmd) -> anyhow::Result<i32> {
             }
             let base = json!({
                 "cluster": cluster, "group": group,
-                "max_session_secs": 8 * 3600, "valid_until": crate::now() + 30 * 86_400,
+                "max_session_secs": 8 * 3600, "valid_until": now_secs() + 30 * 86_400,
             });
             let v = conn
                 .client()?

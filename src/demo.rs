@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rand::Rng;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -83,8 +84,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("edge"), std::fs::Permissions::from_mode(0o700))?;
     }
-    let edge_key =
-        sallyport_bastion::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
+    let (edge_key, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("edge/host_key"), "sallyport demo edge")?;
     let edge_pub = edge_key.public_key().to_openssh()?;
     let edge_port = free_port()?;
     let tunnel_port = free_port()?;
@@ -181,7 +182,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .post(
             "/v1/approvals",
             &json!({"cluster": "acme-prod", "group": "support-l2", "logins": [login], "max_session_secs": 8 * 3600,
-                    "valid_until": crate::now() + 30 * 86_400}),
+                    "valid_until": now_secs() + 30 * 86_400}),
         )
         .await?;
 

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use sallyport_api::certificates::{IssueRequest, Issued};
 use sallyport_api::login::{LoginRequest, LoginResponse};
 use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
+use sallyport_ca::clock::now_secs;
 use serde_json::json;
 
 use crate::client::{ApiFailure, Client, enc, read_as};
@@ -139,7 +140,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let issued = &issued.body;
-        let left = issued.valid_before.saturating_sub(crate::now());
+        let left = issued.valid_before.saturating_sub(now_secs());
         println!(
             "certificate for {} on {} (ticket {}), logins {}, valid for {}",
             issued.engineer,
@@ -550,7 +551,7 @@ fn this_program() -> String {
 /// Load key + certificate into a running ssh-agent for the certificate's lifetime.
 fn add_to_agent(key: &Path, issued: &Issued) -> Option<bool> {
     std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty())?;
-    let left = issued.valid_before.saturating_sub(crate::now()).max(1);
+    let left = issued.valid_before.saturating_sub(now_secs()).max(1);
     let status = std::process::Command::new("ssh-add")
         .arg("-q")
         .arg("-t")

@@ -119,13 +119,6 @@ enum Cmd {
     },
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub fn valid_name(s: &str) -> bool {
     sallyport_broker::directory::valid_uid(s)
 }
@@ -312,7 +305,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<i32> {
                     .to_string(),
                 (None, None) => anyhow::bail!("give --secret or --secret-file"),
             };
-            let code = sallyport_broker::totp::code(&secret, now())
+            let code = sallyport_broker::totp::code(&secret, sallyport_ca::clock::now_secs())
                 .ok_or_else(|| anyhow::anyhow!("not a base32 TOTP secret"))?;
             println!("{code}");
             Ok(0)

@@ -57,12 +57,6 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
         .map_err(|e| format!("{e}: write a date (2026-11-01) or a time (2026-11-01T10:00:00Z)"))
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub async fn run(a: ReportArgs) -> anyhow::Result<i32> {
     let format = if a.json { Some(Format::Json) } else { a.format };
     let mut q = vec![format!(
@@ -80,10 +74,10 @@ pub async fn run(a: ReportArgs) -> anyhow::Result<i32> {
         q.push(format!("days={d}"));
     }
     if let Some(t) = a.since {
-        q.push(format!("since={}", secs(t)));
+        q.push(format!("since={}", sallyport_ca::clock::unix_secs(t)));
     }
     if let Some(t) = a.until {
-        q.push(format!("until={}", secs(t)));
+        q.push(format!("until={}", sallyport_ca::clock::unix_secs(t)));
     }
     let path = format!("/v1/report?{}", q.join("&"));
     let client = a.conn.client()?;

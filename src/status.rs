@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
@@ -27,7 +28,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             let Ok(cert) = russh::keys::Certificate::read_file(&path) else {
                 continue;
             };
-            let now = crate::now();
+            let now = now_secs();
             let left = cert.valid_before().saturating_sub(now);
             certs.push(json!({
                 "file": path,

@@ -201,7 +201,7 @@ fn world_of_events(start_ms: u64) -> Vec<AuditRecord> {
 #[tokio::test]
 async fn search_by_text_across_100000_seeded_events_finds_the_right_sessions() {
     let w = World::start(Dir::File(vec![])).await;
-    let start_ms = sallyport_broker::store::now_ms() - 86_400_000;
+    let start_ms = sallyport_ca::clock::now_ms() - 86_400_000;
     let records = world_of_events(start_ms);
     assert_eq!(records.len(), 100_000);
     seed(&w, &records).await;
@@ -367,7 +367,7 @@ async fn special_characters_in_the_query_are_literal_text() {
         "echo {col}: ^start",
         "naïve ünïcode",
     ];
-    let start_ms = sallyport_broker::store::now_ms() - 3_600_000;
+    let start_ms = sallyport_ca::clock::now_ms() - 3_600_000;
     let records = chain(
         "gateway:special",
         start_ms,
@@ -457,7 +457,7 @@ async fn reviewers_search_everything_approvers_their_own_clusters_others_are_ref
     let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
     let records = chain(
         "gateway:g",
-        sallyport_broker::store::now_ms() - 1000,
+        sallyport_ca::clock::now_ms() - 1000,
         1,
         vec![
             (

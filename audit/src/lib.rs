@@ -190,11 +190,12 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The configuration of this crate's property tests: `cases` generated inputs each, or
+/// The configuration of the workspace's property tests: `cases` generated inputs each, or
 /// `PROPTEST_CASES` when set (a longer run). A failing input is kept, shrunk, under
 /// `proptest-regressions/` next to the crate's sources and tried first on every later run.
-#[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+/// For tests only: the other crates' dev-dependencies enable the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

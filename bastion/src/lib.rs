@@ -14,33 +14,6 @@ pub mod spool;
 pub mod throttle;
 pub mod trust;
 
-/// Unix seconds.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Load an OpenSSH private key, or make one (0600) if the file does not exist.
-pub fn load_or_create_key(
-    path: &std::path::Path,
-    comment: &str,
-) -> anyhow::Result<russh::keys::PrivateKey> {
-    if path.exists() {
-        return Ok(sallyport_ca::keys::load_private_key(path)?);
-    }
-    let key = sallyport_ca::keys::generate_ed25519(comment)?;
-    sallyport_ca::keys::save_private_key(&key, path)?;
-    // Public, but in the data directory every file is its owner's only.
-    let public = sallyport_ca::keys::public_key_path(path);
-    if public.exists() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(private::FILE_MODE))?;
-    }
-    Ok(key)
-}
-
 /// russh server settings shared by the edge and the gateway.
 /// Ciphers for sallyport's own client connections (gateway → edge tunnel, gateway → node): AES-GCM
 /// first, which runs on the CPU's AES instructions where there are any.
@@ -142,21 +115,6 @@ pub fn sanitize_login(s: &str) -> String {
         .take(64)
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
-}
-
-/// The configuration of this crate's property tests: `cases` generated inputs each, or
-/// `PROPTEST_CASES` when set (a longer run). A failing input is kept, shrunk, under
-/// `proptest-regressions/` next to the crate's sources and tried first on every later run.
-#[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    proptest::test_runner::Config {
-        cases,
-        ..proptest::test_runner::Config::default()
-    }
 }
 
 #[cfg(test)]

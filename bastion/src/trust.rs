@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use russh::keys::{Certificate, PublicKey};
 use sallyport_audit::writers::ChainKind;
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::{Krl, TrustedCas};
 use serde_json::{Value, json};
 
@@ -238,7 +239,7 @@ impl Trust {
                     let mut data = audit.fields.clone();
                     crate::merge(&mut data, change.event());
                     let key = change.offered.join(",");
-                    if let Some(n) = refusals.admit(&key, crate::now(), &data) {
+                    if let Some(n) = refusals.admit(&key, now_secs(), &data) {
                         crate::throttle::note_suppressed(&mut data, n);
                         if let Err(e) = audit.spool.append(audit.kind, data).await {
                             tracing::error!(error = %e, "audit spool unwritable");
@@ -247,7 +248,7 @@ impl Trust {
                 }
             }
             if let Some(audit) = &audit {
-                for f in refusals.due(crate::now()) {
+                for f in refusals.due(now_secs()) {
                     if let Err(e) = audit.spool.append(audit.kind, f.into_event()).await {
                         tracing::error!(error = %e, "audit spool unwritable");
                     }

@@ -11,7 +11,8 @@
 use std::time::Instant;
 
 use sallyport_audit::AuditRecord;
-use sallyport_broker::store::{AuditQuery, Store, now_ms};
+use sallyport_broker::store::{AuditQuery, Store};
+use sallyport_ca::clock::now_ms;
 use serde_json::json;
 
 const VOCABULARY: [&str; 24] = [

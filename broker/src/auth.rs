@@ -11,12 +11,12 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::state::Broker;
-use crate::store::now_secs;
 
 /// The role a credential holds: stored with API tokens, accounts and console sessions, and
 /// signed into session tokens. Parsed once where it is read ([`Role::parse`]); the text is the

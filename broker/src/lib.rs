@@ -100,18 +100,3 @@ fn load_key(path: &std::path::Path) -> anyhow::Result<rustls::pki_types::Private
     rustls::pki_types::PrivateKeyDer::from_pem_file(path)
         .with_context(|| format!("reading the private key {}", path.display()))
 }
-
-/// The configuration of this crate's property tests: `cases` generated inputs each, or
-/// `PROPTEST_CASES` when set (a longer run). A failing input is kept, shrunk, under
-/// `proptest-regressions/` next to the crate's sources and tried first on every later run.
-#[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    proptest::test_runner::Config {
-        cases,
-        ..proptest::test_runner::Config::default()
-    }
-}

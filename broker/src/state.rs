@@ -7,7 +7,7 @@ use anyhow::Context;
 use rand::RngCore;
 use russh::keys::PrivateKey;
 use sallyport_ca::TrustedCas;
-use sallyport_ca::keys::{generate_ed25519, load_private_key, load_public_key, save_private_key};
+use sallyport_ca::keys::load_public_key;
 use sallyport_ca::policy::Engine;
 
 use crate::auth::JwtKeys;
@@ -376,12 +376,10 @@ async fn refuse_clear_secrets(store: &Store) -> anyhow::Result<()> {
 }
 
 fn load_or_create_key(path: &Path, comment: &str) -> anyhow::Result<PrivateKey> {
-    if path.exists() {
-        return Ok(load_private_key(path)?);
+    let (key, made) = sallyport_ca::keys::load_or_create_key(path, comment)?;
+    if made {
+        tracing::info!(path = %path.display(), "generated a new user CA key");
     }
-    let key = generate_ed25519(comment)?;
-    save_private_key(&key, path)?;
-    tracing::info!(path = %path.display(), "generated a new user CA key");
     Ok(key)
 }
 

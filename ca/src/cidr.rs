@@ -179,7 +179,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(crate::proptest_config(512))]
+            #![proptest_config(sallyport_audit::proptest_config(512))]
 
             #[test]
             fn networks_round_trip_and_contain_what_they_mask(

@@ -322,7 +322,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(crate::proptest_config(256))]
+            #![proptest_config(sallyport_audit::proptest_config(256))]
 
             #[test]
             fn values_build_and_round_trip(e in value(), t in value(), g in value(), c in value()) {

@@ -41,6 +41,23 @@ pub fn public_key_path(private_key_path: &Path) -> PathBuf {
 /// Saves `key` in OpenSSH format at `path` (mode 0600) and its public key at `<path>.pub`
 /// (mode 0644). Each file is replaced atomically: a reader sees the old file or the new one.
 pub fn save_private_key(key: &PrivateKey, path: &Path) -> Result<(), CaError> {
+    save_key_pair(key, path, 0o644)
+}
+
+/// Loads the OpenSSH private key at `path` (see [`load_private_key`]); where there is no file,
+/// makes an Ed25519 key with `comment` and saves it as [`save_private_key`] does, but with its
+/// public key `<path>.pub` 0600 as well: in a service's data directory every file is its
+/// owner's only. Returns the key, and whether it was made now.
+pub fn load_or_create_key(path: &Path, comment: &str) -> Result<(PrivateKey, bool), CaError> {
+    if path.exists() {
+        return Ok((load_private_key(path)?, false));
+    }
+    let key = generate_ed25519(comment)?;
+    save_key_pair(&key, path, 0o600)?;
+    Ok((key, true))
+}
+
+fn save_key_pair(key: &PrivateKey, path: &Path, public_mode: u32) -> Result<(), CaError> {
     let pem = key
         .to_openssh(LineEnding::LF)
         .map_err(|source| CaError::Ssh {
@@ -58,7 +75,7 @@ pub fn save_private_key(key: &PrivateKey, path: &Path) -> Result<(), CaError> {
     write_atomic(
         &public_key_path(path),
         format!("{public}\n").as_bytes(),
-        0o644,
+        public_mode,
     )
 }
 
@@ -366,6 +383,26 @@ mod tests {
             reloaded.public_key().key_data(),
             other.public_key().key_data()
         );
+    }
+
+    #[test]
+    fn a_missing_key_is_made_with_both_files_the_owners_only_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host_key");
+        let (made, fresh) = load_or_create_key(&path, "host@test").unwrap();
+        assert!(fresh);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&public_key_path(&path)), 0o600);
+        let public = load_public_key(&public_key_path(&path)).unwrap();
+        assert_eq!(public.key_data(), made.public_key().key_data());
+
+        let (loaded, fresh) = load_or_create_key(&path, "other").unwrap();
+        assert!(!fresh);
+        assert_eq!(loaded.public_key().key_data(), made.public_key().key_data());
+        // An existing key is checked like any other: readable by others, refused.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_key(&path, "").is_err());
     }
 
     #[test]

@@ -12,14 +12,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use russh::keys::ssh_encoding::Encode;
+use russh::keys::ssh_encoding::{self, Decode, Encode};
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::ssh_key::{Certificate, PublicKey};
 
 use crate::error::CaError;
-use crate::wire::{self, Reader};
 
 const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
+/// The reserved `string` fields: written empty, never read.
+const RESERVED: &[u8] = b"";
 const FORMAT_VERSION: u32 = 1;
 
 const SECTION_CERTIFICATES: u8 = 1;
@@ -169,29 +170,31 @@ impl Krl {
             .map_err(|e| CaError::Revocation(format!("cannot encode KRL: {e}")))
     }
 
-    fn encode(&self) -> Result<Vec<u8>, &'static str> {
+    fn encode(&self) -> Result<Vec<u8>, ssh_encoding::Error> {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        wire::put_u32(&mut out, FORMAT_VERSION);
-        wire::put_u64(&mut out, self.version);
-        wire::put_u64(&mut out, self.generated_date);
-        wire::put_u64(&mut out, 0); // flags: none defined
-        wire::put_string(&mut out, b"")?; // reserved
-        wire::put_string(&mut out, self.comment.as_bytes())?;
+        FORMAT_VERSION.encode(&mut out)?;
+        self.version.encode(&mut out)?;
+        self.generated_date.encode(&mut out)?;
+        0u64.encode(&mut out)?; // flags: none defined
+        RESERVED.encode(&mut out)?;
+        self.comment.encode(&mut out)?;
 
         for (ca, rc) in &self.certs {
             let mut section = Vec::new();
-            wire::put_string(&mut section, ca)?;
-            wire::put_string(&mut section, b"")?; // reserved
+            ca.encode(&mut section)?;
+            RESERVED.encode(&mut section)?;
             let mut list = Vec::new();
             for (&lo, &hi) in &rc.serials {
                 if hi - lo + 1 >= MIN_RANGE_RUN {
                     let mut range = Vec::new();
-                    wire::put_u64(&mut range, lo);
-                    wire::put_u64(&mut range, hi);
+                    lo.encode(&mut range)?;
+                    hi.encode(&mut range)?;
                     put_section(&mut section, CERT_SERIAL_RANGE, &range)?;
                 } else {
-                    (lo..=hi).for_each(|s| wire::put_u64(&mut list, s));
+                    for serial in lo..=hi {
+                        serial.encode(&mut list)?;
+                    }
                 }
             }
             if !list.is_empty() {
@@ -200,7 +203,7 @@ impl Krl {
             if !rc.key_ids.is_empty() {
                 let mut ids = Vec::new();
                 for id in &rc.key_ids {
-                    wire::put_string(&mut ids, id.as_bytes())?;
+                    id.encode(&mut ids)?;
                 }
                 put_section(&mut section, CERT_KEY_ID, &ids)?;
             }
@@ -209,7 +212,7 @@ impl Krl {
         if !self.keys.is_empty() {
             let mut section = Vec::new();
             for key in &self.keys {
-                wire::put_string(&mut section, key)?;
+                key.encode(&mut section)?;
             }
             put_section(&mut out, SECTION_EXPLICIT_KEY, &section)?;
         }
@@ -218,33 +221,33 @@ impl Krl {
 
     /// Parses a KRL in OpenSSH's binary format (see the module documentation for what is read).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CaError> {
-        Self::decode(bytes).map_err(CaError::KrlFormat)
+        Self::decode(bytes).map_err(|e| CaError::KrlFormat(e.to_string()))
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut r = Reader::new(bytes);
-        if r.bytes(MAGIC.len()).ok() != Some(MAGIC.as_slice()) {
+    fn decode(bytes: &[u8]) -> Result<Self, Refused> {
+        let mut r = bytes;
+        if <[u8; 8]>::decode(&mut r).ok().as_ref() != Some(MAGIC) {
             return Err("not a KRL (bad magic)".into());
         }
-        let format = r.u32()?;
+        let format = u32::decode(&mut r)?;
         if format != FORMAT_VERSION {
-            return Err(format!("unsupported KRL format version {format}"));
+            return Err(format!("unsupported KRL format version {format}").into());
         }
-        let version = r.u64()?;
-        let generated_date = r.u64()?;
-        let _flags = r.u64()?;
-        let _reserved = r.string()?;
-        let comment = cstring(r.string()?)?;
+        let version = u64::decode(&mut r)?;
+        let generated_date = u64::decode(&mut r)?;
+        let _flags = u64::decode(&mut r)?;
+        let _reserved = string(&mut r)?;
+        let comment = cstring(string(&mut r)?)?;
         let mut krl = Self::new(version, generated_date, &comment).map_err(|e| e.to_string())?;
 
         while !r.is_empty() {
-            let kind = r.u8()?;
-            let mut section = Reader::new(r.string()?);
+            let kind = u8::decode(&mut r)?;
+            let mut section = string(&mut r)?;
             match kind {
                 SECTION_CERTIFICATES => krl.decode_certificates(&mut section)?,
                 SECTION_EXPLICIT_KEY => {
                     while !section.is_empty() {
-                        let blob = section.string()?;
+                        let blob = string(&mut section)?;
                         let key =
                             PublicKey::from_bytes(blob).map_err(|e| format!("revoked key: {e}"))?;
                         if matches!(key.key_data(), KeyData::Certificate(_)) {
@@ -254,26 +257,26 @@ impl Krl {
                     }
                 }
                 SECTION_EXTENSION => skip_extension(&mut section)?,
-                other => return Err(format!("unsupported KRL section {other}")),
+                other => return Err(format!("unsupported KRL section {other}").into()),
             }
         }
         Ok(krl)
     }
 
-    fn decode_certificates(&mut self, r: &mut Reader<'_>) -> Result<(), String> {
-        let ca = r.string()?;
+    fn decode_certificates(&mut self, r: &mut &[u8]) -> Result<(), Refused> {
+        let ca = string(r)?;
         if !ca.is_empty() {
             PublicKey::from_bytes(ca).map_err(|e| format!("CA key: {e}"))?;
         }
-        let _reserved = r.string()?;
+        let _reserved = string(r)?;
         let rc = self.certs.entry(ca.to_vec()).or_default();
         while !r.is_empty() {
-            let kind = r.u8()?;
-            let mut sub = Reader::new(r.string()?);
+            let kind = u8::decode(r)?;
+            let mut sub = string(r)?;
             match kind {
                 CERT_SERIAL_LIST => {
                     while !sub.is_empty() {
-                        let serial = sub.u64()?;
+                        let serial = u64::decode(&mut sub)?;
                         if serial == 0 {
                             return Err("serial 0 in serial list".into());
                         }
@@ -281,15 +284,15 @@ impl Krl {
                     }
                 }
                 CERT_SERIAL_RANGE => {
-                    let (lo, hi) = (sub.u64()?, sub.u64()?);
+                    let (lo, hi) = (u64::decode(&mut sub)?, u64::decode(&mut sub)?);
                     if lo == 0 || lo > hi {
-                        return Err(format!("invalid serial range {lo}..={hi}"));
+                        return Err(format!("invalid serial range {lo}..={hi}").into());
                     }
                     rc.insert_range(lo, hi);
                 }
                 CERT_SERIAL_BITMAP => {
-                    let offset = sub.u64()?;
-                    let bitmap = sub.string()?;
+                    let offset = u64::decode(&mut sub)?;
+                    let bitmap = string(&mut sub)?;
                     if bitmap.first().is_some_and(|b| b & 0x80 != 0) {
                         return Err("negative serial bitmap".into());
                     }
@@ -306,31 +309,81 @@ impl Krl {
                 }
                 CERT_KEY_ID => {
                     while !sub.is_empty() {
-                        rc.key_ids.insert(cstring(sub.string()?)?);
+                        rc.key_ids.insert(cstring(string(&mut sub)?)?);
                     }
                 }
                 CERT_EXTENSION => skip_extension(&mut sub)?,
-                other => return Err(format!("unsupported certificate subsection {other:#x}")),
+                other => {
+                    return Err(format!("unsupported certificate subsection {other:#x}").into());
+                }
             }
             if !sub.is_empty() {
-                return Err(format!("trailing data in certificate subsection {kind:#x}"));
+                return Err(format!("trailing data in certificate subsection {kind:#x}").into());
             }
         }
         Ok(())
     }
 }
 
-fn put_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) -> Result<(), &'static str> {
-    wire::put_u8(out, kind);
-    wire::put_string(out, body)
+/// Why a KRL is refused: its wire encoding is broken (truncated, a length past the end), or
+/// it says what we cannot apply.
+#[derive(Debug)]
+enum Refused {
+    Wire(ssh_encoding::Error),
+    Krl(String),
 }
 
-fn skip_extension(r: &mut Reader<'_>) -> Result<(), String> {
-    let name = String::from_utf8_lossy(r.string()?).into_owned();
-    let critical = r.u8()? != 0;
-    let _contents = r.string()?;
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Wire(e) => write!(f, "{e}"),
+            Refused::Krl(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<ssh_encoding::Error> for Refused {
+    fn from(e: ssh_encoding::Error) -> Self {
+        Refused::Wire(e)
+    }
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Self {
+        Refused::Krl(why)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(why: &str) -> Self {
+        Refused::Krl(why.to_owned())
+    }
+}
+
+/// A `string` (RFC 4251 §5), borrowed from the KRL. Not through `Vec<u8>::decode`:
+/// ssh_encoding refuses lengths past 1 MiB, and a section of a KRL may be longer (a revoked
+/// serial takes 8 bytes); OpenSSH reads them.
+fn string<'a>(r: &mut &'a [u8]) -> Result<&'a [u8], ssh_encoding::Error> {
+    let len = usize::try_from(u32::decode(r)?)?;
+    if r.len() < len {
+        return Err(ssh_encoding::Error::Length);
+    }
+    let (head, tail) = r.split_at(len);
+    *r = tail;
+    Ok(head)
+}
+
+fn put_section(out: &mut Vec<u8>, kind: u8, body: &[u8]) -> Result<(), ssh_encoding::Error> {
+    kind.encode(out)?;
+    body.encode(out)
+}
+
+fn skip_extension(r: &mut &[u8]) -> Result<(), Refused> {
+    let name = String::from_utf8_lossy(string(r)?).into_owned();
+    let critical = u8::decode(r)? != 0;
+    let _contents = string(r)?;
     if critical {
-        return Err(format!("unsupported critical extension {name:?}"));
+        return Err(format!("unsupported critical extension {name:?}").into());
     }
     Ok(())
 }

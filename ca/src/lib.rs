@@ -8,13 +8,13 @@
 pub mod cert;
 pub mod chainsig;
 pub mod cidr;
+pub mod clock;
 pub mod error;
 pub mod grant;
 pub mod keyid;
 pub mod keys;
 pub mod krl;
 pub mod policy;
-mod wire;
 
 pub use cert::{CertIdentity, CertRefusal, build_user_cert, check_user_cert};
 pub use error::CaError;
@@ -22,18 +22,3 @@ pub use grant::Grant;
 pub use keyid::{KeyId, SessionKeyId};
 pub use keys::TrustedCas;
 pub use krl::Krl;
-
-/// The configuration of this crate's property tests: `cases` generated inputs each, or
-/// `PROPTEST_CASES` when set (a longer run). A failing input is kept, shrunk, under
-/// `proptest-regressions/` next to the crate's sources and tried first on every later run.
-#[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    proptest::test_runner::Config {
-        cases,
-        ..proptest::test_runner::Config::default()
-    }
-}

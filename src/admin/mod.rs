@@ -10,6 +10,7 @@ use sallyport_api::admin::{
 use sallyport_api::approvals::{ApprovalInput, PolicyInput};
 use sallyport_api::requests::Decision;
 use sallyport_api::tickets::TicketInput;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use crate::audit_cmd::Conn;
@@ -516,7 +517,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                 group,
                 logins,
                 max_session_secs: max_session.as_secs(),
-                valid_until: crate::now() + valid_for.as_secs(),
+                valid_until: now_secs() + valid_for.as_secs(),
                 valid_from: None,
                 just_in_time,
                 per_session_mfa,

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use sallyport_audit::bundle::{self as layout, Manifest};
+use sallyport_ca::clock::unix_ms;
 use serde_json::json;
 
 use crate::audit_cmd::Conn;
@@ -63,12 +64,6 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
-fn ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -99,7 +94,7 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<i32> {
             &a.conn,
             a.customer.as_deref(),
             &filters,
-            (a.since.map(ms), a.until.map(ms)),
+            (a.since.map(unix_ms), a.until.map(unix_ms)),
             a.out.as_ref(),
         )
         .await;
@@ -146,10 +141,10 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<i32> {
         }
     }
     if let Some(t) = a.since {
-        q.push(format!("since={}", ms(t)));
+        q.push(format!("since={}", unix_ms(t)));
     }
     if let Some(t) = a.until {
-        q.push(format!("until={}", ms(t)));
+        q.push(format!("until={}", unix_ms(t)));
     }
     let mut resp = client
         .download(

@@ -14,12 +14,7 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use sallyport_ca::clock::now_secs as now;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

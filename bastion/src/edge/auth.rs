@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use russh::keys::{Certificate, HashAlg};
 use russh::server::Auth;
 use russh::{MethodKind, MethodSet};
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::{CertIdentity, check_user_cert};
 use serde_json::{Value, json};
 
@@ -92,7 +93,7 @@ impl EngineerHandler {
         check_user_cert(
             cert,
             &trust.cas(),
-            crate::now(),
+            now_secs(),
             &|c| trust.is_revoked(c),
             self.peer.map(|p| p.ip()),
         )

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use russh::Disconnect;
 use sallyport_audit::writers::EdgeKind;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -111,7 +112,7 @@ impl Conn {
         let cert = guard.as_ref()?;
         if trust.is_revoked(cert) {
             Some(Close::Revoked)
-        } else if cert.valid_before() <= crate::now() {
+        } else if cert.valid_before() <= now_secs() {
             Some(Close::Expired)
         } else {
             None

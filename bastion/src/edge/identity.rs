@@ -48,7 +48,7 @@ pub(super) fn spool_and_client(
         Some((name, token)) => {
             // Signs the head of the edge's audit chain with every batch it ships; the broker
             // pins its public key at the edge's first signed batch.
-            let audit_key = crate::load_or_create_key(
+            let (audit_key, _) = sallyport_ca::keys::load_or_create_key(
                 &cfg.data_dir.join("audit_key"),
                 "sallyport edge audit key",
             )?;

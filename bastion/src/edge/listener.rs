@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sallyport_audit::writers::EdgeKind;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
@@ -76,7 +77,7 @@ impl Edge {
             return;
         }
         let mut data = data;
-        if let Some(n) = self.refusals.admit(key, crate::now(), &data) {
+        if let Some(n) = self.refusals.admit(key, now_secs(), &data) {
             crate::throttle::note_suppressed(&mut data, n);
             self.audit(EdgeKind::EdgeRefused, data).await;
         }
@@ -87,7 +88,7 @@ impl Edge {
     pub(super) async fn flush_refusals(&self, prefix: Option<&str>) {
         let folded = match prefix {
             Some(p) => self.refusals.take(p),
-            None => self.refusals.due(crate::now()),
+            None => self.refusals.due(now_secs()),
         };
         for f in folded {
             self.audit(EdgeKind::EdgeRefused, f.into_event()).await;

@@ -254,8 +254,10 @@ pub async fn run(
     edge: Arc<Edge>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let host_key =
-        crate::load_or_create_key(&edge.cfg.data_dir.join("host_key"), "sallyport edge")?;
+    let (host_key, _) = sallyport_ca::keys::load_or_create_key(
+        &edge.cfg.data_dir.join("host_key"),
+        "sallyport edge",
+    )?;
     edge.check_token().await?;
     if edge.authed.is_some() {
         // Registered at start and every minute (a broker that was down, or a new database,

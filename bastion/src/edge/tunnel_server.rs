@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use russh::keys::{Certificate, PublicKey};
 use russh::server::{Auth, Server, Session};
+use sallyport_ca::clock::now_secs;
 
 use serde_json::json;
 
@@ -107,7 +108,7 @@ impl russh::server::Handler for TunnelHandler {
             .collect();
         let ok = !fps.is_empty()
             && cert.cert_type() == russh::keys::ssh_key::certificate::CertType::User
-            && cert.validate_at(crate::now(), fps.iter()).is_ok()
+            && cert.validate_at(now_secs(), fps.iter()).is_ok()
             && cert.valid_principals().iter().any(|p| p == user);
         if ok {
             tracing::info!(peer = ?self.peer, cluster, key_id = cert.key_id(), "gateway authenticated");
@@ -134,7 +135,7 @@ impl russh::server::Handler for TunnelHandler {
         user: &str,
         cert: &Certificate,
     ) -> Result<(), Self::Error> {
-        let now = crate::now();
+        let now = now_secs();
         let reason = if now < cert.valid_after() {
             format!(
                 "the gateway's certificate is not valid yet by this edge's clock (valid from {}, \

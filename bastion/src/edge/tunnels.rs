@@ -12,6 +12,7 @@ use russh::server::Handle;
 use serde_json::{Value, json};
 
 use sallyport_audit::writers::EdgeKind;
+use sallyport_ca::clock::now_secs;
 
 use super::Edge;
 
@@ -170,7 +171,7 @@ impl Edge {
             let mut listed: HashMap<String, Option<Vec<String>>> = HashMap::new();
             for (cluster, id, tunnel, ca, expires) in self.tunnels.all() {
                 // A tunnel lives no longer than its certificate (the gateway renews it before).
-                if expires <= crate::now() {
+                if expires <= now_secs() {
                     tracing::warn!(
                         cluster,
                         host_ca = ca,

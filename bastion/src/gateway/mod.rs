@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::PrivateKey;
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -146,7 +147,7 @@ impl Gateway {
     /// minute (then it is counted into a later event; see [`Throttle`]).
     pub async fn audit_repeatable(&self, key: &str, kind: GatewayKind, data: serde_json::Value) {
         let mut item = (kind, data);
-        if let Some(n) = self.refusals.admit(key, crate::now(), &item) {
+        if let Some(n) = self.refusals.admit(key, now_secs(), &item) {
             crate::throttle::note_suppressed(&mut item.1, n);
             if let Err(e) = self.spool.append(kind, item.1).await {
                 tracing::error!(error = %e, "audit spool unwritable");
@@ -159,7 +160,7 @@ impl Gateway {
     pub async fn flush_refusals(&self, prefix: Option<&str>) {
         let folded = match prefix {
             Some(p) => self.refusals.take(p),
-            None => self.refusals.due(crate::now()),
+            None => self.refusals.due(now_secs()),
         };
         for f in folded {
             let (kind, mut data) = f.data;
@@ -276,13 +277,20 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
     );
     let dir = cfg.data_dir.clone();
     crate::private::open_data_dir(&dir, "gateway's data_dir")?;
-    let node_ca = crate::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
-    let host_ca = crate::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
-    let host_key = crate::load_or_create_key(&dir.join("host_key"), "sallyport gateway host key")?;
+    let (node_ca, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("node_ca"), "sallyport node CA")?;
+    let (host_ca, _) =
+        sallyport_ca::keys::load_or_create_key(&dir.join("host_ca"), "sallyport host CA")?;
+    let (host_key, _) = sallyport_ca::keys::load_or_create_key(
+        &dir.join("host_key"),
+        "sallyport gateway host key",
+    )?;
     // Signs the head of the gateway's audit chain with every batch it ships; the broker pins
     // its public key at enrollment.
-    let audit_key =
-        crate::load_or_create_key(&dir.join("audit_key"), "sallyport gateway audit key")?;
+    let (audit_key, _) = sallyport_ca::keys::load_or_create_key(
+        &dir.join("audit_key"),
+        "sallyport gateway audit key",
+    )?;
     let anon = BrokerClient::new(&cfg.broker, cfg.broker_ca.as_deref(), None)?;
     let (enrollment, credential) =
         enroll::enroll(&cfg, &dir, &anon, &node_ca, &host_ca, &audit_key).await?;
@@ -386,7 +394,7 @@ impl Gateway {
     /// The inner server's config for `<node>.<cluster>`: a host certificate for that name.
     /// Renewed once half of its lifetime (`host_cert_secs`) has passed.
     fn inner_config(&self, host: &str) -> anyhow::Result<Arc<russh::server::Config>> {
-        let now = crate::now();
+        let now = now_secs();
         if let Some((c, _)) = self
             .inner_configs
             .lock()

@@ -13,6 +13,7 @@ use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{HashAlg, PrivateKey, PublicKey};
 use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::SessionKeyId;
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use super::{Gateway, NodeEntry};
@@ -334,7 +335,7 @@ pub async fn connect(
     fields: Value,
 ) -> Result<russh::client::Handle<NodeClient>, NodeError> {
     let key: PrivateKey = sallyport_ca::keys::generate_ed25519("sallyport session")?;
-    let now = crate::now();
+    let now = now_secs();
     let key_id = SessionKeyId::new(sid, engineer, ticket)?;
     let cert = sallyport_ca::cert::build_session_cert(
         &gw.node_ca,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::PublicKey;
+use sallyport_ca::clock::now_secs;
 
 use super::{Gateway, session};
 use crate::config::EdgeTarget;
@@ -73,7 +74,7 @@ impl Draining {
                 return;
             }
             let open = self.sessions.load(std::sync::atomic::Ordering::SeqCst);
-            let late = crate::now() + self.margin >= self.expires;
+            let late = now_secs() + self.margin >= self.expires;
             if open == 0 || late {
                 if late && open > 0 {
                     tracing::warn!(
@@ -116,7 +117,7 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<Opt
         sessions: sessions.clone(),
     };
     let mut handle = russh::client::connect(config, edge.address.as_str(), handler).await?;
-    let now = crate::now();
+    let now = now_secs();
     let cert = gw.tunnel_certificate(now)?;
     let auth = handle
         .authenticate_openssh_cert(
@@ -141,7 +142,7 @@ async fn tunnel_once(gw: &Arc<Gateway>, edge: &EdgeTarget) -> anyhow::Result<Opt
     let renew_at = now + gw.cfg.tunnel_cert_secs / 2;
     // Wait until the connection ends or its certificate is due for renewal.
     while !handle.is_closed() {
-        if crate::now() >= renew_at {
+        if now_secs() >= renew_at {
             return Ok(Some(Draining {
                 handle,
                 sessions,

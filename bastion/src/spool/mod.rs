@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use russh::keys::PrivateKey;
 use sallyport_audit::AuditRecord;
 use sallyport_audit::writers::{ChainKind, Writer};
+use sallyport_ca::clock::now_ms;
 use segments::{check_segment, read_acked, segment_name, segments, sync_dir};
 use serde_json::Value;
 pub use ship::{ShipError, ship};
@@ -97,13 +98,6 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + use<> {
         path: path.clone(),
         source,
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl<K: ChainKind> Spool<K> {

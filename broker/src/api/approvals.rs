@@ -16,12 +16,11 @@ use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{
-    AccessRequest, Approval, CustomerPolicy, RequestState, RevokeScope, Vote, now_secs,
-};
+use crate::store::{AccessRequest, Approval, CustomerPolicy, RequestState, RevokeScope, Vote};
 pub(crate) use sallyport_api::approvals::{ApprovalInput, PolicyInput};
 pub(crate) use sallyport_api::requests::Decision as DecisionInput;
 use sallyport_api::requests::{self as api, RequestStatus};
+use sallyport_ca::clock::now_secs;
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()

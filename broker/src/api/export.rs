@@ -317,10 +317,7 @@ pub(crate) async fn export(
         }
     }
     let now = std::time::SystemTime::now();
-    let created_ms = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let created_ms = sallyport_ca::clock::unix_ms(now);
     let created = humantime::format_rfc3339_seconds(now).to_string();
     let manifest = Manifest {
         format: FORMAT.into(),

@@ -252,7 +252,7 @@ pub(crate) async fn throttled(
     event: impl FnOnce(&str) -> crate::audit::AuditEvent,
     reason: &str,
 ) -> Result<(), ApiError> {
-    if let Some(n) = b.refusals.allow(key, crate::store::now_secs()) {
+    if let Some(n) = b.refusals.allow(key, sallyport_ca::clock::now_secs()) {
         b.store
             .audit(&event(&crate::throttle::with_repeats(reason, n)))
             .await?;

@@ -177,7 +177,7 @@ fn answered_clearly(path: &str, status: u16, text: &str) -> Result<(), TestCaseE
 fn config(cases: u32) -> proptest::test_runner::Config {
     proptest::test_runner::Config {
         source_file: Some(file!()),
-        ..crate::proptest_config(cases)
+        ..sallyport_audit::proptest_config(cases)
     }
 }
 

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use sallyport_ca::clock::now_ms;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,7 +20,7 @@ use crate::auth::Caller;
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AuditQuery, now_ms};
+use crate::store::AuditQuery;
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new().route("/v1/report", get(report))
@@ -348,10 +349,7 @@ impl Report {
             let Ok(t) = humantime::parse_rfc3339(&r.started) else {
                 continue;
             };
-            let ms = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
+            let ms = sallyport_ca::clock::unix_ms(t);
             let Some(i) = (ms / DAY).checked_sub(first).map(|i| i as usize) else {
                 continue;
             };

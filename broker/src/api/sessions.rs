@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sallyport_ca::clock::now_secs;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,7 +20,7 @@ use crate::auth::Caller;
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{SessionSummary, now_secs};
+use crate::store::SessionSummary;
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()

@@ -14,8 +14,9 @@ use crate::auth::Caller;
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{self, RevokeScope, now_secs};
+use crate::store::{self, RevokeScope};
 use sallyport_api::tickets::{self as api, TicketInput};
+use sallyport_ca::clock::now_secs;
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new().route("/v1/tickets/{ticket}", put(save_ticket).get(get_ticket))

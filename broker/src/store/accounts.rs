@@ -1,11 +1,12 @@
 //! Engineers' TOTP secrets, console and API accounts, API tokens, used TOTP steps, login
 //! failures and lockouts, disabled principals and revoked session tokens.
 
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, now_secs, role_of, to_i64, to_u64};
+use super::{Store, role_of, to_i64, to_u64};
 use crate::auth::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
+use sallyport_ca::clock::now_ms;
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::audit::{insert_record, insert_signature};
 use super::grants::insert_grant_query;
-use super::{BROKER_SOURCE, GrantRow, Store, now_ms, to_u64};
+use super::{BROKER_SOURCE, GrantRow, Store, to_u64};
 use crate::audit::{AuditEvent, AuditRecord};
 
 /// Records per transaction at most.

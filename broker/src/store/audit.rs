@@ -2,10 +2,11 @@
 //! pinned for chains and their signed heads, and chains read back for verification. The
 //! broker's own appends are in `append.rs`, search and loading in `search.rs`.
 
+use sallyport_ca::clock::now_secs;
 use sqlx::Row;
 
 use super::search::insert_texts;
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 use crate::audit::{AuditRecord, SUBJECT_FIELDS};
 
 /// The broker's own chain.

@@ -1,10 +1,11 @@
 //! Web console sessions (server-side: the cookie holds a random token, the store its SHA-256)
 //! and the session overview the console's pages read from the audit log.
 
+use sallyport_ca::clock::now_secs;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, now_secs, role_of, to_i64, to_u64};
+use super::{Store, role_of, to_i64, to_u64};
 use crate::auth::Role;
 
 /// A logged-in approver or reviewer in the console.

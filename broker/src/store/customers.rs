@@ -1,11 +1,12 @@
 //! Customers, their clusters, and the clusters' nodes.
 
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::columns::{json_list, list_json};
-use super::{Store, now_secs, to_i64};
+use super::{Store, to_i64};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Customer {

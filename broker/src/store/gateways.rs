@@ -1,11 +1,12 @@
 //! Gateways (enrolled once with a join token; authenticated by a credential, both stored as
 //! SHA-256) and the session recordings they upload.
 
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 use crate::config::Storage;
 
 /// A gateway as listed: never its join token or credential (nor their hashes).

@@ -1,11 +1,12 @@
 //! Grants (the certificates issued) and their revocation.
 
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::columns::{json_list, list_json, opt_u64};
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantRow {

@@ -1,9 +1,10 @@
 //! Watching live sessions: who has a session's watch view open, and the session's recordings
 //! as they grow, sent by the gateway while anyone watches (whole asciicast lines, in order).
 
+use sallyport_ca::clock::now_secs;
 use sqlx::Row;
 
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 
 /// A watch is current while its view asked within this many seconds.
 pub const WATCH_FRESH_SECS: u64 = 10;

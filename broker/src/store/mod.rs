@@ -300,20 +300,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The role stored in column `col` of a row: parsed here, once; a role the broker never writes
 /// is an error of the store, not a caller without rights.
 pub(crate) fn role_of(row: &sqlx::any::AnyRow, col: &str) -> sqlx::Result<crate::auth::Role> {

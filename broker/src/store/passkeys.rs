@@ -1,9 +1,10 @@
 //! Passkeys of approver and reviewer accounts, and the WebAuthn ceremonies in progress (kept
 //! here, not in one replica's memory; each taken once).
 
+use sallyport_ca::clock::now_secs;
 use sqlx::Row;
 
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 
 /// A registered passkey. `passkey` is the library's credential as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]

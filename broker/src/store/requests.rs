@@ -1,11 +1,12 @@
 //! Just-in-time access requests, their states and their approvers' votes.
 
+use sallyport_ca::clock::now_secs;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::columns::{json_list, list_json, opt_u64};
-use super::{Store, now_secs, to_i64, to_u64};
+use super::{Store, to_i64, to_u64};
 
 /// Where an access request stands. Parsed once where the store reads it; the text is the same
 /// everywhere (`pending`, `approved`...).

@@ -432,7 +432,7 @@ fn records_with_any_text_are_stored_and_read_back() {
     let chain = proptest::collection::vec((kind, text), 1..6);
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         source_file: Some(file!()),
-        ..crate::proptest_config(64)
+        ..sallyport_audit::proptest_config(64)
     });
     let n = std::cell::Cell::new(0u64);
     let result = runner.run(&chain, |chain| {

@@ -2,10 +2,11 @@
 //! [`enqueue_deliveries`] inside the transaction that stores an audit event, and taken by the
 //! worker of any replica with a conditional UPDATE ([`Store::claim_delivery`]).
 
+use sallyport_ca::clock::now_secs;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{BROKER_SOURCE, Store, now_secs, to_i64, to_u64};
+use super::{BROKER_SOURCE, Store, to_i64, to_u64};
 use crate::audit::AuditRecord;
 
 /// A webhook as listed: never its URL in full nor its secret.

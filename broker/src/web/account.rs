@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use sallyport_ca::clock::now_secs;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -20,7 +21,7 @@ use crate::audit::AuditEvent;
 use crate::auth::random_id;
 use crate::error::ApiError;
 use crate::state::Broker;
-use crate::store::{Ceremony, PasskeyRow, now_secs};
+use crate::store::{Ceremony, PasskeyRow};
 
 struct PasskeyView {
     p: PasskeyRow,

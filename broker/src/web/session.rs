@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, RequestPartsExt};
+use sallyport_ca::clock::now_secs;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -18,7 +19,7 @@ use crate::auth::{Caller, Role, digest_eq, principal, random_id, token_hash};
 use crate::authz::{self, Action, Scope};
 use crate::error::ApiError;
 use crate::state::Broker;
-use crate::store::{ConsoleSession, now_secs};
+use crate::store::ConsoleSession;
 
 /// The console session's cookie.
 pub const COOKIE: &str = "sallyport_console";

@@ -8,7 +8,8 @@ use super::urls::PublicOnly;
 use super::{backoff, check_url, secret_context, signature, url_context};
 use crate::audit::{AuditEvent, sanitize};
 use crate::state::Broker;
-use crate::store::{Delivery, now_secs};
+use crate::store::Delivery;
+use sallyport_ca::clock::now_secs;
 
 /// How long a claimed delivery stays claimed: past it, another worker may take it again (the
 /// replica that claimed it stopped half-way).

@@ -37,6 +37,7 @@ use crate::record::sftp::SftpParser;
 use events::{Throttle, at, drop_refused, events, scp_events, sftp_events, stdin_events};
 pub use recovery::recover_unfinished;
 use sallyport_audit::writers::GatewayKind;
+use sallyport_ca::clock::now_secs;
 pub use upload::upload_forever;
 
 /// One direction of a non-pty channel: what was kept, what passed, and its digest.
@@ -227,7 +228,7 @@ impl ChannelRecorder {
                 inner.failed = Some("a second pty request on one channel".into());
                 return;
             }
-            let rec = PtyRecorder::new(cols, rows, term, crate::now()).with_title(title);
+            let rec = PtyRecorder::new(cols, rows, term, now_secs()).with_title(title);
             let header = rec.header();
             inner.state = State::Pty(Box::new(rec));
             Self::write(inner, path, &[header]);
@@ -251,7 +252,7 @@ impl ChannelRecorder {
             if !Self::program_starts(inner) || matches!(inner.state, State::Pty(_)) {
                 return;
             }
-            let writer = AsciicastWriter::new(80, 24, "dumb", crate::now())
+            let writer = AsciicastWriter::new(80, 24, "dumb", now_secs())
                 .with_title(title.chars().take(200).collect::<String>());
             let header = writer.header();
             inner.state = State::Stream(Box::new(Stream {

@@ -9,6 +9,7 @@ use russh::keys::Certificate;
 use russh::server::{Auth, Session};
 use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::check_user_cert;
+use sallyport_ca::clock::now_secs;
 use serde_json::json;
 
 use super::EngineerSession;
@@ -65,7 +66,7 @@ impl EngineerSession {
         let checked = check_user_cert(
             cert,
             &trust.cas(),
-            crate::now(),
+            now_secs(),
             &|c| trust.is_revoked(c),
             peer_ip,
         );
@@ -135,7 +136,7 @@ impl EngineerSession {
         }
         self.refused_seen = true;
         let trust = &self.gw.trust;
-        let now = crate::now();
+        let now = now_secs();
         let (code, reason) = match check_user_cert(
             cert,
             &trust.cas(),
@@ -194,7 +195,7 @@ impl EngineerSession {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let expired = cert.valid_before() <= crate::now();
+                let expired = cert.valid_before() <= now_secs();
                 let ended_by = gw.termination(&sid);
                 let revoked = !expired && ended_by.is_none() && trust.is_revoked(&cert);
                 if let Some(reason) = end_reason(expired, revoked, ended_by.as_ref()) {

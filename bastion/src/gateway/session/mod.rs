@@ -27,6 +27,7 @@ use russh::server::{ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::CertIdentity;
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::{ChannelFacts, ChannelRequest, DenyReason};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -160,7 +161,7 @@ impl EngineerSession {
             login: self.login.clone(),
             ticket: id.ticket().to_string(),
             port_forwarding: id.permit_port_forwarding(),
-            now: crate::now(),
+            now: now_secs(),
             request,
         };
         let Err(reasons) = self.gw.decide_channel(facts.clone()) else {

@@ -1,4 +1,6 @@
 //! Tables of sessions as bash echoes them, and what must be detected.
+use super::keys::Key;
+use super::screen::{after_prompt, asks_for_secret, ends_with_word};
 use super::*;
 
 /// One step of a session, in the order the gateway saw it.

@@ -14,8 +14,8 @@ use crate::audit::AuditEvent;
 use crate::auth::{new_gateway_credential, token_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::now_secs;
 use sallyport_api::gateways::{EnrollRequest, Enrolled};
+use sallyport_ca::clock::now_secs;
 
 // --- enrollment: the join token is the credential ---
 

@@ -21,6 +21,7 @@ use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
 use sallyport_api::gateways::{self as api, GatewayCreated, NewGateway};
 use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
+use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 
 use super::admin::{admin_event, operator_only};
@@ -30,7 +31,7 @@ use crate::auth::{Caller, new_join_token, random_id, token_hash};
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{Gateway, now_secs};
+use crate::store::Gateway;
 use enroll::enroll;
 use ingest::ingest;
 use recordings::{download_recording, upload_recording};

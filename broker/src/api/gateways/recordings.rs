@@ -19,10 +19,11 @@ use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::recordings::Kept;
 use crate::state::Broker;
-use crate::store::{Recording, now_secs};
+use crate::store::Recording;
 
-/// Session ids name files: `[A-Za-z0-9_-]{1,64}`, nothing else (the rule of subject fields).
 use sallyport_audit::writers::valid_session;
+/// Session ids name files: `[A-Za-z0-9_-]{1,64}`, nothing else (the rule of subject fields).
+use sallyport_ca::clock::now_secs;
 
 fn check_session(s: &str) -> ApiResult<()> {
     if valid_session(s) {

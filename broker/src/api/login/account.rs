@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use sallyport_ca::clock::now_secs;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::super::throttled;
@@ -10,7 +11,6 @@ use crate::audit::{AuditEvent, sanitize};
 use crate::directory::{valid_uid, verify_argon2};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::now_secs;
 
 /// What an approver or reviewer proves at login, besides the user name.
 pub(crate) enum Proof<'a> {

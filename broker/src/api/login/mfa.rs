@@ -14,8 +14,9 @@ use crate::authz::{Action, Scope};
 use crate::directory::valid_uid;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{RevokeScope, now_secs};
+use crate::store::RevokeScope;
 use sallyport_api::login::{MfaVerified, MfaVerifyRequest};
+use sallyport_ca::clock::now_secs;
 
 /// `POST /v1/mfa/verify` (edges only): check an engineer's TOTP code for one SSH session.
 /// The same check as at login: the enrolled secret, each step once (subject `engineer:<uid>`,

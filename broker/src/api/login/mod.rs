@@ -17,7 +17,6 @@ use crate::auth::Role;
 use crate::directory::{DirectoryError, valid_uid};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::now_secs;
 use crate::totp;
 
 mod account;
@@ -28,6 +27,7 @@ pub(crate) use account::{Proof, authenticate_account, check_account};
 use attempt::Attempt;
 pub use mfa::verify_session_mfa;
 pub use sallyport_api::login::{LoginRequest, LoginResponse};
+use sallyport_ca::clock::now_secs;
 
 pub(super) enum Failure {
     /// Counted toward the lockout.

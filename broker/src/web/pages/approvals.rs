@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use sallyport_ca::clock::now_secs;
 use serde::Deserialize;
 
 use super::{SessionRow, text};
@@ -15,7 +16,7 @@ use crate::audit::sanitize;
 use crate::authz::Action;
 use crate::error::ApiError;
 use crate::state::Broker;
-use crate::store::{Approval, now_secs};
+use crate::store::Approval;
 use crate::web::session::{form_refused, refuse_form};
 use crate::web::{Viewer, When, api_error, duration, render};
 

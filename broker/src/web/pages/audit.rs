@@ -182,7 +182,7 @@ pub async fn search(
         };
         let q = if q.q.is_none() && q.before.is_none() {
             AuditQuery {
-                before: Some(format!("{}:~:0", crate::store::now_ms() + 60_000)),
+                before: Some(format!("{}:~:0", sallyport_ca::clock::now_ms() + 60_000)),
                 ..q
             }
         } else {

@@ -47,7 +47,7 @@ pub(crate) struct SessionRow {
 
 impl SessionRow {
     pub(super) fn of(s: &SessionSummary) -> SessionRow {
-        let now = crate::store::now_ms();
+        let now = sallyport_ca::clock::now_ms();
         SessionRow {
             id: s.session.clone(),
             engineer: s.engineer.clone(),

@@ -324,7 +324,7 @@ pub async fn watch_page(
     let summary = SessionSummary {
         session: id.clone(),
         started_ms: start.time,
-        ended_ms: (!live).then(crate::store::now_ms),
+        ended_ms: (!live).then(sallyport_ca::clock::now_ms),
         engineer: text(&start.data, "engineer"),
         ticket: text(&start.data, "ticket"),
         cluster: text(&start.data, "cluster"),

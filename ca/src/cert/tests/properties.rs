@@ -112,7 +112,7 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(crate::proptest_config(32))]
+    #![proptest_config(sallyport_audit::proptest_config(32))]
 
     /// build then check: the identity is the grant's, in the binary and the text form.
     #[test]

@@ -140,7 +140,7 @@ fn agrees(krl: &Krl, keys: &Keys, model: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(crate::proptest_config(48))]
+    #![proptest_config(sallyport_audit::proptest_config(48))]
 
     /// Write, read back: the same KRL, the same bytes again, and the model's revocations, also
     /// through `is_revoked` on real certificates.
@@ -220,7 +220,7 @@ fn keygen_spec(model: &Model) -> String {
 
 proptest! {
     // Each case runs ssh-keygen a few times: fewer cases.
-    #![proptest_config(crate::proptest_config(8))]
+    #![proptest_config(sallyport_audit::proptest_config(8))]
 
     /// OpenSSH agrees: `ssh-keygen -Q` on our KRL, and our reading of the KRL `ssh-keygen -k`
     /// writes from the same revocations, both match the model.

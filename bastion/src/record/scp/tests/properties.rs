@@ -249,7 +249,7 @@ impl std::fmt::Debug for St {
 }
 
 proptest! {
-    #![proptest_config(crate::proptest_config(64))]
+    #![proptest_config(sallyport_audit::proptest_config(64))]
 
     /// A generated transfer gives what the model says, whole and in any chunks.
     #[test]

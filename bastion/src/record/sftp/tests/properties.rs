@@ -344,7 +344,7 @@ fn packet() -> impl Strategy<Value = (Side, Vec<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(crate::proptest_config(64))]
+    #![proptest_config(sallyport_audit::proptest_config(64))]
 
     /// Well-formed packets in any order: bounds and the reorder accounting kept, the same
     /// operations in any chunks, and every handle's byte counts within what passed.

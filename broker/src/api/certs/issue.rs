@@ -1,109 +1,33 @@
-//! Issuing certificates (the policy decision, then the CA), revocation, and the KRL.
+//! `POST /v1/certificates`: the facts gathered (the directory's groups now, the ticket, the
+//! approvals, a just-in-time request), the policy's decision, then the certificate and its
+//! grant, recorded with its event.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
+use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::{
     ApprovalFacts, Decision, GrantIds, IssueFacts, RequestFacts, RequestStatus, TicketFacts,
 };
-use sallyport_ca::{KeyId, Krl, build_user_cert, cert::random_serial};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use sallyport_ca::{KeyId, build_user_cert, cert::random_serial};
+use serde_json::json;
 
-use super::{Body, check_name, not_the_caller, permit};
+use super::denied::{denied, deny_reason, directory_refused};
+use super::{IssueRequest, Issued};
+use crate::api::{Body, check_name, not_the_caller, permit};
 use crate::audit::AuditEvent;
 use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, GrantRow, RequestState, RevokeScope, now_secs};
+use crate::store::{AccessRequest, GrantRow, RequestState};
 
-pub fn router() -> Router<Arc<Broker>> {
-    Router::new()
-        .route("/v1/certificates", post(issue).get(list_certificates))
-        .route("/v1/revocations", post(revoke))
-        .route("/v1/krl", get(krl))
-        .route("/v1/ca", get(ca_keys))
-}
-
-pub use sallyport_api::certificates::{IssueRequest, Issued};
-
-fn deny_reason(code: &str, message: &str) -> sallyport_ca::policy::DenyReason {
-    sallyport_ca::policy::DenyReason {
-        code: code.into(),
-        message: message.into(),
-    }
-}
-
-async fn denied(
-    b: &Broker,
-    engineer: &str,
-    ticket: &str,
-    cluster: &str,
-    reasons: Vec<sallyport_ca::policy::DenyReason>,
-) -> ApiError {
-    let event = AuditEvent::CertificateDenied {
-        engineer: engineer.into(),
-        ticket: crate::audit::sanitize(ticket),
-        cluster: crate::audit::sanitize(cluster),
-        reasons: reasons.clone(),
-    };
-    if let Err(e) = b.store.audit(&event).await {
-        return ApiError::Internal(e);
-    }
-    ApiError::Denied(reasons)
-}
-
-/// The directory could not tell the engineer's groups now: refused (fail closed) and audited.
-/// Down or TLS refused: 503, the audit reason says what went wrong in the operator's terms; the
-/// engineer gone from the directory: a denial.
-async fn directory_refused(
-    b: &Broker,
-    engineer: &str,
-    ticket: &str,
-    cluster: &str,
-    e: crate::directory::DirectoryError,
-) -> ApiError {
-    use crate::directory::DirectoryError as E;
-    match &e {
-        E::Unavailable(_) | E::Tls(_) => {
-            tracing::warn!(engineer, detail = %e.detail(), "directory unavailable at issuance");
-            let event = AuditEvent::CertificateDenied {
-                engineer: engineer.into(),
-                ticket: crate::audit::sanitize(ticket),
-                cluster: crate::audit::sanitize(cluster),
-                reasons: vec![deny_reason(e.code(), &e.detail())],
-            };
-            if let Err(err) = b.store.audit(&event).await {
-                return ApiError::Internal(err);
-            }
-            ApiError::Unavailable(format!(
-                "{e} (your groups are read again for each certificate)"
-            ))
-        }
-        E::NotInDirectory | E::BadCredentials => {
-            denied(
-                b,
-                engineer,
-                ticket,
-                cluster,
-                vec![deny_reason(
-                    E::NotInDirectory.code(),
-                    &E::NotInDirectory.to_string(),
-                )],
-            )
-            .await
-        }
-    }
-}
-
-async fn issue(
+pub(super) async fn issue(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<IssueRequest>,
@@ -449,7 +373,7 @@ async fn issue(
     b.store.insert_grant_audited(&row, &issued).await?;
     let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
     let registered = b.store.edge_registrations().await?;
-    let jump = super::jump::Jump::of(&b.live(), &registered, now_secs());
+    let jump = crate::api::jump::Jump::of(&b.live(), &registered, now_secs());
     Ok(Json(Issued {
         certificate: cert_text,
         serial: row.serial,
@@ -470,143 +394,4 @@ async fn issue(
         edge_host_keys: jump.host_keys,
     })
     .into_response())
-}
-
-#[derive(Deserialize)]
-struct ListCerts {
-    engineer: Option<String>,
-}
-
-async fn list_certificates(
-    State(b): State<Arc<Broker>>,
-    caller: Caller,
-    Query(q): Query<ListCerts>,
-) -> ApiResult<Json<Vec<GrantRow>>> {
-    permit(&b, &caller, Action::ListCertificates, Scope::None).await?;
-    // An engineer sees its own; reviewers and the operator whose they ask for.
-    let engineer = caller.engineer().map(str::to_string).or(q.engineer);
-    Ok(Json(b.store.live_grants(engineer.as_deref()).await?))
-}
-
-/// Revoke what matches and record it. The KRL served next includes it.
-pub(crate) async fn revoke_and_audit(
-    b: &Broker,
-    scope: RevokeScope,
-    value: &str,
-    by: &str,
-    reason: &str,
-) -> ApiResult<Vec<GrantRow>> {
-    if scope == RevokeScope::Engineer {
-        // Their session tokens too: one obtained before cannot mint new certificates.
-        b.store
-            .revoke_sessions(&crate::auth::principal("engineer", value))
-            .await?;
-    }
-    let grants = b.store.revoke(scope, value, reason).await?;
-    let single = |f: fn(&GrantRow) -> &String| -> Option<String> {
-        let first = grants.first().map(f)?;
-        grants.iter().all(|g| f(g) == first).then(|| first.clone())
-    };
-    b.store
-        .audit(&AuditEvent::Revoked {
-            scope: scope.as_str().into(),
-            target: value.into(),
-            serials: grants.iter().map(|g| g.serial.clone()).collect(),
-            by: by.into(),
-            reason: reason.into(),
-            engineer: single(|g| &g.engineer),
-            ticket: single(|g| &g.ticket),
-            cluster: single(|g| &g.cluster),
-        })
-        .await?;
-    Ok(grants)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeInput {
-    scope: RevokeScope,
-    value: String,
-    reason: String,
-}
-
-async fn revoke(
-    State(b): State<Arc<Broker>>,
-    caller: Caller,
-    Body(req): Body<RevokeInput>,
-) -> ApiResult<Json<Value>> {
-    // An approver revokes only what was issued for its own clusters.
-    permit(&b, &caller, Action::Revoke, Scope::Unread).await?;
-    let grants = b.store.grants_where(req.scope, &req.value).await?;
-    let customers: Vec<&str> = grants.iter().map(|g| g.customer.as_str()).collect();
-    permit(&b, &caller, Action::Revoke, Scope::Grants(&customers)).await?;
-    if req.value.is_empty() || req.value.len() > 128 || req.reason.len() > 1024 {
-        return Err(ApiError::BadRequest(
-            "value must be 1-128 bytes and reason at most 1024".into(),
-        ));
-    }
-    let grants = revoke_and_audit(&b, req.scope, &req.value, &caller.label(), &req.reason).await?;
-    Ok(Json(json!({
-        "revoked": grants.iter().map(|g| json!({"serial": g.serial, "grant": g.id, "engineer": g.engineer, "key_id": g.key_id})).collect::<Vec<_>>()
-    })))
-}
-
-/// The KRL of every revoked certificate that has not expired yet, in OpenSSH's format.
-pub async fn build_krl(b: &Broker) -> anyhow::Result<Vec<u8>> {
-    let revoked = b.store.revoked_grants().await?;
-    let version = revoked
-        .iter()
-        .map(|g| g.revoked_at.unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let mut krl = Krl::new(
-        version
-            .saturating_mul(1000)
-            .saturating_add(revoked.len() as u64),
-        now_secs(),
-        "sallyport",
-    )?;
-    for g in &revoked {
-        let Some(ca) = b
-            .trusted
-            .keys()
-            .iter()
-            .find(|k| k.fingerprint(HashAlg::Sha256).to_string() == g.ca_fingerprint)
-        else {
-            continue;
-        };
-        // By serial only: every certificate has its own random serial, and the KRL (served to
-        // anyone) then names no engineer, ticket, grant or cluster.
-        let serial: u64 = g.serial.parse()?;
-        krl.revoke_serial(ca, serial)?;
-    }
-    Ok(krl.to_bytes()?)
-}
-
-async fn krl(State(b): State<Arc<Broker>>) -> ApiResult<Response> {
-    let bytes = build_krl(&b).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-}
-
-async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
-    let signing = b
-        .user_ca
-        .public_key()
-        .to_openssh()
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let trusted: Vec<String> = b
-        .trusted
-        .keys()
-        .iter()
-        .filter_map(|k| k.to_openssh().ok())
-        .collect();
-    // Signed by the CA that signs certificates now: edges and gateways take a changed set only
-    // when a CA they trust already vouches for it.
-    let signature = b
-        .trusted
-        .sign(&b.user_ca)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(Json(
-        json!({"user_ca": signing, "trusted_user_cas": trusted, "signature": signature}),
-    ))
 }
