@@ -10,9 +10,12 @@
 //! missing segment with records the broker never acknowledged — is an error: the spool is never
 //! rewritten. (A spool of an older version, one `audit.jsonl`, becomes the first segment.)
 //!
-//! Here, [`Spool`] and its appends; in `segments`, the files and the check of their chain; in
+//! Appends at once share one write and one fsync (a group commit): see `append`.
+//!
+//! Here, [`Spool`]; in `append`, its appends; in `segments`, the files and the check of their chain; in
 //! `ship`, sending the records to the broker.
 
+mod append;
 mod segments;
 mod ship;
 
@@ -26,7 +29,6 @@ use sallyport_audit::AuditRecord;
 use sallyport_audit::writers::{ChainKind, Writer};
 use sallyport_ca::clock::now_ms;
 use segments::{check_segment, read_acked, segment_name, segments, sync_dir};
-use serde_json::Value;
 pub use ship::{ShipError, ship};
 use tokio::sync::{Mutex, Notify};
 
@@ -86,7 +88,12 @@ pub struct Spool<K: ChainKind> {
     segment_bytes: AtomicU64,
     /// The highest sequence number written, for readers that must not wait on the writer.
     head: AtomicU64,
+    /// The writer's lock: whoever holds it writes the queued appends.
     inner: Mutex<Inner>,
+    /// Appends waiting to be written.
+    queue: append::Queue<K>,
+    #[cfg(test)]
+    hooks: append::Hooks,
     /// Woken after each append, for the shipper.
     pub appended: Notify,
 }
@@ -185,6 +192,9 @@ impl<K: ChainKind> Spool<K> {
                 last,
                 broken: false,
             }),
+            queue: append::Queue::new(),
+            #[cfg(test)]
+            hooks: append::Hooks::default(),
             appended: Notify::new(),
         }))
     }
@@ -216,117 +226,6 @@ impl<K: ChainKind> Spool<K> {
     /// The highest sequence number written (0: none yet).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Relaxed)
-    }
-
-    /// Append one event and make it durable before returning.
-    pub async fn append(&self, kind: K, data: Value) -> Result<AuditRecord, SpoolError> {
-        let mut written = self.append_all(vec![(kind, data)]).await?;
-        written.pop().ok_or_else(|| SpoolError::Io {
-            path: self.dir.clone(),
-            source: std::io::Error::other("nothing was written"),
-        })
-    }
-
-    /// Append events in order and make them durable with one write and one fsync (a group
-    /// commit): all of them or none.
-    pub async fn append_all(
-        &self,
-        events: Vec<(K, Value)>,
-    ) -> Result<Vec<AuditRecord>, SpoolError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inner = self.inner.lock().await;
-        let path = inner.path.clone();
-        if inner.broken {
-            return Err(SpoolError::Io {
-                path,
-                source: std::io::Error::other("an earlier write failed"),
-            });
-        }
-        let mut records = Vec::with_capacity(events.len());
-        let mut text = String::new();
-        let mut closing_only = true;
-        let now = now_ms();
-        for (kind, data) in events {
-            closing_only &= kind.closes();
-            let data = sallyport_audit::writers::conform(&self.writer, data);
-            let kind = kind.as_str();
-            let prev = records
-                .last()
-                .map(|r: &AuditRecord| (r.seq, r.hash.as_str()))
-                .or(inner.last.as_ref().map(|(s, h)| (*s, h.as_str())));
-            let record = AuditRecord::next(&self.source, prev, now, kind, data);
-            let line = serde_json::to_string(&record).map_err(|e| SpoolError::Io {
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            text.push_str(&line);
-            text.push('\n');
-            records.push(record);
-        }
-        let reserve = self.reserve.load(Ordering::Relaxed);
-        if reserve > 0 && !closing_only {
-            // A full disk is found before the write, whatever slack the file's last block has.
-            let free = rustix::fs::fstatvfs(&inner.file)
-                .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
-                .unwrap_or(0);
-            if free < reserve.saturating_add(text.len() as u64) {
-                return Err(SpoolError::Io {
-                    path,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::StorageFull,
-                        format!("{free} bytes free, {reserve} kept for closing records"),
-                    ),
-                });
-            }
-        }
-        if inner.len >= self.segment_bytes.load(Ordering::Relaxed) {
-            self.next_segment(&mut inner, records[0].seq)?;
-        }
-        let path = inner.path.clone();
-        let written = inner
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|_| inner.file.sync_data());
-        if let Err(source) = written {
-            // Cut off whatever part got written (a full disk), so that the chain stays whole
-            // and a later append can succeed once there is room again. If even that fails,
-            // nothing more is accepted.
-            let len = inner.len;
-            if inner
-                .file
-                .set_len(len)
-                .and_then(|_| inner.file.sync_all())
-                .is_err()
-            {
-                inner.broken = true;
-            }
-            return Err(SpoolError::Io { path, source });
-        }
-        inner.len += text.len() as u64;
-        if let Some(last) = records.last() {
-            inner.last = Some((last.seq, last.hash.clone()));
-            self.head.store(last.seq, Ordering::Relaxed);
-        }
-        drop(inner);
-        self.appended.notify_one();
-        Ok(records)
-    }
-
-    /// Close the current segment and start one whose first record is `seq`.
-    fn next_segment(&self, inner: &mut Inner, seq: u64) -> Result<(), SpoolError> {
-        let path = self.dir.join(segment_name(seq));
-        let io = |source| SpoolError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = crate::private::open_append(&path).map_err(io)?;
-        sync_dir(&self.dir).map_err(io)?;
-        inner.file = file;
-        inner.path = path.clone();
-        inner.len = 0;
-        Ok(())
     }
 
     /// Records after `after_seq`, in order: as many as fit in `max_bytes` of JSON (at least one).

@@ -1,7 +1,7 @@
 //! Appends, segments, acknowledgements, recovery from torn writes, and shipping.
 use super::*;
 use sallyport_audit::writers::GatewayKind;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const X: GatewayKind = GatewayKind::Shell;
 const COMMAND: GatewayKind = GatewayKind::Command;
@@ -339,4 +339,209 @@ fn a_head_signature_is_made_with_the_spools_key() {
         sallyport_ca::chainsig::verify_head(s.public_key(), "gateway:g1", 3, "ab", &sig),
         Ok(())
     );
+}
+
+/// Until `n` batches are queued (a test holding the writer's lock meanwhile has them written as
+/// one group).
+async fn queued(s: &Spool<GatewayKind>, n: usize) {
+    while s.queue.len() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The group writes made so far.
+fn writes(s: &Spool<GatewayKind>) -> u64 {
+    s.hooks.writes.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+async fn answered<T>(
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+/// Many appenders at once: each is answered with its own records, together and in its order;
+/// the chain holds every record once, intact; appenders that waited together shared a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_at_once_share_writes_and_keep_their_batches_whole() {
+    const TASKS: usize = 64;
+    const ROUNDS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    s.set_segment_bytes(20_000);
+    // The first round of all 64 waits for one group.
+    let gate = s.inner.lock().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut answers = Vec::new();
+            for round in 0..ROUNDS {
+                // Batches of 1 to 3.
+                let events = (0..1 + (t + round) % 3)
+                    .map(|k| (COMMAND, json!({"t": t, "round": round, "k": k})))
+                    .collect();
+                answers.push(s.append_all(events).await.unwrap());
+            }
+            (t, answers)
+        });
+    }
+    queued(&s, TASKS).await;
+    drop(gate);
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (t, answers) = r.unwrap();
+        for (round, records) in answers.iter().enumerate() {
+            assert_eq!(records.len(), 1 + (t + round) % 3);
+            for (k, r) in records.iter().enumerate() {
+                assert_eq!(r.data["t"], t);
+                assert_eq!(r.data["round"], round);
+                assert_eq!(r.data["k"], k);
+                assert_eq!(r.seq, records[0].seq + k as u64, "a batch is not together");
+            }
+            total += records.len();
+        }
+        let firsts: Vec<u64> = answers.iter().map(|a| a[0].seq).collect();
+        assert!(firsts.is_sorted(), "{t}'s batches out of order: {firsts:?}");
+    }
+    let all = s.pending(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), total);
+    assert_eq!(sallyport_audit::verify_chain(&all), Ok(total as u64));
+    assert_eq!(s.head(), total as u64);
+    assert!(segments(dir.path()).unwrap().len() > 1);
+    let batches = (TASKS * ROUNDS) as u64;
+    assert!(
+        writes(&s) < batches,
+        "{} writes for {batches} batches",
+        writes(&s)
+    );
+    drop(s);
+    let s = open(dir.path()).unwrap();
+    assert_eq!(s.head(), total as u64);
+}
+
+/// Below the reserve, the batches of a group that do more than close are refused, each on its
+/// own; the closing batch that waited with them is written, with one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_leaves_the_rest_of_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    s.append(COMMAND, json!({"command": "a"})).await.unwrap();
+    s.set_reserve(u64::MAX / 4);
+    let before = writes(&s);
+    let gate = s.inner.lock().await;
+    let mut answers = Vec::new();
+    let batches = [
+        vec![(COMMAND, json!({"command": "b"})), (X, json!({}))],
+        vec![
+            (GatewayKind::ChannelExit, json!({})),
+            (GatewayKind::SessionEnded, json!({})),
+        ],
+        vec![(GatewayKind::ChannelExit, json!({})), (COMMAND, json!({}))],
+    ];
+    for (i, batch) in batches.into_iter().enumerate() {
+        let spool = s.clone();
+        answers.push(tokio::spawn(async move { spool.append_all(batch).await }));
+        queued(&s, i + 1).await;
+    }
+    drop(gate);
+    let mut answers = answered(answers).await.into_iter();
+    let mut next = || answers.next().unwrap().unwrap();
+    let refused = next().unwrap_err();
+    assert!(
+        refused.to_string().contains("kept for closing records"),
+        "{refused}"
+    );
+    let closed = next().unwrap();
+    assert_eq!(closed.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(next().is_err());
+    assert_eq!(writes(&s), before + 1);
+    let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
+    assert_eq!(sallyport_audit::verify_chain(&all), Ok(3));
+    assert_eq!(all[1..], closed[..]);
+}
+
+/// A write that fails fails its whole group: nothing of it stays, every appender hears, and
+/// the chain goes on whole. If even cutting the torn write off fails, the spool takes nothing
+/// more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_fails_the_whole_group_and_the_chain_stays_whole() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    s.append(X, json!({"i": 0})).await.unwrap();
+    let segment = dir.path().join(segment_name(1));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let group = |n: usize| {
+        let s = s.clone();
+        async move {
+            let gate = s.inner.lock().await;
+            let mut answers = Vec::new();
+            for i in 0..n {
+                let s = s.clone();
+                answers.push(tokio::spawn(async move {
+                    s.append_all(vec![(X, json!({"i": i})), (COMMAND, json!({"i": i}))])
+                        .await
+                }));
+            }
+            queued(&s, n).await;
+            drop(gate);
+            answered(answers).await
+        }
+    };
+    s.hooks.fail_write.store(true, Ordering::SeqCst);
+    for answer in group(5).await {
+        let err = answer.unwrap().unwrap_err();
+        assert!(err.to_string().contains("filled up"), "{err}");
+    }
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    assert_eq!(s.head(), 1);
+    let r = s.append(X, json!({"i": 1})).await.unwrap();
+    assert_eq!(r.seq, 2);
+    for answer in group(3).await {
+        answer.unwrap().unwrap();
+    }
+    let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
+    assert_eq!(sallyport_audit::verify_chain(&all), Ok(8));
+    // The torn write cannot be cut off: broken.
+    s.hooks.fail_write.store(true, Ordering::SeqCst);
+    s.hooks.fail_cut.store(true, Ordering::SeqCst);
+    assert!(s.append(X, json!({})).await.is_err());
+    let err = s.append(X, json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("an earlier write failed"), "{err}");
+    assert_eq!(s.head(), 8);
+}
+
+/// An appender that stops waiting before its batch is written takes it out of the queue; the
+/// others of its group are written, the chain whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_appender_leaves_nothing_and_breaks_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).unwrap();
+    s.append(X, json!({"n": 0})).await.unwrap();
+    let gate = s.inner.lock().await;
+    let spawn = |n: u64| {
+        let s = s.clone();
+        tokio::spawn(async move { s.append(X, json!({"n": n})).await })
+    };
+    let first = spawn(1);
+    queued(&s, 1).await;
+    let cancelled = spawn(2);
+    queued(&s, 2).await;
+    let last = spawn(3);
+    queued(&s, 3).await;
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    assert_eq!(s.queue.len(), 2);
+    drop(gate);
+    assert_eq!(first.await.unwrap().unwrap().seq, 2);
+    assert_eq!(last.await.unwrap().unwrap().seq, 3);
+    let all = s.pending(0, MAX_BATCH_BYTES).unwrap();
+    assert_eq!(sallyport_audit::verify_chain(&all), Ok(3));
+    assert!(all.iter().all(|r| r.data["n"] != 2));
+    assert_eq!(s.append(X, json!({"n": 4})).await.unwrap().seq, 4);
 }
