@@ -10,13 +10,16 @@
 //! (`tests/support/load.rs`; thousands of OpenSSH clients would cost the machine more than what
 //! is measured).
 //!
-//! With `NODE=stand-in` the node is a **stand-in**: an SSH server in this process (russh) that
-//! accepts the gateway's certificate without checking it and answers a pty shell with a prompt,
-//! then waits (`support::load::start_stand_in`). It is for the session counts a real sshd cannot hold on this machine (every
+//! With `NODE=stand-in` the node is a **stand-in**: an SSH server (russh) in a process of its own
+//! (this program run again with `--stand-in`) that accepts the gateway's certificate without
+//! checking it and answers a pty shell with a prompt, then waits (`support::load::start_stand_in`). It is for the session counts a real sshd cannot hold on this machine (every
 //! OpenSSH session is two sshd processes and a shell: 10,000 of them need tens of GiB); the edge
 //! and the gateway do the same work either way (the gateway still connects to the node with a
 //! per-session certificate and checks its registered host key). Run both kinds at the same count
 //! to see what the node's kind changes.
+//!
+//! Under each count it prints the file descriptors each process holds (the edge, the gateway,
+//! the load client, and the stand-in node): each is bound by its own limit (`ulimit -n`).
 //!
 //! Resident memory is VmRSS of /proc/PID/status; "settled" means every file descriptor that
 //! the sessions opened in the edge and the gateway is closed again. It measures and asserts
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::deploy::{Deployment, Extra};
-use support::load::{Connection, Engineer, mib, rss_kib as rss, start_stand_in};
+use support::load::{Connection, Engineer, mib, rss_kib as rss, stand_in_main, start_stand_in};
 
 /// One engineer session held open: the connections and the shell channel.
 struct Held {
@@ -192,6 +195,10 @@ fn per_session(from: u64, to: u64, n: usize) -> String {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--stand-in") {
+        stand_in_main().await;
+        return;
+    }
     // `cargo test --all-targets` and clippy build this file; only `cargo bench` runs it.
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -226,11 +233,15 @@ async fn main() {
     })
     .await;
     let home = d.login();
-    let node = match std::env::var("NODE").as_deref() {
-        Ok("stand-in") => start_stand_in(&d).await,
-        Ok("sshd") | Err(_) => "node1.acme-prod".into(),
+    let (node, stand_in) = match std::env::var("NODE").as_deref() {
+        Ok("stand-in") => {
+            let (node, process) = start_stand_in(&d).await;
+            (node, Some(process))
+        }
+        Ok("sshd") | Err(_) => ("node1.acme-prod".into(), None),
         Ok(other) => panic!("NODE: sshd or stand-in, not {other:?}"),
     };
+    let node_pid = stand_in.as_ref().and_then(|p| p.id());
     let e = Engineer::from_home(&d, &home, &node);
     let pids = [d.edge.pid(), d.gateway.pid()];
     let rss_both = || (rss(pids[0]), rss(pids[1]));
@@ -284,6 +295,7 @@ async fn main() {
             per_session(last.2, gw, n - last.0),
         );
         print_alloc(&d, alloc0, n).await;
+        print_fds(pids, node_pid, base_fds, n);
         last = (n, edge, gw);
     }
     if let Some(hold) = std::env::var("PROFILE_HOLD")
@@ -369,6 +381,23 @@ async fn main() {
         (after.0 as f64 - edge_start as f64) / total as f64,
         (after.1 as f64 - gw_start as f64) / 1024.0,
         (after.1 as f64 - gw_start as f64) / total as f64,
+    );
+}
+
+/// The file descriptors each process holds with `n` sessions open, and per session in the edge
+/// and the gateway (over what they held idle, `base`).
+fn print_fds(pids: [u32; 2], node: Option<u32>, base: [usize; 2], n: usize) {
+    let per = |now: usize, base: usize| (now as f64 - base as f64) / n as f64;
+    let (edge, gw) = (fds(pids[0]), fds(pids[1]));
+    let node = node
+        .map(|p| format!(", stand-in node {}", fds(p)))
+        .unwrap_or_default();
+    println!(
+        "{:>9} edge {edge} ({:.2} per session), gateway {gw} ({:.2} per session), load client {}{node}",
+        "fds",
+        per(edge, base[0]),
+        per(gw, base[1]),
+        fds(std::process::id()),
     );
 }
 

@@ -12,7 +12,7 @@
 # the gateway's pids after the warm-up and wait, to attach a profiler: heaptrack -p PID),
 # PROFILE_HOLD=SECS (hold the sessions that long after the last count, to stop a profiled stage
 # while they are open: what it held then shows as "leaked").
-# NODE=stand-in: the node is a stand-in SSH server inside the load client (for session counts a real
+# NODE=stand-in: the node is a stand-in SSH server, a process of its own (for session counts a real
 # sshd cannot hold here: see bench/session_memory.rs); NODE=sshd (default) is a real sshd.
 # FEATURES=alloc-stats: each stage also prints jemalloc's bytes allocated and resident (SIGUSR1),
 # what the sessions hold against what the allocator keeps.
@@ -22,10 +22,12 @@
 # (the RSS printed is then the wrapper's, not the stage's; read the profile with heaptrack_print).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Every session holds sockets in the edge, the gateway, the load client and the node.
-# 10,000 sessions need ~40,000 (root may raise the hard limit; otherwise the hard limit it is).
+# Every session holds one descriptor in each process: the edge (the engineer's socket), the gateway
+# (the node's socket; a quiet channel's recording file is closed), the load client and the node.
+# The limit is per process: 10,000 sessions need a little over 10,000 (root may raise the hard
+# limit; otherwise the hard limit it is).
 want=65536
 if ! ulimit -n "$want" 2>/dev/null; then ulimit -n "$(ulimit -Hn)"; fi
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$want" ] ||
-  echo "session_memory.sh: open files limited to $(ulimit -n): a few thousand sessions at most" >&2
+  echo "session_memory.sh: open files limited to $(ulimit -n) per process: $(($(ulimit -n) - 100)) sessions at most" >&2
 cargo bench -q --bench session_memory ${FEATURES:+--features "$FEATURES"}

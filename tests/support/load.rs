@@ -4,9 +4,9 @@
 //! OpenSSH clients would cost the machine more than what is measured. It accepts any host key: it
 //! drives load, it does not check trust (the other tests do).
 //!
-//! Also the **stand-in node** ([`start_stand_in`]): an SSH server in this process that accepts
-//! the gateway's certificate without checking it and answers a pty shell with a prompt, then
-//! waits; for session counts a real sshd cannot hold on this machine.
+//! Also the **stand-in node** ([`start_stand_in`]): an SSH server in a process of its own that
+//! accepts the gateway's certificate without checking it and answers a pty shell with a prompt,
+//! then waits; for session counts a real sshd cannot hold on this machine.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -369,37 +369,31 @@ impl russh::server::Handler for StandIn {
     }
 }
 
-/// Start the stand-in node on a loopback port and register it as `node2` of `acme-prod`;
-/// returns its name for the engineer.
-pub async fn start_stand_in(d: &Deployment) -> Arc<str> {
-    let key = PrivateKey::random(
-        &mut russh::keys::key::safe_rng(),
-        russh::keys::Algorithm::Ed25519,
-    )
-    .unwrap();
-    let public = key.public_key().to_openssh().unwrap();
-    let config = Arc::new(russh::server::Config {
-        keys: vec![key],
-        inactivity_timeout: None,
-        nodelay: true,
-        auth_rejection_time: Duration::from_millis(0),
-        auth_rejection_time_initial: Some(Duration::from_millis(0)),
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let config = config.clone();
-            tokio::spawn(async move {
-                if let Ok(session) =
-                    russh::server::run_stream(config, socket, StandIn::default()).await
-                {
-                    let _ = session.await;
-                }
-            });
-        }
-    });
+/// Start the stand-in node in a process of its own and register it as `node2` of `acme-prod`;
+/// returns its name for the engineer, and the process (killed when dropped). The process is this
+/// program run again with `--stand-in` (its `main` calls [`stand_in_main`]): every session holds
+/// a socket in the load client and one in the node, and in one process 10,000 sessions would
+/// pass the descriptor limit that each process has on its own.
+pub async fn start_stand_in(d: &Deployment) -> (Arc<str>, tokio::process::Child) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--stand-in")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the stand-in's port");
+    let public = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the stand-in's host key");
     let etc = d.dir.path();
     std::fs::write(etc.join("node2.pub"), format!("{public}\n")).unwrap();
     let op = [
@@ -417,13 +411,54 @@ pub async fn start_stand_in(d: &Deployment) -> Arc<str> {
             "--address",
             "127.0.0.1",
             "--port",
-            &port.to_string(),
+            &port,
             "--host-key",
             "node2.pub",
         ],
         "",
     );
-    "node2.acme-prod".into()
+    ("node2.acme-prod".into(), child)
+}
+
+/// The stand-in node's process (see [`start_stand_in`]): on a loopback port, which it prints on
+/// stdout with its host key (one line each); it serves until its stdin closes (the load client
+/// ended, whichever way).
+pub async fn stand_in_main() {
+    let key = PrivateKey::random(
+        &mut russh::keys::key::safe_rng(),
+        russh::keys::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let public = key.public_key().to_openssh().unwrap();
+    let config = Arc::new(russh::server::Config {
+        keys: vec![key],
+        inactivity_timeout: None,
+        nodelay: true,
+        auth_rejection_time: Duration::from_millis(0),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    println!("{port}\n{public}");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(session) =
+                    russh::server::run_stream(config, socket, StandIn::default()).await
+                {
+                    let _ = session.await;
+                }
+            });
+        }
+    });
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Resident memory of a process in KiB (VmRSS of /proc/PID/status).

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::cut::CutStream;
 use super::handler::EngineerHandler;
 use super::listener::{Admitted, full_message, full_reason, unauthenticated_key};
 use super::{DISCONNECT_WAIT, Edge, FULL_REFUSAL_WITHIN};
@@ -270,17 +271,8 @@ pub(super) async fn engineer_connection(
         shutdown_grace_secs: edge.cfg.shutdown_grace_secs,
     };
     let limit = limits.idle;
-    // A second handle on the socket, to cut it when the session cannot be ended politely.
-    let (socket, killer) = match socket.into_std().and_then(|std| {
-        let killer = std.try_clone()?;
-        Ok((TcpStream::from_std(std)?, killer))
-    }) {
-        Ok((socket, killer)) => (socket, Some(killer)),
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "cannot take a second handle on a connection");
-            return;
-        }
-    };
+    // Cut when the session cannot be ended politely (see `CutStream`).
+    let (socket, cut) = CutStream::new(socket);
     let login_deadline = tokio::time::Instant::now() + login_grace;
     let setup_limit = if full { limit } else { limit.min(login_grace) };
     let session = match tokio::time::timeout(
@@ -388,12 +380,10 @@ pub(super) async fn engineer_connection(
                 let _ = (&mut session).await;
             })
             .await;
-            // A client that never finished the handshake cannot be sent a disconnect: cut the
-            // socket under russh's task, which then ends.
-            if ended.is_err()
-                && let Some(k) = &killer
-            {
-                let _ = k.shutdown(std::net::Shutdown::Both);
+            // A client that never finished the handshake cannot be sent a disconnect (nor one
+            // that reads nothing of it): cut the socket under russh's task, which then ends.
+            if ended.is_err() {
+                cut.cancel();
             }
         }
     }

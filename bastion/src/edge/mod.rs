@@ -61,6 +61,7 @@ use sallyport_audit::writers::{ChainKind, EdgeKind};
 
 mod auth;
 mod conn;
+mod cut;
 mod forward;
 mod handler;
 mod identity;

@@ -8,7 +8,8 @@
 //! `record` modules find into audit events; the session does the I/O.
 //!
 //! Files: `data_dir/recordings/<session>-c<channel>.cast.part` while the channel is open, renamed
-//! to `.cast` when it ends; the uploader sends finished files to the broker and deletes them once
+//! to `.cast` when it ends (closed while the channel is quiet for [`REST_AFTER`] and opened
+//! again, appending, at its next line: an idle session holds no descriptor for it); the uploader sends finished files to the broker and deletes them once
 //! it has them (after `recording_retention_secs`, as `.cast.uploaded`). Names come from the
 //! session id and channel number only, never from user input.
 //!
@@ -93,7 +94,7 @@ struct Inner {
     program: bool,
     /// Bounds the events the node's output alone can cause.
     throttle: Throttle,
-    file: Option<std::fs::File>,
+    file: RecordingFile,
     /// Why this channel can no longer be recorded; once set, every call fails.
     failed: Option<String>,
     /// Lines whose Enter was refused (its events could not be written, so it never reached
@@ -132,7 +133,7 @@ impl ChannelRecorder {
                 state: State::Idle,
                 program: false,
                 throttle: Throttle::default(),
-                file: None,
+                file: RecordingFile::default(),
                 failed: None,
                 refused_lines: Vec::new(),
                 active_at: 0.0,
@@ -191,27 +192,9 @@ impl ChannelRecorder {
         if lines.is_empty() || inner.failed.is_some() {
             return;
         }
-        if inner.file.is_none() {
-            if let Some(dir) = path.parent() {
-                let _ = crate::private::create_dir(dir);
-            }
-            match crate::private::create_file(path) {
-                Ok(f) => inner.file = Some(f),
-                Err(e) => {
-                    tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
-                    inner.failed = Some(format!("its recording cannot be written ({e})"));
-                    return;
-                }
-            }
-        }
-        if let Some(f) = inner.file.as_mut() {
-            for l in lines {
-                if let Err(e) = f.write_all(l.as_bytes()) {
-                    tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
-                    inner.failed = Some(format!("its recording cannot be written ({e})"));
-                    return;
-                }
-            }
+        if let Err(e) = inner.file.append(path, lines) {
+            tracing::error!(error = %e, path = %path.display(), "cannot write a recording");
+            inner.failed = Some(format!("its recording cannot be written ({e})"));
         }
     }
 
@@ -422,8 +405,7 @@ impl ChannelRecorder {
                 State::Idle => vec![],
             };
             let evs = drop_refused(&inner.refused_lines, evs);
-            let file = inner.file.take();
-            let done = match file {
+            let done = match inner.file.finish(path) {
                 Some(f) if inner.failed.is_none() => {
                     let _ = f.sync_all();
                     let finished = path.with_extension("");
@@ -436,8 +418,68 @@ impl ChannelRecorder {
     }
 }
 
+/// The recording's file, open only while its channel passes something: a channel quiet for
+/// [`REST_AFTER`] has it closed (an idle session holds no descriptor for it), and its next write
+/// opens it again, appending, so that the file holds every line in order as if it had stayed
+/// open.
+#[derive(Default)]
+struct RecordingFile {
+    file: Option<std::fs::File>,
+    /// The file was created (its first line written): later opens append to it.
+    created: bool,
+}
+
+impl RecordingFile {
+    fn append(&mut self, path: &Path, lines: &[String]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(self.open(path)?);
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        for l in lines {
+            f.write_all(l.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, path: &Path) -> std::io::Result<std::fs::File> {
+        if self.created {
+            // Never created anew: a recording that vanished is an error, not a fresh file.
+            return std::fs::OpenOptions::new().append(true).open(path);
+        }
+        if let Some(dir) = path.parent() {
+            let _ = crate::private::create_dir(dir);
+        }
+        let f = crate::private::create_file(path)?;
+        self.created = true;
+        Ok(f)
+    }
+
+    /// Close the file while the channel is quiet.
+    fn close(&mut self) {
+        self.file = None;
+    }
+
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The channel ended: the file, open, if anything was written to it.
+    fn finish(&mut self, path: &Path) -> Option<std::fs::File> {
+        let f = match self.file.take() {
+            Some(f) => Some(f),
+            None if self.created => self.open(path).ok(),
+            None => None,
+        };
+        self.created = false;
+        f
+    }
+}
+
 /// While the channel's recorder lives, look every half [`REST_AFTER`] whether it has been quiet
-/// for that long, and let its screen model rest.
+/// for that long, and let its screen model rest and close its file.
 fn rest_when_quiet(inner: Weak<Mutex<Inner>>, start: Instant) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -464,6 +506,7 @@ fn rest_if_quiet(inner: &Mutex<Inner>, start: Instant, quiet: Duration) -> bool 
     if inner.failed.is_some() || quiet_for < quiet.as_secs_f64() {
         return false;
     }
+    inner.file.close();
     match &mut inner.state {
         // The model's own calls into vt100 are made under catch_unwind.
         State::Pty(rec) => rec.rest(),

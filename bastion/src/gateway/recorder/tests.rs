@@ -266,3 +266,92 @@ fn one_program_per_channel() {
     rec.start_stream("bash", true).unwrap();
     assert!(rec.start_sftp().is_err());
 }
+
+#[test]
+fn a_recording_file_closed_while_quiet_holds_the_same_bytes_as_one_always_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks: Vec<Vec<String>> = (0..40)
+        .map(|i| {
+            (0..i % 4)
+                .map(|j| format!("[{i}.{j}, \"o\", \"line {i} part {j} \\u00e9\"]\n"))
+                .collect()
+        })
+        .collect();
+    let path = dir.path().join("rec").join("s-1-c0.cast.part");
+    let mut file = RecordingFile::default();
+    let always = dir.path().join("always");
+    let mut open = std::fs::File::create(&always).unwrap();
+    for (i, lines) in chunks.iter().enumerate() {
+        file.append(&path, lines).unwrap();
+        for l in lines {
+            open.write_all(l.as_bytes()).unwrap();
+        }
+        assert!(file.is_open());
+        // Quiet now and then: closed, and opened again at the next write.
+        if i % 3 == 0 {
+            file.close();
+            assert!(!file.is_open());
+        }
+    }
+    file.close();
+    let finished = file.finish(&path).expect("the file, opened again");
+    drop(finished);
+    let (got, want) = (
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&always).unwrap(),
+    );
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&want));
+    // A recording that vanished while closed is an error, not a new file without its start.
+    let mut file = RecordingFile::default();
+    file.append(&path, &["x\n".into()]).unwrap();
+    file.close();
+    std::fs::remove_file(&path).unwrap();
+    assert!(file.append(&path, &["y\n".into()]).is_err());
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_quiet_pty_channel_closes_its_file_and_records_every_event_in_order_after() {
+    let mut recorded = Vec::new();
+    for rest in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        rec.start_pty(80, 24, "xterm", "bash").unwrap();
+        let steps: [(bool, &[u8]); 6] = [
+            (false, b"\x1b[01;32malice@node1\x1b[00m:~$ "),
+            (true, b"ls"),
+            (false, b"ls"),
+            (true, b"\r"),
+            (false, b"\r\na  b\r\n$ "),
+            (true, b"exit\r"),
+        ];
+        for (input, bytes) in steps {
+            if rest {
+                rec.rest_if_quiet(Duration::ZERO);
+                assert!(!rec.inner.lock().unwrap().file.is_open());
+            }
+            if input {
+                rec.input(bytes).unwrap();
+            } else {
+                rec.output(bytes).unwrap();
+            }
+        }
+        if rest {
+            rec.rest_if_quiet(Duration::ZERO);
+        }
+        let (_, done) = rec.finish().unwrap();
+        let text = std::fs::read_to_string(done.expect("a finished recording")).unwrap();
+        let events = crate::record::asciicast::parse_events(&text).unwrap();
+        assert!(events.windows(2).all(|w| w[0].time <= w[1].time));
+        recorded.push(
+            events
+                .iter()
+                .map(|e| format!("{:?} {}", e.kind, e.data))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(recorded[0].len() >= 6, "{:?}", recorded[0]);
+    assert_eq!(recorded[1], recorded[0]);
+}
