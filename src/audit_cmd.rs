@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use russh::keys::PublicKey;
+use sallyport_api::audit::{AuditChain, AuditEvents, AuditKeys, AuditSignatures, AuditSources};
 use sallyport_broker::audit::AuditRecord;
 use sallyport_broker::chains::{Chain, judge};
 use sallyport_broker::store::{BROKER_SOURCE, HeadSignature};
@@ -252,11 +253,12 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
     if let Some(t) = a.until {
         q.push(format!("until={}", sallyport_ca::clock::unix_ms(t)));
     }
-    let v = client
-        .get(&format!("/v1/audit/events?{}", q.join("&")))
+    let v: AuditEvents = client
+        .get_as(&format!("/v1/audit/events?{}", q.join("&")))
         .await?;
-    let events = v["events"].as_array().cloned().unwrap_or_default();
-    for e in &events {
+    for e in &v.events {
+        // An event's own fields are as many as its kind has: read by name.
+        let e = &Value::Object(e.clone());
         if a.json {
             println!("{}", serde_json::to_string(e)?);
         } else {
@@ -290,7 +292,7 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    if let Some(next) = v["next"].as_str() {
+    if let Some(next) = &v.next {
         eprintln!(
             "more events: add --before {}",
             sallyport_audit::sanitize(next)
@@ -351,51 +353,32 @@ async fn read_chains(a: &VerifyArgs) -> anyhow::Result<(Vec<Chain>, HashMap<Stri
         }
     } else {
         let client = a.conn.client()?;
-        let listed = client.get("/v1/audit/sources").await?;
-        for h in listed["heads"].as_array().into_iter().flatten() {
-            if let (Some(s), Some(n)) = (h["source"].as_str(), h["reported"].as_u64()) {
-                heads.insert(s.to_string(), n);
-            }
+        let listed: AuditSources = client.get_as("/v1/audit/sources").await?;
+        for h in listed.heads {
+            heads.insert(h.source, h.reported);
         }
-        let keys = client.get("/v1/audit/keys").await?;
-        let pinned: HashMap<String, String> = keys["keys"]
-            .as_array()
+        let keys: AuditKeys = client.get_as("/v1/audit/keys").await?;
+        let pinned: HashMap<String, String> = keys
+            .keys
             .into_iter()
-            .flatten()
-            .filter_map(|k| {
-                Some((
-                    k["source"].as_str()?.to_string(),
-                    k["public_key"].as_str()?.to_string(),
-                ))
-            })
+            .map(|k| (k.source, k.public_key))
             .collect();
         let sources: Vec<String> = match &a.source {
             Some(s) => vec![s.clone()],
-            None => with_reported(
-                listed["sources"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                &heads,
-            ),
+            None => with_reported(listed.sources, &heads),
         };
         for s in sources {
             // Signatures first (see above).
             let sigs: Vec<HeadSignature> = all_pages(
                 &client,
                 "signatures",
-                "signatures",
                 &s,
-                |h: &HeadSignature| h.seq,
+                |p: AuditSignatures| p.signatures,
+                |h| h.seq,
             )
             .await?;
             let records: Vec<AuditRecord> =
-                all_pages(&client, "chain", "records", &s, |r: &AuditRecord| r.seq).await?;
+                all_pages(&client, "chain", &s, |p: AuditChain| p.records, |r| r.seq).await?;
             chains.push(Chain {
                 pinned: pinned.get(&s).cloned(),
                 source: s,
@@ -439,8 +422,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
 
 async fn keys(a: KeysArgs) -> anyhow::Result<i32> {
     let client = a.conn.client()?;
-    let v = client.get("/v1/audit/keys").await?;
-    let keys = v["keys"].as_array().cloned().unwrap_or_default();
+    let keys = client.get_as::<AuditKeys>("/v1/audit/keys").await?.keys;
     if !a.json {
         println!(
             "# the keys that sign sallyport's audit chains: keep this file out of band and give \
@@ -449,16 +431,16 @@ async fn keys(a: KeysArgs) -> anyhow::Result<i32> {
     }
     for k in &keys {
         if a.json {
-            println!("{k}");
+            println!("{}", serde_json::to_string(k)?);
         } else {
-            let s = |f: &str| sallyport_audit::sanitize(k[f].as_str().unwrap_or("-"));
+            let s = sallyport_audit::sanitize;
             println!(
                 "# {} {} (pinned by {})",
-                s("source"),
-                s("fingerprint"),
-                s("pinned_by")
+                s(&k.source),
+                s(&k.fingerprint),
+                s(&k.pinned_by)
             );
-            println!("{} {}", s("source"), s("public_key"));
+            println!("{} {}", s(&k.source), s(&k.public_key));
         }
     }
     Ok(0)
@@ -466,23 +448,24 @@ async fn keys(a: KeysArgs) -> anyhow::Result<i32> {
 
 /// Every item of one source from a paged `/v1/audit/<endpoint>` (pages of 5,000 after the last
 /// sequence number seen, until an empty one), as listed under `key`.
-async fn all_pages<T: serde::de::DeserializeOwned>(
+async fn all_pages<P: serde::de::DeserializeOwned, T>(
     client: &Client,
     endpoint: &str,
-    key: &str,
     source: &str,
+    items: impl Fn(P) -> Vec<T>,
     seq: impl Fn(&T) -> u64,
 ) -> anyhow::Result<Vec<T>> {
     let mut all: Vec<T> = Vec::new();
     loop {
         let after = all.last().map(&seq).unwrap_or(0);
-        let v = client
-            .get(&format!(
-                "/v1/audit/{endpoint}?source={}&after_seq={after}&limit=5000",
-                enc(source)
-            ))
-            .await?;
-        let page: Vec<T> = serde_json::from_value(v[key].clone())?;
+        let page = items(
+            client
+                .get_as(&format!(
+                    "/v1/audit/{endpoint}?source={}&after_seq={after}&limit=5000",
+                    enc(source)
+                ))
+                .await?,
+        );
         if page.is_empty() {
             return Ok(all);
         }

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use serde_json::Value;
+use sallyport_api::report::AccessReport;
+use sallyport_audit::sanitize;
 
 use crate::audit_cmd::Conn;
 use crate::client::enc;
@@ -88,8 +89,11 @@ pub async fn run(a: ReportArgs) -> anyhow::Result<i32> {
             .text()
             .await
             .context("reading the report")?,
-        Some(Format::Json) => serde_json::to_string_pretty(&client.get(&path).await?)? + "\n",
-        None => table(&client.get(&path).await?),
+        Some(Format::Json) => {
+            let r: AccessReport = client.get_as(&path).await?;
+            serde_json::to_string_pretty(&r)? + "\n"
+        }
+        None => table(&client.get_as(&path).await?),
     };
     match &a.out {
         Some(p) => {
@@ -102,35 +106,30 @@ pub async fn run(a: ReportArgs) -> anyhow::Result<i32> {
 }
 
 /// The report for a terminal: one line per session, its commands and files below it.
-fn table(v: &Value) -> String {
-    let t = |s: &Value, k: &str| sallyport_audit::sanitize(s[k].as_str().unwrap_or("-"));
-    let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+fn table(r: &AccessReport) -> String {
     let mut out = format!(
         "access report for {}, {} to {}: {} session(s)\n",
-        t(v, "cluster"),
-        t(v, "since"),
-        t(v, "until"),
-        sessions.len()
+        sanitize(&r.cluster),
+        sanitize(&r.since),
+        sanitize(&r.until),
+        r.sessions.len()
     );
-    for s in &sessions {
+    for s in &r.sessions {
         out.push_str(&format!(
             "\n{} {} engineer={} ticket={} node={}.{} login={} {}s refusals={}\n",
-            t(s, "started"),
-            t(s, "session"),
-            t(s, "engineer"),
-            t(s, "ticket"),
-            t(s, "node"),
-            t(s, "cluster"),
-            t(s, "login"),
-            s["duration_secs"],
-            s["refusals"]
+            sanitize(&s.started),
+            sanitize(&s.session),
+            sanitize(&s.engineer),
+            sanitize(&s.ticket),
+            sanitize(&s.node),
+            sanitize(&s.cluster),
+            sanitize(&s.login),
+            s.duration_secs,
+            s.refusals
         ));
-        for (label, key) in [("$", "commands"), ("file", "files")] {
-            for c in s[key].as_array().into_iter().flatten() {
-                out.push_str(&format!(
-                    "    {label} {}\n",
-                    sallyport_audit::sanitize(c.as_str().unwrap_or_default())
-                ));
+        for (label, list) in [("$", &s.commands), ("file", &s.files)] {
+            for c in list {
+                out.push_str(&format!("    {label} {}\n", sanitize(c)));
             }
         }
     }

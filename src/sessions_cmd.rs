@@ -2,7 +2,8 @@
 //! approvers (their own clusters) and the operator.
 
 use clap::Subcommand;
-use serde_json::json;
+use sallyport_api::sessions::{LiveView, Sessions, TerminateRequest, TerminationRequested};
+use sallyport_audit::sanitize;
 
 use crate::audit_cmd::Conn;
 use crate::client::enc;
@@ -62,11 +63,11 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
             limit,
             json,
         } => {
-            let v = conn
+            let list = conn
                 .client()?
-                .get(&format!("/v1/sessions?live={live}&limit={limit}"))
-                .await?;
-            let list = v["sessions"].as_array().cloned().unwrap_or_default();
+                .get_as::<Sessions>(&format!("/v1/sessions?live={live}&limit={limit}"))
+                .await?
+                .sessions;
             if list.is_empty() && !json {
                 eprintln!(
                     "{}",
@@ -81,16 +82,15 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
                 if json {
                     println!("{}", serde_json::to_string(s)?);
                 } else {
-                    let t = |k: &str| sallyport_audit::sanitize(s[k].as_str().unwrap_or("-"));
                     println!(
                         "{} {} engineer={} ticket={} node={}.{} commands={}",
-                        t("session"),
-                        if s["live"] == true { "live " } else { "ended" },
-                        t("engineer"),
-                        t("ticket"),
-                        t("node"),
-                        t("cluster"),
-                        s["commands"]
+                        sanitize(&s.session),
+                        if s.live { "live " } else { "ended" },
+                        sanitize(&s.engineer),
+                        sanitize(&s.ticket),
+                        sanitize(&s.node),
+                        sanitize(&s.cluster),
+                        s.commands
                     );
                 }
             }
@@ -108,18 +108,13 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
             let redraw = !once && std::io::stdout().is_terminal();
             let start = std::time::Instant::now();
             loop {
-                let v = client.get(&path).await?;
+                let v: LiveView = client.get_as(&path).await?;
                 if once && json {
                     println!("{}", serde_json::to_string(&v)?);
                     return Ok(0);
                 }
-                let channels = v["channels"].as_array().cloned().unwrap_or_default();
                 // The gateway starts sending once it hears of the watch (a second or two).
-                if once
-                    && channels.is_empty()
-                    && v["live"] == true
-                    && start.elapsed().as_secs() < 10
-                {
+                if once && v.channels.is_empty() && v.live && start.elapsed().as_secs() < 10 {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     continue;
                 }
@@ -129,38 +124,29 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
                 }
                 out.push_str(&format!(
                     "session {} on {} ({}; ctrl-c to stop watching)\n",
-                    sallyport_audit::sanitize(&session),
-                    sallyport_audit::sanitize(v["cluster"].as_str().unwrap_or("-")),
-                    if v["live"] == true { "live" } else { "ended" }
+                    sanitize(&session),
+                    sanitize(&v.cluster),
+                    if v.live { "live" } else { "ended" }
                 ));
-                for c in &channels {
-                    let text = if c["pty"] == true {
-                        c["rows"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                for c in &v.channels {
+                    let text = if c.pty {
+                        c.rows.join("\n")
                     } else {
-                        c["stream"].as_str().unwrap_or_default().to_string()
+                        c.stream.clone()
                     };
                     out.push_str(&format!(
                         "--- {} ---\n{}\n",
-                        sallyport_audit::sanitize(c["recording"].as_str().unwrap_or("-")),
+                        sanitize(&c.recording),
                         // Text only: nothing the session printed may drive this terminal.
-                        text.lines()
-                            .map(sallyport_audit::sanitize)
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                        text.lines().map(sanitize).collect::<Vec<_>>().join("\n")
                     ));
                 }
-                if channels.is_empty() {
+                if v.channels.is_empty() {
                     out.push_str("(nothing on screen yet)\n");
                 }
                 std::io::stdout().write_all(out.as_bytes())?;
                 std::io::stdout().flush()?;
-                if once || v["live"] != true {
+                if once || !v.live {
                     return Ok(0);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -172,11 +158,11 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
             reason,
             json,
         } => {
-            let (_, v) = conn
+            let v: TerminationRequested = conn
                 .client()?
-                .post(
+                .post_as(
                     &format!("/v1/sessions/{}/terminate", enc(&session)),
-                    &json!({"reason": reason}),
+                    &TerminateRequest { reason },
                 )
                 .await?;
             if json {
@@ -184,10 +170,10 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
             } else {
                 println!(
                     "asked the gateway of {} to end session {}; the engineer sees: ended by {}: {}",
-                    sallyport_audit::sanitize(v["cluster"].as_str().unwrap_or("-")),
-                    sallyport_audit::sanitize(&session),
-                    sallyport_audit::sanitize(v["requested_by"].as_str().unwrap_or("-")),
-                    sallyport_audit::sanitize(v["reason"].as_str().unwrap_or("-")),
+                    sanitize(&v.cluster),
+                    sanitize(&session),
+                    sanitize(&v.requested_by),
+                    sanitize(&v.reason),
                 );
             }
             Ok(0)

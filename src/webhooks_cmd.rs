@@ -3,10 +3,14 @@
 //! Reviewers and the operator may list every webhook and delivery.
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use sallyport_api::webhooks::{
+    Deliveries, Delivery, Webhook, WebhookCreated, WebhookDeleted, WebhookInput, Webhooks,
+};
+use sallyport_audit::sanitize;
+use serde::Serialize;
 
 use crate::audit_cmd::Conn;
-use crate::client::enc;
+use crate::client::{enc, read_as};
 
 #[derive(Subcommand, Debug)]
 pub enum WebhooksCmd {
@@ -68,57 +72,41 @@ pub enum WebhooksCmd {
     },
 }
 
-fn t(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(s) => sallyport_audit::sanitize(s),
-        Value::Null => "-".into(),
-        other => sallyport_audit::sanitize(&other.to_string()),
-    }
-}
-
-fn hook_line(w: &Value) -> String {
-    let events = w["events"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(Value::as_str)
-                .map(sallyport_audit::sanitize)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+fn hook_line(w: &Webhook) -> String {
     format!(
         "{} customer={} format={} url={} events={} by={}",
-        t(w, "id"),
-        if w["customer"].is_null() {
-            "(vendor-wide)".to_string()
-        } else {
-            t(w, "customer")
-        },
-        t(w, "format"),
-        t(w, "url"),
-        events,
-        t(w, "created_by"),
+        sanitize(&w.id),
+        w.customer
+            .as_deref()
+            .map_or_else(|| "(vendor-wide)".to_string(), sanitize),
+        sanitize(&w.format),
+        sanitize(&w.url),
+        w.events
+            .iter()
+            .map(|e| sanitize(e))
+            .collect::<Vec<_>>()
+            .join(","),
+        sanitize(&w.created_by),
     )
 }
 
-fn delivery_line(d: &Value) -> String {
+fn delivery_line(d: &Delivery) -> String {
     let mut line = format!(
         "{} {} {} event={} webhook={} attempts={}",
-        t(d, "id"),
-        t(d, "status"),
-        t(d, "kind"),
-        t(d, "event"),
-        t(d, "webhook"),
-        t(d, "attempts"),
+        sanitize(&d.id),
+        sanitize(&d.status),
+        sanitize(&d.kind),
+        sanitize(&d.event),
+        sanitize(&d.webhook),
+        d.attempts,
     );
-    if !d["last_error"].is_null() {
-        line.push_str(&format!(" last_error={:?}", t(d, "last_error")));
+    if let Some(e) = &d.last_error {
+        line.push_str(&format!(" last_error={:?}", sanitize(e)));
     }
     line
 }
 
-fn print(v: &Value, json: bool, line: fn(&Value) -> String) -> anyhow::Result<()> {
+fn print<T: Serialize>(v: &T, json: bool, line: fn(&T) -> String) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(v)?);
     } else {
@@ -130,8 +118,11 @@ fn print(v: &Value, json: bool, line: fn(&Value) -> String) -> anyhow::Result<()
 pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
     match cmd {
         WebhooksCmd::List { conn, json } => {
-            let v = conn.client()?.get("/v1/webhooks").await?;
-            let list = v["webhooks"].as_array().cloned().unwrap_or_default();
+            let list = conn
+                .client()?
+                .get_as::<Webhooks>("/v1/webhooks")
+                .await?
+                .webhooks;
             if list.is_empty() && !json {
                 eprintln!("no webhook yet: `sallyport webhooks create --url https://...` adds one");
             }
@@ -148,21 +139,26 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
             customer,
             json,
         } => {
-            let mut body = json!({"url": url, "format": format, "events": events});
-            if let Some(c) = customer {
-                body["customer"] = json!(c);
-            }
-            if secret_stdin {
+            let secret = if secret_stdin {
                 let mut s = String::new();
                 std::io::stdin().read_line(&mut s)?;
-                body["secret"] = json!(s.trim());
-            }
-            let (_, v) = conn.client()?.post("/v1/webhooks", &body).await?;
+                Some(s.trim().to_string())
+            } else {
+                None
+            };
+            let body = WebhookInput {
+                url,
+                format: Some(format),
+                events,
+                secret,
+                customer,
+            };
+            let v: WebhookCreated = conn.client()?.post_as("/v1/webhooks", &body).await?;
             if json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!("{}", hook_line(&v));
-                if let Some(secret) = v["secret"].as_str() {
+                println!("{}", hook_line(&v.webhook));
+                if let Some(secret) = &v.secret {
                     println!("signing secret (shown once; keep it with the receiver): {secret}");
                 }
             }
@@ -172,15 +168,13 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
             webhook,
             json,
         } => {
-            let v = conn
-                .client()?
-                .delete(&format!("/v1/webhooks/{}", enc(&webhook)))
-                .await?;
+            let path = format!("/v1/webhooks/{}", enc(&webhook));
+            let v: WebhookDeleted = read_as(&path, conn.client()?.delete(&path).await?)?;
             print(&v, json, |v| {
                 format!(
                     "deleted {} ({} waiting deliveries cancelled)",
-                    t(v, "id"),
-                    t(v, "cancelled_deliveries")
+                    sanitize(&v.id),
+                    v.cancelled_deliveries
                 )
             })?;
         }
@@ -197,8 +191,7 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
             if let Some(l) = limit {
                 path.push_str(&format!("?limit={l}"));
             }
-            let v = conn.client()?.get(&path).await?;
-            let list = v["deliveries"].as_array().cloned().unwrap_or_default();
+            let list = conn.client()?.get_as::<Deliveries>(&path).await?.deliveries;
             if list.is_empty() && !json {
                 eprintln!("nothing delivered yet");
             }

@@ -71,6 +71,13 @@ pub struct PolicyInput {
     pub body: String,
 }
 
+/// `DELETE /v1/customers/{customer}/policies/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDeleted {
+    /// The policy's name.
+    pub deleted: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerPolicy {
     pub id: String,

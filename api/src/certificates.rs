@@ -1,4 +1,5 @@
-//! `POST /v1/certificates`: an engineer asks for a certificate.
+//! `POST /v1/certificates`: an engineer asks for a certificate; `POST /v1/revocations`: they
+//! are revoked; `GET /v1/ca`: the user CAs they are signed by.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,62 @@ pub struct Issued {
     pub edge_host_keys: Vec<String>,
 }
 
+/// What a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeScope {
+    Serial,
+    Grant,
+    Engineer,
+    Approval,
+    Ticket,
+}
+
+impl RevokeScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeScope::Serial => "serial",
+            RevokeScope::Grant => "grant",
+            RevokeScope::Engineer => "engineer",
+            RevokeScope::Approval => "approval",
+            RevokeScope::Ticket => "ticket",
+        }
+    }
+}
+
+/// `POST /v1/revocations`: revoke every certificate whose `scope` is `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub scope: RevokeScope,
+    pub value: String,
+    pub reason: String,
+}
+
+/// A certificate revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub serial: String,
+    pub grant: String,
+    pub engineer: String,
+    pub key_id: String,
+}
+
+/// The answer to `POST /v1/revocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocations {
+    pub revoked: Vec<Revoked>,
+}
+
+/// `GET /v1/ca`: the user CA that signs certificates now, every user CA edges and gateways
+/// trust, and that set signed by the signing CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaKeys {
+    pub user_ca: String,
+    pub trusted_user_cas: Vec<String>,
+    pub signature: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +135,12 @@ mod tests {
             "host_ca_public_keys": ["ssh-ed25519 B"], "edge_host_keys": []});
         let issued: Issued = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(serde_json::to_value(&issued).unwrap(), v);
+        let v = json!({"scope": "approval", "value": "ap-1", "reason": "r"});
+        let r: RevokeRequest = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), v);
+        let v = json!({"user_ca": "ssh-ed25519 A", "trusted_user_cas": ["ssh-ed25519 A"],
+                       "signature": "sig"});
+        let k: CaKeys = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&k).unwrap(), v);
     }
 }

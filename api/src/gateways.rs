@@ -86,6 +86,60 @@ pub struct BatchStored {
     pub acknowledged_through: u64,
 }
 
+/// `PUT /v1/recordings/{session}`: a recording stored (`201`), or the same bytes stored before
+/// (`200`, `stored: false`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingStored {
+    pub session: String,
+    pub size: u64,
+    /// Hex.
+    pub sha256: String,
+    pub stored: bool,
+}
+
+/// `GET /v1/clusters/{cluster}/host-ca`: the host CA keys of the cluster's enrolled gateways,
+/// for an engineer's known_hosts and the edge's check of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCa {
+    pub cluster: String,
+    pub host_ca_public_keys: Vec<String>,
+}
+
+/// A node of the gateway's cluster, as the gateway reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayNode {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    /// The host keys the operator registered (OpenSSH lines); only these are accepted.
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    /// Without registered keys: pin the node's first key (`known_nodes`) instead of refusing.
+    #[serde(default)]
+    pub trust_on_first_use: bool,
+}
+
+/// One of the customer's own policies, as the gateway asks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPolicy {
+    pub name: String,
+    /// Cedar text.
+    pub body: String,
+}
+
+/// `GET /v1/gateway/self`: what the calling gateway needs of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySelf {
+    pub id: String,
+    pub name: String,
+    pub cluster: String,
+    pub customer: Option<String>,
+    pub nodes: Vec<GatewayNode>,
+    pub policies: Vec<NamedPolicy>,
+    /// The user CAs trusted now (OpenSSH lines).
+    pub user_ca: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +162,11 @@ mod tests {
             "host_ca_public_key": "b", "audit_public_key": "c"}));
         round_trips::<Enrolled>(json!({"gateway": "gw-1", "cluster": "acme-prod",
             "credential": "spg_x", "audit_key_fingerprint": "SHA256:x"}));
+        round_trips::<GatewaySelf>(json!({"id": "gw-1", "name": "gw1", "cluster": "acme-prod",
+            "customer": "acme", "nodes": [{"name": "n1", "address": "10.0.0.1", "port": 22,
+            "host_keys": [], "trust_on_first_use": false}],
+            "policies": [{"name": "p", "body": "forbid(principal, action, resource);"}],
+            "user_ca": ["ssh-ed25519 A"]}));
     }
 
     #[test]

@@ -7,13 +7,17 @@
 
 pub mod admin;
 pub mod approvals;
+pub mod audit;
 pub mod certificates;
 pub mod error;
 pub mod gateways;
 pub mod identity;
 pub mod login;
+pub mod report;
 pub mod requests;
+pub mod sessions;
 pub mod tickets;
+pub mod webhooks;
 
 mod secret;
 

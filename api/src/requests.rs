@@ -32,6 +32,20 @@ impl RequestStatus {
             RequestStatus::Used => "used",
         }
     }
+
+    /// The status this text names, if any.
+    pub fn parse(s: &str) -> Option<RequestStatus> {
+        [
+            RequestStatus::Pending,
+            RequestStatus::Approved,
+            RequestStatus::Denied,
+            RequestStatus::Void,
+            RequestStatus::Superseded,
+            RequestStatus::Used,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 impl std::fmt::Display for RequestStatus {

@@ -118,6 +118,12 @@ impl BrokerClient {
         Self::answer(self.req(reqwest::Method::GET, path)).await
     }
 
+    /// GET, the answer read as the API's type for it.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.req(reqwest::Method::GET, path).send().await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self.req(reqwest::Method::GET, path).send().await?;
         Ok(Self::check(resp).await?.json().await?)
@@ -134,10 +140,10 @@ impl BrokerClient {
 
     /// POST and return the broker's answer whatever its status: `Err` only when no answer came
     /// (the broker is unreachable, or the answer is not JSON).
-    pub async fn post_json_status(
+    pub async fn post_json_status<B: Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &Value,
+        body: &B,
     ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let resp = self
             .req(reqwest::Method::POST, path)

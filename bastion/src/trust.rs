@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use russh::keys::{Certificate, PublicKey};
+use sallyport_api::certificates::CaKeys;
 use sallyport_audit::writers::ChainKind;
 use sallyport_ca::clock::now_secs;
 use sallyport_ca::{Krl, TrustedCas};
@@ -163,7 +164,9 @@ impl Trust {
         let user_cas = if self.pinned {
             Ok(())
         } else {
-            self.offered_cas(&ca)
+            serde_json::from_value::<CaKeys>(ca)
+                .map_err(anyhow::Error::from)
+                .and_then(|ca| self.offered_cas(&ca))
         };
         let bytes = broker.krl().await?;
         self.set_krl(&bytes)?;
@@ -174,13 +177,11 @@ impl Trust {
     /// yet) when one of its own keys signed it; later only when a CA trusted now signed it. A
     /// set nobody trusted vouches for (an on-path attacker's, a broker's database rewritten) is
     /// refused and the last set kept.
-    pub fn offered_cas(&self, ca: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn offered_cas(&self, ca: &CaKeys) -> anyhow::Result<()> {
         let mut offered = TrustedCas::new([]);
-        for line in ca["trusted_user_cas"].as_array().into_iter().flatten() {
-            let key = line
-                .as_str()
-                .and_then(|s| PublicKey::from_openssh(s).ok())
-                .ok_or_else(|| anyhow::anyhow!("the broker sent a user CA that is not a key"))?;
+        for line in &ca.trusted_user_cas {
+            let key = PublicKey::from_openssh(line)
+                .map_err(|_| anyhow::anyhow!("the broker sent a user CA that is not a key"))?;
             offered.insert(key);
         }
         if offered.is_empty() {
@@ -190,7 +191,7 @@ impl Trust {
         if offered.signed_message() == current.signed_message() {
             return Ok(());
         }
-        let signature = ca["signature"].as_str().unwrap_or_default();
+        let signature = ca.signature.as_str();
         let vouched_by = if current.is_empty() {
             &offered
         } else {
@@ -279,13 +280,14 @@ mod tests {
     use sallyport_ca::keys::generate_ed25519;
     use serde_json::json;
 
-    fn offer(
-        keys: &[&russh::keys::PrivateKey],
-        signer: &russh::keys::PrivateKey,
-    ) -> serde_json::Value {
+    fn offer(keys: &[&russh::keys::PrivateKey], signer: &russh::keys::PrivateKey) -> CaKeys {
         let set = TrustedCas::new(keys.iter().map(|k| k.public_key().clone()));
         let lines: Vec<String> = set.keys().iter().map(|k| k.to_openssh().unwrap()).collect();
-        json!({"trusted_user_cas": lines, "signature": set.sign(signer).unwrap()})
+        CaKeys {
+            user_ca: signer.public_key().to_openssh().unwrap(),
+            trusted_user_cas: lines,
+            signature: set.sign(signer).unwrap(),
+        }
     }
 
     #[test]
@@ -315,7 +317,7 @@ mod tests {
         assert_eq!(event["removed"], json!([]));
         assert_eq!(event["signature"], "by no trusted CA");
         let mut unsigned = offer(&[&old, &evil], &evil);
-        unsigned["signature"] = json!("");
+        unsigned.signature = String::new();
         let e = t.offered_cas(&unsigned).unwrap_err();
         assert_eq!(
             e.downcast_ref::<UnsignedCaChange>().unwrap().event()["signature"],

@@ -9,6 +9,7 @@ use russh::keys::{Certificate, PublicKey};
 use russh::server::{Auth, Server, Session};
 use sallyport_ca::clock::now_secs;
 
+use sallyport_api::gateways::HostCa;
 use serde_json::json;
 
 use super::Edge;
@@ -17,15 +18,13 @@ use crate::trust::split_target;
 impl Edge {
     /// The host CA keys the broker lists for `cluster` now, kept as the last copy.
     pub(super) async fn fetch_host_cas(&self, cluster: &str) -> anyhow::Result<Vec<PublicKey>> {
-        let v = self
+        let v: HostCa = self
             .broker
-            .get_json(&format!("/v1/clusters/{cluster}/host-ca"))
+            .get_as(&format!("/v1/clusters/{cluster}/host-ca"))
             .await?;
-        let keys: Vec<PublicKey> = v["host_ca_public_keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str())
+        let keys: Vec<PublicKey> = v
+            .host_ca_public_keys
+            .iter()
             .filter_map(|k| PublicKey::from_openssh(k).ok())
             .collect();
         if let Ok(mut m) = self.host_cas.lock() {

@@ -4,12 +4,12 @@
 //! of their `.cast.part` files go to `POST /v1/gateway/live`, in order. A watch that begins
 //! late starts from the recording's last `START_BYTES` (the screen is rebuilt from there).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use sallyport_api::sessions::{LiveAck, LiveChunk, Watches};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Gateway;
@@ -27,21 +27,13 @@ pub fn spawn(gw: Arc<Gateway>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match g.broker.get_json("/v1/gateway/watches").await {
+            match g.broker.get_as::<Watches>("/v1/gateway/watches").await {
                 Ok(v) => {
-                    let list = |name: &str| -> HashSet<String> {
-                        v[name]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| s.as_str().map(str::to_string))
-                            .collect()
-                    };
                     if let Ok(mut w) = g.watched.lock() {
-                        *w = list("sessions");
+                        *w = v.sessions.into_iter().collect();
                     }
                     if let Ok(mut o) = g.observed.lock() {
-                        *o = list("observed");
+                        *o = v.observed.into_iter().collect();
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot read watched sessions"),
@@ -118,18 +110,30 @@ async fn send(
         }
         buf.truncate(whole);
         let data = String::from_utf8(buf)?;
-        let body =
-            json!({"session": sid, "recording": rec, "header": header, "at": at, "data": data});
+        let body = LiveChunk {
+            session: sid.to_string(),
+            recording: rec.to_string(),
+            header: header.clone(),
+            at,
+            data,
+        };
         let (status, v) = gw
             .broker
             .post_json_status("/v1/gateway/live", &body)
             .await?;
-        match (status.as_u16(), v["next"].as_u64()) {
-            (200 | 409, Some(next)) => {
+        let ack = serde_json::from_value::<LiveAck>(v.clone()).ok();
+        match (status.as_u16(), ack) {
+            (
+                200 | 409,
+                Some(LiveAck {
+                    next: Some(Some(next)),
+                    ..
+                }),
+            ) => {
                 sent.insert(rec.to_string(), next);
             }
-            (409, None) if v["watched"] == false => return Ok(()),
-            (409, None) => {
+            (409, Some(LiveAck { watched: false, .. })) => return Ok(()),
+            (409, _) => {
                 sent.remove(rec);
             }
             _ => anyhow::bail!("the broker answered {status}: {v}"),

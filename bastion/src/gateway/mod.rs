@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use russh::keys::PrivateKey;
+use sallyport_api::gateways::GatewaySelf;
+use sallyport_api::sessions::Terminations;
 use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::Engine;
 use serde::{Deserialize, Serialize};
@@ -43,18 +45,8 @@ pub struct Enrollment {
     pub cluster: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct NodeEntry {
-    pub name: String,
-    pub address: String,
-    pub port: u16,
-    /// The host keys the operator registered (OpenSSH lines); only these are accepted.
-    #[serde(default)]
-    pub host_keys: Vec<String>,
-    /// Without registered keys: pin the node's first key (`known_nodes`) instead of refusing.
-    #[serde(default)]
-    pub trust_on_first_use: bool,
-}
+/// A node of the cluster, as the broker lists it.
+pub use sallyport_api::gateways::GatewayNode as NodeEntry;
 
 pub struct Gateway {
     /// The config the gateway started with; the limits a SIGHUP changed since are in `limits`.
@@ -128,13 +120,11 @@ impl Gateway {
 
     /// Read the sessions of this cluster whose end was asked for (the last ten minutes).
     async fn refresh_terminations(&self) -> anyhow::Result<()> {
-        let v = self.broker.get_json("/v1/gateway/terminations").await?;
+        let v: Terminations = self.broker.get_as("/v1/gateway/terminations").await?;
         let mut fresh = HashMap::new();
-        for t in v["terminations"].as_array().into_iter().flatten() {
-            let text = |f: &str| t[f].as_str().unwrap_or_default().to_string();
-            let sid = text("session");
-            if !sid.is_empty() {
-                fresh.insert(sid, (text("by"), text("reason")));
+        for t in v.terminations {
+            if !t.session.is_empty() {
+                fresh.insert(t.session, (t.by, t.reason));
             }
         }
         if let Ok(mut t) = self.terminations.lock() {
@@ -367,22 +357,20 @@ impl Gateway {
 
     async fn refresh_self(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let v = self.broker.get_json("/v1/gateway/self").await?;
-        let nodes: Vec<NodeEntry> = serde_json::from_value(v["nodes"].clone())?;
+        let v: GatewaySelf = self.broker.get_as("/v1/gateway/self").await?;
         let cache = PolicyCache {
-            customer: v["customer"].as_str().unwrap_or_default().to_string(),
-            policies: serde_json::from_value(v["policies"].clone())
-                .context("the broker sent no customer policies")?,
+            customer: v.customer.unwrap_or_default(),
+            policies: v.policies,
         };
         crate::trust::write_atomic(
             &self.cfg.data_dir.join("nodes.json"),
-            serde_json::to_string(&v["nodes"])?.as_bytes(),
+            serde_json::to_string(&v.nodes)?.as_bytes(),
         )?;
         crate::trust::write_atomic(
             &self.cfg.data_dir.join("policies.json"),
             serde_json::to_string(&cache)?.as_bytes(),
         )?;
-        self.set_nodes(nodes);
+        self.set_nodes(v.nodes);
         self.set_rules(cache);
         Ok(())
     }

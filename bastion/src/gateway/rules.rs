@@ -16,11 +16,8 @@ pub(super) struct Rules {
     pub policies: Result<Vec<Policy>, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct SavedPolicy {
-    name: String,
-    body: String,
-}
+/// One of the customer's policies, as the broker sent it.
+pub(super) use sallyport_api::gateways::NamedPolicy as SavedPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct PolicyCache {

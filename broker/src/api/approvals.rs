@@ -16,10 +16,10 @@ use crate::auth::{Caller, random_id};
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::{AccessRequest, Approval, CustomerPolicy, RequestState, RevokeScope, Vote};
+use crate::store::{AccessRequest, Approval, CustomerPolicy, RevokeScope, Vote};
+use sallyport_api::approvals::PolicyDeleted;
 pub(crate) use sallyport_api::approvals::{ApprovalInput, PolicyInput};
 pub(crate) use sallyport_api::requests::Decision as DecisionInput;
-use sallyport_api::requests::{self as api, RequestStatus};
 use sallyport_ca::clock::now_secs;
 
 pub fn router() -> Router<Arc<Broker>> {
@@ -36,11 +36,11 @@ pub fn router() -> Router<Arc<Broker>> {
             "/v1/customers/{customer}/policies/{name}",
             put(save_policy).delete(delete_policy),
         )
-        .route("/v1/access-requests", get(list_requests_shown))
+        .route("/v1/access-requests", get(list_requests))
         .route("/v1/access-requests/{request}", get(get_request))
         .route(
             "/v1/access-requests/{request}/decision",
-            post(decide_request_shown),
+            post(decide_request),
         )
 }
 
@@ -350,7 +350,7 @@ pub(crate) async fn delete_policy(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path((customer, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyDeleted>> {
     permit(
         &b,
         &caller,
@@ -368,7 +368,7 @@ pub(crate) async fn delete_policy(
             by: caller.label(),
         })
         .await?;
-    Ok(Json(json!({"deleted": name})))
+    Ok(Json(PolicyDeleted { deleted: name }))
 }
 
 pub(crate) async fn list_policies(
@@ -406,59 +406,11 @@ pub(crate) async fn list_requests(
     ))
 }
 
-/// An access request as the API shows it.
-pub(crate) fn shown(r: AccessRequest) -> api::AccessRequest {
-    api::AccessRequest {
-        id: r.id,
-        engineer: r.engineer,
-        ticket: r.ticket,
-        cluster: r.cluster,
-        approval: r.approval,
-        status: match r.status {
-            RequestState::Pending => RequestStatus::Pending,
-            RequestState::Approved => RequestStatus::Approved,
-            RequestState::Denied => RequestStatus::Denied,
-            RequestState::Void => RequestStatus::Void,
-            RequestState::Superseded => RequestStatus::Superseded,
-            RequestState::Used => RequestStatus::Used,
-        },
-        created_at: r.created_at,
-        decided_by: r.decided_by,
-        decided_at: r.decided_at,
-        reason: r.reason,
-        logins: r.logins,
-        ttl_secs: r.ttl_secs,
-        approvers_required: r.approvers_required,
-        approved_by: r.approved_by,
-    }
-}
-
-/// `GET /v1/access-requests`: [`list_requests`], as the API shows them.
-async fn list_requests_shown(
-    b: State<Arc<Broker>>,
-    caller: Caller,
-    q: Query<ListRequests>,
-) -> ApiResult<Json<Vec<api::AccessRequest>>> {
-    let Json(list) = list_requests(b, caller, q).await?;
-    Ok(Json(list.into_iter().map(shown).collect()))
-}
-
-/// `POST /v1/access-requests/{request}/decision`: [`decide_request`], as the API shows it.
-async fn decide_request_shown(
-    b: State<Arc<Broker>>,
-    caller: Caller,
-    id: Path<String>,
-    body: Body<DecisionInput>,
-) -> ApiResult<Json<api::AccessRequest>> {
-    let Json(r) = decide_request(b, caller, id, body).await?;
-    Ok(Json(shown(r)))
-}
-
 async fn get_request(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<api::AccessRequest>> {
+) -> ApiResult<Json<AccessRequest>> {
     let Some(r) = b.store.request(&id).await? else {
         return Err(ApiError::NotFound("access request".into()));
     };
@@ -469,7 +421,7 @@ async fn get_request(
         engineer: &r.engineer,
     };
     permit_or_hide(&b, &caller, Action::ReadRequest, scope, "access request").await?;
-    Ok(Json(shown(r)))
+    Ok(Json(r))
 }
 
 /// The narrowed terms of an approval, checked against what was asked: `None` when the

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use sallyport_api::audit::{
+    AuditChain, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures, AuditSources,
+};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::permit;
 use crate::audit::{AuditRecord, SUBJECT_FIELDS};
@@ -32,8 +35,8 @@ pub(super) async fn reviewer(b: &Broker, caller: &Caller, action: Action) -> Api
 
 /// An event as search prints it: `kind`, `time` (RFC 3339), the subject fields (null when the
 /// event has none), then the event's own fields.
-pub fn flatten(r: &AuditRecord) -> Value {
-    let mut out = serde_json::Map::new();
+pub fn flatten(r: &AuditRecord) -> Map<String, Value> {
+    let mut out = Map::new();
     if let Value::Object(m) = &r.data {
         for (k, v) in m {
             out.insert(k.clone(), v.clone());
@@ -48,14 +51,14 @@ pub fn flatten(r: &AuditRecord) -> Value {
     out.insert("source".into(), json!(r.source));
     out.insert("seq".into(), json!(r.seq));
     out.insert("hash".into(), json!(r.hash));
-    Value::Object(out)
+    out
 }
 
 pub(crate) async fn search(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(mut q): Query<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditEvents>> {
     // Reviewers and the operator see every customer; a customer's approver the events on its
     // own clusters (the same search, narrowed here).
     permit(&b, &caller, Action::SearchAudit, Scope::None).await?;
@@ -69,23 +72,29 @@ pub(crate) async fn search(
         Some(last) if q.newest_first() && full => Some(AuditCursor::of(last).to_string()),
         _ => None,
     };
-    Ok(Json(
-        json!({"events": records.iter().map(flatten).collect::<Vec<_>>(), "next": next}),
-    ))
+    Ok(Json(AuditEvents {
+        events: records.iter().map(flatten).collect(),
+        next,
+    }))
 }
 
-async fn sources(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn sources(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<AuditSources>> {
     reviewer(&b, &caller, Action::AuditSources).await?;
-    let heads: Vec<Value> = b
+    let heads = b
         .store
         .audit_heads()
         .await?
         .into_iter()
-        .map(|(source, reported, at)| json!({"source": source, "reported": reported, "reported_at": at}))
+        .map(|(source, reported, reported_at)| AuditHead {
+            source,
+            reported,
+            reported_at,
+        })
         .collect();
-    Ok(Json(
-        json!({"sources": b.store.audit_sources().await?, "heads": heads}),
-    ))
+    Ok(Json(AuditSources {
+        sources: b.store.audit_sources().await?,
+        heads,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -100,47 +109,51 @@ async fn chain(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<ChainQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditChain>> {
     reviewer(&b, &caller, Action::AuditChain).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let records = b.store.audit_chain(&q.source, q.after_seq, limit).await?;
-    Ok(Json(json!({"records": records})))
+    Ok(Json(AuditChain { records }))
 }
 
 async fn signatures(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<ChainQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditSignatures>> {
     reviewer(&b, &caller, Action::AuditSignatures).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let signatures = b
         .store
         .audit_signatures(&q.source, q.after_seq, limit)
         .await?;
-    Ok(Json(json!({"source": q.source, "signatures": signatures})))
+    Ok(Json(AuditSignatures {
+        source: q.source,
+        signatures,
+    }))
 }
 
 /// The public keys that sign each chain: the broker's own (from its data_dir) and those pinned
 /// for gateways and edges. `sallyport audit keys` writes them as a file for `audit verify --keys`.
-async fn keys(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn keys(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<AuditKeys>> {
     reviewer(&b, &caller, Action::AuditKeys).await?;
-    let mut keys: Vec<Value> = Vec::new();
+    let mut keys = Vec::new();
     if let Some(k) = b.store.broker_audit_key() {
         let mut k = k.clone();
         k.set_comment("");
         let line = k
             .to_openssh()
             .map_err(|e| crate::error::ApiError::Internal(e.into()))?;
-        keys.push(json!({
-            "source": crate::store::BROKER_SOURCE,
-            "public_key": line,
-            "fingerprint": k.fingerprint(russh::keys::ssh_key::HashAlg::Sha256).to_string(),
-            "pinned_by": "data_dir",
-        }));
+        keys.push(AuditKey {
+            source: crate::store::BROKER_SOURCE.into(),
+            public_key: line,
+            fingerprint: k
+                .fingerprint(russh::keys::ssh_key::HashAlg::Sha256)
+                .to_string(),
+            pinned_at: None,
+            pinned_by: "data_dir".into(),
+        });
     }
-    for k in b.store.audit_keys().await? {
-        keys.push(json!(k));
-    }
-    Ok(Json(json!({"keys": keys})))
+    keys.extend(b.store.audit_keys().await?);
+    Ok(Json(AuditKeys { keys }))
 }

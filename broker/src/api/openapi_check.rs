@@ -8,13 +8,29 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use sallyport_api::certificates::{IssueRequest, Issued};
+use sallyport_api::approvals::PolicyDeleted;
+use sallyport_api::audit::{
+    AuditChain, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures, AuditSources,
+    HeadSignature,
+};
+use sallyport_api::certificates::{
+    CaKeys, IssueRequest, Issued, Revocations, RevokeRequest, RevokeScope, Revoked,
+};
 use sallyport_api::gateways::{
-    AuditBatch, BatchStored, EnrollRequest, Enrolled, Gateway, GatewayCreated, NewGateway,
+    AuditBatch, BatchStored, EnrollRequest, Enrolled, Gateway, GatewayCreated, GatewayNode,
+    GatewaySelf, HostCa, NamedPolicy, NewGateway, RecordingStored,
 };
 use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
 use sallyport_api::login::{LoginRequest, LoginResponse, MfaVerified, MfaVerifyRequest};
-use sallyport_api::requests::Decision;
+use sallyport_api::report::{AccessReport, ReportRow};
+use sallyport_api::requests::{AccessRequest, Decision, IssuePending, RequestStatus};
+use sallyport_api::sessions::{
+    LiveAck, LiveChannel, LiveChunk, LiveView, SessionSummary, Sessions, TerminateRequest,
+    Termination, TerminationRequested, Terminations, Watches,
+};
+use sallyport_api::webhooks::{
+    Deliveries, Delivery, Webhook, WebhookCreated, WebhookDeleted, WebhookInput, Webhooks,
+};
 use sallyport_api::{ErrorBody, ErrorDetail, Reason};
 
 fn document() -> Value {
@@ -141,6 +157,12 @@ fn check<T: Serialize + DeserializeOwned>(
     out
 }
 
+/// The schema of the items of the list `field` of `schema`.
+fn items<'a>(doc: &'a Value, schema: &'a Value, field: &str) -> &'a Value {
+    let list = resolve(doc, &schema["properties"][field]);
+    resolve(doc, &list["items"])
+}
+
 fn strings(s: &str) -> Vec<String> {
     vec![s.to_string()]
 }
@@ -247,6 +269,46 @@ fn the_documented_bodies_are_the_api_types() {
             reason: Some("ok".into()),
             logins: Some(strings("ubuntu")),
             ttl_secs: Some(60),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/sessions/{session}/terminate",
+        req("/v1/sessions/{session}/terminate", "post"),
+        &TerminateRequest { reason: "r".into() },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/gateway/live",
+        req("/v1/gateway/live", "post"),
+        &LiveChunk {
+            session: "s".into(),
+            recording: "s-c0".into(),
+            header: "{}".into(),
+            at: 1,
+            data: "[]\n".into(),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/webhooks",
+        req("/v1/webhooks", "post"),
+        &WebhookInput {
+            url: "https://x/".into(),
+            format: Some("json".into()),
+            events: strings("revoked"),
+            secret: Some("s".repeat(24)),
+            customer: Some("acme".into()),
+        },
+    ));
+    problems.extend(check(
+        &doc,
+        "POST /v1/revocations",
+        req("/v1/revocations", "post"),
+        &RevokeRequest {
+            scope: RevokeScope::Ticket,
+            value: "SUP-1".into(),
+            reason: "r".into(),
         },
     ));
     let gateway = Gateway {
@@ -376,11 +438,436 @@ fn the_documented_answers_are_the_api_types() {
             join_token_expires_at: 1,
         },
     ));
+    problems.extend(more_answers(&doc));
     assert!(
         problems.is_empty(),
         "broker/openapi.json and the API's types disagree:\n{}",
         problems.join("\n")
     );
+}
+
+fn request() -> AccessRequest {
+    AccessRequest {
+        id: "rq-1".into(),
+        engineer: "alice".into(),
+        ticket: "SUP-1".into(),
+        cluster: "c".into(),
+        approval: "ap-1".into(),
+        status: RequestStatus::Pending,
+        created_at: 1,
+        decided_by: Some("bob".into()),
+        decided_at: Some(2),
+        reason: Some("ok".into()),
+        logins: strings("ubuntu"),
+        ttl_secs: 60,
+        approvers_required: 1,
+        approved_by: strings("bob"),
+    }
+}
+
+fn webhook() -> Webhook {
+    Webhook {
+        id: "wh-1".into(),
+        customer: Some("acme".into()),
+        url: "https://x/".into(),
+        format: "json".into(),
+        events: strings("*"),
+        created_by: "operator:op".into(),
+        created_at: 1,
+        enabled: true,
+    }
+}
+
+/// The answers of sessions, webhooks, the audit log, the report, revocations, the CA keys and
+/// access requests.
+fn more_answers(doc: &Value) -> Vec<String> {
+    let answer = |p, m, status| response_schema(doc, p, m, status);
+    let mut problems = Vec::new();
+    let session = SessionSummary {
+        session: "s".into(),
+        engineer: "alice".into(),
+        ticket: "SUP-1".into(),
+        cluster: "c".into(),
+        node: "n".into(),
+        login: Some("ubuntu".into()),
+        peer: Some("10.0.0.1:2".into()),
+        serial: Some("42".into()),
+        started_ms: 1,
+        ended_ms: Some(2),
+        live: false,
+        commands: 3,
+    };
+    let sessions = answer("/v1/sessions", "get", "200");
+    let item = items(doc, sessions, "sessions");
+    problems.extend(check(doc, "SessionSummary", item, &session));
+    let all = Sessions {
+        sessions: vec![session],
+    };
+    problems.extend(check(doc, "GET /v1/sessions", sessions, &all));
+    problems.extend(check(
+        doc,
+        "POST /v1/sessions/{session}/terminate 202",
+        answer("/v1/sessions/{session}/terminate", "post", "202"),
+        &TerminationRequested {
+            session: "s".into(),
+            cluster: "c".into(),
+            requested_by: "reviewer:r".into(),
+            reason: "r".into(),
+        },
+    ));
+    let termination = Termination {
+        session: "s".into(),
+        by: "reviewer:r".into(),
+        reason: "r".into(),
+    };
+    let terminations = answer("/v1/gateway/terminations", "get", "200");
+    let item = items(doc, terminations, "terminations");
+    problems.extend(check(doc, "Termination", item, &termination));
+    problems.extend(check(
+        doc,
+        "GET /v1/gateway/terminations",
+        terminations,
+        &Terminations {
+            terminations: vec![termination],
+        },
+    ));
+    let channel = LiveChannel {
+        recording: "s-c0".into(),
+        pty: true,
+        title: "t".into(),
+        width: 80,
+        height: 24,
+        rows: strings("$"),
+        stream: "x".into(),
+        seconds: 1.5,
+    };
+    let live = answer("/v1/sessions/{session}/live", "get", "200");
+    let item = items(doc, live, "channels");
+    problems.extend(check(doc, "LiveChannel", item, &channel));
+    problems.extend(check(
+        doc,
+        "GET /v1/sessions/{session}/live",
+        live,
+        &LiveView {
+            session: "s".into(),
+            cluster: "c".into(),
+            live: true,
+            channels: vec![channel],
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/gateway/watches",
+        answer("/v1/gateway/watches", "get", "200"),
+        &Watches {
+            sessions: strings("s"),
+            observed: strings("s"),
+        },
+    ));
+    let ack = LiveAck {
+        watched: true,
+        next: Some(Some(9)),
+    };
+    for status in ["200", "409"] {
+        let what = format!("POST /v1/gateway/live {status}");
+        problems.extend(check(
+            doc,
+            &what,
+            answer("/v1/gateway/live", "post", status),
+            &ack,
+        ));
+    }
+    let row = ReportRow {
+        session: "s".into(),
+        started: "2026-01-01T00:00:00Z".into(),
+        ended: Some("2026-01-01T01:00:00Z".into()),
+        engineer: "alice".into(),
+        ticket: "SUP-1".into(),
+        cluster: "c".into(),
+        node: "n".into(),
+        login: "ubuntu".into(),
+        duration_secs: 3600,
+        commands: strings("ls"),
+        files: strings("/etc/hosts (1 bytes, sha256 x)"),
+        refusals: 0,
+    };
+    let report = answer("/v1/report", "get", "200");
+    problems.extend(check(
+        doc,
+        "ReportRow",
+        items(doc, report, "sessions"),
+        &row,
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/report",
+        report,
+        &AccessReport {
+            cluster: "all".into(),
+            days: 30,
+            since: "2026-01-01T00:00:00Z".into(),
+            until: "2026-01-31T00:00:00Z".into(),
+            sessions: vec![row],
+        },
+    ));
+    let hooks = answer("/v1/webhooks", "get", "200");
+    problems.extend(check(
+        doc,
+        "Webhook",
+        items(doc, hooks, "webhooks"),
+        &webhook(),
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/webhooks",
+        hooks,
+        &Webhooks {
+            webhooks: vec![webhook()],
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "POST /v1/webhooks 201",
+        answer("/v1/webhooks", "post", "201"),
+        &WebhookCreated {
+            webhook: webhook(),
+            secret: Some("s".repeat(24)),
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "DELETE /v1/webhooks/{webhook}",
+        answer("/v1/webhooks/{webhook}", "delete", "200"),
+        &WebhookDeleted {
+            id: "wh-1".into(),
+            deleted: true,
+            cancelled_deliveries: 2,
+        },
+    ));
+    let delivery = Delivery {
+        id: "d-1".into(),
+        webhook: "wh-1".into(),
+        customer: Some("acme".into()),
+        url: "https://x/".into(),
+        event: "broker#1".into(),
+        kind: "revoked".into(),
+        status: "failed".into(),
+        attempts: 3,
+        next_at: Some(4),
+        last_error: Some("refused".into()),
+        last_status: Some(500),
+        created_at: 1,
+        delivered_at: Some(2),
+    };
+    for path in [
+        "/v1/webhooks/deliveries",
+        "/v1/webhooks/{webhook}/deliveries",
+    ] {
+        let list = answer(path, "get", "200");
+        problems.extend(check(
+            doc,
+            "Delivery",
+            items(doc, list, "deliveries"),
+            &delivery,
+        ));
+        let all = Deliveries {
+            deliveries: vec![delivery.clone()],
+        };
+        problems.extend(check(doc, path, list, &all));
+    }
+    let mut event = serde_json::Map::new();
+    event.insert("kind".into(), json!("revoked"));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/events",
+        answer("/v1/audit/events", "get", "200"),
+        &AuditEvents {
+            events: vec![event],
+            next: Some("1:broker:1".into()),
+        },
+    ));
+    let head = AuditHead {
+        source: "gateway:g".into(),
+        reported: 3,
+        reported_at: 4,
+    };
+    let sources = answer("/v1/audit/sources", "get", "200");
+    problems.extend(check(doc, "AuditHead", items(doc, sources, "heads"), &head));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/sources",
+        sources,
+        &AuditSources {
+            sources: strings("broker"),
+            heads: vec![head],
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/chain",
+        answer("/v1/audit/chain", "get", "200"),
+        &AuditChain {
+            records: vec![crate::audit::AuditRecord {
+                source: "broker".into(),
+                seq: 1,
+                time: 1,
+                kind: "revoked".into(),
+                data: json!({}),
+                prev_hash: "0".repeat(64),
+                hash: "1".repeat(64),
+            }],
+        },
+    ));
+    let signature = HeadSignature {
+        seq: 1,
+        hash: "h".into(),
+        signature: "sig".into(),
+    };
+    let signatures = answer("/v1/audit/signatures", "get", "200");
+    let item = items(doc, signatures, "signatures");
+    problems.extend(check(doc, "HeadSignature", item, &signature));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/signatures",
+        signatures,
+        &AuditSignatures {
+            source: "broker".into(),
+            signatures: vec![signature],
+        },
+    ));
+    let key = AuditKey {
+        source: "gateway:g".into(),
+        public_key: "ssh-ed25519 A".into(),
+        fingerprint: "SHA256:x".into(),
+        pinned_at: Some(1),
+        pinned_by: "enrollment".into(),
+    };
+    let keys = answer("/v1/audit/keys", "get", "200");
+    problems.extend(check(doc, "AuditKey", items(doc, keys, "keys"), &key));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/keys",
+        keys,
+        &AuditKeys { keys: vec![key] },
+    ));
+    problems.extend(check(
+        doc,
+        "POST /v1/certificates 202",
+        answer("/v1/certificates", "post", "202"),
+        &IssuePending {
+            status: "pending".into(),
+            message: "waits".into(),
+            request: request(),
+            used_request: Some("rq-0".into()),
+        },
+    ));
+    let revoked = Revoked {
+        serial: "42".into(),
+        grant: "g".into(),
+        engineer: "alice".into(),
+        key_id: "k".into(),
+    };
+    let revocations = answer("/v1/revocations", "post", "200");
+    problems.extend(check(
+        doc,
+        "Revoked",
+        items(doc, revocations, "revoked"),
+        &revoked,
+    ));
+    problems.extend(check(
+        doc,
+        "POST /v1/revocations",
+        revocations,
+        &Revocations {
+            revoked: vec![revoked],
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/ca",
+        answer("/v1/ca", "get", "200"),
+        &CaKeys {
+            user_ca: "ssh-ed25519 A".into(),
+            trusted_user_cas: strings("ssh-ed25519 A"),
+            signature: "sig".into(),
+        },
+    ));
+    let node = GatewayNode {
+        name: "n1".into(),
+        address: "10.0.0.1".into(),
+        port: 22,
+        host_keys: strings("ssh-ed25519 A"),
+        trust_on_first_use: true,
+    };
+    let policy = NamedPolicy {
+        name: "p".into(),
+        body: "forbid(principal, action, resource);".into(),
+    };
+    let own = answer("/v1/gateway/self", "get", "200");
+    problems.extend(check(doc, "GatewayNode", items(doc, own, "nodes"), &node));
+    problems.extend(check(
+        doc,
+        "NamedPolicy",
+        items(doc, own, "policies"),
+        &policy,
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/gateway/self",
+        own,
+        &GatewaySelf {
+            id: "gw-1".into(),
+            name: "gw1".into(),
+            cluster: "c".into(),
+            customer: Some("acme".into()),
+            nodes: vec![node],
+            policies: vec![policy],
+            user_ca: strings("ssh-ed25519 A"),
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/clusters/{cluster}/host-ca",
+        answer("/v1/clusters/{cluster}/host-ca", "get", "200"),
+        &HostCa {
+            cluster: "c".into(),
+            host_ca_public_keys: strings("ssh-ed25519 A"),
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "DELETE /v1/customers/{customer}/policies/{name}",
+        answer("/v1/customers/{customer}/policies/{name}", "delete", "200"),
+        &PolicyDeleted {
+            deleted: "p".into(),
+        },
+    ));
+    for status in ["200", "201"] {
+        problems.extend(check(
+            doc,
+            &format!("PUT /v1/recordings/{{session}} {status}"),
+            answer("/v1/recordings/{session}", "put", status),
+            &RecordingStored {
+                session: "s".into(),
+                size: 1,
+                sha256: "0".repeat(64),
+                stored: status == "201",
+            },
+        ));
+    }
+    problems.extend(check(
+        doc,
+        "GET /v1/access-requests",
+        answer("/v1/access-requests", "get", "200"),
+        &vec![request()],
+    ));
+    for (path, method) in [
+        ("/v1/access-requests/{request}", "get"),
+        ("/v1/access-requests/{request}/decision", "post"),
+    ] {
+        problems.extend(check(doc, path, answer(path, method, "200"), &request()));
+    }
+    problems
 }
 
 /// The check itself finds what it is for.

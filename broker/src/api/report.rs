@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sallyport_ca::clock::now_ms;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{permit, permit_or_hide};
 use crate::audit::sanitize;
@@ -40,23 +40,8 @@ pub struct ReportQuery {
     pub format: String,
 }
 
-/// One session in the access report.
-#[derive(serde::Serialize)]
-pub struct ReportRow {
-    pub session: String,
-    pub started: String,
-    pub ended: Option<String>,
-    pub engineer: String,
-    pub ticket: String,
-    pub cluster: String,
-    pub node: String,
-    pub login: String,
-    pub duration_secs: u64,
-    pub commands: Vec<String>,
-    /// `path (size bytes, sha256 …)`.
-    pub files: Vec<String>,
-    pub refusals: u64,
-}
+use sallyport_api::report::AccessReport;
+pub use sallyport_api::report::ReportRow;
 
 /// A built report.
 pub struct Report {
@@ -86,12 +71,14 @@ impl Report {
         )
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "cluster": self.scope, "days": self.days(),
-            "since": rfc3339(self.since_ms), "until": rfc3339(self.until_ms),
-            "sessions": self.rows,
-        })
+    pub fn to_json(&self) -> AccessReport {
+        AccessReport {
+            cluster: self.scope.clone(),
+            days: self.days(),
+            since: rfc3339(self.since_ms),
+            until: rfc3339(self.until_ms),
+            sessions: self.rows.clone(),
+        }
     }
 
     /// CSV, one row per session; every cell quoted, none a spreadsheet formula.

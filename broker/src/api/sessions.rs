@@ -10,9 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sallyport_api::sessions::{
+    LiveAck, LiveChannel, LiveChunk, LiveView, SessionSummary, Sessions, TerminateRequest,
+    Termination, TerminationRequested, Terminations, Watches,
+};
 use sallyport_ca::clock::now_secs;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Body, not_the_caller, permit, permit_or_hide};
 use crate::audit::{AuditEvent, sanitize};
@@ -20,7 +24,7 @@ use crate::auth::Caller;
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
-use crate::store::SessionSummary;
+use crate::store;
 
 pub fn router() -> Router<Arc<Broker>> {
     Router::new()
@@ -58,13 +62,23 @@ pub(crate) async fn session_in_scope(
     Ok((cluster, owner.unwrap_or_default()))
 }
 
-pub(crate) fn summary_json(s: &SessionSummary) -> Value {
-    json!({
-        "session": s.session, "engineer": s.engineer, "ticket": s.ticket, "cluster": s.cluster,
-        "node": s.node, "login": s.data.get("login"), "peer": s.data.get("peer"),
-        "serial": s.data.get("serial"), "started_ms": s.started_ms, "ended_ms": s.ended_ms,
-        "live": s.ended_ms.is_none(), "commands": s.commands,
-    })
+/// A session as the API shows it.
+pub(crate) fn summary(s: store::SessionSummary) -> SessionSummary {
+    let field = |k: &str| s.data.get(k).and_then(Value::as_str).map(str::to_string);
+    SessionSummary {
+        login: field("login"),
+        peer: field("peer"),
+        serial: field("serial"),
+        live: s.ended_ms.is_none(),
+        session: s.session,
+        engineer: s.engineer,
+        ticket: s.ticket,
+        cluster: s.cluster,
+        node: s.node,
+        started_ms: s.started_ms,
+        ended_ms: s.ended_ms,
+        commands: s.commands,
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,29 +92,23 @@ pub(crate) async fn list_sessions(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<ListSessions>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Sessions>> {
     permit(&b, &caller, Action::ListSessions, Scope::None).await?;
     let list = b
         .store
         .session_summaries(customer_view(&caller), q.live, q.limit.unwrap_or(200))
         .await?;
-    Ok(Json(
-        json!({"sessions": list.iter().map(summary_json).collect::<Vec<_>>()}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TerminateInput {
-    pub(crate) reason: String,
+    Ok(Json(Sessions {
+        sessions: list.into_iter().map(summary).collect(),
+    }))
 }
 
 pub(crate) async fn terminate(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(session): Path<String>,
-    Body(req): Body<TerminateInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Body(req): Body<TerminateRequest>,
+) -> ApiResult<(StatusCode, Json<TerminationRequested>)> {
     const ACTION: Action = Action::TerminateSession;
     permit(&b, &caller, ACTION, Scope::Unread).await?;
     let reason = req.reason.trim();
@@ -131,7 +139,12 @@ pub(crate) async fn terminate(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"session": session, "cluster": cluster, "requested_by": by, "reason": reason})),
+        Json(TerminationRequested {
+            session,
+            cluster,
+            requested_by: by,
+            reason,
+        }),
     ))
 }
 
@@ -146,17 +159,21 @@ async fn gateway_terminations(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<Since>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Terminations>> {
     let cluster = gateway_cluster(&b, &caller, Action::GatewayTerminations).await?;
     let since = q.since.unwrap_or_else(|| now_secs().saturating_sub(600));
-    let list: Vec<Value> = b
+    let terminations = b
         .store
         .terminations(&cluster, since)
         .await?
         .into_iter()
-        .map(|(session, by, reason)| json!({"session": session, "by": by, "reason": reason}))
+        .map(|(session, by, reason)| Termination {
+            session,
+            by,
+            reason,
+        })
         .collect();
-    Ok(Json(json!({"terminations": list})))
+    Ok(Json(Terminations { terminations }))
 }
 
 /// Watch a session: what its terminals show now (the screen of each pty channel, the tail of
@@ -167,7 +184,7 @@ pub(crate) async fn live(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(session): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LiveView>> {
     let (cluster, customer) = session_in_scope(&b, &caller, &session, Action::WatchSession).await?;
     let ended = b.store.session_ended(&session).await?;
     let by = caller.label();
@@ -188,20 +205,28 @@ pub(crate) async fn live(
             .filter_map(|r| {
                 let view =
                     crate::replay::replay(&format!("{}\n{}", r.header.trim_end(), r.text)).ok()?;
-                let stream = tail(&view.stream, 64 << 10);
-                Some(json!({
-                    "recording": r.recording, "pty": view.pty, "title": view.title,
-                    "width": view.width, "height": view.height, "rows": view.last_screen,
-                    "stream": stream, "seconds": view.duration,
-                }))
+                let stream = tail(&view.stream, 64 << 10).to_string();
+                Some(LiveChannel {
+                    recording: r.recording.clone(),
+                    pty: view.pty,
+                    title: view.title,
+                    width: view.width,
+                    height: view.height,
+                    rows: view.last_screen,
+                    stream,
+                    seconds: view.duration,
+                })
             })
             .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| anyhow::anyhow!("building the live view: {e}"))?;
-    Ok(Json(json!({
-        "session": session, "cluster": cluster, "live": !ended, "channels": channels,
-    })))
+    Ok(Json(LiveView {
+        session,
+        cluster,
+        live: !ended,
+        channels,
+    }))
 }
 
 /// The last `max` bytes of `s`, from a character boundary.
@@ -215,16 +240,16 @@ fn tail(s: &str, max: usize) -> &str {
 
 /// The sessions of the calling gateway's cluster someone watches now (`sessions`), and those
 /// an approver of the customer watches (`observed`: a moderated session may start).
-async fn gateway_watches(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn gateway_watches(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Watches>> {
     let cluster = gateway_cluster(&b, &caller, Action::GatewayWatches).await?;
     let watched = b.store.watched_sessions(&cluster).await?;
-    let sessions: Vec<&str> = watched.iter().map(|w| w.session.as_str()).collect();
-    let observed: Vec<&str> = watched
+    let observed = watched
         .iter()
         .filter(|w| w.by_approver)
-        .map(|w| w.session.as_str())
+        .map(|w| w.session.clone())
         .collect();
-    Ok(Json(json!({"sessions": sessions, "observed": observed})))
+    let sessions = watched.into_iter().map(|w| w.session).collect();
+    Ok(Json(Watches { sessions, observed }))
 }
 
 async fn gateway_cluster(b: &Broker, caller: &Caller, action: Action) -> ApiResult<String> {
@@ -238,19 +263,6 @@ async fn gateway_cluster(b: &Broker, caller: &Caller, action: Action) -> ApiResu
 /// A live chunk is at most this long (bytes).
 const MAX_LIVE_CHUNK: usize = 256 << 10;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LiveChunk {
-    session: String,
-    recording: String,
-    /// The recording's first line (its asciicast header).
-    header: String,
-    /// Where `data` starts in the recording's file.
-    at: u64,
-    /// Whole lines of the recording.
-    data: String,
-}
-
 /// A gateway sends a watched session's recording as it grows. Only for a session of its own
 /// cluster that someone watches; chunks follow each other exactly (409 with where the next
 /// must start otherwise).
@@ -258,7 +270,7 @@ async fn gateway_live(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(c): Body<LiveChunk>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<LiveAck>)> {
     const ACTION: Action = Action::GatewayLive;
     gateway_cluster(&b, &caller, ACTION).await?;
     let reported = if sallyport_audit::writers::valid_session(&c.session)
@@ -285,17 +297,27 @@ async fn gateway_live(
         ));
     }
     if !b.store.is_watched(&c.session).await? {
-        return Ok((StatusCode::CONFLICT, Json(json!({"watched": false}))));
+        let ack = LiveAck {
+            watched: false,
+            next: None,
+        };
+        return Ok((StatusCode::CONFLICT, Json(ack)));
     }
     match b
         .store
         .live_append(&c.session, &c.recording, &c.header, c.at, &c.data)
         .await?
     {
-        Ok(next) => Ok((StatusCode::OK, Json(json!({"watched": true, "next": next})))),
-        Err(o) => Ok((
-            StatusCode::CONFLICT,
-            Json(json!({"watched": true, "next": o.next})),
-        )),
+        Ok(next) => Ok((StatusCode::OK, Json(watched(Some(next))))),
+        Err(o) => Ok((StatusCode::CONFLICT, Json(watched(o.next)))),
+    }
+}
+
+/// The answer to a chunk of a watched session: where the next chunk starts (`None`: at any
+/// line).
+fn watched(next: Option<u64>) -> LiveAck {
+    LiveAck {
+        watched: true,
+        next: Some(next),
     }
 }

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::audit::flatten;
@@ -65,7 +65,7 @@ impl Format {
     /// One line (with its newline) for `r`, resumable at `cursor`.
     pub fn line(self, r: &AuditRecord, cursor: &StreamCursor) -> String {
         let mut v = match self {
-            Format::Native => flatten(r),
+            Format::Native => Value::Object(flatten(r)),
             Format::Ocsf => crate::ocsf::event(r),
         };
         let c = Value::String(cursor.to_string());
@@ -264,7 +264,8 @@ async fn still_allowed(b: &Arc<Broker>, auth: Option<&HeaderValue>) -> Result<()
 
 /// The API's error shape, as a last line.
 fn error_line(e: &ApiError) -> String {
-    let mut s = json!({"error": {"code": e.code(), "message": e.to_string()}}).to_string();
+    let mut s = serde_json::to_string(&sallyport_api::ErrorBody::new(e.code(), e.to_string()))
+        .unwrap_or_default();
     s.push('\n');
     s
 }

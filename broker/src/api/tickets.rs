@@ -15,7 +15,7 @@ use crate::authz::{Action, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{self, RevokeScope};
-use sallyport_api::tickets::{self as api, TicketInput};
+use sallyport_api::tickets::TicketInput;
 use sallyport_ca::clock::now_secs;
 
 pub fn router() -> Router<Arc<Broker>> {
@@ -27,7 +27,7 @@ async fn save_ticket(
     caller: Caller,
     Path(id): Path<String>,
     Body(req): Body<TicketInput>,
-) -> ApiResult<Json<api::Ticket>> {
+) -> ApiResult<Json<store::Ticket>> {
     permit(&b, &caller, Action::SaveTicket, Scope::Unread).await?;
     check_name("ticket", &id)?;
     check_name("assignee", &req.assignee)?;
@@ -93,14 +93,14 @@ async fn save_ticket(
         };
         revoke_and_audit(&b, RevokeScope::Ticket, &t.id, &caller.label(), &reason).await?;
     }
-    Ok(Json(shown(t)))
+    Ok(Json(t))
 }
 
 async fn get_ticket(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<api::Ticket>> {
+) -> ApiResult<Json<store::Ticket>> {
     let Some(t) = b.store.ticket(&id).await? else {
         return Err(ApiError::NotFound("ticket".into()));
     };
@@ -112,18 +112,5 @@ async fn get_ticket(
         was: None,
     };
     permit_or_hide(&b, &caller, Action::ReadTicket, scope, "ticket").await?;
-    Ok(Json(shown(t)))
-}
-
-/// A ticket as the API shows it.
-fn shown(t: store::Ticket) -> api::Ticket {
-    api::Ticket {
-        id: t.id,
-        customer: t.customer,
-        cluster: t.cluster,
-        assignee: t.assignee,
-        status: t.status,
-        title: t.title,
-        updated_at: t.updated_at,
-    }
+    Ok(Json(t))
 }

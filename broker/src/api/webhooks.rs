@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use sallyport_api::webhooks::{Deliveries, WebhookCreated, WebhookDeleted, WebhookInput, Webhooks};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{Body, created, permit, permit_or_hide};
 use crate::audit::{AuditEvent, sanitize};
@@ -45,25 +45,6 @@ async fn visible(b: &Broker, caller: &Caller, id: &str, action: Action) -> ApiRe
     Ok(w)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WebhookInput {
-    pub(crate) url: String,
-    /// `json` (default) or `slack`.
-    #[serde(default)]
-    pub(crate) format: Option<String>,
-    /// Event kinds to be told about; empty or `["*"]`: every one.
-    #[serde(default)]
-    pub(crate) events: Vec<String>,
-    /// The signing secret (at least 24 characters); without it the broker makes one and
-    /// answers it once.
-    #[serde(default)]
-    pub(crate) secret: Option<String>,
-    /// Only the operator: a customer's webhook (without it, the operator's is vendor-wide).
-    #[serde(default)]
-    pub(crate) customer: Option<String>,
-}
-
 /// The event kinds asked for: each one notified; `*` (or none) is every one.
 fn check_events(events: &[String]) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
@@ -90,7 +71,7 @@ pub(crate) async fn create_webhook(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Body(req): Body<WebhookInput>,
-) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+) -> ApiResult<(axum::http::StatusCode, Json<WebhookCreated>)> {
     const ACTION: Action = Action::CreateWebhook;
     permit(&b, &caller, ACTION, Scope::Unread).await?;
     // An approver sets up its own customer's; the operator a customer's or a vendor-wide one.
@@ -160,11 +141,10 @@ pub(crate) async fn create_webhook(
             by: caller.label(),
         })
         .await?;
-    let mut v = json!(hook);
-    if show_secret {
-        v["secret"] = json!(secret);
-    }
-    Ok(created(v))
+    Ok(created(WebhookCreated {
+        webhook: hook,
+        secret: show_secret.then_some(secret),
+    }))
 }
 
 /// The webhooks the caller may see.
@@ -173,15 +153,17 @@ pub(crate) async fn hooks_for(b: &Broker, caller: &Caller) -> ApiResult<Vec<Webh
     Ok(b.store.webhooks(customer_view(caller)).await?)
 }
 
-async fn list_webhooks(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"webhooks": hooks_for(&b, &caller).await?})))
+async fn list_webhooks(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Webhooks>> {
+    Ok(Json(Webhooks {
+        webhooks: hooks_for(&b, &caller).await?,
+    }))
 }
 
 pub(crate) async fn delete_webhook(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookDeleted>> {
     let w = visible(&b, &caller, &id, Action::DeleteWebhook).await?;
     let Some(cancelled) = b.store.delete_webhook(&w.id, &caller.label()).await? else {
         return Err(ApiError::NotFound(
@@ -197,9 +179,11 @@ pub(crate) async fn delete_webhook(
             cancelled,
         })
         .await?;
-    Ok(Json(
-        json!({"id": w.id, "deleted": true, "cancelled_deliveries": cancelled}),
-    ))
+    Ok(Json(WebhookDeleted {
+        id: w.id,
+        deleted: true,
+        cancelled_deliveries: cancelled,
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -233,9 +217,9 @@ async fn all_deliveries(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Query(q): Query<DeliveriesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deliveries>> {
     let list = deliveries_for(&b, &caller, None, q.limit.unwrap_or(100)).await?;
-    Ok(Json(json!({"deliveries": list})))
+    Ok(Json(Deliveries { deliveries: list }))
 }
 
 async fn webhook_deliveries(
@@ -243,9 +227,9 @@ async fn webhook_deliveries(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deliveries>> {
     let list = deliveries_for(&b, &caller, Some(&id), q.limit.unwrap_or(100)).await?;
-    Ok(Json(json!({"deliveries": list})))
+    Ok(Json(Deliveries { deliveries: list }))
 }
 
 #[cfg(test)]

@@ -1,37 +1,12 @@
 //! Customers' approvals: who may reach which cluster, with which logins, for how long.
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::columns::{json_list, list_json, opt_u64};
 use super::{Store, to_i64, to_u64};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Approval {
-    pub id: String,
-    pub customer: String,
-    pub cluster: String,
-    pub group: String,
-    pub logins: Vec<String>,
-    pub max_session_secs: u64,
-    pub valid_from: u64,
-    pub valid_until: u64,
-    pub just_in_time: bool,
-    pub per_session_mfa: bool,
-    pub port_forwarding: bool,
-    pub source_networks: Vec<String>,
-    pub created_by: String,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub withdrawn_at: Option<u64>,
-    pub withdrawn_by: Option<String>,
-    /// Distinct approvers who must approve each just-in-time request (a quorum); 1 by default.
-    pub approvers_required: u64,
-    /// Each session waits at the gateway until an approver of the customer watches it.
-    #[serde(default)]
-    pub observer_required: bool,
-}
+pub use sallyport_api::approvals::Approval;
 
 const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by, approvers_required, observer_required";
 

@@ -63,7 +63,7 @@ impl Store {
                 source: r.get("source"),
                 public_key: r.get("public_key"),
                 fingerprint: r.get("fingerprint"),
-                pinned_at: to_u64(r.get::<i64, _>("pinned_at")),
+                pinned_at: Some(to_u64(r.get::<i64, _>("pinned_at"))),
                 pinned_by: r.get("pinned_by"),
             })
             .collect())
@@ -276,23 +276,8 @@ pub enum IngestRefusal {
     Fork { chain: String, seq: u64 },
 }
 
-/// A key pinned for a chain.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PinnedKey {
-    pub source: String,
-    pub public_key: String,
-    pub fingerprint: String,
-    pub pinned_at: u64,
-    pub pinned_by: String,
-}
-
-/// A signed head of a chain: record `seq` had `hash`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HeadSignature {
-    pub seq: u64,
-    pub hash: String,
-    pub signature: String,
-}
+/// A key pinned for a chain (`pinned_at` always set), and a signed head of a chain.
+pub use sallyport_api::audit::{AuditKey as PinnedKey, HeadSignature};
 
 pub(super) async fn insert_signature(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,

@@ -1,36 +1,13 @@
 //! Customers, their clusters, and the clusters' nodes.
 
 use sallyport_ca::clock::now_secs;
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::columns::{json_list, list_json};
 use super::{Store, to_i64};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Customer {
-    pub id: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cluster {
-    pub id: String,
-    pub customer: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Node {
-    pub cluster: String,
-    pub name: String,
-    pub address: String,
-    pub port: u16,
-    /// The node's registered SSH host public keys (OpenSSH lines, no comment).
-    pub host_keys: Vec<String>,
-    /// Whether the gateway may pin the first key of a node without registered keys.
-    pub trust_on_first_use: bool,
-}
+pub use sallyport_api::admin::{Cluster, Customer, Node};
 
 const NODE_COLS: &str = "cluster_id, name, address, port, host_keys, trust_on_first_use";
 

@@ -10,17 +10,7 @@ use super::{Store, to_i64, to_u64};
 use crate::config::Storage;
 
 /// A gateway as listed: never its join token or credential (nor their hashes).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Gateway {
-    pub id: String,
-    pub cluster: String,
-    pub name: String,
-    pub created_at: u64,
-    pub enrolled_at: Option<u64>,
-    pub node_ca_public_key: Option<String>,
-    pub host_ca_public_key: Option<String>,
-    pub revoked_at: Option<u64>,
-}
+pub use sallyport_api::gateways::Gateway;
 
 /// One uploaded recording.
 #[derive(Debug, Clone, Serialize, Deserialize)]

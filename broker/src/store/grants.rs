@@ -88,34 +88,16 @@ static INSERT_GRANT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// What to revoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RevokeScope {
-    Serial,
-    Grant,
-    Engineer,
-    Approval,
-    Ticket,
-}
+pub use sallyport_api::certificates::RevokeScope;
 
-impl RevokeScope {
-    fn column(self) -> &'static str {
-        match self {
-            RevokeScope::Serial => "serial",
-            RevokeScope::Grant => "id",
-            RevokeScope::Engineer => "engineer",
-            RevokeScope::Approval => "approval_id",
-            RevokeScope::Ticket => "ticket_id",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevokeScope::Serial => "serial",
-            RevokeScope::Grant => "grant",
-            RevokeScope::Engineer => "engineer",
-            RevokeScope::Approval => "approval",
-            RevokeScope::Ticket => "ticket",
-        }
+/// The grants column a scope names.
+fn column(scope: RevokeScope) -> &'static str {
+    match scope {
+        RevokeScope::Serial => "serial",
+        RevokeScope::Grant => "id",
+        RevokeScope::Engineer => "engineer",
+        RevokeScope::Approval => "approval_id",
+        RevokeScope::Ticket => "ticket_id",
     }
 }
 
@@ -127,7 +109,7 @@ impl Store {
     ) -> sqlx::Result<Vec<GrantRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 ORDER BY created_at",
-            scope.column()
+            column(scope)
         ))
         .bind(value)
         .fetch_all(&self.pool)
@@ -148,7 +130,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL",
-            scope.column()
+            column(scope)
         ))
         .bind(value)
         .bind(now)
@@ -157,7 +139,7 @@ impl Store {
         .await?;
         let rows = sqlx::query(&format!(
             "SELECT {GRANT_COLS} FROM grants WHERE {} = $1 AND revoked_at = $2 AND revoked_reason = $3",
-            scope.column()
+            column(scope)
         ))
         .bind(value)
         .bind(now)

@@ -1,19 +1,10 @@
 //! Customers' own policy files (forbid rules added to the base policy).
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, to_i64, to_u64};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CustomerPolicy {
-    pub id: String,
-    pub customer: String,
-    pub name: String,
-    pub body: String,
-    pub created_by: String,
-    pub created_at: u64,
-}
+pub use sallyport_api::approvals::CustomerPolicy;
 
 impl Store {
     pub async fn save_policy(&self, p: &CustomerPolicy) -> sqlx::Result<()> {

@@ -1,7 +1,6 @@
 //! Just-in-time access requests, their states and their approvers' votes.
 
 use sallyport_ca::clock::now_secs;
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -10,54 +9,7 @@ use super::{Store, to_i64, to_u64};
 
 /// Where an access request stands. Parsed once where the store reads it; the text is the same
 /// everywhere (`pending`, `approved`...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestState {
-    /// Waiting for the customer's approvers.
-    Pending,
-    /// Approved: the engineer's next login may use it, once.
-    Approved,
-    Denied,
-    /// Its approval was changed or withdrawn.
-    Void,
-    /// A newer request of the same engineer, ticket and cluster replaced it.
-    Superseded,
-    /// A certificate was issued under it.
-    Used,
-}
-
-impl RequestState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-            RequestState::Void => "void",
-            RequestState::Superseded => "superseded",
-            RequestState::Used => "used",
-        }
-    }
-
-    /// The state this text names, if any.
-    pub fn parse(s: &str) -> Option<RequestState> {
-        [
-            RequestState::Pending,
-            RequestState::Approved,
-            RequestState::Denied,
-            RequestState::Void,
-            RequestState::Superseded,
-            RequestState::Used,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for RequestState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use sallyport_api::requests::RequestStatus as RequestState;
 
 /// The request state stored in column `col` of a row; one the broker never writes is an error
 /// of the store.
@@ -69,28 +21,7 @@ fn state_of(row: &AnyRow, col: &str) -> sqlx::Result<RequestState> {
     })
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccessRequest {
-    pub id: String,
-    pub engineer: String,
-    pub ticket: String,
-    pub cluster: String,
-    pub approval: String,
-    pub status: RequestState,
-    pub created_at: u64,
-    pub decided_by: Option<String>,
-    pub decided_at: Option<u64>,
-    pub reason: Option<String>,
-    /// What the approver sees and the one certificate may carry: these logins, at most this
-    /// lifetime (seconds).
-    pub logins: Vec<String>,
-    pub ttl_secs: u64,
-    /// Distinct approvers needed (the approval's quorum when the request was made).
-    pub approvers_required: u64,
-    /// Who approved so far (read from the votes).
-    #[serde(default)]
-    pub approved_by: Vec<String>,
-}
+pub use sallyport_api::requests::AccessRequest;
 
 /// What one approver's vote did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

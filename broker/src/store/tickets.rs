@@ -1,20 +1,10 @@
 //! Tickets, as read from the ticket system.
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, to_i64, to_u64};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ticket {
-    pub id: String,
-    pub customer: String,
-    pub cluster: String,
-    pub assignee: String,
-    pub status: String,
-    pub title: String,
-    pub updated_at: u64,
-}
+pub use sallyport_api::tickets::Ticket;
 
 impl Store {
     pub async fn ticket(&self, id: &str) -> sqlx::Result<Option<Ticket>> {

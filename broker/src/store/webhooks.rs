@@ -3,27 +3,12 @@
 //! worker of any replica with a conditional UPDATE ([`Store::claim_delivery`]).
 
 use sallyport_ca::clock::now_secs;
-use serde::Serialize;
 use sqlx::Row;
 
 use super::{BROKER_SOURCE, Store, to_i64, to_u64};
 use crate::audit::AuditRecord;
 
-/// A webhook as listed: never its URL in full nor its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Webhook {
-    pub id: String,
-    /// `None`: vendor-wide (the operator's), told about every customer's events.
-    pub customer: Option<String>,
-    /// Scheme, host and the first part of the path (see `webhooks::shown_url`).
-    pub url: String,
-    pub format: String,
-    /// Event kinds, or `["*"]` for all that are notified.
-    pub events: Vec<String>,
-    pub created_by: String,
-    pub created_at: u64,
-    pub enabled: bool,
-}
+pub use sallyport_api::webhooks::{Delivery as DeliveryRow, Webhook};
 
 /// A webhook to store: URL and secret sealed already.
 pub struct NewWebhook {
@@ -54,27 +39,6 @@ pub struct Delivery {
     pub body: String,
     pub attempts: u64,
     pub next_at: u64,
-}
-
-/// A delivery as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliveryRow {
-    pub id: String,
-    pub webhook: String,
-    pub customer: Option<String>,
-    pub url: String,
-    /// The event: `<source>#<seq>`.
-    pub event: String,
-    pub kind: String,
-    /// pending | delivered | failed | cancelled
-    pub status: String,
-    pub attempts: u64,
-    /// Unix seconds of the next attempt (pending only).
-    pub next_at: Option<u64>,
-    pub last_error: Option<String>,
-    pub last_status: Option<u64>,
-    pub created_at: u64,
-    pub delivered_at: Option<u64>,
 }
 
 const ALL: &str = "[\"*\"]";

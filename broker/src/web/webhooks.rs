@@ -214,7 +214,7 @@ pub async fn create(
     let res = api::create_webhook(
         State(b.clone()),
         viewer.caller.clone(),
-        crate::api::Body(api::WebhookInput {
+        crate::api::Body(sallyport_api::webhooks::WebhookInput {
             url: url.clone(),
             format: Some(format.clone()),
             events: asked,
@@ -225,10 +225,7 @@ pub async fn create(
     .await;
     match res {
         Ok((_, axum::Json(v))) => {
-            let made = match (v["id"].as_str(), v["secret"].as_str()) {
-                (Some(id), Some(secret)) => Some((id.to_string(), secret.to_string())),
-                _ => None,
-            };
+            let made = v.secret.map(|secret| (v.webhook.id, secret));
             page(
                 &b,
                 &viewer,

@@ -94,21 +94,7 @@ async fn create_customer(
         [Some(&c.id), None, None, None],
     )
     .await?;
-    Ok(created(customer(c)))
-}
-
-fn customer(c: store::Customer) -> Customer {
-    Customer {
-        id: c.id,
-        name: c.name,
-    }
-}
-
-fn cluster(c: store::Cluster) -> Cluster {
-    Cluster {
-        id: c.id,
-        customer: c.customer,
-    }
+    Ok(created(c))
 }
 
 async fn list_customers(
@@ -121,7 +107,6 @@ async fn list_customers(
     Ok(Json(
         all.into_iter()
             .filter(|c| own.is_none_or(|own| c.id == own))
-            .map(customer)
             .collect(),
     ))
 }
@@ -136,10 +121,7 @@ async fn create_cluster(
     if !b.store.customer_exists(&req.customer).await? {
         return Err(ApiError::NotFound(format!("customer {:?}", req.customer)));
     }
-    let c = store::Cluster {
-        id: req.id,
-        customer: req.customer,
-    };
+    let c = req;
     b.store.create_cluster(&c).await?;
     admin_event(
         &b,
@@ -149,7 +131,7 @@ async fn create_cluster(
         [Some(&c.customer), Some(&c.id), None, None],
     )
     .await?;
-    Ok(created(cluster(c)))
+    Ok(created(c))
 }
 
 async fn list_clusters(
@@ -158,7 +140,7 @@ async fn list_clusters(
 ) -> ApiResult<Json<Vec<Cluster>>> {
     permit(&b, &caller, Action::ListClusters, Scope::None).await?;
     let clusters = b.store.clusters(customer_view(&caller)).await?;
-    Ok(Json(clusters.into_iter().map(cluster).collect()))
+    Ok(Json(clusters))
 }
 
 async fn whoami(caller: Caller) -> Json<Whoami> {

@@ -69,18 +69,6 @@ pub(crate) fn check_host_keys(lines: &[String]) -> ApiResult<Vec<String>> {
     Ok(keys)
 }
 
-/// A node as the API shows it.
-fn shown(n: store::Node) -> Node {
-    Node {
-        cluster: n.cluster,
-        name: n.name,
-        address: n.address,
-        port: n.port,
-        host_keys: n.host_keys,
-        trust_on_first_use: n.trust_on_first_use,
-    }
-}
-
 pub(super) async fn create_node(
     State(b): State<Arc<Broker>>,
     caller: Caller,
@@ -114,7 +102,7 @@ pub(super) async fn create_node(
         [Some(&c.customer), Some(&c.id), Some(&n.name), None],
     )
     .await?;
-    Ok(created(shown(n)))
+    Ok(created(n))
 }
 
 /// Change a node: its address or port, its registered host keys (replaced as a whole), whether
@@ -166,7 +154,7 @@ pub(super) async fn update_node(
         [Some(&c.customer), Some(&c.id), Some(&n.name), None],
     )
     .await?;
-    Ok(Json(shown(n)))
+    Ok(Json(n))
 }
 
 pub(super) async fn list_nodes(
@@ -183,5 +171,5 @@ pub(super) async fn list_nodes(
     };
     permit(&b, &caller, Action::ListNodes, scope).await?;
     let nodes = b.store.nodes(&c.id).await?;
-    Ok(Json(nodes.into_iter().map(shown).collect()))
+    Ok(Json(nodes))
 }

@@ -10,12 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
+use sallyport_api::requests::IssuePending;
 use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::{
     ApprovalFacts, Decision, GrantIds, IssueFacts, RequestFacts, RequestStatus, TicketFacts,
 };
 use sallyport_ca::{KeyId, build_user_cert, cert::random_serial};
-use serde_json::json;
 
 use super::denied::{denied, deny_reason, directory_refused};
 use super::{IssueRequest, Issued};
@@ -273,10 +273,12 @@ pub(super) async fn issue(
             }
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(
-                    json!({"status": "pending", "message": message, "request": r,
-                    "used_request": used}),
-                ),
+                Json(IssuePending {
+                    status: "pending".into(),
+                    message,
+                    request: r,
+                    used_request: used,
+                }),
             )
                 .into_response());
         }

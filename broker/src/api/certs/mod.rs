@@ -13,7 +13,6 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::permit;
 use crate::auth::Caller;
@@ -33,6 +32,7 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/ca", get(ca_keys))
 }
 
+use sallyport_api::certificates::CaKeys;
 pub use sallyport_api::certificates::{IssueRequest, Issued};
 
 #[derive(Deserialize)]
@@ -51,7 +51,7 @@ async fn list_certificates(
     Ok(Json(b.store.live_grants(engineer.as_deref()).await?))
 }
 
-async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
+async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<CaKeys>> {
     let signing = b
         .user_ca
         .public_key()
@@ -69,7 +69,9 @@ async fn ca_keys(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
         .trusted
         .sign(&b.user_ca)
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(Json(
-        json!({"user_ca": signing, "trusted_user_cas": trusted, "signature": signature}),
-    ))
+    Ok(Json(CaKeys {
+        user_ca: signing,
+        trusted_user_cas: trusted,
+        signature,
+    }))
 }

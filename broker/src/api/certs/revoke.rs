@@ -8,10 +8,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use russh::keys::ssh_key::HashAlg;
+use sallyport_api::certificates::{Revocations, RevokeRequest, Revoked};
 use sallyport_ca::Krl;
 use sallyport_ca::clock::now_secs;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::{Body, permit};
 use crate::audit::AuditEvent;
@@ -55,19 +54,11 @@ pub(crate) async fn revoke_and_audit(
     Ok(grants)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RevokeInput {
-    scope: RevokeScope,
-    value: String,
-    reason: String,
-}
-
 pub(super) async fn revoke(
     State(b): State<Arc<Broker>>,
     caller: Caller,
-    Body(req): Body<RevokeInput>,
-) -> ApiResult<Json<Value>> {
+    Body(req): Body<RevokeRequest>,
+) -> ApiResult<Json<Revocations>> {
     // An approver revokes only what was issued for its own clusters.
     permit(&b, &caller, Action::Revoke, Scope::Unread).await?;
     let grants = b.store.grants_where(req.scope, &req.value).await?;
@@ -79,9 +70,16 @@ pub(super) async fn revoke(
         ));
     }
     let grants = revoke_and_audit(&b, req.scope, &req.value, &caller.label(), &req.reason).await?;
-    Ok(Json(json!({
-        "revoked": grants.iter().map(|g| json!({"serial": g.serial, "grant": g.id, "engineer": g.engineer, "key_id": g.key_id})).collect::<Vec<_>>()
-    })))
+    let revoked = grants
+        .into_iter()
+        .map(|g| Revoked {
+            serial: g.serial,
+            grant: g.id,
+            engineer: g.engineer,
+            key_id: g.key_id,
+        })
+        .collect();
+    Ok(Json(Revocations { revoked }))
 }
 
 /// The KRL of every revoked certificate that has not expired yet, in OpenSSH's format.

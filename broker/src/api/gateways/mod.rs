@@ -19,10 +19,11 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::HashAlg;
-use sallyport_api::gateways::{self as api, GatewayCreated, NewGateway};
+use sallyport_api::gateways::{
+    GatewayCreated, GatewayNode, GatewaySelf, HostCa, NamedPolicy, NewGateway,
+};
 use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
 use sallyport_ca::clock::now_secs;
-use serde_json::{Value, json};
 
 use super::admin::{admin_event, operator_only};
 use super::{Body, check_name, created, not_the_caller, permit};
@@ -190,7 +191,7 @@ async fn list_gateways(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(cluster): Path<String>,
-) -> ApiResult<Json<Vec<api::Gateway>>> {
+) -> ApiResult<Json<Vec<Gateway>>> {
     let Some(c) = b.store.cluster(&cluster).await? else {
         return Err(ApiError::NotFound("cluster".into()));
     };
@@ -201,14 +202,14 @@ async fn list_gateways(
     };
     permit(&b, &caller, Action::ListGateways, scope).await?;
     let gateways = b.store.gateways(&c.id).await?;
-    Ok(Json(gateways.into_iter().map(shown).collect()))
+    Ok(Json(gateways))
 }
 
 async fn revoke_gateway(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<api::Gateway>> {
+) -> ApiResult<Json<Gateway>> {
     operator_only(&b, &caller, Action::RevokeGateway).await?;
     let Some(g) = b.store.gateway(&id).await? else {
         return Err(ApiError::NotFound("gateway".into()));
@@ -229,21 +230,7 @@ async fn revoke_gateway(
         .gateway(&g.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("gateway".into()))?;
-    Ok(Json(shown(g)))
-}
-
-/// A gateway as the API shows it.
-fn shown(g: Gateway) -> api::Gateway {
-    api::Gateway {
-        id: g.id,
-        cluster: g.cluster,
-        name: g.name,
-        created_at: g.created_at,
-        enrolled_at: g.enrolled_at,
-        node_ca_public_key: g.node_ca_public_key,
-        host_ca_public_key: g.host_ca_public_key,
-        revoked_at: g.revoked_at,
-    }
+    Ok(Json(g))
 }
 
 // --- public: what engineers' clients trust for `*.<cluster>` ---
@@ -251,19 +238,23 @@ fn shown(g: Gateway) -> api::Gateway {
 async fn host_ca(
     State(b): State<Arc<Broker>>,
     Path(cluster): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<HostCa>> {
     check_name("cluster", &cluster)?;
     // An unknown cluster answers like a cluster without gateways: public callers cannot probe
     // which clusters (customers) exist.
-    let keys = b.store.host_ca_keys(&cluster).await?;
-    Ok(Json(
-        json!({"cluster": cluster, "host_ca_public_keys": keys}),
-    ))
+    let host_ca_public_keys = b.store.host_ca_keys(&cluster).await?;
+    Ok(Json(HostCa {
+        cluster,
+        host_ca_public_keys,
+    }))
 }
 
 // --- the gateway's side ---
 
-async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn gateway_self(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+) -> ApiResult<Json<GatewaySelf>> {
     let (id, cluster) = gateway_only(&b, &caller, Action::GatewaySelf).await?;
     let g = b
         .store
@@ -273,24 +264,30 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
     let customer = b.store.cluster(&cluster).await?.map(|c| c.customer);
     // The customer's own policies: the gateway asks them with its own for every channel
     // request (each policy names the cluster it is about).
-    let policies: Vec<Value> = match &customer {
+    let policies = match &customer {
         Some(c) => b
             .store
             .policies(c)
             .await?
             .into_iter()
-            .map(|p| json!({"name": p.name, "body": p.body}))
+            .map(|p| NamedPolicy {
+                name: p.name,
+                body: p.body,
+            })
             .collect(),
         None => Vec::new(),
     };
-    let nodes: Vec<Value> = b
+    let nodes = b
         .store
         .nodes(&cluster)
         .await?
         .into_iter()
-        .map(|n| {
-            json!({"name": n.name, "address": n.address, "port": n.port,
-                   "host_keys": n.host_keys, "trust_on_first_use": n.trust_on_first_use})
+        .map(|n| GatewayNode {
+            name: n.name,
+            address: n.address,
+            port: n.port,
+            host_keys: n.host_keys,
+            trust_on_first_use: n.trust_on_first_use,
         })
         .collect();
     let user_ca: Vec<String> = b
@@ -299,13 +296,13 @@ async fn gateway_self(State(b): State<Arc<Broker>>, caller: Caller) -> ApiResult
         .iter()
         .filter_map(|k| k.to_openssh().ok())
         .collect();
-    Ok(Json(json!({
-        "id": id,
-        "name": g.name,
-        "cluster": cluster,
-        "customer": customer,
-        "nodes": nodes,
-        "policies": policies,
-        "user_ca": user_ca,
-    })))
+    Ok(Json(GatewaySelf {
+        id,
+        name: g.name,
+        cluster,
+        customer,
+        nodes,
+        policies,
+        user_ca,
+    }))
 }

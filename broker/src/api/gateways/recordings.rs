@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use sallyport_api::gateways::RecordingStored;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::gateway_only;
 use crate::api::{check_name, permit, permit_or_hide, refuse_by};
@@ -153,10 +153,13 @@ pub(super) async fn upload_recording(
             .await);
         }
         // The same bytes again (a retry): fine.
-        return Ok(Json(
-            json!({"session": session, "size": size, "sha256": sha256, "stored": false}),
-        )
-        .into_response());
+        let again = RecordingStored {
+            session,
+            size,
+            sha256,
+            stored: false,
+        };
+        return Ok(Json(again).into_response());
     }
     b.store
         .audit(&AuditEvent::RecordingStored {
@@ -173,7 +176,12 @@ pub(super) async fn upload_recording(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"session": session, "size": size, "sha256": sha256, "stored": true})),
+        Json(RecordingStored {
+            session,
+            size,
+            sha256,
+            stored: true,
+        }),
     )
         .into_response())
 }

@@ -198,8 +198,9 @@ pub async fn search(
             Ok(v) => v,
             Err(e) => return api_error(&viewer, e, "/console/search"),
         };
-        next = v["next"].as_str().map(str::to_string);
-        for e in v["events"].as_array().into_iter().flatten() {
+        next = v.next;
+        for e in v.events.into_iter().map(serde_json::Value::Object) {
+            let e = &e;
             let t = |k: &str| sanitize(&text(e, k));
             let main = super::sessions::MAIN_FIELDS
                 .iter()

@@ -264,7 +264,7 @@ pub async fn terminate_session(
         State(b.clone()),
         viewer.caller.clone(),
         Path(id),
-        crate::api::Body(crate::api::sessions::TerminateInput { reason: f.reason }),
+        crate::api::Body(sallyport_api::sessions::TerminateRequest { reason: f.reason }),
     )
     .await
     {
@@ -320,7 +320,7 @@ pub async fn watch_page(
             "/console/sessions",
         );
     };
-    let live = view["live"] == true;
+    let live = view.live;
     let summary = SessionSummary {
         session: id.clone(),
         started_ms: start.time,
@@ -332,39 +332,19 @@ pub async fn watch_page(
         data: start.data.clone(),
         commands: 0,
     };
-    let channels = view["channels"]
-        .as_array()
+    let channels = view
+        .channels
         .into_iter()
-        .flatten()
         .enumerate()
-        .map(|(i, c)| {
-            let pty = c["pty"] == true;
-            let text = if pty {
-                c["rows"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+        .map(|(i, c)| WatchChannel {
+            label: if c.pty {
+                format!("Channel {} (terminal {}×{})", i + 1, c.width, c.height)
             } else {
-                c["stream"].as_str().unwrap_or_default().to_string()
-            };
-            WatchChannel {
-                recording: c["recording"].as_str().unwrap_or_default().to_string(),
-                label: if pty {
-                    format!(
-                        "Channel {} (terminal {}×{})",
-                        i + 1,
-                        c["width"],
-                        c["height"]
-                    )
-                } else {
-                    format!("Channel {} (output, no terminal)", i + 1)
-                },
-                pty,
-                text,
-            }
+                format!("Channel {} (output, no terminal)", i + 1)
+            },
+            text: if c.pty { c.rows.join("\n") } else { c.stream },
+            pty: c.pty,
+            recording: c.recording,
         })
         .collect();
     render(&WatchPage {
