@@ -118,16 +118,22 @@ async fn main() {
     let cpus = std::fs::read_to_string("/proc/cpuinfo")
         .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
         .unwrap_or(0);
-    println!("sallyport issuance bench: {cpus} cores; broker on SQLite, directory: the test slapd");
+    let store = match std::env::var("SALLYPORT_TEST_STORE").as_deref() {
+        Ok("postgres") => "PostgreSQL",
+        _ => "SQLite",
+    };
+    println!(
+        "sallyport issuance bench: {cpus} cores; broker on {store}, directory: the test slapd"
+    );
     println!();
 
     let (raw_rate, raw) = raw_signing(raw_n);
     println!(
-        "{:<44} {:>9} {:>9} {:>12}",
+        "{:<50} {:>9} {:>9} {:>12}",
         "", "p50 ms", "p99 ms", "per second"
     );
     println!(
-        "{:<44} {:>9} {:>9} {:>12.0}",
+        "{:<50} {:>9} {:>9} {:>12.0}",
         format!("raw signing ({raw_n}, one core)"),
         ms(quantile(&raw, 0.5)),
         ms(quantile(&raw, 0.99)),
@@ -157,7 +163,7 @@ async fn main() {
             let (rate, took) = issue(&session, per_level, parallel, &keys).await;
             best = best.max(rate);
             println!(
-                "{:<44} {:>9} {:>9} {:>12.0}",
+                "{:<50} {:>9} {:>9} {:>12.0}",
                 format!("POST /v1/certificates, {parallel} in flight{label}"),
                 ms(quantile(&took, 0.5)),
                 ms(quantile(&took, 0.99)),
@@ -199,7 +205,7 @@ async fn main() {
     }
     logins.sort();
     println!(
-        "{:<44} {:>9} {:>9} {:>12}",
+        "{:<50} {:>9} {:>9} {:>12}",
         format!("sallyport login, end to end ({} logins)", logins.len()),
         ms(quantile(&logins, 0.5)),
         ms(quantile(&logins, 1.0)),
