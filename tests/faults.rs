@@ -542,6 +542,78 @@ async fn a_killed_broker_leaves_the_session_running_and_loses_no_command() {
     verify_chains(&w);
 }
 
+/// The broker away for an hour of simulated time with a session running. The edge, the gateway
+/// and (when it is back) the broker read their clocks from one offset file (libfaketime); while
+/// the broker is down the test moves it an hour ahead in steps of ten minutes, a command typed
+/// after each step. Timers keep real time. The session runs on, the gateway keeps what is typed
+/// in its spool, and once the broker is back everything arrives exactly once, an hour apart as
+/// the gateway saw it, and the chains verify.
+#[tokio::test]
+async fn an_hour_without_the_broker_loses_no_command() {
+    // The approval and the certificate outlive the simulated hour (the edge and the gateway end
+    // a session when its certificate expires).
+    let (mut w, port, _) =
+        bastion::world_with_edge_approval(json!({"max_session_secs": 3 * 3600})).await;
+    let mut b = bastion::start(&w, port).await;
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock_file = clock_dir.path().join("offset");
+    std::fs::write(&clock_file, "+0\n").unwrap();
+    let clock = bastion::clock_from_file(&clock_file);
+    b.restart_gateway_with_env(&clock);
+    b.restart_edge_with_env("edge-clock.log", &clock);
+    assert!(
+        b.edge
+            .wait_log("gateway tunnel up", Duration::from_secs(30)),
+        "{}",
+        b.edge.log_text()
+    );
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli_with(
+        home.path(),
+        "alice",
+        "SUP-1234",
+        &w.code("alice", 0),
+        &["--ttl", "3h"],
+    );
+    trust_edge(home.path(), &b);
+    let mut shell = Shell::open("sp-fault-hour", home.path());
+    shell.echo("before-1");
+    let first = shell.typed[0].clone();
+    session_commands(&w, &first, 2).await;
+
+    w.stop_broker();
+    for minutes in (10..=60).step_by(10) {
+        std::fs::write(&clock_file, format!("+{minutes}m\n")).unwrap();
+        // libfaketime reads the file again once a second (a cached offset can lag a step).
+        std::thread::sleep(Duration::from_millis(2500));
+        shell.echo(&format!("minute-{minutes}"));
+    }
+    spooled_meanwhile(&b);
+    w.start_broker_again_with_env(&clock);
+    shell.echo("after-1");
+    shell.exit();
+    assert_eq!(shell.exit_status(), Some(0), "{}", shell.term.screen());
+
+    let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
+    recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
+    // The gateway's clock did move: the last command typed in the broker's absence is stamped
+    // most of an hour after the first of the session (libfaketime may still have held the
+    // previous step's offset).
+    let events = w
+        .events(&format!("kind=command&session={session}&limit=1000"))
+        .await;
+    let at = |word: &str| {
+        let e = events
+            .iter()
+            .find(|e| e["command"].as_str().unwrap_or_default().contains(word))
+            .unwrap_or_else(|| panic!("no command with {word}: {events:#?}"));
+        humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap()
+    };
+    let apart = at("minute-60").duration_since(at("before-1")).unwrap();
+    assert!(apart >= Duration::from_secs(50 * 60), "{apart:?}");
+    verify_chains(&w);
+}
+
 /// A world with an edge and a bastion, alice logged in for SUP-1234, and an interactive session
 /// in tmux (`name`) that ran two commands.
 async fn two_commands_in(name: &str) -> (World, Bastion, tempfile::TempDir, Shell) {

@@ -400,14 +400,29 @@ pub fn trust_edge(home: &Path, b: &Bastion) {
 /// The environment that runs a process with its clock `offset` away (libfaketime's syntax:
 /// "-10m", "+40s"); monotonic clocks are left alone, so timers and timeouts keep real time.
 pub fn moved_clock(offset: &str) -> Vec<(String, String)> {
-    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .map(|a| format!("/usr/lib/{a}/faketime/libfaketime.so.1"))
-        .find(|p| Path::new(p).exists())
-        .expect("libfaketime is not installed (tests/infra/install.sh installs it)");
     vec![
-        ("LD_PRELOAD".into(), lib),
+        ("LD_PRELOAD".into(), libfaketime()),
         ("FAKETIME".into(), offset.into()),
         ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
     ]
+}
+
+/// The environment that runs a process with its clock moved by the offset written in `file`
+/// (libfaketime's syntax, "+0", "+10m"), read again every second: processes started with the
+/// same file move together when the test rewrites it. Monotonic clocks keep real time.
+pub fn clock_from_file(file: &Path) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), libfaketime()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()),
+        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
+fn libfaketime() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}/faketime/libfaketime.so.1"))
+        .find(|p| Path::new(p).exists())
+        .expect("libfaketime is not installed (tests/infra/install.sh installs it)")
 }

@@ -161,9 +161,21 @@ fn ldap_section(dir: &Path, url: &str, extra: &str) -> String {
 impl BrokerProc {
     /// Start a broker process on `config`; waits until it listens.
     pub fn start(dir: &Path, config: PathBuf, store: String, operator_token: String) -> BrokerProc {
+        Self::start_with_env(dir, config, store, operator_token, &[])
+    }
+
+    /// [`BrokerProc::start`] with more environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config: PathBuf,
+        store: String,
+        operator_token: String,
+        env: &[(String, String)],
+    ) -> BrokerProc {
         let mut child = Command::new(BIN)
             .args(["broker", "--config"])
             .arg(&config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join(format!("broker-{}.log", now_ns()))).unwrap())
             .spawn()
@@ -313,12 +325,18 @@ impl World {
     /// Start the broker stopped by `stop_broker` on the same store, config and port; the
     /// callers get fresh connections.
     pub fn start_broker_again(&mut self) {
+        self.start_broker_again_with_env(&[]);
+    }
+
+    /// [`World::start_broker_again`] with more environment variables (a moved clock).
+    pub fn start_broker_again_with_env(&mut self, env: &[(String, String)]) {
         let b = &self.broker;
-        self.broker = BrokerProc::start(
+        self.broker = BrokerProc::start_with_env(
             &b.dir.clone(),
             b.config.clone(),
             b.store.clone(),
             b.operator_token.clone(),
+            env,
         );
         let url = self.broker.url.clone();
         for api in [
