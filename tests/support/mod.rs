@@ -8,6 +8,7 @@ pub mod bastion;
 pub mod broker;
 pub mod browser;
 pub mod deploy;
+pub mod inproc;
 pub mod load;
 pub mod ocsf_schema;
 pub mod ssh;

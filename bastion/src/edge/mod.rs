@@ -250,9 +250,24 @@ impl Edge {
     }
 }
 
-/// Run the edge until `shutdown` resolves.
+/// Run the edge until `shutdown` resolves, on the addresses of its config (`listen`,
+/// `tunnel_listen`).
 pub async fn run(
     edge: Arc<Edge>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let engineers = TcpListener::bind(edge.cfg.listen).await?;
+    let gateways = TcpListener::bind(edge.cfg.tunnel_listen).await?;
+    run_on(edge, engineers, gateways, shutdown).await
+}
+
+/// [`run`] on listeners bound already (e.g. on port 0, their addresses read before): engineers
+/// on `engineers`, gateways' tunnels on `gateways`; `listen` and `tunnel_listen` of the config
+/// are not used.
+pub async fn run_on(
+    edge: Arc<Edge>,
+    engineers: TcpListener,
+    gateways: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (host_key, _) = sallyport_ca::keys::load_or_create_key(
@@ -341,8 +356,6 @@ pub async fn run(
     let mut tunnel_cfg = crate::server_config(vec![host_key], vec![], Duration::from_secs(3600));
     tunnel_cfg.inactivity_timeout = None;
     let tunnel_cfg = Arc::new(tunnel_cfg);
-    let engineers = TcpListener::bind(edge.cfg.listen).await?;
-    let gateways = TcpListener::bind(edge.cfg.tunnel_listen).await?;
     tracing::info!(engineers = %engineers.local_addr()?, tunnels = %gateways.local_addr()?, "edge listening");
     let mut tun_server = TunnelServer(edge.clone());
     let tunnels = tun_server.run_on_socket(tunnel_cfg, &gateways);
