@@ -13,6 +13,7 @@ mod support;
 
 use russh::keys::ssh_key::HashAlg;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
+use sallyport_ca::cert::EXT_TICKET;
 use serde_json::Value;
 use support::broker::now;
 use support::inproc::{CertSpec, Engineer, LOGIN, NODE_EXIT, Outcome, World, new_key};
@@ -130,6 +131,38 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
             acme("T-SRC").source_address("203.0.113.0/24"),
             &ca,
             Some((At::EdgeLogin, "edge_refused", "source_address_mismatch")),
+        ),
+        row(
+            &w,
+            "a host certificate from the user CA",
+            "T-HOST",
+            acme("T-HOST").cert_type(CertType::Host),
+            &ca,
+            Some((At::EdgeLogin, "edge_refused", "not_user_certificate")),
+        ),
+        row(
+            &w,
+            "agent forwarding, which sallyport never grants",
+            "T-AGENT",
+            acme("T-AGENT").extension("permit-agent-forwarding", Some("")),
+            &ca,
+            Some((At::EdgeLogin, "edge_refused", "forbidden_extension")),
+        ),
+        row(
+            &w,
+            "a critical option sallyport does not know",
+            "T-FORCE",
+            acme("T-FORCE").critical("force-command", "/bin/sh"),
+            &ca,
+            Some((At::EdgeLogin, "edge_refused", "unknown_critical_option")),
+        ),
+        row(
+            &w,
+            "an extension naming another ticket than the key id",
+            "T-MISMATCH",
+            acme("T-MISMATCH").extension(EXT_TICKET, Some("T-OTHER")),
+            &ca,
+            Some((At::EdgeLogin, "edge_refused", "extension_mismatch")),
         ),
     ];
 

@@ -428,6 +428,26 @@ impl CertSpec {
         self
     }
 
+    /// Add a critical option (OpenSSH refuses a certificate with one it does not know).
+    pub fn critical(mut self, name: &str, value: &str) -> CertSpec {
+        self.critical.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set an extension (`None`: remove it).
+    pub fn extension(mut self, name: &str, value: Option<&str>) -> CertSpec {
+        self.extensions.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.extensions.push((name.into(), v.into()));
+        }
+        self
+    }
+
+    pub fn cert_type(mut self, t: CertType) -> CertSpec {
+        self.cert_type = t;
+        self
+    }
+
     pub fn sign(&self, ca: &PrivateKey, subject: &PrivateKey) -> Certificate {
         let mut b = Builder::new_with_random_nonce(
             &mut russh::keys::key::safe_rng(),
