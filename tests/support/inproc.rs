@@ -251,20 +251,13 @@ impl World {
     /// Record `cert` (signed by the broker's user CA) in the broker's store as issued, as its
     /// issuance does, so that it can be revoked through the API.
     pub async fn record_issued(&self, cert: &Certificate) {
-        let (ext, now) = (cert.extensions(), now());
-        let get = |k: &str| ext.get(k).cloned().unwrap_or_default();
+        let id: sallyport_ca::KeyId = cert.key_id().parse().unwrap();
         let row = sallyport_broker::store::GrantRow {
-            id: get(EXT_GRANT),
-            engineer: cert
-                .key_id()
-                .split(';')
-                .next()
-                .and_then(|e| e.strip_prefix("sallyport:eng="))
-                .unwrap_or_default()
-                .to_string(),
-            ticket: get(EXT_TICKET),
+            id: id.grant().into(),
+            engineer: id.engineer().into(),
+            ticket: id.ticket().into(),
             customer: "acme".into(),
-            cluster: get(EXT_CLUSTER),
+            cluster: id.cluster().into(),
             approval: "approval-in-test".into(),
             request: None,
             logins: vec![LOGIN.into()],
@@ -279,7 +272,7 @@ impl World {
             certificate: cert.to_openssh().unwrap(),
             valid_after: cert.valid_after(),
             valid_before: cert.valid_before(),
-            created_at: now,
+            created_at: now(),
             revoked_at: None,
             revoked_reason: None,
         };
