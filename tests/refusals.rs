@@ -167,10 +167,17 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
     ];
 
     // Revoked through the broker's API, by serial and by grant (the key id's).
-    for (ticket, scope) in [("T-REV-SERIAL", "serial"), ("T-REV-GRANT", "grant")] {
+    for (name, ticket, scope) in [
+        (
+            "a certificate revoked by its serial",
+            "T-REV-SERIAL",
+            "serial",
+        ),
+        ("a certificate revoked by its grant", "T-REV-GRANT", "grant"),
+    ] {
         let r = row(
             &w,
-            "a revoked certificate",
+            name,
             ticket,
             acme(ticket),
             &ca,
@@ -300,7 +307,9 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
             }
         }
     }
-    // Of all the attempts, only the valid one's command is in the audit log.
+    // Of all the attempts, only the valid one reached the node, and only its command is in the
+    // audit log.
+    assert_eq!(w.node.counts(), (1, 1, 1));
     let commands = w.events("command").await;
     assert_eq!(commands.len(), 1, "{commands:#?}");
     assert_eq!(
