@@ -16,7 +16,7 @@ use russh::keys::ssh_key::certificate::{Builder, CertType};
 use sallyport_ca::cert::EXT_TICKET;
 use serde_json::Value;
 use support::broker::now;
-use support::inproc::{CertSpec, Engineer, LOGIN, NODE_EXIT, Outcome, World, new_key};
+use support::inproc::{CertSpec, Engineer, LOGIN, NODE_EXIT, Outcome, World, bounded, new_key};
 
 /// Where an attempt was refused.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -316,4 +316,100 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
         *w.node.commands.lock().unwrap(),
         [format!("echo {}", "a-valid-certificate")]
     );
+}
+
+/// Wait (bounded) for the answer to a request sent with want_reply on `ch`: `true` when it was
+/// granted.
+async fn answered(ch: &mut russh::Channel<russh::client::Msg>, what: &str) -> bool {
+    loop {
+        match support::inproc::bounded(what, ch.wait()).await {
+            Some(russh::ChannelMsg::Success) => return true,
+            Some(russh::ChannelMsg::Failure) | None => return false,
+            Some(_) => continue,
+        }
+    }
+}
+
+/// Inside a session the gateway asks its channel policy about every request: agent forwarding,
+/// a variable that changes how programs load, a port forward the certificate does not allow and
+/// a remote forward are refused, each an audit event with its code; none reaches the node, and
+/// the session goes on (its exec runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_a_session_the_gateway_refuses_and_audits_what_is_not_allowed_and_the_session_goes_on()
+ {
+    let w = World::start().await;
+    let key = new_key();
+    let spec = CertSpec::engineer("alice", "T-CHAN", "acme-prod");
+    let Ok(s) = w
+        .engineer(&key, spec.sign(w.user_ca(), &key))
+        .session()
+        .await
+    else {
+        panic!("the valid certificate was refused");
+    };
+    let mut ch = bounded("a session channel", s.gateway.channel_open_session())
+        .await
+        .unwrap();
+    ch.agent_forward(true).await.unwrap();
+    assert!(!answered(&mut ch, "agent forwarding").await);
+    ch.set_env(true, "LD_PRELOAD", "/tmp/x.so").await.unwrap();
+    assert!(!answered(&mut ch, "LD_PRELOAD").await);
+    let target = w.node_addr;
+    let forward = bounded(
+        "a port forward",
+        s.gateway.channel_open_direct_tcpip(
+            target.ip().to_string(),
+            u32::from(target.port()),
+            "127.0.0.1",
+            0,
+        ),
+    )
+    .await;
+    assert!(forward.is_err(), "the port forward was opened");
+    let remote = bounded("a remote forward", s.gateway.tcpip_forward("127.0.0.1", 0)).await;
+    assert!(
+        remote.is_err(),
+        "the remote forward was granted: {remote:?}"
+    );
+
+    let ticket = |e: &Value| e["ticket"] == "T-CHAN";
+    for (kind, request, code) in [
+        ("channel_refused", "agent", "agent_forwarding_refused"),
+        ("channel_refused", "env", "environment_not_allowed"),
+        (
+            "forward_refused",
+            "direct_tcpip",
+            "port_forwarding_not_approved",
+        ),
+        (
+            "forward_refused",
+            "tcpip_forward",
+            "remote_forwarding_refused",
+        ),
+    ] {
+        let e = w
+            .wait_event(kind, |e| {
+                ticket(e) && e["request"] == request && e["code"] == code
+            })
+            .await;
+        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "{e}");
+    }
+    // The session goes on: its exec runs and is recorded.
+    assert_eq!(
+        s.exec("echo after").await,
+        Outcome::Ran {
+            status: NODE_EXIT,
+            output: "node ran: echo after\n".into()
+        }
+    );
+    w.wait_event("command", |e| ticket(e) && e["command"] == "echo after")
+        .await;
+    // The node saw the two session channels and the exec, and nothing that was refused.
+    let reached = w.node.requests.lock().unwrap().clone();
+    assert_eq!(
+        reached,
+        ["session", "session"],
+        "one per session channel opened"
+    );
+    assert_eq!(*w.node.commands.lock().unwrap(), ["echo after"]);
 }

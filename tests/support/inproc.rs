@@ -53,6 +53,8 @@ pub struct World {
     pub edge_addr: SocketAddr,
     pub edge_host_key: PublicKey,
     pub node: Arc<NodeSeen>,
+    /// The node's SSH address (what the gateway dials).
+    pub node_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     pub dir: tempfile::TempDir,
 }
@@ -227,6 +229,7 @@ impl World {
             gateway,
             edge_addr,
             node,
+            node_addr: SocketAddr::from(([127, 0, 0, 1], node_port.0)),
             stop,
             dir,
         };
@@ -471,9 +474,16 @@ pub struct NodeSeen {
     pub connections: AtomicUsize,
     pub logins: AtomicUsize,
     pub commands: std::sync::Mutex<Vec<String>>,
+    /// Every other channel and request that reached it ("session", "agent", "env NAME",
+    /// "direct-tcpip HOST:PORT", "tcpip-forward ADDRESS:PORT").
+    pub requests: std::sync::Mutex<Vec<String>>,
 }
 
 impl NodeSeen {
+    fn request(&self, what: String) {
+        self.requests.lock().unwrap().push(what);
+    }
+
     /// (connections, logins, execs) so far.
     pub fn counts(&self) -> (usize, usize, usize) {
         (
@@ -514,7 +524,56 @@ impl russh::server::Handler for Node {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut russh::server::Session,
     ) -> Result<(), Self::Error> {
+        self.seen.request("session".into());
         reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: russh::Channel<russh::server::Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        self.seen.request(format!("direct-tcpip {host}:{port}"));
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut russh::server::Session,
+    ) -> Result<bool, Self::Error> {
+        self.seen.request(format!("tcpip-forward {address}:{port}"));
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: russh::ChannelId,
+        _session: &mut russh::server::Session,
+    ) -> Result<bool, Self::Error> {
+        self.seen.request("agent".into());
+        Ok(false)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: russh::ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        self.seen.request(format!("env {name}"));
+        session.channel_failure(channel)?;
         Ok(())
     }
 
@@ -567,7 +626,7 @@ async fn start_node(node_ca: PublicKey, seen: Arc<NodeSeen>) -> (u16, String) {
 
 /// Checks the server's key: the edge's pinned host key, or a host certificate from the
 /// cluster's host CA (the gateway, speaking for the node).
-struct Trusting(Trust);
+pub struct Trusting(Trust);
 
 enum Trust {
     Key(PublicKey),
@@ -626,6 +685,15 @@ impl Engineer {
     /// Log in at the edge, forward to the target, log in at the gateway through the forward,
     /// run `command`: how far it went.
     pub async fn exec(&self, command: &str) -> Outcome {
+        match self.session().await {
+            Ok(s) => s.exec(command).await,
+            Err(refused) => refused,
+        }
+    }
+
+    /// Log in at the edge, forward to the target, log in at the gateway through the forward:
+    /// the session, or where it was refused.
+    pub async fn session(&self) -> Result<Session, Outcome> {
         let cfg = Arc::new(client::Config::default());
         let mut edge = bounded(
             "connecting to the edge",
@@ -638,17 +706,14 @@ impl Engineer {
         .await
         .unwrap();
         if !bounded("logging in at the edge", self.login_at(&mut edge)).await {
-            return Outcome::EdgeAuthRefused;
+            return Err(Outcome::EdgeAuthRefused);
         }
-        let forward = match bounded(
+        let forward = bounded(
             "the forward at the edge",
             edge.channel_open_direct_tcpip(self.target.0.as_str(), self.target.1, "127.0.0.1", 0),
         )
         .await
-        {
-            Ok(f) => f,
-            Err(e) => return Outcome::ForwardRefused(e.to_string()),
-        };
+        .map_err(|e| Outcome::ForwardRefused(e.to_string()))?;
         // As OpenSSH with `@cert-authority` in known_hosts: ask for the host certificate.
         let inner = Arc::new(client::Config {
             preferred: russh::Preferred {
@@ -670,9 +735,40 @@ impl Engineer {
         .await
         .unwrap();
         if !bounded("logging in at the gateway", self.login_at(&mut gateway)).await {
-            return Outcome::GatewayAuthRefused;
+            return Err(Outcome::GatewayAuthRefused);
         }
-        let mut ch = bounded("a session channel", gateway.channel_open_session())
+        Ok(Session { edge, gateway })
+    }
+
+    async fn login_at(&self, h: &mut client::Handle<Trusting>) -> bool {
+        let r = match &self.cert {
+            Some(cert) => {
+                h.authenticate_openssh_cert(self.login.as_str(), self.key.clone(), cert.clone())
+                    .await
+            }
+            None => {
+                h.authenticate_publickey(
+                    self.login.as_str(),
+                    PrivateKeyWithHashAlg::new(self.key.clone(), None),
+                )
+                .await
+            }
+        };
+        r.is_ok_and(|r| r.success())
+    }
+}
+
+/// An engineer's session with the gateway (through the edge connection it is kept in).
+pub struct Session {
+    pub edge: client::Handle<Trusting>,
+    pub gateway: client::Handle<Trusting>,
+}
+
+impl Session {
+    /// `command` by exec on a new session channel: its exit status and output, or that it was
+    /// refused.
+    pub async fn exec(self, command: &str) -> Outcome {
+        let mut ch = bounded("a session channel", self.gateway.channel_open_session())
             .await
             .unwrap();
         bounded("the exec request", ch.exec(true, command))
@@ -691,29 +787,13 @@ impl Engineer {
             }
         }
         let output = String::from_utf8_lossy(&output).to_string();
-        let _ = gateway
+        let _ = self
+            .gateway
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
         match status {
             Some(status) if !refused => Outcome::Ran { status, output },
             _ => Outcome::ExecRefused(output),
         }
-    }
-
-    async fn login_at(&self, h: &mut client::Handle<Trusting>) -> bool {
-        let r = match &self.cert {
-            Some(cert) => {
-                h.authenticate_openssh_cert(self.login.as_str(), self.key.clone(), cert.clone())
-                    .await
-            }
-            None => {
-                h.authenticate_publickey(
-                    self.login.as_str(),
-                    PrivateKeyWithHashAlg::new(self.key.clone(), None),
-                )
-                .await
-            }
-        };
-        r.is_ok_and(|r| r.success())
     }
 }
