@@ -258,8 +258,12 @@ pub enum NodeError {
     KeyRefused(KeyRefusal),
     /// The node is not one this gateway serves (not registered for its cluster).
     Unknown(String),
-    /// No SSH connection to the node: refused, timed out, or the handshake failed.
-    Unreachable(anyhow::Error),
+    /// No SSH connection to the node: refused, timed out, or the handshake failed, after
+    /// `attempts` tries (see [`connect`] for which failures are tried again).
+    Unreachable {
+        error: anyhow::Error,
+        attempts: u32,
+    },
     /// The node's sshd refused the session certificate for this login (its
     /// TrustedUserCAKeys or AuthorizedPrincipalsFile do not let it in).
     CertificateRefused {
@@ -274,9 +278,20 @@ impl NodeError {
         match self {
             NodeError::KeyRefused(r) => r.code,
             NodeError::Unknown(_) => "unknown_node",
-            NodeError::Unreachable(_) => "unreachable",
+            NodeError::Unreachable { .. } => "unreachable",
             NodeError::CertificateRefused { .. } => "certificate_refused",
             NodeError::Other(_) => "error",
+        }
+    }
+
+    /// How many connections to the node were tried, when that is what failed.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            NodeError::Unreachable { attempts, .. } => Some(*attempts),
+            NodeError::KeyRefused(_)
+            | NodeError::Unknown(_)
+            | NodeError::CertificateRefused { .. }
+            | NodeError::Other(_) => None,
         }
     }
 
@@ -289,8 +304,13 @@ impl NodeError {
                 "node {node} is not registered in this cluster (sallyport admin node lists \
                  and adds nodes)"
             ),
-            NodeError::Unreachable(e) => {
-                format!("the gateway cannot reach node {node}: {e:#}")
+            NodeError::Unreachable { error, attempts } => {
+                let tries = if *attempts == 1 {
+                    "attempt"
+                } else {
+                    "attempts"
+                };
+                format!("the gateway cannot reach node {node} ({attempts} {tries}): {error:#}")
             }
             NodeError::CertificateRefused { login } => format!(
                 "node {node} refused the session certificate for {login}: its sshd must trust \
@@ -307,7 +327,7 @@ impl std::fmt::Display for NodeError {
         match self {
             NodeError::KeyRefused(r) => r.fmt(f),
             NodeError::Unknown(node) => write!(f, "unknown node {node}"),
-            NodeError::Unreachable(e) | NodeError::Other(e) => write!(f, "{e:#}"),
+            NodeError::Unreachable { error: e, .. } | NodeError::Other(e) => write!(f, "{e:#}"),
             NodeError::CertificateRefused { login } => {
                 write!(f, "the node refused the session certificate for {login}")
             }
@@ -321,8 +341,53 @@ impl<E: Into<anyhow::Error>> From<E> for NodeError {
     }
 }
 
+/// The whole time a connection to a node may take, all attempts and pauses included.
+const CONNECT_BUDGET: Duration = Duration::from_secs(10);
+/// At most this many connections to a node per session. sshd drops connections past its
+/// `MaxStartups` (10:30:100 by default: from 10 unauthenticated connections on, 30% of new ones,
+/// rising to all at 100) before it sends its banner; a burst of sessions meets that.
+const CONNECT_ATTEMPTS: u32 = 5;
+/// The pause before the second attempt, doubled before each further one (0.2, 0.4, 0.8, 1.6 s,
+/// each drawn between half and all of it so that a burst does not come back all at once): at
+/// most 3 s of pauses in all, the rest of [`CONNECT_BUDGET`] for the attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The pause after failed attempt `attempt` (1-based) given `jitter` in [0, 1): between half and
+/// all of [`FIRST_BACKOFF`] doubled `attempt - 1` times (pure).
+fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let full = FIRST_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Whether a failed connection may be tried again: only when the node refused or dropped the
+/// TCP connection before the SSH handshake was over (sshd past `MaxStartups`, a restarting
+/// sshd). Anything the node said in SSH (a version, algorithms, a key, a signature) is final
+/// (pure). A refused host key never gets here: it is final before this is asked.
+fn worth_retrying(e: &russh::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        // The node closed the connection before its banner (`read_ssh_id` read nothing), or
+        // during the key exchange.
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// Connect to `node` as `login`, for session `sid` of `engineer` on `ticket`; `fields` are the
 /// session's audit fields, for the events about the node's host key.
+///
+/// A connection the node refuses or drops before the SSH handshake is over is tried again (at
+/// most [`CONNECT_ATTEMPTS`] in [`CONNECT_BUDGET`], with growing, jittered pauses; each retry is
+/// logged). Nothing else is: not a refused host key, not a refused certificate, not anything
+/// said in SSH. The session certificate is minted once, before the first attempt.
 #[allow(clippy::too_many_arguments)]
 pub async fn connect(
     gw: &Arc<Gateway>,
@@ -353,29 +418,70 @@ pub async fn connect(
         ..Default::default()
     });
     let addr = format!("{}:{}", node.address, node.port);
-    let refused = Arc::new(Mutex::new(None));
-    let handler = NodeClient {
-        known: gw.cfg.data_dir.join("known_nodes"),
-        name: node.name.clone(),
-        cluster: gw.cluster.clone(),
-        address: addr.clone(),
-        host_keys: node.host_keys.clone(),
-        trust_on_first_use: node.trust_on_first_use,
-        spool: gw.spool.clone(),
-        fields,
-        refused: refused.clone(),
+    let deadline = tokio::time::Instant::now() + CONNECT_BUDGET;
+    let mut attempts = 0;
+    let mut handle = loop {
+        attempts += 1;
+        let refused = Arc::new(Mutex::new(None));
+        let handler = NodeClient {
+            known: gw.cfg.data_dir.join("known_nodes"),
+            name: node.name.clone(),
+            cluster: gw.cluster.clone(),
+            address: addr.clone(),
+            host_keys: node.host_keys.clone(),
+            trust_on_first_use: node.trust_on_first_use,
+            spool: gw.spool.clone(),
+            fields: fields.clone(),
+            refused: refused.clone(),
+        };
+        let connected = tokio::time::timeout_at(
+            deadline,
+            russh::client::connect(config.clone(), addr.as_str(), handler),
+        )
+        .await
+        .map_err(|_| NodeError::Unreachable {
+            error: anyhow::anyhow!(
+                "{addr} did not answer within {} s",
+                CONNECT_BUDGET.as_secs()
+            ),
+            attempts,
+        })?;
+        if let Some(r) = refused.lock().ok().and_then(|mut r| r.take()) {
+            return Err(NodeError::KeyRefused(r));
+        }
+        let e = match connected {
+            Ok(handle) => break handle,
+            Err(e) => e,
+        };
+        let pause = backoff(attempts, rand::random::<f64>());
+        if attempts >= CONNECT_ATTEMPTS
+            || !worth_retrying(&e)
+            || tokio::time::Instant::now() + pause >= deadline
+        {
+            return Err(NodeError::Unreachable {
+                error: anyhow::Error::new(e).context(addr.clone()),
+                attempts,
+            });
+        }
+        tracing::warn!(
+            node = node.name,
+            address = addr,
+            attempt = attempts,
+            of = CONNECT_ATTEMPTS,
+            retry_in_ms = pause.as_millis() as u64,
+            error = %e,
+            "the node dropped the connection before the SSH handshake was over; trying again"
+        );
+        tokio::time::sleep(pause).await;
     };
-    let connected = tokio::time::timeout(
-        Duration::from_secs(10),
-        russh::client::connect(config, addr.as_str(), handler),
-    )
-    .await
-    .map_err(|_| NodeError::Unreachable(anyhow::anyhow!("{addr} did not answer within 10 s")))?;
-    if let Some(r) = refused.lock().ok().and_then(|mut r| r.take()) {
-        return Err(NodeError::KeyRefused(r));
+    if attempts > 1 {
+        tracing::info!(
+            node = node.name,
+            address = addr,
+            attempts,
+            "connected to the node"
+        );
     }
-    let mut handle = connected
-        .map_err(|e| NodeError::Unreachable(anyhow::Error::new(e).context(addr.clone())))?;
     let auth = handle
         .authenticate_openssh_cert(login, Arc::new(key), cert)
         .await?;
@@ -398,6 +504,54 @@ mod tests {
 
     fn line(k: &PublicKey) -> String {
         k.to_openssh().unwrap()
+    }
+
+    #[test]
+    fn only_a_dropped_or_refused_connection_is_tried_again() {
+        use std::io::{Error, ErrorKind};
+        let io = |k: ErrorKind| russh::Error::IO(Error::new(k, "x"));
+        let cases: Vec<(russh::Error, bool)> = vec![
+            (russh::Error::Disconnect, true),
+            (russh::Error::HUP, true),
+            (io(ErrorKind::ConnectionRefused), true),
+            (io(ErrorKind::ConnectionReset), true),
+            (io(ErrorKind::ConnectionAborted), true),
+            (io(ErrorKind::BrokenPipe), true),
+            (io(ErrorKind::UnexpectedEof), true),
+            (io(ErrorKind::PermissionDenied), false),
+            (io(ErrorKind::AddrNotAvailable), false),
+            (russh::Error::UnknownKey, false),
+            (russh::Error::WrongServerSig, false),
+            (russh::Error::Version, false),
+            (russh::Error::Kex, false),
+            (russh::Error::NotAuthenticated, false),
+            (russh::Error::ConnectionTimeout, false),
+        ];
+        for (i, (e, want)) in cases.into_iter().enumerate() {
+            assert_eq!(worth_retrying(&e), want, "case {i}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn the_pauses_between_attempts_grow_and_fit_the_budget() {
+        let ms = |d: Duration| d.as_millis();
+        // (attempt, jitter, pause in ms)
+        let cases = [
+            (1, 0.0, 100),
+            (1, 0.999_999, 199),
+            (2, 0.0, 200),
+            (3, 0.5, 600),
+            (4, 0.0, 800),
+            (4, 1.0, 1600),
+            (4, 7.0, 1600),
+            (4, -1.0, 800),
+        ];
+        for (attempt, jitter, want) in cases {
+            assert_eq!(ms(backoff(attempt, jitter)), want, "{attempt} {jitter}");
+        }
+        let most: Duration = (1..CONNECT_ATTEMPTS).map(|a| backoff(a, 1.0)).sum();
+        assert!(most <= Duration::from_secs(3), "{most:?}");
+        assert!(most < CONNECT_BUDGET);
     }
 
     #[test]

@@ -230,15 +230,15 @@ impl EngineerSession {
                 );
             }
             node::NodeError::Unknown(_)
-            | node::NodeError::Unreachable(_)
+            | node::NodeError::Unreachable { .. }
             | node::NodeError::CertificateRefused { .. }
             | node::NodeError::Other(_) => {
-                tracing::warn!(error = %e, node = self.node, code = e.code(), "cannot reach the node");
-                self.audit(
-                    GatewayKind::NodeUnreachable,
-                    json!({"code": e.code(), "reason": message}),
-                )
-                .await;
+                tracing::warn!(error = %e, node = self.node, code = e.code(), attempts = e.attempts(), "cannot reach the node");
+                let mut detail = json!({"code": e.code(), "reason": message});
+                if let Some(n) = e.attempts() {
+                    detail["attempts"] = json!(n);
+                }
+                self.audit(GatewayKind::NodeUnreachable, detail).await;
                 reply.reject(refusal).await;
             }
         }
