@@ -19,7 +19,8 @@
 # SALLYPORT_BENCH_UNRECORDED=1; a normal build has no such switch).
 #
 # It measures and asserts nothing. Other work on the machine moves the numbers: compare the
-# columns of one run, not runs. Env: RUNS, SETUP_RUNS, CIPHERS, SKIP_UNRECORDED=1, KEEP=1.
+# columns of one run, not runs. Env: RUNS, SETUP_RUNS (0: no setup runs), CIPHERS,
+# DIRS (default "up down both"), SKIP_UNRECORDED=1, KEEP=1.
 set -euo pipefail
 SIZE=${1:-1024}
 RUNS=${RUNS:-3}
@@ -163,7 +164,7 @@ for c in $CIPHERS; do
   printf '%-38s %8s %8s %10s %10s' "$c" direct "ssh -J" sallyport "sp / -J"
   [ -z "${SKIP_UNRECORDED:-}" ] && printf ' %11s %11s' unrecorded "rec / unrec"
   echo
-  for dir in up down both; do
+  for dir in ${DIRS:-up down both}; do
     declare -A r=()
     for p in $PATHS; do r[$p]=$(rate $dir $p "$c"); done
     printf '%-38s %8s %8s %10s %10s' "$dir" "${r[direct]}" "${r[jump]}" "${r[sallyport]}" \
@@ -174,6 +175,7 @@ for c in $CIPHERS; do
   done
 done
 
+[ "$SETUP_RUNS" = 0 ] && exit 0
 # Setup: `ssh node true`, wall time of each run, p50 and p99 (nearest rank).
 c=${CIPHERS%% *}
 echo
