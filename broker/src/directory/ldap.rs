@@ -25,6 +25,9 @@ pub struct Ldap {
     /// uid -> (read at, groups), filled by the service account's reads only, emptied for an
     /// engineer by their login.
     cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// The service account's connection, bound, kept for the next reads of groups (LDAP runs
+    /// several operations at once on one connection); forgotten when a read on it fails.
+    service: Mutex<Option<LdapHandle>>,
 }
 
 impl Ldap {
@@ -72,6 +75,7 @@ impl Ldap {
             group_base,
             service_password,
             cache: Mutex::new(HashMap::new()),
+            service: Mutex::new(None),
         })
     }
 
@@ -132,33 +136,63 @@ impl Ldap {
         {
             return Ok(groups.clone());
         }
-        let groups = self
-            .within_timeout(async {
-                let dn = self.user_dn(uid);
-                let mut ldap = self.connect().await?;
-                let bind = ldap
-                    .with_timeout(self.timeout())
-                    .simple_bind(&self.cfg.bind_dn, self.service_password.expose_secret())
-                    .await
-                    .map_err(classify)?;
-                if bind.rc != 0 {
-                    return Err(DirectoryError::Unavailable(format!(
-                        "the service account's bind ([ldap] bind_dn) was refused (rc={}): check \
-                         bind_dn and bind_password_file",
-                        bind.rc
-                    )));
-                }
-                let groups = self.read_groups(&mut ldap, uid, &dn).await;
-                let _ = ldap.unbind().await;
-                groups?.ok_or(DirectoryError::NotInDirectory)
-            })
-            .await?;
+        let groups = self.read_current_groups(uid).await?;
         if !ttl.is_zero() {
             let mut cache = self.cache_lock();
             cache.retain(|_, (at, _)| at.elapsed() < ttl);
             cache.insert(uid.to_string(), (Instant::now(), groups.clone()));
         }
         Ok(groups)
+    }
+
+    /// The groups read with the kept service connection; when that read fails (the server
+    /// closed the connection, restarted...), once more on a new connection, bound as the service
+    /// account, which is kept when the read on it succeeds. A kept connection that times out is
+    /// forgotten and not tried again: the directory is too slow, and the caller is refused now.
+    async fn read_current_groups(&self, uid: &str) -> Result<Vec<String>, DirectoryError> {
+        let dn = self.user_dn(uid);
+        let kept = self.service_lock().clone();
+        if let Some(mut ldap) = kept {
+            let read =
+                tokio::time::timeout(self.timeout() * 2, self.read_groups(&mut ldap, uid, &dn))
+                    .await;
+            match read {
+                Ok(Ok(groups)) => return groups.ok_or(DirectoryError::NotInDirectory),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "the kept LDAP connection failed: a new one");
+                    self.service_lock().take();
+                }
+                Err(_) => {
+                    self.service_lock().take();
+                    return Err(DirectoryError::Unavailable("timed out".into()));
+                }
+            }
+        }
+        self.within_timeout(async {
+            let mut ldap = self.connect().await?;
+            let bind = ldap
+                .with_timeout(self.timeout())
+                .simple_bind(&self.cfg.bind_dn, self.service_password.expose_secret())
+                .await
+                .map_err(classify)?;
+            if bind.rc != 0 {
+                let _ = ldap.unbind().await;
+                return Err(DirectoryError::Unavailable(format!(
+                    "the service account's bind ([ldap] bind_dn) was refused (rc={}): check \
+                     bind_dn and bind_password_file",
+                    bind.rc
+                )));
+            }
+            let groups = self.read_groups(&mut ldap, uid, &dn).await?;
+            *self.service_lock() = Some(ldap);
+            groups.ok_or(DirectoryError::NotInDirectory)
+        })
+        .await
+    }
+
+    fn service_lock(&self) -> std::sync::MutexGuard<'_, Option<LdapHandle>> {
+        // A panic while holding it leaves plain data behind: keep using it.
+        self.service.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Vec<String>)>> {

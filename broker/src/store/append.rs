@@ -15,8 +15,8 @@ use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::audit::{insert_record, insert_signature};
-use super::grants::insert_grant_query;
+use super::audit::{insert_records, insert_signatures};
+use super::grants::{insert_grant_query, insert_grants};
 use super::{BROKER_SOURCE, GrantRow, Store, to_u64};
 use crate::audit::{AuditEvent, AuditRecord};
 
@@ -97,8 +97,11 @@ impl Store {
     /// append whose own row the store refuses is answered with that and left out.
     async fn write_group(&self, mut group: Vec<Pending>) {
         let mut failed = 0;
+        // The grants go in one statement per run of rows; once the store refused one of them,
+        // the group is written again a grant at a time, to learn which.
+        let mut one_by_one = false;
         while !group.is_empty() {
-            match self.try_append(&group).await {
+            match self.try_append(&group, one_by_one).await {
                 Ok(records) => {
                     for (p, r) in group.into_iter().zip(records) {
                         let _ = p.reply.send(Ok(r));
@@ -109,6 +112,7 @@ impl Store {
                     let p = group.remove(i);
                     let _ = p.reply.send(Err(e));
                 }
+                Err(Failed::Grants) => one_by_one = true,
                 Err(Failed::Store(e)) => {
                     failed += 1;
                     if failed >= ATTEMPTS {
@@ -123,8 +127,15 @@ impl Store {
         }
     }
 
-    /// One transaction: the appends of `group` continue the stored head, in order.
-    async fn try_append(&self, group: &[Pending]) -> Result<Vec<AuditRecord>, Failed> {
+    /// One transaction: the appends of `group` continue the stored head, in order. Each table
+    /// gets one statement per run of rows (`columns::runs`), not one per append: the writer
+    /// holds the chain's head while it writes, so its round trips are what every appender
+    /// waits for.
+    async fn try_append(
+        &self,
+        group: &[Pending],
+        one_by_one: bool,
+    ) -> Result<Vec<AuditRecord>, Failed> {
         let mut tx = self.pool.begin().await?;
         let head = sqlx::query(
             "SELECT seq, hash FROM audit_events WHERE source = $1 ORDER BY seq DESC LIMIT 1",
@@ -139,17 +150,34 @@ impl Store {
             )),
             None => None,
         };
-        let mut records = Vec::with_capacity(group.len());
-        for (i, p) in group.iter().enumerate() {
-            if let Some(grant) = &p.grant
-                && let Err(e) = insert_grant_query(grant).execute(&mut *tx).await
-            {
-                return Err(if refused(&e) {
-                    Failed::Row(i, e.into())
-                } else {
-                    e.into()
+        let grants: Vec<(usize, &GrantRow)> = group
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.grant.as_ref().map(|g| (i, g)))
+            .collect();
+        if one_by_one {
+            for (i, grant) in &grants {
+                if let Err(e) = insert_grant_query(grant).execute(&mut *tx).await {
+                    return Err(if refused(&e) {
+                        Failed::Row(*i, e.into())
+                    } else {
+                        e.into()
+                    });
+                }
+            }
+        } else {
+            let rows: Vec<&GrantRow> = grants.iter().map(|(_, g)| *g).collect();
+            if let Err(e) = insert_grants(&mut tx, &rows).await {
+                return Err(match (refused(&e), grants.as_slice()) {
+                    (true, [(i, _)]) => Failed::Row(*i, e.into()),
+                    (true, _) => Failed::Grants,
+                    (false, _) => e.into(),
                 });
             }
+        }
+        let mut records = Vec::with_capacity(group.len());
+        let mut heads = Vec::with_capacity(group.len());
+        for p in group {
             let record = AuditRecord::next(
                 BROKER_SOURCE,
                 prev.as_ref().map(|(s, h)| (*s, h.as_str())),
@@ -157,7 +185,6 @@ impl Store {
                 p.kind,
                 p.data.clone(),
             );
-            insert_record(&mut tx, &record).await?;
             // Each record of the broker's chain is signed as it is written, in the same
             // transaction: someone who can write the database but not read the key cannot make
             // a record whose hash chain leads to a signed head.
@@ -165,11 +192,13 @@ impl Store {
                 let sig =
                     sallyport_ca::chainsig::sign_head(key, BROKER_SOURCE, record.seq, &record.hash)
                         .map_err(anyhow::Error::from)?;
-                insert_signature(&mut tx, BROKER_SOURCE, record.seq, &record.hash, &sig).await?;
+                heads.push((record.seq, record.hash.clone(), sig));
             }
             prev = Some((record.seq, record.hash.clone()));
             records.push(record);
         }
+        insert_records(&mut tx, &records).await?;
+        insert_signatures(&mut tx, BROKER_SOURCE, &heads).await?;
         tx.commit().await?;
         Ok(records)
     }
@@ -180,6 +209,9 @@ enum Failed {
     /// The store refused the row of the append at this index (a grant whose serial is taken):
     /// that append fails, the others may be tried again without it.
     Row(usize, anyhow::Error),
+    /// The store refused one of the grants written together: which one, writing them one at a
+    /// time tells.
+    Grants,
     /// Anything else: another replica appended first, the database was busy or away.
     Store(anyhow::Error),
 }

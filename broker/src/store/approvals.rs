@@ -8,9 +8,9 @@ use super::{Store, to_i64, to_u64};
 
 pub use sallyport_api::approvals::Approval;
 
-const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by, approvers_required, observer_required";
+pub(super) const APPROVAL_COLS: &str = "id, customer_id, cluster_id, access_group, logins, max_session_secs, valid_from, valid_until, just_in_time, per_session_mfa, port_forwarding, source_networks, created_by, created_at, updated_at, withdrawn_at, withdrawn_by, approvers_required, observer_required";
 
-fn approval_from_row(r: &AnyRow) -> Approval {
+pub(super) fn approval_from_row(r: &AnyRow) -> Approval {
     Approval {
         id: r.get("id"),
         customer: r.get("customer_id"),

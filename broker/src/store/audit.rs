@@ -5,6 +5,7 @@
 use sallyport_ca::clock::now_secs;
 use sqlx::Row;
 
+use super::columns::{placeholders, runs};
 use super::search::insert_texts;
 use super::{Store, to_i64, to_u64};
 use crate::audit::{AuditRecord, SUBJECT_FIELDS};
@@ -326,6 +327,83 @@ pub(super) async fn insert_record(
     // Notifications are queued with the event they tell about, in its transaction: stored
     // together or not at all, and sent later by the webhook worker.
     super::enqueue_deliveries(tx, r).await
+}
+
+/// Store `records` (one statement per run of rows) with the index of their text and the
+/// deliveries they are notified by: [`insert_record`] for many at once.
+pub(super) async fn insert_records(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[AuditRecord],
+) -> anyhow::Result<()> {
+    insert_events(tx, records).await?;
+    insert_texts(tx, records).await?;
+    // Most appends tell no webhook: one look for an enabled one answers for the whole group,
+    // in its transaction, and only then is each notified record queued.
+    if records
+        .iter()
+        .any(|r| crate::webhooks::notified(&r.source, &r.kind))
+        && super::webhooks_enabled(tx).await?
+    {
+        for r in records {
+            super::enqueue_deliveries(tx, r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The rows of `records` in `audit_events`, one statement per run of rows.
+pub(super) async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[AuditRecord],
+) -> anyhow::Result<()> {
+    for run in runs(records) {
+        let sql = format!(
+            "INSERT INTO audit_events (source, seq, time_ms, kind, engineer, ticket, cluster, node, session, data, prev_hash, hash) VALUES {}",
+            placeholders(run.len(), 12)
+        );
+        let mut query = sqlx::query(&sql);
+        for r in run {
+            query = query
+                .bind(&r.source)
+                .bind(to_i64(r.seq))
+                .bind(to_i64(r.time))
+                .bind(&r.kind);
+            for f in SUBJECT_FIELDS {
+                query = query.bind(r.subject(f));
+            }
+            query = query
+                .bind(serde_json::to_string(&r.data)?)
+                .bind(&r.prev_hash)
+                .bind(&r.hash);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Signatures of heads of `source`'s chain, (seq, hash, signature), one statement per run.
+pub(super) async fn insert_signatures(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    source: &str,
+    heads: &[(u64, String, String)],
+) -> anyhow::Result<()> {
+    for run in runs(heads) {
+        let sql = format!(
+            "INSERT INTO audit_signatures (source, seq, hash, signature) VALUES {} \
+             ON CONFLICT (source, seq) DO NOTHING",
+            placeholders(run.len(), 4)
+        );
+        let mut query = sqlx::query(&sql);
+        for (seq, hash, signature) in run {
+            query = query
+                .bind(source)
+                .bind(to_i64(*seq))
+                .bind(hash)
+                .bind(signature);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 pub(super) fn record_from_row(row: &sqlx::any::AnyRow) -> anyhow::Result<AuditRecord> {

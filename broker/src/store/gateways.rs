@@ -377,6 +377,59 @@ impl Store {
     }
 }
 
+impl Store {
+    /// [`Store::host_ca_keys`] of `cluster` and [`Store::edge_registrations`], in one query:
+    /// what an issued certificate's answer tells the engineer's client to trust and to dial.
+    pub async fn jump_reads(
+        &self,
+        cluster: &str,
+    ) -> sqlx::Result<(Vec<String>, Vec<EdgeRegistration>)> {
+        let rows = sqlx::query(
+            "SELECT 'host_ca' AS part, host_ca_public_key AS key, NULL AS address, id AS name, \
+             enrolled_at AS at FROM gateways WHERE cluster_id = $1 AND enrolled_at IS NOT NULL \
+             AND revoked_at IS NULL AND host_ca_public_key IS NOT NULL \
+             UNION ALL \
+             SELECT 'edge' AS part, e.host_key AS key, e.address AS address, e.name AS name, \
+             e.updated_at AS at FROM edge_registrations e \
+             WHERE EXISTS (SELECT 1 FROM api_tokens t WHERE t.role = 'edge' AND t.name = e.name \
+             AND t.revoked_at IS NULL)",
+        )
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut gateways: Vec<(i64, String, String)> = Vec::new();
+        let mut edges = Vec::new();
+        for r in &rows {
+            let part: String = r.try_get("part")?;
+            if part == "host_ca" {
+                gateways.push((r.try_get("at")?, r.try_get("name")?, r.try_get("key")?));
+            } else {
+                edges.push(EdgeRegistration {
+                    name: r.try_get("name")?,
+                    host_key: r.try_get("key")?,
+                    address: r.try_get("address")?,
+                    updated_at: to_u64(r.try_get("at")?),
+                });
+            }
+        }
+        // The orders of the two reads: gateways in enrollment order, edges the most recently
+        // seen first.
+        gateways.sort();
+        let mut keys: Vec<String> = Vec::new();
+        for (_, _, k) in gateways {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        edges.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok((keys, edges))
+    }
+}
+
 /// An edge as it registered itself (`POST /v1/edge/self`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeRegistration {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::columns::{json_list, list_json, opt_u64};
+use super::columns::{json_list, list_json, opt_u64, placeholders, runs};
 use super::{Store, to_i64, to_u64};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +86,44 @@ static INSERT_GRANT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "INSERT INTO grants ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     )
 });
+
+/// The rows of `grants`, one statement per run of rows ([`insert_grant_query`] for many): a row
+/// the store refuses fails its whole statement, which then does not say which row it was.
+pub(super) async fn insert_grants(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    grants: &[&GrantRow],
+) -> sqlx::Result<()> {
+    for run in runs(grants) {
+        let sql = format!(
+            "INSERT INTO grants ({GRANT_COLS}) VALUES {}",
+            placeholders(run.len(), 18)
+        );
+        let mut query = sqlx::query(&sql);
+        for g in run {
+            query = query
+                .bind(&g.id)
+                .bind(&g.engineer)
+                .bind(&g.ticket)
+                .bind(&g.customer)
+                .bind(&g.cluster)
+                .bind(&g.approval)
+                .bind(&g.request)
+                .bind(list_json(&g.logins))
+                .bind(&g.serial)
+                .bind(&g.key_id)
+                .bind(&g.ca_fingerprint)
+                .bind(&g.public_key)
+                .bind(&g.certificate)
+                .bind(to_i64(g.valid_after))
+                .bind(to_i64(g.valid_before))
+                .bind(to_i64(g.created_at))
+                .bind(g.revoked_at.map(to_i64))
+                .bind(&g.revoked_reason);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// What to revoke.
 pub use sallyport_api::certificates::RevokeScope;

@@ -3,9 +3,10 @@
 
 use sqlx::Row;
 
-use super::audit::record_from_row;
+use super::audit::{insert_events, record_from_row};
+use super::columns::{placeholders, runs};
 use super::{Store, to_i64};
-use crate::audit::{AuditRecord, SUBJECT_FIELDS};
+use crate::audit::AuditRecord;
 use sallyport_audit::text::{QueryError, query_words, search_text};
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -299,42 +300,8 @@ impl Store {
     /// already stored fails the whole batch.
     pub async fn import(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        for chunk in records.chunks(IMPORT_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO audit_events (source, seq, time_ms, kind, engineer, ticket, cluster, node, session, data, prev_hash, hash) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let b = i * 12;
-                sql.push('(');
-                sql.push_str(
-                    &(1..=12)
-                        .map(|k| format!("${}", b + k))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                sql.push(')');
-            }
-            let mut query = sqlx::query(&sql);
-            for r in chunk {
-                query = query
-                    .bind(r.source.clone())
-                    .bind(to_i64(r.seq))
-                    .bind(to_i64(r.time))
-                    .bind(r.kind.clone());
-                for f in SUBJECT_FIELDS {
-                    query = query.bind(r.subject(f));
-                }
-                query = query
-                    .bind(serde_json::to_string(&r.data)?)
-                    .bind(r.prev_hash.clone())
-                    .bind(r.hash.clone());
-            }
-            query.execute(&mut *tx).await?;
-            insert_texts(&mut tx, chunk).await?;
-        }
+        insert_events(&mut tx, records).await?;
+        insert_texts(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -345,10 +312,6 @@ enum Arg {
     Int(i64),
 }
 
-/// Rows per statement of [`Store::import`] (12 parameters each; sqlx binds many parameters to
-/// one SQLite statement slowly, and 50 rows load fastest).
-const IMPORT_ROWS: usize = 50;
-
 /// Index the text of `records` (those that carry any), many per statement.
 pub(super) async fn insert_texts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -358,16 +321,10 @@ pub(super) async fn insert_texts(
         .iter()
         .filter_map(|r| search_text(&r.source, &r.kind, &r.data).map(|t| (r, t)))
         .collect();
-    for chunk in texts.chunks(IMPORT_ROWS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 4 * i;
-                format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
-            })
-            .collect();
+    for chunk in runs(&texts) {
         let sql = format!(
             "INSERT INTO audit_text (source, seq, time_ms, text) VALUES {}",
-            values.join(",")
+            placeholders(chunk.len(), 4)
         );
         let mut query = sqlx::query(&sql);
         for (r, text) in chunk {

@@ -54,6 +54,18 @@ fn like_escape(s: &str) -> String {
     p
 }
 
+/// Whether any webhook is enabled: when none is, no record needs [`enqueue_deliveries`].
+pub(crate) async fn webhooks_enabled(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> anyhow::Result<bool> {
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM webhooks WHERE enabled = 1 AND deleted_at IS NULL LIMIT 1",
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Queue a delivery of `r` for every enabled webhook that wants it: its kind is notified and
 /// in the webhook's events, and the webhook is vendor-wide or of the event's customer (the
 /// owner of the event's cluster; for the broker's own events without a cluster, the customer

@@ -62,7 +62,13 @@ pub(super) async fn issue(
         .filter(|g| !groups.contains(g))
         .cloned()
         .collect();
-    let Some(ticket) = b.store.ticket(&req.ticket).await? else {
+    // The ticket, the cluster and its approvals in one read; the customer's policies and the
+    // engineer's open request only when that read says there are any.
+    let reads = b
+        .store
+        .issue_reads(&req.ticket, req.cluster.as_deref(), &uid)
+        .await?;
+    let Some(reads) = reads else {
         let cluster = req.cluster.clone().unwrap_or_default();
         return Err(denied(
             &b,
@@ -76,11 +82,12 @@ pub(super) async fn issue(
         )
         .await);
     };
+    let ticket = reads.ticket;
     let cluster_id = req
         .cluster
         .clone()
         .unwrap_or_else(|| ticket.cluster.clone());
-    let Some(cluster) = b.store.cluster(&cluster_id).await? else {
+    let Some(cluster) = reads.cluster else {
         return Err(denied(
             &b,
             &uid,
@@ -90,14 +97,22 @@ pub(super) async fn issue(
         )
         .await);
     };
-    let approvals = b.store.approvals(None, Some(&cluster.id)).await?;
-    let request = b
-        .store
-        .latest_request(&uid, &ticket.id, &cluster.id)
-        .await?;
+    let approvals = reads.approvals;
+    let request = if reads.open_request {
+        b.store
+            .latest_request(&uid, &ticket.id, &cluster.id)
+            .await?
+    } else {
+        None
+    };
+    let stored_policies = if reads.customer_policies {
+        b.store.policies(&cluster.customer).await?
+    } else {
+        Vec::new()
+    };
     let customer_policies = {
         let mut out = Vec::new();
-        for p in b.store.policies(&cluster.customer).await? {
+        for p in stored_policies {
             // Saved policies were checked when saved; one that no longer checks (a newer
             // schema) denies rather than being skipped.
             match b.engine.check_customer_policies(&p.body) {
@@ -373,8 +388,7 @@ pub(super) async fn issue(
         public_key: public_key.fingerprint(HashAlg::Sha256).to_string(),
     };
     b.store.insert_grant_audited(&row, &issued).await?;
-    let host_ca_public_keys = b.store.host_ca_keys(&row.cluster).await?;
-    let registered = b.store.edge_registrations().await?;
+    let (host_ca_public_keys, registered) = b.store.jump_reads(&row.cluster).await?;
     let jump = crate::api::jump::Jump::of(&b.live(), &registered, now_secs());
     Ok(Json(Issued {
         certificate: cert_text,
