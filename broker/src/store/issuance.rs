@@ -100,3 +100,206 @@ impl Store {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::empty_store;
+    use super::super::{
+        AccessRequest, Approval, Cluster, Customer, CustomerPolicy, RequestState, Store, Ticket,
+    };
+
+    fn approval(id: &str, cluster: &str, created_at: u64) -> Approval {
+        Approval {
+            id: id.into(),
+            customer: "acme".into(),
+            cluster: cluster.into(),
+            group: "support-l2".into(),
+            logins: vec!["ubuntu".into()],
+            max_session_secs: 3600,
+            valid_from: 0,
+            valid_until: 4_000_000_000,
+            just_in_time: false,
+            per_session_mfa: false,
+            port_forwarding: false,
+            source_networks: vec![],
+            created_by: "approver".into(),
+            created_at,
+            updated_at: created_at,
+            withdrawn_at: (id == "ap-withdrawn").then_some(created_at + 1),
+            withdrawn_by: (id == "ap-withdrawn").then(|| "approver".to_string()),
+            approvers_required: 1,
+            observer_required: false,
+        }
+    }
+
+    fn request(id: &str, status: RequestState) -> AccessRequest {
+        AccessRequest {
+            id: id.into(),
+            engineer: "alice".into(),
+            ticket: "SUP-1".into(),
+            cluster: "acme-prod".into(),
+            approval: "ap-b".into(),
+            status,
+            created_at: 10,
+            decided_by: None,
+            decided_at: None,
+            reason: None,
+            logins: vec!["ubuntu".into()],
+            ttl_secs: 600,
+            approvers_required: 1,
+            approved_by: vec![],
+        }
+    }
+
+    /// The one read gives what the separate reads give: the ticket, the cluster asked for (else
+    /// the ticket's), every approval of that cluster in the same order (withdrawn ones too),
+    /// and says when there are customer policies or an open request to read; an unknown ticket
+    /// is `None`, an unknown cluster no cluster.
+    #[tokio::test]
+    async fn issue_reads_agree_with_the_reads_they_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&empty_store(dir.path()).await)
+            .await
+            .unwrap();
+        for c in ["acme", "other"] {
+            store
+                .create_customer(&Customer {
+                    id: c.into(),
+                    name: c.into(),
+                })
+                .await
+                .unwrap();
+        }
+        for (id, customer) in [
+            ("acme-prod", "acme"),
+            ("acme-dev", "acme"),
+            ("other-prod", "other"),
+        ] {
+            store
+                .create_cluster(&Cluster {
+                    id: id.into(),
+                    customer: customer.into(),
+                })
+                .await
+                .unwrap();
+        }
+        let ticket = Ticket {
+            id: "SUP-1".into(),
+            customer: "acme".into(),
+            cluster: "acme-prod".into(),
+            assignee: "alice".into(),
+            status: "open".into(),
+            title: "disk full".into(),
+            updated_at: 5,
+        };
+        store.upsert_ticket(&ticket).await.unwrap();
+        for a in [
+            approval("ap-b", "acme-prod", 20),
+            approval("ap-withdrawn", "acme-prod", 10),
+            approval("ap-a", "acme-prod", 20),
+            approval("ap-dev", "acme-dev", 1),
+        ] {
+            store.save_approval(&a, true).await.unwrap();
+        }
+
+        assert!(
+            store
+                .issue_reads("SUP-404", None, "alice")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let r = store
+            .issue_reads("SUP-1", None, "alice")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.ticket, ticket);
+        assert_eq!(
+            r.cluster,
+            Some(Cluster {
+                id: "acme-prod".into(),
+                customer: "acme".into()
+            })
+        );
+        let listed = store.approvals(None, Some("acme-prod")).await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(r.approvals, listed);
+        assert!(!r.customer_policies && !r.open_request);
+
+        let r = store
+            .issue_reads("SUP-1", Some("acme-dev"), "alice")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.cluster.unwrap().id, "acme-dev");
+        assert_eq!(r.approvals, vec![approval("ap-dev", "acme-dev", 1)]);
+        let r = store
+            .issue_reads("SUP-1", Some("nowhere"), "alice")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.cluster.is_none() && r.approvals.is_empty());
+
+        // The customer's policies: theirs count, another customer's do not.
+        store
+            .save_policy(&CustomerPolicy {
+                id: "p-1".into(),
+                customer: "other".into(),
+                name: "no-nights".into(),
+                body: "forbid(principal, action, resource);".into(),
+                created_by: "approver".into(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        let read = || store.issue_reads("SUP-1", None, "alice");
+        assert!(!read().await.unwrap().unwrap().customer_policies);
+        store
+            .save_policy(&CustomerPolicy {
+                id: "p-2".into(),
+                customer: "acme".into(),
+                name: "no-nights".into(),
+                body: "forbid(principal, action, resource);".into(),
+                created_by: "approver".into(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        assert!(read().await.unwrap().unwrap().customer_policies);
+
+        // Requests: used and superseded ones are not open; another engineer's is not theirs.
+        store
+            .create_request(&request("rq-used", RequestState::Used))
+            .await
+            .unwrap();
+        store
+            .create_request(&request("rq-old", RequestState::Superseded))
+            .await
+            .unwrap();
+        let mut bob = request("rq-bob", RequestState::Pending);
+        bob.engineer = "bob".into();
+        store.create_request(&bob).await.unwrap();
+        assert!(!read().await.unwrap().unwrap().open_request);
+        assert!(
+            store
+                .latest_request("alice", "SUP-1", "acme-prod")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .create_request(&request("rq-open", RequestState::Pending))
+            .await
+            .unwrap();
+        assert!(read().await.unwrap().unwrap().open_request);
+        assert!(
+            !store
+                .issue_reads("SUP-1", Some("acme-dev"), "alice")
+                .await
+                .unwrap()
+                .unwrap()
+                .open_request
+        );
+    }
+}
