@@ -57,10 +57,15 @@ fn grant_from_row(r: &AnyRow) -> GrantRow {
 
 /// The insert of a grant's row; [`Store::insert_grant_audited`] runs it in the transaction of
 /// the grant's event.
-pub(super) fn insert_grant_query(
-    g: &GrantRow,
-) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    sqlx::query(INSERT_GRANT.as_str())
+pub(super) fn insert_grant_query(g: &GrantRow) -> AnyQuery<'_> {
+    bind_grant(sqlx::query(INSERT_GRANT.as_str()), g)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `g`'s 18 values bound to `query`, in [`GRANT_COLS`]' order.
+fn bind_grant<'q>(query: AnyQuery<'q>, g: &'q GrantRow) -> AnyQuery<'q> {
+    query
         .bind(&g.id)
         .bind(&g.engineer)
         .bind(&g.ticket)
@@ -100,25 +105,7 @@ pub(super) async fn insert_grants(
         );
         let mut query = sqlx::query(&sql);
         for g in run {
-            query = query
-                .bind(&g.id)
-                .bind(&g.engineer)
-                .bind(&g.ticket)
-                .bind(&g.customer)
-                .bind(&g.cluster)
-                .bind(&g.approval)
-                .bind(&g.request)
-                .bind(list_json(&g.logins))
-                .bind(&g.serial)
-                .bind(&g.key_id)
-                .bind(&g.ca_fingerprint)
-                .bind(&g.public_key)
-                .bind(&g.certificate)
-                .bind(to_i64(g.valid_after))
-                .bind(to_i64(g.valid_before))
-                .bind(to_i64(g.created_at))
-                .bind(g.revoked_at.map(to_i64))
-                .bind(&g.revoked_reason);
+            query = bind_grant(query, g);
         }
         query.execute(&mut **tx).await?;
     }
