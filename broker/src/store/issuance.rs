@@ -151,6 +151,35 @@ mod tests {
         }
     }
 
+    /// The issuance read finds a cluster's approvals and counts the engineer's open requests
+    /// through their indexes (migration 0019), not by scanning the tables (SQLite's plan).
+    #[tokio::test]
+    async fn the_issuance_read_searches_by_index() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("broker.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", *super::ISSUE_READS))
+            .bind("SUP-1")
+            .bind(Some("acme-prod"))
+            .bind("alice")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        let uses = |index: &str| plan.iter().any(|l| l.contains(index));
+        assert!(uses("approvals_cluster"), "{plan:#?}");
+        assert!(uses("access_requests_engineer_ticket_cluster"), "{plan:#?}");
+        assert!(
+            !plan
+                .iter()
+                .any(|l| l.starts_with("SCAN a") || l.starts_with("SCAN r")),
+            "{plan:#?}"
+        );
+    }
+
     /// The one read gives what the separate reads give: the ticket, the cluster asked for (else
     /// the ticket's), every approval of that cluster in the same order (withdrawn ones too),
     /// and says when there are customer policies or an open request to read; an unknown ticket

@@ -201,6 +201,13 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../../../migrations/0018_recording_chunks.postgres.sql"),
         },
     ),
+    (
+        19,
+        "issuance_indexes",
+        Sql::Portable(include_str!(
+            "../../../migrations/0019_issuance_indexes.sql"
+        )),
+    ),
 ];
 
 /// The migrations for one engine.
