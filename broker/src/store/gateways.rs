@@ -209,21 +209,13 @@ impl Store {
     /// The host CA public keys of a cluster's enrolled, non-revoked gateways (distinct, in
     /// enrollment order).
     pub async fn host_ca_keys(&self, cluster: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT host_ca_public_key FROM gateways WHERE cluster_id = $1 AND enrolled_at IS NOT NULL \
-             AND revoked_at IS NULL AND host_ca_public_key IS NOT NULL ORDER BY enrolled_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT host_ca_public_key {HOST_CAS_OF_CLUSTER} ORDER BY enrolled_at, id"
+        ))
         .bind(cluster)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<String> = Vec::new();
-        for r in rows {
-            let k: String = r.get("host_ca_public_key");
-            if !out.contains(&k) {
-                out.push(k);
-            }
-        }
-        Ok(out)
+        Ok(distinct(rows.iter().map(|r| r.get("host_ca_public_key"))))
     }
 
     // --- recordings ---
@@ -354,46 +346,43 @@ impl Store {
         .await?;
         Ok(!same)
     }
+}
 
-    /// The edges that registered themselves and whose API token is not revoked, the most
-    /// recently seen first.
-    pub async fn edge_registrations(&self) -> sqlx::Result<Vec<EdgeRegistration>> {
-        let rows = sqlx::query(
-            "SELECT e.name, e.host_key, e.address, e.updated_at FROM edge_registrations e \
-             WHERE EXISTS (SELECT 1 FROM api_tokens t WHERE t.role = 'edge' AND t.name = e.name \
-             AND t.revoked_at IS NULL) ORDER BY e.updated_at DESC, e.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| EdgeRegistration {
-                name: r.get("name"),
-                host_key: r.get("host_key"),
-                address: r.get("address"),
-                updated_at: to_u64(r.get("updated_at")),
-            })
-            .collect())
+/// The host CA keys a cluster's engineers trust: of its enrolled gateways not revoked (`$1`: the
+/// cluster).
+const HOST_CAS_OF_CLUSTER: &str = "FROM gateways WHERE cluster_id = $1 AND enrolled_at IS NOT NULL \
+     AND revoked_at IS NULL AND host_ca_public_key IS NOT NULL";
+
+/// The edges that registered themselves and whose API token is not revoked.
+const LIVE_EDGES: &str = "FROM edge_registrations e WHERE EXISTS (SELECT 1 FROM api_tokens t \
+     WHERE t.role = 'edge' AND t.name = e.name AND t.revoked_at IS NULL)";
+
+/// `keys` in their order, each once.
+fn distinct(keys: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in keys {
+        if !out.contains(&k) {
+            out.push(k);
+        }
     }
+    out
 }
 
 impl Store {
-    /// [`Store::host_ca_keys`] of `cluster` and [`Store::edge_registrations`], in one query:
-    /// what an issued certificate's answer tells the engineer's client to trust and to dial.
+    /// [`Store::host_ca_keys`] of `cluster` and the live edges (the most recently seen first), in
+    /// one query: what an issued certificate's answer tells the engineer's client to trust and to
+    /// dial.
     pub async fn jump_reads(
         &self,
         cluster: &str,
     ) -> sqlx::Result<(Vec<String>, Vec<EdgeRegistration>)> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT 'host_ca' AS part, host_ca_public_key AS key, NULL AS address, id AS name, \
-             enrolled_at AS at FROM gateways WHERE cluster_id = $1 AND enrolled_at IS NOT NULL \
-             AND revoked_at IS NULL AND host_ca_public_key IS NOT NULL \
+             enrolled_at AS at {HOST_CAS_OF_CLUSTER} \
              UNION ALL \
              SELECT 'edge' AS part, e.host_key AS key, e.address AS address, e.name AS name, \
-             e.updated_at AS at FROM edge_registrations e \
-             WHERE EXISTS (SELECT 1 FROM api_tokens t WHERE t.role = 'edge' AND t.name = e.name \
-             AND t.revoked_at IS NULL)",
-        )
+             e.updated_at AS at {LIVE_EDGES}"
+        ))
         .bind(cluster)
         .fetch_all(&self.pool)
         .await?;
@@ -415,12 +404,7 @@ impl Store {
         // The orders of the two reads: gateways in enrollment order, edges the most recently
         // seen first.
         gateways.sort();
-        let mut keys: Vec<String> = Vec::new();
-        for (_, _, k) in gateways {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
+        let keys = distinct(gateways.into_iter().map(|(_, _, k)| k));
         edges.sort_by(|a, b| {
             b.updated_at
                 .cmp(&a.updated_at)
