@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use sqlx::Row;
 
 use super::approvals::{APPROVAL_COLS, approval_from_row};
+use super::requests::NOT_SPENT;
 use super::{Approval, Cluster, Store, Ticket, to_u64};
 
 /// What [`Store::issue_reads`] found for a ticket that exists.
@@ -39,7 +40,7 @@ static ISSUE_READS: LazyLock<String> = LazyLock::new(|| {
          t.updated_at AS t_updated_at, c.id AS c_id, c.customer_id AS c_customer, \
          (SELECT COUNT(*) FROM customer_policies p WHERE p.customer_id = c.customer_id) AS n_policies, \
          (SELECT COUNT(*) FROM access_requests r WHERE r.engineer = $3 AND r.ticket_id = t.id \
-          AND r.cluster_id = c.id AND r.status NOT IN ('used', 'superseded')) AS n_requests, \
+          AND r.cluster_id = c.id AND r.status {NOT_SPENT}) AS n_requests, \
          {} \
          FROM tickets t \
          LEFT JOIN clusters c ON c.id = COALESCE($2, t.cluster_id) \

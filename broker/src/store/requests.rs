@@ -60,6 +60,10 @@ fn request_from_row(r: &AnyRow) -> sqlx::Result<AccessRequest> {
     })
 }
 
+/// The statuses of a request that still counts as the engineer's latest for its ticket and
+/// cluster (`status {NOT_SPENT}`): neither used nor replaced by a newer one.
+pub(super) const NOT_SPENT: &str = "NOT IN ('used', 'superseded')";
+
 impl Store {
     pub async fn create_request(&self, r: &AccessRequest) -> sqlx::Result<()> {
         sqlx::query(&format!(
@@ -107,9 +111,9 @@ impl Store {
         Ok(Some(r))
     }
 
-    /// The engineer's latest request for a ticket and cluster that was not used yet (a used one
+    /// The engineer's latest request for a ticket and cluster that was neither used (a used one
     /// gave its certificate: the next needs a new request) nor replaced by a newer one (made in
-    /// the same second, it would tie).
+    /// the same second, it would tie): status [`NOT_SPENT`].
     pub async fn latest_request(
         &self,
         engineer: &str,
@@ -117,7 +121,7 @@ impl Store {
         cluster: &str,
     ) -> sqlx::Result<Option<AccessRequest>> {
         let row = sqlx::query(&format!(
-            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status NOT IN ('used', 'superseded') ORDER BY created_at DESC, id DESC LIMIT 1"
+            "SELECT {REQUEST_COLS} FROM access_requests WHERE engineer = $1 AND ticket_id = $2 AND cluster_id = $3 AND status {NOT_SPENT} ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
         .bind(engineer)
         .bind(ticket)
