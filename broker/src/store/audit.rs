@@ -287,42 +287,14 @@ pub(super) async fn insert_signature(
     hash: &str,
     signature: &str,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_signatures (source, seq, hash, signature) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (source, seq) DO NOTHING",
-    )
-    .bind(source)
-    .bind(to_i64(seq))
-    .bind(hash)
-    .bind(signature)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    insert_signatures(tx, source, &[(seq, hash.into(), signature.into())]).await
 }
 
 pub(super) async fn insert_record(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &AuditRecord,
 ) -> anyhow::Result<()> {
-    let subject = |f: &str| r.subject(f);
-    sqlx::query(
-        "INSERT INTO audit_events (source, seq, time_ms, kind, engineer, ticket, cluster, node, session, data, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(&r.source)
-    .bind(to_i64(r.seq))
-    .bind(to_i64(r.time))
-    .bind(&r.kind)
-    .bind(subject(SUBJECT_FIELDS[0]))
-    .bind(subject(SUBJECT_FIELDS[1]))
-    .bind(subject(SUBJECT_FIELDS[2]))
-    .bind(subject(SUBJECT_FIELDS[3]))
-    .bind(subject(SUBJECT_FIELDS[4]))
-    .bind(serde_json::to_string(&r.data)?)
-    .bind(&r.prev_hash)
-    .bind(&r.hash)
-    .execute(&mut **tx)
-    .await?;
+    insert_events(tx, std::slice::from_ref(r)).await?;
     insert_texts(tx, std::slice::from_ref(r)).await?;
     // Notifications are queued with the event they tell about, in its transaction: stored
     // together or not at all, and sent later by the webhook worker.
