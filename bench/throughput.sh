@@ -130,12 +130,15 @@ target() {
 }
 
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+# The machine's CPU time so far, busy and idle, in clock ticks (all cores).
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 now() { date +%s.%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # Seconds of one transfer ($1: up, down, both; then the ssh arguments: -F file host).
 transfer() {
-  local s e n dir=$1
+  local s e n c0 c1 dir=$1
   shift
+  c0=$(cpu_ticks)
   s=$(now)
   case $dir in
     up) head -c "${SIZE}M" /dev/zero | ssh "$@" 'cat > /dev/null' ;;
@@ -143,6 +146,10 @@ transfer() {
     both) n=$(head -c "${SIZE}M" /dev/zero | ssh "$@" cat | wc -c) ;;
   esac
   e=$(now)
+  c1=$(cpu_ticks)
+  # CPU seconds (all processes, all cores) per GiB moved, and the share of the cores left idle.
+  echo "$c0 $c1" | awk -v hz="$(getconf CLK_TCK)" -v gib="$(calc "$SIZE / 1024" 4)" -v k="$key" \
+    '{ b = ($3 - $1) / hz; i = ($4 - $2) / hz; printf "%s %.2f %.0f\n", k, b / gib, 100 * i / (b + i) }' >>"$DIR/cpu"
   if [ "$dir" != up ] && [ "$n" != $((SIZE * 1024 * 1024)) ]; then
     echo "$dir through ${*: -1}: $n bytes back, not $((SIZE * 1024 * 1024))" >&2
   fi
@@ -150,7 +157,7 @@ transfer() {
 }
 # Median MB/s of RUNS transfers (MiB, as `head -c SIZEM` counts).
 rate() {
-  local i
+  local i key="$2 $3 $1"
   for i in $(seq 1 "$RUNS"); do transfer "$1" $(target "$2" "$3"); done |
     median | awk -v s="$SIZE" '{ printf "%.0f", s * 1.048576 / $1 }'
 }
@@ -171,6 +178,21 @@ for c in $CIPHERS; do
       "$(calc "${r[sallyport]} / ${r[jump]}")"
     [ -z "${SKIP_UNRECORDED:-}" ] &&
       printf ' %11s %11s' "${r[unrecorded]}" "$(calc "${r[sallyport]} / ${r[unrecorded]}")"
+    echo
+  done
+done
+# What each transfer cost the machine: a path that needs more CPU per byte than the cores have
+# to spare runs slower on a small machine, whatever its pacing.
+echo
+echo "CPU seconds per GiB (every process on the machine, median of $RUNS) / share of the cores idle"
+for c in $CIPHERS; do
+  printf '%-38s %12s %12s %12s\n' "$c" direct "ssh -J" sallyport
+  for dir in ${DIRS:-up down both}; do
+    printf '%-38s' "$dir"
+    for p in direct jump sallyport; do
+      printf ' %12s' "$(awk -v k="$p $c $dir" '$1 " " $2 " " $3 == k { print $4, $5 }' "$DIR/cpu" |
+        sort -g | awk '{ v[NR] = $1; i[NR] = $2 } END { m = int((NR + 1) / 2); printf "%.2f / %d%%", v[m], i[m] }')"
+    done
     echo
   done
 done
