@@ -322,6 +322,11 @@ fn print(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// POSTs `body` to the broker at `path` and prints its answer.
+async fn post_print<B: serde::Serialize>(conn: &Conn, path: &str, body: &B) -> anyhow::Result<()> {
+    print(&conn.client()?.post(path, body).await?.1)
+}
+
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
         AdminCmd::Gateway(c) => gateway::run(c).await?,
@@ -330,22 +335,10 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::HashToken { stdin } => local::hash_token(stdin)?,
         AdminCmd::HashPassword { stdin, uid, groups } => local::hash_password(stdin, uid, groups)?,
         AdminCmd::Customer { conn, id, name } => {
-            print(
-                &conn
-                    .client()?
-                    .post("/v1/customers", &NewCustomer { id, name })
-                    .await?
-                    .1,
-            )?;
+            post_print(&conn, "/v1/customers", &NewCustomer { id, name }).await?;
         }
         AdminCmd::Cluster { conn, id, customer } => {
-            print(
-                &conn
-                    .client()?
-                    .post("/v1/clusters", &Cluster { id, customer })
-                    .await?
-                    .1,
-            )?;
+            post_print(&conn, "/v1/clusters", &Cluster { id, customer }).await?;
         }
         AdminCmd::Node {
             conn,
@@ -364,7 +357,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                 host_keys: local::host_key_lines(&host_keys)?,
                 trust_on_first_use,
             };
-            print(&conn.client()?.post(&path, &body).await?.1)?;
+            post_print(&conn, &path, &body).await?;
         }
         AdminCmd::NodeUpdate {
             conn,
@@ -393,13 +386,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             print(&conn.client()?.patch(&path, &body).await?)?;
         }
         AdminCmd::Engineer { conn, uid, replace } => {
-            print(
-                &conn
-                    .client()?
-                    .post("/v1/engineers", &EnrollEngineer { uid, replace })
-                    .await?
-                    .1,
-            )?;
+            post_print(&conn, "/v1/engineers", &EnrollEngineer { uid, replace }).await?;
         }
         AdminCmd::Account {
             conn,
@@ -417,7 +404,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                 customer,
                 password: pw.trim_end_matches(['\n', '\r']).to_string().into(),
             };
-            print(&conn.client()?.post("/v1/accounts", &body).await?.1)?;
+            post_print(&conn, "/v1/accounts", &body).await?;
         }
         AdminCmd::Token {
             action: Some(TokenCmd::Revoke { conn, id }),
@@ -442,35 +429,25 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             let (Some(name), Some(role)) = (name, role) else {
                 anyhow::bail!("admin token needs a NAME and --role (or `admin token revoke ID`)");
             };
-            print(
-                &conn
-                    .client()?
-                    .post(
-                        "/v1/tokens",
-                        &NewToken {
-                            name,
-                            role,
-                            customer,
-                            all_customers,
-                        },
-                    )
-                    .await?
-                    .1,
-            )?;
+            post_print(
+                &conn,
+                "/v1/tokens",
+                &NewToken {
+                    name,
+                    role,
+                    customer,
+                    all_customers,
+                },
+            )
+            .await?;
         }
         AdminCmd::Disable { conn, who, reason } => {
             let path = format!("{}/disable", who.path());
-            print(
-                &conn
-                    .client()?
-                    .post(&path, &DisableInput { reason })
-                    .await?
-                    .1,
-            )?;
+            post_print(&conn, &path, &DisableInput { reason }).await?;
         }
         AdminCmd::Enable { conn, who } => {
             let path = format!("{}/enable", who.path());
-            print(&conn.client()?.post(&path, &json!({})).await?.1)?;
+            post_print(&conn, &path, &json!({})).await?;
         }
         AdminCmd::Tokens { conn } => {
             print(&conn.client()?.get("/v1/tokens").await?)?;
@@ -526,7 +503,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                 source_networks,
                 approvers_required,
             };
-            print(&conn.client()?.post("/v1/approvals", &body).await?.1)?;
+            post_print(&conn, "/v1/approvals", &body).await?;
         }
         AdminCmd::Withdraw { conn, approval } => {
             print(
@@ -559,7 +536,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
                 logins: (!logins.is_empty()).then_some(logins),
                 ttl_secs: ttl.map(|ttl| ttl.as_secs()),
             };
-            print(&conn.client()?.post(&path, &body).await?.1)?;
+            post_print(&conn, &path, &body).await?;
         }
         AdminCmd::Revoke {
             conn,
@@ -567,16 +544,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             value,
             reason,
         } => {
-            print(
-                &conn
-                    .client()?
-                    .post(
-                        "/v1/revocations",
-                        &json!({"scope": scope, "value": value, "reason": reason}),
-                    )
-                    .await?
-                    .1,
-            )?;
+            post_print(
+                &conn,
+                "/v1/revocations",
+                &json!({"scope": scope, "value": value, "reason": reason}),
+            )
+            .await?;
         }
         AdminCmd::Policy {
             conn,
