@@ -129,25 +129,19 @@ impl Store {
         } else {
             ("t", "f")
         };
-        let mut cond = String::new();
-        for (col, v) in [
-            ("kind", &q.kind),
-            ("engineer", &q.engineer),
-            ("ticket", &q.ticket),
-            ("cluster", &q.cluster),
-            ("node", &q.node),
-            ("session", &q.session),
-        ] {
-            if let Some(v) = v {
-                cond.push_str(&format!(" AND {e}.{col} = {}", arg(Arg::Text(v.clone()))));
-            }
-        }
-        if let Some(c) = &q.customer {
-            cond.push_str(&format!(
-                " AND {e}.cluster IN (SELECT id FROM clusters WHERE customer_id = {})",
-                arg(Arg::Text(c.clone()))
-            ));
-        }
+        let mut cond = subject_conditions(
+            &format!("{e}."),
+            [
+                &q.kind,
+                &q.engineer,
+                &q.ticket,
+                &q.cluster,
+                &q.node,
+                &q.session,
+            ],
+            &q.customer,
+            &mut arg,
+        );
         let joined = !cond.is_empty();
         if let Some(v) = &q.source {
             cond.push_str(&format!(" AND {t}.source = {}", arg(Arg::Text(v.clone()))));
@@ -214,14 +208,7 @@ impl Store {
                 order("e")
             )
         };
-        let mut query = sqlx::query(&sql);
-        for a in args {
-            query = match a {
-                Arg::Text(s) => query.bind(s),
-                Arg::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = bind_args(&sql, args).fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
     }
 
@@ -307,9 +294,55 @@ impl Store {
     }
 }
 
-enum Arg {
+/// A value for a numbered placeholder (`$1`, `$2`, ...) of a statement written at run time.
+pub(super) enum Arg {
     Text(String),
     Int(i64),
+}
+
+/// The subject columns an audit search or stream filters on, in the order
+/// [`subject_conditions`] takes their values.
+const SUBJECT_COLUMNS: [&str; 6] = ["kind", "engineer", "ticket", "cluster", "node", "session"];
+
+/// ` AND {table}{column} = $n` for each subject value given (in [`SUBJECT_COLUMNS`]' order), and
+/// the event's cluster among `customer`'s; `arg` numbers each value's placeholder.
+pub(super) fn subject_conditions(
+    table: &str,
+    values: [&Option<String>; 6],
+    customer: &Option<String>,
+    arg: &mut impl FnMut(Arg) -> String,
+) -> String {
+    let mut cond = String::new();
+    for (col, v) in SUBJECT_COLUMNS.into_iter().zip(values) {
+        if let Some(v) = v {
+            cond.push_str(&format!(
+                " AND {table}{col} = {}",
+                arg(Arg::Text(v.clone()))
+            ));
+        }
+    }
+    if let Some(c) = customer {
+        cond.push_str(&format!(
+            " AND {table}cluster IN (SELECT id FROM clusters WHERE customer_id = {})",
+            arg(Arg::Text(c.clone()))
+        ));
+    }
+    cond
+}
+
+/// `sql` with `args` bound to its placeholders in order.
+pub(super) fn bind_args(
+    sql: &str,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let mut query = sqlx::query(sql);
+    for a in args {
+        query = match a {
+            Arg::Text(s) => query.bind(s),
+            Arg::Int(i) => query.bind(i),
+        };
+    }
+    query
 }
 
 /// Index the text of `records` (those that carry any), many per statement.

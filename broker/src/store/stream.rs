@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 
 use super::audit::record_from_row;
+use super::search::{Arg, bind_args, subject_conditions};
 use super::{Store, to_i64, to_u64};
 use crate::audit::AuditRecord;
 use sallyport_audit::writers::{Role, valid_session};
@@ -95,11 +96,6 @@ pub struct StreamFilter {
     pub until_ms: Option<u64>,
 }
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
 impl Store {
     /// Every source and its last stored sequence number. Read through the primary key, one
     /// source at a time (a loose index scan written as a recursive query: neither engine would
@@ -147,25 +143,19 @@ impl Store {
             args.push(v);
             format!("${}", args.len())
         };
-        let mut cond = String::new();
-        for (col, v) in [
-            ("kind", &f.kind),
-            ("engineer", &f.engineer),
-            ("ticket", &f.ticket),
-            ("cluster", &f.cluster),
-            ("node", &f.node),
-            ("session", &f.session),
-        ] {
-            if let Some(v) = v {
-                cond.push_str(&format!(" AND {col} = {}", arg(Arg::Text(v.clone()))));
-            }
-        }
-        if let Some(c) = &f.customer {
-            cond.push_str(&format!(
-                " AND cluster IN (SELECT id FROM clusters WHERE customer_id = {})",
-                arg(Arg::Text(c.clone()))
-            ));
-        }
+        let mut cond = subject_conditions(
+            "",
+            [
+                &f.kind,
+                &f.engineer,
+                &f.ticket,
+                &f.cluster,
+                &f.node,
+                &f.session,
+            ],
+            &f.customer,
+            &mut arg,
+        );
         if let Some(v) = f.from_ms {
             cond.push_str(&format!(" AND time_ms >= {}", arg(Arg::Int(to_i64(v)))));
         }
@@ -177,14 +167,7 @@ impl Store {
              WHERE source = $1 AND seq > $2 AND seq <= $3{cond} ORDER BY seq LIMIT {}",
             limit.clamp(1, 10_000)
         );
-        let mut query = sqlx::query(&sql);
-        for a in args {
-            query = match a {
-                Arg::Text(s) => query.bind(s),
-                Arg::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = bind_args(&sql, args).fetch_all(&self.pool).await?;
         rows.iter().map(record_from_row).collect()
     }
 }
