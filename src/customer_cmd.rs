@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::audit_cmd::Conn;
 use crate::client::enc;
+use crate::show::{show, show_all};
 
 #[derive(Subcommand, Debug)]
 pub enum ApprovalsCmd {
@@ -166,21 +167,25 @@ pub enum RequestsCmd {
     },
 }
 
-fn show(v: &Value, json: bool, line: impl Fn(&Value) -> String) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(v)?);
-    } else {
-        println!("{}", line(v));
-    }
-    Ok(())
-}
-
 fn t(v: &Value, k: &str) -> String {
     match &v[k] {
         Value::String(s) => sallyport_audit::sanitize(s),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
+}
+
+/// The strings of the array at `k`, each sanitized, joined with commas.
+fn joined(v: &Value, k: &str) -> String {
+    v[k].as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(sallyport_audit::sanitize)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 fn approval_line(a: &Value) -> String {
@@ -208,15 +213,7 @@ fn approval_line(a: &Value) -> String {
         },
         t(a, "cluster"),
         t(a, "group"),
-        a["logins"]
-            .as_array()
-            .map(|l| l
-                .iter()
-                .filter_map(Value::as_str)
-                .map(sallyport_audit::sanitize)
-                .collect::<Vec<_>>()
-                .join(","))
-            .unwrap_or_default(),
+        joined(a, "logins"),
         t(a, "max_session_secs"),
         t(a, "valid_until"),
         options.join(" ")
@@ -231,15 +228,7 @@ fn request_line(r: &Value) -> String {
         t(r, "engineer"),
         t(r, "ticket"),
         t(r, "cluster"),
-        r["logins"]
-            .as_array()
-            .map(|l| l
-                .iter()
-                .filter_map(Value::as_str)
-                .map(sallyport_audit::sanitize)
-                .collect::<Vec<_>>()
-                .join(","))
-            .unwrap_or_default(),
+        joined(r, "logins"),
         t(r, "ttl_secs"),
         r["approved_by"].as_array().map_or(0, Vec::len),
         t(r, "approvers_required"),
@@ -259,12 +248,12 @@ pub async fn approvals(cmd: ApprovalsCmd) -> anyhow::Result<i32> {
             };
             let list = conn.client()?.get(&path).await?;
             let list = list.as_array().cloned().unwrap_or_default();
-            if list.is_empty() && !json {
-                eprintln!("no approval yet: `sallyport approvals create` makes one");
-            }
-            for a in &list {
-                show(a, json, approval_line)?;
-            }
+            show_all(
+                &list,
+                json,
+                "no approval yet: `sallyport approvals create` makes one",
+                approval_line,
+            )?;
         }
         ApprovalsCmd::Create {
             conn,
@@ -358,12 +347,12 @@ pub async fn requests(cmd: RequestsCmd) -> anyhow::Result<i32> {
             };
             let list = conn.client()?.get(path).await?;
             let list = list.as_array().cloned().unwrap_or_default();
-            if list.is_empty() && !json {
-                eprintln!("no request is waiting for a decision");
-            }
-            for r in &list {
-                show(r, json, request_line)?;
-            }
+            show_all(
+                &list,
+                json,
+                "no request is waiting for a decision",
+                request_line,
+            )?;
             return Ok(0);
         }
         RequestsCmd::Approve {

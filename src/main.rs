@@ -18,6 +18,7 @@ mod node_config;
 mod reload;
 mod report_cmd;
 mod sessions_cmd;
+mod show;
 mod status;
 mod webhooks_cmd;
 

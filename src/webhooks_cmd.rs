@@ -7,10 +7,10 @@ use sallyport_api::webhooks::{
     Deliveries, Delivery, Webhook, WebhookCreated, WebhookDeleted, WebhookInput, Webhooks,
 };
 use sallyport_audit::sanitize;
-use serde::Serialize;
 
 use crate::audit_cmd::Conn;
 use crate::client::{enc, read_as};
+use crate::show::{show, show_all};
 
 #[derive(Subcommand, Debug)]
 pub enum WebhooksCmd {
@@ -106,15 +106,6 @@ fn delivery_line(d: &Delivery) -> String {
     line
 }
 
-fn print<T: Serialize>(v: &T, json: bool, line: fn(&T) -> String) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(v)?);
-    } else {
-        println!("{}", line(v));
-    }
-    Ok(())
-}
-
 pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
     match cmd {
         WebhooksCmd::List { conn, json } => {
@@ -123,12 +114,12 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
                 .get_as::<Webhooks>("/v1/webhooks")
                 .await?
                 .webhooks;
-            if list.is_empty() && !json {
-                eprintln!("no webhook yet: `sallyport webhooks create --url https://...` adds one");
-            }
-            for w in &list {
-                print(w, json, hook_line)?;
-            }
+            show_all(
+                &list,
+                json,
+                "no webhook yet: `sallyport webhooks create --url https://...` adds one",
+                hook_line,
+            )?;
         }
         WebhooksCmd::Create {
             conn,
@@ -170,7 +161,7 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
         } => {
             let path = format!("/v1/webhooks/{}", enc(&webhook));
             let v: WebhookDeleted = read_as(&path, conn.client()?.delete(&path).await?)?;
-            print(&v, json, |v| {
+            show(&v, json, |v| {
                 format!(
                     "deleted {} ({} waiting deliveries cancelled)",
                     sanitize(&v.id),
@@ -192,12 +183,7 @@ pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<i32> {
                 path.push_str(&format!("?limit={l}"));
             }
             let list = conn.client()?.get_as::<Deliveries>(&path).await?.deliveries;
-            if list.is_empty() && !json {
-                eprintln!("nothing delivered yet");
-            }
-            for d in &list {
-                print(d, json, delivery_line)?;
-            }
+            show_all(&list, json, "nothing delivered yet", delivery_line)?;
         }
     }
     Ok(0)
