@@ -53,31 +53,9 @@ pub enum AuditCmd {
     /// pty prints its input and output (reading a recording is audited).
     Replay(crate::audit_session::ReplayArgs),
     /// The sessions, newest first: the same as `sallyport sessions list`.
-    Sessions {
-        #[command(flatten)]
-        conn: Conn,
-        /// Only the sessions open now.
-        #[arg(long)]
-        live: bool,
-        /// At most this many.
-        #[arg(long, default_value_t = 200)]
-        limit: u64,
-        /// One JSON object per session.
-        #[arg(long)]
-        json: bool,
-    },
+    Sessions(crate::sessions_cmd::ListArgs),
     /// End an open session: the same as `sallyport sessions terminate`.
-    Terminate {
-        #[command(flatten)]
-        conn: Conn,
-        /// The session's id.
-        session: String,
-        /// Why: the engineer and the audit log see it.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Terminate(crate::sessions_cmd::TerminateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,33 +176,11 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<i32> {
         AuditCmd::Stream(a) => crate::audit_stream::stream(a).await,
         AuditCmd::Show(a) => crate::audit_session::show(a).await,
         AuditCmd::Replay(a) => crate::audit_session::replay(a).await,
-        AuditCmd::Sessions {
-            conn,
-            live,
-            limit,
-            json,
-        } => {
-            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::List {
-                conn,
-                live,
-                limit,
-                json,
-            })
-            .await
+        AuditCmd::Sessions(args) => {
+            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::List(args)).await
         }
-        AuditCmd::Terminate {
-            conn,
-            session,
-            reason,
-            json,
-        } => {
-            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::Terminate {
-                conn,
-                session,
-                reason,
-                json,
-            })
-            .await
+        AuditCmd::Terminate(args) => {
+            crate::sessions_cmd::run(crate::sessions_cmd::SessionsCmd::Terminate(args)).await
         }
     }
 }

@@ -1,30 +1,19 @@
 //! `sallyport sessions list|watch|terminate`: engineers' sessions for reviewers, customer
 //! approvers (their own clusters) and the operator.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use sallyport_api::sessions::{LiveView, Sessions, TerminateRequest, TerminationRequested};
 use sallyport_audit::sanitize;
 
 use crate::audit_cmd::Conn;
 use crate::client::enc;
+use crate::show::show_all;
 
 #[derive(Subcommand, Debug)]
 pub enum SessionsCmd {
     /// List sessions, newest first (reviewer, operator, or a customer approver for its own
     /// clusters).
-    List {
-        #[command(flatten)]
-        conn: Conn,
-        /// Only the sessions open now.
-        #[arg(long)]
-        live: bool,
-        /// At most this many.
-        #[arg(long, default_value_t = 200)]
-        limit: u64,
-        /// One JSON object per session.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Watch an open session in this terminal, read-only: each channel's screen (or output),
     /// redrawn twice a second until the session ends (watching is audited, and releases a
     /// moderated session when a customer's approver watches).
@@ -42,58 +31,69 @@ pub enum SessionsCmd {
     },
     /// End an open session: the engineer is disconnected within about two seconds and sees who
     /// ended it and why (reviewer, operator, or the approver of the session's customer).
-    Terminate {
-        #[command(flatten)]
-        conn: Conn,
-        /// The session's id (`sallyport sessions list` shows it).
-        session: String,
-        /// Why: the engineer and the audit log see it.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Terminate(TerminateArgs),
+}
+
+/// `sallyport sessions list` (and `sallyport audit sessions`).
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Only the sessions open now.
+    #[arg(long)]
+    live: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 200)]
+    limit: u64,
+    /// One JSON object per session.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `sallyport sessions terminate` (and `sallyport audit terminate`).
+#[derive(Args, Debug)]
+pub struct TerminateArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The session's id (`sallyport sessions list` shows it).
+    session: String,
+    /// Why: the engineer and the audit log see it.
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
     match cmd {
-        SessionsCmd::List {
+        SessionsCmd::List(ListArgs {
             conn,
             live,
             limit,
             json,
-        } => {
+        }) => {
             let list = conn
                 .client()?
                 .get_as::<Sessions>(&format!("/v1/sessions?live={live}&limit={limit}"))
                 .await?
                 .sessions;
-            if list.is_empty() && !json {
-                eprintln!(
-                    "{}",
-                    if live {
-                        "no session is open now"
-                    } else {
-                        "no session recorded yet"
-                    }
-                );
-            }
-            for s in &list {
-                if json {
-                    println!("{}", serde_json::to_string(s)?);
-                } else {
-                    println!(
-                        "{} {} engineer={} ticket={} node={}.{} commands={}",
-                        sanitize(&s.session),
-                        if s.live { "live " } else { "ended" },
-                        sanitize(&s.engineer),
-                        sanitize(&s.ticket),
-                        sanitize(&s.node),
-                        sanitize(&s.cluster),
-                        s.commands
-                    );
-                }
-            }
+            let empty = if live {
+                "no session is open now"
+            } else {
+                "no session recorded yet"
+            };
+            show_all(&list, json, empty, |s| {
+                format!(
+                    "{} {} engineer={} ticket={} node={}.{} commands={}",
+                    sanitize(&s.session),
+                    if s.live { "live " } else { "ended" },
+                    sanitize(&s.engineer),
+                    sanitize(&s.ticket),
+                    sanitize(&s.node),
+                    sanitize(&s.cluster),
+                    s.commands
+                )
+            })?;
             Ok(0)
         }
         SessionsCmd::Watch {
@@ -152,12 +152,12 @@ pub async fn run(cmd: SessionsCmd) -> anyhow::Result<i32> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
-        SessionsCmd::Terminate {
+        SessionsCmd::Terminate(TerminateArgs {
             conn,
             session,
             reason,
             json,
-        } => {
+        }) => {
             let v: TerminationRequested = conn
                 .client()?
                 .post_as(
