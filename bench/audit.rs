@@ -17,9 +17,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::env_num;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,13 +32,6 @@ use sallyport_audit::writers::{GatewayKind, Writer};
 use sallyport_bastion::spool::Spool;
 use serde_json::json;
 use support::broker::{Dir, World, signed_batch};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn row(what: &str, n: usize, took: Duration, reference: Option<f64>) -> f64 {
     let rate = n as f64 / took.as_secs_f64();

@@ -27,9 +27,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::env_num;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,13 +182,6 @@ fn fd_targets(pid: u32) -> Vec<String> {
         .unwrap_or_default();
     t.sort();
     t
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn per_session(from: u64, to: u64, n: usize) -> String {
