@@ -26,30 +26,27 @@ impl Store {
     }
 
     pub async fn upsert_ticket(&self, t: &Ticket) -> sqlx::Result<()> {
+        // Both statements take the ticket's columns as $1 to $7, in this order.
+        let ticket_query = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(&t.id)
+                .bind(&t.customer)
+                .bind(&t.cluster)
+                .bind(&t.assignee)
+                .bind(&t.status)
+                .bind(&t.title)
+                .bind(to_i64(t.updated_at))
+        };
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
+        let updated = ticket_query(
             "UPDATE tickets SET customer_id = $2, cluster_id = $3, assignee = $4, status = $5, title = $6, updated_at = $7 WHERE id = $1",
         )
-        .bind(&t.id)
-        .bind(&t.customer)
-        .bind(&t.cluster)
-        .bind(&t.assignee)
-        .bind(&t.status)
-        .bind(&t.title)
-        .bind(to_i64(t.updated_at))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            sqlx::query(
+            ticket_query(
                 "INSERT INTO tickets (id, customer_id, cluster_id, assignee, status, title, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(&t.id)
-            .bind(&t.customer)
-            .bind(&t.cluster)
-            .bind(&t.assignee)
-            .bind(&t.status)
-            .bind(&t.title)
-            .bind(to_i64(t.updated_at))
             .execute(&mut *tx)
             .await?;
         }
