@@ -272,30 +272,18 @@ mod tests {
         assert!(r.cluster.is_none() && r.approvals.is_empty());
 
         // The customer's policies: theirs count, another customer's do not.
-        store
-            .save_policy(&CustomerPolicy {
-                id: "p-1".into(),
-                customer: "other".into(),
-                name: "no-nights".into(),
-                body: "forbid(principal, action, resource);".into(),
-                created_by: "approver".into(),
-                created_at: 1,
-            })
-            .await
-            .unwrap();
+        let policy = |id: &str, customer: &str| CustomerPolicy {
+            id: id.into(),
+            customer: customer.into(),
+            name: "no-nights".into(),
+            body: "forbid(principal, action, resource);".into(),
+            created_by: "approver".into(),
+            created_at: 1,
+        };
+        store.save_policy(&policy("p-1", "other")).await.unwrap();
         let read = || store.issue_reads("SUP-1", None, "alice");
         assert!(!read().await.unwrap().unwrap().customer_policies);
-        store
-            .save_policy(&CustomerPolicy {
-                id: "p-2".into(),
-                customer: "acme".into(),
-                name: "no-nights".into(),
-                body: "forbid(principal, action, resource);".into(),
-                created_by: "approver".into(),
-                created_at: 1,
-            })
-            .await
-            .unwrap();
+        store.save_policy(&policy("p-2", "acme")).await.unwrap();
         assert!(read().await.unwrap().unwrap().customer_policies);
 
         // Requests: used and superseded ones are not open; another engineer's is not theirs.
