@@ -338,18 +338,18 @@ impl Store {
 
     /// Attempt number `attempt` succeeded.
     pub async fn delivered(&self, id: &str, attempt: u64, status: u16) -> anyhow::Result<bool> {
-        let res = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'delivered', attempts = $1, last_status = $2, \
-             delivered_at = $3 WHERE id = $4 AND status = 'pending' AND attempts = $5",
+        self.record_attempt(
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = $1, last_status = $2, \
+                 delivered_at = $3 WHERE id = $4 AND status = 'pending' AND attempts = $5",
+            )
+            .bind(to_i64(attempt))
+            .bind(i64::from(status))
+            .bind(to_i64(now_secs())),
+            id,
+            attempt,
         )
-        .bind(to_i64(attempt))
-        .bind(i64::from(status))
-        .bind(to_i64(now_secs()))
-        .bind(id)
-        .bind(to_i64(attempt.saturating_sub(1)))
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() == 1)
+        .await
     }
 
     /// Attempt number `attempt` failed; the next one is at `next_at`.
@@ -361,19 +361,19 @@ impl Store {
         status: Option<u16>,
         error: &str,
     ) -> anyhow::Result<bool> {
-        let res = sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = $1, next_at = $2, last_status = $3, \
-             last_error = $4 WHERE id = $5 AND status = 'pending' AND attempts = $6",
+        self.record_attempt(
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = $1, next_at = $2, last_status = $3, \
+                 last_error = $4 WHERE id = $5 AND status = 'pending' AND attempts = $6",
+            )
+            .bind(to_i64(attempt))
+            .bind(to_i64(next_at))
+            .bind(status.map(i64::from))
+            .bind(error),
+            id,
+            attempt,
         )
-        .bind(to_i64(attempt))
-        .bind(to_i64(next_at))
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(id)
-        .bind(to_i64(attempt.saturating_sub(1)))
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() == 1)
+        .await
     }
 
     /// The last attempt failed: the delivery has failed. `true` when this call recorded it (so
@@ -385,17 +385,34 @@ impl Store {
         status: Option<u16>,
         error: &str,
     ) -> anyhow::Result<bool> {
-        let res = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'failed', attempts = $1, last_status = $2, \
-             last_error = $3 WHERE id = $4 AND status = 'pending' AND attempts = $5",
+        self.record_attempt(
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', attempts = $1, last_status = $2, \
+                 last_error = $3 WHERE id = $4 AND status = 'pending' AND attempts = $5",
+            )
+            .bind(to_i64(attempt))
+            .bind(status.map(i64::from))
+            .bind(error),
+            id,
+            attempt,
         )
-        .bind(to_i64(attempt))
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(id)
-        .bind(to_i64(attempt.saturating_sub(1)))
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs `update` (an attempt's record: its last two placeholders are the delivery's id and
+    /// the attempt before `attempt`), which changes the delivery only while it is still pending
+    /// after that attempt; `true` when it did.
+    async fn record_attempt<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        id: &'q str,
+        attempt: u64,
+    ) -> anyhow::Result<bool> {
+        let res = update
+            .bind(id)
+            .bind(to_i64(attempt.saturating_sub(1)))
+            .execute(&self.pool)
+            .await?;
         Ok(res.rows_affected() == 1)
     }
 }
