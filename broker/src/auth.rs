@@ -118,6 +118,16 @@ impl Caller {
 }
 
 impl Caller {
+    /// The customer the caller is bound to: an approver's, or a customer's ticket system's.
+    pub fn customer(&self) -> Option<&str> {
+        match self {
+            Caller::Approver { customer, .. } => Some(customer),
+            Caller::TicketSystem { customer, .. } => customer.as_deref(),
+            Caller::Operator { .. } | Caller::Reviewer { .. } | Caller::Engineer { .. } => None,
+            Caller::Gateway { .. } | Caller::Edge { .. } => None,
+        }
+    }
+
     /// The gateway's id and cluster, when the caller is a gateway.
     pub fn gateway(&self) -> Option<(&str, &str)> {
         match self {
@@ -328,20 +338,11 @@ impl FromRequestParts<Arc<Broker>> for Caller {
                 }
             };
             if revoked {
-                let customer = match &caller {
-                    Caller::Approver { customer, .. } => Some(customer.clone()),
-                    Caller::TicketSystem { customer, .. } => customer.clone(),
-                    Caller::Operator { .. }
-                    | Caller::Reviewer { .. }
-                    | Caller::Engineer { .. }
-                    | Caller::Gateway { .. }
-                    | Caller::Edge { .. } => None,
-                };
                 return Err(refuse_revoked(
                     state,
                     parts,
                     &caller,
-                    customer.as_deref(),
+                    caller.customer(),
                     None,
                     "the API token was revoked",
                     "unknown or revoked API token",
@@ -418,20 +419,12 @@ impl FromRequestParts<Arc<Broker>> for Caller {
             }
         };
         if revoked_at.is_some_and(|at| claims.iat <= at) {
-            let customer = match &caller {
-                Caller::Approver { customer, .. } => Some(customer.clone()),
-                Caller::Operator { .. }
-                | Caller::Reviewer { .. }
-                | Caller::TicketSystem { .. }
-                | Caller::Engineer { .. }
-                | Caller::Gateway { .. }
-                | Caller::Edge { .. } => None,
-            };
+            // (A session token is never a ticket system's: the customer is an approver's.)
             return Err(refuse_revoked(
                 state,
                 parts,
                 &caller,
-                customer.as_deref(),
+                caller.customer(),
                 None,
                 "the session token was issued before its holder's sessions were revoked",
                 "this session was revoked: log in again with `sallyport login`",
@@ -536,26 +529,15 @@ mod tests {
             .issue("alice", Role::Engineer, vec![], None, true)
             .unwrap();
         assert!(k.verify(&forged).is_err(), "signed with another key");
-        let wrong_aud = JwtKeys::new(&[7u8; 32], "sallyport-broker", "other", 600);
-        assert!(
-            k.verify(
-                &wrong_aud
-                    .issue("a", Role::Engineer, vec![], None, true)
-                    .unwrap()
-                    .0
-            )
-            .is_err()
-        );
-        let wrong_iss = JwtKeys::new(&[7u8; 32], "evil", "sallyport", 600);
-        assert!(
-            k.verify(
-                &wrong_iss
-                    .issue("a", Role::Engineer, vec![], None, true)
-                    .unwrap()
-                    .0
-            )
-            .is_err()
-        );
+        // A token from the same key for another audience, or from another issuer.
+        for (iss, aud) in [("sallyport-broker", "other"), ("evil", "sallyport")] {
+            let wrong = JwtKeys::new(&[7u8; 32], iss, aud, 600);
+            let token = wrong
+                .issue("a", Role::Engineer, vec![], None, true)
+                .unwrap()
+                .0;
+            assert!(k.verify(&token).is_err(), "issuer {iss}, audience {aud}");
+        }
         // alg: none
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let now = now_secs();
