@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use sallyport_ca::clock::now_secs;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::super::throttled;
-use super::{Attempt, Failure, spend_totp};
+use super::{Attempt, Failure, check_user_name, spend_totp};
 use crate::audit::{AuditEvent, sanitize};
-use crate::directory::{valid_uid, verify_argon2};
+use crate::directory::verify_argon2;
 use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 
@@ -67,18 +66,7 @@ pub(crate) async fn check_account(
         code: code.into(),
         reason: reason.into(),
     };
-    if !valid_uid(user) {
-        throttled(
-            b,
-            &format!("invalid:{}", peer.ip()),
-            |why| fail("invalid_user_name", why),
-            "user name has characters that are not allowed",
-        )
-        .await?;
-        return Err(ApiError::BadRequest(
-            "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
-        ));
-    }
+    check_user_name(b, peer, user, &fail).await?;
     let subject = crate::auth::principal("account", user);
     if b.store.is_disabled(&subject).await? {
         b.store

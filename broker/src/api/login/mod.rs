@@ -90,6 +90,29 @@ pub(super) async fn spend_totp(
     }
 }
 
+/// A user name with characters that are not allowed is refused (400), and audited through
+/// `fail` as `invalid_user_name` as often as the refusal throttle lets one address be.
+async fn check_user_name(
+    b: &Broker,
+    peer: SocketAddr,
+    user: &str,
+    fail: impl Fn(&str, &str) -> AuditEvent,
+) -> ApiResult<()> {
+    if valid_uid(user) {
+        return Ok(());
+    }
+    throttled(
+        b,
+        &format!("invalid:{}", peer.ip()),
+        |why| fail("invalid_user_name", why),
+        "user name has characters that are not allowed",
+    )
+    .await?;
+    Err(ApiError::BadRequest(
+        "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
+    ))
+}
+
 pub async fn engineer_login(
     State(b): State<Arc<Broker>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -102,18 +125,7 @@ pub async fn engineer_login(
         reason: reason.into(),
         source_ip: Some(peer.ip().to_string()),
     };
-    if !valid_uid(&req.user) {
-        throttled(
-            &b,
-            &format!("invalid:{}", peer.ip()),
-            |why| fail("invalid_user_name", why),
-            "user name has characters that are not allowed",
-        )
-        .await?;
-        return Err(ApiError::BadRequest(
-            "invalid user name: use letters, digits, '.', '_' and '-' only".into(),
-        ));
-    }
+    check_user_name(&b, peer, &req.user, &fail).await?;
     let subject = crate::auth::principal("engineer", &req.user);
     if b.store.is_disabled(&subject).await? {
         b.store
