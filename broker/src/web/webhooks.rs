@@ -145,6 +145,25 @@ async fn page(
     r
 }
 
+/// The page again with the form as it was sent, and why it was not taken (422).
+async fn page_with_error(
+    b: &Arc<Broker>,
+    viewer: &Viewer,
+    url: String,
+    format: String,
+    events: Vec<String>,
+    why: String,
+) -> Response {
+    let form = FormState {
+        url,
+        format,
+        events,
+        error: Some(why),
+        made: None,
+    };
+    page(b, viewer, None, form, StatusCode::UNPROCESSABLE_ENTITY).await
+}
+
 fn blank() -> FormState {
     FormState {
         url: String::new(),
@@ -194,20 +213,8 @@ pub async fn create(
     let asked = if events.len() == NOTIFIED.len() {
         vec![]
     } else if events.is_empty() {
-        return page(
-            &b,
-            &viewer,
-            None,
-            FormState {
-                url,
-                format,
-                events,
-                error: Some("Check at least one event to be told about.".into()),
-                made: None,
-            },
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let why = "Check at least one event to be told about.".into();
+        return page_with_error(&b, &viewer, url, format, events, why).await;
     } else {
         events.clone()
     };
@@ -236,20 +243,7 @@ pub async fn create(
             .await
         }
         Err(ApiError::Unprocessable(why) | ApiError::BadRequest(why)) => {
-            page(
-                &b,
-                &viewer,
-                None,
-                FormState {
-                    url,
-                    format,
-                    events,
-                    error: Some(why),
-                    made: None,
-                },
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            page_with_error(&b, &viewer, url, format, events, why).await
         }
         Err(e) => api_error(&viewer, e, "/console/webhooks"),
     }
