@@ -31,6 +31,17 @@
       });
     });
   }
+  // A credential as the broker reads it: its ids and type, and `response` (its fields in
+  // base64url).
+  function credentialJson(cred, response) {
+    return {
+      id: cred.id,
+      rawId: bufToB64url(cred.rawId),
+      type: cred.type,
+      response: response,
+      extensions: {}
+    };
+  }
   function withIds(list) {
     return (list || []).map(function (c) {
       var o = Object.assign({}, c);
@@ -76,18 +87,12 @@
               user: user,
               nonce: nonce,
               ceremony: start.ceremony,
-              credential: {
-                id: cred.id,
-                rawId: bufToB64url(cred.rawId),
-                type: cred.type,
-                response: {
-                  authenticatorData: bufToB64url(cred.response.authenticatorData),
-                  clientDataJSON: bufToB64url(cred.response.clientDataJSON),
-                  signature: bufToB64url(cred.response.signature),
-                  userHandle: cred.response.userHandle ? bufToB64url(cred.response.userHandle) : null
-                },
-                extensions: {}
-              }
+              credential: credentialJson(cred, {
+                authenticatorData: bufToB64url(cred.response.authenticatorData),
+                clientDataJSON: bufToB64url(cred.response.clientDataJSON),
+                signature: bufToB64url(cred.response.signature),
+                userHandle: cred.response.userHandle ? bufToB64url(cred.response.userHandle) : null
+              })
             });
           });
         })
@@ -133,16 +138,10 @@
             return post("/console/account/passkeys/finish", {
               csrf: csrf,
               ceremony: start.ceremony,
-              credential: {
-                id: cred.id,
-                rawId: bufToB64url(cred.rawId),
-                type: cred.type,
-                response: {
-                  attestationObject: bufToB64url(cred.response.attestationObject),
-                  clientDataJSON: bufToB64url(cred.response.clientDataJSON)
-                },
-                extensions: {}
-              }
+              credential: credentialJson(cred, {
+                attestationObject: bufToB64url(cred.response.attestationObject),
+                clientDataJSON: bufToB64url(cred.response.clientDataJSON)
+              })
             });
           });
         })
