@@ -392,6 +392,19 @@ impl Report {
 mod chart_tests {
     use super::*;
 
+    const DAY_MS: u64 = 86_400_000;
+
+    /// A report on every cluster from day 20,000 (since the epoch) until day `until_day`.
+    fn report(until_day: u64, rows: Vec<ReportRow>) -> Report {
+        Report {
+            scope: "all".into(),
+            since_ms: 20_000 * DAY_MS,
+            until_ms: until_day * DAY_MS,
+            clusters: vec![],
+            rows,
+        }
+    }
+
     fn row(started: &str, commands: usize) -> ReportRow {
         ReportRow {
             session: "s".into(),
@@ -411,18 +424,15 @@ mod chart_tests {
 
     #[test]
     fn the_chart_counts_sessions_and_commands_per_day_over_the_whole_period() {
-        let day = 86_400_000;
-        let r = Report {
-            scope: "all".into(),
-            since_ms: 20_000 * day,
-            until_ms: 20_003 * day,
-            clusters: vec![],
-            rows: vec![
+        let day = DAY_MS;
+        let r = report(
+            20_003,
+            vec![
                 row(&rfc3339(20_000 * day + 5), 4),
                 row(&rfc3339(20_000 * day + 3_600_000), 2),
                 row(&rfc3339(20_002 * day + 1), 0),
             ],
-        };
+        );
         let c = r.chart();
         assert_eq!(c.days.len(), 3);
         let got: Vec<(&str, u64, u64, &str)> = c
@@ -457,14 +467,6 @@ mod chart_tests {
 
     #[test]
     fn a_long_period_charts_its_last_92_days() {
-        let day = 86_400_000;
-        let r = Report {
-            scope: "all".into(),
-            since_ms: 20_000 * day,
-            until_ms: 20_366 * day,
-            clusters: vec![],
-            rows: vec![],
-        };
-        assert_eq!(r.chart().days.len(), 92);
+        assert_eq!(report(20_366, vec![]).chart().days.len(), 92);
     }
 }
