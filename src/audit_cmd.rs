@@ -214,7 +214,7 @@ async fn search(a: SearchArgs) -> anyhow::Result<i32> {
         .await?;
     for e in &v.events {
         // An event's own fields are as many as its kind has: read by name.
-        let e = &Value::Object(e.clone());
+        let e = &Value::Object(e.to_map());
         if a.json {
             println!("{}", serde_json::to_string(e)?);
         } else {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde_json::Value;
+use sallyport_api::audit::StreamLine;
 
 use crate::audit_cmd::Conn;
 use crate::client::{ApiFailure, Client, enc};
@@ -109,31 +109,13 @@ fn query(
     format!("/v1/audit/stream?{}", q.join("&"))
 }
 
-/// The cursor a line carries.
-fn cursor_of(line: &Value) -> Option<String> {
-    line.get("cursor")
-        .or_else(|| line.get("unmapped").and_then(|u| u.get("cursor")))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
-/// An error line: the broker ended the stream and says why.
-fn error_of(line: &Value) -> Option<String> {
-    let e = line.get("error")?;
-    Some(format!(
-        "{} ({})",
-        e["message"]
-            .as_str()
-            .unwrap_or("the broker ended the stream"),
-        e["code"].as_str().unwrap_or("error")
-    ))
-}
-
-/// Read one response to its end, giving each line to `each`. `Err` for a broken connection;
-/// `Ok(Some(msg))` for the broker's error line.
+/// Read one response to its end, giving each line and its cursor to `each`. `Err` for a broken
+/// connection or a line that is not one of the format's; `Ok(Some(msg))` for the broker's error
+/// line.
 async fn read_lines(
     mut resp: reqwest::Response,
-    mut each: impl FnMut(&str, &Value) -> anyhow::Result<()>,
+    format: LineFormat,
+    mut each: impl FnMut(&str, Option<&str>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<String>> {
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
@@ -144,12 +126,12 @@ async fn read_lines(
             if text.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| "the broker sent a line that is not JSON")?;
-            if let Some(e) = error_of(&v) {
-                return Ok(Some(e));
+            let line = StreamLine::read(&text, format == LineFormat::Ocsf)
+                .with_context(|| "the broker sent a line that is not one of its stream's")?;
+            if let StreamLine::Ended(e) = &line {
+                return Ok(Some(e.error.to_string()));
             }
-            each(&text, &v)?;
+            each(&text, line.cursor())?;
         }
     }
     Ok(None)
@@ -192,11 +174,11 @@ pub async fn stream(a: StreamArgs) -> anyhow::Result<i32> {
         {
             since = Some(c.to_string());
         }
-        let read = read_lines(resp, |text, v| {
+        let read = read_lines(resp, a.format, |text, cursor| {
             writeln!(out, "{text}")?;
             out.flush()?;
-            if let Some(c) = cursor_of(v) {
-                since = Some(c);
+            if let Some(c) = cursor {
+                since = Some(c.to_string());
             }
             Ok(())
         })
@@ -236,7 +218,7 @@ pub async fn export_ocsf(
         None => Box::new(std::io::stdout()),
     };
     let mut n = 0u64;
-    let ended = read_lines(resp, |text, _| {
+    let ended = read_lines(resp, LineFormat::Ocsf, |text, _| {
         writeln!(sink, "{text}")?;
         n += 1;
         Ok(())

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod certificates;
 pub mod error;
 pub mod gateways;
+pub mod health;
 pub mod identity;
 pub mod login;
 pub mod report;

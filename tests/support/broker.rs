@@ -571,7 +571,10 @@ impl World {
         assert_eq!(s, StatusCode::OK, "{v}");
         // Each event's own fields are as many as its kind has: the tests read them by name.
         let page: AuditEvents = serde_json::from_value(v).unwrap();
-        page.events.into_iter().map(Value::Object).collect()
+        page.events
+            .iter()
+            .map(|e| Value::Object(e.to_map()))
+            .collect()
     }
 
     /// A recording from the broker's store, as a reviewer reads it, waiting until the gateway

@@ -6,13 +6,13 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use sallyport_api::audit::{
-    AuditChain, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures, AuditSources,
+    AuditChain, AuditEntry, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures,
+    AuditSources,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
 
 use super::permit;
-use crate::audit::{AuditRecord, SUBJECT_FIELDS};
+use crate::audit::AuditRecord;
 use crate::auth::Caller;
 use crate::authz::{Action, Scope, customer_view};
 use crate::error::ApiResult;
@@ -35,23 +35,8 @@ pub(super) async fn reviewer(b: &Broker, caller: &Caller, action: Action) -> Api
 
 /// An event as search prints it: `kind`, `time` (RFC 3339), the subject fields (null when the
 /// event has none), then the event's own fields.
-pub fn flatten(r: &AuditRecord) -> Map<String, Value> {
-    let mut out = Map::new();
-    if let Value::Object(m) = &r.data {
-        for (k, v) in m {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    for f in SUBJECT_FIELDS.iter().chain(["command"].iter()) {
-        out.entry(f.to_string()).or_insert(Value::Null);
-    }
-    out.insert("kind".into(), json!(r.kind));
-    out.insert("time".into(), json!(crate::timefmt::millis(r.time)));
-    out.insert("time_ms".into(), json!(r.time));
-    out.insert("source".into(), json!(r.source));
-    out.insert("seq".into(), json!(r.seq));
-    out.insert("hash".into(), json!(r.hash));
-    out
+pub fn flatten(r: &AuditRecord) -> AuditEntry {
+    AuditEntry::of(r, crate::timefmt::millis(r.time))
 }
 
 pub(crate) async fn search(

@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use russh::keys::ssh_key::HashAlg;
+use sallyport_api::audit::BrokerAuditKey;
 use sallyport_audit::bundle::{
     self as layout, FORMAT, HeadLine, Manifest, MissingRecording, RECORDING_KINDS, Selection,
 };
 use sallyport_audit::writers::valid_session;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::audit::reviewer;
 use super::check_name;
@@ -54,13 +55,13 @@ fn broker_key(b: &Broker) -> ApiResult<(String, String)> {
 
 /// Public: the key that signs the broker's chain and every bundle's manifest. Compare its
 /// fingerprint with the one the broker logs at start, and pin it (`audit verify --keys`).
-async fn key(State(b): State<Arc<Broker>>) -> ApiResult<Json<Value>> {
-    let (line, fp) = broker_key(&b)?;
-    Ok(Json(json!({
-        "source": BROKER_SOURCE,
-        "public_key": line,
-        "fingerprint": fp,
-    })))
+async fn key(State(b): State<Arc<Broker>>) -> ApiResult<Json<BrokerAuditKey>> {
+    let (public_key, fingerprint) = broker_key(&b)?;
+    Ok(Json(BrokerAuditKey {
+        source: BROKER_SOURCE.into(),
+        public_key,
+        fingerprint,
+    }))
 }
 
 #[derive(Deserialize)]

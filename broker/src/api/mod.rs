@@ -60,7 +60,7 @@ pub fn router(state: Arc<Broker>) -> Router {
     Router::new()
         .route(
             "/v1/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            get(|| async { Json(sallyport_api::health::Health::ok()) }),
         )
         .route(
             "/v1/openapi.json",

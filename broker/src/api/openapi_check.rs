@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use sallyport_api::approvals::PolicyDeleted;
 use sallyport_api::audit::{
-    AuditChain, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures, AuditSources,
-    HeadSignature,
+    AuditChain, AuditEntry, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures,
+    AuditSources, BrokerAuditKey, HeadSignature, StreamEvent,
 };
 use sallyport_api::certificates::{
     CaKeys, IssueRequest, Issued, Revocations, RevokeRequest, RevokeScope, Revoked,
@@ -20,6 +20,7 @@ use sallyport_api::gateways::{
     AuditBatch, BatchStored, EnrollRequest, Enrolled, Gateway, GatewayCreated, GatewayNode,
     GatewaySelf, HostCa, NamedPolicy, NewGateway, RecordingStored,
 };
+use sallyport_api::health::Health;
 use sallyport_api::identity::{EdgeRegistered, EdgeSelf};
 use sallyport_api::login::{LoginRequest, LoginResponse, MfaVerified, MfaVerifyRequest};
 use sallyport_api::report::{AccessReport, ReportRow};
@@ -93,9 +94,12 @@ fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Ve
             let Some(props) = schema["properties"].as_object() else {
                 return; // a free-form object (an audit record's data)
             };
+            // An object open to more fields (an audit event's own fields) names only some.
+            let open = schema["additionalProperties"] == json!(true);
             for (name, v) in fields {
                 match props.get(name) {
                     Some(p) => mismatches(doc, p, v, &format!("{at}.{name}"), out),
+                    None if open => {}
                     None => out.push(format!(
                         "{at}.{name}: a field of the type the document does not name"
                     )),
@@ -675,16 +679,51 @@ fn more_answers(doc: &Value) -> Vec<String> {
         };
         problems.extend(check(doc, path, list, &all));
     }
-    let mut event = serde_json::Map::new();
-    event.insert("kind".into(), json!("revoked"));
+    let record = crate::audit::AuditRecord::next(
+        "gateway:g",
+        None,
+        1,
+        "command",
+        json!({"engineer": "alice", "ticket": "SUP-1", "cluster": "c", "node": "n",
+               "session": "s", "command": "ls", "exit": 0}),
+    );
+    let event = AuditEntry::of(&record, "1970-01-01T00:00:00.001Z".into());
+    let events = answer("/v1/audit/events", "get", "200");
+    let item = items(doc, events, "events");
+    problems.extend(check(doc, "AuditEntry", item, &event));
     problems.extend(check(
         doc,
         "GET /v1/audit/events",
-        answer("/v1/audit/events", "get", "200"),
+        events,
         &AuditEvents {
-            events: vec![event],
+            events: vec![event.clone()],
             next: Some("1:broker:1".into()),
         },
+    ));
+    problems.extend(check(
+        doc,
+        "AuditStreamEvent",
+        &doc["components"]["schemas"]["AuditStreamEvent"],
+        &StreamEvent {
+            cursor: "gateway:g:1".into(),
+            event,
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/audit/key",
+        answer("/v1/audit/key", "get", "200"),
+        &BrokerAuditKey {
+            source: "broker".into(),
+            public_key: "ssh-ed25519 A".into(),
+            fingerprint: "SHA256:x".into(),
+        },
+    ));
+    problems.extend(check(
+        doc,
+        "GET /v1/health",
+        answer("/v1/health", "get", "200"),
+        &Health::ok(),
     ));
     let head = AuditHead {
         source: "gateway:g".into(),
@@ -896,4 +935,35 @@ fn the_check_finds_a_missing_field_a_stray_one_and_a_wrong_kind() {
     ] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
+    // An object open to more fields takes a field it does not name, and still checks those
+    // it names.
+    let open = json!({"type": "object", "additionalProperties": true, "properties": {
+        "user": {"type": "integer"}, "password": {"type": "string"}, "totp": {"type": "string"}},
+        "required": ["user", "password", "totp"]});
+    let mut schema = open.clone();
+    schema["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("password");
+    let text = mismatches_of(&doc, &schema);
+    assert!(text.contains("login.user: the type writes"), "{text}");
+    assert!(!text.contains("login.password"), "{text}");
+    schema["additionalProperties"] = json!(false);
+    let text = mismatches_of(&doc, &schema);
+    assert!(
+        text.contains("login.password: a field of the type the document does not name"),
+        "{text}"
+    );
+}
+
+fn mismatches_of(doc: &Value, schema: &Value) -> String {
+    let login = LoginRequest {
+        user: "a".into(),
+        password: "p".to_string().into(),
+        totp: "1".into(),
+    };
+    let mut out = Vec::new();
+    let value = serde_json::to_value(&login).expect("serializes");
+    mismatches(doc, schema, &value, "login", &mut out);
+    out.join("\n")
 }

@@ -16,6 +16,7 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use sallyport_api::audit::StreamEvent;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -64,16 +65,18 @@ impl Format {
 
     /// One line (with its newline) for `r`, resumable at `cursor`.
     pub fn line(self, r: &AuditRecord, cursor: &StreamCursor) -> String {
-        let mut v = match self {
-            Format::Native => Value::Object(flatten(r)),
-            Format::Ocsf => crate::ocsf::event(r),
+        let mut s = match self {
+            Format::Native => serde_json::to_string(&StreamEvent {
+                cursor: cursor.to_string(),
+                event: flatten(r),
+            })
+            .unwrap_or_default(),
+            Format::Ocsf => {
+                let mut v = crate::ocsf::event(r);
+                v["unmapped"]["cursor"] = Value::String(cursor.to_string());
+                v.to_string()
+            }
         };
-        let c = Value::String(cursor.to_string());
-        match self {
-            Format::Native => v["cursor"] = c,
-            Format::Ocsf => v["unmapped"]["cursor"] = c,
-        }
-        let mut s = v.to_string();
         s.push('\n');
         s
     }

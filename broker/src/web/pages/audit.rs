@@ -199,7 +199,11 @@ pub async fn search(
             Err(e) => return api_error(&viewer, e, "/console/search"),
         };
         next = v.next;
-        for e in v.events.into_iter().map(serde_json::Value::Object) {
+        for e in v
+            .events
+            .iter()
+            .map(|e| serde_json::Value::Object(e.to_map()))
+        {
             let e = &e;
             let t = |k: &str| sanitize(&text(e, k));
             let main = super::sessions::MAIN_FIELDS
