@@ -9,21 +9,15 @@ mod support;
 use std::process::Command;
 
 use reqwest::StatusCode;
+use sallyport_api::admin::{Enrollment, TokenCreated};
+use sallyport_api::audit::AuditEntry;
+use sallyport_api::certificates::{CaKeys, Issued};
+use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
+use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
 use support::broker::*;
 use support::ssh::Ssh;
 use support::sshd::SshdNode;
-
-fn reason_codes(v: &Value) -> Vec<String> {
-    v["error"]["reasons"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|x| x["code"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Ask for a certificate; returns (status, body).
 async fn ask(session: &Api, ticket: &str, extra: Value) -> (StatusCode, Value) {
@@ -39,23 +33,68 @@ async fn ask(session: &Api, ticket: &str, extra: Value) -> (StatusCode, Value) {
 
 /// The certificate is refused with exactly these reason codes, and the refusal is audited.
 async fn assert_denied(w: &World, session: &Api, ticket: &str, extra: Value, want: &[&str]) {
-    let before = w.events("kind=certificate_denied").await.len();
+    let before = w.audit("kind=certificate_denied").await.len();
     let (s, v) = ask(session, ticket, extra).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(v.get("certificate").is_none());
-    assert_eq!(v["error"]["code"], "denied");
-    assert_eq!(reason_codes(&v), want, "{v}");
-    assert!(!v["error"]["message"].as_str().unwrap().is_empty());
-    let events = w.events("kind=certificate_denied").await;
+    let e = error_of(&v);
+    assert_eq!(e.code, "denied");
+    assert_eq!(reason_codes(&e), want, "{v}");
+    assert!(!e.message.is_empty());
+    let events = w.broker_events("kind=certificate_denied").await;
     assert_eq!(events.len(), before + 1);
-    let last = events.last().unwrap();
-    let codes: Vec<&str> = last["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["code"].as_str().unwrap())
-        .collect();
+    let AuditEvent::CertificateDenied { reasons, .. } = events.last().unwrap() else {
+        panic!("{events:?}")
+    };
+    let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
     assert_eq!(codes, want);
+}
+
+/// The request a `202` to `POST /v1/certificates` waits on.
+fn pending(v: Value) -> AccessRequest {
+    read_as::<IssuePending>("a pending certificate", v).request
+}
+
+/// The certificate of a `200` to `POST /v1/certificates`.
+fn issued(v: Value) -> Issued {
+    read_as("an issued certificate", v)
+}
+
+/// Where access request `rq` stands, as acme's approver reads it.
+async fn request_status(w: &World, rq: &str) -> RequestStatus {
+    let (s, r) = w
+        .acme
+        .get_as::<AccessRequest>(&format!("/v1/access-requests/{rq}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r:?}");
+    r.status
+}
+
+/// The `access_request_decided` events: (status, approvals, narrowed, logins, ttl_secs).
+async fn decisions(w: &World) -> Vec<(String, u64, bool, Vec<String>, u64)> {
+    let events = w.broker_events("kind=access_request_decided").await;
+    events
+        .into_iter()
+        .map(|e| match e {
+            AuditEvent::AccessRequestDecided {
+                status,
+                approvals,
+                narrowed,
+                logins,
+                ttl_secs,
+                ..
+            } => (status, approvals, narrowed, logins, ttl_secs),
+            other => panic!("not a decision: {other:?}"),
+        })
+        .collect()
+}
+
+/// The code of the last `login_failed` event `query` selects.
+async fn last_login_failure(w: &World, query: &str) -> String {
+    match w.broker_events(query).await.pop() {
+        Some(AuditEvent::LoginFailed { code, .. }) => code,
+        other => panic!("not a login failure: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -71,7 +110,10 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
 
     // The engineer's own command, as a script would run it.
     let home = tempfile::tempdir().unwrap();
-    let issued = w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    let issued: Issued = read_as(
+        "login --json",
+        w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0)),
+    );
     let key = home.path().join("acme-prod");
     let cert = home.path().join("acme-prod-cert.pub");
     use std::os::unix::fs::PermissionsExt;
@@ -89,11 +131,11 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
     // ssh-keygen -L shows key id, serial, principals, validity and extensions.
     let l = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert));
     let text = String::from_utf8_lossy(&l.stdout).to_string();
-    let grant = issued["grant"].as_str().unwrap();
+    let grant = &issued.grant;
     let key_id = format!("sallyport:eng=alice;ticket=SUP-1234;grant={grant};cluster=acme-prod");
     assert!(text.contains(&format!("Key ID: \"{key_id}\"")), "{text}");
     assert!(
-        text.contains(&format!("Serial: {}", issued["serial"].as_str().unwrap())),
+        text.contains(&format!("Serial: {}", issued.serial)),
         "{text}"
     );
     assert!(text.contains("acme-prod:sallyport-node"), "{text}");
@@ -107,24 +149,16 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
         !text.contains("permit-agent-forwarding") && !text.contains("permit-port-forwarding"),
         "{text}"
     );
-    let lifetime =
-        issued["valid_before"].as_u64().unwrap() - issued["valid_after"].as_u64().unwrap();
+    let lifetime = issued.valid_before - issued.valid_after;
     assert!(
         (3600..=3600 + 60).contains(&lifetime),
         "lifetime {lifetime}"
     );
-    assert!(
-        issued["valid_after"].as_u64().unwrap() <= now() - 55,
-        "backdated"
-    );
+    assert!(issued.valid_after <= now() - 55, "backdated");
 
     // A stock sshd trusting the user CA accepts it and logs the key id with the ticket.
-    let (_, ca) = w.anon.get("/v1/ca").await;
-    let node = SshdNode::start(
-        ca["user_ca"].as_str().unwrap(),
-        node_login,
-        &["acme-prod:sallyport-node"],
-    );
+    let (_, ca) = w.anon.get_as::<CaKeys>("/v1/ca").await;
+    let node = SshdNode::start(&ca.user_ca, node_login, &["acme-prod:sallyport-node"]);
     let kh = home.path().join("node_known_hosts");
     std::fs::write(&kh, node.known_hosts_line()).unwrap();
     let out = Ssh::bare()
@@ -157,12 +191,20 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
     assert!(st["certificates"][0]["remaining_secs"].as_u64().unwrap() > 3000);
 
     // Audit: the login and the issue, tied to the ticket.
-    let issued_ev = w.events("kind=certificate_issued&ticket=SUP-1234").await;
+    let issued_ev = w.audit("kind=certificate_issued&ticket=SUP-1234").await;
     assert_eq!(issued_ev.len(), 1);
-    assert_eq!(issued_ev[0]["engineer"], "alice");
-    assert_eq!(issued_ev[0]["key_id"], key_id.as_str());
+    assert_eq!(issued_ev[0].engineer.as_deref(), Some("alice"));
+    let AuditEvent::CertificateIssued {
+        engineer,
+        key_id: k,
+        ..
+    } = broker_event(&issued_ev[0])
+    else {
+        panic!("{issued_ev:?}")
+    };
+    assert_eq!((engineer.as_str(), k.as_str()), ("alice", key_id.as_str()));
     assert_eq!(
-        w.events("kind=login_succeeded&engineer=alice").await.len(),
+        w.audit("kind=login_succeeded&engineer=alice").await.len(),
         1
     );
 }
@@ -178,7 +220,7 @@ async fn group_search_mode_finds_groups_too() {
     let s = w.session("dave", 0).await;
     let (st, v) = ask(&s, "SUP-2", json!({})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["logins"], json!(["ops"]));
+    assert_eq!(issued(v).logins, ["ops"]);
 }
 
 #[tokio::test]
@@ -239,17 +281,19 @@ async fn login_refusals_are_clear_and_audited() {
         let (s, v) = w.login(user, pw, &code).await;
         assert_eq!(s, status, "{user}: {v}");
         assert!(v.get("token").is_none());
-        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
-        let events = w.events("kind=login_failed").await;
-        let last = events.last().unwrap();
-        assert_eq!(last["code"], audit_code, "{user}: {last}");
+        assert!(!error_of(&v).message.is_empty());
+        assert_eq!(
+            last_login_failure(&w, "kind=login_failed").await,
+            audit_code,
+            "{user}"
+        );
     }
     // Wrong password and unknown user read the same.
     let a = w.login("alice", "nope", &w.code("alice", 1)).await.1;
     let b = w.login("nobody", "nope", &w.code("alice", 1)).await.1;
-    assert_eq!(a["error"]["message"], b["error"]["message"]);
+    assert_eq!(error_of(&a).message, error_of(&b).message);
     // Hostile names never reached a session: nobody logged in.
-    assert!(w.events("kind=login_succeeded").await.is_empty());
+    assert!(w.audit("kind=login_succeeded").await.is_empty());
 }
 
 #[tokio::test]
@@ -262,15 +306,9 @@ async fn totp_codes_are_single_use() {
     assert_eq!(w.login("alice", "alice-pw", &code).await.0, StatusCode::OK);
     let (s, v) = w.login("alice", "alice-pw", &code).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("already used"), "{v}");
     assert_eq!(
-        w.events("kind=login_failed").await.last().unwrap()["code"],
+        last_login_failure(&w, "kind=login_failed").await,
         "totp_replayed"
     );
     // Another engineer's same-step code is theirs to use.
@@ -319,10 +357,10 @@ async fn totp_replay_is_refused_across_two_broker_processes_sharing_the_store() 
         StatusCode::UNAUTHORIZED
     );
     let replays = w
-        .events("kind=login_failed")
+        .broker_events("kind=login_failed")
         .await
         .iter()
-        .filter(|e| e["code"] == "totp_replayed")
+        .filter(|e| matches!(e, AuditEvent::LoginFailed { code, .. } if code == "totp_replayed"))
         .count();
     assert_eq!(replays, 3);
 }
@@ -345,9 +383,9 @@ async fn failed_logins_lock_the_user_out() {
     // Even the right password and code are refused while locked out.
     let (s, v) = w.login("bob", "bob-pw", &w.code("bob", 0)).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    assert_eq!(v["error"]["code"], "locked_out");
+    assert_eq!(error_of(&v).code, "locked_out");
     assert_eq!(
-        w.events("kind=login_failed").await.last().unwrap()["code"],
+        last_login_failure(&w, "kind=login_failed").await,
         "locked_out"
     );
     // Others are not affected.
@@ -379,13 +417,10 @@ async fn ldap_down_fails_closed_with_503() {
     let w = World::start(Dir::LdapDown).await;
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("LDAP"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("LDAP"), "{v}");
     assert!(v.get("token").is_none());
     assert_eq!(
-        w.events("kind=login_failed").await.last().unwrap()["code"],
+        last_login_failure(&w, "kind=login_failed").await,
         "directory_unavailable"
     );
 }
@@ -439,19 +474,17 @@ async fn every_check_before_a_certificate_refuses_with_its_reason() {
     // Allowed, then the approval is withdrawn: refused, and the issued certificate is revoked.
     let (s, v) = ask(&alice, "OPEN-1", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let serial = v["serial"].as_str().unwrap().to_string();
+    let serial = issued(v).serial;
     assert_eq!(
         w.acme.delete(&format!("/v1/approvals/{ap}")).await.0,
         StatusCode::OK
     );
     assert_denied(&w, &alice, "OPEN-1", json!({}), &["approval_withdrawn"]).await;
-    let revoked = w.events("kind=revoked").await;
-    assert!(
-        revoked.last().unwrap()["serials"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(serial))
-    );
+    let revoked = w.broker_events("kind=revoked").await;
+    let Some(AuditEvent::Revoked { serials, .. }) = revoked.last() else {
+        panic!("{revoked:?}")
+    };
+    assert!(serials.contains(&serial));
 
     // An approval that runs out.
     w.approve(
@@ -515,10 +548,7 @@ when { context.now > 0 };"#;
     let alice = w.session("alice", 0).await;
     assert_denied(&w, &alice, "T-1", json!({}), &["customer:acme_freeze"]).await;
     let (_, v) = ask(&alice, "T-1", json!({})).await;
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("frozen"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("frozen"), "{v}");
 }
 
 #[tokio::test]
@@ -539,10 +569,10 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     let alice = w.session("alice", 0).await;
     let (s, v) = ask(&alice, "JIT-1", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let rq = pending(v).id;
     // Asking again waits on the same request.
     let (_, v2) = ask(&alice, "JIT-1", json!({})).await;
-    assert_eq!(v2["request"]["id"], rq.as_str());
+    assert_eq!(pending(v2).id, rq);
     // The engineer cannot decide it; another customer's approver cannot either.
     let path = format!("/v1/access-requests/{rq}/decision");
     assert_eq!(
@@ -565,22 +595,16 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     );
     let (s, v) = ask(&alice, "JIT-1", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(
-        v["certificate"]
-            .as_str()
-            .unwrap()
-            .starts_with("ssh-ed25519-cert-v01")
-    );
+    assert!(issued(v).certificate.starts_with("ssh-ed25519-cert-v01"));
     // One approved request, one certificate: asking again makes a new request for a customer
     // approver, never a second certificate.
     let (s, v) = ask(&alice, "JIT-1", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq2 = v["request"]["id"].as_str().unwrap().to_string();
+    let rq2 = pending(v).id;
     assert_ne!(rq2, rq);
-    let (_, mine) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(mine["status"], "used", "{mine}");
+    assert_eq!(request_status(&w, &rq).await, RequestStatus::Used);
     assert_eq!(
-        w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
+        w.audit("kind=certificate_issued&ticket=JIT-1").await.len(),
         1
     );
     // Two logins racing on one approved request: one certificate between them.
@@ -599,7 +623,7 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     let ok = [a.0, b.0].iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(ok, 1, "{a:?} {b:?}");
     assert_eq!(
-        w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
+        w.audit("kind=certificate_issued&ticket=JIT-1").await.len(),
         2
     );
 
@@ -607,7 +631,7 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     let dave = w.session("dave", 0).await;
     let (s, v) = ask(&dave, "JIT-2", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let rq = pending(v).id;
     let (s, _) = w
         .acme
         .post(
@@ -617,12 +641,9 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_denied(&w, &dave, "JIT-2", json!({}), &["request_denied"]).await;
-    let decided = w.events("kind=access_request_decided").await;
+    let decided = decisions(&w).await;
     assert_eq!(decided.len(), 3);
-    assert_eq!(
-        decided.iter().filter(|e| e["status"] == "denied").count(),
-        1
-    );
+    assert_eq!(decided.iter().filter(|e| e.0 == "denied").count(), 1);
 }
 
 /// An approval may need two approvers for each request; a request names what its approvers
@@ -649,7 +670,7 @@ async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
     let asked = json!({"logins": ["ubuntu", "deploy"], "ttl_secs": 3600});
     let (s, v) = ask(&alice, "N-1", asked.clone()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let rq = pending(v).id;
     let path = format!("/v1/access-requests/{rq}/decision");
     // Wider than asked, a login not asked for, nothing at all, too short, or narrowing a
     // denial: refused, and nothing is decided.
@@ -662,10 +683,9 @@ async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
     ] {
         let (s, v) = w.acme.post(&path, body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
-        assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+        assert!(!error_of(&v).message.is_empty(), "{v}");
     }
-    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(r["status"], "pending", "{r}");
+    assert_eq!(request_status(&w, &rq).await, RequestStatus::Pending);
     let (s, v) = w
         .acme
         .post(
@@ -674,23 +694,22 @@ async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "approved", "{v}");
-    assert_eq!(v["logins"], json!(["ubuntu"]));
-    assert_eq!(v["ttl_secs"], 900);
-    let decided = w.events("kind=access_request_decided").await;
-    let last = decided.last().unwrap();
-    assert_eq!(last["narrowed"], true, "{last}");
-    assert_eq!(last["logins"], json!(["ubuntu"]));
-    assert_eq!(last["ttl_secs"], 900);
+    let r: AccessRequest = read_as("a decided request", v);
+    assert_eq!(r.status, RequestStatus::Approved, "{r:?}");
+    assert_eq!((r.logins, r.ttl_secs), (vec!["ubuntu".to_string()], 900));
+    let decided = decisions(&w).await;
+    let (_, _, narrowed, logins, ttl_secs) = decided.last().unwrap();
+    assert!(*narrowed, "{decided:?}");
+    assert_eq!((logins, *ttl_secs), (&vec!["ubuntu".to_string()], 900));
     // Asked again for the wider terms: not a certificate (that is a new request).
     let (s, v) = ask(&alice, "N-1", asked).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    assert_ne!(v["request"]["id"], rq.as_str());
+    assert_ne!(pending(v).id, rq);
     // The engineer's next ask on the approved terms: a new pending request replaced the
     // approved one above, so start again and take the narrowed certificate this time.
     w.ticket("N-2", "acme-prod", "alice", "open").await;
     let (_, v) = ask(&alice, "N-2", json!({"logins": ["ubuntu", "deploy"]})).await;
-    let rq2 = v["request"]["id"].as_str().unwrap().to_string();
+    let rq2 = pending(v).id;
     let (s, v) = w
         .acme
         .post(
@@ -706,9 +725,10 @@ async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["logins"], json!(["deploy"]), "{v}");
-    let lifetime = v["valid_before"].as_u64().unwrap() - now();
-    assert!(lifetime <= 600, "longer than approved: {v}");
+    let cert = issued(v);
+    assert_eq!(cert.logins, ["deploy"], "{cert:?}");
+    let lifetime = cert.valid_before - now();
+    assert!(lifetime <= 600, "longer than approved: {cert:?}");
 }
 
 #[tokio::test]
@@ -739,7 +759,7 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let second = w.op.with(v["token"].as_str().unwrap());
+    let second = w.op.with(&read_as::<TokenCreated>("a token", v).token);
     let alice = w.session("alice", 0).await;
 
     let (s, v) = ask(
@@ -749,25 +769,23 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
-    assert_eq!(v["request"]["logins"], json!(["ubuntu"]));
-    assert_eq!(v["request"]["ttl_secs"], 600);
-    assert_eq!(v["request"]["approvers_required"], 2);
+    let r = pending(v);
+    let rq = r.id;
+    assert_eq!(r.logins, ["ubuntu"]);
+    assert_eq!(r.ttl_secs, 600);
+    assert_eq!(r.approvers_required, 2);
     let path = format!("/v1/access-requests/{rq}/decision");
     // One approver is not enough, and voting twice does not count twice.
-    let (s, v) = w.acme.post(&path, json!({"approve": true})).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "pending", "{v}");
-    assert_eq!(v["approved_by"].as_array().unwrap().len(), 1, "{v}");
-    let (s, v) = w.acme.post(&path, json!({"approve": true})).await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("2 distinct approvers"),
-        "{v}"
-    );
+    let (s, r) = w
+        .acme
+        .post_as::<AccessRequest>(&path, json!({"approve": true}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r:?}");
+    assert_eq!(r.status, RequestStatus::Pending, "{r:?}");
+    assert_eq!(r.approved_by.len(), 1, "{r:?}");
+    let (s, e) = w.acme.post_err(&path, json!({"approve": true})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e.message.contains("2 distinct approvers"), "{e}");
     let (s, v) = ask(
         &alice,
         "Q-1",
@@ -779,32 +797,26 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
         StatusCode::ACCEPTED,
         "one approval of two gave a certificate: {v}"
     );
-    assert_eq!(v["request"]["id"], rq.as_str());
-    let (s, v) = second.post(&path, json!({"approve": true})).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "approved", "{v}");
-    let votes = w.events("kind=access_request_decided").await;
+    assert_eq!(pending(v).id, rq);
+    let (s, r) = second
+        .post_as::<AccessRequest>(&path, json!({"approve": true}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r:?}");
+    assert_eq!(r.status, RequestStatus::Approved, "{r:?}");
+    let votes = decisions(&w).await;
     assert_eq!(votes.len(), 2);
-    assert!(
-        votes
-            .iter()
-            .any(|e| e["status"] == "pending" && e["approvals"] == 1)
-    );
-    assert!(
-        votes
-            .iter()
-            .any(|e| e["status"] == "approved" && e["approvals"] == 2)
-    );
+    assert!(votes.iter().any(|e| e.0 == "pending" && e.1 == 1));
+    assert!(votes.iter().any(|e| e.0 == "approved" && e.1 == 2));
 
     // Asking for a login the approvers did not see is a new request, not a certificate.
     let (s, v) = ask(&alice, "Q-1", json!({"logins": ["ubuntu", "deploy"]})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq_more = v["request"]["id"].as_str().unwrap().to_string();
+    let more = pending(v);
+    let rq_more = more.id;
     assert_ne!(rq_more, rq);
-    assert_eq!(v["request"]["logins"], json!(["ubuntu", "deploy"]));
+    assert_eq!(more.logins, ["ubuntu", "deploy"]);
     // It replaces the approved one: approvers see one open request, the new one.
-    let (_, old) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(old["status"], "superseded", "{old}");
+    assert_eq!(request_status(&w, &rq).await, RequestStatus::Superseded);
     let (s, v) = w
         .acme
         .post(
@@ -827,7 +839,7 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
     w.ticket("Q-2", "acme-prod", "alice", "open").await;
     let (s, v) = ask(&alice, "Q-2", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq_q2 = v["request"]["id"].as_str().unwrap().to_string();
+    let rq_q2 = pending(v).id;
     for approver in [&w.acme, &second] {
         let (s, v) = approver
             .post(
@@ -839,17 +851,18 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
     }
     let (s, v) = ask(&alice, "Q-2", json!({"ttl_secs": 86_400})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["logins"], json!(["ubuntu", "deploy"]), "{v}");
-    let lifetime = v["valid_before"].as_u64().unwrap() - now();
+    let cert = issued(v);
+    assert_eq!(cert.logins, ["ubuntu", "deploy"], "{cert:?}");
+    let lifetime = cert.valid_before - now();
     assert!(
         lifetime <= 3600,
-        "the certificate outlives what was approved: {v}"
+        "the certificate outlives what was approved: {cert:?}"
     );
 
     // An approved request is void once the approval changes before it is used.
     w.ticket("Q-3", "acme-prod", "alice", "open").await;
     let (_, v) = ask(&alice, "Q-3", json!({})).await;
-    let rq3 = v["request"]["id"].as_str().unwrap().to_string();
+    let rq3 = pending(v).id;
     for approver in [&w.acme, &second] {
         let (s, v) = approver
             .post(
@@ -864,23 +877,16 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
         .put(&format!("/v1/approvals/{ap}"), json!({"cluster": "acme-prod", "group": "support-l2", "logins": ["ubuntu"], "max_session_secs": 3600, "valid_until": now() + 3600, "just_in_time": true, "approvers_required": 2}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (_, old) = w.acme.get(&format!("/v1/access-requests/{rq3}")).await;
-    assert_eq!(old["status"], "void", "{old}");
+    assert_eq!(request_status(&w, &rq3).await, RequestStatus::Void);
     let (s, v) = ask(&alice, "Q-3", json!({})).await;
     assert_eq!(
         s,
         StatusCode::ACCEPTED,
         "a voided request gave a certificate: {v}"
     );
-    assert_eq!(v["request"]["logins"], json!(["ubuntu"]), "{v}");
-    assert_eq!(
-        w.events("kind=certificate_issued&ticket=Q-1").await.len(),
-        0
-    );
-    assert_eq!(
-        w.events("kind=certificate_issued&ticket=Q-3").await.len(),
-        0
-    );
+    assert_eq!(pending(v).logins, ["ubuntu"]);
+    assert_eq!(w.audit("kind=certificate_issued&ticket=Q-1").await.len(), 0);
+    assert_eq!(w.audit("kind=certificate_issued&ticket=Q-3").await.len(), 0);
 }
 
 #[tokio::test]
@@ -904,9 +910,12 @@ async fn hostile_requests_change_nothing() {
     );
     let (s, _) = w.globex.put(&format!("/v1/approvals/{ap}"), json!({"cluster": "acme-prod", "group": "support-l1", "logins": ["root"], "max_session_secs": 3600, "valid_until": now() + 3600})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let refused = w.events("kind=refused").await;
+    let refused = w.broker_events("kind=refused").await;
     assert!(refused.len() >= 3);
-    assert_eq!(refused[0]["cluster"], "acme-prod");
+    let AuditEvent::Refused { cluster, .. } = &refused[0] else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(cluster.as_deref(), Some("acme-prod"));
 
     // JWTs: alg none, another key, garbage.
     use base64::Engine;
@@ -926,7 +935,7 @@ async fn hostile_requests_change_nothing() {
     for token in [none.as_str(), other_key.as_str(), "not.a.jwt", "spt_0000"] {
         let (s, v) = ask(&w.anon.with(token), "T-1", json!({})).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {v}");
-        assert!(v["error"]["message"].is_string());
+        error_of(&v);
     }
     assert_eq!(
         ask(&w.anon, "T-1", json!({})).await.0,
@@ -943,13 +952,13 @@ async fn hostile_requests_change_nothing() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert_eq!(v["error"]["code"], "bad_request");
+    assert_eq!(error_of(&v).code, "bad_request");
     let big = json!({"public_key": "x".repeat(200_000), "ticket": "T-1"}).to_string();
     let (s, v) = alice
         .raw(reqwest::Method::POST, "/v1/certificates", Some(big))
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
-    assert_eq!(v["error"]["code"], "too_large");
+    assert_eq!(error_of(&v).code, "too_large");
     let (s, _) = alice
         .post(
             "/v1/certificates",
@@ -969,7 +978,7 @@ async fn hostile_requests_change_nothing() {
 
     // Nothing changed; no certificate was issued.
     assert_eq!(w.op.get("/v1/approvals").await.1, approvals_before);
-    assert!(w.events("kind=certificate_issued").await.is_empty());
+    assert!(w.audit("kind=certificate_issued").await.is_empty());
     assert_eq!(w.op.get("/v1/tickets/T-2").await.0, StatusCode::NOT_FOUND);
 }
 
@@ -995,8 +1004,9 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
         let (st, v) = ask(&s, ticket, json!({})).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         let path = dir.path().join(format!("{ticket}-cert.pub"));
-        std::fs::write(&path, v["certificate"].as_str().unwrap()).unwrap();
-        certs.push((v["serial"].as_str().unwrap().to_string(), path));
+        let cert = issued(v);
+        std::fs::write(&path, cert.certificate).unwrap();
+        certs.push((cert.serial, path));
     }
     let krl_ok = |revoked: &[bool]| {
         let w = &w;
@@ -1055,13 +1065,7 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
     krl_ok(&[true, true, true]).await;
     let (s, v) = ask(&alice_before, "T-3", json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("session was revoked"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("session was revoked"), "{v}");
     // An engineer or the ticket system may not revoke; globex may not revoke acme's.
     let (s, _) = w
         .tickets
@@ -1079,10 +1083,12 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let revoked = w.events("kind=revoked").await;
+    let revoked = w.broker_events("kind=revoked").await;
     assert_eq!(revoked.len(), 3);
-    assert_eq!(revoked[1]["scope"], "ticket");
-    assert_eq!(revoked[1]["ticket"], "T-2");
+    let AuditEvent::Revoked { scope, ticket, .. } = &revoked[1] else {
+        panic!("{revoked:?}")
+    };
+    assert_eq!((scope.as_str(), ticket.as_deref()), ("ticket", Some("T-2")));
 }
 
 #[tokio::test]
@@ -1124,7 +1130,11 @@ async fn audit_verify_names_the_first_altered_event() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(lines.iter().any(|e| e["kind"] == "certificate_issued"));
+    let entries: Vec<AuditEntry> = lines
+        .iter()
+        .map(|e| read_as("an audit search line", e.clone()))
+        .collect();
+    assert!(entries.iter().any(|e| e.kind == "certificate_issued"));
     for e in &lines {
         for k in [
             "kind", "time", "engineer", "ticket", "cluster", "node", "session",
@@ -1137,9 +1147,7 @@ async fn audit_verify_names_the_first_altered_event() {
     sqlx::any::install_default_drivers();
     use sqlx::Connection;
     let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
-    let seq = w.events("kind=login_succeeded&engineer=alice").await[0]["seq"]
-        .as_i64()
-        .unwrap();
+    let seq = w.audit("kind=login_succeeded&engineer=alice").await[0].seq as i64;
     let changed = sqlx::query("UPDATE audit_events SET data = REPLACE(data, 'alice', 'mallory') WHERE source = 'broker' AND seq = $1")
         .bind(seq)
         .execute(&mut db)
@@ -1198,9 +1206,9 @@ async fn openapi_document_lists_the_api() {
     ] {
         assert!(v["paths"].get(p).is_some(), "{p}");
     }
-    let (s, v) = w.anon.get("/v1/no-such-thing").await;
+    let (s, e) = w.anon.get_err("/v1/no-such-thing").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(v["error"]["code"], "not_found");
+    assert_eq!(e.code, "not_found");
 }
 
 #[tokio::test]
@@ -1236,7 +1244,8 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
         .unwrap()
         .get(0);
     assert!(acct.starts_with("enc1:"), "{acct}");
-    assert!(!acct.contains(v["totp_secret"].as_str().unwrap()), "{acct}");
+    let enrolled: Enrollment = read_as("an account's enrollment", v);
+    assert!(!acct.contains(&enrolled.totp_secret), "{acct}");
 
     // Alice's sealed secret copied onto bob's row does not open there: bob cannot log in with
     // alice's codes, and he is told to ask the operator.
@@ -1265,10 +1274,7 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(v.to_string().contains("stored in clear"), "{v}");
     assert_eq!(
-        w.events("kind=login_failed&engineer=bob")
-            .await
-            .last()
-            .unwrap()["code"],
+        last_login_failure(&w, "kind=login_failed&engineer=bob").await,
         "totp_unreadable"
     );
 }
@@ -1311,12 +1317,12 @@ async fn secrets_stored_in_clear_by_an_older_version_are_sealed_at_start() {
             .get(0);
         assert!(stored.starts_with("enc1:"), "{e}: {stored}");
     }
-    let sealed = w.events("kind=admin_change&limit=100").await;
+    let sealed = sealings(&w).await;
     for e in ENGINEERS {
         assert!(
-            sealed.iter().any(|v| v["action"] == "seal_totp_secret"
-                && v["target"] == format!("engineer:{e}")
-                && v["by"] == "broker"),
+            sealed
+                .iter()
+                .any(|(target, by)| *target == format!("engineer:{e}") && by == "broker"),
             "{sealed:#?}"
         );
     }
@@ -1325,12 +1331,19 @@ async fn secrets_stored_in_clear_by_an_older_version_are_sealed_at_start() {
     w.start_broker_again();
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(
-        w.events("kind=admin_change&limit=100")
-            .await
-            .iter()
-            .filter(|v| v["action"] == "seal_totp_secret")
-            .count(),
-        ENGINEERS.len()
-    );
+    assert_eq!(sealings(&w).await.len(), ENGINEERS.len());
+}
+
+/// The `seal_totp_secret` admin changes: (target, by).
+async fn sealings(w: &World) -> Vec<(String, String)> {
+    let changes = w.broker_events("kind=admin_change&limit=100").await;
+    changes
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::AdminChange {
+                action, target, by, ..
+            } if action == "seal_totp_secret" => Some((target, by)),
+            _ => None,
+        })
+        .collect()
 }

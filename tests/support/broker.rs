@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
-use sallyport_api::audit::AuditEvents;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
+use sallyport_api::{ErrorBody, ErrorDetail};
+use sallyport_broker::audit::AuditEvent;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
@@ -288,6 +291,95 @@ impl Api {
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.raw(reqwest::Method::DELETE, path, None).await
     }
+
+    /// `method path` with `body`, the answer read as the API type `T` (panics, with the
+    /// status and the body, when it is not one).
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, T) {
+        let (s, v) = self
+            .raw(method.clone(), path, body.map(|b| b.to_string()))
+            .await;
+        (s, read_as(&format!("{method} {path}: {s}"), v))
+    }
+
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> (StatusCode, T) {
+        self.call_as(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post_as<T: DeserializeOwned>(&self, path: &str, body: Value) -> (StatusCode, T) {
+        self.call_as(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put_as<T: DeserializeOwned>(&self, path: &str, body: Value) -> (StatusCode, T) {
+        self.call_as(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch_as<T: DeserializeOwned>(&self, path: &str, body: Value) -> (StatusCode, T) {
+        self.call_as(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete_as<T: DeserializeOwned>(&self, path: &str) -> (StatusCode, T) {
+        self.call_as(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// A refusal of `GET path`: its status and the API's error body.
+    pub async fn get_err(&self, path: &str) -> (StatusCode, ErrorDetail) {
+        let (s, e) = self.get_as::<ErrorBody>(path).await;
+        (s, e.error)
+    }
+
+    /// A refusal of `POST path`: its status and the API's error body.
+    pub async fn post_err(&self, path: &str, body: Value) -> (StatusCode, ErrorDetail) {
+        let (s, e) = self.post_as::<ErrorBody>(path, body).await;
+        (s, e.error)
+    }
+
+    /// A refusal of `PUT path`: its status and the API's error body.
+    pub async fn put_err(&self, path: &str, body: Value) -> (StatusCode, ErrorDetail) {
+        let (s, e) = self.put_as::<ErrorBody>(path, body).await;
+        (s, e.error)
+    }
+
+    /// A refusal of `DELETE path`: its status and the API's error body.
+    pub async fn delete_err(&self, path: &str) -> (StatusCode, ErrorDetail) {
+        let (s, e) = self.delete_as::<ErrorBody>(path).await;
+        (s, e.error)
+    }
+}
+
+/// `v` read as the API type `T`; panics naming `what` and the body when it is not one.
+pub fn read_as<T: DeserializeOwned>(what: &str, v: Value) -> T {
+    serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{what}: {v} is not a {}: {e}", std::any::type_name::<T>()))
+}
+
+/// The API's error body in `v` (an answer read as JSON); panics when it is not one.
+pub fn error_of(v: &Value) -> ErrorDetail {
+    read_as::<ErrorBody>("an error answer", v.clone()).error
+}
+
+/// The reason codes of a denial (none when the error has no reasons).
+pub fn reason_codes(e: &ErrorDetail) -> Vec<String> {
+    e.reasons.iter().flatten().map(|r| r.code.clone()).collect()
+}
+
+/// An audit entry's typed event, when one of the broker's kinds.
+pub fn broker_event(e: &AuditEntry) -> AuditEvent {
+    read_as(
+        &format!("event {}#{}", e.source, e.seq),
+        Value::Object(e.to_map()),
+    )
+}
+
+/// One of an audit entry's own fields, as a string (panics when it has none, or another kind).
+pub fn field_str<'a>(e: &'a AuditEntry, name: &str) -> &'a str {
+    e.field(name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{} #{} has no string {name}: {e:?}", e.kind, e.seq))
 }
 
 /// A broker with the seeded world.
@@ -563,18 +655,26 @@ impl World {
         child
     }
 
+    /// The events `query` selects as JSON objects (for tests that read them by name).
     pub async fn events(&self, query: &str) -> Vec<Value> {
-        let (s, v) = self
+        let entries = self.audit(query).await;
+        entries.iter().map(|e| Value::Object(e.to_map())).collect()
+    }
+
+    /// The events `query` selects, as the API gives them (the envelope typed, each event's own
+    /// fields by name).
+    pub async fn audit(&self, query: &str) -> Vec<AuditEntry> {
+        let (s, page) = self
             .reviewer
-            .get(&format!("/v1/audit/events?{query}"))
+            .get_as::<AuditEvents>(&format!("/v1/audit/events?{query}"))
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        // Each event's own fields are as many as its kind has: the tests read them by name.
-        let page: AuditEvents = serde_json::from_value(v).unwrap();
+        assert_eq!(s, StatusCode::OK);
         page.events
-            .iter()
-            .map(|e| Value::Object(e.to_map()))
-            .collect()
+    }
+
+    /// The broker's own events `query` selects, typed.
+    pub async fn broker_events(&self, query: &str) -> Vec<AuditEvent> {
+        self.audit(query).await.iter().map(broker_event).collect()
     }
 
     /// A recording from the broker's store, as a reviewer reads it, waiting until the gateway
