@@ -13,7 +13,14 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 use russh::keys::PrivateKey;
-use sallyport_broker::audit::AuditRecord;
+use sallyport_api::admin::TokenCreated;
+use sallyport_api::certificates::CaKeys;
+use sallyport_api::certificates::Issued;
+use sallyport_api::gateways::{
+    BatchStored, Enrolled, Gateway, GatewayCreated, GatewayNode, GatewaySelf, HostCa,
+    RecordingStored,
+};
+use sallyport_broker::audit::{AuditEvent, AuditRecord};
 use serde_json::{Value, json};
 use support::broker::*;
 
@@ -41,12 +48,34 @@ async fn create_gateway(w: &World, cluster: &str, name: &str) -> (String, String
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["cluster"], cluster);
-    assert_eq!(v["name"], name);
-    (
-        v["id"].as_str().unwrap().to_string(),
-        v["join_token"].as_str().unwrap().to_string(),
-    )
+    let made: GatewayCreated = read_as("a new gateway", v);
+    assert_eq!(made.cluster, cluster);
+    assert_eq!(made.name, name);
+    (made.id, made.join_token)
+}
+
+/// An enrollment's answer: it names the gateway `id` of `cluster`.
+fn enrolled(v: Value, id: &str, cluster: &str) -> Enrolled {
+    let e: Enrolled = read_as("an enrollment", v);
+    assert_eq!((e.gateway.as_str(), e.cluster.as_str()), (id, cluster));
+    e
+}
+
+/// The gateways of `cluster` as `api` lists them (the list as JSON too, to look for secrets).
+async fn gateways(api: &Api, cluster: &str) -> (Vec<Gateway>, String) {
+    let (s, v) = api.get(&format!("/v1/clusters/{cluster}/gateways")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    (read_as("the gateways", v.clone()), v.to_string())
+}
+
+/// The host CA keys of `cluster`, as anyone reads them.
+async fn host_cas(w: &World, cluster: &str) -> Vec<String> {
+    let (s, v) = w
+        .anon
+        .get_as::<HostCa>(&format!("/v1/clusters/{cluster}/host-ca"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v:?}");
+    v.host_ca_public_keys
 }
 
 async fn enroll_with(w: &World, token: &str, node_ca: &str, host_ca: &str) -> (StatusCode, Value) {
@@ -85,11 +114,9 @@ async fn gateway(w: &World, cluster: &str, name: &str) -> Gw {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["gateway"], id.as_str());
-    assert_eq!(v["cluster"], cluster);
-    let credential = v["credential"].as_str().unwrap();
+    let credential = enrolled(v, &id, cluster).credential;
     Gw {
-        api: w.anon.with(credential),
+        api: w.anon.with(&credential),
         id,
         cluster: cluster.into(),
         host_ca_line: key_line(&host_ca),
@@ -106,12 +133,8 @@ fn bare(line: &str) -> String {
 }
 
 /// `refused` events for this action.
-async fn refusals(w: &World, action: &str) -> Vec<Value> {
-    w.events("kind=refused")
-        .await
-        .into_iter()
-        .filter(|e| e["action"] == action)
-        .collect()
+async fn refusals(w: &World, action: &str) -> Vec<Refusal> {
+    w.refusals(action).await
 }
 
 fn ssh_keygen(args: &[&str]) {
@@ -152,12 +175,10 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // The list holds no secret.
-    let (s, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
-    assert_eq!(s, StatusCode::OK, "{list}");
-    assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["id"], id.as_str());
-    assert!(list[0]["enrolled_at"].is_null());
-    let text = list.to_string();
+    let (list, text) = gateways(&w.op, "acme-prod").await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, id);
+    assert!(list[0].enrolled_at.is_none());
     assert!(
         !text.contains(&token) && !text.contains("hash") && !text.contains("token"),
         "{text}"
@@ -198,8 +219,7 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     let host_ca = sallyport_ca::keys::generate_ed25519("host ca").unwrap();
     let good_node = key_line(&node_ca);
     let good_host = key_line(&host_ca);
-    let (_, ca) = w.anon.get("/v1/ca").await;
-    let user_ca = ca["user_ca"].as_str().unwrap().to_string();
+    let user_ca = w.anon.get_as::<CaKeys>("/v1/ca").await.1.user_ca;
     let private = node_ca
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .unwrap()
@@ -220,7 +240,7 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     ] {
         let (s, v) = enroll_with(&w, &token, &node, &host).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {v}");
-        assert_eq!(v["error"]["code"], "bad_request", "{what}");
+        assert_eq!(error_of(&v).code, "bad_request", "{what}");
     }
     // A token nobody made.
     let forged = format!("spj_{}", "ab".repeat(32));
@@ -232,9 +252,7 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     // The real enrollment.
     let (s, v) = enroll_with(&w, &token, &good_node, &good_host).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["gateway"], id.as_str());
-    assert_eq!(v["cluster"], "acme-prod");
-    let credential = v["credential"].as_str().unwrap().to_string();
+    let credential = enrolled(v, &id, "acme-prod").credential;
     assert!(
         credential.starts_with("spg_") && credential.len() == 4 + 64,
         "{credential}"
@@ -243,22 +261,28 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     let other = sallyport_ca::keys::generate_ed25519("other").unwrap();
     let (s, v) = enroll_with(&w, &token, &key_line(&other), &good_host).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("already used"), "{v}");
 
     // Audit: one enrollment, the refusals by reason.
-    let enrolled = w.events("kind=gateway_enrolled").await;
-    assert_eq!(enrolled.len(), 1);
-    assert_eq!(enrolled[0]["gateway"], id.as_str());
-    assert_eq!(enrolled[0]["cluster"], "acme-prod");
-    assert_eq!(enrolled[0]["customer"], "acme");
+    let enrollments = w.broker_events("kind=gateway_enrolled").await;
+    let [
+        AuditEvent::GatewayEnrolled {
+            gateway,
+            cluster,
+            customer,
+            host_ca: host_ca_fp,
+            ..
+        },
+    ] = &enrollments[..]
+    else {
+        panic!("not one enrollment: {enrollments:?}")
+    };
     assert_eq!(
-        enrolled[0]["host_ca"],
+        (gateway, cluster.as_str(), customer.as_str()),
+        (&id, "acme-prod", "acme")
+    );
+    assert_eq!(
+        *host_ca_fp,
         host_ca
             .public_key()
             .fingerprint(russh::keys::HashAlg::Sha256)
@@ -269,13 +293,13 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     assert!(
         refused
             .iter()
-            .filter(|e| e["by"] == format!("gateway:{id}"))
-            .all(|e| e["cluster"] == "acme-prod")
+            .filter(|e| e.by == format!("gateway:{id}"))
+            .all(|e| e.cluster.as_deref() == Some("acme-prod"))
     );
     assert_eq!(
         refused
             .iter()
-            .filter(|e| e["by"].as_str().unwrap().starts_with("unknown-join-token@"))
+            .filter(|e| e.by.starts_with("unknown-join-token@"))
             .count(),
         4
     );
@@ -285,24 +309,22 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     }));
 
     // Listed with its keys (no comments), never with secrets.
-    let (_, list) = w.reviewer.get("/v1/clusters/acme-prod/gateways").await;
-    assert!(list[0]["enrolled_at"].as_u64().unwrap() > 0);
-    assert_eq!(list[0]["node_ca_public_key"], bare(&good_node).as_str());
-    assert_eq!(list[0]["host_ca_public_key"], bare(&good_host).as_str());
-    assert!(!list.to_string().contains(&credential));
+    let (list, text) = gateways(&w.reviewer, "acme-prod").await;
+    assert!(list[0].enrolled_at.unwrap() > 0);
+    assert_eq!(list[0].node_ca_public_key, Some(bare(&good_node)));
+    assert_eq!(list[0].host_ca_public_key, Some(bare(&good_host)));
+    assert!(!text.contains(&credential));
 
     // The host CA keys are public, by cluster; an unknown cluster looks like one without keys.
-    let (s, v) = w.anon.get("/v1/clusters/acme-prod/host-ca").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["cluster"], "acme-prod");
-    assert_eq!(v["host_ca_public_keys"], json!([bare(&good_host)]));
-    let (s, v) = w.anon.get("/v1/clusters/acme-dev/host-ca").await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["host_ca_public_keys"], json!([]));
-    assert_eq!(
-        w.anon.get("/v1/clusters/no-such/host-ca").await.1["host_ca_public_keys"],
-        json!([])
-    );
+    let (s, v) = w
+        .anon
+        .get_as::<HostCa>("/v1/clusters/acme-prod/host-ca")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v:?}");
+    assert_eq!(v.cluster, "acme-prod");
+    assert_eq!(v.host_ca_public_keys, [bare(&good_host)]);
+    assert!(host_cas(&w, "acme-dev").await.is_empty());
+    assert!(host_cas(&w, "no-such").await.is_empty());
 
     // Revoking the gateway ends its credential and drops its host CA key.
     let gw = w.anon.with(&credential);
@@ -313,20 +335,19 @@ async fn gateway_enrolls_once_with_its_join_token_and_every_step_is_audited() {
     );
     let (s, v) = w.op.delete(&format!("/v1/gateways/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(v["revoked_at"].as_u64().is_some());
-    let (s, v) = gw.get("/v1/gateway/self").await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
-    assert_eq!(
-        w.anon.get("/v1/clusters/acme-prod/host-ca").await.1["host_ca_public_keys"],
-        json!([])
-    );
-    let revoked = w.events("kind=admin_change").await;
     assert!(
-        revoked
-            .iter()
-            .any(|e| e["action"] == "revoke_gateway" && e["target"] == id.as_str())
+        read_as::<Gateway>("a revoked gateway", v)
+            .revoked_at
+            .is_some()
     );
+    let (s, e) = gw.get_err("/v1/gateway/self").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(e.message.contains("revoked"));
+    assert!(host_cas(&w, "acme-prod").await.is_empty());
+    let revoked = w.broker_events("kind=admin_change").await;
+    assert!(revoked.iter().any(|e| matches!(e,
+        AuditEvent::AdminChange { action, target, .. }
+            if action == "revoke_gateway" && *target == id)));
     // A revoked gateway's unused join token does not enroll either.
     let (id2, token2) = create_gateway(&w, "acme-prod", "gw3").await;
     assert_eq!(
@@ -372,19 +393,15 @@ async fn concurrent_enrollments_with_one_join_token_have_exactly_one_winner() {
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
         let (v, host) = &winners[0];
         // The stored keys are the winner's, and so is the working credential.
-        let (_, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
-        let row = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["id"] == id.as_str())
-            .unwrap()
-            .clone();
-        assert_eq!(row["host_ca_public_key"], bare(host).as_str());
-        let gw = w.anon.with(v["credential"].as_str().unwrap());
-        let (s, me) = gw.get("/v1/gateway/self").await;
-        assert_eq!(s, StatusCode::OK, "{me}");
-        assert_eq!(me["id"], id.as_str());
+        let (list, _) = gateways(&w.op, "acme-prod").await;
+        let row = list.iter().find(|g| g.id == id).unwrap();
+        assert_eq!(row.host_ca_public_key, Some(bare(host)));
+        let gw = w
+            .anon
+            .with(&enrolled(v.clone(), &id, "acme-prod").credential);
+        let (s, me) = gw.get_as::<GatewaySelf>("/v1/gateway/self").await;
+        assert_eq!(s, StatusCode::OK, "{me:?}");
+        assert_eq!(me.id, id);
     }
     assert_eq!(w.events("kind=gateway_enrolled").await.len(), 3);
     assert_eq!(refusals(&w, "enroll_gateway").await.len(), 3 * 7);
@@ -410,38 +427,35 @@ async fn a_gateway_credential_reads_its_own_cluster_and_nothing_else() {
     let gw = gateway(&w, "acme-prod", "gw1").await;
     let globex = gateway(&w, "globex-prod", "gw1").await;
 
-    let (s, me) = gw.api.get("/v1/gateway/self").await;
-    assert_eq!(s, StatusCode::OK, "{me}");
-    assert_eq!(me["id"], gw.id.as_str());
-    assert_eq!(me["cluster"], "acme-prod");
+    let (s, me) = gw.api.get_as::<GatewaySelf>("/v1/gateway/self").await;
+    assert_eq!(s, StatusCode::OK, "{me:?}");
+    assert_eq!(me.id, gw.id);
+    assert_eq!(me.cluster, "acme-prod");
+    let node = |name: &str, address: &str| GatewayNode {
+        name: name.into(),
+        address: address.into(),
+        port: 2222,
+        host_keys: vec![],
+        trust_on_first_use: false,
+    };
     assert_eq!(
-        me["nodes"],
-        json!([
-            {"name": "node1", "address": "10.0.0.5", "port": 2222,
-             "host_keys": [], "trust_on_first_use": false},
-            {"name": "node2", "address": "10.0.0.6", "port": 2222,
-             "host_keys": [], "trust_on_first_use": false},
-        ])
+        me.nodes,
+        [node("node1", "10.0.0.5"), node("node2", "10.0.0.6")]
     );
-    let (_, ca) = w.anon.get("/v1/ca").await;
-    assert_eq!(me["user_ca"], ca["trusted_user_cas"]);
-    assert!(
-        me["user_ca"]
-            .as_array()
-            .unwrap()
-            .contains(&ca["user_ca"].clone())
-    );
-    let (_, other) = globex.api.get("/v1/gateway/self").await;
-    assert_eq!(other["cluster"], "globex-prod");
-    assert_eq!(other["nodes"].as_array().unwrap().len(), 1);
-    assert_eq!(other["nodes"][0]["name"], "g1");
+    let (_, ca) = w.anon.get_as::<CaKeys>("/v1/ca").await;
+    assert_eq!(me.user_ca, ca.trusted_user_cas);
+    assert!(me.user_ca.contains(&ca.user_ca));
+    let (_, other) = globex.api.get_as::<GatewaySelf>("/v1/gateway/self").await;
+    assert_eq!(other.cluster, "globex-prod");
+    assert_eq!(other.nodes.len(), 1);
+    assert_eq!(other.nodes[0].name, "g1");
     let (s, who) = gw.api.get("/v1/whoami").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(who["role"], "gateway");
     assert_eq!(who["cluster"], "acme-prod");
 
     // Everything else is refused, and refusals name the gateway.
-    let before = w.events("kind=refused").await.len();
+    let before = w.audit("kind=refused").await.len();
     let (_, key) = engineer_key();
     let forbidden: Vec<(reqwest::Method, String, Option<Value>)> = vec![
         (
@@ -518,13 +532,11 @@ async fn a_gateway_credential_reads_its_own_cluster_and_nothing_else() {
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {v}");
     }
-    let refused = w.events("kind=refused").await;
+    let refused = w.broker_events("kind=refused").await;
     assert_eq!(refused.len(), before + n);
-    assert!(
-        refused[before..]
-            .iter()
-            .all(|e| e["by"] == format!("gateway:{}", gw.id))
-    );
+    assert!(refused[before..].iter().all(
+        |e| matches!(e, AuditEvent::Refused { by, .. } if *by == format!("gateway:{}", gw.id))
+    ));
     // What other callers may read is not for a gateway either (answered as not found).
     assert_eq!(gw.api.get("/v1/tickets/T-1").await.0, StatusCode::NOT_FOUND);
 
@@ -600,10 +612,10 @@ async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused
     let (s, v) = ship(&gw, &records[1..]).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v, json!({"stored": 2, "acknowledged_through": 5}));
-    let stored = w.events(&format!("source={source}")).await;
+    let stored = w.audit(&format!("source={source}")).await;
     assert_eq!(stored.len(), 5);
-    assert_eq!(stored[4]["command"], "ls /tmp/4");
-    assert_eq!(stored[4]["session"], "s-1");
+    assert_eq!(stored[4].command.as_deref(), Some("ls /tmp/4"));
+    assert_eq!(stored[4].session.as_deref(), Some("s-1"));
     assert_eq!(
         w.events(&format!("source={source}&engineer=alice&node=node1"))
             .await
@@ -618,7 +630,7 @@ async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused
     forked[0].hash = forked[0].compute_hash();
     let (s, v) = ship(&gw, &forked).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert_eq!(v["error"]["code"], "conflict");
+    assert_eq!(error_of(&v).code, "conflict");
     // A new record that does not continue the stored chain: a fork too.
     let mut detached = chain(&source, Some(&records[4]), 1, &gw.cluster);
     detached[0].prev_hash = "ab".repeat(32);
@@ -637,7 +649,11 @@ async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused
     assert_eq!(ship(&gw, &broken).await.0, StatusCode::CONFLICT);
     let forks = refusals(&w, "audit_ingest").await;
     assert_eq!(forks.len(), before + 4, "{forks:?}");
-    assert!(forks.iter().all(|e| e["cluster"] == "acme-prod"));
+    assert!(
+        forks
+            .iter()
+            .all(|e| e.cluster.as_deref() == Some("acme-prod"))
+    );
     // A gap: the answer says where to resume.
     let ahead = chain(
         &source,
@@ -647,13 +663,7 @@ async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused
     );
     let (s, v) = ship(&gw, &ahead).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("send from record 6"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("send from record 6"), "{v}");
     // Malformed batches.
     let next = chain(&source, Some(&records[4]), 2, &gw.cluster);
     let mut tampered = next.clone();
@@ -681,7 +691,7 @@ async fn audit_records_are_ingested_once_and_forks_and_other_sources_are_refused
     assert_eq!(ship(&gw, &elsewhere).await.0, StatusCode::FORBIDDEN);
     let refused = refusals(&w, "audit_ingest").await;
     assert_eq!(refused.len(), before + 4);
-    assert!(refused[before..].iter().all(|e| e["by"] == source.as_str()));
+    assert!(refused[before..].iter().all(|e| e.by == source));
     assert!(
         w.events(&format!("source=gateway:{}", other.id))
             .await
@@ -860,10 +870,11 @@ async fn recordings_upload_once(storage: &str) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["stored"], true);
-    assert_eq!(v["size"], 60_000);
+    let r: RecordingStored = read_as("a stored recording", v);
+    assert!(r.stored);
+    assert_eq!(r.size, 60_000);
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(r.sha256, sha);
     let file = dir.join("sess-1.cast");
     if on_disk {
         assert_eq!(std::fs::read(&file).unwrap(), bytes);
@@ -875,11 +886,22 @@ async fn recordings_upload_once(storage: &str) {
     } else {
         assert!(!file.exists());
     }
-    let stored = w.events("kind=recording_stored&session=sess-1").await;
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0]["engineer"], "alice");
-    assert_eq!(stored[0]["cluster"], "acme-prod");
-    assert_eq!(stored[0]["sha256"], sha.as_str());
+    let stored = w
+        .broker_events("kind=recording_stored&session=sess-1")
+        .await;
+    let [
+        AuditEvent::RecordingStored {
+            engineer,
+            cluster,
+            sha256,
+            ..
+        },
+    ] = &stored[..]
+    else {
+        panic!("not one recording stored: {stored:?}")
+    };
+    assert_eq!(engineer.as_deref(), Some("alice"));
+    assert_eq!((cluster.as_str(), sha256), ("acme-prod", &sha));
 
     // The same bytes again: fine, once. Other bytes: refused.
     let (s, v) = put_bytes(
@@ -890,7 +912,7 @@ async fn recordings_upload_once(storage: &str) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["stored"], false);
+    assert!(!read_as::<RecordingStored>("a stored recording", v).stored);
     let mut changed = bytes.clone();
     changed[10] ^= 1;
     let (s, v) = put_bytes(
@@ -925,10 +947,16 @@ async fn recordings_upload_once(storage: &str) {
         assert_eq!(body, bytes);
         assert_eq!(headers["x-sallyport-sha256"], sha.as_str());
     }
-    let read = w.events("kind=recording_read&session=sess-1").await;
-    assert_eq!(read.len(), 2);
-    assert_eq!(read[1]["by"], "operator:config");
-    assert_eq!(read[0]["by"], "reviewer:security");
+    let read: Vec<String> = w
+        .broker_events("kind=recording_read&session=sess-1")
+        .await
+        .into_iter()
+        .map(|e| match e {
+            AuditEvent::RecordingRead { by, .. } => by,
+            other => panic!("not a read: {other:?}"),
+        })
+        .collect();
+    assert_eq!(read, ["reviewer:security", "operator:config"]);
     // The customer's approver reads recordings of its own clusters; another customer's is
     // told there is no such recording (and the refusal is audited).
     let (s, body, _) = get_bytes(&w.acme, "/v1/recordings/sess-1").await;
@@ -939,10 +967,10 @@ async fn recordings_upload_once(storage: &str) {
         StatusCode::NOT_FOUND
     );
     assert!(
-        w.events("kind=refused")
+        w.refusals("read_recording")
             .await
             .iter()
-            .any(|e| e["action"] == "read_recording" && e["by"] == "approver:globex:globex-admin")
+            .any(|e| e.by == "approver:globex:globex-admin")
     );
     for api in [&gw.api, &w.tickets] {
         assert_eq!(
@@ -1035,7 +1063,7 @@ async fn recordings_upload_once(storage: &str) {
     )
     .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
-    assert_eq!(v["error"]["code"], "too_large");
+    assert_eq!(error_of(&v).code, "too_large");
     let url = w.broker.url.clone();
     let token = gw.api.token.clone().unwrap();
     let status = tokio::task::spawn_blocking(move || {
@@ -1102,24 +1130,23 @@ async fn recordings_upload_once(storage: &str) {
         .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    let e = &w.events("kind=recording_stored&session=s-1").await[0];
+    let e = &w.audit("kind=recording_stored&session=s-1").await[0];
     assert_eq!(
         (
-            &e["engineer"],
-            &e["ticket"],
-            &e["node"],
-            &e["recording_kind"]
+            e.engineer.as_deref(),
+            e.ticket.as_deref(),
+            e.node.as_deref(),
+            field_str(e, "recording_kind")
         ),
-        (
-            &json!("alice"),
-            &json!("T-1"),
-            &json!("node1"),
-            &json!("session")
-        ),
-        "{e}"
+        (Some("alice"), Some("T-1"), Some("node1"), "session"),
+        "{e:?}"
     );
-    let e = &w.events("kind=recording_stored&session=s-9").await[0];
-    assert!(e["engineer"].is_null() && e["ticket"].is_null(), "{e}");
+    let e = &w.audit("kind=recording_stored&session=s-9").await[0];
+    assert!(e.engineer.is_none() && e.ticket.is_none(), "{e:?}");
+    assert!(
+        e.field("engineer").is_none() && e.field("ticket").is_none(),
+        "{e:?}"
+    );
     let (s, body, _) = get_bytes(&w.reviewer, "/v1/recordings/s-9").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body, b"{\"version\": 2}\n");
@@ -1127,8 +1154,11 @@ async fn recordings_upload_once(storage: &str) {
 
 /// `sallyport login --json` for alice on T-1 into `home`, with the TOTP code `offset` steps from
 /// now (each code works once); returns the printed JSON.
-fn login(w: &World, home: &std::path::Path, offset: i64) -> Value {
-    w.login_cli(home, "alice", "T-1", &w.code("alice", offset))
+fn login(w: &World, home: &std::path::Path, offset: i64) -> Issued {
+    read_as(
+        "login --json",
+        w.login_cli(home, "alice", "T-1", &w.code("alice", offset)),
+    )
 }
 
 /// What `ssh -G` resolves for `host` with this config: option -> value (lower case names).
@@ -1183,15 +1213,10 @@ async fn login_writes_the_host_ca_and_the_jump_through_the_edge() {
     .unwrap();
 
     let issued = login(&w, home.path(), 0);
-    assert_eq!(issued["edge"], "edge.vendor.test:2222");
+    assert_eq!(issued.edge.as_deref(), Some("edge.vendor.test:2222"));
     let mut want = vec![bare(&gw.host_ca_line), bare(&second.host_ca_line)];
     want.sort();
-    let mut got: Vec<String> = issued["host_ca_public_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect();
+    let mut got = issued.host_ca_public_keys.clone();
     got.sort();
     assert_eq!(got, want);
 
@@ -1291,8 +1316,8 @@ async fn login_without_an_edge_writes_no_jump() {
     w.ticket("T-1", "acme-prod", "alice", "open").await;
     let home = tempfile::tempdir().unwrap();
     let issued = login(&w, home.path(), 0);
-    assert!(issued["edge"].is_null(), "{issued}");
-    assert_eq!(issued["host_ca_public_keys"], json!([]));
+    assert!(issued.edge.is_none(), "{issued:?}");
+    assert!(issued.host_ca_public_keys.is_empty(), "{issued:?}");
     let config = home.path().join("ssh_config");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
@@ -1349,8 +1374,9 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
         w.op.post("/v1/tokens", json!({"name": "edge-a", "role": "edge"}))
             .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["role"], "edge");
-    let edge = w.anon.with(v["token"].as_str().unwrap());
+    let made: TokenCreated = read_as("a token", v);
+    assert_eq!(made.role, "edge");
+    let edge = w.anon.with(&made.token);
     let edge_key = sallyport_ca::keys::generate_ed25519("edge audit").unwrap();
     let (s, v) = edge.get("/v1/whoami").await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -1403,13 +1429,7 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("send from record 5"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("send from record 5"), "{v}");
     // Another edge's chain, or a gateway's: refused, audited.
     for other in ["edge:edge-b", "gateway:gw-1", "broker"] {
         let (s, v) = edge
@@ -1434,7 +1454,7 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
     assert!(
         ingest_refusals
             .iter()
-            .filter(|e| e["by"] == "edge:edge-a")
+            .filter(|e| e.by == "edge:edge-a")
             .count()
             >= 4,
         "{ingest_refusals:#?}"
@@ -1501,7 +1521,7 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{cert}");
-    let grant = cert["grant"].as_str().unwrap().to_string();
+    let grant = read_as::<Issued>("a certificate", cert).grant;
     let verify = |engineer: &str, code: String| {
         let edge = edge.clone();
         let body = json!({"engineer": engineer, "code": code, "ticket": "T-1", "grant": grant,
@@ -1515,23 +1535,12 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
     // The same step again, for a session or for a login: spent.
     let (s, v) = verify("bob", code.clone()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    assert_eq!(v["error"]["code"], "mfa_failed");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{v}"
-    );
+    let e = error_of(&v);
+    assert_eq!(e.code, "mfa_failed");
+    assert!(e.message.contains("already used"), "{v}");
     let (s, v) = w.login("bob", "bob-pw", &code).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("already used"), "{v}");
     let (s, v) = verify("not a name", "123456".into()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = verify("zed", "123456".into()).await;
@@ -1554,15 +1563,27 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // Every outcome is audited, by the edge, with what it said of the session.
-    let ok = w.events("kind=session_mfa_verified").await;
-    assert_eq!(ok.len(), 1, "{ok:#?}");
-    assert_eq!(ok[0]["engineer"], "bob");
-    assert_eq!(ok[0]["by"], "edge:edge-a");
-    assert_eq!(ok[0]["ticket"], "T-1");
-    assert_eq!(ok[0]["cluster"], "acme-prod");
-    assert_eq!(ok[0]["source_ip"], "192.0.2.7");
-    let failed = w.events("kind=session_mfa_failed").await;
-    let codes: Vec<&str> = failed.iter().filter_map(|e| e["code"].as_str()).collect();
+    let ok = w.broker_events("kind=session_mfa_verified").await;
+    assert_eq!(
+        ok,
+        [AuditEvent::SessionMfaVerified {
+            engineer: "bob".into(),
+            by: "edge:edge-a".into(),
+            ticket: Some("T-1".into()),
+            cluster: Some("acme-prod".into()),
+            source_ip: Some("192.0.2.7".into()),
+        }]
+    );
+    let failed: Vec<(String, String)> = w
+        .broker_events("kind=session_mfa_failed")
+        .await
+        .into_iter()
+        .map(|e| match e {
+            AuditEvent::SessionMfaFailed { code, by, .. } => (code, by),
+            other => panic!("not a failed check: {other:?}"),
+        })
+        .collect();
+    let codes: Vec<&str> = failed.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
         codes,
         [
@@ -1577,7 +1598,7 @@ async fn an_edge_token_ships_only_its_own_chain_and_checks_session_totp_codes() 
         ],
         "{failed:#?}"
     );
-    assert!(failed.iter().all(|e| e["by"] == "edge:edge-a"));
+    assert!(failed.iter().all(|e| e.1 == "edge:edge-a"));
     let mfa_refusals = refusals(&w, "verify_session_mfa").await;
     assert_eq!(mfa_refusals.len(), 1, "{mfa_refusals:#?}");
     // The API document names the endpoint and the role.
@@ -1598,9 +1619,10 @@ async fn a_join_token_expires_and_is_refused_with_a_clear_message() {
         w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "late"}))
             .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let token = v["join_token"].as_str().unwrap().to_string();
-    let made = v["join_token_expires_at"].as_u64().unwrap();
-    assert!(made > 0, "{v}");
+    let created: GatewayCreated = read_as("a new gateway", v);
+    let token = created.join_token;
+    let made = created.join_token_expires_at;
+    assert!(made > 0, "{made}");
     // Past its lifetime (1 s here; 24 h by default).
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let node_ca = sallyport_ca::keys::generate_ed25519("node ca").unwrap();
@@ -1610,22 +1632,12 @@ async fn a_join_token_expires_and_is_refused_with_a_clear_message() {
     assert!(v.to_string().contains("expired"), "{v}");
     let refused = refusals(&w, "enroll_gateway").await;
     assert_eq!(refused.len(), 1, "{refused:?}");
-    assert!(
-        refused[0]["reason"].as_str().unwrap().contains("expired"),
-        "{refused:?}"
-    );
+    assert!(refused[0].reason.contains("expired"), "{refused:?}");
     // Nothing changed: the gateway is still not enrolled and has no CA keys.
-    let (s, list) = w.op.get("/v1/clusters/acme-prod/gateways").await;
-    assert_eq!(s, StatusCode::OK, "{list}");
-    let g = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "late")
-        .unwrap()
-        .clone();
-    assert!(g["enrolled_at"].is_null(), "{g}");
-    assert!(g["node_ca_public_key"].is_null(), "{g}");
+    let (list, _) = gateways(&w.op, "acme-prod").await;
+    let g = list.iter().find(|g| g.name == "late").unwrap();
+    assert!(g.enrolled_at.is_none(), "{g:?}");
+    assert!(g.node_ca_public_key.is_none(), "{g:?}");
 }
 
 #[tokio::test]
@@ -1704,7 +1716,10 @@ async fn a_chain_behind_its_reported_head_is_incomplete_and_big_batches_fit_the_
     };
     let (s, v) = ship(&gw, &big).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["acknowledged_through"], 210);
+    assert_eq!(
+        read_as::<BatchStored>("a stored batch", v).acknowledged_through,
+        210
+    );
     // Elsewhere the general limit still holds.
     let (s, _) =
         w.op.post(

@@ -367,6 +367,15 @@ pub fn reason_codes(e: &ErrorDetail) -> Vec<String> {
     e.reasons.iter().flatten().map(|r| r.code.clone()).collect()
 }
 
+/// A `refused` event of one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub by: String,
+    pub reason: String,
+    pub customer: Option<String>,
+    pub cluster: Option<String>,
+}
+
 /// An audit entry's typed event, when one of the broker's kinds.
 pub fn broker_event(e: &AuditEntry) -> AuditEvent {
     read_as(
@@ -670,6 +679,29 @@ impl World {
             .await;
         assert_eq!(s, StatusCode::OK);
         page.events
+    }
+
+    /// The broker's `refused` events for `action`, oldest first.
+    pub async fn refusals(&self, action: &str) -> Vec<Refusal> {
+        let events = self.broker_events("kind=refused").await;
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                AuditEvent::Refused {
+                    by,
+                    action: a,
+                    reason,
+                    customer,
+                    cluster,
+                } if a == action => Some(Refusal {
+                    by,
+                    reason,
+                    customer,
+                    cluster,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The broker's own events `query` selects, typed.
