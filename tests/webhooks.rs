@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use ring::hmac;
-use sallyport_broker::audit::AuditRecord;
+use sallyport_api::webhooks::{Deliveries, Delivery};
+use sallyport_broker::audit::{AuditEvent, AuditRecord};
 use serde_json::{Value, json};
 use support::broker::*;
 use support::browser::Console;
@@ -292,18 +293,22 @@ fn users() -> Dir {
     ])
 }
 
-/// The deliveries `api` sees (of one webhook when given).
-async fn deliveries(api: &Api, webhook: Option<&str>) -> (StatusCode, Vec<Value>) {
+/// The deliveries `api` sees (of one webhook when given; none when refused).
+async fn deliveries(api: &Api, webhook: Option<&str>) -> (StatusCode, Vec<Delivery>) {
     let path = match webhook {
         Some(w) => format!("/v1/webhooks/{w}/deliveries"),
         None => "/v1/webhooks/deliveries".into(),
     };
     let (s, v) = api.get(&path).await;
-    (s, v["deliveries"].as_array().cloned().unwrap_or_default())
+    if s != StatusCode::OK {
+        error_of(&v);
+        return (s, Vec::new());
+    }
+    (s, read_as::<Deliveries>(&path, v).deliveries)
 }
 
 /// Wait until webhook `id`'s deliveries satisfy `done` (60 s at most); returns them.
-async fn wait_deliveries(api: &Api, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn wait_deliveries(api: &Api, id: &str, done: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
     let start = Instant::now();
     loop {
         let (s, list) = deliveries(api, Some(id)).await;
@@ -509,16 +514,16 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     assert!(
         acme_list
             .iter()
-            .all(|d| d["customer"] == "acme" && !d["event"].as_str().unwrap().contains(&gw2.0)),
+            .all(|d| d.customer.as_deref() == Some("acme") && !d.event.contains(&gw2.0)),
         "{acme_list:?}"
     );
 
     // Every delivery is listed as delivered; the secrets appear in no answer, event or log.
     let list = wait_deliveries(&w.acme, acme_hook["id"].as_str().unwrap(), |l| {
-        l.len() == acme_kinds.len() && l.iter().all(|d| d["status"] == "delivered")
+        l.len() == acme_kinds.len() && l.iter().all(|d| d.status == "delivered")
     })
     .await;
-    assert!(list.iter().all(|d| d["attempts"] == 1), "{list:?}");
+    assert!(list.iter().all(|d| d.attempts == 1), "{list:?}");
     let mut seen = String::new();
     for api in [&w.acme, &w.op, &w.reviewer] {
         seen.push_str(&api.get("/v1/webhooks").await.1.to_string());
@@ -585,12 +590,12 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     // The 500: tried again, then delivered.
     let id = flaky_hook["id"].as_str().unwrap();
     let list = wait_deliveries(&w.acme, id, |l| {
-        !l.is_empty() && l.iter().all(|d| d["status"] == "delivered")
+        !l.is_empty() && l.iter().all(|d| d.status == "delivered")
     })
     .await;
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["attempts"], 2, "{list:?}");
-    assert_eq!(list[0]["last_status"], 200, "{list:?}");
+    assert_eq!(list[0].attempts, 2, "{list:?}");
+    assert_eq!(list[0].last_status, Some(200), "{list:?}");
     let got = flaky.received();
     assert_eq!(got.len(), 2);
     // The same delivery both times, signed afresh.
@@ -601,28 +606,23 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     assert_eq!(got[0].body, got[1].body);
     // Nothing listening: the failure is recorded and the delivery waits for its next try.
     let down = down_hook["id"].as_str().unwrap();
-    let list = wait_deliveries(&w.acme, down, |l| {
-        l.iter().any(|d| d["attempts"].as_u64() >= Some(1))
-    })
-    .await;
-    assert_eq!(list[0]["status"], "pending", "{list:?}");
+    let list = wait_deliveries(&w.acme, down, |l| l.iter().any(|d| d.attempts >= 1)).await;
+    assert_eq!(list[0].status, "pending", "{list:?}");
     assert!(
-        list[0]["last_error"]
-            .as_str()
+        list[0]
+            .last_error
+            .as_deref()
             .unwrap()
             .contains("cannot connect"),
         "{list:?}"
     );
-    assert!(list[0]["next_at"].as_u64().is_some(), "{list:?}");
+    assert!(list[0].next_at.is_some(), "{list:?}");
     // The receiver comes up: the event arrives at a later try.
     let rx = Receiver::start_on(port, Mode::Ok).await;
     let got = rx.wait_kinds(&["revoked"]).await;
     assert_eq!(got.len(), 1);
-    let list = wait_deliveries(&w.acme, down, |l| {
-        l.iter().all(|d| d["status"] == "delivered")
-    })
-    .await;
-    assert!(list[0]["attempts"].as_u64().unwrap() >= 2, "{list:?}");
+    let list = wait_deliveries(&w.acme, down, |l| l.iter().all(|d| d.status == "delivered")).await;
+    assert!(list[0].attempts >= 2, "{list:?}");
 }
 
 #[tokio::test]
@@ -658,47 +658,66 @@ async fn the_last_failure_is_an_audit_event_and_a_hanging_receiver_delays_no_log
     let list = wait_deliveries(&w.op, hang_hook["id"].as_str().unwrap(), |l| {
         l.len() == 3
             && l.iter().all(|d| {
-                d["last_error"]
-                    .as_str()
+                d.last_error
+                    .as_deref()
                     .is_some_and(|e| e.contains("no answer"))
             })
     })
     .await;
     assert!(!hanging.received().is_empty());
-    assert!(list.iter().all(|d| d["status"] != "delivered"), "{list:?}");
+    assert!(list.iter().all(|d| d.status != "delivered"), "{list:?}");
     // The dead receiver: after the last attempt the delivery has failed, and that is audited
     // with the webhook, the host and the error, never the secret or the URL's path.
     let dead = dead_hook["id"].as_str().unwrap();
     let list = wait_deliveries(&w.acme, dead, |l| {
-        l.len() == 3 && l.iter().all(|d| d["status"] == "failed")
+        l.len() == 3 && l.iter().all(|d| d.status == "failed")
     })
     .await;
-    assert!(list.iter().all(|d| d["attempts"] == 2), "{list:?}");
-    let failed: Vec<Value> = w
-        .events("kind=webhook_failed")
-        .await
-        .into_iter()
-        .filter(|e| e["webhook"] == dead)
-        .collect();
+    assert!(list.iter().all(|d| d.attempts == 2), "{list:?}");
+    // Each failure is audited just after the delivery is marked failed: wait for the three.
+    let start = Instant::now();
+    let failed: Vec<AuditEvent> = loop {
+        let failed: Vec<AuditEvent> = w
+            .broker_events("kind=webhook_failed")
+            .await
+            .into_iter()
+            .filter(|e| matches!(e, AuditEvent::WebhookFailed { webhook, .. } if webhook == dead))
+            .collect();
+        if failed.len() >= 3 || start.elapsed() > Duration::from_secs(20) {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(failed.len(), 3, "{failed:?}");
     for e in &failed {
-        assert_eq!(e["host"], format!("127.0.0.1:{port}"), "{e}");
-        assert_eq!(e["attempts"], 2, "{e}");
-        assert_eq!(e["customer"], "acme", "{e}");
-        assert_eq!(e["event_kind"], "certificate_issued", "{e}");
+        let AuditEvent::WebhookFailed {
+            host,
+            attempts,
+            customer,
+            event_kind,
+            last_error,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(*host, format!("127.0.0.1:{port}"), "{e:?}");
+        assert_eq!(*attempts, 2, "{e:?}");
+        assert_eq!(customer.as_deref(), Some("acme"), "{e:?}");
+        assert_eq!(event_kind, "certificate_issued", "{e:?}");
+        assert!(last_error.contains("cannot connect"), "{e:?}");
+        let text = serde_json::to_string(e).unwrap();
         assert!(
-            e["last_error"].as_str().unwrap().contains("cannot connect"),
-            "{e}"
+            !text.contains(dead_hook["secret"].as_str().unwrap()),
+            "{e:?}"
         );
-        let text = e.to_string();
-        assert!(!text.contains(dead_hook["secret"].as_str().unwrap()), "{e}");
     }
     // A failed delivery is not tried again: its count stays.
     let again = wait_deliveries(&w.acme, dead, |_| true).await;
     assert!(
         again
             .iter()
-            .all(|d| d["attempts"] == 2 && d["status"] == "failed")
+            .all(|d| d.attempts == 2 && d.status == "failed")
     );
 }
 
@@ -1084,11 +1103,8 @@ async fn in_chromium_an_approver_adds_a_webhook_and_sees_it_delivered() {
     let got = rx.wait_kinds(&["certificate_issued"]).await;
     assert_signed(&got[0], &secret);
     let (_, list) = deliveries(&w.acme, None).await;
-    let id = list[0]["webhook"].as_str().unwrap().to_string();
-    wait_deliveries(&w.acme, &id, |l| {
-        l.iter().any(|d| d["status"] == "delivered")
-    })
-    .await;
+    let id = list[0].webhook.clone();
+    wait_deliveries(&w.acme, &id, |l| l.iter().any(|d| d.status == "delivered")).await;
     browser.goto(&format!("{base}/console/webhooks")).await;
     let text = browser.wait_for("delivered").await;
     assert!(text.contains("Certificate issued"), "{text}");
