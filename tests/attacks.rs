@@ -11,7 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sallyport_api::certificates::Issued;
+use sallyport_api::requests::{IssuePending, RequestStatus};
+use sallyport_broker::audit::AuditEvent;
 use support::bastion::{self, trust_edge, world_with_edge};
+use support::broker::{error_of, read_as};
 use support::ssh::Ssh;
 
 fn ssh_cmd(home: &Path) -> Command {
@@ -232,10 +236,7 @@ async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
     );
     let (s, v) = leaked.put("/v1/tickets/SUP-9", ticket.clone()).await;
     assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("revoked"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("revoked"), "{v}");
     // The refused use is audited, naming the token and the route; replaying it does not fill
     // the log.
     for _ in 0..20 {
@@ -327,9 +328,8 @@ async fn a_session_token_from_before_the_engineers_revocation_is_refused_and_aud
         let (s, v) = before.post("/v1/certificates", body.clone()).await;
         assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
         assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
+            error_of(&v)
+                .message
                 .contains("session was revoked: log in again"),
             "{v}"
         );
@@ -384,13 +384,7 @@ async fn a_revoked_gateway_credential_is_refused_and_audited() {
     for _ in 0..20 {
         let (s, v) = gw.get("/v1/gateway/self").await;
         assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("gateway was revoked"),
-            "{v}"
-        );
+        assert!(error_of(&v).message.contains("gateway was revoked"), "{v}");
     }
     let by = format!("gateway:{id}");
     assert_refused_once(&w, &by, "GET /v1/gateway/self", "gateway was revoked").await;
@@ -430,8 +424,9 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
     };
     let (s, v) = ask().await;
     assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{v}");
-    assert!(v["used_request"].is_null(), "{v}");
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let p: IssuePending = read_as("a pending certificate", v);
+    assert!(p.used_request.is_none(), "{p:?}");
+    let rq = p.request.id;
     let (s, v) = w
         .acme
         .post(
@@ -442,17 +437,18 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
     assert_eq!(s, reqwest::StatusCode::OK, "{v}");
     let (s, v) = ask().await;
     assert_eq!(s, reqwest::StatusCode::OK, "{v}");
-    assert!(v["certificate"].is_string());
+    read_as::<Issued>("a certificate", v);
 
     // The second ask: no certificate, and the answer says why and what now.
     let (s, v) = ask().await;
     assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{v}");
     assert!(v.get("certificate").is_none(), "{v}");
-    assert_eq!(v["used_request"], rq.as_str(), "{v}");
-    let rq2 = v["request"]["id"].as_str().unwrap().to_string();
+    let p: IssuePending = read_as("a pending certificate", v);
+    assert_eq!(p.used_request.as_deref(), Some(rq.as_str()), "{p:?}");
+    let rq2 = p.request.id.clone();
     assert_ne!(rq2, rq);
-    assert_eq!(v["request"]["status"], "pending", "{v}");
-    let message = v["message"].as_str().unwrap();
+    assert_eq!(p.request.status, RequestStatus::Pending, "{p:?}");
+    let message = &p.message;
     assert!(
         message.contains(&rq)
             && message.contains("already gave its one certificate")
@@ -463,23 +459,34 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
     // Asking again waits on the new request, without another refusal.
     let (s, v) = ask().await;
     assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{v}");
-    assert_eq!(v["request"]["id"], rq2.as_str(), "{v}");
-    assert!(v["used_request"].is_null(), "{v}");
+    let p: IssuePending = read_as("a pending certificate", v);
+    assert_eq!(p.request.id, rq2, "{p:?}");
+    assert!(p.used_request.is_none(), "{p:?}");
 
     assert_eq!(
         w.events("kind=certificate_issued&ticket=JIT-1").await.len(),
         1
     );
-    let denied = w.events("kind=certificate_denied&ticket=JIT-1").await;
-    assert_eq!(denied.len(), 1, "{denied:#?}");
-    assert_eq!(denied[0]["engineer"], "alice");
-    assert_eq!(
-        denied[0]["reasons"][0]["code"], "request_used",
-        "{denied:#?}"
-    );
-    let created = w.events("kind=access_request_created&ticket=JIT-1").await;
+    let denied = w
+        .broker_events("kind=certificate_denied&ticket=JIT-1")
+        .await;
+    let [
+        AuditEvent::CertificateDenied {
+            engineer, reasons, ..
+        },
+    ] = &denied[..]
+    else {
+        panic!("not one denial: {denied:#?}")
+    };
+    assert_eq!(engineer, "alice");
+    assert_eq!(reasons[0].code, "request_used", "{denied:#?}");
+    let created = w
+        .broker_events("kind=access_request_created&ticket=JIT-1")
+        .await;
     assert!(
-        created.iter().any(|e| e["request"] == rq2.as_str()),
+        created.iter().any(
+            |e| matches!(e, AuditEvent::AccessRequestCreated { request, .. } if *request == rq2)
+        ),
         "{created:#?}"
     );
 }
@@ -525,13 +532,7 @@ async fn a_totp_secret_planted_in_clear_is_refused_after_a_restart() {
         let code = sallyport_broker::totp::code(planted, t).unwrap();
         let (s, v) = w.login("bob", "bob-pw", &code).await;
         assert_eq!(s, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{i}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("stored in clear"),
-            "{v}"
-        );
+        assert!(error_of(&v).message.contains("stored in clear"), "{v}");
     }
     let failed = w.events("kind=login_failed&engineer=bob&limit=100").await;
     assert_eq!(failed.len(), 2, "{failed:#?}");
@@ -751,13 +752,7 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         )
         .await;
     assert_eq!(s, reqwest::StatusCode::BAD_REQUEST, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("all_customers"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("all_customers"), "{v}");
     let made = w.events("kind=admin_change").await;
     assert!(
         made.iter().any(
@@ -785,10 +780,7 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         .put("/v1/tickets/GLX-1", ticket("globex", "globex-prod"))
         .await;
     assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("acme"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("acme"), "{v}");
     // Nor may it take over a ticket that exists for another customer.
     assert!(
         w.tickets
@@ -953,13 +945,7 @@ async fn guessing_is_bounded_per_user_per_address_and_across_replicas() {
     // An edge credential cannot spend the codes of an engineer who is not connected.
     let (s, v) = mfa("bob", "g-0000000000000000", wrong, "198.51.100.1").await;
     assert_eq!(s, reqwest::StatusCode::UNAUTHORIZED, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("live certificate"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("live certificate"), "{v}");
     let (s, _) = mfa("bob", &grant, wrong, "198.51.100.1").await;
     assert_eq!(
         s,
@@ -1064,13 +1050,7 @@ async fn a_valid_login_does_not_reset_the_lockout_of_its_address() {
     // The address is locked out now: for alice, and for bob too.
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, reqwest::StatusCode::TOO_MANY_REQUESTS, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("try again"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("try again"), "{v}");
     let (s, v) = w.login("bob", "bob-pw", "000000").await;
     assert_eq!(s, reqwest::StatusCode::TOO_MANY_REQUESTS, "{v}");
     for who in ["alice", "bob"] {
