@@ -62,31 +62,24 @@ fn issued(v: Value) -> Issued {
 
 /// Where access request `rq` stands, as acme's approver reads it.
 async fn request_status(w: &World, rq: &str) -> RequestStatus {
-    let (s, r) = w
-        .acme
-        .get_as::<AccessRequest>(&format!("/v1/access-requests/{rq}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{r:?}");
-    r.status
+    let path = format!("/v1/access-requests/{rq}");
+    w.acme.get_ok::<AccessRequest>(&path).await.status
 }
 
 /// The `access_request_decided` events: (status, approvals, narrowed, logins, ttl_secs).
 async fn decisions(w: &World) -> Vec<(String, u64, bool, Vec<String>, u64)> {
-    let events = w.broker_events("kind=access_request_decided").await;
-    events
-        .into_iter()
-        .map(|e| match e {
-            AuditEvent::AccessRequestDecided {
-                status,
-                approvals,
-                narrowed,
-                logins,
-                ttl_secs,
-                ..
-            } => (status, approvals, narrowed, logins, ttl_secs),
-            other => panic!("not a decision: {other:?}"),
-        })
-        .collect()
+    w.picked("kind=access_request_decided", |e| match e {
+        AuditEvent::AccessRequestDecided {
+            status,
+            approvals,
+            narrowed,
+            logins,
+            ttl_secs,
+            ..
+        } => Some((status, approvals, narrowed, logins, ttl_secs)),
+        other => panic!("not a decision: {other:?}"),
+    })
+    .await
 }
 
 /// The code of the last `login_failed` event `query` selects.
@@ -1336,14 +1329,11 @@ async fn secrets_stored_in_clear_by_an_older_version_are_sealed_at_start() {
 
 /// The `seal_totp_secret` admin changes: (target, by).
 async fn sealings(w: &World) -> Vec<(String, String)> {
-    let changes = w.broker_events("kind=admin_change&limit=100").await;
-    changes
-        .into_iter()
-        .filter_map(|e| match e {
-            AuditEvent::AdminChange {
-                action, target, by, ..
-            } if action == "seal_totp_secret" => Some((target, by)),
-            _ => None,
-        })
-        .collect()
+    w.picked("kind=admin_change&limit=100", |e| match e {
+        AuditEvent::AdminChange {
+            action, target, by, ..
+        } if action == "seal_totp_secret" => Some((target, by)),
+        _ => None,
+    })
+    .await
 }

@@ -310,6 +310,13 @@ impl Api {
         self.call_as(reqwest::Method::GET, path, None).await
     }
 
+    /// `GET path`, answered 200 with the API type `T`.
+    pub async fn get_ok<T: DeserializeOwned + std::fmt::Debug>(&self, path: &str) -> T {
+        let (s, body) = self.get_as::<T>(path).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {body:?}");
+        body
+    }
+
     pub async fn post_as<T: DeserializeOwned>(&self, path: &str, body: Value) -> (StatusCode, T) {
         self.call_as(reqwest::Method::POST, path, Some(body)).await
     }
@@ -683,25 +690,32 @@ impl World {
 
     /// The broker's `refused` events for `action`, oldest first.
     pub async fn refusals(&self, action: &str) -> Vec<Refusal> {
-        let events = self.broker_events("kind=refused").await;
-        events
-            .into_iter()
-            .filter_map(|e| match e {
-                AuditEvent::Refused {
-                    by,
-                    action: a,
-                    reason,
-                    customer,
-                    cluster,
-                } if a == action => Some(Refusal {
-                    by,
-                    reason,
-                    customer,
-                    cluster,
-                }),
-                _ => None,
-            })
-            .collect()
+        self.picked("kind=refused", |e| match e {
+            AuditEvent::Refused {
+                by,
+                action: a,
+                reason,
+                customer,
+                cluster,
+            } if a == action => Some(Refusal {
+                by,
+                reason,
+                customer,
+                cluster,
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// What `pick` takes of each of the broker's events `query` selects.
+    pub async fn picked<T>(
+        &self,
+        query: &str,
+        pick: impl FnMut(AuditEvent) -> Option<T>,
+    ) -> Vec<T> {
+        let events = self.broker_events(query).await;
+        events.into_iter().filter_map(pick).collect()
     }
 
     /// The broker's own events `query` selects, typed.
