@@ -18,7 +18,10 @@
 # second gateway that skips the recorder — a bench build only (`--features bench-unrecorded` and
 # SALLYPORT_BENCH_UNRECORDED=1; a normal build has no such switch).
 #
-# It measures and asserts nothing. Other work on the machine moves the numbers: compare the
+# Beside the rates, the CPU seconds the whole machine spent per GiB moved on each path (every
+# process: clients, jump host or edge and gateway, the node's sshd) and the share of the cores left
+# idle (/proc/stat): on a small machine the path that needs less CPU per byte wins once the cores
+# are busy. It measures and asserts nothing. Other work on the machine moves the numbers: compare the
 # columns of one run, not runs. Env: RUNS, SETUP_RUNS (0: no setup runs), CIPHERS,
 # DIRS (default "up down both"), SKIP_UNRECORDED=1, KEEP=1.
 set -euo pipefail
