@@ -188,13 +188,14 @@ done
 # to spare runs slower on a small machine, whatever its pacing.
 echo
 echo "CPU seconds per GiB (every process on the machine, median of $RUNS) / share of the cores idle"
+# The median of column $2 (4: CPU seconds per GiB, 5: idle %) of the transfers named $1.
+cpu_median() { awk -v k="$1" -v f="$2" '$1 " " $2 " " $3 == k { print $f }' "$DIR/cpu" | median; }
 for c in $CIPHERS; do
   printf '%-38s %12s %12s %12s\n' "$c" direct "ssh -J" sallyport
   for dir in ${DIRS:-up down both}; do
     printf '%-38s' "$dir"
     for p in direct jump sallyport; do
-      printf ' %12s' "$(awk -v k="$p $c $dir" '$1 " " $2 " " $3 == k { print $4, $5 }' "$DIR/cpu" |
-        sort -g | awk '{ v[NR] = $1; i[NR] = $2 } END { m = int((NR + 1) / 2); printf "%.2f / %d%%", v[m], i[m] }')"
+      printf ' %12s' "$(calc "$(cpu_median "$p $c $dir" 4)") / $(calc "$(cpu_median "$p $c $dir" 5)" 0)%"
     done
     echo
   done
