@@ -110,6 +110,17 @@ pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 /// A login name as typed, made safe for logs and audit records.
+/// `tokio::spawn` in the current span: a task a session starts (a channel's bridge, a forward,
+/// a watcher) logs under that session's span (`session` at the gateway, `connection` at the
+/// edge).
+pub(crate) fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(task))
+}
+
 pub fn sanitize_login(s: &str) -> String {
     s.chars()
         .take(64)

@@ -291,7 +291,7 @@ impl EngineerHandler {
         let conn = self.conn.clone();
         // Opening the tunnel channel waits on the gateway's connection: never inside this
         // connection's loop.
-        tokio::spawn(async move {
+        crate::spawn_in_span(async move {
             // Held for as long as the forward is open (or being opened).
             let _slot = slot;
             let any_tunnel = !tunnels.is_empty();

@@ -127,6 +127,7 @@ impl EngineerHandler {
                 "serial": id.serial().to_string(),
             }));
         }
+        tracing::Span::current().record("engineer", id.engineer());
         self.identity = Some(id);
     }
 }

@@ -11,6 +11,7 @@ use sallyport_ca::clock::now_secs;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use super::conn::engineer_connection;
 use super::{DISCONNECT_WAIT, Edge};
@@ -130,7 +131,16 @@ pub(super) async fn serve_engineers(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     no_delay(&socket);
-                    edge.connections.spawn(engineer_connection(edge.clone(), socket, peer, config.clone()));
+                    // What is logged for this connection, in russh's task and its callbacks
+                    // too, says whose it is: the address, and the engineer once logged in.
+                    let span = tracing::info_span!(
+                        "connection",
+                        %peer,
+                        engineer = tracing::field::Empty,
+                    );
+                    edge.connections.spawn(
+                        engineer_connection(edge.clone(), socket, peer, config.clone()).instrument(span),
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors, say: not a reason to stop serving the others.

@@ -116,6 +116,7 @@ impl EngineerSession {
         // A moderated session: nothing runs until an approver of the customer watches it.
         let observer_required = id.observer_required();
         self.released.store(!observer_required, Ordering::SeqCst);
+        tracing::Span::current().record("engineer", id.engineer());
         self.identity = Some(id);
         self.cert = Some(cert.clone());
         // If this cannot be written, the session is still let in: every channel request needs its
@@ -192,7 +193,7 @@ impl EngineerSession {
         let fields = self.fields(json!({}));
         let closed = self.closed.clone();
         let (gw, sid) = (self.gw.clone(), self.sid.clone());
-        tokio::spawn(async move {
+        crate::spawn_in_span(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let expired = cert.valid_before() <= now_secs();

@@ -160,7 +160,7 @@ pub(super) fn start(
     let reply_direct = Arc::new(AtomicBool::new(false));
     let open_on_node = Arc::new(AtomicBool::new(true));
     let (from_engineer, _) = channel.split();
-    tokio::spawn(engineer_to_node(
+    crate::spawn_in_span(engineer_to_node(
         from_engineer,
         write.clone(),
         to_engineer.clone(),
@@ -185,7 +185,7 @@ pub(super) fn start(
         open_on_node: open_on_node.clone(),
         b,
     };
-    tokio::spawn(back.run());
+    crate::spawn_in_span(back.run());
     (up, (open_on_node, write))
 }
 

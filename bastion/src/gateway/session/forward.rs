@@ -147,7 +147,7 @@ impl EngineerSession {
         {
             Ok(node_channel) => {
                 reply.accept().await;
-                tokio::spawn(async move {
+                crate::spawn_in_span(async move {
                     crate::pipe::join(channel, node_channel, || {}, |_| async {}).await;
                     drop(slot);
                 });

@@ -31,6 +31,7 @@ use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::{ChannelFacts, ChannelRequest, DenyReason};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::Gateway;
 use super::node::{self, NodeClient};
@@ -383,7 +384,9 @@ impl EngineerSession {
         self.slots.clear();
         let chans = std::mem::take(&mut self.node_chans);
         if let Some(upstream) = self.upstream.take() {
-            self.gw.tasks.spawn(bridge::end_on_node(chans, upstream));
+            self.gw
+                .tasks
+                .spawn(bridge::end_on_node(chans, upstream).in_current_span());
         }
         if self.identity.is_none() {
             return;
@@ -420,8 +423,26 @@ pub(super) async fn serve(
     host: String,
     peer: String,
 ) {
+    let session = EngineerSession::new(gw.clone(), host, peer);
+    // What is logged for this session, here, in russh's task and in its callbacks, says which
+    // session (its id in the audit log), node and, once known, engineer.
+    let span = tracing::info_span!(
+        "session",
+        id = %session.sid,
+        node = %session.host,
+        engineer = tracing::field::Empty,
+    );
+    run(gw, config, stream, session).instrument(span).await;
+}
+
+async fn run(
+    gw: Arc<Gateway>,
+    config: Arc<russh::server::Config>,
+    stream: russh::ChannelStream<russh::client::Msg>,
+    session: EngineerSession,
+) {
     let stopping = gw.stopping.clone();
-    let session = Arc::new(Mutex::new(EngineerSession::new(gw, host, peer)));
+    let session = Arc::new(Mutex::new(session));
     let adapter = handler::Adapter(session.clone());
     // Boxed: the set-up's state (russh's session before it runs in its own task) is freed once
     // it has started, instead of staying part of this task for the session's life.

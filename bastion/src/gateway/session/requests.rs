@@ -344,7 +344,7 @@ impl EngineerSession {
         let handle = session.handle();
         let fields = self.fields(json!({"channel": channel_num(channel)}));
         let closed = self.closed.clone();
-        tokio::spawn(async move {
+        crate::spawn_in_span(async move {
             let wait = Duration::from_secs(gw.cfg.observer_wait_secs.max(1));
             let start = std::time::Instant::now();
             loop {

@@ -1144,7 +1144,11 @@ where
 
     session.begin_rekey()?;
 
-    let join = russh_util::runtime::spawn(session.run(stream, handler));
+    // sallyport: the session's task runs in the caller's span, so that what the handler logs
+    // names the connection it serves.
+    let join = russh_util::runtime::spawn(tracing::Instrument::in_current_span(
+        session.run(stream, handler),
+    ));
 
     Ok(RunningSession { handle, join })
 }
