@@ -339,6 +339,9 @@ pub(super) async fn engineer_connection(
                 }
             }
         };
+        if close.is_none() && conn.who().is_some() {
+            tracing::info!("the engineer closed the connection");
+        }
         if let Some(close) = close {
             let (code, message) = match conn.gone_message.lock().ok().and_then(|mut m| m.take()) {
                 Some(message) if close == Close::TunnelDropped => {

@@ -127,7 +127,7 @@ impl EngineerHandler {
                 "serial": id.serial().to_string(),
             }));
         }
-        tracing::Span::current().record("engineer", id.engineer());
+        tracing::Span::current().record("engineer", tracing::field::display(id.engineer()));
         self.identity = Some(id);
     }
 }

@@ -116,13 +116,18 @@ impl EngineerSession {
         // A moderated session: nothing runs until an approver of the customer watches it.
         let observer_required = id.observer_required();
         self.released.store(!observer_required, Ordering::SeqCst);
-        tracing::Span::current().record("engineer", id.engineer());
+        tracing::Span::current().record("engineer", tracing::field::display(id.engineer()));
         self.identity = Some(id);
         self.cert = Some(cert.clone());
         // If this cannot be written, the session is still let in: every channel request needs its
         // own durable event first, and is refused with a message saying why.
         self.audit(GatewayKind::SessionStarted, json!({"key_id": cert.key_id(), "serial": cert.serial().to_string(), "peer": self.peer, "observer_required": observer_required})).await;
         self.gw.session_opened(&self.sid, &self.fields(json!({})));
+        tracing::info!(
+            key_id = cert.key_id(),
+            login = self.login,
+            "session started"
+        );
         Auth::Accept
     }
 

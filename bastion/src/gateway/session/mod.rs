@@ -400,7 +400,10 @@ impl EngineerSession {
             .append(GatewayKind::SessionEnded, self.fields(json!({})))
             .await
         {
-            Ok(_) => self.gw.session_closed(&self.sid),
+            Ok(_) => {
+                self.gw.session_closed(&self.sid);
+                tracing::info!("session ended");
+            }
             // The session's mark stays: the gateway's next start writes its end.
             Err(e) => {
                 tracing::error!(error = %e, session = self.sid, "audit spool unwritable: session_ended not written");
