@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
+use sallyport_audit::writers::{ChainKind, GatewayKind};
 use serde_json::{Value, json};
 
 use crate::audit_cmd::Conn;
@@ -47,19 +49,45 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
+/// A field of an event as text ("" when it has none): a subject field or `command` (typed in
+/// the entry), else one of the event's own.
+fn text<'a>(e: &'a AuditEntry, k: &str) -> &'a str {
+    let typed = match k {
+        "engineer" => e.engineer.as_deref(),
+        "ticket" => e.ticket.as_deref(),
+        "cluster" => e.cluster.as_deref(),
+        "node" => e.node.as_deref(),
+        "session" => e.session.as_deref(),
+        "command" => e.command.as_deref(),
+        _ => None,
+    };
+    typed
+        .or_else(|| e.field(k).and_then(Value::as_str))
+        .unwrap_or("")
+}
+
+/// One of the event's own fields as written (null when it has none).
+fn own(e: &AuditEntry, k: &str) -> Value {
+    e.field(k).cloned().unwrap_or(Value::Null)
+}
+
+fn channel(e: &AuditEntry) -> Option<u64> {
+    e.field("channel").and_then(Value::as_u64)
+}
+
 fn clean(t: &str) -> String {
     sallyport_audit::sanitize(t)
 }
 
 /// The session's events, oldest first (an error that says what to do when there are none).
-async fn events(client: &Client, session: &str) -> anyhow::Result<Vec<Value>> {
-    let v = client
-        .get(&format!(
+async fn events(client: &Client, session: &str) -> anyhow::Result<Vec<AuditEntry>> {
+    let list = client
+        .get_as::<AuditEvents>(&format!(
             "/v1/audit/events?session={}&limit=100000",
             enc(session)
         ))
-        .await?;
-    let list = v["events"].as_array().cloned().unwrap_or_default();
+        .await?
+        .events;
     anyhow::ensure!(
         !list.is_empty(),
         "no events of session {:?} on a cluster you may see: check the id with `sallyport audit \
@@ -80,48 +108,52 @@ fn offset(ms: u64) -> String {
 }
 
 /// One line of the timeline, or `None` for what it leaves out (the line on screen at each
-/// Enter repeats the command; the output's byte counts are in --json).
-fn entry(e: &Value, exits: &BTreeMap<u64, Value>) -> Option<Value> {
-    let kind = s(e, "kind");
-    let channel = e.get("channel").and_then(Value::as_u64);
-    let mut out = json!({"time_ms": e["time_ms"], "kind": kind, "channel": channel});
+/// Enter repeats the command; the output's byte counts are in --json; the gateway's own
+/// housekeeping). Only the gateway writes a session's events.
+fn entry(e: &AuditEntry, exits: &BTreeMap<u64, &AuditEntry>) -> Option<Value> {
+    let kind = GatewayKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.as_str() == e.kind)?;
+    let channel = channel(e);
+    let mut out = json!({"time_ms": e.time_ms, "kind": e.kind, "channel": channel});
     let text = match kind {
-        "command" => {
-            out["command"] = e["command"].clone();
-            out["via"] = e["via"].clone();
+        GatewayKind::Command => {
+            out["command"] = json!(e.command);
+            out["via"] = own(e, "via");
             // An exec channel runs one command: its exit is the command's.
-            if s(e, "via") == "exec"
+            if text(e, "via") == "exec"
                 && let Some(x) = channel.and_then(|c| exits.get(&c))
             {
-                out["exit_status"] = x["exit_status"].clone();
-                out["exit_signal"] = x["exit_signal"].clone();
+                out["exit_status"] = own(x, "exit_status");
+                out["exit_signal"] = own(x, "exit_signal");
             }
             let status = match (out["exit_status"].as_u64(), out["exit_signal"].as_str()) {
                 (Some(n), _) => format!("  [exit {n}]"),
                 (None, Some(sig)) => format!("  [signal {}]", clean(sig)),
                 (None, None) => String::new(),
             };
-            format!("$ {}{status}", clean(s(e, "command")))
+            format!("$ {}{status}", clean(text(e, "command")))
         }
-        "channel_exit" => {
-            out["exit_status"] = e["exit_status"].clone();
-            out["exit_signal"] = e["exit_signal"].clone();
-            match (e["exit_status"].as_u64(), e["exit_signal"].as_str()) {
+        GatewayKind::ChannelExit => {
+            out["exit_status"] = own(e, "exit_status");
+            out["exit_signal"] = own(e, "exit_signal");
+            match (out["exit_status"].as_u64(), out["exit_signal"].as_str()) {
                 (Some(n), _) => format!("exit status {n}"),
                 (None, Some(sig)) => format!("ended by signal {}", clean(sig)),
                 (None, None) => "closed".into(),
             }
         }
-        "file_op" => {
-            let op = &e["op"];
+        GatewayKind::FileOp => {
+            let op = own(e, "op");
             let path = ["path", "from"]
                 .iter()
-                .map(|k| s(op, k))
+                .map(|k| s(&op, k))
                 .find(|p| !p.is_empty())
                 .unwrap_or("");
             let sha = ["sha256", "sha256_written", "sha256_read"]
                 .iter()
-                .map(|k| s(op, k))
+                .map(|k| s(&op, k))
                 .find(|p| !p.is_empty())
                 .unwrap_or("");
             let size = op
@@ -129,13 +161,9 @@ fn entry(e: &Value, exits: &BTreeMap<u64, Value>) -> Option<Value> {
                 .or_else(|| op.get("size"))
                 .or_else(|| op.get("bytes_written"))
                 .and_then(Value::as_u64);
-            out["op"] = op.clone();
-            out["path"] = json!(path);
-            out["sha256"] = json!((!sha.is_empty()).then_some(sha));
-            out["size"] = json!(size);
-            let mut t = format!("{} {} {}", s(e, "via"), s(op, "op"), clean(path));
-            if !s(op, "to").is_empty() {
-                t.push_str(&format!(" -> {}", clean(s(op, "to"))));
+            let mut t = format!("{} {} {}", text(e, "via"), s(&op, "op"), clean(path));
+            if !s(&op, "to").is_empty() {
+                t.push_str(&format!(" -> {}", clean(s(&op, "to"))));
             }
             if let Some(n) = size {
                 t.push_str(&format!(" ({n} bytes)"));
@@ -143,48 +171,72 @@ fn entry(e: &Value, exits: &BTreeMap<u64, Value>) -> Option<Value> {
             if !sha.is_empty() {
                 t.push_str(&format!(" sha256 {}", clean(sha)));
             }
+            out["path"] = json!(path);
+            out["sha256"] = json!((!sha.is_empty()).then_some(sha));
+            out["size"] = json!(size);
+            out["op"] = op;
             t
         }
-        "file_transfer" => {
-            let tr = &e["transfer"];
+        GatewayKind::FileTransfer => {
+            let tr = own(e, "transfer");
             out["path"] = tr["path"].clone();
             out["direction"] = tr["direction"].clone();
-            format!("scp {} {}", clean(s(tr, "direction")), clean(s(tr, "path")))
+            format!(
+                "scp {} {}",
+                clean(s(&tr, "direction")),
+                clean(s(&tr, "path"))
+            )
         }
-        "forward" | "forward_failed" => {
-            out["target"] = e["target"].clone();
-            format!("port forward to {}", clean(s(e, "target")))
+        GatewayKind::Forward | GatewayKind::ForwardFailed => {
+            out["target"] = own(e, "target");
+            format!("port forward to {}", clean(text(e, "target")))
         }
-        "channel_refused" | "forward_refused" | "session_refused" | "node_unreachable"
-        | "node_key_refused" | "recording_failed" | "session_terminated" => {
-            out["reason"] = e["reason"].clone();
-            let what = [s(e, "request"), s(e, "target")]
+        GatewayKind::ChannelRefused
+        | GatewayKind::ForwardRefused
+        | GatewayKind::SessionRefused
+        | GatewayKind::NodeUnreachable
+        | GatewayKind::NodeKeyRefused
+        | GatewayKind::RecordingFailed
+        | GatewayKind::SessionTerminated => {
+            out["reason"] = own(e, "reason");
+            let what = [text(e, "request"), text(e, "target")]
                 .iter()
                 .filter(|x| !x.is_empty())
                 .map(|x| clean(x))
                 .collect::<Vec<_>>()
                 .join(" ");
-            format!("REFUSED/FAILED {what}: {}", clean(s(e, "reason")))
-                .replace("REFUSED/FAILED ", &format!("{} ", kind.replace('_', " ")))
+            format!(
+                "{} {what}: {}",
+                e.kind.replace('_', " "),
+                clean(text(e, "reason"))
+            )
         }
-        "env" => format!("env {}", clean(s(e, "env_name"))),
-        "shell" => "shell (no pty)".into(),
-        "sftp_started" => "sftp".into(),
-        "input_hidden" => {
+        GatewayKind::Env => format!("env {}", clean(text(e, "env_name"))),
+        GatewayKind::Shell => "shell (no pty)".into(),
+        GatewayKind::SftpStarted => "sftp".into(),
+        GatewayKind::InputHidden => {
             "input typed with echo off at a prompt for a secret (not recorded)".into()
         }
-        "session_started" => format!(
+        GatewayKind::SessionStarted => format!(
             "session started from {} as {}",
-            clean(s(e, "peer")),
-            clean(s(e, "login"))
+            clean(text(e, "peer")),
+            clean(text(e, "login"))
         ),
-        "session_ended" => "session ended".into(),
-        "observer_joined" => "an observer joined".into(),
-        "recording_finished" | "recording_recovered" => {
-            out["recording"] = e["recording"].clone();
-            format!("recording {}", clean(s(e, "recording")))
+        GatewayKind::SessionEnded => "session ended".into(),
+        GatewayKind::ObserverJoined => "an observer joined".into(),
+        GatewayKind::RecordingFinished | GatewayKind::RecordingRecovered => {
+            out["recording"] = own(e, "recording");
+            format!("recording {}", clean(text(e, "recording")))
         }
-        _ => return None,
+        GatewayKind::LineEntered
+        | GatewayKind::FullScreen
+        | GatewayKind::FullScreenSuppressed
+        | GatewayKind::OutputRecorded
+        | GatewayKind::NodeKeyPinned
+        | GatewayKind::RecordingUnreadable
+        | GatewayKind::UserCasRefused
+        | GatewayKind::GatewayConfigReloaded
+        | GatewayKind::GatewayConfigReloadRefused => return None,
     };
     out["text"] = json!(text);
     Some(out)
@@ -193,58 +245,47 @@ fn entry(e: &Value, exits: &BTreeMap<u64, Value>) -> Option<Value> {
 pub async fn show(a: ShowArgs) -> anyhow::Result<i32> {
     let client = a.conn.client()?;
     let list = events(&client, &a.session).await?;
-    let start = list.iter().find(|e| s(e, "kind") == "session_started");
-    let first = list
-        .first()
-        .and_then(|e| e["time_ms"].as_u64())
-        .unwrap_or(0);
-    let started_ms = start.and_then(|e| e["time_ms"].as_u64()).unwrap_or(first);
+    let is = |e: &&AuditEntry, k: GatewayKind| e.kind == k.as_str();
+    let start = list.iter().find(|e| is(e, GatewayKind::SessionStarted));
+    let first = list.first().map(|e| e.time_ms).unwrap_or(0);
+    let started_ms = start.map(|e| e.time_ms).unwrap_or(first);
     let ended_ms = list
         .iter()
-        .filter(|e| matches!(s(e, "kind"), "session_ended" | "session_terminated"))
-        .filter_map(|e| e["time_ms"].as_u64())
+        .filter(|e| is(e, GatewayKind::SessionEnded) || is(e, GatewayKind::SessionTerminated))
+        .map(|e| e.time_ms)
         .max();
     let fact = |k: &str| {
         start
-            .map(|e| s(e, k))
+            .map(|e| text(e, k))
             .filter(|v| !v.is_empty())
-            .or_else(|| list.iter().map(|e| s(e, k)).find(|v| !v.is_empty()))
+            .or_else(|| list.iter().map(|e| text(e, k)).find(|v| !v.is_empty()))
             .unwrap_or("")
             .to_string()
     };
     // The grant's certificate, from the broker's record of issuing it: the approval and the
     // request it came from.
     let grant = fact("grant");
-    let mut issued = Value::Null;
+    let mut issued = None;
     if !grant.is_empty() && !fact("ticket").is_empty() {
         let v = client
-            .get(&format!(
+            .get_as::<AuditEvents>(&format!(
                 "/v1/audit/events?kind=certificate_issued&ticket={}&limit=10000",
                 enc(&fact("ticket"))
             ))
             .await?;
-        if let Some(c) = v["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| s(c, "grant") == grant)
-        {
-            issued = c.clone();
-        }
+        issued = v.events.into_iter().find(|c| text(c, "grant") == grant);
     }
-    let exits: BTreeMap<u64, Value> = list
+    let exits: BTreeMap<u64, &AuditEntry> = list
         .iter()
-        .filter(|e| s(e, "kind") == "channel_exit")
-        .filter_map(|e| Some((e["channel"].as_u64()?, e.clone())))
+        .filter(|e| is(e, GatewayKind::ChannelExit))
+        .filter_map(|e| Some((channel(e)?, e)))
         .collect();
     let timeline: Vec<Value> = list.iter().filter_map(|e| entry(e, &exits)).collect();
     let mut recordings: BTreeMap<String, Option<u64>> = BTreeMap::new();
     for e in &list {
-        let id = s(e, "recording");
+        let id = text(e, "recording");
         if !id.is_empty() {
-            recordings
-                .entry(id.to_string())
-                .or_insert(e.get("channel").and_then(Value::as_u64));
+            recordings.entry(id.to_string()).or_insert(channel(e));
         }
     }
     let facts = json!({
@@ -259,9 +300,9 @@ pub async fn show(a: ShowArgs) -> anyhow::Result<i32> {
         "certificate_serial": fact("serial"),
         "key_id": fact("key_id"),
         "grant": grant,
-        "approval": issued.get("approval"),
-        "request": issued.get("request"),
-        "recorded_by": start.map(|e| s(e, "source")).unwrap_or(""),
+        "approval": issued.as_ref().map(|c| own(c, "approval")),
+        "request": issued.as_ref().map(|c| own(c, "request")),
+        "recorded_by": start.map(|e| e.source.as_str()).unwrap_or(""),
         "started": when(started_ms),
         "started_ms": started_ms,
         "ended": ended_ms.map(when),
@@ -299,11 +340,16 @@ pub async fn show(a: ShowArgs) -> anyhow::Result<i32> {
         f("certificate_serial"),
         f("grant")
     );
-    if !issued.is_null() {
+    if let Some(c) = &issued {
+        let request = text(c, "request");
         println!(
             "approval    {}  request {}",
-            clean(s(&issued, "approval")),
-            issued["request"].as_str().map(clean).unwrap_or("-".into())
+            clean(text(c, "approval")),
+            if request.is_empty() {
+                "-".into()
+            } else {
+                clean(request)
+            }
         );
     }
     println!("recorded by {}", f("recorded_by"));
@@ -411,9 +457,9 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<i32> {
     // Each recorded channel, in the order the channels opened.
     let mut channels: Vec<(String, Option<u64>)> = Vec::new();
     for e in &list {
-        let id = s(e, "recording");
+        let id = text(e, "recording");
         if !id.is_empty() && !channels.iter().any(|(r, _)| r == id) {
-            channels.push((id.to_string(), e.get("channel").and_then(Value::as_u64)));
+            channels.push((id.to_string(), channel(e)));
         }
     }
     anyhow::ensure!(
