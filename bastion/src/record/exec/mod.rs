@@ -46,9 +46,19 @@
 //!   - always: `xargs` (runs command lines built from its stdin), `irb`, `jshell`, `bc`, `ed`,
 //!     `red`, `ex`, `vi`, `vim`, `nvim`, `view` (their stdin is keystrokes or commands, `!cmd`
 //!     included), `gdb` and `lldb` unless in batch mode;
-//! - [`ExecKind::Command`]: anything else: programs whose stdin is data (`cat`, `tar`, `dd`,
-//!   `gzip`...). Over-reporting is the safe side: the cost of counting a program as an
-//!   interpreter is that the data lines it is sent are logged as commands.
+//! - [`ExecKind::Command`]: only the programs known to run nothing they read nor anything their
+//!   words could start unseen (`DATA_PROGRAMS` in `wrappers.rs`: `cat`, `tee`, `dd`, `tar`
+//!   without its options that run programs, `gzip`, `sha256sum`, `grep`, `ls`, `echo`...),
+//!   `rsync --server`, and the wrappers' own forms that run nothing (`sudo -l`, `env` alone).
+//!   **Any other program is an interpreter**: a wrapper this module does not know (`setarch`,
+//!   `strace`, `prlimit`, `kubectl exec -i`, `docker exec -i`, `socat`, `find -exec`), a
+//!   function, alias or file defined on the node (`f() { bash; }; f`, `ln -s /bin/bash s; ./s`),
+//!   a word the shell expands into another (`/bin/bas?`, `{bash,-s}`, `$'\x62ash'`), a builtin
+//!   that runs its words (`trap`, `export`, `set`). Likewise a command with an assignment to a
+//!   variable other than the locale, `TZ`, `TERM`, `COLUMNS`, `LINES`, `NO_COLOR` and `TMPDIR`
+//!   (`BASH_ENV=/dev/stdin bash -c true`, `LD_PRELOAD=...`, `PATH=...`). Over-reporting is the
+//!   safe side: the cost of counting a program as an interpreter is that the data lines it is
+//!   sent are logged as commands.
 //!
 //! A command line is an interpreter if any of its commands is (`cat | bash`, `true; sh`,
 //! `tee log | python3 -`): which part reads the channel's stdin is not known. Otherwise it is
@@ -59,8 +69,11 @@
 //! `` `x` ``) is an interpreter, and so is a command line that does not parse (an unbalanced
 //! quote or parenthesis): fail safe, its input is recorded as commands.
 //!
-//! Not followed: aliases and functions defined on the node, `PATH` tricks, programs that read
-//! code from a file they were told is stdin in ways not listed above.
+//! Aliases, functions, `PATH` and files on the node cannot change a data program into another
+//! one here: what is not on the list is an interpreter whatever it is called. What stays out of
+//! reach: a data program's own binary replaced on the node (`/bin/cat` overwritten by root), and
+//! a file written now (by `cat > x`, scp or sftp: their content is in the recording or hashed)
+//! that something runs later, whose running is then recorded as what ran it.
 //!
 //! # Stdin lines ([`StdinLines`])
 //!

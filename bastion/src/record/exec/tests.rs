@@ -38,10 +38,14 @@ fn classification() {
         ("uptime", C),
         ("cat /etc/hosts", C),
         ("tail -f /var/log/syslog | grep -v DEBUG", C),
-        ("systemctl restart nginx && journalctl -u nginx -n 50", C),
+        (
+            "systemctl restart nginx && journalctl -u nginx -n 50",
+            i("systemctl"),
+        ),
         ("echo 'bash -s'", C),
         ("grep bash /etc/passwd", C),
-        ("FOO=1 BAR=2", C),
+        ("FOO=1 BAR=2", i("FOO=")),
+        ("LANG=C LC_ALL=C sort -u", C),
         ("sh script.sh", i("sh")),
         ("bash -x ./deploy.sh --fast", i("bash")),
         ("bash -c 'echo hi'", C),
@@ -69,9 +73,9 @@ fn classification() {
         ("lua -e 'print(1)'", i("lua")),
         ("gdb -batch -ex bt ./core", C),
         ("sudo -l", C),
-        ("sudo systemctl status sshd", C),
+        ("sudo systemctl status sshd", i("systemctl")),
         ("env", C),
-        ("nohup ./server &", C),
+        ("nohup ./server &", i("server")),
         ("timeout 5 curl -s localhost", C),
         ("command -v bash", C),
         ("exec >/dev/null", C),
@@ -120,7 +124,7 @@ fn classification() {
         ("su - root", i("su")),
         ("su - root -c 'bash'", i("bash")),
         ("runuser -u app -- bash -s", i("bash")),
-        ("env -i PATH=/bin sh -s", i("sh")),
+        ("env -i PATH=/bin sh -s", i("PATH=")),
         ("env -u HOME -C /tmp python3", i("python3")),
         ("env -S 'python3 -u'", i("python3")),
         ("LANG=C TERM=dumb bash", i("bash")),
@@ -222,6 +226,54 @@ fn classification() {
         ("diff <(bash) /dev/null", i("bash")),
         ("bash < /dev/null", i("bash")),
         ("bash <<EOF\nls\nEOF", i("bash")),
+        // Data in, nothing run.
+        ("cat > /tmp/upload", C),
+        ("cat >> ~/notes && sha256sum ~/notes", C),
+        ("dd of=/tmp/x bs=1M", C),
+        ("tar xzf - -C /srv", C),
+        ("tar -C /srv -xzf -", C),
+        ("gzip -dc | tar xf -", C),
+        ("rsync --server -vlogDtpre.iLsfxC . /tmp/x", C),
+        ("mkdir -p /tmp/x && cd /tmp/x && cat > f", C),
+        // Any program not known to run only data runs what it reads: wrappers, tools that start
+        // others, names defined on the node, words that are not what they say.
+        ("setarch x86_64 bash", i("setarch")),
+        ("strace -f -o /dev/null bash", i("strace")),
+        ("prlimit bash", i("prlimit")),
+        ("setpriv bash", i("setpriv")),
+        ("capsh --", i("capsh")),
+        ("newgrp root", i("newgrp")),
+        (
+            "/lib64/ld-linux-x86-64.so.2 /bin/bash",
+            i("ld-linux-x86-64.so.2"),
+        ),
+        ("socat - EXEC:bash", i("socat")),
+        ("find /tmp -maxdepth 0 -exec bash \\;", i("find")),
+        ("split -l 100 --filter=sh", i("split")),
+        ("make -f -", i("make")),
+        ("git -c alias.x='!sh' x", i("git")),
+        ("kubectl exec -i pod -- bash", i("kubectl")),
+        ("docker exec -i c sh", i("docker")),
+        ("ip netns exec x bash", i("ip")),
+        ("systemd-run --pipe bash", i("systemd-run")),
+        ("/bin/bas? -s", i("bas?")),
+        ("{bash,-s}", i("{bash,-s}")),
+        ("function f { bash; }; f", i("function")),
+        ("f() { cat; }; f", i("f")),
+        ("shopt -s expand_aliases; alias x=bash\nx", i("shopt")),
+        ("ln -sf /bin/bash /tmp/s; /tmp/s", i("s")),
+        ("trap \"$(cat)\" EXIT", i("trap")),
+        ("BASH_ENV=/dev/stdin bash -c true", i("BASH_ENV=")),
+        ("set -a; BASH_ENV=/dev/stdin; bash -c true", i("set")),
+        ("export BASH_ENV=/dev/stdin; bash -c true", i("export")),
+        ("env BASH_ENV=/dev/stdin bash -c true", i("BASH_ENV=")),
+        (". ./x", i(".")),
+        ("tar xf - --to-command=sh", i("tar")),
+        ("tar -xf - -I 'sh -c cat'", i("tar")),
+        (
+            "tar --checkpoint=1 --checkpoint-action=exec=sh -xf -",
+            i("tar"),
+        ),
         // Not known before it runs: fail safe.
         ("$SHELL", i("$SHELL")),
         ("\"$SHELL\" -s", i("$SHELL")),
@@ -253,9 +305,14 @@ fn classification() {
         ("scp -t 'my file'", scp_t("my file")),
     ];
     assert!(cases.len() >= 60);
-    for (command, want) in cases {
-        assert_eq!(classify(command), want, "{command:?}");
-    }
+    let wrong: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(command, want)| {
+            let got = classify(command);
+            (got != want).then(|| format!("{command:?}: {got:?}, not {want:?}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::interpreters::{LANGS, SHELLS, shell};
 use super::lex::{Word, lex};
-use super::options::{NO_OPTS, Opts, has, is_stdin, options, value};
+use super::options::{NO_OPTS, Opts, has, options, value};
 use super::{ExecKind, UNKNOWN, UNPARSED, classify_at, interpreter};
 use crate::record::scp;
 
@@ -11,6 +11,177 @@ use crate::record::scp;
 const RESERVED: [&str; 12] = [
     "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until",
 ];
+
+/// Programs whose stdin is data and that run nothing they read, nor anything their words could
+/// name without this classification seeing it: only these are [`ExecKind::Command`]; any other
+/// program (a wrapper not listed above, `setarch`, `strace`, `kubectl exec -i`, a function or
+/// alias defined on the node, a file written there) is taken to run what it reads.
+const DATA_PROGRAMS: &[&str] = &[
+    // Reading and writing bytes.
+    "cat",
+    "tac",
+    "tee",
+    "dd",
+    "head",
+    "tail",
+    "wc",
+    "sort",
+    "uniq",
+    "cut",
+    "tr",
+    "paste",
+    "fold",
+    "nl",
+    "rev",
+    "expand",
+    "unexpand",
+    "comm",
+    "join",
+    "pv",
+    "base64",
+    "base32",
+    "basenc",
+    "xxd",
+    "od",
+    "hexdump",
+    "md5sum",
+    "sha1sum",
+    "sha224sum",
+    "sha256sum",
+    "sha384sum",
+    "sha512sum",
+    "b2sum",
+    "cksum",
+    "sum",
+    "shasum",
+    "gzip",
+    "gunzip",
+    "zcat",
+    "bzip2",
+    "bunzip2",
+    "bzcat",
+    "xz",
+    "unxz",
+    "xzcat",
+    "lzma",
+    "zstd",
+    "unzstd",
+    "zstdcat",
+    "lz4",
+    "pigz",
+    "cpio",
+    "grep",
+    "egrep",
+    "fgrep",
+    "jq",
+    "curl",
+    "wget",
+    "tar",
+    // Builtins and programs that read no stdin and start nothing.
+    "true",
+    "false",
+    ":",
+    "echo",
+    "printf",
+    "test",
+    "[",
+    "exit",
+    "cd",
+    "pwd",
+    "sleep",
+    "wait",
+    "read",
+    "shift",
+    "umask",
+    "ls",
+    "stat",
+    "id",
+    "whoami",
+    "groups",
+    "hostname",
+    "uname",
+    "date",
+    "uptime",
+    "df",
+    "du",
+    "free",
+    "ps",
+    "pgrep",
+    "kill",
+    "mkdir",
+    "rmdir",
+    "rm",
+    "mv",
+    "cp",
+    "touch",
+    "chmod",
+    "chown",
+    "chgrp",
+    "ln",
+    "readlink",
+    "realpath",
+    "basename",
+    "dirname",
+    "sync",
+    "diff",
+    "cmp",
+    "nproc",
+    "lscpu",
+    "lsblk",
+    "findmnt",
+    "dmesg",
+    "ss",
+    "netstat",
+    "mktemp",
+    "seq",
+    "yes",
+    "file",
+    "which",
+    "type",
+    // Reserved words whose words are not run (the loop's and the case's commands are their own).
+    "for",
+    "case",
+];
+
+/// `tar` options that run a program (on the archive, on each member, at checkpoints...).
+const TAR_RUNS: &[&str] = &[
+    "command",
+    "script",
+    "program",
+    "checkpoint-action",
+    "rsh",
+    "rmt",
+    "-I",
+    "-F",
+];
+
+/// Variables an assignment may set without changing what a shell or a program runs (`BASH_ENV`,
+/// `ENV`, `LD_PRELOAD`, `PROMPT_COMMAND`, `PYTHONSTARTUP`... all do).
+fn harmless_assignment(word: &Word) -> bool {
+    let name = word.text.split_once('=').map_or("", |(n, _)| n);
+    matches!(
+        name,
+        "LANG" | "LANGUAGE" | "TZ" | "TERM" | "COLUMNS" | "LINES" | "NO_COLOR" | "TMPDIR"
+    ) || name.starts_with("LC_")
+}
+
+/// A data program whose words here do not make it run anything.
+fn runs_only_data(program: &str, args: &[Word]) -> bool {
+    if !DATA_PROGRAMS.contains(&program) {
+        return false;
+    }
+    match program {
+        "tar" => !args.iter().any(|w| {
+            w.dynamic
+                || TAR_RUNS.iter().any(|r| w.text.contains(r))
+                // An old-style or clustered option word naming `I` or `F`.
+                || (!w.text.starts_with("--") && w.text.len() <= 8 && w.text.contains(['I', 'F']))
+        }),
+        // Written to a file the node may run later is the file's business; what is run now is
+        // what counts: `curl -K -` reads options, never commands.
+        _ => true,
+    }
+}
 
 fn is_assignment(word: &Word) -> bool {
     match word.text.split_once('=') {
@@ -39,6 +210,15 @@ pub(super) fn classify_words(words: &[Word], depth: usize) -> ExecKind {
             .iter()
             .take_while(|w| is_assignment(w) || RESERVED.contains(&w.text.as_str()))
             .count();
+        // `BASH_ENV=/dev/stdin bash -c true`, `set -a; ENV=...`: what runs is not what the
+        // words say.
+        if let Some(a) = rest[..skip]
+            .iter()
+            .find(|w| is_assignment(w) && !harmless_assignment(w))
+        {
+            let name = a.text.split_once('=').map_or("", |(n, _)| n);
+            return interpreter(&format!("{name}="));
+        }
         let Some(first) = rest.get(skip) else {
             return ExecKind::Command;
         };
@@ -82,9 +262,12 @@ fn program_step(program: &str, args: &[Word], depth: usize) -> Step {
                 interpreter(program)
             }
         }
+        // `rsync --server`, the remote end of rsync: its stdin is rsync's protocol.
+        "rsync" if args.first().is_some_and(|w| w.text == "--server") => ExecKind::Command,
         _ => match LANGS.iter().find(|l| (l.names)(program)) {
             Some(lang) => lang.classify(program, args),
-            None => ExecKind::Command,
+            None if runs_only_data(program, args) => ExecKind::Command,
+            None => interpreter(program),
         },
     })
 }
@@ -273,8 +456,9 @@ fn wrapper(program: &str, args: &[Word], depth: usize) -> Option<Step> {
         }
         "eval" => join_and_classify(args, program, depth),
         "." | "source" => Step::Done(match args.first() {
-            Some(w) if is_stdin(w) || w.dynamic => interpreter(program),
-            Some(_) | None => ExecKind::Command,
+            // A script from the node's disk may read the channel's stdin and run it, as `sh x`.
+            Some(_) => interpreter(program),
+            None => ExecKind::Command,
         }),
         _ => return None,
     })
