@@ -389,16 +389,24 @@ impl ChannelRecorder {
                         mut writer,
                         input,
                         output,
-                        lines: _,
+                        lines: stdin,
                     } = *st;
                     let lines = writer.finish(t);
                     Self::write(inner, path, &lines);
-                    vec![(
+                    // A last line the engineer sent without its newline and never ended with EOF
+                    // (the connection dropped): the node's end of the channel closes, and the
+                    // interpreter reads it then.
+                    let mut evs = match stdin {
+                        Some(mut stdin) => stdin_events(stdin.finish().into_iter().collect()),
+                        None => vec![],
+                    };
+                    evs.push((
                         GatewayKind::OutputRecorded,
                         json!({"bytes": output.bytes, "truncated": output.bytes > cap || input.bytes > cap,
                                "output_sha256": output.digest(), "input_bytes": input.bytes,
                                "input_sha256": input.digest(), "cap_bytes": cap}),
-                    )]
+                    ));
+                    evs
                 }
                 State::Sftp(mut p) => sftp_events(p.finish()),
                 State::Scp(mut p) => scp_events(p.finish()),

@@ -355,3 +355,28 @@ fn a_quiet_pty_channel_closes_its_file_and_records_every_event_in_order_after() 
     assert!(recorded[0].len() >= 6, "{:?}", recorded[0]);
     assert_eq!(recorded[1], recorded[0]);
 }
+
+#[test]
+fn a_last_line_without_newline_is_a_command_when_the_channel_ends_without_eof() {
+    let commands = |evs: &[Event]| -> Vec<String> {
+        evs.iter()
+            .filter(|(k, _)| *k == GatewayKind::Command)
+            .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    rec.start_stream("bash", true).unwrap();
+    let mut seen = commands(&rec.input(b"echo hi\ntouch /tmp/M").unwrap());
+    assert_eq!(seen, ["echo hi"]);
+    // No EOF: the connection dropped.
+    let (evs, _) = rec.finish().unwrap();
+    seen.extend(commands(&evs));
+    assert_eq!(seen, ["echo hi", "touch /tmp/M"]);
+    // And the channel's totals still close it.
+    assert!(
+        evs.last()
+            .is_some_and(|(k, _)| *k == GatewayKind::OutputRecorded),
+        "{evs:?}"
+    );
+}
