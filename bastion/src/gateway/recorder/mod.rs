@@ -74,6 +74,25 @@ struct Stream {
     output: Direction,
     /// Set when a command interpreter reads the channel's stdin: each line is a command.
     lines: Option<StdinLines>,
+    /// The first [`SFTP_LOOKOUT`] bytes of stdin, where an SFTP client's first packet would be.
+    head: Vec<u8>,
+}
+
+/// How far into an exec channel's stdin an SFTP client's `SSH_FXP_INIT` is looked for.
+const SFTP_LOOKOUT: usize = 4096;
+
+/// `SSH_FXP_INIT` (a packet of 5 to 255 bytes: type 1, then a version of 1 to 6) anywhere in
+/// `head`: an SFTP session in a channel the gateway did not classify as one (an SFTP server
+/// under a wrapper it does not know, a copy of one under another name): it could not be parsed
+/// nor policed as SFTP.
+fn sftp_init_in(head: &[u8]) -> bool {
+    head.windows(9).any(|w| {
+        w[..3] == [0, 0, 0]
+            && w[3] >= 5
+            && w[4] == 1
+            && w[5..8] == [0, 0, 0]
+            && (1..=6).contains(&w[8])
+    })
 }
 
 enum State {
@@ -243,6 +262,7 @@ impl ChannelRecorder {
                 input: Direction::new(),
                 output: Direction::new(),
                 lines: interpreter.then(StdinLines::new),
+                head: Vec::new(),
             }));
             Self::write(inner, path, &[header]);
         })
@@ -340,8 +360,21 @@ impl ChannelRecorder {
                         writer,
                         input,
                         lines,
+                        head,
                         ..
                     } = st.as_mut();
+                    if head.len() < SFTP_LOOKOUT {
+                        let more = (SFTP_LOOKOUT - head.len()).min(bytes.len());
+                        head.extend_from_slice(&bytes[..more]);
+                        if sftp_init_in(head) {
+                            inner.failed = Some(
+                                "an SFTP session inside a command the gateway does not know as an \
+                                 SFTP server: use sftp itself (the subsystem)"
+                                    .into(),
+                            );
+                            return vec![];
+                        }
+                    }
                     let kept = input.pass(bytes, cap);
                     let line = (!kept.is_empty())
                         .then(|| writer.input(t, kept, true))
@@ -390,6 +423,7 @@ impl ChannelRecorder {
                         input,
                         output,
                         lines: stdin,
+                        head: _,
                     } = *st;
                     let lines = writer.finish(t);
                     Self::write(inner, path, &lines);

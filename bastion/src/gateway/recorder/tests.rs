@@ -380,3 +380,30 @@ fn a_last_line_without_newline_is_a_command_when_the_channel_ends_without_eof() 
         "{evs:?}"
     );
 }
+
+#[test]
+fn an_sftp_session_in_a_channel_not_classified_as_sftp_ends_it() {
+    // OpenSSH's first SFTP packet (INIT, version 3), after a preamble a wrapper could consume.
+    let init = b"\0\0\0\x05\x01\0\0\0\x03";
+    for preamble in [&b""[..], b"x\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        rec.start_stream("setarch x86_64 /usr/lib/openssh/sftp-server", true)
+            .unwrap();
+        rec.input(preamble).unwrap();
+        let err = rec.input(init).unwrap_err();
+        assert!(err.0.contains("SFTP"), "{}", err.0);
+        // Nothing more passes.
+        assert!(rec.input(b"more").is_err());
+    }
+    // Text and a tar header are not SFTP.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    rec.start_stream("tar xf -", false).unwrap();
+    let mut header = vec![0u8; 512];
+    header[..5].copy_from_slice(b"f.txt");
+    header[100..107].copy_from_slice(b"0000644");
+    rec.input(&header).unwrap();
+    rec.input(b"echo hi\n\0\0\0\x05").unwrap();
+    assert!(rec.finish().is_ok());
+}
