@@ -14,6 +14,10 @@ pub(super) enum Key {
     Char(char),
     /// CR, LF, or another key that accepts a line (see [`KeyLexer::feed`]).
     Enter,
+    /// A key on which the shell runs part of the line and keeps it for more editing: readline's
+    /// shell-expand-line (ESC ctrl-E, which runs the line's `$(...)`) and
+    /// edit-and-execute-command (ctrl-X ctrl-E, which runs the edited buffer).
+    RunsLine,
     /// DEL or BS.
     Backspace,
     /// ctrl-U.
@@ -112,11 +116,18 @@ fn kitty_key(code: u32, mods: u32) -> Key {
 #[derive(Debug, Default)]
 pub(super) struct KeyLexer {
     state: LexState,
+    /// The last key was ctrl-X (readline's prefix: ctrl-X ctrl-E runs the edited line).
+    after_ctrl_x: bool,
 }
 
 impl KeyLexer {
     /// The key this byte completes, if any.
     pub(super) fn feed(&mut self, byte: u8) -> Option<Key> {
+        let after_ctrl_x = std::mem::replace(&mut self.after_ctrl_x, byte == 0x18);
+        if byte == 0x05 && (after_ctrl_x || matches!(self.state, LexState::Escape)) {
+            self.state = LexState::Ground;
+            return Some(Key::RunsLine);
+        }
         // A control byte ends any sequence and counts on its own: ESC then CR is Enter to a
         // program in vi mode, and it must never hide inside an escape sequence.
         if byte < 0x20 && byte != 0x1b && !matches!(self.state, LexState::Ground) {
@@ -128,8 +139,10 @@ impl KeyLexer {
                     self.state = LexState::Escape;
                     None
                 }
-                // ctrl-O is bash's operate-and-get-next: it runs the line like Enter.
-                b'\r' | b'\n' | 0x0f => Some(Key::Enter),
+                // ctrl-O is bash's operate-and-get-next: it runs the line like Enter; ctrl-D
+                // hands a cooked terminal's pending text to the program without a newline (`sh`
+                // runs it at the next ctrl-D).
+                b'\r' | b'\n' | 0x0f | 0x04 => Some(Key::Enter),
                 0x7f | 0x08 => Some(Key::Backspace),
                 0x15 => Some(Key::KillLine),
                 0x17 => Some(Key::KillWord),

@@ -5,7 +5,7 @@ use super::keys::{Key, Typed};
 use super::screen::{
     asks_for_secret, cells, cursor_offset, ends_like_prompt, prompt_text, span_text,
 };
-use super::{DetectorEvent, Disposition, Line, Lines, Located, MAX_WAITING_LINES};
+use super::{Detected, DetectorEvent, Disposition, Line, Lines, Located, MAX_WAITING_LINES};
 
 impl Line {
     /// Typed without echo at a prompt asking for a secret.
@@ -91,6 +91,28 @@ impl Lines {
             Some(Key::Text) => line.typed.push(byte),
             Some(Key::Char(c)) => line.typed.push_char(c),
             Some(Key::Enter) => entered = true,
+            // The shell runs part of the line now and keeps it: the line as it stands is a
+            // command now, and again at its Enter (reported twice: the safe side).
+            Some(Key::RunsLine) => {
+                line.typed.uncertain();
+                if !line.at_secret_prompt() {
+                    let (command, located) = match line.anchor {
+                        Some(_) if line.echoed => line.text(screen),
+                        Some(_) | None => line.keys_text(),
+                    };
+                    if !command.is_empty() {
+                        events.push(DetectorEvent::Command(Detected {
+                            line: line.id,
+                            last_line: line.id,
+                            command,
+                            echo_off: false,
+                            located,
+                            carried: None,
+                            hidden_chars: None,
+                        }));
+                    }
+                }
+            }
             Some(Key::Backspace) => line.typed.backspace(),
             Some(Key::KillLine) => line.typed.kill_line(),
             Some(Key::KillWord) => line.typed.kill_word(),

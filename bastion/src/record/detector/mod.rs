@@ -14,7 +14,8 @@
 //! # Heuristics
 //!
 //! - **Lines.** Every CR or LF the engineer types ends a line (so do ctrl-O, bash's
-//!   operate-and-get-next, and Enter sent as a sequence in a mode the node can turn on: keypad
+//!   operate-and-get-next, ctrl-D, which hands a cooked terminal's pending text to the program,
+//!   and Enter sent as a sequence in a mode the node can turn on: keypad
 //!   `ESC O M`, kitty's `CSI 13 u`, xterm's `CSI 27;m;13~`; kitty's `CSI code u` letters are
 //!   typed text) — in a bracketed paste too, since
 //!   whether the program honours bracketed paste is not known (the mode is set by the node's
@@ -22,6 +23,9 @@
 //!   ([`DetectorEvent::Entered`]); the gateway writes that durably before the Enter reaches the
 //!   node, so a line that ran is in the audit log even if the gateway dies before the node
 //!   answers. A bracketed paste that bash takes as one block comes out as one command per line.
+//!   Readline's shell-expand-line (ESC ctrl-E: runs the line's `$(...)` at once) and
+//!   edit-and-execute-command (ctrl-X ctrl-E) make the line as it stands a command at that key,
+//!   before it reaches the node; the line stays open and is a command again at its Enter.
 //! - **Where a line starts (the anchor).** When the first byte of a new line is typed and no
 //!   earlier line is still waiting for the shell (see below), the cursor position is taken as the
 //!   start of the input, and the text before it on the screen as its prompt. The position is kept
@@ -102,8 +106,8 @@
 //!   (history recall in a shell running in the alternate screen) is read from the screen at
 //!   Enter, which may not show it yet.
 //! - Keys are known by their usual meaning: a shell rebound to accept a line on another key
-//!   (`bind`, inputrc), or running an edited buffer (`fc`, ctrl-X ctrl-E), runs lines with no
-//!   Enter seen; only the typed `fc`, the editor's lines and the recording show them.
+//!   (`bind`, inputrc), or running an edited buffer (`fc`), runs lines with no Enter seen; only
+//!   the typed `fc`, the editor's lines and the recording show them.
 //! - A line typed on an empty row or typed ahead is announced ([`DetectorEvent::Entered`])
 //!   without text, since a password prompt may still come for it; its command follows.
 //! - Text on the same row after the command (a zsh right prompt, an autosuggestion) is part of the
@@ -113,8 +117,9 @@
 //!   8 KiB of keys the text is cut.
 //! - Background output written over the line being typed can count as its echo; a password
 //!   typed at a prompt that reprints the typed characters is treated as echoed.
-//! - Text given to a program without Enter (`cat`, then ctrl-D) stays part of the next line,
-//!   whose anchor is then where that text began: the command comes out with the prompt in front.
+//! - Text given to a program with ctrl-D instead of Enter (`cat`, `sh`) is a line of its own; in
+//!   bash (where ctrl-D deletes a character) the line is then reported when bash next prints a
+//!   newline.
 //! - A shell that never answers an Enter with a newline leaves the line waiting until the next
 //!   newline of output or the end of the session, where it is reported from its keys.
 //! - The screen model is bounded ([`super::MIN_MODEL`] to [`super::MAX_COLS`]×[`super::MAX_ROWS`]);

@@ -817,6 +817,18 @@ fn key_lexer_cases() {
         ),
         ("escape then enter is enter", b"\x1b\r", &[Key::Enter]),
         ("ctrl-o runs the line in bash", b"\x0f", &[Key::Enter]),
+        ("ctrl-d hands the line to sh", b"\x04", &[Key::Enter]),
+        (
+            "esc ctrl-e expands (runs $(...))",
+            b"\x1b\x05",
+            &[Key::RunsLine],
+        ),
+        (
+            "ctrl-x ctrl-e runs the edited line",
+            b"\x18\x05",
+            &[Key::Other, Key::RunsLine],
+        ),
+        ("ctrl-e alone moves the cursor", b"\x05", &[Key::Other]),
         ("keypad enter in application mode", b"\x1bOM", &[Key::Enter]),
         ("kitty enter", b"\x1b[13u", &[Key::Enter]),
         ("kitty shift-enter", b"\x1b[13;2u", &[Key::Enter]),
@@ -871,7 +883,7 @@ fn typed_text_simulation() {
                 Some(Key::Backspace) => typed.backspace(),
                 Some(Key::KillLine) => typed.kill_line(),
                 Some(Key::KillWord) => typed.kill_word(),
-                Some(Key::Other) => typed.uncertain(),
+                Some(Key::Other | Key::RunsLine) => typed.uncertain(),
                 Some(Key::Meta(b)) => typed.meta(b),
                 Some(Key::Enter | Key::Interrupt | Key::PasteStart | Key::PasteEnd) | None => {}
             }
@@ -1228,6 +1240,35 @@ fn evasions_come_out_as_commands() {
                 Out(P),
             ],
             vec![Cmd("id"), Cmd("id"), Cmd("pwd"), Cmd("whoami")],
+        ),
+        (
+            "ctrl-D hands sh the line without Enter",
+            (80, 24),
+            vec![
+                Out(P),
+                In("touch /tmp/n"),
+                Out("touch /tmp/n"),
+                In("\x04"),
+                Out("\r\n"),
+                Out(P),
+            ],
+            vec![Cmd("touch /tmp/n")],
+        ),
+        (
+            "shell-expand-line, the line then killed and the shell left with ctrl-D",
+            (80, 24),
+            vec![
+                Out(P),
+                In("echo $(touch /tmp/m)"),
+                Out("echo $(touch /tmp/m)"),
+                In("\x1b\x05"),
+                Out("\r$ echo \x1b[K"),
+                In("\x15"),
+                Out("\r$ \x1b[K"),
+                In("\x04"),
+                Out("exit\r\n"),
+            ],
+            vec![Cmd("echo $(touch /tmp/m)")],
         ),
         (
             "kitty keys under stty -echo come from the keys",
