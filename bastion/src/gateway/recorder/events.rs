@@ -67,10 +67,15 @@ pub(super) fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
         .into_iter()
         .map(|l| {
             let mut v = json!({"command": l.text, "via": "stdin"});
-            if l.truncated {
-                v["truncated"] = json!(true);
-                v["line_bytes"] = json!(l.bytes);
-                v["line_sha256"] = json!(l.sha256);
+            // A piece of a long line: which, whether more follow; the last has the line's
+            // length and SHA-256.
+            if l.part > 0 {
+                v["part"] = json!(l.part);
+                v["continued"] = json!(l.more);
+                if !l.more {
+                    v["line_bytes"] = json!(l.bytes);
+                    v["line_sha256"] = json!(l.sha256);
+                }
             }
             (GatewayKind::Command, v)
         })

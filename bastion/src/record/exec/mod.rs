@@ -78,8 +78,10 @@
 //! # Stdin lines ([`StdinLines`])
 //!
 //! The client→node bytes of an interpreter channel, cut into lines at `\n` (a `\r` before it is
-//! dropped), each kept up to [`MAX_LINE_BYTES`] bytes (lossy UTF-8); a longer line is reported
-//! once, truncated, with its full length and the SHA-256 of all its bytes.
+//! dropped), lossy UTF-8; a line longer than [`MAX_LINE_BYTES`] comes in pieces of that size,
+//! each as soon as it is complete (before its bytes reach the node), the last with the line's
+//! length and the SHA-256 of all its bytes: no byte an interpreter reads is left out of the
+//! audit log, however long its line.
 //!
 //! Here, [`classify`]; in `lex`, the command line split into simple commands; in `options`, a
 //! program's options; in `wrappers`, a simple command looked through to its program; in

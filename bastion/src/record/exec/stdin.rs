@@ -3,40 +3,56 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Longest line text kept, in bytes.
+/// Longest line reported whole, and the size of the pieces of a longer one, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// A line read by an interpreter.
+/// A line read by an interpreter, or a piece of a long one.
+///
+/// A line of at most [`MAX_LINE_BYTES`] bytes comes whole (`part` 0). A longer one comes in
+/// pieces of at most [`MAX_LINE_BYTES`] bytes (`part` 1, 2...), each as soon as it is complete,
+/// so that every byte the interpreter will run is in a command before it reaches the node, and
+/// memory stays bounded however long the line; the last piece (`more` false) has the whole
+/// line's length and SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StdinLine {
-    /// The line without its `\n` (nor a `\r` before it), lossy UTF-8, at most
-    /// [`MAX_LINE_BYTES`] bytes of it.
+    /// The text, without the line's `\n` (nor a `\r` before it), lossy UTF-8 (a piece ends on
+    /// a character boundary where the bytes allow).
     pub text: String,
-    /// The line was longer than [`MAX_LINE_BYTES`]: `text` is its beginning.
-    pub truncated: bool,
-    /// The line's length in bytes (without `\n` and the `\r` before it).
+    /// 0 for a whole line; else which piece of a long line this is, from 1.
+    pub part: u32,
+    /// More pieces of this line follow.
+    pub more: bool,
+    /// The line's length in bytes up to the end of this text (without `\n` and the `\r` before
+    /// it): for a whole line or a last piece, the line's length.
     pub bytes: u64,
-    /// For a truncated line, the SHA-256 (hex) of all its bytes.
+    /// For the last piece of a line in pieces, the SHA-256 (hex) of all its bytes.
     pub sha256: Option<String>,
 }
 
-/// A line completed by a chunk.
+/// A line (or a piece of one) completed by a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineEnd {
-    /// The offset in the chunk just after the line's `\n`.
+    /// The offset in the chunk just after the line's `\n` (for a piece: just after the bytes
+    /// that completed it, or later).
     pub end: usize,
     pub line: StdinLine,
 }
 
-/// Cuts an interpreter's stdin into lines, across chunks; keeps at most one line's first
-/// [`MAX_LINE_BYTES`] bytes.
+/// Cuts an interpreter's stdin into lines, across chunks; keeps at most [`MAX_LINE_BYTES`]
+/// bytes (and one character) of the current line.
 #[derive(Debug, Default)]
 pub struct StdinLines {
     pub(super) buf: Vec<u8>,
-    /// Bytes of the line so far (kept or not).
+    /// Bytes of the line so far.
     len: u64,
-    /// The hash of the line so far, once it is longer than kept.
+    /// Bytes of the line already reported in pieces.
+    reported: u64,
+    /// Pieces of the line reported so far.
+    part: u32,
+    /// The hash of the line's pieces so far.
     sha: Option<Sha256>,
+    /// Pieces completed by the segment being fed.
+    pieces: Vec<StdinLine>,
     /// A `\r` ended the last chunk: dropped if a `\n` follows.
     cr: bool,
     /// Something (even an empty segment before a `\r`) was fed since the last line.
@@ -48,12 +64,14 @@ impl StdinLines {
         StdinLines::default()
     }
 
-    /// The lines `chunk` completes, each with where it ends in `chunk`.
+    /// The lines (and pieces of long lines) `chunk` completes, each with where it ends in
+    /// `chunk`.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<LineEnd> {
         let mut ends = Vec::new();
         let mut start = 0;
         for (i, _) in chunk.iter().enumerate().filter(|(_, b)| **b == b'\n') {
             self.segment(&chunk[start..i]);
+            ends.extend(self.pieces.drain(..).map(|line| LineEnd { end: i, line }));
             // A `\r` right before the `\n` is not part of the line.
             self.cr = false;
             ends.push(LineEnd {
@@ -64,6 +82,8 @@ impl StdinLines {
         }
         if start < chunk.len() {
             self.segment(&chunk[start..]);
+            let end = chunk.len();
+            ends.extend(self.pieces.drain(..).map(|line| LineEnd { end, line }));
         }
         ends
     }
@@ -93,33 +113,64 @@ impl StdinLines {
         self.push(bytes);
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    fn push(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len() as u64;
-        let room = MAX_LINE_BYTES - self.buf.len();
-        if bytes.len() <= room && self.sha.is_none() {
-            self.buf.extend_from_slice(bytes);
-            return;
+        while !bytes.is_empty() {
+            // A full buffer and more of the line: the line is long, its piece is complete.
+            if self.buf.len() >= MAX_LINE_BYTES {
+                self.piece();
+            }
+            let take = (MAX_LINE_BYTES - self.buf.len().min(MAX_LINE_BYTES)).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
         }
-        let sha = self.sha.get_or_insert_with(|| {
-            let mut sha = Sha256::new();
-            sha.update(&self.buf);
-            sha
+    }
+
+    /// Report the buffer as a piece, up to its last whole character (the rest starts the next).
+    fn piece(&mut self) {
+        let cut = match std::str::from_utf8(&self.buf) {
+            Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+            Ok(_) | Err(_) => self.buf.len(),
+        };
+        let rest = self.buf.split_off(cut);
+        let piece = std::mem::replace(&mut self.buf, rest);
+        self.sha.get_or_insert_with(Sha256::new).update(&piece);
+        self.part += 1;
+        self.reported += piece.len() as u64;
+        self.pieces.push(StdinLine {
+            text: String::from_utf8_lossy(&piece).into_owned(),
+            part: self.part,
+            more: true,
+            bytes: self.reported,
+            sha256: None,
         });
-        sha.update(bytes);
-        let keep = room.min(bytes.len());
-        self.buf.extend_from_slice(&bytes[..keep]);
     }
 
     fn take(&mut self) -> StdinLine {
-        let sha = self.sha.take();
-        let line = StdinLine {
-            text: String::from_utf8_lossy(&self.buf).into_owned(),
-            truncated: sha.is_some(),
-            bytes: self.len,
-            sha256: sha.map(|s| hex::encode(s.finalize())),
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        let line = match self.sha.take() {
+            None => StdinLine {
+                text,
+                part: 0,
+                more: false,
+                bytes: self.len,
+                sha256: None,
+            },
+            Some(mut sha) => {
+                sha.update(&self.buf);
+                StdinLine {
+                    text,
+                    part: self.part + 1,
+                    more: false,
+                    bytes: self.len,
+                    sha256: Some(hex::encode(sha.finalize())),
+                }
+            }
         };
         self.buf.clear();
         self.len = 0;
+        self.reported = 0;
+        self.part = 0;
         self.started = false;
         line
     }

@@ -370,7 +370,8 @@ fn kinds_serialize() {
 fn line(text: &str) -> StdinLine {
     StdinLine {
         text: text.to_string(),
-        truncated: false,
+        part: 0,
+        more: false,
         bytes: text.len() as u64,
         sha256: None,
     }
@@ -384,7 +385,13 @@ fn feed(input: &[u8], cuts: &[usize]) -> (Vec<(usize, StdinLine)>, Option<StdinL
     for &cut in cuts.iter().chain([input.len()].iter()) {
         let cut = cut.clamp(start, input.len());
         for end in lines.feed(&input[start..cut]) {
-            assert!(end.end >= 1 && end.end <= cut - start);
+            assert!(end.end <= cut - start);
+            if end.line.more {
+                // A piece: where it was reported depends on the cuts.
+                out.push((0, end.line));
+                continue;
+            }
+            assert!(end.end >= 1);
             assert_eq!(input[start + end.end - 1], b'\n');
             out.push((start + end.end, end.line));
         }
@@ -402,12 +409,25 @@ fn lines_cases() -> Vec<LinesCase> {
         .collect();
     let mut long_input = long.clone();
     long_input.extend_from_slice(b"\r\nnext\n");
-    let truncated = StdinLine {
+    let first = StdinLine {
         text: String::from_utf8(long[..MAX_LINE_BYTES].to_vec()).unwrap(),
-        truncated: true,
+        part: 1,
+        more: true,
+        bytes: MAX_LINE_BYTES as u64,
+        sha256: None,
+    };
+    let last = StdinLine {
+        text: String::from_utf8(long[MAX_LINE_BYTES..].to_vec()).unwrap(),
+        part: 2,
+        more: false,
         bytes: long.len() as u64,
         sha256: Some(hex::encode(Sha256::digest(&long))),
     };
+    // A character across the piece boundary goes whole into the next piece.
+    let mut wide = vec![b'x'; MAX_LINE_BYTES - 1];
+    wide.extend_from_slice("é!".as_bytes());
+    let mut wide_input = wide.clone();
+    wide_input.push(b'\n');
     let exact: Vec<u8> = vec![b'x'; MAX_LINE_BYTES];
     let mut exact_input = exact.clone();
     exact_input.push(b'\n');
@@ -432,7 +452,8 @@ fn lines_cases() -> Vec<LinesCase> {
                 8,
                 StdinLine {
                     text: "café \u{fffd}".to_string(),
-                    truncated: false,
+                    part: 0,
+                    more: false,
                     bytes: 7,
                     sha256: None,
                 },
@@ -441,7 +462,11 @@ fn lines_cases() -> Vec<LinesCase> {
         ),
         (
             long_input.clone(),
-            vec![(long.len() + 2, truncated), (long.len() + 7, line("next"))],
+            vec![
+                (0, first),
+                (long.len() + 2, last),
+                (long.len() + 7, line("next")),
+            ],
             None,
         ),
         (
@@ -450,11 +475,38 @@ fn lines_cases() -> Vec<LinesCase> {
                 exact.len() + 1,
                 StdinLine {
                     text: String::from_utf8(exact.clone()).unwrap(),
-                    truncated: false,
+                    part: 0,
+                    more: false,
                     bytes: exact.len() as u64,
                     sha256: None,
                 },
             )],
+            None,
+        ),
+        (
+            wide_input.clone(),
+            vec![
+                (
+                    0,
+                    StdinLine {
+                        text: String::from_utf8(wide[..MAX_LINE_BYTES - 1].to_vec()).unwrap(),
+                        part: 1,
+                        more: true,
+                        bytes: (MAX_LINE_BYTES - 1) as u64,
+                        sha256: None,
+                    },
+                ),
+                (
+                    wide.len() + 1,
+                    StdinLine {
+                        text: "é!".to_string(),
+                        part: 2,
+                        more: false,
+                        bytes: wide.len() as u64,
+                        sha256: Some(hex::encode(Sha256::digest(&wide))),
+                    },
+                ),
+            ],
             None,
         ),
     ]
@@ -500,14 +552,25 @@ fn stdin_lines_whole_and_split_everywhere() {
 fn stdin_lines_memory_is_bounded() {
     let mut lines = StdinLines::new();
     let chunk = vec![b'z'; 100_000];
+    let mut text = 0;
+    let mut parts = Vec::new();
     for _ in 0..50 {
-        assert!(lines.feed(&chunk).is_empty());
+        for end in lines.feed(&chunk) {
+            assert!(end.line.more);
+            text += end.line.text.len();
+            parts.push(end.line.part);
+        }
         assert!(lines.buf.len() <= MAX_LINE_BYTES);
     }
     let ends = lines.feed(b"\n");
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0].end, 1);
     assert_eq!(ends[0].line.bytes, 5_000_000);
-    assert!(ends[0].line.truncated);
+    assert!(!ends[0].line.more);
+    text += ends[0].line.text.len();
+    parts.push(ends[0].line.part);
+    // Every byte is in a piece, the pieces numbered in order.
+    assert_eq!(text, 5_000_000);
+    assert_eq!(parts, (1..=parts.len() as u32).collect::<Vec<_>>());
     assert_eq!(lines.finish(), None);
 }
