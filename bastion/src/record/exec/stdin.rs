@@ -69,10 +69,18 @@ impl StdinLines {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<LineEnd> {
         let mut ends = Vec::new();
         let mut start = 0;
-        for (i, _) in chunk.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        // A NUL ends a line too: `xargs -0` (and any `-print0` reader) runs at each.
+        for (i, &b) in chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(**b, b'\n' | 0))
+        {
             self.segment(&chunk[start..i]);
             ends.extend(self.pieces.drain(..).map(|line| LineEnd { end: i, line }));
-            // A `\r` right before the `\n` is not part of the line.
+            // A `\r` right before the `\n` is not part of the line (before a NUL it is).
+            if b == 0 && std::mem::take(&mut self.cr) {
+                self.push(b"\r");
+            }
             self.cr = false;
             ends.push(LineEnd {
                 end: i + 1,

@@ -392,7 +392,7 @@ fn feed(input: &[u8], cuts: &[usize]) -> (Vec<(usize, StdinLine)>, Option<StdinL
                 continue;
             }
             assert!(end.end >= 1);
-            assert_eq!(input[start + end.end - 1], b'\n');
+            assert!(matches!(input[start + end.end - 1], b'\n' | 0));
             out.push((start + end.end, end.line));
         }
         start = cut;
@@ -440,6 +440,11 @@ fn lines_cases() -> Vec<LinesCase> {
             Some(line("exit")),
         ),
         (b"a\rb\n".to_vec(), vec![(4, line("a\rb"))], None),
+        (
+            b"rm a\0touch b\r\0c".to_vec(),
+            vec![(5, line("rm a")), (14, line("touch b\r"))],
+            Some(line("c")),
+        ),
         (
             b"\r\n\r\r\n".to_vec(),
             vec![(2, line("")), (5, line("\r"))],
