@@ -1812,3 +1812,4 @@ fn hidden_input_tells_its_length() {
         .collect();
     assert_eq!(hidden, [Some(8)]);
 }
+
