@@ -1,7 +1,8 @@
 //! Keys from the input byte stream, and the line editing the detector can follow.
 
-/// Longest typed text simulated per line; past this the line's text is uncertain.
-const MAX_TYPED: usize = 8 * 1024;
+/// Longest typed text simulated per line; past this the line's text is uncertain, and what the
+/// keys tell says how much more was typed.
+const MAX_TYPED: usize = 64 * 1024;
 /// How many trailing characters of a typed run must appear on screen to count as its echo.
 const ECHO_EVIDENCE_CHARS: usize = 32;
 
@@ -219,6 +220,8 @@ pub(super) struct Typed {
     /// Every printable byte typed, edits not applied: the text reported when the editing could
     /// not be followed.
     raw: Vec<u8>,
+    /// Printable bytes typed past [`MAX_TYPED`] (in the recording, not in `raw`).
+    dropped: usize,
     /// What was typed since the last key that could not be simulated, and the run before it.
     run: Vec<u8>,
     previous_run: Vec<u8>,
@@ -231,6 +234,7 @@ impl Default for Typed {
             certain: true,
             any_printable: false,
             raw: Vec::new(),
+            dropped: 0,
             run: Vec::new(),
             previous_run: Vec::new(),
         }
@@ -249,6 +253,8 @@ impl Typed {
         self.any_printable = true;
         if self.raw.len() < MAX_TYPED {
             self.raw.push(byte);
+        } else {
+            self.dropped += 1;
         }
         if self.text.len() < MAX_TYPED {
             self.text.push(byte);
@@ -306,7 +312,13 @@ impl Typed {
     /// every printable key typed (`false`).
     pub(super) fn keys_text(&self) -> (String, bool) {
         let bytes = if self.certain { &self.text } else { &self.raw };
-        let text = String::from_utf8_lossy(bytes).trim().to_string();
+        let mut text = String::from_utf8_lossy(bytes).trim().to_string();
+        if self.dropped > 0 {
+            text.push_str(&format!(
+                " [sallyport: {} more bytes typed on this line: see the recording]",
+                self.dropped
+            ));
+        }
         (text, self.certain)
     }
 

@@ -114,7 +114,8 @@
 //!   command; so is a prompt that is redrawn at a different length than when the line started.
 //! - A shell that moves between the rows of a long line with explicit cursor motion instead of
 //!   autowrap breaks the logical line. Lines too long for the screen come from the keys; past
-//!   8 KiB of keys the text is cut.
+//!   64 KiB of keys the text is cut, and says how many bytes more were typed (they are in the
+//!   recording).
 //! - Background output written over the line being typed can count as its echo; a password
 //!   typed at a prompt that reprints the typed characters is treated as echoed.
 //! - Text given to a program with ctrl-D instead of Enter (`cat`, `sh`) is a line of its own; in

@@ -1813,3 +1813,19 @@ fn hidden_input_tells_its_length() {
     assert_eq!(hidden, [Some(8)]);
 }
 
+#[test]
+fn keys_past_the_bound_say_how_many_more_were_typed() {
+    let mut typed = Typed::default();
+    for _ in 0..70_000 {
+        typed.push(b'x');
+    }
+    typed.uncertain();
+    let (text, certain) = typed.keys_text();
+    assert!(!certain);
+    assert!(
+        text.ends_with(" [sallyport: 4464 more bytes typed on this line: see the recording]"),
+        "{}",
+        &text[text.len() - 80..]
+    );
+    assert!(text.starts_with(&"x".repeat(65_536)));
+}
