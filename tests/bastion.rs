@@ -10,6 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use sallyport_api::admin::Tokens;
+use sallyport_api::audit::{AuditChain, AuditEntry, AuditEvents};
+use sallyport_api::certificates::Issued;
+use sallyport_api::gateways::Gateway;
+use sallyport_audit::AuditRecord;
 use serde_json::{Value, json};
 use support::bastion::{self, LOGIN, ssh, trust_edge, world_with_edge, world_with_edge_approval};
 use support::broker::*;
@@ -17,21 +22,16 @@ use support::ssh::Ssh;
 use support::term::{Term, tmux, tmux_ssh, wait_exit, wait_pane, wait_pane_any};
 
 /// `sallyport login` for `user` on `ticket` into `home`; panics unless it succeeds.
-fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Value {
-    w.login_cli(home, user, ticket, &w.code(user, 0))
-}
-
-async fn wait_events(w: &World, query: &str, n: usize) -> Vec<Value> {
-    w.wait_events(query, n).await
+fn login(w: &World, home: &Path, user: &str, ticket: &str) -> Issued {
+    read_as(
+        "login --json",
+        w.login_cli(home, user, ticket, &w.code(user, 0)),
+    )
 }
 
 #[tokio::test]
 async fn exec_through_edge_and_gateway_is_recorded_with_its_exit_status() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_edge("").await;
 
     let out = ssh(home.path(), &["node1.acme-prod", "echo hi; exit 3"]);
     assert_eq!(
@@ -45,18 +45,20 @@ async fn exec_through_edge_and_gateway_is_recorded_with_its_exit_status() {
     assert_eq!(out.status.code(), Some(3));
 
     // The command, with engineer, ticket, node and login, then its exit status.
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
+    let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 1).await;
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     let c = &cmds[0];
-    assert_eq!(c["command"], "echo hi; exit 3");
-    assert_eq!(c["engineer"], "alice");
-    assert_eq!(c["node"], "node1");
-    assert_eq!(c["login"], LOGIN);
-    assert_eq!(c["cluster"], "acme-prod");
-    assert!(c["source"].as_str().unwrap().starts_with("gateway:"));
-    let session = c["session"].as_str().unwrap().to_string();
-    let exits = wait_events(&w, &format!("kind=channel_exit&session={session}"), 1).await;
-    assert_eq!(exits[0]["exit_status"], 3);
+    assert_eq!(c.command.as_deref(), Some("echo hi; exit 3"));
+    assert_eq!(c.engineer.as_deref(), Some("alice"));
+    assert_eq!(c.node.as_deref(), Some("node1"));
+    assert_eq!(field_str(c, "login"), LOGIN);
+    assert_eq!(c.cluster.as_deref(), Some("acme-prod"));
+    assert!(c.source.as_str().starts_with("gateway:"));
+    let session = c.session.as_deref().unwrap().to_string();
+    let exits = w
+        .wait_audit(&format!("kind=channel_exit&session={session}"), 1)
+        .await;
+    assert_eq!(*field_of(&exits[0], "exit_status"), 3);
     // The node's own sshd log names the session and the ticket.
     assert!(
         b.node.wait_for_log("SUP-1234", Duration::from_secs(5)),
@@ -65,12 +67,7 @@ async fn exec_through_edge_and_gateway_is_recorded_with_its_exit_status() {
     );
     assert!(b.node.log().contains(&session), "{}", b.node.log());
     // The whole log, gateway chain included, verifies.
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = audit_verify(&w);
     assert!(
         out.status.success(),
         "{}",
@@ -126,7 +123,7 @@ async fn the_edge_opens_no_shell_and_nodes_do_not_trust_engineer_certificates() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(issued["certificate"].is_string());
+    assert!(!issued.certificate.is_empty());
 }
 
 /// `ssh node1.acme-prod 'sleep 60; echo finished'` as alice, open once its command is in the
@@ -135,11 +132,11 @@ async fn sleeping_session(
     w: &World,
     b: &bastion::Bastion,
     home: &Path,
-) -> (std::process::Child, Vec<Value>) {
+) -> (std::process::Child, Vec<AuditEntry>) {
     let child = Ssh::engineer(home)
         .args(["node1.acme-prod", "sleep 60; echo finished"])
         .spawn();
-    let cmds = wait_events(w, "kind=command&ticket=SUP-1234", 1).await;
+    let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 1).await;
     assert_eq!(cmds.len(), 1, "{}", b.gateway.log_text());
     (child, cmds)
 }
@@ -155,7 +152,7 @@ async fn revoking_the_grant_ends_an_open_session() {
     let (s, v) =
         w.op.post(
             "/v1/revocations",
-            json!({"scope": "grant", "value": issued["grant"], "reason": "test"}),
+            json!({"scope": "grant", "value": issued.grant, "reason": "test"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -173,8 +170,13 @@ async fn revoking_the_grant_ends_an_open_session() {
     assert!(!status.success());
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("finished"));
-    let ended = wait_events(&w, "kind=session_terminated&ticket=SUP-1234", 1).await;
-    assert_eq!(ended[0]["reason"], "the certificate was revoked");
+    let ended = w
+        .wait_audit("kind=session_terminated&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(
+        field_str(&ended[0], "reason"),
+        "the certificate was revoked"
+    );
     // And a new connection with the revoked certificate is refused.
     let out = ssh(home.path(), &["node1.acme-prod", "true"]);
     assert_ne!(out.status.code(), Some(0));
@@ -182,15 +184,11 @@ async fn revoking_the_grant_ends_an_open_session() {
 
 #[tokio::test]
 async fn on_sigterm_the_gateway_ends_open_sessions_ships_their_end_and_exits() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = bastion::alice_through_edge("").await;
     let (child, cmds) = sleeping_session(&w, &b, home.path()).await;
-    let session = cmds[0]["session"].as_str().unwrap().to_string();
+    let session = cmds[0].session.as_deref().unwrap().to_string();
     assert!(
-        w.events(&format!("kind=session_ended&session={session}"))
+        w.audit(&format!("kind=session_ended&session={session}"))
             .await
             .is_empty()
     );
@@ -214,11 +212,11 @@ async fn on_sigterm_the_gateway_ends_open_sessions_ships_their_end_and_exits() {
     // Its end was written by the session as the gateway stopped, and shipped before the gateway
     // exited: at the broker already, once.
     let ended = w
-        .events(&format!("kind=session_ended&session={session}"))
+        .audit(&format!("kind=session_ended&session={session}"))
         .await;
     assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
-    assert_eq!(ended[0]["engineer"], "alice");
-    assert_eq!(ended[0]["ticket"], "SUP-1234");
+    assert_eq!(ended[0].engineer.as_deref(), Some("alice"));
+    assert_eq!(ended[0].ticket.as_deref(), Some("SUP-1234"));
     let log = b.gateway.log_text();
     assert!(log.contains("gateway shutting down"), "{log}");
     assert!(
@@ -257,11 +255,7 @@ fn sha256_file(path: &Path) -> String {
 
 #[tokio::test]
 async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_edge("").await;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("payload.bin");
     random_file(&src, 20 << 20);
@@ -351,8 +345,8 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
     );
 
     // scp is recorded through its exec command; sftp as a subsystem session.
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
-    let texts: Vec<&str> = cmds.iter().filter_map(|c| c["command"].as_str()).collect();
+    let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 4).await;
+    let texts: Vec<&str> = cmds.iter().filter_map(|c| c.command.as_deref()).collect();
     assert!(
         texts
             .iter()
@@ -366,15 +360,15 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
         "{texts:?}"
     );
     assert_eq!(
-        wait_events(&w, "kind=sftp_started&ticket=SUP-1234", 2)
+        w.wait_audit("kind=sftp_started&ticket=SUP-1234", 2)
             .await
             .len(),
         2
     );
     // sftp operations, parsed from the subsystem stream: the upload's close carries its bytes,
     // the download's its bytes, and the remove its path.
-    let ops = wait_events(&w, "kind=file_op&ticket=SUP-1234", 5).await;
-    let ops: Vec<&Value> = ops.iter().map(|e| &e["op"]).collect();
+    let ops = w.wait_audit("kind=file_op&ticket=SUP-1234", 5).await;
+    let ops: Vec<&Value> = ops.iter().map(|e| field_of(e, "op")).collect();
     let path = format!("{remote_dir}/via-sftp.bin");
     let size = 20u64 << 20;
     assert!(
@@ -404,14 +398,15 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
             .any(|o| o["path"] == path.as_str() && o["sha256_read"] == want.as_str()),
         "{ops:#?}"
     );
-    let scp_ops: Vec<Value> = wait_events(&w, "kind=file_op&ticket=SUP-1234&limit=1000", 7)
+    let scp_ops: Vec<AuditEntry> = w
+        .wait_audit("kind=file_op&ticket=SUP-1234&limit=1000", 7)
         .await
         .into_iter()
-        .filter(|e| e["via"] == "scp")
+        .filter(|e| opt_str(e, "via") == Some("scp"))
         .collect();
     let files: Vec<&Value> = scp_ops
         .iter()
-        .map(|e| &e["op"])
+        .map(|e| field_of(e, "op"))
         .filter(|o| o["op"] == "file")
         .collect();
     assert_eq!(files.len(), 2, "{scp_ops:#?}");
@@ -428,19 +423,17 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
 
 #[tokio::test]
 async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_edge("").await;
     // -W asks for a direct-tcpip channel to the node's own sshd port.
     let target = format!("127.0.0.1:{}", b.node.port());
     let out = Ssh::engineer(home.path())
         .args(["-W", &target, "node1.acme-prod"])
         .output();
     assert_ne!(out.status.code(), Some(0));
-    let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-1234", 1).await;
-    assert_eq!(refused[0]["target"], target.as_str());
+    let refused = w
+        .wait_audit("kind=forward_refused&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(field_str(&refused[0], "target"), target.as_str());
     // Agent forwarding: the session runs, the agent is not forwarded, and it is recorded.
     let agent = Command::new("ssh-agent").arg("-s").output().unwrap();
     let text = String::from_utf8_lossy(&agent.stdout).to_string();
@@ -471,9 +464,11 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let refused = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 1).await;
-    assert_eq!(refused[0]["request"], "agent");
-    assert_eq!(refused[0]["code"], "agent_forwarding_refused");
+    let refused = w
+        .wait_audit("kind=channel_refused&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(field_str(&refused[0], "request"), "agent");
+    assert_eq!(field_str(&refused[0], "code"), "agent_forwarding_refused");
 }
 
 #[tokio::test]
@@ -509,8 +504,8 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let fwd = wait_events(&w, "kind=forward&ticket=SUP-7", 1).await;
-    assert_eq!(fwd[0]["target"], target.as_str());
+    let fwd = w.wait_audit("kind=forward&ticket=SUP-7", 1).await;
+    assert_eq!(field_str(&fwd[0], "target"), target.as_str());
     // Both ways: a whole SSH key exchange with the node's sshd runs through the forward (the
     // engineer has no key the node takes, so it ends at authentication, not before).
     let proxy = format!(
@@ -526,10 +521,7 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
         .output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Permission denied"), "{err}");
-    assert_eq!(
-        wait_events(&w, "kind=forward&ticket=SUP-7", 2).await.len(),
-        2
-    );
+    assert_eq!(w.wait_audit("kind=forward&ticket=SUP-7", 2).await.len(), 2);
 }
 
 /// In a moderated session (an approver of the customer must watch), a port forward is no way
@@ -572,13 +564,15 @@ async fn a_port_forward_in_a_moderated_session_is_refused_until_someone_watches(
         said.contains("watches the session; none has joined yet"),
         "{said}"
     );
-    let refused = wait_events(&w, "kind=forward_refused&ticket=SUP-8", 1).await;
+    let refused = w.wait_audit("kind=forward_refused&ticket=SUP-8", 1).await;
     assert!(
-        refused.iter().any(|e| e["code"] == "no_observer"),
+        refused
+            .iter()
+            .any(|e| opt_str(e, "code") == Some("no_observer")),
         "{refused:#?}"
     );
     assert!(
-        w.events("kind=forward&ticket=SUP-8").await.is_empty(),
+        w.audit("kind=forward&ticket=SUP-8").await.is_empty(),
         "a forward was recorded as opened"
     );
 }
@@ -689,10 +683,22 @@ async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused
     // russh refuses an expired certificate itself; the edge is told and names it.
     assert!(edge_log.contains("\"expired\""), "{edge_log}");
     // For another cluster: dave's globex certificate cannot reach acme's node.
+    dave_aims_his_globex_certificate_at_acme(&w, &b);
+    assert!(
+        b.edge.wait_log("another cluster", Duration::from_secs(5)),
+        "{}",
+        b.edge.log_text()
+    );
+    // Nothing of these reached the node.
+    assert!(w.audit("kind=command").await.is_empty());
+}
+
+/// dave logs in for GLX-1 (globex-prod) and aims his certificate at acme's node: refused.
+/// The jump hop comes from dave's own ssh_config (it names the edge); the target is acme's.
+fn dave_aims_his_globex_certificate_at_acme(w: &World, b: &bastion::Bastion) {
     let home2 = tempfile::tempdir().unwrap();
-    login(&w, home2.path(), "dave", "GLX-1");
-    trust_edge(home2.path(), &b);
-    // The jump hop comes from dave's own ssh_config (it names the edge); the target is acme's.
+    login(w, home2.path(), "dave", "GLX-1");
+    trust_edge(home2.path(), b);
     let out = Ssh::engineer(home2.path())
         .any_host_key()
         .key(&home2.path().join("globex-prod"))
@@ -704,22 +710,11 @@ async fn certificates_from_another_ca_expired_or_for_another_cluster_are_refused
         .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
         .output();
     assert_ne!(out.status.code(), Some(0));
-    assert!(
-        b.edge.wait_log("another cluster", Duration::from_secs(5)),
-        "{}",
-        b.edge.log_text()
-    );
-    // Nothing of these reached the node.
-    assert!(w.events("kind=command").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = bastion::alice_through_edge("").await;
     for i in 0..3 {
         let out = ssh(home.path(), &["node1.acme-prod", &format!("echo run-{i}")]);
         assert!(
@@ -732,7 +727,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     let mut child = Ssh::engineer(home.path())
         .args(["node1.acme-prod", "echo started; sleep 30"])
         .spawn();
-    wait_events(&w, "kind=command&ticket=SUP-1234", 4).await;
+    w.wait_audit("kind=command&ticket=SUP-1234", 4).await;
     // The node's output reached the engineer (so the gateway recorded it first), then the kill.
     {
         use std::io::BufRead;
@@ -756,14 +751,14 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         })
         .collect();
     segments.sort();
-    let spooled: Vec<Value> = segments
+    let spooled: Vec<AuditRecord> = segments
         .iter()
         .flat_map(|p| {
             std::fs::read_to_string(p)
                 .unwrap()
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<Value>>()
+                .collect::<Vec<AuditRecord>>()
         })
         .collect();
     assert!(spooled.len() >= 8, "{}", spooled.len());
@@ -776,38 +771,38 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
         String::from_utf8_lossy(&out.stderr)
     );
     // Every event written before the kill reached the broker, exactly once, in one intact chain.
-    let source = spooled[0]["source"].as_str().unwrap().to_string();
+    let source = spooled[0].source.clone();
     let start = Instant::now();
     let chain = loop {
         let (_, v) = w
             .reviewer
-            .get(&format!("/v1/audit/chain?source={source}&limit=10000"))
+            .get_as::<AuditChain>(&format!("/v1/audit/chain?source={source}&limit=10000"))
             .await;
-        let recs = v["records"].as_array().unwrap().clone();
+        let recs = v.records;
         if recs.len() > spooled.len() || start.elapsed() > Duration::from_secs(20) {
             break recs;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for (i, s) in spooled.iter().enumerate() {
-        assert_eq!(chain[i]["seq"], s["seq"]);
-        assert_eq!(chain[i]["hash"], s["hash"], "event {i} differs");
+        assert_eq!(chain[i].seq, s.seq);
+        assert_eq!(chain[i].hash, s.hash, "event {i} differs");
     }
-    let seqs: Vec<u64> = chain.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = chain.iter().map(|r| r.seq).collect();
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
     // The recording of the session cut by the kill was finished at the restart and uploaded:
     // what it had, then a marker saying where it ends.
     let cut = spooled
         .iter()
-        .find(|e| e["data"]["command"] == "echo started; sleep 30")
+        .find(|e| e.data["command"] == "echo started; sleep 30")
         .expect("the cut session's command was spooled");
-    let session = cut["data"]["session"].as_str().unwrap();
-    let recovered = wait_events(&w, "kind=recording_recovered", 1).await;
+    let session = cut.data["session"].as_str().unwrap();
+    let recovered = w.wait_audit("kind=recording_recovered", 1).await;
     let rec = recovered
         .iter()
-        .find(|e| e["session"] == session)
+        .find(|e| e.session.as_deref() == Some(session))
         .unwrap_or_else(|| panic!("no recording_recovered for {session}: {recovered:#?}"));
-    let cast = w.fetch_recording(rec["recording"].as_str().unwrap()).await;
+    let cast = w.fetch_recording(field_str(rec, "recording")).await;
     let events = sallyport_bastion::record::asciicast::parse_events(&cast).unwrap();
     assert!(events.iter().any(|e| e.data.contains("started")), "{cast}");
     let last = events.last().unwrap();
@@ -822,7 +817,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
             .path()
             .join(format!(
                 "gateway/data/recordings/{}.cast.part",
-                rec["recording"].as_str().unwrap()
+                field_str(rec, "recording")
             ))
             .exists()
     );
@@ -845,11 +840,10 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
             .get("/v1/audit/events?kind=command&limit=1000")
             .await;
         if s == StatusCode::OK
-            && v["events"]
-                .as_array()
-                .unwrap()
+            && read_as::<AuditEvents>("an audit page", v)
+                .events
                 .iter()
-                .any(|e| e["command"] == "echo while-broker-down")
+                .any(|e| e.command.as_deref() == Some("echo while-broker-down"))
         {
             break;
         }
@@ -866,11 +860,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
 /// shows, and one finished with tab completion — is recorded as it ran.
 #[tokio::test]
 async fn a_session_quiet_long_enough_to_rest_records_what_is_typed_after() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_through_edge("").await;
     let tag = format!("resttest{}", std::process::id());
     let term = Term::ssh("sp-rest", home.path(), 100, 30, "");
     let prompt = ":~$";
@@ -898,22 +888,26 @@ async fn a_session_quiet_long_enough_to_rest_records_what_is_typed_after() {
         format!("rm /tmp/{tag}-file"),
         "exit".to_string(),
     ];
-    let events = wait_events(&w, "kind=command&ticket=SUP-1234", want.len()).await;
+    interactive_commands_are(&w, &want).await;
+}
+
+/// The interactive commands of SUP-1234 are `want`, in order; its command events.
+async fn interactive_commands_are(w: &World, want: &[String]) -> Vec<AuditEntry> {
+    let events = w
+        .wait_audit("kind=command&ticket=SUP-1234", want.len())
+        .await;
     let got: Vec<String> = events
         .iter()
-        .filter(|e| e["via"] == "interactive")
-        .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
+        .filter(|e| opt_str(e, "via") == Some("interactive"))
+        .map(|e| e.command.as_deref().unwrap().trim_end().to_string())
         .collect();
     assert_eq!(got, want, "{events:#?}");
+    events
 }
 
 #[tokio::test]
 async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_same_screen() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_through_edge("").await;
     let name = format!("sp-{}", std::process::id());
     let tag = format!("tabtest{}", std::process::id());
     tmux_ssh(&name, home.path(), 120, 40, "");
@@ -954,37 +948,35 @@ async fn an_interactive_session_is_recorded_command_by_command_and_replays_the_s
         format!("rm /tmp/{tag}-file"),
         "exit".to_string(),
     ];
-    let events = wait_events(&w, "kind=command&ticket=SUP-1234", want.len()).await;
-    let got: Vec<String> = events
-        .iter()
-        .filter(|e| e["via"] == "interactive")
-        .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
-        .collect();
-    assert_eq!(got, want, "{events:#?}");
+    let events = interactive_commands_are(&w, &want).await;
     // Each Enter was written to the spool before it went on to the node: every command's line
     // has a line_entered event earlier in the gateway's chain, showing what the screen showed.
-    let entered = wait_events(&w, "kind=line_entered&ticket=SUP-1234", want.len()).await;
-    for c in events.iter().filter(|e| e["via"] == "interactive") {
+    let entered = w
+        .wait_audit("kind=line_entered&ticket=SUP-1234", want.len())
+        .await;
+    for c in events
+        .iter()
+        .filter(|e| opt_str(e, "via") == Some("interactive"))
+    {
         let e = entered
             .iter()
-            .find(|e| e["line"] == c["line"] && e["session"] == c["session"])
-            .unwrap_or_else(|| panic!("no line_entered for {c}: {entered:#?}"));
-        assert!(
-            e["seq"].as_u64().unwrap() < c["seq"].as_u64().unwrap(),
-            "{e} {c}"
-        );
+            .find(|e| field_of(e, "line") == field_of(c, "line") && e.session == c.session)
+            .unwrap_or_else(|| panic!("no line_entered for {c:?}: {entered:#?}"));
+        assert!(e.seq < c.seq, "{e:?} {c:?}");
         // The screen at Enter shows the line as far as its echo had come.
-        if let Some(shown) = e["shown"].as_str() {
+        if let Some(shown) = opt_str(e, "shown") {
             assert!(
-                c["command"].as_str().unwrap().starts_with(shown.trim_end()),
-                "{e} {c}"
+                c.command.as_deref().unwrap().starts_with(shown.trim_end()),
+                "{e:?} {c:?}"
             );
         }
     }
 
     // The recording reaches the broker and replays to the screen the engineer saw.
-    let fin = wait_events(&w, "kind=recording_finished&ticket=SUP-1234", 1).await;
-    let id = fin[0]["recording"].as_str().unwrap().to_string();
+    let fin = w
+        .wait_audit("kind=recording_finished&ticket=SUP-1234", 1)
+        .await;
+    let id = field_str(&fin[0], "recording").to_string();
     let cast = w.fetch_recording(&id).await;
     let screen = sallyport_bastion::record::asciicast::replay_screen(&cast, 40, 120).unwrap();
     let replayed: Vec<&str> = screen
@@ -1065,8 +1057,18 @@ fn resign_acme_cert(home: &Path, ca: &Path, validity: &str) {
     );
 }
 
+/// `sallyport audit verify`, as a reviewer.
+fn audit_verify(w: &World) -> std::process::Output {
+    Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("SALLYPORT_BROKER", &w.broker.url)
+        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap()
+}
+
 /// `sallyport audit search --json` with `args`, as a reviewer.
-fn audit_search(w: &World, args: &[&str]) -> Vec<Value> {
+fn audit_search(w: &World, args: &[&str]) -> Vec<AuditEntry> {
     let out = Command::new(BIN)
         .args(["audit", "search", "--json"])
         .args(args)
@@ -1087,21 +1089,21 @@ fn audit_search(w: &World, args: &[&str]) -> Vec<Value> {
 }
 
 /// Wait until the edge's refusals with `code` reached the broker.
-async fn wait_edge_refusal(w: &World, code: &str) -> Value {
+async fn wait_edge_refusal(w: &World, code: &str) -> AuditEntry {
     let start = Instant::now();
     loop {
         let found = w
-            .events("kind=edge_refused&limit=1000")
+            .audit("kind=edge_refused&limit=1000")
             .await
             .into_iter()
-            .find(|e| e["code"] == code);
+            .find(|e| opt_str(e, "code") == Some(code));
         if let Some(e) = found {
             return e;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no edge_refused event with code {code}: {:#?}",
-            w.events("kind=edge_refused&limit=1000").await
+            w.audit("kind=edge_refused&limit=1000").await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1129,25 +1131,25 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
         String::from_utf8_lossy(&out.stderr),
         b.edge.log_text()
     );
-    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    let sessions = w.wait_audit("kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let s0 = &sessions[0];
-    assert_eq!(s0["source"], source.as_str());
-    assert_eq!(s0["engineer"], "alice");
-    assert_eq!(s0["cluster"], "acme-prod");
-    assert_eq!(s0["node"], "node1");
-    assert_eq!(s0["source_ip"], "127.0.0.1");
-    assert_eq!(s0["per_session_mfa"], false);
+    assert_eq!(s0.source, source.as_str());
+    assert_eq!(s0.engineer.as_deref(), Some("alice"));
+    assert_eq!(s0.cluster.as_deref(), Some("acme-prod"));
+    assert_eq!(s0.node.as_deref(), Some("node1"));
+    assert_eq!(field_str(s0, "source_ip"), "127.0.0.1");
+    assert_eq!(*field_of(s0, "per_session_mfa"), false);
 
     // A shell on the edge itself.
     let out = ssh(home.path(), &["sallyport-edge-acme-prod", "id"]);
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "no_shell_on_edge").await;
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["request"], "exec");
-    assert_eq!(e["command"], "id");
-    assert_eq!(e["source"], source.as_str());
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(field_str(&e, "request"), "exec");
+    assert_eq!(e.command.as_deref(), Some("id"));
+    assert_eq!(e.source, source.as_str());
 
     // A certificate from another CA, naming alice's ticket in its key id.
     let good = std::fs::read_to_string(home.path().join("acme-prod-cert.pub")).unwrap();
@@ -1161,19 +1163,16 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "untrusted_ca").await;
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["cluster"], "acme-prod");
-    assert_eq!(e["login"], "alice");
-    assert_eq!(e["serial"], "4243");
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(e.cluster.as_deref(), Some("acme-prod"));
+    assert_eq!(field_str(&e, "login"), "alice");
+    assert_eq!(field_str(&e, "serial"), "4243");
     assert!(
-        e["key_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("sallyport:eng=alice;"),
-        "{e}"
+        field_str(&e, "key_id").starts_with("sallyport:eng=alice;"),
+        "{e:?}"
     );
-    assert!(e["reason"].as_str().unwrap().contains("not trusted"), "{e}");
+    assert!(field_str(&e, "reason").contains("not trusted"), "{e:?}");
 
     // Expired (signed by the real CA): refused before the client proved it holds the key, and
     // audited with what the certificate names.
@@ -1182,10 +1181,10 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "expired").await;
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["key_ownership"], "not proven");
-    assert!(e["reason"].as_str().unwrap().contains("expired"), "{e}");
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(field_str(&e, "key_ownership"), "not proven");
+    assert!(field_str(&e, "reason").contains("expired"), "{e:?}");
 
     // A plain key, no certificate: refused and audited with the key's fingerprint.
     let plain = home.path().join("plain");
@@ -1197,39 +1196,30 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
         .output();
     assert_ne!(out.status.code(), Some(0));
     let e = wait_edge_refusal(&w, "not_a_certificate").await;
-    assert_eq!(e["login"], "alice");
-    let issued = w.events("kind=certificate_issued&ticket=SUP-1234").await;
+    assert_eq!(field_str(&e, "login"), "alice");
+    let issued = w.audit("kind=certificate_issued&ticket=SUP-1234").await;
     let key = std::fs::read_to_string(home.path().join("acme-prod.pub")).unwrap();
     let key: Vec<&str> = key.split_whitespace().take(2).collect();
-    assert_eq!(e["public_key"], key.join(" "));
+    assert_eq!(field_str(&e, "public_key"), key.join(" "));
     // The key's fingerprint is the one the certificate was issued for.
-    assert_eq!(e["fingerprint"], issued[0]["public_key"], "{issued:?}");
+    assert_eq!(
+        field_str(&e, "fingerprint"),
+        field_str(&issued[0], "public_key"),
+        "{issued:?}"
+    );
 
     // A certificate for another cluster: dave's globex certificate, aimed at acme's node.
-    let home2 = tempfile::tempdir().unwrap();
-    login(&w, home2.path(), "dave", "GLX-1");
-    trust_edge(home2.path(), &b);
-    let out = Ssh::engineer(home2.path())
-        .any_host_key()
-        .key(&home2.path().join("globex-prod"))
-        .opt(format!(
-            "CertificateFile={}",
-            home2.path().join("globex-prod-cert.pub").display()
-        ))
-        .opt("ProxyJump=sallyport-edge-globex-prod")
-        .args([&format!("{LOGIN}@node1.acme-prod"), "echo in"])
-        .output();
-    assert_ne!(out.status.code(), Some(0));
+    dave_aims_his_globex_certificate_at_acme(&w, &b);
     let e = wait_edge_refusal(&w, "other_cluster").await;
-    assert_eq!(e["engineer"], "dave");
-    assert_eq!(e["ticket"], "GLX-1");
-    assert_eq!(e["cluster"], "globex-prod");
-    assert_eq!(e["target_cluster"], "acme-prod");
-    assert_eq!(e["target"], "node1.acme-prod:22");
+    assert_eq!(e.engineer.as_deref(), Some("dave"));
+    assert_eq!(e.ticket.as_deref(), Some("GLX-1"));
+    assert_eq!(e.cluster.as_deref(), Some("globex-prod"));
+    assert_eq!(field_str(&e, "target_cluster"), "acme-prod");
+    assert_eq!(field_str(&e, "target"), "node1.acme-prod:22");
 
     // The reviewer's CLI shows them, and the edge's chain verifies with the rest.
     let listed = audit_search(&w, &["--kind", "edge_refused"]);
-    let codes: Vec<&str> = listed.iter().filter_map(|e| e["code"].as_str()).collect();
+    let codes: Vec<&str> = listed.iter().filter_map(|e| opt_str(e, "code")).collect();
     for code in [
         "no_shell_on_edge",
         "untrusted_ca",
@@ -1239,22 +1229,18 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     ] {
         assert!(codes.contains(&code), "{code} not in {codes:?}");
     }
-    assert!(listed.iter().all(|e| e["source"] == source.as_str()));
+    assert!(listed.iter().all(|e| e.source == source.as_str()));
     let by_ticket = audit_search(&w, &["--ticket", "GLX-1", "--kind", "edge_refused"]);
     assert_eq!(by_ticket.len(), 1, "{by_ticket:?}");
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = audit_verify(&w);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&source), "{text}");
     // Nothing of the refused attempts reached the node.
-    let cmds = w.events("kind=command").await;
+    let cmds = w.audit("kind=command").await;
     assert!(
-        cmds.iter().all(|c| c["command"] == "echo through"),
+        cmds.iter()
+            .all(|c| c.command.as_deref() == Some("echo through")),
         "{cmds:?}"
     );
 }
@@ -1275,7 +1261,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
     let e = wait_edge_refusal(&w, "mfa_no_code").await;
-    assert_eq!(e["engineer"], "alice");
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
     // Keyboard-interactive alone, without a certificate: never asked, never reaches the broker.
     let out = Command::new("ssh")
         .arg("-F")
@@ -1299,10 +1285,10 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(w.events("kind=edge_session").await.is_empty());
-    assert!(w.events("kind=session_started").await.is_empty());
-    assert!(w.events("kind=session_mfa_failed").await.is_empty());
-    assert!(w.events("kind=session_mfa_verified").await.is_empty());
+    assert!(w.audit("kind=edge_session").await.is_empty());
+    assert!(w.audit("kind=session_started").await.is_empty());
+    assert!(w.audit("kind=session_mfa_failed").await.is_empty());
+    assert!(w.audit("kind=session_mfa_verified").await.is_empty());
 
     let name = format!("sp-mfa-{}", std::process::id());
     tmux_ssh(&name, home.path(), 160, 40, "");
@@ -1328,7 +1314,7 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     send(&[&w.code("alice", 1), "Enter"]);
     let screen = wait_pane_any(&name, &[":~$", "Permission denied"]);
     if !screen.contains(":~$") {
-        let mfa = w.events("kind=session_mfa_failed").await;
+        let mfa = w.audit("kind=session_mfa_failed").await;
         panic!(
             "{screen}\n--- broker:\n{mfa:#?}\n--- edge:\n{}",
             b.edge.log_text()
@@ -1345,24 +1331,31 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     tmux(&["kill-session", "-t", &name]);
 
     // The broker checked the codes, the edge audited its refusals and the session.
-    let failed = w.events("kind=session_mfa_failed&engineer=alice").await;
-    let codes: Vec<&str> = failed.iter().filter_map(|e| e["code"].as_str()).collect();
+    let failed = w.audit("kind=session_mfa_failed&engineer=alice").await;
+    let codes: Vec<&str> = failed.iter().filter_map(|e| opt_str(e, "code")).collect();
     assert_eq!(codes, ["bad_totp", "totp_replayed"], "{failed:#?}");
     let by = format!("edge:{}", bastion::EDGE_NAME);
-    assert!(failed.iter().all(|e| e["by"] == by.as_str()), "{failed:#?}");
-    assert!(failed.iter().all(|e| e["ticket"] == "SUP-1234"));
-    let verified = w.events("kind=session_mfa_verified&ticket=SUP-1234").await;
+    assert!(
+        failed.iter().all(|e| opt_str(e, "by") == Some(by.as_str())),
+        "{failed:#?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.ticket.as_deref() == Some("SUP-1234"))
+    );
+    let verified = w.audit("kind=session_mfa_verified&ticket=SUP-1234").await;
     assert_eq!(verified.len(), 1, "{verified:#?}");
-    assert_eq!(verified[0]["by"], by.as_str());
-    assert_eq!(verified[0]["engineer"], "alice");
-    assert_eq!(verified[0]["source_ip"], "127.0.0.1");
+    assert_eq!(field_str(&verified[0], "by"), by.as_str());
+    assert_eq!(verified[0].engineer.as_deref(), Some("alice"));
+    assert_eq!(field_str(&verified[0], "source_ip"), "127.0.0.1");
     let start = Instant::now();
     let refused = loop {
-        let r: Vec<Value> = w
-            .events("kind=edge_refused&ticket=SUP-1234")
+        let r: Vec<AuditEntry> = w
+            .audit("kind=edge_refused&ticket=SUP-1234")
             .await
             .into_iter()
-            .filter(|e| e["code"] == "mfa_failed")
+            .filter(|e| opt_str(e, "code") == Some("mfa_failed"))
             .collect();
         if r.len() >= 2 || start.elapsed() > Duration::from_secs(20) {
             break r;
@@ -1371,18 +1364,16 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     };
     assert_eq!(refused.len(), 2, "{refused:#?}");
     assert!(
-        refused[1]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
+        field_str(&refused[1], "reason").contains("already used"),
         "{refused:#?}"
     );
-    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    let sessions = w.wait_audit("kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
-    assert_eq!(sessions[0]["per_session_mfa"], true);
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 1).await;
+    assert_eq!(*field_of(&sessions[0], "per_session_mfa"), true);
+    let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 1).await;
     assert!(
-        cmds.iter().any(|c| c["command"] == "echo after-mfa"),
+        cmds.iter()
+            .any(|c| c.command.as_deref() == Some("echo after-mfa")),
         "{cmds:#?}"
     );
 }
@@ -1401,14 +1392,11 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
     let e = wait_edge_refusal(&w, "source_address_mismatch").await;
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["source_ip"], "127.0.0.1");
-    assert!(
-        e["reason"].as_str().unwrap().contains("203.0.113.0/24"),
-        "{e}"
-    );
-    assert!(w.events("kind=edge_session").await.is_empty());
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(field_str(&e, "source_ip"), "127.0.0.1");
+    assert!(field_str(&e, "reason").contains("203.0.113.0/24"), "{e:?}");
+    assert!(w.audit("kind=edge_session").await.is_empty());
 
     // The approver allows loopback: a new certificate works from here.
     let (s, v) = w
@@ -1430,7 +1418,7 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
         String::from_utf8_lossy(&out.stderr),
         b.edge.log_text()
     );
-    let sessions = wait_events(&w, "kind=edge_session&ticket=SUP-1234", 1).await;
+    let sessions = w.wait_audit("kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
 }
 
@@ -1512,18 +1500,13 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cmds = wait_events(&w, "kind=command&ticket=SUP-1234", 2).await;
-    let texts: Vec<&str> = cmds.iter().filter_map(|c| c["command"].as_str()).collect();
+    let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 2).await;
+    let texts: Vec<&str> = cmds.iter().filter_map(|c| c.command.as_deref()).collect();
     // The refused line is no command (it never reached the node), even when the channel's end
     // is handled after the spool has room again.
     assert_eq!(texts, ["echo recorded", "echo again"]);
     assert!(!Path::new(&typed).exists(), "the refused line ran later");
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("SALLYPORT_BROKER", &w.broker.url)
-        .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap())
-        .output()
-        .unwrap();
+    let out = audit_verify(&w);
     assert!(
         out.status.success(),
         "{}",
@@ -1562,11 +1545,7 @@ fn wait_guard(
 
 #[tokio::test]
 async fn five_hundred_mb_both_ways_at_once_completes_with_bounded_gateway_memory() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (_w, b, home) = bastion::alice_through_edge("").await;
     let before = vm_kib(b.gateway.pid(), "VmRSS:");
     let started = Instant::now();
     let mut child = Command::new("sh")
@@ -1600,11 +1579,7 @@ async fn five_hundred_mb_both_ways_at_once_completes_with_bounded_gateway_memory
 
 #[tokio::test]
 async fn a_stalled_session_does_not_slow_another_through_the_same_edge_and_gateway() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (_w, b, home) = bastion::alice_through_edge("").await;
     let cfg = home.path().join("ssh_config");
     // Session A: the node floods it, and nobody reads its output.
     let mut stalled = Command::new("ssh")
@@ -1655,11 +1630,7 @@ async fn a_stalled_session_does_not_slow_another_through_the_same_edge_and_gatew
 
 #[tokio::test]
 async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own_message() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-1234");
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_through_edge("").await;
     let cfg = home.path().join("ssh_config");
     let work = tempfile::tempdir().unwrap();
     let batch = work.path().join("batch");
@@ -1712,11 +1683,13 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
         refused.contains("acme does not allow file transfers on acme-prod: no sftp"),
         "{refused}"
     );
-    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 1).await;
-    assert_eq!(e[0]["code"], "customer:acme_no_sftp", "{e:#?}");
-    assert_eq!(e[0]["request"], "subsystem");
-    assert_eq!(e[0]["subsystem"], "sftp");
-    assert_eq!(e[0]["engineer"], "alice");
+    let e = w
+        .wait_audit("kind=channel_refused&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(field_str(&e[0], "code"), "customer:acme_no_sftp", "{e:#?}");
+    assert_eq!(field_str(&e[0], "request"), "subsystem");
+    assert_eq!(field_str(&e[0], "subsystem"), "sftp");
+    assert_eq!(e[0].engineer.as_deref(), Some("alice"));
 
     // Classic scp is an exec request: refused with the customer's message, nothing ran.
     let src = work.path().join("f.txt");
@@ -1737,14 +1710,16 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!Path::new(&target).exists(), "scp reached the node");
-    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 2).await;
+    let e = w
+        .wait_audit("kind=channel_refused&ticket=SUP-1234", 2)
+        .await;
     let scp = e
         .iter()
-        .find(|e| e["code"] == "customer:acme_no_scp")
+        .find(|e| opt_str(e, "code") == Some("customer:acme_no_scp"))
         .unwrap_or_else(|| panic!("{e:#?}"));
     assert!(
-        scp["command"].as_str().unwrap().starts_with("scp "),
-        "{scp}"
+        scp.command.as_deref().unwrap().starts_with("scp "),
+        "{scp:?}"
     );
 
     // Other commands go on; a base rule keeps loader variables off the node, audited.
@@ -1758,13 +1733,18 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let e = wait_events(&w, "kind=channel_refused&ticket=SUP-1234", 3).await;
+    let e = w
+        .wait_audit("kind=channel_refused&ticket=SUP-1234", 3)
+        .await;
     let env = e
         .iter()
-        .find(|e| e["code"] == "environment_not_allowed")
+        .find(|e| opt_str(e, "code") == Some("environment_not_allowed"))
         .unwrap_or_else(|| panic!("{e:#?}"));
-    assert_eq!(env["env_name"], "LD_PRELOAD");
-    assert!(env.get("value").is_none(), "values are never logged: {env}");
+    assert_eq!(field_str(env, "env_name"), "LD_PRELOAD");
+    assert!(
+        env.field("value").is_none(),
+        "values are never logged: {env:?}"
+    );
 
     // The customer lifts the rule: sftp works again.
     let (s, v) = w.acme.delete("/v1/customers/acme/policies/no-files").await;
@@ -1790,12 +1770,8 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
 /// closes once it is idle.
 #[tokio::test]
 async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    b.reconfigure_gateway("host_cert_secs = 20\ntunnel_cert_secs = 30\n");
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (_w, b, home) =
+        bastion::alice_through_edge("host_cert_secs = 20\ntunnel_cert_secs = 30\n").await;
     let start = Instant::now();
     let out = ssh(home.path(), &["node1.acme-prod", "echo first"]);
     assert_eq!(
@@ -1854,15 +1830,18 @@ async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
         said.contains("sallyport: the gateway of cluster acme-prod refused ghost"),
         "{said}"
     );
-    let refused = w.wait_events("kind=edge_refused&ticket=SUP-1234", 1).await;
+    let refused = w.wait_audit("kind=edge_refused&ticket=SUP-1234", 1).await;
     assert!(
         refused
             .iter()
-            .any(|e| e["code"] == "gateway_refused" && e["target"] == "ghost.acme-prod:22"),
+            .any(|e| opt_str(e, "code") == Some("gateway_refused")
+                && opt_str(e, "target") == Some("ghost.acme-prod:22")),
         "{refused:#?}"
     );
     assert!(
-        !refused.iter().any(|e| e["code"] == "no_tunnel"),
+        !refused
+            .iter()
+            .any(|e| opt_str(e, "code") == Some("no_tunnel")),
         "{refused:#?}"
     );
 }
@@ -1873,11 +1852,7 @@ async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
 /// node that does not answer (`unreachable`).
 #[tokio::test]
 async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = bastion::alice_through_edge("").await;
     let tag = format!("/tmp/sp-node-why-{}", std::process::id());
     let _ = std::fs::remove_file(&tag);
 
@@ -1895,13 +1870,13 @@ async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
         "{said}"
     );
     let ev = w
-        .wait_events("kind=node_unreachable&ticket=SUP-1234", 1)
+        .wait_audit("kind=node_unreachable&ticket=SUP-1234", 1)
         .await;
     assert!(
-        ev.iter().any(|e| e["code"] == "certificate_refused"
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("refused the session certificate"))),
+        ev.iter()
+            .any(|e| opt_str(e, "code") == Some("certificate_refused")
+                && opt_str(e, "reason")
+                    .is_some_and(|r| r.contains("refused the session certificate"))),
         "{ev:#?}"
     );
     std::fs::write(&principals, listed).unwrap();
@@ -1924,9 +1899,12 @@ async fn the_engineer_reads_why_the_node_refused_or_could_not_be_reached() {
         "{said}"
     );
     let ev = w
-        .wait_events("kind=node_unreachable&ticket=SUP-1234", 2)
+        .wait_audit("kind=node_unreachable&ticket=SUP-1234", 2)
         .await;
-    assert!(ev.iter().any(|e| e["code"] == "unreachable"), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| opt_str(e, "code") == Some("unreachable")),
+        "{ev:#?}"
+    );
     assert!(!Path::new(&tag).exists());
 }
 
@@ -2040,19 +2018,23 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
         "{}",
         b.edge.log_text()
     );
-    let registered = w.wait_events("kind=admin_change", 1).await;
+    let registered = w.wait_audit("kind=admin_change", 1).await;
     assert!(
-        registered.iter().any(|e| e["action"] == "edge_registered"
-            && e["target"]
-                .as_str()
-                .is_some_and(|t| t.contains(&format!("127.0.0.1:{port}")))),
+        registered
+            .iter()
+            .any(|e| opt_str(e, "action") == Some("edge_registered")
+                && opt_str(e, "target").is_some_and(|t| t.contains(&format!("127.0.0.1:{port}")))),
         "{registered:#?}"
     );
 
     // The engineer's login alone is enough: no trust_edge, no broker restart.
     let home = tempfile::tempdir().unwrap();
     let issued = login(&w, home.path(), "alice", "SUP-1234");
-    assert_eq!(issued["edge"], format!("127.0.0.1:{port}"), "{issued:#}");
+    assert_eq!(
+        issued.edge,
+        Some(format!("127.0.0.1:{port}")),
+        "{issued:#?}"
+    );
     let out = ssh(
         home.path(),
         &["node1.acme-prod", "echo through-registered-edge"],
@@ -2073,11 +2055,12 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let refused = w.wait_events("kind=refused", 1).await;
+    let refused = w.wait_audit("kind=refused", 1).await;
     assert!(
         refused
             .iter()
-            .any(|e| e["action"] == "register_edge" && e["by"] == "approver:acme:acme-admin"),
+            .any(|e| opt_str(e, "action") == Some("register_edge")
+                && opt_str(e, "by") == Some("approver:acme:acme-admin")),
         "{refused:#?}"
     );
     let edge_api = w.anon.with(&token);
@@ -2087,27 +2070,23 @@ async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
     // The edge's token revoked: its key and address are handed out no more.
-    let (s, tokens) = w.op.get("/v1/tokens").await;
+    let (s, tokens) = w.op.get_as::<Tokens>("/v1/tokens").await;
     assert_eq!(s, StatusCode::OK);
-    let id = tokens["tokens"]
-        .as_array()
-        .unwrap()
+    let id = tokens
+        .tokens
         .iter()
-        .find(|t| t["role"] == "edge")
-        .and_then(|t| t["id"].as_str())
-        .unwrap()
-        .to_string();
+        .find(|t| t.role == "edge")
+        .map(|t| t.id.clone())
+        .unwrap();
     let (s, v) = w.op.delete(&format!("/v1/tokens/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let home2 = tempfile::tempdir().unwrap();
-    let issued = w.login_cli(home2.path(), "alice", "SUP-1234", &w.code("alice", 1));
-    assert!(issued["edge"].is_null(), "{issued:#}");
-    assert!(
-        issued["edge_host_keys"]
-            .as_array()
-            .is_none_or(|k| k.is_empty()),
-        "{issued:#}"
+    let issued: Issued = read_as(
+        "login --json",
+        w.login_cli(home2.path(), "alice", "SUP-1234", &w.code("alice", 1)),
     );
+    assert!(issued.edge.is_none(), "{issued:#?}");
+    assert!(issued.edge_host_keys.is_empty(), "{issued:#?}");
 }
 
 /// The operator makes a second gateway with one command: `admin gateway enroll` writes a
@@ -2199,24 +2178,14 @@ async fn admin_gateway_enroll_writes_a_config_that_starts_as_is() {
     let out =
         w.op.cli(&["admin", "gateway", "list", "--cluster", "acme-prod"]);
     assert!(out.status.success(), "{out:?}");
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|g| g["name"].as_str())
-        .collect();
-    assert!(names.contains(&"gw1") && names.contains(&"gw2"), "{list}");
-    assert!(!names.contains(&"gw3") && !names.contains(&"gw4"), "{list}");
-    let id = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "gw2")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let list: Vec<Gateway> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list.iter().map(|g| g.name.as_str()).collect();
+    assert!(names.contains(&"gw1") && names.contains(&"gw2"), "{list:?}");
+    assert!(
+        !names.contains(&"gw3") && !names.contains(&"gw4"),
+        "{list:?}"
+    );
+    let id = list.iter().find(|g| g.name == "gw2").unwrap().id.clone();
     let out = w.op.cli(&["admin", "gateway", "revoke", &id]);
     assert!(out.status.success(), "{out:?}");
     let revoked: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -426,3 +426,18 @@ fn libfaketime() -> String {
         .find(|p| Path::new(p).exists())
         .expect("libfaketime is not installed (tests/infra/install.sh installs it)")
 }
+
+/// [`world_with_edge`] and its bastion, the gateway's config extended by `gateway_extra` (as
+/// [`Bastion::reconfigure_gateway`]; nothing when empty), and alice logged in for SUP-1234 in a
+/// fresh `SALLYPORT_HOME` that trusts the edge.
+pub async fn alice_through_edge(gateway_extra: &str) -> (World, Bastion, tempfile::TempDir) {
+    let (w, port) = world_with_edge().await;
+    let mut b = start(&w, port).await;
+    if !gateway_extra.is_empty() {
+        b.reconfigure_gateway(gateway_extra);
+    }
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    trust_edge(home.path(), &b);
+    (w, b, home)
+}

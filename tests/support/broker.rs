@@ -925,3 +925,28 @@ pub async fn join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Ve
     .await;
     out.into_iter().flatten().collect()
 }
+
+impl World {
+    /// The events matching `query` once there are at least `n` (shipped from spools), or what
+    /// there is after 20 s; typed.
+    pub async fn wait_audit(&self, query: &str, n: usize) -> Vec<AuditEntry> {
+        let start = std::time::Instant::now();
+        loop {
+            let ev = self.audit(query).await;
+            if ev.len() >= n || start.elapsed() > std::time::Duration::from_secs(20) {
+                return ev;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// One of an audit entry's own fields as a string, when it has one.
+pub fn opt_str<'a>(e: &'a AuditEntry, name: &str) -> Option<&'a str> {
+    e.field(name).and_then(Value::as_str)
+}
+
+/// One of an audit entry's own fields as JSON (`Null` when it has none).
+pub fn field_of<'a>(e: &'a AuditEntry, name: &str) -> &'a Value {
+    e.field(name).unwrap_or(&Value::Null)
+}
