@@ -11,9 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sallyport_api::admin::TokenCreated;
 use sallyport_api::audit::AuditEntry;
 use sallyport_api::certificates::Issued;
+use sallyport_api::gateways::{Enrolled, Gateway, GatewayCreated};
 use sallyport_api::requests::{IssuePending, RequestStatus};
+use sallyport_api::tickets::Ticket;
 use sallyport_broker::audit::AuditEvent;
 use support::bastion::{self, trust_edge, world_with_edge};
 use support::broker::{error_of, field_of, field_str, opt_str, read_as};
@@ -196,15 +199,16 @@ async fn one_edge_connection_cannot_open_unbounded_sessions() {
 async fn a_leaked_api_token_is_revoked_and_stops_working_at_once() {
     use support::broker::{Dir, World};
     let w = World::start(Dir::File(vec![])).await;
-    let (s, v) =
-        w.op.post(
+    let (s, v) = w
+        .op
+        .post_as::<TokenCreated>(
             "/v1/tokens",
             serde_json::json!({"name": "tickets-2", "role": "ticket_system", "all_customers": true}),
         )
         .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let leaked = w.op.with(v["token"].as_str().unwrap());
-    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v:?}");
+    let leaked = w.op.with(&v.token);
+    let id = v.id;
     let ticket = serde_json::json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice", "status": "open"});
     assert!(
         leaked
@@ -355,10 +359,10 @@ async fn a_revoked_gateway_credential_is_refused_and_audited() {
     use support::broker::{Dir, World};
     let w = World::start(Dir::File(vec![])).await;
     let (s, v) =
-        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "gw-x"}))
+        w.op.post_as::<GatewayCreated>("/v1/clusters/acme-prod/gateways", json!({"name": "gw-x"}))
             .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v:?}");
+    let id = v.id.clone();
     let key = |c: &str| {
         sallyport_ca::keys::generate_ed25519(c)
             .unwrap()
@@ -368,14 +372,14 @@ async fn a_revoked_gateway_credential_is_refused_and_audited() {
     };
     let (s, v) = w
         .anon
-        .post(
+        .post_as::<Enrolled>(
             "/v1/gateways/enroll",
-            json!({"join_token": v["join_token"], "node_ca_public_key": key("node ca"),
+            json!({"join_token": v.join_token, "node_ca_public_key": key("node ca"),
                    "host_ca_public_key": key("host ca"), "audit_public_key": key("audit")}),
         )
         .await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
-    let gw = w.anon.with(v["credential"].as_str().unwrap());
+    assert_eq!(s, reqwest::StatusCode::OK, "{v:?}");
+    let gw = w.anon.with(&v.credential);
     assert_eq!(gw.get("/v1/gateway/self").await.0, reqwest::StatusCode::OK);
     let (s, v) = w.op.delete(&format!("/v1/gateways/{id}")).await;
     assert_eq!(s, reqwest::StatusCode::OK, "{v}");
@@ -638,7 +642,7 @@ async fn the_edge_drops_an_open_connection_whose_certificate_expired() {
         &w.code("alice", 0),
         &["--ttl", "10s"],
     );
-    let valid_before = issued["valid_before"].as_u64().unwrap();
+    let valid_before = read_as::<Issued>("login --json", issued).valid_before;
     trust_edge(home.path(), &b);
     let held = held_at_edge(home.path(), &b).await;
     assert!(
@@ -671,14 +675,11 @@ async fn a_revoked_gateway_loses_its_tunnel_and_its_sessions() {
     let mut first = [0u8; 7];
     std::io::Read::read_exact(open.stdout.as_mut().unwrap(), &mut first).unwrap();
     assert_eq!(&first, b"started");
-    let (_, gws) = w.op.get("/v1/clusters/acme-prod/gateways").await;
+    let gws: Vec<Gateway> = w.op.get_ok("/v1/clusters/acme-prod/gateways").await;
     let id = gws
-        .as_array()
-        .or_else(|| gws["gateways"].as_array())
-        .and_then(|l| l.first())
-        .and_then(|g| g["id"].as_str())
-        .unwrap_or_else(|| panic!("{gws}"))
-        .to_string();
+        .first()
+        .map(|g| g.id.clone())
+        .unwrap_or_else(|| panic!("{gws:?}"));
     let (s, v) = w.op.delete(&format!("/v1/gateways/{id}")).await;
     assert!(s.is_success(), "{v}");
     // The edge drops the tunnel within 5 s (it asks the broker every 2 s): the session ends.
@@ -769,13 +770,13 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         "{made:#?}"
     );
     let (s, v) =
-        w.op.post(
+        w.op.post_as::<TokenCreated>(
             "/v1/tokens",
             serde_json::json!({"name": "acme-jira", "role": "ticket_system", "customer": "acme"}),
         )
         .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let jira = w.op.with(v["token"].as_str().unwrap());
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v:?}");
+    let jira = w.op.with(&v.token);
     let ticket = |customer: &str, cluster: &str| serde_json::json!({"customer": customer, "cluster": cluster, "assignee": "alice", "status": "open"});
     assert!(
         jira.put("/v1/tickets/ACME-1", ticket("acme", "acme-prod"))
@@ -800,8 +801,8 @@ async fn a_customer_scoped_ticket_system_cannot_write_another_customers_tickets(
         .put("/v1/tickets/GLX-2", ticket("acme", "acme-prod"))
         .await;
     assert_eq!(s, reqwest::StatusCode::FORBIDDEN);
-    let (_, t) = w.op.get("/v1/tickets/GLX-2").await;
-    assert_eq!(t["customer"], "globex", "{t}");
+    let t: Ticket = w.op.get_ok("/v1/tickets/GLX-2").await;
+    assert_eq!(t.customer, "globex", "{t:?}");
     // Nor read it: the same answer as for a ticket that does not exist.
     assert_eq!(
         jira.get("/v1/tickets/GLX-2").await.0,
@@ -930,13 +931,13 @@ async fn guessing_is_bounded_per_user_per_address_and_across_replicas() {
     let alice = w.session("alice", 0).await;
     let (_, key) = engineer_key();
     let (s, cert) = alice
-        .post(
+        .post_as::<Issued>(
             "/v1/certificates",
             json!({"public_key": key, "ticket": "T-1"}),
         )
         .await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{cert}");
-    let grant = cert["grant"].as_str().unwrap().to_string();
+    assert_eq!(s, reqwest::StatusCode::OK, "{cert:?}");
+    let grant = cert.grant;
     let edge = w.op.with(&bastion::edge_token(&w).await);
     let valid: Vec<String> = (-2..=2).map(|o| w.code("alice", o)).collect();
     let wrong = ["000000", "111111", "222222", "333333", "444444"]
@@ -1347,8 +1348,12 @@ mod chains {
     use sallyport_audit::AuditRecord;
     use serde_json::{Value, json};
 
-    use super::support::broker::{Api, Dir, World, field_str, now, opt_str, signed_batch};
-    use sallyport_api::audit::AuditEntry;
+    use super::support::broker::{
+        Api, Dir, World, error_of, field_str, now, opt_str, read_as, signed_batch,
+    };
+    use sallyport_api::admin::TokenCreated;
+    use sallyport_api::audit::{AuditChain, AuditEntry};
+    use sallyport_api::gateways::{BatchStored, Enrolled, GatewayCreated};
 
     fn key(comment: &str) -> PrivateKey {
         sallyport_ca::keys::generate_ed25519(comment).unwrap()
@@ -1360,30 +1365,28 @@ mod chains {
 
     /// Create and enroll a gateway of acme-prod whose audit key is `audit`: (id, its caller).
     async fn gateway(w: &World, name: &str, audit: &PrivateKey) -> (String, Api) {
-        let (s, v) =
-            w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": name}))
-                .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = w
+            .op
+            .post_as::<GatewayCreated>("/v1/clusters/acme-prod/gateways", json!({"name": name}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v:?}");
         let (s, v) = w
             .anon
-            .post(
+            .post_as::<Enrolled>(
                 "/v1/gateways/enroll",
-                json!({"join_token": v["join_token"], "node_ca_public_key": line(&key("n")),
+                json!({"join_token": v.join_token, "node_ca_public_key": line(&key("n")),
                        "host_ca_public_key": line(&key("h")), "audit_public_key": line(audit)}),
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(s, StatusCode::OK, "{v:?}");
         assert_eq!(
-            v["audit_key_fingerprint"],
+            v.audit_key_fingerprint,
             audit
                 .public_key()
                 .fingerprint(russh::keys::ssh_key::HashAlg::Sha256)
                 .to_string()
         );
-        (
-            v["gateway"].as_str().unwrap().to_string(),
-            w.anon.with(v["credential"].as_str().unwrap()),
-        )
+        (v.gateway, w.anon.with(&v.credential))
     }
 
     /// `n` records of `source` after `prev`, of `kind` with `data`.
@@ -1421,10 +1424,7 @@ mod chains {
     }
 
     fn message(v: &Value) -> String {
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        error_of(v).message
     }
 
     // A leaked edge token cannot put a `command` (or anything with escape sequences in a subject
@@ -1433,10 +1433,10 @@ mod chains {
     async fn an_edge_token_cannot_write_a_command_event_or_escape_sequences() {
         let w = World::start(Dir::File(vec![])).await;
         let (s, v) =
-            w.op.post("/v1/tokens", json!({"name": "edge-x", "role": "edge"}))
+            w.op.post_as::<TokenCreated>("/v1/tokens", json!({"name": "edge-x", "role": "edge"}))
                 .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let edge = w.op.with(v["token"].as_str().unwrap());
+        assert_eq!(s, StatusCode::CREATED, "{v:?}");
+        let edge = w.op.with(&v.token);
         let k = key("edge audit");
         let source = "edge:edge-x";
         let post = |body: Value| {
@@ -1560,7 +1560,10 @@ mod chains {
         // The right key: stored.
         let (s, v) = post(signed_batch(&mine, &batch, None)).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["acknowledged_through"], 3);
+        assert_eq!(
+            read_as::<BatchStored>("a batch stored", v).acknowledged_through,
+            3
+        );
     }
 
     /// Rewrite record `seq` of `source` in the store (its command), and re-hash it and every
@@ -1688,11 +1691,11 @@ mod chains {
         {
             use sqlx::Connection;
             let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
-            let (_, chain) = w
+            let chain: AuditChain = w
                 .reviewer
-                .get(&format!("/v1/audit/chain?source={source}"))
+                .get_ok(&format!("/v1/audit/chain?source={source}"))
                 .await;
-            let last: AuditRecord = serde_json::from_value(chain["records"][5].clone()).unwrap();
+            let last: &AuditRecord = &chain.records[5];
             let sig = sallyport_ca::chainsig::sign_head(&forger, &source, 6, &last.hash).unwrap();
             sqlx::query("UPDATE audit_keys SET public_key = $1 WHERE source = $2")
                 .bind(line(&forger))
@@ -1735,14 +1738,14 @@ async fn a_revoked_edge_stops_serving() {
     use serde_json::json;
     let (w, port) = world_with_edge().await;
     let (s, v) =
-        w.op.post(
+        w.op.post_as::<TokenCreated>(
             "/v1/tokens",
             json!({"name": bastion::EDGE_NAME, "role": "edge"}),
         )
         .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let token = v["token"].as_str().unwrap().to_string();
-    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v:?}");
+    let token = v.token;
+    let id = v.id;
     let mut b =
         bastion::start_with_edge_token_and(&w, port, &token, "shutdown_grace_secs = 1\n").await;
     let home = tempfile::tempdir().unwrap();
