@@ -471,8 +471,19 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
     assert_eq!(field_str(&refused[0], "code"), "agent_forwarding_refused");
 }
 
-#[tokio::test]
-async fn approved_port_forwarding_reaches_the_target_from_the_node() {
+/// A world with an edge whose approval of support-l2 on acme-prod has `extra`, alice's open
+/// `ticket`, the bastion, and alice logged in for it (her home trusting the edge); then her
+/// `ssh -W` to the node's own sshd port through node1: what it printed and the target.
+async fn forward_on_ticket(
+    ticket: &str,
+    extra: Value,
+) -> (
+    World,
+    bastion::Bastion,
+    tempfile::TempDir,
+    String,
+    std::process::Output,
+) {
     let port = bastion::pick_edge_port();
     let w = World::start_with(
         Dir::Ldap {
@@ -481,22 +492,23 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
         &format!("edge_address = \"127.0.0.1:{port}\"\n"),
     )
     .await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &[LOGIN],
-        json!({"port_forwarding": true}),
-    )
-    .await;
-    w.ticket("SUP-7", "acme-prod", "alice", "open").await;
+    w.approve("acme-prod", "support-l2", &[LOGIN], extra).await;
+    w.ticket(ticket, "acme-prod", "alice", "open").await;
     let b = bastion::start(&w, port).await;
     let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-7");
+    login(&w, home.path(), "alice", ticket);
     trust_edge(home.path(), &b);
     let target = format!("127.0.0.1:{}", b.node.port());
     let out = Ssh::engineer(home.path())
         .args(["-W", &target, "node1.acme-prod"])
         .output();
+    (w, b, home, target, out)
+}
+
+#[tokio::test]
+async fn approved_port_forwarding_reaches_the_target_from_the_node() {
+    let (w, b, home, target, out) =
+        forward_on_ticket("SUP-7", json!({"port_forwarding": true})).await;
     // The node's sshd greets through the forward.
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("SSH-2.0-OpenSSH"),
@@ -530,30 +542,11 @@ async fn approved_port_forwarding_reaches_the_target_from_the_node() {
 /// comes back.
 #[tokio::test]
 async fn a_port_forward_in_a_moderated_session_is_refused_until_someone_watches() {
-    let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &[LOGIN],
+    let (w, _b, _home, _target, out) = forward_on_ticket(
+        "SUP-8",
         json!({"port_forwarding": true, "observer_required": true}),
     )
     .await;
-    w.ticket("SUP-8", "acme-prod", "alice", "open").await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    login(&w, home.path(), "alice", "SUP-8");
-    trust_edge(home.path(), &b);
-    let target = format!("127.0.0.1:{}", b.node.port());
-    let out = Ssh::engineer(home.path())
-        .args(["-W", &target, "node1.acme-prod"])
-        .output();
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("SSH-2.0"),
         "the forward reached the target with nobody watching: {}",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use sallyport_api::audit::AuditEntry;
 use support::bastion::{self, Bastion, ssh, trust_edge};
 use support::broker::*;
 use support::ssh::Ssh;
@@ -67,15 +67,15 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-async fn wait_events(w: &World, query: &str, n: usize) -> Vec<Value> {
-    w.wait_events(query, n).await
+async fn wait_events(w: &World, query: &str, n: usize) -> Vec<AuditEntry> {
+    w.wait_audit(query, n).await
 }
 
 /// The edge's events of `kind` at the broker, once there are `n`.
-async fn edge_events(w: &World, kind: &str, n: usize) -> Vec<Value> {
+async fn edge_events(w: &World, kind: &str, n: usize) -> Vec<AuditEntry> {
     let source = format!("edge:{}", bastion::EDGE_NAME);
     let ev = wait_events(w, &format!("kind={kind}&limit=1000"), n).await;
-    assert!(ev.iter().all(|e| e["source"] == source.as_str()), "{ev:#?}");
+    assert!(ev.iter().all(|e| e.source == source.as_str()), "{ev:#?}");
     ev
 }
 
@@ -112,27 +112,21 @@ async fn past_max_connections_an_engineer_is_told_why_is_audited_and_a_freed_slo
         b.edge.log_text()
     );
     // An audit event at the broker names who was refused.
-    let refused: Vec<Value> = edge_events(&w, "edge_refused", 1)
+    let refused: Vec<AuditEntry> = edge_events(&w, "edge_refused", 1)
         .await
         .into_iter()
-        .filter(|e| e["code"] == "edge_full")
+        .filter(|e| opt_str(e, "code") == Some("edge_full"))
         .collect();
     assert_eq!(refused.len(), 1, "{refused:#?}");
     let e = &refused[0];
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["cluster"], "acme-prod");
-    assert_eq!(e["login"], "alice");
-    assert_eq!(e["source_ip"], "127.0.0.1");
-    assert_eq!(e["max_connections"], 2);
-    assert!(
-        e["key_id"].as_str().unwrap().starts_with("sallyport:"),
-        "{e}"
-    );
-    assert!(
-        e["reason"].as_str().unwrap().contains("try again later"),
-        "{e}"
-    );
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(e.cluster.as_deref(), Some("acme-prod"));
+    assert_eq!(field_str(e, "login"), "alice");
+    assert_eq!(field_str(e, "source_ip"), "127.0.0.1");
+    assert_eq!(*field_of(e, "max_connections"), 2);
+    assert!(field_str(e, "key_id").starts_with("sallyport:"), "{e:?}");
+    assert!(field_str(e, "reason").contains("try again later"), "{e:?}");
 
     // The two sessions were not disturbed; when one ends, its slot serves a new connection.
     assert!(first.try_wait().unwrap().is_none());
@@ -203,12 +197,15 @@ async fn an_idle_connection_is_closed_with_a_message_and_an_active_one_is_not() 
     let ev = edge_events(&w, "edge_disconnected", 1).await;
     assert_eq!(ev.len(), 1, "{ev:#?}");
     let e = &ev[0];
-    assert_eq!(e["code"], "idle_timeout");
-    assert_eq!(e["engineer"], "alice");
-    assert_eq!(e["ticket"], "SUP-1234");
-    assert_eq!(e["cluster"], "acme-prod");
-    assert!(e["idle_secs"].as_u64().unwrap() >= idle_secs, "{e}");
-    assert!(e["reason"].as_str().unwrap().contains("no traffic"), "{e}");
+    assert_eq!(field_str(e, "code"), "idle_timeout");
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
+    assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(e.cluster.as_deref(), Some("acme-prod"));
+    assert!(
+        field_of(e, "idle_secs").as_u64().unwrap() >= idle_secs,
+        "{e:?}"
+    );
+    assert!(field_str(e, "reason").contains("no traffic"), "{e:?}");
 }
 
 #[tokio::test]
@@ -262,11 +259,11 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
         b.edge.log_text()
     );
     let started = edge_events(&w, "edge_shutdown", 1).await;
-    assert_eq!(started[0]["connections"], 1, "{started:#?}");
-    assert_eq!(started[0]["grace_secs"], grace);
+    assert_eq!(*field_of(&started[0], "connections"), 1, "{started:#?}");
+    assert_eq!(*field_of(&started[0], "grace_secs"), grace);
     let stopped = edge_events(&w, "edge_stopped", 1).await;
-    assert_eq!(stopped[0]["drained"], true, "{stopped:#?}");
-    assert_eq!(stopped[0]["disconnected"], 0);
+    assert_eq!(*field_of(&stopped[0], "drained"), true, "{stopped:#?}");
+    assert_eq!(*field_of(&stopped[0], "disconnected"), 0);
     assert!(edge_events(&w, "edge_disconnected", 0).await.is_empty());
 
     // 2. A session still open when the grace period ends is disconnected with a message, and
@@ -301,14 +298,17 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     );
     let stopped = edge_events(&w, "edge_stopped", 2).await;
     assert_eq!(stopped.len(), 2, "{stopped:#?}");
-    let last = stopped.iter().find(|e| e["drained"] == false).unwrap();
-    assert_eq!(last["disconnected"], 1, "{stopped:#?}");
+    let last = stopped
+        .iter()
+        .find(|e| *field_of(e, "drained") == false)
+        .unwrap();
+    assert_eq!(*field_of(last, "disconnected"), 1, "{stopped:#?}");
     let ev = edge_events(&w, "edge_disconnected", 1).await;
     assert_eq!(ev.len(), 1, "{ev:#?}");
-    assert_eq!(ev[0]["code"], "shutdown");
-    assert_eq!(ev[0]["engineer"], "alice");
-    assert_eq!(ev[0]["ticket"], "SUP-1234");
-    assert!(ev[0]["reason"].as_str().unwrap().contains("shutting down"));
+    assert_eq!(field_str(&ev[0], "code"), "shutdown");
+    assert_eq!(ev[0].engineer.as_deref(), Some("alice"));
+    assert_eq!(ev[0].ticket.as_deref(), Some("SUP-1234"));
+    assert!(field_str(&ev[0], "reason").contains("shutting down"));
 
     // 3. A second SIGTERM ends the grace period at once: the edge exits with status 1 while a
     // session that the grace period would have let run is still open.
@@ -388,14 +388,11 @@ async fn a_connection_that_does_not_log_in_in_time_is_closed_and_audited() {
     let e = edge_events(&w, "edge_refused", 1).await;
     let e = e
         .iter()
-        .find(|e| e["code"] == "login_timeout")
+        .find(|e| opt_str(e, "code") == Some("login_timeout"))
         .unwrap_or_else(|| panic!("{e:#?}"));
     assert!(
-        e["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not logged in within 4 s"),
-        "{e}"
+        field_str(e, "reason").contains("not logged in within 4 s"),
+        "{e:?}"
     );
     let out = alive.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&marker);

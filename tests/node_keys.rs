@@ -76,7 +76,7 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
     // The support registers node1's real key: it works, and nothing is pinned.
     let (ran, said) = try_touch(home.path(), &tag);
     assert!(ran, "{said}\n{}", b.gateway.log_text());
-    assert!(w.events("kind=node_key_pinned").await.is_empty());
+    assert!(w.audit("kind=node_key_pinned").await.is_empty());
 
     // Another key registered (the node shows its own): refused, nothing runs, audited.
     let (_, other) = engineer_key();
@@ -92,16 +92,16 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
             && said.contains(&node_fp),
         "{said}"
     );
-    let refused = w.wait_events("kind=node_key_refused", 1).await;
+    let refused = w.wait_audit("kind=node_key_refused", 1).await;
     let e = refused
         .iter()
-        .find(|e| e["code"] == "node_key_changed")
+        .find(|e| opt_str(e, "code") == Some("node_key_changed"))
         .unwrap_or_else(|| panic!("{refused:#?}"));
-    assert_eq!(e["fingerprint"], node_fp.as_str());
-    assert_eq!(e["expected"], json!([fingerprint(&other)]));
-    assert_eq!(e["expected_from"], "registered");
-    assert_eq!(e["node"], "node1");
-    assert_eq!(e["engineer"], "alice");
+    assert_eq!(field_str(e, "fingerprint"), node_fp.as_str());
+    assert_eq!(*field_of(e, "expected"), json!([fingerprint(&other)]));
+    assert_eq!(field_str(e, "expected_from"), "registered");
+    assert_eq!(e.node.as_deref(), Some("node1"));
+    assert_eq!(e.engineer.as_deref(), Some("alice"));
     // Even with trust on first use allowed, the registered key wins.
     set_node(&w, json!({"trust_on_first_use": true})).await;
     restart(&mut b);
@@ -123,11 +123,11 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
     // would be too.
     let start = std::time::Instant::now();
     let commands = loop {
-        let commands = w.events("kind=command").await;
+        let commands = w.audit("kind=command").await;
         let has = |t: &str| {
             commands
                 .iter()
-                .any(|c| c["command"].as_str().unwrap_or_default().contains(t))
+                .any(|c| c.command.as_deref().unwrap_or_default().contains(t))
         };
         if has(&last_tag) || start.elapsed() > std::time::Duration::from_secs(20) {
             assert!(has(&last_tag), "{commands:#?}");
@@ -136,8 +136,9 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(
-        commands.iter().all(|c| !c["command"]
-            .as_str()
+        commands.iter().all(|c| !c
+            .command
+            .as_deref()
             .unwrap_or_default()
             .contains(&refused_tag)),
         "the refused command was recorded as run"
@@ -162,11 +163,12 @@ async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use(
             && said.contains("sallyport admin node-update acme-prod node1 --host-key"),
         "{said}"
     );
-    let refused = w.wait_events("kind=node_key_refused", 1).await;
+    let refused = w.wait_audit("kind=node_key_refused", 1).await;
     assert!(
         refused
             .iter()
-            .any(|e| e["code"] == "no_registered_key" && e["fingerprint"] == node_fp.as_str()),
+            .any(|e| opt_str(e, "code") == Some("no_registered_key")
+                && opt_str(e, "fingerprint") == Some(node_fp.as_str())),
         "{refused:#?}"
     );
     let known = b.dir.path().join("gateway/data/known_nodes");
@@ -182,11 +184,11 @@ async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use(
     restart(&mut b);
     let (ran, said) = try_touch(home.path(), &tag);
     assert!(ran, "{said}\n{}", b.gateway.log_text());
-    let pinned = w.wait_events("kind=node_key_pinned", 1).await;
+    let pinned = w.wait_audit("kind=node_key_pinned", 1).await;
     assert_eq!(pinned.len(), 1, "{pinned:#?}");
-    assert_eq!(pinned[0]["fingerprint"], node_fp.as_str());
-    assert_eq!(pinned[0]["node"], "node1");
-    assert_eq!(pinned[0]["cluster"], "acme-prod");
+    assert_eq!(field_str(&pinned[0], "fingerprint"), node_fp.as_str());
+    assert_eq!(pinned[0].node.as_deref(), Some("node1"));
+    assert_eq!(pinned[0].cluster.as_deref(), Some("acme-prod"));
     assert!(
         std::fs::read_to_string(&known)
             .unwrap()
@@ -195,7 +197,7 @@ async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use(
     // The next connection uses the pin: no second pin.
     let (ran, said) = try_touch(home.path(), &tag);
     assert!(ran, "{said}");
-    assert_eq!(w.events("kind=node_key_pinned").await.len(), 1);
+    assert_eq!(w.audit("kind=node_key_pinned").await.len(), 1);
 
     // The node is replaced by another sshd (another host key) at the same name: refused.
     let node_ca = std::fs::read_to_string(b.dir.path().join("gateway/data/node_ca.pub")).unwrap();
@@ -209,14 +211,14 @@ async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use(
         said.contains("changed since it was trusted on first use") && said.contains(&node_fp),
         "{said}"
     );
-    let refused = w.wait_events("kind=node_key_refused", 2).await;
+    let refused = w.wait_audit("kind=node_key_refused", 2).await;
     let e = refused
         .iter()
-        .find(|e| e["code"] == "node_key_changed")
+        .find(|e| opt_str(e, "code") == Some("node_key_changed"))
         .unwrap_or_else(|| panic!("{refused:#?}"));
-    assert_eq!(e["fingerprint"], impostor_fp.as_str());
-    assert_eq!(e["expected"], json!([node_fp]));
-    assert_eq!(e["expected_from"], "pinned");
+    assert_eq!(field_str(e, "fingerprint"), impostor_fp.as_str());
+    assert_eq!(*field_of(e, "expected"), json!([node_fp]));
+    assert_eq!(field_str(e, "expected_from"), "pinned");
     assert!(
         !impostor.log().contains("Accepted"),
         "the gateway authenticated to the impostor: {}",
@@ -379,11 +381,12 @@ async fn host_keys_that_are_not_public_keys_are_refused_and_change_nothing() {
             ["application/json"]["schema"]["properties"]["host_keys"]
             .is_object()
     );
-    let updates = w.events("kind=admin_change").await;
+    let updates = w.audit("kind=admin_change").await;
     assert!(
         updates
             .iter()
-            .any(|e| e["action"] == "update_node" && e["node"] == "node9"),
+            .any(|e| opt_str(e, "action") == Some("update_node")
+                && e.node.as_deref() == Some("node9")),
         "{updates:#?}"
     );
 }
