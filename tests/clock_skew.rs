@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use sallyport_api::audit::AuditEntry;
 use support::bastion::{self, Bastion, moved_clock, ssh, trust_edge, world_with_edge};
 use support::broker::*;
 
@@ -41,7 +41,7 @@ async fn runs_and_is_recorded(w: &World, b: &Bastion, home: &Path, mark: &str) {
         b.gateway.log_text(),
         b.edge.log_text()
     );
-    let cmds = w.wait_events(&format!("kind=command&text={mark}"), 1).await;
+    let cmds = w.wait_audit(&format!("kind=command&text={mark}"), 1).await;
     assert_eq!(cmds.len(), 1, "{cmds:#?}");
 }
 
@@ -60,17 +60,12 @@ fn refused(b: &Bastion, home: &Path, mark: &str) -> String {
 }
 
 /// The one event of `kind` from `source_prefix` whose `code` is `code`, waiting for it.
-async fn refusal(w: &World, kind: &str, source_prefix: &str, code: &str) -> Value {
-    let events = w.wait_events(&format!("kind={kind}"), 1).await;
-    let of: Vec<&Value> = events
+async fn refusal(w: &World, kind: &str, source_prefix: &str, code: &str) -> AuditEntry {
+    let events = w.wait_audit(&format!("kind={kind}"), 1).await;
+    let of: Vec<&AuditEntry> = events
         .iter()
-        .filter(|e| {
-            e["source"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with(source_prefix)
-        })
-        .filter(|e| e["code"] == code)
+        .filter(|e| e.source.starts_with(source_prefix))
+        .filter(|e| opt_str(e, "code") == Some(code))
         .collect();
     assert!(!of.is_empty(), "no {kind} with code {code}: {events:#?}");
     of[0].clone()
@@ -105,13 +100,10 @@ async fn tunnel_refused_for_the_clocks(w: &World, b: &Bastion) {
     );
     let e = refusal(w, "edge_refused", "edge:", "gateway_certificate").await;
     assert!(
-        e["reason"]
-            .as_str()
-            .unwrap()
-            .contains("the gateway's clock is ahead of the edge's"),
-        "{e}"
+        field_str(&e, "reason").contains("the gateway's clock is ahead of the edge's"),
+        "{e:?}"
     );
-    assert_eq!(e["cluster"], "acme-prod", "{e}");
+    assert_eq!(e.cluster.as_deref(), Some("acme-prod"), "{e:?}");
 }
 
 #[tokio::test]
@@ -130,10 +122,10 @@ async fn a_gateway_clock_far_behind_refuses_the_certificate_and_says_check_the_c
     // began, and says why.
     let e = refusal(&w, "session_refused", "gateway:", "not_yet_valid").await;
     assert!(
-        e["reason"].as_str().unwrap().contains("check the clocks"),
-        "{e}"
+        field_str(&e, "reason").contains("check the clocks"),
+        "{e:?}"
     );
-    assert_eq!(e["key_ownership"], "not proven", "{e}");
+    assert_eq!(field_str(&e, "key_ownership"), "not proven", "{e:?}");
     let started = w.events("kind=session_started").await;
     assert!(started.is_empty(), "{started:#?}");
     assert!(
@@ -169,8 +161,8 @@ async fn an_edge_clock_far_behind_refuses_certificates_and_says_which_clock() {
     refused(&b, home.path(), "skew-edge-behind");
     let e = refusal(&w, "edge_refused", "edge:", "not_yet_valid").await;
     assert!(
-        e["reason"].as_str().unwrap().contains("check the clocks"),
-        "{e}"
+        field_str(&e, "reason").contains("check the clocks"),
+        "{e:?}"
     );
     assert!(w.events("kind=session_started").await.is_empty());
     assert!(!b.node.log().contains("Accepted"), "{}", b.node.log());

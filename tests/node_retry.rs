@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::bastion::{self, Bastion, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, Bastion, ssh};
 use support::broker::*;
 
 /// A TCP front on 127.0.0.1 for the node's sshd: its first `drop_first` connections are closed
@@ -98,11 +98,7 @@ const RETRY_LINE: &str = "the node dropped the connection before the SSH handsha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = bastion::alice_through_edge("").await;
     let tag = format!("/tmp/sp-node-retry-{}", std::process::id());
 
     // The first three connections are dropped: the fourth gets through, the session runs.
@@ -115,7 +111,7 @@ async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
     assert_eq!(log.matches(RETRY_LINE).count(), 3, "{log}");
     assert!(log.contains("attempt=3"), "{log}");
     assert!(
-        w.events("kind=node_unreachable&ticket=SUP-1234")
+        w.audit("kind=node_unreachable&ticket=SUP-1234")
             .await
             .is_empty()
     );
@@ -132,15 +128,13 @@ async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
     );
     assert_eq!(wall.connections(), 5);
     let ev = w
-        .wait_events("kind=node_unreachable&ticket=SUP-1234", 1)
+        .wait_audit("kind=node_unreachable&ticket=SUP-1234", 1)
         .await;
     assert_eq!(ev.len(), 1, "{ev:#?}");
-    assert_eq!(ev[0]["code"], "unreachable");
-    assert_eq!(ev[0]["attempts"], 5);
+    assert_eq!(field_str(&ev[0], "code"), "unreachable");
+    assert_eq!(*field_of(&ev[0], "attempts"), 5);
     assert!(
-        ev[0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("(5 attempts)")),
+        opt_str(&ev[0], "reason").is_some_and(|r| r.contains("(5 attempts)")),
         "{ev:#?}"
     );
     assert_eq!(b.gateway.log_text().matches(RETRY_LINE).count(), 4);
@@ -148,11 +142,7 @@ async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_host_key_is_not_tried_again() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = bastion::alice_through_edge("").await;
     let tag = format!("/tmp/sp-node-noretry-{}", std::process::id());
 
     // Every connection gets through to the node, which shows a key other than the registered.
@@ -164,14 +154,14 @@ async fn a_refused_host_key_is_not_tried_again() {
     assert!(said.contains("is not the one registered for it"), "{said}");
     assert_eq!(front.connections(), 1);
     let refused = w
-        .wait_events("kind=node_key_refused&ticket=SUP-1234", 1)
+        .wait_audit("kind=node_key_refused&ticket=SUP-1234", 1)
         .await;
     assert_eq!(refused.len(), 1, "{refused:#?}");
-    assert_eq!(refused[0]["code"], "node_key_changed");
+    assert_eq!(field_str(&refused[0], "code"), "node_key_changed");
     let log = b.gateway.log_text();
     assert!(!log.contains(RETRY_LINE), "{log}");
     assert!(
-        w.events("kind=node_unreachable&ticket=SUP-1234")
+        w.audit("kind=node_unreachable&ticket=SUP-1234")
             .await
             .is_empty()
     );

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use sallyport_api::audit::AuditEntry;
+use support::broker::{field_of, field_str, opt_str};
 use support::deploy::{Deployment, Extra, sp, text};
 
 fn hup(pid: u32) {
@@ -30,7 +31,7 @@ fn set(d: &Deployment, name: &str, line: &str) {
 }
 
 /// The audit events of `kind` (newest first), waiting until there are at least `n`.
-fn events(d: &Deployment, kind: &str, n: usize) -> Vec<Value> {
+fn events(d: &Deployment, kind: &str, n: usize) -> Vec<AuditEntry> {
     let env: &[(&str, &str)] = &[
         ("SALLYPORT_BROKER", &d.broker.url),
         ("SALLYPORT_TOKEN", &d.operator_token),
@@ -43,7 +44,7 @@ fn events(d: &Deployment, kind: &str, n: usize) -> Vec<Value> {
             &["audit", "search", "--kind", kind, "--json"],
             "",
         );
-        let found: Vec<Value> = text(&out)
+        let found: Vec<AuditEntry> = text(&out)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
@@ -100,25 +101,25 @@ async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_con
     hup(d.broker.pid());
     let reloaded = events(&d, "admin_change", 0)
         .into_iter()
-        .filter(|e| e["action"] == "config_reloaded")
+        .filter(|e| opt_str(e, "action") == Some("config_reloaded"))
         .count();
     let began = Instant::now();
     let event = loop {
-        let found: Vec<Value> = events(&d, "admin_change", 1)
+        let found: Vec<AuditEntry> = events(&d, "admin_change", 1)
             .into_iter()
-            .filter(|e| e["action"] == "config_reloaded")
+            .filter(|e| opt_str(e, "action") == Some("config_reloaded"))
             .collect();
         if found.len() > reloaded || began.elapsed() > Duration::from_secs(30) {
             break found.into_iter().next().expect("no config_reloaded event");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let target = event["target"].as_str().unwrap();
+    let target = field_str(&event, "target");
     assert!(
         target.contains("needs a restart: max_body_bytes"),
-        "{event}"
+        "{event:?}"
     );
-    assert_eq!(event["by"], "operator (SIGHUP)", "{event}");
+    assert_eq!(field_str(&event, "by"), "operator (SIGHUP)", "{event:?}");
     let (ok, said) = login(&d, "alice-rotated-password-2", 0);
     assert!(
         ok,
@@ -130,9 +131,9 @@ async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_con
     hup(d.broker.pid());
     let began = Instant::now();
     let refused = loop {
-        let found: Vec<Value> = events(&d, "admin_change", 1)
+        let found: Vec<AuditEntry> = events(&d, "admin_change", 1)
             .into_iter()
-            .filter(|e| e["action"] == "config_reload_refused")
+            .filter(|e| opt_str(e, "action") == Some("config_reload_refused"))
             .collect();
         if !found.is_empty() || began.elapsed() > Duration::from_secs(30) {
             break found
@@ -143,8 +144,8 @@ async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_con
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(
-        refused["target"].as_str().unwrap().contains("broker.toml"),
-        "{refused}"
+        field_str(&refused, "target").contains("broker.toml"),
+        "{refused:?}"
     );
     assert!(
         d.broker.log_text().contains("config not reloaded"),
@@ -234,9 +235,9 @@ async fn the_edge_and_the_gateway_take_new_limits_on_sighup_and_refuse_a_broken_
         .next()
         .expect("no edge_config_reloaded event");
     assert_eq!(
-        event["applied"],
+        *field_of(&event, "applied"),
         serde_json::json!(["max_forwards_per_connection"]),
-        "{event}"
+        "{event:?}"
     );
     assert_eq!(forwards(&d, &home, 3).await, 1);
 
@@ -252,14 +253,14 @@ async fn the_edge_and_the_gateway_take_new_limits_on_sighup_and_refuse_a_broken_
         .next()
         .expect("no gateway_config_reloaded event");
     assert_eq!(
-        event["applied"],
+        *field_of(&event, "applied"),
         serde_json::json!(["max_sessions_per_engineer"]),
-        "{event}"
+        "{event:?}"
     );
     assert_eq!(
-        event["needs_restart"],
+        *field_of(&event, "needs_restart"),
         serde_json::json!(["recording_retention_secs"]),
-        "{event}"
+        "{event:?}"
     );
     let mut first = ssh(&home, "echo first-up; sleep 30").spawn().unwrap();
     let began = Instant::now();
@@ -296,11 +297,8 @@ async fn the_edge_and_the_gateway_take_new_limits_on_sighup_and_refuse_a_broken_
         "no edge_config_reload_refused event"
     );
     assert!(
-        edge_refused[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("edge.toml"),
-        "{}",
+        field_str(&edge_refused[0], "reason").contains("edge.toml"),
+        "{:?}",
         edge_refused[0]
     );
     let gw_refused = events(&d, "gateway_config_reload_refused", 1);
@@ -309,11 +307,8 @@ async fn the_edge_and_the_gateway_take_new_limits_on_sighup_and_refuse_a_broken_
         "no gateway_config_reload_refused event"
     );
     assert!(
-        gw_refused[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("broker: "),
-        "{}",
+        field_str(&gw_refused[0], "reason").starts_with("broker: "),
+        "{:?}",
         gw_refused[0]
     );
     assert_eq!(forwards(&d, &home, 3).await, 1);
