@@ -1389,6 +1389,21 @@ mod chains {
         (v.gateway, w.anon.with(&v.credential))
     }
 
+    /// Gateway gw1 of acme-prod, its audit key `k`: its chain's source, its caller, and `n`
+    /// records of `command` run in alice's session s-1, to be sent.
+    async fn gw1_with_commands(
+        w: &World,
+        k: &PrivateKey,
+        n: usize,
+        command: &str,
+    ) -> (String, Api, Vec<AuditRecord>) {
+        let (id, gw) = gateway(w, "gw1", k).await;
+        let source = format!("gateway:{id}");
+        let data = json!({"cluster": "acme-prod", "session": "s-1", "engineer": "alice", "command": command});
+        let records = records(&source, None, n, "command", data);
+        (source, gw, records)
+    }
+
     /// `n` records of `source` after `prev`, of `kind` with `data`.
     fn records(
         source: &str,
@@ -1517,15 +1532,7 @@ mod chains {
     async fn a_batch_with_a_bad_signature_or_signed_by_another_key_is_refused() {
         let w = World::start(Dir::File(vec![])).await;
         let mine = key("gateway audit");
-        let (id, gw) = gateway(&w, "gw1", &mine).await;
-        let source = format!("gateway:{id}");
-        let batch = records(
-            &source,
-            None,
-            3,
-            "command",
-            json!({"cluster": "acme-prod", "session": "s-1", "engineer": "alice", "command": "id"}),
-        );
+        let (source, gw, batch) = gw1_with_commands(&w, &mine, 3, "id").await;
         let thief = key("someone else");
         let post = |body: Value| {
             let gw = gw.clone();
@@ -1637,15 +1644,7 @@ mod chains {
     async fn a_tampered_gateway_record_with_a_valid_hash_but_no_valid_signature_is_reported() {
         let w = World::start(Dir::File(vec![])).await;
         let k = key("gateway audit");
-        let (id, gw) = gateway(&w, "gw1", &k).await;
-        let source = format!("gateway:{id}");
-        let all = records(
-            &source,
-            None,
-            6,
-            "command",
-            json!({"cluster": "acme-prod", "session": "s-1", "engineer": "alice", "command": "uptime"}),
-        );
+        let (source, gw, all) = gw1_with_commands(&w, &k, 6, "uptime").await;
         for part in [&all[..3], &all[3..]] {
             let (s, v) = gw
                 .post("/v1/audit/records", signed_batch(&k, part, None))

@@ -283,41 +283,20 @@ async fn scp_and_sftp_move_20_mb_intact_and_are_recorded() {
         if classic {
             cmd.arg("-O");
         }
-        cmd.args([from, to]).output().unwrap()
+        let out = cmd.args([from, to]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let up = scp(
-        true,
-        src.to_str().unwrap(),
-        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
-    );
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let remote = format!("node1.acme-prod:{remote_dir}/via-scp.bin");
+    scp(true, src.to_str().unwrap(), &remote);
     let back = work.path().join("back-scp.bin");
-    let down = scp(
-        true,
-        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
-        back.to_str().unwrap(),
-    );
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    scp(true, &remote, back.to_str().unwrap());
     assert_eq!(sha256_file(&back), want);
     let back_modern = work.path().join("back-scp-sftp.bin");
-    let down = scp(
-        false,
-        &format!("node1.acme-prod:{remote_dir}/via-scp.bin"),
-        back_modern.to_str().unwrap(),
-    );
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    scp(false, &remote, back_modern.to_str().unwrap());
     assert_eq!(sha256_file(&back_modern), want);
 
     // sftp up and down.

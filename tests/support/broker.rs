@@ -930,14 +930,11 @@ impl World {
     /// The events matching `query` once there are at least `n` (shipped from spools), or what
     /// there is after 20 s; typed.
     pub async fn wait_audit(&self, query: &str, n: usize) -> Vec<AuditEntry> {
-        let start = std::time::Instant::now();
-        loop {
-            let ev = self.audit(query).await;
-            if ev.len() >= n || start.elapsed() > std::time::Duration::from_secs(20) {
-                return ev;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        let events = self.wait_events(query, n).await;
+        events
+            .into_iter()
+            .map(|v| read_as("an audit event", v))
+            .collect()
     }
 }
 
