@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
 use support::bastion::{self, Bastion, trust_edge, world_with_edge};
 use support::broker::*;
 use support::ssh::Ssh;
@@ -68,14 +68,14 @@ fn wait_file(p: &Path) -> bool {
 }
 
 /// The `command` events at the broker whose text names `needle`, waiting for one.
-async fn commands_naming(w: &World, needle: &str) -> Vec<Value> {
+async fn commands_naming(w: &World, needle: &str) -> Vec<AuditEntry> {
     let start = Instant::now();
     loop {
-        let found: Vec<Value> = w
-            .events("kind=command&ticket=SUP-1234&limit=1000")
+        let found: Vec<AuditEntry> = w
+            .audit("kind=command&ticket=SUP-1234&limit=1000")
             .await
             .into_iter()
-            .filter(|e| e["command"].as_str().is_some_and(|c| c.contains(needle)))
+            .filter(|e| e.command.as_deref().is_some_and(|c| c.contains(needle)))
             .collect();
         if !found.is_empty() || start.elapsed() > Duration::from_secs(20) {
             return found;
@@ -86,7 +86,7 @@ async fn commands_naming(w: &World, needle: &str) -> Vec<Value> {
 
 /// The rule of the suite: the marker ran and is a command event (returned), or it did not run
 /// and the engineer was told why (`said`).
-async fn recorded_or_refused(w: &World, m: &Path, said: &str) -> Option<Value> {
+async fn recorded_or_refused(w: &World, m: &Path, said: &str) -> Option<AuditEntry> {
     let name = m.file_name().unwrap().to_str().unwrap().to_string();
     if wait_file(m) {
         let _ = std::fs::remove_file(m);
@@ -151,7 +151,7 @@ async fn commands_written_to_an_interpreter_on_stdin_are_command_events() {
         let ev = recorded_or_refused(&s.w, &m, &text(&out))
             .await
             .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
-        assert_eq!(ev["via"], "stdin", "{program}: {ev}");
+        assert_eq!(field_str(&ev, "via"), "stdin", "{program}: {ev:?}");
     }
 }
 
@@ -163,15 +163,15 @@ async fn a_shell_without_a_pty_records_every_line_it_reads() {
     let script = format!("echo one\ntouch {}\nexit 0\n", m.display());
     let out = ssh_with_stdin(s.home.path(), &["-T", "node1.acme-prod"], script.as_bytes());
     let ev = recorded_or_refused(&s.w, &m, &text(&out)).await.unwrap();
-    assert_eq!(ev["via"], "stdin", "{ev}");
+    assert_eq!(field_str(&ev, "via"), "stdin", "{ev:?}");
     // Its stdin and output are in its recording.
-    let session = ev["session"].as_str().unwrap();
+    let session = ev.session.as_deref().unwrap();
     let done =
-        s.w.wait_events(&format!("kind=output_recorded&session={session}"), 1)
+        s.w.wait_audit(&format!("kind=output_recorded&session={session}"), 1)
             .await;
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0]["input_bytes"], script.len());
-    let id = done[0]["recording"].as_str().unwrap().to_string();
+    assert_eq!(*field_of(&done[0], "input_bytes"), script.len());
+    let id = field_str(&done[0], "recording").to_string();
     let cast = s.w.fetch_recording(&id).await;
     assert!(cast.contains(&format!("touch {}", m.display())), "{cast}");
     assert!(cast.contains("one"), "{cast}");
@@ -298,9 +298,9 @@ async fn a_continued_line_is_one_command() {
     });
     let ev = recorded_or_refused(&s.w, &m, &screen).await.unwrap();
     assert_eq!(
-        ev["command"],
-        format!("echo epsilon-5 > {}", m.display()),
-        "one command, as bash ran it: {ev}"
+        ev.command,
+        Some(format!("echo epsilon-5 > {}", m.display())),
+        "one command, as bash ran it: {ev:?}"
     );
 }
 
@@ -323,30 +323,27 @@ async fn environment_requests_are_audited_and_only_the_allowlist_passes() {
         "{}",
         text(&out)
     );
-    let passed = s.w.wait_events("kind=env&ticket=SUP-1234", 1).await;
+    let passed = s.w.wait_audit("kind=env&ticket=SUP-1234", 1).await;
     assert_eq!(
         passed.len(),
         1,
         "{:#?}\n{}",
-        s.w.events("ticket=SUP-1234&limit=1000").await,
+        s.w.audit("ticket=SUP-1234&limit=1000").await,
         s.b.gateway.log_text()
     );
-    assert_eq!(passed[0]["env_name"], "LANG");
-    assert_eq!(passed[0]["value"], "C.UTF-8");
+    assert_eq!(field_str(&passed[0], "env_name"), "LANG");
+    assert_eq!(field_str(&passed[0], "value"), "C.UTF-8");
     let refused =
-        s.w.wait_events("kind=channel_refused&ticket=SUP-1234", 3)
+        s.w.wait_audit("kind=channel_refused&ticket=SUP-1234", 3)
             .await;
     let mut names: Vec<&str> = refused
         .iter()
-        .filter(|e| e["request"] == "env")
-        .map(|e| e["env_name"].as_str().unwrap())
+        .filter(|e| opt_str(e, "request") == Some("env"))
+        .map(|e| field_str(e, "env_name"))
         .collect();
     names.sort();
     assert_eq!(names, ["BASH_FUNC_ls%%", "EDITOR_THEME", "PROMPT_COMMAND"]);
-    let codes: Vec<&str> = refused
-        .iter()
-        .map(|e| e["code"].as_str().unwrap())
-        .collect();
+    let codes: Vec<&str> = refused.iter().map(|e| field_str(e, "code")).collect();
     assert!(codes.contains(&"environment_not_allowed"), "{codes:?}");
     assert!(codes.contains(&"environment_not_allowlisted"), "{codes:?}");
 }
@@ -362,7 +359,7 @@ async fn gateway_files_are_private_and_delivered_recordings_are_removed() {
         "{}",
         text(&out)
     );
-    s.w.wait_events("kind=recording_finished&ticket=SUP-1234", 1)
+    s.w.wait_audit("kind=recording_finished&ticket=SUP-1234", 1)
         .await;
     let data = s.b.dir.path().join("gateway/data");
     // Delivered recordings are deleted from the gateway.
@@ -440,7 +437,7 @@ async fn a_flood_of_mode_switches_leaves_shipping_working() {
     recorded_or_refused(&s.w, &m, &text(&out)).await.unwrap();
     // The switches were counted, not written one by one.
     let switches =
-        s.w.events("kind=full_screen&ticket=SUP-1234&limit=10000")
+        s.w.audit("kind=full_screen&ticket=SUP-1234&limit=10000")
             .await;
     assert!(
         switches.len() <= 100,
@@ -492,18 +489,18 @@ async fn an_sftp_server_run_by_exec_is_parsed_and_policed_like_sftp() {
     let out = sftp();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sha256(&std::fs::read(&back).unwrap()), want);
-    let started =
-        s.w.wait_events("kind=sftp_started&ticket=SUP-1234", 1)
-            .await;
-    assert_eq!(started[0]["via"], "exec", "{started:?}");
+    let started = s.w.wait_audit("kind=sftp_started&ticket=SUP-1234", 1).await;
+    assert_eq!(field_str(&started[0], "via"), "exec", "{started:?}");
     // The write's and the read's file_op events, in whatever order they reach the broker.
-    let has = |ops: &[Value], field: &str| {
-        ops.iter()
-            .any(|e| e["op"]["path"] == remote.as_str() && e["op"][field] == want.as_str())
+    let has = |ops: &[AuditEntry], field: &str| {
+        ops.iter().any(|e| {
+            let op = field_of(e, "op");
+            op["path"] == remote.as_str() && op[field] == want.as_str()
+        })
     };
     let began = Instant::now();
     let ops = loop {
-        let ops = s.w.wait_events("kind=file_op&ticket=SUP-1234", 3).await;
+        let ops = s.w.wait_audit("kind=file_op&ticket=SUP-1234", 3).await;
         if (has(&ops, "sha256_written") && has(&ops, "sha256_read"))
             || began.elapsed() > Duration::from_secs(20)
         {
@@ -536,10 +533,12 @@ async fn an_sftp_server_run_by_exec_is_parsed_and_policed_like_sftp() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let refused =
-        s.w.wait_events("kind=channel_refused&ticket=SUP-1234", 1)
+        s.w.wait_audit("kind=channel_refused&ticket=SUP-1234", 1)
             .await;
     assert!(
-        refused.iter().any(|e| e["code"] == "customer:acme_no_sftp"),
+        refused
+            .iter()
+            .any(|e| opt_str(e, "code") == Some("customer:acme_no_sftp")),
         "{refused:#?}"
     );
     let out = ssh_with_stdin(
@@ -584,7 +583,7 @@ async fn five_thousand_records_queued_in_a_broker_outage_all_arrive() {
                 .get("/v1/audit/events?kind=command&ticket=SUP-1234&limit=10000")
                 .await;
         let n = if st.is_success() {
-            v["events"].as_array().unwrap().len()
+            read_as::<AuditEvents>("an audit page", v).events.len()
         } else {
             0
         };
@@ -618,20 +617,18 @@ async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is
         t.wait(PROMPT, 3);
     });
     let ev = recorded_or_refused(&s.w, &m, &screen).await.unwrap();
-    let session = ev["session"].as_str().unwrap().to_string();
+    let session = ev.session.as_deref().unwrap().to_string();
     let hidden =
-        s.w.wait_events(&format!("kind=input_hidden&session={session}"), 1)
+        s.w.wait_audit(&format!("kind=input_hidden&session={session}"), 1)
             .await;
     assert_eq!(hidden.len(), 1, "{hidden:#?}");
     // Nowhere in the audit log, nowhere in the recording.
-    let all = s.w.events(&format!("session={session}&limit=1000")).await;
+    let all = s.w.audit(&format!("session={session}&limit=1000")).await;
     assert!(!serde_json::to_string(&all).unwrap().contains(&secret));
     let fin =
-        s.w.wait_events(&format!("kind=recording_finished&session={session}"), 1)
+        s.w.wait_audit(&format!("kind=recording_finished&session={session}"), 1)
             .await;
-    let cast =
-        s.w.fetch_recording(fin[0]["recording"].as_str().unwrap())
-            .await;
+    let cast = s.w.fetch_recording(field_str(&fin[0], "recording")).await;
     assert!(!cast.contains(&secret), "the secret is in the recording");
     assert!(cast.contains("touch"), "{cast}");
 }
@@ -689,14 +686,14 @@ async fn a_program_left_running_when_the_engineer_drops_the_connection_is_ended_
         assert!(wait_file(&m), "{tag}: {}", s.b.gateway.log_text());
         let _ = std::fs::remove_file(&m);
         let started =
-            s.w.wait_events(
+            s.w.wait_audit(
                 "kind=session_started&ticket=SUP-1234&limit=100",
                 seen.len() + 1,
             )
             .await;
         let session = started
             .iter()
-            .filter_map(|e| e["session"].as_str())
+            .filter_map(|e| e.session.as_deref())
             .find(|id| !seen.iter().any(|s| s == id))
             .unwrap()
             .to_string();
@@ -714,13 +711,13 @@ async fn a_program_left_running_when_the_engineer_drops_the_connection_is_ended_
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let fin =
-            s.w.wait_events(&format!("kind=recording_finished&session={session}"), 1)
+            s.w.wait_audit(&format!("kind=recording_finished&session={session}"), 1)
                 .await;
-        let recording = fin[0]["recording"].as_str().unwrap();
-        s.w.wait_events(&format!("kind=recording_stored&session={recording}"), 1)
+        let recording = field_str(&fin[0], "recording");
+        s.w.wait_audit(&format!("kind=recording_stored&session={recording}"), 1)
             .await;
         let ended =
-            s.w.wait_events(&format!("kind=session_ended&session={session}"), 1)
+            s.w.wait_audit(&format!("kind=session_ended&session={session}"), 1)
                 .await;
         assert_eq!(ended.len(), 1);
     }
