@@ -19,6 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use sallyport_api::audit::AuditEntry;
 use serde_json::{Value, json};
 use support::bastion::{self, Bastion, LOGIN, ssh, trust_edge, world_with_edge};
 use support::broker::*;
@@ -145,16 +146,19 @@ impl Drop for Shell {
 async fn session_commands(w: &World, first: &str, n: usize) -> (String, Vec<String>) {
     let start = Instant::now();
     loop {
-        let events = w.events("kind=command&limit=10000").await;
+        let events = w.audit("kind=command&limit=10000").await;
         let session = events
             .iter()
-            .find(|e| e["command"].as_str().map(str::trim_end) == Some(first))
-            .map(|e| e["session"].as_str().unwrap().to_string());
+            .find(|e| e.command.as_deref().map(str::trim_end) == Some(first))
+            .map(|e| e.session.clone().unwrap());
         if let Some(session) = session {
             let cmds: Vec<String> = events
                 .iter()
-                .filter(|e| e["session"] == session.as_str() && e["via"] == "interactive")
-                .map(|e| e["command"].as_str().unwrap().trim_end().to_string())
+                .filter(|e| {
+                    e.session.as_deref() == Some(session.as_str())
+                        && opt_str(e, "via") == Some("interactive")
+                })
+                .map(|e| e.command.as_deref().unwrap().trim_end().to_string())
                 .collect();
             if cmds.len() >= n || start.elapsed() > Duration::from_secs(30) {
                 return (session, cmds);
@@ -479,12 +483,12 @@ async fn recorded_once_and_ended(
     shell: &Shell,
     cmds: &[String],
     session: &str,
-) -> Value {
+) -> AuditEntry {
     assert_eq!(cmds, shell.typed, "{}", b.gateway.log_text());
     all_recorded_once(shell, cmds);
     node_saw_one_login(b, session);
     let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
+        .wait_audit(&format!("kind=session_ended&session={session}"), 1)
         .await;
     assert_eq!(ended.len(), 1, "{ended:#?}\n{}", b.gateway.log_text());
     ended[0].clone()
@@ -600,14 +604,14 @@ async fn an_hour_without_the_broker_loses_no_command() {
     // most of an hour after the first of the session (libfaketime may still have held the
     // previous step's offset).
     let events = w
-        .events(&format!("kind=command&session={session}&limit=1000"))
+        .audit(&format!("kind=command&session={session}&limit=1000"))
         .await;
     let at = |word: &str| {
         let e = events
             .iter()
-            .find(|e| e["command"].as_str().unwrap_or_default().contains(word))
+            .find(|e| e.command.as_deref().unwrap_or_default().contains(word))
             .unwrap_or_else(|| panic!("no command with {word}: {events:#?}"));
-        humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap()
+        humantime::parse_rfc3339(&e.time).unwrap()
     };
     let apart = at("minute-60").duration_since(at("before-1")).unwrap();
     assert!(apart >= Duration::from_secs(50 * 60), "{apart:?}");
@@ -695,13 +699,15 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
     // The cut session has its end too, written by the restarted gateway, once.
     let ended = recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
-    assert_eq!(ended["ended_at_restart"], true, "{ended:#?}");
-    let recovered = w.wait_events("kind=recording_recovered", 1).await;
+    assert_eq!(*field_of(&ended, "ended_at_restart"), true, "{ended:#?}");
+    let recovered = w.wait_audit("kind=recording_recovered", 1).await;
     assert!(
-        recovered.iter().any(|e| e["session"] == session.as_str()),
+        recovered
+            .iter()
+            .any(|e| e.session.as_deref() == Some(session.as_str())),
         "{recovered:#?}"
     );
-    assert_eq!(ended["engineer"], "alice", "{ended:#?}");
+    assert_eq!(ended.engineer.as_deref(), Some("alice"), "{ended:#?}");
 
     let out = ssh(
         home.path(),
@@ -755,7 +761,11 @@ async fn a_cut_tunnel_ends_the_session_recorded_and_comes_back_by_itself() {
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
     let ended = recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
     // Written by the gateway that kept running, not at a restart.
-    assert_eq!(ended["ended_at_restart"], Value::Null, "{ended:#?}");
+    assert_eq!(
+        *field_of(&ended, "ended_at_restart"),
+        Value::Null,
+        "{ended:#?}"
+    );
     assert!(
         wait_for(|| b.gateway.log_text().matches("tunnel up").count() >= 2),
         "the tunnel did not come back: {}",
@@ -844,7 +854,7 @@ async fn a_killed_store_fails_closed_and_the_spool_delivers_once_it_is_back() {
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
     eprintln!("login with the store down: {s} after {:?}", asked.elapsed());
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    let message = v["error"]["message"].as_str().unwrap_or_default();
+    let message = error_of(&v).message;
     assert!(message.contains("store"), "{v}");
     assert!(v.get("token").is_none(), "{v}");
     let (s, v) = ask_certificate(&alice).await;
@@ -900,10 +910,7 @@ async fn a_killed_directory_fails_closed_and_the_broker_uses_it_again_when_back(
     ldap.kill9();
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("LDAP"),
-        "{v}"
-    );
+    assert!(error_of(&v).message.contains("LDAP"), "{v}");
     assert!(v.get("token").is_none(), "{v}");
     let (s, v) = ask_certificate(&alice).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
@@ -920,9 +927,11 @@ async fn a_killed_directory_fails_closed_and_the_broker_uses_it_again_when_back(
     let (out, home) = cli_login(&w, &w.code("alice", 1));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(home.path().read_dir().unwrap().count() > 0);
-    let refused = w.events("kind=login_failed&engineer=alice").await;
+    let refused = w.audit("kind=login_failed&engineer=alice").await;
     assert!(
-        refused.iter().any(|e| e["code"] == "directory_unavailable"),
+        refused
+            .iter()
+            .any(|e| opt_str(e, "code") == Some("directory_unavailable")),
         "{refused:#?}"
     );
     verify_chains(&w);
