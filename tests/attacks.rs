@@ -555,12 +555,7 @@ async fn a_totp_secret_planted_in_clear_is_refused_after_a_restart() {
 // An open connection to the edge does not outlive its certificate's revocation.
 #[tokio::test]
 async fn the_edge_drops_an_open_connection_whose_certificate_is_revoked() {
-    let (w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_audited_edge().await;
     let held = held_at_edge(home.path(), &b).await;
     let (s, v) =
         w.op.post(
@@ -663,12 +658,7 @@ async fn the_edge_drops_an_open_connection_whose_certificate_expired() {
 // end, and it cannot come back.
 #[tokio::test]
 async fn a_revoked_gateway_loses_its_tunnel_and_its_sessions() {
-    let (w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_through_audited_edge().await;
     let mut open = ssh_cmd(home.path());
     open.args(["node1.acme-prod", "echo started; sleep 60"]);
     let mut open = spawn(open);

@@ -1788,12 +1788,7 @@ async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
 /// a live tunnel is `gateway_refused`, not `no_tunnel`.
 #[tokio::test]
 async fn an_unknown_node_is_refused_by_the_gateway_not_reported_as_no_tunnel() {
-    let (w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_through_audited_edge().await;
     let out = ssh(home.path(), &["ghost.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
     // The engineer reads why, not only "connect failed".

@@ -11,18 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use sallyport_api::audit::AuditEntry;
-use support::bastion::{self, Bastion, moved_clock, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, Bastion, moved_clock, ssh};
 use support::broker::*;
 
 /// Alice logged in for SUP-1234, through an edge and a gateway (on the machine's clock).
 async fn logged_in() -> (World, Bastion, tempfile::TempDir) {
-    let (w, port) = world_with_edge().await;
-    // The edge with its token: its refusals go to the audit log.
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_audited_edge().await;
     (w, b, home)
 }
 

@@ -436,8 +436,24 @@ pub async fn alice_through_edge(gateway_extra: &str) -> (World, Bastion, tempfil
     if !gateway_extra.is_empty() {
         b.reconfigure_gateway(gateway_extra);
     }
+    let home = alice_home(&w, &b);
+    (w, b, home)
+}
+
+/// [`alice_through_edge`] with the edge holding its own token ([`edge_token`]), so that its
+/// refusals go to the audit log.
+pub async fn alice_through_audited_edge() -> (World, Bastion, tempfile::TempDir) {
+    let (w, port) = world_with_edge().await;
+    let token = edge_token(&w).await;
+    let b = start_with_edge_token(&w, port, &token).await;
+    let home = alice_home(&w, &b);
+    (w, b, home)
+}
+
+/// A fresh `SALLYPORT_HOME` with alice logged in for SUP-1234, trusting `b`'s edge.
+fn alice_home(w: &World, b: &Bastion) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
-    (w, b, home)
+    trust_edge(home.path(), b);
+    home
 }
