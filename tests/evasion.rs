@@ -722,3 +722,114 @@ async fn a_program_left_running_when_the_engineer_drops_the_connection_is_ended_
         assert_eq!(ended.len(), 1);
     }
 }
+
+// Programs the gateway does not know run what they read: their stdin lines are commands.
+#[tokio::test]
+async fn unknown_wrappers_names_and_assignments_have_their_stdin_recorded() {
+    let s = setup().await;
+    let cases: &[(&str, &str)] = &[
+        ("setarch", "setarch x86_64 bash"),
+        ("prlimit", "prlimit bash"),
+        ("function", "f() { bash; }; f"),
+        ("glob", "/bin/bas? -s"),
+        ("brace", "{bash,-s}"),
+        ("find-exec", "find /tmp -maxdepth 0 -exec bash \\;"),
+    ];
+    for (tag, program) in cases {
+        let m = marker(tag);
+        let script = format!("touch {}\n", m.display());
+        let out = ssh_with_stdin(
+            s.home.path(),
+            &["node1.acme-prod", program],
+            script.as_bytes(),
+        );
+        let ev = recorded_or_refused(&s.w, &m, &text(&out))
+            .await
+            .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
+        assert_eq!(field_str(&ev, "via"), "stdin", "{program}: {ev:?}");
+    }
+}
+
+// A line longer than the 64 KiB a command event holds: in pieces, every byte in the log.
+#[tokio::test]
+async fn a_line_longer_than_an_event_comes_in_pieces_and_none_is_lost() {
+    let s = setup().await;
+    let m = marker("long-line");
+    let line = format!(": {}; touch {}\n", "x".repeat(300_000), m.display());
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", "bash -s"],
+        line.as_bytes(),
+    );
+    let ev = recorded_or_refused(&s.w, &m, &text(&out))
+        .await
+        .unwrap_or_else(|| panic!("refused: {}", text(&out)));
+    assert_eq!(field_str(&ev, "via"), "stdin", "{ev:?}");
+    let session = ev.session.clone().unwrap();
+    let pieces: Vec<AuditEntry> =
+        s.w.audit(&format!("kind=command&session={session}&limit=100"))
+            .await
+            .into_iter()
+            .filter(|e| opt_str(e, "via") == Some("stdin"))
+            .collect();
+    // The pieces, in order, are the line.
+    let mut parts: Vec<(u64, String)> = pieces
+        .iter()
+        .map(|e| {
+            (
+                field_of(e, "part").as_u64().unwrap(),
+                e.command.clone().unwrap(),
+            )
+        })
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 5, "{}", parts.len());
+    let whole: String = parts.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(whole, line.trim_end());
+    let last = pieces
+        .iter()
+        .find(|e| *field_of(e, "continued") == false)
+        .unwrap();
+    assert_eq!(*field_of(last, "line_bytes"), line.len() - 1);
+}
+
+// An SFTP server the gateway cannot see as one (under a wrapper it does not know) is neither
+// parsed nor policed: the channel ends before the first SFTP packet reaches it.
+#[tokio::test]
+async fn an_sftp_server_under_an_unknown_wrapper_is_ended_before_it_serves() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.txt");
+    std::fs::write(&local, "payload").unwrap();
+    let remote = marker("sftp-wrapped");
+    let batch = dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} {}\n", local.display(), remote.display()),
+    )
+    .unwrap();
+    let out = Command::new("sftp")
+        .arg("-F")
+        .arg(s.home.path().join("ssh_config"))
+        .arg("-b")
+        .arg(&batch)
+        .arg("-s")
+        .arg("setarch x86_64 /usr/lib/openssh/sftp-server")
+        .arg("node1.acme-prod")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        !remote.exists(),
+        "the file was written through an unrecorded SFTP session"
+    );
+    let failed =
+        s.w.wait_audit("kind=recording_failed&ticket=SUP-1234", 1)
+            .await;
+    assert!(
+        failed
+            .iter()
+            .any(|e| opt_str(e, "reason").is_some_and(|r| r.contains("SFTP"))),
+        "{failed:?}"
+    );
+}
