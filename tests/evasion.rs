@@ -105,6 +105,21 @@ async fn recorded_or_refused(w: &World, m: &Path, said: &str) -> Option<AuditEnt
     }
 }
 
+/// `program` run on the node with `script` (which touches `m`) on its stdin: the marker ran, and
+/// its command is one read on stdin (returned).
+async fn ran_from_stdin(s: &Setup, program: &str, m: &Path, script: &str) -> AuditEntry {
+    let out = ssh_with_stdin(
+        s.home.path(),
+        &["node1.acme-prod", program],
+        script.as_bytes(),
+    );
+    let ev = recorded_or_refused(&s.w, m, &text(&out))
+        .await
+        .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
+    assert_eq!(field_str(&ev, "via"), "stdin", "{program}: {ev:?}");
+    ev
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -143,15 +158,7 @@ async fn commands_written_to_an_interpreter_on_stdin_are_command_events() {
         } else {
             format!("echo harmless\ntouch {}\n", m.display())
         };
-        let out = ssh_with_stdin(
-            s.home.path(),
-            &["node1.acme-prod", program],
-            script.as_bytes(),
-        );
-        let ev = recorded_or_refused(&s.w, &m, &text(&out))
-            .await
-            .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
-        assert_eq!(field_str(&ev, "via"), "stdin", "{program}: {ev:?}");
+        ran_from_stdin(&s, program, &m, &script).await;
     }
 }
 
@@ -738,15 +745,7 @@ async fn unknown_wrappers_names_and_assignments_have_their_stdin_recorded() {
     for (tag, program) in cases {
         let m = marker(tag);
         let script = format!("touch {}\n", m.display());
-        let out = ssh_with_stdin(
-            s.home.path(),
-            &["node1.acme-prod", program],
-            script.as_bytes(),
-        );
-        let ev = recorded_or_refused(&s.w, &m, &text(&out))
-            .await
-            .unwrap_or_else(|| panic!("{program}: refused: {}", text(&out)));
-        assert_eq!(field_str(&ev, "via"), "stdin", "{program}: {ev:?}");
+        ran_from_stdin(&s, program, &m, &script).await;
     }
 }
 
@@ -756,15 +755,7 @@ async fn a_line_longer_than_an_event_comes_in_pieces_and_none_is_lost() {
     let s = setup().await;
     let m = marker("long-line");
     let line = format!(": {}; touch {}\n", "x".repeat(300_000), m.display());
-    let out = ssh_with_stdin(
-        s.home.path(),
-        &["node1.acme-prod", "bash -s"],
-        line.as_bytes(),
-    );
-    let ev = recorded_or_refused(&s.w, &m, &text(&out))
-        .await
-        .unwrap_or_else(|| panic!("refused: {}", text(&out)));
-    assert_eq!(field_str(&ev, "via"), "stdin", "{ev:?}");
+    let ev = ran_from_stdin(&s, "bash -s", &m, &line).await;
     let session = ev.session.clone().unwrap();
     let pieces: Vec<AuditEntry> =
         s.w.audit(&format!("kind=command&session={session}&limit=100"))
