@@ -8,24 +8,17 @@ mod support;
 use std::process::Stdio;
 
 use reqwest::StatusCode;
+use sallyport_api::approvals::Approval;
+use sallyport_api::audit::AuditEntry;
+use sallyport_api::report::AccessReport;
+use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
+use sallyport_api::sessions::{LiveView, SessionSummary};
+use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
 use support::bastion::{self, trust_edge};
 use support::broker::*;
 use support::browser::{Browser, Console};
 use support::ssh::Ssh;
-
-/// An account made by the operator; returns its TOTP secret.
-async fn account(w: &World, name: &str, role: &str, customer: Option<&str>) -> String {
-    let (s, v) = w
-        .op
-        .post(
-            "/v1/accounts",
-            json!({"username": name, "role": role, "customer": customer, "password": format!("{name}-password-1")}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["totp_secret"].as_str().unwrap().to_string()
-}
 
 fn code(secret: &str, offset: i64) -> String {
     let t = (now() as i64 + offset * 30) as u64;
@@ -64,13 +57,42 @@ async fn pending_request(w: &World, ticket: &str) -> String {
     let alice = w.session("alice", 0).await;
     let (_, key) = engineer_key();
     let (s, v) = alice
-        .post(
+        .post_as::<IssuePending>(
             "/v1/certificates",
             json!({"public_key": key, "ticket": ticket}),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    v["request"]["id"].as_str().unwrap().to_string()
+    assert_eq!(s, StatusCode::ACCEPTED, "{v:?}");
+    v.request.id
+}
+
+/// The access request `id` as acme's approver token reads it.
+async fn request(w: &World, id: &str) -> AccessRequest {
+    w.acme.get_ok(&format!("/v1/access-requests/{id}")).await
+}
+
+/// Who decided and the request's status after it, of an `access_request_decided` event.
+fn decision(e: &AuditEntry) -> (String, String) {
+    (
+        field_str(e, "decided_by").to_string(),
+        field_str(e, "status").to_string(),
+    )
+}
+
+/// Who decided, of each `access_request_decided` event, in the order search gives them.
+async fn decided_by(w: &World) -> Vec<String> {
+    let decided = w.audit("kind=access_request_decided").await;
+    decided.iter().map(|e| decision(e).0).collect()
+}
+
+/// Asserts that the gateway's `session_terminated` event of the session `query` selects
+/// (`session=...` or `ticket=...`) names `by`.
+async fn assert_terminated_by(w: &World, query: &str, by: &str) {
+    let ended = w
+        .wait_audit(&format!("kind=session_terminated&{query}"), 1)
+        .await;
+    assert!(!ended.is_empty(), "no session_terminated with {query}");
+    assert_eq!(field_str(&ended[0], "terminated_by"), by);
 }
 
 #[tokio::test]
@@ -79,9 +101,9 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         group_mode: "memberof",
     })
     .await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let globex = account(&w, "globex-boss", "approver", Some("globex")).await;
-    let sec = account(&w, "sec-anna", "reviewer", None).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let sec = w.account("sec-anna", "reviewer", None).await;
     let rq = pending_request(&w, "JIT-9").await;
 
     // Without a session every page sends the browser to log in.
@@ -133,10 +155,13 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
     );
     assert!(c.cookie.is_none());
     let failed = w
-        .events("kind=account_login_failed")
+        .picked("kind=account_login_failed", |e| match e {
+            AuditEvent::AccountLoginFailed { account, .. } => Some(account),
+            _ => None,
+        })
         .await
         .into_iter()
-        .filter(|e| e["account"] == "acme-boss")
+        .filter(|a| a == "acme-boss")
         .count();
     assert!(failed >= 1);
     // An engineer (directory user) is no console account.
@@ -185,17 +210,17 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         assert_eq!(p.status, StatusCode::FORBIDDEN, "{form:?} {headers:?}");
         assert!(p.body.contains("security token"), "{}", p.body);
     }
-    let refused = w.events("kind=refused").await;
+    let refused = w.refusals("decide_request").await;
     assert!(
         refused
             .iter()
-            .filter(|e| e["by"] == "approver:acme:acme-boss" && e["action"] == "decide_request")
+            .filter(|r| r.by == "approver:acme:acme-boss")
             .count()
             >= 3,
         "{refused:#?}"
     );
-    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(r["status"], "pending", "{r}");
+    let r = request(&w, &rq).await;
+    assert_eq!(r.status, RequestStatus::Pending, "{r:?}");
     // Another customer's approver cannot decide it, even with a valid form of their own.
     let p = other
         .post(
@@ -218,15 +243,15 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
-    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(r["status"], "pending", "{r}");
+    let r = request(&w, &rq).await;
+    assert_eq!(r.status, RequestStatus::Pending, "{r:?}");
     // The approver's own form decides it, in the approver's name, for a shorter time than
     // asked (the form offers only shorter ones; a longer one is refused).
     let page = acme.get("/console/requests").await;
     assert!(page.body.contains("name=\"ttl\""), "{}", page.body);
-    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    let asked = r["ttl_secs"].as_u64().unwrap();
-    assert!(asked > 900, "{r}");
+    let r = request(&w, &rq).await;
+    let asked = r.ttl_secs;
+    assert!(asked > 900, "{r:?}");
     let longer = (asked + 60).to_string();
     let p = acme
         .post(
@@ -254,14 +279,11 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    let (_, r) = w.acme.get(&format!("/v1/access-requests/{rq}")).await;
-    assert_eq!(r["status"], "approved", "{r}");
-    assert_eq!(r["ttl_secs"], 900, "{r}");
-    let decided = w.events("kind=access_request_decided").await;
-    assert_eq!(
-        decided.last().unwrap()["decided_by"],
-        "approver:acme:acme-boss"
-    );
+    let r = request(&w, &rq).await;
+    assert_eq!(r.status, RequestStatus::Approved, "{r:?}");
+    assert_eq!(r.ttl_secs, 900, "{r:?}");
+    let decided = decided_by(&w).await;
+    assert_eq!(decided.last().unwrap(), "approver:acme:acme-boss");
 
     // Approvals: an approver creates one on its own cluster, never on another customer's.
     let csrf = acme_csrf.clone();
@@ -288,17 +310,15 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
     let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = acme.post("/console/approvals", &f, &[]).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    let (_, list) = w.acme.get("/v1/approvals?cluster=acme-dev").await;
+    let list: Vec<Approval> = w.acme.get_ok("/v1/approvals?cluster=acme-dev").await;
     let made = list
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|a| a["group"] == "support-l1")
-        .unwrap_or_else(|| panic!("{list}"))
+        .find(|a| a.group == "support-l1")
+        .unwrap_or_else(|| panic!("{list:?}"))
         .clone();
-    assert_eq!(made["logins"], json!(["ubuntu", "postgres"]));
-    assert_eq!(made["max_session_secs"], 1800);
-    assert_eq!(made["created_by"], "approver:acme:acme-boss");
+    assert_eq!(made.logins, ["ubuntu", "postgres"]);
+    assert_eq!(made.max_session_secs, 1800);
+    assert_eq!(made.created_by, "approver:acme:acme-boss");
     // Bad input: a clear error, nothing made.
     let mut bad = as_refs(&form("acme-dev"));
     bad[5].1 = "soon".into();
@@ -310,17 +330,15 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
     let page = other.get("/console/approvals").await;
     assert!(!page.body.contains("acme-dev"), "{}", page.body);
     // Withdraw from the page.
-    let id = made["id"].as_str().unwrap();
-    let p = acme
-        .post(
-            &format!("/console/approvals/{id}/withdraw"),
-            &[("csrf", &acme_csrf)],
-            &[],
-        )
+    let id = &made.id;
+    acme.submit(&format!("/console/approvals/{id}/withdraw"), &acme_csrf)
         .await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    let (_, a) = w.acme.get(&format!("/v1/approvals/{id}")).await;
-    assert_eq!(a["withdrawn_by"], "approver:acme:acme-boss", "{a}");
+    let a: Approval = w.acme.get_ok(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(
+        a.withdrawn_by.as_deref(),
+        Some("approver:acme:acme-boss"),
+        "{a:?}"
+    );
 
     // Logout ends the session: the old cookie opens nothing any more.
     let old = acme.clone();
@@ -334,10 +352,9 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
     assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert_eq!(p.location(), "/console/login");
     assert!(
-        w.events("kind=console_logout")
-            .await
-            .iter()
-            .any(|e| e["account"] == "acme-boss")
+        w.broker_events("kind=console_logout").await.iter().any(
+            |e| matches!(e, AuditEvent::ConsoleLogout { account, .. } if account == "acme-boss")
+        )
     );
     // A made-up cookie opens nothing either, and is audited.
     let mut forged = Console::new(&w.broker.url);
@@ -346,12 +363,7 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         forged.get("/console/sessions").await.status,
         StatusCode::SEE_OTHER
     );
-    assert!(
-        w.events("kind=refused")
-            .await
-            .iter()
-            .any(|e| e["action"] == "console_session")
-    );
+    assert!(!w.refusals("console_session").await.is_empty());
     // Disabling the account ends its console sessions at once.
     assert_eq!(
         w.op.post(
@@ -374,7 +386,7 @@ async fn an_idle_console_session_ends() {
         "console = { idle_secs = 2 }\n",
     )
     .await;
-    let sec = account(&w, "sec-ivo", "reviewer", None).await;
+    let sec = w.account("sec-ivo", "reviewer", None).await;
     let c = logged_in(&w, "sec-ivo", &sec, 0).await;
     assert_eq!(c.get("/console/").await.status, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -387,14 +399,10 @@ async fn an_idle_console_session_ends() {
 /// the node's customer sees it too, another customer's approver does not.
 #[tokio::test]
 async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
-    let (w, port) = bastion::world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let sec = account(&w, "sec-lena", "reviewer", None).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let globex = account(&w, "globex-boss", "approver", Some("globex")).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = alice_at_the_edge().await;
+    let sec = w.account("sec-lena", "reviewer", None).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
     let out = Ssh::engineer(home.path())
         .args(["node1.acme-prod", "echo console-check-42"])
         .output();
@@ -403,9 +411,9 @@ async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ended = w.wait_events("kind=session_ended&ticket=SUP-1234", 1).await;
-    let session = ended[0]["session"].as_str().unwrap().to_string();
-    w.wait_events("kind=command&ticket=SUP-1234", 1).await;
+    let ended = w.wait_audit("kind=session_ended&ticket=SUP-1234", 1).await;
+    let session = ended[0].session.clone().unwrap();
+    w.wait_audit("kind=command&ticket=SUP-1234", 1).await;
 
     let browser = Browser::start("in_chromium_a_reviewer_and_an_approver_read").await;
     let base = &w.broker.url;
@@ -504,27 +512,17 @@ async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
     let p = other.get(&format!("/console/sessions/{session}")).await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
     assert!(!p.body.contains("console-check-42"));
-    let refused: Vec<Value> = w.events("kind=refused").await;
-    assert!(
-        refused
-            .iter()
-            .any(|e| e["by"] == "approver:globex:globex-boss"
-                && e["action"] == "console_session_page"),
-        "{refused:#?}"
-    );
+    w.assert_refused(&[("approver:globex:globex-boss", "console_session_page")])
+        .await;
 }
 
 /// An approver ends a live session from the console: the engineer's ssh ends with who and why;
 /// another customer's approver and the engineer cannot end it.
 #[tokio::test]
 async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
-    let (w, port) = bastion::world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let globex = account(&w, "globex-boss", "approver", Some("globex")).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = alice_at_the_edge().await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
     // Written by the node's login, which cannot enter the test's private temp dirs.
     let marker = std::path::PathBuf::from(format!("/tmp/sp-console-end-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
@@ -544,16 +542,16 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let started = w
-        .wait_events("kind=session_started&ticket=SUP-1234", 1)
+        .wait_audit("kind=session_started&ticket=SUP-1234", 1)
         .await;
-    let session = started[0]["session"].as_str().unwrap().to_string();
+    let session = started[0].session.clone().unwrap();
     // The CLI lists it for acme's approver token, not for globex's.
     let out = w.acme.cli(&["sessions", "list", "--live", "--json"]);
     assert!(out.status.success(), "{out:?}");
     let listed = String::from_utf8_lossy(&out.stdout).to_string();
-    let first: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
-    assert_eq!(first["session"], session.as_str(), "{listed}");
-    assert_eq!(first["live"], true);
+    let first: SessionSummary = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(first.session, session, "{listed}");
+    assert!(first.live);
     let out = w.globex.cli(&["sessions", "list", "--json"]);
     assert!(out.status.success(), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&session));
@@ -564,13 +562,13 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
     assert!(page.body.contains("End session"), "{}", page.body);
     // Withdrawing the approval first shows what it would end: alice's certificate (by serial)
     // and this live session; another customer's approver finds no such approval.
-    let (_, approvals) = w.acme.get("/v1/approvals").await;
-    let approval = approvals[0]["id"].as_str().unwrap().to_string();
+    let approvals: Vec<Approval> = w.acme.get_ok("/v1/approvals").await;
+    let approval = approvals[0].id.clone();
     let confirm = acme
         .get(&format!("/console/approvals/{approval}/withdraw"))
         .await;
     assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    let serial = started[0]["serial"].as_str().unwrap();
+    let serial = field_str(&started[0], "serial");
     assert!(confirm.body.contains(serial), "{}", confirm.body);
     assert!(confirm.body.contains(&session), "{}", confirm.body);
     assert!(
@@ -620,20 +618,13 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
     );
     let p = acme.post(&path, &[("reason", "no token")], &[]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
-    let refused = w.events("kind=refused").await;
-    for (by, action) in [
+    w.assert_refused(&[
         ("engineer:alice", "list_sessions"),
         ("ticket-system:tickets", "list_sessions"),
         ("approver:acme:acme-admin", "gateway_terminations"),
         ("approver:acme:acme-boss", "terminate_session"),
-    ] {
-        assert!(
-            refused
-                .iter()
-                .any(|e| e["by"] == by && e["action"] == action),
-            "{by} {action}: {refused:#?}"
-        );
-    }
+    ])
+    .await;
     // A reason is required.
     let csrf = acme.csrf().await;
     let p = acme
@@ -665,13 +656,10 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
         "{said}"
     );
     assert!(!out.status.success());
-    let asked = w.wait_events("kind=session_termination_requested", 1).await;
-    assert_eq!(asked[0]["by"], "approver:acme:acme-boss");
-    assert_eq!(asked[0]["session"], session.as_str());
-    let ended = w
-        .wait_events("kind=session_terminated&ticket=SUP-1234", 1)
-        .await;
-    assert_eq!(ended[0]["terminated_by"], "approver:acme:acme-boss");
+    let asked = w.wait_audit("kind=session_termination_requested", 1).await;
+    assert_eq!(field_str(&asked[0], "by"), "approver:acme:acme-boss");
+    assert_eq!(asked[0].session.as_deref(), Some(session.as_str()));
+    assert_terminated_by(&w, "ticket=SUP-1234", "approver:acme:acme-boss").await;
     // Ended on the node too: the program no longer runs there (the engineer could not have
     // left it behind), and the channel's recording is finished and reaches the broker.
     let start = std::time::Instant::now();
@@ -692,10 +680,10 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let fin = w
-        .wait_events(&format!("kind=recording_finished&session={session}"), 1)
+        .wait_audit(&format!("kind=recording_finished&session={session}"), 1)
         .await;
-    let recording = fin[0]["recording"].as_str().unwrap();
-    w.wait_events(&format!("kind=recording_stored&session={recording}"), 1)
+    let recording = field_str(&fin[0], "recording");
+    w.wait_audit(&format!("kind=recording_stored&session={recording}"), 1)
         .await;
     // The access report lists the session with its command, as a page, CSV and JSON; the CSV
     // cannot carry a spreadsheet formula; another customer's report does not list it.
@@ -735,13 +723,11 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
     assert!(row.contains(&sleeper), "{row}");
     assert!(row.contains("\"alice\""), "{row}");
     let json = acme.get("/console/report?format=json").await;
-    let v: Value = serde_json::from_str(&json.body).unwrap();
+    let v: AccessReport = serde_json::from_str(&json.body).unwrap();
     assert!(
-        v["sessions"]
-            .as_array()
-            .unwrap()
+        v.sessions
             .iter()
-            .any(|s| s["session"] == session.as_str() && s["engineer"] == "alice")
+            .any(|s| s.session == session && s.engineer == "alice")
     );
     let theirs = other.get("/console/report?format=csv").await;
     assert!(!theirs.body.contains(&session), "{}", theirs.body);
@@ -783,16 +769,9 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
     assert!(row.contains(&sleeper), "{row}");
     let out = w.acme.cli(&["report", "--json"]);
     assert!(out.status.success(), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["cluster"], "all");
-    assert!(
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["session"] == session.as_str()),
-        "{v}"
-    );
+    let v: AccessReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.cluster, "all");
+    assert!(v.sessions.iter().any(|s| s.session == session), "{v:?}");
     let out = w.acme.cli(&["report", "--since", "2020-01-01"]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
@@ -815,24 +794,12 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
         .post(&path, &[("csrf", &csrf), ("reason", "again")], &[])
         .await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
-    let refused = w.events("kind=refused").await;
-    assert!(
-        refused
-            .iter()
-            .any(|e| e["by"] == "approver:globex:globex-boss" && e["action"] == "terminate_session"),
-        "{refused:#?}"
-    );
-    for (by, action) in [
+    w.assert_refused(&[
+        ("approver:globex:globex-boss", "terminate_session"),
         ("approver:globex:globex-admin", "report"),
         ("engineer:alice", "report"),
-    ] {
-        assert!(
-            refused
-                .iter()
-                .any(|e| e["by"] == by && e["action"] == action),
-            "{by} {action}: {refused:#?}"
-        );
-    }
+    ])
+    .await;
 }
 
 /// In Chromium: the player replays an interactive session's screens, jumps to a command of the
@@ -840,12 +807,8 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
 #[tokio::test]
 async fn in_chromium_the_player_replays_an_interactive_session() {
     use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
-    let (w, port) = bastion::world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let sec = account(&w, "sec-rita", "reviewer", None).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = alice_at_the_edge().await;
+    let sec = w.account("sec-rita", "reviewer", None).await;
     let name = format!("sp-console-{}", std::process::id());
     tmux_ssh(&name, home.path(), 100, 30, "");
     let prompt = ":~$";
@@ -863,11 +826,11 @@ async fn in_chromium_the_player_replays_an_interactive_session() {
     send(&["exit", "Enter"]);
     wait_exit(&name);
     tmux(&["kill-session", "-t", &name]);
-    let stored = w.wait_events("kind=recording_stored&limit=100", 1).await;
-    let recording = stored[0]["session"].as_str().unwrap().to_string();
+    let stored = w.wait_audit("kind=recording_stored&limit=100", 1).await;
+    let recording = stored[0].session.clone().unwrap();
     // The broker's record of the recording names whose it is.
-    assert_eq!(stored[0]["engineer"], "alice", "{stored:#?}");
-    assert_eq!(stored[0]["ticket"], "SUP-1234");
+    assert_eq!(stored[0].engineer.as_deref(), Some("alice"), "{stored:#?}");
+    assert_eq!(stored[0].ticket.as_deref(), Some("SUP-1234"));
     let session = recording.rsplit_once("-c").unwrap().0.to_string();
 
     let browser = Browser::start("in_chromium_the_player_replays").await;
@@ -908,7 +871,7 @@ async fn in_chromium_the_player_replays_an_interactive_session() {
         at_hit.contains("second-marker-9931"),
         "{at_hit}\n{hit}\n{}\n{:#?}",
         w.fetch_recording(&recording).await,
-        w.events(&format!("kind=command&session={session}")).await
+        w.audit(&format!("kind=command&session={session}")).await
     );
     browser.shot("00-search-hit-replay").await;
     browser
@@ -968,9 +931,11 @@ async fn in_chromium_the_player_replays_an_interactive_session() {
     );
     browser.shot("04-player-end").await;
     browser.close().await;
-    let reads = w.events("kind=recording_read").await;
+    let reads = w.audit("kind=recording_read").await;
     assert!(
-        reads.iter().any(|e| e["by"] == "reviewer:sec-rita"),
+        reads
+            .iter()
+            .any(|e| field_str(e, "by") == "reviewer:sec-rita"),
         "{reads:#?}"
     );
 }
@@ -982,13 +947,9 @@ async fn in_chromium_the_player_replays_an_interactive_session() {
 #[tokio::test]
 async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
     use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
-    let (w, port) = bastion::world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let globex = account(&w, "globex-boss", "approver", Some("globex")).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = alice_at_the_edge().await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
     let name = format!("sp-watch-{}", std::process::id());
     tmux_ssh(&name, home.path(), 100, 30, "");
     wait_pane(&name, ":~$", 1);
@@ -1000,10 +961,7 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
     // Output the typed line does not contain, so each is seen only once it ran.
     send(&["printf 'before-%s\\n' watch-5521", "Enter"]);
     wait_pane(&name, "before-watch-5521", 1);
-    let started = w
-        .wait_events("kind=session_started&ticket=SUP-1234", 1)
-        .await;
-    let session = started[0]["session"].as_str().unwrap().to_string();
+    let session = w.started_session("SUP-1234").await;
 
     let browser = Browser::start("in_chromium_an_approver_watches").await;
     let base = &w.broker.url;
@@ -1033,11 +991,11 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
     browser.shot("02-live-update").await;
     // Watching is audited once, however often the view asks.
     let watched = w
-        .wait_events(&format!("kind=session_watched&session={session}"), 1)
+        .wait_audit(&format!("kind=session_watched&session={session}"), 1)
         .await;
     assert_eq!(watched.len(), 1, "{watched:#?}");
-    assert_eq!(watched[0]["by"], "approver:acme:acme-boss");
-    assert_eq!(watched[0]["customer"], "acme");
+    assert_eq!(field_str(&watched[0], "by"), "approver:acme:acme-boss");
+    assert_eq!(field_str(&watched[0], "customer"), "acme");
     // The same from a terminal, with the customer's API token.
     let out = w.acme.cli(&["sessions", "watch", &session, "--once"]);
     assert!(out.status.success(), "{out:?}");
@@ -1075,20 +1033,13 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let refused = w.events("kind=refused").await;
-    for (by, action) in [
+    w.assert_refused(&[
         ("approver:globex:globex-boss", "watch_session"),
         ("engineer:alice", "watch_session"),
         ("approver:acme:acme-admin", "gateway_watches"),
         ("approver:acme:acme-admin", "gateway_live"),
-    ] {
-        assert!(
-            refused
-                .iter()
-                .any(|e| e["by"] == by && e["action"] == action),
-            "{by} {action}: {refused:#?}"
-        );
-    }
+    ])
+    .await;
 
     // The approver ends the session from the watch view; the view says it has ended.
     browser.fill("#terminate-reason", "seen enough").await;
@@ -1102,10 +1053,7 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
     browser.wait_for("The session has ended").await;
     browser.shot("03-ended").await;
     browser.close().await;
-    let ended = w
-        .wait_events(&format!("kind=session_terminated&session={session}"), 1)
-        .await;
-    assert_eq!(ended[0]["terminated_by"], "approver:acme:acme-boss");
+    assert_terminated_by(&w, &format!("session={session}"), "approver:acme:acme-boss").await;
 }
 
 /// A moderated session: the approval requires that an approver of the customer watches each
@@ -1114,11 +1062,7 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
 /// command is refused after `observer_wait_secs` and never ran.
 #[tokio::test]
 async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
-    let (w, port, _) = bastion::world_with_edge_approval(json!({"observer_required": true})).await;
-    let mut b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, mut b, home) = alice_at_the_edge_with(json!({"observer_required": true})).await;
     let marker = std::path::PathBuf::from(format!("/tmp/sp-moderated-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     let ssh = ssh_exec(home.path(), &format!("touch {}", marker.display()))
@@ -1126,15 +1070,12 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = w
-        .wait_events("kind=session_started&ticket=SUP-1234", 1)
-        .await;
-    let session = started[0]["session"].as_str().unwrap().to_string();
+    let session = w.started_session("SUP-1234").await;
     // Held: nothing ran after a while.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(!marker.exists(), "the command ran before anyone watched");
     assert!(
-        w.events(&format!("kind=observer_joined&session={session}"))
+        w.audit(&format!("kind=observer_joined&session={session}"))
             .await
             .is_empty()
     );
@@ -1153,15 +1094,14 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(!marker.exists(), "released by another customer's approver");
     // The approver's list says the session waits for a watcher.
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
     let console = logged_in(&w, "acme-boss", &boss, 0).await;
     let p = console.get("/console/sessions?open=1").await;
     assert!(p.body.contains(&session), "{}", p.body);
     assert!(p.body.contains("needs a watcher"), "{}", p.body);
     // acme's approver watches: the command runs.
-    let (s, v) = w.acme.get(&format!("/v1/sessions/{session}/live")).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["live"], true);
+    let v: LiveView = w.acme.get_ok(&format!("/v1/sessions/{session}/live")).await;
+    assert!(v.live);
     let start = std::time::Instant::now();
     while !marker.exists() {
         assert!(
@@ -1179,10 +1119,14 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
     assert!(said.contains("waiting for one to join"), "{said}");
     let _ = std::fs::remove_file(&marker);
     let joined = w
-        .wait_events(&format!("kind=observer_joined&session={session}"), 1)
+        .wait_audit(&format!("kind=observer_joined&session={session}"), 1)
         .await;
     assert!(
-        joined[0]["waited_secs"].as_u64().unwrap() >= 4,
+        joined[0]
+            .field("waited_secs")
+            .and_then(Value::as_u64)
+            .unwrap()
+            >= 4,
         "{joined:#?}"
     );
     // Once an observer joined (and the session ended), the list no longer asks for one.
@@ -1190,17 +1134,18 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
     assert!(p.body.contains(&session), "{}", p.body);
     assert!(!p.body.contains("needs a watcher"), "{}", p.body);
     let watched = w
-        .wait_events(&format!("kind=session_watched&session={session}"), 2)
+        .wait_audit(&format!("kind=session_watched&session={session}"), 2)
         .await;
-    let by: Vec<&str> = watched.iter().filter_map(|e| e["by"].as_str()).collect();
+    let by: Vec<&str> = watched.iter().map(|e| field_str(e, "by")).collect();
     assert!(by.contains(&"approver:acme:acme-admin"), "{by:?}");
     assert!(by.contains(&"reviewer:security"), "{by:?}");
     let commands = w
-        .wait_events(&format!("kind=command&session={session}"), 1)
+        .wait_audit(&format!("kind=command&session={session}"), 1)
         .await;
     assert!(
-        commands[0]["command"]
-            .as_str()
+        commands[0]
+            .command
+            .as_deref()
             .unwrap()
             .contains("sp-moderated"),
         "{commands:#?}"
@@ -1219,10 +1164,12 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
     );
     assert!(!marker.exists(), "the command ran with nobody watching");
     let refused = w
-        .wait_events("kind=channel_refused&ticket=SUP-1234", 1)
+        .wait_audit("kind=channel_refused&ticket=SUP-1234", 1)
         .await;
     assert!(
-        refused.iter().any(|e| e["code"] == "no_observer"),
+        refused
+            .iter()
+            .any(|e| field_str(e, "code") == "no_observer"),
         "{refused:#?}"
     );
 }
@@ -1234,9 +1181,9 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
 #[tokio::test]
 async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_place() {
     let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let globex = account(&w, "globex-boss", "approver", Some("globex")).await;
-    let sec = account(&w, "sec-ora", "reviewer", None).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let sec = w.account("sec-ora", "reviewer", None).await;
     let browser = Browser::start("in_chromium_an_approver_writes_a_policy").await;
     let base = &w.broker.url;
     browser
@@ -1279,11 +1226,12 @@ async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_pla
     );
     browser.shot("02-policy-saved").await;
     browser.close().await;
-    let saved = w.events("kind=customer_policy_saved").await;
+    let saved = w.broker_events("kind=customer_policy_saved").await;
     assert!(
-        saved
-            .iter()
-            .any(|e| e["policy"] == "no-root" && e["by"] == "approver:acme:acme-boss"),
+        saved.iter().any(
+            |e| matches!(e, AuditEvent::CustomerPolicySaved { policy, by, .. }
+            if policy == "no-root" && by == "approver:acme:acme-boss")
+        ),
         "{saved:#?}"
     );
     // Another customer's approver sees none of it; a reviewer reads it, without forms.
@@ -1341,8 +1289,8 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     .await;
     w.ticket("SUP-4242", "acme-prod", "alice", "open").await;
     let b = bastion::start(&w, port).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let second = account(&w, "acme-second", "approver", Some("acme")).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let second = w.account("acme-second", "approver", Some("acme")).await;
     let base = &w.broker.url;
     let browser = Browser::start("in_chromium_the_customers_story").await;
 
@@ -1370,24 +1318,21 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
         .await;
     browser.wait_for("support-l2").await;
     browser.shot("02-approval-created").await;
-    let approvals = w.acme.get("/v1/approvals").await.1;
+    let approvals: Vec<Approval> = w.acme.get_ok("/v1/approvals").await;
     let approval = approvals
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|a| a["group"] == "support-l2" && a["cluster"] == "acme-prod")
-        .unwrap_or_else(|| panic!("no approval made: {approvals:#}"))
-        .clone();
-    assert_eq!(approval["just_in_time"], true, "{approval:#}");
-    assert_eq!(approval["approvers_required"], 2, "{approval:#}");
+        .find(|a| a.group == "support-l2" && a.cluster == "acme-prod")
+        .unwrap_or_else(|| panic!("no approval made: {approvals:#?}"));
+    assert!(approval.just_in_time, "{approval:#?}");
+    assert_eq!(approval.approvers_required, 2, "{approval:#?}");
 
     // 2. The engineer logs in: the login waits for the approvers.
     let home = tempfile::tempdir().unwrap();
     let mut login = w.spawn_login_cli(home.path(), "alice", "SUP-4242", &w.code("alice", 0), &[]);
     let requested = w
-        .wait_events("kind=access_request_created&ticket=SUP-4242", 1)
+        .wait_audit("kind=access_request_created&ticket=SUP-4242", 1)
         .await;
-    let request = requested[0]["request"].as_str().unwrap().to_string();
+    let request = field_str(&requested[0], "request").to_string();
 
     // 3. Two approvers approve; the first one cannot count twice.
     let approve =
@@ -1421,18 +1366,16 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     let decided = w
-        .wait_events("kind=access_request_decided&ticket=SUP-4242", 2)
+        .wait_audit("kind=access_request_decided&ticket=SUP-4242", 2)
         .await;
-    let by: Vec<&str> = decided
-        .iter()
-        .filter_map(|d| d["decided_by"].as_str())
-        .collect();
+    let decided: Vec<(String, String)> = decided.iter().map(decision).collect();
+    let by: Vec<&str> = decided.iter().map(|(by, _)| by.as_str()).collect();
     assert!(
         by.contains(&"approver:acme:acme-boss") && by.contains(&"approver:acme:acme-second"),
         "{decided:#?}"
     );
     assert!(
-        decided.iter().any(|d| d["status"] == "approved"),
+        decided.iter().any(|(_, status)| status == "approved"),
         "{decided:#?}"
     );
 
@@ -1449,10 +1392,7 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
         "Enter",
     ]);
     wait_pane(&name, "story-before", 1);
-    let started = w
-        .wait_events("kind=session_started&ticket=SUP-4242", 1)
-        .await;
-    let session = started[0]["session"].as_str().unwrap().to_string();
+    let session = w.started_session("SUP-4242").await;
     browser
         .goto(&format!("{base}/console/sessions/{session}/watch"))
         .await;
@@ -1474,10 +1414,12 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     wait_pane(&name, "story over", 1);
     wait_exit(&name);
     let _ = tmux(&["kill-session", "-t", &name]);
-    let ended = w
-        .wait_events(&format!("kind=session_terminated&session={session}"), 1)
-        .await;
-    assert_eq!(ended[0]["terminated_by"], "approver:acme:acme-second");
+    assert_terminated_by(
+        &w,
+        &format!("session={session}"),
+        "approver:acme:acme-second",
+    )
+    .await;
 
     // 6. The access report: the page, and its CSV lists the command.
     browser.click("nav a[href='/console/report']").await;
@@ -1554,23 +1496,33 @@ async fn js(browser: &Browser, script: &str, args: Vec<Value>) -> Value {
 }
 
 /// The `account_login_failed` events of `account`.
-async fn failures_of(w: &World, account: &str) -> Vec<Value> {
-    let mut ev = w.events("kind=account_login_failed").await;
-    ev.retain(|e| e["account"] == account);
+async fn failures_of(w: &World, account: &str) -> Vec<AuditEntry> {
+    let mut ev = w.audit("kind=account_login_failed").await;
+    ev.retain(|e| field_str(e, "account") == account);
     ev
 }
 
-/// The newest `account_login_failed` event of `account` (after `after` such events).
-async fn login_failure(w: &World, account: &str, after: usize) -> Value {
+/// The code of the newest `account_login_failed` event of `account` (after `after` such
+/// events).
+async fn login_failure(w: &World, account: &str, after: usize) -> String {
     let ev = failures_of(w, account).await;
     assert!(
         ev.len() > after,
         "no new login failure of {account}: {ev:#?}"
     );
-    ev.iter()
-        .max_by_key(|e| e["seq"].as_u64().unwrap_or(0))
-        .unwrap()
-        .clone()
+    let newest = ev.iter().max_by_key(|e| e.seq).unwrap();
+    field_str(newest, "code").to_string()
+}
+
+/// The `admin_change` events as (action, by, target).
+async fn admin_changes(w: &World) -> Vec<(String, String, String)> {
+    w.picked("kind=admin_change", |e| match e {
+        AuditEvent::AdminChange {
+            action, by, target, ..
+        } => Some((action, by, target)),
+        _ => None,
+    })
+    .await
 }
 
 async fn log_out(browser: &Browser, base: &str) {
@@ -1584,8 +1536,8 @@ async fn log_out(browser: &Browser, base: &str) {
 #[tokio::test]
 async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_are_refused() {
     let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
-    let anna = account(&w, "sec-anna", "reviewer", None).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let anna = w.account("sec-anna", "reviewer", None).await;
     // WebAuthn needs a domain name: the browser opens localhost, which it maps to 127.0.0.1.
     let base = &w.broker.url.replace("127.0.0.1", "localhost");
     let browser = Browser::start_localhost("in_chromium_passkeys").await;
@@ -1610,15 +1562,15 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
             .await
             .is_empty()
     );
-    let refused = w.events("kind=refused").await;
+    let refused = w.refusals("register_passkey").await;
     assert!(
-        refused.iter().any(|e| e["action"] == "register_passkey"
-            && e["by"] == "approver:acme:acme-boss"
-            && e["reason"].as_str().unwrap().contains("wrong password")),
+        refused
+            .iter()
+            .any(|r| r.by == "approver:acme:acme-boss" && r.reason.contains("wrong password")),
         "{refused:#?}"
     );
     let f = login_failure(&w, "acme-boss", 0).await;
-    assert_eq!(f["code"], "bad_credentials");
+    assert_eq!(f, "bad_credentials");
     browser.shot("02-passkey-refused").await;
 
     // With the password: added, listed, audited naming the account.
@@ -1632,14 +1584,13 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     assert_eq!(creds.len(), 1, "{creds:#?}");
     assert_eq!(creds[0]["rpId"], "localhost");
     let boss_cred = creds[0]["credentialId"].as_str().unwrap().to_string();
-    let changes = w.events("kind=admin_change").await;
+    let changes = admin_changes(&w).await;
     assert!(
-        changes.iter().any(|e| e["action"] == "register_passkey"
-            && e["by"] == "approver:acme:acme-boss"
-            && e["target"]
-                .as_str()
-                .unwrap()
-                .starts_with("acme-boss passkey pk_")),
+        changes
+            .iter()
+            .any(|(action, by, target)| action == "register_passkey"
+                && by == "approver:acme:acme-boss"
+                && target.starts_with("acme-boss passkey pk_")),
         "{changes:#?}"
     );
     browser.shot("03-passkey-added").await;
@@ -1658,7 +1609,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     let text = browser.wait_for("wrong user name or password").await;
     assert!(!text.contains("Log out"), "{text}");
     let f = login_failure(&w, "acme-boss", failures).await;
-    assert_eq!(f["code"], "bad_credentials");
+    assert_eq!(f, "bad_credentials");
     let creds = browser.authenticator_credentials(&authenticator).await;
     let sign_count = creds[0]["signCount"].as_u64().unwrap();
     browser.shot("06-passkey-wrong-password").await;
@@ -1670,10 +1621,19 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     assert_eq!(browser.path().await, "/console/");
     let creds = browser.authenticator_credentials(&authenticator).await;
     assert!(creds[0]["signCount"].as_u64().unwrap() > sign_count);
-    let mut ok = w.events("kind=account_login_succeeded").await;
-    ok.retain(|e| e["account"] == "acme-boss");
-    assert!(ok.iter().any(|e| e["method"] == "passkey"), "{ok:#?}");
-    assert!(ok.iter().any(|e| e["method"] == "totp"), "{ok:#?}");
+    let ok = w
+        .picked("kind=account_login_succeeded", |e| match e {
+            AuditEvent::AccountLoginSucceeded {
+                account, method, ..
+            } if account == "acme-boss" => Some(method),
+            _ => None,
+        })
+        .await;
+    assert!(
+        ok.iter().any(|m| m.as_deref() == Some("passkey")),
+        "{ok:#?}"
+    );
+    assert!(ok.iter().any(|m| m.as_deref() == Some("totp")), "{ok:#?}");
 
     // A replayed answer: the challenge worked once.
     log_out(&browser, base).await;
@@ -1696,7 +1656,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         "{replay}"
     );
     let f = login_failure(&w, "acme-boss", failures).await;
-    assert_eq!(f["code"], "passkey_challenge_unknown");
+    assert_eq!(f, "passkey_challenge_unknown");
 
     // Another account's passkey (sec-anna's, in the same authenticator) for acme-boss's login.
     browser
@@ -1732,7 +1692,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         "{done}"
     );
     let f = login_failure(&w, "acme-boss", failures).await;
-    assert_eq!(f["code"], "passkey_of_another_account");
+    assert_eq!(f, "passkey_of_another_account");
 
     // A signature counter that went back (the stored one moved ahead, as after a copy of the
     // credential was used elsewhere): refused, audited.
@@ -1774,7 +1734,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         "{done}"
     );
     let f = login_failure(&w, "acme-boss", failures + 1).await;
-    assert_eq!(f["code"], "passkey_counter_regressed");
+    assert_eq!(f, "passkey_counter_regressed");
     let failures = failures_of(&w, "acme-boss").await.len();
 
     // An expired challenge (its deadline moved into the past in the store).
@@ -1804,7 +1764,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         "{done}"
     );
     let f = login_failure(&w, "acme-boss", failures).await;
-    assert_eq!(f["code"], "passkey_challenge_expired");
+    assert_eq!(f, "passkey_challenge_expired");
 
     // A passkey removed (on another device's session) while its challenge was out: refused.
     let start = js(
@@ -1822,11 +1782,11 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     let csrf = other.csrf().await;
     let p = other.post(action, &[("csrf", &csrf)], &[]).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    let changes = w.events("kind=admin_change").await;
+    let changes = admin_changes(&w).await;
     assert!(
         changes
             .iter()
-            .any(|e| e["action"] == "remove_passkey" && e["by"] == "approver:acme:acme-boss"),
+            .any(|(action, by, _)| action == "remove_passkey" && by == "approver:acme:acme-boss"),
         "{changes:#?}"
     );
     assert!(
@@ -1843,7 +1803,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         "{done}"
     );
     let f = login_failure(&w, "acme-boss", failures + 1).await;
-    assert_eq!(f["code"], "unknown_passkey");
+    assert_eq!(f, "unknown_passkey");
     // And with none left, the passkey button says to use the code.
     browser.fill("#user", "acme-boss").await;
     browser.fill("#password", "acme-boss-password-1").await;
@@ -1856,7 +1816,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
 #[tokio::test]
 async fn passkey_json_endpoints_refuse_before_any_challenge() {
     let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
-    let boss = account(&w, "acme-boss", "approver", Some("acme")).await;
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
     let anon = Console::new(&w.broker.url);
     let (nonce, cookie) = anon.login_nonce().await;
     let start = |password: &str, nonce: &str| json!({"user": "acme-boss", "password": password, "nonce": nonce});
@@ -1879,10 +1839,7 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
         .await;
     assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
     assert!(!p.body.contains("challenge"), "{}", p.body);
-    assert_eq!(
-        login_failure(&w, "acme-boss", 0).await["code"],
-        "bad_credentials"
-    );
+    assert_eq!(login_failure(&w, "acme-boss", 0).await, "bad_credentials");
     // The right password but no passkey: said, audited, no challenge.
     let p = anon
         .post_json(
@@ -1893,10 +1850,7 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
         .await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
     assert!(p.body.contains("no passkey is registered"), "{}", p.body);
-    assert_eq!(
-        login_failure(&w, "acme-boss", 1).await["code"],
-        "no_passkey"
-    );
+    assert_eq!(login_failure(&w, "acme-boss", 1).await, "no_passkey");
     // An answer to a challenge that was never issued: refused and audited.
     let p = anon
         .post_json(
@@ -1907,7 +1861,7 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
         .await;
     assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
     assert_eq!(
-        login_failure(&w, "acme-boss", 2).await["code"],
+        login_failure(&w, "acme-boss", 2).await,
         "passkey_challenge_unknown"
     );
     // Adding a passkey: the session's CSRF token and the password are both required.
@@ -1930,11 +1884,11 @@ async fn passkey_json_endpoints_refuse_before_any_challenge() {
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     assert!(p.body.contains("wrong password"), "{}", p.body);
-    let refused = w.events("kind=refused").await;
+    let refused = w.refusals("register_passkey").await;
     assert_eq!(
         refused
             .iter()
-            .filter(|e| e["action"] == "register_passkey" && e["by"] == "approver:acme:acme-boss")
+            .filter(|r| r.by == "approver:acme:acme-boss")
             .count(),
         2,
         "{refused:#?}"

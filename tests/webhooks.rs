@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use ring::hmac;
-use sallyport_api::webhooks::{Deliveries, Delivery};
+use sallyport_api::certificates::Issued;
+use sallyport_api::gateways::{Enrolled, GatewayCreated};
+use sallyport_api::requests::IssuePending;
+use sallyport_api::webhooks::{
+    Deliveries, Delivery, Webhook, WebhookCreated, WebhookDeleted, Webhooks,
+};
 use sallyport_broker::audit::{AuditEvent, AuditRecord};
 use serde_json::{Value, json};
 use support::broker::*;
@@ -216,36 +221,52 @@ fn assert_signed(r: &Received, secret: &str) {
     );
 }
 
-async fn create(api: &Api, body: Value) -> Value {
+async fn create(api: &Api, body: Value) -> WebhookCreated {
     let (s, v) = api.post("/v1/webhooks", body).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    v
+    read_as("a created webhook", v)
+}
+
+/// The ids of the webhooks `api` lists.
+async fn listed_ids(api: &Api) -> Vec<String> {
+    let list: Webhooks = api.get_ok("/v1/webhooks").await;
+    list.webhooks.into_iter().map(|h| h.id).collect()
+}
+
+/// A console session of a new account (its password `<name>-password-1`).
+async fn console_of(w: &World, name: &str, role: &str, customer: Option<&str>) -> Console {
+    let secret = w.account(name, role, customer).await;
+    let mut c = Console::new(&w.broker.url);
+    let code = sallyport_broker::totp::code(&secret, now()).unwrap();
+    let p = c.login(name, &format!("{name}-password-1"), &code).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    c
 }
 
 /// An enrolled gateway of `cluster`: its id, its credential's caller and its audit key.
 async fn gateway(w: &World, cluster: &str) -> (String, Api, russh::keys::PrivateKey) {
     let (s, v) =
-        w.op.post(
+        w.op.post_as::<GatewayCreated>(
             &format!("/v1/clusters/{cluster}/gateways"),
             json!({"name": "gw1"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::CREATED, "{v:?}");
+    let id = v.id.clone();
     let line = |k: &russh::keys::PrivateKey| k.public_key().to_openssh().unwrap();
     let audit = sallyport_ca::keys::generate_ed25519("audit").unwrap();
     let (s, e) = w
         .anon
-        .post(
+        .post_as::<Enrolled>(
             "/v1/gateways/enroll",
-            json!({"join_token": v["join_token"],
+            json!({"join_token": v.join_token,
                    "node_ca_public_key": line(&sallyport_ca::keys::generate_ed25519("n").unwrap()),
                    "host_ca_public_key": line(&sallyport_ca::keys::generate_ed25519("h").unwrap()),
                    "audit_public_key": line(&audit)}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{e}");
-    (id, w.anon.with(e["credential"].as_str().unwrap()), audit)
+    assert_eq!(s, StatusCode::OK, "{e:?}");
+    (id, w.anon.with(&e.credential), audit)
 }
 
 /// Ship a new gateway's first records: a session started, terminated and ended.
@@ -332,10 +353,10 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     let vendor_rx = Receiver::start(Mode::Ok).await;
     let globex_rx = Receiver::start(Mode::Ok).await;
     let acme_hook = create(&w.acme, json!({"url": acme_rx.url})).await;
-    let acme_secret = acme_hook["secret"].as_str().unwrap().to_string();
-    assert!(acme_secret.len() >= 32, "{acme_hook}");
-    assert_eq!(acme_hook["customer"], "acme");
-    assert_eq!(acme_hook["events"], json!(["*"]));
+    let acme_secret = acme_hook.secret.clone().unwrap();
+    assert!(acme_secret.len() >= 32, "{acme_hook:?}");
+    assert_eq!(acme_hook.webhook.customer.as_deref(), Some("acme"));
+    assert_eq!(acme_hook.webhook.events, ["*"]);
     let slack_hook = create(
         &w.acme,
         json!({"url": slack_rx.url, "format": "slack",
@@ -344,13 +365,16 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     .await;
     // The operator's vendor-wide webhook, with a secret of its own choosing (never answered).
     let vendor_secret = "vendor-secret-0123456789-abcdef";
-    let vendor_hook = create(
-        &w.op,
-        json!({"url": vendor_rx.url, "secret": vendor_secret}),
-    )
-    .await;
-    assert!(vendor_hook["customer"].is_null(), "{vendor_hook}");
+    let (s, vendor_hook) =
+        w.op.post(
+            "/v1/webhooks",
+            json!({"url": vendor_rx.url, "secret": vendor_secret}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{vendor_hook}");
     assert!(vendor_hook.get("secret").is_none(), "{vendor_hook}");
+    let vendor_hook: WebhookCreated = read_as("a created webhook", vendor_hook);
+    assert!(vendor_hook.webhook.customer.is_none(), "{vendor_hook:?}");
     let globex_hook = create(&w.globex, json!({"url": globex_rx.url})).await;
 
     // Access requested, decided, a certificate issued, revoked: acme-prod's.
@@ -365,9 +389,11 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     let alice = w.session("alice", 0).await;
     let (_, key) = engineer_key();
     let ask = json!({"public_key": key, "ticket": "T-1"});
-    let (s, v) = alice.post("/v1/certificates", ask.clone()).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let rq = v["request"]["id"].as_str().unwrap().to_string();
+    let (s, v) = alice
+        .post_as::<IssuePending>("/v1/certificates", ask.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v:?}");
+    let rq = v.request.id;
     let (s, v) = w
         .acme
         .post(
@@ -376,9 +402,9 @@ async fn every_notified_event_reaches_the_receivers_signed() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = alice.post("/v1/certificates", ask).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let serial = v["serial"].as_str().unwrap().to_string();
+    let (s, v) = alice.post_as::<Issued>("/v1/certificates", ask).await;
+    assert_eq!(s, StatusCode::OK, "{v:?}");
+    let serial = v.serial;
     let (s, v) = w
         .acme
         .post(
@@ -466,11 +492,12 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     assert_eq!(burst["data"]["failures"], 3, "{burst}");
     assert!(burst["customer"].is_null(), "{burst}");
     // The burst is an audit event too, once per lockout.
-    let bursts = w.events("kind=refusal_burst").await;
+    let bursts = w.broker_events("kind=refusal_burst").await;
     assert!(
-        bursts
-            .iter()
-            .any(|e| e["engineer"] == "bob" && e["counter"] == "user_from_address"),
+        bursts.iter().any(
+            |e| matches!(e, AuditEvent::RefusalBurst { engineer, counter, .. }
+            if engineer.as_deref() == Some("bob") && counter == "user_from_address")
+        ),
         "{bursts:?}"
     );
 
@@ -496,12 +523,12 @@ async fn every_notified_event_reaches_the_receivers_signed() {
             );
         }
     }
-    let (s, slack_deliveries) = deliveries(&w.acme, slack_hook["id"].as_str()).await;
+    let (s, slack_deliveries) = deliveries(&w.acme, Some(&slack_hook.webhook.id)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(slack_deliveries.len(), 2, "{slack_deliveries:?}");
 
     // Globex's webhook was told nothing of acme's: nothing was even queued for it.
-    let (s, list) = deliveries(&w.globex, globex_hook["id"].as_str()).await;
+    let (s, list) = deliveries(&w.globex, Some(&globex_hook.webhook.id)).await;
     assert_eq!(s, StatusCode::OK);
     assert!(list.is_empty(), "{list:?}");
     assert!(globex_rx.received().is_empty());
@@ -519,7 +546,7 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     );
 
     // Every delivery is listed as delivered; the secrets appear in no answer, event or log.
-    let list = wait_deliveries(&w.acme, acme_hook["id"].as_str().unwrap(), |l| {
+    let list = wait_deliveries(&w.acme, &acme_hook.webhook.id, |l| {
         l.len() == acme_kinds.len() && l.iter().all(|d| d.status == "delivered")
     })
     .await;
@@ -529,23 +556,29 @@ async fn every_notified_event_reaches_the_receivers_signed() {
         seen.push_str(&api.get("/v1/webhooks").await.1.to_string());
         seen.push_str(&api.get("/v1/webhooks/deliveries").await.1.to_string());
     }
-    seen.push_str(&Value::Array(w.events("limit=10000").await).to_string());
+    let all = w.audit("limit=10000").await;
+    seen.push_str(&serde_json::to_string(&all).unwrap());
     seen.push_str(&w.broker.log_text());
     for secret in [acme_secret.as_str(), vendor_secret] {
         assert!(!seen.contains(secret), "the secret {secret} was shown");
     }
-    assert!(seen.contains(acme_hook["id"].as_str().unwrap()));
+    assert!(seen.contains(&acme_hook.webhook.id));
     // Each creation is audited, naming who.
-    let made = w.events("kind=webhook_created").await;
+    let made = w
+        .picked("kind=webhook_created", |e| match e {
+            AuditEvent::WebhookCreated { by, customer, .. } => Some((by, customer)),
+            _ => None,
+        })
+        .await;
     assert_eq!(made.len(), 4, "{made:?}");
     assert!(
         made.iter()
-            .any(|e| e["by"] == "approver:acme:acme-admin" && e["customer"] == "acme"),
+            .any(|(by, c)| by == "approver:acme:acme-admin" && c.as_deref() == Some("acme")),
         "{made:?}"
     );
     assert!(
         made.iter()
-            .any(|e| e["by"].as_str().unwrap().starts_with("operator:") && e["customer"].is_null()),
+            .any(|(by, c)| by.starts_with("operator:") && c.is_none()),
         "{made:?}"
     );
 }
@@ -567,28 +600,17 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     )
     .await;
     // A certificate of acme-prod revoked: acme's event.
-    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
-        .await;
-    w.ticket("T-2", "acme-prod", "alice", "open").await;
-    let alice = w.session("alice", 0).await;
-    let (_, key) = engineer_key();
-    let (s, v) = alice
-        .post(
-            "/v1/certificates",
-            json!({"public_key": key, "ticket": "T-2"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let cert = w.alice_certificate("T-2").await;
     let (s, v) = w
         .acme
         .post(
             "/v1/revocations",
-            json!({"scope": "serial", "value": v["serial"], "reason": "test"}),
+            json!({"scope": "serial", "value": cert.serial, "reason": "test"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // The 500: tried again, then delivered.
-    let id = flaky_hook["id"].as_str().unwrap();
+    let id = &flaky_hook.webhook.id;
     let list = wait_deliveries(&w.acme, id, |l| {
         !l.is_empty() && l.iter().all(|d| d.status == "delivered")
     })
@@ -605,7 +627,7 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     );
     assert_eq!(got[0].body, got[1].body);
     // Nothing listening: the failure is recorded and the delivery waits for its next try.
-    let down = down_hook["id"].as_str().unwrap();
+    let down = &down_hook.webhook.id;
     let list = wait_deliveries(&w.acme, down, |l| l.iter().any(|d| d.attempts >= 1)).await;
     assert_eq!(list[0].status, "pending", "{list:?}");
     assert!(
@@ -655,7 +677,7 @@ async fn the_last_failure_is_an_audit_event_and_a_hanging_receiver_delays_no_log
         assert!(home.path().join("acme-prod-cert.pub").exists());
     }
     // The hanging receiver got a request and never answered: the attempt timed out.
-    let list = wait_deliveries(&w.op, hang_hook["id"].as_str().unwrap(), |l| {
+    let list = wait_deliveries(&w.op, &hang_hook.webhook.id, |l| {
         l.len() == 3
             && l.iter().all(|d| {
                 d.last_error
@@ -668,7 +690,7 @@ async fn the_last_failure_is_an_audit_event_and_a_hanging_receiver_delays_no_log
     assert!(list.iter().all(|d| d.status != "delivered"), "{list:?}");
     // The dead receiver: after the last attempt the delivery has failed, and that is audited
     // with the webhook, the host and the error, never the secret or the URL's path.
-    let dead = dead_hook["id"].as_str().unwrap();
+    let dead = &dead_hook.webhook.id;
     let list = wait_deliveries(&w.acme, dead, |l| {
         l.len() == 3 && l.iter().all(|d| d.status == "failed")
     })
@@ -708,7 +730,7 @@ async fn the_last_failure_is_an_audit_event_and_a_hanging_receiver_delays_no_log
         assert!(last_error.contains("cannot connect"), "{e:?}");
         let text = serde_json::to_string(e).unwrap();
         assert!(
-            !text.contains(dead_hook["secret"].as_str().unwrap()),
+            !text.contains(dead_hook.secret.as_deref().unwrap()),
             "{e:?}"
         );
     }
@@ -740,12 +762,9 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         ("https://[fd00::1]/x", "private network"),
         ("no url", "not a URL"),
     ] {
-        let (s, v) = w.acme.post("/v1/webhooks", json!({"url": url})).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(word),
-            "{url}: {v}"
-        );
+        let (s, e) = w.acme.post_err("/v1/webhooks", json!({"url": url})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {e:?}");
+        assert!(e.message.contains(word), "{url}: {e:?}");
     }
     let (s, v) = w
         .acme
@@ -769,34 +788,23 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         json!({"url": "https://hooks.slack.com/services/T0/B0/SLACKPATHSECRET", "format": "slack"}),
     )
     .await;
-    let acme_id = acme["id"].as_str().unwrap().to_string();
+    let acme_id = acme.webhook.id.clone();
     // The URL past its first segment (a Slack webhook's secret) is never shown.
-    assert_eq!(acme["url"], "https://hooks.slack.com/services/…");
+    assert_eq!(acme.webhook.url, "https://hooks.slack.com/services/…");
     // The operator's vendor-wide webhook may go to the vendor's own network (its SIEM).
     let vendor = create(&w.op, json!({"url": "https://10.20.0.5/siem"})).await;
-    assert_eq!(vendor["url"], "https://10.20.0.5/siem");
-    let vendor_id = vendor["id"].as_str().unwrap().to_string();
+    assert_eq!(vendor.webhook.url, "https://10.20.0.5/siem");
+    let vendor_id = vendor.webhook.id.clone();
     let globex = create(&w.globex, json!({"url": "https://globex.example/hook"})).await;
-    let globex_id = globex["id"].as_str().unwrap().to_string();
+    let globex_id = globex.webhook.id.clone();
 
     // Each approver lists its own; reviewers and the operator all.
-    let ids = |v: &Value| -> Vec<String> {
-        v["webhooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let (s, v) = w.acme.get("/v1/webhooks").await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(ids(&v), vec![acme_id.clone()]);
-    let (_, v) = w.globex.get("/v1/webhooks").await;
-    assert_eq!(ids(&v), vec![globex_id.clone()]);
+    assert_eq!(listed_ids(&w.acme).await, vec![acme_id.clone()]);
+    assert_eq!(listed_ids(&w.globex).await, vec![globex_id.clone()]);
     for api in [&w.reviewer, &w.op] {
         let (s, v) = api.get("/v1/webhooks").await;
         assert_eq!(s, StatusCode::OK);
-        let mut all = ids(&v);
+        let mut all = listed_ids(api).await;
         all.sort();
         let mut want = vec![acme_id.clone(), vendor_id.clone(), globex_id.clone()];
         want.sort();
@@ -811,19 +819,11 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         let (s, _) = w.globex.delete(&format!("/v1/webhooks/{id}")).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
-    let refused: Vec<Value> = w
-        .events("kind=refused")
-        .await
-        .into_iter()
-        .filter(|e| e["by"] == "approver:globex:globex-admin")
-        .collect();
-    assert!(
-        refused.iter().any(|e| e["action"] == "delete_webhook")
-            && refused
-                .iter()
-                .any(|e| e["action"] == "list_webhook_deliveries"),
-        "{refused:?}"
-    );
+    w.assert_refused(&[
+        ("approver:globex:globex-admin", "delete_webhook"),
+        ("approver:globex:globex-admin", "list_webhook_deliveries"),
+    ])
+    .await;
     // An approver sets up webhooks for its own customer only.
     let (s, _) = w
         .acme
@@ -868,18 +868,18 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(made["events"], json!(["session_started", "revoked"]));
-    let cli_id = made["id"].as_str().unwrap().to_string();
-    assert!(made["secret"].as_str().unwrap().starts_with("whsec_"));
+    let made: WebhookCreated = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made.webhook.events, ["session_started", "revoked"]);
+    let cli_id = made.webhook.id.clone();
+    assert!(made.secret.as_deref().unwrap().starts_with("whsec_"));
     let out = w.acme.cli(&["webhooks", "list", "--json"]);
     assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let lines: Vec<Webhook> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().all(|h| h["customer"] == "acme"));
+    assert!(lines.iter().all(|h| h.customer.as_deref() == Some("acme")));
     let out = w.globex.cli(&["webhooks", "delete", &cli_id]);
     assert!(!out.status.success());
     assert!(
@@ -901,33 +901,20 @@ async fn customers_see_and_change_only_their_own_webhooks() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let gone: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(gone["deleted"], true);
-    let (_, v) = w.acme.get("/v1/webhooks").await;
-    assert_eq!(ids(&v), vec![acme_id.clone()]);
-    let deleted = w.events("kind=webhook_deleted").await;
-    assert_eq!(deleted.len(), 1, "{deleted:?}");
-    assert_eq!(deleted[0]["by"], "approver:acme:acme-admin");
+    let gone: WebhookDeleted = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(gone.deleted);
+    assert_eq!(listed_ids(&w.acme).await, vec![acme_id.clone()]);
+    let deleted = w
+        .picked("kind=webhook_deleted", |e| match e {
+            AuditEvent::WebhookDeleted { by, .. } => Some(by),
+            _ => None,
+        })
+        .await;
+    assert_eq!(deleted, ["approver:acme:acme-admin"]);
 
     // The console: each approver sees only its own; the form needs its CSRF token.
-    let mut consoles = Vec::new();
-    for (name, customer) in [("acme-boss", "acme"), ("globex-boss", "globex")] {
-        let (s, v) =
-            w.op.post(
-                "/v1/accounts",
-                json!({"username": name, "role": "approver", "customer": customer,
-                       "password": format!("{name}-password-1")}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let secret = v["totp_secret"].as_str().unwrap();
-        let mut c = Console::new(&w.broker.url);
-        let code = sallyport_broker::totp::code(secret, now()).unwrap();
-        let p = c.login(name, &format!("{name}-password-1"), &code).await;
-        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-        consoles.push(c);
-    }
-    let (acme_c, globex_c) = (&consoles[0], &consoles[1]);
+    let acme_c = &console_of(&w, "acme-boss", "approver", Some("acme")).await;
+    let globex_c = &console_of(&w, "globex-boss", "approver", Some("globex")).await;
     let page = acme_c.get("/console/webhooks").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(&acme_id), "{}", page.body);
@@ -1012,39 +999,21 @@ async fn customers_see_and_change_only_their_own_webhooks() {
     let page = acme_c.get("/console/webhooks").await;
     assert!(!page.body.contains(&secret));
     assert!(page.body.contains("hooks.example.com/console"));
-    let (_, v) = w.acme.get("/v1/webhooks").await;
-    let console_hook = v["webhooks"]
-        .as_array()
-        .unwrap()
+    let list: Webhooks = w.acme.get_ok("/v1/webhooks").await;
+    let console_hook = list
+        .webhooks
         .iter()
-        .find(|h| h["url"] == "https://hooks.example.com/console")
-        .cloned()
+        .find(|h| h.url == "https://hooks.example.com/console")
         .unwrap();
-    assert_eq!(console_hook["events"], json!(["revoked", "session_ended"]));
+    assert_eq!(console_hook.events, ["revoked", "session_ended"]);
     // Deleted from the page.
-    let id = console_hook["id"].as_str().unwrap();
-    let p = acme_c
-        .post(
-            &format!("/console/webhooks/{id}/delete"),
-            &[("csrf", &acme_csrf)],
-            &[],
-        )
+    let id = &console_hook.id;
+    acme_c
+        .submit(&format!("/console/webhooks/{id}/delete"), &acme_csrf)
         .await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER);
-    let (_, v) = w.acme.get("/v1/webhooks").await;
-    assert_eq!(ids(&v), vec![acme_id.clone()]);
+    assert_eq!(listed_ids(&w.acme).await, vec![acme_id.clone()]);
     // A reviewer's page lists every webhook, with no form.
-    let (s, v) =
-        w.op.post(
-            "/v1/accounts",
-            json!({"username": "sec-anna", "role": "reviewer", "password": "sec-anna-password-1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let mut r = Console::new(&w.broker.url);
-    let code = sallyport_broker::totp::code(v["totp_secret"].as_str().unwrap(), now()).unwrap();
-    let p = r.login("sec-anna", "sec-anna-password-1", &code).await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    let r = console_of(&w, "sec-anna", "reviewer", None).await;
     let page = r.get("/console/webhooks").await;
     assert!(
         page.body.contains(&acme_id)
@@ -1062,15 +1031,8 @@ async fn customers_see_and_change_only_their_own_webhooks() {
 async fn in_chromium_an_approver_adds_a_webhook_and_sees_it_delivered() {
     let w = World::start_with(users(), CONFIG).await;
     let rx = Receiver::start(Mode::Ok).await;
-    let (s, v) =
-        w.op.post(
-            "/v1/accounts",
-            json!({"username": "acme-boss", "role": "approver", "customer": "acme",
-                   "password": "acme-boss-password-1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let code = sallyport_broker::totp::code(v["totp_secret"].as_str().unwrap(), now()).unwrap();
+    let secret = w.account("acme-boss", "approver", Some("acme")).await;
+    let code = sallyport_broker::totp::code(&secret, now()).unwrap();
     let browser = support::browser::Browser::start("in_chromium_an_approver_adds_a_webhook").await;
     let base = &w.broker.url;
     browser
@@ -1088,18 +1050,7 @@ async fn in_chromium_an_approver_adds_a_webhook_and_sees_it_delivered() {
     assert!(secret.starts_with("whsec_"), "{secret}");
     browser.shot("02-webhook-added").await;
     // The next event of acme's: a certificate.
-    w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
-        .await;
-    w.ticket("T-1", "acme-prod", "alice", "open").await;
-    let alice = w.session("alice", 0).await;
-    let (_, key) = engineer_key();
-    let (s, v) = alice
-        .post(
-            "/v1/certificates",
-            json!({"public_key": key, "ticket": "T-1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    w.alice_certificate("T-1").await;
     let got = rx.wait_kinds(&["certificate_issued"]).await;
     assert_signed(&got[0], &secret);
     let (_, list) = deliveries(&w.acme, None).await;

@@ -947,3 +947,83 @@ pub fn opt_str<'a>(e: &'a AuditEntry, name: &str) -> Option<&'a str> {
 pub fn field_of<'a>(e: &'a AuditEntry, name: &str) -> &'a Value {
     e.field(name).unwrap_or(&Value::Null)
 }
+
+impl World {
+    /// The id of the first session started on `ticket`, waiting until its gateway shipped it.
+    pub async fn started_session(&self, ticket: &str) -> String {
+        let started = self
+            .wait_audit(&format!("kind=session_started&ticket={ticket}"), 1)
+            .await;
+        let e = started
+            .first()
+            .unwrap_or_else(|| panic!("no session started on {ticket}"));
+        e.session.clone().unwrap()
+    }
+
+    /// Asserts that each (by, action) was refused and audited.
+    pub async fn assert_refused(&self, expected: &[(&str, &str)]) {
+        let refused = self
+            .picked("kind=refused", |e| match e {
+                AuditEvent::Refused { by, action, .. } => Some((by, action)),
+                _ => None,
+            })
+            .await;
+        for (by, action) in expected {
+            assert!(
+                refused.iter().any(|(b, a)| b == by && a == action),
+                "{by} {action}: {refused:#?}"
+            );
+        }
+    }
+
+    /// A console account made by the operator (its password `<name>-password-1`); returns its
+    /// TOTP secret.
+    pub async fn account(&self, name: &str, role: &str, customer: Option<&str>) -> String {
+        let (s, v) = self
+            .op
+            .post(
+                "/v1/accounts",
+                json!({"username": name, "role": role, "customer": customer, "password": format!("{name}-password-1")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["totp_secret"].as_str().unwrap().to_string()
+    }
+
+    /// A certificate of alice on acme-prod for the open ticket `ticket` (support-l2 approved
+    /// as ubuntu first).
+    pub async fn alice_certificate(&self, ticket: &str) -> sallyport_api::certificates::Issued {
+        self.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
+            .await;
+        self.ticket(ticket, "acme-prod", "alice", "open").await;
+        let alice = self.session("alice", 0).await;
+        let (_, key) = engineer_key();
+        let (s, v) = alice
+            .post(
+                "/v1/certificates",
+                json!({"public_key": key, "ticket": ticket}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        read_as("an issued certificate", v)
+    }
+}
+
+/// A world with an edge and its gateway running ([`super::bastion::world_with_edge_approval`]
+/// with `extra`), and alice logged in with the CLI on SUP-1234 in a fresh home that trusts the
+/// edge.
+pub async fn alice_at_the_edge_with(
+    extra: Value,
+) -> (World, super::bastion::Bastion, tempfile::TempDir) {
+    let (w, port, _) = super::bastion::world_with_edge_approval(extra).await;
+    let b = super::bastion::start(&w, port).await;
+    let home = tempfile::tempdir().unwrap();
+    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
+    super::bastion::trust_edge(home.path(), &b);
+    (w, b, home)
+}
+
+/// [`alice_at_the_edge_with`] the plain approval.
+pub async fn alice_at_the_edge() -> (World, super::bastion::Bastion, tempfile::TempDir) {
+    alice_at_the_edge_with(json!({})).await
+}

@@ -438,6 +438,14 @@ impl Console {
         self.send(req, &[]).await
     }
 
+    /// POST a form of only `csrf` (a button's form: withdraw, delete...); asserts the console
+    /// answered with a redirect.
+    pub async fn submit(&self, path: &str, csrf: &str) -> Page {
+        let p = self.post(path, &[("csrf", csrf)], &[]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}: {}", p.body);
+        p
+    }
+
     /// Log in with the form (its nonce cookie included); the console cookie kept on success.
     pub async fn login(&mut self, user: &str, password: &str, code: &str) -> Page {
         self.cookie = None;
