@@ -15,6 +15,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use sallyport_api::approvals::Approval;
+use sallyport_api::audit::AuditEvents;
+use sallyport_api::login::LoginResponse;
+use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
+use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
 use support::broker::*;
 
@@ -568,23 +573,17 @@ async fn login_loads_key_and_certificate_into_ssh_agent() {
 
 /// Wait for `engineer`'s pending access request (as acme's approver) and for login's progress
 /// line; returns the request.
-async fn pending_request(w: &World, engineer: &str, stderr: &Path) -> Value {
+async fn pending_request(w: &World, engineer: &str, stderr: &Path) -> AccessRequest {
     let deadline = Instant::now() + wait(60);
     loop {
-        let (s, v) = w.acme.get("/v1/access-requests?status=pending").await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let found = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["engineer"] == engineer)
-            .cloned();
+        let pending: Vec<AccessRequest> = w.acme.get_ok("/v1/access-requests?status=pending").await;
+        let found = pending.into_iter().find(|r| r.engineer == engineer);
         let progress = std::fs::read_to_string(stderr).unwrap_or_default();
         if let Some(r) = found
             && progress.contains("waiting for a customer approver")
         {
             assert!(
-                progress.contains(r["id"].as_str().unwrap()),
+                progress.contains(&r.id),
                 "the progress line should name the request: {progress}"
             );
             return r;
@@ -595,6 +594,36 @@ async fn pending_request(w: &World, engineer: &str, stderr: &Path) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// acme's approver decides access request `id` with `decision`; the request after it.
+async fn decide(w: &World, id: &str, decision: Value) -> AccessRequest {
+    let (s, v) = w
+        .acme
+        .post_as::<AccessRequest>(&format!("/v1/access-requests/{id}/decision"), decision)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v:?}");
+    v
+}
+
+/// The certificates issued on `ticket`: (the access request it used, its logins).
+async fn issued_on(w: &World, ticket: &str) -> Vec<(Option<String>, Vec<String>)> {
+    w.picked(
+        &format!("kind=certificate_issued&ticket={ticket}"),
+        |e| match e {
+            AuditEvent::CertificateIssued {
+                request, logins, ..
+            } => Some((request, logins)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// A CLI command's `--json` output, read as `T` (it must have succeeded).
+fn json_of<T: serde::de::DeserializeOwned>(out: &std::process::Output) -> T {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
 /// `sallyport login` in the background (human output), stdout and stderr to files in `logs`.
@@ -651,15 +680,13 @@ async fn just_in_time_login_takes_the_narrowed_terms_the_approver_approved() {
         &["--login", "ubuntu", "--login", "deploy", "--ttl", "1h"],
     );
     let rq = pending_request(&w, "alice", &logs.path().join("stderr")).await;
-    let id = rq["id"].as_str().unwrap();
-    let (s, v) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{id}/decision"),
-            json!({"approve": true, "logins": ["ubuntu"], "ttl_secs": 900}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = rq.id.as_str();
+    decide(
+        &w,
+        id,
+        json!({"approve": true, "logins": ["ubuntu"], "ttl_secs": 900}),
+    )
+    .await;
     let status = child
         .wait(wait(60))
         .expect("login did not finish after the approval");
@@ -671,10 +698,10 @@ async fn just_in_time_login_takes_the_narrowed_terms_the_approver_approved() {
         )),
         "{stderr}"
     );
-    let issued = w.events("kind=certificate_issued&ticket=SUP-12").await;
+    let issued = issued_on(&w, "SUP-12").await;
     assert_eq!(issued.len(), 1, "{issued:#?}");
-    assert_eq!(issued[0]["request"], id);
-    assert_eq!(issued[0]["logins"], json!(["ubuntu"]), "{issued:#?}");
+    assert_eq!(issued[0].0.as_deref(), Some(id));
+    assert_eq!(issued[0].1, ["ubuntu"], "{issued:#?}");
     let cert = std::fs::read_to_string(cert_file(home.path(), "acme-prod")).unwrap();
     let cert = russh::keys::Certificate::from_openssh(&cert).unwrap();
     let principals: Vec<&str> = cert.valid_principals().iter().map(String::as_str).collect();
@@ -700,22 +727,15 @@ async fn just_in_time_login_waits_for_the_customer_approver() {
     let logs = tempfile::tempdir().unwrap();
     let mut child = login_in_background(&w, "alice", "SUP-10", home.path(), logs.path());
     let rq = pending_request(&w, "alice", &logs.path().join("stderr")).await;
-    let id = rq["id"].as_str().unwrap();
-    assert_eq!(rq["ticket"], "SUP-10");
+    let id = rq.id.as_str();
+    assert_eq!(rq.ticket, "SUP-10");
     assert!(
         child.child().try_wait().unwrap().is_none(),
         "login did not wait"
     );
     assert!(!cert_file(home.path(), "acme-prod").exists());
-    let (s, v) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{id}/decision"),
-            json!({"approve": true}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "approved");
+    let v = decide(&w, id, json!({"approve": true})).await;
+    assert_eq!(v.status, RequestStatus::Approved);
     let status = child
         .wait(wait(60))
         .expect("login did not finish after the approval");
@@ -731,25 +751,22 @@ async fn just_in_time_login_waits_for_the_customer_approver() {
         "{stdout}"
     );
     assert!(cert_file(home.path(), "acme-prod").exists());
-    let issued = w.events("kind=certificate_issued&ticket=SUP-10").await;
+    let issued = issued_on(&w, "SUP-10").await;
     assert_eq!(issued.len(), 1);
-    assert_eq!(issued[0]["request"], id);
+    assert_eq!(issued[0].0.as_deref(), Some(id));
 
     // Denied while login waits: no certificate, and the engineer reads why.
     let home = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let mut child = login_in_background(&w, "dave", "SUP-11", home.path(), logs.path());
     let rq = pending_request(&w, "dave", &logs.path().join("stderr")).await;
-    let id = rq["id"].as_str().unwrap();
-    let (s, v) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{id}/decision"),
-            json!({"approve": false, "reason": "change freeze until Monday"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "denied");
+    let v = decide(
+        &w,
+        &rq.id,
+        json!({"approve": false, "reason": "change freeze until Monday"}),
+    )
+    .await;
+    assert_eq!(v.status, RequestStatus::Denied);
     let status = child
         .wait(wait(60))
         .expect("login did not finish after the denial");
@@ -764,14 +781,15 @@ async fn just_in_time_login_waits_for_the_customer_approver() {
     );
     assert!(stderr.contains("change freeze until Monday"), "{stderr}");
     assert!(!cert_file(home.path(), "acme-prod").exists());
-    assert!(
-        w.events("kind=certificate_issued&ticket=SUP-11")
-            .await
-            .is_empty()
-    );
-    let denied = w.events("kind=certificate_denied&ticket=SUP-11").await;
+    assert!(issued_on(&w, "SUP-11").await.is_empty());
+    let denied = w
+        .picked("kind=certificate_denied&ticket=SUP-11", |e| match e {
+            AuditEvent::CertificateDenied { reasons, .. } => Some(reasons),
+            _ => None,
+        })
+        .await;
     assert_eq!(denied.len(), 1, "{denied:?}");
-    assert_eq!(denied[0]["reasons"][0]["code"], "request_denied");
+    assert_eq!(denied[0][0].code, "request_denied");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,18 +808,58 @@ fn account_code(secret: &str, offset: i64) -> String {
     sallyport_broker::totp::code(secret, (now() as i64 + offset * 30) as u64).unwrap()
 }
 
-#[tokio::test]
-async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
-    let w = World::start(ldap()).await;
-    let (s, v) = w
-        .op
-        .post(
+/// A new account made by the operator; returns its TOTP secret.
+async fn new_account(
+    w: &World,
+    username: &str,
+    role: &str,
+    customer: Option<&str>,
+    password: &str,
+) -> String {
+    let (s, v) =
+        w.op.post(
             "/v1/accounts",
-            json!({"username": "acme-boss", "role": "approver", "customer": "acme", "password": "a-long-password-1"}),
+            json!({"username": username, "role": role, "customer": customer, "password": password}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let secret = v["totp_secret"].as_str().unwrap().to_string();
+    v["totp_secret"].as_str().unwrap().to_string()
+}
+
+/// An account logged in: what the login answered, and a caller with its token.
+async fn account_session(
+    w: &World,
+    user: &str,
+    password: &str,
+    code: &str,
+) -> (LoginResponse, Api) {
+    let (s, v) = account_login(w, user, password, code).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v: LoginResponse = read_as("an account login", v);
+    let api = w.anon.with(&v.token);
+    (v, api)
+}
+
+/// The `account_login_failed` events as (account, code), in the order search gives them.
+async fn account_failures(w: &World) -> Vec<(String, String)> {
+    w.picked("kind=account_login_failed", |e| match e {
+        AuditEvent::AccountLoginFailed { account, code, .. } => Some((account, code)),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
+    let w = World::start(ldap()).await;
+    let secret = new_account(
+        &w,
+        "acme-boss",
+        "approver",
+        Some("acme"),
+        "a-long-password-1",
+    )
+    .await;
     assert!(!secret.is_empty());
     // Only the operator makes accounts.
     let (s, _) = w
@@ -814,22 +872,16 @@ async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     let code = account_code(&secret, 0);
-    let (s, v) = account_login(&w, "acme-boss", "a-long-password-1", &code).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["role"], "approver");
-    assert_eq!(v["customer"], "acme");
-    let boss = w.anon.with(v["token"].as_str().unwrap());
+    let (v, boss) = account_session(&w, "acme-boss", "a-long-password-1", &code).await;
+    assert_eq!(v.role, "approver");
+    assert_eq!(v.customer.as_deref(), Some("acme"));
 
     // The same code a second time is refused, even with the right password.
     let (s, v) = account_login(&w, "acme-boss", "a-long-password-1", &code).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    assert_eq!(v["error"]["code"], "login_failed");
-    let failed = w.events("kind=account_login_failed").await;
-    assert_eq!(
-        failed.last().unwrap()["code"],
-        "totp_replayed",
-        "{failed:?}"
-    );
+    assert_eq!(error_of(&v).code, "login_failed");
+    let failed = account_failures(&w).await;
+    assert_eq!(failed.last().unwrap().1, "totp_replayed", "{failed:?}");
 
     // The session acts as acme's approver: its own cluster yes, another customer's no.
     let approval = |cluster: &str| {
@@ -840,27 +892,27 @@ async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, v) = boss.post("/v1/approvals", approval("globex-prod")).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let refused = w.events("kind=refused").await;
+    let refused = w.audit("kind=refused").await;
     assert!(
         refused
             .iter()
-            .any(|e| e["cluster"] == "globex-prod" && e.to_string().contains("acme-boss")),
+            .any(|e| e.cluster.as_deref() == Some("globex-prod")
+                && Value::Object(e.to_map()).to_string().contains("acme-boss")),
         "{refused:?}"
     );
     // An approver reads the audit log of its own customer's clusters only.
-    let (s, v) = boss.get("/v1/audit/events?limit=1000").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let events = v["events"].as_array().unwrap();
-    assert!(events.iter().any(|e| e["kind"] == "approval_saved"), "{v}");
+    let v: AuditEvents = boss.get_ok("/v1/audit/events?limit=1000").await;
+    let events = &v.events;
+    assert!(events.iter().any(|e| e.kind == "approval_saved"), "{v:?}");
     assert!(
         events
             .iter()
-            .all(|e| e["cluster"] == "acme-prod" || e["cluster"] == "acme-dev"),
-        "an approver read another customer's events: {v}"
+            .all(|e| matches!(e.cluster.as_deref(), Some("acme-prod" | "acme-dev"))),
+        "an approver read another customer's events: {v:?}"
     );
 
     // A wrong password: 401 and an audit event naming the account.
-    let before = w.events("kind=account_login_failed").await.len();
+    let before = account_failures(&w).await.len();
     let (s, v) = account_login(
         &w,
         "acme-boss",
@@ -869,11 +921,11 @@ async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let failed = w.events("kind=account_login_failed").await;
+    let failed = account_failures(&w).await;
     assert_eq!(failed.len(), before + 1);
     let last = failed.last().unwrap();
-    assert_eq!(last["account"], "acme-boss");
-    assert_eq!(last["code"], "bad_credentials");
+    assert_eq!(last.0, "acme-boss");
+    assert_eq!(last.1, "bad_credentials");
     // An engineer's login endpoint knows nothing of accounts.
     let (s, _) = w
         .login("acme-boss", "a-long-password-1", &account_code(&secret, 1))
@@ -881,37 +933,22 @@ async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
     assert_ne!(s, StatusCode::OK);
 
     // A reviewer account reads the audit log and approves nothing.
-    let (s, v) =
-        w.op.post(
-            "/v1/accounts",
-            json!({"username": "sec-review", "role": "reviewer", "password": "another-long-pw-2"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let rsecret = v["totp_secret"].as_str().unwrap().to_string();
-    let (s, v) = account_login(
+    let rsecret = new_account(&w, "sec-review", "reviewer", None, "another-long-pw-2").await;
+    let (v, reviewer) = account_session(
         &w,
         "sec-review",
         "another-long-pw-2",
         &account_code(&rsecret, 0),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["role"], "reviewer");
-    let reviewer = w.anon.with(v["token"].as_str().unwrap());
-    let (s, v) = reviewer
-        .get("/v1/audit/events?kind=account_login_succeeded")
+    assert_eq!(v.role, "reviewer");
+    let v: AuditEvents = reviewer
+        .get_ok("/v1/audit/events?kind=account_login_succeeded")
         .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let accounts: Vec<&Value> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["account"])
-        .collect();
+    let accounts: Vec<&str> = v.events.iter().map(|e| field_str(e, "account")).collect();
     assert!(
-        accounts.contains(&&json!("acme-boss")) && accounts.contains(&&json!("sec-review")),
-        "{v}"
+        accounts.contains(&"acme-boss") && accounts.contains(&"sec-review"),
+        "{v:?}"
     );
     let (s, v) = reviewer.post("/v1/approvals", approval("acme-prod")).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
@@ -1183,7 +1220,7 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
     // An engineer: a session from before, then disabled.
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", -1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let before = w.anon.with(v["token"].as_str().unwrap());
+    let before = w.anon.with(&read_as::<LoginResponse>("a login", v).token);
     let (ok, out, err) = admin(&["disable", "--engineer", "alice", "--reason", "left"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("\"disabled\": true"), "{out}");
@@ -1193,12 +1230,14 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("disabled"),
-        "{v}"
-    );
-    let failed = w.events("kind=login_failed").await;
-    assert_eq!(failed.last().unwrap()["code"], "disabled", "{failed:?}");
+    assert!(error_of(&v).message.contains("disabled"), "{v}");
+    let failed = w
+        .picked("kind=login_failed", |e| match e {
+            AuditEvent::LoginFailed { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(failed.last().unwrap(), "disabled", "{failed:?}");
     // Disabled twice is a clear conflict; enabled, she logs in again.
     let (ok, _, err) = admin(&["disable", "--engineer", "alice"]);
     assert!(!ok && err.contains("disabled already"), "{err}");
@@ -1207,24 +1246,21 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // An approver account, the same way.
-    let (s, v) = w
-        .op
-        .post(
-            "/v1/accounts",
-            json!({"username": "acme-boss", "role": "approver", "customer": "acme", "password": "a-long-password-1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let secret = v["totp_secret"].as_str().unwrap().to_string();
-    let (s, v) = account_login(
+    let secret = new_account(
+        &w,
+        "acme-boss",
+        "approver",
+        Some("acme"),
+        "a-long-password-1",
+    )
+    .await;
+    let (_, boss) = account_session(
         &w,
         "acme-boss",
         "a-long-password-1",
         &account_code(&secret, 0),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let boss = w.anon.with(v["token"].as_str().unwrap());
     assert_eq!(boss.get("/v1/access-requests").await.0, StatusCode::OK);
     let (ok, out, err) = admin(&["disable", "--account", "acme-boss"]);
     assert!(ok, "{out}{err}");
@@ -1245,10 +1281,15 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
         w.acme.post("/v1/engineers/bob/disable", json!({})).await.0,
         StatusCode::FORBIDDEN
     );
-    let changes = w.events("kind=admin_change&limit=100").await;
+    let changes = w
+        .picked("kind=admin_change&limit=100", |e| match e {
+            AuditEvent::AdminChange { action, .. } => Some(action),
+            _ => None,
+        })
+        .await;
     for action in ["disable_engineer", "enable_engineer", "disable_account"] {
         assert!(
-            changes.iter().any(|e| e["action"] == action),
+            changes.iter().any(|a| a == action),
             "{action}: {changes:#?}"
         );
     }
@@ -1527,11 +1568,7 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
 #[tokio::test]
 async fn a_customer_scripts_approvals_and_requests_with_its_token() {
     let w = World::start(ldap()).await;
-    let json_of = |out: &std::process::Output| -> Value {
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-    };
-    let created = json_of(&w.acme.cli(&[
+    let created: Approval = json_of(&w.acme.cli(&[
         "approvals",
         "create",
         "--cluster",
@@ -1548,9 +1585,9 @@ async fn a_customer_scripts_approvals_and_requests_with_its_token() {
         "true",
         "--json",
     ]));
-    let id = created["id"].as_str().unwrap().to_string();
-    assert_eq!(created["just_in_time"], true);
-    assert_eq!(created["max_session_secs"], 3600);
+    let id = created.id.clone();
+    assert!(created.just_in_time);
+    assert_eq!(created.max_session_secs, 3600);
     let out = w.acme.cli(&["approvals", "list"]);
     assert!(out.status.success(), "{out:?}");
     let listed = String::from_utf8_lossy(&out.stdout);
@@ -1564,7 +1601,7 @@ async fn a_customer_scripts_approvals_and_requests_with_its_token() {
         "{out:?}"
     );
     // Edit: what is given changes, the rest stays.
-    let edited = json_of(&w.acme.cli(&[
+    let edited: Approval = json_of(&w.acme.cli(&[
         "approvals",
         "edit",
         &id,
@@ -1574,10 +1611,10 @@ async fn a_customer_scripts_approvals_and_requests_with_its_token() {
         "30m",
         "--json",
     ]));
-    assert_eq!(edited["observer_required"], true, "{edited}");
-    assert_eq!(edited["max_session_secs"], 1800);
-    assert_eq!(edited["logins"], json!(["ubuntu", "deploy"]));
-    assert_eq!(edited["just_in_time"], true);
+    assert!(edited.observer_required, "{edited:?}");
+    assert_eq!(edited.max_session_secs, 1800);
+    assert_eq!(edited.logins, ["ubuntu", "deploy"]);
+    assert!(edited.just_in_time);
     let out = w
         .globex
         .cli(&["approvals", "edit", &id, "--max-session", "8h"]);
@@ -1590,10 +1627,10 @@ async fn a_customer_scripts_approvals_and_requests_with_its_token() {
         w.ticket(t, "acme-prod", "alice", "open").await;
         let (_, key) = engineer_key();
         let (s, v) = alice
-            .post("/v1/certificates", json!({"public_key": key, "ticket": t}))
+            .post_as::<IssuePending>("/v1/certificates", json!({"public_key": key, "ticket": t}))
             .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-        ids.push(v["request"]["id"].as_str().unwrap().to_string());
+        assert_eq!(s, StatusCode::ACCEPTED, "{v:?}");
+        ids.push(v.request.id);
     }
     let out = w.acme.cli(&["requests", "list"]);
     let pending = String::from_utf8_lossy(&out.stdout);
@@ -1603,13 +1640,13 @@ async fn a_customer_scripts_approvals_and_requests_with_its_token() {
     );
     let out = w.globex.cli(&["requests", "approve", &ids[0]]);
     assert!(!out.status.success(), "{out:?}");
-    let approved = json_of(&w.acme.cli(&[
+    let approved: AccessRequest = json_of(&w.acme.cli(&[
         "requests", "approve", &ids[0], "--login", "ubuntu", "--ttl", "10m", "--reason", "ok",
         "--json",
     ]));
-    assert_eq!(approved["status"], "approved", "{approved}");
-    assert_eq!(approved["logins"], json!(["ubuntu"]));
-    assert_eq!(approved["ttl_secs"], 600);
+    assert_eq!(approved.status, RequestStatus::Approved, "{approved:?}");
+    assert_eq!(approved.logins, ["ubuntu"]);
+    assert_eq!(approved.ttl_secs, 600);
     let out = w
         .acme
         .cli(&["requests", "deny", &ids[1], "--reason", "change freeze"]);

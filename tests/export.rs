@@ -10,17 +10,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use reqwest::StatusCode;
+use sallyport_api::admin::TokenCreated;
+use sallyport_api::audit::BrokerAuditKey;
+use sallyport_audit::bundle::Manifest;
+use sallyport_broker::audit::AuditEvent;
 use serde_json::Value;
-use support::bastion::{self, ssh, trust_edge, world_with_edge};
+use support::bastion::ssh;
+use support::broker::output_text as text;
 use support::broker::*;
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// `sallyport audit export --<by> <value> --out <out> [extra]` as `api`.
+fn export(api: &Api, by: &str, value: &str, out: &Path, extra: &[&str]) -> Output {
+    let by = format!("--{by}");
+    let out = out.to_str().unwrap();
+    api.cli(&[&["audit", "export", &by, value, "--out", out][..], extra].concat())
+}
+
+/// SUP-1234's one finished recording and its session, once the broker stored the recording
+/// and the session ended.
+async fn recorded_session(w: &World) -> (String, String) {
+    let fin = w
+        .wait_audit("kind=recording_finished&ticket=SUP-1234", 1)
+        .await;
+    assert_eq!(fin.len(), 1, "{fin:#?}");
+    let recording = field_str(&fin[0], "recording").to_string();
+    let session = fin[0].session.clone().unwrap();
+    let stored = w
+        .wait_audit(&format!("kind=recording_stored&session={recording}"), 1)
+        .await;
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    let ended = w
+        .wait_audit(&format!("kind=session_ended&session={session}"), 1)
+        .await;
+    assert_eq!(ended.len(), 1);
+    (recording, session)
 }
 
 /// `sallyport audit verify --bundle DIR [extra]`, with no broker in the environment.
@@ -61,11 +84,7 @@ fn manifest(dir: &Path) -> Value {
 
 #[tokio::test]
 async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_named() {
-    let (mut w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (mut w, b, home) = alice_at_the_edge().await;
     let out = ssh(
         home.path(),
         &["node1.acme-prod", "echo bundle-proof; exit 3"],
@@ -73,44 +92,25 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
     // The session's recording reaches the broker, which records its SHA-256.
-    let fin = w
-        .wait_events("kind=recording_finished&ticket=SUP-1234", 1)
-        .await;
-    assert_eq!(fin.len(), 1, "{fin:#?}");
-    let recording = fin[0]["recording"].as_str().unwrap().to_string();
-    let session = fin[0]["session"].as_str().unwrap().to_string();
-    let stored = w
-        .wait_events(&format!("kind=recording_stored&session={recording}"), 1)
-        .await;
-    assert_eq!(stored.len(), 1, "{stored:#?}");
+    let (recording, session) = recorded_session(&w).await;
     let exits = w
-        .wait_events(&format!("kind=channel_exit&session={session}"), 1)
+        .wait_audit(&format!("kind=channel_exit&session={session}"), 1)
         .await;
     assert_eq!(exits.len(), 1);
-    let ended = w
-        .wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
-    assert_eq!(ended.len(), 1);
 
     // Someone who is not a reviewer is refused, and it is audited.
     let (s, v) = w.acme.get("/v1/audit/export?ticket=SUP-1234").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let refused = w.events("kind=refused").await;
-    assert!(
-        refused
-            .iter()
-            .any(|e| e["action"] == "audit_export" && e["by"] == "approver:acme:acme-admin"),
-        "{refused:#?}"
-    );
+    w.assert_refused(&[("approver:acme:acme-admin", "audit_export")])
+        .await;
     let tmp = tempfile::tempdir().unwrap();
-    let out = w.acme.cli(&[
-        "audit",
-        "export",
-        "--ticket",
+    let out = export(
+        &w.acme,
+        "ticket",
         "SUP-1234",
-        "--out",
-        tmp.path().join("refused").to_str().unwrap(),
-    ]);
+        &tmp.path().join("refused"),
+        &[],
+    );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("reviewers"), "{}", text(&out));
     // Exactly one of ticket, session, customer.
@@ -118,28 +118,20 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // The broker's audit key is public; pin it, and the chains' keys, out of band.
-    let (s, key) = w.anon.get("/v1/audit/key").await;
-    assert_eq!(s, StatusCode::OK, "{key}");
+    let key: BrokerAuditKey = w.anon.get_ok("/v1/audit/key").await;
     let out = w.reviewer.cli(&["audit", "keys"]);
     assert!(out.status.success(), "{}", text(&out));
     let pinned = tmp.path().join("trusted-keys");
     std::fs::write(&pinned, &out.stdout).unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(key["public_key"].as_str().unwrap()),
+        String::from_utf8_lossy(&out.stdout).contains(&key.public_key),
         "{}",
         text(&out)
     );
 
     // Export by ticket and by session.
     let by_ticket = tmp.path().join("by-ticket");
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--ticket",
-        "SUP-1234",
-        "--out",
-        by_ticket.to_str().unwrap(),
-    ]);
+    let out = export(&w.reviewer, "ticket", "SUP-1234", &by_ticket, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("audit verify --bundle"),
@@ -147,53 +139,36 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
         text(&out)
     );
     let by_session = tmp.path().join("by-session");
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--session",
-        &session,
-        "--out",
-        by_session.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = export(&w.reviewer, "session", &session, &by_session, &["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["recordings"], 1, "{summary}");
     // The export itself is audited.
-    let exported = w.events("kind=audit_exported").await;
+    let exported = w
+        .picked("kind=audit_exported", |e| match e {
+            AuditEvent::AuditExported { selection, .. } => Some(selection),
+            _ => None,
+        })
+        .await;
     assert_eq!(exported.len(), 2, "{exported:#?}");
-    assert_eq!(exported[0]["selection"]["ticket"], "SUP-1234");
-    assert_eq!(exported[1]["selection"]["session"], session.as_str());
+    assert_eq!(exported[0].ticket.as_deref(), Some("SUP-1234"));
+    assert_eq!(exported[1].session.as_deref(), Some(session.as_str()));
     // By customer: every cluster of acme.
     let by_customer = tmp.path().join("by-customer");
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--customer",
-        "acme",
-        "--out",
-        by_customer.to_str().unwrap(),
-    ]);
+    let out = export(&w.reviewer, "customer", "acme", &by_customer, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let (s, _) = w.reviewer.get("/v1/audit/export?customer=nobody").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // A directory that is not empty is not overwritten.
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--ticket",
-        "SUP-1234",
-        "--out",
-        by_ticket.to_str().unwrap(),
-    ]);
+    let out = export(&w.reviewer, "ticket", "SUP-1234", &by_ticket, &[]);
     assert!(!out.status.success(), "{}", text(&out));
 
     // What the bundles hold.
     let rec_path = by_ticket.join(format!("recordings/{recording}.cast"));
     assert!(rec_path.exists());
     for dir in [&by_ticket, &by_session] {
-        let m = manifest(dir);
-        assert_eq!(m["broker_key"], key["public_key"], "{m}");
+        let m: Manifest = serde_json::from_value(manifest(dir)).unwrap();
+        assert_eq!(m.broker_key, key.public_key, "{m:?}");
         let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
         let kinds: Vec<Value> = events
             .lines()
@@ -440,7 +415,9 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let edge = w.anon.with(v["token"].as_str().unwrap());
+    let edge = w
+        .anon
+        .with(&read_as::<TokenCreated>("a created token", v).token);
     let key = sallyport_ca::keys::generate_ed25519("edge audit").unwrap();
     // One batch, signed at its last record (#5): T-LINK's records are #2 and #4.
     let records = edge_chain(
@@ -453,14 +430,7 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
     assert_eq!(s, StatusCode::OK, "{v}");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("t-link");
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--ticket",
-        "T-LINK",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let out = export(&w.reviewer, "ticket", "T-LINK", &dir, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let links = std::fs::read_to_string(dir.join("chain/links.jsonl")).unwrap();
     let seqs: Vec<u64> = links
@@ -523,11 +493,7 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
 /// on it, and the command's row in the events opens its moment in the player.
 #[tokio::test]
 async fn the_bundles_viewer_plays_a_terminal_session_offline_in_chromium() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = alice_at_the_edge().await;
     // An interactive shell: recorded as a terminal, its command with its moment.
     use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
     let name = format!("sp-viewer-{}", std::process::id());
@@ -544,25 +510,10 @@ async fn the_bundles_viewer_plays_a_terminal_session_offline_in_chromium() {
     tmux(&["send-keys", "-t", &name, "exit", "Enter"]);
     wait_exit(&name);
     let _ = tmux(&["kill-session", "-t", &name]);
-    let fin = w
-        .wait_events("kind=recording_finished&ticket=SUP-1234", 1)
-        .await;
-    let recording = fin[0]["recording"].as_str().unwrap().to_string();
-    let session = fin[0]["session"].as_str().unwrap().to_string();
-    w.wait_events(&format!("kind=recording_stored&session={recording}"), 1)
-        .await;
-    w.wait_events(&format!("kind=session_ended&session={session}"), 1)
-        .await;
+    let (recording, session) = recorded_session(&w).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let out = w.reviewer.cli(&[
-        "audit",
-        "export",
-        "--session",
-        &session,
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let out = export(&w.reviewer, "session", &session, &dir, &[]);
     assert!(out.status.success(), "{}", text(&out));
     drop(b);
 

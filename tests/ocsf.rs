@@ -10,24 +10,16 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Output;
 
 use reqwest::StatusCode;
+use sallyport_api::admin::TokenCreated;
 use sallyport_broker::audit::{AuditEvent, AuditRecord};
 use sallyport_broker::ocsf;
 use serde_json::{Value, json};
-use support::bastion::{self, ssh, trust_edge, world_with_edge};
+use support::bastion::ssh;
+use support::broker::output_text as text;
 use support::broker::*;
 use support::ocsf_schema::Schema;
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn valid(schema: &Schema, e: &Value) {
     let problems = schema.check_event(e);
@@ -420,7 +412,7 @@ async fn the_stream_gives_new_events_and_resumes_exactly_after_a_cursor() {
         .and_then(Value::as_u64)
         .unwrap();
     let stored = w
-        .events(&format!(
+        .audit(&format!(
             "source=broker&after_seq={broker_after}&limit=100000"
         ))
         .await;
@@ -431,7 +423,7 @@ async fn the_stream_gives_new_events_and_resumes_exactly_after_a_cursor() {
         .collect();
     let from_store: Vec<u64> = stored
         .iter()
-        .map(|v| v["seq"].as_u64().unwrap())
+        .map(|e| e.seq)
         .filter(|n| from_stream.last().is_some_and(|last| n <= last))
         .collect();
     assert_eq!(from_stream, from_store);
@@ -497,31 +489,29 @@ async fn the_stream_gives_new_events_and_resumes_exactly_after_a_cursor() {
 
     // A token revoked while it streams ends its stream.
     let (s, t) =
-        w.op.post(
+        w.op.post_as::<TokenCreated>(
             "/v1/tokens",
             json!({"name": "siem", "role": "reviewer", "customer": null}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    let siem = w.op.with(t["token"].as_str().unwrap());
+    assert_eq!(s, StatusCode::CREATED, "{t:?}");
+    let siem = w.op.with(&t.token);
     let mut s = Lines::open(&siem, "since=now").await;
     // `now` resolved: the broker's chain as far as it is stored.
     let start = s.resp.headers()["x-sallyport-cursor"]
         .to_str()
         .unwrap()
         .to_string();
-    let head = w.events("source=broker&limit=100000").await.len();
+    let head = w.audit("source=broker&limit=100000").await.len();
     assert!(
         start.split(',').any(|p| p == format!("broker:{head}")),
         "{start} (broker head {head})"
     );
-    let (st, v) =
-        w.op.delete(&format!("/v1/tokens/{}", t["id"].as_str().unwrap()))
-            .await;
+    let (st, v) = w.op.delete(&format!("/v1/tokens/{}", t.id)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let ended = s.until(|v| v.get("error").is_some()).await;
     assert_eq!(
-        ended.last().unwrap()["error"]["code"],
+        error_of(ended.last().unwrap()).code,
         "forbidden",
         "{ended:#?}"
     );
@@ -577,21 +567,13 @@ async fn an_approvers_stream_holds_only_its_customers_events() {
     // Asking for another customer is refused, and audited.
     let (s, _) = w.acme.get("/v1/audit/stream?customer=globex").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let refused = w.events("kind=refused").await;
-    assert!(
-        refused.iter().any(|e| e["action"] == "audit_stream"),
-        "{refused:#?}"
-    );
+    assert!(!w.refusals("audit_stream").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_commands() {
     use support::term::Term;
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = alice_at_the_edge().await;
 
     // An exec channel with its exit status, then an interactive shell.
     let out = ssh(home.path(), &["node1.acme-prod", "echo exec-7313; exit 3"]);
@@ -627,25 +609,25 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     term.wait("osc-done", 1);
     term.send(&["exit", "Enter"]);
     term.wait_exit();
-    let ended = w.wait_events("kind=session_ended&ticket=SUP-1234", 3).await;
+    let ended = w.wait_audit("kind=session_ended&ticket=SUP-1234", 3).await;
     assert_eq!(ended.len(), 3, "{ended:#?}");
-    let file_ops = w.wait_events("kind=file_op&ticket=SUP-1234", 1).await;
+    let file_ops = w.wait_audit("kind=file_op&ticket=SUP-1234", 1).await;
     let scp_session = file_ops
         .iter()
-        .find(|e| e["op"]["sha256"] == sha.as_str())
-        .unwrap_or_else(|| panic!("no file_op with the file's SHA-256: {file_ops:#?}"))["session"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let commands = w.events("kind=command&ticket=SUP-1234").await;
+        .find(|e| e.field("op").and_then(|op| op.get("sha256")) == Some(&json!(sha)))
+        .unwrap_or_else(|| panic!("no file_op with the file's SHA-256: {file_ops:#?}"))
+        .session
+        .clone()
+        .unwrap();
+    let commands = w.audit("kind=command&ticket=SUP-1234").await;
     let session_of = |c: &str| {
         commands
             .iter()
-            .find(|e| e["command"] == c)
-            .unwrap_or_else(|| panic!("no command {c}: {commands:#?}"))["session"]
-            .as_str()
+            .find(|e| e.command.as_deref() == Some(c))
+            .unwrap_or_else(|| panic!("no command {c}: {commands:#?}"))
+            .session
+            .clone()
             .unwrap()
-            .to_string()
     };
     let exec_session = session_of("echo exec-7313; exit 3");
     let pty_session = session_of("echo typed-marker-4471");
@@ -654,10 +636,10 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
         let prefix = format!("{s}-c");
         let mut tries = 0;
         loop {
-            let stored = w.events("kind=recording_stored&limit=1000").await;
+            let stored = w.audit("kind=recording_stored&limit=1000").await;
             if stored
                 .iter()
-                .any(|e| e["session"].as_str().unwrap().starts_with(&prefix))
+                .any(|e| e.session.as_deref().unwrap().starts_with(&prefix))
             {
                 break;
             }
@@ -812,12 +794,10 @@ async fn a_real_session_in_ocsf_validates_and_audit_show_and_replay_show_its_com
     let played = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(played.contains("echo typed-marker-4471"), "{played}");
     assert!(played.contains("osc-done"), "{played}");
-    let rec_id = w
-        .events(&format!("kind=recording_finished&session={pty_session}"))
-        .await[0]["recording"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let finished = w
+        .audit(&format!("kind=recording_finished&session={pty_session}"))
+        .await;
+    let rec_id = field_str(&finished[0], "recording").to_string();
     let cast = w.fetch_recording(&rec_id).await;
     // ESC as the recording's JSON escapes it (the typed `\033]52` text does not match).
     assert!(

@@ -1027,3 +1027,13 @@ pub async fn alice_at_the_edge_with(
 pub async fn alice_at_the_edge() -> (World, super::bastion::Bastion, tempfile::TempDir) {
     alice_at_the_edge_with(json!({})).await
 }
+
+/// A finished command's exit status, stdout and stderr, for failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
