@@ -22,6 +22,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
+use sallyport_api::admin::Enrollment;
+use sallyport_api::certificates::Issued;
+use sallyport_api::login::LoginResponse;
+use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
 use support::broker::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,10 +173,11 @@ async fn new_engineer_in_new_group(w: &World) -> (String, String, String) {
              dn: cn={group},ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: {group}\nmember: uid=dave,{PEOPLE}\nmember: uid={uid},{PEOPLE}\n"
         ),
     );
-    let (s, v) = w.op.post("/v1/engineers", json!({"uid": uid})).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let secret = v["totp_secret"].as_str().unwrap().to_string();
-    (uid, group, secret)
+    let (s, v) =
+        w.op.post_as::<Enrollment>("/v1/engineers", json!({"uid": uid}))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v:?}");
+    (uid, group, v.totp_secret)
 }
 
 fn set_membership(uid: &str, group_dn: &str, member: bool) {
@@ -204,13 +209,8 @@ async fn login(w: &World, uid: &str, secret: &str, offset: i64) -> (StatusCode, 
 async fn session(w: &World, uid: &str, secret: &str, offset: i64) -> (Api, Vec<String>) {
     let (s, v) = login(w, uid, secret, offset).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let groups = v["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g.as_str().unwrap().to_string())
-        .collect();
-    (w.anon.with(v["token"].as_str().unwrap()), groups)
+    let v: LoginResponse = read_as("a login", v);
+    (w.anon.with(&v.token), v.groups)
 }
 
 async fn ask(session: &Api, ticket: &str) -> (StatusCode, Value) {
@@ -223,14 +223,20 @@ async fn ask(session: &Api, ticket: &str) -> (StatusCode, Value) {
         .await
 }
 
-fn reason_codes(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|r| {
-            r.iter()
-                .map(|x| x["code"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The reason codes of a refused answer.
+fn refused_codes(v: &Value) -> Vec<String> {
+    reason_codes(&error_of(v))
+}
+
+/// The `certificate_denied` events as (engineer, reason codes), in the order search gives them.
+async fn denials(w: &World) -> Vec<(String, Vec<String>)> {
+    w.picked("kind=certificate_denied", |e| match e {
+        AuditEvent::CertificateDenied {
+            engineer, reasons, ..
+        } => Some((engineer, reasons.into_iter().map(|r| r.code).collect())),
+        _ => None,
+    })
+    .await
 }
 
 /// No password the test knows appears in the broker's log.
@@ -268,12 +274,8 @@ async fn alice_logs_in_and_gets_a_certificate(w: &World) {
     let alice = w.session("alice", 0).await;
     let (s, v) = ask(&alice, "SUP-1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(
-        v["certificate"]
-            .as_str()
-            .unwrap()
-            .starts_with("ssh-ed25519-cert")
-    );
+    let issued: Issued = read_as("an issued certificate", v);
+    assert!(issued.certificate.starts_with("ssh-ed25519-cert"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,15 +353,17 @@ async fn plain_ldap_on_loopback_sends_both_passwords_in_clear_control() {
 async fn assert_tls_refused(w: &World, relay: &Relay, want_detail: &str) {
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    let message = v["error"]["message"].as_str().unwrap();
+    let message = error_of(&v).message;
     assert!(
         message.contains("LDAP") && message.contains("TLS"),
         "unclear: {message}"
     );
     assert!(v.get("token").is_none());
-    let event = w.events("kind=login_failed").await.pop().unwrap();
-    assert_eq!(event["code"], "directory_tls_refused", "{event}");
-    let reason = event["reason"].as_str().unwrap();
+    let event = w.broker_events("kind=login_failed").await.pop().unwrap();
+    let AuditEvent::LoginFailed { code, reason, .. } = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(code, "directory_tls_refused", "{event:?}");
     assert!(reason.contains(want_detail), "{reason}");
     assert!(
         !relay.seen().is_empty(),
@@ -371,31 +375,41 @@ async fn assert_tls_refused(w: &World, relay: &Relay, want_detail: &str) {
     assert_no_password_in_broker_log(w, &["alice-pw", &service_password()]);
 }
 
+/// A broker whose directory is `url` (`ldaps://` to slapd's LDAPS port, else StartTLS to its
+/// plain one) through a relay, trusting the CA file of `ca_var`: its TLS is refused for
+/// `detail` ([`assert_tls_refused`]). Returns the relay, to read what crossed.
+async fn tls_refused(url: &str, ca_var: &str, detail: &str) -> Relay {
+    let ldaps = url.starts_with("ldaps://");
+    let upstream = if ldaps {
+        env("SALLYPORT_TEST_LDAP_LDAPS_URI")
+    } else {
+        ldap_uri()
+    };
+    let relay = Relay::to(port_of(&upstream)).await;
+    let starttls = if ldaps { "" } else { "starttls = true\n" };
+    let w = world_via(&relay, url, &format!("{starttls}{}", ca_line(ca_var))).await;
+    assert_tls_refused(&w, &relay, detail).await;
+    relay
+}
+
 #[tokio::test]
 async fn ldaps_with_a_wrong_ca_fails_closed() {
-    let relay = Relay::to(port_of(&env("SALLYPORT_TEST_LDAP_LDAPS_URI"))).await;
-    let w = world_via(
-        &relay,
+    tls_refused(
         "ldaps://127.0.0.1",
-        &ca_line("SALLYPORT_TEST_LDAP_OTHER_CA_FILE"),
+        "SALLYPORT_TEST_LDAP_OTHER_CA_FILE",
+        "not signed by the CA in [ldap] ca_file",
     )
     .await;
-    assert_tls_refused(&w, &relay, "not signed by the CA in [ldap] ca_file").await;
 }
 
 #[tokio::test]
 async fn starttls_with_a_wrong_ca_fails_closed_without_falling_back_to_plain() {
-    let relay = Relay::to(port_of(&ldap_uri())).await;
-    let w = world_via(
-        &relay,
+    let relay = tls_refused(
         "ldap://127.0.0.1",
-        &format!(
-            "starttls = true\n{}",
-            ca_line("SALLYPORT_TEST_LDAP_OTHER_CA_FILE")
-        ),
+        "SALLYPORT_TEST_LDAP_OTHER_CA_FILE",
+        "not signed by the CA in [ldap] ca_file",
     )
     .await;
-    assert_tls_refused(&w, &relay, "not signed by the CA in [ldap] ca_file").await;
     assert!(relay.saw(STARTTLS_OID));
     assert!(
         !relay.saw("uid=alice"),
@@ -407,29 +421,22 @@ async fn starttls_with_a_wrong_ca_fails_closed_without_falling_back_to_plain() {
 /// relay on 127.0.0.1) but is a name the certificate is not for.
 #[tokio::test]
 async fn ldaps_to_a_host_name_the_certificate_is_not_for_fails_closed() {
-    let relay = Relay::to(port_of(&env("SALLYPORT_TEST_LDAP_LDAPS_URI"))).await;
-    let w = world_via(
-        &relay,
+    tls_refused(
         "ldaps://localhost",
-        &ca_line("SALLYPORT_TEST_LDAP_CA_FILE"),
+        "SALLYPORT_TEST_LDAP_CA_FILE",
+        "not for the host name in [ldap] url",
     )
     .await;
-    assert_tls_refused(&w, &relay, "not for the host name in [ldap] url").await;
 }
 
 #[tokio::test]
 async fn starttls_to_a_host_name_the_certificate_is_not_for_fails_closed() {
-    let relay = Relay::to(port_of(&ldap_uri())).await;
-    let w = world_via(
-        &relay,
+    tls_refused(
         "ldap://localhost",
-        &format!(
-            "starttls = true\n{}",
-            ca_line("SALLYPORT_TEST_LDAP_CA_FILE")
-        ),
+        "SALLYPORT_TEST_LDAP_CA_FILE",
+        "not for the host name in [ldap] url",
     )
     .await;
-    assert_tls_refused(&w, &relay, "not for the host name in [ldap] url").await;
 }
 
 /// Configurations that would send passwords in clear (or trust nothing) are refused at start,
@@ -543,17 +550,13 @@ async fn look_alike_groups_give_no_access(group_mode: &str) {
 
     let (s, groups) = session(&w, &uid, &secret, -1).await;
     assert!(!groups.contains(&group), "{group_mode}: {groups:?}");
-    let before = w.events("kind=certificate_denied").await.len();
+    let before = denials(&w).await.len();
     let (status, v) = ask(&s, "SUP-LOOK").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{group_mode}: {v}");
-    assert_eq!(
-        reason_codes(&v["error"]["reasons"]),
-        ["not_in_approved_group"],
-        "{v}"
-    );
-    let events = w.events("kind=certificate_denied").await;
+    assert_eq!(refused_codes(&v), ["not_in_approved_group"], "{v}");
+    let events = denials(&w).await;
     assert_eq!(events.len(), before + 1);
-    assert_eq!(events.last().unwrap()["engineer"], uid.as_str());
+    assert_eq!(events.last().unwrap().0, uid);
 
     // The control: in the real group, the same engineer gets in.
     set_membership(&uid, &real, true);
@@ -592,22 +595,23 @@ async fn removed_from_the_group_after_login_gets_no_certificate_with_the_old_ses
         &format!("cn={group},ou=groups,dc=example,dc=com"),
         false,
     );
-    let before = w.events("kind=certificate_denied").await.len();
+    let before = denials(&w).await.len();
     let (status, v) = ask(&s, "SUP-GONE").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     assert!(v.get("certificate").is_none());
     assert_eq!(
-        reason_codes(&v["error"]["reasons"]),
+        refused_codes(&v),
         ["groups_changed", "not_in_approved_group"],
         "{v}"
     );
-    let message = v["error"]["reasons"][0]["message"].as_str().unwrap();
+    let reasons = error_of(&v).reasons.unwrap();
+    let message = &reasons[0].message;
     assert!(message.contains(&group), "{message}");
-    let events = w.events("kind=certificate_denied").await;
+    let events = denials(&w).await;
     assert_eq!(events.len(), before + 1);
     let last = events.last().unwrap();
-    assert_eq!(last["engineer"], uid.as_str());
-    assert_eq!(reason_codes(&last["reasons"])[0], "groups_changed");
+    assert_eq!(last.0, uid);
+    assert_eq!(last.1[0], "groups_changed");
 }
 
 /// With `groups_cache_secs = 0` every issuance asks the directory: a first certificate, then the
@@ -630,7 +634,7 @@ async fn without_a_cache_each_issuance_reads_the_groups_again() {
     );
     let (status, v) = ask(&s, "SUP-NOCACHE").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
-    assert_eq!(reason_codes(&v["error"]["reasons"])[0], "groups_changed");
+    assert_eq!(refused_codes(&v)[0], "groups_changed");
 }
 
 /// The cache does what `groups_cache_secs` says: within its lifetime the groups of the last read
@@ -674,9 +678,9 @@ async fn an_engineer_deleted_from_the_directory_gets_no_certificate() {
     );
     let (status, v) = ask(&s, "SUP-DEL").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
-    assert_eq!(reason_codes(&v["error"]["reasons"]), ["not_in_directory"]);
-    let last = w.events("kind=certificate_denied").await.pop().unwrap();
-    assert_eq!(reason_codes(&last["reasons"]), ["not_in_directory"]);
+    assert_eq!(refused_codes(&v), ["not_in_directory"]);
+    let last = denials(&w).await.pop().unwrap();
+    assert_eq!(last.1, ["not_in_directory"]);
 }
 
 #[tokio::test]
@@ -686,16 +690,16 @@ async fn directory_unreachable_at_issuance_fails_closed_and_is_audited() {
     approve_and_ticket(&w, "support-l2", "alice", "SUP-DOWN").await;
     let alice = w.session("alice", 0).await;
     relay.close();
-    let before = w.events("kind=certificate_denied").await.len();
+    let before = denials(&w).await.len();
     let (status, v) = ask(&alice, "SUP-DOWN").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(v.get("certificate").is_none());
-    let message = v["error"]["message"].as_str().unwrap();
+    let message = error_of(&v).message;
     assert!(message.contains("LDAP"), "{message}");
-    let events = w.events("kind=certificate_denied").await;
+    let events = denials(&w).await;
     assert_eq!(events.len(), before + 1);
     let last = events.last().unwrap();
-    assert_eq!(last["engineer"], "alice");
-    assert_eq!(reason_codes(&last["reasons"]), ["directory_unavailable"]);
-    assert!(w.events("kind=certificate_issued").await.is_empty());
+    assert_eq!(last.0, "alice");
+    assert_eq!(last.1, ["directory_unavailable"]);
+    assert!(w.audit("kind=certificate_issued").await.is_empty());
 }

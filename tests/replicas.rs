@@ -8,6 +8,11 @@
 mod support;
 
 use reqwest::StatusCode;
+use sallyport_api::approvals::Approval;
+use sallyport_api::certificates::Issued;
+use sallyport_api::gateways::{Enrolled, GatewayCreated};
+use sallyport_api::login::LoginResponse;
+use sallyport_broker::audit::AuditEvent;
 use serde_json::json;
 use support::balancer::Balancer;
 use support::broker::*;
@@ -126,7 +131,7 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
     let (s, v) = anon.post("/v1/login", login.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let first = lb.last();
-    let alice = anon.with(v["token"].as_str().unwrap());
+    let alice = anon.with(&read_as::<LoginResponse>("a login", v).token);
     let (s, v) = anon.post("/v1/login", login).await;
     assert_ne!(
         lb.last(),
@@ -134,35 +139,29 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
         "the balancer sends the next login to the other replica"
     );
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let replayed = w.events("kind=login_failed").await;
-    assert_eq!(
-        replayed.last().unwrap()["code"],
-        "totp_replayed",
-        "{replayed:?}"
-    );
+    let replayed = w
+        .picked("kind=login_failed", |e| match e {
+            AuditEvent::LoginFailed { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(replayed.last().unwrap(), "totp_replayed", "{replayed:?}");
 
     // An approval made through one replica is seen through the other; the token one replica
     // issued works on the other, and a certificate is issued.
     let (s, v) = acme
-        .post(
+        .post_as::<Approval>(
             "/v1/approvals",
             json!({"cluster": "acme-prod", "group": "support-l2", "logins": ["ubuntu"],
                    "max_session_secs": 3600, "valid_until": now() + 86_400}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let approval = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::CREATED, "{v:?}");
+    let approval = v.id;
     let made_on = lb.last();
-    let (s, v) = acme.get("/v1/approvals?cluster=acme-prod").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let v: Vec<Approval> = acme.get_ok("/v1/approvals?cluster=acme-prod").await;
     assert_ne!(lb.last(), made_on);
-    assert!(
-        v.as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["id"] == approval.as_str()),
-        "{v}"
-    );
+    assert!(v.iter().any(|a| a.id == approval), "{v:?}");
     let (s, v) = tickets
         .put(
             "/v1/tickets/T-1",
@@ -172,27 +171,25 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, key) = engineer_key();
     let (s, v) = alice
-        .post(
+        .post_as::<Issued>(
             "/v1/certificates",
             json!({"public_key": key, "ticket": "T-1"}),
         )
         .await;
-    assert!(s.is_success(), "{s} {v}");
+    assert!(s.is_success(), "{s} {v:?}");
     assert!(
-        v["certificate"]
-            .as_str()
-            .unwrap()
+        v.certificate
             .starts_with("ssh-ed25519-cert-v01@openssh.com "),
-        "{v}"
+        "{v:?}"
     );
 
     // A recording uploaded to replica A is read back whole through replica B: the API and the
     // console's replay. Neither replica's disk holds it.
     let (s, v) = op
-        .post("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
+        .post_as::<GatewayCreated>("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let join_token = v["join_token"].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::CREATED, "{v:?}");
+    let join_token = v.join_token;
     let key_line = |name: &str| {
         sallyport_ca::keys::generate_ed25519(name)
             .unwrap()
@@ -201,14 +198,14 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
             .unwrap()
     };
     let (s, v) = anon
-        .post(
+        .post_as::<Enrolled>(
             "/v1/gateways/enroll",
             json!({"join_token": join_token, "node_ca_public_key": key_line("node ca"),
                    "host_ca_public_key": key_line("host ca"), "audit_public_key": key_line("audit")}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let credential = v["credential"].as_str().unwrap().to_string();
+    assert_eq!(s, StatusCode::OK, "{v:?}");
+    let credential = v.credential;
     let bytes = asciicast();
     let (s, v) = upload(&a_url, &credential, "s-1-c0", bytes.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -237,14 +234,7 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
         let files: Vec<_> = walk(&data.join("recordings"));
         assert!(files.is_empty(), "{files:?}");
     }
-    let (s, v) =
-        w.op.post(
-            "/v1/accounts",
-            json!({"username": "sec", "role": "reviewer", "password": "sec-password-1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let secret = v["totp_secret"].as_str().unwrap().to_string();
+    let secret = w.account("sec", "reviewer", None).await;
     let mut console = Console::new(&b.url);
     let code = sallyport_broker::totp::code(&secret, now()).unwrap();
     let p = console.login("sec", "sec-password-1", &code).await;
