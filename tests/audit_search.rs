@@ -10,10 +10,11 @@ mod support;
 use std::collections::BTreeSet;
 
 use reqwest::StatusCode;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
 use sallyport_audit::AuditRecord;
 use sallyport_audit::text::search_text;
+use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
-use support::bastion::{self, trust_edge, world_with_edge};
 use support::broker::*;
 use support::term::Term;
 
@@ -57,7 +58,7 @@ async fn seed(w: &World, records: &[AuditRecord]) {
 }
 
 /// Every event the search API returns for `query`, following `next` from page to page.
-async fn search_all(w: &World, query: &str) -> Vec<Value> {
+async fn search_all(w: &World, query: &str) -> Vec<AuditEntry> {
     let mut out = Vec::new();
     let mut before: Option<String> = None;
     loop {
@@ -65,26 +66,19 @@ async fn search_all(w: &World, query: &str) -> Vec<Value> {
             Some(c) => format!("/v1/audit/events?{query}&before={}", enc(c)),
             None => format!("/v1/audit/events?{query}"),
         };
-        let (s, v) = w.reviewer.get(&path).await;
-        assert_eq!(s, StatusCode::OK, "{path}: {v}");
-        out.extend(v["events"].as_array().unwrap().iter().cloned());
-        match v["next"].as_str() {
-            Some(c) => before = Some(c.to_string()),
+        let page: AuditEvents = w.reviewer.get_ok(&path).await;
+        out.extend(page.events);
+        match page.next {
+            Some(c) => before = Some(c),
             None => return out,
         }
     }
 }
 
-fn keys(events: &[Value]) -> Vec<(u64, String, u64)> {
+fn keys(events: &[AuditEntry]) -> Vec<(u64, String, u64)> {
     events
         .iter()
-        .map(|e| {
-            (
-                e["time_ms"].as_u64().unwrap(),
-                e["source"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
+        .map(|e| (e.time_ms, e.source.clone(), e.seq))
         .collect()
 }
 
@@ -206,11 +200,8 @@ async fn search_by_text_across_100000_seeded_events_finds_the_right_sessions() {
     assert_eq!(records.len(), 100_000);
     seed(&w, &records).await;
 
-    let sessions = |events: &[Value]| -> BTreeSet<String> {
-        events
-            .iter()
-            .map(|e| e["session"].as_str().unwrap().to_string())
-            .collect()
+    let sessions = |events: &[AuditEntry]| -> BTreeSet<String> {
+        events.iter().map(|e| e.session.clone().unwrap()).collect()
     };
     // A fragment of a command finds it, whatever the case, and words match in any order.
     for q in [
@@ -226,11 +217,14 @@ async fn search_by_text_across_100000_seeded_events_finds_the_right_sessions() {
             "{q}"
         );
         assert_eq!(keys(&got), expected(&records, q, |_| true), "{q}");
-        assert!(got.iter().all(|e| e["kind"] == "command"), "{q}");
+        assert!(got.iter().all(|e| e.kind == "command"), "{q}");
     }
     let got = search_all(&w, "q=zqxj-needle").await;
     assert_eq!(sessions(&got), BTreeSet::from(["s0800".to_string()]));
-    assert_eq!(got[0]["command"], "echo zqxj-needle-7f3a > /tmp/marker");
+    assert_eq!(
+        got[0].command.as_deref(),
+        Some("echo zqxj-needle-7f3a > /tmp/marker")
+    );
     // Nothing matches only part of a word list.
     assert!(search_all(&w, "q=systemctl+zqxj").await.is_empty());
     // File paths are found too.
@@ -240,7 +234,7 @@ async fn search_by_text_across_100000_seeded_events_finds_the_right_sessions() {
         expected(&records, "/srv/data/s0042/f13", |_| true)
     );
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0]["kind"], "file_op");
+    assert_eq!(got[0].kind, "file_op");
 
     // A common word, page by page (cursor paging, newest first), equals the expectation, with
     // the filters combined.
@@ -342,7 +336,7 @@ async fn search_by_text_across_100000_seeded_events_finds_the_right_sessions() {
         "--json",
     ]);
     assert!(out.status.success());
-    let page2: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let page2: Vec<AuditEntry> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -426,7 +420,7 @@ async fn special_characters_in_the_query_are_literal_text() {
             search_all(w, &format!("q={}", enc(q)))
                 .await
                 .iter()
-                .map(|e| e["command"].as_str().unwrap().to_string())
+                .map(|e| e.command.clone().unwrap())
                 .collect::<Vec<_>>()
         }
     };
@@ -439,16 +433,16 @@ async fn special_characters_in_the_query_are_literal_text() {
     assert!(one("') OR 1=1 --").await.is_empty());
     assert_eq!(one(r#""quoted""#).await, [r#"echo "quoted" it"#]);
     // The table is still there, and everything in it.
-    assert_eq!(w.events("source=gateway:special").await.len(), texts.len());
+    assert_eq!(w.audit("source=gateway:special").await.len(), texts.len());
     // A bad cursor or a query too long is a 400 naming the problem.
     for path in [
         "/v1/audit/events?q=x&before=yesterday".to_string(),
         format!("/v1/audit/events?q={}", "a+".repeat(17)),
         format!("/v1/audit/events?q={}", "a".repeat(513)),
     ] {
-        let (s, v) = w.reviewer.get(&path).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
-        assert_eq!(v["error"]["code"], "bad_request");
+        let (s, e) = w.reviewer.get_err(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {e:?}");
+        assert_eq!(e.code, "bad_request");
     }
 }
 
@@ -476,9 +470,8 @@ async fn reviewers_search_everything_approvers_their_own_clusters_others_are_ref
     );
     seed(&w, &records).await;
     for api in [&w.reviewer, &w.op] {
-        let (s, v) = api.get("/v1/audit/events?q=shadow").await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["events"].as_array().unwrap().len(), 3);
+        let v: AuditEvents = api.get_ok("/v1/audit/events?q=shadow").await;
+        assert_eq!(v.events.len(), 3);
     }
     // A customer's approver finds only what happened on its own clusters, by text or not, and
     // asking for another customer's cluster finds nothing.
@@ -487,27 +480,26 @@ async fn reviewers_search_everything_approvers_their_own_clusters_others_are_ref
         (&w.globex, "globex-prod", "acme-prod"),
     ] {
         for query in ["q=shadow", "kind=command", "engineer=alice&q=cat"] {
-            let (s, v) = api.get(&format!("/v1/audit/events?{query}")).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            let found = v["events"].as_array().unwrap();
+            let v: AuditEvents = api.get_ok(&format!("/v1/audit/events?{query}")).await;
+            let found = &v.events;
             assert!(
-                found.len() <= 1 && found.iter().all(|e| e["cluster"] == cluster),
-                "{query}: {v}"
+                found.len() <= 1 && found.iter().all(|e| e.cluster.as_deref() == Some(cluster)),
+                "{query}: {v:?}"
             );
         }
-        let (_, v) = api.get("/v1/audit/events?q=shadow").await;
-        assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+        let (_, v) = api.get_as::<AuditEvents>("/v1/audit/events?q=shadow").await;
+        assert_eq!(v.events.len(), 1, "{v:?}");
         let (_, v) = api
-            .get(&format!("/v1/audit/events?q=shadow&cluster={other}"))
+            .get_as::<AuditEvents>(&format!("/v1/audit/events?q=shadow&cluster={other}"))
             .await;
-        assert!(v["events"].as_array().unwrap().is_empty(), "{v}");
+        assert!(v.events.is_empty(), "{v:?}");
         let out = api.cli(&["audit", "search", "--command", "shadow", "--json"]);
         assert!(out.status.success(), "{out:?}");
         let printed = String::from_utf8_lossy(&out.stdout);
         assert_eq!(printed.lines().count(), 1, "{printed}");
         assert!(printed.contains(cluster), "{printed}");
     }
-    let before = w.events("kind=refused").await.len();
+    let before = w.audit("kind=refused").await.len();
     let engineer = w.session("alice", 0).await;
     for api in [&w.tickets, &engineer] {
         let (s, v) = api.get("/v1/audit/events?q=shadow").await;
@@ -520,22 +512,18 @@ async fn reviewers_search_everything_approvers_their_own_clusters_others_are_ref
         w.anon.get("/v1/audit/events?q=shadow").await.0,
         StatusCode::UNAUTHORIZED
     );
-    let refused = w.events("kind=refused").await;
+    let refused = w.broker_events("kind=refused").await;
     assert_eq!(refused.len(), before + 4, "{refused:#?}");
     assert!(
         refused[before..]
             .iter()
-            .all(|e| e["action"] == "audit_search")
+            .all(|e| matches!(e, AuditEvent::Refused { action, .. } if action == "audit_search"))
     );
 }
 
 #[tokio::test]
 async fn a_command_typed_in_an_interactive_session_is_found_by_a_fragment_of_its_text() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = alice_at_the_edge().await;
     let tag = format!("fts{}", std::process::id());
     let t = Term::ssh("search", home.path(), 120, 40, "");
     t.wait(":~$", 1);
@@ -548,23 +536,20 @@ async fn a_command_typed_in_an_interactive_session_is_found_by_a_fragment_of_its
 
     // A fragment of the line, in another case, finds the command and the line on screen.
     let q = format!("q={}", enc(&format!("PLOY-{tag} | TR")));
-    let found = w.wait_events(&q, 2).await;
+    let found = w.wait_audit(&q, 2).await;
     let command = found
         .iter()
-        .find(|e| e["kind"] == "command")
+        .find(|e| e.kind == "command")
         .unwrap_or_else(|| panic!("{found:#?}"));
     assert_eq!(
-        command["command"].as_str().unwrap().trim_end(),
+        command.command.as_deref().unwrap().trim_end(),
         format!("echo deploy-{tag} | tr a-z A-Z")
     );
-    assert_eq!(command["via"], "interactive");
-    assert_eq!(command["engineer"], "alice");
-    assert_eq!(command["ticket"], "SUP-1234");
-    assert!(
-        found.iter().any(|e| e["kind"] == "line_entered"),
-        "{found:#?}"
-    );
-    assert!(found.iter().all(|e| e["session"] == command["session"]));
+    assert_eq!(field_str(command, "via"), "interactive");
+    assert_eq!(command.engineer.as_deref(), Some("alice"));
+    assert_eq!(command.ticket.as_deref(), Some("SUP-1234"));
+    assert!(found.iter().any(|e| e.kind == "line_entered"), "{found:#?}");
+    assert!(found.iter().all(|e| e.session == command.session));
     // The same through the CLI.
     let out = w.reviewer.cli(&[
         "audit",
