@@ -712,15 +712,8 @@ async fn just_in_time_login_takes_the_narrowed_terms_the_approver_approved() {
 #[tokio::test]
 async fn just_in_time_login_waits_for_the_customer_approver() {
     let w = World::start(ldap()).await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket("SUP-10", "acme-prod", "alice", "open").await;
-    w.ticket("SUP-11", "acme-prod", "dave", "open").await;
+    w.jit_tickets(&[("SUP-10", "alice"), ("SUP-11", "dave")])
+        .await;
 
     // Approved while login waits.
     let home = tempfile::tempdir().unwrap();
@@ -1464,6 +1457,16 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
             .map(|p| p.as_str().unwrap().to_string())
             .collect()
     };
+    // `admin check` of `cfg` exits 1, naming a problem with each of `words`.
+    let refused = |cfg: &Path, words: &[&str]| -> std::process::Output {
+        let out = check(cfg);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let p = problems(&out);
+        for word in words {
+            assert!(p.iter().any(|p| p.contains(word)), "{word}: {p:?}");
+        }
+        out
+    };
 
     // Broker: a short operator hash, plain HTTP off this machine, a missing directory file.
     let broker = dir.path().join("broker.toml");
@@ -1472,15 +1475,10 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
         "listen = \"0.0.0.0:8443\"\ndata_dir = \"data\"\ndirectory = \"engineers.toml\"\noperator_token_sha256 = \"abc\"\n",
     )
     .unwrap();
-    let out = check(&broker);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let p = problems(&out);
-    assert!(
-        p.iter().any(|p| p.contains("operator_token_sha256")),
-        "{p:?}"
+    refused(
+        &broker,
+        &["operator_token_sha256", "[tls]", "engineers.toml"],
     );
-    assert!(p.iter().any(|p| p.contains("[tls]")), "{p:?}");
-    assert!(p.iter().any(|p| p.contains("engineers.toml")), "{p:?}");
     assert!(
         !dir.path().join("data").exists(),
         "check created the data_dir"
@@ -1521,17 +1519,12 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
         "listen = \"127.0.0.1:2222\"\ntunnel_listen = \"127.0.0.1:2222\"\ndata_dir = \"edge-data\"\nbroker = \"http://broker.example\"\nname = \"edge1\"\ntoken_file = \"edge.token\"\n",
     )
     .unwrap();
-    let out = check(&edge);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = refused(
+        &edge,
+        &["chmod 600", "listen and tunnel_listen", "plain http://"],
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "edge");
-    let p = problems(&out);
-    assert!(p.iter().any(|p| p.contains("chmod 600")), "{p:?}");
-    assert!(
-        p.iter().any(|p| p.contains("listen and tunnel_listen")),
-        "{p:?}"
-    );
-    assert!(p.iter().any(|p| p.contains("plain http://")), "{p:?}");
     assert!(!dir.path().join("edge-data").exists());
 
     // Gateway: not enrolled (no join token) and no edge to dial.
@@ -1541,11 +1534,7 @@ fn admin_check_lists_what_is_wrong_with_each_config_and_changes_nothing() {
         "data_dir = \"gw-data\"\nbroker = \"https://broker.example\"\nedges = []\n",
     )
     .unwrap();
-    let out = check(&gateway);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let p = problems(&out);
-    assert!(p.iter().any(|p| p.contains("not enrolled")), "{p:?}");
-    assert!(p.iter().any(|p| p.contains("[[edges]]")), "{p:?}");
+    refused(&gateway, &["not enrolled", "[[edges]]"]);
     assert!(!dir.path().join("gw-data").exists());
 
     // Human output: each problem on its own line, and what to do.

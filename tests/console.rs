@@ -46,14 +46,7 @@ async fn logged_in(w: &World, name: &str, secret: &str, offset: i64) -> Console 
 
 /// A pending just-in-time request of alice on acme-prod; returns its id.
 async fn pending_request(w: &World, ticket: &str) -> String {
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket(ticket, "acme-prod", "alice", "open").await;
+    w.jit_tickets(&[(ticket, "alice")]).await;
     let alice = w.session("alice", 0).await;
     let (_, key) = engineer_key();
     let (s, v) = alice
@@ -64,6 +57,14 @@ async fn pending_request(w: &World, ticket: &str) -> String {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v:?}");
     v.request.id
+}
+
+/// The console accounts acme-boss (acme's approver) and globex-boss (globex's); their TOTP
+/// secrets.
+async fn approvers(w: &World) -> (String, String) {
+    let boss = w.account("acme-boss", "approver", Some("acme")).await;
+    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    (boss, globex)
 }
 
 /// The access request `id` as acme's approver token reads it.
@@ -101,8 +102,7 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
         group_mode: "memberof",
     })
     .await;
-    let boss = w.account("acme-boss", "approver", Some("acme")).await;
-    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let (boss, globex) = approvers(&w).await;
     let sec = w.account("sec-anna", "reviewer", None).await;
     let rq = pending_request(&w, "JIT-9").await;
 
@@ -401,8 +401,7 @@ async fn an_idle_console_session_ends() {
 async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
     let (w, _b, home) = alice_at_the_edge().await;
     let sec = w.account("sec-lena", "reviewer", None).await;
-    let boss = w.account("acme-boss", "approver", Some("acme")).await;
-    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let (boss, globex) = approvers(&w).await;
     let out = Ssh::engineer(home.path())
         .args(["node1.acme-prod", "echo console-check-42"])
         .output();
@@ -521,8 +520,7 @@ async fn in_chromium_a_reviewer_and_an_approver_read_a_recorded_session() {
 #[tokio::test]
 async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
     let (w, b, home) = alice_at_the_edge().await;
-    let boss = w.account("acme-boss", "approver", Some("acme")).await;
-    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let (boss, globex) = approvers(&w).await;
     // Written by the node's login, which cannot enter the test's private temp dirs.
     let marker = std::path::PathBuf::from(format!("/tmp/sp-console-end-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
@@ -806,18 +804,12 @@ async fn an_approver_ends_a_live_session_and_the_engineer_sees_who() {
 /// timeline, finds text on screen; a channel without a pty shows its output.
 #[tokio::test]
 async fn in_chromium_the_player_replays_an_interactive_session() {
-    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    use support::term::{tmux, wait_exit, wait_pane};
     let (w, _b, home) = alice_at_the_edge().await;
     let sec = w.account("sec-rita", "reviewer", None).await;
     let name = format!("sp-console-{}", std::process::id());
-    tmux_ssh(&name, home.path(), 100, 30, "");
-    let prompt = ":~$";
-    wait_pane(&name, prompt, 1);
-    let send = |keys: &[&str]| {
-        let mut args = vec!["send-keys", "-t", name.as_str()];
-        args.extend_from_slice(keys);
-        tmux(&args);
-    };
+    tmux_shell(&name, home.path());
+    let send = |keys: &[&str]| send_keys(&name, keys);
     send(&["echo first-marker-7781", "Enter"]);
     wait_pane(&name, "first-marker-7781", 2);
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -946,18 +938,12 @@ async fn in_chromium_the_player_replays_an_interactive_session() {
 /// the approver ends the session from the watch view.
 #[tokio::test]
 async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
-    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    use support::term::{tmux, wait_exit, wait_pane};
     let (w, _b, home) = alice_at_the_edge().await;
-    let boss = w.account("acme-boss", "approver", Some("acme")).await;
-    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let (boss, globex) = approvers(&w).await;
     let name = format!("sp-watch-{}", std::process::id());
-    tmux_ssh(&name, home.path(), 100, 30, "");
-    wait_pane(&name, ":~$", 1);
-    let send = |keys: &[&str]| {
-        let mut args = vec!["send-keys", "-t", name.as_str()];
-        args.extend_from_slice(keys);
-        tmux(&args);
-    };
+    tmux_shell(&name, home.path());
+    let send = |keys: &[&str]| send_keys(&name, keys);
     // Output the typed line does not contain, so each is seen only once it ran.
     send(&["printf 'before-%s\\n' watch-5521", "Enter"]);
     wait_pane(&name, "before-watch-5521", 1);
@@ -1181,8 +1167,7 @@ async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
 #[tokio::test]
 async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_place() {
     let w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
-    let boss = w.account("acme-boss", "approver", Some("acme")).await;
-    let globex = w.account("globex-boss", "approver", Some("globex")).await;
+    let (boss, globex) = approvers(&w).await;
     let sec = w.account("sec-ora", "reviewer", None).await;
     let browser = Browser::start("in_chromium_an_approver_writes_a_policy").await;
     let base = &w.broker.url;
@@ -1278,7 +1263,7 @@ async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_pla
 /// typed command appear and ends the session; the access report's CSV lists the command.
 #[tokio::test]
 async fn in_chromium_the_customers_story_from_approval_to_report() {
-    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    use support::term::{tmux, wait_exit, wait_pane};
     let port = bastion::pick_edge_port();
     let w = World::start_with(
         Dir::Ldap {
@@ -1382,28 +1367,15 @@ async fn in_chromium_the_customers_story_from_approval_to_report() {
     // 4. The engineer works; the approver watches and sees the typed command appear.
     trust_edge(home.path(), &b);
     let name = format!("sp-story-{}", std::process::id());
-    tmux_ssh(&name, home.path(), 100, 30, "");
-    wait_pane(&name, ":~$", 1);
-    tmux(&[
-        "send-keys",
-        "-t",
-        &name,
-        "printf 'story-%s\\n' before",
-        "Enter",
-    ]);
+    tmux_shell(&name, home.path());
+    send_keys(&name, &["printf 'story-%s\\n' before", "Enter"]);
     wait_pane(&name, "story-before", 1);
     let session = w.started_session("SUP-4242").await;
     browser
         .goto(&format!("{base}/console/sessions/{session}/watch"))
         .await;
     browser.wait_for("story-before").await;
-    tmux(&[
-        "send-keys",
-        "-t",
-        &name,
-        "echo story-typed-$((40+2))",
-        "Enter",
-    ]);
+    send_keys(&name, &["echo story-typed-$((40+2))", "Enter"]);
     wait_pane(&name, "story-typed-42", 1);
     browser.wait_for("story-typed-42").await;
     browser.shot("04-watching").await;

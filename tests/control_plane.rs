@@ -90,12 +90,17 @@ async fn last_login_failure(w: &World, query: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
-    let w = World::start(Dir::Ldap {
+/// A broker with the seeded world, its directory the test slapd read with `memberOf`.
+async fn memberof_world() -> World {
+    World::start(Dir::Ldap {
         group_mode: "memberof",
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
+    let w = memberof_world().await;
     let node_login = "sallyport-node";
     w.approve("acme-prod", "support-l2", &[node_login], json!({}))
         .await;
@@ -218,10 +223,7 @@ async fn group_search_mode_finds_groups_too() {
 
 #[tokio::test]
 async fn login_refusals_are_clear_and_audited() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     // (user, password, totp offset or a literal code, status, audit code)
     let cases: Vec<(&str, &str, Option<&str>, StatusCode, &str)> = vec![
         (
@@ -291,10 +293,7 @@ async fn login_refusals_are_clear_and_audited() {
 
 #[tokio::test]
 async fn totp_codes_are_single_use() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     let code = w.code("alice", 0);
     assert_eq!(w.login("alice", "alice-pw", &code).await.0, StatusCode::OK);
     let (s, v) = w.login("alice", "alice-pw", &code).await;
@@ -313,10 +312,7 @@ async fn totp_codes_are_single_use() {
 
 #[tokio::test]
 async fn totp_replay_is_refused_across_two_broker_processes_sharing_the_store() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     // A second replica on the same store (PostgreSQL in the postgres run, the same SQLite file
     // otherwise), with the same keys.
     let second = BrokerProc::start(
@@ -420,10 +416,7 @@ async fn ldap_down_fails_closed_with_503() {
 
 #[tokio::test]
 async fn every_check_before_a_certificate_refuses_with_its_reason() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     let ap = w
         .approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
@@ -493,10 +486,7 @@ async fn every_check_before_a_certificate_refuses_with_its_reason() {
 
 #[tokio::test]
 async fn a_customers_own_forbid_policy_refuses() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
     w.ticket("T-1", "acme-prod", "alice", "open").await;
@@ -546,19 +536,9 @@ when { context.now > 0 };"#;
 
 #[tokio::test]
 async fn just_in_time_requests_are_decided_by_a_customer_approver() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket("JIT-1", "acme-prod", "alice", "open").await;
-    w.ticket("JIT-2", "acme-prod", "dave", "open").await;
+    let w = memberof_world().await;
+    w.jit_tickets(&[("JIT-1", "alice"), ("JIT-2", "dave")])
+        .await;
     let alice = w.session("alice", 0).await;
     let (s, v) = ask(&alice, "JIT-1", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -647,10 +627,7 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
 /// the decision event names them.
 #[tokio::test]
 async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     w.approve(
         "acme-prod",
         "support-l2",
@@ -726,10 +703,7 @@ async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
 
 #[tokio::test]
 async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     // A quorum only makes sense for just-in-time requests.
     let (s, v) = w
         .acme
@@ -884,10 +858,7 @@ async fn a_quorum_of_approvers_decides_and_a_request_binds_its_certificate() {
 
 #[tokio::test]
 async fn hostile_requests_change_nothing() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     let ap = w
         .approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
@@ -977,10 +948,7 @@ async fn hostile_requests_change_nothing() {
 
 #[tokio::test]
 async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
     w.ticket("T-1", "acme-prod", "alice", "open").await;
@@ -1086,10 +1054,7 @@ async fn revoked_certificates_are_in_the_krl_that_ssh_keygen_reads() {
 
 #[tokio::test]
 async fn audit_verify_names_the_first_altered_event() {
-    let w = World::start(Dir::Ldap {
-        group_mode: "memberof",
-    })
-    .await;
+    let w = memberof_world().await;
     w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
     w.ticket("T-1", "acme-prod", "alice", "open").await;

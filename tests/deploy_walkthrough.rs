@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::bastion::{LOGIN, Proc, write_0600};
 use support::broker::{BrokerProc, fresh_store};
-use support::deploy::{json, sp, text};
+use support::deploy::{enroll_gateway, json, sp, start_edge, text};
 use support::ssh::Ssh;
 use support::sshd::{SshdNode, free_port};
 
@@ -159,36 +159,10 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
     .unwrap();
     let out = sp(etc, none, &["admin", "check", "--config", "edge.toml"], "");
     assert!(text(&out).starts_with("ok:"), "{}", text(&out));
-    let edge = Proc::start(&["edge"], &etc.join("edge.toml"), etc.join("edge.log"));
-    assert!(
-        edge.wait_log("registered with the broker", Duration::from_secs(30)),
-        "{}",
-        edge.log_text()
-    );
+    let edge = start_edge(etc);
 
     // 7. The gateway: enrolled with one command, checked, started.
-    sp(
-        etc,
-        op,
-        &[
-            "admin",
-            "gateway",
-            "enroll",
-            "--cluster",
-            "acme-prod",
-            "--name",
-            "gw1",
-            "--edge",
-            &format!("127.0.0.1:{tunnel_port}"),
-            "--edge-host-key",
-            "edge-data/host_key.pub",
-            "--data-dir",
-            "gw-data",
-            "--out",
-            "gateway.toml",
-        ],
-        "",
-    );
+    enroll_gateway(etc, op, tunnel_port);
     let out = sp(
         etc,
         none,

@@ -59,6 +59,13 @@ fn verify(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `verify` of a bundle that does not hold: it exits 1; what it printed.
+fn verify_fails(dir: &Path, extra: &[&str]) -> String {
+    let out = verify(dir, extra);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// A copy of the bundle to tamper with.
 fn copy(dir: &Path, to: &Path) -> PathBuf {
     let out = Command::new("cp")
@@ -233,9 +240,7 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
     // One byte of the recording.
     let t = copy(&by_ticket, &tmp.path().join("t-rec"));
     flip_byte(&t.join(format!("recordings/{recording}.cast")), 40);
-    let out = verify(&t, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &[]);
     assert!(
         o.contains(&format!("recordings/{recording}.cast: its SHA-256")),
         "{o}"
@@ -264,9 +269,7 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
         })
         .collect();
     std::fs::write(t.join("events.jsonl"), edited).unwrap();
-    let out = verify(&t, &["--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&verify_fails(&t, &["--json"])).unwrap();
     let problems = v["problems"].as_array().unwrap();
     assert!(
         problems
@@ -303,9 +306,7 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
         m.replacen("\"SUP-1234\"", "\"SUP-1235\"", 1),
     )
     .unwrap();
-    let out = verify(&t, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &[]);
     assert!(
         o.contains("manifest.sig: the signature does not verify"),
         "{o}"
@@ -320,9 +321,7 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
         sallyport_ca::chainsig::sign_manifest(&other, &bytes).unwrap(),
     )
     .unwrap();
-    let out = verify(&t, &["--keys", pinned.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &["--keys", pinned.to_str().unwrap()]);
     assert!(
         o.contains("manifest.sig: the manifest was signed with another key"),
         "{o}"
@@ -365,22 +364,16 @@ async fn a_session_exported_as_a_bundle_verifies_offline_and_every_change_is_nam
         sallyport_ca::chainsig::sign_manifest(&other, &bytes).unwrap(),
     )
     .unwrap();
-    let out = verify(&t, &["--keys", pinned.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &["--keys", pinned.to_str().unwrap()]);
     assert!(o.contains("KEY REPLACED"), "{o}");
     // Even with the bundle's own keys, the broker's chain is not signed by the forged key.
-    let out = verify(&t, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &[]);
     assert!(o.contains("chain/signatures.jsonl line"), "{o}");
 
     // A recording removed from the bundle: the event that names it says so.
     let t = copy(&by_ticket, &tmp.path().join("t-missing"));
     std::fs::remove_file(t.join(format!("recordings/{recording}.cast"))).unwrap();
-    let out = verify(&t, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &[]);
     assert!(
         o.contains(&format!("names recording {recording}")) && o.contains("not in the bundle"),
         "{o}"
@@ -462,9 +455,7 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
     let t = copy(&dir, &tmp.path().join("t-link-edited"));
     let edited = links.replacen("OTHER-2", "OTHER-9", 1);
     std::fs::write(t.join("chain/links.jsonl"), edited).unwrap();
-    let out = verify(&t, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let o = String::from_utf8_lossy(&out.stdout);
+    let o = verify_fails(&t, &[]);
     assert!(
         o.contains("chain/links.jsonl line 1 (event edge:edge-x#3): hash does not match"),
         "{o}"
@@ -473,9 +464,8 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
     let t = copy(&dir, &tmp.path().join("t-link-removed"));
     let kept: String = links.lines().skip(1).map(|l| format!("{l}\n")).collect();
     std::fs::write(t.join("chain/links.jsonl"), kept).unwrap();
-    let out = verify(&t, &["--json", "--require-signed"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value =
+        serde_json::from_str(&verify_fails(&t, &["--json", "--require-signed"])).unwrap();
     assert!(
         v["problems"]
             .as_array()
@@ -495,17 +485,10 @@ async fn selected_events_are_linked_to_their_chains_signed_head_by_the_records_b
 async fn the_bundles_viewer_plays_a_terminal_session_offline_in_chromium() {
     let (w, b, home) = alice_at_the_edge().await;
     // An interactive shell: recorded as a terminal, its command with its moment.
-    use support::term::{tmux, tmux_ssh, wait_exit, wait_pane};
+    use support::term::{tmux, wait_exit, wait_pane};
     let name = format!("sp-viewer-{}", std::process::id());
-    tmux_ssh(&name, home.path(), 100, 30, "");
-    wait_pane(&name, ":~$", 1);
-    tmux(&[
-        "send-keys",
-        "-t",
-        &name,
-        "sleep 1; echo viewer-pty-$((6*7))",
-        "Enter",
-    ]);
+    tmux_shell(&name, home.path());
+    send_keys(&name, &["sleep 1; echo viewer-pty-$((6*7))", "Enter"]);
     wait_pane(&name, "viewer-pty-42", 1);
     tmux(&["send-keys", "-t", &name, "exit", "Enter"]);
     wait_exit(&name);

@@ -453,72 +453,41 @@ async fn a_gateway_credential_reads_its_own_cluster_and_nothing_else() {
     // Everything else is refused, and refusals name the gateway.
     let before = w.audit("kind=refused").await.len();
     let (_, key) = engineer_key();
+    let get = |path: &str| (reqwest::Method::GET, path.to_string(), None);
+    let post = |path: &str, body: Value| (reqwest::Method::POST, path.to_string(), Some(body));
+    let put = |path: &str, body: Value| (reqwest::Method::PUT, path.to_string(), Some(body));
     let forbidden: Vec<(reqwest::Method, String, Option<Value>)> = vec![
-        (
-            reqwest::Method::GET,
-            "/v1/clusters/acme-prod/nodes".into(),
-            None,
+        get("/v1/clusters/acme-prod/nodes"),
+        get("/v1/clusters/globex-prod/nodes"),
+        get("/v1/clusters"),
+        get("/v1/customers"),
+        get("/v1/clusters/acme-prod/gateways"),
+        post("/v1/clusters/acme-prod/gateways", json!({"name": "mine"})),
+        post(
+            "/v1/clusters/acme-prod/nodes",
+            json!({"name": "evil", "address": "10.6.6.6"}),
         ),
-        (
-            reqwest::Method::GET,
-            "/v1/clusters/globex-prod/nodes".into(),
-            None,
+        get("/v1/audit/events"),
+        get("/v1/audit/chain?source=broker"),
+        get("/v1/audit/signatures?source=broker"),
+        get("/v1/audit/keys"),
+        post(
+            "/v1/certificates",
+            json!({"public_key": key, "ticket": "T-1"}),
         ),
-        (reqwest::Method::GET, "/v1/clusters".into(), None),
-        (reqwest::Method::GET, "/v1/customers".into(), None),
-        (
-            reqwest::Method::GET,
-            "/v1/clusters/acme-prod/gateways".into(),
-            None,
+        get("/v1/certificates"),
+        post(
+            "/v1/revocations",
+            json!({"scope": "engineer", "value": "alice", "reason": "x"}),
         ),
-        (
-            reqwest::Method::POST,
-            "/v1/clusters/acme-prod/gateways".into(),
-            Some(json!({"name": "mine"})),
+        get("/v1/approvals"),
+        get("/v1/access-requests"),
+        put(
+            "/v1/tickets/T-1",
+            json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice", "status": "open"}),
         ),
-        (
-            reqwest::Method::POST,
-            "/v1/clusters/acme-prod/nodes".into(),
-            Some(json!({"name": "evil", "address": "10.6.6.6"})),
-        ),
-        (reqwest::Method::GET, "/v1/audit/events".into(), None),
-        (
-            reqwest::Method::GET,
-            "/v1/audit/chain?source=broker".into(),
-            None,
-        ),
-        (
-            reqwest::Method::GET,
-            "/v1/audit/signatures?source=broker".into(),
-            None,
-        ),
-        (reqwest::Method::GET, "/v1/audit/keys".into(), None),
-        (
-            reqwest::Method::POST,
-            "/v1/certificates".into(),
-            Some(json!({"public_key": key, "ticket": "T-1"})),
-        ),
-        (reqwest::Method::GET, "/v1/certificates".into(), None),
-        (
-            reqwest::Method::POST,
-            "/v1/revocations".into(),
-            Some(json!({"scope": "engineer", "value": "alice", "reason": "x"})),
-        ),
-        (reqwest::Method::GET, "/v1/approvals".into(), None),
-        (reqwest::Method::GET, "/v1/access-requests".into(), None),
-        (
-            reqwest::Method::PUT,
-            "/v1/tickets/T-1".into(),
-            Some(
-                json!({"customer": "acme", "cluster": "acme-prod", "assignee": "alice", "status": "open"}),
-            ),
-        ),
-        (reqwest::Method::GET, "/v1/recordings/s-1".into(), None),
-        (
-            reqwest::Method::POST,
-            "/v1/tokens".into(),
-            Some(json!({"name": "x", "role": "operator"})),
-        ),
+        get("/v1/recordings/s-1"),
+        post("/v1/tokens", json!({"name": "x", "role": "operator"})),
     ];
     let n = forbidden.len();
     for (method, path, body) in forbidden {

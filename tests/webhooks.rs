@@ -307,6 +307,15 @@ async fn ship_session(gw: &(String, Api, russh::keys::PrivateKey), cluster: &str
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+/// A broker whose webhooks give up after `n` attempts.
+async fn world_with_attempts(n: u32) -> World {
+    let config = CONFIG.replace(
+        "retry_secs = 1\n",
+        &format!("retry_secs = 1\nmax_attempts = {n}\n"),
+    );
+    World::start_with(users(), &config).await
+}
+
 fn users() -> Dir {
     Dir::File(vec![
         ("alice", "alice-pw", vec!["support-l2"]),
@@ -378,14 +387,7 @@ async fn every_notified_event_reaches_the_receivers_signed() {
     let globex_hook = create(&w.globex, json!({"url": globex_rx.url})).await;
 
     // Access requested, decided, a certificate issued, revoked: acme-prod's.
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket("T-1", "acme-prod", "alice", "open").await;
+    w.jit_tickets(&[("T-1", "alice")]).await;
     let alice = w.session("alice", 0).await;
     let (_, key) = engineer_key();
     let ask = json!({"public_key": key, "ticket": "T-1"});
@@ -585,11 +587,7 @@ async fn every_notified_event_reaches_the_receivers_signed() {
 
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_the_event_later() {
-    let w = World::start_with(
-        users(),
-        &CONFIG.replace("retry_secs = 1\n", "retry_secs = 1\nmax_attempts = 5\n"),
-    )
-    .await;
+    let w = world_with_attempts(5).await;
     // One answers 500 at first; nothing listens at the other's address yet.
     let flaky = Receiver::start(Mode::FailFirst(1)).await;
     let port = support::sshd::free_port();
@@ -649,11 +647,7 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
 
 #[tokio::test]
 async fn the_last_failure_is_an_audit_event_and_a_hanging_receiver_delays_no_login() {
-    let w = World::start_with(
-        users(),
-        &CONFIG.replace("retry_secs = 1\n", "retry_secs = 1\nmax_attempts = 2\n"),
-    )
-    .await;
+    let w = world_with_attempts(2).await;
     let hanging = Receiver::start(Mode::Hang).await;
     let port = support::sshd::free_port();
     let hang_hook = create(

@@ -990,6 +990,21 @@ impl World {
         v["totp_secret"].as_str().unwrap().to_string()
     }
 
+    /// acme-prod approves support-l2 as ubuntu just in time, and each (ticket, engineer) of
+    /// `tickets` is open on acme-prod.
+    pub async fn jit_tickets(&self, tickets: &[(&str, &str)]) {
+        self.approve(
+            "acme-prod",
+            "support-l2",
+            &["ubuntu"],
+            json!({"just_in_time": true}),
+        )
+        .await;
+        for (ticket, engineer) in tickets {
+            self.ticket(ticket, "acme-prod", engineer, "open").await;
+        }
+    }
+
     /// A certificate of alice on acme-prod for the open ticket `ticket` (support-l2 approved
     /// as ubuntu first).
     pub async fn alice_certificate(&self, ticket: &str) -> sallyport_api::certificates::Issued {
@@ -1036,4 +1051,18 @@ pub fn output_text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// An interactive ssh to node1.acme-prod from `home` in a new 100x30 tmux session `name`, at
+/// its prompt.
+pub fn tmux_shell(name: &str, home: &Path) {
+    super::term::tmux_ssh(name, home, 100, 30, "");
+    super::term::wait_pane(name, ":~$", 1);
+}
+
+/// Sends `keys` to the tmux session `name`.
+pub fn send_keys(name: &str, keys: &[&str]) {
+    let mut args = vec!["send-keys", "-t", name];
+    args.extend_from_slice(keys);
+    super::term::tmux(&args);
 }

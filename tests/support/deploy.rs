@@ -26,6 +26,44 @@ pub fn sp(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Outpu
     out
 }
 
+/// The edge of `etc/edge.toml` started, once it registered with the broker.
+pub fn start_edge(etc: &Path) -> Proc {
+    let edge = Proc::start(&["edge"], &etc.join("edge.toml"), etc.join("edge.log"));
+    assert!(
+        edge.wait_log("registered with the broker", Duration::from_secs(30)),
+        "{}",
+        edge.log_text()
+    );
+    edge
+}
+
+/// gw1 of acme-prod enrolled with `admin gateway enroll` (as `op`), dialing the edge's tunnel
+/// port: writes `etc/gateway.toml`.
+pub fn enroll_gateway(etc: &Path, op: &[(&str, &str)], tunnel_port: u16) {
+    sp(
+        etc,
+        op,
+        &[
+            "admin",
+            "gateway",
+            "enroll",
+            "--cluster",
+            "acme-prod",
+            "--name",
+            "gw1",
+            "--edge",
+            &format!("127.0.0.1:{tunnel_port}"),
+            "--edge-host-key",
+            "edge-data/host_key.pub",
+            "--data-dir",
+            "gw-data",
+            "--out",
+            "gateway.toml",
+        ],
+        "",
+    );
+}
+
 /// `sallyport ARGS` in `dir` with `env`, `stdin` fed; whatever it did.
 pub fn sp_output(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(BIN)
@@ -198,35 +236,9 @@ impl Deployment {
             ),
         )
         .unwrap();
-        let edge = Proc::start(&["edge"], &etc.join("edge.toml"), etc.join("edge.log"));
-        assert!(
-            edge.wait_log("registered with the broker", Duration::from_secs(30)),
-            "{}",
-            edge.log_text()
-        );
+        let edge = start_edge(etc);
 
-        sp(
-            etc,
-            op,
-            &[
-                "admin",
-                "gateway",
-                "enroll",
-                "--cluster",
-                "acme-prod",
-                "--name",
-                "gw1",
-                "--edge",
-                &format!("127.0.0.1:{tunnel_port}"),
-                "--edge-host-key",
-                "edge-data/host_key.pub",
-                "--data-dir",
-                "gw-data",
-                "--out",
-                "gateway.toml",
-            ],
-            "",
-        );
+        enroll_gateway(etc, op, tunnel_port);
         // Top-level keys go before the file's tables.
         let gateway_toml = etc.join("gateway.toml");
         let enrolled = std::fs::read_to_string(&gateway_toml).unwrap();
