@@ -819,6 +819,18 @@ async fn new_account(
     v["totp_secret"].as_str().unwrap().to_string()
 }
 
+/// acme's approver account acme-boss (password `a-long-password-1`); its TOTP secret.
+async fn new_boss(w: &World) -> String {
+    new_account(
+        w,
+        "acme-boss",
+        "approver",
+        Some("acme"),
+        "a-long-password-1",
+    )
+    .await
+}
+
 /// An account logged in: what the login answered, and a caller with its token.
 async fn account_session(
     w: &World,
@@ -845,14 +857,7 @@ async fn account_failures(w: &World) -> Vec<(String, String)> {
 #[tokio::test]
 async fn approver_and_reviewer_accounts_log_in_with_password_and_totp() {
     let w = World::start(ldap()).await;
-    let secret = new_account(
-        &w,
-        "acme-boss",
-        "approver",
-        Some("acme"),
-        "a-long-password-1",
-    )
-    .await;
+    let secret = new_boss(&w).await;
     assert!(!secret.is_empty());
     // Only the operator makes accounts.
     let (s, _) = w
@@ -1224,12 +1229,7 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 0)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(error_of(&v).message.contains("disabled"), "{v}");
-    let failed = w
-        .picked("kind=login_failed", |e| match e {
-            AuditEvent::LoginFailed { code, .. } => Some(code),
-            _ => None,
-        })
-        .await;
+    let failed = w.login_failure_codes().await;
     assert_eq!(failed.last().unwrap(), "disabled", "{failed:?}");
     // Disabled twice is a clear conflict; enabled, she logs in again.
     let (ok, _, err) = admin(&["disable", "--engineer", "alice"]);
@@ -1239,14 +1239,7 @@ async fn a_disabled_engineer_or_account_cannot_log_in_until_enabled_and_loses_it
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // An approver account, the same way.
-    let secret = new_account(
-        &w,
-        "acme-boss",
-        "approver",
-        Some("acme"),
-        "a-long-password-1",
-    )
-    .await;
+    let secret = new_boss(&w).await;
     let (_, boss) = account_session(
         &w,
         "acme-boss",

@@ -10,9 +10,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use sallyport_api::admin::{Enrollment, TokenCreated};
 use support::bastion::{LOGIN, Proc, write_0600};
 use support::broker::{BrokerProc, fresh_store};
-use support::deploy::{enroll_gateway, json, sp, start_edge, text};
+use support::deploy::{enroll_gateway, json, json_as, sp, start_edge, text};
 use support::ssh::Ssh;
 use support::sshd::{SshdNode, free_port};
 
@@ -83,28 +84,24 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
         &["admin", "cluster", "acme-prod", "--customer", "acme"],
         "",
     );
-    let alice = json(&sp(etc, op, &["admin", "engineer", "alice"], ""));
-    let totp = alice["totp_secret"].as_str().unwrap().to_string();
-    let edge_token = json(&sp(
+    let alice: Enrollment = json_as(&sp(etc, op, &["admin", "engineer", "alice"], ""));
+    let totp = alice.totp_secret;
+    let edge_token = json_as::<TokenCreated>(&sp(
         etc,
         op,
         &["admin", "token", "edge-eu1", "--role", "edge"],
         "",
-    ))["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    ))
+    .token;
     // The customer's approver and ticket system act with their own tokens.
     let token_of = |name: &str, role: &str| -> String {
-        json(&sp(
+        json_as::<TokenCreated>(&sp(
             etc,
             op,
             &["admin", "token", name, "--role", role, "--customer", "acme"],
             "",
-        ))["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        ))
+        .token
     };
     let approver_token = token_of("acme-approver-script", "approver");
     let jira_token = token_of("acme-jira", "ticket_system");

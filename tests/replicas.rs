@@ -12,7 +12,6 @@ use sallyport_api::approvals::Approval;
 use sallyport_api::certificates::Issued;
 use sallyport_api::gateways::{Enrolled, GatewayCreated};
 use sallyport_api::login::LoginResponse;
-use sallyport_broker::audit::AuditEvent;
 use serde_json::json;
 use support::balancer::Balancer;
 use support::broker::*;
@@ -139,12 +138,7 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
         "the balancer sends the next login to the other replica"
     );
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let replayed = w
-        .picked("kind=login_failed", |e| match e {
-            AuditEvent::LoginFailed { code, .. } => Some(code),
-            _ => None,
-        })
-        .await;
+    let replayed = w.login_failure_codes().await;
     assert_eq!(replayed.last().unwrap(), "totp_replayed", "{replayed:?}");
 
     // An approval made through one replica is seen through the other; the token one replica

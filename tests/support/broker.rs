@@ -993,13 +993,9 @@ impl World {
     /// acme-prod approves support-l2 as ubuntu just in time, and each (ticket, engineer) of
     /// `tickets` is open on acme-prod.
     pub async fn jit_tickets(&self, tickets: &[(&str, &str)]) {
-        self.approve(
-            "acme-prod",
-            "support-l2",
-            &["ubuntu"],
-            json!({"just_in_time": true}),
-        )
-        .await;
+        let jit = json!({"just_in_time": true});
+        self.approve("acme-prod", "support-l2", &["ubuntu"], jit)
+            .await;
         for (ticket, engineer) in tickets {
             self.ticket(ticket, "acme-prod", engineer, "open").await;
         }
@@ -1065,4 +1061,15 @@ pub fn send_keys(name: &str, keys: &[&str]) {
     let mut args = vec!["send-keys", "-t", name];
     args.extend_from_slice(keys);
     super::term::tmux(&args);
+}
+
+impl World {
+    /// The codes of the `login_failed` events, in the order search gives them.
+    pub async fn login_failure_codes(&self) -> Vec<String> {
+        self.picked("kind=login_failed", |e| match e {
+            AuditEvent::LoginFailed { code, .. } => Some(code),
+            _ => None,
+        })
+        .await
+    }
 }

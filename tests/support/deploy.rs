@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use sallyport_api::admin::{Enrollment, TokenCreated};
 use serde_json::Value;
 
 use super::bastion::{LOGIN, Proc, write_0600};
@@ -40,28 +41,14 @@ pub fn start_edge(etc: &Path) -> Proc {
 /// gw1 of acme-prod enrolled with `admin gateway enroll` (as `op`), dialing the edge's tunnel
 /// port: writes `etc/gateway.toml`.
 pub fn enroll_gateway(etc: &Path, op: &[(&str, &str)], tunnel_port: u16) {
-    sp(
-        etc,
-        op,
-        &[
-            "admin",
-            "gateway",
-            "enroll",
-            "--cluster",
-            "acme-prod",
-            "--name",
-            "gw1",
-            "--edge",
-            &format!("127.0.0.1:{tunnel_port}"),
-            "--edge-host-key",
-            "edge-data/host_key.pub",
-            "--data-dir",
-            "gw-data",
-            "--out",
-            "gateway.toml",
-        ],
-        "",
-    );
+    let edge = format!("127.0.0.1:{tunnel_port}");
+    let mut args: Vec<&str> = "admin gateway enroll --cluster acme-prod --name gw1 \
+                               --edge-host-key edge-data/host_key.pub --data-dir gw-data \
+                               --out gateway.toml"
+        .split_whitespace()
+        .collect();
+    args.extend(["--edge", &edge]);
+    sp(etc, op, &args, "");
 }
 
 /// `sallyport ARGS` in `dir` with `env`, `stdin` fed; whatever it did.
@@ -86,6 +73,11 @@ pub fn sp_output(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -
 
 pub fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A command's `--json` output read as the API type `T`.
+pub fn json_as<T: serde::de::DeserializeOwned>(out: &Output) -> T {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
 
 pub fn json(out: &Output) -> Value {
@@ -166,17 +158,14 @@ impl Deployment {
             &["admin", "cluster", "acme-prod", "--customer", "acme"],
             "",
         );
-        let alice = json(&sp(etc, op, &["admin", "engineer", "alice"], ""));
-        let totp_secret = alice["totp_secret"].as_str().unwrap().to_string();
+        let alice: Enrollment = json_as(&sp(etc, op, &["admin", "engineer", "alice"], ""));
+        let totp_secret = alice.totp_secret;
         let token_of = |name: &str, role: &str, customer: Option<&str>| -> String {
             let mut args = vec!["admin", "token", name, "--role", role];
             if let Some(c) = customer {
                 args.extend(["--customer", c]);
             }
-            json(&sp(etc, op, &args, ""))["token"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            json_as::<TokenCreated>(&sp(etc, op, &args, "")).token
         };
         let edge_token = token_of("edge-eu1", "edge", None);
         let approver = token_of("acme-approver-script", "approver", Some("acme"));
