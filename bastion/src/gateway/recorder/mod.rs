@@ -74,12 +74,13 @@ struct Stream {
     output: Direction,
     /// Set when a command interpreter reads the channel's stdin: each line is a command.
     lines: Option<StdinLines>,
-    /// The first [`SFTP_LOOKOUT`] bytes of stdin, where an SFTP client's first packet would be.
-    head: Vec<u8>,
+    /// The last bytes of stdin looked at for an SFTP client's first packet (one across chunks).
+    tail: Vec<u8>,
 }
 
-/// How far into an exec channel's stdin an SFTP client's `SSH_FXP_INIT` is looked for.
-const SFTP_LOOKOUT: usize = 4096;
+/// How far into an exec channel's stdin an SFTP client's `SSH_FXP_INIT` is looked for; in an
+/// interpreter's (whose input could skip any preamble first), all of it.
+const SFTP_LOOKOUT: u64 = 4096;
 
 /// `SSH_FXP_INIT` (a packet of 5 to 255 bytes: type 1, then a version of 1 to 6) anywhere in
 /// `head`: an SFTP session in a channel the gateway did not classify as one (an SFTP server
@@ -262,7 +263,7 @@ impl ChannelRecorder {
                 input: Direction::new(),
                 output: Direction::new(),
                 lines: interpreter.then(StdinLines::new),
-                head: Vec::new(),
+                tail: Vec::new(),
             }));
             Self::write(inner, path, &[header]);
         })
@@ -360,13 +361,21 @@ impl ChannelRecorder {
                         writer,
                         input,
                         lines,
-                        head,
+                        tail,
                         ..
                     } = st.as_mut();
-                    if head.len() < SFTP_LOOKOUT {
-                        let more = (SFTP_LOOKOUT - head.len()).min(bytes.len());
-                        head.extend_from_slice(&bytes[..more]);
-                        if sftp_init_in(head) {
+                    if input.bytes < SFTP_LOOKOUT || lines.is_some() {
+                        let across: Vec<u8> = tail
+                            .iter()
+                            .chain(&bytes[..bytes.len().min(8)])
+                            .copied()
+                            .collect();
+                        let found = sftp_init_in(&across) || sftp_init_in(bytes);
+                        let mut last: Vec<u8> =
+                            tail.iter().chain(bytes).rev().take(8).copied().collect();
+                        last.reverse();
+                        *tail = last;
+                        if found {
                             inner.failed = Some(
                                 "an SFTP session inside a command the gateway does not know as an \
                                  SFTP server: use sftp itself (the subsystem)"
@@ -423,7 +432,7 @@ impl ChannelRecorder {
                         input,
                         output,
                         lines: stdin,
-                        head: _,
+                        tail: _,
                     } = *st;
                     let lines = writer.finish(t);
                     Self::write(inner, path, &lines);

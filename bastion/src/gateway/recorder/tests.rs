@@ -396,6 +396,18 @@ fn an_sftp_session_in_a_channel_not_classified_as_sftp_ends_it() {
         // Nothing more passes.
         assert!(rec.input(b"more").is_err());
     }
+    // An interpreter's input may skip a preamble of any length first: looked at throughout.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    rec.start_stream(
+        "head -c 5000 >/dev/null; exec setarch x86_64 sftp-server",
+        true,
+    )
+    .unwrap();
+    rec.input(&[0u8; 4999]).unwrap();
+    // Cut across two chunks.
+    rec.input(b"\0\0\0\0\x05\x01").unwrap();
+    assert!(rec.input(b"\0\0\0\x03").is_err());
     // Text and a tar header are not SFTP.
     let dir = tempfile::tempdir().unwrap();
     let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);

@@ -25,7 +25,6 @@ const DATA_PROGRAMS: &[&str] = &[
     "head",
     "tail",
     "wc",
-    "sort",
     "uniq",
     "cut",
     "tr",
@@ -69,13 +68,11 @@ const DATA_PROGRAMS: &[&str] = &[
     "zstdcat",
     "lz4",
     "pigz",
-    "cpio",
     "grep",
     "egrep",
     "fgrep",
     "jq",
     "curl",
-    "wget",
     "tar",
     // Builtins and programs that read no stdin and start nothing.
     "true",
@@ -143,17 +140,29 @@ const DATA_PROGRAMS: &[&str] = &[
     "case",
 ];
 
-/// `tar` options that run a program (on the archive, on each member, at checkpoints...).
+/// `tar`'s long options that run a program (on the archive, on each member, at checkpoints...).
+/// GNU tar takes any unambiguous prefix of a long option (`--to-c` is `--to-command`).
 const TAR_RUNS: &[&str] = &[
-    "command",
-    "script",
-    "program",
+    "to-command",
     "checkpoint-action",
-    "rsh",
-    "rmt",
-    "-I",
-    "-F",
+    "info-script",
+    "new-volume-script",
+    "use-compress-program",
+    "rsh-command",
+    "rmt-command",
 ];
+
+/// `word` is the long option `--NAME` (or `--NAME=...`) for one of `names`, or a prefix of one
+/// of at least two letters (as getopt_long takes it), or names one of them anywhere.
+fn long_option_of(word: &str, names: &[&str]) -> bool {
+    let Some(option) = word.strip_prefix("--") else {
+        return false;
+    };
+    let option = option.split_once('=').map_or(option, |(o, _)| o);
+    names
+        .iter()
+        .any(|n| (option.len() >= 2 && n.starts_with(option)) || option.contains(n))
+}
 
 /// Variables an assignment may set without changing what a shell or a program runs (`BASH_ENV`,
 /// `ENV`, `LD_PRELOAD`, `PROMPT_COMMAND`, `PYTHONSTARTUP`... all do).
@@ -173,8 +182,8 @@ fn runs_only_data(program: &str, args: &[Word]) -> bool {
     match program {
         "tar" => !args.iter().any(|w| {
             w.dynamic
-                || TAR_RUNS.iter().any(|r| w.text.contains(r))
-                // An old-style or clustered option word naming `I` or `F`.
+                || long_option_of(&w.text, TAR_RUNS)
+                // `-I PROG`, `-F SCRIPT`: an old-style or clustered option word naming either.
                 || (!w.text.starts_with("--") && w.text.len() <= 8 && w.text.contains(['I', 'F']))
         }),
         // Written to a file the node may run later is the file's business; what is run now is
@@ -263,7 +272,14 @@ fn program_step(program: &str, args: &[Word], depth: usize) -> Step {
             }
         }
         // `rsync --server`, the remote end of rsync: its stdin is rsync's protocol.
-        "rsync" if args.first().is_some_and(|w| w.text == "--server") => ExecKind::Command,
+        "rsync"
+            if args.first().is_some_and(|w| w.text == "--server")
+                && !args
+                    .iter()
+                    .any(|w| w.dynamic || long_option_of(&w.text, &["daemon", "config"])) =>
+        {
+            ExecKind::Command
+        }
         _ => match LANGS.iter().find(|l| (l.names)(program)) {
             Some(lang) => lang.classify(program, args),
             None if runs_only_data(program, args) => ExecKind::Command,
