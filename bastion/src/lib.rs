@@ -109,7 +109,6 @@ pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     }
 }
 
-/// A login name as typed, made safe for logs and audit records.
 /// `tokio::spawn` in the current span: a task a session starts (a channel's bridge, a forward,
 /// a watcher) logs under that session's span (`session` at the gateway, `connection` at the
 /// edge).
@@ -121,6 +120,7 @@ where
     tokio::spawn(tracing::Instrument::in_current_span(task))
 }
 
+/// A login name as typed, made safe for logs and audit records.
 pub fn sanitize_login(s: &str) -> String {
     s.chars()
         .take(64)

@@ -83,11 +83,11 @@ struct Stream {
 const SFTP_LOOKOUT: u64 = 4096;
 
 /// `SSH_FXP_INIT` (a packet of 5 to 255 bytes: type 1, then a version of 1 to 6) anywhere in
-/// `head`: an SFTP session in a channel the gateway did not classify as one (an SFTP server
+/// `bytes`: an SFTP session in a channel the gateway did not classify as one (an SFTP server
 /// under a wrapper it does not know, a copy of one under another name): it could not be parsed
 /// nor policed as SFTP.
-fn sftp_init_in(head: &[u8]) -> bool {
-    head.windows(9).any(|w| {
+fn sftp_init_in(bytes: &[u8]) -> bool {
+    bytes.windows(9).any(|w| {
         w[..3] == [0, 0, 0]
             && w[3] >= 5
             && w[4] == 1
@@ -365,16 +365,17 @@ impl ChannelRecorder {
                         ..
                     } = st.as_mut();
                     if input.bytes < SFTP_LOOKOUT || lines.is_some() {
-                        let across: Vec<u8> = tail
-                            .iter()
-                            .chain(&bytes[..bytes.len().min(8)])
-                            .copied()
-                            .collect();
-                        let found = sftp_init_in(&across) || sftp_init_in(bytes);
-                        let mut last: Vec<u8> =
-                            tail.iter().chain(bytes).rev().take(8).copied().collect();
-                        last.reverse();
-                        *tail = last;
+                        // The last 8 bytes before this chunk and its first 8: a packet across
+                        // the cut; then the chunk.
+                        tail.extend_from_slice(&bytes[..bytes.len().min(8)]);
+                        let found = sftp_init_in(tail) || sftp_init_in(bytes);
+                        // Then the last 8 bytes seen (a short chunk is all in `tail` already).
+                        if bytes.len() >= 8 {
+                            tail.clear();
+                            tail.extend_from_slice(&bytes[bytes.len() - 8..]);
+                        }
+                        let extra = tail.len().saturating_sub(8);
+                        tail.drain(..extra);
                         if found {
                             inner.failed = Some(
                                 "an SFTP session inside a command the gateway does not know as an \

@@ -124,11 +124,12 @@ impl StdinLines {
     fn push(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len() as u64;
         while !bytes.is_empty() {
-            // A full buffer and more of the line: the line is long, its piece is complete.
-            if self.buf.len() >= MAX_LINE_BYTES {
+            // A full buffer and more of the line: the line is long, its piece is complete (and
+            // the buffer then holds at most a character's first bytes).
+            if self.buf.len() == MAX_LINE_BYTES {
                 self.piece();
             }
-            let take = (MAX_LINE_BYTES - self.buf.len().min(MAX_LINE_BYTES)).min(bytes.len());
+            let take = (MAX_LINE_BYTES - self.buf.len()).min(bytes.len());
             self.buf.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
         }

@@ -166,8 +166,7 @@ fn long_option_of(word: &str, names: &[&str]) -> bool {
 
 /// Variables an assignment may set without changing what a shell or a program runs (`BASH_ENV`,
 /// `ENV`, `LD_PRELOAD`, `PROMPT_COMMAND`, `PYTHONSTARTUP`... all do).
-fn harmless_assignment(word: &Word) -> bool {
-    let name = word.text.split_once('=').map_or("", |(n, _)| n);
+fn harmless_variable(name: &str) -> bool {
     matches!(
         name,
         "LANG" | "LANGUAGE" | "TZ" | "TERM" | "COLUMNS" | "LINES" | "NO_COLOR" | "TMPDIR"
@@ -192,17 +191,15 @@ fn runs_only_data(program: &str, args: &[Word]) -> bool {
     }
 }
 
-fn is_assignment(word: &Word) -> bool {
-    match word.text.split_once('=') {
-        Some((name, _)) => {
-            let mut chars = name.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }
-        None => false,
-    }
+/// The variable a `NAME=value` word assigns, if it is one.
+fn assigned_name(word: &Word) -> Option<&str> {
+    let (name, _) = word.text.split_once('=')?;
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
 }
 
 /// What a program does with the rest of its words.
@@ -217,15 +214,15 @@ pub(super) fn classify_words(words: &[Word], depth: usize) -> ExecKind {
     loop {
         let skip = rest
             .iter()
-            .take_while(|w| is_assignment(w) || RESERVED.contains(&w.text.as_str()))
+            .take_while(|w| assigned_name(w).is_some() || RESERVED.contains(&w.text.as_str()))
             .count();
         // `BASH_ENV=/dev/stdin bash -c true`, `set -a; ENV=...`: what runs is not what the
         // words say.
-        if let Some(a) = rest[..skip]
+        if let Some(name) = rest[..skip]
             .iter()
-            .find(|w| is_assignment(w) && !harmless_assignment(w))
+            .filter_map(assigned_name)
+            .find(|name| !harmless_variable(name))
         {
-            let name = a.text.split_once('=').map_or("", |(n, _)| n);
             return interpreter(&format!("{name}="));
         }
         let Some(first) = rest.get(skip) else {
