@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sallyport_api::audit::{AuditEntry, AuditEvents};
-use support::bastion::{self, Bastion, trust_edge, world_with_edge};
+use support::bastion::{self, Bastion};
 use support::broker::*;
 use support::ssh::Ssh;
 use support::term::Term;
@@ -27,11 +27,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_edge("").await;
     Setup { w, b, home }
 }
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::bastion::{self, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, ssh};
 
 /// The first line of `log` that contains `needle`; panics with the whole log if none does.
 fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
@@ -19,11 +19,7 @@ fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_sessions_log_lines_name_the_session_the_node_and_the_engineer() {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_through_edge("").await;
 
     let out = ssh(home.path(), &["node1.acme-prod", "echo logged"]);
     assert_eq!(

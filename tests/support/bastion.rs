@@ -451,7 +451,7 @@ pub async fn alice_through_audited_edge() -> (World, Bastion, tempfile::TempDir)
 }
 
 /// A fresh `SALLYPORT_HOME` with alice logged in for SUP-1234, trusting `b`'s edge.
-fn alice_home(w: &World, b: &Bastion) -> tempfile::TempDir {
+pub fn alice_home(w: &World, b: &Bastion) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
     trust_edge(home.path(), b);

@@ -1028,15 +1028,13 @@ pub async fn alice_at_the_edge_with(
 ) -> (World, super::bastion::Bastion, tempfile::TempDir) {
     let (w, port, _) = super::bastion::world_with_edge_approval(extra).await;
     let b = super::bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    super::bastion::trust_edge(home.path(), &b);
+    let home = super::bastion::alice_home(&w, &b);
     (w, b, home)
 }
 
 /// [`alice_at_the_edge_with`] the plain approval.
 pub async fn alice_at_the_edge() -> (World, super::bastion::Bastion, tempfile::TempDir) {
-    alice_at_the_edge_with(json!({})).await
+    super::bastion::alice_through_edge("").await
 }
 
 /// A finished command's exit status, stdout and stderr, for failure messages.
