@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use russh::keys::PublicKey;
-use sallyport_api::audit::{AuditChain, AuditEvents, AuditKeys, AuditSignatures, AuditSources};
+use sallyport_api::audit::{
+    AuditChain, AuditEvents, AuditKeys, AuditSignatures, AuditSources, UnsealRequest, Unsealed,
+};
 use sallyport_broker::audit::AuditRecord;
 use sallyport_broker::chains::{Chain, judge};
 use sallyport_broker::store::{BROKER_SOURCE, HeadSignature};
@@ -56,6 +58,29 @@ pub enum AuditCmd {
     Sessions(crate::sessions_cmd::ListArgs),
     /// End an open session: the same as `sallyport sessions terminate`.
     Terminate(crate::sessions_cmd::TerminateArgs),
+    /// Open a line typed without echo at a password prompt (an `input_hidden` event), which the
+    /// gateway sealed to the broker's hidden-input key: a password, or a command typed at a
+    /// shell whose prompt was made to read like a password prompt. Reviewer only; the reason is
+    /// kept in a `hidden_input_opened` event before the text is shown.
+    Unseal(UnsealArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnsealArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The chain of the `input_hidden` event (its `source`, e.g. gateway:gw-1a2b).
+    #[arg(long)]
+    pub source: String,
+    /// The event's sequence number in its chain (its `seq`).
+    #[arg(long)]
+    pub seq: u64,
+    /// Why it is opened (kept in the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// The answer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -173,6 +198,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<i32> {
         AuditCmd::Verify(a) => verify(a).await,
         AuditCmd::Export(a) => crate::audit_bundle::export(a).await,
         AuditCmd::Keys(a) => keys(a).await,
+        AuditCmd::Unseal(a) => unseal(a).await,
         AuditCmd::Stream(a) => crate::audit_stream::stream(a).await,
         AuditCmd::Show(a) => crate::audit_session::show(a).await,
         AuditCmd::Replay(a) => crate::audit_session::replay(a).await,
@@ -398,6 +424,34 @@ async fn keys(a: KeysArgs) -> anyhow::Result<i32> {
             );
             println!("{} {}", s(&k.source), s(&k.public_key));
         }
+    }
+    Ok(0)
+}
+
+async fn unseal(a: UnsealArgs) -> anyhow::Result<i32> {
+    let client = a.conn.client()?;
+    let opened: Unsealed = client
+        .post_as(
+            "/v1/audit/unseal",
+            &UnsealRequest {
+                source: a.source,
+                seq: a.seq,
+                reason: a.reason,
+            },
+        )
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string(&opened)?);
+    } else {
+        let s = sallyport_audit::sanitize;
+        println!(
+            "# {}#{}: session {}, line {} (opening it is in the audit log)",
+            s(&opened.source),
+            opened.seq,
+            s(&opened.session),
+            opened.line
+        );
+        println!("{}", s(&opened.text));
     }
     Ok(0)
 }

@@ -214,8 +214,16 @@ fn entry(e: &AuditEntry, exits: &BTreeMap<u64, &AuditEntry>) -> Option<Value> {
         GatewayKind::Env => format!("env {}", clean(text(e, "env_name"))),
         GatewayKind::Shell => "shell (no pty)".into(),
         GatewayKind::SftpStarted => "sftp".into(),
+        GatewayKind::InputHidden if e.fields.get("sealed").is_some_and(|s| s.is_string()) => {
+            format!(
+                "input typed with echo off at a prompt for a secret (sealed; a reviewer opens it \
+                 with `sallyport audit unseal --source {} --seq {} --reason ...`)",
+                clean(&e.source),
+                e.seq
+            )
+        }
         GatewayKind::InputHidden => {
-            "input typed with echo off at a prompt for a secret (not recorded)".into()
+            "input typed with echo off at a prompt for a secret (not kept)".into()
         }
         GatewayKind::SessionStarted => format!(
             "session started from {} as {}",

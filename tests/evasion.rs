@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sallyport_api::audit::{AuditEntry, AuditEvents};
+use serde_json::json;
 use support::bastion::{self, Bastion};
 use support::broker::*;
 use support::ssh::Ssh;
@@ -634,6 +635,98 @@ async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is
     let cast = s.w.fetch_recording(field_str(&fin[0], "recording")).await;
     assert!(!cast.contains(&secret), "the secret is in the recording");
     assert!(cast.contains("touch"), "{cast}");
+}
+
+// 4a. A shell whose own prompt reads like a password prompt, echo off: what is typed there is
+// not dropped. The gateway cannot tell it from a password, so it seals it to the broker's key;
+// a reviewer opens it with a reason (audited); nobody else can.
+#[tokio::test]
+async fn a_command_typed_at_a_forged_password_prompt_is_sealed_and_a_reviewer_opens_it() {
+    let s = setup().await;
+    let m = marker("forgedprompt");
+    let typed = format!("touch {}", m.display());
+    let screen = at_prompt(&s, "ev-forged", 120, 30, |t| {
+        // The screen shows "Password:" once in the command, then once per prompt drawn.
+        t.send(&["PS1='Password: '", "Enter"]);
+        t.wait("Password:", 2);
+        t.send(&["stty -echo", "Enter"]);
+        t.wait("Password:", 3);
+        t.send(&[&typed, "Enter"]);
+        t.wait("Password:", 4);
+        t.send(&["stty echo", "Enter"]);
+        t.wait("Password:", 5);
+    });
+    assert!(wait_file(&m), "the command ran: {screen}");
+    let started = commands_naming(&s.w, "stty -echo").await;
+    let session = started[0].session.clone().unwrap();
+    let hidden =
+        s.w.wait_audit(&format!("kind=input_hidden&session={session}"), 1)
+            .await;
+    let sealed: Vec<&AuditEntry> = hidden
+        .iter()
+        .filter(|e| opt_str(e, "sealed").is_some())
+        .collect();
+    // The marker command, then `stty echo` (typed without echo too).
+    assert_eq!(sealed.len(), 2, "{hidden:#?}");
+    let h = sealed.iter().min_by_key(|e| e.seq).unwrap();
+    // In clear nowhere: not in the audit log, not in the recording.
+    let all = s.w.audit(&format!("session={session}&limit=1000")).await;
+    assert!(
+        !serde_json::to_string(&all)
+            .unwrap()
+            .contains("forgedprompt")
+    );
+    let fin =
+        s.w.wait_audit(&format!("kind=recording_finished&session={session}"), 1)
+            .await;
+    let cast = s.w.fetch_recording(field_str(&fin[0], "recording")).await;
+    assert!(!cast.contains("forgedprompt"), "{cast}");
+
+    let body = |reason: &str| json!({"source": h.source, "seq": h.seq, "reason": reason});
+    // Nobody but a reviewer, and not without a reason; none of these leave an opening event.
+    for (who, api) in [("operator", &s.w.op), ("approver", &s.w.acme)] {
+        let (status, _) = api.post("/v1/audit/unseal", body("curious")).await;
+        assert_eq!(status, 403, "{who}");
+    }
+    let (status, _) = s.w.reviewer.post("/v1/audit/unseal", body("  ")).await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        s.w.reviewer
+            .post(
+                "/v1/audit/unseal",
+                json!({"source": h.source, "seq": h.seq - 1, "reason": "x"}),
+            )
+            .await;
+    assert!(status == 422 || status == 404, "{status}");
+    assert!(s.w.audit("kind=hidden_input_opened").await.is_empty());
+
+    // The reviewer's CLI opens it; the act is in the broker's chain first.
+    let out = Command::new(BIN)
+        .args(["audit", "unseal", "--json", "--source", &h.source])
+        .args([
+            "--seq",
+            &h.seq.to_string(),
+            "--reason",
+            "SUP-EV: what ran at the prompt",
+        ])
+        .env("SALLYPORT_BROKER", &s.w.broker.url)
+        .env("SALLYPORT_TOKEN", s.w.reviewer.token.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let opened: sallyport_api::audit::Unsealed = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(opened.text, typed);
+    assert_eq!(opened.session, session);
+    let audited = s.w.wait_audit("kind=hidden_input_opened", 1).await;
+    assert_eq!(audited[0].session.as_deref(), Some(session.as_str()));
+    assert_eq!(
+        field_str(&audited[0], "reason"),
+        "SUP-EV: what ran at the prompt"
+    );
+    assert_eq!(
+        field_str(&audited[0], "event"),
+        format!("{}#{}", h.source, h.seq)
+    );
 }
 
 // 4b. A forged bracketed paste: the node turns the mode on, the shell (dash) does not honour it.

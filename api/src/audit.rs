@@ -359,6 +359,28 @@ pub struct AuditKeys {
     pub keys: Vec<AuditKey>,
 }
 
+/// `POST /v1/audit/unseal`: open a line a gateway sealed (an `input_hidden` event, named by its
+/// chain and place in it). Reviewers only; the reason is kept in a `hidden_input_opened` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsealRequest {
+    pub source: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// What an opened `input_hidden` line held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsealed {
+    pub source: String,
+    pub seq: u64,
+    pub session: String,
+    /// The line's number in its channel (as in the session's other events).
+    pub line: u64,
+    /// What was typed at the prompt (a password, or a command typed at a shell whose prompt
+    /// read like a password prompt).
+    pub text: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

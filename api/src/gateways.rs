@@ -138,6 +138,11 @@ pub struct GatewaySelf {
     pub policies: Vec<NamedPolicy>,
     /// The user CAs trusted now (OpenSSH lines).
     pub user_ca: Vec<String>,
+    /// The broker's hidden-input key (`sallyport-seal-x25519 <base64>`): what is typed without
+    /// echo at a password prompt is sealed to it. A pty channel is refused until the gateway
+    /// has one.
+    #[serde(default)]
+    pub hidden_input_key: Option<String>,
 }
 
 #[cfg(test)]
@@ -166,7 +171,7 @@ mod tests {
             "customer": "acme", "nodes": [{"name": "n1", "address": "10.0.0.1", "port": 22,
             "host_keys": [], "trust_on_first_use": false}],
             "policies": [{"name": "p", "body": "forbid(principal, action, resource);"}],
-            "user_ca": ["ssh-ed25519 A"]}));
+            "user_ca": ["ssh-ed25519 A"], "hidden_input_key": "sallyport-seal-x25519 AAAA"}));
     }
 
     #[test]

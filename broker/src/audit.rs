@@ -184,6 +184,17 @@ pub enum AuditEvent {
         ticket: Option<String>,
         node: Option<String>,
     },
+    /// A reviewer opened a line a gateway sealed (`input_hidden`: typed without echo at a
+    /// password prompt), giving a reason. `event` names it: `<source>#<seq>`.
+    HiddenInputOpened {
+        session: String,
+        event: String,
+        by: String,
+        reason: String,
+        cluster: Option<String>,
+        engineer: Option<String>,
+        node: Option<String>,
+    },
     /// An edge checked an engineer's TOTP code for a session whose certificate asks for
     /// per-session MFA (`mfa@sallyport.dev`), and it was right. `by` is the edge (`edge:<name>`);
     /// ticket, cluster and source_ip are what the edge read from the certificate and connection.
@@ -317,6 +328,7 @@ impl AuditEvent {
             AuditEvent::AuditKeyPinned { .. } => "audit_key_pinned",
             AuditEvent::RecordingStored { .. } => "recording_stored",
             AuditEvent::RecordingRead { .. } => "recording_read",
+            AuditEvent::HiddenInputOpened { .. } => "hidden_input_opened",
             AuditEvent::SessionMfaVerified { .. } => "session_mfa_verified",
             AuditEvent::SessionMfaFailed { .. } => "session_mfa_failed",
             AuditEvent::ConsoleLogout { .. } => "console_logout",

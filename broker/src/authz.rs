@@ -299,6 +299,19 @@ pub fn authorize(caller: &Caller, action: Action, scope: Scope<'_>) -> Result<()
                 | Caller::Edge { .. } => Err(forbidden(AUDIT_READERS)),
             }
         }
+        // What was typed at a password prompt: the security team alone may open it (never the
+        // operator who runs the broker that holds the key, nor a customer's approver).
+        A::OpenHiddenInput => match caller {
+            Caller::Reviewer { .. } => Ok(()),
+            Caller::Operator { .. }
+            | Caller::Approver { .. }
+            | Caller::TicketSystem { .. }
+            | Caller::Engineer { .. }
+            | Caller::Gateway { .. }
+            | Caller::Edge { .. } => Err(forbidden(
+                "only reviewers (the security team) may open sealed hidden input",
+            )),
+        },
         // A chain mixes the sessions of every customer of its gateway or edge.
         A::ConsoleChains => match caller {
             Caller::Reviewer { .. } => Ok(()),

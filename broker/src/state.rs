@@ -29,6 +29,8 @@ pub struct Broker {
     pub operator_token_sha256: String,
     /// Seals TOTP secrets in the store.
     pub totp_box: crate::secretbox::SecretBox,
+    /// Opens the lines gateways sealed (`input_hidden`); its public half is sent to them.
+    pub hidden_input: sallyport_ca::seal::OpenKey,
     /// Refusals anyone can repeat without a credential, audited once a minute per key.
     pub refusals: crate::throttle::Throttle,
     /// Passkey (WebAuthn) checks for console logins, bound to `[console]`'s relying party.
@@ -202,6 +204,10 @@ impl Broker {
         } else {
             refuse_clear_secrets(&store).await?;
         }
+        let hidden_input = sallyport_ca::seal::OpenKey::from_bytes(&load_or_create_secret(
+            &cfg.hidden_input_key_file(),
+        )?)
+        .with_context(|| format!("{}", cfg.hidden_input_key_file().display()))?;
         let secret = load_or_create_secret(&cfg.jwt_secret_file())?;
         let jwt = JwtKeys::new(
             &secret,
@@ -232,6 +238,7 @@ impl Broker {
             jwt,
             operator_token_sha256,
             totp_box,
+            hidden_input,
             refusals: Default::default(),
             passkeys,
         }))

@@ -15,6 +15,7 @@ pub mod keyid;
 pub mod keys;
 pub mod krl;
 pub mod policy;
+pub mod seal;
 
 pub use cert::{CertIdentity, CertRefusal, build_user_cert, check_user_cert};
 pub use error::CaError;

@@ -26,6 +26,7 @@ use sallyport_api::gateways::GatewaySelf;
 use sallyport_api::sessions::Terminations;
 use sallyport_ca::clock::now_secs;
 use sallyport_ca::policy::Engine;
+use sallyport_ca::seal::SealKey;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,8 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     /// The limits a SIGHUP may change (see [`Gateway::reload`]).
     limits: std::sync::RwLock<GatewayLimits>,
+    /// The broker's hidden-input key (see [`sallyport_ca::seal`]).
+    seal_key: std::sync::RwLock<Option<SealKey>>,
     pub id: String,
     pub cluster: String,
     pub node_ca: PrivateKey,
@@ -98,6 +101,8 @@ pub struct Gateway {
 /// an engineer and a code) per `REFUSAL_WINDOW_SECS`; the others are counted into the last one,
 /// written when the window or the session ends.
 const REFUSALS_PER_WINDOW: u32 = 5;
+/// The cached hidden-input key, for a start without the broker.
+const HIDDEN_INPUT_KEY_FILE: &str = "hidden_input_key.pub";
 const REFUSAL_WINDOW_SECS: u64 = 60;
 
 /// Why a session was refused past a limit: (code, reason, limit).
@@ -327,6 +332,7 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         tasks: TaskTracker::new(),
         stopping: CancellationToken::new(),
         limits: std::sync::RwLock::new(GatewayLimits::of(&cfg)),
+        seal_key: std::sync::RwLock::new(None),
         cfg,
     });
     if let Err(e) = gw.refresh_self().await {
@@ -340,6 +346,9 @@ pub async fn open(cfg: GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
             && let Ok(cache) = serde_json::from_str::<PolicyCache>(&text)
         {
             gw.set_rules(cache);
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join(HIDDEN_INPUT_KEY_FILE)) {
+            gw.set_seal_key(Some(&text));
         }
     }
     if let Err(e) = gw.trust.refresh(&gw.broker).await {
@@ -370,9 +379,45 @@ impl Gateway {
             &self.cfg.data_dir.join("policies.json"),
             serde_json::to_string(&cache)?.as_bytes(),
         )?;
+        if let Some(key) = &v.hidden_input_key {
+            crate::trust::write_atomic(
+                &self.cfg.data_dir.join(HIDDEN_INPUT_KEY_FILE),
+                key.as_bytes(),
+            )?;
+        }
         self.set_nodes(v.nodes);
         self.set_rules(cache);
+        self.set_seal_key(v.hidden_input_key.as_deref());
         Ok(())
+    }
+
+    /// Take the broker's hidden-input key; one that does not parse is kept out (pty channels
+    /// are then refused), never replaced by nothing in silence.
+    fn set_seal_key(&self, text: Option<&str>) {
+        let Some(text) = text else {
+            return;
+        };
+        match SealKey::parse(text) {
+            Ok(key) => {
+                if let Ok(mut k) = self.seal_key.write() {
+                    if k.as_ref() != Some(&key) {
+                        tracing::info!(key = key.id(), "hidden input is sealed to this key");
+                    }
+                    *k = Some(key);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the broker's hidden-input key does not parse: pty channels are refused");
+                if let Ok(mut k) = self.seal_key.write() {
+                    *k = None;
+                }
+            }
+        }
+    }
+
+    /// The key to seal hidden input to, once the broker (or the cache) gave one.
+    pub(crate) fn seal_key(&self) -> Option<SealKey> {
+        self.seal_key.read().ok().and_then(|k| k.clone())
     }
 
     pub fn node(&self, name: &str) -> Option<NodeEntry> {

@@ -3,19 +3,19 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use sallyport_api::audit::{
     AuditChain, AuditEntry, AuditEvents, AuditHead, AuditKey, AuditKeys, AuditSignatures,
-    AuditSources,
+    AuditSources, UnsealRequest, Unsealed,
 };
 use serde::Deserialize;
 
 use super::permit;
-use crate::audit::AuditRecord;
+use crate::audit::{AuditEvent, AuditRecord};
 use crate::auth::Caller;
 use crate::authz::{Action, Scope, customer_view};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::Broker;
 use crate::store::{AuditCursor, AuditQuery};
 
@@ -26,6 +26,80 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/v1/audit/chain", get(chain))
         .route("/v1/audit/signatures", get(signatures))
         .route("/v1/audit/keys", get(keys))
+        .route("/v1/audit/unseal", post(unseal))
+}
+
+/// Open a line a gateway sealed: only an `input_hidden` event, only with a reason, only for a
+/// reviewer; the act is in the broker's own chain before the text is given out.
+async fn unseal(
+    State(b): State<Arc<Broker>>,
+    caller: Caller,
+    Json(req): Json<UnsealRequest>,
+) -> ApiResult<Json<Unsealed>> {
+    permit(&b, &caller, Action::OpenHiddenInput, Scope::None).await?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::BadRequest(
+            "give the reason for opening it (1 to 500 characters): it is kept in the audit log"
+                .into(),
+        ));
+    }
+    let not_found = || ApiError::NotFound(format!("audit event {}#{}", req.source, req.seq));
+    let record = b
+        .store
+        .audit_chain(&req.source, req.seq.saturating_sub(1), 1)
+        .await?
+        .into_iter()
+        .find(|r| r.seq == req.seq)
+        .ok_or_else(not_found)?;
+    if record.kind != "input_hidden" {
+        return Err(ApiError::Unprocessable(format!(
+            "{}#{} is a {} event: only input_hidden events hold a sealed line",
+            req.source, req.seq, record.kind
+        )));
+    }
+    let field = |k: &str| record.data.get(k);
+    let text_of = |k: &str| field(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(session), Some(channel), Some(line)) = (
+        text_of("session"),
+        field("channel").and_then(|v| v.as_u64()),
+        field("line").and_then(|v| v.as_u64()),
+    ) else {
+        return Err(ApiError::Unprocessable(
+            "the event does not say where the line was typed (session, channel, line)".into(),
+        ));
+    };
+    let Some(sealed) = text_of("sealed") else {
+        return Err(ApiError::Unprocessable(
+            "the event holds no sealed line (written by a gateway of an older version, which \
+             kept nothing of it)"
+                .into(),
+        ));
+    };
+    let place = sallyport_ca::seal::hidden_line_place(&session, channel, line);
+    let text = b.hidden_input.open(&sealed, &place).map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "the sealed line does not open with this broker's hidden-input key: {e}"
+        ))
+    })?;
+    b.store
+        .audit(&AuditEvent::HiddenInputOpened {
+            session: session.clone(),
+            event: format!("{}#{}", req.source, req.seq),
+            by: caller.label(),
+            reason: reason.to_string(),
+            cluster: text_of("cluster"),
+            engineer: text_of("engineer"),
+            node: text_of("node"),
+        })
+        .await?;
+    Ok(Json(Unsealed {
+        source: req.source,
+        seq: req.seq,
+        session,
+        line,
+        text: String::from_utf8_lossy(&text).into_owned(),
+    }))
 }
 
 /// The audit log's readers: reviewers and the operator.

@@ -204,6 +204,16 @@ fn the_documented_bodies_are_the_api_types() {
     ));
     problems.extend(check(
         &doc,
+        "POST /v1/audit/unseal",
+        req("/v1/audit/unseal", "post"),
+        &sallyport_api::audit::UnsealRequest {
+            source: "gateway:g".into(),
+            seq: 4,
+            reason: "SUP-1: what ran at 10:02".into(),
+        },
+    ));
+    problems.extend(check(
+        &doc,
         "POST /v1/mfa/verify",
         req("/v1/mfa/verify", "post"),
         &MfaVerifyRequest {
@@ -781,6 +791,18 @@ fn more_answers(doc: &Value) -> Vec<String> {
         pinned_at: Some(1),
         pinned_by: "enrollment".into(),
     };
+    problems.extend(check(
+        doc,
+        "POST /v1/audit/unseal 200",
+        answer("/v1/audit/unseal", "post", "200"),
+        &sallyport_api::audit::Unsealed {
+            source: "gateway:g".into(),
+            seq: 4,
+            session: "s1".into(),
+            line: 3,
+            text: "touch /tmp/x".into(),
+        },
+    ));
     let keys = answer("/v1/audit/keys", "get", "200");
     problems.extend(check(doc, "AuditKey", items(doc, keys, "keys"), &key));
     problems.extend(check(
@@ -862,6 +884,7 @@ fn more_answers(doc: &Value) -> Vec<String> {
             nodes: vec![node],
             policies: vec![policy],
             user_ca: strings("ssh-ed25519 A"),
+            hidden_input_key: Some("sallyport-seal-x25519 AAAA".into()),
         },
     ));
     problems.extend(check(

@@ -89,6 +89,8 @@ actions! {
     AuditSignatures => "audit_signatures",
     AuditKeys => "audit_keys",
     ExportAudit => "audit_export",
+    /// Open a line a gateway sealed (`input_hidden`): the security team only.
+    OpenHiddenInput => "open_hidden_input",
     /// The console's page of every chain.
     ConsoleChains => "console_chains",
     // --- sessions, reports and recordings ---

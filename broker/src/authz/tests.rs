@@ -145,6 +145,7 @@ fn table() -> Vec<(Action, Scope<'static>, &'static str)> {
         (A::AuditSignatures, Scope::None,                              "Y  Y   F   F   F   F   F  F"),
         (A::AuditKeys, Scope::None,                                    "Y  Y   F   F   F   F   F  F"),
         (A::ExportAudit, Scope::None,                                  "Y  Y   F   F   F   F   F  F"),
+        (A::OpenHiddenInput, Scope::None,                              "F  Y   F   F   F   F   F  F"),
         (A::ConsoleChains, Scope::None,                                "F  Y   F   F   F   F   F  F"),
         (A::ListSessions, Scope::None,                                 "Y  Y   Y   F   F   F   F  F"),
         (A::TerminateSession, Scope::Unread,                           "Y  Y   Y   F   F   F   F  F"),

@@ -134,6 +134,7 @@ impl BrokerConfig {
                 for (what, p) in [
                     ("the user CA key", self.user_ca_key()),
                     ("the TOTP key", self.totp_key_file()),
+                    ("the hidden-input key", self.hidden_input_key_file()),
                     ("the JWT secret", self.jwt_secret_file()),
                     ("the audit key", self.audit_key_file()),
                 ] {

@@ -69,6 +69,11 @@ pub struct BrokerConfig {
     /// 0600; made at first start). Default `data_dir/totp.key`; replicas must share it.
     #[serde(default)]
     pub totp_key_file: Option<PathBuf>,
+    /// The key that opens what gateways seal of the lines typed without echo at password
+    /// prompts (`input_hidden`): 32 random bytes, 0600, made at first start; its public half
+    /// goes to every gateway. Default `data_dir/hidden_input.key`; replicas must share it.
+    #[serde(default)]
+    pub hidden_input_key_file: Option<PathBuf>,
     /// The key that signs the broker's own audit chain (an Ed25519 OpenSSH key, 0600; made at
     /// first start). Default `data_dir/audit_key`; replicas must share it.
     #[serde(default)]
@@ -178,6 +183,9 @@ impl BrokerConfig {
         if let Some(p) = &mut self.totp_key_file {
             anchor(p);
         }
+        if let Some(p) = &mut self.hidden_input_key_file {
+            anchor(p);
+        }
         if let Some(p) = &mut self.audit_key_file {
             anchor(p);
         }
@@ -235,6 +243,12 @@ impl BrokerConfig {
         self.totp_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("totp.key"))
+    }
+
+    pub fn hidden_input_key_file(&self) -> PathBuf {
+        self.hidden_input_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("hidden_input.key"))
     }
 
     pub fn jwt_secret_file(&self) -> PathBuf {

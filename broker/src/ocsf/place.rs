@@ -112,6 +112,7 @@ fn place_broker(e: &AuditEvent) -> Placed {
         AuditEvent::AuditKeyPinned { .. } => ok(A(Api::Create)),
         AuditEvent::RecordingStored { .. } => ok(A(Api::Create)),
         AuditEvent::RecordingRead { .. } => ok(A(Api::Read)),
+        AuditEvent::HiddenInputOpened { .. } => ok(A(Api::Read)),
         AuditEvent::SessionTerminationRequested { .. } => ok(A(Api::Delete)),
         AuditEvent::SessionWatched { .. } => ok(A(Api::Read)),
         AuditEvent::AuditExported { .. } => ok(A(Api::Read)),

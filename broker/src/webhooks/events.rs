@@ -112,6 +112,7 @@ pub fn event_notified(e: &AuditEvent) -> bool {
         | AuditEvent::AuditKeyPinned { .. }
         | AuditEvent::RecordingStored { .. }
         | AuditEvent::RecordingRead { .. }
+        | AuditEvent::HiddenInputOpened { .. }
         | AuditEvent::SessionMfaVerified { .. }
         | AuditEvent::SessionMfaFailed { .. }
         | AuditEvent::SessionTerminationRequested { .. }

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::Event;
 use crate::record::detector::DetectorEvent;
 use crate::record::exec::StdinLine;
-use crate::record::pty::Step;
 use sallyport_audit::writers::GatewayKind;
+use sallyport_ca::seal::{SealKey, hidden_line_place};
 
 /// Events that the node's output alone can cause (a full-screen program starting or ending)
 /// are bounded per channel: at most [`Throttle::PER_WINDOW`] per [`Throttle::WINDOW_SECS`]; the
@@ -111,11 +111,40 @@ pub(super) fn at(mut evs: Vec<Event>, t: f64) -> Vec<Event> {
     evs
 }
 
-pub(super) fn events(step: Step) -> Vec<Event> {
-    step.events
-        .into_iter()
+/// Where a pty channel's hidden lines are sealed to: the broker's hidden-input key, and the
+/// channel they are bound to.
+#[derive(Debug, Clone)]
+pub struct Sealing {
+    pub key: SealKey,
+    pub session: String,
+    pub channel: u64,
+}
+
+impl Sealing {
+    /// A line typed without echo at a secret prompt: sealed, so that a command typed at a shell
+    /// whose prompt was made to read like a password prompt is not lost. Sealing cannot fail
+    /// short of the system's randomness failing; then the recorder fails closed (the channel
+    /// ends) rather than drop the line.
+    fn hidden(&self, d: &crate::record::detector::Detected) -> Event {
+        let text = d.hidden_text.as_ref().map(|t| t.0.as_str()).unwrap_or("");
+        let place = hidden_line_place(&self.session, self.channel, d.line);
+        let sealed = match self.key.seal(text.as_bytes(), &place) {
+            Ok(s) => s,
+            Err(e) => panic!("a hidden line could not be sealed: {e}"),
+        };
+        (
+            GatewayKind::InputHidden,
+            json!({"reason": "typed without echo at a prompt asking for a secret: sealed, not a command and not in the recording; the security team can open it (`sallyport audit unseal`), which is audited",
+                   "line": d.line, "chars": d.hidden_chars, "sealed": sealed, "seal_key": self.key.id()}),
+        )
+    }
+}
+
+pub(super) fn events(events: &[DetectorEvent], sealing: &Sealing) -> Vec<Event> {
+    events
+        .iter()
         .filter_map(|e| match e {
-            DetectorEvent::Command(d) if d.echo_off => Some((GatewayKind::InputHidden, json!({"reason": "typed without echo at a prompt asking for a secret; kept neither as a command nor in the recording", "line": d.line, "chars": d.hidden_chars}))),
+            DetectorEvent::Command(d) if d.echo_off => Some(sealing.hidden(d)),
             DetectorEvent::Command(d) => Some((
                 GatewayKind::Command,
                 json!({"command": d.command, "via": "interactive", "line": d.line, "last_line": d.last_line, "located": d.located, "carried": d.carried}),

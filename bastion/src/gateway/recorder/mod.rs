@@ -35,10 +35,12 @@ use crate::record::exec::{StdinLine, StdinLines};
 use crate::record::pty::PtyRecorder;
 use crate::record::scp::{ScpDirection, ScpParser};
 use crate::record::sftp::SftpParser;
+pub use events::Sealing;
 use events::{Throttle, at, drop_refused, events, scp_events, sftp_events, stdin_events};
 pub use recovery::recover_unfinished;
 use sallyport_audit::writers::GatewayKind;
 use sallyport_ca::clock::now_secs;
+use sallyport_ca::seal::SealKey;
 pub use upload::upload_forever;
 
 /// One direction of a non-pty channel: what was kept, what passed, and its digest.
@@ -98,7 +100,8 @@ fn sftp_init_in(bytes: &[u8]) -> bool {
 
 enum State {
     Idle,
-    Pty(Box<PtyRecorder>),
+    /// A pty channel, and where the lines typed at its secret prompts are sealed to.
+    Pty(Box<PtyRecorder>, Box<Sealing>),
     /// A channel without a pty (exec, or a shell without a pty): its stdin and output, each up
     /// to the cap.
     Stream(Box<Stream>),
@@ -130,6 +133,10 @@ pub const REST_AFTER: Duration = Duration::from_secs(10);
 
 pub struct ChannelRecorder {
     path: PathBuf,
+    session: String,
+    channel: u32,
+    /// The broker's hidden-input key: a pty channel does not start without it.
+    seal_key: Option<SealKey>,
     start: Instant,
     cap: u64,
     inner: Arc<Mutex<Inner>>,
@@ -147,6 +154,9 @@ impl ChannelRecorder {
     pub fn new(dir: &Path, session: &str, channel: u32, cap: u64) -> ChannelRecorder {
         ChannelRecorder {
             path: dir.join(format!("{session}-c{channel}.cast.part")),
+            session: session.to_string(),
+            channel,
+            seal_key: None,
             start: Instant::now(),
             cap,
             inner: Arc::new(Mutex::new(Inner {
@@ -159,6 +169,12 @@ impl ChannelRecorder {
                 active_at: 0.0,
             })),
         }
+    }
+
+    /// Seal the lines typed at a pty's secret prompts to `key` (the broker's hidden-input key).
+    pub fn sealing_to(mut self, key: Option<SealKey>) -> ChannelRecorder {
+        self.seal_key = key;
+        self
     }
 
     /// The name the broker stores the recording under.
@@ -225,15 +241,29 @@ impl ChannelRecorder {
         term: &str,
         title: &str,
     ) -> Result<(), RecordError> {
+        let sealing = self.seal_key.clone().map(|key| Sealing {
+            key,
+            session: self.session.clone(),
+            channel: u64::from(self.channel),
+        });
         self.with(|inner, path, _, _| {
-            if inner.program || matches!(inner.state, State::Pty(_)) {
+            if inner.program || matches!(inner.state, State::Pty(..)) {
                 // What runs would no longer be recorded the way it started.
                 inner.failed = Some("a second pty request on one channel".into());
                 return;
             }
+            let Some(sealing) = sealing else {
+                // A line typed at a secret prompt could be neither kept in clear nor sealed.
+                inner.failed = Some(
+                    "the gateway has no key yet to seal what is typed at password prompts (it \
+                     has not heard from the broker since it started): try again in a minute"
+                        .into(),
+                );
+                return;
+            };
             let rec = PtyRecorder::new(cols, rows, term, now_secs()).with_title(title);
             let header = rec.header();
-            inner.state = State::Pty(Box::new(rec));
+            inner.state = State::Pty(Box::new(rec), Box::new(sealing));
             Self::write(inner, path, &[header]);
         })?;
         rest_when_quiet(Arc::downgrade(&self.inner), self.start);
@@ -252,7 +282,7 @@ impl ChannelRecorder {
     /// `bash -s`, `python3 -`...): each line is a `command` event (`via: "stdin"`).
     pub fn start_stream(&self, title: &str, interpreter: bool) -> Result<(), RecordError> {
         self.with(|inner, path, _, _| {
-            if !Self::program_starts(inner) || matches!(inner.state, State::Pty(_)) {
+            if !Self::program_starts(inner) || matches!(inner.state, State::Pty(..)) {
                 return;
             }
             let writer = AsciicastWriter::new(80, 24, "dumb", now_secs())
@@ -272,7 +302,7 @@ impl ChannelRecorder {
     /// The sftp subsystem (or an sftp server run by exec) without a pty.
     pub fn start_sftp(&self) -> Result<(), RecordError> {
         self.with(|inner, _, _, _| {
-            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(..)) {
                 inner.state = State::Sftp(Box::new(SftpParser::new()));
             }
         })
@@ -281,7 +311,7 @@ impl ChannelRecorder {
     /// The remote side of classic scp without a pty.
     pub fn start_scp(&self, direction: ScpDirection) -> Result<(), RecordError> {
         self.with(|inner, _, _, _| {
-            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(_)) {
+            if Self::program_starts(inner) && !matches!(inner.state, State::Pty(..)) {
                 inner.state = State::Scp(Box::new(ScpParser::new(direction)));
             }
         })
@@ -300,7 +330,7 @@ impl ChannelRecorder {
 
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
         self.with(|inner, path, t, _| {
-            if let State::Pty(rec) = &mut inner.state {
+            if let State::Pty(rec, _) = &mut inner.state {
                 let step = rec.resize(t, cols, rows);
                 Self::write(inner, path, &step.lines);
             }
@@ -311,10 +341,11 @@ impl ChannelRecorder {
     pub fn output(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
         self.with(|inner, path, t, cap| {
             let evs = match &mut inner.state {
-                State::Pty(rec) => {
+                State::Pty(rec, sealing) => {
                     let step = rec.output(t, bytes);
+                    let evs = events(&step.events, sealing);
                     Self::write(inner, path, &step.lines);
-                    inner.throttle.bound(t, events(step))
+                    inner.throttle.bound(t, evs)
                 }
                 State::Stream(st) => {
                     let kept = st.output.pass(bytes, cap);
@@ -351,10 +382,11 @@ impl ChannelRecorder {
     pub fn input(&self, bytes: &[u8]) -> Result<Vec<Event>, RecordError> {
         self.with(|inner, path, t, cap| {
             let evs = match &mut inner.state {
-                State::Pty(rec) => {
+                State::Pty(rec, sealing) => {
                     let step = rec.input(t, bytes);
+                    let evs = events(&step.events, sealing);
                     Self::write(inner, path, &step.lines);
-                    events(step)
+                    evs
                 }
                 State::Stream(st) => {
                     let Stream {
@@ -411,7 +443,7 @@ impl ChannelRecorder {
                 Some(lines) => stdin_events(lines.finish().into_iter().collect()),
                 None => vec![],
             },
-            State::Pty(_) | State::Sftp(_) | State::Scp(_) | State::Idle => vec![],
+            State::Pty(..) | State::Sftp(_) | State::Scp(_) | State::Idle => vec![],
         })
     }
 
@@ -420,10 +452,11 @@ impl ChannelRecorder {
         self.with(|inner, path, t, cap| {
             let state = std::mem::replace(&mut inner.state, State::Idle);
             let evs = match state {
-                State::Pty(mut rec) => {
+                State::Pty(mut rec, sealing) => {
                     let step = rec.finish(t);
+                    let evs = events(&step.events, &sealing);
                     Self::write(inner, path, &step.lines);
-                    let mut evs = inner.throttle.bound(t, events(step));
+                    let mut evs = inner.throttle.bound(t, evs);
                     evs.extend(inner.throttle.summary());
                     evs
                 }
@@ -561,7 +594,7 @@ fn rest_if_quiet(inner: &Mutex<Inner>, start: Instant, quiet: Duration) -> bool 
     inner.file.close();
     match &mut inner.state {
         // The model's own calls into vt100 are made under catch_unwind.
-        State::Pty(rec) => rec.rest(),
+        State::Pty(rec, _) => rec.rest(),
         State::Idle | State::Stream(_) | State::Sftp(_) | State::Scp(_) => false,
     }
 }

@@ -5,6 +5,63 @@ use sallyport_audit::writers::ChainKind;
 
 const HEADER: &str = "{\"version\": 2, \"width\": 80, \"height\": 24}\n";
 
+fn test_key() -> sallyport_ca::seal::OpenKey {
+    sallyport_ca::seal::OpenKey::from_bytes(&[42; 32]).unwrap()
+}
+
+#[test]
+fn a_pty_channel_does_not_start_without_a_key_to_seal_hidden_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    let err = rec.start_pty(80, 24, "xterm", "bash").unwrap_err();
+    assert!(err.0.contains("no key yet to seal"), "{err}");
+    assert!(
+        rec.input(b"ls\r").is_err(),
+        "nothing passes after the refusal"
+    );
+    // A channel without a pty has no secret prompts to seal: it starts.
+    let rec = ChannelRecorder::new(dir.path(), "s-2", 0, 1 << 20);
+    rec.start_stream("bash -s", true).unwrap();
+}
+
+#[test]
+fn a_line_typed_without_echo_at_a_password_prompt_is_sealed_and_opens_only_where_it_was_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = ChannelRecorder::new(dir.path(), "s-9", 3, 1 << 20)
+        .sealing_to(Some(test_key().seal_key().clone()));
+    rec.start_pty(80, 24, "xterm", "bash").unwrap();
+    // A shell whose own prompt was made to read like a password prompt, echo off.
+    let mut evs = rec.output(b"Password: ").unwrap();
+    evs.extend(rec.input(b"touch /tmp/pwned").unwrap());
+    evs.extend(rec.input(b"\r").unwrap());
+    evs.extend(rec.output(b"\r\nPassword: ").unwrap());
+    let (evs2, file) = rec.finish().unwrap();
+    evs.extend(evs2);
+    let hidden: Vec<&Value> = evs
+        .iter()
+        .filter(|(k, _)| *k == GatewayKind::InputHidden)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(hidden.len(), 1, "{evs:?}");
+    let h = hidden[0];
+    let sealed = h["sealed"].as_str().unwrap();
+    assert_eq!(h["seal_key"], test_key().seal_key().id());
+    assert_eq!(h["chars"], 16);
+    // The text is nowhere in clear: not in the events, not in the recording.
+    assert!(!format!("{evs:?}").contains("pwned"), "{evs:?}");
+    let cast = std::fs::read_to_string(file.unwrap()).unwrap();
+    assert!(!cast.contains("pwned"), "{cast}");
+    // It opens with the broker's key at its place, and nowhere else.
+    let line = h["line"].as_u64().unwrap();
+    let place = sallyport_ca::seal::hidden_line_place("s-9", 3, line);
+    assert_eq!(
+        test_key().open(sealed, &place).unwrap(),
+        b"touch /tmp/pwned"
+    );
+    let elsewhere = sallyport_ca::seal::hidden_line_place("s-9", 4, line);
+    assert!(test_key().open(sealed, &elsewhere).is_err());
+}
+
 #[test]
 fn an_unfinished_recording_keeps_every_whole_line_and_ends_with_a_marker() {
     let table: &[(&str, Option<&[&str]>)] = &[
@@ -91,7 +148,8 @@ fn a_refused_line_is_not_reported_as_a_command_later() {
     };
     for refuse in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+            .sealing_to(Some(test_key().seal_key().clone()));
         rec.start_pty(80, 24, "xterm", "bash").unwrap();
         rec.output(b"$ ").unwrap();
         let mut seen = commands(&rec.input(b"touch /tmp/x").unwrap());
@@ -128,7 +186,8 @@ fn a_quiet_pty_channel_rests_and_records_the_same_commands_after() {
     let mut rests = Vec::new();
     for rest in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+            .sealing_to(Some(test_key().seal_key().clone()));
         let mut seen = Vec::new();
         // Not quiet long enough yet; and a channel without a pty never rests.
         assert!(!rec.rest_if_quiet(Duration::from_secs(3600)));
@@ -158,7 +217,8 @@ fn a_quiet_pty_channel_rests_and_records_the_same_commands_after() {
     assert_eq!(rests, [true]);
     assert_eq!(got[0], ["echo first", "echo first"]);
     assert_eq!(got[1], got[0]);
-    let stream = ChannelRecorder::new(tempfile::tempdir().unwrap().path(), "s-2", 0, 1024);
+    let stream = ChannelRecorder::new(tempfile::tempdir().unwrap().path(), "s-2", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     stream.start_stream("bash", true).unwrap();
     assert!(!stream.rest_if_quiet(Duration::ZERO));
 }
@@ -166,7 +226,8 @@ fn a_quiet_pty_channel_rests_and_records_the_same_commands_after() {
 #[test]
 fn a_panic_or_a_failed_write_ends_recording_for_good() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash -s", true).unwrap();
     assert!(rec.input(b"echo one\n").is_ok());
     let panicked = rec.with(|_, _, _, _| panic!("the screen model broke"));
@@ -180,7 +241,8 @@ fn a_panic_or_a_failed_write_ends_recording_for_good() {
     // A recording that cannot be written (its directory is a file).
     let blocked = dir.path().join("blocked");
     std::fs::write(&blocked, b"").unwrap();
-    let rec = ChannelRecorder::new(&blocked, "s-2", 0, 1024);
+    let rec = ChannelRecorder::new(&blocked, "s-2", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     assert!(rec.start_stream("ls", false).is_err());
     assert!(rec.input(b"x").is_err());
 }
@@ -188,7 +250,8 @@ fn a_panic_or_a_failed_write_ends_recording_for_good() {
 #[test]
 fn an_interpreters_stdin_lines_are_commands_and_streams_are_capped_with_digests() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 16);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 16)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash -s", true).unwrap();
     let mut commands = Vec::new();
     for chunk in [&b"echo o"[..], b"ne\r\necho two\nech", b"o three"] {
@@ -254,14 +317,17 @@ fn mode_switches_in_a_loop_are_bounded_and_counted() {
 #[test]
 fn one_program_per_channel() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash -s", true).unwrap();
     assert!(rec.start_stream("true", false).is_err());
     assert!(rec.input(b"echo\n").is_err());
-    let rec = ChannelRecorder::new(dir.path(), "s-2", 0, 1024);
+    let rec = ChannelRecorder::new(dir.path(), "s-2", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash -s", true).unwrap();
     assert!(rec.start_pty(80, 24, "xterm", "t").is_err());
-    let rec = ChannelRecorder::new(dir.path(), "s-3", 0, 1024);
+    let rec = ChannelRecorder::new(dir.path(), "s-3", 0, 1024)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_pty(80, 24, "xterm", "t").unwrap();
     rec.start_stream("bash", true).unwrap();
     assert!(rec.start_sftp().is_err());
@@ -317,7 +383,8 @@ fn a_quiet_pty_channel_closes_its_file_and_records_every_event_in_order_after() 
     let mut recorded = Vec::new();
     for rest in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+            .sealing_to(Some(test_key().seal_key().clone()));
         rec.start_pty(80, 24, "xterm", "bash").unwrap();
         let steps: [(bool, &[u8]); 6] = [
             (false, b"\x1b[01;32malice@node1\x1b[00m:~$ "),
@@ -365,7 +432,8 @@ fn a_last_line_without_newline_is_a_command_when_the_channel_ends_without_eof() 
             .collect()
     };
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash", true).unwrap();
     let mut seen = commands(&rec.input(b"echo hi\ntouch /tmp/M").unwrap());
     assert_eq!(seen, ["echo hi"]);
@@ -387,7 +455,8 @@ fn an_sftp_session_in_a_channel_not_classified_as_sftp_ends_it() {
     let init = b"\0\0\0\x05\x01\0\0\0\x03";
     for preamble in [&b""[..], b"x\n"] {
         let dir = tempfile::tempdir().unwrap();
-        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+        let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+            .sealing_to(Some(test_key().seal_key().clone()));
         rec.start_stream("setarch x86_64 /usr/lib/openssh/sftp-server", true)
             .unwrap();
         rec.input(preamble).unwrap();
@@ -398,7 +467,8 @@ fn an_sftp_session_in_a_channel_not_classified_as_sftp_ends_it() {
     }
     // An interpreter's input may skip a preamble of any length first: looked at throughout.
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream(
         "head -c 5000 >/dev/null; exec setarch x86_64 sftp-server",
         true,
@@ -410,7 +480,8 @@ fn an_sftp_session_in_a_channel_not_classified_as_sftp_ends_it() {
     assert!(rec.input(b"\0\0\0\x03").is_err());
     // Text and a tar header are not SFTP.
     let dir = tempfile::tempdir().unwrap();
-    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20);
+    let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
+        .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("tar xf -", false).unwrap();
     let mut header = vec![0u8; 512];
     header[..5].copy_from_slice(b"f.txt");

@@ -348,12 +348,15 @@ impl EngineerSession {
             return;
         };
         reply.accept().await;
-        let rec = Arc::new(ChannelRecorder::new(
-            &self.gw.cfg.data_dir.join("recordings"),
-            &self.sid,
-            channel_num(id),
-            self.gw.cfg.stream_record_cap_bytes,
-        ));
+        let rec = Arc::new(
+            ChannelRecorder::new(
+                &self.gw.cfg.data_dir.join("recordings"),
+                &self.sid,
+                channel_num(id),
+                self.gw.cfg.stream_record_cap_bytes,
+            )
+            .sealing_to(self.gw.seal_key()),
+        );
         let fields = crate::Fields::new(
             &self.fields(json!({"channel": channel_num(id), "recording": rec.recording_id()})),
         );

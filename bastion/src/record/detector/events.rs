@@ -28,6 +28,21 @@ pub struct Detected {
     pub carried: Option<String>,
     /// For `echo_off`: how many characters the keys typed (the secret's length, not its text).
     pub hidden_chars: Option<usize>,
+    /// For `echo_off`: what the keys typed, only to be sealed (the gateway cannot tell a
+    /// password from a command typed at a shell whose prompt reads like a password prompt).
+    /// Never shown: not in `Debug`, not serialized.
+    #[serde(skip)]
+    pub hidden_text: Option<HiddenText>,
+}
+
+/// A line typed without echo at a secret prompt. Its `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HiddenText(pub String);
+
+impl std::fmt::Debug for HiddenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HiddenText({} bytes)", self.0.len())
+    }
 }
 
 /// How the text of a line was found, most certain first.

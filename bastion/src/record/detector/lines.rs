@@ -109,6 +109,7 @@ impl Lines {
                             located,
                             carried: None,
                             hidden_chars: None,
+                            hidden_text: None,
                         }));
                     }
                 }

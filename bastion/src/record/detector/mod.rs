@@ -96,8 +96,9 @@
 //!   alternate screen (`less -X`, `watch` on some terminals) make Enter produce junk lines.
 //! - A prompt is trusted by its text: a shell whose own prompt reads like a secret prompt
 //!   (`PS1='Password: '`) with echo off, or an empty prompt with echo off followed on the same
-//!   row by output that reads like one, has its lines reported as hidden input (`input_hidden`),
-//!   not as commands — the recording still shows their output.
+//!   row by output that reads like one, has its lines reported as hidden input, not as commands —
+//!   with what was typed ([`HiddenText`]), which the gateway seals (`input_hidden`) so that such a
+//!   line is not lost; the recording still shows their output.
 //! - A secret prompt in a language or wording not listed above is not recognised: what is typed
 //!   at it without echo is reported as a command and recorded.
 //! - Lines typed in a full-screen program are joined like shell lines: an odd quote typed in
@@ -140,7 +141,9 @@ mod shell;
 #[cfg(test)]
 mod tests;
 
-pub use events::{Detected, DetectorEvent, Disposition, InputSegment, InputStep, Located};
+pub use events::{
+    Detected, DetectorEvent, Disposition, HiddenText, InputSegment, InputStep, Located,
+};
 
 use keys::{KeyLexer, Typed};
 use model::Model;

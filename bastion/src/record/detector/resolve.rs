@@ -5,7 +5,8 @@
 use super::screen::{after_prompt, asks_for_secret, ends_with_word, span_text};
 use super::shell::{self, Open};
 use super::{
-    Detected, DetectorEvent, Line, Lines, Located, MAX_JOINED_BYTES, MAX_JOINED_LINES, Pending,
+    Detected, DetectorEvent, HiddenText, Line, Lines, Located, MAX_JOINED_BYTES, MAX_JOINED_LINES,
+    Pending,
 };
 
 impl Lines {
@@ -219,6 +220,7 @@ impl Lines {
             located: pending.located,
             carried: pending.carried,
             hidden_chars: None,
+            hidden_text: None,
         }));
     }
 
@@ -246,6 +248,7 @@ impl Lines {
             located: Located::Keys,
             carried: None,
             hidden_chars: Some(line.typed.chars()),
+            hidden_text: Some(HiddenText(line.keys_text().0)),
         }));
     }
 

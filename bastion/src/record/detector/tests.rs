@@ -1449,6 +1449,7 @@ fn want_events(want: &[Want]) -> Vec<DetectorEvent> {
                 located: Located::Anchor,
                 carried: None,
                 hidden_chars: None,
+                hidden_text: None,
             }))
         })
         .collect()

@@ -304,5 +304,6 @@ async fn gateway_self(
         nodes,
         policies,
         user_ca,
+        hidden_input_key: Some(b.hidden_input.seal_key().to_text()),
     }))
 }
