@@ -637,38 +637,61 @@ async fn a_secret_typed_at_a_password_prompt_is_kept_out_and_the_next_command_is
     assert!(cast.contains("touch"), "{cast}");
 }
 
-// 4a. A shell whose own prompt reads like a password prompt, echo off: what is typed there is
-// not dropped. The gateway cannot tell it from a password, so it seals it to the broker's key;
-// a reviewer opens it with a reason (audited); nobody else can.
+// 4a. A shell whose own prompt was made to read like a password prompt, echo then off: once a
+// command of the session changed the prompt or the echo, no prompt is trusted to ask for a
+// secret, and what is typed there is a command.
 #[tokio::test]
-async fn a_command_typed_at_a_forged_password_prompt_is_sealed_and_a_reviewer_opens_it() {
+async fn a_command_typed_at_a_forged_password_prompt_is_a_command() {
     let s = setup().await;
     let m = marker("forgedprompt");
-    let typed = format!("touch {}", m.display());
     let screen = at_prompt(&s, "ev-forged", 120, 30, |t| {
         // The screen shows "Password:" once in the command, then once per prompt drawn.
         t.send(&["PS1='Password: '", "Enter"]);
         t.wait("Password:", 2);
         t.send(&["stty -echo", "Enter"]);
         t.wait("Password:", 3);
-        t.send(&[&typed, "Enter"]);
+        t.send(&[&format!("touch {}", m.display()), "Enter"]);
         t.wait("Password:", 4);
         t.send(&["stty echo", "Enter"]);
         t.wait("Password:", 5);
     });
+    let ev = recorded_or_refused(&s.w, &m, &screen).await.unwrap();
+    assert_eq!(ev.kind, "command");
+}
+
+// 4a'. A loop that runs what is typed at a real password prompt (`read -s`): the gateway cannot
+// tell it from a password, so it seals each such line to the broker's key instead of dropping
+// it; a reviewer opens it with a reason (audited); nobody else can.
+#[tokio::test]
+async fn a_command_typed_at_a_password_prompt_that_runs_it_is_sealed_and_a_reviewer_opens_it() {
+    let s = setup().await;
+    let m = marker("sealedprompt");
+    let typed = format!("touch {}", m.display());
+    let screen = at_prompt(&s, "ev-sealed", 120, 30, |t| {
+        t.send(&[
+            "while IFS= read -rs -p 'Password: ' l; do echo; eval \"$l\"; done",
+            "Enter",
+        ]);
+        t.wait("Password:", 2);
+        t.send(&[&typed, "Enter"]);
+        t.wait("Password:", 3);
+        t.send(&["C-d"]);
+        t.wait(PROMPT, 2);
+    });
     assert!(wait_file(&m), "the command ran: {screen}");
-    let started = commands_naming(&s.w, "stty -echo").await;
-    let session = started[0].session.clone().unwrap();
+    // The session's end is in: everything before it is too.
+    let ended = s.w.wait_audit("kind=session_ended", 1).await;
+    let session = ended[0].session.clone().unwrap();
+    assert!(commands_naming(&s.w, "sealedprompt").await.is_empty());
     let hidden =
-        s.w.wait_audit(&format!("kind=input_hidden&session={session}"), 1)
+        s.w.audit(&format!("kind=input_hidden&session={session}"))
             .await;
     let sealed: Vec<&AuditEntry> = hidden
         .iter()
         .filter(|e| opt_str(e, "sealed").is_some())
         .collect();
-    // The marker command, then `stty echo` (typed without echo too).
-    assert_eq!(sealed.len(), 2, "{hidden:#?}");
-    let h = sealed.iter().min_by_key(|e| e.seq).unwrap();
+    assert_eq!(sealed.len(), 1, "{hidden:#?}");
+    let h = sealed[0];
     // In clear nowhere: not in the audit log, not in the recording.
     let all = s.w.audit(&format!("session={session}&limit=1000")).await;
     assert!(
@@ -680,7 +703,7 @@ async fn a_command_typed_at_a_forged_password_prompt_is_sealed_and_a_reviewer_op
         s.w.wait_audit(&format!("kind=recording_finished&session={session}"), 1)
             .await;
     let cast = s.w.fetch_recording(field_str(&fin[0], "recording")).await;
-    assert!(!cast.contains("forgedprompt"), "{cast}");
+    assert!(!cast.contains("sealedprompt"), "{cast}");
 
     let body = |reason: &str| json!({"source": h.source, "seq": h.seq, "reason": reason});
     // Nobody but a reviewer, and not without a reason; none of these leave an opening event.

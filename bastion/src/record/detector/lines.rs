@@ -10,7 +10,7 @@ use super::{Detected, DetectorEvent, Disposition, Line, Lines, Located, MAX_WAIT
 impl Line {
     /// Typed without echo at a prompt asking for a secret.
     pub(super) fn at_secret_prompt(&self) -> bool {
-        self.secret_prompt || asks_for_secret(&self.prompt)
+        !self.prompt_untrusted && (self.secret_prompt || asks_for_secret(&self.prompt))
     }
 
     /// Nothing but blanks before the anchor: the line did not start at a shell prompt.
@@ -138,6 +138,7 @@ impl Lines {
         let waiting_empty = self.waiting.is_empty();
         let carried = &mut self.carried;
         let next_id = &mut self.next_id;
+        let prompts_forged = &self.prompts_forged;
         self.open.get_or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
@@ -154,6 +155,7 @@ impl Lines {
                 output_after_enter: false,
                 in_full_screen: full_screen,
                 carried: carried.take(),
+                prompt_untrusted: *prompts_forged,
             };
             // Typed after a prompt that is drawn and asks for no secret (a shell prompt): its
             // input is recorded at once, echoed or not, however long it gets.

@@ -98,7 +98,10 @@
 //!   (`PS1='Password: '`) with echo off, or an empty prompt with echo off followed on the same
 //!   row by output that reads like one, has its lines reported as hidden input, not as commands —
 //!   with what was typed ([`HiddenText`]), which the gateway seals (`input_hidden`) so that such a
-//!   line is not lost; the recording still shows their output.
+//!   line is not lost; the recording still shows their output. Once a command of the session
+//!   visibly changed the prompt or the echo (`PS1=`, `PROMPT_COMMAND=`, `stty`), no prompt is
+//!   trusted any more: a line typed without echo is then a command, also a password typed at a
+//!   real prompt later in that session.
 //! - A secret prompt in a language or wording not listed above is not recognised: what is typed
 //!   at it without echo is reported as a command and recorded.
 //! - Lines typed in a full-screen program are joined like shell lines: an odd quote typed in
@@ -361,6 +364,10 @@ struct Lines {
     pending: Option<Pending>,
     /// Keys of a line typed in a full-screen program and left without Enter, for the next line.
     carried: Option<String>,
+    /// A command of this session changed the shell's prompt or the terminal's echo (see
+    /// [`shell::forges_prompts`]): from then on no prompt is trusted to ask for a secret, and
+    /// what is typed without echo is a command like any other.
+    prompts_forged: bool,
 }
 
 struct Line {
@@ -385,6 +392,9 @@ struct Line {
     /// Begun in a full-screen program.
     in_full_screen: bool,
     carried: Option<String>,
+    /// Begun after a command of the session changed the prompt or the echo: its prompt is not
+    /// trusted to ask for a secret.
+    prompt_untrusted: bool,
 }
 
 struct Pending {

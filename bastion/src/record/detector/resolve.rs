@@ -162,6 +162,7 @@ impl Lines {
                 echoed: true,
             });
         }
+        self.prompts_forged |= shell::forges_prompts(&text);
         let (text, located, carried) = match line.carried {
             // Only keys typed in a full-screen program: they are the line.
             Some(carried) if text.is_empty() => (carried, Located::RawKeys, None),

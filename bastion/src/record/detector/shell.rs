@@ -244,6 +244,41 @@ pub(super) fn join(text: &mut String, open: Open, more: &str) {
     text.push_str(more);
 }
 
+/// A command line that changes how the shell's prompt reads or whether the terminal echoes
+/// (`PS1=...`, `PROMPT_COMMAND=...`, zsh's `PROMPT=...`, csh's `set prompt`, any `stty`): after
+/// it, a prompt that reads like a password prompt may be the session's own shell, so no prompt
+/// is trusted to ask for a secret. Read as words, so `ps1` in a path or `sttyfoo` do not count.
+pub(super) fn forges_prompts(command: &str) -> bool {
+    let words = || {
+        command
+            .split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '`'))
+            .filter(|w| !w.is_empty())
+    };
+    let assigns = |w: &str| {
+        let w = w.trim_start_matches("export").trim_start_matches('$');
+        [
+            "PS1",
+            "PS2",
+            "PS4",
+            "PROMPT",
+            "PROMPT_COMMAND",
+            "RPROMPT",
+            "prompt",
+        ]
+        .iter()
+        .any(|v| {
+            w.strip_prefix(v)
+                .is_some_and(|rest| rest.starts_with('=') || rest.starts_with("+="))
+        })
+    };
+    words().any(|w| {
+        w == "stty"
+            || w.ends_with("/stty")
+            || assigns(w)
+            || w == "prompt" && command.contains("set")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

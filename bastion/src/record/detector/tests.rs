@@ -1830,3 +1830,74 @@ fn keys_past_the_bound_say_how_many_more_were_typed() {
     );
     assert!(text.starts_with(&"x".repeat(65_536)));
 }
+
+#[test]
+fn commands_that_change_the_prompt_or_the_echo_are_told_apart() {
+    use super::shell::forges_prompts;
+    for yes in [
+        "PS1='Password: '",
+        "export PS1='[sudo] password for root: '",
+        "PROMPT_COMMAND='printf Password:'",
+        "PROMPT='Password: '",
+        "stty -echo",
+        "cd /tmp; stty -echo",
+        "/bin/stty -echo",
+        "set prompt='Password: '",
+        "true && PS1=x",
+    ] {
+        assert!(forges_prompts(yes), "{yes}");
+    }
+    for no in [
+        "ls",
+        "sudo -i",
+        "echo ps1",
+        "cat stty.txt",
+        "grep PS1 ~/.bashrc",
+        "read -s pw",
+    ] {
+        assert!(!forges_prompts(no), "{no}");
+    }
+}
+
+#[test]
+fn after_a_forged_prompt_and_echo_off_a_line_typed_without_echo_is_a_command() {
+    // A shell whose own prompt was made to read like a password prompt, echo then turned off:
+    // what is typed there runs, so it is a command (in clear), not hidden input.
+    let mut d = Detector::new(80, 24);
+    let mut evs = Vec::new();
+    evs.extend(d.output(b"$ "));
+    evs.extend(d.input(b"PS1='Password: '\r").events);
+    evs.extend(d.output(b"PS1='Password: '\r\nPassword: "));
+    evs.extend(d.input(b"stty -echo\r").events);
+    evs.extend(d.output(b"stty -echo\r\nPassword: "));
+    evs.extend(d.input(b"touch /tmp/pwned\r").events);
+    evs.extend(d.output(b"\r\nPassword: "));
+    evs.extend(d.finish());
+    let commands: Vec<(String, bool)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            DetectorEvent::Command(c) => Some((c.command.clone(), c.echo_off)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ("PS1='Password: '".to_string(), false),
+            ("stty -echo".to_string(), false),
+            ("touch /tmp/pwned".to_string(), false),
+        ],
+        "{evs:?}"
+    );
+    // Without the visible change a real password prompt still hides what is typed.
+    let mut d = Detector::new(80, 24);
+    let mut evs = d.output(b"[sudo] password for alice: ");
+    evs.extend(d.input(b"hunter2\r").events);
+    evs.extend(d.output(b"\r\n$ "));
+    evs.extend(d.finish());
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, DetectorEvent::Command(c) if c.echo_off && c.command.is_empty())),
+        "{evs:?}"
+    );
+}
