@@ -18,6 +18,7 @@ use sallyport_api::audit::{AuditEntry, AuditEvents};
 use serde_json::json;
 use support::bastion::{self, Bastion};
 use support::broker::*;
+use support::browser::Console;
 use support::ssh::Ssh;
 use support::term::Term;
 
@@ -750,6 +751,63 @@ async fn a_command_typed_at_a_password_prompt_that_runs_it_is_sealed_and_a_revie
         field_str(&audited[0], "event"),
         format!("{}#{}", h.source, h.seq)
     );
+
+    // In the console: the session page offers a reviewer the form (a reason required), not an
+    // approver; the form opens it, and that opening is audited too.
+    let totp = |secret: &str| {
+        sallyport_broker::totp::code(secret, sallyport_ca::clock::now_secs()).unwrap()
+    };
+    let boss = s.w.account("ev-boss", "approver", Some("acme")).await;
+    let sec = s.w.account("ev-sec", "reviewer", None).await;
+    let mut approver = Console::new(&s.w.broker.url);
+    approver
+        .login("ev-boss", "ev-boss-password-1", &totp(&boss))
+        .await;
+    let page = approver.get(&format!("/console/sessions/{session}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("Open sealed input"), "{}", page.body);
+    let mut reviewer = Console::new(&s.w.broker.url);
+    reviewer
+        .login("ev-sec", "ev-sec-password-1", &totp(&sec))
+        .await;
+    let page = reviewer.get(&format!("/console/sessions/{session}")).await;
+    assert!(page.body.contains("Open sealed input"), "{}", page.body);
+    assert!(!page.body.contains("sealedprompt"), "{}", page.body);
+    let opened = reviewer
+        .post(
+            &format!("/console/sessions/{session}/unseal"),
+            &[
+                ("csrf", &reviewer.csrf().await),
+                ("source", &h.source),
+                ("seq", &h.seq.to_string()),
+                ("reason", "SUP-EV: second look"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    assert!(opened.body.contains(&typed), "{}", opened.body);
+    let audited = s.w.wait_audit("kind=hidden_input_opened", 2).await;
+    assert!(
+        audited
+            .iter()
+            .any(|e| field_str(e, "reason") == "SUP-EV: second look")
+    );
+    // The approver's own post is refused and opens nothing.
+    let refused = approver
+        .post(
+            &format!("/console/sessions/{session}/unseal"),
+            &[
+                ("csrf", &approver.csrf().await),
+                ("source", &h.source),
+                ("seq", &h.seq.to_string()),
+                ("reason", "curious"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(!refused.body.contains(&typed));
 }
 
 // 4b. A forged bracketed paste: the node turns the mode on, the shell (dash) does not honour it.

@@ -31,7 +31,7 @@ pub fn router() -> Router<Arc<Broker>> {
 
 /// Open a line a gateway sealed: only an `input_hidden` event, only with a reason, only for a
 /// reviewer; the act is in the broker's own chain before the text is given out.
-async fn unseal(
+pub(crate) async fn unseal(
     State(b): State<Arc<Broker>>,
     caller: Caller,
     Json(req): Json<UnsealRequest>,

@@ -86,6 +86,10 @@ pub fn router() -> Router<Arc<Broker>> {
             "/console/sessions/{session}/terminate",
             post(pages::terminate_session),
         )
+        .route(
+            "/console/sessions/{session}/unseal",
+            post(pages::unseal_hidden_input),
+        )
         .route("/console/chains", get(pages::chains))
         .route(
             "/console/policies",

@@ -55,6 +55,10 @@ impl Viewer {
         self.may(Action::ExportAudit)
     }
 
+    pub fn may_open_hidden_input(&self) -> bool {
+        self.may(Action::OpenHiddenInput)
+    }
+
     /// The customer whose data this viewer may see; `None`: every customer's.
     pub fn scope(&self) -> Option<&str> {
         authz::customer_view(&self.caller)

@@ -26,7 +26,8 @@ pub use audit::{chains, report, search};
 pub use replay::{replay_frames, replay_page};
 pub use requests::{decide_request, requests};
 pub use sessions::{
-    session_bundle, session_page, sessions, terminate_session, watch_data, watch_page,
+    session_bundle, session_page, sessions, terminate_session, unseal_hidden_input, watch_data,
+    watch_page,
 };
 
 /// A session as a table row.

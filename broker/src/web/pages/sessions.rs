@@ -69,6 +69,8 @@ pub(crate) struct Entry {
     pub warn: bool,
     /// The moment in the replay, for events of a recorded channel.
     pub replay: Option<String>,
+    /// A sealed line (`input_hidden`) a reviewer may open: its chain and place in it.
+    pub sealed: Option<(String, u64)>,
 }
 
 /// What a timeline shows as an event's main text, by field, first found.
@@ -133,6 +135,8 @@ fn entry(
             || r.kind.contains("unreachable")
             || r.kind == "session_terminated",
         replay,
+        sealed: (r.kind == "input_hidden" && d.get("sealed").is_some_and(Value::is_string))
+            .then(|| (r.source.clone(), r.seq)),
     }
 }
 
@@ -238,6 +242,69 @@ pub async fn session_page(
             .collect(),
         recordings,
     })
+}
+
+#[derive(Deserialize)]
+pub struct UnsealForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A reviewer opens a sealed line of the session (see `POST /v1/audit/unseal`): shown once, on a
+/// page of its own; the opening is in the audit log before it is shown.
+pub async fn unseal_hidden_input(
+    State(b): State<Arc<Broker>>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<UnsealForm>,
+) -> Response {
+    if let Some(r) = form_refused(&viewer, &headers, &f.csrf) {
+        refuse_form(&b, &viewer, "open_hidden_input").await;
+        return r;
+    }
+    let back = format!("/console/sessions/{}", sanitize(&id));
+    match crate::api::audit::unseal(
+        State(b.clone()),
+        viewer.caller.clone(),
+        Json(sallyport_api::audit::UnsealRequest {
+            source: f.source,
+            seq: f.seq,
+            reason: f.reason,
+        }),
+    )
+    .await
+    {
+        Ok(Json(opened)) if opened.session == id => message(
+            StatusCode::OK,
+            Some(&viewer),
+            "Sealed input opened",
+            format!(
+                "Line {} of session {} held: {}  (Opening it is recorded in the audit log with \
+                 your reason.)",
+                opened.line,
+                sanitize(&opened.session),
+                sanitize(&opened.text)
+            ),
+            &back,
+            "Back to the session",
+        ),
+        Ok(_) => message(
+            StatusCode::BAD_REQUEST,
+            Some(&viewer),
+            "Not this session's",
+            "That event belongs to another session.".into(),
+            &back,
+            "Back to the session",
+        ),
+        Err(e) => api_error(&viewer, e, &back),
+    }
 }
 
 #[derive(Deserialize)]
