@@ -810,6 +810,74 @@ async fn a_command_typed_at_a_password_prompt_that_runs_it_is_sealed_and_a_revie
     assert!(!refused.body.contains(&typed));
 }
 
+// 4a''. A file put where something runs it later (a shell script, a start-up file): what runs
+// from it has no command event, so what was written there is kept in the `file_op` event
+// (`kept_content`), also when it is written elsewhere and renamed there, and search finds it.
+#[tokio::test]
+async fn what_is_written_by_sftp_to_a_file_that_runs_later_is_kept_and_found() {
+    let s = setup().await;
+    let m = marker("plantedscript");
+    let tag = m.file_name().unwrap().to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("payload");
+    std::fs::write(&local, format!("touch {}\n", m.display())).unwrap();
+    let remote = format!("/tmp/{tag}");
+    let batch = work.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {remote}.sh\nput {} {remote}.txt\nrename {remote}.txt {remote}-2.sh\n",
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("sftp")
+        .arg("-F")
+        .arg(s.home.path().join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-b"])
+        .arg(&batch)
+        .arg("node1.acme-prod")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = Vec::new();
+    while found.len() < 2 && Instant::now() < deadline {
+        found =
+            s.w.audit("kind=file_op&limit=1000")
+                .await
+                .into_iter()
+                .filter(|e| field_of(e, "op")["op"] == "kept_content")
+                .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let paths: Vec<String> = found
+        .iter()
+        .map(|e| field_of(e, "op")["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [format!("{remote}.sh"), format!("{remote}-2.sh")],
+        "{found:#?}"
+    );
+    for e in &found {
+        assert_eq!(
+            field_of(e, "op")["content"],
+            format!("touch {}\n", m.display())
+        );
+    }
+    // The reviewer's search for what ran finds where it came from.
+    let hits = s.w.audit(&format!("q={tag}")).await;
+    assert!(
+        hits.iter()
+            .any(|e| e.kind == "file_op" && field_of(e, "op")["op"] == "kept_content"),
+        "{hits:#?}"
+    );
+    let _ = std::fs::remove_file(format!("{remote}.sh"));
+    let _ = std::fs::remove_file(format!("{remote}-2.sh"));
+}
+
 // 4b. A forged bracketed paste: the node turns the mode on, the shell (dash) does not honour it.
 #[tokio::test]
 async fn lines_inside_a_forged_bracketed_paste_are_commands() {

@@ -69,7 +69,8 @@ fn gateway_texts(kind: GatewayKind, data: &Value) -> Vec<&str> {
         GatewayKind::LineEntered => field("shown").into_iter().collect(),
         GatewayKind::FileOp => {
             let op = data.get("op");
-            ["path", "from", "to", "target", "link"]
+            // `content`: what was written to a file that runs later (see `kept_content`).
+            ["path", "from", "to", "target", "link", "content"]
                 .iter()
                 .filter_map(|f| op.and_then(|o| o.get(f)).and_then(Value::as_str))
                 .collect()

@@ -309,10 +309,11 @@ impl ChannelRecorder {
     }
 
     /// The remote side of classic scp without a pty.
-    pub fn start_scp(&self, direction: ScpDirection) -> Result<(), RecordError> {
+    pub fn start_scp(&self, direction: ScpDirection, target: &str) -> Result<(), RecordError> {
         self.with(|inner, _, _, _| {
             if Self::program_starts(inner) && !matches!(inner.state, State::Pty(..)) {
-                inner.state = State::Scp(Box::new(ScpParser::new(direction)));
+                let parser = ScpParser::new(direction).with_target(target);
+                inner.state = State::Scp(Box::new(parser));
             }
         })
     }

@@ -206,8 +206,8 @@ impl EngineerSession {
                 if !self.audit(GatewayKind::FileTransfer, event).await {
                     return Self::unrecordable(channel, session);
                 }
-                let direction = t.direction;
-                self.with_recorder(channel, |r| r.start_scp(direction))
+                let (direction, target) = (t.direction, t.path.clone());
+                self.with_recorder(channel, |r| r.start_scp(direction, &target))
             }
             ExecKind::Interpreter { .. } | ExecKind::Command => {
                 let interpreter = matches!(plan.kind, ExecKind::Interpreter { .. });

@@ -119,6 +119,13 @@ pub enum ScpOp {
     },
     /// The stream could not be followed from here on.
     Unparseable { reason: String },
+    /// What was uploaded to a file that runs later (see [`crate::record::sftp::runs_later`]):
+    /// its text up to [`crate::record::sftp::KEPT_BYTES`] (`cut` when there was more).
+    KeptContent {
+        path: String,
+        content: String,
+        cut: bool,
+    },
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::wire::{bad, message, parse_entry, parse_times, take_line};
 use super::{MAX_DEPTH, MAX_PENDING, ScpDirection, ScpOp, ScpSide, ScpStatus};
+use crate::record::sftp::{KEPT_BYTES, runs_later};
 
 /// Follows one classic scp channel.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct ScpParser {
     /// The mtime of a `T` record, for the next `C` or `D`.
     mtime: Option<u64>,
     broken: bool,
+    /// The remote path the transfer named (`scp -t PATH`): a file uploaded there is kept when
+    /// it runs later.
+    target: Option<String>,
 }
 
 /// Where the source's stream is.
@@ -58,6 +62,8 @@ pub(super) struct Incoming {
     seen: u64,
     sha: Sha256,
     mtime: Option<u64>,
+    /// Uploaded to a path that runs later: its bytes kept (up to [`KEPT_BYTES`]).
+    kept: Option<Vec<u8>>,
 }
 
 impl Incoming {
@@ -65,9 +71,15 @@ impl Incoming {
         self.size.saturating_sub(self.seen)
     }
 
-    fn into_op(self, status: ScpStatus) -> ScpOp {
+    /// The file's op, and what it held when it runs later.
+    fn into_ops(self, status: ScpStatus) -> Vec<ScpOp> {
         let sha256 = (self.seen == self.size).then(|| hex::encode(self.sha.finalize()));
-        ScpOp::File {
+        let kept = self.kept.map(|bytes| ScpOp::KeptContent {
+            path: self.path.clone(),
+            content: String::from_utf8_lossy(&bytes).into_owned(),
+            cut: self.seen > bytes.len() as u64,
+        });
+        let file = ScpOp::File {
             path: self.path,
             mode: self.mode,
             size: self.size,
@@ -75,7 +87,8 @@ impl Incoming {
             sha256,
             mtime: self.mtime,
             status,
-        }
+        };
+        std::iter::once(file).chain(kept).collect()
     }
 }
 
@@ -105,6 +118,12 @@ type Answer = Result<(), (String, bool)>;
 
 impl ScpParser {
     /// `direction` as [`parse_exec`](super::parse_exec) found it: who is the source.
+    /// The remote path the transfer named.
+    pub fn with_target(mut self, target: &str) -> Self {
+        self.target = Some(target.to_string());
+        self
+    }
+
     pub fn new(direction: ScpDirection) -> Self {
         ScpParser {
             direction,
@@ -116,6 +135,7 @@ impl ScpParser {
             dirs: Vec::new(),
             mtime: None,
             broken: false,
+            target: None,
         }
     }
 
@@ -141,7 +161,7 @@ impl ScpParser {
                     status: ScpStatus::Unacknowledged,
                 }),
                 Awaiting::FileEnd { file, failed } => {
-                    ops.push(file.into_op(failed.unwrap_or(ScpStatus::Unacknowledged)))
+                    ops.extend(file.into_ops(failed.unwrap_or(ScpStatus::Unacknowledged)))
                 }
                 Awaiting::Start | Awaiting::Times | Awaiting::Exit | Awaiting::FileHeader => {}
             }
@@ -149,7 +169,7 @@ impl ScpParser {
         match std::mem::replace(&mut self.source, Source::Line) {
             Source::Line => {}
             Source::Data(file) | Source::Status(file) | Source::DataError { file, .. } => {
-                ops.push(file.into_op(ScpStatus::Incomplete))
+                ops.extend(file.into_ops(ScpStatus::Incomplete))
             }
         }
         self.broken = true;
@@ -206,6 +226,10 @@ impl ScpParser {
                         .len()
                         .min(usize::try_from(file.left()).unwrap_or(usize::MAX));
                     file.sha.update(&bytes[..n]);
+                    if let Some(kept) = file.kept.as_mut() {
+                        let room = KEPT_BYTES.saturating_sub(kept.len());
+                        kept.extend_from_slice(&bytes[..n.min(room)]);
+                    }
                     file.seen += n as u64;
                     bytes = &bytes[n..];
                     self.source = if file.left() == 0 {
@@ -260,13 +284,17 @@ impl ScpParser {
         match kind {
             b'C' => {
                 let (mode, size, name) = parse_entry(rest).ok_or_else(|| bad("file", line))?;
+                let path = self.path_of(&name);
+                let later = self.direction == ScpDirection::Upload
+                    && (runs_later(&path) || self.target.as_deref().is_some_and(runs_later));
                 let file = Incoming {
-                    path: self.path_of(&name),
+                    path,
                     mode,
                     size,
                     seen: 0,
                     sha: Sha256::new(),
                     mtime: self.mtime.take(),
+                    kept: later.then(Vec::new),
                 };
                 self.await_answer(Awaiting::FileHeader)?;
                 self.source = if size == 0 {
@@ -398,7 +426,7 @@ impl ScpParser {
                     (None, Ok(())) => ScpStatus::Ok,
                     (None, Err(e)) => failed(e),
                 };
-                ops.push(file.into_op(status));
+                ops.extend(file.into_ops(status));
             }
         }
         Ok(())
@@ -413,7 +441,7 @@ impl ScpParser {
         };
         match std::mem::replace(&mut self.source, Source::Line) {
             Source::Data(file) | Source::Status(file) if file.seen == 0 => {
-                ops.push(file.into_op(status))
+                ops.extend(file.into_ops(status))
             }
             other => {
                 // Data already passed (the order of the directions was not kept): keep going.

@@ -689,3 +689,42 @@ fn scp_ops_serialize_for_the_audit_log() {
 }
 
 mod properties;
+
+#[test]
+fn a_file_uploaded_where_it_runs_later_is_kept() {
+    let upload = |target: &str, name: &str, body: &[u8]| -> Vec<ScpOp> {
+        let mut parser = ScpParser::new(Upload).with_target(target);
+        let mut ops = parser.server_data(&[0]);
+        ops.extend(parser.client_data(format!("C0644 {} {name}\n", body.len()).as_bytes()));
+        ops.extend(parser.server_data(&[0]));
+        ops.extend(parser.client_data(body));
+        ops.extend(parser.client_data(&[0]));
+        ops.extend(parser.server_data(&[0]));
+        ops
+    };
+    let kept = |ops: &[ScpOp]| -> Vec<(String, String, bool)> {
+        ops.iter()
+            .filter_map(|o| match o {
+                ScpOp::KeptContent { path, content, cut } => {
+                    Some((path.clone(), content.clone(), *cut))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // By the file's name, or by the target it is written to.
+    let ops = upload(".", ".bashrc", b"touch /tmp/planted\n");
+    assert_eq!(
+        kept(&ops),
+        [(
+            ".bashrc".to_string(),
+            "touch /tmp/planted\n".to_string(),
+            false
+        )],
+        "{ops:?}"
+    );
+    let ops = upload("/etc/cron.d/job", "job.txt", b"* * * * * root id\n");
+    assert_eq!(kept(&ops).len(), 1, "{ops:?}");
+    // A data file keeps nothing.
+    assert!(kept(&upload("/tmp", "data.bin", b"abc")).is_empty());
+}

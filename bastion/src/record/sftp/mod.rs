@@ -51,6 +51,66 @@ pub const MAX_PACKET_LEN: usize = 256 * 1024 + 1024;
 pub const MAX_PENDING: usize = 4096;
 /// Most handles open at once.
 pub const MAX_HANDLES: usize = 4096;
+
+/// Bytes of a file written to a path that runs later kept in its `kept_content` op.
+pub const KEPT_BYTES: usize = 16 * 1024;
+
+/// A path a shell, cron, systemd, sshd or the dynamic loader reads as instructions later, so
+/// that what is written there runs with no command event naming it: shell start-up files
+/// (wherever they are: a relative path counts by its name), `~/.ssh/rc`, `environment`,
+/// `authorized_keys` (its `command=` options), anything under `/etc/`, cron spools, systemd
+/// and autostart units, and shell scripts.
+pub fn runs_later(path: &str) -> bool {
+    const NAMES: [&str; 27] = [
+        ".bashrc",
+        ".bash_profile",
+        ".bash_login",
+        ".bash_logout",
+        ".profile",
+        ".zshrc",
+        ".zshenv",
+        ".zprofile",
+        ".zlogin",
+        ".zlogout",
+        ".kshrc",
+        ".mkshrc",
+        ".cshrc",
+        ".tcshrc",
+        ".login",
+        ".logout",
+        ".inputrc",
+        ".xprofile",
+        ".xinitrc",
+        ".xsession",
+        ".pam_environment",
+        "rc",
+        "environment",
+        "authorized_keys",
+        "authorized_keys2",
+        ".vimrc",
+        ".exrc",
+    ];
+    const PLACES: [&str; 7] = [
+        "/etc/",
+        "/var/spool/cron",
+        ".config/systemd/",
+        ".config/autostart/",
+        "/lib/systemd/",
+        ".config/fish/",
+        ".local/share/systemd/",
+    ];
+    const SUFFIXES: [&str; 8] = [
+        ".sh", ".bash", ".zsh", ".service", ".timer", ".path", ".socket", ".desktop",
+    ];
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let in_ssh = path.contains(".ssh/");
+    // `rc` and `environment` count only in `.ssh/`.
+    let by_name = NAMES.contains(&name) && (in_ssh || !matches!(name, "rc" | "environment"));
+    by_name
+        || path.starts_with("etc/")
+        || PLACES.iter().any(|p| path.contains(p))
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
 /// Most read data kept, over all handles of a channel, while waiting for an earlier reply to
 /// come (out-of-order `SSH_FXP_DATA` replies). OpenSSH's client has at most 64 × 32 KiB in
 /// flight by default.

@@ -75,6 +75,16 @@ pub enum DigestUnavailable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SftpOp {
+    /// What was written, in this channel, to a file a shell, cron, systemd or sshd runs or reads
+    /// as instructions later (`~/.bashrc`, `~/.ssh/authorized_keys`, anything under `/etc/`, a
+    /// shell script...; see [`super::runs_later`]): its text up to [`super::KEPT_BYTES`]
+    /// (`cut` when there was more), reported after the write's close or the rename that put it
+    /// there. What it runs later runs with no command event; this is where it is seen.
+    KeptContent {
+        path: String,
+        content: String,
+        cut: bool,
+    },
     /// `handle` is the server's handle in hex, when it gave one.
     Open {
         path: String,

