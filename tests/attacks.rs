@@ -68,7 +68,9 @@ fn wait_file(path: &str) {
 // Channels per engineer session at the gateway are bounded.
 #[tokio::test]
 async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
-    let (w, _b, home) = bastion::alice_through_edge("max_channels_per_session = 2\n").await;
+    let (w, _b, home) = bastion::alice_at_the_edge()
+        .gateway("max_channels_per_session = 2\n")
+        .await;
     // One connection (a ControlMaster), several sessions through it.
     let (mut master, mux_opt) = control_master(home.path(), "node1.acme-prod");
     // The sessions must go through the master: no fallback to a connection of their own.
@@ -135,14 +137,9 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
 // Sessions through one engineer connection to the edge are bounded.
 #[tokio::test]
 async fn one_edge_connection_cannot_open_unbounded_sessions() {
-    let (w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b =
-        bastion::start_with_edge_token_and(&w, port, &token, "max_forwards_per_connection = 2\n")
-            .await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, _b, home) = bastion::alice_at_the_edge()
+        .edge("max_forwards_per_connection = 2\n")
+        .await;
     // One connection to the edge (a ControlMaster), each session a forward through it.
     let (mut master, mux_opt) = control_master(home.path(), "sallyport-edge-acme-prod");
     let proxy = format!(
@@ -555,7 +552,7 @@ async fn a_totp_secret_planted_in_clear_is_refused_after_a_restart() {
 // An open connection to the edge does not outlive its certificate's revocation.
 #[tokio::test]
 async fn the_edge_drops_an_open_connection_whose_certificate_is_revoked() {
-    let (w, b, home) = bastion::alice_through_audited_edge().await;
+    let (w, b, home) = bastion::alice_at_the_edge().audited().await;
     let held = held_at_edge(home.path(), &b).await;
     let (s, v) =
         w.op.post(
@@ -658,7 +655,7 @@ async fn the_edge_drops_an_open_connection_whose_certificate_expired() {
 // end, and it cannot come back.
 #[tokio::test]
 async fn a_revoked_gateway_loses_its_tunnel_and_its_sessions() {
-    let (w, _b, home) = bastion::alice_through_audited_edge().await;
+    let (w, _b, home) = bastion::alice_at_the_edge().audited().await;
     let mut open = ssh_cmd(home.path());
     open.args(["node1.acme-prod", "echo started; sleep 60"]);
     let mut open = spawn(open);
@@ -822,9 +819,7 @@ async fn one_totp_code_opens_one_session_through_a_shared_edge_connection() {
         bastion::world_with_edge_approval(serde_json::json!({"per_session_mfa": true})).await;
     let token = bastion::edge_token(&w).await;
     let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let home = bastion::alice_home(&w, &b);
     // The control master asks for the code (keyboard-interactive) in a terminal.
     let mux = home.path().join("edge.mux");
     let mux_opt = format!("ControlPath={}", mux.display());
@@ -1113,7 +1108,9 @@ fn a_new_session_opens(home: &Path) {
 // at once with the reason, audited, and nothing runs; a session that ends frees its place.
 #[tokio::test]
 async fn one_engineer_cannot_open_unbounded_sessions_at_the_gateway() {
-    let (w, _b, home) = bastion::alice_through_edge("max_sessions_per_engineer = 1\n").await;
+    let (w, _b, home) = bastion::alice_at_the_edge()
+        .gateway("max_sessions_per_engineer = 1\n")
+        .await;
     let tag = format!("/tmp/sp-at-sess-{}", std::process::id());
     let _ = std::fs::remove_file(format!("{tag}-second"));
     let mut first = ssh_cmd(home.path());
@@ -1137,7 +1134,9 @@ async fn one_engineer_cannot_open_unbounded_sessions_at_the_gateway() {
 // frees its place.
 #[tokio::test]
 async fn a_gateway_serves_at_most_max_sessions_at_once() {
-    let (w, _b, home) = bastion::alice_through_edge("max_sessions = 2\n").await;
+    let (w, _b, home) = bastion::alice_at_the_edge()
+        .gateway("max_sessions = 2\n")
+        .await;
     let tag = format!("/tmp/sp-at-gwsess-{}", std::process::id());
     let _ = std::fs::remove_file(format!("{tag}-third"));
     let mut held = Vec::new();
@@ -1239,12 +1238,7 @@ async fn a_flood_of_refused_logins_does_not_fill_the_edges_log() {
 #[tokio::test]
 async fn an_unsigned_change_of_the_user_cas_is_refused_and_audited() {
     use russh::keys::{HashAlg, PublicKey};
-    let (mut w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token(&w, port, &token).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (mut w, b, home) = bastion::alice_at_the_edge().audited().await;
     let out = ssh_cmd(home.path())
         .args(["node1.acme-prod", "echo before"])
         .stdin(Stdio::null())
@@ -1339,7 +1333,7 @@ mod chains {
     use serde_json::{Value, json};
 
     use super::support::broker::{
-        Api, Dir, World, error_of, field_str, now, opt_str, read_as, signed_batch,
+        Api, Dir, World, error_of, field_str, now, opt_str, printed, read_as, signed_batch,
     };
     use sallyport_api::admin::TokenCreated;
     use sallyport_api::audit::{AuditChain, AuditEntry};
@@ -1616,14 +1610,7 @@ mod chains {
         let mut args = vec!["audit", "verify"];
         args.extend_from_slice(extra);
         let out = w.reviewer.cli(&args);
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code().unwrap_or(-1), printed(&out))
     }
 
     // Someone who can write the broker's database rewrites a gateway's record and fixes up the
@@ -1737,9 +1724,7 @@ async fn a_revoked_edge_stops_serving() {
     let id = v.id;
     let mut b =
         bastion::start_with_edge_token_and(&w, port, &token, "shutdown_grace_secs = 1\n").await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let home = bastion::alice_home(&w, &b);
     let out = ssh_cmd(home.path())
         .args(["node1.acme-prod", "echo before"])
         .stdin(Stdio::null())
@@ -1782,14 +1767,9 @@ async fn a_connection_opening_a_thousand_channels_is_bounded() {
             )
         }
     }
-    let (w, port) = world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b =
-        bastion::start_with_edge_token_and(&w, port, &token, "max_forwards_per_connection = 5\n")
-            .await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_at_the_edge()
+        .edge("max_forwards_per_connection = 5\n")
+        .await;
     let key = russh::keys::load_secret_key(home.path().join("acme-prod"), None).unwrap();
     let cert = russh::keys::Certificate::from_openssh(
         &std::fs::read_to_string(home.path().join("acme-prod-cert.pub")).unwrap(),

@@ -15,6 +15,7 @@ use sallyport_audit::AuditRecord;
 use sallyport_audit::text::search_text;
 use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
+use support::bastion::alice_at_the_edge;
 use support::broker::*;
 use support::term::Term;
 

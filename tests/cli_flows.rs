@@ -642,18 +642,9 @@ fn login_in_background_with(
     let mut cmd = login_cmd(&w.broker.url, user, &w.code(user, 0), ticket, home);
     cmd.args(["--wait", "90s"])
         .args(extra)
-        .stdin(Stdio::piped())
         .stdout(std::fs::File::create(logs.join("stdout")).unwrap())
         .stderr(std::fs::File::create(logs.join("stderr")).unwrap());
-    let mut child = Reaped(Some(cmd.spawn().unwrap()));
-    child
-        .child()
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{user}-pw\n").as_bytes())
-        .unwrap();
-    child
+    Reaped(Some(spawn_fed(&mut cmd, &format!("{user}-pw\n"))))
 }
 
 /// The approver approves less than `sallyport login` asked for: login takes the certificate on
@@ -1347,18 +1338,17 @@ async fn a_service_logs_to_daily_files_as_json_lines() {
 /// broker reads and the hash verifies; a short password is refused.
 #[test]
 fn hash_password_prints_a_directory_entry_the_broker_reads() {
-    use std::io::Write as _;
     let run = |args: &[&str], input: &str| {
-        let mut c = Command::new(BIN)
-            .args(["admin", "hash-password", "--stdin"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        spawn_fed(
+            Command::new(BIN)
+                .args(["admin", "hash-password", "--stdin"])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            input,
+        )
+        .wait_with_output()
+        .unwrap()
     };
     let out = run(
         &["--uid", "eve", "--group", "support-l2"],

@@ -16,7 +16,7 @@ use support::broker::*;
 
 /// Alice logged in for SUP-1234, through an edge and a gateway (on the machine's clock).
 async fn logged_in() -> (World, Bastion, tempfile::TempDir) {
-    let (w, b, home) = bastion::alice_through_audited_edge().await;
+    let (w, b, home) = bastion::alice_at_the_edge().audited().await;
     (w, b, home)
 }
 

@@ -15,7 +15,7 @@ use sallyport_api::requests::{AccessRequest, IssuePending, RequestStatus};
 use sallyport_api::sessions::{LiveView, SessionSummary};
 use sallyport_broker::audit::AuditEvent;
 use serde_json::{Value, json};
-use support::bastion::{self, trust_edge};
+use support::bastion::{self, alice_at_the_edge, trust_edge};
 use support::broker::*;
 use support::browser::{Browser, Console};
 use support::ssh::Ssh;
@@ -1048,7 +1048,9 @@ async fn in_chromium_an_approver_watches_a_live_session_and_ends_it() {
 /// command is refused after `observer_wait_secs` and never ran.
 #[tokio::test]
 async fn a_moderated_session_waits_for_an_observer_before_anything_runs() {
-    let (w, mut b, home) = alice_at_the_edge_with(json!({"observer_required": true})).await;
+    let (w, mut b, home) = alice_at_the_edge()
+        .approval(json!({"observer_required": true}))
+        .await;
     let marker = std::path::PathBuf::from(format!("/tmp/sp-moderated-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     let ssh = ssh_exec(home.path(), &format!("touch {}", marker.display()))
@@ -1264,14 +1266,7 @@ async fn in_chromium_an_approver_writes_a_policy_and_a_wrong_one_is_shown_in_pla
 #[tokio::test]
 async fn in_chromium_the_customers_story_from_approval_to_report() {
     use support::term::{tmux, wait_exit, wait_pane};
-    let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
+    let (w, port) = bastion::world_knowing_the_edge().await;
     w.ticket("SUP-4242", "acme-prod", "alice", "open").await;
     let b = bastion::start(&w, port).await;
     let boss = w.account("acme-boss", "approver", Some("acme")).await;

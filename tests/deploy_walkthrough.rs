@@ -7,15 +7,24 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sallyport_api::admin::{Enrollment, TokenCreated};
-use support::bastion::{LOGIN, Proc, write_0600};
-use support::broker::{BrokerProc, fresh_store};
-use support::deploy::{enroll_gateway, json, json_as, sp, start_edge, text};
+use support::broker::BrokerProc;
+use support::deploy::{
+    acme_token, approve_and_open_ticket, customer_cluster_engineer, enroll_gateway,
+    node_from_config, operator_token, sp, start_edge, start_gateway, text, write_broker_config,
+    write_directory, write_edge_config,
+};
 use support::ssh::Ssh;
-use support::sshd::{SshdNode, free_port};
+
+/// `admin check --config NAME` in `etc`: the file is fine.
+fn check_config(etc: &Path, name: &str) {
+    let none: &[(&str, &str)] = &[];
+    let out = sp(etc, none, &["admin", "check", "--config", name], "");
+    assert!(text(&out).starts_with("ok:"), "{}", text(&out));
+}
 
 #[tokio::test]
 async fn the_readme_deployment_reaches_a_node_through_three_processes() {
@@ -24,193 +33,37 @@ async fn the_readme_deployment_reaches_a_node_through_three_processes() {
     let none: &[(&str, &str)] = &[];
 
     // 1. The operator token and its hash.
-    let out = sp(etc, none, &["admin", "hash-token"], "");
-    let printed = text(&out);
-    let token = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("token:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let hash_line = printed
-        .lines()
-        .find(|l| l.starts_with("operator_token_sha256"))
-        .unwrap()
-        .to_string();
+    let (token, hash_line) = operator_token(etc);
 
     // 2. The config: an embedded directory file made by `admin hash-password`.
-    let entry = sp(
-        etc,
-        none,
-        &[
-            "admin",
-            "hash-password",
-            "--stdin",
-            "--uid",
-            "alice",
-            "--group",
-            "support-l2",
-        ],
-        "alice-long-password-1\n",
-    );
-    std::fs::write(etc.join("engineers.toml"), text(&entry)).unwrap();
-    let store = fresh_store(etc).await;
-    let broker_toml = etc.join("broker.toml");
-    std::fs::write(
-        &broker_toml,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndatabase = \"{store}\"\ndirectory = \"engineers.toml\"\n{hash_line}\n"
-        ),
-    )
-    .unwrap();
+    write_directory(etc, "alice-long-password-1");
+    let (broker_toml, store) = write_broker_config(etc, &hash_line).await;
 
     // 3. Check it, start it.
-    let out = sp(
-        etc,
-        none,
-        &["admin", "check", "--config", "broker.toml"],
-        "",
-    );
-    assert!(text(&out).starts_with("ok:"), "{}", text(&out));
+    check_config(etc, "broker.toml");
     let broker = BrokerProc::start(etc, broker_toml, store, token.clone());
     let url = broker.url.clone();
     let op: &[(&str, &str)] = &[("SALLYPORT_BROKER", &url), ("SALLYPORT_TOKEN", &token)];
 
     // 4. Customer, cluster, engineer, the edge's token; 5. an approval and a ticket.
-    sp(etc, op, &["admin", "customer", "acme"], "");
-    sp(
-        etc,
-        op,
-        &["admin", "cluster", "acme-prod", "--customer", "acme"],
-        "",
-    );
-    let alice: Enrollment = json_as(&sp(etc, op, &["admin", "engineer", "alice"], ""));
-    let totp = alice.totp_secret;
-    let edge_token = json_as::<TokenCreated>(&sp(
-        etc,
-        op,
-        &["admin", "token", "edge-eu1", "--role", "edge"],
-        "",
-    ))
-    .token;
+    let (totp, edge_token) = customer_cluster_engineer(etc, op);
     // The customer's approver and ticket system act with their own tokens.
-    let token_of = |name: &str, role: &str| -> String {
-        json_as::<TokenCreated>(&sp(
-            etc,
-            op,
-            &["admin", "token", name, "--role", role, "--customer", "acme"],
-            "",
-        ))
-        .token
-    };
-    let approver_token = token_of("acme-approver-script", "approver");
-    let jira_token = token_of("acme-jira", "ticket_system");
-    let approver: &[(&str, &str)] = &[
-        ("SALLYPORT_BROKER", &url),
-        ("SALLYPORT_TOKEN", &approver_token),
-    ];
-    let jira: &[(&str, &str)] = &[("SALLYPORT_BROKER", &url), ("SALLYPORT_TOKEN", &jira_token)];
-    sp(
-        etc,
-        approver,
-        &[
-            "admin",
-            "approve",
-            "--cluster",
-            "acme-prod",
-            "--group",
-            "support-l2",
-            "--login",
-            LOGIN,
-        ],
-        "",
-    );
-    sp(
-        etc,
-        jira,
-        &[
-            "admin",
-            "ticket",
-            "SUP-1",
-            "--customer",
-            "acme",
-            "--cluster",
-            "acme-prod",
-            "--assignee",
-            "alice",
-        ],
-        "",
-    );
+    let approver_token = acme_token(etc, op, "acme-approver-script", "approver");
+    let jira_token = acme_token(etc, op, "acme-jira", "ticket_system");
+    approve_and_open_ticket(etc, &url, &approver_token, &jira_token);
 
     // 6. The edge: its token in a 0600 file, its public address; it registers itself.
-    write_0600(&etc.join("edge.token"), &format!("{edge_token}\n"));
-    let (edge_port, tunnel_port) = (free_port(), free_port());
-    std::fs::write(
-        etc.join("edge.toml"),
-        format!(
-            "listen = \"127.0.0.1:{edge_port}\"\ntunnel_listen = \"127.0.0.1:{tunnel_port}\"\n\
-             data_dir = \"edge-data\"\nbroker = \"{url}\"\nname = \"edge-eu1\"\n\
-             token_file = \"edge.token\"\npublic_address = \"127.0.0.1:{edge_port}\"\n"
-        ),
-    )
-    .unwrap();
-    let out = sp(etc, none, &["admin", "check", "--config", "edge.toml"], "");
-    assert!(text(&out).starts_with("ok:"), "{}", text(&out));
+    let (_, tunnel_port) = write_edge_config(etc, &url, &edge_token, "");
+    check_config(etc, "edge.toml");
     let edge = start_edge(etc);
 
     // 7. The gateway: enrolled with one command, checked, started.
     enroll_gateway(etc, op, tunnel_port);
-    let out = sp(
-        etc,
-        none,
-        &["admin", "check", "--config", "gateway.toml"],
-        "",
-    );
-    assert!(text(&out).starts_with("ok:"), "{}", text(&out));
-    let gateway = Proc::start(
-        &["gateway"],
-        &etc.join("gateway.toml"),
-        etc.join("gateway.log"),
-    );
-    assert!(
-        gateway.wait_log("tunnel up", Duration::from_secs(30)),
-        "{}",
-        gateway.log_text()
-    );
+    check_config(etc, "gateway.toml");
+    let gateway = start_gateway(etc);
 
     // 8. The node, from `admin node-config` alone, then registered with its host key.
-    let cfg = json(&sp(
-        etc,
-        op,
-        &["admin", "node-config", "--cluster", "acme-prod", "--json"],
-        "",
-    ));
-    let files = cfg["files"].as_object().unwrap();
-    let ca = files["/etc/ssh/sallyport/node_ca.pub"].as_str().unwrap();
-    let principals: Vec<&str> = files[&format!("/etc/ssh/sallyport/principals/{LOGIN}")]
-        .as_str()
-        .unwrap()
-        .lines()
-        .collect();
-    let node = SshdNode::start(ca.trim(), LOGIN, &principals);
-    std::fs::write(etc.join("node1.pub"), node.host_public_key()).unwrap();
-    sp(
-        etc,
-        op,
-        &[
-            "admin",
-            "node",
-            "acme-prod",
-            "node1",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            &node.port().to_string(),
-            "--host-key",
-            "node1.pub",
-        ],
-        "",
-    );
+    let _node = node_from_config(etc, op, "");
 
     // The engineer: `sallyport login`, then plain ssh.
     let home = etc.join("alice-home");

@@ -11,7 +11,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sallyport_api::audit::AuditEntry;
-use support::bastion::{self, Bastion, ssh, trust_edge};
+use support::bastion::{self, Bastion, ssh};
 use support::broker::*;
 use support::ssh::Ssh;
 
@@ -19,13 +19,7 @@ use support::ssh::Ssh;
 /// edge holding a token (so it audits) with `extra` in its config; alice logged in and trusting
 /// the edge. Returns the world, the bastion and alice's `SALLYPORT_HOME`.
 async fn edge_world(extra: &str) -> (World, Bastion, tempfile::TempDir) {
-    let (w, port) = bastion::world_with_edge().await;
-    let token = bastion::edge_token(&w).await;
-    let b = bastion::start_with_edge_token_and(&w, port, &token, extra).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
-    (w, b, home)
+    bastion::alice_at_the_edge().edge(extra).await
 }
 
 /// `ssh node1.acme-prod <command>` through the edge, running in the background.

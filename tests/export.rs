@@ -15,7 +15,7 @@ use sallyport_api::audit::BrokerAuditKey;
 use sallyport_audit::bundle::Manifest;
 use sallyport_broker::audit::AuditEvent;
 use serde_json::Value;
-use support::bastion::ssh;
+use support::bastion::{alice_at_the_edge, ssh};
 use support::broker::output_text as text;
 use support::broker::*;
 

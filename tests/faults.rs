@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use sallyport_api::audit::AuditEntry;
 use serde_json::{Value, json};
-use support::bastion::{self, Bastion, LOGIN, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, Bastion, LOGIN, ssh, trust_edge};
 use support::broker::*;
 use support::sshd::free_port;
 use support::term::{Term, tmux};
@@ -169,39 +169,6 @@ async fn session_commands(w: &World, first: &str, n: usize) -> (String, Vec<Stri
             "no session ran {first:?}: {events:#?}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// `sallyport audit verify --json` as the reviewer: every chain verifies. A chain only
-/// `incomplete` (its source reported a head the broker does not hold yet: the last records of a
-/// session just ended are on their way) is asked again, for a bounded time.
-fn verify_chains(w: &World) {
-    let start = std::time::Instant::now();
-    let out = loop {
-        let out = run(Command::new(BIN)
-            .args(["audit", "verify", "--json"])
-            .env("SALLYPORT_BROKER", &w.broker.url)
-            .env("SALLYPORT_TOKEN", w.reviewer.token.as_ref().unwrap()));
-        let only_behind = String::from_utf8_lossy(&out.stdout).lines().all(|line| {
-            serde_json::from_str::<Value>(line).is_ok_and(|v| {
-                v["ok"] == true
-                    || (v["incomplete"] == true && v.get("broken").is_none_or(Value::is_null))
-            })
-        });
-        if out.status.success() || !only_behind || start.elapsed() > Duration::from_secs(20) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["ok"], true, "{line}");
     }
 }
 
@@ -558,7 +525,7 @@ async fn a_killed_broker_leaves_the_session_running_and_loses_no_command() {
     let (session, cmds) = session_commands(&w, &first, shell.typed.len()).await;
     recorded_once_and_ended(&w, &b, &shell, &cmds, &session).await;
     spooled_meanwhile(&b);
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// The broker away for an hour of simulated time with a session running. The edge, the gateway
@@ -630,17 +597,13 @@ async fn an_hour_without_the_broker_loses_no_command() {
     };
     let apart = at("minute-60").duration_since(at("before-1")).unwrap();
     assert!(apart >= Duration::from_secs(50 * 60), "{apart:?}");
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// A world with an edge and a bastion, alice logged in for SUP-1234, and an interactive session
 /// in tmux (`name`) that ran two commands.
 async fn two_commands_in(name: &str) -> (World, Bastion, tempfile::TempDir, Shell) {
-    let (w, port) = world_with_edge().await;
-    let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let (w, b, home) = bastion::alice_at_the_edge().await;
     let mut shell = Shell::open(name, home.path());
     shell.echo("before-1");
     shell.echo("before-2");
@@ -681,7 +644,7 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
         "{}",
         stderr(&out)
     );
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// A gateway killed with -9 mid-session: the engineer's ssh ends, not successfully; what was typed before is recorded once (the gateway spools a command before the node
@@ -734,7 +697,7 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
         "{}",
         stderr(&out)
     );
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// The tunnel between the gateway and the edge cut mid-session (its TCP connection reset, both
@@ -793,7 +756,7 @@ async fn a_cut_tunnel_ends_the_session_recorded_and_comes_back_by_itself() {
         "{}",
         stderr(&out)
     );
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// Poll `f` for up to 30 s.
@@ -851,9 +814,7 @@ async fn a_killed_store_fails_closed_and_the_spool_delivers_once_it_is_back() {
     )
     .await;
     let b = bastion::start(&w, port).await;
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), &b);
+    let home = bastion::alice_home(&w, &b);
     let alice = w.session("alice", -1).await;
     let broker_pid = w.broker.pid();
 
@@ -899,7 +860,7 @@ async fn a_killed_store_fails_closed_and_the_spool_delivers_once_it_is_back() {
     assert_eq!(s, StatusCode::OK, "{v}\n{}", w.broker.log_text());
     let (s, v) = w.login("alice", "alice-pw", &w.code("alice", 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }
 
 /// slapd killed with -9: a login is refused with 503 and a message naming LDAP, and no
@@ -949,5 +910,5 @@ async fn a_killed_directory_fails_closed_and_the_broker_uses_it_again_when_back(
             .any(|e| opt_str(e, "code") == Some("directory_unavailable")),
         "{refused:#?}"
     );
-    verify_chains(&w);
+    verify_chains(&w.reviewer);
 }

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use serde_json::Value;
+use sallyport_api::admin::TokenCreated;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use support::broker::{Api, BIN, run};
-use support::deploy::{Deployment, Extra, json, sp};
+use support::broker::{Api, field_of, opt_str, read_as, verify_chains};
+use support::deploy::{Deployment, Extra, json_as, sp};
 use support::load::{Connection, Engineer, Sftp, closed, mib, rss_kib, type_line};
 
 /// Commands (or file operations) each session runs, a pause apart.
@@ -112,12 +114,11 @@ async fn work(
 }
 
 /// Every event of `kind` in the broker's audit log (newest first, up to 10,000).
-async fn events(reviewer: &Api, kind: &str) -> Vec<Value> {
-    let (status, v) = reviewer
-        .get(&format!("/v1/audit/events?kind={kind}&limit=10000"))
+async fn events(reviewer: &Api, kind: &str) -> Vec<AuditEntry> {
+    let page: AuditEvents = reviewer
+        .get_ok(&format!("/v1/audit/events?kind={kind}&limit=10000"))
         .await;
-    assert!(status.is_success(), "{v}");
-    v["events"].as_array().unwrap().clone()
+    page.events
 }
 
 /// Poll the audit log until `count` of `kind` reach `want` (the gateway ships its events in
@@ -126,8 +127,8 @@ async fn settled(
     reviewer: &Api,
     kind: &str,
     want: usize,
-    count: impl Fn(&[Value]) -> usize,
-) -> Vec<Value> {
+    count: impl Fn(&[AuditEntry]) -> usize,
+) -> Vec<AuditEntry> {
     let began = Instant::now();
     loop {
         let ev = events(reviewer, kind).await;
@@ -138,20 +139,24 @@ async fn settled(
     }
 }
 
-/// A text field of a searched event (its own fields are at the top, beside `kind` and `time`).
-fn field<'a>(e: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut v = e;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_str()
+/// What this test reads of a `file_op` event's `op` (the operation's name and path, and for a
+/// close the SHA-256 of what was written through the handle).
+#[derive(Debug, Deserialize)]
+struct FileOp {
+    op: String,
+    path: Option<String>,
+    sha256_written: Option<String>,
 }
 
-/// How many times each marked text appears in `events` at `path`, for the markers of `kind`.
-fn tally(events: &[Value], path: &[&str], of: &str) -> BTreeMap<String, usize> {
+fn file_op(e: &AuditEntry) -> FileOp {
+    read_as("a file_op's op", field_of(e, "op").clone())
+}
+
+/// How many times each command containing `of` appears in `events`.
+fn tally(events: &[AuditEntry], of: &str) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for e in events {
-        if let Some(text) = field(e, path).filter(|t| t.contains(of)) {
+        if let Some(text) = e.command.as_deref().filter(|t| t.contains(of)) {
             *seen.entry(text.to_string()).or_insert(0) += 1;
         }
     }
@@ -250,9 +255,9 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
 
     // One start and one end per session, each session its own.
     let started = events(&reviewer, "session_started").await;
-    let ids = |ev: &[Value]| -> BTreeSet<String> {
+    let ids = |ev: &[AuditEntry]| -> BTreeSet<String> {
         ev.iter()
-            .map(|e| e["session"].as_str().unwrap_or_default().to_string())
+            .map(|e| e.session.clone().unwrap_or_default())
             .collect()
     };
     assert_eq!(started.len(), n, "session_started events");
@@ -266,10 +271,10 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
         .count()
         * ROUNDS;
     let commands = settled(&reviewer, "command", want_commands, |ev| {
-        tally(ev, &["command"], "echo load-").len()
+        tally(ev, "echo load-").len()
     })
     .await;
-    let seen = tally(&commands, &["command"], "echo load-");
+    let seen = tally(&commands, "echo load-");
     let mut missing = Vec::new();
     for i in (0..n).filter(|i| !matches!(kind_of(*i), Kind::Sftp)) {
         for k in 0..ROUNDS {
@@ -284,7 +289,7 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
     assert!(missing.is_empty(), "commands never recorded: {missing:?}");
     assert_eq!(seen.len(), want_commands, "no other load command recorded");
     for c in &commands {
-        let Some(cmd) = field(c, &["command"]).filter(|t| t.starts_with("echo load-")) else {
+        let Some(cmd) = c.command.as_deref().filter(|t| t.starts_with("echo load-")) else {
             continue;
         };
         let via = if cmd.contains("-e") {
@@ -292,23 +297,23 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
         } else {
             "interactive"
         };
-        assert_eq!(field(c, &["via"]), Some(via), "{c}");
+        assert_eq!(opt_str(c, "via"), Some(via), "{c:?}");
     }
 
     // Every sftp write and remove once, with the SHA-256 of what was written.
     let want_files = (0..n).filter(|i| matches!(kind_of(*i), Kind::Sftp)).count() * ROUNDS;
     let ops = settled(&reviewer, "file_op", want_files * 3, |ev| ev.len()).await;
-    let of_kind = |op: &str| -> Vec<&Value> {
+    let ops: Vec<FileOp> = ops.iter().map(file_op).collect();
+    let of_kind = |op: &str| -> Vec<&FileOp> {
         ops.iter()
-            .filter(|e| field(e, &["op", "op"]) == Some(op))
-            .filter(|e| field(e, &["op", "path"]).is_some_and(|p| p.contains("/load-")))
+            .filter(|e| e.op == op)
+            .filter(|e| e.path.as_deref().is_some_and(|p| p.contains("/load-")))
             .collect()
     };
     for op in ["open", "close", "remove"] {
         let paths: BTreeMap<String, usize> =
             of_kind(op).iter().fold(BTreeMap::new(), |mut m, e| {
-                *m.entry(field(e, &["op", "path"]).unwrap().to_string())
-                    .or_insert(0) += 1;
+                *m.entry(e.path.clone().unwrap()).or_insert(0) += 1;
                 m
             });
         assert_eq!(paths.len(), want_files, "sftp {op}: one per file");
@@ -318,14 +323,14 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
         );
     }
     for close in of_kind("close") {
-        let path = field(close, &["op", "path"]).unwrap();
+        let path = close.path.as_deref().unwrap();
         let m = path.rsplit('/').next().unwrap();
         let (i, k) = parse_marker(m);
         let want = hex(&Sha256::digest(content(i, k)));
         assert_eq!(
-            field(close, &["op", "sha256_written"]),
+            close.sha256_written.as_deref(),
             Some(want.as_str()),
-            "{close}"
+            "{close:?}"
         );
     }
 
@@ -337,7 +342,11 @@ async fn a_thousand_sessions_at_once_of_every_kind_are_each_recorded_once() {
         .count();
     assert_eq!(accepted, n, "logins the node's sshd accepted");
 
-    verify_chains(&d, &reviewer);
+    let chains = verify_chains(&reviewer);
+    assert!(
+        chains.len() >= 2,
+        "the broker's and the gateway's chains: {chains:?}"
+    );
 }
 
 fn parse_marker(m: &str) -> (usize, usize) {
@@ -362,37 +371,11 @@ fn reviewer(d: &Deployment) -> Api {
         ("SALLYPORT_BROKER", d.broker.url.as_str()),
         ("SALLYPORT_TOKEN", d.operator_token.as_str()),
     ];
-    let token = json(&sp(
+    let created: TokenCreated = json_as(&sp(
         d.dir.path(),
         &op,
         &["admin", "token", "load-reviewer", "--role", "reviewer"],
         "",
-    ))["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    Api::new(&d.broker.url, Some(&token))
-}
-
-/// `sallyport audit verify --json` as the reviewer: every chain verifies.
-fn verify_chains(d: &Deployment, reviewer: &Api) {
-    let out = run(Command::new(BIN)
-        .args(["audit", "verify", "--json"])
-        .env("SALLYPORT_BROKER", &d.broker.url)
-        .env("SALLYPORT_TOKEN", reviewer.token.as_ref().unwrap()));
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        lines.lines().count() >= 2,
-        "the broker's and the gateway's chains: {lines}"
-    );
-    for line in lines.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["ok"], true, "{line}");
-    }
+    ));
+    Api::new(&d.broker.url, Some(&created.token))
 }

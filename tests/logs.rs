@@ -19,7 +19,7 @@ fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_sessions_log_lines_name_the_session_the_node_and_the_engineer() {
-    let (w, b, home) = bastion::alice_through_edge("").await;
+    let (w, b, home) = bastion::alice_at_the_edge().await;
 
     let out = ssh(home.path(), &["node1.acme-prod", "echo logged"]);
     assert_eq!(

@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::path::Path;
-
 use reqwest::StatusCode;
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::{Value, json};
-use support::bastion::{self, Bastion, LOGIN, ssh, trust_edge, world_with_edge};
+use support::bastion::{self, Bastion, LOGIN, try_touch};
 use support::broker::*;
 use support::sshd::{SshdNode, ssh_keygen};
 
@@ -38,38 +36,14 @@ async fn set_node(w: &World, change: Value) -> Value {
     v
 }
 
-/// `ssh node1.acme-prod 'touch TAG'`: whether it ran on the node, and what ssh said.
-fn try_touch(home: &Path, tag: &str) -> (bool, String) {
-    let _ = std::fs::remove_file(tag);
-    let out = ssh(
-        home,
-        &["node1.acme-prod", &format!("touch {tag}; echo ran")],
-    );
-    let said = String::from_utf8_lossy(&out.stderr).to_string();
-    let ran = out.status.success()
-        && String::from_utf8_lossy(&out.stdout).contains("ran")
-        && Path::new(tag).exists();
-    let _ = std::fs::remove_file(tag);
-    (ran, said)
-}
-
 /// The gateway takes the node's new settings (it reads them from the broker at start).
 fn restart(b: &mut Bastion) {
     b.restart_gateway();
 }
 
-async fn engineer_home(w: &World, b: &Bastion) -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 0));
-    trust_edge(home.path(), b);
-    home
-}
-
 #[tokio::test]
 async fn only_the_registered_host_key_of_a_node_is_accepted() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = engineer_home(&w, &b).await;
+    let (w, mut b, home) = bastion::alice_at_the_edge().await;
     let tag = format!("/tmp/sp-nk-reg-{}", std::process::id());
     let node_fp = fingerprint(b.node.host_public_key());
 
@@ -147,9 +121,7 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
 
 #[tokio::test]
 async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use() {
-    let (w, port) = world_with_edge().await;
-    let mut b = bastion::start(&w, port).await;
-    let home = engineer_home(&w, &b).await;
+    let (w, mut b, home) = bastion::alice_at_the_edge().await;
     let tag = format!("/tmp/sp-nk-tofu-{}", std::process::id());
     let node_fp = fingerprint(b.node.host_public_key());
 

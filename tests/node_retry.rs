@@ -10,13 +10,12 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::bastion::{self, Bastion, ssh};
+use support::bastion::{self, Bastion, try_touch};
 use support::broker::*;
 
 /// A TCP front on 127.0.0.1 for the node's sshd: its first `drop_first` connections are closed
@@ -81,24 +80,11 @@ async fn move_node(w: &World, b: &mut Bastion, port: u16, more: Value) {
     b.restart_gateway();
 }
 
-/// `ssh node1.acme-prod 'touch TAG'`: whether it ran on the node, and what ssh said.
-fn try_touch(home: &Path, tag: &str) -> (bool, String) {
-    let _ = std::fs::remove_file(tag);
-    let out = ssh(
-        home,
-        &["node1.acme-prod", &format!("touch {tag}; echo ran")],
-    );
-    let said = String::from_utf8_lossy(&out.stderr).to_string();
-    let ran = out.status.success() && Path::new(tag).exists();
-    let _ = std::fs::remove_file(tag);
-    (ran, said)
-}
-
 const RETRY_LINE: &str = "the node dropped the connection before the SSH handshake was over";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
-    let (w, mut b, home) = bastion::alice_through_edge("").await;
+    let (w, mut b, home) = bastion::alice_at_the_edge().await;
     let tag = format!("/tmp/sp-node-retry-{}", std::process::id());
 
     // The first three connections are dropped: the fourth gets through, the session runs.
@@ -142,7 +128,7 @@ async fn a_node_that_drops_connections_before_its_banner_is_tried_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_host_key_is_not_tried_again() {
-    let (w, mut b, home) = bastion::alice_through_edge("").await;
+    let (w, mut b, home) = bastion::alice_at_the_edge().await;
     let tag = format!("/tmp/sp-node-noretry-{}", std::process::id());
 
     // Every connection gets through to the node, which shows a key other than the registered.

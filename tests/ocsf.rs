@@ -16,7 +16,7 @@ use sallyport_api::admin::TokenCreated;
 use sallyport_broker::audit::{AuditEvent, AuditRecord};
 use sallyport_broker::ocsf;
 use serde_json::{Value, json};
-use support::bastion::ssh;
+use support::bastion::{alice_at_the_edge, ssh};
 use support::broker::output_text as text;
 use support::broker::*;
 use support::ocsf_schema::Schema;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sallyport_api::audit::AuditEntry;
-use support::broker::{field_of, field_str, opt_str};
-use support::deploy::{Deployment, Extra, sp, text};
+use support::broker::{field_of, field_str, opt_str, printed};
+use support::deploy::{Deployment, Extra, sp, text, write_directory};
+use support::load::{AnyHostKey, Engineer};
 
 fn hup(pid: u32) {
     let st = Command::new("kill")
@@ -59,14 +60,7 @@ fn events(d: &Deployment, kind: &str, n: usize) -> Vec<AuditEntry> {
 /// printed.
 fn login(d: &Deployment, password: &str, periods: i64) -> (bool, String) {
     let out = d.try_login(password, periods);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), printed(&out))
 }
 
 #[tokio::test]
@@ -75,21 +69,7 @@ async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_con
     let etc = d.dir.path();
     // The operator rotates alice's password in the directory file and changes a setting that
     // only a restart takes.
-    let entry = sp(
-        etc,
-        &[],
-        &[
-            "admin",
-            "hash-password",
-            "--stdin",
-            "--uid",
-            "alice",
-            "--group",
-            "support-l2",
-        ],
-        "alice-rotated-password-2\n",
-    );
-    std::fs::write(etc.join("engineers.toml"), text(&entry)).unwrap();
+    write_directory(etc, "alice-rotated-password-2");
     set(&d, "broker.toml", "max_body_bytes = 2000000");
     let (ok, said) = login(&d, "alice-rotated-password-2", -1);
     assert!(
@@ -159,35 +139,18 @@ async fn the_broker_reads_its_directory_again_on_sighup_and_refuses_a_broken_con
     );
 }
 
-struct AnyHostKey;
-
-impl russh::client::Handler for AnyHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 /// How many of `n` forwards to the node one engineer connection to the edge gets.
 async fn forwards(d: &Deployment, home: &Path, n: usize) -> usize {
-    let key = russh::keys::load_secret_key(home.join("acme-prod"), None).unwrap();
-    let cert = russh::keys::Certificate::from_openssh(
-        &std::fs::read_to_string(home.join("acme-prod-cert.pub")).unwrap(),
-    )
-    .unwrap();
+    let e = Engineer::from_home(d, home, "node1.acme-prod");
     let mut h = russh::client::connect(
         Arc::new(russh::client::Config::default()),
-        ("127.0.0.1", d.edge_port),
+        e.edge,
         AnyHostKey,
     )
     .await
     .unwrap();
     let auth = h
-        .authenticate_openssh_cert("alice", Arc::new(key), cert)
+        .authenticate_openssh_cert("alice", e.key, e.cert)
         .await
         .unwrap();
     assert!(auth.success());

@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use sallyport_api::admin::TokenCreated;
+use sallyport_api::gateways::GatewayCreated;
 use serde_json::{Value, json};
 
 use super::broker::{BIN, Dir, World};
@@ -142,11 +144,11 @@ pub async fn start_prepared(w: &World, edge_port: u16, prepare: impl FnOnce(&Pat
     let (edge, edge_host_key, tunnel_port) = start_edge(w, &dir.path().join("edge"), edge_port);
 
     // Gateway: a join token from the operator, then enrollment at first start.
-    let (s, v) =
-        w.op.post("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
+    let (s, created) =
+        w.op.post_as::<GatewayCreated>("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
             .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let token = v["join_token"].as_str().unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{created:?}");
+    let token = &created.join_token;
     let gw_dir = dir.path().join("gateway");
     std::fs::create_dir_all(&gw_dir).unwrap();
     let gateway_config = gw_dir.join("gateway.toml");
@@ -262,16 +264,32 @@ pub fn ssh(home: &Path, args: &[&str]) -> std::process::Output {
         .output()
 }
 
+/// `ssh node1.acme-prod 'touch TAG'` from `home`: whether it ran on the node (the file is
+/// there and it printed), and what ssh said.
+pub fn try_touch(home: &Path, tag: &str) -> (bool, String) {
+    let _ = std::fs::remove_file(tag);
+    let out = ssh(
+        home,
+        &["node1.acme-prod", &format!("touch {tag}; echo ran")],
+    );
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let ran = out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains("ran")
+        && Path::new(tag).exists();
+    let _ = std::fs::remove_file(tag);
+    (ran, said)
+}
+
 /// The name of the edge that `start_with_edge_token` runs.
 pub const EDGE_NAME: &str = "edge1";
 
 /// An API token of role `edge` named `EDGE_NAME`, made by the operator.
 pub async fn edge_token(w: &World) -> String {
-    let (s, v) =
-        w.op.post("/v1/tokens", json!({"name": EDGE_NAME, "role": "edge"}))
+    let (s, created) =
+        w.op.post_as::<TokenCreated>("/v1/tokens", json!({"name": EDGE_NAME, "role": "edge"}))
             .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_string()
+    assert_eq!(s, StatusCode::CREATED, "{created:?}");
+    created.token
 }
 
 /// Write `text` to a new file only its owner may read.
@@ -368,9 +386,10 @@ pub async fn world_with_edge() -> (World, u16) {
     (w, port)
 }
 
-/// [`world_with_edge`] whose approval has `extra` (per_session_mfa, port_forwarding...); also
-/// returns the approval's id.
-pub async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
+/// A world (LDAP, groups by memberOf) whose broker knows the edge's address (so `sallyport
+/// login` writes the jump), nothing approved yet; returns it and the edge's port (pass it to
+/// [`start`]).
+pub async fn world_knowing_the_edge() -> (World, u16) {
     let port = pick_edge_port();
     let w = World::start_with(
         Dir::Ldap {
@@ -379,6 +398,13 @@ pub async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
         &format!("edge_address = \"127.0.0.1:{port}\"\n"),
     )
     .await;
+    (w, port)
+}
+
+/// [`world_with_edge`] whose approval has `extra` (per_session_mfa, port_forwarding...); also
+/// returns the approval's id.
+pub async fn world_with_edge_approval(extra: Value) -> (World, u16, String) {
+    let (w, port) = world_knowing_the_edge().await;
     let approval = w.approve("acme-prod", "support-l2", &[LOGIN], extra).await;
     w.ticket("SUP-1234", "acme-prod", "alice", "open").await;
     (w, port, approval)
@@ -427,27 +453,80 @@ fn libfaketime() -> String {
         .expect("libfaketime is not installed (tests/infra/install.sh installs it)")
 }
 
-/// [`world_with_edge`] and its bastion, the gateway's config extended by `gateway_extra` (as
-/// [`Bastion::reconfigure_gateway`]; nothing when empty), and alice logged in for SUP-1234 in a
-/// fresh `SALLYPORT_HOME` that trusts the edge.
-pub async fn alice_through_edge(gateway_extra: &str) -> (World, Bastion, tempfile::TempDir) {
-    let (w, port) = world_with_edge().await;
-    let mut b = start(&w, port).await;
-    if !gateway_extra.is_empty() {
-        b.reconfigure_gateway(gateway_extra);
-    }
-    let home = alice_home(&w, &b);
-    (w, b, home)
+/// How a test wants alice at the edge: a world with an edge ([`world_with_edge_approval`]), its
+/// gateway and node ([`start`]), and alice logged in for SUP-1234 in a fresh `SALLYPORT_HOME`
+/// that trusts the edge ([`alice_home`]). Awaiting it starts them all and gives the world, the
+/// bastion and alice's home:
+/// `alice_at_the_edge().approval(json!({"per_session_mfa": true})).audited().await`.
+#[derive(Default)]
+#[must_use = "await it to start the world"]
+pub struct AliceAtTheEdge {
+    approval: Option<Value>,
+    gateway: String,
+    edge: Option<String>,
 }
 
-/// [`alice_through_edge`] with the edge holding its own token ([`edge_token`]), so that its
-/// refusals go to the audit log.
-pub async fn alice_through_audited_edge() -> (World, Bastion, tempfile::TempDir) {
-    let (w, port) = world_with_edge().await;
-    let token = edge_token(&w).await;
-    let b = start_with_edge_token(&w, port, &token).await;
-    let home = alice_home(&w, &b);
-    (w, b, home)
+/// Alice at the edge, the plain approval and configs; see [`AliceAtTheEdge`].
+pub fn alice_at_the_edge() -> AliceAtTheEdge {
+    AliceAtTheEdge::default()
+}
+
+impl AliceAtTheEdge {
+    /// More fields of the approval of support-l2 (`per_session_mfa`, `port_forwarding`...).
+    pub fn approval(mut self, extra: Value) -> Self {
+        self.approval = Some(extra);
+        self
+    }
+
+    /// More lines (top-level keys) in the gateway's config, taken by a restart
+    /// ([`Bastion::reconfigure_gateway`]).
+    pub fn gateway(mut self, lines: &str) -> Self {
+        self.gateway.push_str(lines);
+        self
+    }
+
+    /// The edge holds its own token ([`edge_token`], [`start_with_edge_token`]), so that its
+    /// refusals and sessions go to the audit log.
+    pub fn audited(self) -> Self {
+        self.edge("")
+    }
+
+    /// An audited edge with more lines (top-level keys) in its config.
+    pub fn edge(mut self, lines: &str) -> Self {
+        self.edge.get_or_insert_default().push_str(lines);
+        self
+    }
+
+    async fn start(self) -> (World, Bastion, tempfile::TempDir) {
+        let approval = self.approval.unwrap_or_else(|| json!({}));
+        let (w, port, _) = world_with_edge_approval(approval).await;
+        let mut b = match &self.edge {
+            Some(extra) => {
+                let token = edge_token(&w).await;
+                start_with_edge_token_and(&w, port, &token, extra).await
+            }
+            None => start(&w, port).await,
+        };
+        if !self.gateway.is_empty() {
+            b.reconfigure_gateway(&self.gateway);
+        }
+        let home = alice_home(&w, &b);
+        (w, b, home)
+    }
+}
+
+impl std::future::IntoFuture for AliceAtTheEdge {
+    type Output = (World, Bastion, tempfile::TempDir);
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.start())
+    }
+}
+
+/// [`alice_at_the_edge`] with `gateway_extra` lines in the gateway's config (nothing when empty).
+pub async fn alice_through_edge(gateway_extra: &str) -> (World, Bastion, tempfile::TempDir) {
+    alice_at_the_edge().gateway(gateway_extra).await
 }
 
 /// A fresh `SALLYPORT_HOME` with alice logged in for SUP-1234, trusting `b`'s edge.

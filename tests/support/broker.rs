@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
+use sallyport_api::admin::{Enrollment, TokenCreated};
+use sallyport_api::approvals::Approval;
 use sallyport_api::audit::{AuditEntry, AuditEvents};
+use sallyport_api::login::LoginResponse;
 use sallyport_api::{ErrorBody, ErrorDetail};
 use sallyport_broker::audit::AuditEvent;
 use serde::de::DeserializeOwned;
@@ -483,60 +486,7 @@ impl World {
         let broker = BrokerProc::start(tmp.path(), config, store, token.clone());
         let op = Api::new(&broker.url, Some(&token));
         let anon = Api::new(&broker.url, None);
-        for (id, name) in [("acme", "ACME"), ("globex", "Globex")] {
-            assert_eq!(
-                op.post("/v1/customers", json!({"id": id, "name": name}))
-                    .await
-                    .0,
-                StatusCode::CREATED
-            );
-        }
-        for (id, c) in [
-            ("acme-prod", "acme"),
-            ("acme-dev", "acme"),
-            ("globex-prod", "globex"),
-        ] {
-            assert_eq!(
-                op.post("/v1/clusters", json!({"id": id, "customer": c}))
-                    .await
-                    .0,
-                StatusCode::CREATED
-            );
-        }
-        let mut totp = Vec::new();
-        for e in ENGINEERS {
-            let (s, v) = op.post("/v1/engineers", json!({"uid": e})).await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            totp.push((
-                e.to_string(),
-                v["totp_secret"].as_str().unwrap().to_string(),
-            ));
-        }
-        let token_for = |name: &str, role: &str, customer: Option<&str>| {
-            let op = op.clone();
-            let body = json!({"name": name, "role": role, "customer": customer,
-                              "all_customers": role == "ticket_system" && customer.is_none()});
-            async move {
-                let (s, v) = op.post("/v1/tokens", body).await;
-                assert_eq!(s, StatusCode::CREATED, "{v}");
-                v["token"].as_str().unwrap().to_string()
-            }
-        };
-        let tickets = op.with(&token_for("tickets", "ticket_system", None).await);
-        let reviewer = op.with(&token_for("security", "reviewer", None).await);
-        let acme = op.with(&token_for("acme-admin", "approver", Some("acme")).await);
-        let globex = op.with(&token_for("globex-admin", "approver", Some("globex")).await);
-        World {
-            broker,
-            op,
-            anon,
-            tickets,
-            reviewer,
-            acme,
-            globex,
-            totp,
-            _tmp: tmp,
-        }
+        Self::seed(broker, op, anon, tmp).await
     }
 
     pub fn secret(&self, engineer: &str) -> String {
@@ -581,9 +531,9 @@ impl World {
                 body[k] = v;
             }
         }
-        let (s, v) = self.acme.post("/v1/approvals", body).await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["id"].as_str().unwrap().to_string()
+        let (s, v) = self.acme.post_as::<Approval>("/v1/approvals", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v:?}");
+        v.id
     }
 
     /// Log in through the API; returns (status, body).
@@ -602,7 +552,8 @@ impl World {
             .login(user, &format!("{user}-pw"), &self.code(user, offset))
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        self.anon.with(v["token"].as_str().unwrap())
+        self.anon
+            .with(&read_as::<LoginResponse>("a login", v).token)
     }
 
     /// `sallyport login --json` as a script runs it: `user` (password `<user>-pw` on stdin) for
@@ -643,32 +594,24 @@ impl World {
         code: &str,
         extra: &[&str],
     ) -> Child {
-        use std::io::Write;
-        let mut child = Command::new(BIN)
-            .args(["login", "--broker", &self.broker.url, "--user", user])
-            .args([
-                "--password-stdin",
-                "--totp",
-                code,
-                "--ticket",
-                ticket,
-                "--json",
-            ])
-            .args(extra)
-            .env("SALLYPORT_HOME", home)
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{user}-pw\n").as_bytes())
-            .unwrap();
-        child
+        spawn_fed(
+            Command::new(BIN)
+                .args(["login", "--broker", &self.broker.url, "--user", user])
+                .args([
+                    "--password-stdin",
+                    "--totp",
+                    code,
+                    "--ticket",
+                    ticket,
+                    "--json",
+                ])
+                .args(extra)
+                .env("SALLYPORT_HOME", home)
+                .env_remove("SSH_AUTH_SOCK")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            &format!("{user}-pw\n"),
+        )
     }
 
     /// The events `query` selects as JSON objects (for tests that read them by name).
@@ -793,6 +736,42 @@ pub fn wait(secs: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
+/// One chain's line of `sallyport audit verify --json` (what the tests read of it).
+#[derive(Debug, serde::Deserialize)]
+pub struct ChainVerdict {
+    pub source: String,
+    pub ok: bool,
+    /// Its source reported a head the broker does not hold yet.
+    #[serde(default)]
+    pub incomplete: bool,
+    #[serde(default)]
+    pub broken: Option<Value>,
+}
+
+/// `sallyport audit verify --json` as `reviewer`: it succeeds and every chain verifies; the
+/// chains' verdicts. A chain only incomplete (its source reported a head the broker does not
+/// hold yet: the last records of a session just ended are on their way) is asked again, for a
+/// bounded time.
+pub fn verify_chains(reviewer: &Api) -> Vec<ChainVerdict> {
+    let start = std::time::Instant::now();
+    loop {
+        let out = reviewer.cli(&["audit", "verify", "--json"]);
+        let verdicts: Vec<ChainVerdict> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| read_as(l, serde_json::from_str(l).unwrap()))
+            .collect();
+        let only_behind = verdicts
+            .iter()
+            .all(|v| v.ok || (v.incomplete && v.broken.is_none()));
+        if out.status.success() || !only_behind || start.elapsed() > Duration::from_secs(20) {
+            assert!(out.status.success(), "{}", output_text(&out));
+            assert!(verdicts.iter().all(|v| v.ok), "{}", output_text(&out));
+            return verdicts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 impl Api {
     /// An HTTPS caller that trusts exactly the PEM CA certificate `ca_pem` (no system roots).
     pub fn new_tls(url: &str, token: Option<&str>, ca_pem: &Path) -> Api {
@@ -863,12 +842,11 @@ impl World {
         }
         let mut totp = Vec::new();
         for e in ENGINEERS {
-            let (s, v) = op.post("/v1/engineers", json!({"uid": e})).await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            totp.push((
-                e.to_string(),
-                v["totp_secret"].as_str().unwrap().to_string(),
-            ));
+            let (s, v) = op
+                .post_as::<Enrollment>("/v1/engineers", json!({"uid": e}))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v:?}");
+            totp.push((e.to_string(), v.totp_secret));
         }
         let mut tokens = Vec::new();
         for (name, role, customer) in [
@@ -878,14 +856,14 @@ impl World {
             ("globex-admin", "approver", Some("globex")),
         ] {
             let (s, v) = op
-                .post(
+                .post_as::<TokenCreated>(
                     "/v1/tokens",
                     json!({"name": name, "role": role, "customer": customer,
                            "all_customers": role == "ticket_system" && customer.is_none()}),
                 )
                 .await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            tokens.push(op.with_same_client(v["token"].as_str().unwrap()));
+            assert_eq!(s, StatusCode::CREATED, "{v:?}");
+            tokens.push(op.with_same_client(&v.token));
         }
         let [tickets, reviewer, acme, globex]: [Api; 4] = tokens.try_into().ok().unwrap();
         World {
@@ -981,13 +959,13 @@ impl World {
     pub async fn account(&self, name: &str, role: &str, customer: Option<&str>) -> String {
         let (s, v) = self
             .op
-            .post(
+            .post_as::<Enrollment>(
                 "/v1/accounts",
                 json!({"username": name, "role": role, "customer": customer, "password": format!("{name}-password-1")}),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["totp_secret"].as_str().unwrap().to_string()
+        assert_eq!(s, StatusCode::CREATED, "{v:?}");
+        v.totp_secret
     }
 
     /// acme-prod approves support-l2 as ubuntu just in time, and each (ticket, engineer) of
@@ -1020,21 +998,30 @@ impl World {
     }
 }
 
-/// A world with an edge and its gateway running ([`super::bastion::world_with_edge_approval`]
-/// with `extra`), and alice logged in with the CLI on SUP-1234 in a fresh home that trusts the
-/// edge.
-pub async fn alice_at_the_edge_with(
-    extra: Value,
-) -> (World, super::bastion::Bastion, tempfile::TempDir) {
-    let (w, port, _) = super::bastion::world_with_edge_approval(extra).await;
-    let b = super::bastion::start(&w, port).await;
-    let home = super::bastion::alice_home(&w, &b);
-    (w, b, home)
+/// `cmd` started with `input` on its standard input (then closed); its standard output and
+/// error go where the caller set them.
+pub fn spawn_fed(cmd: &mut Command, input: &str) -> Child {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child
 }
 
-/// [`alice_at_the_edge_with`] the plain approval.
-pub async fn alice_at_the_edge() -> (World, super::bastion::Bastion, tempfile::TempDir) {
-    super::bastion::alice_through_edge("").await
+/// What a finished command printed: its standard output, then its standard error.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A finished command's exit status, stdout and stderr, for failure messages.

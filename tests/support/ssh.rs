@@ -5,6 +5,20 @@
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+/// `sftp -F <home>/ssh_config -o BatchMode=yes -b <batch> node1.acme-prod`: the engineer's
+/// sftp running the commands of the file `batch`, to the end.
+pub fn sftp_batch(home: &Path, batch: &Path) -> Output {
+    Command::new("sftp")
+        .arg("-F")
+        .arg(home.join("ssh_config"))
+        .args(["-o", "BatchMode=yes", "-b"])
+        .arg(batch)
+        .arg("node1.acme-prod")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sftp")
+}
+
 pub struct Ssh {
     cmd: Command,
 }
