@@ -429,13 +429,7 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
     let p: IssuePending = read_as("a pending certificate", v);
     assert!(p.used_request.is_none(), "{p:?}");
     let rq = p.request.id;
-    let (s, v) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{rq}/decision"),
-            json!({"approve": true}),
-        )
-        .await;
+    let (s, v) = w.decide(&rq, json!({"approve": true})).await;
     assert_eq!(s, reqwest::StatusCode::OK, "{v}");
     let (s, v) = ask().await;
     assert_eq!(s, reqwest::StatusCode::OK, "{v}");
@@ -500,9 +494,8 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
 async fn a_totp_secret_planted_in_clear_is_refused_after_a_restart() {
     use support::broker::{Dir, World};
     let mut w = World::start(Dir::File(vec![("bob", "bob-pw", vec!["support-l2"])])).await;
-    sqlx::any::install_default_drivers();
-    use sqlx::{Connection, Row};
-    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    use sqlx::Row;
+    let mut db = w.store_db().await;
     let planted = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
     sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = 'bob'")
         .bind(planted)
@@ -902,13 +895,8 @@ async fn one_totp_code_opens_one_session_through_a_shared_edge_connection() {
 #[tokio::test]
 async fn guessing_is_bounded_per_user_per_address_and_across_replicas() {
     use serde_json::json;
-    use support::broker::{Api, BrokerProc, Dir, World, engineer_key, join_all};
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        "[login]\nmax_failures = 3\nmax_failures_per_source = 10\nmax_failures_per_user = 6\nlockout_secs = 600\n",
-    )
+    use support::broker::{Api, BrokerProc, World, engineer_key, join_all};
+    let w = World::ldap_with("[login]\nmax_failures = 3\nmax_failures_per_source = 10\nmax_failures_per_user = 6\nlockout_secs = 600\n")
     .await;
     w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
         .await;
@@ -1560,9 +1548,8 @@ mod chains {
     /// Rewrite record `seq` of `source` in the store (its command), and re-hash it and every
     /// later record, as someone who can write the database but not read the signing keys could.
     async fn rewrite(w: &World, source: &str, seq: u64, command: &str) {
-        use sqlx::{Connection, Row};
-        sqlx::any::install_default_drivers();
-        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        use sqlx::Row;
+        let mut db = w.store_db().await;
         let rows = sqlx::query(
             "SELECT seq, time_ms, kind, data, prev_hash FROM audit_events WHERE source = $1 \
              AND seq >= $2 ORDER BY seq",
@@ -1665,8 +1652,7 @@ mod chains {
         // Now replace the pinned key too, drop the old signatures and re-sign the rewritten head.
         let forger = key("forger");
         {
-            use sqlx::Connection;
-            let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+            let mut db = w.store_db().await;
             let chain: AuditChain = w
                 .reviewer
                 .get_ok(&format!("/v1/audit/chain?source={source}"))

@@ -34,14 +34,7 @@ async fn exec_through_edge_and_gateway_is_recorded_with_its_exit_status() {
     let (w, b, home) = bastion::alice_at_the_edge().await;
 
     let out = ssh(home.path(), &["node1.acme-prod", "echo hi; exit 3"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "hi",
-        "stderr: {}\n--- gateway:\n{}\n--- edge:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        b.gateway.log_text(),
-        b.edge.log_text()
-    );
+    assert_printed(&out, "hi", &b.logs());
     assert_eq!(out.status.code(), Some(3));
 
     // The command, with engineer, ticket, node and login, then its exit status.
@@ -420,12 +413,7 @@ async fn forwarding_is_refused_unless_approved_and_agent_forwarding_always() {
         .env("SSH_AUTH_SOCK", &sock)
         .output();
     let _ = Command::new("kill").arg(&pid).status();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "agent=none",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "agent=none", "");
     let refused = w
         .wait_audit("kind=channel_refused&ticket=SUP-1234", 1)
         .await;
@@ -596,12 +584,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     assert!(spooled.len() >= 8, "{}", spooled.len());
     b.restart_gateway();
     let out = ssh(home.path(), &["node1.acme-prod", "echo after-restart"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "after-restart",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "after-restart", "");
     // Every event written before the kill reached the broker, exactly once, in one intact chain.
     let source = spooled[0].source.clone();
     let start = Instant::now();
@@ -658,12 +641,7 @@ async fn a_killed_gateway_loses_no_event_and_the_broker_down_loses_none_either()
     let mut w = w;
     w.stop_broker();
     let out = ssh(home.path(), &["node1.acme-prod", "echo while-broker-down"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "while-broker-down",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "while-broker-down", "");
     w.start_broker_again();
     let reviewer = &w.reviewer;
     let start = Instant::now();
@@ -954,13 +932,7 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
 
     // A session through the edge is an `edge_session` event.
     let out = ssh(home.path(), &["node1.acme-prod", "echo through"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "through",
-        "{}\n--- edge:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        b.edge.log_text()
-    );
+    assert_printed(&out, "through", &b.logs());
     let sessions = w.wait_audit("kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let s0 = &sessions[0];
@@ -1239,13 +1211,7 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
     assert_eq!(s, StatusCode::OK, "{v}");
     w.login_cli(home.path(), "alice", "SUP-1234", &w.code("alice", 1));
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "in",
-        "{}\n--- edge:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        b.edge.log_text()
-    );
+    assert_printed(&out, "in", &b.logs());
     let sessions = w.wait_audit("kind=edge_session&ticket=SUP-1234", 1).await;
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
 }
@@ -1320,12 +1286,7 @@ async fn a_full_audit_spool_refuses_new_activity_with_a_clear_message_and_recove
     // Room again: activity is recorded and allowed again, the chain intact.
     std::fs::remove_file(&filler).unwrap();
     let out = ssh(home.path(), &["node1.acme-prod", "echo again"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "again",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "again", "");
     let cmds = w.wait_audit("kind=command&ticket=SUP-1234", 2).await;
     let texts: Vec<&str> = cmds.iter().filter_map(|c| c.command.as_deref()).collect();
     // The refused line is no command (it never reached the node), even when the channel's end
@@ -1543,12 +1504,7 @@ async fn a_customers_channel_policy_reaches_the_gateway_and_refuses_with_its_own
         .opt("SetEnv=LD_PRELOAD=/tmp/evil.so")
         .args(["node1.acme-prod", "echo still-here"])
         .output();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "still-here",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "still-here", "");
     let e = w
         .wait_audit("kind=channel_refused&ticket=SUP-1234", 3)
         .await;
@@ -1591,12 +1547,7 @@ async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
         .await;
     let start = Instant::now();
     let out = ssh(home.path(), &["node1.acme-prod", "echo first"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "first",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "first", "");
     // A session across the tunnel's renewal (15 s after the gateway started).
     let long = Ssh::engineer(home.path())
         .args(["node1.acme-prod", "sleep 14; echo survived"])
@@ -1606,13 +1557,7 @@ async fn host_and_tunnel_certificates_are_renewed_without_cutting_sessions() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let out = ssh(home.path(), &["node1.acme-prod", "echo later"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "later",
-        "{}\n--- gateway:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        b.gateway.log_text()
-    );
+    assert_printed(&out, "later", &b.logs());
     let long = long.wait_with_output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&long.stdout).trim(),
@@ -1804,13 +1749,7 @@ async fn a_node_set_up_from_admin_node_config_lets_the_gateway_in() {
 #[tokio::test]
 async fn an_edge_registers_its_host_key_and_address_and_logins_pick_them_up() {
     let port = bastion::pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        "",
-    )
-    .await;
+    let w = World::ldap_with("").await;
     w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
         .await;
     w.ticket("SUP-1234", "acme-prod", "alice", "open").await;

@@ -27,14 +27,7 @@ fn stderr(out: &std::process::Output) -> String {
 /// `ssh node1 'echo MARK'` succeeds, prints MARK, and the command is in the audit log once.
 async fn runs_and_is_recorded(w: &World, b: &Bastion, home: &Path, mark: &str) {
     let out = ssh(home, &["node1.acme-prod", &format!("echo {mark}")]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        mark,
-        "stderr: {}\n--- gateway:\n{}\n--- edge:\n{}",
-        stderr(&out),
-        b.gateway.log_text(),
-        b.edge.log_text()
-    );
+    assert_printed(&out, mark, &b.logs());
     let cmds = w.wait_audit(&format!("kind=command&text={mark}"), 1).await;
     assert_eq!(cmds.len(), 1, "{cmds:#?}");
 }

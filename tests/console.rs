@@ -379,13 +379,7 @@ async fn console_login_cookie_csrf_headers_and_scope_hold() {
 
 #[tokio::test]
 async fn an_idle_console_session_ends() {
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        "console = { idle_secs = 2 }\n",
-    )
-    .await;
+    let w = World::ldap_with("console = { idle_secs = 2 }\n").await;
     let sec = w.account("sec-ivo", "reviewer", None).await;
     let c = logged_in(&w, "sec-ivo", &sec, 0).await;
     assert_eq!(c.get("/console/").await.status, StatusCode::OK);
@@ -1663,10 +1657,9 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
 
     // A signature counter that went back (the stored one moved ahead, as after a copy of the
     // credential was used elsewhere): refused, audited.
-    sqlx::any::install_default_drivers();
     {
-        use sqlx::{Connection, Row};
-        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        use sqlx::Row;
+        let mut db = w.store_db().await;
         let row = sqlx::query("SELECT id, passkey FROM passkeys WHERE account = 'acme-boss'")
             .fetch_one(&mut db)
             .await
@@ -1715,8 +1708,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     .await;
     assert_eq!(start["ok"], true, "{start}");
     {
-        use sqlx::Connection;
-        let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+        let mut db = w.store_db().await;
         let r = sqlx::query("UPDATE passkey_ceremonies SET expires_at = 0 WHERE id = $1")
             .bind(start["ceremony"].as_str().unwrap())
             .execute(&mut db)

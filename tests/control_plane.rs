@@ -171,12 +171,7 @@ async fn engineer_in_approved_group_gets_a_certificate_that_sshd_accepts() {
             "echo hi-from-node",
         ])
         .output();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "hi-from-node",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "hi-from-node", "");
     assert!(node.wait_for_log("SUP-1234", wait(5)), "{}", node.log());
     assert!(node.log().contains(&key_id), "{}", node.log());
 
@@ -356,13 +351,7 @@ async fn totp_replay_is_refused_across_two_broker_processes_sharing_the_store() 
 
 #[tokio::test]
 async fn failed_logins_lock_the_user_out() {
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        "[login]\nmax_failures = 3\nlockout_secs = 600\n",
-    )
-    .await;
+    let w = World::ldap_with("[login]\nmax_failures = 3\nlockout_secs = 600\n").await;
     for _ in 0..3 {
         assert_eq!(
             w.login("bob", "bad", "123456").await.0,
@@ -606,11 +595,7 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
     assert_eq!(s, StatusCode::ACCEPTED);
     let rq = pending(v).id;
     let (s, _) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{rq}/decision"),
-            json!({"approve": false, "reason": "not now"}),
-        )
+        .decide(&rq, json!({"approve": false, "reason": "not now"}))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_denied(&w, &dave, "JIT-2", json!({}), &["request_denied"]).await;
@@ -1102,9 +1087,7 @@ async fn audit_verify_names_the_first_altered_event() {
     }
 
     // Edit one row in the database: verify fails and names it.
-    sqlx::any::install_default_drivers();
-    use sqlx::Connection;
-    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    let mut db = w.store_db().await;
     let seq = w.audit("kind=login_succeeded&engineer=alice").await[0].seq as i64;
     let changed = sqlx::query("UPDATE audit_events SET data = REPLACE(data, 'alice', 'mallory') WHERE source = 'broker' AND seq = $1")
         .bind(seq)
@@ -1176,9 +1159,8 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
         ("bob", "bob-pw", vec!["support-l1"]),
     ]))
     .await;
-    sqlx::any::install_default_drivers();
-    use sqlx::{Connection, Row};
-    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    use sqlx::Row;
+    let mut db = w.store_db().await;
     let stored = |uid: &'static str| {
         sqlx::query("SELECT totp_secret FROM engineers WHERE uid = $1").bind(uid)
     };
@@ -1242,9 +1224,8 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
 #[tokio::test]
 async fn secrets_stored_in_clear_by_an_older_version_are_sealed_at_start() {
     let mut w = World::start(Dir::File(vec![("alice", "alice-pw", vec!["support-l2"])])).await;
-    sqlx::any::install_default_drivers();
-    use sqlx::{Connection, Row};
-    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    use sqlx::Row;
+    let mut db = w.store_db().await;
     // An older version's store and data directory: every secret in clear, no TOTP key.
     w.stop_broker();
     for e in ENGINEERS {

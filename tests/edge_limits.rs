@@ -57,6 +57,15 @@ fn finish(mut child: Child, timeout: Duration, context: &dyn Fn() -> String) -> 
     child.wait_with_output().unwrap()
 }
 
+/// The finished ssh was cut by the edge (exit status 255, its command never done) and told
+/// the engineer `says`.
+fn disconnected_saying(out: &Output, says: &str, context: &dyn Fn() -> String) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}\n{}", context());
+    assert!(!text(&out.stdout).contains("never"));
+    assert!(stderr.contains(says), "{stderr}\n{}", context());
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
@@ -162,15 +171,10 @@ async fn an_idle_connection_is_closed_with_a_message_and_an_active_one_is_not() 
     let log = || format!("--- edge:\n{}", b.edge.log_text());
 
     let out = finish(silent, Duration::from_secs(25), &log);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(255), "{stderr}\n{}", log());
-    assert!(!text(&out.stdout).contains("never"));
-    assert!(
-        stderr.contains(&format!(
-            "sallyport edge: no traffic for {idle_secs} s, disconnected"
-        )),
-        "{stderr}\n{}",
-        log()
+    disconnected_saying(
+        &out,
+        &format!("sallyport edge: no traffic for {idle_secs} s, disconnected"),
+        &log,
     );
 
     let out = finish(talking, Duration::from_secs(25), &log);
@@ -274,15 +278,10 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     );
     let log = || format!("--- edge:\n{}", b.edge.log_text());
     let out = finish(lingering, Duration::from_secs(grace + 15), &log);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(255), "{stderr}\n{}", log());
-    assert!(!text(&out.stdout).contains("never"));
-    assert!(
-        stderr.contains(&format!(
-            "sallyport edge: shutting down, disconnected after a grace period of {grace} s"
-        )),
-        "{stderr}\n{}",
-        log()
+    disconnected_saying(
+        &out,
+        &format!("sallyport edge: shutting down, disconnected after a grace period of {grace} s"),
+        &log,
     );
     let status = b.edge.wait_exit(Duration::from_secs(15));
     assert!(

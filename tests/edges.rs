@@ -31,13 +31,7 @@ fn wait_count(p: &Proc, needle: &str, n: usize) -> bool {
 /// WORD.
 fn echo(home: &Path, word: &str, logs: &dyn Fn() -> String) {
     let out = ssh(home, &["node1.acme-prod", &format!("echo {word}")]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        word,
-        "stderr: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        logs()
-    );
+    assert_printed(&out, word, &logs());
 }
 
 /// A broker with `broker_extra` in its config, alice's approval and ticket, edge A on `port_a`
@@ -49,13 +43,7 @@ async fn two_edges(
     port_a: u16,
     port_b: u16,
 ) -> (World, Bastion, Proc, tempfile::TempDir, Value) {
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        broker_extra,
-    )
-    .await;
+    let w = World::ldap_with(broker_extra).await;
     w.approve("acme-prod", "support-l2", &[LOGIN], json!({}))
         .await;
     w.ticket("SUP-1234", "acme-prod", "alice", "open").await;

@@ -638,12 +638,7 @@ async fn a_killed_edge_ends_the_session_recorded_and_the_tunnel_comes_back() {
 
     b.restart_edge("edge-2.log");
     let out = ssh(home.path(), &["node1.acme-prod", "echo after-edge-restart"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "after-edge-restart",
-        "{}",
-        stderr(&out)
-    );
+    assert_printed(&out, "after-edge-restart", "");
     verify_chains(&w.reviewer);
 }
 
@@ -691,12 +686,7 @@ async fn a_killed_gateway_ends_the_session_and_loses_no_command() {
         home.path(),
         &["node1.acme-prod", "echo after-gateway-restart"],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "after-gateway-restart",
-        "{}",
-        stderr(&out)
-    );
+    assert_printed(&out, "after-gateway-restart", "");
     verify_chains(&w.reviewer);
 }
 
@@ -750,12 +740,7 @@ async fn a_cut_tunnel_ends_the_session_recorded_and_comes_back_by_itself() {
         b.gateway.log_text()
     );
     let out = ssh(home.path(), &["node1.acme-prod", "echo after-tunnel-cut"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "after-tunnel-cut",
-        "{}",
-        stderr(&out)
-    );
+    assert_printed(&out, "after-tunnel-cut", "");
     verify_chains(&w.reviewer);
 }
 

@@ -709,9 +709,7 @@ async fn audit_verify_checks_gateway_chains_and_names_an_edited_record() {
     assert_eq!(line(&lines, "broker").unwrap()["ok"], true);
 
     // Edit one of the gateway's records in the store.
-    sqlx::any::install_default_drivers();
-    use sqlx::Connection;
-    let mut db = sqlx::AnyConnection::connect(&w.broker.store).await.unwrap();
+    let mut db = w.store_db().await;
     let changed = sqlx::query(
         "UPDATE audit_events SET data = REPLACE(data, 'ls /tmp/2', 'ls /tmp/x') WHERE source = $1 AND seq = 3",
     )

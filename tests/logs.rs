@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::bastion::{self, ssh};
+use support::broker::assert_printed;
 
 /// The first line of `log` that contains `needle`; panics with the whole log if none does.
 fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
@@ -22,12 +23,7 @@ async fn a_sessions_log_lines_name_the_session_the_node_and_the_engineer() {
     let (w, b, home) = bastion::alice_at_the_edge().await;
 
     let out = ssh(home.path(), &["node1.acme-prod", "echo logged"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "logged",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_printed(&out, "logged", "");
     let started = w.audit("kind=session_started&engineer=alice").await;
     assert_eq!(started.len(), 1, "{started:?}");
     let session = started[0].session.clone().unwrap();

@@ -104,13 +104,7 @@ async fn two_replicas_behind_a_balancer_act_as_one_broker() {
         );
         return;
     }
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        "[login]\nmax_failures = 3\nlockout_secs = 600\n",
-    )
-    .await;
+    let w = World::ldap_with("[login]\nmax_failures = 3\nlockout_secs = 600\n").await;
     let tmp_b = tempfile::tempdir().unwrap();
     let b = second_replica(&w, tmp_b.path(), &SHARED);
     let a_url = w.broker.url.clone();

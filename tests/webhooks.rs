@@ -396,13 +396,7 @@ async fn every_notified_event_reaches_the_receivers_signed() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v:?}");
     let rq = v.request.id;
-    let (s, v) = w
-        .acme
-        .post(
-            &format!("/v1/access-requests/{rq}/decision"),
-            json!({"approve": true}),
-        )
-        .await;
+    let (s, v) = w.decide(&rq, json!({"approve": true})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = alice.post_as::<Issued>("/v1/certificates", ask).await;
     assert_eq!(s, StatusCode::OK, "{v:?}");

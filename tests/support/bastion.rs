@@ -10,7 +10,7 @@ use sallyport_api::admin::TokenCreated;
 use sallyport_api::gateways::GatewayCreated;
 use serde_json::{Value, json};
 
-use super::broker::{BIN, Dir, World};
+use super::broker::{BIN, World};
 use super::ssh::Ssh;
 use super::sshd::{SshdNode, free_port};
 
@@ -221,6 +221,15 @@ pub fn start_edge(w: &World, edge_dir: &Path, edge_port: u16) -> (Proc, String, 
 }
 
 impl Bastion {
+    /// The gateway's and the edge's logs so far, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- gateway:\n{}\n--- edge:\n{}",
+            self.gateway.log_text(),
+            self.edge.log_text()
+        )
+    }
+
     /// Add `extra` (TOML lines) to the gateway's config and restart it on the same data.
     pub fn reconfigure_gateway(&mut self, extra: &str) {
         let mut text = std::fs::read_to_string(&self.gateway_config).unwrap();
@@ -391,13 +400,7 @@ pub async fn world_with_edge() -> (World, u16) {
 /// [`start`]).
 pub async fn world_knowing_the_edge() -> (World, u16) {
     let port = pick_edge_port();
-    let w = World::start_with(
-        Dir::Ldap {
-            group_mode: "memberof",
-        },
-        &format!("edge_address = \"127.0.0.1:{port}\"\n"),
-    )
-    .await;
+    let w = World::ldap_with(&format!("edge_address = \"127.0.0.1:{port}\"\n")).await;
     (w, port)
 }
 

@@ -462,6 +462,17 @@ impl World {
         }
     }
 
+    /// A world on the test slapd (groups by memberOf) with `extra_config` in the broker's config.
+    pub async fn ldap_with(extra_config: &str) -> World {
+        Self::start_with(
+            Dir::Ldap {
+                group_mode: "memberof",
+            },
+            extra_config,
+        )
+        .await
+    }
+
     pub async fn start(directory: Dir) -> World {
         Self::start_with(directory, "").await
     }
@@ -534,6 +545,24 @@ impl World {
         let (s, v) = self.acme.post_as::<Approval>("/v1/approvals", body).await;
         assert_eq!(s, StatusCode::CREATED, "{v:?}");
         v.id
+    }
+
+    /// A connection to the broker's store (SQLite or PostgreSQL), as someone who can write the
+    /// database would have.
+    pub async fn store_db(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.broker.store)
+            .await
+            .expect("connecting to the broker's store")
+    }
+
+    /// Acme's approver decides the access request `rq` (`{"approve": ...}` and the rest of a
+    /// decision); returns (status, body).
+    pub async fn decide(&self, rq: &str, decision: Value) -> (StatusCode, Value) {
+        self.acme
+            .post(&format!("/v1/access-requests/{rq}/decision"), decision)
+            .await
     }
 
     /// Log in through the API; returns (status, body).
@@ -1013,6 +1042,17 @@ pub fn spawn_fed(cmd: &mut Command, input: &str) -> Child {
         .write_all(input.as_bytes())
         .unwrap();
     child
+}
+
+/// A finished command printed `want` (give or take white space around it); else a panic with
+/// its standard error and `context` (logs of the processes involved, or nothing).
+pub fn assert_printed(out: &std::process::Output, want: &str, context: &str) {
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        want,
+        "stderr: {}\n{context}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What a finished command printed: its standard output, then its standard error.
