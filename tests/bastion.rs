@@ -898,27 +898,6 @@ fn audit_search(w: &World, args: &[&str]) -> Vec<AuditEntry> {
         .collect()
 }
 
-/// Wait until the edge's refusals with `code` reached the broker.
-async fn wait_edge_refusal(w: &World, code: &str) -> AuditEntry {
-    let start = Instant::now();
-    loop {
-        let found = w
-            .audit("kind=edge_refused&limit=1000")
-            .await
-            .into_iter()
-            .find(|e| opt_str(e, "code") == Some(code));
-        if let Some(e) = found {
-            return e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no edge_refused event with code {code}: {:#?}",
-            w.audit("kind=edge_refused&limit=1000").await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     let (w, port) = world_with_edge().await;
@@ -946,7 +925,9 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     // A shell on the edge itself.
     let out = ssh(home.path(), &["sallyport-edge-acme-prod", "id"]);
     assert_ne!(out.status.code(), Some(0));
-    let e = wait_edge_refusal(&w, "no_shell_on_edge").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "no_shell_on_edge")
+        .await;
     assert_eq!(e.engineer.as_deref(), Some("alice"));
     assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
     assert_eq!(field_str(&e, "request"), "exec");
@@ -964,7 +945,9 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     resign_acme_cert(home.path(), &rogue, "-5m:+1h");
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
-    let e = wait_edge_refusal(&w, "untrusted_ca").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "untrusted_ca")
+        .await;
     assert_eq!(e.engineer.as_deref(), Some("alice"));
     assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
     assert_eq!(e.cluster.as_deref(), Some("acme-prod"));
@@ -982,7 +965,7 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
     resign_acme_cert(home.path(), &w.broker.dir.join("data/user_ca"), "-2h:-1h");
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
-    let e = wait_edge_refusal(&w, "expired").await;
+    let e = w.wait_code("kind=edge_refused&limit=1000", "expired").await;
     assert_eq!(e.engineer.as_deref(), Some("alice"));
     assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
     assert_eq!(field_str(&e, "key_ownership"), "not proven");
@@ -997,7 +980,9 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
         .args(["-p", &port.to_string(), "alice@127.0.0.1", "true"])
         .output();
     assert_ne!(out.status.code(), Some(0));
-    let e = wait_edge_refusal(&w, "not_a_certificate").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "not_a_certificate")
+        .await;
     assert_eq!(field_str(&e, "login"), "alice");
     let issued = w.audit("kind=certificate_issued&ticket=SUP-1234").await;
     let key = std::fs::read_to_string(home.path().join("acme-prod.pub")).unwrap();
@@ -1012,7 +997,9 @@ async fn refusals_at_the_edge_are_audit_events_at_the_broker() {
 
     // A certificate for another cluster: dave's globex certificate, aimed at acme's node.
     dave_aims_his_globex_certificate_at_acme(&w, &b);
-    let e = wait_edge_refusal(&w, "other_cluster").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "other_cluster")
+        .await;
     assert_eq!(e.engineer.as_deref(), Some("dave"));
     assert_eq!(e.ticket.as_deref(), Some("GLX-1"));
     assert_eq!(e.cluster.as_deref(), Some("globex-prod"));
@@ -1062,7 +1049,9 @@ async fn per_session_mfa_asks_a_fresh_totp_code_at_the_edge() {
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
-    let e = wait_edge_refusal(&w, "mfa_no_code").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "mfa_no_code")
+        .await;
     assert_eq!(e.engineer.as_deref(), Some("alice"));
     // Keyboard-interactive alone, without a certificate: never asked, never reaches the broker.
     let out = Command::new("ssh")
@@ -1191,7 +1180,9 @@ async fn source_networks_are_checked_against_the_client_address_at_the_edge() {
     let out = ssh(home.path(), &["node1.acme-prod", "echo in"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("in"));
-    let e = wait_edge_refusal(&w, "source_address_mismatch").await;
+    let e = w
+        .wait_code("kind=edge_refused&limit=1000", "source_address_mismatch")
+        .await;
     assert_eq!(e.engineer.as_deref(), Some("alice"));
     assert_eq!(e.ticket.as_deref(), Some("SUP-1234"));
     assert_eq!(field_str(&e, "source_ip"), "127.0.0.1");

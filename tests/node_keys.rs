@@ -66,11 +66,9 @@ async fn only_the_registered_host_key_of_a_node_is_accepted() {
             && said.contains(&node_fp),
         "{said}"
     );
-    let refused = w.wait_audit("kind=node_key_refused", 1).await;
-    let e = refused
-        .iter()
-        .find(|e| opt_str(e, "code") == Some("node_key_changed"))
-        .unwrap_or_else(|| panic!("{refused:#?}"));
+    let e = &w
+        .wait_code("kind=node_key_refused", "node_key_changed")
+        .await;
     assert_eq!(field_str(e, "fingerprint"), node_fp.as_str());
     assert_eq!(*field_of(e, "expected"), json!([fingerprint(&other)]));
     assert_eq!(field_str(e, "expected_from"), "registered");
@@ -183,11 +181,9 @@ async fn without_a_registered_key_a_node_is_refused_unless_trusted_on_first_use(
         said.contains("changed since it was trusted on first use") && said.contains(&node_fp),
         "{said}"
     );
-    let refused = w.wait_audit("kind=node_key_refused", 2).await;
-    let e = refused
-        .iter()
-        .find(|e| opt_str(e, "code") == Some("node_key_changed"))
-        .unwrap_or_else(|| panic!("{refused:#?}"));
+    let e = &w
+        .wait_code("kind=node_key_refused", "node_key_changed")
+        .await;
     assert_eq!(field_str(e, "fingerprint"), impostor_fp.as_str());
     assert_eq!(*field_of(e, "expected"), json!([node_fp]));
     assert_eq!(field_str(e, "expected_from"), "pinned");

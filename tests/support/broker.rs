@@ -945,6 +945,25 @@ impl World {
     }
 }
 
+impl World {
+    /// The newest event `query` selects whose `code` is `code`, waiting (20 s at most) until
+    /// the edge or the gateway shipped it.
+    pub async fn wait_code(&self, query: &str, code: &str) -> AuditEntry {
+        let start = std::time::Instant::now();
+        loop {
+            let events = self.audit(query).await;
+            if let Some(e) = events.iter().find(|e| opt_str(e, "code") == Some(code)) {
+                return e.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {query} event with code {code}: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// One of an audit entry's own fields as a string, when it has one.
 pub fn opt_str<'a>(e: &'a AuditEntry, name: &str) -> Option<&'a str> {
     e.field(name).and_then(Value::as_str)
