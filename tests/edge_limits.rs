@@ -70,27 +70,24 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-async fn wait_events(w: &World, query: &str, n: usize) -> Vec<AuditEntry> {
-    w.wait_audit(query, n).await
-}
-
 /// The edge's events of `kind` at the broker, once there are `n`.
 async fn edge_events(w: &World, kind: &str, n: usize) -> Vec<AuditEntry> {
     let source = format!("edge:{}", bastion::EDGE_NAME);
-    let ev = wait_events(w, &format!("kind={kind}&limit=1000"), n).await;
+    let ev = w.wait_audit(&format!("kind={kind}&limit=1000"), n).await;
     assert!(ev.iter().all(|e| e.source == source.as_str()), "{ev:#?}");
     ev
 }
 
 /// Wait until the gateway has recorded `n` commands of the ticket: the sessions are open.
 async fn wait_commands(w: &World, b: &Bastion, n: usize) {
-    let cmds = wait_events(w, "kind=command&ticket=SUP-1234&limit=1000", n).await;
+    let cmds = w
+        .wait_audit("kind=command&ticket=SUP-1234&limit=1000", n)
+        .await;
     assert!(
         cmds.len() >= n,
-        "{} of {n} sessions open: {cmds:#?}\n--- edge:\n{}\n--- gateway:\n{}",
+        "{} of {n} sessions open: {cmds:#?}\n{}",
         cmds.len(),
-        b.edge.log_text(),
-        b.gateway.log_text()
+        b.logs()
     );
 }
 

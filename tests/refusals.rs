@@ -13,9 +13,9 @@ mod support;
 
 use russh::keys::ssh_key::HashAlg;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
+use sallyport_api::audit::AuditEntry;
 use sallyport_ca::cert::EXT_TICKET;
-use serde_json::Value;
-use support::broker::now;
+use support::broker::{now, opt_str};
 use support::inproc::{CertSpec, Engineer, LOGIN, NODE_EXIT, Outcome, World, bounded, new_key};
 
 /// Where an attempt was refused.
@@ -41,6 +41,14 @@ fn refused_at(o: &Outcome) -> Option<At> {
         Outcome::ForwardRefused(_) => Some(At::EdgeForward),
         Outcome::GatewayAuthRefused => Some(At::GatewayLogin),
         Outcome::Ran { .. } | Outcome::ExecRefused(_) => None,
+    }
+}
+
+/// A mark's field of an event: its ticket (a subject field) or one of its own fields.
+fn marked<'a>(e: &'a AuditEntry, field: &str) -> Option<&'a str> {
+    match field {
+        "ticket" => e.ticket.as_deref(),
+        _ => opt_str(e, field),
     }
 }
 
@@ -269,14 +277,20 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
         let before = w.node.counts();
         let command = format!("echo {}", r.name.replace(' ', "-"));
         let outcome = r.engineer.exec(&command).await;
-        let pick = |e: &Value| r.marks.iter().any(|(f, v)| e[*f] == v.as_str());
+        let pick = |e: &AuditEntry| {
+            r.marks
+                .iter()
+                .any(|(f, v)| marked(e, f) == Some(v.as_str()))
+        };
         match r.refused {
             Some((at, kind, code)) => {
                 assert_eq!(refused_at(&outcome), Some(at), "{}: {outcome:?}", r.name);
-                let e = w.wait_event(kind, |e| pick(e) && e["code"] == code).await;
+                let e = w
+                    .wait_event(kind, |e| pick(e) && opt_str(e, "code") == Some(code))
+                    .await;
                 assert!(
-                    e["reason"].as_str().is_some_and(|s| !s.is_empty()),
-                    "{}: the event says why: {e}",
+                    opt_str(&e, "reason").is_some_and(|s| !s.is_empty()),
+                    "{}: the event says why: {e:?}",
                     r.name
                 );
                 assert_eq!(
@@ -299,10 +313,12 @@ async fn every_refusal_is_refused_where_it_should_be_audited_and_reaches_no_node
                 let (c, l, x) = before;
                 assert_eq!(w.node.counts(), (c + 1, l + 1, x + 1), "{}", r.name);
                 let e = w
-                    .wait_event("command", |e| pick(e) && e["command"] == command.as_str())
+                    .wait_event("command", |e| {
+                        pick(e) && e.command.as_deref() == Some(command.as_str())
+                    })
                     .await;
-                assert_eq!(e["engineer"], "alice", "{e}");
-                assert_eq!(e["node"], "node1", "{e}");
+                assert_eq!(e.engineer.as_deref(), Some("alice"), "{e:?}");
+                assert_eq!(e.node.as_deref(), Some("node1"), "{e:?}");
                 w.wait_event("edge_session", pick).await;
             }
         }
@@ -372,7 +388,7 @@ async fn inside_a_session_the_gateway_refuses_and_audits_what_is_not_allowed_and
         "the remote forward was granted: {remote:?}"
     );
 
-    let ticket = |e: &Value| e["ticket"] == "T-CHAN";
+    let ticket = |e: &AuditEntry| e.ticket.as_deref() == Some("T-CHAN");
     for (kind, request, code) in [
         ("channel_refused", "agent", "agent_forwarding_refused"),
         ("channel_refused", "env", "environment_not_allowed"),
@@ -389,10 +405,15 @@ async fn inside_a_session_the_gateway_refuses_and_audits_what_is_not_allowed_and
     ] {
         let e = w
             .wait_event(kind, |e| {
-                ticket(e) && e["request"] == request && e["code"] == code
+                ticket(e)
+                    && opt_str(e, "request") == Some(request)
+                    && opt_str(e, "code") == Some(code)
             })
             .await;
-        assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "{e}");
+        assert!(
+            opt_str(&e, "reason").is_some_and(|r| !r.is_empty()),
+            "{e:?}"
+        );
     }
     // The session goes on: its exec runs and is recorded.
     assert_eq!(
@@ -402,8 +423,10 @@ async fn inside_a_session_the_gateway_refuses_and_audits_what_is_not_allowed_and
             output: "node ran: echo after\n".into()
         }
     );
-    w.wait_event("command", |e| ticket(e) && e["command"] == "echo after")
-        .await;
+    w.wait_event("command", |e| {
+        ticket(e) && e.command.as_deref() == Some("echo after")
+    })
+    .await;
     // The node saw the two session channels and the exec, and nothing that was refused.
     let reached = w.node.requests.lock().unwrap().clone();
     assert_eq!(

@@ -28,10 +28,14 @@ use russh::keys::ssh_key::HashAlg;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::{Certificate, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, client};
+use sallyport_api::admin::TokenCreated;
+use sallyport_api::audit::{AuditEntry, AuditEvents};
+use sallyport_api::certificates::Revocations;
+use sallyport_api::gateways::GatewayCreated;
 use sallyport_bastion::edge::Edge;
 use sallyport_bastion::gateway::Gateway;
 use sallyport_ca::cert::{EXT_CLUSTER, EXT_GRANT, EXT_PERMIT_PTY, EXT_TICKET, OPT_SOURCE_ADDRESS};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::broker::{Api, Dir, fresh_store, now, write_config};
 
@@ -142,9 +146,9 @@ impl World {
             let op = op.clone();
             let body = json!({"name": name, "role": role});
             async move {
-                let (s, v) = op.post("/v1/tokens", body).await;
-                assert_eq!(s, StatusCode::CREATED, "{v}");
-                v["token"].as_str().unwrap().to_string()
+                let (s, v) = op.post_as::<TokenCreated>("/v1/tokens", body).await;
+                assert_eq!(s, StatusCode::CREATED, "{v:?}");
+                v.token
             }
         };
         let reviewer = op.with(&token("security", "reviewer").await);
@@ -182,14 +186,14 @@ impl World {
         ));
 
         // The gateway of acme-prod, enrolled with a join token.
-        let (s, v) = op
-            .post("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
+        let (s, created) = op
+            .post_as::<GatewayCreated>("/v1/clusters/acme-prod/gateways", json!({"name": "gw1"}))
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(s, StatusCode::CREATED, "{created:?}");
         let gw_cfg: sallyport_bastion::config::GatewayConfig = serde_json::from_value(json!({
             "data_dir": dir.path().join("gateway"),
             "broker": url,
-            "join_token": v["join_token"],
+            "join_token": created.join_token,
             "edges": [{"address": tunnel_addr.to_string(),
                        "host_key": host_key.public_key().to_openssh().unwrap()}],
             "refresh_secs": 1,
@@ -306,13 +310,13 @@ impl World {
     pub async fn revoke(&self, cert: &Certificate, scope: &str, value: &str) {
         let (s, v) = self
             .op
-            .post(
+            .post_as::<Revocations>(
                 "/v1/revocations",
                 json!({"scope": scope, "value": value, "reason": "revoked in a test"}),
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["revoked"].as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(s, StatusCode::OK, "{v:?}");
+        assert_eq!(v.revoked.len(), 1, "{v:?}");
         until("the edge and the gateway read the new KRL", || {
             self.edge.trust.is_revoked(cert) && self.gateway.trust.is_revoked(cert)
         })
@@ -320,18 +324,17 @@ impl World {
     }
 
     /// The audit events of `kind` at the broker.
-    pub async fn events(&self, kind: &str) -> Vec<Value> {
-        let (s, v) = self
+    pub async fn events(&self, kind: &str) -> Vec<AuditEntry> {
+        let page: AuditEvents = self
             .reviewer
-            .get(&format!("/v1/audit/events?kind={kind}&limit=1000"))
+            .get_ok(&format!("/v1/audit/events?kind={kind}&limit=1000"))
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v["events"].as_array().cloned().unwrap_or_default()
+        page.events
     }
 
     /// The first event of `kind` that `pick` picks, waiting (bounded) until the edge or the
     /// gateway shipped it.
-    pub async fn wait_event(&self, kind: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_event(&self, kind: &str, pick: impl Fn(&AuditEntry) -> bool) -> AuditEntry {
         let start = Instant::now();
         loop {
             if let Some(e) = self.events(kind).await.into_iter().find(&pick) {
