@@ -887,7 +887,7 @@ async fn one_totp_code_opens_one_session_through_a_shared_edge_connection() {
 #[tokio::test]
 async fn guessing_is_bounded_per_user_per_address_and_across_replicas() {
     use serde_json::json;
-    use support::broker::{Api, BrokerProc, World, engineer_key, join_all};
+    use support::broker::{Api, World, engineer_key, join_all};
     let w = World::ldap_with("[login]\nmax_failures = 3\nmax_failures_per_source = 10\nmax_failures_per_user = 6\nlockout_secs = 600\n")
     .await;
     w.approve("acme-prod", "support-l2", &["ubuntu"], json!({}))
@@ -957,12 +957,7 @@ async fn guessing_is_bounded_per_user_per_address_and_across_replicas() {
 
     // 60 parallel wrong passwords for carol, half through a second replica on the same store:
     // at most max_failures of them are checked at all.
-    let second = BrokerProc::start(
-        &w.broker.dir,
-        w.broker.config.clone(),
-        w.broker.store.clone(),
-        w.broker.operator_token.clone(),
-    );
+    let second = w.broker.replica();
     let other = Api::new(&second.url, None);
     let guesses = (0..60).map(|i| {
         let api = if i % 2 == 0 {

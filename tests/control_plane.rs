@@ -310,12 +310,7 @@ async fn totp_replay_is_refused_across_two_broker_processes_sharing_the_store() 
     let w = memberof_world().await;
     // A second replica on the same store (PostgreSQL in the postgres run, the same SQLite file
     // otherwise), with the same keys.
-    let second = BrokerProc::start(
-        &w.broker.dir,
-        w.broker.config.clone(),
-        w.broker.store.clone(),
-        w.broker.operator_token.clone(),
-    );
+    let second = w.broker.replica();
     let other = Api::new(&second.url, None);
     let code = w.code("alice", 0);
     let body = json!({"user": "alice", "password": "alice-pw", "totp": code});

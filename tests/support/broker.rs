@@ -79,6 +79,17 @@ pub struct BrokerProc {
 }
 
 impl BrokerProc {
+    /// Another broker process on this one's store, config and operator token (a replica behind
+    /// a balancer); waits until it listens.
+    pub fn replica(&self) -> BrokerProc {
+        BrokerProc::start(
+            &self.dir,
+            self.config.clone(),
+            self.store.clone(),
+            self.operator_token.clone(),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
