@@ -70,6 +70,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
+/// SIGTERM to the edge, once it says it is shutting down.
+fn sigterm_edge(b: &Bastion) {
+    b.edge.sigterm();
+    assert!(
+        b.edge
+            .wait_log("edge shutting down", Duration::from_secs(5)),
+        "{}",
+        b.edge.log_text()
+    );
+}
+
 /// The edge's events of `kind` at the broker, once there are `n`.
 async fn edge_events(w: &World, kind: &str, n: usize) -> Vec<AuditEntry> {
     let source = format!("edge:{}", bastion::EDGE_NAME);
@@ -215,13 +226,7 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     // (It waits for a line from the test, so it surely runs across the SIGTERM.)
     let mut running = spawn_ssh_with(home, "read line; echo \"done $line\"", Stdio::piped());
     wait_commands(&w, &b, 1).await;
-    b.edge.sigterm();
-    assert!(
-        b.edge
-            .wait_log("edge shutting down", Duration::from_secs(5)),
-        "{}",
-        b.edge.log_text()
-    );
+    sigterm_edge(&b);
     // No new connection from here on.
     let out = ssh(home, &["node1.acme-prod", "echo new"]);
     let stderr = text(&out.stderr);
@@ -266,13 +271,7 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     b.restart_edge("edge-2.log");
     let lingering = spawn_ssh(home, "sleep 60; echo never");
     wait_commands(&w, &b, 2).await;
-    b.edge.sigterm();
-    assert!(
-        b.edge
-            .wait_log("edge shutting down", Duration::from_secs(5)),
-        "{}",
-        b.edge.log_text()
-    );
+    sigterm_edge(&b);
     let log = || format!("--- edge:\n{}", b.edge.log_text());
     let out = finish(lingering, Duration::from_secs(grace + 15), &log);
     disconnected_saying(
@@ -305,13 +304,7 @@ async fn on_sigterm_the_edge_refuses_new_connections_lets_sessions_finish_then_d
     b.restart_edge("edge-3.log");
     let lingering = spawn_ssh(home, "sleep 60; echo never");
     wait_commands(&w, &b, 3).await;
-    b.edge.sigterm();
-    assert!(
-        b.edge
-            .wait_log("edge shutting down", Duration::from_secs(5)),
-        "{}",
-        b.edge.log_text()
-    );
+    sigterm_edge(&b);
     b.edge.sigterm();
     let status = b.edge.wait_exit(Duration::from_secs(grace + 10));
     assert_eq!(

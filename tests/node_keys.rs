@@ -316,26 +316,22 @@ async fn host_keys_that_are_not_public_keys_are_refused_and_change_nothing() {
 
     // The CLI: --host-key takes a key file; node-update replaces the keys.
     let key_file = host.with_extension("pub");
-    let out = w.op.cli(&[
-        "admin",
-        "node-update",
-        "acme-prod",
-        "node9",
-        "--host-key",
-        key_file.to_str().unwrap(),
-    ]);
+    let node_update = |key: &std::path::Path| {
+        w.op.cli(&[
+            "admin",
+            "node-update",
+            "acme-prod",
+            "node9",
+            "--host-key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let out = node_update(&key_file);
     assert!(out.status.success(), "{out:?}");
     let (_, nodes) = w.op.get("/v1/clusters/acme-prod/nodes").await;
     let host_pub = std::fs::read_to_string(&key_file).unwrap();
     assert_eq!(nodes[0]["host_keys"], json!([bare(&host_pub)]));
-    let out = w.op.cli(&[
-        "admin",
-        "node-update",
-        "acme-prod",
-        "node9",
-        "--host-key",
-        dir.path().join("host-cert.pub").to_str().unwrap(),
-    ]);
+    let out = node_update(&dir.path().join("host-cert.pub"));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is an SSH certificate"),
