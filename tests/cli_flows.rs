@@ -652,14 +652,8 @@ fn login_in_background_with(
 #[tokio::test]
 async fn just_in_time_login_takes_the_narrowed_terms_the_approver_approved() {
     let w = World::start(ldap()).await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu", "deploy"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket("SUP-12", "acme-prod", "alice", "open").await;
+    w.jit_tickets_as(&["ubuntu", "deploy"], &[("SUP-12", "alice")])
+        .await;
     let home = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let mut child = login_in_background_with(

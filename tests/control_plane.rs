@@ -608,14 +608,8 @@ async fn just_in_time_requests_are_decided_by_a_customer_approver() {
 #[tokio::test]
 async fn an_approver_narrows_a_request_and_the_certificate_carries_only_that() {
     let w = memberof_world().await;
-    w.approve(
-        "acme-prod",
-        "support-l2",
-        &["ubuntu", "deploy"],
-        json!({"just_in_time": true}),
-    )
-    .await;
-    w.ticket("N-1", "acme-prod", "alice", "open").await;
+    w.jit_tickets_as(&["ubuntu", "deploy"], &[("N-1", "alice")])
+        .await;
     let alice = w.session("alice", 0).await;
     let asked = json!({"logins": ["ubuntu", "deploy"], "ttl_secs": 3600});
     let (s, v) = ask(&alice, "N-1", asked.clone()).await;

@@ -1030,9 +1030,13 @@ impl World {
     /// acme-prod approves support-l2 as ubuntu just in time, and each (ticket, engineer) of
     /// `tickets` is open on acme-prod.
     pub async fn jit_tickets(&self, tickets: &[(&str, &str)]) {
+        self.jit_tickets_as(&["ubuntu"], tickets).await;
+    }
+
+    /// [`World::jit_tickets`], support-l2 approved just in time as `logins`.
+    pub async fn jit_tickets_as(&self, logins: &[&str], tickets: &[(&str, &str)]) {
         let jit = json!({"just_in_time": true});
-        self.approve("acme-prod", "support-l2", &["ubuntu"], jit)
-            .await;
+        self.approve("acme-prod", "support-l2", logins, jit).await;
         for (ticket, engineer) in tickets {
             self.ticket(ticket, "acme-prod", engineer, "open").await;
         }
