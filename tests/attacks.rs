@@ -65,6 +65,45 @@ fn wait_file(path: &str) {
     }
 }
 
+/// Two sessions held open on node1 through `client()` (each touches `<tag>-<i>` there, then
+/// sleeps), then a third that must not run (`what` names it): the held ones and the third's
+/// output.
+fn two_held_and_a_third(
+    client: impl Fn() -> Command,
+    tag: &str,
+    what: &str,
+) -> (Vec<Child>, std::process::Output) {
+    let _ = std::fs::remove_file(format!("{tag}-third"));
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = client();
+        c.args(["node1.acme-prod", &format!("touch {tag}-{i}; sleep 8")]);
+        held.push(spawn(c));
+        wait_file(&format!("{tag}-{i}"));
+    }
+    let mut third = client();
+    third.args(["node1.acme-prod", &format!("touch {tag}-third")]);
+    let out = third.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        !Path::new(&format!("{tag}-third")).exists(),
+        "a third {what} ran"
+    );
+    (held, out)
+}
+
+/// The end of a [`two_held_and_a_third`]: the held sessions over, the control master stopped,
+/// the files on the node removed.
+fn release(held: Vec<Child>, mut master: Child, tag: &str) {
+    for mut h in held {
+        let _ = h.wait();
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+    for i in 0..2 {
+        let _ = std::fs::remove_file(format!("{tag}-{i}"));
+    }
+}
+
 // Channels per engineer session at the gateway are bounded.
 #[tokio::test]
 async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
@@ -72,7 +111,7 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
         .gateway("max_channels_per_session = 2\n")
         .await;
     // One connection (a ControlMaster), several sessions through it.
-    let (mut master, mux_opt) = control_master(home.path(), "node1.acme-prod");
+    let (master, mux_opt) = control_master(home.path(), "node1.acme-prod");
     // The sessions must go through the master: no fallback to a connection of their own.
     let mux_opt = mux_opt.as_str();
     let ssh_mux = || {
@@ -81,23 +120,9 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
         c
     };
     let tag = format!("/tmp/sp-at-chan-{}", std::process::id());
-    let _ = std::fs::remove_file(format!("{tag}-third"));
-    let mut held = Vec::new();
-    for i in 0..2 {
-        let mut c = ssh_mux();
-        c.args(["node1.acme-prod", &format!("touch {tag}-{i}; sleep 8")]);
-        held.push(spawn(c));
-        wait_file(&format!("{tag}-{i}"));
-    }
-    let mut third = ssh_mux();
-    third.args(["node1.acme-prod", &format!("touch {tag}-third")]);
-    let out = third.stdin(Stdio::null()).output().unwrap();
+    let (held, out) = two_held_and_a_third(ssh_mux, &tag, "channel");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("refused"), "{said}");
-    assert!(
-        !Path::new(&format!("{tag}-third")).exists(),
-        "a third channel ran"
-    );
     let e = w
         .wait_code("kind=channel_refused&ticket=SUP-1234", "too_many_channels")
         .await;
@@ -122,11 +147,7 @@ async fn one_session_cannot_open_unbounded_channels_at_the_gateway() {
         freed.is_some(),
         "the ended channels' slots were never freed"
     );
-    let _ = master.kill();
-    let _ = master.wait();
-    for i in 0..2 {
-        let _ = std::fs::remove_file(format!("{tag}-{i}"));
-    }
+    release(Vec::new(), master, &tag);
 }
 
 // Sessions through one engineer connection to the edge are bounded.
@@ -136,50 +157,24 @@ async fn one_edge_connection_cannot_open_unbounded_sessions() {
         .edge("max_forwards_per_connection = 2\n")
         .await;
     // One connection to the edge (a ControlMaster), each session a forward through it.
-    let (mut master, mux_opt) = control_master(home.path(), "sallyport-edge-acme-prod");
+    let (master, mux_opt) = control_master(home.path(), "sallyport-edge-acme-prod");
     let proxy = format!(
         "ProxyCommand=ssh -F {} -o BatchMode=yes -o {mux_opt} -o ProxyCommand=false -W %h:%p sallyport-edge-acme-prod",
         home.path().join("ssh_config").display()
     );
     let tag = format!("/tmp/sp-at-fwd-{}", std::process::id());
-    let _ = std::fs::remove_file(format!("{tag}-third"));
-    let mut held = Vec::new();
-    for i in 0..2 {
+    let through_master = || {
         let mut c = ssh_cmd(home.path());
-        c.args([
-            "-o",
-            &proxy,
-            "node1.acme-prod",
-            &format!("touch {tag}-{i}; sleep 8"),
-        ]);
-        held.push(spawn(c));
-        wait_file(&format!("{tag}-{i}"));
-    }
-    let mut third = ssh_cmd(home.path());
-    third.args([
-        "-o",
-        &proxy,
-        "node1.acme-prod",
-        &format!("touch {tag}-third"),
-    ]);
-    let out = third.stdin(Stdio::null()).output().unwrap();
+        c.args(["-o", &proxy]);
+        c
+    };
+    let (held, out) = two_held_and_a_third(through_master, &tag, "session");
     assert!(!out.status.success());
-    assert!(
-        !Path::new(&format!("{tag}-third")).exists(),
-        "a third session ran"
-    );
     let e = w
         .wait_code("kind=edge_refused&ticket=SUP-1234", "too_many_forwards")
         .await;
     assert_eq!(*field_of(&e, "limit"), 2, "{e:#?}");
-    for mut h in held {
-        let _ = h.wait();
-    }
-    let _ = master.kill();
-    let _ = master.wait();
-    for i in 0..2 {
-        let _ = std::fs::remove_file(format!("{tag}-{i}"));
-    }
+    release(held, master, &tag);
 }
 
 // A leaked API token can be listed and revoked; it stops working at once, and the revocation is
