@@ -757,6 +757,17 @@ async fn put_bytes(
     )
 }
 
+/// `PUT /v1/recordings/{session}` of `bytes` with the test metadata, as raw bytes.
+async fn upload(api: &Api, session: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    put_bytes(
+        api,
+        &format!("/v1/recordings/{session}?{META}"),
+        bytes,
+        OCTETS,
+    )
+    .await
+}
+
 /// GET raw bytes; returns (status, body, headers).
 async fn get_bytes(api: &Api, path: &str) -> (StatusCode, Vec<u8>, reqwest::header::HeaderMap) {
     let mut req = reqwest::Client::new().get(format!("{}{}", api.url, path));
@@ -827,13 +838,7 @@ async fn recordings_upload_once(storage: &str) {
 
     // Bytes that are not text, as a recording may hold.
     let bytes: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let (s, v) = put_bytes(
-        &gw.api,
-        &format!("/v1/recordings/sess-1?{META}"),
-        bytes.clone(),
-        OCTETS,
-    )
-    .await;
+    let (s, v) = upload(&gw.api, "sess-1", bytes.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let r: RecordingStored = read_as("a stored recording", v);
     assert!(r.stored);
@@ -869,33 +874,15 @@ async fn recordings_upload_once(storage: &str) {
     assert_eq!((cluster.as_str(), sha256), ("acme-prod", &sha));
 
     // The same bytes again: fine, once. Other bytes: refused.
-    let (s, v) = put_bytes(
-        &gw.api,
-        &format!("/v1/recordings/sess-1?{META}"),
-        bytes.clone(),
-        OCTETS,
-    )
-    .await;
+    let (s, v) = upload(&gw.api, "sess-1", bytes.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(!read_as::<RecordingStored>("a stored recording", v).stored);
     let mut changed = bytes.clone();
     changed[10] ^= 1;
-    let (s, v) = put_bytes(
-        &gw.api,
-        &format!("/v1/recordings/sess-1?{META}"),
-        changed,
-        OCTETS,
-    )
-    .await;
+    let (s, v) = upload(&gw.api, "sess-1", changed).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     // Another cluster's gateway cannot replace it either.
-    let (s, _) = put_bytes(
-        &other.api,
-        &format!("/v1/recordings/sess-1?{META}"),
-        b"other".to_vec(),
-        OCTETS,
-    )
-    .await;
+    let (s, _) = upload(&other.api, "sess-1", b"other".to_vec()).await;
     assert_eq!(s, StatusCode::CONFLICT);
     if on_disk {
         assert_eq!(std::fs::read(&file).unwrap(), bytes);
@@ -954,14 +941,7 @@ async fn recordings_upload_once(storage: &str) {
 
     // Only gateways upload; session ids are plain names, never paths.
     assert_eq!(
-        put_bytes(
-            &w.op,
-            &format!("/v1/recordings/sess-2?{META}"),
-            b"x".to_vec(),
-            OCTETS
-        )
-        .await
-        .0,
+        upload(&w.op, "sess-2", b"x".to_vec()).await.0,
         StatusCode::FORBIDDEN
     );
     let long = "a".repeat(65);
@@ -975,13 +955,7 @@ async fn recordings_upload_once(storage: &str) {
         "%2Fetc%2Fpasswd",
         long.as_str(),
     ] {
-        let (s, v) = put_bytes(
-            &gw.api,
-            &format!("/v1/recordings/{session}?{META}"),
-            b"evil".to_vec(),
-            OCTETS,
-        )
-        .await;
+        let (s, v) = upload(&gw.api, session, b"evil".to_vec()).await;
         assert!(
             s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
             "{session}: {s} {v}"
@@ -1020,13 +994,7 @@ async fn recordings_upload_once(storage: &str) {
     }
 
     // Too large: refused with 413, by its announced length and while streaming.
-    let (s, v) = put_bytes(
-        &gw.api,
-        &format!("/v1/recordings/sess-4?{META}"),
-        vec![0u8; 100_001],
-        OCTETS,
-    )
-    .await;
+    let (s, v) = upload(&gw.api, "sess-4", vec![0u8; 100_001]).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(error_of(&v).code, "too_large");
     let url = w.broker.url.clone();
@@ -1043,13 +1011,7 @@ async fn recordings_upload_once(storage: &str) {
     .unwrap();
     assert!(status.contains(" 413 "), "{status}");
     // Exactly the limit is fine.
-    let (s, v) = put_bytes(
-        &gw.api,
-        &format!("/v1/recordings/sess-6?{META}"),
-        vec![1u8; 100_000],
-        OCTETS,
-    )
-    .await;
+    let (s, v) = upload(&gw.api, "sess-6", vec![1u8; 100_000]).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     // Nothing else was written: no partial files, nothing outside the cluster's directory (on
