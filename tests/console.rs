@@ -1456,6 +1456,19 @@ async fn js(browser: &Browser, script: &str, args: Vec<Value>) -> Value {
     browser.client.execute_async(script, args).await.unwrap()
 }
 
+/// acme-boss starts a passkey login (password given), and the broker sends a challenge; what
+/// the page's script returned.
+async fn passkey_start_as_boss(browser: &Browser) -> Value {
+    let start = js(
+        browser,
+        PASSKEY_START,
+        vec![json!("acme-boss"), json!("acme-boss-password-1")],
+    )
+    .await;
+    assert_eq!(start["ok"], true, "{start}");
+    start
+}
+
 /// The `account_login_failed` events of `account`.
 async fn failures_of(w: &World, account: &str) -> Vec<AuditEntry> {
     let mut ev = w.audit("kind=account_login_failed").await;
@@ -1598,13 +1611,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
 
     // A replayed answer: the challenge worked once.
     log_out(&browser, base).await;
-    let start = js(
-        &browser,
-        PASSKEY_START,
-        vec![json!("acme-boss"), json!("acme-boss-password-1")],
-    )
-    .await;
-    assert_eq!(start["ok"], true, "{start}");
+    passkey_start_as_boss(&browser).await;
     let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
     assert_eq!(done["ok"], true, "{done}");
     let body = done["body"].clone();
@@ -1639,13 +1646,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
         .unwrap();
     log_out(&browser, base).await;
     let failures = failures_of(&w, "acme-boss").await.len();
-    let start = js(
-        &browser,
-        PASSKEY_START,
-        vec![json!("acme-boss"), json!("acme-boss-password-1")],
-    )
-    .await;
-    assert_eq!(start["ok"], true, "{start}");
+    passkey_start_as_boss(&browser).await;
     let done = js(&browser, PASSKEY_FINISH, vec![json!(anna_cred)]).await;
     assert_eq!(done["ok"], false, "{done}");
     assert!(
@@ -1677,13 +1678,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     }
     browser.goto(&format!("{base}/console/login")).await;
     browser.wait_for("Log in with a passkey").await;
-    let start = js(
-        &browser,
-        PASSKEY_START,
-        vec![json!("acme-boss"), json!("acme-boss-password-1")],
-    )
-    .await;
-    assert_eq!(start["ok"], true, "{start}");
+    passkey_start_as_boss(&browser).await;
     let done = js(&browser, PASSKEY_FINISH, vec![Value::Null]).await;
     assert_eq!(done["ok"], false, "{done}");
     assert!(
@@ -1700,13 +1695,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     // An expired challenge (its deadline moved into the past in the store).
     browser.goto(&format!("{base}/console/login")).await;
     browser.wait_for("Log in with a passkey").await;
-    let start = js(
-        &browser,
-        PASSKEY_START,
-        vec![json!("acme-boss"), json!("acme-boss-password-1")],
-    )
-    .await;
-    assert_eq!(start["ok"], true, "{start}");
+    let start = passkey_start_as_boss(&browser).await;
     {
         let mut db = w.store_db().await;
         let r = sqlx::query("UPDATE passkey_ceremonies SET expires_at = 0 WHERE id = $1")
@@ -1726,13 +1715,7 @@ async fn in_chromium_an_approver_adds_a_passkey_and_logs_in_with_it_and_attacks_
     assert_eq!(f, "passkey_challenge_expired");
 
     // A passkey removed (on another device's session) while its challenge was out: refused.
-    let start = js(
-        &browser,
-        PASSKEY_START,
-        vec![json!("acme-boss"), json!("acme-boss-password-1")],
-    )
-    .await;
-    assert_eq!(start["ok"], true, "{start}");
+    passkey_start_as_boss(&browser).await;
     let other = logged_in(&w, "acme-boss", &boss, 1).await;
     let page = other.get("/console/account").await;
     assert!(page.body.contains(">Work laptop<"), "{}", page.body);
