@@ -479,16 +479,11 @@ async fn a_second_certificate_from_one_approved_request_is_refused() {
 // both the start and the login are audited.
 #[tokio::test]
 async fn a_totp_secret_planted_in_clear_is_refused_after_a_restart() {
-    use support::broker::{Dir, World};
+    use support::broker::{Dir, World, plant_totp_in_clear};
     let mut w = World::start(Dir::File(vec![("bob", "bob-pw", vec!["support-l2"])])).await;
     use sqlx::Row;
     let mut db = w.store_db().await;
-    let planted = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
-    sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = 'bob'")
-        .bind(planted)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let planted = plant_totp_in_clear(&mut db, "bob").await;
     w.stop_broker();
     w.start_broker_again();
     let stored: String = sqlx::query("SELECT totp_secret FROM engineers WHERE uid = 'bob'")

@@ -1192,12 +1192,7 @@ async fn totp_secrets_are_sealed_in_the_database_and_bound_to_their_row() {
 
     // A secret planted in clear (someone who can write the database but not read the broker's
     // key) is refused, and audited.
-    let planted = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
-    sqlx::query("UPDATE engineers SET totp_secret = $1 WHERE uid = 'bob'")
-        .bind(planted)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let planted = plant_totp_in_clear(&mut db, "bob").await;
     let code = sallyport_broker::totp::code(planted, now()).unwrap();
     let (s, v) = w.login("bob", "bob-pw", &code).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
