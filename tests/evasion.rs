@@ -1062,3 +1062,204 @@ async fn an_sftp_server_under_an_unknown_wrapper_is_ended_before_it_serves() {
         "{failed:?}"
     );
 }
+
+/// Poll (every 100 ms, at most 30 s) until `done` holds; whether it did.
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// Send `signal` (`TERM`, `KILL`) to a local process and reap it.
+fn kill_with(child: &mut std::process::Child, signal: &str) {
+    let st = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{signal} {}", child.id());
+    child.wait().unwrap();
+}
+
+/// What runs on the node and must not outlive its client: the command, and the pattern
+/// (`pgrep -f`, anchored: the ssh client's own command line holds the command too) of the
+/// process that shows it runs. A pipeline `tail -f FILE | bash` also runs a line appended to
+/// FILE (the proof that it is live), which it would go on doing for anyone who can write FILE,
+/// with the line recorded only as what appended it.
+struct LeftRunning {
+    command: String,
+    pattern: String,
+    queue: Option<PathBuf>,
+}
+
+impl LeftRunning {
+    fn sleep(n: &str) -> LeftRunning {
+        LeftRunning {
+            command: format!("sleep {n}"),
+            pattern: format!("^sleep {n}$"),
+            queue: None,
+        }
+    }
+
+    fn pipeline(tag: &str) -> LeftRunning {
+        let queue = marker(&format!("queue-{tag}"));
+        std::fs::write(&queue, "").unwrap();
+        LeftRunning {
+            command: format!("sh -c 'tail -f {} | bash'", queue.display()),
+            pattern: format!("^tail -f {}$", queue.display()),
+            queue: Some(queue),
+        }
+    }
+
+    /// Wait until it runs on the node (and, for a pipeline, runs what is appended).
+    async fn started(&self, what: &str, s: &Setup) {
+        assert!(
+            eventually(|| running(&self.pattern)).await,
+            "{what}: never ran:\n{}",
+            s.b.gateway.log_text()
+        );
+        if let Some(queue) = &self.queue {
+            let m = marker(&format!("{what}-live"));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(queue)
+                .unwrap();
+            writeln!(f, "touch {}", m.display()).unwrap();
+            assert!(wait_file(&m), "{what}: the pipeline does not run its lines");
+            let _ = std::fs::remove_file(&m);
+        }
+    }
+
+    /// Wait until nothing of it runs on the node any more.
+    async fn ended(&self, what: &str, s: &Setup) {
+        assert!(
+            eventually(|| !running(&self.pattern)).await,
+            "{what}: `{}` still runs on the node after its client went:\n{}",
+            self.command,
+            s.b.gateway.log_text()
+        );
+        if let Some(queue) = &self.queue {
+            let _ = std::fs::remove_file(queue);
+        }
+    }
+}
+
+// An exec without a pty whose ssh client is killed (TERM or KILL): sshd lets such a program
+// run on when its channel closes. Through sallyport it is ended on the node, and so is a
+// pipeline that would run later lines appended to a file; with a pty too (regression).
+#[tokio::test]
+async fn a_program_whose_client_is_killed_is_ended_on_the_node_with_or_without_a_pty() {
+    let s = setup().await;
+    let pid = std::process::id();
+    let cases = [
+        (
+            "sleep-term",
+            false,
+            "TERM",
+            LeftRunning::sleep(&format!("781{pid}")),
+        ),
+        (
+            "sleep-kill",
+            false,
+            "KILL",
+            LeftRunning::sleep(&format!("782{pid}")),
+        ),
+        ("pipe-term", false, "TERM", LeftRunning::pipeline("term")),
+        ("pipe-kill", false, "KILL", LeftRunning::pipeline("kill")),
+        (
+            "pty-term",
+            true,
+            "TERM",
+            LeftRunning::sleep(&format!("783{pid}")),
+        ),
+        ("pty-pipe-kill", true, "KILL", LeftRunning::pipeline("pty")),
+    ];
+    for (what, pty, signal, program) in cases {
+        let mut cmd = Ssh::engineer(s.home.path()).command();
+        if pty {
+            cmd.arg("-tt");
+        }
+        let mut ssh = cmd
+            .arg("node1.acme-prod")
+            .arg(&program.command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        program.started(what, &s).await;
+        kill_with(&mut ssh, signal);
+        program.ended(what, &s).await;
+    }
+}
+
+// A channel closed by its client while the session goes on (a client multiplexed over a
+// ControlMaster connection, killed: the master closes its channel and keeps the connection):
+// its program is ended on the node, and the session still serves the next channel.
+#[tokio::test]
+async fn a_program_whose_channel_closes_in_a_live_session_is_ended_on_the_node() {
+    let s = setup().await;
+    let socket = PathBuf::from(format!("/tmp/sp-ev-mux-{}", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let control = format!("ControlPath={}", socket.display());
+    let mut master = Ssh::engineer(s.home.path())
+        .args([
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            &control,
+            "-N",
+            "node1.acme-prod",
+        ])
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(|| socket.exists()).await, "no control socket");
+    let pid = std::process::id();
+    let cases = [
+        ("mux-sleep", LeftRunning::sleep(&format!("784{pid}"))),
+        ("mux-pipe", LeftRunning::pipeline("mux")),
+    ];
+    for (what, program) in cases {
+        let mut client = Ssh::engineer(s.home.path())
+            .args(["-o", "ControlMaster=no", "-o", &control, "node1.acme-prod"])
+            .arg(&program.command)
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        program.started(what, &s).await;
+        kill_with(&mut client, "KILL");
+        program.ended(what, &s).await;
+        assert!(
+            master.try_wait().unwrap().is_none(),
+            "{what}: the session ended"
+        );
+    }
+    let out = Ssh::engineer(s.home.path())
+        .args([
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            &control,
+            "node1.acme-prod",
+            "echo still",
+        ])
+        .output();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "still\n",
+        "{}",
+        text(&out)
+    );
+    kill_with(&mut master, "TERM");
+}

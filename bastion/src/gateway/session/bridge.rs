@@ -5,18 +5,19 @@
 //! node never holds up another channel.
 //!
 //! Also here: the requests passed on to the node on a channel's behalf ([`NodeRequest`], the one
-//! way to send one and relay its answer), and what is left on the node when a session ends
-//! ([`end_on_node`]).
+//! way to send one and relay its answer), and how a channel's program is ended on the node
+//! ([`OnNode::end`]) whichever way its channel or its session ends ([`end_on_node`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use russh::server::Msg;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, Pty, Sig};
 use sallyport_audit::writers::GatewayKind;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 use super::super::node::NodeClient;
 use super::super::recorder::{ChannelRecorder, Event, RecordError};
@@ -25,13 +26,154 @@ use crate::spool::Spool;
 
 type NodeWrite = ChannelWriteHalf<russh::client::Msg>;
 
-/// A session channel on the node: whether the node has not closed it yet, and its write half.
-pub(super) type NodeChannel = (Arc<AtomicBool>, Arc<NodeWrite>);
+/// How long a program sent TERM has to exit before it is sent KILL.
+const TERM_GRACE: Duration = Duration::from_secs(1);
+
+/// What a channel runs on the node, as far as ending it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Running {
+    /// No program was asked for (yet).
+    Nothing = 0,
+    /// A shell or an exec: sshd signals its process group.
+    Program = 1,
+    /// A subsystem: sshd refuses to signal one; it ends when its channel closes.
+    Subsystem = 2,
+}
+
+/// What ending a channel still open on the node takes (pure: [`ending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// The node closed it already: nothing.
+    Nothing,
+    /// Nothing runs in it that a signal reaches (no program, a subsystem, or a program that
+    /// exited): it is closed.
+    Close,
+    /// Its program runs: TERM, KILL if it has not exited a second later, then it is closed.
+    /// Closing alone would not do: OpenSSH's sshd lets a program without a pty run on when its
+    /// channel closes (only a pty is cleaned up then).
+    Signal,
+}
+
+/// How to end a channel, from what it runs and what the node said of it (pure).
+pub(super) fn ending(running: Running, exited: bool, closed_by_node: bool) -> Ending {
+    match (running, exited, closed_by_node) {
+        (_, _, true) => Ending::Nothing,
+        (Running::Program, false, false) => Ending::Signal,
+        (Running::Program, true, false) | (Running::Nothing | Running::Subsystem, _, false) => {
+            Ending::Close
+        }
+    }
+}
+
+/// A session channel on the node, as what ends it sees it: its write half and what the node
+/// said of it. Shared by the channel's two tasks, its requests and the session.
+pub(super) struct OnNode {
+    pub write: Arc<NodeWrite>,
+    /// A [`Running`], set when the program request is sent.
+    running: AtomicU8,
+    /// The program ended: the node sent its exit status or signal.
+    exited: AtomicBool,
+    /// The node closed the channel (or the connection to the node is gone).
+    closed: AtomicBool,
+    /// Woken when the program exits or the node closes the channel.
+    changed: Notify,
+    /// Held while the channel is being ended; `true` once it was.
+    ended: tokio::sync::Mutex<bool>,
+}
+
+impl OnNode {
+    fn new(write: Arc<NodeWrite>) -> OnNode {
+        OnNode {
+            write,
+            running: AtomicU8::new(Running::Nothing as u8),
+            exited: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            changed: Notify::new(),
+            ended: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    fn running(&self) -> Running {
+        match self.running.load(Ordering::SeqCst) {
+            1 => Running::Program,
+            2 => Running::Subsystem,
+            _ => Running::Nothing,
+        }
+    }
+
+    /// The node still holds the channel open.
+    pub fn open(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst)
+    }
+
+    fn ending(&self) -> Ending {
+        ending(
+            self.running(),
+            self.exited.load(Ordering::SeqCst),
+            self.closed.load(Ordering::SeqCst),
+        )
+    }
+
+    fn exited(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the program stopped running (it exited, or its channel closed) within `wait`.
+    async fn stops_within(&self, wait: Duration) -> bool {
+        let stopped = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.ending() != Ending::Signal {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(wait, stopped).await.is_ok()
+    }
+
+    /// End the channel on the node, once, whichever way it ends (the engineer closed it, their
+    /// connection dropped, it could not be recorded, the session ended): nothing it started may
+    /// run on unattended. Its program, while it runs, is sent TERM, then KILL if it has not
+    /// exited a second later (sshd signals the program's process group, with or without a pty);
+    /// then the channel is closed. A program that exited is never signalled. A second call
+    /// waits for the first to finish.
+    pub async fn end(&self) {
+        let mut ended = self.ended.lock().await;
+        if *ended {
+            return;
+        }
+        if self.ending() == Ending::Signal {
+            let _ = self.write.signal(Sig::TERM).await;
+            if !self.stops_within(TERM_GRACE).await {
+                let _ = self.write.signal(Sig::KILL).await;
+            }
+        }
+        if self.ending() != Ending::Nothing {
+            let _ = self.write.close().await;
+        }
+        *ended = true;
+    }
+
+    /// [`OnNode::end`] in a task of its own.
+    pub fn end_soon(self: &Arc<Self>) {
+        let node = self.clone();
+        crate::spawn_in_span(async move { node.end().await });
+    }
+}
 
 /// A channel of the session as its requests see it: the node's side and the recorder.
 pub(super) struct Up {
     /// Shared with the task that carries the engineer's data to the node.
-    pub write: Arc<NodeWrite>,
+    pub node: Arc<OnNode>,
     pub rec: Arc<ChannelRecorder>,
     /// The node's answers to our want-reply requests, in order (shared with a request that
     /// waits for an observer).
@@ -91,7 +233,15 @@ impl NodeRequest {
         }
     }
 
-    pub async fn send(&self, write: &NodeWrite) -> Result<(), russh::Error> {
+    pub async fn send(&self, node: &OnNode) -> Result<(), russh::Error> {
+        let write = &node.write;
+        if let NodeRequest::Program(program) = self {
+            let running = match program {
+                Program::Shell | Program::Exec(_) => Running::Program,
+                Program::Subsystem(_) => Running::Subsystem,
+            };
+            node.running.store(running as u8, Ordering::SeqCst);
+        }
         match self {
             NodeRequest::Pty {
                 term,
@@ -146,23 +296,22 @@ pub(super) struct Bridged {
 }
 
 /// Join the engineer's session channel to the node's: start the two tasks that carry its data,
-/// and return how the session's requests reach the node's side.
+/// and return how the session's requests reach the node's side, and the node's side itself.
 pub(super) fn start(
     channel: Channel<Msg>,
     node_channel: Channel<russh::client::Msg>,
     to_engineer: russh::server::Handle,
     b: Bridged,
-) -> (Up, NodeChannel) {
+) -> (Up, Arc<OnNode>) {
     let id = channel.id();
     let (read, write) = node_channel.split();
-    let write = Arc::new(write);
+    let node = Arc::new(OnNode::new(Arc::new(write)));
     let (tx, rx) = mpsc::unbounded_channel();
     let reply_direct = Arc::new(AtomicBool::new(false));
-    let open_on_node = Arc::new(AtomicBool::new(true));
     let (from_engineer, _) = channel.split();
     crate::spawn_in_span(engineer_to_node(
         from_engineer,
-        write.clone(),
+        node.clone(),
         to_engineer.clone(),
         id,
         b.rec.clone(),
@@ -170,37 +319,38 @@ pub(super) fn start(
         b.fields.clone(),
     ));
     let up = Up {
-        write: write.clone(),
+        node: node.clone(),
         rec: b.rec.clone(),
         replies: Arc::new(tokio::sync::Mutex::new(rx)),
         reply_direct: reply_direct.clone(),
     };
     let back = NodeToEngineer {
         read,
-        write: write.clone(),
+        node: node.clone(),
         to_engineer,
         id,
         replies: tx,
         reply_direct,
-        open_on_node: open_on_node.clone(),
         b,
     };
     crate::spawn_in_span(back.run());
-    (up, (open_on_node, write))
+    (up, node)
 }
 
 /// Engineer -> node: a task of its own reads the engineer's channel, so the connection's loop
 /// never waits on the node (with russh's window following consumption, the engineer can send no
-/// more than the window ahead of what reached the node).
+/// more than the window ahead of what reached the node). When the engineer's side of the channel
+/// ends (they closed it, or their connection is gone), the channel is ended on the node.
 async fn engineer_to_node(
     mut from_engineer: russh::ChannelReadHalf,
-    write: Arc<NodeWrite>,
+    node: Arc<OnNode>,
     to_engineer: russh::server::Handle,
     id: ChannelId,
     rec: Arc<ChannelRecorder>,
     spool: Arc<Spool<GatewayKind>>,
     fields: Fields,
 ) {
+    let write = &node.write;
     while let Some(msg) = from_engineer.wait().await {
         let (data, eof) = match msg {
             ChannelMsg::Data { data } => (Some(data), false),
@@ -208,10 +358,7 @@ async fn engineer_to_node(
             // Nothing a client sends as extended data is input a node should see: not passed
             // on, so it cannot bypass the recording.
             ChannelMsg::ExtendedData { .. } => continue,
-            ChannelMsg::Close => {
-                let _ = write.close().await;
-                break;
-            }
+            ChannelMsg::Close => break,
             _ => continue,
         };
         // What the bytes hold (an entered line, a line read by an interpreter, an sftp request;
@@ -238,7 +385,6 @@ async fn engineer_to_node(
         };
         if let Err(message) = recorded {
             let _ = to_engineer.extended_data(id, 1, message.into_bytes()).await;
-            let _ = write.close().await;
             let _ = to_engineer.close(id).await;
             break;
         }
@@ -250,37 +396,47 @@ async fn engineer_to_node(
             break;
         }
     }
+    node.end().await;
 }
 
 /// Node -> engineer, with the recording of what the node sends.
 struct NodeToEngineer {
     read: russh::ChannelReadHalf,
-    write: Arc<NodeWrite>,
+    node: Arc<OnNode>,
     to_engineer: russh::server::Handle,
     id: ChannelId,
     replies: mpsc::UnboundedSender<bool>,
     reply_direct: Arc<AtomicBool>,
-    open_on_node: Arc<AtomicBool>,
     b: Bridged,
 }
 
 impl NodeToEngineer {
+    /// Until the node closes the channel. Once the engineer can no longer hear from it (their
+    /// side is gone, or the channel can no longer be recorded), the channel is ended on the
+    /// node, and what the node still sends is read (for whether its program exited) but neither
+    /// passed on nor recorded.
     async fn run(mut self) {
         let (id, handle) = (self.id, &self.to_engineer);
         let (spool, fields, rec) = (&self.b.spool, &self.b.fields, &self.b.rec);
+        let mut heard = true;
         while let Some(msg) = self.read.wait().await {
             let (data, ext) = match msg {
                 ChannelMsg::Data { data } => (data, None),
                 ChannelMsg::ExtendedData { data, ext } => (data, Some(ext)),
                 ChannelMsg::Eof => {
-                    let _ = handle.eof(id).await;
+                    if heard {
+                        let _ = handle.eof(id).await;
+                    }
                     continue;
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
+                    self.node.exited();
                     let mut d = fields.value();
                     d["exit_status"] = json!(exit_status);
                     let _ = spool.append(GatewayKind::ChannelExit, d).await;
-                    let _ = handle.exit_status_request(id, exit_status).await;
+                    if heard {
+                        let _ = handle.exit_status_request(id, exit_status).await;
+                    }
                     continue;
                 }
                 ChannelMsg::ExitSignal {
@@ -289,12 +445,21 @@ impl NodeToEngineer {
                     error_message,
                     lang_tag,
                 } => {
+                    self.node.exited();
                     let mut d = fields.value();
                     d["exit_signal"] = json!(format!("{signal_name:?}"));
                     let _ = spool.append(GatewayKind::ChannelExit, d).await;
-                    let _ = handle
-                        .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-                        .await;
+                    if heard {
+                        let _ = handle
+                            .exit_signal_request(
+                                id,
+                                signal_name,
+                                core_dumped,
+                                error_message,
+                                lang_tag,
+                            )
+                            .await;
+                    }
                     continue;
                 }
                 ChannelMsg::Success | ChannelMsg::Failure => {
@@ -309,6 +474,9 @@ impl NodeToEngineer {
                 ChannelMsg::Close => break,
                 _ => continue,
             };
+            if !heard {
+                continue;
+            }
             let output = if unrecorded() {
                 Ok(Vec::new())
             } else {
@@ -326,8 +494,9 @@ impl NodeToEngineer {
                     let _ = handle
                         .extended_data(id, 1, unrecordable_channel(&e).into_bytes())
                         .await;
-                    let _ = self.write.close().await;
-                    break;
+                    heard = false;
+                    self.node.end_soon();
+                    continue;
                 }
             }
             let sent = match ext {
@@ -335,10 +504,11 @@ impl NodeToEngineer {
                 Some(ext) => handle.extended_data(id, ext, data).await,
             };
             if sent.is_err() {
-                break;
+                heard = false;
+                self.node.end_soon();
             }
         }
-        self.open_on_node.store(false, Ordering::Relaxed);
+        self.node.closed();
         match rec.finish() {
             Ok((events, file)) => {
                 let _ = record(spool, fields, events).await;
@@ -358,33 +528,19 @@ impl NodeToEngineer {
 }
 
 /// The session has ended (the engineer left, it was terminated, its certificate expired or
-/// was revoked, the gateway stops): nothing it started may keep running on the node unattended.
-/// Each program still running in one of its channels is sent TERM, then KILL a second later
-/// (OpenSSH's sshd signals the program's process group; a subsystem such as sftp-server ends
-/// when its channel closes), its channel is closed, and the connection to the node ends. The
-/// channels' recordings are finished as their node side closes.
+/// was revoked, the gateway stops): each of its channels still open on the node is ended there
+/// ([`OnNode::end`]: a program still running is sent TERM, then KILL a second later, and the
+/// channel is closed), all at once, and then the connection to the node ends. The channels'
+/// recordings are finished as their node side closes.
 pub(super) async fn end_on_node(
-    chans: Vec<NodeChannel>,
+    chans: Vec<Arc<OnNode>>,
     upstream: russh::client::Handle<NodeClient>,
 ) {
-    let running = |chans: &[NodeChannel]| -> Vec<Arc<NodeWrite>> {
-        chans
-            .iter()
-            .filter(|(open, _)| open.load(Ordering::Relaxed))
-            .map(|(_, w)| w.clone())
-            .collect()
-    };
-    let first = running(&chans);
-    for w in &first {
-        let _ = w.signal(Sig::TERM).await;
+    let mut ending = tokio::task::JoinSet::new();
+    for node in chans {
+        ending.spawn(async move { node.end().await }.in_current_span());
     }
-    if !first.is_empty() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    for w in running(&chans) {
-        let _ = w.signal(Sig::KILL).await;
-        let _ = w.close().await;
-    }
+    while ending.join_next().await.is_some() {}
     let _ = upstream
         .disconnect(russh::Disconnect::ByApplication, "the session ended", "en")
         .await;

@@ -37,7 +37,7 @@ use super::Gateway;
 use super::node::{self, NodeClient};
 use super::recorder::{ChannelRecorder, RecordError};
 use bridge::unrecordable_channel;
-use bridge::{NodeChannel, NodeRequest, UNRECORDABLE, Up};
+use bridge::{NodeRequest, OnNode, UNRECORDABLE, Up};
 
 /// How long a session told to end (the gateway stops) may take to close its connection.
 const END_WAIT: Duration = Duration::from_secs(5);
@@ -55,9 +55,10 @@ pub struct EngineerSession {
     login: String,
     upstream: Option<russh::client::Handle<NodeClient>>,
     chans: HashMap<ChannelId, Up>,
-    /// Every session channel opened on the node, and whether the node still holds it open
-    /// (kept after the engineer closes theirs: what still runs there is ended with the session).
-    node_chans: Vec<NodeChannel>,
+    /// Every session channel opened on the node that the node still holds open (kept after the
+    /// engineer closes theirs, until it is ended there: what still runs is ended with the
+    /// session).
+    node_chans: Vec<Arc<OnNode>>,
     /// Set when the session ends, for the tasks that watch it.
     closed: Arc<AtomicBool>,
     /// Channels open in this session (sessions and forwards).
@@ -290,7 +291,7 @@ impl EngineerSession {
         )
         .await;
         if let Some(up) = self.chans.remove(&channel) {
-            let _ = up.write.close().await;
+            up.node.end_soon();
         }
         session.extended_data(channel, 1, unrecordable_channel(e).into_bytes())?;
         session.exit_status_request(channel, 1)?;
@@ -307,7 +308,7 @@ impl EngineerSession {
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         let sent = match self.chans.get(&channel) {
-            Some(up) => request.send(&up.write).await.is_ok(),
+            Some(up) => request.send(&up.node).await.is_ok(),
             None => false,
         };
         if !request.wants_reply() {
@@ -368,13 +369,12 @@ impl EngineerSession {
         };
         let (up, on_node) = bridge::start(channel, node_channel, session.handle(), bridged);
         self.chans.insert(id, up);
-        self.node_chans
-            .retain(|(open, _)| open.load(Ordering::Relaxed));
+        self.node_chans.retain(|node| node.open());
         self.node_chans.push(on_node);
     }
 
     /// The engineer closed a channel. Their Close also reaches the channel's bridge, which
-    /// closes the node's side after the data before it.
+    /// ends the node's side after the data before it (and the program, if it still runs).
     fn channel_closed(&mut self, channel: ChannelId) {
         self.chans.remove(&channel);
     }

@@ -339,7 +339,7 @@ impl EngineerSession {
             return Ok(());
         };
         session.extended_data(channel, 1, WAITING_FOR_OBSERVER.as_bytes().to_vec())?;
-        let (write, reply_direct) = (up.write.clone(), up.reply_direct.clone());
+        let (node, reply_direct) = (up.node.clone(), up.reply_direct.clone());
         let (gw, sid, released) = (self.gw.clone(), self.sid.clone(), self.released.clone());
         let handle = session.handle();
         let fields = self.fields(json!({"channel": channel_num(channel)}));
@@ -390,7 +390,7 @@ impl EngineerSession {
             }
             reply_direct.store(true, SeqCst);
             let request = NodeRequest::Program(program);
-            if request.send(&write).await.is_err() && reply_direct.swap(false, SeqCst) {
+            if request.send(&node).await.is_err() && reply_direct.swap(false, SeqCst) {
                 bridge::answer(&handle, channel, false).await;
             }
         });

@@ -214,3 +214,30 @@ fn a_policy_refusal_is_audited_with_its_codes_and_what_it_was_about() {
         "sallyport: only in business hours\r\nsallyport: no sudo here\r\n"
     );
 }
+
+#[test]
+fn a_channel_is_ended_by_signals_only_while_its_program_runs() {
+    use super::bridge::{Ending, Running, ending};
+    // (what runs, the program exited, the node closed the channel) -> how it is ended
+    let cases = [
+        (Running::Program, false, false, Ending::Signal),
+        // An exited program is never signalled (sshd has forgotten its process group).
+        (Running::Program, true, false, Ending::Close),
+        (Running::Program, true, true, Ending::Nothing),
+        (Running::Program, false, true, Ending::Nothing),
+        // sshd refuses to signal a subsystem: it ends when its channel closes.
+        (Running::Subsystem, false, false, Ending::Close),
+        (Running::Subsystem, true, false, Ending::Close),
+        (Running::Subsystem, false, true, Ending::Nothing),
+        // Nothing asked for: nothing to signal.
+        (Running::Nothing, false, false, Ending::Close),
+        (Running::Nothing, false, true, Ending::Nothing),
+    ];
+    for (running, exited, closed, want) in cases {
+        assert_eq!(
+            ending(running, exited, closed),
+            want,
+            "{running:?} exited={exited} closed={closed}"
+        );
+    }
+}
