@@ -587,8 +587,10 @@ async fn five_thousand_records_queued_in_a_broker_outage_all_arrive() {
             s.w.reviewer
                 .get("/v1/audit/events?kind=command&ticket=SUP-1234&limit=10000")
                 .await;
+        // Lines, not the partial ones a chunk ending inside a line reports ahead of them.
         let n = if st.is_success() {
-            read_as::<AuditEvents>("an audit page", v).events.len()
+            let page = read_as::<AuditEvents>("an audit page", v);
+            page.events.iter().filter(|e| !is_partial(e)).count()
         } else {
             0
         };
@@ -999,7 +1001,7 @@ async fn a_line_longer_than_an_event_comes_in_pieces_and_none_is_lost() {
         s.w.audit(&format!("kind=command&session={session}&limit=100"))
             .await
             .into_iter()
-            .filter(|e| opt_str(e, "via") == Some("stdin"))
+            .filter(|e| opt_str(e, "via") == Some("stdin") && !is_partial(e))
             .collect();
     // The pieces, in order, are the line.
     let mut parts: Vec<(u64, String)> = pieces
@@ -1073,6 +1075,16 @@ async fn eventually(done: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     done()
+}
+
+/// An ssh client that does not outlive its test, even a failed one.
+struct Client(std::process::Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Send `signal` (`TERM`, `KILL`) to a local process and reap it.
@@ -1190,9 +1202,10 @@ async fn a_program_whose_client_is_killed_is_ended_on_the_node_with_or_without_a
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Client)
             .unwrap();
         program.started(what, &s).await;
-        kill_with(&mut ssh, signal);
+        kill_with(&mut ssh.0, signal);
         program.ended(what, &s).await;
     }
 }
@@ -1220,6 +1233,7 @@ async fn a_program_whose_channel_closes_in_a_live_session_is_ended_on_the_node()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Client)
         .unwrap();
     assert!(eventually(|| socket.exists()).await, "no control socket");
     let pid = std::process::id();
@@ -1236,12 +1250,13 @@ async fn a_program_whose_channel_closes_in_a_live_session_is_ended_on_the_node()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Client)
             .unwrap();
         program.started(what, &s).await;
-        kill_with(&mut client, "KILL");
+        kill_with(&mut client.0, "KILL");
         program.ended(what, &s).await;
         assert!(
-            master.try_wait().unwrap().is_none(),
+            master.0.try_wait().unwrap().is_none(),
             "{what}: the session ended"
         );
     }
@@ -1261,5 +1276,68 @@ async fn a_program_whose_channel_closes_in_a_live_session_is_ended_on_the_node()
         "{}",
         text(&out)
     );
-    kill_with(&mut master, "TERM");
+    kill_with(&mut master.0, "TERM");
+}
+
+/// A `command` event that reports bytes of a line ahead of it (the line comes whole later).
+fn is_partial(e: &AuditEntry) -> bool {
+    *field_of(e, "partial") == true
+}
+
+// The last line an interpreter reads without its newline, through an inner pipe that ends
+// there (`head -c N | bash`): bash runs it at once, long before the channel's EOF or end. Its
+// command is in the audit log while the channel is still open, as a partial line; once the
+// line is complete (here at EOF) it is one command, which says it continues the partial one.
+#[tokio::test]
+async fn a_last_line_without_its_newline_is_a_command_before_it_runs() {
+    let s = setup().await;
+    let m = marker("unterminated");
+    let line = format!("touch {}", m.display());
+    let mut ssh = Ssh::engineer(s.home.path())
+        .command()
+        .arg("node1.acme-prod")
+        .arg(format!("head -c {} | bash; sleep 120", line.len()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Client)
+        .unwrap();
+    let mut stdin = ssh.0.stdin.take().unwrap();
+    // No newline, and no EOF: the channel stays open.
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    assert!(wait_file(&m), "bash did not run the line");
+    let _ = std::fs::remove_file(&m);
+    let name = m.file_name().unwrap().to_str().unwrap();
+    let found = commands_naming(&s.w, name).await;
+    assert!(
+        !found.is_empty(),
+        "the line ran with no command event while its channel is open"
+    );
+    let ahead = &found[0];
+    assert!(is_partial(ahead), "{ahead:?}");
+    assert_eq!(field_str(ahead, "via"), "stdin");
+    assert_eq!(ahead.command.as_deref(), Some(line.as_str()));
+    // EOF completes the line: one command, continuing the partial one.
+    drop(stdin);
+    let session = ahead.session.clone().unwrap();
+    let start = Instant::now();
+    let whole = loop {
+        let lines: Vec<AuditEntry> =
+            s.w.audit(&format!("kind=command&session={session}&limit=100"))
+                .await
+                .into_iter()
+                .filter(|e| opt_str(e, "via") == Some("stdin") && !is_partial(e))
+                .collect();
+        if !lines.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(whole.len(), 1, "{whole:#?}");
+    assert_eq!(whole[0].command.as_deref(), Some(line.as_str()));
+    assert_eq!(*field_of(&whole[0], "continues_partial"), true, "{whole:?}");
+    // The program left running is ended with its client.
+    kill_with(&mut ssh.0, "TERM");
 }

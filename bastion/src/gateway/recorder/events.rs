@@ -77,6 +77,13 @@ pub(super) fn stdin_events(lines: Vec<StdinLine>) -> Vec<Event> {
                     v["line_sha256"] = json!(l.sha256);
                 }
             }
+            // An unterminated line's bytes reported ahead, and the line that continues them.
+            if l.partial {
+                v["partial"] = json!(true);
+            }
+            if l.after_partial {
+                v["continues_partial"] = json!(true);
+            }
             (GatewayKind::Command, v)
         })
         .collect()

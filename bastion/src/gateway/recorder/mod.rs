@@ -422,9 +422,13 @@ impl ChannelRecorder {
                     let line = (!kept.is_empty())
                         .then(|| writer.input(t, kept, true))
                         .flatten();
+                    // The lines the chunk completes, then what it leaves of the next one.
                     let commands: Vec<StdinLine> = lines
                         .as_mut()
-                        .map(|l| l.feed(bytes).into_iter().map(|e| e.line).collect())
+                        .map(|l| {
+                            let ends = l.feed(bytes).into_iter().map(|e| e.line);
+                            ends.chain(l.partial()).collect()
+                        })
                         .unwrap_or_default();
                     Self::write(inner, path, &line.into_iter().collect::<Vec<_>>());
                     stdin_events(commands)

@@ -253,18 +253,32 @@ fn an_interpreters_stdin_lines_are_commands_and_streams_are_capped_with_digests(
     let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 16)
         .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash -s", true).unwrap();
-    let mut commands = Vec::new();
+    let (mut commands, mut ahead) = (Vec::new(), Vec::new());
     for chunk in [&b"echo o"[..], b"ne\r\necho two\nech", b"o three"] {
         for (kind, v) in rec.input(chunk).unwrap() {
             assert_eq!(kind, GatewayKind::Command);
             assert_eq!(v["via"], "stdin");
-            commands.push(v["command"].as_str().unwrap().to_string());
+            let text = v["command"].as_str().unwrap().to_string();
+            // A chunk's unterminated rest is reported ahead, as a partial line.
+            if v["partial"] == true {
+                ahead.push(text);
+            } else {
+                commands.push((text, v["continues_partial"] == true));
+            }
         }
     }
-    assert_eq!(commands, ["echo one", "echo two"]);
+    assert_eq!(
+        commands,
+        [
+            ("echo one".to_string(), true),
+            ("echo two".to_string(), false)
+        ]
+    );
+    assert_eq!(ahead, ["echo o", "ech", "o three"]);
     // The last line, without its newline, is read at EOF.
     let last = rec.input_eof().unwrap();
     assert_eq!(last[0].1["command"], "echo three");
+    assert_eq!(last[0].1["continues_partial"], true);
     rec.output(&[b'x'; 40]).unwrap();
     let (events, file) = rec.finish().unwrap();
     let (kind, v) = &events[0];
@@ -425,9 +439,9 @@ fn a_quiet_pty_channel_closes_its_file_and_records_every_event_in_order_after() 
 
 #[test]
 fn a_last_line_without_newline_is_a_command_when_the_channel_ends_without_eof() {
-    let commands = |evs: &[Event]| -> Vec<String> {
+    let commands = |evs: &[Event], partial: bool| -> Vec<String> {
         evs.iter()
-            .filter(|(k, _)| *k == GatewayKind::Command)
+            .filter(|(k, v)| *k == GatewayKind::Command && (v["partial"] == true) == partial)
             .filter_map(|(_, v)| v["command"].as_str().map(str::to_string))
             .collect()
     };
@@ -435,11 +449,14 @@ fn a_last_line_without_newline_is_a_command_when_the_channel_ends_without_eof() 
     let rec = ChannelRecorder::new(dir.path(), "s-1", 0, 1 << 20)
         .sealing_to(Some(test_key().seal_key().clone()));
     rec.start_stream("bash", true).unwrap();
-    let mut seen = commands(&rec.input(b"echo hi\ntouch /tmp/M").unwrap());
+    let evs = rec.input(b"echo hi\ntouch /tmp/M").unwrap();
+    // The rest is reported ahead, before it reaches the node.
+    assert_eq!(commands(&evs, true), ["touch /tmp/M"]);
+    let mut seen = commands(&evs, false);
     assert_eq!(seen, ["echo hi"]);
     // No EOF: the connection dropped.
     let (evs, _) = rec.finish().unwrap();
-    seen.extend(commands(&evs));
+    seen.extend(commands(&evs, false));
     assert_eq!(seen, ["echo hi", "touch /tmp/M"]);
     // And the channel's totals still close it.
     assert!(

@@ -81,9 +81,11 @@
 //! a `\r` before a `\n` is dropped), lossy UTF-8; a line longer than [`MAX_LINE_BYTES`] comes in
 //! pieces of that size, each as soon as it is complete (before its bytes reach the node), the
 //! last with the line's length and the SHA-256 of all its bytes: no byte an interpreter reads is
-//! left out of the audit log, however long its line. A program that runs text at another
-//! separator (`awk -v RS=';'`) has it in a command at the next newline or NUL, at EOF, or when
-//! the channel ends: recorded, but after it ran.
+//! left out of the audit log, however long its line. A chunk that ends inside a line has the
+//! bytes of it that the chunk brought reported ahead, as a partial line
+//! ([`StdinLines::partial`]), before the chunk reaches the node: an interpreter may run them
+//! before the newline comes (`head -c N | bash`), and so may a program that runs text at another
+//! separator (`awk -v RS=';'`), which has it in the line or the partial line that holds it.
 //!
 //! Here, [`classify`]; in `lex`, the command line split into simple commands; in `options`, a
 //! program's options; in `wrappers`, a simple command looked through to its program; in

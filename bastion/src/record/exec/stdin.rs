@@ -1,4 +1,5 @@
-//! An interpreter's stdin cut into lines, across chunks, each kept up to a bound.
+//! An interpreter's stdin cut into lines, across chunks, each kept up to a bound; and the
+//! unterminated rest a chunk leaves, reported before the chunk goes on.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -13,6 +14,12 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// so that every byte the interpreter will run is in a command before it reaches the node, and
 /// memory stays bounded however long the line; the last piece (`more` false) has the whole
 /// line's length and SHA-256.
+///
+/// A chunk that ends inside a line has that line's bytes so far reported as a partial line
+/// ([`StdinLines::partial`]): an interpreter may run them before the line completes (`head -c N
+/// | bash` ends its input there). The line, once complete, still comes whole (or in pieces),
+/// saying that it continues partial ones: each byte is in a partial line before it reaches the
+/// node, and the line is one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StdinLine {
     /// The text, without the line's `\n` (nor a `\r` before it), lossy UTF-8 (a piece ends on
@@ -27,6 +34,11 @@ pub struct StdinLine {
     pub bytes: u64,
     /// For the last piece of a line in pieces, the SHA-256 (hex) of all its bytes.
     pub sha256: Option<String>,
+    /// Bytes of a line not complete yet, reported ahead (not a line of its own): the ones a
+    /// chunk brought since the line's last report.
+    pub partial: bool,
+    /// Some of this text was reported ahead in partial lines.
+    pub after_partial: bool,
 }
 
 /// A line (or a piece of one) completed by a chunk.
@@ -57,6 +69,8 @@ pub struct StdinLines {
     cr: bool,
     /// Something (even an empty segment before a `\r`) was fed since the last line.
     started: bool,
+    /// Bytes at the start of `buf` already reported in partial lines.
+    ahead: usize,
 }
 
 impl StdinLines {
@@ -94,6 +108,26 @@ impl StdinLines {
             ends.extend(self.pieces.drain(..).map(|line| LineEnd { end, line }));
         }
         ends
+    }
+
+    /// The bytes of the current line the last chunk brought and no report holds yet, as a
+    /// partial line: to be written before that chunk goes on. `None` when the chunk ended at
+    /// the end of a line (or brought nothing of the next).
+    pub fn partial(&mut self) -> Option<StdinLine> {
+        if self.buf.len() <= self.ahead {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&self.buf[self.ahead..]).into_owned();
+        self.ahead = self.buf.len();
+        Some(StdinLine {
+            text,
+            part: 0,
+            more: true,
+            bytes: self.len,
+            sha256: None,
+            partial: true,
+            after_partial: false,
+        })
     }
 
     /// The channel's input ended: the last line, if it had no `\n`.
@@ -146,17 +180,24 @@ impl StdinLines {
         self.sha.get_or_insert_with(Sha256::new).update(&piece);
         self.part += 1;
         self.reported += piece.len() as u64;
+        // Bytes reported ahead: this piece continues partial lines; those the rest still holds,
+        // the next report does.
+        let after_partial = self.ahead > 0;
+        self.ahead = self.ahead.saturating_sub(cut);
         self.pieces.push(StdinLine {
             text: String::from_utf8_lossy(&piece).into_owned(),
             part: self.part,
             more: true,
             bytes: self.reported,
             sha256: None,
+            partial: false,
+            after_partial,
         });
     }
 
     fn take(&mut self) -> StdinLine {
         let text = String::from_utf8_lossy(&self.buf).into_owned();
+        let after_partial = self.ahead > 0;
         let line = match self.sha.take() {
             None => StdinLine {
                 text,
@@ -164,6 +205,8 @@ impl StdinLines {
                 more: false,
                 bytes: self.len,
                 sha256: None,
+                partial: false,
+                after_partial,
             },
             Some(mut sha) => {
                 sha.update(&self.buf);
@@ -173,6 +216,8 @@ impl StdinLines {
                     more: false,
                     bytes: self.len,
                     sha256: Some(hex::encode(sha.finalize())),
+                    partial: false,
+                    after_partial,
                 }
             }
         };
@@ -181,6 +226,7 @@ impl StdinLines {
         self.reported = 0;
         self.part = 0;
         self.started = false;
+        self.ahead = 0;
         line
     }
 }

@@ -380,6 +380,8 @@ fn line(text: &str) -> StdinLine {
         more: false,
         bytes: text.len() as u64,
         sha256: None,
+        partial: false,
+        after_partial: false,
     }
 }
 
@@ -421,6 +423,8 @@ fn lines_cases() -> Vec<LinesCase> {
         more: true,
         bytes: MAX_LINE_BYTES as u64,
         sha256: None,
+        partial: false,
+        after_partial: false,
     };
     let last = StdinLine {
         text: String::from_utf8(long[MAX_LINE_BYTES..].to_vec()).unwrap(),
@@ -428,6 +432,8 @@ fn lines_cases() -> Vec<LinesCase> {
         more: false,
         bytes: long.len() as u64,
         sha256: Some(hex::encode(Sha256::digest(&long))),
+        partial: false,
+        after_partial: false,
     };
     // A character across the piece boundary goes whole into the next piece.
     let mut wide = vec![b'x'; MAX_LINE_BYTES - 1];
@@ -467,6 +473,8 @@ fn lines_cases() -> Vec<LinesCase> {
                     more: false,
                     bytes: 7,
                     sha256: None,
+                    partial: false,
+                    after_partial: false,
                 },
             )],
             None,
@@ -490,6 +498,8 @@ fn lines_cases() -> Vec<LinesCase> {
                     more: false,
                     bytes: exact.len() as u64,
                     sha256: None,
+                    partial: false,
+                    after_partial: false,
                 },
             )],
             None,
@@ -505,6 +515,8 @@ fn lines_cases() -> Vec<LinesCase> {
                         more: true,
                         bytes: (MAX_LINE_BYTES - 1) as u64,
                         sha256: None,
+                        partial: false,
+                        after_partial: false,
                     },
                 ),
                 (
@@ -515,6 +527,8 @@ fn lines_cases() -> Vec<LinesCase> {
                         more: false,
                         bytes: wide.len() as u64,
                         sha256: Some(hex::encode(Sha256::digest(&wide))),
+                        partial: false,
+                        after_partial: false,
                     },
                 ),
             ],
@@ -584,4 +598,187 @@ fn stdin_lines_memory_is_bounded() {
     assert_eq!(text, 5_000_000);
     assert_eq!(parts, (1..=parts.len() as u32).collect::<Vec<_>>());
     assert_eq!(lines.finish(), None);
+}
+
+/// Feed `input` cut at `cuts`, each chunk followed by its partial line as the recorder asks for
+/// it; every report in order.
+fn feed_with_partials(input: &[u8], cuts: &[usize]) -> Vec<StdinLine> {
+    let mut lines = StdinLines::new();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain([input.len()].iter()) {
+        let cut = cut.clamp(start, input.len());
+        out.extend(lines.feed(&input[start..cut]).into_iter().map(|e| e.line));
+        out.extend(lines.partial());
+        start = cut;
+    }
+    out.extend(lines.finish());
+    out
+}
+
+fn partial(text: &str, bytes: u64) -> StdinLine {
+    StdinLine {
+        text: text.to_string(),
+        part: 0,
+        more: true,
+        bytes,
+        sha256: None,
+        partial: true,
+        after_partial: false,
+    }
+}
+
+fn after_partial(text: &str) -> StdinLine {
+    StdinLine {
+        after_partial: true,
+        ..line(text)
+    }
+}
+
+#[test]
+fn an_unterminated_rest_is_reported_before_its_chunk_goes_on() {
+    type Case<'a> = (&'a [u8], &'a [usize], Vec<StdinLine>);
+    let cases: Vec<Case> = vec![
+        // `printf 'touch /tmp/x' | ssh node 'head -c 12 | bash'`: bash runs it at head's end.
+        (
+            b"touch /tmp/x",
+            &[],
+            vec![partial("touch /tmp/x", 12), after_partial("touch /tmp/x")],
+        ),
+        // Lines across chunks: each chunk's rest ahead, the line whole when it ends.
+        (
+            b"ech" as &[u8],
+            &[],
+            vec![partial("ech", 3), after_partial("ech")],
+        ),
+        (
+            b"echo a\necho b\n",
+            &[3, 9],
+            vec![
+                partial("ech", 3),
+                after_partial("echo a"),
+                partial("ec", 2),
+                after_partial("echo b"),
+            ],
+        ),
+        // One line over three chunks: each partial has only the bytes its chunk brought.
+        (
+            b"touch /tmp/y\n",
+            &[4, 9],
+            vec![
+                partial("touc", 4),
+                partial("h /tm", 9),
+                after_partial("touch /tmp/y"),
+            ],
+        ),
+        // A chunk that ends a line leaves nothing ahead; an empty chunk reports nothing.
+        (b"id\nls\n", &[3, 3], vec![line("id"), line("ls")]),
+        // A `\r` held at a chunk's end is in the next report (here the line, without it).
+        (b"ls\r\n", &[3], vec![partial("ls", 2), after_partial("ls")]),
+        (
+            b"a\rb",
+            &[2],
+            vec![
+                partial("a", 1),
+                partial("\rb", 3),
+                StdinLine {
+                    bytes: 3,
+                    ..after_partial("a\rb")
+                },
+            ],
+        ),
+        // A NUL ends a line as a newline does.
+        (
+            b"rm x\0rm",
+            &[2],
+            vec![
+                partial("rm", 2),
+                after_partial("rm x"),
+                partial("rm", 2),
+                after_partial("rm"),
+            ],
+        ),
+    ];
+    for (input, cuts, want) in cases {
+        assert_eq!(
+            feed_with_partials(input, cuts),
+            want,
+            "{:?} cut at {cuts:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn partial_lines_add_nothing_else_and_lose_no_byte_wherever_the_chunks_end() {
+    for (input, want, last) in lines_cases() {
+        let want: Vec<StdinLine> = want.into_iter().map(|(_, l)| l).chain(last).collect();
+        let mut x: u32 = 0x1234_5678;
+        for round in 0..40 {
+            let mut cuts = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                // Short inputs are cut anywhere, long ones in chunks of up to 9,000 bytes.
+                at += (x % if input.len() < 100 { 4 } else { 9000 }) as usize + 1;
+                cuts.push(at);
+            }
+            let got = feed_with_partials(&input, &cuts);
+            // Without the partial lines, and without saying which continue them: the lines.
+            let lines: Vec<StdinLine> = got
+                .iter()
+                .filter(|l| !l.partial)
+                .map(|l| StdinLine {
+                    after_partial: false,
+                    ..l.clone()
+                })
+                .collect();
+            assert_eq!(lines, want, "round {round}: {cuts:?}");
+            // In ASCII (no character cut): each line or piece holds the bytes reported ahead of
+            // it, first, and says so; no other does.
+            if !input.is_ascii() {
+                continue;
+            }
+            let mut ahead = String::new();
+            for l in &got {
+                if l.partial {
+                    ahead.push_str(&l.text);
+                    continue;
+                }
+                assert_eq!(l.after_partial, !ahead.is_empty(), "round {round}: {l:?}");
+                let taken = ahead.len().min(l.text.len());
+                assert_eq!(l.text[..taken], ahead[..taken], "round {round}");
+                ahead.drain(..taken);
+            }
+            assert!(ahead.is_empty(), "round {round}: left ahead: {ahead:?}");
+        }
+    }
+}
+
+#[test]
+fn partial_lines_of_a_long_line_come_with_its_pieces_and_stay_bounded() {
+    let mut lines = StdinLines::new();
+    let chunk = vec![b'q'; 10_000];
+    let mut pieces: Vec<StdinLine> = Vec::new();
+    for n in 1..=20 {
+        for end in lines.feed(&chunk) {
+            pieces.push(end.line);
+        }
+        // Each chunk's bytes are in a piece or ahead of it, at most its own bytes ahead.
+        let p = lines.partial().expect("each chunk ends inside the line");
+        assert!(p.partial && p.text.len() <= chunk.len(), "{}", p.text.len());
+        assert_eq!(lines.partial(), None);
+        let in_pieces: usize = pieces.iter().map(|l| l.text.len()).sum();
+        assert_eq!(in_pieces + lines.buf.len(), n * chunk.len());
+        assert!(lines.buf.len() <= MAX_LINE_BYTES);
+    }
+    let last = lines.finish().unwrap();
+    pieces.push(last);
+    // The pieces are the line, each continuing partial lines.
+    let text: usize = pieces.iter().map(|l| l.text.len()).sum();
+    assert_eq!(text, 200_000);
+    assert!(pieces.iter().all(|l| l.after_partial && !l.partial));
+    assert_eq!(pieces.last().unwrap().bytes, 200_000);
 }
