@@ -1106,6 +1106,9 @@ struct LeftRunning {
     command: String,
     pattern: String,
     queue: Option<PathBuf>,
+    /// Typed as a background job (`&`) into an interactive shell at a pty instead: a process
+    /// group of its own, which the signals sshd sends to the shell's group do not reach.
+    job: bool,
 }
 
 impl LeftRunning {
@@ -1114,7 +1117,40 @@ impl LeftRunning {
             command: format!("sleep {n}"),
             pattern: format!("^sleep {n}$"),
             queue: None,
+            job: false,
         }
+    }
+
+    fn job(n: &str) -> LeftRunning {
+        LeftRunning {
+            job: true,
+            ..LeftRunning::sleep(n)
+        }
+    }
+
+    /// Run it through `ssh <args> node1.acme-prod` (with `-tt` for a pty), its client's stdin
+    /// kept open.
+    fn spawn(&self, s: &Setup, args: &[&str], pty: bool) -> Client {
+        let mut cmd = Ssh::engineer(s.home.path()).args(args).command();
+        if pty || self.job {
+            cmd.arg("-tt");
+        }
+        cmd.arg("node1.acme-prod");
+        if !self.job {
+            cmd.arg(&self.command);
+        }
+        let mut client = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Client)
+            .unwrap();
+        if self.job {
+            let stdin = client.0.stdin.as_mut().unwrap();
+            writeln!(stdin, "{} &", self.command).unwrap();
+        }
+        client
     }
 
     fn pipeline(tag: &str) -> LeftRunning {
@@ -1124,6 +1160,7 @@ impl LeftRunning {
             command: format!("sh -c 'tail -f {} | bash'", queue.display()),
             pattern: format!("^tail -f {}$", queue.display()),
             queue: Some(queue),
+            job: false,
         }
     }
 
@@ -1189,21 +1226,17 @@ async fn a_program_whose_client_is_killed_is_ended_on_the_node_with_or_without_a
             LeftRunning::sleep(&format!("783{pid}")),
         ),
         ("pty-pipe-kill", true, "KILL", LeftRunning::pipeline("pty")),
+        // The interactive shell is hung up first, and hangs up its jobs as when its terminal
+        // goes away.
+        (
+            "pty-job",
+            true,
+            "TERM",
+            LeftRunning::job(&format!("785{pid}")),
+        ),
     ];
     for (what, pty, signal, program) in cases {
-        let mut cmd = Ssh::engineer(s.home.path()).command();
-        if pty {
-            cmd.arg("-tt");
-        }
-        let mut ssh = cmd
-            .arg("node1.acme-prod")
-            .arg(&program.command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Client)
-            .unwrap();
+        let mut ssh = program.spawn(&s, &[], pty);
         program.started(what, &s).await;
         kill_with(&mut ssh.0, signal);
         program.ended(what, &s).await;
@@ -1240,18 +1273,10 @@ async fn a_program_whose_channel_closes_in_a_live_session_is_ended_on_the_node()
     let cases = [
         ("mux-sleep", LeftRunning::sleep(&format!("784{pid}"))),
         ("mux-pipe", LeftRunning::pipeline("mux")),
+        ("mux-job", LeftRunning::job(&format!("786{pid}"))),
     ];
     for (what, program) in cases {
-        let mut client = Ssh::engineer(s.home.path())
-            .args(["-o", "ControlMaster=no", "-o", &control, "node1.acme-prod"])
-            .arg(&program.command)
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Client)
-            .unwrap();
+        let mut client = program.spawn(&s, &["-o", "ControlMaster=no", "-o", &control], false);
         program.started(what, &s).await;
         kill_with(&mut client.0, "KILL");
         program.ended(what, &s).await;

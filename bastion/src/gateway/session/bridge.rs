@@ -26,7 +26,7 @@ use crate::spool::Spool;
 
 type NodeWrite = ChannelWriteHalf<russh::client::Msg>;
 
-/// How long a program sent TERM has to exit before it is sent KILL.
+/// How long a program sent HUP and TERM has to exit before it is sent KILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
 /// What a channel runs on the node, as far as ending it goes.
@@ -48,7 +48,8 @@ pub(super) enum Ending {
     /// Nothing runs in it that a signal reaches (no program, a subsystem, or a program that
     /// exited): it is closed.
     Close,
-    /// Its program runs: TERM, KILL if it has not exited a second later, then it is closed.
+    /// Its program runs: HUP and TERM, KILL if it has not exited a second later, then it is
+    /// closed.
     /// Closing alone would not do: OpenSSH's sshd lets a program without a pty run on when its
     /// channel closes (only a pty is cleaned up then).
     Signal,
@@ -142,16 +143,20 @@ impl OnNode {
 
     /// End the channel on the node, once, whichever way it ends (the engineer closed it, their
     /// connection dropped, it could not be recorded, the session ended): nothing it started may
-    /// run on unattended. Its program, while it runs, is sent TERM, then KILL if it has not
-    /// exited a second later (sshd signals the program's process group, with or without a pty);
-    /// then the channel is closed. A program that exited is never signalled. A second call
-    /// waits for the first to finish.
+    /// run on unattended. Its program, while it runs, is sent HUP and TERM, then KILL if it has
+    /// not exited a second later (sshd signals the program's process group, with or without a
+    /// pty); then the channel is closed. A program that exited is never signalled. A second
+    /// call waits for the first to finish.
     pub async fn end(&self) {
         let mut ended = self.ended.lock().await;
         if *ended {
             return;
         }
         if self.ending() == Ending::Signal {
+            // HUP first, as when a terminal goes away: an interactive shell (which ignores TERM)
+            // passes it on to its jobs, each a process group of its own that sshd's signals to
+            // the shell's group do not reach, before it exits.
+            let _ = self.write.signal(Sig::HUP).await;
             let _ = self.write.signal(Sig::TERM).await;
             if !self.stops_within(TERM_GRACE).await {
                 let _ = self.write.signal(Sig::KILL).await;
@@ -529,8 +534,8 @@ impl NodeToEngineer {
 
 /// The session has ended (the engineer left, it was terminated, its certificate expired or
 /// was revoked, the gateway stops): each of its channels still open on the node is ended there
-/// ([`OnNode::end`]: a program still running is sent TERM, then KILL a second later, and the
-/// channel is closed), all at once, and then the connection to the node ends. The channels'
+/// ([`OnNode::end`]: a program still running is sent HUP and TERM, then KILL a second later, and
+/// the channel is closed), all at once, and then the connection to the node ends. The channels'
 /// recordings are finished as their node side closes.
 pub(super) async fn end_on_node(
     chans: Vec<Arc<OnNode>>,
