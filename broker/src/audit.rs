@@ -307,6 +307,13 @@ pub enum AuditEvent {
     },
 }
 
+/// A `command` event that is a whole command: not the `partial: true` report of a stdin line's
+/// unterminated rest, which its completed line repeats (`continues_partial`). Counts and lists of
+/// commands read only these.
+pub fn is_whole_command(r: &AuditRecord) -> bool {
+    r.kind == "command" && r.data.get("partial").and_then(Value::as_bool) != Some(true)
+}
+
 impl AuditEvent {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -361,6 +368,35 @@ pub use sallyport_audit::{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_stdin_report_is_not_a_whole_command() {
+        let rec = |kind: &str, data: Value| AuditRecord {
+            source: "gateway:g".into(),
+            seq: 1,
+            time: 1,
+            kind: kind.into(),
+            data,
+            prev_hash: GENESIS.into(),
+            hash: GENESIS.into(),
+        };
+        assert!(is_whole_command(&rec(
+            "command",
+            serde_json::json!({"command": "ls"})
+        )));
+        assert!(is_whole_command(&rec(
+            "command",
+            serde_json::json!({"command": "ls", "continues_partial": true})
+        )));
+        assert!(!is_whole_command(&rec(
+            "command",
+            serde_json::json!({"command": "l", "partial": true})
+        )));
+        assert!(!is_whole_command(&rec(
+            "line_entered",
+            serde_json::json!({"shown": "ls"})
+        )));
+    }
 
     #[test]
     fn event_kind_matches_its_tag() {

@@ -188,7 +188,7 @@ pub async fn build(b: &Broker, caller: &Caller, q: &ReportQuery) -> ApiResult<Re
             duration_secs: s.ended_ms.unwrap_or(now).saturating_sub(s.started_ms) / 1000,
             commands: events
                 .iter()
-                .filter(|e| e.kind == "command")
+                .filter(|e| crate::audit::is_whole_command(e))
                 .map(|e| sanitize(&text(&e.data, "command")))
                 .collect(),
             files: events

@@ -129,7 +129,8 @@ impl Store {
              (SELECT MAX(e.time_ms) FROM audit_events e WHERE e.session = s.session \
                 AND e.kind IN ('session_ended', 'session_terminated')) AS ended_ms, \
              s.engineer, s.ticket, s.cluster, s.node, s.data, \
-             (SELECT COUNT(*) FROM audit_events c WHERE c.session = s.session AND c.kind = 'command') AS commands \
+             (SELECT COUNT(*) FROM audit_events c WHERE c.session = s.session AND c.kind = 'command' \
+             AND c.data NOT LIKE '%\"partial\":true%') AS commands \
              FROM audit_events s WHERE s.kind = 'session_started' AND s.session IS NOT NULL",
         );
         if customer.is_some() {

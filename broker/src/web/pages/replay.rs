@@ -152,7 +152,7 @@ async fn moments(b: &Broker, session: &str, id: &str, started: Option<u64>) -> V
     let _ = started;
     let base = mine.first().map(|r| r.time).unwrap_or(0);
     mine.iter()
-        .filter(|r| r.kind == "command")
+        .filter(|r| crate::audit::is_whole_command(r))
         .map(|r| {
             let secs = moment_of(r, base);
             Moment {

@@ -201,7 +201,10 @@ pub async fn session_page(
         cluster: cluster.clone(),
         node: text(&start.data, "node"),
         data: start.data.clone(),
-        commands: records.iter().filter(|r| r.kind == "command").count() as u64,
+        commands: records
+            .iter()
+            .filter(|r| crate::audit::is_whole_command(r))
+            .count() as u64,
     };
     let facts = [
         ("Source address", "peer"),
