@@ -101,9 +101,9 @@ pub struct Gateway {
 /// an engineer and a code) per `REFUSAL_WINDOW_SECS`; the others are counted into the last one,
 /// written when the window or the session ends.
 const REFUSALS_PER_WINDOW: u32 = 5;
+const REFUSAL_WINDOW_SECS: u64 = 60;
 /// The cached hidden-input key, for a start without the broker.
 const HIDDEN_INPUT_KEY_FILE: &str = "hidden_input_key.pub";
-const REFUSAL_WINDOW_SECS: u64 = 60;
 
 /// Why a session was refused past a limit: (code, reason, limit).
 pub type OverLimit = (&'static str, String, usize);

@@ -254,8 +254,8 @@ pub(super) fn forges_prompts(command: &str) -> bool {
             .split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '`'))
             .filter(|w| !w.is_empty())
     };
+    // Words are split at white space, so `export PS1=...` has `PS1=...` as a word of its own.
     let assigns = |w: &str| {
-        let w = w.trim_start_matches("export").trim_start_matches('$');
         [
             "PS1",
             "PS2",

@@ -117,13 +117,13 @@ pub(super) enum Awaiting {
 type Answer = Result<(), (String, bool)>;
 
 impl ScpParser {
-    /// `direction` as [`parse_exec`](super::parse_exec) found it: who is the source.
     /// The remote path the transfer named.
     pub fn with_target(mut self, target: &str) -> Self {
         self.target = Some(target.to_string());
         self
     }
 
+    /// `direction` as [`parse_exec`](super::parse_exec) found it: who is the source.
     pub fn new(direction: ScpDirection) -> Self {
         ScpParser {
             direction,
